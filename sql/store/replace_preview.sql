@@ -1,0 +1,1 @@
+INSERT OR REPLACE INTO previews (image_id, plane, width, height, png) VALUES (?, ?, ?, ?, ?);

@@ -1,0 +1,93 @@
+//! `cdwqc import DIR`: index a warehouse folder, print a summary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+
+use crate::import::{self, ImportOptions, ImportSummary};
+use crate::store::{Access, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The folder to index (a BIDS dataset or any folder of .nii / .nii.gz files).
+    pub dir: PathBuf,
+    /// Also index derivatives/ and sourcedata/ folders.
+    #[arg(long)]
+    pub include_derivatives: bool,
+    /// Re-analyse every file, even those whose size and time are unchanged.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let mut store = Store::open(db, Access::ReadWrite)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    // First Ctrl-C: finish the files in flight, commit, stop. The next import resumes.
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: committing what is done (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let opts = ImportOptions {
+        root: args.dir.clone(),
+        include_derivatives: args.include_derivatives,
+        force: args.force,
+        progress: !args.json,
+    };
+    let summary = import::run(&mut store, &opts, &cancel)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(s: &ImportSummary) {
+    println!(
+        "{}: {} image files: {} imported ({} new, {} changed), {} unchanged, {} failed, {} missing ({:.1} s)",
+        s.root,
+        s.found,
+        s.added + s.updated,
+        s.added,
+        s.updated,
+        s.unchanged,
+        s.failed,
+        s.missing,
+        s.seconds
+    );
+    if s.interrupted {
+        println!("interrupted: run the same import again to finish");
+    }
+    if !s.failures.is_empty() {
+        println!("failed:");
+        for f in &s.failures {
+            println!("  {}: {}", f.path, f.message);
+        }
+    }
+    if s.still_failing > 0 {
+        println!(
+            "{} unchanged files still fail from earlier imports (cdwqc sql -f sql/queries/import_failures.sql)",
+            s.still_failing
+        );
+    }
+    if !s.warnings.is_empty() {
+        println!("warnings:");
+        for w in &s.warnings {
+            println!("  {}: {}", w.path, w.message);
+        }
+    }
+}

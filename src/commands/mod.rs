@@ -1,0 +1,19 @@
+//! One module per subcommand; each turns parsed arguments into library calls and output.
+
+pub mod import;
+pub mod init;
+pub mod inspect;
+pub mod sql;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.db, args),
+        Command::Import(args) => import::run(&cli.db, args),
+        Command::Sql(args) => sql::run(&cli.db, args),
+        Command::Inspect(args) => inspect::run(args),
+    }
+}

@@ -1,0 +1,265 @@
+//! Three orthogonal 8-bit preview slices in RAS orientation, stored as PNG so the
+//! dashboard never re-reads a NIfTI file to show an image.
+//!
+//! Display convention (documented in the README): neurological, patient left on the
+//! left of the picture. Axial: columns run right-wards towards R, rows top = anterior.
+//! Coronal: columns towards R, top = superior. Sagittal: columns towards anterior,
+//! top = superior. Pixels are square in millimetres: anisotropic voxels are
+//! resampled (bilinear) so a 5 mm slice stack looks like one.
+
+use super::ImagingError;
+use super::orientation::{Affine, RasView};
+use super::stats::percentile_in_place;
+
+/// The longest side of a preview in pixels.
+pub const MAX_PREVIEW_SIDE: usize = 160;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Plane {
+    Axial,
+    Coronal,
+    Sagittal,
+}
+
+impl Plane {
+    pub const ALL: [Plane; 3] = [Plane::Axial, Plane::Coronal, Plane::Sagittal];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Axial => "axial",
+            Self::Coronal => "coronal",
+            Self::Sagittal => "sagittal",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// (horizontal RAS axis, vertical RAS axis, slicing RAS axis).
+    fn axes(self) -> (usize, usize, usize) {
+        match self {
+            Self::Axial => (0, 1, 2),
+            Self::Coronal => (0, 2, 1),
+            Self::Sagittal => (1, 2, 0),
+        }
+    }
+}
+
+/// An 8-bit grayscale picture, row-major, row 0 at the top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gray8 {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<u8>,
+}
+
+impl Gray8 {
+    pub fn to_png(&self) -> Result<Vec<u8>, ImagingError> {
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut writer = enc
+                .write_header()
+                .map_err(|e| ImagingError::Preview(e.to_string()))?;
+            writer
+                .write_image_data(&self.pixels)
+                .map_err(|e| ImagingError::Preview(e.to_string()))?;
+        }
+        Ok(out)
+    }
+
+    pub fn from_png(bytes: &[u8]) -> Result<Self, ImagingError> {
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut reader = decoder
+            .read_info()
+            .map_err(|e| ImagingError::Preview(e.to_string()))?;
+        let size = reader
+            .output_buffer_size()
+            .ok_or_else(|| ImagingError::Preview("PNG too large".into()))?;
+        let mut buf = vec![0; size];
+        let info = reader
+            .next_frame(&mut buf)
+            .map_err(|e| ImagingError::Preview(e.to_string()))?;
+        if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Eight {
+            return Err(ImagingError::Preview(
+                "preview is not 8-bit grayscale".into(),
+            ));
+        }
+        buf.truncate(info.buffer_size());
+        Ok(Self {
+            width: info.width as usize,
+            height: info.height as usize,
+            pixels: buf,
+        })
+    }
+}
+
+/// The intensity window mapped to 0..255: robust percentiles of the finite voxels.
+pub fn display_window(data: &[f32]) -> (f32, f32) {
+    let mut finite: Vec<f32> = data.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return (0.0, 1.0);
+    }
+    let lo = percentile_in_place(&mut finite, 0.005) as f32;
+    let hi = percentile_in_place(&mut finite, 0.995) as f32;
+    if hi > lo {
+        (lo, hi)
+    } else {
+        let max = finite.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let min = finite.iter().copied().fold(f32::INFINITY, f32::min);
+        if max > min {
+            (min, max)
+        } else {
+            (min, min + 1.0)
+        }
+    }
+}
+
+/// Renders the middle slice of each plane.
+pub fn previews(
+    dims: [usize; 3],
+    data: &[f32],
+    affine: &Affine,
+    voxel_size: [f64; 3],
+) -> Vec<(Plane, Gray8)> {
+    let window = display_window(data);
+    Plane::ALL
+        .iter()
+        .map(|&plane| {
+            (
+                plane,
+                slice(dims, data, affine, voxel_size, plane, None, window),
+            )
+        })
+        .collect()
+}
+
+/// Renders one slice of a plane (`index` in RAS order along the slicing axis, the
+/// middle one when `None`) with the given intensity window.
+pub fn slice(
+    dims: [usize; 3],
+    data: &[f32],
+    affine: &Affine,
+    voxel_size: [f64; 3],
+    plane: Plane,
+    index: Option<usize>,
+    window: (f32, f32),
+) -> Gray8 {
+    let view = RasView::from_affine(affine);
+    let ras_dims = view.dims(dims);
+    let ras_size = view.source_axis.map(|a| {
+        let s = voxel_size[a];
+        if s > 0.0 && s.is_finite() { s } else { 1.0 }
+    });
+    let (h_axis, v_axis, s_axis) = plane.axes();
+    let depth = ras_dims[s_axis];
+    let at = index.unwrap_or(depth / 2).min(depth.saturating_sub(1));
+    let extent_h = ras_dims[h_axis] as f64 * ras_size[h_axis];
+    let extent_v = ras_dims[v_axis] as f64 * ras_size[v_axis];
+    let pixel_mm = ras_size[h_axis]
+        .min(ras_size[v_axis])
+        .max(extent_h.max(extent_v) / MAX_PREVIEW_SIDE as f64);
+    let width = ((extent_h / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
+    let height = ((extent_v / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
+    let (lo, hi) = window;
+    let scale = 255.0 / (hi - lo).max(f32::EPSILON);
+    let sample = |h: usize, v: usize| -> f32 {
+        let mut ras = [0usize; 3];
+        ras[h_axis] = h;
+        ras[v_axis] = v;
+        ras[s_axis] = at;
+        let [i, j, k] = view.source_index(dims, ras);
+        let value = data[i + dims[0] * (j + dims[1] * k)];
+        if value.is_finite() { value } else { lo }
+    };
+    let mut pixels = Vec::with_capacity(width * height);
+    for row in 0..height {
+        // Row 0 is the top of the picture: the highest index along the vertical axis.
+        let fv = ((height - 1 - row) as f64 + 0.5) / height as f64 * ras_dims[v_axis] as f64 - 0.5;
+        for col in 0..width {
+            let fh = (col as f64 + 0.5) / width as f64 * ras_dims[h_axis] as f64 - 0.5;
+            let value = bilinear(fh, fv, ras_dims[h_axis], ras_dims[v_axis], &sample);
+            pixels.push(((value - lo) * scale).clamp(0.0, 255.0).round() as u8);
+        }
+    }
+    Gray8 {
+        width,
+        height,
+        pixels,
+    }
+}
+
+fn bilinear(x: f64, y: f64, nx: usize, ny: usize, sample: &impl Fn(usize, usize) -> f32) -> f32 {
+    let x = x.clamp(0.0, (nx - 1) as f64);
+    let y = y.clamp(0.0, (ny - 1) as f64);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1));
+    let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+    let top = sample(x0, y0) * (1.0 - fx) + sample(x1, y0) * fx;
+    let bottom = sample(x0, y1) * (1.0 - fx) + sample(x1, y1) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eye() -> Affine {
+        let mut a = [[0.0; 4]; 4];
+        for (i, row) in a.iter_mut().enumerate() {
+            row[i] = 1.0;
+        }
+        a
+    }
+
+    #[test]
+    fn thick_slices_are_stretched_to_physical_size() {
+        let dims = [20, 20, 4];
+        let data = vec![1.0; 20 * 20 * 4];
+        let g = slice(
+            dims,
+            &data,
+            &eye(),
+            [1.0, 1.0, 5.0],
+            Plane::Coronal,
+            None,
+            (0.0, 1.0),
+        );
+        assert_eq!((g.width, g.height), (20, 20));
+        assert!(g.pixels.iter().all(|&p| p == 255));
+    }
+
+    #[test]
+    fn previews_are_capped_and_round_trip_through_png() {
+        let dims = [200, 100, 50];
+        let data: Vec<f32> = (0..200 * 100 * 50).map(|v| (v % 97) as f32).collect();
+        for (_, g) in previews(dims, &data, &eye(), [1.0, 1.0, 1.0]) {
+            assert!(g.width <= MAX_PREVIEW_SIDE && g.height <= MAX_PREVIEW_SIDE);
+            let back = Gray8::from_png(&g.to_png().expect("encodes")).expect("decodes");
+            assert_eq!(back, g);
+        }
+    }
+
+    #[test]
+    fn flipped_axis_shows_the_same_picture() {
+        let dims = [4, 3, 3];
+        let data: Vec<f32> = (0..36).map(|v| v as f32).collect();
+        let mut flipped = vec![0.0; 36];
+        for k in 0..3 {
+            for j in 0..3 {
+                for i in 0..4 {
+                    flipped[(3 - i) + 4 * (j + 3 * k)] = data[i + 4 * (j + 3 * k)];
+                }
+            }
+        }
+        let mut las = eye();
+        las[0][0] = -1.0;
+        let w = (0.0, 35.0);
+        let a = slice(dims, &data, &eye(), [1.0; 3], Plane::Axial, None, w);
+        let b = slice(dims, &flipped, &las, [1.0; 3], Plane::Axial, None, w);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,258 @@
+//! Indexing a warehouse: walk a BIDS tree (or plain folders) of NIfTI files, analyse
+//! new and changed files on all cores, and write them to the store in small atomic
+//! batches so an interrupted import leaves a consistent store and the next one resumes.
+
+pub mod analyse;
+pub mod walk;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::store::images::{ImageWrite, KnownFile};
+use crate::store::{Store, StoreError};
+use analyse::{FileStamp, Outcome};
+
+/// Writes are committed at least this often, so little work is lost on a crash.
+const BATCH_SIZE: usize = 32;
+const BATCH_AGE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: cannot import: {reason}")]
+    Root { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub root: PathBuf,
+    /// Also index `derivatives/` and `sourcedata/` folders.
+    pub include_derivatives: bool,
+    /// Re-analyse files even when size and modification time are unchanged.
+    pub force: bool,
+    /// Draw a progress bar on stderr (only effective on a terminal).
+    pub progress: bool,
+}
+
+/// One problem file, for the summary.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileNote {
+    pub path: String,
+    pub message: String,
+}
+
+/// The outcome of one import run. `added + updated + unchanged + failed` is the
+/// number of image files found; `missing` counts files known before and now gone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportSummary {
+    pub root: String,
+    pub found: u64,
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+    pub missing: u64,
+    /// Files that failed in an earlier import and are unchanged since.
+    pub still_failing: u64,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub failures: Vec<FileNote>,
+    pub warnings: Vec<FileNote>,
+}
+
+impl ImportSummary {
+    fn counts(&self) -> [u64; 5] {
+        [
+            self.added,
+            self.updated,
+            self.unchanged,
+            self.failed,
+            self.missing,
+        ]
+    }
+}
+
+/// Imports `opts.root` into the store. `cancel` stops the run between files: what was
+/// analysed is committed, and the next import picks up the rest.
+pub fn run(
+    store: &mut Store,
+    opts: &ImportOptions,
+    cancel: &AtomicBool,
+) -> Result<ImportSummary, ImportError> {
+    let started = Instant::now();
+    let root = opts.root.canonicalize().map_err(|e| ImportError::Root {
+        path: opts.root.clone(),
+        reason: e.to_string(),
+    })?;
+    if !root.is_dir() {
+        return Err(ImportError::Root {
+            path: opts.root.clone(),
+            reason: "not a folder".into(),
+        });
+    }
+    let root_text = root.to_string_lossy().into_owned();
+    let mut summary = ImportSummary {
+        root: root_text.clone(),
+        ..ImportSummary::default()
+    };
+    let walked = walk::candidates(&root, opts.include_derivatives);
+    summary.warnings.extend(walked.errors);
+    summary.found = walked.files.len() as u64;
+
+    let known = store.known_files(&root_text)?;
+    let import_id = store.begin_import(&root_text)?;
+    let mut todo: Vec<(PathBuf, Option<KnownFile>)> = Vec::new();
+    for path in &walked.files {
+        let key = path.to_string_lossy();
+        let k = known.get(key.as_ref());
+        if let (Some(k), false) = (k, opts.force) {
+            if k.status != "missing" && unchanged_stamp(path, k) {
+                summary.unchanged += 1;
+                summary.still_failing += u64::from(k.status == "failed");
+                continue;
+            }
+        }
+        todo.push((path.clone(), k.cloned()));
+    }
+
+    let bar = progress_bar(opts.progress, todo.len() as u64);
+    let (tx, rx) = mpsc::sync_channel::<(PathBuf, Outcome)>(BATCH_SIZE * 4);
+    let worker_root = root.clone();
+    let result = std::thread::scope(|scope| -> Result<(), ImportError> {
+        let todo = &todo;
+        scope.spawn(move || {
+            todo.par_iter().for_each_with(tx, |tx, (path, known)| {
+                if cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let outcome = analyse::analyse(path, &worker_root, known.as_ref());
+                // The receiver only hangs up when the store failed; stop quietly then.
+                let _ = tx.send((path.clone(), outcome));
+            });
+        });
+        let mut batch: Vec<ImageWrite> = Vec::with_capacity(BATCH_SIZE);
+        let mut last_flush = Instant::now();
+        loop {
+            let message = rx.recv_timeout(BATCH_AGE);
+            match message {
+                Ok((path, outcome)) => {
+                    bar.inc(1);
+                    record(&mut summary, &path, outcome, &mut batch);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if batch.len() >= BATCH_SIZE || (!batch.is_empty() && last_flush.elapsed() >= BATCH_AGE)
+            {
+                store.apply_image_writes(&batch)?;
+                batch.clear();
+                last_flush = Instant::now();
+            }
+        }
+        if !batch.is_empty() {
+            store.apply_image_writes(&batch)?;
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        // Best effort: the run row must not claim to be running forever.
+        let _ = store.finish_import(import_id, "interrupted", summary.counts());
+        return Err(e);
+    }
+
+    summary.interrupted = cancel.load(Ordering::Relaxed);
+    if !summary.interrupted {
+        // Only a complete walk may declare files gone.
+        let seen: HashSet<String> = walked
+            .files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let gone: Vec<i64> = known
+            .iter()
+            .filter(|(path, k)| k.status != "missing" && !seen.contains(*path))
+            .map(|(_, k)| k.image_id)
+            .collect();
+        summary.missing = store.mark_missing(&gone)? as u64;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    let status = if summary.interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    store.finish_import(import_id, status, summary.counts())?;
+    summary.failures.sort_by(|a, b| a.path.cmp(&b.path));
+    summary.warnings.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(summary)
+}
+
+fn unchanged_stamp(path: &Path, known: &KnownFile) -> bool {
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let stamp = FileStamp::of(&meta);
+            stamp.size == known.file_size && stamp.mtime_ns == known.mtime_ns
+        }
+        // A broken link stays broken: same as before when it already failed.
+        Err(_) => known.status == "failed" && known.file_size == 0 && known.mtime_ns == 0,
+    }
+}
+
+fn record(summary: &mut ImportSummary, path: &Path, outcome: Outcome, batch: &mut Vec<ImageWrite>) {
+    let path = path.to_string_lossy().into_owned();
+    match outcome {
+        Outcome::Imported {
+            write,
+            new,
+            warnings,
+        } => {
+            if new {
+                summary.added += 1;
+            } else {
+                summary.updated += 1;
+            }
+            summary
+                .warnings
+                .extend(warnings.into_iter().map(|message| FileNote {
+                    path: path.clone(),
+                    message,
+                }));
+            batch.push(write);
+        }
+        Outcome::Failed { write, reason } => {
+            summary.failed += 1;
+            summary.failures.push(FileNote {
+                path,
+                message: reason,
+            });
+            batch.push(write);
+        }
+        Outcome::Unchanged { write } => {
+            summary.unchanged += 1;
+            batch.extend(write);
+        }
+    }
+}
+
+fn progress_bar(wanted: bool, len: u64) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} importing [{bar:40}] {pos}/{len} files {per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

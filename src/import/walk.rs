@@ -1,0 +1,51 @@
+//! Finding candidate image files under an import root.
+
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+use super::FileNote;
+use crate::imaging::nifti::is_nifti_path;
+
+/// Folders a BIDS dataset keeps for non-raw data; skipped unless asked for.
+const NON_RAW_FOLDERS: [&str; 2] = ["derivatives", "sourcedata"];
+
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// Absolute paths of `.nii` / `.nii.gz` entries (files, links, broken links), sorted.
+    pub files: Vec<PathBuf>,
+    /// Folders that could not be listed.
+    pub errors: Vec<FileNote>,
+}
+
+pub fn candidates(root: &Path, include_derivatives: bool) -> Walked {
+    let mut walked = Walked::default();
+    let walker = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            if e.depth() == 0 || !e.file_type().is_dir() {
+                return true;
+            }
+            let name = e.file_name().to_string_lossy();
+            !(name.starts_with('.')
+                || (!include_derivatives && NON_RAW_FOLDERS.contains(&name.as_ref())))
+        });
+    for entry in walker {
+        match entry {
+            Ok(e) if !e.file_type().is_dir() && is_nifti_path(e.path()) => {
+                walked.files.push(e.into_path());
+            }
+            Ok(_) => {}
+            Err(err) => walked.errors.push(FileNote {
+                path: err
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| root.display().to_string()),
+                message: format!("cannot list folder: {err}"),
+            }),
+        }
+    }
+    walked
+}

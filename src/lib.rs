@@ -1,0 +1,11 @@
+//! cdwqc: quality control of brain MRIs in hospital clinical data warehouses.
+//!
+//! Data flows import -> store -> rate -> train -> infer -> report -> tui; `imaging`
+//! (reading NIfTI) and `query` (ad-hoc SQL) serve them.
+
+pub mod cli;
+pub mod commands;
+pub mod imaging;
+pub mod import;
+pub mod query;
+pub mod store;

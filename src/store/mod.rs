@@ -1,0 +1,212 @@
+//! The DuckDB store: opening it safely (one writer, read-only sessions, no network),
+//! schema migrations, and typed queries per table.
+
+pub mod images;
+pub mod migrations;
+
+use std::path::{Path, PathBuf};
+
+use duckdb::{AccessMode, Config, Connection};
+
+/// Environment variable naming the store when `--db` is not given.
+pub const DB_ENV: &str = "CDWQC_DB";
+/// The store's file name when neither `--db` nor `CDWQC_DB` is given.
+pub const DEFAULT_DB: &str = "cdwqc.duckdb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no store at {path}: run `cdwqc init` first (or pass --db / set CDWQC_DB)")]
+    NotFound { path: PathBuf },
+    #[error(
+        "store {path} is in use by another process that holds it for writing ({detail}); \
+         close that cdwqc (dashboard, import, training) and try again"
+    )]
+    Locked { path: PathBuf, detail: String },
+    #[error(
+        "store {path} has schema version {found}, newer than this cdwqc understands \
+         (up to {known}): upgrade cdwqc; the store was left untouched"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "store {path} has schema version {found} and needs migrating to {known}; \
+         open it once for writing (e.g. `cdwqc init --db {path}`)"
+    )]
+    NeedsMigration {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "store {path}: migration {version} ({name}) failed, nothing of it was applied: {source}"
+    )]
+    Migration {
+        path: PathBuf,
+        version: i64,
+        name: &'static str,
+        source: duckdb::Error,
+    },
+    #[error("store {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: duckdb::Error,
+    },
+    #[error("store {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// How a session may use the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// An open store. DuckDB allows one writing process per file; a second writer gets
+/// [`StoreError::Locked`].
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    access: Access,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("access", &self.access)
+            .finish()
+    }
+}
+
+/// Resolves the store path from the flag, then `CDWQC_DB`, then `./cdwqc.duckdb`.
+/// (clap fills the flag from the environment; this is for library callers.)
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(DB_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_DB),
+    }
+}
+
+fn base_config(access: Access) -> duckdb::Result<Config> {
+    // No network at run time: extensions are never downloaded or loaded on demand.
+    Config::default()
+        .access_mode(match access {
+            Access::ReadWrite => AccessMode::ReadWrite,
+            Access::ReadOnly => AccessMode::ReadOnly,
+        })?
+        .enable_autoload_extension(false)?
+        .with("autoinstall_known_extensions", "false")
+}
+
+impl Store {
+    /// Creates the store if absent and brings its schema up to date.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(StoreError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("folder {} does not exist", parent.display()),
+                });
+            }
+        }
+        Self::connect(path, Access::ReadWrite)
+    }
+
+    /// Opens an existing store. Read-write sessions migrate an older schema;
+    /// read-only sessions refuse one.
+    pub fn open(path: &Path, access: Access) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::connect(path, access)
+    }
+
+    fn connect(path: &Path, access: Access) -> Result<Self, StoreError> {
+        let db = |source| classify(path, source);
+        let config = base_config(access).map_err(db)?;
+        let conn = Connection::open_with_flags(path, config).map_err(db)?;
+        let store = Self {
+            conn,
+            path: path.to_path_buf(),
+            access,
+        };
+        migrations::bring_up_to_date(&store)?;
+        Ok(store)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Wraps a DuckDB error with the store's path.
+    pub fn err(&self, source: duckdb::Error) -> StoreError {
+        classify(&self.path, source)
+    }
+}
+
+/// Turns DuckDB's lock conflict into a message a user can act on.
+fn classify(path: &Path, source: duckdb::Error) -> StoreError {
+    let text = source.to_string();
+    if text.contains("Could not set lock") || text.contains("Conflicting lock") {
+        let detail = text
+            .split_once("Conflicting lock is held in ")
+            .map(|(_, rest)| format!("held by {}", rest.trim()))
+            .unwrap_or(text);
+        return StoreError::Locked {
+            path: path.to_path_buf(),
+            detail,
+        };
+    }
+    StoreError::Db {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_then_open_read_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.duckdb");
+        assert!(matches!(
+            Store::open(&path, Access::ReadWrite),
+            Err(StoreError::NotFound { .. })
+        ));
+        drop(Store::create(&path).expect("create"));
+        let ro = Store::open(&path, Access::ReadOnly).expect("read-only open");
+        let n: i64 = ro
+            .conn()
+            .query_row("SELECT count(*) FROM images", [], |r| r.get(0))
+            .expect("query");
+        assert_eq!(n, 0);
+        let err = ro
+            .conn()
+            .execute_batch("INSERT INTO raters (name) VALUES ('x')")
+            .unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+}
