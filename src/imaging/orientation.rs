@@ -177,12 +177,12 @@ impl RasView {
     /// Source voxel index for an RAS-ordered index.
     pub fn source_index(&self, source_dims: [usize; 3], ras: [usize; 3]) -> [usize; 3] {
         let mut src = [0; 3];
-        for out in 0..3 {
+        for (out, &at) in ras.iter().enumerate() {
             let axis = self.source_axis[out];
             src[axis] = if self.flip[out] {
-                source_dims[axis] - 1 - ras[out]
+                source_dims[axis] - 1 - at
             } else {
-                ras[out]
+                at
             };
         }
         src

@@ -90,7 +90,7 @@ fn apply(store: &Store, m: &Migration) -> Result<(), StoreError> {
         path: store.path().to_path_buf(),
         version: m.version,
         name: m.name,
-        source,
+        source: Box::new(source),
     };
     let conn = store.conn();
     conn.execute_batch("BEGIN TRANSACTION").map_err(fail)?;

@@ -47,12 +47,12 @@ pub enum StoreError {
         path: PathBuf,
         version: i64,
         name: &'static str,
-        source: duckdb::Error,
+        source: Box<duckdb::Error>,
     },
     #[error("store {path}: {source}")]
     Db {
         path: PathBuf,
-        source: duckdb::Error,
+        source: Box<duckdb::Error>,
     },
     #[error("store {path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -180,7 +180,7 @@ fn classify(path: &Path, source: duckdb::Error) -> StoreError {
     }
     StoreError::Db {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -1,0 +1,304 @@
+//! `cdwqc import` on real files and every malformed case: one row per file, the right
+//! status and reason, idempotent re-runs, changed / vanished / restored files.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{cdwqc, external, float_volume, gzip, is_root, nifti1, ok, stderr, stdout};
+
+/// Builds a warehouse with real images (BIDS layout) and every malformed case.
+/// Returns the expected status and a fragment of the reason per relative path.
+fn build_warehouse(root: &Path) -> HashMap<String, (&'static str, &'static str)> {
+    let anat = root.join("sub-01/ses-01/anat");
+    std::fs::create_dir_all(&anat).expect("mkdir");
+    let mut expect = HashMap::new();
+    let real = |name: &str, rel: &str| {
+        std::fs::copy(external(name), root.join(rel)).expect("copy");
+    };
+    real(
+        "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        "sub-01/ses-01/anat/sub-01_ses-01_T1w.nii.gz",
+    );
+    real(
+        "anatomical.nii",
+        "sub-01/ses-01/anat/sub-01_ses-01_acq-big_FLAIR.nii",
+    );
+    real("example4d.nii.gz", "example4d.nii.gz");
+    real("example_nifti2.nii.gz", "example_nifti2.nii.gz");
+    for rel in [
+        "sub-01/ses-01/anat/sub-01_ses-01_T1w.nii.gz",
+        "sub-01/ses-01/anat/sub-01_ses-01_acq-big_FLAIR.nii",
+        "example4d.nii.gz",
+        "example_nifti2.nii.gz",
+    ] {
+        expect.insert(rel.to_string(), ("ok", ""));
+    }
+    std::fs::write(
+        anat.join("sub-01_ses-01_T1w.json"),
+        r#"{"Manufacturer": "GE", "MagneticFieldStrength": 1.5, "MRAcquisitionType": "3D"}"#,
+    )
+    .expect("sidecar");
+
+    let bad = root.join("bad");
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    let write = |name: &str, bytes: &[u8]| std::fs::write(bad.join(name), bytes).expect("write");
+    let t1 =
+        std::fs::read(external("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")).expect("read");
+    write("truncated_gzip.nii.gz", &t1[..t1.len() / 2]);
+    expect.insert(
+        "bad/truncated_gzip.nii.gz".into(),
+        ("failed", "corrupt gzip"),
+    );
+    write(
+        "vox_offset_inside_header.nii",
+        &nifti1([3, 2, 2, 2, 1, 1, 1, 1], 2, 8, 12.0, &[0; 8]),
+    );
+    expect.insert(
+        "bad/vox_offset_inside_header.nii".into(),
+        ("failed", "vox_offset 12 points inside the header"),
+    );
+    write(
+        "vox_offset_past_end.nii",
+        &nifti1([3, 2, 2, 2, 1, 1, 1, 1], 2, 8, 9000.0, &[0; 8]),
+    );
+    expect.insert(
+        "bad/vox_offset_past_end.nii".into(),
+        ("failed", "beyond the end"),
+    );
+    write(
+        "negative_dim.nii",
+        &nifti1([3, 4, -4, 4, 1, 1, 1, 1], 2, 8, 352.0, &[0; 64]),
+    );
+    expect.insert("bad/negative_dim.nii".into(), ("failed", "dim[2] = -4"));
+    write(
+        "short_data.nii.gz",
+        &gzip(&nifti1([3, 8, 8, 8, 1, 1, 1, 1], 2, 8, 352.0, &[0; 100])),
+    );
+    expect.insert("bad/short_data.nii.gz".into(), ("failed", "truncated"));
+    write(
+        "flat_2d.nii",
+        &nifti1([2, 8, 8, 1, 1, 1, 1, 1], 2, 8, 352.0, &[0; 64]),
+    );
+    expect.insert("bad/flat_2d.nii".into(), ("failed", "2D image"));
+    write(
+        "five_d.nii",
+        &nifti1([5, 2, 2, 2, 1, 3, 1, 1], 2, 8, 352.0, &[0; 24]),
+    );
+    expect.insert("bad/five_d.nii".into(), ("failed", "5D image"));
+    write(
+        "not_nifti.nii",
+        b"this is a text file that someone named .nii by mistake\n",
+    );
+    expect.insert("bad/not_nifti.nii".into(), ("failed", "not a NIfTI file"));
+    write("empty.nii.gz", b"");
+    expect.insert("bad/empty.nii.gz".into(), ("failed", "empty file"));
+    std::os::unix::fs::symlink(bad.join("does_not_exist.nii"), bad.join("broken_link.nii"))
+        .expect("symlink");
+    expect.insert(
+        "bad/broken_link.nii".into(),
+        ("failed", "broken symbolic link"),
+    );
+    let fifo = bad.join("fifo.nii");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    expect.insert("bad/fifo.nii".into(), ("failed", "not a regular file"));
+    if !is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        write("unreadable.nii", &float_volume([2, 2, 2], |i| i as f32));
+        std::fs::set_permissions(
+            bad.join("unreadable.nii"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .expect("chmod");
+        expect.insert("bad/unreadable.nii".into(), ("failed", "ermission denied"));
+    }
+    write(
+        "with_nan.nii",
+        &float_volume([4, 4, 4], |i| {
+            if i % 7 == 0 {
+                f32::NAN
+            } else if i == 5 {
+                f32::INFINITY
+            } else {
+                i as f32
+            }
+        }),
+    );
+    expect.insert("bad/with_nan.nii".into(), ("ok", ""));
+    // Not images: never indexed.
+    write("notes.txt", b"not an image");
+    std::fs::create_dir_all(root.join("derivatives/seg")).expect("mkdir");
+    std::fs::write(root.join("derivatives/seg/mask.nii"), b"skipped").expect("write");
+    expect
+}
+
+fn rows(dir: &Path) -> HashMap<String, (String, String, String)> {
+    let json = ok(
+        dir,
+        &[
+            "sql",
+            "select rel_path, status, coalesce(error, '') as error, coalesce(warnings, '') as warnings from images",
+            "--format",
+            "json",
+        ],
+    );
+    let value: Value = serde_json::from_str(&json).expect("json");
+    value
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["rel_path"].as_str().expect("path").to_string(),
+                (
+                    r["status"].as_str().expect("status").to_string(),
+                    r["error"].as_str().expect("error").to_string(),
+                    r["warnings"].as_str().expect("warnings").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn import_json(dir: &Path, root: &str) -> Value {
+    serde_json::from_str(&ok(dir, &["import", root, "--json"])).expect("summary JSON")
+}
+
+#[test]
+fn import_indexes_every_file_and_a_second_run_changes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    let expect = build_warehouse(&w);
+    ok(dir, &["init"]);
+    let first = import_json(dir, "w");
+    let n = expect.len() as u64;
+    assert_eq!(first["found"], n);
+    let failed = expect.values().filter(|(s, _)| *s == "failed").count() as u64;
+    assert_eq!(first["failed"], failed);
+    assert_eq!(first["added"], n - failed);
+    assert_eq!(
+        first["failures"].as_array().expect("list").len() as u64,
+        failed
+    );
+
+    let stored = rows(dir);
+    assert_eq!(stored.len(), expect.len(), "one row per file: {stored:?}");
+    for (rel, (status, reason)) in &expect {
+        let (s, e, _) = stored
+            .get(rel)
+            .unwrap_or_else(|| panic!("no row for {rel}"));
+        assert_eq!(s, status, "{rel}: {e}");
+        assert!(
+            e.contains(reason),
+            "{rel}: reason {e:?} should mention {reason:?}"
+        );
+        assert!(!e.contains('\n'), "{rel}: reason is one line");
+    }
+    let (_, _, warnings) = &stored["bad/with_nan.nii"];
+    assert!(warnings.contains("NaN or infinite"), "{warnings}");
+    // No NaN reached a statistic.
+    let stats = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) from images where status = 'ok' and (isnan(intensity_mean) or isnan(intensity_std) or isinf(intensity_max))",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(stats.lines().nth(1), Some("0"));
+    // Entities, sidecar and previews of a BIDS file.
+    let t1 = ok(
+        dir,
+        &[
+            "sql",
+            "select subject, session, suffix, manufacturer, field_strength, orientation, (select count(*) from previews p where p.image_id = i.image_id) as previews from images i where suffix = 'T1w'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(t1.lines().nth(1), Some("01,01,T1w,GE,1.5,RAS,3"));
+
+    let second = import_json(dir, "w");
+    assert_eq!(second["unchanged"], n);
+    for key in ["added", "updated", "failed", "missing"] {
+        assert_eq!(second[key], 0, "second run: {key}");
+    }
+    assert_eq!(second["still_failing"], failed);
+    assert_eq!(rows(dir), stored, "a second run changes nothing");
+}
+
+#[test]
+fn changed_vanished_and_restored_files() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    std::fs::write(w.join("a.nii"), float_volume([3, 3, 3], |i| i as f32)).expect("write");
+    std::fs::write(w.join("b.nii"), float_volume([3, 3, 3], |_| 1.0)).expect("write");
+    ok(dir, &["init"]);
+    import_json(dir, "w");
+    let id_before = ok(
+        dir,
+        &[
+            "sql",
+            "select image_id from images where rel_path = 'a.nii'",
+            "--format",
+            "csv",
+        ],
+    );
+
+    // Same bytes, new time: unchanged (hash); new content: updated, same image_id.
+    std::fs::write(w.join("b.nii"), float_volume([3, 3, 3], |_| 1.0)).expect("rewrite");
+    std::fs::write(w.join("a.nii"), float_volume([3, 3, 3], |i| 2.0 * i as f32)).expect("change");
+    let s = import_json(dir, "w");
+    assert_eq!(
+        (s["updated"].as_u64(), s["unchanged"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    let id_after = ok(
+        dir,
+        &[
+            "sql",
+            "select image_id from images where rel_path = 'a.nii'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(id_before, id_after);
+
+    std::fs::remove_file(w.join("b.nii")).expect("remove");
+    let s = import_json(dir, "w");
+    assert_eq!(s["missing"], 1);
+    assert_eq!(rows(dir)["b.nii"].0, "missing");
+
+    std::fs::write(w.join("b.nii"), float_volume([3, 3, 3], |_| 1.0)).expect("restore");
+    let s = import_json(dir, "w");
+    assert_eq!(s["updated"], 1);
+    assert_eq!(rows(dir)["b.nii"].0, "ok");
+}
+
+#[test]
+fn import_errors_name_the_problem() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let o = cdwqc(dir, &["import", "w"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no store at cdwqc.duckdb"),
+        "{}",
+        stderr(&o)
+    );
+    ok(dir, &["init"]);
+    let o = cdwqc(dir, &["import", "nowhere"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nowhere"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+}

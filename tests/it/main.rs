@@ -1,0 +1,7 @@
+//! Integration tests: the library on real files and the real `cdwqc` binary.
+
+mod imaging;
+mod import;
+mod sql;
+mod store;
+mod support;

@@ -1,0 +1,154 @@
+//! `cdwqc sql`: every output format, saved queries, read-only by default, file access
+//! limited to the project folder.
+
+use serde_json::Value;
+
+use crate::support::{cdwqc, float_volume, ok, repo, stderr};
+
+fn store_with_images() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = tmp.path().join("w/sub-02/anat");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    std::fs::write(
+        w.join("sub-02_FLAIR.nii"),
+        float_volume([4, 4, 4], |i| i as f32),
+    )
+    .expect("write");
+    std::fs::write(
+        w.join("sub-02_T1w.nii"),
+        float_volume([4, 4, 4], |i| i as f32 * 2.0),
+    )
+    .expect("write");
+    std::fs::write(tmp.path().join("w/broken.nii"), b"nope").expect("write");
+    ok(tmp.path(), &["init"]);
+    ok(tmp.path(), &["import", "w"]);
+    tmp
+}
+
+const Q: &str =
+    "select suffix, count(*) as n from images where status = 'ok' group by all order by suffix";
+
+#[test]
+fn answers_in_every_format() {
+    let tmp = store_with_images();
+    let dir = tmp.path();
+    assert_eq!(
+        ok(dir, &["sql", Q, "--format", "csv"]),
+        "suffix,n\nFLAIR,1\nT1w,1\n"
+    );
+    assert_eq!(
+        ok(dir, &["sql", Q, "--format", "tsv"]),
+        "suffix\tn\nFLAIR\t1\nT1w\t1\n"
+    );
+    let table = ok(dir, &["sql", Q, "--format", "table"]);
+    assert!(table.starts_with("suffix  n\n"), "{table}");
+    assert!(table.ends_with("(2 rows)\n"), "{table}");
+    let json: Value =
+        serde_json::from_str(&ok(dir, &["sql", Q, "--format", "json"])).expect("json");
+    assert_eq!(json[1]["suffix"], "T1w");
+    assert_eq!(json[1]["n"], 1);
+
+    ok(
+        dir,
+        &["sql", Q, "--format", "parquet", "--out", "out.parquet"],
+    );
+    assert!(dir.join("out.parquet").is_file());
+    let back = ok(
+        dir,
+        &[
+            "sql",
+            "select * from read_parquet('out.parquet') order by suffix",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(back, "suffix,n\nFLAIR,1\nT1w,1\n");
+    ok(dir, &["sql", Q, "--format", "tsv", "--out", "out.tsv"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.tsv")).expect("read"),
+        "suffix\tn\nFLAIR\t1\nT1w\t1\n"
+    );
+}
+
+#[test]
+fn saved_queries_run() {
+    let tmp = store_with_images();
+    let dir = tmp.path();
+    let queries = repo().join("sql/queries");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&queries).expect("sql/queries") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.starts_with("--"),
+            "{} starts with a comment saying what it answers",
+            path.display()
+        );
+        let out = ok(
+            dir,
+            &["sql", "-f", path.to_str().expect("utf8"), "--format", "csv"],
+        );
+        assert!(out.lines().count() >= 1, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 2);
+    let failures = ok(
+        dir,
+        &[
+            "sql",
+            "-f",
+            queries.join("import_failures.sql").to_str().expect("utf8"),
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(failures.contains("broken.nii"), "{failures}");
+}
+
+#[test]
+fn read_only_unless_write() {
+    let tmp = store_with_images();
+    let dir = tmp.path();
+    let o = cdwqc(dir, &["sql", "insert into raters (name) values ('ann')"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("read-only") && err.contains("--write"),
+        "{err}"
+    );
+    ok(
+        dir,
+        &["sql", "--write", "insert into raters (name) values ('ann')"],
+    );
+    assert_eq!(
+        ok(dir, &["sql", "select name from raters", "--format", "csv"]),
+        "name\nann\n"
+    );
+}
+
+#[test]
+fn sql_errors_and_file_access() {
+    let tmp = store_with_images();
+    let dir = tmp.path();
+    let o = cdwqc(dir, &["sql", "select nonsense from images"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nonsense"), "{}", stderr(&o));
+
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret.csv");
+    std::fs::write(&secret, "a\n1\n").expect("write");
+    let q = format!("select * from read_csv('{}')", secret.display());
+    let o = cdwqc(dir, &["sql", &q]);
+    assert!(
+        !o.status.success(),
+        "reading outside the project must be refused"
+    );
+    assert!(stderr(&o).contains("secret.csv"), "{}", stderr(&o));
+    assert_eq!(
+        ok(dir, &["sql", &q, "--allow-files", "--format", "csv"]),
+        "a\n1\n"
+    );
+    // A session cannot lift the restriction itself.
+    let o = cdwqc(dir, &["sql", "set enable_external_access = true"]);
+    assert!(!o.status.success());
+}
