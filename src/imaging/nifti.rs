@@ -270,7 +270,8 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, ImagingError> {
             return Err(ImagingError::NotNifti {
                 path: path.to_path_buf(),
                 detail: format!(
-                    "sizeof_hdr is {size_le} (expected 348 for NIfTI-1 or 540 for NIfTI-2)"
+                    "starts with {:?} instead of a NIfTI-1 (348) or NIfTI-2 (540) header size",
+                    String::from_utf8_lossy(&bytes[..4])
                 ),
             });
         }
