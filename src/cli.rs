@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{import::ImportArgs, init::InitArgs, inspect::InspectArgs, sql::SqlArgs};
+use crate::commands::{
+    import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, sql::SqlArgs,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,4 +36,6 @@ pub enum Command {
     Sql(SqlArgs),
     /// Print the header facts of NIfTI files without touching the store.
     Inspect(InspectArgs),
+    /// Versions, compute devices (CPU / CUDA) and the store's schema.
+    Info(InfoArgs),
 }

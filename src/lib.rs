@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod device;
 pub mod imaging;
 pub mod import;
 pub mod query;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into library calls and output.
 
 pub mod import;
+pub mod info;
 pub mod init;
 pub mod inspect;
 pub mod sql;
@@ -15,5 +16,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(&cli.db, args),
         Command::Sql(args) => sql::run(&cli.db, args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Info(args) => info::run(&cli.db, args),
     }
 }

@@ -2,6 +2,7 @@
 
 mod imaging;
 mod import;
+mod interrupt;
 mod sql;
 mod store;
 mod support;
