@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, sql::SqlArgs,
+    import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, raters::RatersArgs,
+    sql::SqlArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -38,4 +39,6 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Versions, compute devices (CPU / CUDA) and the store's schema.
     Info(InfoArgs),
+    /// Add and list raters.
+    Raters(RatersArgs),
 }

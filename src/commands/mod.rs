@@ -4,6 +4,7 @@ pub mod import;
 pub mod info;
 pub mod init;
 pub mod inspect;
+pub mod raters;
 pub mod sql;
 
 use std::process::ExitCode;
@@ -17,5 +18,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sql(args) => sql::run(&cli.db, args),
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(&cli.db, args),
+        Command::Raters(args) => raters::run(&cli.db, args),
     }
 }

@@ -13,11 +13,18 @@ pub struct Migration {
 
 /// Every migration, in order. A new file in `sql/migrations/` must be added here
 /// (a test checks that the folder and this list agree).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../sql/migrations/001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../sql/migrations/001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "rating_views",
+        sql: include_str!("../../sql/migrations/002_rating_views.sql"),
+    },
+];
 
 /// The schema version this build writes.
 pub fn latest_version() -> i64 {

@@ -3,6 +3,7 @@
 
 pub mod images;
 pub mod migrations;
+pub mod raters;
 
 use std::path::{Path, PathBuf};
 
