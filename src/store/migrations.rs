@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rating_views",
         sql: include_str!("../../sql/migrations/002_rating_views.sql"),
     },
+    Migration {
+        version: 3,
+        name: "queues",
+        sql: include_str!("../../sql/migrations/003_queues.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -4,6 +4,7 @@
 pub mod images;
 pub mod migrations;
 pub mod raters;
+pub mod ratings;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,183 @@
+//! The `ratings` history: appending saves and undos, reading what is in force.
+//! Nothing here updates or deletes a rating row.
+
+use duckdb::params;
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// The version of the QC protocol written with every rating.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// One save of one rating, as plain fields (the protocol types convert into this).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NewRating {
+    pub image_id: i64,
+    pub rater: String,
+    pub usable: bool,
+    pub reject_reason: Option<String>,
+    pub gado: bool,
+    pub motion: u8,
+    pub contrast: u8,
+    pub noise: u8,
+    /// The notebook code, e.g. `kaz`.
+    pub code: String,
+    pub comment: Option<String>,
+    pub confidence: Option<u8>,
+    pub time_ms: Option<i64>,
+    pub review_later: bool,
+    /// Where the rating came from: `tui`, `line`, `import:<sha256>`.
+    pub source: String,
+    /// When the rater rated (RFC 3339); now when `None`.
+    pub rated_at: Option<String>,
+}
+
+impl Store {
+    /// Appends ratings in one transaction (all or none); returns their ids. When this
+    /// returns, the ratings are durable.
+    pub fn save_ratings(&mut self, ratings: &[NewRating]) -> Result<Vec<i64>, StoreError> {
+        let path = self.path().to_path_buf();
+        let db = |source| super::classify(&path, source);
+        let tx = self.conn_mut().transaction().map_err(db)?;
+        let mut ids = Vec::with_capacity(ratings.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(include_str!("../../sql/store/insert_rating.sql"))
+                .map_err(db)?;
+            for r in ratings {
+                let id: i64 = stmt
+                    .query_row(
+                        params![
+                            r.image_id,
+                            r.rater,
+                            r.usable,
+                            r.reject_reason,
+                            r.gado,
+                            r.motion,
+                            r.contrast,
+                            r.noise,
+                            r.code,
+                            r.comment,
+                            r.confidence,
+                            r.time_ms,
+                            r.review_later,
+                            None::<i64>,
+                            PROTOCOL_VERSION,
+                            r.source,
+                            r.rated_at,
+                        ],
+                        |row| row.get(0),
+                    )
+                    .map_err(db)?;
+                ids.push(id);
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(ids)
+    }
+
+    /// Withdraws the rater's most recent rating in force by appending an undo row.
+    /// Returns the withdrawn rating's (rating_id, image_id), or `None` when there is
+    /// nothing to undo.
+    pub fn undo_last_rating(
+        &mut self,
+        rater: &str,
+        source: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let path = self.path().to_path_buf();
+        let db = |source| super::classify(&path, source);
+        let tx = self.conn_mut().transaction().map_err(db)?;
+        let last: Option<(i64, i64)> = {
+            let mut stmt = tx
+                .prepare(include_str!("../../sql/store/last_live_rating.sql"))
+                .map_err(db)?;
+            let mut rows = stmt.query(params![rater]).map_err(db)?;
+            match rows.next().map_err(db)? {
+                Some(row) => Some((row.get(0).map_err(db)?, row.get(1).map_err(db)?)),
+                None => None,
+            }
+        };
+        let Some((rating_id, image_id)) = last else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT INTO ratings (image_id, rater, undoes, protocol_version, source) \
+             VALUES (?, ?, ?, ?, ?)",
+            params![image_id, rater, rating_id, PROTOCOL_VERSION, source],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Some((rating_id, image_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        (dir, store)
+    }
+
+    fn rating(image_id: i64, rater: &str, motion: u8) -> NewRating {
+        NewRating {
+            image_id,
+            rater: rater.into(),
+            usable: true,
+            motion,
+            code: "a".repeat(motion as usize),
+            source: "test".into(),
+            ..NewRating::default()
+        }
+    }
+
+    fn in_force(store: &Store) -> Vec<(i64, String, i64)> {
+        let mut stmt = store
+            .conn()
+            .prepare("SELECT image_id, rater, motion FROM ratings_latest ORDER BY image_id, rater")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn latest_rating_wins_and_undo_restores_the_previous_one() {
+        let (_dir, mut store) = store();
+        store
+            .save_ratings(&[rating(1, "ann", 0), rating(1, "bob", 1)])
+            .expect("save");
+        store.save_ratings(&[rating(1, "ann", 2)]).expect("save");
+        assert_eq!(
+            in_force(&store),
+            vec![(1, "ann".into(), 2), (1, "bob".into(), 1)]
+        );
+        let undone = store.undo_last_rating("ann", "test").expect("undo");
+        assert!(undone.is_some());
+        assert_eq!(
+            in_force(&store),
+            vec![(1, "ann".into(), 0), (1, "bob".into(), 1)]
+        );
+        store.undo_last_rating("ann", "test").expect("undo");
+        assert_eq!(in_force(&store), vec![(1, "bob".into(), 1)]);
+        assert_eq!(store.undo_last_rating("ann", "test").expect("undo"), None);
+        // History keeps every save and undo.
+        let n: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM ratings", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn a_failed_batch_saves_nothing() {
+        let (_dir, mut store) = store();
+        let mut bad = rating(2, "ann", 1);
+        bad.confidence = Some(9); // violates the 1-5 check
+        assert!(store.save_ratings(&[rating(1, "ann", 1), bad]).is_err());
+        assert!(in_force(&store).is_empty());
+    }
+}
