@@ -5,6 +5,7 @@ pub mod images;
 pub mod migrations;
 pub mod raters;
 pub mod ratings;
+pub mod runs;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,291 @@
+//! Training and inference records: `runs`, `epochs`, `splits` and `predictions`.
+
+use duckdb::params;
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// The start of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NewRun {
+    pub run_id: String,
+    /// `train` or `infer`.
+    pub kind: String,
+    pub task: Option<String>,
+    pub method: Option<String>,
+    pub preset: Option<String>,
+    /// The full configuration as JSON.
+    pub config: String,
+    pub git_commit: Option<String>,
+    pub split_id: Option<String>,
+    pub label_snapshot: Option<String>,
+    pub weights_path: Option<String>,
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EpochRow {
+    pub epoch: i32,
+    pub train_loss: Option<f64>,
+    pub source_loss: Option<f64>,
+    pub target_loss: Option<f64>,
+    pub domain_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_balanced_accuracy: Option<f64>,
+    pub alpha: Option<f64>,
+    pub seconds: Option<f64>,
+}
+
+/// One image's place in a data split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitRow {
+    pub image_id: i64,
+    pub subject: Option<String>,
+    /// `source` or `target`.
+    pub domain: String,
+    /// `train`, `validation`, `test` or `unlabelled`.
+    pub set: String,
+    pub label: Option<String>,
+}
+
+/// One model output for one image: probabilities and label, or why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictionRow {
+    pub image_id: i64,
+    pub task: String,
+    pub label: Option<String>,
+    pub probabilities: Option<Vec<f64>>,
+    pub error: Option<String>,
+}
+
+/// A run as listed for users.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub kind: String,
+    pub task: Option<String>,
+    pub method: Option<String>,
+    pub status: String,
+    pub metrics: Option<String>,
+    pub started_at: String,
+}
+
+impl Store {
+    pub fn begin_run(&self, run: &NewRun) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO runs (run_id, kind, task, method, preset, status, config, git_commit, \
+                 split_id, label_snapshot, weights_path) \
+                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                params![
+                    run.run_id,
+                    run.kind,
+                    run.task,
+                    run.method,
+                    run.preset,
+                    run.config,
+                    run.git_commit,
+                    run.split_id,
+                    run.label_snapshot,
+                    run.weights_path
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets a run's final status (`completed`, `failed`, `interrupted`), metrics JSON and
+    /// error; `running` again when a run is resumed.
+    pub fn set_run_status(
+        &self,
+        run_id: &str,
+        status: &str,
+        metrics: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let finished = status != "running";
+        self.conn()
+            .execute(
+                "UPDATE runs SET status = ?, metrics = coalesce(?, metrics), error = ?, \
+                 finished_at = CASE WHEN ? THEN current_timestamp ELSE NULL END WHERE run_id = ?",
+                params![status, metrics, error, finished, run_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn record_epoch(&self, run_id: &str, e: &EpochRow) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO epochs (run_id, epoch, train_loss, source_loss, target_loss, \
+                 domain_loss, val_loss, val_balanced_accuracy, alpha, seconds) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    run_id,
+                    e.epoch,
+                    e.train_loss,
+                    e.source_loss,
+                    e.target_loss,
+                    e.domain_loss,
+                    e.val_loss,
+                    e.val_balanced_accuracy,
+                    e.alpha,
+                    e.seconds
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores a split in one transaction.
+    pub fn save_split(&mut self, split_id: &str, rows: &[SplitRow]) -> Result<(), StoreError> {
+        let path = self.path().to_path_buf();
+        let db = |source| super::classify(&path, source);
+        let tx = self.conn_mut().transaction().map_err(db)?;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT INTO splits (split_id, image_id, subject, domain, \"set\", label) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .map_err(db)?;
+            for r in rows {
+                stmt.execute(params![
+                    split_id, r.image_id, r.subject, r.domain, r.set, r.label
+                ])
+                .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// Stores predictions in one transaction; a re-run of the same run replaces them.
+    pub fn save_predictions(
+        &mut self,
+        run_id: &str,
+        rows: &[PredictionRow],
+    ) -> Result<(), StoreError> {
+        let path = self.path().to_path_buf();
+        let db = |source| super::classify(&path, source);
+        let tx = self.conn_mut().transaction().map_err(db)?;
+        {
+            // Probabilities travel as JSON text and become a DOUBLE[] in SQL.
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO predictions (run_id, image_id, task, label, probabilities, error) \
+                     VALUES (?, ?, ?, ?, CAST(? AS DOUBLE[]), ?)",
+                )
+                .map_err(db)?;
+            for r in rows {
+                let probs = r
+                    .probabilities
+                    .as_ref()
+                    .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
+                stmt.execute(params![run_id, r.image_id, r.task, r.label, probs, r.error])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT run_id, kind, task, method, status, metrics, \
+                 strftime(started_at, '%Y-%m-%d %H:%M:%S') FROM runs ORDER BY started_at DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RunSummary {
+                    run_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    task: r.get(2)?,
+                    method: r.get(3)?,
+                    status: r.get(4)?,
+                    metrics: r.get(5)?,
+                    started_at: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_with_epochs_split_and_predictions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        store
+            .begin_run(&NewRun {
+                run_id: "r1".into(),
+                kind: "train".into(),
+                task: Some("usable".into()),
+                config: "{}".into(),
+                ..NewRun::default()
+            })
+            .expect("begin");
+        store
+            .record_epoch(
+                "r1",
+                &EpochRow {
+                    epoch: 1,
+                    val_loss: Some(0.5),
+                    ..EpochRow::default()
+                },
+            )
+            .expect("epoch");
+        store
+            .save_split(
+                "s1",
+                &[SplitRow {
+                    image_id: 1,
+                    subject: Some("01".into()),
+                    domain: "target".into(),
+                    set: "train".into(),
+                    label: Some("usable".into()),
+                }],
+            )
+            .expect("split");
+        store
+            .save_predictions(
+                "r1",
+                &[
+                    PredictionRow {
+                        image_id: 1,
+                        task: "usable".into(),
+                        label: Some("usable".into()),
+                        probabilities: Some(vec![0.25, 0.75]),
+                        error: None,
+                    },
+                    PredictionRow {
+                        image_id: 2,
+                        task: "usable".into(),
+                        label: None,
+                        probabilities: None,
+                        error: Some("x.nii: truncated".into()),
+                    },
+                ],
+            )
+            .expect("predictions");
+        store
+            .set_run_status("r1", "completed", Some("{\"ba\":0.9}"), None)
+            .expect("finish");
+        let runs = store.runs().expect("runs");
+        assert_eq!(runs[0].status, "completed");
+        let p: f64 = store
+            .conn()
+            .query_row(
+                "SELECT probabilities[2] FROM predictions WHERE image_id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .expect("list element");
+        assert_eq!(p, 0.75);
+    }
+}
