@@ -2,6 +2,7 @@
 //! schema migrations, and typed queries per table.
 
 pub mod images;
+pub mod lookup;
 pub mod migrations;
 pub mod raters;
 pub mod ratings;
