@@ -9,7 +9,7 @@
 
 use super::ImagingError;
 use super::orientation::{Affine, RasView};
-use super::stats::percentile_in_place;
+use super::stats::{finite_sample, percentile_in_place};
 
 /// The longest side of a preview in pixels.
 pub const MAX_PREVIEW_SIDE: usize = 160;
@@ -99,7 +99,7 @@ impl Gray8 {
 
 /// The intensity window mapped to 0..255: robust percentiles of the finite voxels.
 pub fn display_window(data: &[f32]) -> (f32, f32) {
-    let mut finite: Vec<f32> = data.iter().copied().filter(|v| v.is_finite()).collect();
+    let mut finite = finite_sample(data);
     if finite.is_empty() {
         return (0.0, 1.0);
     }

@@ -19,31 +19,50 @@ pub struct IntensitySummary {
     pub zero_fraction: f64,
 }
 
-/// Summarises the finite values; `None` when there are none.
+/// Percentiles are taken from a systematic sample of at most this many finite voxels:
+/// exact for small volumes, within a fraction of a percentile rank for large ones, and
+/// a few milliseconds instead of a few hundred for a 1 mm brain.
+pub const PERCENTILE_SAMPLE: usize = 1 << 20;
+
+/// Every k-th finite value, k chosen so that at most [`PERCENTILE_SAMPLE`] remain.
+pub fn finite_sample(data: &[f32]) -> Vec<f32> {
+    let stride = data.len().div_ceil(PERCENTILE_SAMPLE).max(1);
+    data.iter()
+        .step_by(stride)
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+/// Summarises the finite values; `None` when there are none. Min, max, mean and
+/// standard deviation use every voxel; percentiles use [`finite_sample`].
 pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
-    let mut finite: Vec<f32> = data.iter().copied().filter(|v| v.is_finite()).collect();
-    let nonfinite = (data.len() - finite.len()) as u64;
-    if finite.is_empty() {
-        return None;
-    }
-    let n = finite.len() as f64;
-    let (mut sum, mut min, mut max, mut zeros) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY, 0u64);
-    for &v in &finite {
+    let (mut n, mut sum, mut min, mut max, mut zeros) =
+        (0u64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY, 0u64);
+    for &v in data.iter().filter(|v| v.is_finite()) {
         let v = f64::from(v);
+        n += 1;
         sum += v;
         min = min.min(v);
         max = max.max(v);
         zeros += u64::from(v == 0.0);
     }
-    let mean = sum / n;
-    let var = finite
+    let nonfinite = data.len() as u64 - n;
+    if n == 0 {
+        return None;
+    }
+    let mean = sum / n as f64;
+    let var = data
         .iter()
+        .filter(|v| v.is_finite())
         .map(|&v| (f64::from(v) - mean).powi(2))
         .sum::<f64>()
-        / n;
-    let p01 = percentile_in_place(&mut finite, 0.01);
-    let p50 = percentile_in_place(&mut finite, 0.50);
-    let p99 = percentile_in_place(&mut finite, 0.99);
+        / n as f64;
+    let n = n as f64;
+    let mut sample = finite_sample(data);
+    let p01 = percentile_in_place(&mut sample, 0.01);
+    let p50 = percentile_in_place(&mut sample, 0.50);
+    let p99 = percentile_in_place(&mut sample, 0.99);
     Some(IntensitySummary {
         min,
         max,
