@@ -22,7 +22,7 @@ fn warehouse(dir: &Path, n: usize) {
 fn interrupted_then_resumed(signal: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let n = 16;
+    let n = 30;
     warehouse(dir, n);
     ok(dir, &["init"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
@@ -32,7 +32,8 @@ fn interrupted_then_resumed(signal: &str) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(700));
+    // Past process start-up (libtorch is loaded before main runs), into the import.
+    std::thread::sleep(Duration::from_millis(2500));
     let killed = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
