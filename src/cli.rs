@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, raters::RatersArgs,
-    sql::SqlArgs,
+    ratings::RatingsArgs, sql::SqlArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -41,4 +41,6 @@ pub enum Command {
     Info(InfoArgs),
     /// Add and list raters.
     Raters(RatersArgs),
+    /// Import and export ratings.
+    Ratings(RatingsArgs),
 }

@@ -5,6 +5,7 @@ pub mod info;
 pub mod init;
 pub mod inspect;
 pub mod raters;
+pub mod ratings;
 pub mod sql;
 
 use std::process::ExitCode;
@@ -19,5 +20,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(&cli.db, args),
         Command::Raters(args) => raters::run(&cli.db, args),
+        Command::Ratings(args) => ratings::run(&cli.db, args),
     }
 }

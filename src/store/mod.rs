@@ -138,6 +138,8 @@ impl Store {
         let db = |source| classify(path, source);
         let config = base_config(access).map_err(db)?;
         let conn = Connection::open_with_flags(path, config).map_err(db)?;
+        // Times are shown and exported in UTC whatever the machine's zone.
+        conn.execute_batch("SET TimeZone = 'UTC'").map_err(db)?;
         let store = Self {
             conn,
             path: path.to_path_buf(),
