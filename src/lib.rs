@@ -9,4 +9,5 @@ pub mod device;
 pub mod imaging;
 pub mod import;
 pub mod query;
+pub mod report;
 pub mod store;
