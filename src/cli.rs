@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, raters::RatersArgs,
-    ratings::RatingsArgs, sql::SqlArgs,
+    ratings::RatingsArgs, report::ReportArgs, sql::SqlArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -43,4 +43,6 @@ pub enum Command {
     Raters(RatersArgs),
     /// Import and export ratings.
     Ratings(RatingsArgs),
+    /// Agreement and model reports (Markdown, JSON, HTML).
+    Report(ReportArgs),
 }

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod device;
 pub mod imaging;
 pub mod import;
+pub mod metrics;
 pub mod query;
 pub mod report;
 pub mod store;

@@ -6,6 +6,7 @@ pub mod init;
 pub mod inspect;
 pub mod raters;
 pub mod ratings;
+pub mod report;
 pub mod sql;
 
 use std::process::ExitCode;
@@ -21,5 +22,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(args) => info::run(&cli.db, args),
         Command::Raters(args) => raters::run(&cli.db, args),
         Command::Ratings(args) => ratings::run(&cli.db, args),
+        Command::Report(args) => report::run(&cli.db, args),
     }
 }

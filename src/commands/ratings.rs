@@ -81,10 +81,9 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
             if let Err(e) = result
                 .write(args.format, &mut lock)
                 .and_then(|_| lock.flush())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
             {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    return Err(e).context("writing the ratings");
-                }
+                return Err(e).context("writing the ratings");
             }
         }
     }

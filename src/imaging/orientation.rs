@@ -33,10 +33,10 @@ pub fn best_affine(h: &Header) -> (Affine, AffineSource) {
         a[..3].copy_from_slice(&h.srow);
         return (a, AffineSource::Sform);
     }
-    if h.qform_code > 0 {
-        if let Some(a) = qform_affine(h) {
-            return (a, AffineSource::Qform);
-        }
+    if h.qform_code > 0
+        && let Some(a) = qform_affine(h)
+    {
+        return (a, AffineSource::Qform);
     }
     let mut a = identity();
     for (i, row) in a.iter_mut().take(3).enumerate() {

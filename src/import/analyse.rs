@@ -114,16 +114,17 @@ pub fn analyse(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
         Err(e) => return failed(row, e.reason()),
     };
     let sha = hex_sha256(&raw);
-    if let Some(k) = known {
-        if k.status != "missing" && k.sha256.as_deref() == Some(sha.as_str()) {
-            let write = (k.mtime_ns != stamp.mtime_ns || k.file_size != stamp.size).then_some(
-                ImageWrite::Touch {
-                    image_id: k.image_id,
-                    mtime_ns: stamp.mtime_ns,
-                },
-            );
-            return Outcome::Unchanged { write };
-        }
+    if let Some(k) = known
+        && k.status != "missing"
+        && k.sha256.as_deref() == Some(sha.as_str())
+    {
+        let write = (k.mtime_ns != stamp.mtime_ns || k.file_size != stamp.size).then_some(
+            ImageWrite::Touch {
+                image_id: k.image_id,
+                mtime_ns: stamp.mtime_ns,
+            },
+        );
+        return Outcome::Unchanged { write };
     }
     let mut row = row;
     row.sha256 = Some(sha);

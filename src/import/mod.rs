@@ -113,12 +113,13 @@ pub fn run(
     for path in &walked.files {
         let key = path.to_string_lossy();
         let k = known.get(key.as_ref());
-        if let (Some(k), false) = (k, opts.force) {
-            if k.status != "missing" && unchanged_stamp(path, k) {
-                summary.unchanged += 1;
-                summary.still_failing += u64::from(k.status == "failed");
-                continue;
-            }
+        if let (Some(k), false) = (k, opts.force)
+            && k.status != "missing"
+            && unchanged_stamp(path, k)
+        {
+            summary.unchanged += 1;
+            summary.still_failing += u64::from(k.status == "failed");
+            continue;
         }
         todo.push((path.clone(), k.cloned()));
     }

@@ -1,4 +1,128 @@
 //! Reports: agreement between raters and model performance, assembled from the store
 //! and rendered as Markdown, JSON and a self-contained HTML file with SVG plots.
 
+pub mod agreement;
+pub mod document;
 pub mod plots;
+
+use serde::Serialize;
+
+use crate::metrics::{Estimate, MetricError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One reported number: a value (with its 95% CI and standard error when the statistic
+/// has them), or the reason it is undefined. Never a made-up number.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Value {
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub se: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undefined: Option<String>,
+}
+
+impl Value {
+    pub fn of(v: f64) -> Self {
+        if v.is_finite() {
+            Self {
+                value: Some(v),
+                ..Self::default()
+            }
+        } else {
+            Self::undefined_text("not a finite number".into())
+        }
+    }
+
+    pub fn with_ci(v: f64, ci: (f64, f64), se: Option<f64>) -> Self {
+        let mut out = Self::of(v);
+        if out.value.is_some() {
+            out.ci95 = (ci.0.is_finite() && ci.1.is_finite()).then_some([ci.0, ci.1]);
+            out.se = se.filter(|s| s.is_finite());
+        }
+        out
+    }
+
+    pub fn undefined(e: &MetricError) -> Self {
+        let reason = match e.undefined_reason() {
+            Some(r) => r.to_string(),
+            None => e.to_string(),
+        };
+        Self::undefined_text(reason)
+    }
+
+    pub fn undefined_text(reason: String) -> Self {
+        Self {
+            undefined: Some(reason),
+            ..Self::default()
+        }
+    }
+
+    pub fn from_estimate(e: Estimate) -> Self {
+        match e {
+            Ok(v) => Self::of(v),
+            Err(e) => Self::undefined(&e),
+        }
+    }
+
+    /// `0.812 [0.714, 0.910]`, or `undefined (reason)`.
+    pub fn text(&self) -> String {
+        match (self.value, self.ci95) {
+            (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+            (Some(v), None) => format!("{v:.3}"),
+            (None, _) => format!(
+                "undefined ({})",
+                self.undefined.as_deref().unwrap_or("no value")
+            ),
+        }
+    }
+}
+
+/// A titled SVG plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    pub title: String,
+    /// The `<svg>` element, or the reason the plot could not be drawn.
+    pub svg: Result<String, String>,
+}
+
+impl Figure {
+    fn new(title: String, svg: Result<String, plots::PlotError>) -> Self {
+        Self {
+            title,
+            svg: svg.map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn confusion(
+        title: String,
+        labels: &[&str],
+        counts: &[Vec<u64>],
+        rows: &str,
+        cols: &str,
+    ) -> Self {
+        let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        let svg = plots::confusion_matrix(&title, &labels, counts, rows, cols);
+        Self::new(title, svg)
+    }
+
+    pub fn kappa(title: String, raters: &[String], kappa: &[Vec<Option<f64>>]) -> Self {
+        let svg = plots::kappa_matrix(&title, raters, kappa);
+        Self::new(title, svg)
+    }
+
+    pub fn balance(title: String, labels: &[&str], counts: &[u64]) -> Self {
+        let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
+        let svg = plots::class_balance(&title, &labels, counts);
+        Self::new(title, svg)
+    }
+}

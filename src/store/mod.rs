@@ -112,13 +112,13 @@ fn base_config(access: Access) -> duckdb::Result<Config> {
 impl Store {
     /// Creates the store if absent and brings its schema up to date.
     pub fn create(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(StoreError::Invalid {
-                    path: path.to_path_buf(),
-                    message: format!("folder {} does not exist", parent.display()),
-                });
-            }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            return Err(StoreError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("folder {} does not exist", parent.display()),
+            });
         }
         Self::connect(path, Access::ReadWrite)
     }

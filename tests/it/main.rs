@@ -3,6 +3,9 @@
 mod imaging;
 mod import;
 mod interrupt;
+mod metrics_properties;
+mod metrics_reference;
+mod report;
 mod sql;
 mod store;
 mod support;

@@ -1,0 +1,12 @@
+-- Each rater's task labels in force, with the image's scanner from its sidecar.
+-- $1: BIDS suffix to keep, or NULL for every image.
+SELECT l.image_id, l.rater, l.usable_label, l.quality_label, l.gado_label,
+       CASE WHEN i.manufacturer IS NULL THEN NULL
+            ELSE concat_ws(' ', i.manufacturer, i.scanner_model,
+                           CASE WHEN i.field_strength IS NOT NULL
+                                THEN printf('%.1fT', i.field_strength) END)
+       END AS scanner
+FROM rater_labels l
+JOIN images i USING (image_id)
+WHERE $1::VARCHAR IS NULL OR i.suffix = $1
+ORDER BY l.image_id, l.rater

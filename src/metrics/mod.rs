@@ -1,0 +1,65 @@
+//! Verified statistics of the project: classification metrics, inter-rater agreement and
+//! bootstrap intervals, as pure functions on category indices (no I/O).
+//!
+//! Categories are always passed as indices `0..q` into a DECLARED order; weighted
+//! kappas and ordinal alpha use these positions. Reference values from
+//! scikit-learn 1.9.1, statsmodels 0.15.0, krippendorff 0.9.0 and irrCAC 0.4.4
+//! are reproduced to 1e-9 relative (see `tests/metrics_reference.rs`).
+//!
+//! # Undefined results
+//!
+//! No metric panics or invents a number. Every fallible result is an
+//! [`Estimate`] (`Result<T, MetricError>`); degenerate data give
+//! `Err(MetricError::Undefined(reason))`, malformed input (a category index
+//! outside the declared categories, ragged rows, length mismatches) gives
+//! `Err(MetricError::InvalidInput { .. })` naming the argument.
+//!
+//! | situation | metrics | result | reference libraries |
+//! |---|---|---|---|
+//! | no pair / sample / subject | all | `Undefined::EmptyInput` | NaN or exception |
+//! | all ratings in one category (p_e = 1) | Cohen's kappa (all weights), Scott's pi, Fleiss' kappa | `Undefined::ChanceAgreementIsOne` | sklearn / statsmodels NaN; sklearn `replace_undefined_by` picks a number |
+//! | one declared category (q = 1), or p_e = 1 | Randolph's kappa, Brennan-Prediger, generalised Fleiss, Gwet's Krippendorff estimator | `Undefined::ChanceAgreementIsOne` | statsmodels NaN; irrCAC hard-codes 1.0 or raises |
+//! | one declared category (q = 1) | Gwet's AC1/AC2, Krippendorff's alpha | `Undefined::SingleValueDomain` | irrCAC hard-codes 1.0; krippendorff raises `ValueError` |
+//! | no variation under the distance | Krippendorff's alpha | `Undefined::NoExpectedDisagreement` | krippendorff NaN |
+//! | no subject with two ratings | pairwise agreement, Fleiss, alpha, AC1 | `Undefined::NoPairableUnit` | krippendorff `ValueError` |
+//! | subjects with different numbers of ratings | Fleiss' / Randolph's kappa | `Undefined::UnequalRatingsPerSubject` | statsmodels `AssertionError` |
+//! | null variance is 0 | Cohen z and p-values | `Undefined::ZeroVariance` | statsmodels inf / NaN |
+//! | a single rated subject | AC1 / AC2 / Brennan-Prediger standard error and interval | `Undefined::ZeroVariance` | irrCAC NaN |
+//! | zero denominator | per-class precision / recall / specificity / F1, MCC | `Undefined::ZeroDivision(what)` | sklearn 0.0 (`zero_division`), MCC 0.0 |
+//! | class absent as positive or negative | ROC AUC | `Undefined::SingleClass` | sklearn `ValueError` |
+//! | one class in the truth | adjusted balanced accuracy | `Undefined::SingleClass` | sklearn division by zero |
+//! | no defined replicate | bootstrap | `Undefined::NoDefinedReplicate` | - |
+//!
+//! Round-off: variances that come out negative by round-off (statsmodels can
+//! report -3e-16) are clamped to 0, so standard errors are never NaN; an exact
+//! zero standard error is reported as 0 (irrCAC prints 1e-15).
+//!
+//! scikit-learn parity for reports: `estimate.unwrap_or(0.0)` reproduces its
+//! default `zero_division` for per-class metrics and its MCC of 0.0;
+//! [`ZeroDivision::Exclude`] reproduces `zero_division=np.nan` in macro F1.
+
+mod agreement;
+mod bootstrap;
+mod classification;
+mod distributions;
+mod gwet;
+mod krippendorff;
+mod ratings;
+mod undefined;
+
+pub use agreement::{
+    CohenKappa, FleissKappa, Weighting, all_raters_agree, cohen_kappa, fleiss_kappa,
+    pairwise_agreement, percent_agreement, randolph_kappa, scott_pi,
+};
+pub use bootstrap::{BootstrapConfig, BootstrapInterval, bootstrap_percentile};
+pub use classification::{
+    ClassMetrics, ConfusionMatrix, OneVsRestAuc, RocCurve, ZeroDivision, roc_auc,
+    roc_auc_one_vs_one_macro, roc_auc_one_vs_rest, roc_curve,
+};
+pub use gwet::{
+    AgreementCoefficient, AgreementWeights, brennan_prediger, fleiss_kappa_generalized, gwet_ac1,
+    gwet_ac2, krippendorff_alpha_inference,
+};
+pub use krippendorff::{Level, krippendorff_alpha};
+pub use ratings::{ContingencyTable, Ratings, SubjectCounts};
+pub use undefined::{Estimate, MetricError, Undefined};

@@ -1,0 +1,472 @@
+//! The inter-rater agreement report: for each task, every pair of raters with shared
+//! images and all raters together, overall and per scanner.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::{Figure, ReportError, Value};
+use crate::metrics::{
+    ConfusionMatrix, ContingencyTable, Level, Ratings, Weighting, cohen_kappa, fleiss_kappa,
+    gwet_ac1, krippendorff_alpha, pairwise_agreement, percent_agreement,
+};
+use crate::store::Store;
+
+/// The prediction tasks and their categories, in ordinal order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Usable,
+    Quality,
+    Gado,
+}
+
+impl Task {
+    pub const ALL: [Task; 3] = [Task::Usable, Task::Quality, Task::Gado];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Usable => "usable",
+            Task::Quality => "quality",
+            Task::Gado => "gado",
+        }
+    }
+
+    pub fn categories(self) -> &'static [&'static str] {
+        match self {
+            Task::Usable => &["usable", "reject"],
+            Task::Quality => &["good", "medium", "bad"],
+            Task::Gado => &["no_gado", "gado"],
+        }
+    }
+
+    /// Unweighted kappa for binary tasks, quadratic for the ordinal quality grade.
+    pub fn weighting(self) -> Weighting {
+        match self {
+            Task::Quality => Weighting::Quadratic,
+            _ => Weighting::Unweighted,
+        }
+    }
+}
+
+fn weighting_name(w: Weighting) -> &'static str {
+    match w {
+        Weighting::Unweighted => "unweighted",
+        Weighting::Linear => "linear",
+        Weighting::Quadratic => "quadratic",
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AgreementOptions {
+    /// BIDS suffix to restrict to (e.g. FLAIR).
+    pub sequence: Option<String>,
+    /// Raters to include; all when empty.
+    pub raters: Vec<String>,
+}
+
+/// Two raters compared on the images both rated.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairAgreement {
+    pub rater_a: String,
+    pub rater_b: String,
+    pub n: u64,
+    pub percent_agreement: Value,
+    /// Cohen's kappa (weighting per task) with its Fleiss-Cohen-Everitt 95% CI.
+    pub kappa: Value,
+    /// Rater b scored against rater a as the truth: the figure the paper compares
+    /// models with.
+    pub human_balanced_accuracy: Value,
+    /// Rows: rater a, columns: rater b, in category order.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// All raters together on one set of images.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupAgreement {
+    pub images: u64,
+    pub ratings: u64,
+    /// Images rated by two or more raters.
+    pub images_multiply_rated: u64,
+    pub percent_agreement_pairwise: Value,
+    /// Fleiss' kappa on the images rated by every included rater.
+    pub fleiss_kappa: Value,
+    pub fleiss_images: u64,
+    /// Krippendorff's alpha (nominal for binary tasks, ordinal for quality), missing
+    /// ratings allowed.
+    pub krippendorff_alpha: Value,
+    /// Gwet's AC1 with its standard error and 95% CI.
+    pub gwet_ac1: Value,
+    /// Labels given by all raters, per category.
+    pub class_counts: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskAgreement {
+    pub task: Task,
+    pub categories: Vec<String>,
+    pub kappa_weighting: &'static str,
+    pub overall: GroupAgreement,
+    pub pairs: Vec<PairAgreement>,
+    /// Per scanner (manufacturer, model, field strength from the sidecars), where known.
+    pub by_scanner: Vec<(String, GroupAgreement)>,
+}
+
+/// The whole report; its JSON form is versioned by `schema`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgreementReport {
+    pub schema: &'static str,
+    pub store: String,
+    pub sequence: Option<String>,
+    pub raters: Vec<String>,
+    pub tasks: Vec<TaskAgreement>,
+    #[serde(skip)]
+    pub figures: Vec<Figure>,
+}
+
+pub const AGREEMENT_SCHEMA: &str = "cdwqc.agreement/1";
+
+struct LabelRow {
+    image_id: i64,
+    rater: String,
+    labels: [Option<String>; 3],
+    scanner: Option<String>,
+}
+
+fn load(store: &Store, opts: &AgreementOptions) -> Result<Vec<LabelRow>, ReportError> {
+    let mut stmt = store
+        .conn()
+        .prepare(include_str!("../../sql/store/rater_labels_for_report.sql"))
+        .map_err(|e| store.err(e))?;
+    let rows = stmt
+        .query_map(duckdb::params![opts.sequence], |r| {
+            Ok(LabelRow {
+                image_id: r.get(0)?,
+                rater: r.get(1)?,
+                labels: [r.get(2)?, r.get(3)?, r.get(4)?],
+                scanner: r.get(5)?,
+            })
+        })
+        .map_err(|e| store.err(e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let row = row.map_err(|e| store.err(e))?;
+        if opts.raters.is_empty() || opts.raters.contains(&row.rater) {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the agreement report from the ratings in force.
+pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, ReportError> {
+    let rows = load(store, opts)?;
+    let mut raters: Vec<String> = rows
+        .iter()
+        .map(|r| r.rater.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !opts.raters.is_empty() {
+        for wanted in &opts.raters {
+            if !raters.contains(wanted) {
+                return Err(ReportError::Input(format!(
+                    "rater {wanted} has no rating in force{}",
+                    opts.sequence
+                        .as_ref()
+                        .map(|s| format!(" on {s} images"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+        raters.clone_from(&opts.raters);
+    }
+    let mut tasks = Vec::new();
+    let mut figures = Vec::new();
+    for (t, task) in Task::ALL.iter().enumerate() {
+        let categories = task.categories();
+        let index: HashMap<&str, usize> = categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (*c, i))
+            .collect();
+        // image -> rater -> category
+        let mut by_image: BTreeMap<i64, BTreeMap<usize, usize>> = BTreeMap::new();
+        let mut scanner_of: HashMap<i64, String> = HashMap::new();
+        for row in &rows {
+            let Some(label) = row.labels[t].as_deref() else {
+                continue;
+            };
+            let (Some(&c), Some(r)) = (
+                index.get(label),
+                raters.iter().position(|x| *x == row.rater),
+            ) else {
+                continue;
+            };
+            by_image.entry(row.image_id).or_default().insert(r, c);
+            if let Some(s) = &row.scanner {
+                scanner_of.insert(row.image_id, s.clone());
+            }
+        }
+        let image_ids: Vec<i64> = by_image.keys().copied().collect();
+        let matrix = |ids: &[i64]| -> Result<Ratings, ReportError> {
+            let mut cells = Vec::with_capacity(ids.len() * raters.len());
+            for id in ids {
+                let given = &by_image[id];
+                cells.extend((0..raters.len()).map(|r| given.get(&r).copied()));
+            }
+            Ratings::new(cells, raters.len().max(1), categories.len())
+                .map_err(|e| ReportError::Input(e.to_string()))
+        };
+        let all = matrix(&image_ids)?;
+        let overall = group(&all, *task);
+        let mut pairs = Vec::new();
+        let mut kappa_grid = vec![vec![None; raters.len()]; raters.len()];
+        for a in 0..raters.len() {
+            kappa_grid[a][a] = Some(1.0);
+            for b in (a + 1)..raters.len() {
+                let table = all
+                    .pair_table(a, b)
+                    .map_err(|e| ReportError::Input(e.to_string()))?;
+                if table.total() == 0 {
+                    continue;
+                }
+                let pair = pair_agreement(&raters[a], &raters[b], &table, *task);
+                kappa_grid[a][b] = pair.kappa.value;
+                kappa_grid[b][a] = pair.kappa.value;
+                if pairs.len() < 6 {
+                    figures.push(Figure::confusion(
+                        format!("{} · {} vs {}", task.name(), raters[a], raters[b]),
+                        categories,
+                        &pair.confusion,
+                        &raters[a],
+                        &raters[b],
+                    ));
+                }
+                pairs.push(pair);
+            }
+        }
+        if raters.len() > 1 {
+            figures.push(Figure::kappa(
+                format!("{} · Cohen's kappa by rater pair", task.name()),
+                &raters,
+                &kappa_grid,
+            ));
+        }
+        figures.push(Figure::balance(
+            format!("{} · labels given, all raters", task.name()),
+            categories,
+            &overall.class_counts,
+        ));
+        let mut scanners: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for id in &image_ids {
+            if let Some(s) = scanner_of.get(id) {
+                scanners.entry(s.clone()).or_default().push(*id);
+            }
+        }
+        let mut by_scanner = Vec::new();
+        if scanners.len() > 1 {
+            for (name, ids) in scanners {
+                by_scanner.push((name, group(&matrix(&ids)?, *task)));
+            }
+        }
+        tasks.push(TaskAgreement {
+            task: *task,
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+            kappa_weighting: weighting_name(task.weighting()),
+            overall,
+            pairs,
+            by_scanner,
+        });
+    }
+    Ok(AgreementReport {
+        schema: AGREEMENT_SCHEMA,
+        store: store.path().display().to_string(),
+        sequence: opts.sequence.clone(),
+        raters,
+        tasks,
+        figures,
+    })
+}
+
+fn pair_agreement(a: &str, b: &str, table: &ContingencyTable, task: Task) -> PairAgreement {
+    let k = table.n_categories();
+    let confusion: Vec<Vec<u64>> = (0..k)
+        .map(|r| (0..k).map(|c| table.get(r, c)).collect())
+        .collect();
+    let kappa = match cohen_kappa(table, task.weighting()) {
+        Ok(c) => Value::with_ci(c.kappa, c.ci95, Some(c.std_kappa)),
+        Err(e) => Value::undefined(&e),
+    };
+    let human_ba = ConfusionMatrix::from_rows(&confusion)
+        .map_err(|e| e.to_string())
+        .and_then(|m| m.balanced_accuracy().map_err(|e| e.to_string()));
+    PairAgreement {
+        rater_a: a.to_string(),
+        rater_b: b.to_string(),
+        n: table.total(),
+        percent_agreement: Value::from_estimate(percent_agreement(table)),
+        kappa,
+        human_balanced_accuracy: match human_ba {
+            Ok(v) => Value::of(v),
+            Err(e) => Value::undefined_text(e),
+        },
+        confusion,
+    }
+}
+
+fn group(ratings: &Ratings, task: Task) -> GroupAgreement {
+    let counts = ratings.subject_counts();
+    let complete = ratings.complete_subjects();
+    let per_image: Vec<u32> = counts.rows().map(|r| r.iter().sum()).collect();
+    let class_counts = counts.category_totals();
+    let level = if task == Task::Quality {
+        Level::Ordinal
+    } else {
+        Level::Nominal
+    };
+    GroupAgreement {
+        images: ratings.n_subjects() as u64,
+        ratings: per_image.iter().map(|&n| u64::from(n)).sum(),
+        images_multiply_rated: per_image.iter().filter(|&&n| n >= 2).count() as u64,
+        percent_agreement_pairwise: Value::from_estimate(pairwise_agreement(&counts)),
+        fleiss_kappa: match fleiss_kappa(&complete.subject_counts()) {
+            Ok(f) => Value::of(f.kappa),
+            Err(e) => Value::undefined(&e),
+        },
+        fleiss_images: complete.n_subjects() as u64,
+        krippendorff_alpha: Value::from_estimate(krippendorff_alpha(&counts, level)),
+        gwet_ac1: match gwet_ac1(&counts) {
+            Ok(g) => Value::with_ci(
+                g.coefficient,
+                g.ci95.unwrap_or((f64::NAN, f64::NAN)),
+                g.se.ok(),
+            ),
+            Err(e) => Value::undefined(&e),
+        },
+        class_counts,
+    }
+}
+
+/// The report as a document for Markdown and HTML.
+pub fn document(report: &AgreementReport) -> super::document::Document {
+    use super::document::Document;
+    let mut d = Document::new(match &report.sequence {
+        Some(s) => format!("Inter-rater agreement · {s}"),
+        None => "Inter-rater agreement".to_string(),
+    });
+    d.paragraph(format!(
+        "Store {} · raters: {} · ratings in force (latest per image and rater, undos applied).",
+        report.store,
+        if report.raters.is_empty() {
+            "none".to_string()
+        } else {
+            report.raters.join(", ")
+        }
+    ));
+    if report.raters.is_empty() {
+        d.paragraph("No ratings yet: import some with `cdwqc ratings import FILE --rater NAME` or rate with `cdwqc rate`.");
+        return d;
+    }
+    for t in &report.tasks {
+        d.heading(
+            2,
+            format!("Task: {} ({})", t.task.name(), t.categories.join(" / ")),
+        );
+        let o = &t.overall;
+        d.paragraph(format!(
+            "{} images, {} ratings, {} images rated by two or more raters. Kappa weighting: {}.",
+            o.images, o.ratings, o.images_multiply_rated, t.kappa_weighting
+        ));
+        d.table(
+            &["all raters", "value"],
+            vec![
+                vec![
+                    "percent agreement (pairwise)".into(),
+                    o.percent_agreement_pairwise.text(),
+                ],
+                vec![
+                    format!("Fleiss' kappa ({} images rated by all)", o.fleiss_images),
+                    o.fleiss_kappa.text(),
+                ],
+                vec!["Krippendorff's alpha".into(), o.krippendorff_alpha.text()],
+                vec!["Gwet's AC1 [95% CI]".into(), o.gwet_ac1.text()],
+                vec![
+                    "labels given".into(),
+                    t.categories
+                        .iter()
+                        .zip(&o.class_counts)
+                        .map(|(c, n)| format!("{c} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ],
+            ],
+        );
+        if !t.pairs.is_empty() {
+            d.heading(3, "Rater pairs");
+            d.table(
+                &[
+                    "rater a",
+                    "rater b",
+                    "n",
+                    "agreement",
+                    "Cohen's kappa [95% CI]",
+                    "human balanced accuracy (b vs a)",
+                    "confusion (rows a, cols b)",
+                ],
+                t.pairs
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.rater_a.clone(),
+                            p.rater_b.clone(),
+                            p.n.to_string(),
+                            p.percent_agreement.text(),
+                            p.kappa.text(),
+                            p.human_balanced_accuracy.text(),
+                            p.confusion
+                                .iter()
+                                .map(|r| r.iter().map(u64::to_string).collect::<Vec<_>>().join(" "))
+                                .collect::<Vec<_>>()
+                                .join(" / "),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+        if !t.by_scanner.is_empty() {
+            d.heading(3, "Per scanner");
+            d.table(
+                &[
+                    "scanner",
+                    "images",
+                    "agreement",
+                    "Krippendorff's alpha",
+                    "Gwet's AC1",
+                ],
+                t.by_scanner
+                    .iter()
+                    .map(|(name, g)| {
+                        vec![
+                            name.clone(),
+                            g.images.to_string(),
+                            g.percent_agreement_pairwise.text(),
+                            g.krippendorff_alpha.text(),
+                            g.gwet_ac1.text(),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
+        let prefix = format!("{} ·", t.task.name());
+        d.figures(
+            report
+                .figures
+                .iter()
+                .filter(|f| f.title.starts_with(&prefix))
+                .cloned()
+                .collect(),
+        );
+    }
+    d
+}
