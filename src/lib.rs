@@ -9,6 +9,8 @@ pub mod device;
 pub mod imaging;
 pub mod import;
 pub mod metrics;
+pub mod protocol;
 pub mod query;
+pub mod rate;
 pub mod report;
 pub mod store;

@@ -116,6 +116,9 @@ CREATE TABLE ratings (
     motion           TINYINT CHECK (motion BETWEEN 0 AND 2),
     contrast         TINYINT CHECK (contrast BETWEEN 0 AND 2),
     noise            TINYINT CHECK (noise BETWEEN 0 AND 2),
+    -- good / medium / bad for usable images: the worst grade, or the only thing a
+    -- quality-only rating (MRIQC-style) gives, whose gado and grades are then NULL
+    quality          VARCHAR CHECK (quality IN ('good', 'medium', 'bad')),
     code             VARCHAR,                    -- the notebook code, e.g. 'kaz'
     comment          VARCHAR,
     confidence       TINYINT CHECK (confidence BETWEEN 1 AND 5),

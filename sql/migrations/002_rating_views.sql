@@ -38,14 +38,16 @@ ORDER BY rater;
 --   usable:  'usable' or 'reject'
 --   quality: 'good' / 'medium' / 'bad' from the worst of motion, contrast, noise
 --            (usable images only; NULL for a reject)
---   gado:    'gado' or 'no_gado'
+--   gado:    'gado' or 'no_gado' (usable images with a gado answer only)
 CREATE VIEW rater_labels AS
 SELECT image_id, rater, rating_id, saved_at,
        CASE WHEN usable THEN 'usable' ELSE 'reject' END AS usable_label,
        CASE WHEN NOT usable THEN NULL
+            WHEN quality IS NOT NULL THEN quality
             WHEN greatest(motion, contrast, noise) = 0 THEN 'good'
             WHEN greatest(motion, contrast, noise) = 1 THEN 'medium'
             ELSE 'bad' END AS quality_label,
-       CASE WHEN gado THEN 'gado' ELSE 'no_gado' END AS gado_label
+       CASE WHEN NOT usable OR gado IS NULL THEN NULL
+            WHEN gado THEN 'gado' ELSE 'no_gado' END AS gado_label
 FROM ratings_latest
 WHERE usable IS NOT NULL;

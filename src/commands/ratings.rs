@@ -17,8 +17,30 @@ pub struct RatingsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RatingsAction {
+    /// Read a rating file (native TSV/CSV, the authors' notebook files, MRIQC tables).
+    Import(ImportArgs),
     /// Write ratings out: those in force (default), the whole history, or the consensus.
     Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    pub file: PathBuf,
+    /// The rater of a file without a rater column (notebook files, most native files).
+    #[arg(long)]
+    pub rater: Option<String>,
+    /// auto, native, notebook or mriqc.
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// MRIQC's -1 (exclude): `reject` (not usable) or `bad` (usable, bad quality).
+    #[arg(long, default_value = "reject")]
+    pub mriqc_exclude: String,
+    /// Import the valid rows even when others are invalid or match no image.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +51,9 @@ pub struct ExportArgs {
     /// Every save and undo, oldest first.
     #[arg(long, group = "what")]
     pub history: bool,
+    /// One row per rated image: the consensus of the ratings in force and its task labels.
+    #[arg(long, group = "what")]
+    pub consensus: bool,
     #[arg(long, value_enum, default_value = "tsv")]
     pub format: Format,
     /// Write to this file (required for parquet); standard output otherwise.
@@ -38,11 +63,79 @@ pub struct ExportArgs {
 
 pub fn run(db: &Path, args: RatingsArgs) -> anyhow::Result<ExitCode> {
     match args.action {
+        RatingsAction::Import(a) => import(db, a),
         RatingsAction::Export(a) => export(db, a),
     }
 }
 
+fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use crate::rate::formats::{MriqcExclude, ParseOptions};
+    let format = match args.format.as_str() {
+        "auto" => None,
+        other => Some(other.parse()?),
+    };
+    let mriqc_exclude = match args.mriqc_exclude.as_str() {
+        "reject" => MriqcExclude::Reject,
+        "bad" => MriqcExclude::Bad,
+        other => bail!("--mriqc-exclude {other:?}: expected reject or bad"),
+    };
+    let mut store = crate::store::Store::open(db, crate::store::Access::ReadWrite)?;
+    let report = crate::rate::import::import_file(
+        &mut store,
+        &args.file,
+        args.rater.as_deref(),
+        &ParseOptions {
+            format,
+            mriqc_exclude,
+        },
+        args.skip_invalid,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if let Some(note) = &report.already_imported {
+            println!("{}: already imported, nothing saved ({note})", report.file);
+            return Ok(ExitCode::SUCCESS);
+        }
+        for name in &report.new_raters {
+            println!("added rater {name}");
+        }
+        for p in &report.problems {
+            println!("{}:{}: {}", report.file, p.line, p.message);
+        }
+        if report.saved {
+            println!(
+                "{}: {} ratings imported ({} format, {} rows{})",
+                report.file,
+                report.imported,
+                report.format,
+                report.rows,
+                if report.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} skipped", report.problems.len())
+                }
+            );
+        } else {
+            println!(
+                "{}: nothing imported: {} of {} rows have problems (fix them, or pass --skip-invalid)",
+                report.file,
+                report.problems.len(),
+                report.rows
+            );
+        }
+    }
+    Ok(if report.saved || report.already_imported.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.consensus {
+        return export_consensus(db, &args);
+    }
     let sql = if args.history {
         include_str!("../../sql/store/export_history.sql")
     } else {
@@ -84,6 +177,85 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
                 && e.kind() != std::io::ErrorKind::BrokenPipe
             {
                 return Err(e).context("writing the ratings");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    use crate::query::{Cell, ResultSet};
+    let store = crate::store::Store::open(db, crate::store::Access::ReadOnly)?;
+    let labels = crate::rate::labels::image_labels(&store)?;
+    let keys = store.image_keys()?;
+    let mut ids: Vec<&i64> = labels.keys().collect();
+    ids.sort_by_key(|id| keys.get(*id).map(|k| k.rel_path.clone()));
+    let text = |v: Option<String>| v.map_or(Cell::Null, Cell::Text);
+    let int = |v: Option<u8>| v.map_or(Cell::Null, |v| Cell::Int(v.into()));
+    let boolean = |v: Option<bool>| v.map_or(Cell::Null, Cell::Bool);
+    let mut result = ResultSet {
+        columns: [
+            "subject",
+            "session",
+            "acq",
+            "run",
+            "suffix",
+            "path",
+            "raters",
+            "usable_decision",
+            "usable",
+            "reject_reason",
+            "quality",
+            "gado",
+            "motion",
+            "contrast",
+            "noise",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect(),
+        rows: Vec::new(),
+    };
+    for id in ids {
+        let l = &labels[id];
+        let k = keys.get(id).cloned().unwrap_or_default();
+        result.rows.push(vec![
+            text(k.subject),
+            text(k.session),
+            text(k.acq),
+            text(k.run),
+            text(k.suffix),
+            Cell::Text(k.rel_path),
+            Cell::Int(l.raters as i128),
+            Cell::Text(l.usable_decision.to_string()),
+            boolean(l.usable),
+            text(l.reject_reason.clone()),
+            text(l.quality.map(str::to_string)),
+            boolean(l.gado),
+            int(l.motion),
+            int(l.contrast),
+            int(l.noise),
+        ]);
+    }
+    if args.format == Format::Parquet {
+        bail!("--consensus is written as tsv, csv or json");
+    }
+    match &args.out {
+        Some(path) => {
+            let mut file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            result.write(args.format, &mut file)?;
+            eprintln!("wrote {} images to {}", result.rows.len(), path.display());
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            if let Err(e) = result
+                .write(args.format, &mut lock)
+                .and_then(|_| lock.flush())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e).context("writing the consensus");
             }
         }
     }

@@ -235,3 +235,40 @@ mod tests {
         ));
     }
 }
+
+/// How an image is named in exports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageKeyRow {
+    pub rel_path: String,
+    pub subject: Option<String>,
+    pub session: Option<String>,
+    pub acq: Option<String>,
+    pub run: Option<String>,
+    pub suffix: Option<String>,
+}
+
+impl Store {
+    /// Every image's export key, by image id.
+    pub fn image_keys(&self) -> Result<HashMap<i64, ImageKeyRow>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT image_id, rel_path, subject, session, acq, run, suffix FROM images")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    ImageKeyRow {
+                        rel_path: r.get(1)?,
+                        subject: r.get(2)?,
+                        session: r.get(3)?,
+                        acq: r.get(4)?,
+                        run: r.get(5)?,
+                        suffix: r.get(6)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}

@@ -20,7 +20,12 @@ pub struct NewRating {
     pub motion: u8,
     pub contrast: u8,
     pub noise: u8,
-    /// The notebook code, e.g. `kaz`.
+    /// A quality-only rating (MRIQC-style tables): gado and grades are unknown and
+    /// stored as NULL; `quality` carries the rater's class.
+    pub quality_only: bool,
+    /// good / medium / bad; derived from the grades when `None` on a usable rating.
+    pub quality: Option<String>,
+    /// The notebook code, e.g. `kaz` (empty for quality-only ratings).
     pub code: String,
     pub comment: Option<String>,
     pub confidence: Option<u8>,
@@ -30,6 +35,24 @@ pub struct NewRating {
     pub source: String,
     /// When the rater rated (RFC 3339); now when `None`.
     pub rated_at: Option<String>,
+}
+
+/// The quality class stored with a rating: given, or the worst grade of a usable one.
+fn quality_of(r: &NewRating) -> Option<String> {
+    if !r.usable {
+        return None;
+    }
+    if let Some(q) = &r.quality {
+        return Some(q.clone());
+    }
+    Some(
+        match r.motion.max(r.contrast).max(r.noise) {
+            0 => "good",
+            1 => "medium",
+            _ => "bad",
+        }
+        .to_string(),
+    )
 }
 
 impl Store {
@@ -52,11 +75,12 @@ impl Store {
                             r.rater,
                             r.usable,
                             r.reject_reason,
-                            r.gado,
-                            r.motion,
-                            r.contrast,
-                            r.noise,
-                            r.code,
+                            (!r.quality_only).then_some(r.gado),
+                            (!r.quality_only).then_some(r.motion),
+                            (!r.quality_only).then_some(r.contrast),
+                            (!r.quality_only).then_some(r.noise),
+                            quality_of(r),
+                            (!r.quality_only).then_some(r.code.as_str()),
                             r.comment,
                             r.confidence,
                             r.time_ms,
@@ -179,5 +203,73 @@ mod tests {
         bad.confidence = Some(9); // violates the 1-5 check
         assert!(store.save_ratings(&[rating(1, "ann", 1), bad]).is_err());
         assert!(in_force(&store).is_empty());
+    }
+}
+
+/// A rating in force, as stored (NULL grades for quality-only ratings).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRating {
+    pub image_id: i64,
+    pub rater: String,
+    pub usable: bool,
+    pub reject_reason: Option<String>,
+    pub gado: Option<bool>,
+    pub motion: Option<u8>,
+    pub contrast: Option<u8>,
+    pub noise: Option<u8>,
+    pub quality: Option<String>,
+}
+
+impl Store {
+    /// Every rating in force (the latest per image and rater, undos applied).
+    pub fn ratings_in_force(&self) -> Result<Vec<StoredRating>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT image_id, rater, usable, reject_reason, gado, motion, contrast, noise, quality \
+                 FROM ratings_latest WHERE usable IS NOT NULL ORDER BY image_id, rater",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredRating {
+                    image_id: r.get(0)?,
+                    rater: r.get(1)?,
+                    usable: r.get(2)?,
+                    reject_reason: r.get(3)?,
+                    gado: r.get(4)?,
+                    motion: r.get(5)?,
+                    contrast: r.get(6)?,
+                    noise: r.get(7)?,
+                    quality: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Names of the raters whose role is adjudicator.
+    pub fn adjudicators(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT name FROM raters WHERE role = 'adjudicator'")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// When ratings from this source were saved, if ever: (count, first save).
+    pub fn ratings_from_source(&self, source: &str) -> Result<Option<(i64, String)>, StoreError> {
+        let (n, first): (i64, Option<String>) = self
+            .conn()
+            .query_row(
+                "SELECT count(*), strftime(min(saved_at), '%Y-%m-%d %H:%M:%S') FROM ratings WHERE source = ?",
+                params![source],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok((n > 0).then(|| (n, first.unwrap_or_default())))
     }
 }

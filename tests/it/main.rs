@@ -5,6 +5,8 @@ mod import;
 mod interrupt;
 mod metrics_properties;
 mod metrics_reference;
+mod native_roundtrip;
+mod notebook_roundtrip;
 mod report;
 mod sql;
 mod store;

@@ -1,0 +1,1380 @@
+//! Rating files: parsing native, notebook and MRIQC-style tables into plain rows, and
+//! writing native and notebook files.
+//!
+//! Parsing never panics: a problem with the whole file (unreadable, no header, missing
+//! or duplicated column, unknown or ambiguous format) is a [`FormatError`]; a problem
+//! with one row becomes an [`InvalidRow`] with its line number and the other rows are
+//! kept.
+//!
+//! # Delimiter
+//! A header holding tabs but no commas is tab-separated, commas but no tabs is
+//! comma-separated; otherwise the extension decides (`.tsv`/`.txt` tab, `.csv` comma),
+//! and failing that the more frequent of the two characters in the header.
+//!
+//! # Native format (`native`)
+//! Header names are matched case-insensitively. Image key: a non-empty `path`, else the
+//! BIDS entities `subject` (with or without `sub-`), `session`, `acq`, `run`, `suffix`
+//! (prefixes `ses-`, `acq-`, `run-` are stripped too). Protocol: either the explicit
+//! columns `usable, reject_reason, gado, motion, contrast, noise` (explicit columns win
+//! when both are present) or a `code` column (plus an optional `reject_reason` for
+//! `r`). `code`, `tier` and `quality`, when present and non-empty, must agree with the
+//! rating. Optional: `rater`, `comment`, `confidence` (1-5), `time_ms`, `rated_at`
+//! (RFC 3339). Cells are trimmed except `comment`, which is kept verbatim; a blank
+//! comment reads as none. For a reject, `gado` and grades must be empty, `0` or `false`.
+//! A usable row with `gado`, `motion`, `contrast` and `noise` all empty and a
+//! `quality` is a quality-only rating (see [`ParsedRow::grades_known`]).
+//!
+//! # Notebook format (`notebook`)
+//! The authors' notebook saves a pandas DataFrame with its index:
+//! `index | img_id | code | label`, tab- or comma-separated; the index column may be
+//! named `index`, `Unnamed: 0` or nothing, or be absent. `img_id` is a BIDS name such as
+//! `sub-XXX_ses-YYY` or a file stem; `label` is the tier number (1-4, `2.0` accepted)
+//! and must match the code, else the row is invalid. An empty code is a good usable
+//! image. The rater is not in the file (one file per rater).
+//!
+//! # MRIQC-style tables (`mriqc`)
+//! One column per rater, named `rater_<id>` or `rater<digits>`, holding `-1` exclude,
+//! `0` doubtful, `1` accept (`-1.0` style accepted); an empty cell means that rater did
+//! not rate the image. Image key: `bids_name`, else `subject_id` with the optional
+//! `session_id`, `acq_id`, `run_id`. Each non-empty cell gives one row whose `rater`
+//! is the column name. Mapping to the protocol:
+//! - `1` accept -> usable, quality good;
+//! - `0` doubtful -> usable, quality medium;
+//! - `-1` exclude -> by default reject with reason `other` (MRIQC's exclude means "not
+//!   usable for analysis", which is what `usable = false` records); with
+//!   [`MriqcExclude::Bad`] -> usable, quality bad instead, for tables whose excluded
+//!   images are proper scans with severe artefacts.
+//!
+//! MRIQC gives no per-artefact grades and no gadolinium flag. The protocol types have
+//! no "unknown" grade, so such rows are quality-only ratings: `grades_known = false`,
+//! `gado = false`, and all three grades set to the grade of the quality class
+//! (none/moderate/severe) so that `tier()` and `quality()` are right. The store must
+//! write NULL for gado, motion, contrast and noise of such rows and keep only
+//! `usable`, `reject_reason` and `quality`; per-artefact statistics skip them.
+//!
+//! # BIDS names
+//! A name `sub-<s>[_ses-<x>][_acq-<x>][_run-<x>][_<suffix>]` (an extension `.nii`,
+//! `.nii.gz` or `.json` is dropped) becomes [`ImageKey::Bids`]; any other name,
+//! including one with other entities, is kept whole as [`ImageKey::Path`], which the
+//! store matches against file paths and stems.
+
+use crate::protocol::{Grade, ProtocolError, Quality, Rating, RejectReason, Tier, Usability};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// The supported rating file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileFormat {
+    Native,
+    Notebook,
+    Mriqc,
+}
+
+impl FileFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileFormat::Native => "native",
+            FileFormat::Notebook => "notebook",
+            FileFormat::Mriqc => "mriqc",
+        }
+    }
+}
+
+impl fmt::Display for FileFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FileFormat {
+    type Err = FormatError;
+    /// Accepts `native`, `notebook`, `mriqc`; `auto` is `None` in [`ParseOptions`].
+    fn from_str(text: &str) -> Result<FileFormat, FormatError> {
+        match text.trim() {
+            "native" => Ok(FileFormat::Native),
+            "notebook" => Ok(FileFormat::Notebook),
+            "mriqc" => Ok(FileFormat::Mriqc),
+            other => Err(FormatError::UnknownFormatName(other.to_string())),
+        }
+    }
+}
+
+/// Field separator of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delimiter {
+    Tab,
+    Comma,
+}
+
+impl Delimiter {
+    fn byte(self) -> u8 {
+        match self {
+            Delimiter::Tab => b'\t',
+            Delimiter::Comma => b',',
+        }
+    }
+
+    /// Tab for `.tsv`/`.txt`, comma for `.csv`, none for other names.
+    pub fn from_extension(name: &str) -> Option<Delimiter> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".tsv") || lower.ends_with(".txt") {
+            Some(Delimiter::Tab)
+        } else if lower.ends_with(".csv") {
+            Some(Delimiter::Comma)
+        } else {
+            None
+        }
+    }
+
+    /// Sniffs the delimiter from the header line, then the extension; see the module
+    /// documentation.
+    pub fn sniff(header_line: &str, source_name: &str) -> Delimiter {
+        let tabs = header_line.matches('\t').count();
+        let commas = header_line.matches(',').count();
+        match (tabs > 0, commas > 0) {
+            (true, false) => Delimiter::Tab,
+            (false, true) => Delimiter::Comma,
+            _ => Delimiter::from_extension(source_name).unwrap_or(if commas > tabs {
+                Delimiter::Comma
+            } else {
+                Delimiter::Tab
+            }),
+        }
+    }
+}
+
+/// BIDS entities that identify an image; values without their `sub-`/`ses-`/...
+/// prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BidsKey {
+    pub subject: String,
+    pub session: Option<String>,
+    pub acq: Option<String>,
+    pub run: Option<String>,
+    pub suffix: Option<String>,
+}
+
+impl BidsKey {
+    /// Parses `sub-<s>[_ses-<x>][_acq-<x>][_run-<x>][_<suffix>]`, entities in this
+    /// order, an extension dropped; `None` for anything else.
+    pub fn from_name(name: &str) -> Option<BidsKey> {
+        let name = name.trim();
+        let base = Path::new(name).file_name()?.to_str()?;
+        let stem = [".nii.gz", ".nii", ".json"]
+            .iter()
+            .find_map(|ext| base.strip_suffix(ext))
+            .unwrap_or(base);
+        let parts: Vec<&str> = stem.split('_').collect();
+        let valid = |value: &str| !value.is_empty() && !value.contains('-');
+        let subject = parts[0].strip_prefix("sub-").filter(|s| valid(s))?;
+        let mut key = BidsKey {
+            subject: subject.to_string(),
+            session: None,
+            acq: None,
+            run: None,
+            suffix: None,
+        };
+        let mut rest = &parts[1..];
+        for (prefix, slot) in [
+            ("ses-", &mut key.session),
+            ("acq-", &mut key.acq),
+            ("run-", &mut key.run),
+        ] {
+            if let Some(value) = rest.first().and_then(|part| part.strip_prefix(prefix)) {
+                if !valid(value) {
+                    return None;
+                }
+                *slot = Some(value.to_string());
+                rest = &rest[1..];
+            }
+        }
+        match rest {
+            [] => {}
+            [suffix] if valid(suffix) => key.suffix = Some(suffix.to_string()),
+            _ => return None,
+        }
+        Some(key)
+    }
+
+    /// The BIDS name, e.g. `sub-01_ses-M000_acq-3d_run-1_FLAIR`.
+    pub fn name(&self) -> String {
+        let mut name = format!("sub-{}", self.subject);
+        for (prefix, value) in [
+            ("ses-", &self.session),
+            ("acq-", &self.acq),
+            ("run-", &self.run),
+        ] {
+            if let Some(value) = value {
+                name.push('_');
+                name.push_str(prefix);
+                name.push_str(value);
+            }
+        }
+        if let Some(suffix) = &self.suffix {
+            name.push('_');
+            name.push_str(suffix);
+        }
+        name
+    }
+}
+
+/// How a rating file names its image.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageKey {
+    Bids(BidsKey),
+    /// A file path or stem, as written in the file.
+    Path(String),
+}
+
+impl ImageKey {
+    /// A BIDS key when `name` is a BIDS name, else the name as a path.
+    pub fn from_name(name: &str) -> ImageKey {
+        BidsKey::from_name(name)
+            .map(ImageKey::Bids)
+            .unwrap_or_else(|| ImageKey::Path(name.trim().to_string()))
+    }
+
+    /// The BIDS name or the path.
+    pub fn name(&self) -> String {
+        match self {
+            ImageKey::Bids(key) => key.name(),
+            ImageKey::Path(path) => path.clone(),
+        }
+    }
+}
+
+/// One rating read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRow {
+    /// 1-based line of the row in the file (the header is line 1).
+    pub line: usize,
+    pub key: ImageKey,
+    pub rating: Rating,
+    /// `false` for quality-only ratings (MRIQC tables, native rows with only a
+    /// quality): `gado` and the grades are then placeholders that carry the quality
+    /// class and must be stored as unknown.
+    pub grades_known: bool,
+    pub comment: Option<String>,
+    /// Rater's confidence, 1-5.
+    pub confidence: Option<u8>,
+    pub time_ms: Option<u64>,
+    /// RFC 3339 timestamp as written in the file.
+    pub rated_at: Option<String>,
+    pub rater: Option<String>,
+}
+
+impl ParsedRow {
+    /// A row with only a key and a full rating.
+    pub fn new(line: usize, key: ImageKey, rating: Rating) -> ParsedRow {
+        ParsedRow {
+            line,
+            key,
+            rating,
+            grades_known: true,
+            comment: None,
+            confidence: None,
+            time_ms: None,
+            rated_at: None,
+            rater: None,
+        }
+    }
+}
+
+/// A row that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRow {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Everything read from one rating file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedFile {
+    pub format: FileFormat,
+    pub delimiter: Delimiter,
+    pub rows: Vec<ParsedRow>,
+    pub invalid: Vec<InvalidRow>,
+}
+
+/// What an MRIQC `-1` (exclude) becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MriqcExclude {
+    /// Reject with reason `other`.
+    #[default]
+    Reject,
+    /// Usable, quality bad.
+    Bad,
+}
+
+/// Parsing choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ParseOptions {
+    /// `None` detects the format from the header.
+    pub format: Option<FileFormat>,
+    pub mriqc_exclude: MriqcExclude,
+}
+
+/// Problems with a whole rating file; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read rating file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("rating file {source_name} is empty: no header line")]
+    Empty { source_name: String },
+    #[error("rating file {source_name}: unreadable header: {message}")]
+    Header {
+        source_name: String,
+        message: String,
+    },
+    #[error("rating file {source_name}: column '{column}' appears twice in the header")]
+    DuplicateColumn { source_name: String, column: String },
+    #[error(
+        "rating file {source_name}: the {format} format needs column {column}; header is: {header}"
+    )]
+    MissingColumn {
+        source_name: String,
+        format: FileFormat,
+        column: String,
+        header: String,
+    },
+    #[error(
+        "rating file {source_name}: unrecognised header ({header}); expected native (subject or path, with code or usable), notebook (img_id, code, label) or mriqc (bids_name or subject_id, with rater_* columns)"
+    )]
+    UnknownFormat { source_name: String, header: String },
+    #[error(
+        "rating file {source_name}: header ({header}) fits several formats ({candidates}); choose one with --format"
+    )]
+    Ambiguous {
+        source_name: String,
+        header: String,
+        candidates: String,
+    },
+    #[error("unknown rating file format '{0}': expected auto, native, notebook or mriqc")]
+    UnknownFormatName(String),
+    #[error("cannot write row {index} ({image}) in the {format} format: {reason}")]
+    NotExpressible {
+        index: usize,
+        image: String,
+        format: FileFormat,
+        reason: String,
+    },
+    #[error("cannot write rating table: {0}")]
+    Write(String),
+}
+
+/// Reads and parses a rating file.
+pub fn read_ratings_file(path: &Path, options: &ParseOptions) -> Result<ParsedFile, FormatError> {
+    let bytes = std::fs::read(path).map_err(|source| FormatError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    parse_ratings(&text, &path.display().to_string(), options)
+}
+
+/// Parses the text of a rating file; `source_name` (a path or `<stdin>`) is used in
+/// messages and for the delimiter's extension fallback.
+pub fn parse_ratings(
+    text: &str,
+    source_name: &str,
+    options: &ParseOptions,
+) -> Result<ParsedFile, FormatError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Some(header_line) = text.lines().find(|line| !line.trim().is_empty()) else {
+        return Err(FormatError::Empty {
+            source_name: source_name.to_string(),
+        });
+    };
+    let delimiter = Delimiter::sniff(header_line, source_name);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter.byte())
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+    let header: Vec<String> = match records.next() {
+        Some(Ok(record)) => record.iter().map(|name| name.trim().to_string()).collect(),
+        Some(Err(error)) => {
+            return Err(FormatError::Header {
+                source_name: source_name.to_string(),
+                message: error.to_string(),
+            });
+        }
+        None => {
+            return Err(FormatError::Empty {
+                source_name: source_name.to_string(),
+            });
+        }
+    };
+    let columns = Columns::new(&header, source_name)?;
+    let format = match options.format {
+        Some(format) => format,
+        None => detect_format(&columns, source_name)?,
+    };
+    let layout = Layout::new(format, &columns, source_name)?;
+    let mut parsed = ParsedFile {
+        format,
+        delimiter,
+        rows: Vec::new(),
+        invalid: Vec::new(),
+    };
+    for record in records {
+        let record = match record {
+            Ok(record) => record,
+            Err(error) => {
+                let line = error.position().map_or(0, |pos| pos.line() as usize);
+                parsed.invalid.push(InvalidRow {
+                    line,
+                    message: format!("unreadable row: {error}"),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |pos| pos.line() as usize);
+        if record.iter().all(|cell| cell.trim().is_empty()) {
+            continue;
+        }
+        if record.len() != header.len() {
+            parsed.invalid.push(InvalidRow {
+                line,
+                message: format!(
+                    "expected {} fields as in the header, found {}",
+                    header.len(),
+                    record.len()
+                ),
+            });
+            continue;
+        }
+        let cells = Cells {
+            record: &record,
+            columns: &columns,
+        };
+        match layout.parse_row(&cells, line, options) {
+            Ok(rows) => parsed.rows.extend(rows),
+            Err(message) => parsed.invalid.push(InvalidRow { line, message }),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Header column positions by lowercase name.
+struct Columns {
+    index: HashMap<String, usize>,
+    names: Vec<String>,
+}
+
+impl Columns {
+    fn new(header: &[String], source_name: &str) -> Result<Columns, FormatError> {
+        let mut index = HashMap::new();
+        for (position, name) in header.iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            if lower.is_empty() && position == 0 {
+                continue;
+            }
+            if index.insert(lower, position).is_some() {
+                return Err(FormatError::DuplicateColumn {
+                    source_name: source_name.to_string(),
+                    column: name.clone(),
+                });
+            }
+        }
+        Ok(Columns {
+            index,
+            names: header.to_vec(),
+        })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn get(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    fn header(&self) -> String {
+        self.names.join(", ")
+    }
+
+    /// MRIQC rater columns: `rater_<id>` or `rater<digits>`, in header order.
+    fn rater_columns(&self) -> Vec<(usize, String)> {
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| {
+                let lower = name.to_ascii_lowercase();
+                lower.strip_prefix("rater").is_some_and(|rest| {
+                    rest.strip_prefix('_').is_some_and(|id| !id.is_empty())
+                        || (!rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+                })
+            })
+            .map(|(position, name)| (position, name.clone()))
+            .collect()
+    }
+}
+
+fn detect_format(columns: &Columns, source_name: &str) -> Result<FileFormat, FormatError> {
+    let mut candidates = Vec::new();
+    if (columns.has("subject") || columns.has("path"))
+        && (columns.has("code") || columns.has("usable"))
+    {
+        candidates.push(FileFormat::Native);
+    }
+    if columns.has("img_id") && columns.has("code") {
+        candidates.push(FileFormat::Notebook);
+    }
+    if (columns.has("bids_name") || columns.has("subject_id"))
+        && !columns.rater_columns().is_empty()
+    {
+        candidates.push(FileFormat::Mriqc);
+    }
+    match candidates[..] {
+        [single] => Ok(single),
+        [] => Err(FormatError::UnknownFormat {
+            source_name: source_name.to_string(),
+            header: columns.header(),
+        }),
+        _ => Err(FormatError::Ambiguous {
+            source_name: source_name.to_string(),
+            header: columns.header(),
+            candidates: candidates
+                .iter()
+                .map(|format| format.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The cells of one record, looked up by column name; missing columns and empty
+/// cells read as `None`.
+struct Cells<'a> {
+    record: &'a csv::StringRecord,
+    columns: &'a Columns,
+}
+
+impl Cells<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        let position = self.columns.get(name)?;
+        self.at(position)
+    }
+
+    /// The cell verbatim (free text keeps its spaces); `None` when blank.
+    fn raw(&self, name: &str) -> Option<&str> {
+        let cell = self.record.get(self.columns.get(name)?)?;
+        (!cell.trim().is_empty()).then_some(cell)
+    }
+
+    fn at(&self, position: usize) -> Option<&str> {
+        let cell = self.record.get(position)?.trim();
+        (!cell.is_empty()).then_some(cell)
+    }
+}
+
+/// Which columns a format reads, checked once against the header.
+enum Layout {
+    Native { explicit: bool },
+    Notebook,
+    Mriqc { raters: Vec<(usize, String)> },
+}
+
+impl Layout {
+    fn new(
+        format: FileFormat,
+        columns: &Columns,
+        source_name: &str,
+    ) -> Result<Layout, FormatError> {
+        let missing = |column: &str| FormatError::MissingColumn {
+            source_name: source_name.to_string(),
+            format,
+            column: column.to_string(),
+            header: columns.header(),
+        };
+        match format {
+            FileFormat::Native => {
+                if !columns.has("subject") && !columns.has("path") {
+                    return Err(missing("subject or path"));
+                }
+                if !columns.has("code") && !columns.has("usable") {
+                    return Err(missing("code or usable"));
+                }
+                Ok(Layout::Native {
+                    explicit: columns.has("usable"),
+                })
+            }
+            FileFormat::Notebook => {
+                for column in ["img_id", "code", "label"] {
+                    if !columns.has(column) {
+                        return Err(missing(column));
+                    }
+                }
+                Ok(Layout::Notebook)
+            }
+            FileFormat::Mriqc => {
+                if !columns.has("bids_name") && !columns.has("subject_id") {
+                    return Err(missing("bids_name or subject_id"));
+                }
+                let raters = columns.rater_columns();
+                if raters.is_empty() {
+                    return Err(missing("rater_<id>"));
+                }
+                Ok(Layout::Mriqc { raters })
+            }
+        }
+    }
+
+    fn parse_row(
+        &self,
+        cells: &Cells<'_>,
+        line: usize,
+        options: &ParseOptions,
+    ) -> Result<Vec<ParsedRow>, String> {
+        match self {
+            Layout::Native { explicit } => {
+                parse_native_row(cells, line, *explicit).map(|row| vec![row])
+            }
+            Layout::Notebook => parse_notebook_row(cells, line).map(|row| vec![row]),
+            Layout::Mriqc { raters } => parse_mriqc_row(cells, line, raters, options.mriqc_exclude),
+        }
+    }
+}
+
+fn strip_entity<'a>(value: &'a str, prefix: &str) -> &'a str {
+    value.strip_prefix(prefix).unwrap_or(value)
+}
+
+fn bids_from_columns(cells: &Cells<'_>, names: [&str; 5]) -> Option<BidsKey> {
+    let [subject, session, acq, run, suffix] = names;
+    let subject = strip_entity(cells.get(subject)?, "sub-").to_string();
+    Some(BidsKey {
+        subject,
+        session: cells
+            .get(session)
+            .map(|v| strip_entity(v, "ses-").to_string()),
+        acq: cells.get(acq).map(|v| strip_entity(v, "acq-").to_string()),
+        run: cells.get(run).map(|v| strip_entity(v, "run-").to_string()),
+        suffix: cells.get(suffix).map(str::to_string),
+    })
+}
+
+fn parse_bool(column: &str, text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "y" | "t" => Ok(true),
+        "false" | "0" | "no" | "n" | "f" => Ok(false),
+        _ => Err(format!(
+            "{column}: '{text}' is not a boolean (true/false, 1/0, yes/no)"
+        )),
+    }
+}
+
+fn protocol_message(error: ProtocolError) -> String {
+    error.to_string()
+}
+
+/// Reads the explicit protocol columns of a native row.
+fn explicit_rating(cells: &Cells<'_>) -> Result<(Rating, bool), String> {
+    let usable_text = cells.get("usable").ok_or("usable is empty")?;
+    let usable = parse_bool("usable", usable_text)?;
+    let reason = cells
+        .get("reject_reason")
+        .map(RejectReason::from_str)
+        .transpose()
+        .map_err(protocol_message)?;
+    let gado = cells
+        .get("gado")
+        .map(|text| parse_bool("gado", text))
+        .transpose()?;
+    let grade = |column: &str| -> Result<Option<Grade>, String> {
+        cells
+            .get(column)
+            .map(|text| text.parse::<Grade>().map_err(|e| format!("{column}: {e}")))
+            .transpose()
+    };
+    let grades = [grade("motion")?, grade("contrast")?, grade("noise")?];
+    if !usable {
+        if gado == Some(true) || grades.iter().flatten().any(|&g| g != Grade::None) {
+            return Err(
+                "a rejected image carries no gado flag or grade (leave them empty)".to_string(),
+            );
+        }
+        return Ok((Rating::reject(reason.unwrap_or(RejectReason::Other)), true));
+    }
+    if let Some(reason) = reason {
+        return Err(format!("usable image with reject reason '{reason}'"));
+    }
+    if gado.is_none()
+        && grades.iter().all(Option::is_none)
+        && let Some(quality) = cells.get("quality")
+    {
+        let quality: Quality = quality.parse().map_err(protocol_message)?;
+        return Ok((quality_only(quality), false));
+    }
+    let named = ["motion", "contrast", "noise"];
+    let mut values = [Grade::None; 3];
+    for ((value, grade), name) in values.iter_mut().zip(grades).zip(named) {
+        *value = grade.ok_or_else(|| format!("{name} is empty"))?;
+    }
+    let [motion, contrast, noise] = values;
+    Ok((
+        Rating::usable(gado.unwrap_or(false), motion, contrast, noise),
+        true,
+    ))
+}
+
+/// Checks the derived `code`, `tier`, `quality` (and, for notebooks, `label`) cells
+/// against the rating.
+fn check_derived(cells: &Cells<'_>, rating: &Rating, grades_known: bool) -> Result<(), String> {
+    if grades_known && let Some(code) = cells.get("code") {
+        let from_code = Rating::from_code(code).map_err(protocol_message)?;
+        if from_code.code() != rating.code() {
+            return Err(format!(
+                "code '{code}' does not match the rating columns (code '{}')",
+                rating.code()
+            ));
+        }
+    }
+    for column in ["tier", "label"] {
+        if let Some(text) = cells.get(column) {
+            let tier =
+                parse_tier(text).ok_or_else(|| format!("{column}: '{text}' is not a tier 1-4"))?;
+            if tier != rating.tier() {
+                return Err(format!(
+                    "{column} {text} does not match code '{}' (tier {})",
+                    rating.code(),
+                    rating.tier()
+                ));
+            }
+        }
+    }
+    if let Some(text) = cells.get("quality") {
+        let quality: Quality = text.parse().map_err(protocol_message)?;
+        if Some(quality) != rating.quality() {
+            return Err(format!(
+                "quality '{quality}' does not match code '{}'",
+                rating.code()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A tier number as pandas may write it: `2` or `2.0`.
+fn parse_tier(text: &str) -> Option<Tier> {
+    let integral = text.strip_suffix(".0").unwrap_or(text);
+    Tier::from_number(integral.parse().ok()?)
+}
+
+fn parse_native_row(cells: &Cells<'_>, line: usize, explicit: bool) -> Result<ParsedRow, String> {
+    let key = match cells.get("path") {
+        Some(path) => ImageKey::Path(path.to_string()),
+        None => ImageKey::Bids(
+            bids_from_columns(cells, ["subject", "session", "acq", "run", "suffix"])
+                .ok_or("no image key: subject and path are both empty")?,
+        ),
+    };
+    let (rating, grades_known) = if explicit {
+        explicit_rating(cells)?
+    } else {
+        let code = cells.get("code").unwrap_or("");
+        let mut rating = Rating::from_code(code).map_err(protocol_message)?;
+        if let Some(reason) = cells.get("reject_reason") {
+            let reason: RejectReason = reason.parse().map_err(protocol_message)?;
+            if rating.is_usable() {
+                return Err(format!(
+                    "usable code '{code}' with reject reason '{reason}'"
+                ));
+            }
+            rating.usable = Usability::Reject(reason);
+        }
+        (rating, true)
+    };
+    check_derived(cells, &rating, grades_known)?;
+    let confidence = cells
+        .get("confidence")
+        .map(|text| match text.parse::<u8>() {
+            Ok(value @ 1..=5) => Ok(value),
+            _ => Err(format!(
+                "confidence: '{text}' is not an integer from 1 to 5"
+            )),
+        })
+        .transpose()?;
+    let time_ms = cells
+        .get("time_ms")
+        .map(|text| {
+            text.parse::<u64>()
+                .map_err(|_| format!("time_ms: '{text}' is not a whole number of milliseconds"))
+        })
+        .transpose()?;
+    let rated_at = cells
+        .get("rated_at")
+        .map(|text| {
+            if is_rfc3339(text) {
+                Ok(text.to_string())
+            } else {
+                Err(format!(
+                    "rated_at: '{text}' is not an RFC 3339 time such as 2024-05-01T14:03:00Z"
+                ))
+            }
+        })
+        .transpose()?;
+    Ok(ParsedRow {
+        line,
+        key,
+        rating,
+        grades_known,
+        comment: cells.raw("comment").map(str::to_string),
+        confidence,
+        time_ms,
+        rated_at,
+        rater: cells.get("rater").map(str::to_string),
+    })
+}
+
+fn parse_notebook_row(cells: &Cells<'_>, line: usize) -> Result<ParsedRow, String> {
+    let img_id = cells.get("img_id").ok_or("img_id is empty")?;
+    let rating = Rating::from_code(cells.get("code").unwrap_or("")).map_err(protocol_message)?;
+    if cells.get("label").is_none() {
+        return Err(format!(
+            "label is empty (code '{}' has tier {})",
+            rating.code(),
+            rating.tier()
+        ));
+    }
+    check_derived(cells, &rating, true)?;
+    Ok(ParsedRow::new(line, ImageKey::from_name(img_id), rating))
+}
+
+fn parse_mriqc_row(
+    cells: &Cells<'_>,
+    line: usize,
+    raters: &[(usize, String)],
+    exclude: MriqcExclude,
+) -> Result<Vec<ParsedRow>, String> {
+    let key = match cells.get("bids_name") {
+        Some(name) => ImageKey::from_name(name),
+        None => ImageKey::Bids(
+            bids_from_columns(
+                cells,
+                ["subject_id", "session_id", "acq_id", "run_id", "suffix"],
+            )
+            .ok_or("no image key: bids_name and subject_id are both empty")?,
+        ),
+    };
+    let mut rows = Vec::new();
+    for (position, rater) in raters {
+        let Some(text) = cells.at(*position) else {
+            continue;
+        };
+        let score = text.strip_suffix(".0").unwrap_or(text);
+        let rating = match (score, exclude) {
+            ("1" | "+1", _) => quality_only(Quality::Good),
+            ("0" | "-0", _) => quality_only(Quality::Medium),
+            ("-1", MriqcExclude::Reject) => Rating::reject(RejectReason::Other),
+            ("-1", MriqcExclude::Bad) => quality_only(Quality::Bad),
+            _ => {
+                return Err(format!(
+                    "{rater}: '{text}' is not -1 (exclude), 0 (doubtful) or 1 (accept)"
+                ));
+            }
+        };
+        let mut row = ParsedRow::new(line, key.clone(), rating);
+        row.grades_known = false;
+        row.rater = Some(rater.clone());
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// A usable rating whose three grades all carry `quality`, for quality-only sources.
+pub fn quality_only(quality: Quality) -> Rating {
+    let grade = quality.grade();
+    Rating::usable(false, grade, grade, grade)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, `T` also `t` or a space.
+pub fn is_rfc3339(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.get(range)?;
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        digits(0..4),
+        digits(5..7),
+        digits(8..10),
+        digits(11..13),
+        digits(14..16),
+        digits(17..19),
+    ) else {
+        return false;
+    };
+    if bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't' | b' ') {
+        return false;
+    }
+    if bytes[13] != b':' || bytes[16] != b':' {
+        return false;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month) || day == 0 || day > month_days[month as usize - 1] {
+        return false;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return false;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let count = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if count == 0 {
+            return false;
+        }
+        rest = &fraction[count..];
+    }
+    match rest {
+        "Z" | "z" => true,
+        offset if offset.len() == 6 && offset.is_ascii() => {
+            let bytes = offset.as_bytes();
+            let two_digits = |range: std::ops::Range<usize>| {
+                let part = &offset[range];
+                part.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| part.parse::<u32>().ok())
+                    .flatten()
+            };
+            matches!(bytes[0], b'+' | b'-')
+                && bytes[3] == b':'
+                && two_digits(1..3).is_some_and(|h| h <= 23)
+                && two_digits(4..6).is_some_and(|m| m <= 59)
+        }
+        _ => false,
+    }
+}
+
+/// Columns of the native format, in the order the writer uses.
+pub const NATIVE_COLUMNS: [&str; 20] = [
+    "subject",
+    "session",
+    "acq",
+    "run",
+    "suffix",
+    "path",
+    "rater",
+    "code",
+    "usable",
+    "reject_reason",
+    "gado",
+    "motion",
+    "contrast",
+    "noise",
+    "tier",
+    "quality",
+    "comment",
+    "confidence",
+    "time_ms",
+    "rated_at",
+];
+
+fn table_writer(delimiter: Delimiter) -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .delimiter(delimiter.byte())
+        .from_writer(Vec::new())
+}
+
+fn finish(writer: csv::Writer<Vec<u8>>) -> Result<String, FormatError> {
+    let bytes = writer
+        .into_inner()
+        .map_err(|error| FormatError::Write(error.to_string()))?;
+    String::from_utf8(bytes).map_err(|error| FormatError::Write(error.to_string()))
+}
+
+/// Writes rows in the native format with all [`NATIVE_COLUMNS`]. Rejects leave gado
+/// and grades empty; quality-only rows leave code, gado and grades empty and keep
+/// `quality`, so that reading the text back gives the same rows (line numbers aside).
+pub fn write_native(rows: &[ParsedRow], delimiter: Delimiter) -> Result<String, FormatError> {
+    let mut writer = table_writer(delimiter);
+    let write_error = |error: csv::Error| FormatError::Write(error.to_string());
+    writer.write_record(NATIVE_COLUMNS).map_err(write_error)?;
+    for row in rows {
+        let (bids, path) = match &row.key {
+            ImageKey::Bids(key) => (Some(key), String::new()),
+            ImageKey::Path(path) => (None, path.clone()),
+        };
+        let entity = |pick: fn(&BidsKey) -> Option<&String>| {
+            bids.and_then(pick).cloned().unwrap_or_default()
+        };
+        let rating = &row.rating;
+        let detailed = rating.is_usable() && row.grades_known;
+        let detail = |text: String| if detailed { text } else { String::new() };
+        let optional = |value: Option<String>| value.unwrap_or_default();
+        let record = [
+            bids.map(|key| key.subject.clone()).unwrap_or_default(),
+            entity(|key| key.session.as_ref()),
+            entity(|key| key.acq.as_ref()),
+            entity(|key| key.run.as_ref()),
+            entity(|key| key.suffix.as_ref()),
+            path,
+            optional(row.rater.clone()),
+            if row.grades_known {
+                rating.code()
+            } else {
+                String::new()
+            },
+            rating.is_usable().to_string(),
+            optional(rating.usable.reject_reason().map(|r| r.to_string())),
+            detail(rating.gado.to_string()),
+            detail(rating.motion.to_string()),
+            detail(rating.contrast.to_string()),
+            detail(rating.noise.to_string()),
+            rating.tier().to_string(),
+            optional(rating.quality().map(|q| q.to_string())),
+            optional(row.comment.clone()),
+            optional(row.confidence.map(|c| c.to_string())),
+            optional(row.time_ms.map(|t| t.to_string())),
+            optional(row.rated_at.clone()),
+        ];
+        writer.write_record(&record).map_err(write_error)?;
+    }
+    finish(writer)
+}
+
+/// Writes rows in the authors' notebook layout `index, img_id, code, label`. Reject
+/// reasons are not expressible and become a plain `r`; quality-only rows are refused
+/// because a code would invent artefact grades.
+pub fn write_notebook(rows: &[ParsedRow], delimiter: Delimiter) -> Result<String, FormatError> {
+    let mut writer = table_writer(delimiter);
+    let write_error = |error: csv::Error| FormatError::Write(error.to_string());
+    writer
+        .write_record(["index", "img_id", "code", "label"])
+        .map_err(write_error)?;
+    for (index, row) in rows.iter().enumerate() {
+        if !row.grades_known && row.rating.is_usable() {
+            return Err(FormatError::NotExpressible {
+                index,
+                image: row.key.name(),
+                format: FileFormat::Notebook,
+                reason: "a quality-only rating has no artefact grades to write as a code".into(),
+            });
+        }
+        writer
+            .write_record([
+                index.to_string(),
+                row.key.name(),
+                row.rating.code(),
+                row.rating.tier().to_string(),
+            ])
+            .map_err(write_error)?;
+    }
+    finish(writer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, name: &str) -> ParsedFile {
+        parse_ratings(text, name, &ParseOptions::default()).unwrap()
+    }
+
+    fn bids(subject: &str, session: Option<&str>) -> ImageKey {
+        ImageKey::Bids(BidsKey {
+            subject: subject.into(),
+            session: session.map(str::to_string),
+            acq: None,
+            run: None,
+            suffix: None,
+        })
+    }
+
+    #[test]
+    fn bids_names_parse_and_print() {
+        let key = BidsKey::from_name("sub-01_ses-M000_acq-3d_run-2_FLAIR.nii.gz").unwrap();
+        assert_eq!(key.subject, "01");
+        assert_eq!(key.session.as_deref(), Some("M000"));
+        assert_eq!(key.acq.as_deref(), Some("3d"));
+        assert_eq!(key.run.as_deref(), Some("2"));
+        assert_eq!(key.suffix.as_deref(), Some("FLAIR"));
+        assert_eq!(key.name(), "sub-01_ses-M000_acq-3d_run-2_FLAIR");
+        assert_eq!(ImageKey::from_name("sub-A_ses-B"), bids("A", Some("B")));
+        assert_eq!(
+            ImageKey::from_name("sub-1_rec-norm_T1w"),
+            ImageKey::Path("sub-1_rec-norm_T1w".into())
+        );
+        assert_eq!(
+            ImageKey::from_name("image_10426"),
+            ImageKey::Path("image_10426".into())
+        );
+    }
+
+    #[test]
+    fn notebook_as_pandas_writes_it() {
+        let text = "\timg_id\tcode\tlabel\n0\tsub-001_ses-M000\tkaz\t2\n1\tsub-002_ses-M000\t\t1\n2\tsub-003_ses-M006\tr\t4.0\n3\tsub-004_ses-M000\taaa\t3\n4\tsub-005_ses-M000\taa\t2\n5\timage_10426\tzz\t3\n";
+        let parsed = parse(text, "ratings.tsv");
+        assert_eq!(parsed.format, FileFormat::Notebook);
+        assert_eq!(parsed.delimiter, Delimiter::Tab);
+        let codes: Vec<String> = parsed.rows.iter().map(|r| r.rating.code()).collect();
+        assert_eq!(codes, ["kaz", "", "r", "zz"]);
+        assert_eq!(parsed.rows[0].key, bids("001", Some("M000")));
+        assert_eq!(parsed.rows[0].line, 2);
+        assert_eq!(parsed.rows[3].key, ImageKey::Path("image_10426".into()));
+        assert_eq!(parsed.invalid.len(), 2);
+        assert_eq!(parsed.invalid[0].line, 5);
+        assert!(
+            parsed.invalid[0]
+                .message
+                .contains("motion has at most two levels")
+        );
+        assert_eq!(parsed.invalid[1].line, 6);
+        assert_eq!(
+            parsed.invalid[1].message,
+            "label 2 does not match code 'aa' (tier 3)"
+        );
+    }
+
+    #[test]
+    fn notebook_csv_with_named_index() {
+        let text = "Unnamed: 0,img_id,code,label\n0,sub-9_ses-1,dd,3\n";
+        let parsed = parse(text, "export");
+        assert_eq!(parsed.format, FileFormat::Notebook);
+        assert_eq!(parsed.delimiter, Delimiter::Comma);
+        assert_eq!(parsed.rows[0].rating.noise, Grade::Severe);
+    }
+
+    #[test]
+    fn native_with_codes_and_metadata() {
+        let text = "subject,session,rater,code,reject_reason,comment,confidence,time_ms,rated_at\n\
+                    sub-01,M000,ann,kzz,,\"ghost, maybe\",4,1530,2024-05-01T14:03:00Z\n\
+                    02,,ann,r,not_3d,,,,\n\
+                    03,,ann,a,not_3d,,,,\n\
+                    04,,ann,,,,9,,\n\
+                    05,,ann,,,,,,yesterday\n";
+        let parsed = parse(text, "x.csv");
+        assert_eq!(parsed.format, FileFormat::Native);
+        assert_eq!(parsed.rows.len(), 2);
+        let first = &parsed.rows[0];
+        assert_eq!(first.key, bids("01", Some("M000")));
+        assert_eq!(first.rating.code(), "kzz");
+        assert_eq!(first.comment.as_deref(), Some("ghost, maybe"));
+        assert_eq!((first.confidence, first.time_ms), (Some(4), Some(1530)));
+        assert_eq!(first.rater.as_deref(), Some("ann"));
+        assert_eq!(parsed.rows[1].rating, Rating::reject(RejectReason::Not3d));
+        let lines: Vec<usize> = parsed.invalid.iter().map(|i| i.line).collect();
+        assert_eq!(lines, [4, 5, 6]);
+        assert!(parsed.invalid[1].message.contains("confidence"));
+        assert!(parsed.invalid[2].message.contains("rated_at"));
+    }
+
+    #[test]
+    fn native_explicit_columns() {
+        let text = "path\tusable\treject_reason\tgado\tmotion\tcontrast\tnoise\tcode\tquality\n\
+                    /a.nii.gz\ttrue\t\tfalse\t1\t0\tsevere\tadd\tbad\n\
+                    /b.nii.gz\tfalse\tderived_map\t\t\t\t\tr\t\n\
+                    /c.nii.gz\ttrue\t\t\t\t\t\t\tmedium\n\
+                    /d.nii.gz\tfalse\t\t\t2\t\t\t\t\n\
+                    /e.nii.gz\ttrue\t\t\t1\t\t0\t\t\n\
+                    /f.nii.gz\ttrue\t\tfalse\t1\t0\t0\tz\t\n";
+        let parsed = parse(text, "x");
+        assert_eq!(parsed.rows.len(), 3, "{:?}", parsed.invalid);
+        assert_eq!(parsed.rows[0].rating.code(), "add");
+        assert_eq!(
+            parsed.rows[1].rating,
+            Rating::reject(RejectReason::DerivedMap)
+        );
+        assert!(!parsed.rows[2].grades_known);
+        assert_eq!(parsed.rows[2].rating.quality(), Some(Quality::Medium));
+        let messages: Vec<&str> = parsed.invalid.iter().map(|i| i.message.as_str()).collect();
+        assert!(messages[0].contains("rejected image carries no"));
+        assert_eq!(messages[1], "contrast is empty");
+        assert!(messages[2].contains("does not match"));
+    }
+
+    #[test]
+    fn mriqc_table_maps_scores() {
+        let text = "subject_id,site,rater_1,rater_2,rater_3\n50002,PITT,1,-1,\n50003,PITT,0,1.0,-1.0\n50004,PITT,2,1,1\n";
+        let parsed = parse(text, "y_abide.csv");
+        assert_eq!(parsed.format, FileFormat::Mriqc);
+        assert_eq!(parsed.rows.len(), 5);
+        assert_eq!(parsed.rows[0].key, bids("50002", None));
+        assert_eq!(parsed.rows[0].rater.as_deref(), Some("rater_1"));
+        assert_eq!(parsed.rows[0].rating.quality(), Some(Quality::Good));
+        assert_eq!(parsed.rows[1].rating, Rating::reject(RejectReason::Other));
+        assert_eq!(parsed.rows[2].rating.quality(), Some(Quality::Medium));
+        assert!(
+            parsed
+                .rows
+                .iter()
+                .all(|row| !row.grades_known && !row.rating.gado)
+        );
+        assert_eq!(parsed.invalid[0].line, 4);
+        assert!(parsed.invalid[0].message.contains("rater_1: '2'"));
+
+        let options = ParseOptions {
+            format: None,
+            mriqc_exclude: MriqcExclude::Bad,
+        };
+        let as_bad = parse_ratings(text, "y.csv", &options).unwrap();
+        assert_eq!(as_bad.rows[1].rating.quality(), Some(Quality::Bad));
+    }
+
+    #[test]
+    fn mriqc_bids_name_key() {
+        let text = "bids_name\trater_alice\nsub-50002_ses-1_run-1_T1w\t0\n";
+        let parsed = parse(text, "x");
+        let ImageKey::Bids(key) = &parsed.rows[0].key else {
+            panic!("expected a BIDS key");
+        };
+        assert_eq!(key.run.as_deref(), Some("1"));
+        assert_eq!(key.suffix.as_deref(), Some("T1w"));
+    }
+
+    #[test]
+    fn detection_errors_are_clear() {
+        let unknown = parse_ratings("a,b\n1,2\n", "f.csv", &ParseOptions::default());
+        assert!(matches!(unknown, Err(FormatError::UnknownFormat { .. })));
+        let ambiguous = parse_ratings(
+            "subject,img_id,code,label\n1,2,,1\n",
+            "f.csv",
+            &ParseOptions::default(),
+        )
+        .unwrap_err();
+        assert!(ambiguous.to_string().contains("native, notebook"));
+        assert!(ambiguous.to_string().contains("--format"));
+        let forced = ParseOptions {
+            format: Some(FileFormat::Notebook),
+            ..ParseOptions::default()
+        };
+        assert_eq!(
+            parse_ratings("subject,img_id,code,label\n1,sub-2,,1\n", "f.csv", &forced)
+                .unwrap()
+                .rows
+                .len(),
+            1
+        );
+        let missing = parse_ratings("img_id,code\n", "f.csv", &forced).unwrap_err();
+        assert!(missing.to_string().contains("needs column label"));
+        assert!(matches!(
+            parse_ratings("  \n", "f.csv", &ParseOptions::default()),
+            Err(FormatError::Empty { .. })
+        ));
+        assert!(matches!(
+            parse_ratings("code,code\n", "f.csv", &ParseOptions::default()),
+            Err(FormatError::DuplicateColumn { .. })
+        ));
+        assert!("auto".parse::<FileFormat>().is_err());
+    }
+
+    #[test]
+    fn ragged_and_quoted_rows_are_reported_not_fatal() {
+        let text = "img_id,code,label\nsub-1,a,2,extra\n\"sub-2,z,2\nsub-3,,1\n";
+        let parsed = parse(text, "f.csv");
+        assert_eq!(parsed.invalid[0].line, 2);
+        assert!(parsed.invalid[0].message.contains("expected 3 fields"));
+    }
+
+    #[test]
+    fn rfc3339_validation() {
+        for good in [
+            "2024-05-01T14:03:00Z",
+            "2024-02-29T00:00:00.123+02:00",
+            "2024-05-01 14:03:00-05:30",
+        ] {
+            assert!(is_rfc3339(good), "{good}");
+        }
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T14:03:00",
+            "2024-05-01",
+            "2024-05-01T14:03:00.Z",
+            "2024-05-01T14:03:00+2:00",
+            "२०२४-05-01T14:03:00Z",
+            "2024-05-01T14:03:00+€0",
+            "2024-05-01T14:03:00+é:00",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn native_round_trip_is_lossless() {
+        let mut rows = vec![
+            ParsedRow::new(
+                2,
+                bids("01", Some("M000")),
+                Rating::from_code("kaz").unwrap(),
+            ),
+            ParsedRow::new(
+                3,
+                ImageKey::Path("/w/x\ty.nii.gz".into()),
+                Rating::reject(RejectReason::TruncatedFov),
+            ),
+            ParsedRow::new(4, bids("02", None), quality_only(Quality::Bad)),
+        ];
+        rows[0].comment = Some("two\nlines, \"quoted\"".into());
+        rows[0].confidence = Some(5);
+        rows[0].time_ms = Some(12);
+        rows[0].rated_at = Some("2024-05-01T14:03:00Z".into());
+        rows[0].rater = Some("ann".into());
+        rows[2].grades_known = false;
+        if let ImageKey::Bids(key) = &mut rows[1 - 1].key {
+            key.acq = Some("3d".into());
+            key.suffix = Some("FLAIR".into());
+        }
+        for delimiter in [Delimiter::Tab, Delimiter::Comma] {
+            let text = write_native(&rows, delimiter).unwrap();
+            let back = parse(&text, "back");
+            assert!(back.invalid.is_empty(), "{:?}", back.invalid);
+            let strip = |rows: &[ParsedRow]| -> Vec<ParsedRow> {
+                rows.iter()
+                    .map(|r| ParsedRow {
+                        line: 0,
+                        ..r.clone()
+                    })
+                    .collect()
+            };
+            assert_eq!(strip(&back.rows), strip(&rows));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(
+            text in "[a-z_,\t\n\"0-9 -]{0,200}",
+            header in proptest::sample::select(vec![
+                "", "img_id,code,label\n", "subject\tcode\n", "bids_name,rater_1\n",
+                "path,usable,motion,contrast,noise,quality\n",
+            ]),
+        ) {
+            let _ = parse_ratings(&format!("{header}{text}"), "fuzz", &ParseOptions::default());
+        }
+    }
+
+    #[test]
+    fn notebook_writer_refuses_quality_only_rows() {
+        let mut row = ParsedRow::new(2, bids("1", None), quality_only(Quality::Medium));
+        row.grades_known = false;
+        let error = write_notebook(&[row], Delimiter::Tab).unwrap_err();
+        assert!(error.to_string().contains("row 0 (sub-1)"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Importing a rating file into the store: parse, match every row to a stored image,
+//! then save all rows in one transaction — or nothing, when a row is invalid or matches
+//! no image and `skip_invalid` is off. A file already imported is not imported again.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::formats::{FileFormat, ImageKey, ParseOptions, ParsedRow, read_ratings_file};
+use crate::import::analyse::hex_sha256;
+use crate::protocol::Quality;
+use crate::store::lookup::{ImageIndex, ImageRef};
+use crate::store::raters::Role;
+use crate::store::ratings::NewRating;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RatingImportError {
+    #[error("{0}")]
+    Format(#[from] super::formats::FormatError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A row that cannot be imported, by line number.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RowProblem {
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RatingImportReport {
+    pub file: String,
+    pub format: &'static str,
+    pub rows: usize,
+    pub imported: usize,
+    pub problems: Vec<RowProblem>,
+    /// Raters created because the file named them.
+    pub new_raters: Vec<String>,
+    /// Set when the same file (same bytes) was imported before: nothing was saved.
+    pub already_imported: Option<String>,
+    /// False when problems stopped the import (nothing saved).
+    pub saved: bool,
+}
+
+fn format_name(f: FileFormat) -> &'static str {
+    match f {
+        FileFormat::Native => "native",
+        FileFormat::Notebook => "notebook",
+        FileFormat::Mriqc => "mriqc",
+    }
+}
+
+fn image_id(index: &ImageIndex, key: &ImageKey) -> Result<i64, String> {
+    match key {
+        ImageKey::Bids(b) => index
+            .find(&ImageRef::Entities {
+                subject: b.subject.clone(),
+                session: b.session.clone(),
+                acq: b.acq.clone(),
+                run: b.run.clone(),
+                suffix: b.suffix.clone(),
+            })
+            .map_err(|e| e.to_string()),
+        ImageKey::Path(p) => index
+            .find(&ImageRef::Path(p.clone()))
+            .or_else(|_| index.find(&ImageRef::Stem(p.clone())))
+            .or_else(|_| {
+                let stem = crate::imaging::bids::stem(Path::new(p));
+                index.find(&ImageRef::Stem(stem))
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn to_new_rating(row: &ParsedRow, image_id: i64, rater: &str, source: &str) -> NewRating {
+    let r = &row.rating;
+    NewRating {
+        image_id,
+        rater: rater.to_string(),
+        usable: r.is_usable(),
+        reject_reason: r.usable.reject_reason().map(|x| x.name().to_string()),
+        gado: r.gado,
+        motion: r.motion.level(),
+        contrast: r.contrast.level(),
+        noise: r.noise.level(),
+        quality_only: !row.grades_known,
+        quality: r.quality().map(|q: Quality| q.name().to_string()),
+        code: if row.grades_known {
+            r.code()
+        } else {
+            String::new()
+        },
+        comment: row.comment.clone(),
+        confidence: row.confidence,
+        time_ms: row.time_ms.map(|t| t as i64),
+        review_later: false,
+        source: source.to_string(),
+        rated_at: row.rated_at.clone(),
+    }
+}
+
+/// Imports `path`. `rater` names the rater of files without a rater column.
+pub fn import_file(
+    store: &mut Store,
+    path: &Path,
+    rater: Option<&str>,
+    options: &ParseOptions,
+    skip_invalid: bool,
+) -> Result<RatingImportReport, RatingImportError> {
+    let bytes = std::fs::read(path).map_err(|source| RatingImportError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let source = format!("import:{}", hex_sha256(&bytes));
+    let parsed = read_ratings_file(path, options)?;
+    let mut report = RatingImportReport {
+        file: path.display().to_string(),
+        format: format_name(parsed.format),
+        rows: parsed.rows.len() + parsed.invalid.len(),
+        imported: 0,
+        problems: parsed
+            .invalid
+            .iter()
+            .map(|i| RowProblem {
+                line: i.line,
+                message: i.message.clone(),
+            })
+            .collect(),
+        new_raters: Vec::new(),
+        already_imported: None,
+        saved: false,
+    };
+    if let Some((n, when)) = store.ratings_from_source(&source)? {
+        report.already_imported = Some(format!("{n} ratings from this file were saved on {when}"));
+        return Ok(report);
+    }
+    let index = ImageIndex::load(store)?;
+    let known: std::collections::HashSet<String> =
+        store.raters()?.into_iter().map(|r| r.name).collect();
+    let mut ratings = Vec::with_capacity(parsed.rows.len());
+    let mut raters_needed = std::collections::BTreeSet::new();
+    for row in &parsed.rows {
+        let who = match (rater, row.rater.as_deref()) {
+            (Some(r), _) => r,
+            (None, Some(r)) => r,
+            (None, None) => {
+                report.problems.push(RowProblem {
+                    line: row.line,
+                    message: "no rater: the file has no rater column; give --rater NAME".into(),
+                });
+                continue;
+            }
+        };
+        if let Err(message) = crate::store::raters::validate_name(who) {
+            report.problems.push(RowProblem {
+                line: row.line,
+                message,
+            });
+            continue;
+        }
+        match image_id(&index, &row.key) {
+            Ok(id) => {
+                if !known.contains(who) {
+                    raters_needed.insert(who.to_string());
+                }
+                ratings.push(to_new_rating(row, id, who, &source));
+            }
+            Err(message) => report.problems.push(RowProblem {
+                line: row.line,
+                message,
+            }),
+        }
+    }
+    report.problems.sort_by_key(|p| p.line);
+    if !report.problems.is_empty() && !skip_invalid {
+        return Ok(report);
+    }
+    for name in &raters_needed {
+        store.add_rater(name, Role::Rater)?;
+        report.new_raters.push(name.clone());
+    }
+    store.save_ratings(&ratings)?;
+    report.imported = ratings.len();
+    report.saved = true;
+    Ok(report)
+}

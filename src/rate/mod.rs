@@ -1,0 +1,8 @@
+//! Pure parts of rating: file formats, consensus, work queues and terminal previews.
+
+pub mod consensus;
+pub mod formats;
+pub mod halfblock;
+pub mod import;
+pub mod labels;
+pub mod queue;
