@@ -9,6 +9,7 @@ pub mod device;
 pub mod imaging;
 pub mod import;
 pub mod metrics;
+pub mod model;
 pub mod protocol;
 pub mod query;
 pub mod rate;

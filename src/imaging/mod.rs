@@ -4,6 +4,7 @@
 pub mod bids;
 pub mod nifti;
 pub mod orientation;
+pub mod preprocess;
 pub mod preview;
 pub mod sidecar;
 pub mod stats;

@@ -1,0 +1,564 @@
+//! Preprocessing of volumes into network inputs: RAS resampling on a fixed grid around the
+//! head, intensity clipping and min-max scaling, and a disk cache of the results.
+//!
+//! Output layout: the grid is `shape = [nx, ny, nz]` along world R, A, S with `nz` fastest,
+//! `index = z + nz * (y + ny * x)`, i.e. a C-contiguous tensor of shape `[1, nx, ny, nz]`
+//! (`[1, D, H, W]`), the layout ClinicaDL tensors built from nibabel arrays have.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Volume;
+
+/// Where and how a volume is sampled and scaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessSpec {
+    /// Output voxel counts along R, A, S.
+    pub shape: [usize; 3],
+    /// Output isotropic voxel size in millimetres.
+    pub spacing_mm: f64,
+    /// Lower intensity clip, percentile in [0, 100].
+    #[serde(default = "default_clip_low")]
+    pub clip_low_percentile: f64,
+    /// Upper intensity clip, percentile in [0, 100].
+    #[serde(default = "default_clip_high")]
+    pub clip_high_percentile: f64,
+}
+
+fn default_clip_low() -> f64 {
+    0.5
+}
+
+fn default_clip_high() -> f64 {
+    99.5
+}
+
+impl PreprocessSpec {
+    /// Number of values in one preprocessed volume.
+    pub fn voxel_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// A stable 64-bit FNV-1a hash of every field, so cached tensors follow spec changes.
+    pub fn fingerprint(&self) -> u64 {
+        let text = format!(
+            "{:?}|{:.6}|{:.6}|{:.6}",
+            self.shape, self.spacing_mm, self.clip_low_percentile, self.clip_high_percentile
+        );
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn validate(&self) -> Result<(), PreprocessError> {
+        if self.shape.contains(&0) {
+            return Err(PreprocessError::InvalidSpec(format!(
+                "grid shape {:?} has an empty axis",
+                self.shape
+            )));
+        }
+        if !(self.spacing_mm.is_finite() && self.spacing_mm > 0.0) {
+            return Err(PreprocessError::InvalidSpec(format!(
+                "spacing {} mm is not positive",
+                self.spacing_mm
+            )));
+        }
+        let (low, high) = (self.clip_low_percentile, self.clip_high_percentile);
+        if !(0.0..=100.0).contains(&low) || !(0.0..=100.0).contains(&high) || low >= high {
+            return Err(PreprocessError::InvalidSpec(format!(
+                "clip percentiles {low}..{high} must satisfy 0 <= low < high <= 100"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why preprocessing or the cache failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("invalid preprocessing spec: {0}")]
+    InvalidSpec(String),
+    #[error("volume with dims {dims:?} has {len} values")]
+    BadVolume { dims: [usize; 3], len: usize },
+    #[error("volume affine is singular or not finite: {0}")]
+    SingularAffine(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt cache file: {detail}")]
+    CorruptCache { path: PathBuf, detail: String },
+}
+
+/// Axis codes ('R'/'L', 'A'/'P', 'S'/'I') of the voxel axes, as nibabel's `aff2axcodes`.
+pub fn axis_codes(affine: &[[f64; 4]; 4]) -> [char; 3] {
+    let mut codes = ['?'; 3];
+    let mut used = [false; 3];
+    // Greedy assignment of the largest remaining direction cosine matches nibabel for
+    // all but pathological (45 degree) obliquities.
+    for _ in 0..3 {
+        let mut best = (0.0, 0, 0);
+        for (voxel_axis, code) in codes.iter().enumerate() {
+            if *code != '?' {
+                continue;
+            }
+            let norm = (0..3)
+                .map(|r| affine[r][voxel_axis].powi(2))
+                .sum::<f64>()
+                .sqrt();
+            for (world_axis, taken) in used.iter().enumerate() {
+                let value = if norm > 0.0 {
+                    affine[world_axis][voxel_axis].abs() / norm
+                } else {
+                    0.0
+                };
+                if !taken && value > best.0 {
+                    best = (value, voxel_axis, world_axis);
+                }
+            }
+        }
+        let (_, voxel_axis, world_axis) = best;
+        let positive = affine[world_axis][voxel_axis] >= 0.0;
+        codes[voxel_axis] = match (world_axis, positive) {
+            (0, true) => 'R',
+            (0, false) => 'L',
+            (1, true) => 'A',
+            (1, false) => 'P',
+            (2, true) => 'S',
+            _ => 'I',
+        };
+        used[world_axis] = true;
+    }
+    codes
+}
+
+fn invert_affine(affine: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 3]> {
+    let m = affine;
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    if !det.is_finite() || det.abs() < 1e-12 {
+        return None;
+    }
+    let mut inv = [[0.0; 4]; 3];
+    for (r, row) in inv.iter_mut().enumerate() {
+        // Cyclic indices give the signed cofactor of m[c][r] (the adjugate's entry).
+        let (c1, c2) = ((r + 1) % 3, (r + 2) % 3);
+        for (c, value) in row.iter_mut().take(3).enumerate() {
+            let (r1, r2) = ((c + 1) % 3, (c + 2) % 3);
+            *value = (m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]) / det;
+        }
+        row[3] = -(0..3).map(|c| row[c] * m[c][3]).sum::<f64>();
+    }
+    Some(inv)
+}
+
+fn apply(affine: &[[f64; 4]; 4], voxel: [f64; 3]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (r, value) in out.iter_mut().enumerate() {
+        *value = affine[r][3] + (0..3).map(|c| affine[r][c] * voxel[c]).sum::<f64>();
+    }
+    out
+}
+
+fn check_volume(volume: &Volume) -> Result<(), PreprocessError> {
+    if volume.data.len() != volume.dims.iter().product::<usize>() || volume.data.is_empty() {
+        return Err(PreprocessError::BadVolume {
+            dims: volume.dims,
+            len: volume.data.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Value at `percentile` (0..=100, nearest rank on the sorted finite values).
+fn percentile(values: &mut [f32], percentile: f64) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let rank = ((percentile / 100.0) * (values.len() - 1) as f64).round() as usize;
+    let rank = rank.min(values.len() - 1);
+    *values.select_nth_unstable_by(rank, f32::total_cmp).1
+}
+
+/// World-space (RAS mm) centre of the head: the middle of the bounding box of voxels above
+/// a background threshold placed 10% of the way from the 2nd to the 98th intensity
+/// percentile, so isolated hot voxels and noisy air do not move it.
+pub fn head_centre(volume: &Volume) -> Result<[f64; 3], PreprocessError> {
+    check_volume(volume)?;
+    let mut finite: Vec<f32> = volume
+        .data
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let low = percentile(&mut finite, 2.0);
+    let high = percentile(&mut finite, 98.0);
+    let threshold = low + 0.1 * (high - low);
+    let [nx, ny, _] = volume.dims;
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    let mut found = false;
+    for (index, value) in volume.data.iter().enumerate() {
+        if value.is_finite() && *value > threshold {
+            let voxel = [index % nx, (index / nx) % ny, index / (nx * ny)];
+            for axis in 0..3 {
+                lo[axis] = lo[axis].min(voxel[axis]);
+                hi[axis] = hi[axis].max(voxel[axis]);
+            }
+            found = true;
+        }
+    }
+    if !found {
+        lo = [0; 3];
+        hi = [volume.dims[0] - 1, volume.dims[1] - 1, volume.dims[2] - 1];
+    }
+    let centre_voxel = [
+        (lo[0] + hi[0]) as f64 / 2.0,
+        (lo[1] + hi[1]) as f64 / 2.0,
+        (lo[2] + hi[2]) as f64 / 2.0,
+    ];
+    Ok(apply(&volume.affine, centre_voxel))
+}
+
+/// World RAS coordinate (mm) of output voxel `[x, y, z]` on a grid centred at `centre`.
+pub fn grid_voxel_to_world(spec: &PreprocessSpec, centre: [f64; 3], voxel: [usize; 3]) -> [f64; 3] {
+    let mut world = [0.0; 3];
+    for axis in 0..3 {
+        let offset = voxel[axis] as f64 - (spec.shape[axis] as f64 - 1.0) / 2.0;
+        world[axis] = centre[axis] + offset * spec.spacing_mm;
+    }
+    world
+}
+
+/// Trilinear resampling of `volume` onto the RAS grid of `spec` centred at `centre`
+/// (world mm), in the module's output layout. Points outside the volume, and non-finite
+/// source voxels, take `fill`. Intensities are not rescaled.
+pub fn resample_ras(
+    volume: &Volume,
+    spec: &PreprocessSpec,
+    centre: [f64; 3],
+    fill: f32,
+) -> Result<Vec<f32>, PreprocessError> {
+    spec.validate()?;
+    check_volume(volume)?;
+    let inverse = invert_affine(&volume.affine)
+        .ok_or_else(|| PreprocessError::SingularAffine(format!("{:?}", volume.affine)))?;
+    let [sx, sy, sz] = volume.dims;
+    let [nx, ny, nz] = spec.shape;
+    let sample = |i: isize, j: isize, k: isize| -> f32 {
+        if i < 0 || j < 0 || k < 0 || i >= sx as isize || j >= sy as isize || k >= sz as isize {
+            return fill;
+        }
+        let value = volume.data[i as usize + sx * (j as usize + sy * k as usize)];
+        if value.is_finite() { value } else { fill }
+    };
+    let mut out = vec![fill; nx * ny * nz];
+    for x in 0..nx {
+        for y in 0..ny {
+            for z in 0..nz {
+                let world = grid_voxel_to_world(spec, centre, [x, y, z]);
+                let mut v = [0.0; 3];
+                for (r, coordinate) in v.iter_mut().enumerate() {
+                    *coordinate =
+                        inverse[r][3] + (0..3).map(|c| inverse[r][c] * world[c]).sum::<f64>();
+                }
+                // Points more than one voxel outside contribute only fill; skip them early.
+                if v[0] < -1.0
+                    || v[1] < -1.0
+                    || v[2] < -1.0
+                    || v[0] > sx as f64
+                    || v[1] > sy as f64
+                    || v[2] > sz as f64
+                {
+                    continue;
+                }
+                let base = [v[0].floor(), v[1].floor(), v[2].floor()];
+                let frac = [v[0] - base[0], v[1] - base[1], v[2] - base[2]];
+                let (i0, j0, k0) = (base[0] as isize, base[1] as isize, base[2] as isize);
+                let mut acc = 0.0f64;
+                for (di, wi) in [(0, 1.0 - frac[0]), (1, frac[0])] {
+                    for (dj, wj) in [(0, 1.0 - frac[1]), (1, frac[1])] {
+                        for (dk, wk) in [(0, 1.0 - frac[2]), (1, frac[2])] {
+                            let weight = wi * wj * wk;
+                            if weight > 0.0 {
+                                acc += weight * sample(i0 + di, j0 + dj, k0 + dk) as f64;
+                            }
+                        }
+                    }
+                }
+                out[z + nz * (y + ny * x)] = acc as f32;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Full preprocessing: RAS resampling around the head, non-finite values replaced,
+/// intensities clipped to the spec's percentiles of the source volume, min-max to [0, 1].
+pub fn preprocess(volume: &Volume, spec: &PreprocessSpec) -> Result<Vec<f32>, PreprocessError> {
+    spec.validate()?;
+    check_volume(volume)?;
+    let mut finite: Vec<f32> = volume
+        .data
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let low = percentile(&mut finite, spec.clip_low_percentile);
+    let high = percentile(&mut finite, spec.clip_high_percentile);
+    drop(finite);
+    let centre = head_centre(volume)?;
+    let mut out = resample_ras(volume, spec, centre, low)?;
+    let range = high - low;
+    for value in &mut out {
+        *value = if range > 0.0 && value.is_finite() {
+            ((value.clamp(low, high) - low) / range).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+    }
+    Ok(out)
+}
+
+const CACHE_MAGIC: &[u8; 8] = b"CDWQCT01";
+
+/// Disk cache of preprocessed volumes, one file per (image sha256, spec name, spec hash).
+/// File format: 8-byte magic `CDWQCT01`, three little-endian u32 grid sizes, then the
+/// values as little-endian f32 in the module's output layout.
+#[derive(Debug, Clone)]
+pub struct TensorCache {
+    dir: PathBuf,
+}
+
+impl TensorCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// File that holds (or will hold) the tensor for this image and spec.
+    pub fn path_for(&self, sha256: &str, spec_name: &str, spec: &PreprocessSpec) -> PathBuf {
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        self.dir.join(format!(
+            "{}-{}-{:016x}.f32",
+            safe(sha256),
+            safe(spec_name),
+            spec.fingerprint()
+        ))
+    }
+
+    /// The cached tensor, `Ok(None)` when absent; a file of the wrong size is an error.
+    pub fn get(
+        &self,
+        sha256: &str,
+        spec_name: &str,
+        spec: &PreprocessSpec,
+    ) -> Result<Option<Vec<f32>>, PreprocessError> {
+        let path = self.path_for(sha256, spec_name, spec);
+        let mut file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(PreprocessError::Io { path, source }),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| PreprocessError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let corrupt = |detail: String| PreprocessError::CorruptCache {
+            path: path.clone(),
+            detail,
+        };
+        if bytes.len() < 20 || &bytes[..8] != CACHE_MAGIC {
+            return Err(corrupt("missing header".into()));
+        }
+        let mut shape = [0usize; 3];
+        for (axis, size) in shape.iter_mut().enumerate() {
+            let at = 8 + 4 * axis;
+            *size = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+                as usize;
+        }
+        if shape != spec.shape {
+            return Err(corrupt(format!(
+                "grid {shape:?}, expected {:?}",
+                spec.shape
+            )));
+        }
+        let body = &bytes[20..];
+        if body.len() != 4 * spec.voxel_count() {
+            return Err(corrupt(format!(
+                "{} data bytes, expected {}",
+                body.len(),
+                4 * spec.voxel_count()
+            )));
+        }
+        Ok(Some(
+            body.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ))
+    }
+
+    /// Stores a tensor atomically: written to a temporary file, then renamed into place.
+    pub fn put(
+        &self,
+        sha256: &str,
+        spec_name: &str,
+        spec: &PreprocessSpec,
+        values: &[f32],
+    ) -> Result<PathBuf, PreprocessError> {
+        let path = self.path_for(sha256, spec_name, spec);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PreprocessError::Io { path, source }
+        };
+        if values.len() != spec.voxel_count() {
+            return Err(PreprocessError::CorruptCache {
+                path,
+                detail: format!(
+                    "{} values given for a grid of {}",
+                    values.len(),
+                    spec.voxel_count()
+                ),
+            });
+        }
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let temp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut bytes = Vec::with_capacity(20 + 4 * values.len());
+        bytes.extend_from_slice(CACHE_MAGIC);
+        for size in spec.shape {
+            bytes.extend_from_slice(&(size as u32).to_le_bytes());
+        }
+        for value in values {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        let mut file = fs::File::create(&temp).map_err(io(&temp))?;
+        file.write_all(&bytes).map_err(io(&temp))?;
+        file.sync_all().map_err(io(&temp))?;
+        fs::rename(&temp, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cube(dims: [usize; 3], affine: [[f64; 4]; 4]) -> Volume {
+        let data = (0..dims.iter().product::<usize>())
+            .map(|n| n as f32)
+            .collect();
+        Volume {
+            dims,
+            data,
+            affine,
+            voxel_size: [1.0; 3],
+        }
+    }
+
+    fn identity() -> [[f64; 4]; 4] {
+        [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    }
+
+    #[test]
+    fn flipped_axis_is_mirrored_in_ras_output() {
+        let mut affine = identity();
+        affine[0][0] = -1.0;
+        affine[0][3] = 3.0;
+        let volume = cube([4, 2, 2], affine);
+        let spec = PreprocessSpec {
+            shape: [4, 2, 2],
+            spacing_mm: 1.0,
+            clip_low_percentile: 0.0,
+            clip_high_percentile: 100.0,
+        };
+        let out = resample_ras(&volume, &spec, [1.5, 0.5, 0.5], -1.0).unwrap();
+        // Output x = 0 is world x = 0, which is source i = 3.
+        assert_eq!(out[0], 3.0);
+        assert_eq!(out[2 * 2 * 3], 0.0);
+        assert_eq!(axis_codes(&affine), ['L', 'A', 'S']);
+    }
+
+    #[test]
+    fn preprocess_output_is_in_unit_range_and_handles_nan() {
+        let mut volume = cube([6, 6, 6], identity());
+        volume.data[10] = f32::NAN;
+        volume.data[11] = f32::INFINITY;
+        let spec = PreprocessSpec {
+            shape: [5, 5, 5],
+            spacing_mm: 1.5,
+            clip_low_percentile: 0.5,
+            clip_high_percentile: 99.5,
+        };
+        let out = preprocess(&volume, &spec).unwrap();
+        assert_eq!(out.len(), 125);
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!(out.iter().any(|v| *v > 0.5));
+    }
+
+    #[test]
+    fn invalid_inputs_are_errors() {
+        let volume = cube([3, 3, 3], [[0.0; 4]; 4]);
+        let spec = PreprocessSpec {
+            shape: [2, 2, 2],
+            spacing_mm: 1.0,
+            clip_low_percentile: 0.5,
+            clip_high_percentile: 99.5,
+        };
+        assert!(matches!(
+            preprocess(&volume, &spec),
+            Err(PreprocessError::SingularAffine(_))
+        ));
+        let bad_spec = PreprocessSpec {
+            spacing_mm: 0.0,
+            ..spec
+        };
+        assert!(preprocess(&cube([2, 2, 2], identity()), &bad_spec).is_err());
+    }
+
+    #[test]
+    fn cache_round_trips_and_rejects_wrong_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TensorCache::new(dir.path());
+        let spec = PreprocessSpec {
+            shape: [2, 3, 4],
+            spacing_mm: 2.0,
+            clip_low_percentile: 0.5,
+            clip_high_percentile: 99.5,
+        };
+        assert!(cache.get("abc", "tiny", &spec).unwrap().is_none());
+        let values: Vec<f32> = (0..24).map(|n| n as f32 / 24.0).collect();
+        let path = cache.put("abc", "tiny", &spec, &values).unwrap();
+        assert_eq!(cache.get("abc", "tiny", &spec).unwrap().unwrap(), values);
+        fs::write(&path, b"CDWQCT01short").unwrap();
+        assert!(cache.get("abc", "tiny", &spec).is_err());
+        let other = PreprocessSpec {
+            spacing_mm: 3.0,
+            ..spec.clone()
+        };
+        assert_ne!(
+            cache.path_for("abc", "tiny", &spec),
+            cache.path_for("abc", "tiny", &other)
+        );
+    }
+}

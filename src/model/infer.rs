@@ -1,0 +1,291 @@
+//! Inference: trained weights or a TorchScript model applied to streamed items, one
+//! result per item (probabilities and label, or the reason the item failed).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn};
+
+use super::ModelError;
+use super::data::{Item, ItemLoader, Prefetcher, sequential_batches};
+use super::network::{Conv5Fc3Ssda, Head, NetworkSpec};
+use super::preset::Preset;
+use super::train::{BEST_WEIGHTS, CheckpointState};
+use crate::imaging::preprocess::TensorCache;
+
+/// Class probabilities of one item and the most probable class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub id: String,
+    pub probs: Vec<f32>,
+    pub label: usize,
+}
+
+/// An item that could not be predicted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionError {
+    pub id: String,
+    pub error: String,
+}
+
+/// Anything that maps an input batch `[N, 1, D, H, W]` to logits `[N, K]`.
+pub trait LogitsModel {
+    fn preset(&self) -> &Preset;
+    fn device(&self) -> Device;
+    fn logits(&self, input: &Tensor) -> Result<Tensor, ModelError>;
+}
+
+/// Batch size, prefetch depth and preprocessing cache of an inference pass.
+#[derive(Debug, Clone)]
+pub struct InferOptions {
+    pub batch_size: usize,
+    pub prefetch_batches: usize,
+    pub cache: Option<TensorCache>,
+}
+
+impl Default for InferOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            prefetch_batches: 2,
+            cache: None,
+        }
+    }
+}
+
+/// Predicts every item, in input order. Items that fail to load or preprocess give a
+/// `PredictionError`; a failing forward pass fails its batch's items the same way.
+/// `on_progress(done, total)` is called after each batch.
+pub fn predict_items(
+    model: &dyn LogitsModel,
+    items: &[Item],
+    options: &InferOptions,
+    on_progress: &mut dyn FnMut(usize, usize),
+) -> Vec<Result<Prediction, PredictionError>> {
+    let _guard = tch::no_grad_guard();
+    let preset = model.preset();
+    let [_, d, h, w] = preset.input_shape();
+    let items = Arc::new(items.to_vec());
+    let total = items.len();
+    let loader = ItemLoader::new(preset.clone(), options.cache.clone());
+    let batches = sequential_batches(total, options.batch_size);
+    let mut results: Vec<Option<Result<Prediction, PredictionError>>> = vec![None; total];
+    let mut done = 0;
+    for batch in Prefetcher::start(
+        Arc::clone(&items),
+        batches,
+        loader,
+        options.prefetch_batches,
+    ) {
+        for (index, error) in batch.failures {
+            results[index] = Some(Err(PredictionError {
+                id: items[index].id.clone(),
+                error,
+            }));
+        }
+        if !batch.loaded.is_empty() {
+            let input = Tensor::from_slice(&batch.values)
+                .view([batch.loaded.len() as i64, 1, d, h, w])
+                .to_device(model.device());
+            let probs = model.logits(&input).and_then(|logits| {
+                let probs = logits
+                    .softmax(-1, Kind::Float)
+                    .to_device(Device::Cpu)
+                    .contiguous();
+                let classes = probs.size().get(1).copied().unwrap_or(0) as usize;
+                let flat = Vec::<f32>::try_from(&probs.view([-1]))?;
+                if classes == 0 || flat.len() != classes * batch.loaded.len() {
+                    return Err(ModelError::Data(format!(
+                        "model returned {:?} for a batch of {}",
+                        probs.size(),
+                        batch.loaded.len()
+                    )));
+                }
+                Ok((flat, classes))
+            });
+            match probs {
+                Ok((flat, classes)) => {
+                    for (row, &index) in flat.chunks(classes).zip(&batch.loaded) {
+                        let label = row
+                            .iter()
+                            .enumerate()
+                            .max_by(|a, b| a.1.total_cmp(b.1))
+                            .map_or(0, |(class, _)| class);
+                        results[index] = Some(Ok(Prediction {
+                            id: items[index].id.clone(),
+                            probs: row.to_vec(),
+                            label,
+                        }));
+                    }
+                }
+                Err(err) => {
+                    for &index in &batch.loaded {
+                        results[index] = Some(Err(PredictionError {
+                            id: items[index].id.clone(),
+                            error: err.to_string(),
+                        }));
+                    }
+                }
+            }
+        }
+        done += batch.indices.len();
+        on_progress(done, total);
+    }
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| {
+            result.unwrap_or_else(|| {
+                Err(PredictionError {
+                    id: items[index].id.clone(),
+                    error: "item was not processed".to_string(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// A trained Conv5_FC3_SSDA network and the head it predicts with.
+pub struct Predictor {
+    vs: nn::VarStore,
+    net: Conv5Fc3Ssda,
+    preset: Preset,
+    head: Head,
+}
+
+impl Predictor {
+    /// Loads weights (safetensors or libtorch format) for a network of `spec`'s shape.
+    pub fn load(
+        weights: &Path,
+        preset: Preset,
+        source_classes: usize,
+        target_classes: usize,
+        head: Head,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let spec = NetworkSpec {
+            grid: preset.preprocess.shape,
+            source_classes,
+            target_classes,
+        };
+        let mut vs = nn::VarStore::new(device);
+        let net = Conv5Fc3Ssda::new(&vs.root(), &spec);
+        vs.load(weights).map_err(|err| ModelError::File {
+            path: weights.to_path_buf(),
+            detail: err.to_string(),
+        })?;
+        Ok(Self {
+            vs,
+            net,
+            preset,
+            head,
+        })
+    }
+
+    /// The best weights of a training run directory, predicting with the run's method's
+    /// head.
+    pub fn from_run_dir(run_dir: &Path, device: Device) -> Result<Self, ModelError> {
+        let state = CheckpointState::read(run_dir)?;
+        let config = state.config;
+        Self::load(
+            &run_dir.join(BEST_WEIGHTS),
+            config.preset.clone(),
+            config.source_classes,
+            config.target_classes,
+            config.prediction_head(),
+            device,
+        )
+    }
+
+    pub fn with_head(mut self, head: Head) -> Self {
+        self.head = head;
+        self
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+}
+
+impl LogitsModel for Predictor {
+    fn preset(&self) -> &Preset {
+        &self.preset
+    }
+
+    fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    fn logits(&self, input: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.net.forward_head(input, self.head, false))
+    }
+}
+
+/// A TorchScript classifier. Input contract: float32 `[N, 1, D, H, W]` in [0, 1] on the
+/// preset grid (module `imaging::preprocess` layout); output logits `[N, K]`.
+pub struct ScriptModel {
+    module: tch::CModule,
+    preset: Preset,
+    device: Device,
+}
+
+impl ScriptModel {
+    pub fn load(path: &Path, preset: Preset, device: Device) -> Result<Self, ModelError> {
+        let mut module =
+            tch::CModule::load_on_device(path, device).map_err(|err| ModelError::File {
+                path: path.to_path_buf(),
+                detail: err.to_string(),
+            })?;
+        module.set_eval();
+        Ok(Self {
+            module,
+            preset,
+            device,
+        })
+    }
+}
+
+impl LogitsModel for ScriptModel {
+    fn preset(&self) -> &Preset {
+        &self.preset
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn logits(&self, input: &Tensor) -> Result<Tensor, ModelError> {
+        // Traced modules may wrap their single output in a tuple.
+        let output = match self
+            .module
+            .forward_is(&[tch::IValue::Tensor(input.shallow_clone())])?
+        {
+            tch::IValue::Tensor(tensor) => tensor,
+            tch::IValue::Tuple(mut values) | tch::IValue::GenericList(mut values)
+                if values.len() == 1 =>
+            {
+                match values.pop() {
+                    Some(tch::IValue::Tensor(tensor)) => tensor,
+                    _ => {
+                        return Err(ModelError::Data(
+                            "TorchScript model returned a non-tensor value".into(),
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(ModelError::Data(
+                    "TorchScript model must return one logits tensor".into(),
+                ));
+            }
+        };
+        if output.dim() != 2 {
+            return Err(ModelError::Data(format!(
+                "TorchScript model returned shape {:?}, expected [N, K] logits",
+                output.size()
+            )));
+        }
+        Ok(output)
+    }
+}

@@ -1,0 +1,943 @@
+//! Training loop for the SSDA method and its ablation baselines, with early stopping on
+//! the target validation loss, checkpoints, cancel and resume.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::ModelError;
+use super::data::{Item, ItemLoader, LoadedBatch, Prefetcher, sequential_batches};
+use super::grl::grl_alpha;
+use super::network::{Conv5Fc3Ssda, Head, NetworkSpec};
+use super::parse_device;
+use super::preset::Preset;
+use crate::imaging::preprocess::TensorCache;
+
+/// Training method: the published SSDA and the ablation baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Source and labelled target classification plus the adversarial domain loss.
+    Ssda,
+    /// Labelled target images only.
+    TargetOnly,
+    /// Labelled source images only; target images predicted with the source head.
+    SourceOnly,
+    /// Source-only pretraining, then target-only fine-tuning of the whole network.
+    Finetune,
+    /// SSDA without the domain branch.
+    SsdaNoDomain,
+}
+
+impl std::str::FromStr for Method {
+    type Err = ModelError;
+
+    fn from_str(text: &str) -> Result<Self, ModelError> {
+        serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+            ModelError::Config(format!(
+                "method {text:?}: expected ssda, target-only, source-only, finetune or ssda-no-domain"
+            ))
+        })
+    }
+}
+
+/// Everything that defines a training run; stored as JSON with the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub preset: Preset,
+    pub source_classes: usize,
+    pub target_classes: usize,
+    /// Epochs of the main phase (the fine-tuning phase for `finetune`).
+    pub epochs: usize,
+    /// Source-only epochs before fine-tuning (`finetune` only).
+    pub pretrain_epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Weight of the summed domain losses.
+    pub domain_weight: f64,
+    /// Epochs without a lower target validation loss before stopping.
+    pub patience: usize,
+    pub seed: u64,
+    /// "auto", "cpu", "cuda" or "cuda:N".
+    pub device: String,
+    /// Batches each loading stream prepares ahead of compute.
+    pub prefetch_batches: usize,
+}
+
+impl TrainConfig {
+    /// ClinicaDL defaults (Adam, lr 1e-4, weight decay 1e-4) with the preset's batch
+    /// size and epochs, domain weight 0.1 and patience 5.
+    pub fn new(
+        method: Method,
+        preset: Preset,
+        source_classes: usize,
+        target_classes: usize,
+    ) -> Self {
+        Self {
+            method,
+            source_classes,
+            target_classes,
+            epochs: preset.epochs,
+            pretrain_epochs: preset.epochs,
+            batch_size: preset.batch_size,
+            learning_rate: 1e-4,
+            weight_decay: 1e-4,
+            domain_weight: 0.1,
+            patience: 5,
+            seed: 0,
+            device: "auto".to_string(),
+            prefetch_batches: 2,
+            preset,
+        }
+    }
+
+    pub fn network_spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            grid: self.preset.preprocess.shape,
+            source_classes: self.source_classes,
+            target_classes: self.target_classes,
+        }
+    }
+
+    /// Head that predicts target images for this method.
+    pub fn prediction_head(&self) -> Head {
+        match self.method {
+            Method::SourceOnly => Head::Source,
+            _ => Head::Target,
+        }
+    }
+
+    fn total_epochs(&self) -> usize {
+        match self.method {
+            Method::Finetune => self.pretrain_epochs + self.epochs,
+            _ => self.epochs,
+        }
+    }
+
+    fn phase(&self, epoch: usize) -> Phase {
+        if self.method == Method::Finetune && epoch < self.pretrain_epochs {
+            Phase::Pretrain
+        } else {
+            Phase::Main
+        }
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let fail = |msg: &str| Err(ModelError::Config(msg.to_string()));
+        if self.batch_size < 2 {
+            return fail("batch size must be at least 2 (batch normalisation in training)");
+        }
+        if self.source_classes < 2 || self.target_classes < 2 {
+            return fail("source and target tasks need at least 2 classes");
+        }
+        if self.epochs == 0 {
+            return fail("epochs must be positive");
+        }
+        if matches!(self.method, Method::SourceOnly | Method::Finetune)
+            && self.source_classes != self.target_classes
+        {
+            return fail("source-only and finetune need the same classes in source and target");
+        }
+        if !(self.learning_rate > 0.0 && self.weight_decay >= 0.0 && self.domain_weight >= 0.0) {
+            return fail("learning rate must be positive, weight decay and domain weight >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// Labelled and unlabelled images of one run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainData {
+    pub source: Vec<Item>,
+    pub target_train: Vec<Item>,
+    pub target_val: Vec<Item>,
+    pub target_unlabelled: Vec<Item>,
+}
+
+/// Training phase: the source pretraining of `finetune`, or the main phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Pretrain,
+    Main,
+}
+
+/// JSON has no NaN: non-finite values are written as null and read back as NaN.
+mod float_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// Metrics of one finished epoch (NaN where a value could not be computed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// 1-based, counted over all phases.
+    pub epoch: usize,
+    pub phase: Phase,
+    /// Mean total training loss per iteration.
+    #[serde(with = "float_or_null")]
+    pub train_loss: f64,
+    #[serde(with = "float_or_null")]
+    pub source_loss: f64,
+    #[serde(with = "float_or_null")]
+    pub target_loss: f64,
+    #[serde(with = "float_or_null")]
+    pub domain_loss: f64,
+    #[serde(with = "float_or_null")]
+    pub val_loss: f64,
+    /// Mean of per-class recall on the target validation set.
+    #[serde(with = "float_or_null")]
+    pub val_balanced_accuracy: f64,
+    /// GRL factor at the end of the epoch.
+    #[serde(with = "float_or_null")]
+    pub alpha: f64,
+    pub seconds: f64,
+    /// Whether this epoch is the new best (lowest validation loss).
+    pub improved: bool,
+}
+
+/// Progress of a run, delivered through the caller's callback.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    Started {
+        first_epoch: usize,
+        total_epochs: usize,
+        device: String,
+    },
+    Batch {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+    },
+    /// An item could not be loaded; it is left out of its batch.
+    ItemFailed {
+        id: String,
+        error: String,
+    },
+    Epoch(EpochReport),
+    Checkpoint {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainStatus {
+    Completed,
+    EarlyStopped,
+    Cancelled,
+}
+
+/// Result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    pub status: TrainStatus,
+    /// 1-based epoch of the best weights, if any epoch finished.
+    pub best_epoch: Option<usize>,
+    pub best_val_loss: Option<f64>,
+    pub best_val_balanced_accuracy: Option<f64>,
+    pub epochs_completed: usize,
+    /// Weights with the lowest target validation loss (`best.safetensors`).
+    pub weights_path: PathBuf,
+    /// Weights at the last checkpoint (`last.safetensors`), used by resume.
+    pub last_weights_path: PathBuf,
+}
+
+/// Checkpoint state written beside the weights (`state.json`); no optimizer moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub config: TrainConfig,
+    /// 0-based epoch to run next; an interrupted epoch restarts from its beginning.
+    pub next_epoch: usize,
+    pub best_epoch: Option<usize>,
+    pub best_val_loss: Option<f64>,
+    pub best_val_balanced_accuracy: Option<f64>,
+    pub epochs_since_improvement: usize,
+    pub status: Option<TrainStatus>,
+    pub history: Vec<EpochReport>,
+}
+
+pub const BEST_WEIGHTS: &str = "best.safetensors";
+pub const LAST_WEIGHTS: &str = "last.safetensors";
+pub const STATE_FILE: &str = "state.json";
+
+impl CheckpointState {
+    pub fn read(run_dir: &Path) -> Result<Self, ModelError> {
+        let path = run_dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|err| ModelError::File {
+            path,
+            detail: err.to_string(),
+        })
+    }
+
+    fn write(&self, run_dir: &Path) -> Result<(), ModelError> {
+        let path = run_dir.join(STATE_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|err| ModelError::File {
+            path: path.clone(),
+            detail: err.to_string(),
+        })?;
+        write_atomically(&path, |temp| {
+            std::fs::write(temp, &text).map_err(|source| ModelError::Io {
+                path: temp.to_path_buf(),
+                source,
+            })
+        })
+    }
+}
+
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    // The extension is kept last so VarStore::save picks the safetensors format.
+    let temp = path.with_file_name(format!("tmp-{}-{name}", std::process::id()));
+    write(&temp)?;
+    std::fs::rename(&temp, path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), ModelError> {
+    write_atomically(path, |temp| Ok(vs.save(temp)?))
+}
+
+/// Inverse class frequency weights `w_c = N / (K n_c)` (0 for absent classes).
+pub fn class_weights(labels: &[usize], classes: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; classes];
+    for &label in labels {
+        if label < classes {
+            counts[label] += 1;
+        }
+    }
+    let total = labels.len() as f64;
+    counts
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                0.0
+            } else {
+                total / (classes as f64 * n as f64)
+            }
+        })
+        .collect()
+}
+
+/// Mean of per-class recall over the classes present in `truth`.
+pub fn balanced_accuracy(truth: &[usize], predicted: &[usize]) -> f64 {
+    let classes = truth.iter().copied().max().map_or(0, |m| m + 1);
+    let mut hits = vec![0usize; classes];
+    let mut counts = vec![0usize; classes];
+    for (&t, &p) in truth.iter().zip(predicted) {
+        counts[t] += 1;
+        if t == p {
+            hits[t] += 1;
+        }
+    }
+    let recalls: Vec<f64> = counts
+        .iter()
+        .zip(&hits)
+        .filter(|(n, _)| **n > 0)
+        .map(|(&n, &h)| h as f64 / n as f64)
+        .collect();
+    if recalls.is_empty() {
+        0.0
+    } else {
+        recalls.iter().sum::<f64>() / recalls.len() as f64
+    }
+}
+
+fn check_labels(items: &[Item], classes: usize, what: &str) -> Result<(), ModelError> {
+    for item in items {
+        match item.label {
+            Some(label) if label < classes => {}
+            Some(label) => {
+                return Err(ModelError::Data(format!(
+                    "{what} item {}: label {label} outside 0..{classes}",
+                    item.id
+                )));
+            }
+            None => {
+                return Err(ModelError::Data(format!(
+                    "{what} item {} has no label",
+                    item.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn labels_of(items: &[Item]) -> Vec<usize> {
+    items.iter().filter_map(|item| item.label).collect()
+}
+
+/// Shuffled batches of `batch_size` covering `count` items once; a trailing batch smaller
+/// than 2 is dropped because batch normalisation cannot train on one image.
+fn shuffled_batches(count: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..count).collect();
+    order.shuffle(rng);
+    order
+        .chunks(batch_size)
+        .filter(|chunk| chunk.len() >= 2)
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// `iterations` batches drawn by cycling through reshuffled passes over `count` items
+/// (oversampling the smaller labelled target set to match the source stream).
+fn cycled_batches(
+    count: usize,
+    batch_size: usize,
+    iterations: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<usize>> {
+    let mut batches = Vec::with_capacity(iterations);
+    let mut pool: Vec<usize> = Vec::new();
+    while batches.len() < iterations && count >= 2 {
+        let mut batch = Vec::with_capacity(batch_size);
+        while batch.len() < batch_size.min(count) {
+            if pool.is_empty() {
+                pool = (0..count).collect();
+                pool.shuffle(rng);
+            }
+            if let Some(index) = pool.pop() {
+                batch.push(index);
+            }
+        }
+        batches.push(batch);
+    }
+    batches
+}
+
+/// One batch on the device: inputs `[N, 1, D, H, W]` and labels `[N]`.
+struct DeviceBatch {
+    input: Tensor,
+    labels: Tensor,
+}
+
+struct Stream {
+    items: Arc<Vec<Item>>,
+}
+
+impl Stream {
+    fn new(items: &[Item]) -> Self {
+        Self {
+            items: Arc::new(items.to_vec()),
+        }
+    }
+
+    fn start(&self, batches: Vec<Vec<usize>>, loader: &ItemLoader, depth: usize) -> Prefetcher {
+        Prefetcher::start(Arc::clone(&self.items), batches, loader.clone(), depth)
+    }
+
+    /// Tensors for the items that loaded; failures are reported; `None` when fewer than
+    /// two items remain.
+    fn to_device(
+        &self,
+        batch: LoadedBatch,
+        preset: &Preset,
+        device: Device,
+        on_event: &mut dyn FnMut(TrainEvent),
+    ) -> Option<DeviceBatch> {
+        for (index, error) in batch.failures {
+            on_event(TrainEvent::ItemFailed {
+                id: self.items[index].id.clone(),
+                error,
+            });
+        }
+        if batch.loaded.len() < 2 {
+            return None;
+        }
+        let [_, d, h, w] = preset.input_shape();
+        let input = Tensor::from_slice(&batch.values)
+            .view([batch.loaded.len() as i64, 1, d, h, w])
+            .to_device(device);
+        let labels: Vec<i64> = batch
+            .loaded
+            .iter()
+            .map(|&i| self.items[i].label.unwrap_or(0) as i64)
+            .collect();
+        Some(DeviceBatch {
+            input,
+            labels: Tensor::from_slice(&labels).to_device(device),
+        })
+    }
+}
+
+fn weighted_ce(logits: &Tensor, labels: &Tensor, weights: &Tensor) -> Tensor {
+    logits.cross_entropy_loss::<&Tensor>(labels, Some(weights), tch::Reduction::Mean, -100, 0.0)
+}
+
+fn domain_ce(logits: &Tensor, domain: i64) -> Tensor {
+    let labels = Tensor::full([logits.size()[0]], domain, (Kind::Int64, logits.device()));
+    logits.cross_entropy_for_logits(&labels)
+}
+
+struct Validation {
+    loss: f64,
+    balanced_accuracy: f64,
+}
+
+fn validate(
+    net: &Conv5Fc3Ssda,
+    stream: &Stream,
+    head: Head,
+    weights: &Tensor,
+    config: &TrainConfig,
+    loader: &ItemLoader,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Validation {
+    let _guard = tch::no_grad_guard();
+    let device = weights.device();
+    let batches = sequential_batches(stream.items.len(), config.batch_size);
+    let (mut weighted_loss, mut weight_total) = (0.0, 0.0);
+    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    for batch in stream.start(batches, loader, config.prefetch_batches) {
+        for (index, error) in &batch.failures {
+            on_event(TrainEvent::ItemFailed {
+                id: stream.items[*index].id.clone(),
+                error: error.clone(),
+            });
+        }
+        if batch.loaded.is_empty() {
+            continue;
+        }
+        let [_, d, h, w] = config.preset.input_shape();
+        let input = Tensor::from_slice(&batch.values)
+            .view([batch.loaded.len() as i64, 1, d, h, w])
+            .to_device(device);
+        let labels: Vec<i64> = batch
+            .loaded
+            .iter()
+            .map(|&i| stream.items[i].label.unwrap_or(0) as i64)
+            .collect();
+        let labels_t = Tensor::from_slice(&labels).to_device(device);
+        let logits = net.forward_head(&input, head, false);
+        let per_item = logits
+            .log_softmax(-1, Kind::Float)
+            .gather(1, &labels_t.unsqueeze(1), false)
+            .squeeze_dim(1)
+            .neg();
+        let item_weights = weights.index_select(0, &labels_t);
+        weighted_loss += (&per_item * &item_weights)
+            .sum(Kind::Float)
+            .double_value(&[]);
+        weight_total += item_weights.sum(Kind::Float).double_value(&[]);
+        let argmax = Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu))
+            .unwrap_or_default();
+        truth.extend(labels.iter().map(|&l| l as usize));
+        predicted.extend(argmax.iter().map(|&p| p as usize));
+    }
+    Validation {
+        loss: if weight_total > 0.0 {
+            weighted_loss / weight_total
+        } else {
+            f64::NAN
+        },
+        balanced_accuracy: balanced_accuracy(&truth, &predicted),
+    }
+}
+
+/// Where a run keeps its files, and whether to continue from its checkpoint.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    /// Continue from `state.json` and `last.safetensors` when they exist.
+    pub resume: bool,
+    /// Cache of preprocessed tensors for file items.
+    pub cache: Option<TensorCache>,
+}
+
+/// Trains a network. Events go to `on_event`; setting `cancel` stops between batches,
+/// after saving a checkpoint that `resume` continues from.
+pub fn train(
+    config: &TrainConfig,
+    data: &TrainData,
+    options: &RunOptions,
+    cancel: &Arc<AtomicBool>,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, ModelError> {
+    config.validate()?;
+    let uses_source = config.method != Method::TargetOnly;
+    let uses_target = !matches!(config.method, Method::SourceOnly);
+    if uses_source {
+        check_labels(&data.source, config.source_classes, "source")?;
+        if data.source.len() < 2 {
+            return Err(ModelError::Data(
+                "at least 2 source items are needed".into(),
+            ));
+        }
+    }
+    if uses_target {
+        check_labels(&data.target_train, config.target_classes, "target training")?;
+        if data.target_train.len() < 2 {
+            return Err(ModelError::Data(
+                "at least 2 labelled target training items are needed".into(),
+            ));
+        }
+    }
+    check_labels(&data.target_val, config.target_classes, "target validation")?;
+    if data.target_val.is_empty() {
+        return Err(ModelError::Data("target validation set is empty".into()));
+    }
+    let device = parse_device(&config.device)?;
+    let run_dir = &options.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(|source| ModelError::Io {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let best_path = run_dir.join(BEST_WEIGHTS);
+    let last_path = run_dir.join(LAST_WEIGHTS);
+
+    tch::manual_seed(config.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = Conv5Fc3Ssda::new(&vs.root(), &config.network_spec());
+    let mut state = CheckpointState {
+        config: config.clone(),
+        next_epoch: 0,
+        best_epoch: None,
+        best_val_loss: None,
+        best_val_balanced_accuracy: None,
+        epochs_since_improvement: 0,
+        status: None,
+        history: Vec::new(),
+    };
+    if options.resume && run_dir.join(STATE_FILE).exists() {
+        let saved = CheckpointState::read(run_dir)?;
+        if saved.config != *config {
+            return Err(ModelError::Config(format!(
+                "{}: the checkpoint was made with a different configuration",
+                run_dir.join(STATE_FILE).display()
+            )));
+        }
+        vs.load(&last_path).map_err(|err| ModelError::File {
+            path: last_path.clone(),
+            detail: err.to_string(),
+        })?;
+        state = saved;
+    }
+    let outcome = |state: &CheckpointState, status: TrainStatus| TrainOutcome {
+        status,
+        best_epoch: state.best_epoch,
+        best_val_loss: state.best_val_loss,
+        best_val_balanced_accuracy: state.best_val_balanced_accuracy,
+        epochs_completed: state.history.len(),
+        weights_path: best_path.clone(),
+        last_weights_path: last_path.clone(),
+    };
+    if let Some(status @ (TrainStatus::Completed | TrainStatus::EarlyStopped)) = state.status {
+        return Ok(outcome(&state, status));
+    }
+
+    let loader = ItemLoader::new(config.preset.clone(), options.cache.clone());
+    let source = Stream::new(&data.source);
+    let target = Stream::new(&data.target_train);
+    let unlabelled = Stream::new(&data.target_unlabelled);
+    let validation = Stream::new(&data.target_val);
+    let to_tensor = |w: Vec<f64>| {
+        Tensor::from_slice(&w)
+            .to_kind(Kind::Float)
+            .to_device(device)
+    };
+    let source_weights = to_tensor(class_weights(
+        &labels_of(&data.source),
+        config.source_classes,
+    ));
+    let target_weights = to_tensor(class_weights(
+        &labels_of(&data.target_train),
+        config.target_classes,
+    ));
+
+    let total_epochs = config.total_epochs();
+    on_event(TrainEvent::Started {
+        first_epoch: state.next_epoch + 1,
+        total_epochs,
+        device: format!("{device:?}"),
+    });
+    let mut optimizer = nn::Adam {
+        wd: config.weight_decay,
+        ..Default::default()
+    }
+    .build(&vs, config.learning_rate)?;
+    let mut optimizer_phase = config.phase(state.next_epoch);
+
+    while state.next_epoch < total_epochs {
+        let epoch = state.next_epoch;
+        let phase = config.phase(epoch);
+        if phase != optimizer_phase {
+            // Fine-tuning starts from the pretrained source classifier, with fresh moments.
+            let _guard = tch::no_grad_guard();
+            let vars = vs.variables();
+            for (name, var) in &vars {
+                if let Some(rest) = name.strip_prefix("target_head.")
+                    && let Some(src) = vars.get(&format!("source_head.{rest}"))
+                {
+                    var.shallow_clone().copy_(src);
+                }
+            }
+            optimizer = nn::Adam {
+                wd: config.weight_decay,
+                ..Default::default()
+            }
+            .build(&vs, config.learning_rate)?;
+            optimizer_phase = phase;
+        }
+        let (phase_start, phase_epochs) = match (config.method, phase) {
+            (Method::Finetune, Phase::Pretrain) => (0, config.pretrain_epochs),
+            (Method::Finetune, Phase::Main) => (config.pretrain_epochs, config.epochs),
+            _ => (0, config.epochs),
+        };
+        let started = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64 * 7919));
+        tch::manual_seed(config.seed.wrapping_add(epoch as u64) as i64);
+
+        // Which streams feed this epoch, and which loss terms apply.
+        let (main_source, with_target, with_domain) = match (config.method, phase) {
+            (Method::Ssda, _) => (true, true, config.domain_weight > 0.0),
+            (Method::SsdaNoDomain, _) => (true, true, false),
+            (Method::SourceOnly, _) | (Method::Finetune, Phase::Pretrain) => (true, false, false),
+            (Method::TargetOnly, _) | (Method::Finetune, Phase::Main) => (false, true, false),
+        };
+        let main_batches = if main_source {
+            shuffled_batches(source.items.len(), config.batch_size, &mut rng)
+        } else {
+            shuffled_batches(target.items.len(), config.batch_size, &mut rng)
+        };
+        let iterations = main_batches.len();
+        let depth = config.prefetch_batches;
+        let mut main_stream = if main_source {
+            source.start(main_batches, &loader, depth)
+        } else {
+            target.start(main_batches, &loader, depth)
+        };
+        let mut target_stream = (main_source && with_target).then(|| {
+            let batches =
+                cycled_batches(target.items.len(), config.batch_size, iterations, &mut rng);
+            target.start(batches, &loader, depth)
+        });
+        let mut unlabelled_stream = (with_domain && unlabelled.items.len() >= 2).then(|| {
+            let batches = cycled_batches(
+                unlabelled.items.len(),
+                config.batch_size,
+                iterations,
+                &mut rng,
+            );
+            unlabelled.start(batches, &loader, depth)
+        });
+
+        let mut sums = [0.0f64; 4];
+        let mut steps = 0usize;
+        let mut alpha = 0.0;
+        for iteration in 0..iterations {
+            let Some(main) = main_stream.next() else {
+                break;
+            };
+            let paired_target = target_stream.as_mut().and_then(Iterator::next);
+            let paired_unlabelled = unlabelled_stream.as_mut().and_then(Iterator::next);
+            let progress = ((epoch - phase_start) * iterations + iteration) as f64
+                / (phase_epochs * iterations).max(1) as f64;
+            alpha = grl_alpha(progress);
+            let main_items = if main_source { &source } else { &target };
+            let main = main_items.to_device(main, &config.preset, device, on_event);
+            let tgt =
+                paired_target.and_then(|b| target.to_device(b, &config.preset, device, on_event));
+            let unl = paired_unlabelled
+                .and_then(|b| unlabelled.to_device(b, &config.preset, device, on_event));
+
+            let zero = || Tensor::zeros([], (Kind::Float, device));
+            let (mut source_loss, mut target_loss) = (zero(), zero());
+            let mut domain_terms = Vec::new();
+            if let Some(batch) = &main {
+                let features = net.features(&batch.input, true);
+                if main_source {
+                    let logits = net.head_logits(&features, Head::Source, alpha, true);
+                    source_loss = weighted_ce(&logits, &batch.labels, &source_weights);
+                    if with_domain {
+                        let dom = net.head_logits(&features, Head::Domain, alpha, true);
+                        domain_terms.push(domain_ce(&dom, 0));
+                    }
+                } else {
+                    let logits = net.head_logits(&features, Head::Target, alpha, true);
+                    target_loss = weighted_ce(&logits, &batch.labels, &target_weights);
+                }
+            }
+            if let Some(batch) = &tgt {
+                let features = net.features(&batch.input, true);
+                let logits = net.head_logits(&features, Head::Target, alpha, true);
+                target_loss = weighted_ce(&logits, &batch.labels, &target_weights);
+                if with_domain {
+                    let dom = net.head_logits(&features, Head::Domain, alpha, true);
+                    domain_terms.push(domain_ce(&dom, 1));
+                }
+            }
+            if let Some(batch) = &unl {
+                let features = net.features(&batch.input, true);
+                let dom = net.head_logits(&features, Head::Domain, alpha, true);
+                domain_terms.push(domain_ce(&dom, 1));
+            }
+            let domain_loss = domain_terms.iter().fold(zero(), |sum, term| sum + term);
+            if main.is_some() || tgt.is_some() {
+                let loss = &source_loss + &target_loss + &domain_loss * config.domain_weight;
+                optimizer.backward_step(&loss);
+                sums[0] += loss.double_value(&[]);
+                sums[1] += source_loss.double_value(&[]);
+                sums[2] += target_loss.double_value(&[]);
+                sums[3] += domain_loss.double_value(&[]);
+                steps += 1;
+            }
+            on_event(TrainEvent::Batch {
+                epoch: epoch + 1,
+                batch: iteration + 1,
+                batches: iterations,
+            });
+            if cancel.load(Ordering::SeqCst) {
+                save_weights(&vs, &last_path)?;
+                state.status = Some(TrainStatus::Cancelled);
+                state.write(run_dir)?;
+                on_event(TrainEvent::Checkpoint {
+                    path: last_path.clone(),
+                });
+                return Ok(outcome(&state, TrainStatus::Cancelled));
+            }
+        }
+        drop((main_stream, target_stream, unlabelled_stream));
+
+        let head = if phase == Phase::Pretrain {
+            Head::Source
+        } else {
+            config.prediction_head()
+        };
+        let val = validate(
+            &net,
+            &validation,
+            head,
+            &target_weights,
+            config,
+            &loader,
+            on_event,
+        );
+        // Pretraining epochs are reported but do not compete for the best weights.
+        let improved = phase == Phase::Main
+            && val.loss.is_finite()
+            && state.best_val_loss.is_none_or(|best| val.loss < best);
+        if improved {
+            state.best_val_loss = Some(val.loss);
+            state.best_val_balanced_accuracy = Some(val.balanced_accuracy);
+            state.best_epoch = Some(epoch + 1);
+            state.epochs_since_improvement = 0;
+            save_weights(&vs, &best_path)?;
+        } else if phase == Phase::Main {
+            state.epochs_since_improvement += 1;
+        }
+        let mean = |sum: f64| {
+            if steps > 0 {
+                sum / steps as f64
+            } else {
+                f64::NAN
+            }
+        };
+        let report = EpochReport {
+            epoch: epoch + 1,
+            phase,
+            train_loss: mean(sums[0]),
+            source_loss: mean(sums[1]),
+            target_loss: mean(sums[2]),
+            domain_loss: mean(sums[3]),
+            val_loss: val.loss,
+            val_balanced_accuracy: val.balanced_accuracy,
+            alpha,
+            seconds: started.elapsed().as_secs_f64(),
+            improved,
+        };
+        state.history.push(report.clone());
+        state.next_epoch = epoch + 1;
+        let early_stop =
+            phase == Phase::Main && state.epochs_since_improvement >= config.patience.max(1);
+        if early_stop {
+            state.status = Some(TrainStatus::EarlyStopped);
+        } else if state.next_epoch == total_epochs {
+            state.status = Some(TrainStatus::Completed);
+        } else {
+            state.status = None;
+        }
+        save_weights(&vs, &last_path)?;
+        state.write(run_dir)?;
+        on_event(TrainEvent::Epoch(report));
+        on_event(TrainEvent::Checkpoint {
+            path: last_path.clone(),
+        });
+        if early_stop {
+            return Ok(outcome(&state, TrainStatus::EarlyStopped));
+        }
+    }
+    Ok(outcome(&state, TrainStatus::Completed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_are_inverse_frequency() {
+        let weights = class_weights(&[0, 0, 0, 1], 2);
+        assert!((weights[0] - 4.0 / 6.0).abs() < 1e-12);
+        assert!((weights[1] - 2.0).abs() < 1e-12);
+        assert_eq!(class_weights(&[0, 0], 3)[2], 0.0);
+    }
+
+    #[test]
+    fn balanced_accuracy_is_mean_recall() {
+        let value = balanced_accuracy(&[0, 0, 0, 1], &[0, 0, 1, 1]);
+        assert!((value - (2.0 / 3.0 + 1.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cycled_batches_oversample_a_small_set() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let batches = cycled_batches(3, 4, 5, &mut rng);
+        assert_eq!(batches.len(), 5);
+        assert!(batches.iter().all(|b| b.len() == 3));
+        let mut first: Vec<usize> = batches[0].clone();
+        first.sort_unstable();
+        assert_eq!(first, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn methods_parse_from_kebab_case() {
+        assert_eq!(
+            "ssda-no-domain".parse::<Method>().unwrap(),
+            Method::SsdaNoDomain
+        );
+        assert!("ssda2".parse::<Method>().is_err());
+    }
+}
