@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, raters::RatersArgs,
-    ratings::RatingsArgs, report::ReportArgs, sql::SqlArgs,
+    ratings::RatingsArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -45,4 +45,6 @@ pub enum Command {
     Ratings(RatingsArgs),
     /// Agreement and model reports (Markdown, JSON, HTML).
     Report(ReportArgs),
+    /// Write a synthetic clinical warehouse (BIDS) with graded artefacts and raters.
+    Synth(SynthArgs),
 }

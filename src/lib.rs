@@ -15,3 +15,4 @@ pub mod query;
 pub mod rate;
 pub mod report;
 pub mod store;
+pub mod synth;

@@ -8,6 +8,7 @@ pub mod raters;
 pub mod ratings;
 pub mod report;
 pub mod sql;
+pub mod synth;
 
 use std::process::ExitCode;
 
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Raters(args) => raters::run(&cli.db, args),
         Command::Ratings(args) => ratings::run(&cli.db, args),
         Command::Report(args) => report::run(&cli.db, args),
+        Command::Synth(args) => synth::run(args),
     }
 }

@@ -13,4 +13,5 @@ mod report;
 mod sql;
 mod store;
 mod support;
+mod synth;
 mod torchscript_inference;
