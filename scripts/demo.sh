@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job: sets up what is missing, builds, then indexes a small warehouse of
-# real brain images (with a few broken files, as real warehouses have) into a fresh
-# store under demo/ and answers the questions a data manager asks first.
+# The main job: sets up what is missing, builds, generates a synthetic clinical
+# warehouse from a real brain (graded artefacts, reject cases, three simulated raters),
+# indexes it into a fresh store under demo/, imports the raters' ratings, and writes the
+# inter-rater agreement report (Markdown here, HTML file beside the store).
+#
+#   DEMO_T1=300 DEMO_FLAIR=250 DEMO_OTHER=50 ./scripts/demo.sh   # the full-size warehouse
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -10,43 +13,46 @@ CDWQC=target/release/cdwqc
 DEMO=demo
 DB=$DEMO/cdwqc.duckdb
 W=$DEMO/warehouse
+N_T1=${DEMO_T1:-120}
+N_FLAIR=${DEMO_FLAIR:-120}
+N_OTHER=${DEMO_OTHER:-20}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 rm -rf "$DEMO"
-mkdir -p "$W"
-step "building a small BIDS warehouse from the real test images in $W"
-X=tests/data/external
-put() { mkdir -p "$W/$(dirname "$2")"; cp "$X/$1" "$W/$2"; }
-put mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz sub-001/ses-01/anat/sub-001_ses-01_T1w.nii.gz
-put mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz sub-001/ses-01/anat/sub-001_ses-01_acq-gm_FLAIR.nii.gz
-put anatomical.nii sub-002/ses-01/anat/sub-002_ses-01_T1w.nii
-put example4d.nii.gz sub-002/ses-01/func/sub-002_ses-01_task-rest_bold.nii.gz
-put example_nifti2.nii.gz sub-003/ses-01/anat/sub-003_ses-01_run-01_FLAIR.nii.gz
-put reoriented_anat_moved.nii sub-003/ses-01/anat/sub-003_ses-01_run-02_FLAIR.nii
-printf '{"Manufacturer": "Siemens", "ManufacturersModelName": "Prisma", "MagneticFieldStrength": 3, "MRAcquisitionType": "3D", "SeriesDescription": "t1_mprage_sag"}\n' \
-  > "$W/sub-001/ses-01/anat/sub-001_ses-01_T1w.json"
-printf '{"Manufacturer": "GE", "MagneticFieldStrength": 1.5, "MRAcquisitionType": "2D", "SeriesDescription": "AX FLAIR"}\n' \
-  > "$W/sub-003/ses-01/anat/sub-003_ses-01_run-01_FLAIR.json"
+mkdir -p "$DEMO"
+
+step "cdwqc synth: $N_T1 T1w + $N_FLAIR FLAIR + $N_OTHER other images, 2 mm grid"
+"$CDWQC" synth --out "$W" --t1 "$N_T1" --flair "$N_FLAIR" --other "$N_OTHER" --raters 3 --seed 1
+"$CDWQC" synth --montage "$DEMO/montage.png" --from "$W"
 # What real warehouses also hold: an interrupted transfer and a mislabelled file.
-head -c 200000 "$X/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz" > "$W/sub-004_T1w.nii.gz"
-echo "DICOM conversion failed" > "$W/sub-005_FLAIR.nii"
+head -c 100000 tests/data/external/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz \
+  > "$W/sub-9998_T1w.nii.gz"
+echo "DICOM conversion failed" > "$W/sub-9999_FLAIR.nii"
 
 step "cdwqc init && cdwqc import"
 "$CDWQC" --db "$DB" init
 "$CDWQC" --db "$DB" import "$W"
 
 step "importing again: nothing changed, nothing to do"
-"$CDWQC" --db "$DB" import "$W"
+"$CDWQC" --db "$DB" import "$W" | head -n 1
+
+step "the simulated raters' ratings (native TSV, and rater1's notebook file)"
+for f in "$W"/derivatives/cdwqc-synth/ratings/rater?.tsv; do
+  "$CDWQC" --db "$DB" ratings import "$f" --rater "$(basename "$f" .tsv)"
+done
+"$CDWQC" --db "$DB" raters list
 
 step "images per sequence (sql/queries/images_per_sequence.sql)"
 "$CDWQC" --db "$DB" sql -f sql/queries/images_per_sequence.sql --format table
 step "images per scanner (sql/queries/images_per_scanner.sql)"
 "$CDWQC" --db "$DB" sql -f sql/queries/images_per_scanner.sql --format table
-step "geometry (sql/queries/image_geometry.sql)"
-"$CDWQC" --db "$DB" sql -f sql/queries/image_geometry.sql --format table
-step "import failures (sql/queries/import_failures.sql)"
-"$CDWQC" --db "$DB" sql -f sql/queries/import_failures.sql --format table
+
+step "inter-rater agreement on FLAIR (cdwqc report agreement)"
+"$CDWQC" --db "$DB" report agreement --sequence FLAIR --html "$DEMO/agreement_flair.html"
 
 step "done"
-echo "The store is $DB: explore it with"
-echo "  $CDWQC --db $DB sql \"select subject, suffix, orientation, dim_x, dim_y, dim_z from images\""
+echo "store:      $DB"
+echo "report:     $DEMO/agreement_flair.html (open in a browser, works offline)"
+echo "montage:    $DEMO/montage.png (previews per artefact class and grade)"
+echo "consensus:  $CDWQC --db $DB ratings export --consensus --format tsv"
+echo "explore:    $CDWQC --db $DB sql \"select suffix, orientation, count(*) from images group by all\""
