@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, raters::RatersArgs,
-    ratings::RatingsArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs,
+    import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, queue::QueueArgs,
+    rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs, report::ReportArgs, sql::SqlArgs,
+    synth::SynthArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,10 @@ pub enum Command {
     Raters(RatersArgs),
     /// Import and export ratings.
     Ratings(RatingsArgs),
+    /// Blinded work queues: create, progress.
+    Queue(QueueArgs),
+    /// Rate images in the terminal, line by line (the dashboard has a full rating screen).
+    Rate(RateArgs),
     /// Agreement and model reports (Markdown, JSON, HTML).
     Report(ReportArgs),
     /// Write a synthetic clinical warehouse (BIDS) with graded artefacts and raters.

@@ -4,6 +4,8 @@ pub mod import;
 pub mod info;
 pub mod init;
 pub mod inspect;
+pub mod queue;
+pub mod rate;
 pub mod raters;
 pub mod ratings;
 pub mod report;
@@ -25,5 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ratings(args) => ratings::run(&cli.db, args),
         Command::Report(args) => report::run(&cli.db, args),
         Command::Synth(args) => synth::run(args),
+        Command::Queue(args) => queue::run(&cli.db, args),
+        Command::Rate(args) => rate::run(&cli.db, args),
     }
 }

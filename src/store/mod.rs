@@ -4,6 +4,7 @@
 pub mod images;
 pub mod lookup;
 pub mod migrations;
+pub mod queues;
 pub mod raters;
 pub mod ratings;
 pub mod runs;

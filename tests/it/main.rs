@@ -9,6 +9,7 @@ mod model_training;
 mod native_roundtrip;
 mod notebook_roundtrip;
 mod preprocess_orientation;
+mod rating;
 mod report;
 mod sql;
 mod store;
