@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, queue::QueueArgs,
-    rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs, report::ReportArgs, sql::SqlArgs,
-    synth::SynthArgs,
+    import::ImportArgs, infer::InferArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs,
+    queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs, report::ReportArgs,
+    sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -48,6 +48,10 @@ pub enum Command {
     Queue(QueueArgs),
     /// Rate images in the terminal, line by line (the dashboard has a full rating screen).
     Rate(RateArgs),
+    /// Train a QC model (SSDA or a baseline) from the consensus labels.
+    Train(TrainArgs),
+    /// Predict with a trained run (or a TorchScript model) and store the predictions.
+    Infer(InferArgs),
     /// Agreement and model reports (Markdown, JSON, HTML).
     Report(ReportArgs),
     /// Write a synthetic clinical warehouse (BIDS) with graded artefacts and raters.

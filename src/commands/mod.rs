@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into library calls and output.
 
 pub mod import;
+pub mod infer;
 pub mod info;
 pub mod init;
 pub mod inspect;
@@ -11,6 +12,7 @@ pub mod ratings;
 pub mod report;
 pub mod sql;
 pub mod synth;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -29,5 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth(args) => synth::run(args),
         Command::Queue(args) => queue::run(&cli.db, args),
         Command::Rate(args) => rate::run(&cli.db, args),
+        Command::Train(args) => train::run(&cli.db, args),
+        Command::Infer(args) => infer::run(&cli.db, args),
     }
 }

@@ -5,6 +5,7 @@ pub mod grl;
 pub mod infer;
 pub mod network;
 pub mod preset;
+pub mod split;
 pub mod train;
 
 use std::path::PathBuf;

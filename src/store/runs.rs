@@ -289,3 +289,68 @@ mod tests {
         assert_eq!(p, 0.75);
     }
 }
+
+/// What training and inference read back of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub task: Option<String>,
+    pub weights_path: Option<String>,
+    /// The training configuration as JSON.
+    pub config: Option<String>,
+}
+
+/// A readable image as training and inference need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelImage {
+    pub image_id: i64,
+    pub path: String,
+    pub sha256: Option<String>,
+    /// The subject, or the file path for images outside a BIDS layout.
+    pub subject: String,
+}
+
+impl Store {
+    /// Readable images of one sequence (BIDS suffix).
+    pub fn model_images(&self, suffix: &str) -> Result<Vec<ModelImage>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT image_id, path, sha256, coalesce(subject, path) FROM images \
+                 WHERE status = 'ok' AND suffix = ? ORDER BY image_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![suffix], |r| {
+                Ok(ModelImage {
+                    image_id: r.get(0)?,
+                    path: r.get(1)?,
+                    sha256: r.get(2)?,
+                    subject: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// A run's stored row.
+    pub fn run_row(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT task, weights_path, config FROM runs WHERE run_id = ?",
+                params![run_id],
+                |r| {
+                    Ok(RunRow {
+                        task: r.get(0)?,
+                        weights_path: r.get(1)?,
+                        config: r.get(2)?,
+                    })
+                },
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                duckdb::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(|e| self.err(e))
+    }
+}

@@ -16,3 +16,4 @@ mod store;
 mod support;
 mod synth;
 mod torchscript_inference;
+mod train;
