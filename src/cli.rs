@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     import::ImportArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs, raters::RatersArgs,
-    sql::SqlArgs,
+    sql::SqlArgs, tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -41,4 +41,6 @@ pub enum Command {
     Info(InfoArgs),
     /// Add and list raters.
     Raters(RatersArgs),
+    /// The terminal dashboard: browse, view and rate images.
+    Tui(TuiArgs),
 }

@@ -10,3 +10,4 @@ pub mod imaging;
 pub mod import;
 pub mod query;
 pub mod store;
+pub mod tui;

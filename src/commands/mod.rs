@@ -6,6 +6,7 @@ pub mod init;
 pub mod inspect;
 pub mod raters;
 pub mod sql;
+pub mod tui;
 
 use std::process::ExitCode;
 
@@ -19,5 +20,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(args),
         Command::Info(args) => info::run(&cli.db, args),
         Command::Raters(args) => raters::run(&cli.db, args),
+        Command::Tui(args) => tui::run(&cli.db, args),
     }
 }
