@@ -262,3 +262,6 @@ fn spawn_input(events: Sender<Event>) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests;
