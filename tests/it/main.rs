@@ -6,3 +6,4 @@ mod interrupt;
 mod sql;
 mod store;
 mod support;
+mod tui;
