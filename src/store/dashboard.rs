@@ -179,24 +179,30 @@ impl Store {
     }
 
     /// One page of the filtered image list, ordered by image id (a stable key).
+    /// `known_total`, the size of the list from an earlier page with the same filter,
+    /// saves counting it again.
     pub fn image_page(
         &self,
         filter: &ImageFilter,
         offset: usize,
         limit: usize,
+        known_total: Option<usize>,
     ) -> Result<ImagePage, StoreError> {
         let db = |e| self.err(e);
         let base = include_str!("../../sql/store/images_filtered.sql");
         let subject = filter.subject.as_deref().filter(|s| !s.is_empty());
-        let total: i64 = self
-            .conn
-            .prepare_cached(&format!("SELECT count(*) FROM ({base})"))
-            .map_err(db)?
-            .query_row(
-                params![filter.sequence, filter.status, filter.rated, subject],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
+        let total = match known_total {
+            Some(total) => total as i64,
+            None => self
+                .conn
+                .prepare_cached(&format!("SELECT count(*) FROM ({base})"))
+                .map_err(db)?
+                .query_row(
+                    params![filter.sequence, filter.status, filter.rated, subject],
+                    |r| r.get(0),
+                )
+                .map_err(db)?,
+        };
         let mut stmt = self
             .conn
             .prepare_cached(&format!("{base}\nORDER BY i.image_id LIMIT $5 OFFSET $6"))
@@ -364,7 +370,7 @@ mod tests {
             DashboardSummary::default()
         );
         let page = store
-            .image_page(&ImageFilter::default(), 0, 50)
+            .image_page(&ImageFilter::default(), 0, 50, None)
             .expect("page");
         assert_eq!(page.total, 0);
         assert!(store.image_facts(1).expect("facts").is_none());
@@ -386,7 +392,7 @@ mod tests {
             )
             .expect("insert");
         let all = store
-            .image_page(&ImageFilter::default(), 10, 5)
+            .image_page(&ImageFilter::default(), 10, 5, None)
             .expect("page");
         assert_eq!(all.total, 100);
         assert_eq!(
@@ -397,7 +403,10 @@ mod tests {
             status: Some("failed".into()),
             ..ImageFilter::default()
         };
-        assert_eq!(store.image_page(&failed, 0, 100).expect("page").total, 10);
+        assert_eq!(
+            store.image_page(&failed, 0, 100, None).expect("page").total,
+            10
+        );
         store
             .save_ratings(&[crate::store::ratings::NewRating {
                 image_id: 3,
@@ -411,7 +420,7 @@ mod tests {
             rated: Some(true),
             ..ImageFilter::default()
         };
-        let page = store.image_page(&rated, 0, 100).expect("page");
+        let page = store.image_page(&rated, 0, 100, None).expect("page");
         assert_eq!((page.total, page.rows[0].rated_by), (1, 1));
         let work = store.rate_work("ann", 3).expect("work");
         assert_eq!(work.image_ids, vec![1, 2, 4]);
@@ -419,6 +428,6 @@ mod tests {
             subject: Some("SUB3".into()),
             ..ImageFilter::default()
         };
-        assert!(store.image_page(&search, 0, 100).expect("page").total > 0);
+        assert!(store.image_page(&search, 0, 100, None).expect("page").total > 0);
     }
 }

@@ -31,6 +31,8 @@ pub enum Request {
     ImagePage {
         filter: ImageFilter,
         offset: usize,
+        /// The list's size when an earlier page with this filter told it.
+        known_total: Option<usize>,
     },
     /// Facts and previews, plus the ratings in force unless blind.
     Detail {
@@ -51,7 +53,7 @@ impl Request {
     fn key(&self) -> String {
         match self {
             Request::Dashboard => "dashboard".into(),
-            Request::ImagePage { filter, offset } => format!("page:{filter:?}:{offset}"),
+            Request::ImagePage { filter, offset, .. } => format!("page:{filter:?}:{offset}"),
             Request::Detail { image_id, .. } => format!("detail:{image_id}"),
             Request::RateWork { .. } => "rate".into(),
             Request::Volume { image_id, .. } => format!("volume:{image_id}"),
@@ -709,7 +711,15 @@ impl App {
                 .is_some_and(|p| p.offset == offset || p.total == 0);
             if !covered {
                 let filter = self.images.filter.clone();
-                self.fetch(Request::ImagePage { filter, offset }, effects);
+                let known_total = self.images.page.as_ref().map(|p| p.total);
+                self.fetch(
+                    Request::ImagePage {
+                        filter,
+                        offset,
+                        known_total,
+                    },
+                    effects,
+                );
             }
             if let Some(image_id) = self.selected_image() {
                 self.want_detail(image_id, effects);

@@ -42,9 +42,13 @@ pub fn serve(store: &Store, request: Request) -> Response {
         Request::Dashboard => {
             Response::Dashboard(store.dashboard_summary().map(Box::new).map_err(text))
         }
-        Request::ImagePage { filter, offset } => {
+        Request::ImagePage {
+            filter,
+            offset,
+            known_total,
+        } => {
             let result = store
-                .image_page(&filter, offset, app::PAGE_SIZE)
+                .image_page(&filter, offset, app::PAGE_SIZE, known_total)
                 .map_err(text);
             Response::ImagePage {
                 filter,

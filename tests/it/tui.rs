@@ -200,7 +200,132 @@ fn every_save_shown_survives_sigkill() {
         tmp.path(),
         "select image_id from ratings_latest where rater = 'ann' order by image_id",
     );
-    let stored: Vec<i64> = stored.lines().skip(1).filter_map(|l| l.parse().ok()).collect();
+    let stored: Vec<i64> = stored
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.parse().ok())
+        .collect();
     shown.sort_unstable();
     assert_eq!(stored, shown, "every rating shown as saved is in the store");
+}
+
+/// Moving through 100,000 images and rating through the app state (no terminal).
+/// Run: cargo nextest run --release --run-ignored only tui::bench --no-capture
+#[test]
+#[ignore = "benchmark: builds a 100,000-image store"]
+fn bench_moving_through_100k_images_and_rating() {
+    use cdwqc::imaging::preview::Gray8;
+    use cdwqc::store::Store;
+    use cdwqc::tui::app::{App, Event};
+    use cdwqc::tui::handle_now;
+    use cdwqc::tui::keys::KeyMap;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::create(&tmp.path().join("big.duckdb")).expect("store");
+    let built = Instant::now();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO images (path, root, rel_path, status, subject, session, suffix,
+                                 file_size, mtime_ns, dim_x, dim_y, dim_z, orientation)
+             SELECT '/w/sub-' || i || '/anat/sub-' || i || '_FLAIR.nii.gz', '/w', 'x' || i,
+                    CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'ok' END, i::VARCHAR, '01',
+                    CASE WHEN i % 2 = 0 THEN 'T1w' ELSE 'FLAIR' END, 1, 0, 176, 240, 256, 'RAS'
+             FROM range(1, 100001) t(i);
+             INSERT INTO raters (name) VALUES ('ann'), ('bob');
+             INSERT INTO ratings (image_id, rater, usable, motion, code, protocol_version, source)
+             SELECT i, 'bob', true, 1, 'a', '1', 'bench' FROM range(1, 100001, 5) t(i);",
+        )
+        .expect("rows");
+    let side = 160usize;
+    let picture = Gray8 {
+        width: side,
+        height: side,
+        pixels: (0..side * side).map(|i| ((i * 7919) % 251) as u8).collect(),
+    };
+    let png = picture.to_png().expect("png");
+    store
+        .conn()
+        .execute(
+            "INSERT INTO previews SELECT i, p.plane, 160, 160, ?
+             FROM range(1, 100001) t(i),
+                  (VALUES ('axial'), ('coronal'), ('sagittal')) p(plane)",
+            duckdb::params![png],
+        )
+        .expect("previews");
+    println!(
+        "built 100,000 images, 300,000 previews ({} B each), 20,000 ratings in {:.1} s",
+        png.len(),
+        built.elapsed().as_secs_f64()
+    );
+
+    let press = |app: &mut App, store: &mut Store, code: KeyCode| {
+        handle_now(
+            app,
+            store,
+            Event::Key(KeyEvent::new(code, KeyModifiers::NONE)),
+        );
+    };
+    let mut app = App::new(KeyMap::default(), None);
+    handle_now(&mut app, &mut store, Event::Tick);
+    let opened = Instant::now();
+    press(&mut app, &mut store, KeyCode::Char('2'));
+    println!(
+        "open the images view (first page, count, detail): {:.1} ms",
+        opened.elapsed().as_secs_f64() * 1e3
+    );
+    let steps = 1000;
+    let started = Instant::now();
+    for _ in 0..steps {
+        press(&mut app, &mut store, KeyCode::Down);
+    }
+    println!(
+        "Down x{steps} (each: detail + previews; a new page every 200 rows): {:.2} ms per step",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(steps)
+    );
+    let started = Instant::now();
+    for _ in 0..steps {
+        press(&mut app, &mut store, KeyCode::PageDown);
+    }
+    println!(
+        "PageDown x{steps} (20 rows each): {:.2} ms per step",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(steps)
+    );
+    let started = Instant::now();
+    press(&mut app, &mut store, KeyCode::End);
+    println!(
+        "End (jump to row {}): {:.1} ms",
+        app.images.selected + 1,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let started = Instant::now();
+    for c in ['t', 'x', 's'] {
+        press(&mut app, &mut store, KeyCode::Char(c));
+    }
+    println!(
+        "three filter changes (status, rated, sequence): {:.1} ms per change",
+        started.elapsed().as_secs_f64() * 1e3 / 3.0
+    );
+
+    let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    handle_now(&mut app, &mut store, Event::Tick);
+    let started = Instant::now();
+    press(&mut app, &mut store, KeyCode::Char('4'));
+    println!(
+        "open the Rate view (ann's 500 next unrated images, first previews): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let saves = 200;
+    let started = Instant::now();
+    for _ in 0..saves {
+        press(&mut app, &mut store, KeyCode::Char('a'));
+        press(&mut app, &mut store, KeyCode::Enter);
+    }
+    println!(
+        "rate x{saves} ('a' + Enter: durable save, next image shown, the one after prefetched): \
+         {:.2} ms per image",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(saves)
+    );
+    assert_eq!(app.rate.saved.len(), saves as usize);
 }

@@ -50,9 +50,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Table::new(
                 rows,
                 [
-                    Constraint::Min(8),
-                    Constraint::Length(7),
-                    Constraint::Length(7),
+                    Constraint::Fill(1),
+                    Constraint::Length(6),
+                    Constraint::Length(6),
                     Constraint::Length(7),
                 ],
             )
@@ -83,11 +83,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Table::new(
                 rows,
                 [
-                    Constraint::Min(6),
-                    Constraint::Length(6),
-                    Constraint::Length(6),
-                    Constraint::Length(6),
-                    Constraint::Length(16),
+                    Constraint::Fill(1),
+                    Constraint::Length(5),
+                    Constraint::Length(4),
+                    Constraint::Length(5),
+                    Constraint::Length(11),
                 ],
             )
             .header(header(&["rater", "rated", "rej.", "later", "last saved"]))
@@ -118,10 +118,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Table::new(
                 rows,
                 [
-                    Constraint::Min(6),
-                    Constraint::Min(6),
+                    Constraint::Fill(1),
+                    Constraint::Fill(1),
                     Constraint::Length(11),
-                    Constraint::Length(5),
+                    Constraint::Length(4),
                 ],
             )
             .header(header(&["queue", "rater", "done", ""]))
@@ -142,7 +142,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Row::new(vec![
                 r.run_id.clone(),
                 r.kind.clone(),
-                r.task.clone(),
                 r.status.clone(),
                 r.started_at.clone(),
             ])
@@ -151,14 +150,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             Table::new(
                 rows,
                 [
-                    Constraint::Min(8),
+                    Constraint::Fill(1),
                     Constraint::Length(5),
-                    Constraint::Length(8),
+                    Constraint::Length(9),
                     Constraint::Length(11),
-                    Constraint::Length(16),
                 ],
             )
-            .header(header(&["run", "kind", "task", "status", "started"]))
+            .header(header(&["run", "kind", "status", "started"]))
             .block(Block::bordered().title(" Latest runs ")),
             runs,
         );

@@ -60,8 +60,20 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
         };
         return empty(frame, table_area, "Images", text);
     }
+    // Every column at its full width needs 56 cells; narrower lists drop the session
+    // and orientation columns rather than squeezing them all.
+    let wide = table_area.width >= 58;
+    let keep = |column: usize| wide || !matches!(column, 2 | 6);
+    let pick = |cells: Vec<String>| -> Vec<String> {
+        cells
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, c)| c)
+            .collect()
+    };
     let rows = page.rows.iter().map(|r| {
-        Row::new(vec![
+        Row::new(pick(vec![
             r.image_id.to_string(),
             r.subject.clone(),
             r.session.clone(),
@@ -70,28 +82,32 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
             r.shape.clone(),
             r.orientation.clone(),
             r.rated_by.to_string(),
-        ])
+        ]))
     });
-    let header = Row::new([
+    let names = [
         "id", "subject", "session", "suffix", "status", "shape", "ori", "rated",
-    ])
-    .style(Style::new().add_modifier(Modifier::BOLD));
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(5),
-            Constraint::Min(6),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(7),
-            Constraint::Length(11),
-            Constraint::Length(3),
-            Constraint::Length(5),
-        ],
-    )
-    .header(header)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .block(Block::bordered().title(format!(" Images {}/{} ", state.selected + 1, page.total)));
+    ];
+    let header = Row::new(pick(names.iter().map(|n| n.to_string()).collect()))
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let widths: Vec<Constraint> = [
+        Constraint::Length(5),
+        Constraint::Fill(1),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(11),
+        Constraint::Length(3),
+        Constraint::Length(5),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| keep(*i))
+    .map(|(_, w)| w)
+    .collect();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .block(Block::bordered().title(format!(" Images {}/{} ", state.selected + 1, page.total)));
     let mut table_state = TableState::default();
     table_state.select(state.selected.checked_sub(page.offset));
     frame.render_stateful_widget(table, table_area, &mut table_state);

@@ -36,7 +36,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         return empty(frame, area, "Rate", &text);
     };
     let [pictures, side] =
-        Layout::horizontal([Constraint::Min(20), Constraint::Length(34)]).areas(area);
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(34)]).areas(area);
     match app.detail(image_id) {
         Some(Ok(detail)) => draw_previews(frame, pictures, detail),
         Some(Err(err)) => empty(frame, pictures, "Previews", err),
