@@ -6,6 +6,7 @@
 #   .deps/libtorch           -> the venv's torch package (LIBTORCH, see .cargo/config.toml)
 #   .deps/duckdb/            libduckdb.so 1.5.6, the DuckDB team's prebuilt library
 #   tests/data/external/     real NIfTI test files from the nilearn and nibabel wheels
+#   tmux (system package)    for the dashboard's end-to-end tests, when root or sudo allows
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,6 +26,21 @@ need python3 "install Python 3.10 or newer"
 need npm "install Node.js/npm (used only to fetch DuckDB's prebuilt library)"
 
 mkdir -p .deps
+
+# --- tmux: the dashboard's end-to-end tests drive the binary in it ------------
+if ! command -v tmux >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "tmux is missing and there is no apt-get: install tmux (the dashboard tests need it)"
+  elif [ "$(id -u)" = 0 ]; then
+    say "installing tmux"
+    apt-get install -y tmux >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y tmux >/dev/null; }
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    say "installing tmux (sudo)"
+    sudo apt-get install -y tmux >/dev/null 2>&1 || { sudo apt-get update >/dev/null && sudo apt-get install -y tmux >/dev/null; }
+  else
+    say "tmux is missing and installing it needs root: apt-get install -y tmux (the dashboard tests need it)"
+  fi
+fi
 
 # --- Python venv with libtorch -------------------------------------------------
 if [ ! -x .venv/bin/python ]; then

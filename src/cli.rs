@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{
     import::ImportArgs, infer::InferArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs,
     queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs, report::ReportArgs,
-    sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
+    sql::SqlArgs, synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -56,4 +56,6 @@ pub enum Command {
     Report(ReportArgs),
     /// Write a synthetic clinical warehouse (BIDS) with graded artefacts and raters.
     Synth(SynthArgs),
+    /// The terminal dashboard: browse, view and rate images.
+    Tui(TuiArgs),
 }

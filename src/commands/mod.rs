@@ -13,6 +13,7 @@ pub mod report;
 pub mod sql;
 pub mod synth;
 pub mod train;
+pub mod tui;
 
 use std::process::ExitCode;
 
@@ -33,5 +34,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rate(args) => rate::run(&cli.db, args),
         Command::Train(args) => train::run(&cli.db, args),
         Command::Infer(args) => infer::run(&cli.db, args),
+        Command::Tui(args) => tui::run(&cli.db, args),
     }
 }

@@ -19,8 +19,9 @@ pub struct Preset {
     pub preprocess: PreprocessSpec,
 }
 
-const BUILTIN: [(&str, &str); 3] = [
+const BUILTIN: [(&str, &str); 4] = [
     ("tiny", include_str!("../../models/presets/tiny.toml")),
+    ("demo", include_str!("../../models/presets/demo.toml")),
     (
         "cpu-small",
         include_str!("../../models/presets/cpu-small.toml"),

@@ -17,3 +17,4 @@ mod support;
 mod synth;
 mod torchscript_inference;
 mod train;
+mod tui;

@@ -1,0 +1,433 @@
+//! Read queries behind the terminal dashboard: summaries, a paged and filtered image
+//! list, one image's facts, previews and ratings, and a rater's next images.
+
+use duckdb::params;
+
+use super::{Access, Store, StoreError};
+
+/// Images per sequence and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceCounts {
+    pub sequence: String,
+    pub ok: i64,
+    pub failed: i64,
+    pub missing: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaterProgress {
+    pub rater: String,
+    pub role: String,
+    pub images_rated: i64,
+    pub rejected: i64,
+    pub review_later: i64,
+    pub last_saved: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueProgress {
+    pub queue: String,
+    pub rater: String,
+    pub items: i64,
+    pub pending: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub kind: String,
+    pub task: String,
+    pub status: String,
+    pub started_at: String,
+}
+
+/// Everything the dashboard's first view shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DashboardSummary {
+    pub sequences: Vec<SequenceCounts>,
+    pub raters: Vec<RaterProgress>,
+    pub queues: Vec<QueueProgress>,
+    pub runs: Vec<RunSummary>,
+}
+
+/// Filters of the image browser; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ImageFilter {
+    pub sequence: Option<String>,
+    pub status: Option<String>,
+    pub rated: Option<bool>,
+    pub subject: Option<String>,
+}
+
+/// One line of the image browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageListRow {
+    pub image_id: i64,
+    pub subject: String,
+    pub session: String,
+    pub suffix: String,
+    pub status: String,
+    pub shape: String,
+    pub orientation: String,
+    pub rated_by: i64,
+}
+
+/// A page of the filtered image list and the size of the whole list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImagePage {
+    pub offset: usize,
+    pub total: usize,
+    pub rows: Vec<ImageListRow>,
+}
+
+/// Header facts of one image, as the detail pane shows them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageFacts {
+    pub image_id: i64,
+    pub path: String,
+    pub subject: String,
+    pub session: String,
+    pub suffix: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub warnings: Option<String>,
+    pub shape: Option<[i64; 3]>,
+    pub voxel_mm: Option<[f64; 3]>,
+    pub datatype: Option<String>,
+    pub orientation: Option<String>,
+    pub manufacturer: Option<String>,
+    pub field_strength: Option<f64>,
+    pub series_description: Option<String>,
+}
+
+/// A rating in force, for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatingInForce {
+    pub rater: String,
+    pub code: String,
+    pub usable: Option<bool>,
+    pub gado: Option<bool>,
+    pub motion: Option<i64>,
+    pub contrast: Option<i64>,
+    pub noise: Option<i64>,
+    pub review_later: bool,
+    pub saved_at: String,
+}
+
+/// A rater's next images and where they come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateWork {
+    /// True when the images come from the rater's queues, false when the rater has
+    /// none and gets every usable image they have not rated.
+    pub from_queue: bool,
+    pub image_ids: Vec<i64>,
+}
+
+impl Store {
+    /// A second connection to the same open database, for a reader thread. It shares
+    /// this store's database instance, so it adds no second file lock.
+    pub fn reader(&self) -> Result<Store, StoreError> {
+        Ok(Store {
+            conn: self.conn.try_clone().map_err(|e| self.err(e))?,
+            path: self.path.clone(),
+            access: Access::ReadOnly,
+        })
+    }
+
+    pub fn dashboard_summary(&self) -> Result<DashboardSummary, StoreError> {
+        let sequences = self.rows(include_str!("../../sql/store/dashboard_images.sql"), |r| {
+            Ok(SequenceCounts {
+                sequence: r.get(0)?,
+                ok: r.get(1)?,
+                failed: r.get(2)?,
+                missing: r.get(3)?,
+            })
+        })?;
+        let raters = self.rows(include_str!("../../sql/store/dashboard_raters.sql"), |r| {
+            Ok(RaterProgress {
+                rater: r.get(0)?,
+                role: r.get(1)?,
+                images_rated: r.get(2)?,
+                rejected: r.get(3)?,
+                review_later: r.get(4)?,
+                last_saved: r.get(5)?,
+            })
+        })?;
+        let queues = self.rows(include_str!("../../sql/store/dashboard_queues.sql"), |r| {
+            Ok(QueueProgress {
+                queue: r.get(0)?,
+                rater: r.get(1)?,
+                items: r.get(2)?,
+                pending: r.get(3)?,
+            })
+        })?;
+        let runs = self.rows(include_str!("../../sql/store/dashboard_runs.sql"), |r| {
+            Ok(RunSummary {
+                run_id: r.get(0)?,
+                kind: r.get(1)?,
+                task: r.get(2)?,
+                status: r.get(3)?,
+                started_at: r.get(4)?,
+            })
+        })?;
+        Ok(DashboardSummary {
+            sequences,
+            raters,
+            queues,
+            runs,
+        })
+    }
+
+    /// One page of the filtered image list, ordered by image id (a stable key).
+    /// `known_total`, the size of the list from an earlier page with the same filter,
+    /// saves counting it again.
+    pub fn image_page(
+        &self,
+        filter: &ImageFilter,
+        offset: usize,
+        limit: usize,
+        known_total: Option<usize>,
+    ) -> Result<ImagePage, StoreError> {
+        let db = |e| self.err(e);
+        let base = include_str!("../../sql/store/images_filtered.sql");
+        let subject = filter.subject.as_deref().filter(|s| !s.is_empty());
+        let total = match known_total {
+            Some(total) => total as i64,
+            None => self
+                .conn
+                .prepare_cached(&format!("SELECT count(*) FROM ({base})"))
+                .map_err(db)?
+                .query_row(
+                    params![filter.sequence, filter.status, filter.rated, subject],
+                    |r| r.get(0),
+                )
+                .map_err(db)?,
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{base}\nORDER BY i.image_id LIMIT $5 OFFSET $6"))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    filter.sequence,
+                    filter.status,
+                    filter.rated,
+                    subject,
+                    limit as i64,
+                    offset as i64
+                ],
+                |r| {
+                    Ok(ImageListRow {
+                        image_id: r.get(0)?,
+                        subject: r.get(1)?,
+                        session: r.get(2)?,
+                        suffix: r.get(3)?,
+                        status: r.get(4)?,
+                        shape: r.get(5)?,
+                        orientation: r.get(6)?,
+                        rated_by: r.get(7)?,
+                    })
+                },
+            )
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(ImagePage {
+            offset,
+            total: usize::try_from(total).unwrap_or(0),
+            rows,
+        })
+    }
+
+    pub fn image_facts(&self, image_id: i64) -> Result<Option<ImageFacts>, StoreError> {
+        let db = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(include_str!("../../sql/store/image_detail.sql"))
+            .map_err(db)?;
+        let mut rows = stmt.query(params![image_id]).map_err(db)?;
+        let Some(r) = rows.next().map_err(db)? else {
+            return Ok(None);
+        };
+        let facts = (|| -> duckdb::Result<ImageFacts> {
+            let dims: [Option<i64>; 3] = [r.get(8)?, r.get(9)?, r.get(10)?];
+            let voxels: [Option<f64>; 3] = [r.get(11)?, r.get(12)?, r.get(13)?];
+            Ok(ImageFacts {
+                image_id: r.get(0)?,
+                path: r.get(1)?,
+                subject: r.get(2)?,
+                session: r.get(3)?,
+                suffix: r.get(4)?,
+                status: r.get(5)?,
+                error: r.get(6)?,
+                warnings: r.get(7)?,
+                shape: match dims {
+                    [Some(x), Some(y), Some(z)] => Some([x, y, z]),
+                    _ => None,
+                },
+                voxel_mm: match voxels {
+                    [Some(x), Some(y), Some(z)] => Some([x, y, z]),
+                    _ => None,
+                },
+                datatype: r.get(14)?,
+                orientation: r.get(15)?,
+                manufacturer: r.get(16)?,
+                field_strength: r.get(17)?,
+                series_description: r.get(18)?,
+            })
+        })()
+        .map_err(db)?;
+        Ok(Some(facts))
+    }
+
+    /// The stored PNG preview slices of an image, as (plane name, PNG bytes).
+    pub fn image_previews(&self, image_id: i64) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let db = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(include_str!("../../sql/store/image_previews.sql"))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![image_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    pub fn image_ratings(&self, image_id: i64) -> Result<Vec<RatingInForce>, StoreError> {
+        let db = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(include_str!("../../sql/store/image_ratings.sql"))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![image_id], |r| {
+                Ok(RatingInForce {
+                    rater: r.get(0)?,
+                    code: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    usable: r.get(2)?,
+                    gado: r.get(3)?,
+                    motion: r.get(4)?,
+                    contrast: r.get(5)?,
+                    noise: r.get(6)?,
+                    review_later: r.get(7)?,
+                    saved_at: r.get(8)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    /// The next images for a rater: their queue when they have one, else every usable
+    /// image they have not rated, at most `limit`.
+    pub fn rate_work(&self, rater: &str, limit: usize) -> Result<RateWork, StoreError> {
+        let db = |e| self.err(e);
+        let from_queue: bool = self
+            .conn
+            .prepare_cached(include_str!("../../sql/store/rater_has_queue.sql"))
+            .map_err(db)?
+            .query_row(params![rater], |r| r.get(0))
+            .map_err(db)?;
+        let sql = if from_queue {
+            include_str!("../../sql/store/rate_queue.sql")
+        } else {
+            include_str!("../../sql/store/rate_unqueued.sql")
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db)?;
+        let image_ids = stmt
+            .query_map(params![rater, limit as i64], |r| r.get(0))
+            .map_err(db)?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(db)?;
+        Ok(RateWork {
+            from_queue,
+            image_ids,
+        })
+    }
+
+    fn rows<T>(
+        &self,
+        sql: &str,
+        map: impl FnMut(&duckdb::Row<'_>) -> duckdb::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let db = |e| self.err(e);
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db)?;
+        let rows = stmt.query_map([], map).map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_store_gives_empty_summaries_and_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        assert_eq!(
+            store.dashboard_summary().expect("summary"),
+            DashboardSummary::default()
+        );
+        let page = store
+            .image_page(&ImageFilter::default(), 0, 50, None)
+            .expect("page");
+        assert_eq!(page.total, 0);
+        assert!(store.image_facts(1).expect("facts").is_none());
+        let work = store.rate_work("ann", 10).expect("work");
+        assert!(!work.from_queue && work.image_ids.is_empty());
+    }
+
+    #[test]
+    fn filters_and_pages_follow_image_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO images (path, root, rel_path, status, subject, suffix, file_size, mtime_ns) \
+                 SELECT 'p' || i, 'r', 'p' || i, CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'ok' END, \
+                        'sub' || (i % 7), CASE WHEN i % 2 = 0 THEN 'T1w' ELSE 'FLAIR' END, 0, 0 \
+                 FROM range(1, 101) t(i)",
+            )
+            .expect("insert");
+        let all = store
+            .image_page(&ImageFilter::default(), 10, 5, None)
+            .expect("page");
+        assert_eq!(all.total, 100);
+        assert_eq!(
+            all.rows.iter().map(|r| r.image_id).collect::<Vec<_>>(),
+            vec![11, 12, 13, 14, 15]
+        );
+        let failed = ImageFilter {
+            status: Some("failed".into()),
+            ..ImageFilter::default()
+        };
+        assert_eq!(
+            store.image_page(&failed, 0, 100, None).expect("page").total,
+            10
+        );
+        store
+            .save_ratings(&[crate::store::ratings::NewRating {
+                image_id: 3,
+                rater: "ann".into(),
+                usable: true,
+                source: "test".into(),
+                ..Default::default()
+            }])
+            .expect("save");
+        let rated = ImageFilter {
+            rated: Some(true),
+            ..ImageFilter::default()
+        };
+        let page = store.image_page(&rated, 0, 100, None).expect("page");
+        assert_eq!((page.total, page.rows[0].rated_by), (1, 1));
+        let work = store.rate_work("ann", 3).expect("work");
+        assert_eq!(work.image_ids, vec![1, 2, 4]);
+        let search = ImageFilter {
+            subject: Some("SUB3".into()),
+            ..ImageFilter::default()
+        };
+        assert!(store.image_page(&search, 0, 100, None).expect("page").total > 0);
+    }
+}

@@ -1,0 +1,781 @@
+//! The dashboard's state and its one update function: events in, effects out.
+//! Nothing here draws, touches the terminal or reads the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::imaging::Volume;
+use crate::imaging::preview::{Gray8, Plane};
+use crate::store::dashboard::{
+    DashboardSummary, ImageFacts, ImageFilter, ImagePage, RateWork, RatingInForce,
+};
+use crate::store::ratings::NewRating;
+
+use super::keys::{Action, KeyChord, KeyMap, View};
+use super::rate::parse_code;
+
+/// Rows fetched per page of the image list.
+pub const PAGE_SIZE: usize = 200;
+/// Images fetched at once for the Rate view.
+pub const RATE_BATCH: usize = 500;
+/// Image details kept in memory (previews are small, but not free).
+const DETAIL_CACHE: usize = 64;
+
+/// Reads the store layer answers off the UI thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Dashboard,
+    ImagePage {
+        filter: ImageFilter,
+        offset: usize,
+        /// The list's size when an earlier page with this filter told it.
+        known_total: Option<usize>,
+    },
+    /// Facts and previews, plus the ratings in force unless blind.
+    Detail {
+        image_id: i64,
+        with_ratings: bool,
+    },
+    RateWork {
+        rater: String,
+    },
+    Volume {
+        image_id: i64,
+        path: String,
+    },
+}
+
+impl Request {
+    /// Identifies a request so the same one is not asked twice while in flight.
+    fn key(&self) -> String {
+        match self {
+            Request::Dashboard => "dashboard".into(),
+            Request::ImagePage { filter, offset, .. } => format!("page:{filter:?}:{offset}"),
+            Request::Detail { image_id, .. } => format!("detail:{image_id}"),
+            Request::RateWork { .. } => "rate".into(),
+            Request::Volume { image_id, .. } => format!("volume:{image_id}"),
+        }
+    }
+}
+
+/// One image's facts, decoded previews and (outside blind mode) ratings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detail {
+    pub facts: Option<ImageFacts>,
+    pub previews: Vec<(Plane, Gray8)>,
+    pub ratings: Option<Vec<RatingInForce>>,
+}
+
+/// A volume loaded for the viewer, with its default intensity window.
+#[derive(Debug, Clone)]
+pub struct LoadedVolume {
+    pub volume: Volume,
+    pub window: (f32, f32),
+    /// Slices per plane, in RAS order: sagittal (x), coronal (y), axial (z).
+    pub ras_dims: [usize; 3],
+}
+
+#[derive(Debug, Clone)]
+pub enum Response {
+    Dashboard(Result<Box<DashboardSummary>, String>),
+    ImagePage {
+        filter: ImageFilter,
+        offset: usize,
+        result: Result<ImagePage, String>,
+    },
+    Detail {
+        image_id: i64,
+        result: Result<Arc<Detail>, String>,
+    },
+    RateWork(Result<RateWork, String>),
+    Volume {
+        image_id: i64,
+        result: Result<Arc<LoadedVolume>, String>,
+    },
+}
+
+impl Response {
+    fn request_key(&self) -> String {
+        match self {
+            Response::Dashboard(_) => "dashboard".into(),
+            Response::ImagePage { filter, offset, .. } => format!("page:{filter:?}:{offset}"),
+            Response::Detail { image_id, .. } => format!("detail:{image_id}"),
+            Response::RateWork(_) => "rate".into(),
+            Response::Volume { image_id, .. } => format!("volume:{image_id}"),
+        }
+    }
+}
+
+/// Everything the loop feeds the app.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Key(KeyEvent),
+    Resize,
+    Tick,
+    Loaded(Response),
+    /// A save finished: (rating id, image id) or the error.
+    Saved(Result<(i64, i64), String>),
+    /// An undo finished: the withdrawn (rating id, image id), if any.
+    Undone(Result<Option<(i64, i64)>, String>),
+}
+
+/// What the app asks the loop to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Fetch(Request),
+    /// Save at once, durably, then answer with [`Event::Saved`].
+    Save(NewRating),
+    Undo {
+        rater: String,
+    },
+    Quit,
+}
+
+#[derive(Debug, Default)]
+pub struct ImagesState {
+    pub filter: ImageFilter,
+    pub page: Option<ImagePage>,
+    /// Index of the selected row in the whole filtered list.
+    pub selected: usize,
+    /// The subject search being typed, while the search line is open.
+    pub search_input: Option<String>,
+    pub error: Option<String>,
+}
+
+impl ImagesState {
+    pub fn selected_row(&self) -> Option<&crate::store::dashboard::ImageListRow> {
+        let page = self.page.as_ref()?;
+        self.selected
+            .checked_sub(page.offset)
+            .and_then(|i| page.rows.get(i))
+    }
+
+    fn page_offset(&self) -> usize {
+        self.selected - self.selected % PAGE_SIZE
+    }
+}
+
+#[derive(Debug)]
+pub struct ViewerState {
+    pub image_id: Option<i64>,
+    pub volume: Option<Arc<LoadedVolume>>,
+    pub error: Option<String>,
+    pub plane: Plane,
+    /// The slice shown per plane, indexed like [`LoadedVolume::ras_dims`].
+    pub slice: [usize; 3],
+    pub window: (f32, f32),
+}
+
+impl Default for ViewerState {
+    fn default() -> Self {
+        Self {
+            image_id: None,
+            volume: None,
+            error: None,
+            plane: Plane::Axial,
+            slice: [0; 3],
+            window: (0.0, 1.0),
+        }
+    }
+}
+
+/// The RAS axis a plane slices along.
+pub fn slicing_axis(plane: Plane) -> usize {
+    match plane {
+        Plane::Sagittal => 0,
+        Plane::Coronal => 1,
+        Plane::Axial => 2,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RateState {
+    /// The images still to rate, `None` until loaded.
+    pub work: Option<Vec<i64>>,
+    pub from_queue: bool,
+    pub index: usize,
+    pub code: String,
+    pub error: Option<String>,
+    pub review_later: bool,
+    /// When the current image was first shown with its previews, for time on task.
+    pub shown: Option<(i64, Instant)>,
+    pub saving: bool,
+    /// Saves of this session, newest last: (rating id, image id, code).
+    pub saved: Vec<(i64, i64, String)>,
+}
+
+impl RateState {
+    pub fn current(&self) -> Option<i64> {
+        self.work.as_ref()?.get(self.index).copied()
+    }
+}
+
+pub struct App {
+    pub keys: KeyMap,
+    pub view: View,
+    pub help: bool,
+    /// The rater of this session; set means blind mode.
+    pub rater: Option<String>,
+    pub quit: bool,
+    pub message: String,
+    pub dashboard: Option<Result<DashboardSummary, String>>,
+    pub images: ImagesState,
+    pub details: HashMap<i64, Result<Arc<Detail>, String>>,
+    pub viewer: ViewerState,
+    pub rate: RateState,
+    in_flight: HashSet<String>,
+}
+
+impl App {
+    pub fn new(keys: KeyMap, rater: Option<String>) -> Self {
+        Self {
+            keys,
+            view: View::Dashboard,
+            help: false,
+            rater,
+            quit: false,
+            message: String::new(),
+            dashboard: None,
+            images: ImagesState::default(),
+            details: HashMap::new(),
+            viewer: ViewerState::default(),
+            rate: RateState::default(),
+            in_flight: HashSet::new(),
+        }
+    }
+
+    pub fn blind(&self) -> bool {
+        self.rater.is_some()
+    }
+
+    pub fn update(&mut self, event: Event) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
+            Event::Key(key) => self.on_key(key, &mut effects),
+            Event::Resize | Event::Tick => {}
+            Event::Loaded(response) => self.on_loaded(response),
+            Event::Saved(result) => self.on_saved(result),
+            Event::Undone(result) => self.on_undone(result),
+        }
+        self.request_missing(&mut effects);
+        effects
+    }
+
+    /// The image the Images and Viewer views are about.
+    pub fn selected_image(&self) -> Option<i64> {
+        self.images.selected_row().map(|r| r.image_id)
+    }
+
+    pub fn detail(&self, image_id: i64) -> Option<&Result<Arc<Detail>, String>> {
+        self.details.get(&image_id)
+    }
+
+    fn on_key(&mut self, key: KeyEvent, effects: &mut Vec<Effect>) {
+        if key.kind == crossterm::event::KeyEventKind::Release {
+            return;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            self.quit = true;
+            effects.push(Effect::Quit);
+            return;
+        }
+        if self.help {
+            self.help = false;
+            return;
+        }
+        if self.view == View::Images && self.images.search_input.is_some() {
+            self.on_search_key(key);
+            return;
+        }
+        let chord = KeyChord::from_event(&key);
+        match self.keys.action(self.view, &chord) {
+            Some(action) => self.on_action(action, effects),
+            None if self.view == View::Rate => {
+                if let KeyCode::Char(c) = key.code {
+                    self.rate.error = Some(format!("'{c}' is not a rating key (r k a z d)"));
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn on_search_key(&mut self, key: KeyEvent) {
+        let Some(input) = self.images.search_input.as_mut() else {
+            return;
+        };
+        match key.code {
+            KeyCode::Char(c) => input.push(c),
+            KeyCode::Backspace => {
+                input.pop();
+            }
+            KeyCode::Enter => {
+                let text = input.trim().to_string();
+                self.images.search_input = None;
+                self.set_filter(ImageFilter {
+                    subject: (!text.is_empty()).then_some(text),
+                    ..self.images.filter.clone()
+                });
+            }
+            KeyCode::Esc => {
+                self.images.search_input = None;
+                self.set_filter(ImageFilter {
+                    subject: None,
+                    ..self.images.filter.clone()
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_action(&mut self, action: Action, effects: &mut Vec<Effect>) {
+        match action {
+            Action::Quit => {
+                self.quit = true;
+                effects.push(Effect::Quit);
+            }
+            Action::Help => self.help = true,
+            Action::NextTab | Action::PrevTab => {
+                let n = View::ALL.len();
+                let at = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
+                let next = if action == Action::NextTab {
+                    (at + 1) % n
+                } else {
+                    (at + n - 1) % n
+                };
+                self.view = View::ALL[next];
+            }
+            Action::Show(view) => self.view = view,
+            Action::Refresh => {
+                self.dashboard = None;
+                self.images.page = None;
+                self.details.clear();
+                if self.rate.code.is_empty() {
+                    self.rate.work = None;
+                    self.rate.index = 0;
+                }
+                self.message = "reloaded".into();
+            }
+            Action::Up => self.move_selection(-1),
+            Action::Down => self.move_selection(1),
+            Action::PageUp => self.move_selection(-20),
+            Action::PageDown => self.move_selection(20),
+            Action::Top => self.move_selection(i64::MIN / 2),
+            Action::Bottom => self.move_selection(i64::MAX / 2),
+            Action::CycleSequence => {
+                let sequences: Vec<Option<String>> = std::iter::once(None)
+                    .chain(
+                        self.dashboard
+                            .as_ref()
+                            .and_then(|d| d.as_ref().ok())
+                            .into_iter()
+                            .flat_map(|d| d.sequences.iter())
+                            .filter(|s| s.sequence != "(none)")
+                            .map(|s| Some(s.sequence.clone())),
+                    )
+                    .collect();
+                let next = cycle(&sequences, &self.images.filter.sequence);
+                self.set_filter(ImageFilter {
+                    sequence: next,
+                    ..self.images.filter.clone()
+                });
+            }
+            Action::CycleStatus => {
+                let options = [
+                    None,
+                    Some("ok".to_string()),
+                    Some("failed".to_string()),
+                    Some("missing".to_string()),
+                ];
+                let next = cycle(&options, &self.images.filter.status);
+                self.set_filter(ImageFilter {
+                    status: next,
+                    ..self.images.filter.clone()
+                });
+            }
+            Action::CycleRated => {
+                let next = cycle(&[None, Some(false), Some(true)], &self.images.filter.rated);
+                self.set_filter(ImageFilter {
+                    rated: next,
+                    ..self.images.filter.clone()
+                });
+            }
+            Action::Search => {
+                self.images.search_input =
+                    Some(self.images.filter.subject.clone().unwrap_or_default());
+            }
+            Action::ClearFilters => self.set_filter(ImageFilter::default()),
+            Action::OpenViewer => self.view = View::Viewer,
+            Action::NextPlane => {
+                self.viewer.plane = match self.viewer.plane {
+                    Plane::Axial => Plane::Coronal,
+                    Plane::Coronal => Plane::Sagittal,
+                    Plane::Sagittal => Plane::Axial,
+                }
+            }
+            Action::SliceUp => self.move_slice(1),
+            Action::SliceDown => self.move_slice(-1),
+            Action::SliceUpFast => self.move_slice(10),
+            Action::SliceDownFast => self.move_slice(-10),
+            Action::WindowWider | Action::WindowNarrower => {
+                let (lo, hi) = self.viewer.window;
+                let (centre, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
+                let factor = if action == Action::WindowWider {
+                    1.2
+                } else {
+                    1.0 / 1.2
+                };
+                let half = (half * factor).max(1e-3);
+                self.viewer.window = (centre - half, centre + half);
+            }
+            Action::LevelUp | Action::LevelDown => {
+                let (lo, hi) = self.viewer.window;
+                let step = (hi - lo) * 0.05 * if action == Action::LevelUp { 1.0 } else { -1.0 };
+                self.viewer.window = (lo + step, hi + step);
+            }
+            Action::ResetWindow => {
+                if let Some(v) = &self.viewer.volume {
+                    self.viewer.window = v.window;
+                }
+            }
+            Action::Code(c) => self.type_code(c),
+            Action::DeleteCodeKey => {
+                self.rate.code.pop();
+                self.rate.error = None;
+            }
+            Action::Save => self.save(effects),
+            Action::Undo => match &self.rater {
+                Some(rater) if !self.rate.saving => {
+                    self.rate.saving = true;
+                    effects.push(Effect::Undo {
+                        rater: rater.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => self.message = "rating needs --rater NAME".into(),
+            },
+            Action::ReviewLater => self.rate.review_later = !self.rate.review_later,
+            Action::NextImage | Action::PrevImage => {
+                let forward = action == Action::NextImage;
+                if self.view == View::Viewer {
+                    self.move_selection(if forward { 1 } else { -1 });
+                } else {
+                    let len = self.rate.work.as_ref().map_or(0, Vec::len);
+                    let index = if forward {
+                        (self.rate.index + 1).min(len.saturating_sub(1))
+                    } else {
+                        self.rate.index.saturating_sub(1)
+                    };
+                    if index != self.rate.index {
+                        self.rate.index = index;
+                        self.reset_pending_code();
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_filter(&mut self, filter: ImageFilter) {
+        if filter != self.images.filter {
+            self.images.filter = filter;
+            self.images.page = None;
+            self.images.selected = 0;
+        }
+    }
+
+    fn move_selection(&mut self, delta: i64) {
+        let total = self.images.page.as_ref().map_or(0, |p| p.total);
+        if total == 0 {
+            return;
+        }
+        let target = (self.images.selected as i64).saturating_add(delta);
+        self.images.selected = target.clamp(0, total as i64 - 1) as usize;
+    }
+
+    fn move_slice(&mut self, delta: i64) {
+        let Some(volume) = &self.viewer.volume else {
+            return;
+        };
+        let axis = slicing_axis(self.viewer.plane);
+        let depth = volume.ras_dims[axis] as i64;
+        let at = self.viewer.slice[axis] as i64 + delta;
+        self.viewer.slice[axis] = at.clamp(0, (depth - 1).max(0)) as usize;
+    }
+
+    fn type_code(&mut self, key: char) {
+        if self.rater.is_none() {
+            self.message = "rating needs --rater NAME".into();
+            return;
+        }
+        let candidate = format!("{}{key}", self.rate.code);
+        match parse_code(&candidate) {
+            Ok(_) => {
+                self.rate.code = candidate;
+                self.rate.error = None;
+            }
+            Err(reason) => self.rate.error = Some(format!("'{candidate}' refused: {reason}")),
+        }
+    }
+
+    fn reset_pending_code(&mut self) {
+        self.rate.code.clear();
+        self.rate.error = None;
+        self.rate.review_later = false;
+        self.rate.shown = None;
+    }
+
+    fn save(&mut self, effects: &mut Vec<Effect>) {
+        let Some(rater) = self.rater.clone() else {
+            self.message = "rating needs --rater NAME".into();
+            return;
+        };
+        if self.rate.saving {
+            return;
+        }
+        let Some(image_id) = self.rate.current() else {
+            return;
+        };
+        let parsed = match parse_code(&self.rate.code) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                self.rate.error = Some(reason);
+                return;
+            }
+        };
+        let time_ms = self
+            .rate
+            .shown
+            .filter(|(id, _)| *id == image_id)
+            .map(|(_, at)| at.elapsed().as_millis() as i64);
+        let mut rating = NewRating {
+            image_id,
+            rater,
+            code: self.rate.code.clone(),
+            time_ms,
+            review_later: self.rate.review_later,
+            source: "tui".into(),
+            ..NewRating::default()
+        };
+        parsed.apply_to(&mut rating);
+        self.rate.saving = true;
+        effects.push(Effect::Save(rating));
+    }
+
+    fn on_saved(&mut self, result: Result<(i64, i64), String>) {
+        self.rate.saving = false;
+        match result {
+            Ok((rating_id, image_id)) => {
+                let code = std::mem::take(&mut self.rate.code);
+                self.message = format!("saved image {image_id} as '{code}' (rating {rating_id})");
+                self.rate.saved.push((rating_id, image_id, code));
+                if let Some(work) = self.rate.work.as_mut() {
+                    work.retain(|id| *id != image_id);
+                    if self.rate.index >= work.len() {
+                        self.rate.index = work.len().saturating_sub(1);
+                    }
+                    if work.is_empty() {
+                        // More may wait beyond the batch: ask again.
+                        self.rate.work = None;
+                        self.rate.index = 0;
+                    }
+                }
+                self.reset_pending_code();
+                self.after_ratings_changed(image_id);
+            }
+            Err(err) => self.rate.error = Some(format!("not saved: {err}")),
+        }
+    }
+
+    fn on_undone(&mut self, result: Result<Option<(i64, i64)>, String>) {
+        self.rate.saving = false;
+        match result {
+            Ok(Some((rating_id, image_id))) => {
+                self.message = format!("undid rating {rating_id} of image {image_id}");
+                let work = self.rate.work.get_or_insert_with(Vec::new);
+                match work.iter().position(|id| *id == image_id) {
+                    Some(at) => self.rate.index = at,
+                    None => {
+                        let at = self.rate.index.min(work.len());
+                        work.insert(at, image_id);
+                        self.rate.index = at;
+                    }
+                }
+                self.reset_pending_code();
+                self.after_ratings_changed(image_id);
+            }
+            Ok(None) => self.message = "nothing to undo".into(),
+            Err(err) => self.message = format!("undo failed: {err}"),
+        }
+    }
+
+    fn after_ratings_changed(&mut self, image_id: i64) {
+        self.dashboard = None;
+        self.images.page = None;
+        if !self.blind() {
+            self.details.remove(&image_id);
+        }
+    }
+
+    fn on_loaded(&mut self, response: Response) {
+        self.in_flight.remove(&response.request_key());
+        match response {
+            Response::Dashboard(result) => self.dashboard = Some(result.map(|b| *b)),
+            Response::ImagePage { filter, result, .. } => {
+                if filter != self.images.filter {
+                    return;
+                }
+                match result {
+                    Ok(page) => {
+                        self.images.error = None;
+                        if page.total > 0 && self.images.selected >= page.total {
+                            self.images.selected = page.total - 1;
+                        }
+                        if page.total == 0 {
+                            self.images.selected = 0;
+                        }
+                        self.images.page = Some(page);
+                    }
+                    Err(err) => {
+                        self.images.error = Some(err);
+                        self.images.page = Some(ImagePage::default());
+                    }
+                }
+            }
+            Response::Detail { image_id, result } => {
+                if self.details.len() >= DETAIL_CACHE {
+                    let keep = [self.selected_image(), self.rate.current()];
+                    self.details.retain(|id, _| keep.contains(&Some(*id)));
+                }
+                self.details.insert(image_id, result);
+            }
+            Response::RateWork(result) => match result {
+                Ok(work) => {
+                    self.rate.from_queue = work.from_queue;
+                    self.rate.work = Some(work.image_ids);
+                    self.rate.index = 0;
+                }
+                Err(err) => {
+                    self.rate.error = Some(err);
+                    self.rate.work = Some(Vec::new());
+                }
+            },
+            Response::Volume { image_id, result } => {
+                if self.viewer.image_id != Some(image_id) {
+                    return;
+                }
+                match result {
+                    Ok(volume) => {
+                        self.viewer.slice = volume.ras_dims.map(|d| d / 2);
+                        self.viewer.window = volume.window;
+                        self.viewer.volume = Some(volume);
+                        self.viewer.error = None;
+                    }
+                    Err(err) => self.viewer.error = Some(err),
+                }
+            }
+        }
+    }
+
+    fn fetch(&mut self, request: Request, effects: &mut Vec<Effect>) {
+        if self.in_flight.insert(request.key()) {
+            effects.push(Effect::Fetch(request));
+        }
+    }
+
+    fn want_detail(&mut self, image_id: i64, effects: &mut Vec<Effect>) {
+        if !self.details.contains_key(&image_id) {
+            let with_ratings = !self.blind();
+            self.fetch(
+                Request::Detail {
+                    image_id,
+                    with_ratings,
+                },
+                effects,
+            );
+        }
+    }
+
+    /// Asks for whatever the current view needs and does not have yet.
+    fn request_missing(&mut self, effects: &mut Vec<Effect>) {
+        if self.dashboard.is_none() && matches!(self.view, View::Dashboard | View::Images) {
+            self.fetch(Request::Dashboard, effects);
+        }
+        if matches!(self.view, View::Images | View::Viewer) {
+            let offset = self.images.page_offset();
+            let covered = self
+                .images
+                .page
+                .as_ref()
+                .is_some_and(|p| p.offset == offset || p.total == 0);
+            if !covered {
+                let filter = self.images.filter.clone();
+                let known_total = self.images.page.as_ref().map(|p| p.total);
+                self.fetch(
+                    Request::ImagePage {
+                        filter,
+                        offset,
+                        known_total,
+                    },
+                    effects,
+                );
+            }
+            if let Some(image_id) = self.selected_image() {
+                self.want_detail(image_id, effects);
+            }
+        }
+        if self.view == View::Viewer {
+            self.request_volume(effects);
+        }
+        if self.view == View::Rate {
+            if let Some(rater) = self.rater.clone() {
+                if self.rate.work.is_none() {
+                    self.fetch(Request::RateWork { rater }, effects);
+                }
+            }
+            if let Some(current) = self.rate.current() {
+                self.want_detail(current, effects);
+                if matches!(self.details.get(&current), Some(Ok(_)))
+                    && self.rate.shown.is_none_or(|(id, _)| id != current)
+                {
+                    self.rate.shown = Some((current, Instant::now()));
+                }
+                let next = self
+                    .rate
+                    .work
+                    .as_ref()
+                    .and_then(|w| w.get(self.rate.index + 1))
+                    .copied();
+                if let Some(next) = next {
+                    self.want_detail(next, effects);
+                }
+            }
+        }
+    }
+
+    fn request_volume(&mut self, effects: &mut Vec<Effect>) {
+        let Some(image_id) = self.selected_image() else {
+            return;
+        };
+        if self.viewer.image_id == Some(image_id) {
+            return;
+        }
+        let path = match self.details.get(&image_id) {
+            Some(Ok(detail)) => detail.facts.as_ref().map(|f| f.path.clone()),
+            _ => return,
+        };
+        self.viewer.image_id = Some(image_id);
+        self.viewer.volume = None;
+        self.viewer.error = None;
+        match path {
+            Some(path) => self.fetch(Request::Volume { image_id, path }, effects),
+            None => self.viewer.error = Some(format!("image {image_id} is not in the store")),
+        }
+    }
+}
+
+fn cycle<T: Clone + PartialEq>(options: &[T], current: &T) -> T {
+    let at = options.iter().position(|o| o == current).unwrap_or(0);
+    options[(at + 1) % options.len()].clone()
+}

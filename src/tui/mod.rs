@@ -1,0 +1,271 @@
+//! `cdwqc tui`: the terminal dashboard. One event loop feeds terminal keys, ticks and
+//! background results to [`app::App`]; a reader thread with its own connection
+//! answers store reads; saves run on the loop's writer, durable before the next image.
+
+pub mod app;
+pub mod keys;
+pub mod rate;
+pub mod ui;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use crate::imaging::preview::{Gray8, Plane, display_window};
+use crate::imaging::{load_volume, orientation::RasView};
+use crate::store::{Access, Store, StoreError};
+
+use app::{App, Detail, Effect, Event, LoadedVolume, Request, Response};
+use keys::{KeyMap, View};
+
+/// How often the loop wakes without input, so background results show promptly.
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
+    #[error("rater {0:?} is not in the store: add them with `cdwqc raters add {0}`")]
+    UnknownRater(String),
+    #[error("terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+}
+
+/// Answers one read request from the store (or, for volumes, the file system).
+pub fn serve(store: &Store, request: Request) -> Response {
+    let text = |e: StoreError| e.to_string();
+    match request {
+        Request::Dashboard => {
+            Response::Dashboard(store.dashboard_summary().map(Box::new).map_err(text))
+        }
+        Request::ImagePage {
+            filter,
+            offset,
+            known_total,
+        } => {
+            let result = store
+                .image_page(&filter, offset, app::PAGE_SIZE, known_total)
+                .map_err(text);
+            Response::ImagePage {
+                filter,
+                offset,
+                result,
+            }
+        }
+        Request::Detail {
+            image_id,
+            with_ratings,
+        } => Response::Detail {
+            image_id,
+            result: load_detail(store, image_id, with_ratings).map(Arc::new),
+        },
+        Request::RateWork { rater } => {
+            Response::RateWork(store.rate_work(&rater, app::RATE_BATCH).map_err(text))
+        }
+        Request::Volume { image_id, path } => Response::Volume {
+            image_id,
+            result: load_viewer_volume(Path::new(&path)),
+        },
+    }
+}
+
+fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detail, String> {
+    let text = |e: StoreError| e.to_string();
+    let facts = store.image_facts(image_id).map_err(text)?;
+    let mut previews = Vec::new();
+    for (plane, png) in store.image_previews(image_id).map_err(text)? {
+        let Some(plane) = Plane::parse(&plane) else {
+            continue;
+        };
+        // A damaged preview is left out rather than failing the whole pane.
+        if let Ok(picture) = Gray8::from_png(&png) {
+            previews.push((plane, picture));
+        }
+    }
+    previews.sort_by_key(|(plane, _)| Plane::ALL.iter().position(|p| p == plane));
+    let ratings = if with_ratings {
+        Some(store.image_ratings(image_id).map_err(text)?)
+    } else {
+        None
+    };
+    Ok(Detail {
+        facts,
+        previews,
+        ratings,
+    })
+}
+
+fn load_viewer_volume(path: &Path) -> Result<Arc<LoadedVolume>, String> {
+    let volume = load_volume(path).map_err(|e| e.to_string())?;
+    let window = display_window(&volume.data);
+    let ras_dims = RasView::from_affine(&volume.affine).dims(volume.dims);
+    Ok(Arc::new(LoadedVolume {
+        volume,
+        window,
+        ras_dims,
+    }))
+}
+
+/// Handles one event and everything it leads to: saves and undos run at once on the
+/// writer (so a saved rating is durable before anything else shows); reads go to
+/// `fetch`.
+pub fn handle(app: &mut App, writer: &mut Store, event: Event, fetch: &mut dyn FnMut(Request)) {
+    let mut queue = VecDeque::from([event]);
+    while let Some(event) = queue.pop_front() {
+        for effect in app.update(event) {
+            execute(writer, effect, &mut queue, fetch);
+        }
+    }
+}
+
+fn execute(
+    writer: &mut Store,
+    effect: Effect,
+    queue: &mut VecDeque<Event>,
+    fetch: &mut dyn FnMut(Request),
+) {
+    match effect {
+        Effect::Fetch(request) => fetch(request),
+        Effect::Save(rating) => {
+            let image_id = rating.image_id;
+            let result = writer
+                .save_ratings(std::slice::from_ref(&rating))
+                .map_err(|e| e.to_string())
+                .and_then(|ids| {
+                    ids.first()
+                        .map(|id| (*id, image_id))
+                        .ok_or_else(|| "the store returned no rating id".to_string())
+                });
+            queue.push_back(Event::Saved(result));
+        }
+        Effect::Undo { rater } => {
+            let result = writer
+                .undo_last_rating(&rater, "tui")
+                .map_err(|e| e.to_string());
+            queue.push_back(Event::Undone(result));
+        }
+        Effect::Quit => {}
+    }
+}
+
+/// Handles an event and serves every read it causes at once, on this thread: for
+/// tests and benchmarks, which drive the app without a terminal.
+pub fn handle_now(app: &mut App, store: &mut Store, event: Event) {
+    let mut requests = VecDeque::new();
+    handle(app, store, event, &mut |r| requests.push_back(r));
+    while let Some(request) = requests.pop_front() {
+        let response = serve(store, request);
+        handle(app, store, Event::Loaded(response), &mut |r| {
+            requests.push_back(r)
+        });
+    }
+}
+
+/// Runs the dashboard on the terminal until the user quits.
+pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
+    let keys = KeyMap::load()?;
+    let mut writer = Store::open(db, Access::ReadWrite)?;
+    if let Some(name) = &rater {
+        if !writer.raters()?.iter().any(|r| &r.name == name) {
+            return Err(TuiError::UnknownRater(name.clone()));
+        }
+    }
+    let reader = writer.reader()?;
+    let mut app = App::new(keys, rater);
+    if app.blind() {
+        app.view = View::Rate;
+    }
+
+    let (events_tx, events) = mpsc::channel::<Event>();
+    let requests = spawn_reader(reader, events_tx.clone());
+    spawn_input(events_tx);
+
+    // ratatui::try_init installs a panic hook that restores the terminal first.
+    let mut terminal = ratatui::try_init()?;
+    let outcome = event_loop(&mut terminal, &mut app, &mut writer, &events, &requests);
+    ratatui::restore();
+    outcome
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    writer: &mut Store,
+    events: &Receiver<Event>,
+    requests: &Sender<Request>,
+) -> Result<(), TuiError> {
+    let mut fetch = |request: Request| {
+        // The reader only stops when the loop ends; a failed send loses nothing.
+        let _ = requests.send(request);
+    };
+    // The first Tick asks for what the first view needs.
+    handle(app, writer, Event::Tick, &mut fetch);
+    while !app.quit {
+        terminal.draw(|frame| ui::draw(frame, app))?;
+        let event = match events.recv_timeout(TICK) {
+            Ok(event) => event,
+            Err(mpsc::RecvTimeoutError::Timeout) => Event::Tick,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        handle(app, writer, event, &mut fetch);
+    }
+    Ok(())
+}
+
+/// The reader thread: owns a read connection and answers requests in order; volumes
+/// load on their own threads since they take seconds.
+fn spawn_reader(reader: Store, events: Sender<Event>) -> Sender<Request> {
+    let (tx, rx) = mpsc::channel::<Request>();
+    std::thread::spawn(move || {
+        while let Ok(request) = rx.recv() {
+            if let Request::Volume { .. } = request {
+                let events = events.clone();
+                std::thread::spawn(move || {
+                    // The loop may have ended meanwhile; nothing waits for this then.
+                    let _ = events.send(Event::Loaded(serve_volume(request)));
+                });
+                continue;
+            }
+            if events.send(Event::Loaded(serve(&reader, request))).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+fn serve_volume(request: Request) -> Response {
+    match request {
+        Request::Volume { image_id, path } => Response::Volume {
+            image_id,
+            result: load_viewer_volume(Path::new(&path)),
+        },
+        _ => Response::Volume {
+            image_id: -1,
+            result: Err("not a volume request".into()),
+        },
+    }
+}
+
+fn spawn_input(events: Sender<Event>) {
+    std::thread::spawn(move || {
+        loop {
+            let event = match crossterm::event::read() {
+                Ok(crossterm::event::Event::Key(key)) => Event::Key(key),
+                Ok(crossterm::event::Event::Resize(..)) => Event::Resize,
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

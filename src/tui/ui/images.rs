@@ -1,0 +1,224 @@
+//! The Images view: the paged, filtered image list and the selected image's facts,
+//! previews and (outside blind mode) ratings.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
+
+use super::empty;
+use super::picture::half_block_lines;
+use crate::tui::app::{App, Detail};
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let [list, detail] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
+    draw_list(frame, list, app);
+    match app.selected_image().and_then(|id| app.detail(id)) {
+        Some(Ok(d)) => draw_detail(frame, detail, d, app.blind()),
+        Some(Err(err)) => empty(frame, detail, "Image", err),
+        None if app.selected_image().is_some() => empty(frame, detail, "Image", "loading…"),
+        None => empty(frame, detail, "Image", "no image selected"),
+    }
+}
+
+fn filter_line(app: &App) -> String {
+    let f = &app.images.filter;
+    let rated = match f.rated {
+        None => "any",
+        Some(true) => "rated",
+        Some(false) => "unrated",
+    };
+    let search = match &app.images.search_input {
+        Some(input) => format!("/{input}▏"),
+        None => f.subject.clone().unwrap_or_else(|| "-".into()),
+    };
+    format!(
+        "seq {} · status {} · {rated} · subject {search}",
+        f.sequence.as_deref().unwrap_or("any"),
+        f.status.as_deref().unwrap_or("any"),
+    )
+}
+
+fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
+    let state = &app.images;
+    let [filters, table_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    frame.render_widget(Paragraph::new(filter_line(app)), filters);
+    let Some(page) = &state.page else {
+        return empty(frame, table_area, "Images", "loading…");
+    };
+    if let Some(err) = &state.error {
+        return empty(frame, table_area, "Images", err);
+    }
+    if page.total == 0 {
+        let text = if state.filter == Default::default() {
+            "no images yet: run `cdwqc import DIR`"
+        } else {
+            "no image matches these filters (c clears them)"
+        };
+        return empty(frame, table_area, "Images", text);
+    }
+    // Every column at its full width needs 56 cells; narrower lists drop the session
+    // and orientation columns rather than squeezing them all.
+    let wide = table_area.width >= 58;
+    let keep = |column: usize| wide || !matches!(column, 2 | 6);
+    let pick = |cells: Vec<String>| -> Vec<String> {
+        cells
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, c)| c)
+            .collect()
+    };
+    let rows = page.rows.iter().map(|r| {
+        Row::new(pick(vec![
+            r.image_id.to_string(),
+            r.subject.clone(),
+            r.session.clone(),
+            r.suffix.clone(),
+            r.status.clone(),
+            r.shape.clone(),
+            r.orientation.clone(),
+            r.rated_by.to_string(),
+        ]))
+    });
+    let names = [
+        "id", "subject", "session", "suffix", "status", "shape", "ori", "rated",
+    ];
+    let header = Row::new(pick(names.iter().map(|n| n.to_string()).collect()))
+        .style(Style::new().add_modifier(Modifier::BOLD));
+    let widths: Vec<Constraint> = [
+        Constraint::Length(5),
+        Constraint::Fill(1),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(11),
+        Constraint::Length(3),
+        Constraint::Length(5),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| keep(*i))
+    .map(|(_, w)| w)
+    .collect();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .block(Block::bordered().title(format!(" Images {}/{} ", state.selected + 1, page.total)));
+    let mut table_state = TableState::default();
+    table_state.select(state.selected.checked_sub(page.offset));
+    frame.render_stateful_widget(table, table_area, &mut table_state);
+}
+
+fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, blind: bool) {
+    let Some(facts) = &detail.facts else {
+        return empty(frame, area, "Image", "this image is no longer in the store");
+    };
+    let mut lines = vec![
+        Line::from(format!(
+            "#{} {} [{}]",
+            facts.image_id,
+            bids_name(&facts.subject, &facts.session, &facts.suffix),
+            facts.status
+        )),
+        // The file name: the pane is narrow, and the entities above say where it sits.
+        Line::from(
+            std::path::Path::new(&facts.path)
+                .file_name()
+                .map_or_else(|| facts.path.clone(), |n| n.to_string_lossy().into_owned()),
+        ),
+    ];
+    if let Some(shape) = facts.shape {
+        let voxel = facts
+            .voxel_mm
+            .map(|v| format!("{:.2}x{:.2}x{:.2} mm", v[0], v[1], v[2]))
+            .unwrap_or_default();
+        lines.push(Line::from(format!(
+            "{}x{}x{} {voxel} {} {}",
+            shape[0],
+            shape[1],
+            shape[2],
+            facts.datatype.as_deref().unwrap_or(""),
+            facts.orientation.as_deref().unwrap_or("")
+        )));
+    }
+    if let Some(m) = &facts.manufacturer {
+        let field = facts
+            .field_strength
+            .map(|f| format!(" {f} T"))
+            .unwrap_or_default();
+        lines.push(Line::from(format!("{m}{field}")));
+    }
+    if let Some(err) = &facts.error {
+        lines.push(Line::from(format!("error: {err}")));
+    }
+    if let Some(w) = &facts.warnings {
+        lines.push(Line::from(format!("warnings: {w}")));
+    }
+    match (&detail.ratings, blind) {
+        (_, true) => lines.push(Line::from("ratings hidden (blind mode)")),
+        (Some(ratings), false) if ratings.is_empty() => lines.push(Line::from("not rated yet")),
+        (Some(ratings), false) => {
+            for r in ratings {
+                let later = if r.review_later {
+                    " (review later)"
+                } else {
+                    ""
+                };
+                let code = if r.code.is_empty() { "-" } else { &r.code };
+                lines.push(Line::from(format!(
+                    "{}: {code}{later} {}",
+                    r.rater, r.saved_at
+                )));
+            }
+        }
+        (None, false) => {}
+    }
+    let facts_height = (lines.len() as u16 + 2).min(area.height);
+    let [facts_area, previews_area] =
+        Layout::vertical([Constraint::Length(facts_height), Constraint::Min(0)]).areas(area);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" Image ")),
+        facts_area,
+    );
+    draw_previews(frame, previews_area, detail);
+}
+
+/// The three preview slices side by side.
+pub fn draw_previews(frame: &mut Frame, area: Rect, detail: &Detail) {
+    if detail.previews.is_empty() {
+        return empty(frame, area, "Previews", "no previews stored for this image");
+    }
+    let columns = Layout::horizontal(vec![Constraint::Ratio(1, 3); 3]).split(area);
+    for ((plane, picture), column) in detail.previews.iter().zip(columns.iter()) {
+        let block = Block::bordered().title(format!(" {} ", plane.name()));
+        let inner = block.inner(*column);
+        frame.render_widget(block, *column);
+        frame.render_widget(
+            Paragraph::new(half_block_lines(picture, inner.width, inner.height)),
+            inner,
+        );
+    }
+}
+
+/// `sub-01 ses-02 FLAIR`, leaving out what the file name does not carry.
+pub fn bids_name(subject: &str, session: &str, suffix: &str) -> String {
+    let mut parts = Vec::new();
+    if !subject.is_empty() {
+        parts.push(format!("sub-{subject}"));
+    }
+    if !session.is_empty() {
+        parts.push(format!("ses-{session}"));
+    }
+    if !suffix.is_empty() {
+        parts.push(suffix.to_string());
+    }
+    if parts.is_empty() {
+        "(no BIDS name)".into()
+    } else {
+        parts.join(" ")
+    }
+}

@@ -1,0 +1,331 @@
+//! `cdwqc tui` end to end: the real binary in a fixed-size tmux session, driven with
+//! keys; ratings checked in the store afterwards, also after a SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{external, ok};
+
+/// A tmux server of its own (its own socket), killed when the test ends.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str, dir: &Path, command: &str) -> Self {
+        let version = Command::new("tmux").arg("-V").output();
+        assert!(
+            version.as_ref().is_ok_and(|o| o.status.success()),
+            "tmux is not installed but the dashboard tests drive the binary in it: \
+             run scripts/setup.sh (or `apt-get install -y tmux`)"
+        );
+        let socket = format!("cdwqc-{name}-{}", std::process::id());
+        let tmux = Self { socket };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-c",
+            &dir.display().to_string(),
+            command,
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "has-session", "-t", "t"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Waits until the screen shows `text`; fails with the screen otherwise.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dashboard never showed {text:?}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for_exit(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.alive() {
+            assert!(Instant::now() < deadline, "cdwqc tui did not exit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// A store with four real images and the rater ann.
+fn store_with_rater() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let w = tmp.path().join("w");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    for name in [
+        "anatomical.nii",
+        "standard.nii.gz",
+        "example_nifti2.nii.gz",
+        "reoriented_anat_moved.nii",
+    ] {
+        std::fs::copy(external(name), w.join(name)).expect("copy");
+    }
+    ok(tmp.path(), &["init"]);
+    ok(tmp.path(), &["import", "w"]);
+    ok(tmp.path(), &["raters", "add", "ann"]);
+    let db = tmp.path().join("cdwqc.duckdb");
+    (tmp, db)
+}
+
+fn tui_command(db: &Path) -> String {
+    format!(
+        "CDWQC_KEYS=/dev/null exec {} --db {} tui --rater ann",
+        env!("CARGO_BIN_EXE_cdwqc"),
+        db.display()
+    )
+}
+
+fn sql(dir: &Path, query: &str) -> String {
+    ok(dir, &["sql", query, "--format", "csv"])
+}
+
+/// The image id in "saved image N as ..." on the status line.
+fn saved_image(screen: &str) -> i64 {
+    let (_, rest) = screen
+        .split_once("saved image ")
+        .unwrap_or_else(|| panic!("no save shown:\n{screen}"));
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no image id after 'saved image':\n{screen}"))
+}
+
+#[test]
+fn rates_three_images_with_keys_and_quits() {
+    let (tmp, db) = store_with_rater();
+    let tmux = Tmux::start("rate", tmp.path(), &tui_command(&db));
+    tmux.wait_for("code: ");
+    tmux.keys(&["a", "Enter"]);
+    tmux.wait_for("saved this session: 1");
+    // An invalid key is refused in place and saves nothing.
+    tmux.keys(&["r", "a"]);
+    tmux.wait_for("'ra' refused");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("saved this session: 2");
+    tmux.keys(&["k", "z", "z", "Enter"]);
+    tmux.wait_for("saved this session: 3");
+    tmux.keys(&["q"]);
+    tmux.wait_for_exit();
+    assert_eq!(
+        sql(tmp.path(), "select count(*) as n from ratings_latest"),
+        "n\n3\n"
+    );
+    assert_eq!(
+        sql(
+            tmp.path(),
+            "select code, usable, gado, contrast, source from ratings_latest order by rating_id"
+        ),
+        "code,usable,gado,contrast,source\na,true,false,0,tui\nr,false,false,0,tui\nkzz,true,true,2,tui\n"
+    );
+}
+
+#[test]
+fn every_save_shown_survives_sigkill() {
+    let (tmp, db) = store_with_rater();
+    let tmux = Tmux::start("kill", tmp.path(), &tui_command(&db));
+    tmux.wait_for("code: ");
+    let mut shown = Vec::new();
+    for (n, code) in ["d", "aa", "k"].iter().enumerate() {
+        let keys: Vec<String> = code.chars().map(String::from).collect();
+        let mut args: Vec<&str> = keys.iter().map(String::as_str).collect();
+        args.push("Enter");
+        tmux.keys(&args);
+        let screen = tmux.wait_for(&format!("saved this session: {}", n + 1));
+        shown.push(saved_image(&screen));
+    }
+    let pid = tmux.run(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    tmux.wait_for_exit();
+    let stored = sql(
+        tmp.path(),
+        "select image_id from ratings_latest where rater = 'ann' order by image_id",
+    );
+    let stored: Vec<i64> = stored
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    shown.sort_unstable();
+    assert_eq!(stored, shown, "every rating shown as saved is in the store");
+}
+
+/// Moving through 100,000 images and rating through the app state (no terminal).
+/// Run: cargo nextest run --release --run-ignored only tui::bench --no-capture
+#[test]
+#[ignore = "benchmark: builds a 100,000-image store"]
+fn bench_moving_through_100k_images_and_rating() {
+    use cdwqc::imaging::preview::Gray8;
+    use cdwqc::store::Store;
+    use cdwqc::tui::app::{App, Event};
+    use cdwqc::tui::handle_now;
+    use cdwqc::tui::keys::KeyMap;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::create(&tmp.path().join("big.duckdb")).expect("store");
+    let built = Instant::now();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO images (path, root, rel_path, status, subject, session, suffix,
+                                 file_size, mtime_ns, dim_x, dim_y, dim_z, orientation)
+             SELECT '/w/sub-' || i || '/anat/sub-' || i || '_FLAIR.nii.gz', '/w', 'x' || i,
+                    CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'ok' END, i::VARCHAR, '01',
+                    CASE WHEN i % 2 = 0 THEN 'T1w' ELSE 'FLAIR' END, 1, 0, 176, 240, 256, 'RAS'
+             FROM range(1, 100001) t(i);
+             INSERT INTO raters (name) VALUES ('ann'), ('bob');
+             INSERT INTO ratings (image_id, rater, usable, motion, code, protocol_version, source)
+             SELECT i, 'bob', true, 1, 'a', '1', 'bench' FROM range(1, 100001, 5) t(i);",
+        )
+        .expect("rows");
+    let side = 160usize;
+    let picture = Gray8 {
+        width: side,
+        height: side,
+        pixels: (0..side * side).map(|i| ((i * 7919) % 251) as u8).collect(),
+    };
+    let png = picture.to_png().expect("png");
+    store
+        .conn()
+        .execute(
+            "INSERT INTO previews SELECT i, p.plane, 160, 160, ?
+             FROM range(1, 100001) t(i),
+                  (VALUES ('axial'), ('coronal'), ('sagittal')) p(plane)",
+            duckdb::params![png],
+        )
+        .expect("previews");
+    println!(
+        "built 100,000 images, 300,000 previews ({} B each), 20,000 ratings in {:.1} s",
+        png.len(),
+        built.elapsed().as_secs_f64()
+    );
+
+    let press = |app: &mut App, store: &mut Store, code: KeyCode| {
+        handle_now(
+            app,
+            store,
+            Event::Key(KeyEvent::new(code, KeyModifiers::NONE)),
+        );
+    };
+    let mut app = App::new(KeyMap::default(), None);
+    handle_now(&mut app, &mut store, Event::Tick);
+    let opened = Instant::now();
+    press(&mut app, &mut store, KeyCode::Char('2'));
+    println!(
+        "open the images view (first page, count, detail): {:.1} ms",
+        opened.elapsed().as_secs_f64() * 1e3
+    );
+    let steps = 1000;
+    let started = Instant::now();
+    for _ in 0..steps {
+        press(&mut app, &mut store, KeyCode::Down);
+    }
+    println!(
+        "Down x{steps} (each: detail + previews; a new page every 200 rows): {:.2} ms per step",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(steps)
+    );
+    let started = Instant::now();
+    for _ in 0..steps {
+        press(&mut app, &mut store, KeyCode::PageDown);
+    }
+    println!(
+        "PageDown x{steps} (20 rows each): {:.2} ms per step",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(steps)
+    );
+    let started = Instant::now();
+    press(&mut app, &mut store, KeyCode::End);
+    println!(
+        "End (jump to row {}): {:.1} ms",
+        app.images.selected + 1,
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let started = Instant::now();
+    for c in ['t', 'x', 's'] {
+        press(&mut app, &mut store, KeyCode::Char(c));
+    }
+    println!(
+        "three filter changes (status, rated, sequence): {:.1} ms per change",
+        started.elapsed().as_secs_f64() * 1e3 / 3.0
+    );
+
+    let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    handle_now(&mut app, &mut store, Event::Tick);
+    let started = Instant::now();
+    press(&mut app, &mut store, KeyCode::Char('4'));
+    println!(
+        "open the Rate view (ann's 500 next unrated images, first previews): {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let saves = 200;
+    let started = Instant::now();
+    for _ in 0..saves {
+        press(&mut app, &mut store, KeyCode::Char('a'));
+        press(&mut app, &mut store, KeyCode::Enter);
+    }
+    println!(
+        "rate x{saves} ('a' + Enter: durable save, next image shown, the one after prefetched): \
+         {:.2} ms per image",
+        started.elapsed().as_secs_f64() * 1e3 / f64::from(saves)
+    );
+    assert_eq!(app.rate.saved.len(), saves as usize);
+}
