@@ -729,10 +729,10 @@ impl App {
             self.request_volume(effects);
         }
         if self.view == View::Rate {
-            if let Some(rater) = self.rater.clone() {
-                if self.rate.work.is_none() {
-                    self.fetch(Request::RateWork { rater }, effects);
-                }
+            if let Some(rater) = self.rater.clone()
+                && self.rate.work.is_none()
+            {
+                self.fetch(Request::RateWork { rater }, effects);
             }
             if let Some(current) = self.rate.current() {
                 self.want_detail(current, effects);

@@ -169,10 +169,10 @@ pub fn handle_now(app: &mut App, store: &mut Store, event: Event) {
 pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
     let keys = KeyMap::load()?;
     let mut writer = Store::open(db, Access::ReadWrite)?;
-    if let Some(name) = &rater {
-        if !writer.raters()?.iter().any(|r| &r.name == name) {
-            return Err(TuiError::UnknownRater(name.clone()));
-        }
+    if let Some(name) = &rater
+        && !writer.raters()?.iter().any(|r| &r.name == name)
+    {
+        return Err(TuiError::UnknownRater(name.clone()));
     }
     let reader = writer.reader()?;
     let mut app = App::new(keys, rater);

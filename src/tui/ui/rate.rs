@@ -54,12 +54,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         rate.index + 1,
         work.len()
     ))];
-    if let Some(Ok(detail)) = app.detail(image_id) {
-        if let Some(f) = &detail.facts {
-            lines.push(Line::from(bids_name(&f.subject, &f.session, &f.suffix)));
-            if let Some(s) = f.shape {
-                lines.push(Line::from(format!("{}x{}x{}", s[0], s[1], s[2])));
-            }
+    if let Some(Ok(detail)) = app.detail(image_id)
+        && let Some(f) = &detail.facts
+    {
+        lines.push(Line::from(bids_name(&f.subject, &f.session, &f.suffix)));
+        if let Some(s) = f.shape {
+            lines.push(Line::from(format!("{}x{}x{}", s[0], s[1], s[2])));
         }
     }
     lines.push(Line::from(""));
