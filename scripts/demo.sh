@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job: sets up what is missing, builds, generates a synthetic clinical
 # warehouse from a real brain (graded artefacts, reject cases, three simulated raters),
-# indexes it into a fresh store under demo/, imports the raters' ratings, and writes the
-# inter-rater agreement report (Markdown here, HTML file beside the store).
+# indexes it into a fresh store under demo/, imports the raters' ratings, writes the
+# inter-rater agreement report (Markdown here, HTML file beside the store), then trains
+# SSDA and its four baselines for both tasks on the consensus labels (the `demo`
+# preset: a 4 mm grid, so it fits in minutes on two CPU cores) and predicts every FLAIR
+# image with the SSDA model.
 #
 #   DEMO_T1=300 DEMO_FLAIR=250 DEMO_OTHER=50 ./scripts/demo.sh   # the full-size warehouse
 set -euo pipefail
@@ -50,9 +53,32 @@ step "images per scanner (sql/queries/images_per_scanner.sql)"
 step "inter-rater agreement on FLAIR (cdwqc report agreement)"
 "$CDWQC" --db "$DB" report agreement --sequence FLAIR --html "$DEMO/agreement_flair.html"
 
+step "training on the consensus labels: SSDA and baselines, both tasks (demo preset, 4 mm)"
+rm -rf models/runs/demo-*
+for task in usable quality; do
+  for method in ssda target-only source-only finetune ssda-no-domain; do
+    "$CDWQC" --db "$DB" train --preset demo --task "$task" --method "$method" \
+      --epochs "${DEMO_EPOCHS:-5}" --seed 1 --run "demo-$task-$method" | tail -n 1
+  done
+done
+
+step "balanced accuracy on the held-out FLAIR test subjects"
+"$CDWQC" --db "$DB" sql "select task, method,
+    round(json_extract(metrics, '$.test_balanced_accuracy')::DOUBLE, 3) as test_ba,
+    json_extract(metrics, '$.test_images')::INT as test_images,
+    round(json_extract(metrics, '$.best_val_balanced_accuracy')::DOUBLE, 3) as val_ba,
+    json_extract(metrics, '$.best_epoch')::INT as best_epoch
+  from runs where kind = 'train' order by task, test_ba desc" --format table
+
+step "predicting every FLAIR image with the SSDA usable model"
+"$CDWQC" --db "$DB" infer --run demo-usable-ssda --sequence FLAIR
+"$CDWQC" --db "$DB" sql "select p.label as predicted, count(*) as images
+  from predictions p where run_id = 'demo-usable-ssda' group by all order by all" --format table
+
 step "done"
 echo "store:      $DB"
 echo "report:     $DEMO/agreement_flair.html (open in a browser, works offline)"
 echo "montage:    $DEMO/montage.png (previews per artefact class and grade)"
 echo "consensus:  $CDWQC --db $DB ratings export --consensus --format tsv"
+echo "dashboard:  $CDWQC --db $DB tui            (or: tui --rater NAME to rate)"
 echo "explore:    $CDWQC --db $DB sql \"select suffix, orientation, count(*) from images group by all\""
