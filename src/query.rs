@@ -376,6 +376,71 @@ pub struct ResultSet {
 const MAX_TABLE_WIDTH: usize = 60;
 
 impl ResultSet {
+    /// Writes the rows to a Parquet file through an in-memory DuckDB (for results the
+    /// program computed itself rather than read with SQL). Column types follow the cells:
+    /// BOOLEAN, BIGINT, DOUBLE, BLOB or VARCHAR.
+    pub fn write_parquet(&self, path: &Path) -> Result<(), QueryError> {
+        let sql_err = |e: duckdb::Error| QueryError::Sql(e.to_string());
+        let conn = duckdb::Connection::open_in_memory().map_err(sql_err)?;
+        let kind = |i: usize| -> &'static str {
+            let mut kind = "";
+            for row in &self.rows {
+                let k = match &row[i] {
+                    Cell::Null => continue,
+                    Cell::Bool(_) => "BOOLEAN",
+                    Cell::Int(_) => "BIGINT",
+                    Cell::Float(_) => "DOUBLE",
+                    Cell::Blob(_) => "BLOB",
+                    Cell::Text(_) => "VARCHAR",
+                };
+                kind = match (kind, k) {
+                    ("", k) => k,
+                    (a, b) if a == b => a,
+                    ("BIGINT", "DOUBLE") | ("DOUBLE", "BIGINT") => "DOUBLE",
+                    _ => "VARCHAR",
+                };
+            }
+            if kind.is_empty() { "VARCHAR" } else { kind }
+        };
+        let kinds: Vec<&str> = (0..self.columns.len()).map(kind).collect();
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .zip(&kinds)
+            .map(|(c, k)| format!("\"{}\" {k}", c.replace('"', "\"\"")))
+            .collect();
+        conn.execute_batch(&format!("CREATE TABLE result ({})", columns.join(", ")))
+            .map_err(sql_err)?;
+        {
+            let mut appender = conn.appender("result").map_err(sql_err)?;
+            for row in &self.rows {
+                let values: Vec<duckdb::types::Value> = row
+                    .iter()
+                    .zip(&kinds)
+                    .map(|(c, k)| match (c, *k) {
+                        (Cell::Null, _) => duckdb::types::Value::Null,
+                        (Cell::Bool(b), "BOOLEAN") => duckdb::types::Value::Boolean(*b),
+                        (Cell::Int(i), "BIGINT") => duckdb::types::Value::BigInt(*i as i64),
+                        (Cell::Int(i), "DOUBLE") => duckdb::types::Value::Double(*i as f64),
+                        (Cell::Float(f), "DOUBLE") => duckdb::types::Value::Double(*f),
+                        (Cell::Blob(b), "BLOB") => duckdb::types::Value::Blob(b.clone()),
+                        (other, _) => duckdb::types::Value::Text(other.display()),
+                    })
+                    .collect();
+                appender
+                    .append_row(duckdb::appender_params_from_iter(values))
+                    .map_err(sql_err)?;
+            }
+            appender.flush().map_err(sql_err)?;
+        }
+        let target = path.display().to_string().replace('\'', "''");
+        conn.execute_batch(&format!("COPY result TO '{target}' (FORMAT parquet)"))
+            .map_err(|e| QueryError::Output {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
     pub fn write(&self, format: Format, out: &mut dyn Write) -> std::io::Result<()> {
         match format {
             Format::Table => self.write_table(out),

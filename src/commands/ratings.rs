@@ -54,6 +54,13 @@ pub struct ExportArgs {
     /// One row per rated image: the consensus of the ratings in force and its task labels.
     #[arg(long, group = "what")]
     pub consensus: bool,
+    /// One rater's ratings in force in the authors' notebook format
+    /// (index, img_id, code, label), tab-separated.
+    #[arg(long, group = "what", requires = "rater")]
+    pub notebook: bool,
+    /// The rater for --notebook.
+    #[arg(long)]
+    pub rater: Option<String>,
     #[arg(long, value_enum, default_value = "tsv")]
     pub format: Format,
     /// Write to this file (required for parquet); standard output otherwise.
@@ -135,6 +142,9 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.consensus {
         return export_consensus(db, &args);
+    }
+    if args.notebook {
+        return export_notebook(db, &args);
     }
     let sql = if args.history {
         include_str!("../../sql/store/export_history.sql")
@@ -238,7 +248,12 @@ fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     if args.format == Format::Parquet {
-        bail!("--consensus is written as tsv, csv or json");
+        let Some(out) = &args.out else {
+            bail!("--format parquet needs --out FILE");
+        };
+        result.write_parquet(out)?;
+        eprintln!("wrote {} images to {}", result.rows.len(), out.display());
+        return Ok(ExitCode::SUCCESS);
     }
     match &args.out {
         Some(path) => {
@@ -258,6 +273,43 @@ fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
                 return Err(e).context("writing the consensus");
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    use crate::rate::formats::{Delimiter, ImageKey, ParsedRow, write_notebook};
+    let store = crate::store::Store::open(db, crate::store::Access::ReadOnly)?;
+    let rater = args.rater.clone().unwrap_or_default();
+    let keys = store.image_keys()?;
+    let mut rows: Vec<(String, ParsedRow)> = Vec::new();
+    for r in store
+        .ratings_in_force()?
+        .iter()
+        .filter(|r| r.rater == rater)
+    {
+        let (rating, grades_known) = crate::rate::labels::to_protocol(r);
+        let rel = keys
+            .get(&r.image_id)
+            .map(|k| k.rel_path.clone())
+            .unwrap_or_default();
+        let stem = crate::imaging::bids::stem(Path::new(&rel));
+        let mut row = ParsedRow::new(0, ImageKey::Path(stem), rating);
+        row.grades_known = grades_known;
+        rows.push((rel, row));
+    }
+    if rows.is_empty() {
+        bail!("rater {rater} has no rating in force");
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows: Vec<ParsedRow> = rows.into_iter().map(|(_, r)| r).collect();
+    let text = write_notebook(&rows, Delimiter::Tab)?;
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} ratings to {}", rows.len(), path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -147,3 +147,36 @@ fn a_rating_reported_saved_survives_sigkill() {
     );
     assert_eq!(stored, "code\naa\n");
 }
+
+#[test]
+fn notebook_import_then_export_gives_the_same_codes() {
+    let tmp = store(4);
+    let dir = tmp.path();
+    let input = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-01_FLAIR\tr\t4\n2\tsub-02_FLAIR\t\t1\n3\tsub-03_FLAIR\tzzd\t3\n";
+    std::fs::write(dir.join("nb.tsv"), input).expect("write");
+    ok(dir, &["ratings", "import", "nb.tsv", "--rater", "ann"]);
+    let out = ok(dir, &["ratings", "export", "--notebook", "--rater", "ann"]);
+    assert_eq!(out, input);
+    ok(
+        dir,
+        &[
+            "ratings",
+            "export",
+            "--consensus",
+            "--format",
+            "parquet",
+            "--out",
+            "c.parquet",
+        ],
+    );
+    let n = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) from read_parquet('c.parquet') where usable_decision = 'majority'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(n.lines().nth(1), Some("4"));
+}
