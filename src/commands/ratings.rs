@@ -169,6 +169,15 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let result = session.run(sql)?;
+    write_out(&result, &args, "ratings")
+}
+
+/// Writes a result to `--out` or standard output (a closed pipe is not an error).
+fn write_out(
+    result: &crate::query::ResultSet,
+    args: &ExportArgs,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
     match &args.out {
         Some(path) => {
             let mut file = std::fs::File::create(path)
@@ -176,7 +185,7 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
             result
                 .write(args.format, &mut file)
                 .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {} ratings to {}", result.rows.len(), path.display());
+            eprintln!("wrote {} {what} to {}", result.rows.len(), path.display());
         }
         None => {
             let stdout = std::io::stdout();
@@ -186,7 +195,7 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|_| lock.flush())
                 && e.kind() != std::io::ErrorKind::BrokenPipe
             {
-                return Err(e).context("writing the ratings");
+                return Err(e).context(format!("writing the {what}"));
             }
         }
     }
@@ -255,26 +264,7 @@ fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {} images to {}", result.rows.len(), out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    match &args.out {
-        Some(path) => {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            result.write(args.format, &mut file)?;
-            eprintln!("wrote {} images to {}", result.rows.len(), path.display());
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            if let Err(e) = result
-                .write(args.format, &mut lock)
-                .and_then(|_| lock.flush())
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                return Err(e).context("writing the consensus");
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    write_out(&result, args, "images")
 }
 
 fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
