@@ -97,41 +97,11 @@ pub enum PreprocessError {
 /// Axis codes ('R'/'L', 'A'/'P', 'S'/'I') of the voxel axes, as nibabel's `aff2axcodes`.
 pub fn axis_codes(affine: &[[f64; 4]; 4]) -> [char; 3] {
     let mut codes = ['?'; 3];
-    let mut used = [false; 3];
-    // Greedy assignment of the largest remaining direction cosine matches nibabel for
-    // all but pathological (45 degree) obliquities.
-    for _ in 0..3 {
-        let mut best = (0.0, 0, 0);
-        for (voxel_axis, code) in codes.iter().enumerate() {
-            if *code != '?' {
-                continue;
-            }
-            let norm = (0..3)
-                .map(|r| affine[r][voxel_axis].powi(2))
-                .sum::<f64>()
-                .sqrt();
-            for (world_axis, taken) in used.iter().enumerate() {
-                let value = if norm > 0.0 {
-                    affine[world_axis][voxel_axis].abs() / norm
-                } else {
-                    0.0
-                };
-                if !taken && value > best.0 {
-                    best = (value, voxel_axis, world_axis);
-                }
-            }
-        }
-        let (_, voxel_axis, world_axis) = best;
-        let positive = affine[world_axis][voxel_axis] >= 0.0;
-        codes[voxel_axis] = match (world_axis, positive) {
-            (0, true) => 'R',
-            (0, false) => 'L',
-            (1, true) => 'A',
-            (1, false) => 'P',
-            (2, true) => 'S',
-            _ => 'I',
-        };
-        used[world_axis] = true;
+    for (slot, c) in codes
+        .iter_mut()
+        .zip(super::orientation::axis_codes(affine).chars())
+    {
+        *slot = c;
     }
     codes
 }
