@@ -10,11 +10,12 @@ use anyhow::{Context, bail};
 use super::train::{class_names, runs_dir};
 use crate::imaging::preprocess::TensorCache;
 use crate::model::data::Item;
-use crate::model::infer::{InferOptions, LogitsModel, Predictor, ScriptModel, predict_items};
+use crate::model::infer::{
+    InferOptions, LogitsModel, Prediction, Predictor, ScriptModel, predict_items,
+};
 use crate::model::preset::Preset;
 use crate::model::train::CheckpointState;
 use crate::report::agreement::Task;
-use crate::store::runs::PredictionRow;
 use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
@@ -112,25 +113,8 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for (item, result) in items.iter().zip(results) {
         let image_id: i64 = item.id.parse().context("image id")?;
-        rows.push(match result {
-            Ok(p) => PredictionRow {
-                image_id,
-                task: task.name().into(),
-                label: names.get(p.label).map(|s| s.to_string()),
-                probabilities: Some(p.probs.iter().map(|&x| f64::from(x)).collect()),
-                error: None,
-            },
-            Err(e) => {
-                failed += 1;
-                PredictionRow {
-                    image_id,
-                    task: task.name().into(),
-                    label: None,
-                    probabilities: None,
-                    error: Some(e.error),
-                }
-            }
-        });
+        failed += usize::from(result.is_err());
+        rows.push(Prediction::row(&result, image_id, task.name(), names));
     }
     store.save_predictions(&run_id, &rows)?;
     let seconds = started.elapsed().as_secs_f64();

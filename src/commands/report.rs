@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
+use crate::metrics::BootstrapConfig;
 use crate::report::agreement::{self, AgreementOptions};
+use crate::report::document::Document;
+use crate::report::model::{self, EvalSet, ModelOptions, Truth};
 use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +23,69 @@ pub struct ReportArgs {
 pub enum ReportKind {
     /// Agreement between raters, per task: every pair and all raters together.
     Agreement(AgreementArgs),
+    /// A trained run scored against the consensus or one rater: balanced accuracy and
+    /// AUC with bootstrap CIs, per-class metrics, confusion, per scanner, ROC and
+    /// reliability plots.
+    Model(ModelArgs),
+    /// Runs side by side: balanced accuracy per method and task with CIs, and every
+    /// method against the target-only baseline on the same images.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoringArgs {
+    /// Truth: `consensus` or a rater's name.
+    #[arg(long, default_value = "consensus")]
+    pub against: Truth,
+    /// Images scored: the run's held-out test subjects (default when the run has a
+    /// split), every image it did not learn labels from, or all (optimistic).
+    #[arg(long, value_enum)]
+    pub set: Option<EvalSet>,
+    /// Bootstrap replicates for the 95% CIs (subjects are resampled).
+    #[arg(long, default_value_t = 2000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print JSON instead of Markdown.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report with plots.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+impl ScoringArgs {
+    fn options(&self) -> ModelOptions {
+        ModelOptions {
+            against: self.against.clone(),
+            set: self.set,
+            bootstrap: BootstrapConfig {
+                replicates: self.bootstrap.max(1),
+                seed: self.seed,
+                ..BootstrapConfig::default()
+            },
+            figures: self.html.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// The run to score (see `cdwqc sql "select run_id from runs"`).
+    #[arg(long)]
+    pub run: String,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Runs to compare; `*` matches any text (`'demo-*'`).
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +107,55 @@ pub struct AgreementArgs {
 pub fn run(db: &Path, args: ReportArgs) -> anyhow::Result<ExitCode> {
     match args.kind {
         ReportKind::Agreement(a) => agreement_report(db, a),
+        ReportKind::Model(a) => model_report(db, a),
+        ReportKind::Compare(a) => compare_report(db, a),
     }
+}
+
+/// Markdown or JSON on standard output, and the HTML file when asked.
+fn emit(
+    json: impl serde::Serialize,
+    as_json: bool,
+    doc: &Document,
+    html: Option<&Path>,
+) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", doc.markdown());
+    }
+    if let Some(path) = html {
+        std::fs::write(path, doc.html()).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(db, Access::ReadOnly)?;
+    let report = model::build(&store, &args.run, &args.scoring.options())?;
+    let doc = model::document(&report);
+    emit(
+        &report,
+        args.scoring.json,
+        &doc,
+        args.scoring.html.as_deref(),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compare_report(db: &Path, args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(db, Access::ReadOnly)?;
+    let runs = model::resolve_runs(&store, &args.runs)?;
+    let comparison = model::compare(&store, &runs, &args.scoring.options())?;
+    let doc = model::compare_document(&comparison);
+    emit(
+        &comparison,
+        args.scoring.json,
+        &doc,
+        args.scoring.html.as_deref(),
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn agreement_report(db: &Path, args: AgreementArgs) -> anyhow::Result<ExitCode> {
@@ -54,14 +168,6 @@ fn agreement_report(db: &Path, args: AgreementArgs) -> anyhow::Result<ExitCode> 
         },
     )?;
     let doc = agreement::document(&report);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", doc.markdown());
-    }
-    if let Some(path) = &args.html {
-        std::fs::write(path, doc.html()).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
+    emit(&report, args.json, &doc, args.html.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }

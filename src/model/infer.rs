@@ -22,6 +22,32 @@ pub struct Prediction {
     pub label: usize,
 }
 
+impl Prediction {
+    /// The stored row of a prediction result, labels named in `classes` order.
+    pub fn row(
+        result: &Result<Prediction, PredictionError>,
+        image_id: i64,
+        task: &str,
+        classes: &[&str],
+    ) -> crate::store::runs::PredictionRow {
+        let (label, probabilities, error) = match result {
+            Ok(p) => (
+                classes.get(p.label).map(|s| s.to_string()),
+                Some(p.probs.iter().map(|&x| f64::from(x)).collect()),
+                None,
+            ),
+            Err(e) => (None, None, Some(e.error.clone())),
+        };
+        crate::store::runs::PredictionRow {
+            image_id,
+            task: task.to_string(),
+            label,
+            probabilities,
+            error,
+        }
+    }
+}
+
 /// An item that could not be predicted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionError {

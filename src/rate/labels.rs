@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::consensus::{ImageConsensus, LatestRating, consensus};
 use super::formats::quality_only;
 use crate::protocol::{Grade, Quality, Rating, RejectReason};
+use crate::report::agreement::Task;
 use crate::store::ratings::StoredRating;
 use crate::store::{Store, StoreError};
 
@@ -72,6 +73,19 @@ impl From<&ImageConsensus<i64>> for ImageLabels {
             motion: level(&c.motion),
             contrast: level(&c.contrast),
             noise: level(&c.noise),
+        }
+    }
+}
+
+impl ImageLabels {
+    /// The class index of the consensus label for a task, in `Task::categories` order.
+    pub fn class_of(&self, task: Task) -> Option<usize> {
+        match task {
+            Task::Usable => self.usable.map(|u| usize::from(!u)),
+            Task::Quality => self
+                .quality
+                .and_then(|q| task.categories().iter().position(|c| *c == q)),
+            Task::Gado => self.gado.map(usize::from),
         }
     }
 }

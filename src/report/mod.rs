@@ -3,6 +3,7 @@
 
 pub mod agreement;
 pub mod document;
+pub mod model;
 pub mod plots;
 
 use serde::Serialize;
@@ -16,6 +17,8 @@ pub enum ReportError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Input(String),
+    #[error("run {run} has no {task} predictions: run `cdwqc infer --run {run}`")]
+    NoPredictions { run: String, task: String },
 }
 
 /// One reported number: a value (with its 95% CI and standard error when the statistic
@@ -123,6 +126,16 @@ impl Figure {
     pub fn balance(title: String, labels: &[&str], counts: &[u64]) -> Self {
         let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();
         let svg = plots::class_balance(&title, &labels, counts);
+        Self::new(title, svg)
+    }
+
+    pub fn roc(title: String, series: &[plots::RocSeries]) -> Self {
+        let svg = plots::roc_curves(&title, series);
+        Self::new(title, svg)
+    }
+
+    pub fn reliability(title: String, bins: &[(f64, f64, u64)]) -> Self {
+        let svg = plots::reliability(&title, bins);
         Self::new(title, svg)
     }
 }

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "queues",
         sql: include_str!("../../sql/migrations/003_queues.sql"),
     },
+    Migration {
+        version: 4,
+        name: "image_scanners",
+        sql: include_str!("../../sql/migrations/004_image_scanners.sql"),
+    },
 ];
 
 /// The schema version this build writes.

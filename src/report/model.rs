@@ -1,0 +1,1322 @@
+//! The model report: a run's stored predictions scored against the consensus or one
+//! rater, overall and per scanner, with subject-level bootstrap intervals; and the
+//! comparison of several runs side by side (the ablation table).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::agreement::Task;
+use super::plots::RocSeries;
+use super::{Figure, ReportError, Value};
+use crate::metrics::{
+    BootstrapConfig, ConfusionMatrix, Estimate, MetricError, Undefined, ZeroDivision,
+    bootstrap_percentile, roc_auc, roc_auc_one_vs_rest, roc_curve,
+};
+use crate::rate::labels::image_labels;
+use crate::store::Store;
+
+pub const MODEL_SCHEMA: &str = "cdwqc.model/1";
+pub const COMPARE_SCHEMA: &str = "cdwqc.compare/1";
+
+/// What predictions are scored against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Truth {
+    /// The consensus label of each image (the labels training uses).
+    Consensus,
+    /// One rater's labels in force.
+    Rater(String),
+}
+
+impl std::str::FromStr for Truth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" => Err("give `consensus` or a rater's name".into()),
+            "consensus" => Ok(Truth::Consensus),
+            name => Ok(Truth::Rater(name.to_string())),
+        }
+    }
+}
+
+impl Truth {
+    pub fn name(&self) -> String {
+        match self {
+            Truth::Consensus => "consensus".into(),
+            Truth::Rater(r) => format!("rater {r}"),
+        }
+    }
+}
+
+/// Which predicted images a report scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSet {
+    /// The held-out test subjects of the run's split.
+    Test,
+    /// Every image the run did not learn labels from: test, unlabelled, and images
+    /// predicted by `infer` that were not in the split.
+    Unseen,
+    /// Every predicted image with a truth label, training images included (optimistic).
+    All,
+}
+
+impl EvalSet {
+    fn includes(self, set: Option<&str>) -> bool {
+        match self {
+            EvalSet::Test => set == Some("test"),
+            EvalSet::Unseen => matches!(set, None | Some("test") | Some("unlabelled")),
+            EvalSet::All => true,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            EvalSet::Test => "held-out test subjects of the run's split",
+            EvalSet::Unseen => {
+                "images the run did not learn labels from (test, unlabelled, not in the split)"
+            }
+            EvalSet::All => {
+                "every predicted image with a truth label, training images included (optimistic)"
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub against: Truth,
+    /// `None`: the test set when the run has a split, otherwise every prediction.
+    pub set: Option<EvalSet>,
+    pub bootstrap: BootstrapConfig,
+    /// Draw the SVG plots (HTML output).
+    pub figures: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            against: Truth::Consensus,
+            set: None,
+            bootstrap: BootstrapConfig::default(),
+            figures: true,
+        }
+    }
+}
+
+/// The stored facts of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub kind: Option<String>,
+    pub method: Option<String>,
+    pub preset: Option<String>,
+    pub status: Option<String>,
+    pub split_id: Option<String>,
+    pub git_commit: Option<String>,
+    pub label_snapshot: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// One-vs-rest metrics of one class.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassRow {
+    pub class: String,
+    pub support: u64,
+    pub sensitivity: Value,
+    pub specificity: Value,
+    pub precision: Value,
+    pub f1: Value,
+}
+
+/// The scores of one set of predictions against their truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub images: u64,
+    pub subjects: u64,
+    /// With its subject-level percentile bootstrap 95% CI.
+    pub balanced_accuracy: Value,
+    pub balanced_accuracy_adjusted: Value,
+    pub accuracy: Value,
+    pub macro_f1: Value,
+    pub mcc: Value,
+    /// Binary tasks: the second class (reject, gado) as positive; quality: one-vs-rest
+    /// macro average. With its bootstrap 95% CI.
+    pub auc: Value,
+    /// Mean |accuracy - confidence| over 10 confidence bins, weighted by bin size.
+    pub expected_calibration_error: Value,
+    pub per_class: Vec<ClassRow>,
+    /// Rows: truth, columns: prediction, in category order.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScannerEvaluation {
+    pub scanner: String,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootstrapInfo {
+    pub replicates: usize,
+    pub seed: u64,
+    pub confidence: f64,
+    /// What is resampled.
+    pub unit: &'static str,
+}
+
+impl From<&BootstrapConfig> for BootstrapInfo {
+    fn from(c: &BootstrapConfig) -> Self {
+        Self {
+            replicates: c.replicates,
+            seed: c.seed,
+            confidence: c.confidence,
+            unit: "subject",
+        }
+    }
+}
+
+/// One predicted image with its truth, as the evaluation sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub image_id: i64,
+    pub subject: String,
+    pub scanner: Option<String>,
+    pub truth: usize,
+    pub predicted: usize,
+    /// Class probabilities in category order.
+    pub probabilities: Vec<f64>,
+}
+
+/// The whole model report; its JSON form is versioned by `schema`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub schema: &'static str,
+    pub store: String,
+    pub run: RunInfo,
+    pub task: Task,
+    pub categories: Vec<String>,
+    pub against: String,
+    pub set: EvalSet,
+    pub set_description: &'static str,
+    pub bootstrap: BootstrapInfo,
+    /// Predictions stored for the run and task.
+    pub predictions: u64,
+    /// Images whose prediction failed (they have an error row).
+    pub failed: u64,
+    /// Predictions outside the evaluated set.
+    pub outside_set: u64,
+    /// Predictions in the set whose image has no truth label.
+    pub without_truth: u64,
+    pub overall: Evaluation,
+    /// Per scanner (vendor and field strength), when the set spans several.
+    pub by_scanner: Vec<ScannerEvaluation>,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+    #[serde(skip)]
+    pub figures: Vec<Figure>,
+}
+
+fn db(store: &Store) -> impl Fn(duckdb::Error) -> ReportError + '_ {
+    move |e| ReportError::Store(store.err(e))
+}
+
+fn run_info(store: &Store, run_id: &str) -> Result<Option<(RunInfo, Option<String>)>, ReportError> {
+    let mut stmt = store
+        .conn()
+        .prepare(include_str!("../../sql/store/model_report_run.sql"))
+        .map_err(db(store))?;
+    let mut rows = stmt.query(duckdb::params![run_id]).map_err(db(store))?;
+    let Some(r) = rows.next().map_err(db(store))? else {
+        return Ok(None);
+    };
+    let get = |i: usize| -> Result<Option<String>, ReportError> { r.get(i).map_err(db(store)) };
+    let info = RunInfo {
+        run_id: run_id.to_string(),
+        kind: get(1)?,
+        method: get(3)?,
+        preset: get(4)?,
+        status: get(5)?,
+        split_id: get(6)?,
+        git_commit: get(8)?,
+        label_snapshot: get(9)?,
+        started_at: get(10)?,
+        finished_at: get(11)?,
+    };
+    Ok(Some((info, get(2)?)))
+}
+
+fn parse_task(name: &str) -> Option<Task> {
+    Task::ALL.into_iter().find(|t| t.name() == name)
+}
+
+/// The tasks a run has predictions for (a TorchScript run has no run row).
+fn predicted_tasks(store: &Store, run_id: &str) -> Result<Vec<String>, ReportError> {
+    let mut stmt = store
+        .conn()
+        .prepare("SELECT DISTINCT task FROM predictions WHERE run_id = ? ORDER BY task")
+        .map_err(db(store))?;
+    let rows = stmt
+        .query_map(duckdb::params![run_id], |r| r.get::<_, String>(0))
+        .map_err(db(store))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db(store))
+}
+
+/// Truth class per image for a task.
+fn truth_labels(
+    store: &Store,
+    task: Task,
+    against: &Truth,
+) -> Result<HashMap<i64, usize>, ReportError> {
+    match against {
+        Truth::Consensus => Ok(image_labels(store)?
+            .into_iter()
+            .filter_map(|(id, l)| Some((id, l.class_of(task)?)))
+            .collect()),
+        Truth::Rater(rater) => {
+            let column = match task {
+                Task::Usable => 2,
+                Task::Quality => 3,
+                Task::Gado => 4,
+            };
+            let mut stmt = store
+                .conn()
+                .prepare(
+                    "SELECT image_id, rater, usable_label, quality_label, gado_label \
+                     FROM rater_labels WHERE rater = ?",
+                )
+                .map_err(db(store))?;
+            let rows = stmt
+                .query_map(duckdb::params![rater], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(column)?))
+                })
+                .map_err(db(store))?;
+            let mut out = HashMap::new();
+            let mut any = false;
+            for row in rows {
+                let (id, label) = row.map_err(db(store))?;
+                any = true;
+                if let Some(c) = label.and_then(|l| task.categories().iter().position(|c| *c == l))
+                {
+                    out.insert(id, c);
+                }
+            }
+            if !any {
+                return Err(ReportError::Input(format!(
+                    "rater {rater} has no rating in force (cdwqc raters list)"
+                )));
+            }
+            Ok(out)
+        }
+    }
+}
+
+struct PredictionRecord {
+    image_id: i64,
+    subject: String,
+    label: Option<String>,
+    probabilities: Option<String>,
+    error: Option<String>,
+    set: Option<String>,
+    scanner: Option<String>,
+}
+
+/// Builds the model report of one run.
+pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelReport, ReportError> {
+    let (run, task_name) = match run_info(store, run_id)? {
+        Some((info, task)) => (info, task),
+        None => {
+            let tasks = predicted_tasks(store, run_id)?;
+            if tasks.is_empty() {
+                return Err(ReportError::Input(format!(
+                    "no run {run_id} in the store (cdwqc sql \"select run_id, task, method, status from runs\")"
+                )));
+            }
+            let info = RunInfo {
+                run_id: run_id.to_string(),
+                ..RunInfo::default()
+            };
+            (info, tasks.into_iter().next())
+        }
+    };
+    let task = task_name
+        .as_deref()
+        .and_then(parse_task)
+        .ok_or_else(|| ReportError::Input(format!("run {run_id} has no known task")))?;
+    let set = opts.set.unwrap_or(if run.split_id.is_some() {
+        EvalSet::Test
+    } else {
+        EvalSet::All
+    });
+    if set != EvalSet::All && run.split_id.is_none() {
+        return Err(ReportError::Input(format!(
+            "run {run_id} has no data split, so it has no test set: use --set all"
+        )));
+    }
+    let truth = truth_labels(store, task, &opts.against)?;
+    let mut stmt = store
+        .conn()
+        .prepare(include_str!("../../sql/store/model_report_predictions.sql"))
+        .map_err(db(store))?;
+    let records = stmt
+        .query_map(duckdb::params![run_id, task.name(), run.split_id], |r| {
+            Ok(PredictionRecord {
+                image_id: r.get(0)?,
+                subject: r.get(1)?,
+                label: r.get(2)?,
+                probabilities: r.get(3)?,
+                error: r.get(4)?,
+                set: r.get(5)?,
+                scanner: r.get(6)?,
+            })
+        })
+        .map_err(db(store))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db(store))?;
+    if records.is_empty() {
+        return Err(ReportError::NoPredictions {
+            run: run_id.to_string(),
+            task: task.name().to_string(),
+        });
+    }
+    let categories = task.categories();
+    let (mut failed, mut outside_set, mut without_truth) = (0u64, 0u64, 0u64);
+    let mut samples = Vec::new();
+    for rec in &records {
+        if !set.includes(rec.set.as_deref()) {
+            outside_set += 1;
+            continue;
+        }
+        let (Some(label), Some(probs), None) = (&rec.label, &rec.probabilities, &rec.error) else {
+            failed += 1;
+            continue;
+        };
+        let probabilities: Vec<f64> = serde_json::from_str(probs).map_err(|e| {
+            ReportError::Input(format!(
+                "run {run_id}: probabilities of image {} are not a list of numbers ({probs}): {e}",
+                rec.image_id
+            ))
+        })?;
+        let Some(predicted) = categories.iter().position(|c| c == label) else {
+            return Err(ReportError::Input(format!(
+                "run {run_id}: image {} has label {label}, not one of {}",
+                rec.image_id,
+                categories.join(", ")
+            )));
+        };
+        if probabilities.len() != categories.len() {
+            return Err(ReportError::Input(format!(
+                "run {run_id}: image {} has {} probabilities for {} classes",
+                rec.image_id,
+                probabilities.len(),
+                categories.len()
+            )));
+        }
+        let Some(&truth) = truth.get(&rec.image_id) else {
+            without_truth += 1;
+            continue;
+        };
+        samples.push(Sample {
+            image_id: rec.image_id,
+            subject: rec.subject.clone(),
+            scanner: rec.scanner.clone(),
+            truth,
+            predicted,
+            probabilities,
+        });
+    }
+    let overall = evaluate(&samples, task, &opts.bootstrap);
+    let mut scanners: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    for s in &samples {
+        let name = s.scanner.clone().unwrap_or_else(|| "unknown".into());
+        scanners.entry(name).or_default().push(s.clone());
+    }
+    let by_scanner = if scanners.len() > 1 {
+        scanners
+            .into_iter()
+            .map(|(scanner, group)| ScannerEvaluation {
+                scanner,
+                evaluation: evaluate(&group, task, &opts.bootstrap),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut report = ModelReport {
+        schema: MODEL_SCHEMA,
+        store: store.path().display().to_string(),
+        run,
+        task,
+        categories: categories.iter().map(|c| c.to_string()).collect(),
+        against: opts.against.name(),
+        set,
+        set_description: set.describe(),
+        bootstrap: BootstrapInfo::from(&opts.bootstrap),
+        predictions: records.len() as u64,
+        failed,
+        outside_set,
+        without_truth,
+        overall,
+        by_scanner,
+        samples,
+        figures: Vec::new(),
+    };
+    if opts.figures {
+        report.figures = model_figures(&report);
+    }
+    Ok(report)
+}
+
+/// Sample indices grouped by subject, so a bootstrap resamples whole subjects.
+fn subject_groups(samples: &[Sample]) -> Vec<Vec<usize>> {
+    let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        by_subject.entry(s.subject.as_str()).or_default().push(i);
+    }
+    by_subject.into_values().collect()
+}
+
+fn confusion_of<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+    n_classes: usize,
+) -> Result<ConfusionMatrix, MetricError> {
+    let (truth, predicted): (Vec<usize>, Vec<usize>) =
+        samples.map(|s| (s.truth, s.predicted)).unzip();
+    ConfusionMatrix::from_indices(&truth, &predicted, n_classes)
+}
+
+fn balanced_accuracy<'a>(samples: impl Iterator<Item = &'a Sample>, k: usize) -> Estimate {
+    confusion_of(samples, k)?.balanced_accuracy()
+}
+
+fn auc<'a>(samples: impl Iterator<Item = &'a Sample>, k: usize) -> Estimate {
+    let samples: Vec<&Sample> = samples.collect();
+    if samples.is_empty() {
+        return Err(Undefined::EmptyInput.into());
+    }
+    if k == 2 {
+        let positive: Vec<bool> = samples.iter().map(|s| s.truth == 1).collect();
+        let scores: Vec<f64> = samples.iter().map(|s| s.probabilities[1]).collect();
+        roc_auc(&positive, &scores)
+    } else {
+        let truth: Vec<usize> = samples.iter().map(|s| s.truth).collect();
+        let scores: Vec<f64> = samples
+            .iter()
+            .flat_map(|s| s.probabilities.iter().copied())
+            .collect();
+        roc_auc_one_vs_rest(&truth, &scores, k).map(|a| a.macro_average)
+    }
+}
+
+/// A statistic with its subject-level bootstrap interval (no interval when the
+/// bootstrap itself is undefined).
+fn with_bootstrap<F>(
+    samples: &[Sample],
+    groups: &[Vec<usize>],
+    config: &BootstrapConfig,
+    statistic: F,
+) -> Value
+where
+    F: Fn(&mut dyn Iterator<Item = &Sample>) -> Estimate,
+{
+    let point = statistic(&mut samples.iter());
+    let value = match point {
+        Ok(v) => v,
+        Err(e) => return Value::undefined(&e),
+    };
+    let interval = bootstrap_percentile(groups.len(), config, |picked| {
+        let mut it = picked
+            .iter()
+            .flat_map(|&g| groups[g].iter().map(|&i| &samples[i]));
+        statistic(&mut it)
+    });
+    match interval {
+        Ok(ci) => Value::with_ci(value, (ci.lower, ci.upper), None),
+        Err(_) => Value::of(value),
+    }
+}
+
+/// Scores one set of samples.
+pub fn evaluate(samples: &[Sample], task: Task, config: &BootstrapConfig) -> Evaluation {
+    let k = task.categories().len();
+    let groups = subject_groups(samples);
+    let matrix = confusion_of(samples.iter(), k);
+    let from = |f: &dyn Fn(&ConfusionMatrix) -> Estimate| match &matrix {
+        Ok(m) => Value::from_estimate(f(m)),
+        Err(e) => Value::undefined(e),
+    };
+    let per_class = match &matrix {
+        Ok(m) if !samples.is_empty() => m
+            .per_class()
+            .into_iter()
+            .zip(task.categories())
+            .map(|(c, name)| ClassRow {
+                class: name.to_string(),
+                support: c.support,
+                sensitivity: Value::from_estimate(c.sensitivity),
+                specificity: Value::from_estimate(c.specificity),
+                precision: Value::from_estimate(c.precision),
+                f1: Value::from_estimate(c.f1),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Evaluation {
+        images: samples.len() as u64,
+        subjects: groups.len() as u64,
+        balanced_accuracy: with_bootstrap(samples, &groups, config, |it| balanced_accuracy(it, k)),
+        balanced_accuracy_adjusted: from(&|m| m.balanced_accuracy_adjusted()),
+        accuracy: from(&|m| m.accuracy()),
+        macro_f1: from(&|m| m.f1_macro(ZeroDivision::Zero)),
+        mcc: from(&|m| m.mcc()),
+        auc: with_bootstrap(samples, &groups, config, |it| auc(it, k)),
+        expected_calibration_error: calibration_error(samples),
+        per_class,
+        confusion: matrix.map(|m| m.rows()).unwrap_or_default(),
+    }
+}
+
+const CALIBRATION_BINS: usize = 10;
+
+fn bin_of(p: f64) -> usize {
+    ((p * CALIBRATION_BINS as f64) as usize).min(CALIBRATION_BINS - 1)
+}
+
+fn calibration_error(samples: &[Sample]) -> Value {
+    if samples.is_empty() {
+        return Value::undefined(&Undefined::EmptyInput.into());
+    }
+    let mut bins = vec![(0.0f64, 0.0f64, 0u64); CALIBRATION_BINS];
+    for s in samples {
+        let confidence = s.probabilities[s.predicted];
+        let b = &mut bins[bin_of(confidence)];
+        b.0 += confidence;
+        b.1 += f64::from(u8::from(s.truth == s.predicted));
+        b.2 += 1;
+    }
+    let n = samples.len() as f64;
+    Value::of(
+        bins.iter()
+            .filter(|b| b.2 > 0)
+            .map(|(conf, correct, _)| (correct - conf).abs() / n)
+            .sum(),
+    )
+}
+
+/// Reliability bins: for binary tasks P(second class) against its observed frequency,
+/// otherwise the top class's confidence against accuracy.
+fn reliability_bins(samples: &[Sample], k: usize) -> Vec<(f64, f64, u64)> {
+    let mut bins = vec![(0.0f64, 0.0f64, 0u64); CALIBRATION_BINS];
+    for s in samples {
+        let (p, hit) = if k == 2 {
+            (s.probabilities[1], s.truth == 1)
+        } else {
+            (s.probabilities[s.predicted], s.truth == s.predicted)
+        };
+        let b = &mut bins[bin_of(p)];
+        b.0 += p;
+        b.1 += f64::from(u8::from(hit));
+        b.2 += 1;
+    }
+    bins.into_iter()
+        .filter(|b| b.2 > 0)
+        .map(|(p, hit, n)| (p / n as f64, hit / n as f64, n))
+        .collect()
+}
+
+fn roc_series(samples: &[Sample], k: usize, name: &str) -> Vec<RocSeries> {
+    let classes: Vec<usize> = if k == 2 { vec![1] } else { (0..k).collect() };
+    classes
+        .into_iter()
+        .filter_map(|c| {
+            let positive: Vec<bool> = samples.iter().map(|s| s.truth == c).collect();
+            let scores: Vec<f64> = samples.iter().map(|s| s.probabilities[c]).collect();
+            let curve = roc_curve(&positive, &scores).ok()?;
+            Some(RocSeries {
+                name: if k == 2 {
+                    name.to_string()
+                } else {
+                    format!("{name} {}", c)
+                },
+                points: curve.fpr.into_iter().zip(curve.tpr).collect(),
+                auc: roc_auc(&positive, &scores).ok(),
+            })
+        })
+        .collect()
+}
+
+fn model_figures(r: &ModelReport) -> Vec<Figure> {
+    let task = r.task;
+    let k = r.categories.len();
+    let labels = task.categories();
+    let mut figures = vec![Figure::confusion(
+        format!("{} · {} vs {}", r.run.run_id, r.against, "prediction"),
+        labels,
+        &r.overall.confusion,
+        &r.against,
+        "prediction",
+    )];
+    let mut roc = roc_series(&r.samples, k, &r.run.run_id);
+    if k > 2 {
+        for (s, c) in roc.iter_mut().zip(labels) {
+            s.name = format!("{c} vs rest");
+        }
+    }
+    let roc_title = if k == 2 {
+        format!("{} · ROC, {} as positive", r.run.run_id, labels[1])
+    } else {
+        format!("{} · ROC, one vs rest", r.run.run_id)
+    };
+    figures.push(Figure::roc(roc_title, &roc));
+    figures.push(Figure::reliability(
+        if k == 2 {
+            format!("{} · reliability of P({})", r.run.run_id, labels[1])
+        } else {
+            format!("{} · reliability of the top class", r.run.run_id)
+        },
+        &reliability_bins(&r.samples, k),
+    ));
+    let mut balance = vec![0u64; k];
+    for s in &r.samples {
+        balance[s.truth] += 1;
+    }
+    figures.push(Figure::balance(
+        format!("{} · truth classes ({})", r.run.run_id, r.against),
+        labels,
+        &balance,
+    ));
+    figures
+}
+
+fn run_title(r: &ModelReport) -> String {
+    let mut parts = vec![r.task.name().to_string()];
+    if let Some(m) = &r.run.method {
+        parts.push(m.clone());
+    }
+    if let Some(p) = &r.run.preset {
+        parts.push(format!("preset {p}"));
+    }
+    parts.join(", ")
+}
+
+fn counts_text(r: &ModelReport) -> String {
+    format!(
+        "{} predictions stored: {} scored ({} subjects), {} outside the set, {} without a truth label, {} failed to load.",
+        r.predictions,
+        r.overall.images,
+        r.overall.subjects,
+        r.outside_set,
+        r.without_truth,
+        r.failed
+    )
+}
+
+/// The model report as a document for Markdown and HTML.
+pub fn document(r: &ModelReport) -> super::document::Document {
+    use super::document::Document;
+    let mut d = Document::new(format!(
+        "Model report · {} ({})",
+        r.run.run_id,
+        run_title(r)
+    ));
+    d.paragraph(format!(
+        "Store {} · truth: {} · set: {} · status {} · 95% CIs: percentile bootstrap over subjects, {} replicates, seed {}.",
+        r.store,
+        r.against,
+        r.set_description,
+        r.run.status.as_deref().unwrap_or("unknown"),
+        r.bootstrap.replicates,
+        r.bootstrap.seed
+    ));
+    d.paragraph(counts_text(r));
+    if r.overall.images == 0 {
+        d.paragraph(
+            "No prediction to score: the set is empty or its images have no truth label. Try `--set unseen` or `--set all`, or rate more images.",
+        );
+        return d;
+    }
+    let e = &r.overall;
+    let auc_name = if r.categories.len() == 2 {
+        format!("ROC AUC ({} as positive)", r.categories[1])
+    } else {
+        "ROC AUC (one vs rest, macro)".to_string()
+    };
+    d.table(
+        &["metric", "value"],
+        vec![
+            vec![
+                "balanced accuracy [95% CI]".into(),
+                e.balanced_accuracy.text(),
+            ],
+            vec![format!("{auc_name} [95% CI]"), e.auc.text()],
+            vec!["accuracy".into(), e.accuracy.text()],
+            vec![
+                "balanced accuracy, chance-adjusted".into(),
+                e.balanced_accuracy_adjusted.text(),
+            ],
+            vec!["macro F1".into(), e.macro_f1.text()],
+            vec!["MCC".into(), e.mcc.text()],
+            vec![
+                "expected calibration error".into(),
+                e.expected_calibration_error.text(),
+            ],
+        ],
+    );
+    d.heading(2, "Per class");
+    d.table(
+        &[
+            "class",
+            "support",
+            "sensitivity",
+            "specificity",
+            "precision",
+            "F1",
+        ],
+        e.per_class
+            .iter()
+            .map(|c| {
+                vec![
+                    c.class.clone(),
+                    c.support.to_string(),
+                    c.sensitivity.text(),
+                    c.specificity.text(),
+                    c.precision.text(),
+                    c.f1.text(),
+                ]
+            })
+            .collect(),
+    );
+    d.heading(2, "Confusion matrix (rows: truth, columns: prediction)");
+    let mut headers: Vec<&str> = vec!["truth \\ prediction"];
+    headers.extend(r.categories.iter().map(String::as_str));
+    d.table(
+        &headers,
+        r.categories
+            .iter()
+            .zip(&e.confusion)
+            .map(|(c, row)| {
+                std::iter::once(c.clone())
+                    .chain(row.iter().map(u64::to_string))
+                    .collect()
+            })
+            .collect(),
+    );
+    if !r.by_scanner.is_empty() {
+        d.heading(2, "Per scanner");
+        d.table(
+            &[
+                "scanner",
+                "images",
+                "balanced accuracy [95% CI]",
+                "AUC [95% CI]",
+            ],
+            r.by_scanner
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.scanner.clone(),
+                        s.evaluation.images.to_string(),
+                        s.evaluation.balanced_accuracy.text(),
+                        s.evaluation.auc.text(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    d.figures(r.figures.clone());
+    d
+}
+
+/// One run's row in a comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareRow {
+    pub run_id: String,
+    pub task: Task,
+    pub method: Option<String>,
+    pub status: Option<String>,
+    pub set: EvalSet,
+    pub images: u64,
+    pub subjects: u64,
+    pub balanced_accuracy: Value,
+    pub auc: Value,
+    pub macro_f1: Value,
+    pub mcc: Value,
+}
+
+/// A method's balanced accuracy minus the baseline's on the images both scored, with a
+/// paired subject-level bootstrap interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedDifference {
+    pub task: Task,
+    pub run_id: String,
+    pub method: Option<String>,
+    pub baseline_run_id: String,
+    pub baseline_method: String,
+    pub images: u64,
+    pub difference: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub schema: &'static str,
+    pub store: String,
+    pub against: String,
+    pub bootstrap: BootstrapInfo,
+    pub runs: Vec<CompareRow>,
+    /// Runs left out because they have no stored predictions.
+    pub without_predictions: Vec<String>,
+    /// Every method against `target-only` of the same task, where both were scored.
+    pub versus_baseline: Vec<PairedDifference>,
+    #[serde(skip)]
+    pub figures: Vec<Figure>,
+}
+
+/// The baseline every other method is compared with: trained on the target's
+/// labelled images alone.
+pub const BASELINE_METHOD: &str = "target-only";
+
+/// Methods in the order of the paper's ablation table.
+const METHOD_ORDER: [&str; 5] = [
+    "ssda",
+    "ssda-no-domain",
+    "finetune",
+    "target-only",
+    "source-only",
+];
+
+fn method_rank(m: Option<&str>) -> usize {
+    m.and_then(|m| METHOD_ORDER.iter().position(|x| *x == m))
+        .unwrap_or(METHOD_ORDER.len())
+}
+
+/// Run ids matching the given names; `*` matches any text (`demo-*`).
+pub fn resolve_runs(store: &Store, patterns: &[String]) -> Result<Vec<String>, ReportError> {
+    let mut stmt = store
+        .conn()
+        .prepare(
+            "SELECT run_id FROM runs WHERE kind = 'train' \
+             UNION SELECT DISTINCT run_id FROM predictions ORDER BY run_id",
+        )
+        .map_err(db(store))?;
+    let known = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(db(store))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db(store))?;
+    let mut out: Vec<String> = Vec::new();
+    for p in patterns {
+        let matched: Vec<&String> = known.iter().filter(|r| glob_match(p, r)).collect();
+        if matched.is_empty() {
+            return Err(ReportError::Input(format!(
+                "no run matches {p} (cdwqc sql \"select run_id, task, method, status from runs\")"
+            )));
+        }
+        for m in matched {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Compares runs: one row each, and every method against the target-only baseline.
+pub fn compare(
+    store: &Store,
+    run_ids: &[String],
+    opts: &ModelOptions,
+) -> Result<Comparison, ReportError> {
+    let quiet = ModelOptions {
+        figures: false,
+        ..opts.clone()
+    };
+    let mut reports = Vec::new();
+    let mut missing = Vec::new();
+    for id in run_ids {
+        match build(store, id, &quiet) {
+            Ok(r) => reports.push(r),
+            Err(ReportError::NoPredictions { run, .. }) => missing.push(run),
+            Err(e) => return Err(e),
+        }
+    }
+    reports.sort_by(|a, b| {
+        (
+            a.task.name(),
+            method_rank(a.run.method.as_deref()),
+            &a.run.run_id,
+        )
+            .cmp(&(
+                b.task.name(),
+                method_rank(b.run.method.as_deref()),
+                &b.run.run_id,
+            ))
+    });
+    let runs = reports
+        .iter()
+        .map(|r| CompareRow {
+            run_id: r.run.run_id.clone(),
+            task: r.task,
+            method: r.run.method.clone(),
+            status: r.run.status.clone(),
+            set: r.set,
+            images: r.overall.images,
+            subjects: r.overall.subjects,
+            balanced_accuracy: r.overall.balanced_accuracy.clone(),
+            auc: r.overall.auc.clone(),
+            macro_f1: r.overall.macro_f1.clone(),
+            mcc: r.overall.mcc.clone(),
+        })
+        .collect();
+    let mut versus_baseline = Vec::new();
+    for base in reports
+        .iter()
+        .filter(|r| r.run.method.as_deref() == Some(BASELINE_METHOD))
+    {
+        for other in reports
+            .iter()
+            .filter(|r| r.task == base.task && r.run.run_id != base.run.run_id)
+        {
+            versus_baseline.push(paired_difference(other, base, &opts.bootstrap));
+        }
+    }
+    let figures = if opts.figures {
+        compare_figures(&reports)
+    } else {
+        Vec::new()
+    };
+    Ok(Comparison {
+        schema: COMPARE_SCHEMA,
+        store: store.path().display().to_string(),
+        against: opts.against.name(),
+        bootstrap: BootstrapInfo::from(&opts.bootstrap),
+        runs,
+        without_predictions: missing,
+        versus_baseline,
+        figures,
+    })
+}
+
+fn paired_difference(
+    run: &ModelReport,
+    base: &ModelReport,
+    config: &BootstrapConfig,
+) -> PairedDifference {
+    let k = run.categories.len();
+    let base_by_image: HashMap<i64, &Sample> =
+        base.samples.iter().map(|s| (s.image_id, s)).collect();
+    // Pairs of (run, baseline) samples of the same image and truth.
+    let pairs: Vec<(&Sample, &Sample)> = run
+        .samples
+        .iter()
+        .filter_map(|s| {
+            let b = base_by_image.get(&s.image_id)?;
+            (b.truth == s.truth).then_some((s, *b))
+        })
+        .collect();
+    let mut by_subject: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, (s, _)) in pairs.iter().enumerate() {
+        by_subject.entry(s.subject.as_str()).or_default().push(i);
+    }
+    let groups: Vec<Vec<usize>> = by_subject.into_values().collect();
+    let diff = |idx: &mut dyn Iterator<Item = usize>| -> Estimate {
+        let picked: Vec<usize> = idx.collect();
+        let a = balanced_accuracy(picked.iter().map(|&i| pairs[i].0), k)?;
+        let b = balanced_accuracy(picked.iter().map(|&i| pairs[i].1), k)?;
+        Ok(a - b)
+    };
+    let difference = match diff(&mut (0..pairs.len())) {
+        Err(e) => Value::undefined(&e),
+        Ok(point) => {
+            match bootstrap_percentile(groups.len(), config, |chosen| {
+                diff(&mut chosen.iter().flat_map(|&g| groups[g].iter().copied()))
+            }) {
+                Ok(ci) => Value::with_ci(point, (ci.lower, ci.upper), None),
+                Err(_) => Value::of(point),
+            }
+        }
+    };
+    PairedDifference {
+        task: run.task,
+        run_id: run.run.run_id.clone(),
+        method: run.run.method.clone(),
+        baseline_run_id: base.run.run_id.clone(),
+        baseline_method: BASELINE_METHOD.into(),
+        images: pairs.len() as u64,
+        difference,
+    }
+}
+
+fn compare_figures(reports: &[ModelReport]) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    for task in Task::ALL {
+        let of_task: Vec<&ModelReport> = reports.iter().filter(|r| r.task == task).collect();
+        if of_task.is_empty() || task.categories().len() != 2 {
+            continue;
+        }
+        let series: Vec<RocSeries> = of_task
+            .iter()
+            .flat_map(|r| {
+                let name = r.run.method.clone().unwrap_or_else(|| r.run.run_id.clone());
+                roc_series(&r.samples, 2, &name)
+            })
+            .collect();
+        if !series.is_empty() {
+            figures.push(Figure::roc(
+                format!(
+                    "{} · ROC by run, {} as positive",
+                    task.name(),
+                    task.categories()[1]
+                ),
+                &series,
+            ));
+        }
+    }
+    figures
+}
+
+/// What a paired difference says, in words.
+fn verdict(d: &PairedDifference) -> String {
+    match (d.difference.value, d.difference.ci95) {
+        (Some(_), Some([lo, _])) if lo > 0.0 => "better than target-only".into(),
+        (Some(_), Some([_, hi])) if hi < 0.0 => "worse than target-only".into(),
+        (Some(_), Some(_)) => "no difference shown (the interval includes 0)".into(),
+        (Some(_), None) => "no interval".into(),
+        (None, _) => "undefined".into(),
+    }
+}
+
+/// The comparison as a document: the ablation table (rows: methods, columns: tasks),
+/// every run, and each method against the target-only baseline.
+pub fn compare_document(c: &Comparison) -> super::document::Document {
+    use super::document::Document;
+    let mut d = Document::new("Model comparison");
+    d.paragraph(format!(
+        "Store {} · truth: {} · each run scored on its own set (column `set`) · 95% CIs: percentile bootstrap over subjects, {} replicates, seed {}.",
+        c.store, c.against, c.bootstrap.replicates, c.bootstrap.seed
+    ));
+    if !c.without_predictions.is_empty() {
+        d.paragraph(format!(
+            "Left out, no stored predictions (run `cdwqc infer --run RUN`): {}.",
+            c.without_predictions.join(", ")
+        ));
+    }
+    let tasks: Vec<Task> = Task::ALL
+        .into_iter()
+        .filter(|t| c.runs.iter().any(|r| r.task == *t))
+        .collect();
+    let mut methods: Vec<Option<String>> = Vec::new();
+    for r in &c.runs {
+        if !methods.contains(&r.method) {
+            methods.push(r.method.clone());
+        }
+    }
+    methods.sort_by_key(|m| method_rank(m.as_deref()));
+    let mut headers: Vec<String> = vec!["method".into()];
+    for t in &tasks {
+        headers.push(format!("{} balanced accuracy [95% CI]", t.name()));
+        headers.push(format!("{} AUC", t.name()));
+    }
+    let rows = methods
+        .iter()
+        .map(|m| {
+            let mut row = vec![m.clone().unwrap_or_else(|| "(none)".into())];
+            for t in &tasks {
+                let runs: Vec<&CompareRow> = c
+                    .runs
+                    .iter()
+                    .filter(|r| r.task == *t && &r.method == m)
+                    .collect();
+                let cell = |f: &dyn Fn(&CompareRow) -> String| {
+                    if runs.is_empty() {
+                        "-".to_string()
+                    } else {
+                        runs.iter().map(|r| f(r)).collect::<Vec<_>>().join("; ")
+                    }
+                };
+                row.push(cell(&|r| r.balanced_accuracy.text()));
+                row.push(cell(&|r| match r.auc.value {
+                    Some(v) => format!("{v:.3}"),
+                    None => "undefined".into(),
+                }));
+            }
+            row
+        })
+        .collect();
+    d.heading(2, "Balanced accuracy by method and task");
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    d.table(&header_refs, rows);
+    d.heading(2, "Runs");
+    d.table(
+        &[
+            "run",
+            "task",
+            "method",
+            "status",
+            "set",
+            "images (subjects)",
+            "balanced accuracy [95% CI]",
+            "AUC [95% CI]",
+            "macro F1",
+            "MCC",
+        ],
+        c.runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.run_id.clone(),
+                    r.task.name().into(),
+                    r.method.clone().unwrap_or_default(),
+                    r.status.clone().unwrap_or_default(),
+                    format!("{:?}", r.set).to_lowercase(),
+                    format!("{} ({})", r.images, r.subjects),
+                    r.balanced_accuracy.text(),
+                    r.auc.text(),
+                    r.macro_f1.text(),
+                    r.mcc.text(),
+                ]
+            })
+            .collect(),
+    );
+    if !c.versus_baseline.is_empty() {
+        d.heading(2, "Against the target-only baseline (paired, same images)");
+        d.table(
+            &[
+                "task",
+                "method",
+                "images",
+                "balanced accuracy difference [95% CI]",
+                "reading",
+            ],
+            c.versus_baseline
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.task.name().into(),
+                        p.method.clone().unwrap_or_else(|| p.run_id.clone()),
+                        p.images.to_string(),
+                        p.difference.text(),
+                        verdict(p),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    d.figures(c.figures.clone());
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(subject: &str, truth: usize, predicted: usize, p1: f64) -> Sample {
+        Sample {
+            image_id: 0,
+            subject: subject.into(),
+            scanner: None,
+            truth,
+            predicted,
+            probabilities: vec![1.0 - p1, p1],
+        }
+    }
+
+    #[test]
+    fn evaluation_matches_hand_counts_and_bootstraps_subjects() {
+        let samples = vec![
+            sample("a", 0, 0, 0.1),
+            sample("a", 0, 0, 0.2),
+            sample("b", 0, 1, 0.6),
+            sample("c", 1, 1, 0.9),
+            sample("d", 1, 0, 0.4),
+            sample("e", 1, 1, 0.7),
+        ];
+        let config = BootstrapConfig {
+            replicates: 200,
+            seed: 1,
+            confidence: 0.95,
+        };
+        let e = evaluate(&samples, Task::Usable, &config);
+        assert_eq!(e.images, 6);
+        assert_eq!(e.subjects, 5);
+        assert_eq!(e.confusion, vec![vec![2, 1], vec![1, 2]]);
+        let ba = e.balanced_accuracy.value.unwrap();
+        assert!((ba - (2.0 / 3.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        let [lo, hi] = e.balanced_accuracy.ci95.unwrap();
+        assert!(lo <= ba && ba <= hi && lo >= 0.0 && hi <= 1.0);
+        // 3 positives x 3 negatives: positive scores 0.9, 0.4, 0.7 vs 0.1, 0.2, 0.6.
+        let auc = e.auc.value.unwrap();
+        assert!((auc - 8.0 / 9.0).abs() < 1e-12, "{auc}");
+        assert_eq!(e.per_class[1].support, 3);
+        // The same seed gives the same interval.
+        let again = evaluate(&samples, Task::Usable, &config);
+        assert_eq!(again.balanced_accuracy.ci95, e.balanced_accuracy.ci95);
+    }
+
+    #[test]
+    fn empty_and_single_class_sets_are_undefined_not_invented() {
+        let config = BootstrapConfig {
+            replicates: 50,
+            ..BootstrapConfig::default()
+        };
+        let e = evaluate(&[], Task::Usable, &config);
+        assert!(e.balanced_accuracy.value.is_none());
+        assert!(e.auc.undefined.is_some());
+        let one_class = vec![sample("a", 0, 0, 0.1), sample("b", 0, 1, 0.8)];
+        let e = evaluate(&one_class, Task::Usable, &config);
+        assert!(e.auc.value.is_none(), "AUC needs both classes");
+        assert!(e.balanced_accuracy_adjusted.value.is_none());
+    }
+
+    #[test]
+    fn calibration_error_of_a_perfectly_calibrated_bin_is_zero() {
+        // Four images predicted with confidence 0.75, three right: calibrated.
+        let samples = vec![
+            sample("a", 1, 1, 0.75),
+            sample("b", 1, 1, 0.75),
+            sample("c", 1, 1, 0.75),
+            sample("d", 0, 1, 0.75),
+        ];
+        let ece = calibration_error(&samples).value.unwrap();
+        assert!(ece.abs() < 1e-12, "{ece}");
+        let bins = reliability_bins(&samples, 2);
+        assert_eq!(bins, vec![(0.75, 0.75, 4)]);
+    }
+
+    #[test]
+    fn globs_match_run_names() {
+        assert!(glob_match("demo-*", "demo-usable-ssda"));
+        assert!(glob_match("*-ssda", "demo-usable-ssda"));
+        assert!(glob_match("demo-*-ssda", "demo-usable-ssda"));
+        assert!(!glob_match("demo-*-ssda", "demo-usable-ssda-no-domain"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+    }
+
+    #[test]
+    fn truth_parses_consensus_or_a_rater() {
+        assert_eq!("consensus".parse::<Truth>(), Ok(Truth::Consensus));
+        assert_eq!("ana".parse::<Truth>(), Ok(Truth::Rater("ana".into())));
+        assert!("".parse::<Truth>().is_err());
+    }
+}
