@@ -7,19 +7,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::imaging::preprocess::TensorCache;
 use crate::metrics::ConfusionMatrix;
 use crate::model::data::Item;
-use crate::model::infer::{InferOptions, Predictor, predict_items};
+use crate::model::infer::{InferOptions, Prediction, Predictor, predict_items};
 use crate::model::preset::Preset;
 use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{
     Method, RunOptions, TrainConfig, TrainData, TrainEvent, TrainStatus, train,
 };
-use crate::rate::labels::{ImageLabels, image_labels};
+use crate::rate::labels::image_labels;
 use crate::report::agreement::Task;
 use crate::store::runs::{EpochRow, NewRun, SplitRow};
 use crate::store::{Access, Store};
@@ -64,15 +67,18 @@ pub(crate) fn class_names(task: Task) -> &'static [&'static str] {
     task.categories()
 }
 
-/// The class index of an image's consensus label for a task.
-pub(crate) fn label_of(task: Task, l: &ImageLabels) -> Option<usize> {
-    match task {
-        Task::Usable => l.usable.map(|u| usize::from(!u)),
-        Task::Quality => l
-            .quality
-            .and_then(|q| ["good", "medium", "bad"].iter().position(|c| *c == q)),
-        Task::Gado => l.gado.map(usize::from),
+/// The batches of the current epoch, on a terminal only (logs get one line per epoch).
+fn epoch_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
     }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} batches, {per_sec}, eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 pub(crate) fn runs_dir() -> PathBuf {
@@ -89,18 +95,48 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let method: Method = args.method.parse()?;
-    let preset = if Path::new(&args.preset).is_file() {
-        Preset::from_file(Path::new(&args.preset))?
-    } else {
-        Preset::builtin(&args.preset)?
-    };
+pub fn run(db: &Path, mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads.max(1));
     let mut store = Store::open(db, Access::ReadWrite)?;
+    // A resumed run continues with the configuration it was started with.
+    let stored: Option<TrainConfig> = match &args.resume {
+        Some(run) => {
+            let Some(row) = store.run_row(run)? else {
+                bail!("no run {run} to resume (cdwqc sql \"select run_id, status from runs\")");
+            };
+            if let Some(task) = row
+                .task
+                .as_deref()
+                .and_then(|t| Task::ALL.into_iter().find(|x| x.name() == t))
+            {
+                args.task = task;
+            }
+            row.config
+                .as_deref()
+                .map(serde_json::from_str::<TrainConfig>)
+                .transpose()
+                .with_context(|| format!("reading the stored configuration of run {run}"))?
+        }
+        None => None,
+    };
+    let (method, preset) = match &stored {
+        Some(c) => (c.method, c.preset.clone()),
+        None => {
+            let method: Method = args.method.parse()?;
+            let preset = if Path::new(&args.preset).is_file() {
+                Preset::from_file(Path::new(&args.preset))?
+            } else {
+                Preset::builtin(&args.preset)?
+            };
+            (method, preset)
+        }
+    };
+    if let Some(c) = &stored {
+        args.seed = c.seed;
+    }
     let labels = image_labels(&store)?;
     let classes = class_names(args.task).len();
     let resume = args.resume.is_some();
@@ -112,9 +148,6 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
     let run_dir = runs_dir().join(&run_id);
     if !resume && store.run_row(&run_id)?.is_some() {
         bail!("run {run_id} exists already: give another --run NAME, or --resume {run_id}");
-    }
-    if resume && store.run_row(&run_id)?.is_none() {
-        bail!("no run {run_id} to resume (cdwqc sql \"select run_id, status from runs\")");
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
@@ -133,7 +166,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|img| {
             labels
                 .get(&img.image_id)
-                .and_then(|l| label_of(args.task, l))
+                .and_then(|l| l.class_of(args.task))
                 .map(|y| item(img, Some(y)))
         })
         .collect();
@@ -142,7 +175,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|img| {
             labels
                 .get(&img.image_id)
-                .and_then(|l| label_of(args.task, l))
+                .and_then(|l| l.class_of(args.task))
                 .map(|y| (img.image_id, img.subject.clone(), y))
         })
         .collect();
@@ -190,15 +223,21 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let mut config = TrainConfig::new(method, preset.clone(), classes, classes);
-    if let Some(e) = args.epochs {
-        config.epochs = e;
-        config.pretrain_epochs = e;
-    }
-    if let Some(lr) = args.learning_rate {
-        config.learning_rate = lr;
-    }
-    config.seed = args.seed;
+    let mut config = match stored {
+        Some(c) => c,
+        None => {
+            let mut config = TrainConfig::new(method, preset.clone(), classes, classes);
+            if let Some(e) = args.epochs {
+                config.epochs = e;
+                config.pretrain_epochs = e;
+            }
+            if let Some(lr) = args.learning_rate {
+                config.learning_rate = lr;
+            }
+            config.seed = args.seed;
+            config
+        }
+    };
     config.device = args.device.clone();
     let weights = run_dir.join(crate::model::train::BEST_WEIGHTS);
     if !resume {
@@ -273,15 +312,25 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         cache: Some(cache.clone()),
     };
     let mut store_error = None;
+    let bar = epoch_bar();
     let outcome = train(
         &config,
         &data,
         &options,
         &cancel,
         &mut |event| match event {
+            TrainEvent::Batch {
+                epoch,
+                batch,
+                batches,
+            } => {
+                bar.set_length(batches as u64);
+                bar.set_position(batch as u64);
+                bar.set_message(format!("epoch {epoch:>3}"));
+            }
             TrainEvent::Epoch(e) => {
                 let nan = |v: f64| v.is_finite().then_some(v);
-                println!(
+                bar.suspend(|| println!(
                     "epoch {:>3} [{:?}] loss {:.4} val loss {:.4} val BA {:.3} alpha {:.2} ({:.1} s){}",
                     e.epoch,
                     e.phase,
@@ -291,7 +340,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
                     e.alpha,
                     e.seconds,
                     if e.improved { " *" } else { "" }
-                );
+                ));
                 let row = EpochRow {
                     epoch: e.epoch as i32,
                     train_loss: nan(e.train_loss),
@@ -307,10 +356,13 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
                     store_error.get_or_insert(err);
                 }
             }
-            TrainEvent::ItemFailed { id, error } => eprintln!("image {id}: {error}"),
+            TrainEvent::ItemFailed { id, error } => {
+                bar.suspend(|| eprintln!("image {id}: {error}"));
+            }
             _ => {}
         },
     );
+    bar.finish_and_clear();
     if let Some(e) = store_error {
         return Err(e.into());
     }
@@ -342,12 +394,20 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         &mut |_, _| {},
     );
     let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    let names = class_names(args.task);
+    let mut rows = Vec::with_capacity(test_items.len());
     for (it, p) in test_items.iter().zip(&predictions) {
         if let (Some(y), Ok(p)) = (it.label, p) {
             truth.push(y);
             predicted.push(p.label);
         }
+        let Ok(image_id) = it.id.parse::<i64>() else {
+            continue;
+        };
+        rows.push(Prediction::row(p, image_id, args.task.name(), names));
     }
+    // The held-out predictions stay with the run, so `cdwqc report model` can score it.
+    store.save_predictions(&run_id, &rows)?;
     let test_ba = ConfusionMatrix::from_indices(&truth, &predicted, classes)
         .ok()
         .and_then(|m| m.balanced_accuracy().ok());
