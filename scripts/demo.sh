@@ -4,8 +4,8 @@
 # indexes it into a fresh store under demo/, imports the raters' ratings, writes the
 # inter-rater agreement report (Markdown here, HTML file beside the store), then trains
 # SSDA and its four baselines for both tasks on the consensus labels (the `demo`
-# preset: a 4 mm grid, so it fits in minutes on two CPU cores) and predicts every FLAIR
-# image with the SSDA model.
+# preset: a 4 mm grid, so it fits in minutes on two CPU cores), compares them with
+# 95% CIs, predicts every FLAIR image with the SSDA model and reports on it.
 #
 #   DEMO_T1=300 DEMO_FLAIR=250 DEMO_OTHER=50 ./scripts/demo.sh   # the full-size warehouse
 set -euo pipefail
@@ -62,22 +62,21 @@ for task in usable quality; do
   done
 done
 
-step "balanced accuracy on the held-out FLAIR test subjects"
-"$CDWQC" --db "$DB" sql "select task, method,
-    round(json_extract(metrics, '$.test_balanced_accuracy')::DOUBLE, 3) as test_ba,
-    json_extract(metrics, '$.test_images')::INT as test_images,
-    round(json_extract(metrics, '$.best_val_balanced_accuracy')::DOUBLE, 3) as val_ba,
-    json_extract(metrics, '$.best_epoch')::INT as best_epoch
-  from runs where kind = 'train' order by task, test_ba desc" --format table
+step "methods compared on the held-out FLAIR test subjects, 95% CIs (cdwqc report compare)"
+"$CDWQC" --db "$DB" report compare 'demo-*' --html "$DEMO/comparison.html"
 
 step "predicting every FLAIR image with the SSDA usable model"
 "$CDWQC" --db "$DB" infer --run demo-usable-ssda --sequence FLAIR
 "$CDWQC" --db "$DB" sql "select p.label as predicted, count(*) as images
   from predictions p where run_id = 'demo-usable-ssda' group by all order by all" --format table
 
+step "the SSDA usable model in detail (cdwqc report model)"
+"$CDWQC" --db "$DB" report model --run demo-usable-ssda --html "$DEMO/model_usable_ssda.html"
+
 step "done"
 echo "store:      $DB"
-echo "report:     $DEMO/agreement_flair.html (open in a browser, works offline)"
+echo "reports:    $DEMO/agreement_flair.html, $DEMO/comparison.html, $DEMO/model_usable_ssda.html"
+echo "            (open in a browser, they work offline)"
 echo "montage:    $DEMO/montage.png (previews per artefact class and grade)"
 echo "consensus:  $CDWQC --db $DB ratings export --consensus --format tsv"
 echo "dashboard:  $CDWQC --db $DB tui            (or: tui --rater NAME to rate)"
