@@ -16,6 +16,7 @@ use crate::store::ratings::NewRating;
 
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::parse_code;
+use super::reports::{ReportsData, ReportsState};
 
 /// Rows fetched per page of the image list.
 pub const PAGE_SIZE: usize = 200;
@@ -46,6 +47,10 @@ pub enum Request {
         image_id: i64,
         path: String,
     },
+    /// The agreement report and the comparison of every run.
+    Reports,
+    /// Both reports as HTML files beside the store.
+    ExportReports,
 }
 
 impl Request {
@@ -57,6 +62,8 @@ impl Request {
             Request::Detail { image_id, .. } => format!("detail:{image_id}"),
             Request::RateWork { .. } => "rate".into(),
             Request::Volume { image_id, .. } => format!("volume:{image_id}"),
+            Request::Reports => "reports".into(),
+            Request::ExportReports => "export-reports".into(),
         }
     }
 }
@@ -95,6 +102,9 @@ pub enum Response {
         image_id: i64,
         result: Result<Arc<LoadedVolume>, String>,
     },
+    Reports(Result<Arc<ReportsData>, String>),
+    /// The files an export wrote.
+    Exported(Result<Vec<std::path::PathBuf>, String>),
 }
 
 impl Response {
@@ -105,6 +115,8 @@ impl Response {
             Response::Detail { image_id, .. } => format!("detail:{image_id}"),
             Response::RateWork(_) => "rate".into(),
             Response::Volume { image_id, .. } => format!("volume:{image_id}"),
+            Response::Reports(_) => "reports".into(),
+            Response::Exported(_) => "export-reports".into(),
         }
     }
 }
@@ -226,6 +238,7 @@ pub struct App {
     pub details: HashMap<i64, Result<Arc<Detail>, String>>,
     pub viewer: ViewerState,
     pub rate: RateState,
+    pub reports: ReportsState,
     in_flight: HashSet<String>,
 }
 
@@ -243,6 +256,7 @@ impl App {
             details: HashMap::new(),
             viewer: ViewerState::default(),
             rate: RateState::default(),
+            reports: ReportsState::default(),
             in_flight: HashSet::new(),
         }
     }
@@ -352,6 +366,7 @@ impl App {
                 self.dashboard = None;
                 self.images.page = None;
                 self.details.clear();
+                self.reports.data = None;
                 if self.rate.code.is_empty() {
                     self.rate.work = None;
                     self.rate.index = 0;
@@ -457,6 +472,16 @@ impl App {
                 None => self.message = "rating needs --rater NAME".into(),
             },
             Action::ReviewLater => self.rate.review_later = !self.rate.review_later,
+            Action::CycleTask => self.reports.next_task(),
+            Action::ExportReports => {
+                if self.blind() {
+                    self.message = "reports are hidden in blind rating mode".into();
+                } else if !self.reports.exporting {
+                    self.reports.exporting = true;
+                    self.message = "writing the HTML reports…".into();
+                    self.fetch(Request::ExportReports, effects);
+                }
+            }
             Action::NextImage | Action::PrevImage => {
                 let forward = action == Action::NextImage;
                 if self.view == View::Viewer {
@@ -650,6 +675,22 @@ impl App {
                 }
                 self.details.insert(image_id, result);
             }
+            Response::Reports(result) => self.reports.data = Some(result),
+            Response::Exported(result) => {
+                self.reports.exporting = false;
+                self.message = match result {
+                    Ok(files) if files.is_empty() => "nothing to export".into(),
+                    Ok(files) => format!(
+                        "wrote {}",
+                        files
+                            .iter()
+                            .map(|f| f.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Err(err) => format!("export failed: {err}"),
+                };
+            }
             Response::RateWork(result) => match result {
                 Ok(work) => {
                     self.rate.from_queue = work.from_queue;
@@ -727,6 +768,9 @@ impl App {
         }
         if self.view == View::Viewer {
             self.request_volume(effects);
+        }
+        if self.view == View::Reports && self.reports.data.is_none() && !self.blind() {
+            self.fetch(Request::Reports, effects);
         }
         if self.view == View::Rate {
             if let Some(rater) = self.rater.clone()

@@ -2,7 +2,7 @@
 //! overridable from `~/.config/cdwqc/keys.toml` or the file named by `$CDWQC_KEYS`.
 //!
 //! The file maps action names to keys, per section (`global`, `dashboard`, `images`,
-//! `viewer`, `rate`), e.g. `[rate]` / `save = "enter"` / `undo = "ctrl-z"`.
+//! `viewer`, `rate`, `sql`, `reports`), e.g. `[rate]` / `save = "enter"` / `undo = "ctrl-z"`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,15 +31,17 @@ pub enum View {
     Viewer,
     Rate,
     Sql,
+    Reports,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Dashboard,
         View::Images,
         View::Viewer,
         View::Rate,
         View::Sql,
+        View::Reports,
     ];
 
     pub fn title(self) -> &'static str {
@@ -49,6 +51,7 @@ impl View {
             View::Viewer => "Viewer",
             View::Rate => "Rate",
             View::Sql => "SQL",
+            View::Reports => "Reports",
         }
     }
 
@@ -59,6 +62,7 @@ impl View {
             View::Viewer => "viewer",
             View::Rate => "rate",
             View::Sql => "sql",
+            View::Reports => "reports",
         }
     }
 }
@@ -102,6 +106,8 @@ pub enum Action {
     ReviewLater,
     NextImage,
     PrevImage,
+    CycleTask,
+    ExportReports,
 }
 
 impl Action {
@@ -148,6 +154,8 @@ impl Action {
             Action::ReviewLater => "review_later",
             Action::NextImage => "next_image",
             Action::PrevImage => "prev_image",
+            Action::CycleTask => "cycle_task",
+            Action::ExportReports => "export_reports",
         };
         name.to_string()
     }
@@ -295,6 +303,7 @@ impl Default for KeyMap {
             b(c('3'), Action::Show(View::Viewer), "viewer"),
             b(c('4'), Action::Show(View::Rate), "rate"),
             b(c('5'), Action::Show(View::Sql), "SQL"),
+            b(c('6'), Action::Show(View::Reports), "reports"),
             b(
                 KeyChord {
                     code: KeyCode::Char('l'),
@@ -382,6 +391,21 @@ impl Default for KeyMap {
             (View::Viewer, viewer),
             (View::Rate, rate),
             (View::Sql, Vec::new()),
+            (
+                View::Reports,
+                vec![
+                    b(
+                        c('t'),
+                        Action::CycleTask,
+                        "next task (usable, quality, gado)",
+                    ),
+                    b(
+                        c('e'),
+                        Action::ExportReports,
+                        "write the HTML reports beside the store",
+                    ),
+                ],
+            ),
         ]);
         Self { global, views }
     }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod keys;
 pub mod rate;
+pub mod reports;
 pub mod ui;
 
 use std::collections::VecDeque;
@@ -70,6 +71,8 @@ pub fn serve(store: &Store, request: Request) -> Response {
             image_id,
             result: load_viewer_volume(Path::new(&path)),
         },
+        Request::Reports => Response::Reports(reports::load(store).map(Arc::new)),
+        Request::ExportReports => Response::Exported(reports::export(store)),
     }
 }
 

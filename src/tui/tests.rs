@@ -361,7 +361,87 @@ fn ctrl_c_quits_from_any_view_and_search() {
 fn sql_placeholder_names_the_command() {
     let (_dir, mut store) = empty_store();
     let mut app = app(&mut store, None);
-    key(&mut app, &mut store, KeyCode::BackTab);
+    keys(&mut app, &mut store, "5");
     assert_eq!(app.view, View::Sql);
     insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+/// The filled store plus ann's ratings (so there is a rater pair) and two runs with
+/// held-out predictions: ssda and the target-only baseline.
+fn store_with_runs() -> (tempfile::TempDir, Store) {
+    let (dir, store) = filled_store();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO ratings (image_id, rater, usable, gado, motion, contrast, noise, code,
+                                  protocol_version, source, rated_at, saved_at)
+             SELECT i, 'ann', i NOT IN (2, 3), false, 0, 0, 0, CASE WHEN i IN (2, 3) THEN 'r' ELSE '' END,
+                    '1', 'test', '2026-01-02 11:00:00+00', '2026-01-02 11:00:00+00'
+             FROM range(1, 6) t(i);
+             INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at)
+             VALUES ('u-ssda', 'train', 'usable', 'ssda', 'completed', 'u-ssda', '2026-01-04 09:00:00+00'),
+                    ('u-target', 'train', 'usable', 'target-only', 'completed', 'u-target', '2026-01-04 10:00:00+00');
+             INSERT INTO splits SELECT s.run, i, '0' || (i % 3 + 1), 'target', 'test', NULL
+             FROM range(1, 6) t(i), (VALUES ('u-ssda'), ('u-target')) s(run);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities)
+             SELECT 'u-ssda', i, 'usable', CASE WHEN i = 3 THEN 'reject' ELSE 'usable' END,
+                    CASE WHEN i = 3 THEN [0.2, 0.8] ELSE [0.9, 0.1] END
+             FROM range(1, 6) t(i);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities)
+             SELECT 'u-target', i, 'usable', 'usable', [0.7, 0.3] FROM range(1, 6) t(i);",
+        )
+        .expect("runs and predictions");
+    (dir, store)
+}
+
+fn open_reports(app: &mut App, store: &mut Store) {
+    keys(app, store, "6");
+    assert_eq!(app.view, View::Reports);
+}
+
+#[test]
+fn reports_empty_small() {
+    let (_dir, mut store) = empty_store();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn reports_agreement_and_models() {
+    let (_dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    let data = app.reports.data.clone().expect("loaded").expect("built");
+    let comparison = data.comparison.as_ref().expect("two runs with predictions");
+    assert_eq!(comparison.runs.len(), 2);
+    assert_eq!(comparison.runs[0].method.as_deref(), Some("ssda"));
+    insta::assert_snapshot!(screen(&app, 120, 30));
+    keys(&mut app, &mut store, "t");
+    insta::assert_snapshot!("reports_quality_small", screen(&app, 80, 24));
+}
+
+#[test]
+fn reports_are_hidden_in_blind_mode() {
+    let (_dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, Some("ann"));
+    open_reports(&mut app, &mut store);
+    assert!(app.reports.data.is_none(), "nothing computed while blind");
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("hidden in blind rating mode"), "{text}");
+    keys(&mut app, &mut store, "e");
+    assert!(app.message.contains("hidden"), "{}", app.message);
+}
+
+#[test]
+fn reports_export_writes_html_beside_the_store() {
+    let (dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    keys(&mut app, &mut store, "e");
+    assert!(app.message.starts_with("wrote "), "{}", app.message);
+    for name in ["agreement.html", "comparison.html"] {
+        let html = std::fs::read_to_string(dir.path().join("reports").join(name)).expect(name);
+        assert!(html.contains("<svg"), "{name} has plots");
+    }
 }

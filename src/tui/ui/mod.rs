@@ -4,6 +4,7 @@ mod dashboard;
 mod images;
 mod picture;
 mod rate;
+mod reports;
 mod viewer;
 
 use ratatui::Frame;
@@ -39,6 +40,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Viewer => viewer::draw(frame, body, app),
         View::Rate => rate::draw(frame, body, app),
         View::Sql => draw_sql(frame, body),
+        View::Reports => reports::draw(frame, body, app),
     }
     let who = match &app.rater {
         Some(r) => format!(" rater {r} (blind) "),

@@ -1,0 +1,223 @@
+//! The Reports view: inter-rater agreement and the model comparison for one task, as
+//! tables and a bar chart of balanced accuracy per run.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table};
+
+use super::empty;
+use crate::report::agreement::{AgreementReport, Task};
+use crate::report::model::Comparison;
+use crate::tui::app::App;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    if app.blind() {
+        return empty(
+            frame,
+            area,
+            "Reports",
+            "hidden in blind rating mode: other raters' labels and the models' predictions stay out of sight while rating",
+        );
+    }
+    let data = match &app.reports.data {
+        None => return empty(frame, area, "Reports", "computing the reports…"),
+        Some(Err(err)) => return empty(frame, area, "Reports", err),
+        Some(Ok(data)) => data,
+    };
+    let task = app.reports.task();
+    let [title, top, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Percentage(50),
+        Constraint::Percentage(50),
+    ])
+    .areas(area);
+    frame.render_widget(
+        Paragraph::new(Line::from(format!(
+            " task {} ({}) · t next task · e export HTML",
+            task.name(),
+            task.categories().join(" / ")
+        )))
+        .style(Style::new().add_modifier(Modifier::BOLD)),
+        title,
+    );
+    draw_agreement(frame, top, &data.agreement, task);
+    match &data.comparison {
+        None => empty(
+            frame,
+            bottom,
+            "Models",
+            "no run with predictions yet: run `cdwqc train` (it scores its held-out test subjects)",
+        ),
+        Some(c) => draw_models(frame, bottom, c, task),
+    }
+}
+
+fn header(cells: &[&'static str]) -> Row<'static> {
+    Row::new(cells.to_vec()).style(Style::new().add_modifier(Modifier::BOLD))
+}
+
+fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task: Task) {
+    let Some(t) = report.tasks.iter().find(|t| t.task == task) else {
+        return empty(frame, area, "Agreement", "no ratings yet");
+    };
+    if t.overall.ratings == 0 {
+        return empty(
+            frame,
+            area,
+            "Agreement",
+            "no ratings for this task yet: `cdwqc ratings import FILE --rater NAME`, or rate in the Rate view",
+        );
+    }
+    let [all, pairs] =
+        Layout::horizontal([Constraint::Length(40), Constraint::Fill(1)]).areas(area);
+    let o = &t.overall;
+    let rows = vec![
+        Row::new(vec!["images".to_string(), o.images.to_string()]),
+        Row::new(vec![
+            "rated by 2+".to_string(),
+            o.images_multiply_rated.to_string(),
+        ]),
+        Row::new(vec![
+            "agreement".to_string(),
+            o.percent_agreement_pairwise.text(),
+        ]),
+        Row::new(vec!["Fleiss' kappa".to_string(), o.fleiss_kappa.text()]),
+        Row::new(vec![
+            "Krippendorff".to_string(),
+            o.krippendorff_alpha.text(),
+        ]),
+        Row::new(vec!["Gwet's AC1".to_string(), o.gwet_ac1.text()]),
+    ];
+    frame.render_widget(
+        Table::new(rows, [Constraint::Length(14), Constraint::Fill(1)])
+            .block(Block::bordered().title(format!(" Agreement, {} raters ", report.raters.len()))),
+        all,
+    );
+    if t.pairs.is_empty() {
+        return empty(
+            frame,
+            pairs,
+            "Rater pairs",
+            "no two raters share an image yet",
+        );
+    }
+    let rows = t.pairs.iter().map(|p| {
+        Row::new(vec![
+            format!("{} · {}", p.rater_a, p.rater_b),
+            p.n.to_string(),
+            p.kappa.text(),
+            p.human_balanced_accuracy
+                .value
+                .map_or("-".into(), |v| format!("{v:.3}")),
+        ])
+    });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(1),
+                Constraint::Length(5),
+                Constraint::Length(22),
+                Constraint::Length(6),
+            ],
+        )
+        .header(header(&["pair", "n", "kappa [95% CI]", "BA"]))
+        .block(Block::bordered().title(format!(" Rater pairs ({} kappa) ", t.kappa_weighting))),
+        pairs,
+    );
+}
+
+fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
+    let runs: Vec<_> = c.runs.iter().filter(|r| r.task == task).collect();
+    if runs.is_empty() {
+        return empty(
+            frame,
+            area,
+            "Models",
+            &format!(
+                "no {} run with predictions: `cdwqc train --task {}`",
+                task.name(),
+                task.name()
+            ),
+        );
+    }
+    let [table, chart] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
+    let rows = runs.iter().map(|r| {
+        let vs_baseline = c
+            .versus_baseline
+            .iter()
+            .find(|p| p.run_id == r.run_id)
+            .map_or(String::new(), |p| p.difference.text());
+        Row::new(vec![
+            r.method.clone().unwrap_or_else(|| r.run_id.clone()),
+            r.images.to_string(),
+            r.balanced_accuracy.text(),
+            r.auc.value.map_or("-".into(), |v| format!("{v:.3}")),
+            vs_baseline,
+        ])
+    });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(1),
+                Constraint::Length(4),
+                Constraint::Length(22),
+                Constraint::Length(5),
+                Constraint::Length(24),
+            ],
+        )
+        .header(header(&[
+            "method",
+            "n",
+            "BA [95% CI]",
+            "AUC",
+            "vs target-only",
+        ]))
+        .block(Block::bordered().title(format!(
+            " Models on {} ({}) ",
+            c.runs.first().map_or("test", |r| match r.set {
+                crate::report::model::EvalSet::Test => "held-out test subjects",
+                crate::report::model::EvalSet::Unseen => "unseen images",
+                crate::report::model::EvalSet::All => "all predicted images",
+            }),
+            c.against
+        ))),
+        table,
+    );
+    let bars: Vec<Bar> = runs
+        .iter()
+        .map(|r| {
+            let value = r.balanced_accuracy.value.unwrap_or(0.0);
+            let label = r.method.clone().unwrap_or_else(|| r.run_id.clone());
+            Bar::default()
+                .value((value * 100.0).round() as u64)
+                .text_value(format!("{value:.2}"))
+                .label(Line::from(short(&label)))
+        })
+        .collect();
+    frame.render_widget(
+        BarChart::default()
+            .block(Block::bordered().title(" Balanced accuracy "))
+            .data(BarGroup::default().bars(&bars))
+            .bar_width(5)
+            .bar_gap(1)
+            .max(100),
+        chart,
+    );
+}
+
+/// Method names fit under a five-column bar.
+fn short(name: &str) -> String {
+    match name {
+        "ssda" => "SSDA".into(),
+        "target-only" => "tgt".into(),
+        "source-only" => "src".into(),
+        "finetune" => "fine".into(),
+        "ssda-no-domain" => "noDom".into(),
+        other => other.chars().take(5).collect(),
+    }
+}
