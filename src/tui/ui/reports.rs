@@ -71,7 +71,7 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
         );
     }
     let [all, pairs] =
-        Layout::horizontal([Constraint::Length(40), Constraint::Fill(1)]).areas(area);
+        Layout::horizontal([Constraint::Length(38), Constraint::Fill(1)]).areas(area);
     let o = &t.overall;
     let rows = vec![
         Row::new(vec!["images".to_string(), o.images.to_string()]),
@@ -91,7 +91,7 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
         Row::new(vec!["Gwet's AC1".to_string(), o.gwet_ac1.text()]),
     ];
     frame.render_widget(
-        Table::new(rows, [Constraint::Length(14), Constraint::Fill(1)])
+        Table::new(rows, [Constraint::Length(13), Constraint::Fill(1)])
             .block(Block::bordered().title(format!(" Agreement, {} raters ", report.raters.len()))),
         all,
     );
@@ -103,28 +103,37 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
             "no two raters share an image yet",
         );
     }
+    // The human balanced accuracy column only where the pair names still fit.
+    let wide = pairs.width >= 52;
     let rows = t.pairs.iter().map(|p| {
-        Row::new(vec![
+        let mut cells = vec![
             format!("{} · {}", p.rater_a, p.rater_b),
             p.n.to_string(),
             p.kappa.text(),
-            p.human_balanced_accuracy
-                .value
-                .map_or("-".into(), |v| format!("{v:.3}")),
-        ])
+        ];
+        if wide {
+            cells.push(
+                p.human_balanced_accuracy
+                    .value
+                    .map_or("-".into(), |v| format!("{v:.3}")),
+            );
+        }
+        Row::new(cells)
     });
+    let mut widths = vec![
+        Constraint::Min(8),
+        Constraint::Length(4),
+        Constraint::Length(22),
+    ];
+    let mut headers = vec!["pair", "n", "kappa [95% CI]"];
+    if wide {
+        widths.push(Constraint::Length(6));
+        headers.push("BA");
+    }
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Fill(1),
-                Constraint::Length(5),
-                Constraint::Length(22),
-                Constraint::Length(6),
-            ],
-        )
-        .header(header(&["pair", "n", "kappa [95% CI]", "BA"]))
-        .block(Block::bordered().title(format!(" Rater pairs ({} kappa) ", t.kappa_weighting))),
+        Table::new(rows, widths)
+            .header(header(&headers))
+            .block(Block::bordered().title(format!(" Rater pairs ({} kappa) ", t.kappa_weighting))),
         pairs,
     );
 }
