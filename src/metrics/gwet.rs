@@ -15,16 +15,23 @@ pub enum AgreementWeights<'a> {
     Linear(&'a [f64]),
     /// `1 - (v_k - v_l)^2 / (v_max - v_min)^2`, one numeric value per declared category.
     Quadratic(&'a [f64]),
+    /// Bipolar weights `1 - d_kl / max d`, with `d_kl = (v_k - v_l)^2 / ((v_k + v_l - 2 v_min)
+    /// (2 v_max - v_k - v_l))` for `k != l` and `d_kk = 0`: disagreements near the middle of
+    /// the scale weigh more than the same distance near an end. One value per category.
+    Bipolar(&'a [f64]),
 }
 
 impl AgreementWeights<'_> {
-    fn matrix(self, q: usize) -> Estimate<Vec<f64>> {
+    /// The `q x q` weight matrix, row-major.
+    pub(crate) fn matrix(self, q: usize) -> Estimate<Vec<f64>> {
         let identity = |k: usize, l: usize| f64::from(u8::from(k == l));
         let values = match self {
             AgreementWeights::Identity => {
                 return Ok((0..q * q).map(|i| identity(i / q, i % q)).collect());
             }
-            AgreementWeights::Linear(values) | AgreementWeights::Quadratic(values) => values,
+            AgreementWeights::Linear(values)
+            | AgreementWeights::Quadratic(values)
+            | AgreementWeights::Bipolar(values) => values,
         };
         if values.len() != q {
             return Err(MetricError::invalid(
@@ -44,6 +51,9 @@ impl AgreementWeights<'_> {
                 "category values must be finite and not all equal",
             ));
         }
+        if let AgreementWeights::Bipolar(_) = self {
+            return bipolar_matrix(values, low, high);
+        }
         let quadratic = matches!(self, AgreementWeights::Quadratic(_));
         Ok((0..q * q)
             .map(|i| {
@@ -56,6 +66,29 @@ impl AgreementWeights<'_> {
             })
             .collect())
     }
+}
+
+/// Bipolar weights from category values spanning `[low, high]` (irrCAC `Weights.bipolar`).
+fn bipolar_matrix(values: &[f64], low: f64, high: f64) -> Estimate<Vec<f64>> {
+    let q = values.len();
+    let disagreement: Vec<f64> = (0..q * q)
+        .map(|i| {
+            let (a, b) = (values[i / q], values[i % q]);
+            if i / q == i % q {
+                0.0
+            } else {
+                (a - b).powi(2) / ((a + b - 2.0 * low) * (2.0 * high - a - b))
+            }
+        })
+        .collect();
+    let largest = disagreement.iter().copied().fold(0.0, f64::max);
+    if disagreement.iter().any(|d| !d.is_finite()) || largest <= 0.0 {
+        return Err(MetricError::invalid(
+            "weights",
+            "repeated extreme category values leave a bipolar weight undefined",
+        ));
+    }
+    Ok(disagreement.iter().map(|d| 1.0 - d / largest).collect())
 }
 
 /// A chance-corrected agreement coefficient with its inference.
@@ -434,5 +467,27 @@ mod tests {
         assert_eq!(quadratic[1], 1.0 - 1.0 / 9.0);
         assert!(AgreementWeights::Linear(&[1.0, 1.0]).matrix(2).is_err());
         assert!(AgreementWeights::Linear(&[1.0]).matrix(2).is_err());
+    }
+
+    #[test]
+    fn bipolar_weights_penalise_the_middle_of_the_scale() {
+        // Values 1..3: d(1,2) = d(2,3) = 1 / 3, d(1,3) = 4 / 4 = 1.
+        let matrix = AgreementWeights::Bipolar(&[1.0, 2.0, 3.0])
+            .matrix(3)
+            .unwrap();
+        assert_eq!(matrix[0], 1.0);
+        assert!((matrix[1] - 2.0 / 3.0).abs() < 1e-15);
+        assert_eq!(matrix[2], 0.0);
+        assert_eq!(matrix[1], matrix[3]);
+        // Two categories: the only disagreement gets weight 0.
+        assert_eq!(
+            AgreementWeights::Bipolar(&[0.0, 5.0]).matrix(2).unwrap(),
+            vec![1.0, 0.0, 0.0, 1.0]
+        );
+        assert!(
+            AgreementWeights::Bipolar(&[1.0, 1.0, 2.0])
+                .matrix(3)
+                .is_err()
+        );
     }
 }

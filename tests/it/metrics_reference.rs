@@ -15,12 +15,8 @@ use serde_json::Value;
 /// Key families deliberately not implemented, with the reason.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     // irrCAC-only variants. Implemented: AC1/AC2, Brennan-Prediger, generalised Fleiss and
-    // Gwet's Krippendorff estimator with identity, linear and quadratic weights. Not
-    // implemented: bipolar weights, Conger's kappa and the contingency-table estimators.
-    ("gwet_bipolar", "bipolar weights"),
-    ("fleiss_gwet_generalized_bipolar", "bipolar weights"),
-    ("krippendorff_alpha_irrCAC_bipolar", "bipolar weights"),
-    ("brennan_prediger_bipolar", "bipolar weights"),
+    // Gwet's Krippendorff estimator with identity, linear, quadratic and bipolar weights. Not
+    // implemented: Conger's kappa and the contingency-table estimators.
     ("conger_kappa_", "Conger's kappa"),
     ("irrCAC_table.", "irrCAC contingency-table estimators"),
     // Constant ratings with two declared categories: the chance agreement is 1, so the
@@ -328,6 +324,8 @@ fn compute(case: &Case<'_>, key: &str, call: &str) -> Option<Outcome> {
             AgreementWeights::Linear(&values)
         } else if call.contains("weights='quadratic'") {
             AgreementWeights::Quadratic(&values)
+        } else if call.contains("weights='bipolar'") {
+            AgreementWeights::Bipolar(&values)
         } else {
             AgreementWeights::Identity
         };
@@ -371,15 +369,19 @@ fn raw_coefficient_key(metric: &str) -> Option<(&'static str, &str)> {
         ("gwet_AC1.", "gwet"),
         ("gwet_AC2_linear.", "gwet"),
         ("gwet_AC2_quadratic.", "gwet"),
+        ("gwet_bipolar.", "gwet"),
         ("brennan_prediger_identity.", "bp"),
         ("brennan_prediger_linear.", "bp"),
         ("brennan_prediger_quadratic.", "bp"),
+        ("brennan_prediger_bipolar.", "bp"),
         ("fleiss_gwet_generalized_identity.", "fleiss"),
         ("fleiss_gwet_generalized_linear.", "fleiss"),
         ("fleiss_gwet_generalized_quadratic.", "fleiss"),
+        ("fleiss_gwet_generalized_bipolar.", "fleiss"),
         ("krippendorff_alpha_irrCAC_identity.", "krippendorff"),
         ("krippendorff_alpha_irrCAC_linear.", "krippendorff"),
         ("krippendorff_alpha_irrCAC_quadratic.", "krippendorff"),
+        ("krippendorff_alpha_irrCAC_bipolar.", "krippendorff"),
     ];
     FAMILIES
         .iter()
