@@ -284,7 +284,7 @@ fn raw_coefficient(
             (linearised - coefficient).powi(2)
         })
         .sum();
-    let (se, ci95) = interval(coefficient, squares, n);
+    let (se, ci95) = t_interval(coefficient, squares / (n as f64 * (n as f64 - 1.0)), n);
     Ok(AgreementCoefficient {
         coefficient,
         pa,
@@ -392,7 +392,7 @@ pub fn krippendorff_alpha_inference(
             (linearised - coefficient_prime).powi(2)
         })
         .sum();
-    let (se, ci95) = interval(coefficient, squares, n);
+    let (se, ci95) = t_interval(coefficient, squares / (n as f64 * (n as f64 - 1.0)), n);
     Ok(AgreementCoefficient {
         coefficient,
         pa,
@@ -403,17 +403,21 @@ pub fn krippendorff_alpha_inference(
     })
 }
 
-/// Standard error `sqrt(squares / (n (n - 1)))` and the t(n - 1) interval capped at 1.
-fn interval(coefficient: f64, squares: f64, n: usize) -> (Estimate, Estimate<(f64, f64)>) {
+/// Standard error `sqrt(variance)` and the t(n - 1) interval capped at 1; both undefined
+/// with fewer than two subjects. A variance negative by round-off counts as 0.
+pub(crate) fn t_interval(
+    coefficient: f64,
+    variance: f64,
+    n: usize,
+) -> (Estimate, Estimate<(f64, f64)>) {
     if n < 2 {
         return (
             Err(Undefined::ZeroVariance.into()),
             Err(Undefined::ZeroVariance.into()),
         );
     }
-    let n_f = n as f64;
-    let se = (squares / (n_f * (n_f - 1.0))).sqrt();
-    let ci = student_t_quantile(0.975, n_f - 1.0)
+    let se = variance.max(0.0).sqrt();
+    let ci = student_t_quantile(0.975, n as f64 - 1.0)
         .map(|t| (coefficient - t * se, (coefficient + t * se).min(1.0)))
         .ok_or_else(|| MetricError::from(Undefined::ZeroVariance));
     (Ok(se), ci)

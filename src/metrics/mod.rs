@@ -41,6 +41,7 @@
 mod agreement;
 mod bootstrap;
 mod classification;
+mod conger;
 mod distributions;
 mod gwet;
 mod krippendorff;
@@ -56,6 +57,7 @@ pub use classification::{
     ClassMetrics, ConfusionMatrix, OneVsRestAuc, RocCurve, ZeroDivision, roc_auc,
     roc_auc_one_vs_one_macro, roc_auc_one_vs_rest, roc_curve,
 };
+pub use conger::conger_kappa;
 pub use gwet::{
     AgreementCoefficient, AgreementWeights, brennan_prediger, fleiss_kappa_generalized, gwet_ac1,
     gwet_ac2, krippendorff_alpha_inference,

@@ -6,7 +6,7 @@ use std::path::Path;
 use cdwqc::metrics::{
     AgreementWeights, ConfusionMatrix, ContingencyTable, Level, MetricError, Ratings,
     SubjectCounts, Weighting, ZeroDivision, all_raters_agree, brennan_prediger, cohen_kappa,
-    fleiss_kappa, fleiss_kappa_generalized, gwet_ac2, krippendorff_alpha,
+    conger_kappa, fleiss_kappa, fleiss_kappa_generalized, gwet_ac2, krippendorff_alpha,
     krippendorff_alpha_inference, pairwise_agreement, percent_agreement, randolph_kappa, roc_auc,
     roc_auc_one_vs_one_macro, roc_auc_one_vs_rest, scott_pi,
 };
@@ -15,9 +15,8 @@ use serde_json::Value;
 /// Key families deliberately not implemented, with the reason.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     // irrCAC-only variants. Implemented: AC1/AC2, Brennan-Prediger, generalised Fleiss and
-    // Gwet's Krippendorff estimator with identity, linear, quadratic and bipolar weights. Not
-    // implemented: Conger's kappa and the contingency-table estimators.
-    ("conger_kappa_", "Conger's kappa"),
+    // Gwet's Krippendorff estimator, Conger's kappa, with identity, linear, quadratic and
+    // bipolar weights. Not implemented: the contingency-table estimators.
     ("irrCAC_table.", "irrCAC contingency-table estimators"),
     // Constant ratings with two declared categories: the chance agreement is 1, so the
     // whole result is undefined, its p_a included (irrCAC still prints p_a = 1).
@@ -313,7 +312,8 @@ fn compute(case: &Case<'_>, key: &str, call: &str) -> Option<Outcome> {
         )));
     } else if let Some((family, field)) = raw_coefficient_key(metric) {
         let declared = list_after(call, "categories=").expect("irrCAC call declares categories");
-        let counts = case.ratings_matrix("ratings", &declared).subject_counts();
+        let ratings = case.ratings_matrix("ratings", &declared);
+        let counts = ratings.subject_counts();
         // irrCAC weights use numeric category values, and ranks 1..q for strings.
         let values: Vec<f64> = declared
             .iter()
@@ -333,6 +333,7 @@ fn compute(case: &Case<'_>, key: &str, call: &str) -> Option<Outcome> {
             "gwet" => gwet_ac2(&counts, weights),
             "fleiss" => fleiss_kappa_generalized(&counts, weights),
             "krippendorff" => krippendorff_alpha_inference(&counts, weights),
+            "conger" => conger_kappa(&ratings, weights),
             _ => brennan_prediger(&counts, weights),
         };
         if field == "pa" && weights == AgreementWeights::Identity && family != "krippendorff" {
@@ -382,6 +383,10 @@ fn raw_coefficient_key(metric: &str) -> Option<(&'static str, &str)> {
         ("krippendorff_alpha_irrCAC_linear.", "krippendorff"),
         ("krippendorff_alpha_irrCAC_quadratic.", "krippendorff"),
         ("krippendorff_alpha_irrCAC_bipolar.", "krippendorff"),
+        ("conger_kappa_identity.", "conger"),
+        ("conger_kappa_linear.", "conger"),
+        ("conger_kappa_quadratic.", "conger"),
+        ("conger_kappa_bipolar.", "conger"),
     ];
     FAMILIES
         .iter()
