@@ -46,6 +46,7 @@ mod distributions;
 mod gwet;
 mod krippendorff;
 mod ratings;
+mod table_coefficients;
 mod undefined;
 
 pub use agreement::{
@@ -64,4 +65,5 @@ pub use gwet::{
 };
 pub use krippendorff::{Level, krippendorff_alpha};
 pub use ratings::{ContingencyTable, Ratings, SubjectCounts};
+pub use table_coefficients::{TableCoefficient, table_coefficient};
 pub use undefined::{Estimate, MetricError, Undefined};
