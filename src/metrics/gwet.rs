@@ -306,52 +306,24 @@ pub fn krippendorff_alpha_inference(
 ) -> Estimate<AgreementCoefficient> {
     let q = counts.n_categories();
     let weight = weights.matrix(q)?;
-    let pairable: Vec<(&[u32], f64)> = counts
-        .rows()
-        .filter_map(|row| {
-            let m: u32 = row.iter().sum();
-            (m >= 2).then_some((row, f64::from(m)))
-        })
-        .collect();
+    let PairableAgreement {
+        pairable,
+        agreement_sums,
+        mean_ratings,
+        pa_prime,
+        pa,
+    } = pairable_agreement(counts, &weight)?;
     let n = pairable.len();
-    if n == 0 {
-        return Err(Undefined::NoPairableUnit.into());
-    }
     let n_f = n as f64;
-    let total_ratings: f64 = pairable.iter().map(|(_, m)| m).sum();
-    let mean_ratings = total_ratings / n_f;
-    let epsilon = 1.0 / total_ratings;
-    let mut weighted = vec![0.0; q];
     let mut prevalence = vec![0.0; q];
-    let agreement_sums: Vec<f64> = pairable
-        .iter()
-        .map(|&(row, _)| {
-            for (k, slot) in weighted.iter_mut().enumerate() {
-                *slot = row
-                    .iter()
-                    .zip(&weight[k * q..(k + 1) * q])
-                    .map(|(&c, w)| w * f64::from(c))
-                    .sum();
-            }
-            for (pi, &c) in prevalence.iter_mut().zip(row) {
-                *pi += f64::from(c) / mean_ratings;
-            }
-            row.iter()
-                .zip(&weighted)
-                .map(|(&c, star)| f64::from(c) * (star - 1.0))
-                .sum()
-        })
-        .collect();
+    for &(row, _) in &pairable {
+        for (pi, &c) in prevalence.iter_mut().zip(row) {
+            *pi += f64::from(c) / mean_ratings;
+        }
+    }
     for pi in &mut prevalence {
         *pi /= n_f;
     }
-    let pa_prime = pairable
-        .iter()
-        .zip(&agreement_sums)
-        .map(|(&(_, m), sum)| sum / (mean_ratings * (m - 1.0)))
-        .sum::<f64>()
-        / n_f;
-    let pa = (1.0 - epsilon) * pa_prime + epsilon;
     let pe: f64 = (0..q)
         .map(|k| {
             prevalence[k]
@@ -400,6 +372,83 @@ pub fn krippendorff_alpha_inference(
         se,
         ci95,
         n_subjects: n,
+    })
+}
+
+/// Weighted observed agreement of Gwet's Krippendorff estimator,
+/// `pa = (1 - e) pa' + e` with `e = 1 / (total ratings)`, over the subjects with two or more
+/// ratings. It is defined even where the coefficient is not (chance agreement 1).
+pub fn krippendorff_observed_agreement(
+    counts: &SubjectCounts,
+    weights: AgreementWeights<'_>,
+) -> Estimate {
+    let weight = weights.matrix(counts.n_categories())?;
+    pairable_agreement(counts, &weight).map(|agreement| agreement.pa)
+}
+
+/// Per-subject weighted agreement of the subjects with two or more ratings.
+struct PairableAgreement<'c> {
+    /// Count rows of those subjects with their number of ratings.
+    pairable: Vec<(&'c [u32], f64)>,
+    /// `sum_k r_ik (r*_ik - 1)` per subject.
+    agreement_sums: Vec<f64>,
+    /// Mean number of ratings per pairable subject.
+    mean_ratings: f64,
+    /// Agreement before the small-sample correction.
+    pa_prime: f64,
+    /// `(1 - e) pa' + e`.
+    pa: f64,
+}
+
+fn pairable_agreement<'c>(
+    counts: &'c SubjectCounts,
+    weight: &[f64],
+) -> Estimate<PairableAgreement<'c>> {
+    let q = counts.n_categories();
+    let pairable: Vec<(&[u32], f64)> = counts
+        .rows()
+        .filter_map(|row| {
+            let m: u32 = row.iter().sum();
+            (m >= 2).then_some((row, f64::from(m)))
+        })
+        .collect();
+    let n = pairable.len();
+    if n == 0 {
+        return Err(Undefined::NoPairableUnit.into());
+    }
+    let n_f = n as f64;
+    let total_ratings: f64 = pairable.iter().map(|(_, m)| m).sum();
+    let mean_ratings = total_ratings / n_f;
+    let epsilon = 1.0 / total_ratings;
+    let mut weighted = vec![0.0; q];
+    let agreement_sums: Vec<f64> = pairable
+        .iter()
+        .map(|&(row, _)| {
+            for (k, slot) in weighted.iter_mut().enumerate() {
+                *slot = row
+                    .iter()
+                    .zip(&weight[k * q..(k + 1) * q])
+                    .map(|(&c, w)| w * f64::from(c))
+                    .sum();
+            }
+            row.iter()
+                .zip(&weighted)
+                .map(|(&c, star)| f64::from(c) * (star - 1.0))
+                .sum()
+        })
+        .collect();
+    let pa_prime = pairable
+        .iter()
+        .zip(&agreement_sums)
+        .map(|(&(_, m), sum)| sum / (mean_ratings * (m - 1.0)))
+        .sum::<f64>()
+        / n_f;
+    Ok(PairableAgreement {
+        pa: (1.0 - epsilon) * pa_prime + epsilon,
+        pairable,
+        agreement_sums,
+        mean_ratings,
+        pa_prime,
     })
 }
 

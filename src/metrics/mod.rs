@@ -61,7 +61,7 @@ pub use classification::{
 pub use conger::conger_kappa;
 pub use gwet::{
     AgreementCoefficient, AgreementWeights, brennan_prediger, fleiss_kappa_generalized, gwet_ac1,
-    gwet_ac2, krippendorff_alpha_inference,
+    gwet_ac2, krippendorff_alpha_inference, krippendorff_observed_agreement,
 };
 pub use krippendorff::{Level, krippendorff_alpha};
 pub use ratings::{ContingencyTable, Ratings, SubjectCounts};

@@ -8,20 +8,14 @@ use cdwqc::metrics::{
     AgreementWeights, ConfusionMatrix, ContingencyTable, Level, MetricError, Ratings,
     SubjectCounts, TableCoefficient, Weighting, ZeroDivision, all_raters_agree, brennan_prediger,
     cohen_kappa, conger_kappa, fleiss_kappa, fleiss_kappa_generalized, gwet_ac2,
-    krippendorff_alpha, krippendorff_alpha_inference, pairwise_agreement, percent_agreement,
-    randolph_kappa, roc_auc, roc_auc_one_vs_one_macro, roc_auc_one_vs_rest, scott_pi,
-    table_coefficient,
+    krippendorff_alpha, krippendorff_alpha_inference, krippendorff_observed_agreement,
+    pairwise_agreement, percent_agreement, randolph_kappa, roc_auc, roc_auc_one_vs_one_macro,
+    roc_auc_one_vs_rest, scott_pi, table_coefficient,
 };
 use serde_json::Value;
 
 /// Key families deliberately not implemented, with the reason.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    // Constant ratings with two declared categories: the chance agreement is 1, so the
-    // whole result is undefined, its p_a included (irrCAC still prints p_a = 1).
-    (
-        "irrCAC_q2.krippendorff_alpha_irrCAC_identity.pa",
-        "p_a of an undefined result",
-    ),
     // The API pairs each score column with its class index, so an unsorted
     // label list cannot mis-assign score columns: nothing to reject.
     ("pitfall_unsorted_labels.", "sklearn label-order error"),
@@ -339,18 +333,23 @@ fn compute(case: &Case<'_>, key: &str, call: &str) -> Option<Outcome> {
             "conger" => conger_kappa(&ratings, weights),
             _ => brennan_prediger(&counts, weights),
         };
-        if field == "pa" && weights == AgreementWeights::Identity && family != "krippendorff" {
-            // With identity weights p_a is the pairwise percent agreement, defined
-            // even where the coefficient is not (a single declared category).
-            let pairwise = pairwise_agreement(&counts);
-            if let (Ok(coefficient), Ok(pa)) = (&result, &pairwise) {
+        if field == "pa" && (weights == AgreementWeights::Identity || family == "krippendorff") {
+            // p_a is defined even where the coefficient is not (chance agreement 1): with
+            // identity weights it is the pairwise percent agreement, and Krippendorff's has
+            // its own function.
+            let observed = if family == "krippendorff" {
+                krippendorff_observed_agreement(&counts, weights)
+            } else {
+                pairwise_agreement(&counts)
+            };
+            if let (Ok(coefficient), Ok(pa)) = (&result, &observed) {
                 assert!(
                     (coefficient.pa - pa).abs() <= 1e-15,
-                    "pa {} vs pairwise {pa}",
+                    "pa {} vs separately computed {pa}",
                     coefficient.pa
                 );
             }
-            scalar(pairwise)
+            scalar(observed)
         } else {
             result.and_then(|g| match field {
                 "coefficient" => Ok(vec![g.coefficient]),
