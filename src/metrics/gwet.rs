@@ -15,16 +15,23 @@ pub enum AgreementWeights<'a> {
     Linear(&'a [f64]),
     /// `1 - (v_k - v_l)^2 / (v_max - v_min)^2`, one numeric value per declared category.
     Quadratic(&'a [f64]),
+    /// Bipolar weights `1 - d_kl / max d`, with `d_kl = (v_k - v_l)^2 / ((v_k + v_l - 2 v_min)
+    /// (2 v_max - v_k - v_l))` for `k != l` and `d_kk = 0`: disagreements near the middle of
+    /// the scale weigh more than the same distance near an end. One value per category.
+    Bipolar(&'a [f64]),
 }
 
 impl AgreementWeights<'_> {
-    fn matrix(self, q: usize) -> Estimate<Vec<f64>> {
+    /// The `q x q` weight matrix, row-major.
+    pub(crate) fn matrix(self, q: usize) -> Estimate<Vec<f64>> {
         let identity = |k: usize, l: usize| f64::from(u8::from(k == l));
         let values = match self {
             AgreementWeights::Identity => {
                 return Ok((0..q * q).map(|i| identity(i / q, i % q)).collect());
             }
-            AgreementWeights::Linear(values) | AgreementWeights::Quadratic(values) => values,
+            AgreementWeights::Linear(values)
+            | AgreementWeights::Quadratic(values)
+            | AgreementWeights::Bipolar(values) => values,
         };
         if values.len() != q {
             return Err(MetricError::invalid(
@@ -44,6 +51,9 @@ impl AgreementWeights<'_> {
                 "category values must be finite and not all equal",
             ));
         }
+        if let AgreementWeights::Bipolar(_) = self {
+            return bipolar_matrix(values, low, high);
+        }
         let quadratic = matches!(self, AgreementWeights::Quadratic(_));
         Ok((0..q * q)
             .map(|i| {
@@ -56,6 +66,29 @@ impl AgreementWeights<'_> {
             })
             .collect())
     }
+}
+
+/// Bipolar weights from category values spanning `[low, high]` (irrCAC `Weights.bipolar`).
+fn bipolar_matrix(values: &[f64], low: f64, high: f64) -> Estimate<Vec<f64>> {
+    let q = values.len();
+    let disagreement: Vec<f64> = (0..q * q)
+        .map(|i| {
+            let (a, b) = (values[i / q], values[i % q]);
+            if i / q == i % q {
+                0.0
+            } else {
+                (a - b).powi(2) / ((a + b - 2.0 * low) * (2.0 * high - a - b))
+            }
+        })
+        .collect();
+    let largest = disagreement.iter().copied().fold(0.0, f64::max);
+    if disagreement.iter().any(|d| !d.is_finite()) || largest <= 0.0 {
+        return Err(MetricError::invalid(
+            "weights",
+            "repeated extreme category values leave a bipolar weight undefined",
+        ));
+    }
+    Ok(disagreement.iter().map(|d| 1.0 - d / largest).collect())
 }
 
 /// A chance-corrected agreement coefficient with its inference.
@@ -251,7 +284,7 @@ fn raw_coefficient(
             (linearised - coefficient).powi(2)
         })
         .sum();
-    let (se, ci95) = interval(coefficient, squares, n);
+    let (se, ci95) = t_interval(coefficient, squares / (n as f64 * (n as f64 - 1.0)), n);
     Ok(AgreementCoefficient {
         coefficient,
         pa,
@@ -273,52 +306,24 @@ pub fn krippendorff_alpha_inference(
 ) -> Estimate<AgreementCoefficient> {
     let q = counts.n_categories();
     let weight = weights.matrix(q)?;
-    let pairable: Vec<(&[u32], f64)> = counts
-        .rows()
-        .filter_map(|row| {
-            let m: u32 = row.iter().sum();
-            (m >= 2).then_some((row, f64::from(m)))
-        })
-        .collect();
+    let PairableAgreement {
+        pairable,
+        agreement_sums,
+        mean_ratings,
+        pa_prime,
+        pa,
+    } = pairable_agreement(counts, &weight)?;
     let n = pairable.len();
-    if n == 0 {
-        return Err(Undefined::NoPairableUnit.into());
-    }
     let n_f = n as f64;
-    let total_ratings: f64 = pairable.iter().map(|(_, m)| m).sum();
-    let mean_ratings = total_ratings / n_f;
-    let epsilon = 1.0 / total_ratings;
-    let mut weighted = vec![0.0; q];
     let mut prevalence = vec![0.0; q];
-    let agreement_sums: Vec<f64> = pairable
-        .iter()
-        .map(|&(row, _)| {
-            for (k, slot) in weighted.iter_mut().enumerate() {
-                *slot = row
-                    .iter()
-                    .zip(&weight[k * q..(k + 1) * q])
-                    .map(|(&c, w)| w * f64::from(c))
-                    .sum();
-            }
-            for (pi, &c) in prevalence.iter_mut().zip(row) {
-                *pi += f64::from(c) / mean_ratings;
-            }
-            row.iter()
-                .zip(&weighted)
-                .map(|(&c, star)| f64::from(c) * (star - 1.0))
-                .sum()
-        })
-        .collect();
+    for &(row, _) in &pairable {
+        for (pi, &c) in prevalence.iter_mut().zip(row) {
+            *pi += f64::from(c) / mean_ratings;
+        }
+    }
     for pi in &mut prevalence {
         *pi /= n_f;
     }
-    let pa_prime = pairable
-        .iter()
-        .zip(&agreement_sums)
-        .map(|(&(_, m), sum)| sum / (mean_ratings * (m - 1.0)))
-        .sum::<f64>()
-        / n_f;
-    let pa = (1.0 - epsilon) * pa_prime + epsilon;
     let pe: f64 = (0..q)
         .map(|k| {
             prevalence[k]
@@ -359,7 +364,7 @@ pub fn krippendorff_alpha_inference(
             (linearised - coefficient_prime).powi(2)
         })
         .sum();
-    let (se, ci95) = interval(coefficient, squares, n);
+    let (se, ci95) = t_interval(coefficient, squares / (n as f64 * (n as f64 - 1.0)), n);
     Ok(AgreementCoefficient {
         coefficient,
         pa,
@@ -370,17 +375,98 @@ pub fn krippendorff_alpha_inference(
     })
 }
 
-/// Standard error `sqrt(squares / (n (n - 1)))` and the t(n - 1) interval capped at 1.
-fn interval(coefficient: f64, squares: f64, n: usize) -> (Estimate, Estimate<(f64, f64)>) {
+/// Weighted observed agreement of Gwet's Krippendorff estimator,
+/// `pa = (1 - e) pa' + e` with `e = 1 / (total ratings)`, over the subjects with two or more
+/// ratings. It is defined even where the coefficient is not (chance agreement 1).
+pub fn krippendorff_observed_agreement(
+    counts: &SubjectCounts,
+    weights: AgreementWeights<'_>,
+) -> Estimate {
+    let weight = weights.matrix(counts.n_categories())?;
+    pairable_agreement(counts, &weight).map(|agreement| agreement.pa)
+}
+
+/// Per-subject weighted agreement of the subjects with two or more ratings.
+struct PairableAgreement<'c> {
+    /// Count rows of those subjects with their number of ratings.
+    pairable: Vec<(&'c [u32], f64)>,
+    /// `sum_k r_ik (r*_ik - 1)` per subject.
+    agreement_sums: Vec<f64>,
+    /// Mean number of ratings per pairable subject.
+    mean_ratings: f64,
+    /// Agreement before the small-sample correction.
+    pa_prime: f64,
+    /// `(1 - e) pa' + e`.
+    pa: f64,
+}
+
+fn pairable_agreement<'c>(
+    counts: &'c SubjectCounts,
+    weight: &[f64],
+) -> Estimate<PairableAgreement<'c>> {
+    let q = counts.n_categories();
+    let pairable: Vec<(&[u32], f64)> = counts
+        .rows()
+        .filter_map(|row| {
+            let m: u32 = row.iter().sum();
+            (m >= 2).then_some((row, f64::from(m)))
+        })
+        .collect();
+    let n = pairable.len();
+    if n == 0 {
+        return Err(Undefined::NoPairableUnit.into());
+    }
+    let n_f = n as f64;
+    let total_ratings: f64 = pairable.iter().map(|(_, m)| m).sum();
+    let mean_ratings = total_ratings / n_f;
+    let epsilon = 1.0 / total_ratings;
+    let mut weighted = vec![0.0; q];
+    let agreement_sums: Vec<f64> = pairable
+        .iter()
+        .map(|&(row, _)| {
+            for (k, slot) in weighted.iter_mut().enumerate() {
+                *slot = row
+                    .iter()
+                    .zip(&weight[k * q..(k + 1) * q])
+                    .map(|(&c, w)| w * f64::from(c))
+                    .sum();
+            }
+            row.iter()
+                .zip(&weighted)
+                .map(|(&c, star)| f64::from(c) * (star - 1.0))
+                .sum()
+        })
+        .collect();
+    let pa_prime = pairable
+        .iter()
+        .zip(&agreement_sums)
+        .map(|(&(_, m), sum)| sum / (mean_ratings * (m - 1.0)))
+        .sum::<f64>()
+        / n_f;
+    Ok(PairableAgreement {
+        pa: (1.0 - epsilon) * pa_prime + epsilon,
+        pairable,
+        agreement_sums,
+        mean_ratings,
+        pa_prime,
+    })
+}
+
+/// Standard error `sqrt(variance)` and the t(n - 1) interval capped at 1; both undefined
+/// with fewer than two subjects. A variance negative by round-off counts as 0.
+pub(crate) fn t_interval(
+    coefficient: f64,
+    variance: f64,
+    n: usize,
+) -> (Estimate, Estimate<(f64, f64)>) {
     if n < 2 {
         return (
             Err(Undefined::ZeroVariance.into()),
             Err(Undefined::ZeroVariance.into()),
         );
     }
-    let n_f = n as f64;
-    let se = (squares / (n_f * (n_f - 1.0))).sqrt();
-    let ci = student_t_quantile(0.975, n_f - 1.0)
+    let se = variance.max(0.0).sqrt();
+    let ci = student_t_quantile(0.975, n as f64 - 1.0)
         .map(|t| (coefficient - t * se, (coefficient + t * se).min(1.0)))
         .ok_or_else(|| MetricError::from(Undefined::ZeroVariance));
     (Ok(se), ci)
@@ -434,5 +520,27 @@ mod tests {
         assert_eq!(quadratic[1], 1.0 - 1.0 / 9.0);
         assert!(AgreementWeights::Linear(&[1.0, 1.0]).matrix(2).is_err());
         assert!(AgreementWeights::Linear(&[1.0]).matrix(2).is_err());
+    }
+
+    #[test]
+    fn bipolar_weights_penalise_the_middle_of_the_scale() {
+        // Values 1..3: d(1,2) = d(2,3) = 1 / 3, d(1,3) = 4 / 4 = 1.
+        let matrix = AgreementWeights::Bipolar(&[1.0, 2.0, 3.0])
+            .matrix(3)
+            .unwrap();
+        assert_eq!(matrix[0], 1.0);
+        assert!((matrix[1] - 2.0 / 3.0).abs() < 1e-15);
+        assert_eq!(matrix[2], 0.0);
+        assert_eq!(matrix[1], matrix[3]);
+        // Two categories: the only disagreement gets weight 0.
+        assert_eq!(
+            AgreementWeights::Bipolar(&[0.0, 5.0]).matrix(2).unwrap(),
+            vec![1.0, 0.0, 0.0, 1.0]
+        );
+        assert!(
+            AgreementWeights::Bipolar(&[1.0, 1.0, 2.0])
+                .matrix(3)
+                .is_err()
+        );
     }
 }

@@ -4,7 +4,24 @@
 //! Categories are always passed as indices `0..q` into a DECLARED order; weighted
 //! kappas and ordinal alpha use these positions. Reference values from
 //! scikit-learn 1.9.1, statsmodels 0.15.0, krippendorff 0.9.0 and irrCAC 0.4.4
-//! are reproduced to 1e-9 relative (see `tests/metrics_reference.rs`).
+//! are reproduced to 1e-9 relative (see `tests/it/metrics_reference.rs`).
+//!
+//! # What is here
+//!
+//! - Classification ([`ConfusionMatrix`], [`roc_auc`] and friends): accuracy, balanced
+//!   accuracy, per-class sensitivity / specificity / precision / F1, macro F1, MCC, ROC AUC
+//!   (binary, one-vs-rest, one-vs-one), scikit-learn semantics.
+//! - Two raters: percent agreement, Cohen's kappa with the Fleiss-Cohen-Everitt inference
+//!   (statsmodels / SAS), Scott's pi; on a contingency table, [`table_coefficient`] gives
+//!   irrCAC's `table.CAC` family (percent agreement, Brennan-Prediger, Cohen, Scott, Gwet's
+//!   AC1/AC2, Krippendorff) with Gwet's variances and t intervals.
+//! - Any number of raters, missing ratings allowed: Fleiss' and Randolph's kappa,
+//!   Krippendorff's alpha (nominal, ordinal, interval, ratio), and irrCAC's `raw.CAC` family
+//!   with linearisation standard errors: Gwet's AC1/AC2, Brennan-Prediger, generalised
+//!   Fleiss, Gwet's Krippendorff estimator and Conger's kappa ([`conger_kappa`]).
+//! - [`AgreementWeights`]: identity, linear, quadratic and bipolar weights from category
+//!   values, as irrCAC defines them.
+//! - A seeded percentile bootstrap over subjects.
 //!
 //! # Undefined results
 //!
@@ -18,13 +35,14 @@
 //! |---|---|---|---|
 //! | no pair / sample / subject | all | `Undefined::EmptyInput` | NaN or exception |
 //! | all ratings in one category (p_e = 1) | Cohen's kappa (all weights), Scott's pi, Fleiss' kappa | `Undefined::ChanceAgreementIsOne` | sklearn / statsmodels NaN; sklearn `replace_undefined_by` picks a number |
-//! | one declared category (q = 1), or p_e = 1 | Randolph's kappa, Brennan-Prediger, generalised Fleiss, Gwet's Krippendorff estimator | `Undefined::ChanceAgreementIsOne` | statsmodels NaN; irrCAC hard-codes 1.0 or raises |
-//! | one declared category (q = 1) | Gwet's AC1/AC2, Krippendorff's alpha | `Undefined::SingleValueDomain` | irrCAC hard-codes 1.0; krippendorff raises `ValueError` |
+//! | one declared category (q = 1), or p_e = 1 | Randolph's kappa, Brennan-Prediger, generalised Fleiss, Gwet's Krippendorff estimator, Conger's kappa; table Cohen, Scott, Krippendorff, Brennan-Prediger | `Undefined::ChanceAgreementIsOne` | statsmodels NaN; irrCAC hard-codes 1.0, raises, or gives NaN (Conger) |
+//! | one declared category (q = 1) | Gwet's AC1/AC2 (ratings or table), Krippendorff's alpha | `Undefined::SingleValueDomain` | irrCAC hard-codes 1.0; krippendorff raises `ValueError` |
 //! | no variation under the distance | Krippendorff's alpha | `Undefined::NoExpectedDisagreement` | krippendorff NaN |
-//! | no subject with two ratings | pairwise agreement, Fleiss, alpha, AC1 | `Undefined::NoPairableUnit` | krippendorff `ValueError` |
+//! | no subject with two ratings (or a single rater) | pairwise agreement, Fleiss, alpha, AC1, Conger | `Undefined::NoPairableUnit` | krippendorff `ValueError` |
+//! | a rater who rated no subject | Conger's kappa (needs every rater's marginals) | `Undefined::RaterWithoutRatings` | irrCAC NaN |
 //! | subjects with different numbers of ratings | Fleiss' / Randolph's kappa | `Undefined::UnequalRatingsPerSubject` | statsmodels `AssertionError` |
 //! | null variance is 0 | Cohen z and p-values | `Undefined::ZeroVariance` | statsmodels inf / NaN |
-//! | a single rated subject | AC1 / AC2 / Brennan-Prediger standard error and interval | `Undefined::ZeroVariance` | irrCAC NaN |
+//! | a single rated subject (a single pair for tables) | standard error and t interval of the irrCAC coefficients (raw, table, Conger) | `Undefined::ZeroVariance` | irrCAC NaN |
 //! | zero denominator | per-class precision / recall / specificity / F1, MCC | `Undefined::ZeroDivision(what)` | sklearn 0.0 (`zero_division`), MCC 0.0 |
 //! | class absent as positive or negative | ROC AUC | `Undefined::SingleClass` | sklearn `ValueError` |
 //! | one class in the truth | adjusted balanced accuracy | `Undefined::SingleClass` | sklearn division by zero |
@@ -34,6 +52,9 @@
 //! report -3e-16) are clamped to 0, so standard errors are never NaN; an exact
 //! zero standard error is reported as 0 (irrCAC prints 1e-15).
 //!
+//! irrCAC's `table.CAC.scott()` prints `pe = 0`; [`table_coefficient`] reports Scott's
+//! actual chance agreement, the one its coefficient is computed from.
+//!
 //! scikit-learn parity for reports: `estimate.unwrap_or(0.0)` reproduces its
 //! default `zero_division` for per-class metrics and its MCC of 0.0;
 //! [`ZeroDivision::Exclude`] reproduces `zero_division=np.nan` in macro F1.
@@ -41,10 +62,12 @@
 mod agreement;
 mod bootstrap;
 mod classification;
+mod conger;
 mod distributions;
 mod gwet;
 mod krippendorff;
 mod ratings;
+mod table_coefficients;
 mod undefined;
 
 pub use agreement::{
@@ -56,10 +79,12 @@ pub use classification::{
     ClassMetrics, ConfusionMatrix, OneVsRestAuc, RocCurve, ZeroDivision, roc_auc,
     roc_auc_one_vs_one_macro, roc_auc_one_vs_rest, roc_curve,
 };
+pub use conger::conger_kappa;
 pub use gwet::{
     AgreementCoefficient, AgreementWeights, brennan_prediger, fleiss_kappa_generalized, gwet_ac1,
-    gwet_ac2, krippendorff_alpha_inference,
+    gwet_ac2, krippendorff_alpha_inference, krippendorff_observed_agreement,
 };
 pub use krippendorff::{Level, krippendorff_alpha};
 pub use ratings::{ContingencyTable, Ratings, SubjectCounts};
+pub use table_coefficients::{TableCoefficient, table_coefficient};
 pub use undefined::{Estimate, MetricError, Undefined};

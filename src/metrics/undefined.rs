@@ -26,6 +26,10 @@ pub enum Undefined {
     /// so the expected disagreement is 0.
     #[error("the ratings show no variation (expected disagreement is 0)")]
     NoExpectedDisagreement,
+    /// A rater gave no rating at all, so their own marginal distribution (Conger's kappa)
+    /// does not exist.
+    #[error("a rater rated no subject")]
+    RaterWithoutRatings,
     /// Fleiss' kappa needs the same number of ratings for every subject.
     #[error("subjects carry different numbers of ratings")]
     UnequalRatingsPerSubject,
