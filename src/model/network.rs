@@ -181,13 +181,19 @@ impl Conv5Fc3Ssda {
     }
 }
 
-/// `[N, C, D, H, W]` values rearranged in channels-last 3D memory order (strides of
-/// PyTorch's `torch.channels_last_3d`); shape and values are unchanged.
+/// `[N, C, D, H, W]` values copied into channels-last 3D memory order, with exactly the
+/// strides of PyTorch's `torch.channels_last_3d` (also for `C = 1`, where a permuted
+/// `contiguous()` keeps the default strides and libtorch then picks the default layout);
+/// shape and values are unchanged.
 fn channels_last(tensor: &Tensor) -> Tensor {
-    tensor
-        .permute([0, 2, 3, 4, 1])
-        .contiguous()
-        .permute([0, 4, 1, 2, 3])
+    let size = tensor.size();
+    let [_, c, d, h, w] = size[..] else {
+        return tensor.shallow_clone();
+    };
+    let strides = [c * d * h * w, 1, h * w * c, w * c, c];
+    let mut out = Tensor::empty_strided(&size, strides, (tensor.kind(), tensor.device()));
+    out.copy_(tensor);
+    out
 }
 
 /// The extractor prepared for inference: each BatchNorm's running statistics and affine
