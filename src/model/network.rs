@@ -8,6 +8,9 @@ use super::grl::grad_reverse;
 
 const CHANNELS: [i64; 5] = [8, 16, 32, 64, 128];
 const HIDDEN: [i64; 2] = [1300, 50];
+/// BatchNorm epsilon (libtorch's and PyTorch's default), set explicitly because folding
+/// needs it.
+const BN_EPS: f64 = 1e-5;
 
 /// Spatial size after one 2x2x2 max-pool in ceil mode (ClinicaDL's padded max-pool).
 fn pooled(size: i64) -> i64 {
@@ -115,7 +118,10 @@ impl Conv5Fc3Ssda {
                     norm: nn::batch_norm3d(
                         &extractor / format!("bn{index}"),
                         outputs,
-                        Default::default(),
+                        nn::BatchNormConfig {
+                            eps: BN_EPS,
+                            ..Default::default()
+                        },
                     ),
                 };
                 inputs = outputs;
@@ -175,6 +181,84 @@ impl Conv5Fc3Ssda {
     }
 }
 
+/// `[N, C, D, H, W]` values copied into channels-last 3D memory order, with exactly the
+/// strides of PyTorch's `torch.channels_last_3d` (also for `C = 1`, where a permuted
+/// `contiguous()` keeps the default strides and libtorch then picks the default layout);
+/// shape and values are unchanged.
+fn channels_last(tensor: &Tensor) -> Tensor {
+    let size = tensor.size();
+    let [_, c, d, h, w] = size[..] else {
+        return tensor.shallow_clone();
+    };
+    let strides = [c * d * h * w, 1, h * w * c, w * c, c];
+    let mut out = Tensor::empty_strided(&size, strides, (tensor.kind(), tensor.device()));
+    out.copy_(tensor);
+    out
+}
+
+/// The extractor prepared for inference: each BatchNorm's running statistics and affine
+/// parameters folded into the preceding convolution (`w' = w * s`, `b' = (b - mean) * s +
+/// beta` with `s = gamma / sqrt(var + eps)`), optionally in channels-last 3D layout, which
+/// libtorch's CPU convolutions (oneDNN) run faster. Eval mode only: a snapshot of the
+/// weights when it was built.
+#[derive(Debug)]
+pub struct FoldedExtractor {
+    layers: Vec<(Tensor, Tensor)>,
+    channels_last: bool,
+}
+
+impl FoldedExtractor {
+    /// Extractor output `[N, 128, d, h, w]`, equal (to rounding) to
+    /// `Conv5Fc3Ssda::features(input, false)`.
+    pub fn features(&self, input: &Tensor) -> Tensor {
+        let input = if self.channels_last {
+            channels_last(input)
+        } else {
+            input.shallow_clone()
+        };
+        self.layers.iter().fold(input, |x, (weight, bias)| {
+            x.conv3d(weight, Some(bias), [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+                .relu_()
+                .max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], true)
+        })
+    }
+}
+
+impl Conv5Fc3Ssda {
+    /// The current weights as a `FoldedExtractor` (see there); `channels_last` picks the
+    /// memory layout of weights and activations.
+    pub fn folded_extractor(&self, channels_last_layout: bool) -> FoldedExtractor {
+        let _guard = tch::no_grad_guard();
+        let layers = self
+            .blocks
+            .iter()
+            .map(|block| {
+                let norm = &block.norm;
+                let outputs = norm.running_mean.size()[0];
+                let device = norm.running_mean.device();
+                let ones = || Tensor::ones([outputs], (tch::Kind::Float, device));
+                let zeros = || Tensor::zeros([outputs], (tch::Kind::Float, device));
+                let gamma = norm.ws.as_ref().map_or_else(ones, Tensor::copy);
+                let beta = norm.bs.as_ref().map_or_else(zeros, Tensor::copy);
+                let scale = gamma / (&norm.running_var + BN_EPS).sqrt();
+                let weight = &block.conv.ws * scale.view([-1, 1, 1, 1, 1]);
+                let conv_bias = block.conv.bs.as_ref().map_or_else(zeros, Tensor::copy);
+                let bias = (conv_bias - &norm.running_mean) * &scale + beta;
+                let weight = if channels_last_layout {
+                    channels_last(&weight)
+                } else {
+                    weight.contiguous()
+                };
+                (weight, bias.contiguous())
+            })
+            .collect();
+        FoldedExtractor {
+            layers,
+            channels_last: channels_last_layout,
+        }
+    }
+}
+
 /// The default forward pass predicts with the target head, as the method does for
 /// target images.
 impl ModuleT for Conv5Fc3Ssda {
@@ -213,6 +297,64 @@ mod tests {
             );
         }
         assert!(names.contains(&"extractor.bn4.running_mean".to_string()));
+    }
+
+    #[test]
+    fn folded_extractor_matches_the_eval_network() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = NetworkSpec {
+            grid: [33, 32, 31],
+            source_classes: 3,
+            target_classes: 2,
+        };
+        let net = Conv5Fc3Ssda::new(&vs.root(), &spec);
+        // Non-trivial BatchNorm parameters and running statistics.
+        tch::no_grad(|| {
+            for block in &net.blocks {
+                let norm = &block.norm;
+                let n = norm.running_mean.size()[0];
+                let uniform = |low: f64, high: f64| {
+                    Tensor::rand([n], (Kind::Float, Device::Cpu)) * (high - low) + low
+                };
+                norm.running_mean.shallow_clone().copy_(&uniform(-0.5, 0.5));
+                norm.running_var.shallow_clone().copy_(&uniform(0.2, 3.0));
+                if let (Some(w), Some(b)) = (&norm.ws, &norm.bs) {
+                    w.shallow_clone().copy_(&uniform(0.5, 1.5));
+                    b.shallow_clone().copy_(&uniform(-0.3, 0.3));
+                }
+            }
+        });
+        let input = Tensor::rand([3, 1, 33, 32, 31], (Kind::Float, Device::Cpu));
+        let _guard = tch::no_grad_guard();
+        let plain = net.features(&input, false);
+        for layout in [false, true] {
+            let folded = net.folded_extractor(layout).features(&input);
+            assert_eq!(folded.size(), plain.size());
+            let scale = plain.abs().max().double_value(&[]).max(1.0);
+            let diff = (&folded - &plain).abs().max().double_value(&[]) / scale;
+            assert!(
+                diff < 1e-5,
+                "channels-last {layout}: relative difference {diff}"
+            );
+            // Logits to 1e-5 relative to their largest magnitude, probabilities to 1e-5.
+            let logits = net.head_logits(&folded, Head::Target, 1.0, false);
+            let expected = net.forward_head(&input, Head::Target, false);
+            let scale = expected.abs().max().double_value(&[]).max(1.0);
+            let diff = (&logits - &expected).abs().max().double_value(&[]) / scale;
+            assert!(
+                diff < 1e-5,
+                "channels-last {layout}: logits differ by {diff} x {scale}"
+            );
+            let diff = (logits.softmax(-1, Kind::Float) - expected.softmax(-1, Kind::Float))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(
+                diff < 1e-5,
+                "channels-last {layout}: probabilities differ by {diff}"
+            );
+        }
     }
 
     #[test]
