@@ -447,6 +447,7 @@ impl App {
                     self.message = "no query is running".into();
                 }
             }
+            Action::ClearQuery => sql.clear(),
             Action::LeaveEditor => sql.focus = Focus::Results,
             Action::EditQuery => sql.focus = Focus::Editor,
             Action::HistoryPrev => sql.browse_history(-1),
@@ -668,6 +669,7 @@ impl App {
             Action::ReviewLater => self.rate.review_later = !self.rate.review_later,
             Action::RunQuery
             | Action::CancelQuery
+            | Action::ClearQuery
             | Action::LeaveEditor
             | Action::EditQuery
             | Action::HistoryPrev

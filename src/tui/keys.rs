@@ -104,6 +104,7 @@ pub enum Action {
     PrevImage,
     RunQuery,
     CancelQuery,
+    ClearQuery,
     LeaveEditor,
     EditQuery,
     HistoryPrev,
@@ -161,6 +162,7 @@ impl Action {
             Action::PrevImage => "prev_image",
             Action::RunQuery => "run_query",
             Action::CancelQuery => "cancel_query",
+            Action::ClearQuery => "clear_query",
             Action::LeaveEditor => "leave_editor",
             Action::EditQuery => "edit_query",
             Action::HistoryPrev => "history_prev",
@@ -432,6 +434,7 @@ impl Default for KeyMap {
                 Action::EditQuery,
                 "result table -> editor",
             ),
+            b(KeyChord::ctrl('u'), Action::ClearQuery, "clear the editor"),
             b(
                 KeyChord::ctrl('p'),
                 Action::HistoryPrev,

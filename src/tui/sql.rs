@@ -689,6 +689,13 @@ impl SqlState {
         self.history_at.map(|at| (at + 1, self.history.len()))
     }
 
+    /// Empties the editor (the text stays in the history if it ran).
+    pub fn clear(&mut self) {
+        self.editor = Editor::default();
+        self.history_at = None;
+        self.focus = Focus::Editor;
+    }
+
     pub fn load_saved(&mut self, index: usize) {
         if let Some(q) = self.saved.get(index) {
             self.editor = Editor::from_text(&q.sql);
