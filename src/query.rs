@@ -63,21 +63,7 @@ impl Session {
         if !opts.allow_files {
             let mut dirs = vec![project_dir(db)];
             dirs.extend(opts.extra_dirs.iter().cloned());
-            let list = dirs
-                .iter()
-                .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
-                .collect::<Vec<_>>()
-                .join(", ");
-            // Order matters: directories are allowed first, then everything else is
-            // closed, then the settings are locked so a query cannot reopen them.
-            store
-                .conn()
-                .execute_batch(&format!(
-                    "SET allowed_directories = [{list}]; \
-                     SET enable_external_access = false; \
-                     SET lock_configuration = true;"
-                ))
-                .map_err(|e| store.err(e))?;
+            restrict_files(&store, &dirs)?;
         }
         Ok(Self { store })
     }
@@ -145,6 +131,26 @@ impl Session {
             QueryError::Sql(text)
         }
     }
+}
+
+/// Limits the file access of every connection to the store's database to `dirs`
+/// and locks the configuration, so no later statement can lift the limit.
+pub fn restrict_files(store: &Store, dirs: &[PathBuf]) -> Result<(), StoreError> {
+    let list = dirs
+        .iter()
+        .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Order matters: directories are allowed first, then everything else is
+    // closed, then the settings are locked so a query cannot reopen them.
+    store
+        .conn()
+        .execute_batch(&format!(
+            "SET allowed_directories = [{list}]; \
+             SET enable_external_access = false; \
+             SET lock_configuration = true;"
+        ))
+        .map_err(|e| store.err(e))
 }
 
 /// The folder a read-only session may read: the one holding the store.
@@ -262,7 +268,7 @@ fn format_float(f: f64) -> String {
     }
 }
 
-fn cell(v: ValueRef<'_>) -> Cell {
+pub(crate) fn cell(v: ValueRef<'_>) -> Cell {
     match v {
         ValueRef::Null => Cell::Null,
         ValueRef::Boolean(b) => Cell::Bool(b),

@@ -17,6 +17,7 @@ use crate::store::ratings::NewRating;
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::parse_code;
 use super::reports::{ReportsData, ReportsState};
+use super::sql::{Focus, SqlRequest, SqlResponse, SqlState};
 
 /// Rows fetched per page of the image list.
 pub const PAGE_SIZE: usize = 200;
@@ -51,6 +52,8 @@ pub enum Request {
     Reports,
     /// Both reports as HTML files beside the store.
     ExportReports,
+    /// Served by the SQL thread (runs, cancels) or a thread of its own (exports).
+    Sql(SqlRequest),
 }
 
 impl Request {
@@ -64,6 +67,7 @@ impl Request {
             Request::Volume { image_id, .. } => format!("volume:{image_id}"),
             Request::Reports => "reports".into(),
             Request::ExportReports => "export-reports".into(),
+            Request::Sql(_) => "sql".into(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub enum Response {
     Reports(Result<Arc<ReportsData>, String>),
     /// The files an export wrote.
     Exported(Result<Vec<std::path::PathBuf>, String>),
+    Sql(SqlResponse),
 }
 
 impl Response {
@@ -117,6 +122,7 @@ impl Response {
             Response::Volume { image_id, .. } => format!("volume:{image_id}"),
             Response::Reports(_) => "reports".into(),
             Response::Exported(_) => "export-reports".into(),
+            Response::Sql(_) => "sql".into(),
         }
     }
 }
@@ -132,6 +138,8 @@ pub enum Event {
     Saved(Result<(i64, i64), String>),
     /// An undo finished: the withdrawn (rating id, image id), if any.
     Undone(Result<Option<(i64, i64)>, String>),
+    /// Something for the status line (a failure of the loop's own work).
+    Note(String),
 }
 
 /// What the app asks the loop to do.
@@ -142,6 +150,11 @@ pub enum Effect {
     Save(NewRating),
     Undo {
         rater: String,
+    },
+    /// Append an executed query to the history file.
+    RememberQuery {
+        file: std::path::PathBuf,
+        sql: String,
     },
     Quit,
 }
@@ -239,6 +252,7 @@ pub struct App {
     pub viewer: ViewerState,
     pub rate: RateState,
     pub reports: ReportsState,
+    pub sql: SqlState,
     in_flight: HashSet<String>,
 }
 
@@ -257,6 +271,12 @@ impl App {
             viewer: ViewerState::default(),
             rate: RateState::default(),
             reports: ReportsState::default(),
+            sql: SqlState::new(
+                super::sql::saved_queries(None),
+                Vec::new(),
+                None,
+                std::path::PathBuf::from("."),
+            ),
             in_flight: HashSet::new(),
         }
     }
@@ -273,6 +293,7 @@ impl App {
             Event::Loaded(response) => self.on_loaded(response),
             Event::Saved(result) => self.on_saved(result),
             Event::Undone(result) => self.on_undone(result),
+            Event::Note(text) => self.message = text,
         }
         self.request_missing(&mut effects);
         effects
@@ -302,6 +323,9 @@ impl App {
         }
         if self.view == View::Images && self.images.search_input.is_some() {
             self.on_search_key(key);
+            return;
+        }
+        if self.view == View::Sql && self.on_sql_key(&key, effects) {
             return;
         }
         let chord = KeyChord::from_event(&key);
@@ -344,7 +368,193 @@ impl App {
         }
     }
 
+    /// Keys of the SQL view's editor and prompts; false for keys bound as usual.
+    fn on_sql_key(&mut self, key: &KeyEvent, effects: &mut Vec<Effect>) -> bool {
+        if let Some(at) = self.sql.picker {
+            let n = self.sql.saved.len();
+            match key.code {
+                KeyCode::Up => self.sql.picker = Some(at.saturating_sub(1)),
+                KeyCode::Down => self.sql.picker = Some((at + 1).min(n.saturating_sub(1))),
+                KeyCode::Enter => {
+                    self.sql.picker = None;
+                    self.sql.load_saved(at);
+                    if let Some(q) = self.sql.saved.get(at) {
+                        self.message = format!("loaded saved query {}", q.name);
+                    }
+                }
+                KeyCode::Esc => self.sql.picker = None,
+                _ => {}
+            }
+            return true;
+        }
+        if let Some(input) = self.sql.export_input.as_mut() {
+            match key.code {
+                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => input.push(c),
+                KeyCode::Backspace => {
+                    input.pop();
+                }
+                KeyCode::Enter => {
+                    let name = input.clone();
+                    self.export(&name, effects);
+                }
+                KeyCode::Esc => {
+                    self.sql.export_input = None;
+                    self.sql.export_error = None;
+                }
+                _ => {}
+            }
+            return true;
+        }
+        self.on_editor_key(key, effects)
+    }
+
+    fn export(&mut self, name: &str, effects: &mut Vec<Effect>) {
+        match self.sql.export_request(name) {
+            Ok(request) => {
+                self.sql.export_error = None;
+                self.message = "exporting…".into();
+                effects.push(Effect::Fetch(Request::Sql(request)));
+            }
+            Err(err) => self.sql.export_error = Some(err),
+        }
+    }
+
+    fn on_editor_key(&mut self, key: &KeyEvent, effects: &mut Vec<Effect>) -> bool {
+        if self.sql.focus != Focus::Editor {
+            return false;
+        }
+        let chord = KeyChord::from_event(key);
+        if chord.is_command() {
+            if let Some(action) = self.keys.action(View::Sql, &chord) {
+                self.on_action(action, effects);
+            }
+        } else {
+            self.sql.editor.edit(key);
+        }
+        true
+    }
+
+    /// The SQL view's own actions; false for the others.
+    fn on_sql_action(&mut self, action: Action, effects: &mut Vec<Effect>) -> bool {
+        let sql = &mut self.sql;
+        match action {
+            Action::RunQuery => match sql.start() {
+                Ok(request) => {
+                    if let (Some(file), SqlRequest::Run { sql: text, .. }) =
+                        (&sql.history_file, &request)
+                    {
+                        effects.push(Effect::RememberQuery {
+                            file: file.clone(),
+                            sql: text.clone(),
+                        });
+                    }
+                    self.message = "running…".into();
+                    effects.push(Effect::Fetch(Request::Sql(request)));
+                }
+                Err(err) => self.message = err,
+            },
+            Action::CancelQuery => {
+                if sql.running.is_some() {
+                    self.message = "cancelling…".into();
+                    effects.push(Effect::Fetch(Request::Sql(SqlRequest::Cancel)));
+                } else {
+                    self.message = "no query is running".into();
+                }
+            }
+            Action::ClearQuery => sql.clear(),
+            Action::LeaveEditor => sql.focus = Focus::Results,
+            Action::EditQuery => sql.focus = Focus::Editor,
+            Action::HistoryPrev => sql.browse_history(-1),
+            Action::HistoryNext => sql.browse_history(1),
+            Action::SavedQueries => {
+                if sql.saved.is_empty() {
+                    self.message = "no saved queries".into();
+                } else {
+                    sql.picker = Some(0);
+                }
+            }
+            Action::Export => {
+                if matches!(sql.outcome, Some(Ok(_))) {
+                    sql.export_input = Some(sql.default_export_name());
+                    sql.export_error = None;
+                } else {
+                    self.message = "no result to export: run a query first".into();
+                }
+            }
+            Action::ToggleWrite => {
+                sql.write = !sql.write;
+                self.message = if sql.write {
+                    "writing ON: statements may change the store".into()
+                } else {
+                    "read-only again".into()
+                };
+            }
+            Action::ScrollLeft => sql.move_column(-1),
+            Action::ScrollRight => sql.move_column(1),
+            Action::Up => sql.move_row(-1),
+            Action::Down => sql.move_row(1),
+            Action::PageUp => sql.move_row(-20),
+            Action::PageDown => sql.move_row(20),
+            Action::Top => sql.move_row(i64::MIN / 2),
+            Action::Bottom => sql.move_row(i64::MAX / 2),
+            _ => return false,
+        }
+        true
+    }
+
+    fn on_sql_response(&mut self, response: SqlResponse) {
+        match response {
+            SqlResponse::Ran { id, result } => {
+                let wrote = result.as_ref().is_ok_and(|r| r.wrote);
+                // The result's title tells the time; the status line stays steady.
+                let summary = match &result {
+                    Ok(r) if r.truncated => {
+                        format!("showing the first {} rows", r.result.rows.len())
+                    }
+                    Ok(r) => format!(
+                        "{} row{}",
+                        r.result.rows.len(),
+                        if r.result.rows.len() == 1 { "" } else { "s" }
+                    ),
+                    Err(_) => "the query failed".into(),
+                };
+                if self.sql.finish(id, result) {
+                    self.message = summary;
+                    if wrote {
+                        // The statements may have changed what the other views show.
+                        self.dashboard = None;
+                        self.images.page = None;
+                        self.details.clear();
+                        if self.rate.code.is_empty() {
+                            self.rate.work = None;
+                            self.rate.index = 0;
+                        }
+                    }
+                }
+            }
+            SqlResponse::Exported(Ok((path, n))) => {
+                self.sql.export_input = None;
+                self.sql.export_error = None;
+                let cut = match &self.sql.outcome {
+                    Some(Ok(r)) if r.truncated => {
+                        " (the fetched rows only: `cdwqc sql --out` writes them all)"
+                    }
+                    _ => "",
+                };
+                self.message = format!("wrote {n} rows to {}{cut}", path.display());
+            }
+            SqlResponse::Exported(Err(err)) => {
+                self.message = "export failed".into();
+                self.sql.export_error = Some(err);
+            }
+            SqlResponse::Idle => {}
+        }
+    }
+
     fn on_action(&mut self, action: Action, effects: &mut Vec<Effect>) {
+        if self.view == View::Sql && self.on_sql_action(action, effects) {
+            return;
+        }
         match action {
             Action::Quit => {
                 self.quit = true;
@@ -482,6 +692,18 @@ impl App {
                     self.fetch(Request::ExportReports, effects);
                 }
             }
+            Action::RunQuery
+            | Action::CancelQuery
+            | Action::ClearQuery
+            | Action::LeaveEditor
+            | Action::EditQuery
+            | Action::HistoryPrev
+            | Action::HistoryNext
+            | Action::SavedQueries
+            | Action::Export
+            | Action::ToggleWrite
+            | Action::ScrollLeft
+            | Action::ScrollRight => {}
             Action::NextImage | Action::PrevImage => {
                 let forward = action == Action::NextImage;
                 if self.view == View::Viewer {
@@ -716,6 +938,7 @@ impl App {
                     Err(err) => self.viewer.error = Some(err),
                 }
             }
+            Response::Sql(response) => self.on_sql_response(response),
         }
     }
 

@@ -108,6 +108,18 @@ pub enum Action {
     PrevImage,
     CycleTask,
     ExportReports,
+    RunQuery,
+    CancelQuery,
+    ClearQuery,
+    LeaveEditor,
+    EditQuery,
+    HistoryPrev,
+    HistoryNext,
+    SavedQueries,
+    Export,
+    ToggleWrite,
+    ScrollLeft,
+    ScrollRight,
 }
 
 impl Action {
@@ -156,6 +168,18 @@ impl Action {
             Action::PrevImage => "prev_image",
             Action::CycleTask => "cycle_task",
             Action::ExportReports => "export_reports",
+            Action::RunQuery => "run_query",
+            Action::CancelQuery => "cancel_query",
+            Action::ClearQuery => "clear_query",
+            Action::LeaveEditor => "leave_editor",
+            Action::EditQuery => "edit_query",
+            Action::HistoryPrev => "history_prev",
+            Action::HistoryNext => "history_next",
+            Action::SavedQueries => "saved_queries",
+            Action::Export => "export",
+            Action::ToggleWrite => "toggle_write",
+            Action::ScrollLeft => "scroll_left",
+            Action::ScrollRight => "scroll_right",
         };
         name.to_string()
     }
@@ -175,6 +199,19 @@ impl KeyChord {
 
     pub const fn char(c: char) -> Self {
         Self::plain(KeyCode::Char(c))
+    }
+
+    pub const fn ctrl(c: char) -> Self {
+        Self {
+            code: KeyCode::Char(c),
+            ctrl: true,
+        }
+    }
+
+    /// A key that cannot be text: with Ctrl, a function key or Esc. Only these act
+    /// while text is typed (the SQL editor).
+    pub fn is_command(&self) -> bool {
+        self.ctrl || matches!(self.code, KeyCode::F(_) | KeyCode::Esc)
     }
 
     pub fn from_event(event: &KeyEvent) -> Self {
@@ -208,6 +245,7 @@ impl KeyChord {
                 "tab" => KeyCode::Tab,
                 "backtab" | "shift-tab" => KeyCode::BackTab,
                 "backspace" => KeyCode::Backspace,
+                "delete" => KeyCode::Delete,
                 "up" => KeyCode::Up,
                 "down" => KeyCode::Down,
                 "left" => KeyCode::Left,
@@ -233,6 +271,7 @@ impl KeyChord {
             KeyCode::Tab => "Tab".into(),
             KeyCode::BackTab => "Shift-Tab".into(),
             KeyCode::Backspace => "Backspace".into(),
+            KeyCode::Delete => "Delete".into(),
             KeyCode::Up => "Up".into(),
             KeyCode::Down => "Down".into(),
             KeyCode::Left => "Left".into(),
@@ -385,12 +424,55 @@ impl Default for KeyMap {
             b(c('n'), Action::NextImage, "next image without saving"),
             b(c('p'), Action::PrevImage, "previous image"),
         ];
+        // In the editor only command keys (Ctrl-, F-keys, Esc) act; the others type.
+        let sql = vec![
+            b(KeyChord::ctrl('r'), Action::RunQuery, "run the query"),
+            b(k(KeyCode::F(5)), Action::RunQuery, "run the query"),
+            b(
+                KeyChord::ctrl('k'),
+                Action::CancelQuery,
+                "cancel the running query",
+            ),
+            b(
+                k(KeyCode::Esc),
+                Action::LeaveEditor,
+                "editor -> result table",
+            ),
+            b(
+                k(KeyCode::Enter),
+                Action::EditQuery,
+                "result table -> editor",
+            ),
+            b(KeyChord::ctrl('u'), Action::ClearQuery, "clear the editor"),
+            b(
+                KeyChord::ctrl('p'),
+                Action::HistoryPrev,
+                "older query (history)",
+            ),
+            b(
+                KeyChord::ctrl('n'),
+                Action::HistoryNext,
+                "newer query (history)",
+            ),
+            b(KeyChord::ctrl('o'), Action::SavedQueries, "saved queries"),
+            b(KeyChord::ctrl('s'), Action::Export, "export the result"),
+            b(KeyChord::ctrl('t'), Action::ToggleWrite, "writing on/off"),
+            b(k(KeyCode::F(1)), Action::Help, "this help (in the editor)"),
+            b(k(KeyCode::Down), Action::Down, "next row"),
+            b(k(KeyCode::Up), Action::Up, "previous row"),
+            b(k(KeyCode::PageDown), Action::PageDown, "next page"),
+            b(k(KeyCode::PageUp), Action::PageUp, "previous page"),
+            b(k(KeyCode::Home), Action::Top, "first row"),
+            b(k(KeyCode::End), Action::Bottom, "last row"),
+            b(k(KeyCode::Right), Action::ScrollRight, "next column"),
+            b(k(KeyCode::Left), Action::ScrollLeft, "previous column"),
+        ];
         let views = HashMap::from([
             (View::Dashboard, Vec::new()),
             (View::Images, images),
             (View::Viewer, viewer),
             (View::Rate, rate),
-            (View::Sql, Vec::new()),
+            (View::Sql, sql),
             (
                 View::Reports,
                 vec![
@@ -477,6 +559,17 @@ impl KeyMap {
             .map(|b| b.action)
     }
 
+    /// The label of the first key bound to an action in a view (or globally).
+    pub fn label(&self, view: View, action: Action) -> String {
+        self.views
+            .get(&view)
+            .into_iter()
+            .flatten()
+            .chain(&self.global)
+            .find(|b| b.action == action)
+            .map_or_else(|| "(unbound)".to_string(), |b| b.key.label())
+    }
+
     /// The help lines of a view: its own keys, then the global ones.
     pub fn help(&self, view: View) -> Vec<(String, &'static str)> {
         self.views
@@ -525,7 +618,7 @@ mod tests {
 
     #[test]
     fn parses_and_labels_keys() {
-        for text in ["q", "Enter", "Ctrl-r", "F5", "PageDown", "Space"] {
+        for text in ["q", "Enter", "Ctrl-r", "F5", "PageDown", "Space", "Delete"] {
             let chord = KeyChord::parse(text).expect(text);
             assert_eq!(chord.label(), text);
         }
@@ -534,5 +627,29 @@ mod tests {
             KeyChord::from_event(&event),
             KeyChord::parse("ctrl-r").expect("key")
         );
+        assert!(KeyChord::ctrl('r').is_command());
+        assert!(k(KeyCode::F(5)).is_command() && k(KeyCode::Esc).is_command());
+        assert!(!c('q').is_command() && !k(KeyCode::Tab).is_command());
+    }
+
+    #[test]
+    fn sql_keys_are_data() {
+        let mut map = KeyMap::default();
+        assert_eq!(
+            map.action(View::Sql, &KeyChord::ctrl('r')),
+            Some(Action::RunQuery)
+        );
+        assert_eq!(map.label(View::Sql, Action::ToggleWrite), "Ctrl-t");
+        map.apply_toml(Path::new("k.toml"), "[sql]\nrun_query = \"f9\"\n")
+            .expect("valid");
+        assert_eq!(
+            map.action(View::Sql, &k(KeyCode::F(9))),
+            Some(Action::RunQuery)
+        );
+        assert_eq!(map.action(View::Sql, &KeyChord::ctrl('r')), None);
+        // Every SQL action has a name the file can use.
+        for binding in &map.views[&View::Sql] {
+            assert!(!binding.action.name().is_empty());
+        }
     }
 }

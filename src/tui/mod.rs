@@ -1,11 +1,14 @@
 //! `cdwqc tui`: the terminal dashboard. One event loop feeds terminal keys, ticks and
 //! background results to [`app::App`]; a reader thread with its own connection
 //! answers store reads; saves run on the loop's writer, durable before the next image.
+//! SQL typed by the user runs on a third thread with its own connection, so a long
+//! query never holds up the other views and can be interrupted.
 
 pub mod app;
 pub mod keys;
 pub mod rate;
 pub mod reports;
+pub mod sql;
 pub mod ui;
 
 use std::collections::VecDeque;
@@ -73,6 +76,7 @@ pub fn serve(store: &Store, request: Request) -> Response {
         },
         Request::Reports => Response::Reports(reports::load(store).map(Arc::new)),
         Request::ExportReports => Response::Exported(reports::export(store)),
+        Request::Sql(request) => Response::Sql(sql::serve(store, request)),
     }
 }
 
@@ -151,6 +155,14 @@ fn execute(
                 .map_err(|e| e.to_string());
             queue.push_back(Event::Undone(result));
         }
+        Effect::RememberQuery { file, sql } => {
+            if let Err(e) = sql::append_history(&file, &sql) {
+                queue.push_back(Event::Note(format!(
+                    "query history not saved to {}: {e}",
+                    file.display()
+                )));
+            }
+        }
         Effect::Quit => {}
     }
 }
@@ -178,20 +190,73 @@ pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
         return Err(TuiError::UnknownRater(name.clone()));
     }
     let reader = writer.reader()?;
+    let console = writer.reader()?;
+    // As for `cdwqc sql`: no file access outside the store's folder, for every
+    // connection of this process (the dashboard itself reads volumes without DuckDB).
+    let project = crate::query::project_dir(db);
+    crate::query::restrict_files(&writer, std::slice::from_ref(&project))?;
     let mut app = App::new(keys, rater);
     if app.blind() {
         app.view = View::Rate;
     }
+    let history_file = sql::history_path();
+    let history = history_file
+        .as_deref()
+        .map(sql::load_history)
+        .unwrap_or_default();
+    app.sql = sql::SqlState::new(
+        sql::saved_queries(Some(Path::new("sql/queries"))),
+        history,
+        history_file,
+        project,
+    );
 
     let (events_tx, events) = mpsc::channel::<Event>();
-    let requests = spawn_reader(reader, events_tx.clone());
+    let workers = Workers {
+        reader: spawn_reader(reader, events_tx.clone()),
+        interrupt: console.conn().interrupt_handle(),
+        sql: spawn_sql(console, events_tx.clone()),
+        events: events_tx.clone(),
+    };
     spawn_input(events_tx);
 
     // ratatui::try_init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::try_init()?;
-    let outcome = event_loop(&mut terminal, &mut app, &mut writer, &events, &requests);
+    let outcome = event_loop(&mut terminal, &mut app, &mut writer, &events, &workers);
     ratatui::restore();
+    // A query still running would only delay the exit.
+    workers.interrupt.interrupt();
     outcome
+}
+
+/// Where the loop sends requests.
+struct Workers {
+    reader: Sender<Request>,
+    sql: Sender<sql::SqlRequest>,
+    interrupt: Arc<duckdb::InterruptHandle>,
+    events: Sender<Event>,
+}
+
+impl Workers {
+    fn send(&self, request: Request) {
+        // The workers only stop when the loop ends; a failed send loses nothing.
+        match request {
+            Request::Sql(sql::SqlRequest::Cancel) => self.interrupt.interrupt(),
+            Request::Sql(export @ sql::SqlRequest::Export { .. }) => {
+                let events = self.events.clone();
+                std::thread::spawn(move || {
+                    let response = sql::serve_export(export);
+                    let _ = events.send(Event::Loaded(Response::Sql(response)));
+                });
+            }
+            Request::Sql(run) => {
+                let _ = self.sql.send(run);
+            }
+            other => {
+                let _ = self.reader.send(other);
+            }
+        }
+    }
 }
 
 fn event_loop(
@@ -199,12 +264,9 @@ fn event_loop(
     app: &mut App,
     writer: &mut Store,
     events: &Receiver<Event>,
-    requests: &Sender<Request>,
+    workers: &Workers,
 ) -> Result<(), TuiError> {
-    let mut fetch = |request: Request| {
-        // The reader only stops when the loop ends; a failed send loses nothing.
-        let _ = requests.send(request);
-    };
+    let mut fetch = |request: Request| workers.send(request);
     // The first Tick asks for what the first view needs.
     handle(app, writer, Event::Tick, &mut fetch);
     while !app.quit {
@@ -234,6 +296,20 @@ fn spawn_reader(reader: Store, events: Sender<Event>) -> Sender<Request> {
                 continue;
             }
             if events.send(Event::Loaded(serve(&reader, request))).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+/// The SQL thread: runs the user's queries one at a time on its own connection.
+fn spawn_sql(console: Store, events: Sender<Event>) -> Sender<sql::SqlRequest> {
+    let (tx, rx) = mpsc::channel::<sql::SqlRequest>();
+    std::thread::spawn(move || {
+        while let Ok(request) = rx.recv() {
+            let response = sql::serve(&console, request);
+            if events.send(Event::Loaded(Response::Sql(response))).is_err() {
                 return;
             }
         }

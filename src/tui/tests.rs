@@ -357,13 +357,379 @@ fn ctrl_c_quits_from_any_view_and_search() {
     assert_eq!(effects, vec![Effect::Quit]);
 }
 
+fn ctrl(app: &mut App, store: &mut Store, c: char) {
+    handle_now(
+        app,
+        store,
+        Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)),
+    );
+}
+
+/// Types multi-line text into the focused editor (newlines as Enter).
+fn type_sql(app: &mut App, store: &mut Store, text: &str) {
+    for c in text.chars() {
+        let code = if c == '\n' {
+            KeyCode::Enter
+        } else {
+            KeyCode::Char(c)
+        };
+        key(app, store, code);
+    }
+}
+
+/// The SQL view with `sql` typed and run.
+fn sql_app(store: &mut Store, sql: &str) -> App {
+    let mut app = app(store, None);
+    keys(&mut app, store, "5");
+    assert_eq!(app.view, View::Sql);
+    type_sql(&mut app, store, sql);
+    ctrl(&mut app, store, 'r');
+    assert!(app.sql.running.is_none(), "served at once in tests");
+    // Timings vary; snapshots show a fixed one.
+    if let Some(Ok(done)) = app.sql.outcome.as_mut() {
+        done.elapsed = std::time::Duration::from_millis(12);
+    }
+    app
+}
+
+fn sql_error(app: &App) -> String {
+    match &app.sql.outcome {
+        Some(Err(err)) => err.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn sql_rows(app: &App) -> Vec<Vec<String>> {
+    match &app.sql.outcome {
+        Some(Ok(done)) => done
+            .result
+            .rows
+            .iter()
+            .map(|r| r.iter().map(crate::query::Cell::display).collect())
+            .collect(),
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
 #[test]
-fn sql_placeholder_names_the_command() {
+fn sql_empty_small() {
     let (_dir, mut store) = empty_store();
     let mut app = app(&mut store, None);
     keys(&mut app, &mut store, "5");
     assert_eq!(app.view, View::Sql);
     insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn sql_result_fits_columns_and_shows_nulls() {
+    let (_dir, mut store) = filled_store();
+    let app = sql_app(
+        &mut store,
+        "select image_id, subject, suffix, status, error,\n       dim_x * 1.5 as half_wider\nfrom images order by image_id",
+    );
+    assert_eq!(sql_rows(&app).len(), 6);
+    assert_eq!(app.message, "6 rows");
+    insta::assert_snapshot!("sql_result", screen(&app, 110, 30));
+    insta::assert_snapshot!("sql_result_small", screen(&app, 80, 24));
+}
+
+#[test]
+fn sql_result_scrolls_rows_and_columns() {
+    let (_dir, mut store) = filled_store();
+    let mut app = sql_app(
+        &mut store,
+        "select i, repeat('a', 30) as a, repeat('b', 30) as b, repeat('c', 30) as c from range(100) t(i)",
+    );
+    key(&mut app, &mut store, KeyCode::Esc);
+    key(&mut app, &mut store, KeyCode::Down);
+    key(&mut app, &mut store, KeyCode::PageDown);
+    assert_eq!(app.sql.row, 21);
+    key(&mut app, &mut store, KeyCode::End);
+    assert_eq!(app.sql.row, 99);
+    key(&mut app, &mut store, KeyCode::Right);
+    key(&mut app, &mut store, KeyCode::Right);
+    assert_eq!(app.sql.column, 2);
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    key(&mut app, &mut store, KeyCode::Enter);
+    key(&mut app, &mut store, KeyCode::Char('x'));
+    assert!(
+        app.sql.editor.text().ends_with("t(i)x"),
+        "Enter returns to the editor"
+    );
+}
+
+#[test]
+fn sql_error_in_place_keeps_the_text() {
+    let (_dir, mut store) = filled_store();
+    let app = sql_app(&mut store, "select nope from images");
+    assert!(sql_error(&app).contains("nope"), "{}", sql_error(&app));
+    assert_eq!(app.sql.editor.text(), "select nope from images");
+    insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn sql_typing_never_triggers_global_keys() {
+    let (_dir, mut store) = empty_store();
+    let mut app = app(&mut store, None);
+    keys(&mut app, &mut store, "5");
+    type_sql(&mut app, &mut store, "q12345?/c");
+    key(&mut app, &mut store, KeyCode::Tab);
+    type_sql(&mut app, &mut store, "x");
+    key(&mut app, &mut store, KeyCode::BackTab);
+    assert_eq!(app.view, View::Sql);
+    assert!(!app.quit && !app.help);
+    assert_eq!(app.sql.editor.text(), "q12345?/c    x");
+    // Esc leaves the editor: then the global keys work again.
+    key(&mut app, &mut store, KeyCode::Esc);
+    keys(&mut app, &mut store, "2");
+    assert_eq!(app.view, View::Images);
+    keys(&mut app, &mut store, "5");
+    key(&mut app, &mut store, KeyCode::F(1));
+    assert!(app.help);
+    insta::assert_snapshot!("sql_help", screen(&app, 80, 24));
+}
+
+#[test]
+fn sql_is_read_only_until_writing_is_turned_on() {
+    let (_dir, mut store) = filled_store();
+    let mut app = sql_app(&mut store, "insert into raters (name) values ('zed')");
+    let err = sql_error(&app);
+    assert!(err.contains("read-only"), "{err}");
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("Ctrl-t turns writing on"), "{text}");
+    // Transaction control cannot end the read-only transaction early.
+    app.sql.editor =
+        crate::tui::sql::Editor::from_text("commit; insert into raters (name) values ('zed')");
+    ctrl(&mut app, &mut store, 'r');
+    assert!(sql_error(&app).contains("needs writing on"));
+    let raters = |store: &Store| -> i64 {
+        store
+            .conn()
+            .query_row("select count(*) from raters", [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(raters(&store), 2);
+    ctrl(&mut app, &mut store, 't');
+    assert!(app.sql.write);
+    assert!(screen(&app, 80, 24).contains("SQL WRITING ON"));
+    app.sql.editor = crate::tui::sql::Editor::from_text(
+        "insert into raters (name) values ('zed');\nselect name from raters order by name",
+    );
+    ctrl(&mut app, &mut store, 'r');
+    assert_eq!(sql_rows(&app), [["ann"], ["bob"], ["zed"]]);
+    assert_eq!(raters(&store), 3);
+    assert!(app.dashboard.is_none(), "views reload after a write");
+    ctrl(&mut app, &mut store, 't');
+    assert!(!app.sql.write);
+}
+
+#[test]
+fn sql_file_access_is_limited_to_the_store_folder() {
+    let (dir, mut store) = filled_store();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    crate::query::restrict_files(&store, &[dir.path().to_path_buf()]).expect("restrict");
+    let mut app = app(&mut store, None);
+    keys(&mut app, &mut store, "5");
+    ctrl(&mut app, &mut store, 't');
+    let outside = elsewhere.path().join("x.csv");
+    type_sql(
+        &mut app,
+        &mut store,
+        &format!("copy (select 1) to '{}'", outside.display()),
+    );
+    ctrl(&mut app, &mut store, 'r');
+    assert!(sql_error(&app).contains("disabled by configuration"));
+    assert!(!outside.exists());
+    app.sql.editor = crate::tui::sql::Editor::from_text("set enable_external_access = true");
+    ctrl(&mut app, &mut store, 'r');
+    assert!(sql_error(&app).contains("locked"), "{}", sql_error(&app));
+}
+
+/// This process's peak resident memory (Linux), in KiB.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn sql_huge_result_is_capped_while_streaming() {
+    let (_dir, store) = empty_store();
+    let started = std::time::Instant::now();
+    // A billion rows: fetching them all would take minutes and gigabytes.
+    let done = crate::tui::sql::run_query(
+        store.conn(),
+        "select i, i * 2 as j from range(1000000000) t(i)",
+        false,
+        crate::tui::sql::ROW_LIMIT,
+        crate::tui::sql::BYTE_LIMIT,
+    )
+    .expect("query");
+    assert_eq!(done.result.rows.len(), crate::tui::sql::ROW_LIMIT);
+    assert!(done.truncated);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let peak = peak_memory_kib();
+    assert!(peak.is_none_or(|kib| kib < 1 << 20), "peak {peak:?} KiB");
+    let capped = started.elapsed();
+    // Big values stop the fetch by size too: 1 MB in 10,000-byte values.
+    let done = crate::tui::sql::run_query(
+        store.conn(),
+        "select repeat('x', 10000) as big from range(1000000)",
+        false,
+        crate::tui::sql::ROW_LIMIT,
+        1 << 20,
+    )
+    .expect("query");
+    assert!(done.truncated);
+    assert_eq!(
+        done.result.rows.len(),
+        105,
+        "the row that crosses 1 MiB is the last"
+    );
+    eprintln!(
+        "a billion rows capped in {capped:?}, big values in {:?}",
+        done.elapsed
+    );
+    // A small result is whole.
+    let done =
+        crate::tui::sql::run_query(store.conn(), "select 1 as x", false, 10, 1 << 20).expect("q");
+    assert!(!done.truncated);
+    assert_eq!(done.result.rows.len(), 1);
+}
+
+#[test]
+fn sql_running_query_can_be_interrupted() {
+    let (_dir, store) = empty_store();
+    let console = store.reader().expect("connection");
+    let interrupt = console.conn().interrupt_handle();
+    // Interrupting an idle connection does not spoil its next query.
+    interrupt.interrupt();
+    let worker = std::thread::spawn(move || {
+        let slow = crate::tui::sql::run_query(
+            console.conn(),
+            "select count(*) from range(1000000000000) t(i) where i % 7 = 3",
+            false,
+            10,
+            1 << 20,
+        );
+        let after = crate::tui::sql::run_query(console.conn(), "select 42", false, 10, 1 << 20);
+        (slow, after)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    interrupt.interrupt();
+    let (slow, after) = worker.join().expect("worker");
+    let err = slow.expect_err("interrupted");
+    assert!(err.contains("nterrupt"), "{err}");
+    assert_eq!(after.expect("next query").result.rows.len(), 1);
+}
+
+#[test]
+fn sql_history_is_kept_across_runs() {
+    let (dir, mut store) = filled_store();
+    let file = dir.path().join("state/sql_history.jsonl");
+    let mut app = app(&mut store, None);
+    app.sql.history_file = Some(file.clone());
+    keys(&mut app, &mut store, "5");
+    type_sql(&mut app, &mut store, "select 1 as one");
+    ctrl(&mut app, &mut store, 'r');
+    app.sql.editor = crate::tui::sql::Editor::from_text("select 2 as two,\n  3 as three");
+    ctrl(&mut app, &mut store, 'r');
+    let history = crate::tui::sql::load_history(&file);
+    assert_eq!(
+        history,
+        ["select 1 as one", "select 2 as two,\n  3 as three"]
+    );
+    // A new session starts with the file's history.
+    let mut next = App::new(KeyMap::default(), None);
+    next.sql.history = history;
+    next.view = View::Sql;
+    type_sql(&mut next, &mut store, "draft");
+    ctrl(&mut next, &mut store, 'p');
+    assert_eq!(next.sql.editor.text(), "select 2 as two,\n  3 as three");
+    ctrl(&mut next, &mut store, 'p');
+    assert_eq!(next.sql.editor.text(), "select 1 as one");
+    ctrl(&mut next, &mut store, 'n');
+    ctrl(&mut next, &mut store, 'n');
+    assert_eq!(next.sql.editor.text(), "draft");
+}
+
+#[test]
+fn sql_saved_query_loads_and_runs() {
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, None);
+    keys(&mut app, &mut store, "5");
+    ctrl(&mut app, &mut store, 'o');
+    key(&mut app, &mut store, KeyCode::Down);
+    insta::assert_snapshot!("sql_saved_queries", screen(&app, 80, 24));
+    key(&mut app, &mut store, KeyCode::Enter);
+    assert_eq!(app.sql.picker, None);
+    let name = app.sql.saved[1].name.clone();
+    assert_eq!(app.sql.editor.text(), app.sql.saved[1].sql);
+    assert!(app.message.contains(&name));
+    ctrl(&mut app, &mut store, 'r');
+    assert!(
+        matches!(app.sql.outcome, Some(Ok(_))),
+        "{:?}",
+        app.sql.outcome
+    );
+}
+
+#[test]
+fn sql_exports_csv_and_parquet() {
+    let (dir, mut store) = filled_store();
+    let mut app = sql_app(&mut store, "select image_id, error from images order by 1");
+    app.sql.export_dir = dir.path().to_path_buf();
+    ctrl(&mut app, &mut store, 's');
+    let default = dir.path().join("result.csv").display().to_string();
+    assert_eq!(app.sql.export_input.as_deref(), Some(default.as_str()));
+    key(&mut app, &mut store, KeyCode::Enter);
+    let csv = std::fs::read_to_string(dir.path().join("result.csv")).expect("csv");
+    assert!(csv.starts_with("image_id,error\n1,\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 7);
+    assert!(app.message.starts_with("wrote 6 rows"), "{}", app.message);
+    // The same name again is refused in place; a new one is typed.
+    ctrl(&mut app, &mut store, 's');
+    key(&mut app, &mut store, KeyCode::Enter);
+    assert!(
+        app.sql
+            .export_error
+            .as_deref()
+            .is_some_and(|e| e.contains("exists"))
+    );
+    for _ in 0..default.len() {
+        key(&mut app, &mut store, KeyCode::Backspace);
+    }
+    keys(&mut app, &mut store, "r.txt");
+    key(&mut app, &mut store, KeyCode::Enter);
+    assert!(
+        app.sql
+            .export_error
+            .as_deref()
+            .is_some_and(|e| e.contains(".parquet"))
+    );
+    insta::assert_snapshot!("sql_export_prompt", screen(&app, 80, 24));
+    for _ in 0.."txt".len() {
+        key(&mut app, &mut store, KeyCode::Backspace);
+    }
+    keys(&mut app, &mut store, "parquet");
+    key(&mut app, &mut store, KeyCode::Enter);
+    assert_eq!(app.sql.export_input, None);
+    let n: i64 = store
+        .conn()
+        .query_row(
+            &format!(
+                "select count(*) from '{}'",
+                dir.path().join("r.parquet").display()
+            ),
+            [],
+            |r| r.get(0),
+        )
+        .expect("parquet");
+    assert_eq!(n, 6);
 }
 
 /// The filled store plus ann's ratings (so there is a rater pair) and two runs with

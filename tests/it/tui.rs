@@ -329,3 +329,66 @@ fn bench_moving_through_100k_images_and_rating() {
     );
     assert_eq!(app.rate.saved.len(), saves as usize);
 }
+
+/// The SQL view on the real event loop: the query runs on its own thread, a huge
+/// result is capped, a long query is interrupted while the other views keep working,
+/// writes are refused, and the history file gets every query.
+#[test]
+fn sql_view_runs_caps_cancels_and_keeps_history() {
+    let (tmp, db) = store_with_rater();
+    let history = tmp.path().join("state/history.jsonl");
+    let command = format!(
+        "CDWQC_KEYS=/dev/null CDWQC_SQL_HISTORY={} exec {} --db {} tui",
+        history.display(),
+        env!("CARGO_BIN_EXE_cdwqc"),
+        db.display()
+    );
+    let tmux = Tmux::start("sql", tmp.path(), &command);
+    // tmux holds Esc back for 500 ms to see whether a sequence follows.
+    tmux.run(&["set-option", "-s", "escape-time", "0"]);
+    tmux.wait_for("Dashboard");
+    tmux.keys(&["5"]);
+    tmux.wait_for("read-only");
+    // q, digits and ? type text in the editor.
+    tmux.keys(&["-l", "select count(*) as q_images_4 from images -- ?"]);
+    tmux.keys(&["C-r"]);
+    let screen = tmux.wait_for("1 row");
+    assert!(screen.contains("q_images_4"), "{screen}");
+    tmux.keys(&["C-u"]);
+    tmux.keys(&["-l", "select * from range(1000000000)"]);
+    tmux.keys(&["C-r"]);
+    tmux.wait_for("first 10,000 rows");
+    tmux.keys(&["C-u"]);
+    tmux.keys(&[
+        "-l",
+        "select count(*) from range(1000000000000) t(i) where i % 7 = 3",
+    ]);
+    tmux.keys(&["C-r"]);
+    tmux.wait_for("running");
+    // Other views answer while the query runs.
+    // Esc on its own: followed at once by a key, a terminal reads Alt and that key.
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["2"]);
+    tmux.wait_for("Images 1/4");
+    tmux.keys(&["5", "C-k"]);
+    tmux.wait_for("Interrupted");
+    tmux.keys(&["Enter", "C-u"]);
+    tmux.keys(&["-l", "insert into raters (name) values ('zed')"]);
+    tmux.keys(&["C-r"]);
+    tmux.wait_for("The view is read-only");
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["q"]);
+    tmux.wait_for_exit();
+    assert_eq!(
+        sql(tmp.path(), "select count(*) as n from raters"),
+        "n\n1\n"
+    );
+    let lines = std::fs::read_to_string(&history).expect("history file");
+    assert_eq!(lines.lines().count(), 4, "{lines}");
+    assert!(
+        lines.lines().last().is_some_and(|l| l.contains("'zed'")),
+        "{lines}"
+    );
+}

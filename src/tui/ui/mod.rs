@@ -5,6 +5,7 @@ mod images;
 mod picture;
 mod rate;
 mod reports;
+pub mod sql;
 mod viewer;
 
 use ratatui::Frame;
@@ -34,13 +35,31 @@ pub fn draw(frame: &mut Frame, app: &App) {
             .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
         tabs_area,
     );
+    if app.sql.write {
+        // Seen from every view: SQL statements may change the store.
+        let badge = " SQL WRITING ON ";
+        let width = (badge.len() as u16).min(tabs_area.width);
+        frame.render_widget(
+            Paragraph::new(badge).style(
+                Style::new()
+                    .fg(ratatui::style::Color::White)
+                    .bg(ratatui::style::Color::Red)
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Rect {
+                x: tabs_area.right() - width,
+                width,
+                ..tabs_area
+            },
+        );
+    }
     match app.view {
         View::Dashboard => dashboard::draw(frame, body, app),
         View::Images => images::draw(frame, body, app),
         View::Viewer => viewer::draw(frame, body, app),
         View::Rate => rate::draw(frame, body, app),
-        View::Sql => draw_sql(frame, body),
         View::Reports => reports::draw(frame, body, app),
+        View::Sql => sql::draw(frame, body, app),
     }
     let who = match &app.rater {
         Some(r) => format!(" rater {r} (blind) "),
@@ -64,40 +83,38 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
-fn draw_sql(frame: &mut Frame, area: Rect) {
-    let text = "The SQL console is not part of the dashboard yet.\n\n\
-                Ask the store from the shell instead:\n  \
-                cdwqc sql \"select suffix, count(*) from images group by all\"\n  \
-                cdwqc sql -f sql/queries/import_failures.sql";
-    frame.render_widget(
-        Paragraph::new(text)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" SQL ")),
-        area,
-    );
-}
-
+/// The keys of the current view, in two columns when one does not fit the height.
 fn draw_help(frame: &mut Frame, app: &App) {
     let lines = app.keys.help(app.view);
     let area = frame.area();
-    let height = (lines.len() as u16 + 2).min(area.height);
-    let width = 60.min(area.width);
+    let columns = if lines.len() as u16 + 2 > area.height {
+        2
+    } else {
+        1
+    };
+    let per_column = lines.len().div_ceil(columns);
+    let height = (per_column as u16 + 2).min(area.height);
+    let width = (60 * columns as u16 + 2 * (columns as u16 - 1)).min(area.width);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
         width,
         height,
     };
-    let rows = lines
-        .into_iter()
-        .map(|(key, help)| Row::new(vec![key, help.to_string()]));
+    let block = Block::bordered().title(format!(" {} keys (any key closes) ", app.view.title()));
+    let inner = block.inner(popup);
     frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Table::new(rows, [Constraint::Length(10), Constraint::Min(10)]).block(
-            Block::bordered().title(format!(" {} keys (any key closes) ", app.view.title())),
-        ),
-        popup,
-    );
+    frame.render_widget(block, popup);
+    let parts = Layout::horizontal(vec![Constraint::Fill(1); columns]).split(inner);
+    for (chunk, part) in lines.chunks(per_column.max(1)).zip(parts.iter()) {
+        let rows = chunk
+            .iter()
+            .map(|(key, help)| Row::new(vec![key.clone(), help.to_string()]));
+        frame.render_widget(
+            Table::new(rows, [Constraint::Length(10), Constraint::Min(10)]),
+            *part,
+        );
+    }
 }
 
 /// A bordered block holding one line of text: how empty states look.
