@@ -652,7 +652,7 @@ fn model_figures(r: &ModelReport) -> Vec<Figure> {
     let k = r.categories.len();
     let labels = task.categories();
     let mut figures = vec![Figure::confusion(
-        format!("{} · {} vs {}", r.run.run_id, r.against, "prediction"),
+        format!("{} · confusion", r.run.run_id),
         labels,
         &r.overall.confusion,
         &r.against,
