@@ -57,6 +57,10 @@ pub struct ImageFilter {
     pub status: Option<String>,
     pub rated: Option<bool>,
     pub subject: Option<String>,
+    /// The newest `usable` prediction's label (`usable` or `reject`).
+    pub predicted: Option<String>,
+    /// Only images whose newest `usable` prediction differs from a rater's label.
+    pub disagreement: Option<bool>,
 }
 
 /// One line of the image browser.
@@ -70,6 +74,8 @@ pub struct ImageListRow {
     pub shape: String,
     pub orientation: String,
     pub rated_by: i64,
+    /// The newest `usable` prediction's label, empty without one.
+    pub predicted: String,
 }
 
 /// A page of the filtered image list and the size of the whole list.
@@ -98,6 +104,18 @@ pub struct ImageFacts {
     pub manufacturer: Option<String>,
     pub field_strength: Option<f64>,
     pub series_description: Option<String>,
+}
+
+/// One run's prediction for an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionInForce {
+    pub run_id: String,
+    pub task: String,
+    pub label: Option<String>,
+    /// The probability of the predicted class.
+    pub probability: Option<f64>,
+    pub error: Option<String>,
+    pub predicted_at: String,
 }
 
 /// A rating in force, for display.
@@ -198,14 +216,21 @@ impl Store {
                 .prepare_cached(&format!("SELECT count(*) FROM ({base})"))
                 .map_err(db)?
                 .query_row(
-                    params![filter.sequence, filter.status, filter.rated, subject],
+                    params![
+                        filter.sequence,
+                        filter.status,
+                        filter.rated,
+                        subject,
+                        filter.predicted,
+                        filter.disagreement
+                    ],
                     |r| r.get(0),
                 )
                 .map_err(db)?,
         };
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("{base}\nORDER BY i.image_id LIMIT $5 OFFSET $6"))
+            .prepare_cached(&format!("{base}\nORDER BY i.image_id LIMIT $7 OFFSET $8"))
             .map_err(db)?;
         let rows = stmt
             .query_map(
@@ -214,6 +239,8 @@ impl Store {
                     filter.status,
                     filter.rated,
                     subject,
+                    filter.predicted,
+                    filter.disagreement,
                     limit as i64,
                     offset as i64
                 ],
@@ -227,6 +254,7 @@ impl Store {
                         shape: r.get(5)?,
                         orientation: r.get(6)?,
                         rated_by: r.get(7)?,
+                        predicted: r.get(8)?,
                     })
                 },
             )
@@ -290,6 +318,27 @@ impl Store {
             .map_err(db)?;
         let rows = stmt
             .query_map(params![image_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    pub fn image_predictions(&self, image_id: i64) -> Result<Vec<PredictionInForce>, StoreError> {
+        let db = |e| self.err(e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(include_str!("../../sql/store/image_predictions.sql"))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![image_id], |r| {
+                Ok(PredictionInForce {
+                    run_id: r.get(0)?,
+                    task: r.get(1)?,
+                    label: r.get(2)?,
+                    probability: r.get(3)?,
+                    error: r.get(4)?,
+                    predicted_at: r.get(5)?,
+                })
+            })
             .map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)
     }

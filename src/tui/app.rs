@@ -10,7 +10,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::imaging::Volume;
 use crate::imaging::preview::{Gray8, Plane};
 use crate::store::dashboard::{
-    DashboardSummary, ImageFacts, ImageFilter, ImagePage, RateWork, RatingInForce,
+    DashboardSummary, ImageFacts, ImageFilter, ImagePage, PredictionInForce, RateWork,
+    RatingInForce,
 };
 use crate::store::ratings::NewRating;
 
@@ -78,6 +79,8 @@ pub struct Detail {
     pub facts: Option<ImageFacts>,
     pub previews: Vec<(Plane, Gray8)>,
     pub ratings: Option<Vec<RatingInForce>>,
+    /// Every run's prediction, unless blind.
+    pub predictions: Option<Vec<PredictionInForce>>,
 }
 
 /// A volume loaded for the viewer, with its default intensity window.
@@ -632,6 +635,25 @@ impl App {
                     Some(self.images.filter.subject.clone().unwrap_or_default());
             }
             Action::ClearFilters => self.set_filter(ImageFilter::default()),
+            Action::CycleModel => {
+                if self.blind() {
+                    self.message = "model predictions are hidden in blind rating mode".into();
+                } else {
+                    // any -> predicted usable -> predicted reject -> model-rater disagreement
+                    let f = &self.images.filter;
+                    let (predicted, disagreement) = match (f.predicted.as_deref(), f.disagreement) {
+                        (None, None) => (Some("usable".to_string()), None),
+                        (Some("usable"), _) => (Some("reject".to_string()), None),
+                        (Some(_), _) => (None, Some(true)),
+                        (None, Some(_)) => (None, None),
+                    };
+                    self.set_filter(ImageFilter {
+                        predicted,
+                        disagreement,
+                        ..self.images.filter.clone()
+                    });
+                }
+            }
             Action::OpenViewer => self.view = View::Viewer,
             Action::NextPlane => {
                 self.viewer.plane = match self.viewer.plane {

@@ -94,15 +94,19 @@ fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detai
         }
     }
     previews.sort_by_key(|(plane, _)| Plane::ALL.iter().position(|p| p == plane));
-    let ratings = if with_ratings {
-        Some(store.image_ratings(image_id).map_err(text)?)
+    let (ratings, predictions) = if with_ratings {
+        (
+            Some(store.image_ratings(image_id).map_err(text)?),
+            Some(store.image_predictions(image_id).map_err(text)?),
+        )
     } else {
-        None
+        (None, None)
     };
     Ok(Detail {
         facts,
         previews,
         ratings,
+        predictions,
     })
 }
 

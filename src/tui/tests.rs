@@ -749,12 +749,13 @@ fn store_with_runs() -> (tempfile::TempDir, Store) {
                     ('u-target', 'train', 'usable', 'target-only', 'completed', 'u-target', '2026-01-04 10:00:00+00');
              INSERT INTO splits SELECT s.run, i, '0' || (i % 3 + 1), 'target', 'test', NULL
              FROM range(1, 6) t(i), (VALUES ('u-ssda'), ('u-target')) s(run);
-             INSERT INTO predictions (run_id, image_id, task, label, probabilities)
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
              SELECT 'u-ssda', i, 'usable', CASE WHEN i = 3 THEN 'reject' ELSE 'usable' END,
-                    CASE WHEN i = 3 THEN [0.2, 0.8] ELSE [0.9, 0.1] END
+                    CASE WHEN i = 3 THEN [0.2, 0.8] ELSE [0.9, 0.1] END, '2026-01-05 09:00:00+00'
              FROM range(1, 6) t(i);
-             INSERT INTO predictions (run_id, image_id, task, label, probabilities)
-             SELECT 'u-target', i, 'usable', 'usable', [0.7, 0.3] FROM range(1, 6) t(i);",
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
+             SELECT 'u-target', i, 'usable', 'usable', [0.7, 0.3], '2026-01-04 10:00:00+00'
+             FROM range(1, 6) t(i);",
         )
         .expect("runs and predictions");
     (dir, store)
@@ -810,4 +811,38 @@ fn reports_export_writes_html_beside_the_store() {
         let html = std::fs::read_to_string(dir.path().join("reports").join(name)).expect(name);
         assert!(html.contains("<svg"), "{name} has plots");
     }
+}
+
+#[test]
+fn images_filter_by_model_and_show_predictions_unless_blind() {
+    let (_dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, None);
+    keys(&mut app, &mut store, "2");
+    let total = |app: &App| app.images.page.as_ref().map_or(0, |p| p.total);
+    assert_eq!(total(&app), 6);
+    // The newest usable prediction per image is u-ssda's:
+    // image 3 reject, the others usable; image 2 is usable to the model, reject to both raters.
+    keys(&mut app, &mut store, "m");
+    assert_eq!(app.images.filter.predicted.as_deref(), Some("usable"));
+    assert_eq!(total(&app), 4);
+    keys(&mut app, &mut store, "m");
+    assert_eq!(total(&app), 1);
+    keys(&mut app, &mut store, "m");
+    assert_eq!(app.images.filter.disagreement, Some(true));
+    assert_eq!(total(&app), 1);
+    assert_eq!(app.images.selected_row().map(|r| r.image_id), Some(2));
+    insta::assert_snapshot!(screen(&app, 120, 30));
+    keys(&mut app, &mut store, "m");
+    assert_eq!(total(&app), 6);
+
+    let mut blind = App::new(KeyMap::default(), Some("ann".into()));
+    handle_now(&mut blind, &mut store, Event::Tick);
+    keys(&mut blind, &mut store, "2m");
+    assert_eq!(blind.images.filter, Default::default());
+    assert!(blind.message.contains("hidden"), "{}", blind.message);
+    let text = screen(&blind, 120, 30);
+    assert!(
+        !text.contains("rated model") && !text.contains("u-ssda"),
+        "{text}"
+    );
 }

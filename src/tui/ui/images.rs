@@ -34,8 +34,13 @@ fn filter_line(app: &App) -> String {
         Some(input) => format!("/{input}▏"),
         None => f.subject.clone().unwrap_or_else(|| "-".into()),
     };
+    let model = match (f.predicted.as_deref(), f.disagreement) {
+        (Some(label), _) => format!(" · model {label}"),
+        (None, Some(true)) => " · model ≠ rater".to_string(),
+        _ => String::new(),
+    };
     format!(
-        "seq {} · status {} · {rated} · subject {search}",
+        "seq {} · status {} · {rated} · subject {search}{model}",
         f.sequence.as_deref().unwrap_or("any"),
         f.status.as_deref().unwrap_or("any"),
     )
@@ -63,7 +68,9 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     // Every column at its full width needs 56 cells; narrower lists drop the session
     // and orientation columns rather than squeezing them all.
     let wide = table_area.width >= 58;
-    let keep = |column: usize| wide || !matches!(column, 2 | 6);
+    // The model's label stays out of sight in blind mode, and out of narrow lists.
+    let model = !app.blind() && table_area.width >= 66;
+    let keep = |column: usize| (wide || !matches!(column, 2 | 6)) && (model || column != 8);
     let pick = |cells: Vec<String>| -> Vec<String> {
         cells
             .into_iter()
@@ -82,10 +89,11 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
             r.shape.clone(),
             r.orientation.clone(),
             r.rated_by.to_string(),
+            r.predicted.clone(),
         ]))
     });
     let names = [
-        "id", "subject", "session", "suffix", "status", "shape", "ori", "rated",
+        "id", "subject", "session", "suffix", "status", "shape", "ori", "rated", "model",
     ];
     let header = Row::new(pick(names.iter().map(|n| n.to_string()).collect()))
         .style(Style::new().add_modifier(Modifier::BOLD));
@@ -98,6 +106,7 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(11),
         Constraint::Length(3),
         Constraint::Length(5),
+        Constraint::Length(6),
     ]
     .into_iter()
     .enumerate()
@@ -176,6 +185,20 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, blind: bool) {
             }
         }
         (None, false) => {}
+    }
+    if let (Some(predictions), false) = (&detail.predictions, blind) {
+        for p in predictions {
+            lines.push(Line::from(match (&p.label, &p.error) {
+                (Some(label), _) => format!(
+                    "model {} {}: {label} {}",
+                    p.run_id,
+                    p.task,
+                    p.probability.map_or(String::new(), |v| format!("({v:.2})"))
+                ),
+                (None, Some(err)) => format!("model {}: failed: {err}", p.run_id),
+                (None, None) => format!("model {}: no label", p.run_id),
+            }));
+        }
     }
     let facts_height = (lines.len() as u16 + 2).min(area.height);
     let [facts_area, previews_area] =
