@@ -39,6 +39,8 @@ pub struct RunSummary {
     pub task: String,
     pub status: String,
     pub started_at: String,
+    /// A training run's balanced accuracy on its test subjects, empty otherwise.
+    pub test_balanced_accuracy: String,
 }
 
 /// Everything the dashboard's first view shows.
@@ -186,6 +188,7 @@ impl Store {
                 task: r.get(2)?,
                 status: r.get(3)?,
                 started_at: r.get(4)?,
+                test_balanced_accuracy: r.get(5)?,
             })
         })?;
         Ok(DashboardSummary {

@@ -143,6 +143,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 r.run_id.clone(),
                 r.kind.clone(),
                 r.status.clone(),
+                r.test_balanced_accuracy.clone(),
                 r.started_at.clone(),
             ])
         });
@@ -153,10 +154,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                     Constraint::Fill(1),
                     Constraint::Length(5),
                     Constraint::Length(9),
+                    Constraint::Length(7),
                     Constraint::Length(11),
                 ],
             )
-            .header(header(&["run", "kind", "status", "started"]))
+            .header(header(&["run", "kind", "status", "test BA", "started"]))
             .block(Block::bordered().title(" Latest runs ")),
             runs,
         );
