@@ -235,7 +235,10 @@ fn bench_moving_through_100k_images_and_rating() {
              FROM range(1, 100001) t(i);
              INSERT INTO raters (name) VALUES ('ann'), ('bob');
              INSERT INTO ratings (image_id, rater, usable, motion, code, protocol_version, source)
-             SELECT i, 'bob', true, 1, 'a', '1', 'bench' FROM range(1, 100001, 5) t(i);",
+             SELECT i, 'bob', true, 1, 'a', '1', 'bench' FROM range(1, 100001, 5) t(i);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities)
+             SELECT 'bench-run', i, 'usable', CASE WHEN i % 7 = 0 THEN 'reject' ELSE 'usable' END,
+                    [0.8, 0.2] FROM range(1, 100001) t(i);",
         )
         .expect("rows");
     let side = 160usize;
@@ -255,7 +258,7 @@ fn bench_moving_through_100k_images_and_rating() {
         )
         .expect("previews");
     println!(
-        "built 100,000 images, 300,000 previews ({} B each), 20,000 ratings in {:.1} s",
+        "built 100,000 images, 300,000 previews ({} B each), 20,000 ratings, 100,000 predictions in {:.1} s",
         png.len(),
         built.elapsed().as_secs_f64()
     );
