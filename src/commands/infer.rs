@@ -59,11 +59,11 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
                 let Some(row) = store.run_row(run)? else {
                     bail!("no run {run} in the store (cdwqc sql \"select run_id from runs\")");
                 };
-                let task = match row.task.as_deref() {
-                    Some("quality") => Task::Quality,
-                    Some("gado") => Task::Gado,
-                    _ => Task::Usable,
-                };
+                let task = row
+                    .task
+                    .as_deref()
+                    .and_then(Task::from_name)
+                    .unwrap_or(Task::Usable);
                 CheckpointState::read(&dir)
                     .with_context(|| format!("run {run} has no checkpoint in {}", dir.display()))?;
                 (

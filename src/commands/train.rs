@@ -107,11 +107,7 @@ pub fn run(db: &Path, mut args: TrainArgs) -> anyhow::Result<ExitCode> {
             let Some(row) = store.run_row(run)? else {
                 bail!("no run {run} to resume (cdwqc sql \"select run_id, status from runs\")");
             };
-            if let Some(task) = row
-                .task
-                .as_deref()
-                .and_then(|t| Task::ALL.into_iter().find(|x| x.name() == t))
-            {
+            if let Some(task) = row.task.as_deref().and_then(Task::from_name) {
                 args.task = task;
             }
             row.config

@@ -32,6 +32,11 @@ impl Task {
         }
     }
 
+    /// The task of a stored name (`usable`, `quality`, `gado`).
+    pub fn from_name(name: &str) -> Option<Task> {
+        Task::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn categories(self) -> &'static [&'static str] {
         match self {
             Task::Usable => &["usable", "reject"],

@@ -248,15 +248,11 @@ fn run_info(store: &Store, run_id: &str) -> Result<Option<(RunInfo, Option<Strin
     Ok(Some((info, get(2)?)))
 }
 
-fn parse_task(name: &str) -> Option<Task> {
-    Task::ALL.into_iter().find(|t| t.name() == name)
-}
-
 /// The tasks a run has predictions for (a TorchScript run has no run row).
 fn predicted_tasks(store: &Store, run_id: &str) -> Result<Vec<String>, ReportError> {
     let mut stmt = store
         .conn()
-        .prepare("SELECT DISTINCT task FROM predictions WHERE run_id = ? ORDER BY task")
+        .prepare(include_str!("../../sql/store/predicted_tasks.sql"))
         .map_err(db(store))?;
     let rows = stmt
         .query_map(duckdb::params![run_id], |r| r.get::<_, String>(0))
@@ -283,10 +279,7 @@ fn truth_labels(
             };
             let mut stmt = store
                 .conn()
-                .prepare(
-                    "SELECT image_id, rater, usable_label, quality_label, gado_label \
-                     FROM rater_labels WHERE rater = ?",
-                )
+                .prepare(include_str!("../../sql/store/rater_task_labels.sql"))
                 .map_err(db(store))?;
             let rows = stmt
                 .query_map(duckdb::params![rater], |r| {
@@ -343,7 +336,7 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
     };
     let task = task_name
         .as_deref()
-        .and_then(parse_task)
+        .and_then(Task::from_name)
         .ok_or_else(|| ReportError::Input(format!("run {run_id} has no known task")))?;
     let set = opts.set.unwrap_or(if run.split_id.is_some() {
         EvalSet::Test
@@ -895,10 +888,7 @@ fn method_rank(m: Option<&str>) -> usize {
 pub fn resolve_runs(store: &Store, patterns: &[String]) -> Result<Vec<String>, ReportError> {
     let mut stmt = store
         .conn()
-        .prepare(
-            "SELECT run_id FROM runs WHERE kind = 'train' \
-             UNION SELECT DISTINCT run_id FROM predictions ORDER BY run_id",
-        )
+        .prepare(include_str!("../../sql/store/scored_runs.sql"))
         .map_err(db(store))?;
     let known = stmt
         .query_map([], |r| r.get::<_, String>(0))
