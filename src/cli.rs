@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     import::ImportArgs, infer::InferArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs,
-    queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs, report::ReportArgs,
-    sql::SqlArgs, synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
+    job::JobArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
+    report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -52,6 +52,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Predict with a trained run (or a TorchScript model) and store the predictions.
     Infer(InferArgs),
+    /// Run a job plan written by the dashboard (JSON lines on stdout; opens no store).
+    #[command(hide = true)]
+    Job(JobArgs),
     /// Agreement and model reports (Markdown, JSON, HTML).
     Report(ReportArgs),
     /// Write a synthetic clinical warehouse (BIDS) with graded artefacts and raters.

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod device;
 pub mod imaging;
 pub mod import;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

@@ -4,17 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-use super::train::{class_names, runs_dir};
-use crate::imaging::preprocess::TensorCache;
-use crate::model::data::Item;
-use crate::model::infer::{
-    InferOptions, LogitsModel, Prediction, Predictor, ScriptModel, predict_items,
-};
-use crate::model::preset::Preset;
-use crate::model::train::CheckpointState;
+use crate::jobs::plan::{InferRequest, plan_inference, record_inference};
+use crate::jobs::{JobEvent, cache_dir, run_inference, runs_dir};
 use crate::report::agreement::Task;
 use crate::store::{Access, Store};
 
@@ -50,79 +46,52 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads.max(1));
-    let device = crate::model::parse_device(&args.device)?;
     let mut store = Store::open(db, Access::ReadWrite)?;
-    let (run_id, task, model): (String, Task, Box<dyn LogitsModel>) =
-        match (&args.run, &args.torchscript) {
-            (Some(run), _) => {
-                let dir = runs_dir().join(run);
-                let Some(row) = store.run_row(run)? else {
-                    bail!("no run {run} in the store (cdwqc sql \"select run_id from runs\")");
-                };
-                let task = row
-                    .task
-                    .as_deref()
-                    .and_then(Task::from_name)
-                    .unwrap_or(Task::Usable);
-                CheckpointState::read(&dir)
-                    .with_context(|| format!("run {run} has no checkpoint in {}", dir.display()))?;
-                (
-                    run.clone(),
-                    task,
-                    Box::new(Predictor::from_run_dir(&dir, device)?),
-                )
-            }
-            (None, Some(path)) => {
-                let name = args.preset.as_deref().unwrap_or("cpu-small");
-                let preset = if Path::new(name).is_file() {
-                    Preset::from_file(Path::new(name))?
-                } else {
-                    Preset::builtin(name)?
-                };
-                let run_id = format!("torchscript-{}", crate::imaging::bids::stem(path));
-                (
-                    run_id,
-                    args.task,
-                    Box::new(ScriptModel::load(path, preset, device)?),
-                )
-            }
-            (None, None) => bail!("give --run RUN or --torchscript FILE"),
-        };
-    let labels = crate::rate::labels::image_labels(&store)?;
-    let images = store.model_images(&args.sequence)?;
-    let items: Vec<Item> = images
-        .iter()
-        .filter(|i| !args.unrated || !labels.contains_key(&i.image_id))
-        .map(|i| Item::from_file(i.image_id.to_string(), &i.path, i.sha256.clone(), None))
-        .collect();
-    if items.is_empty() {
-        bail!("no {} image to predict", args.sequence);
-    }
-    let started = std::time::Instant::now();
-    let results = predict_items(
-        model.as_ref(),
-        &items,
-        &InferOptions {
-            cache: Some(TensorCache::new(PathBuf::from("models/cache"))),
-            ..InferOptions::default()
-        },
-        &mut |_, _| {},
-    );
-    let names = class_names(task);
-    let mut rows = Vec::with_capacity(results.len());
-    let mut failed = 0;
-    for (item, result) in items.iter().zip(results) {
-        let image_id: i64 = item.id.parse().context("image id")?;
-        failed += usize::from(result.is_err());
-        rows.push(Prediction::row(&result, image_id, task.name(), names));
-    }
-    store.save_predictions(&run_id, &rows)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let request = InferRequest {
+        run: args.run,
+        torchscript: args.torchscript,
+        preset: args.preset,
+        task: args.task,
+        sequence: args.sequence,
+        unrated: args.unrated,
+        device: args.device,
+    };
+    let plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: storing the predictions made so far");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let result = run_inference(&plan, &cancel, &mut |event| {
+        if let JobEvent::ItemFailed { id, error } = event {
+            eprintln!("image {id}: {error}");
+        }
+    })?;
+    record_inference(&mut store, &plan.run_id, &result)?;
     println!(
-        "{run_id}: {} {} images predicted ({failed} failed) in {seconds:.1} s ({:.1} images/s)",
-        rows.len(),
-        args.sequence,
-        rows.len() as f64 / seconds.max(1e-9)
+        "{}: {} {} images predicted ({} failed) in {:.1} s ({:.1} images/s){}",
+        plan.run_id,
+        result.rows.len(),
+        plan.sequence,
+        result.failed,
+        result.seconds,
+        result.rows.len() as f64 / result.seconds.max(1e-9),
+        if result.cancelled {
+            format!(
+                "; interrupted before the other {}",
+                plan.items.len() - result.rows.len()
+            )
+        } else {
+            String::new()
+        }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if result.cancelled {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -5,6 +5,7 @@ pub mod infer;
 pub mod info;
 pub mod init;
 pub mod inspect;
+pub mod job;
 pub mod queue;
 pub mod rate;
 pub mod raters;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rate(args) => rate::run(&cli.db, args),
         Command::Train(args) => train::run(&cli.db, args),
         Command::Infer(args) => infer::run(&cli.db, args),
+        Command::Job(args) => job::run(args),
         Command::Tui(args) => tui::run(&cli.db, args),
     }
 }

@@ -37,6 +37,28 @@ pub enum Method {
     SsdaNoDomain,
 }
 
+impl Method {
+    /// In the paper's order: the method, then its baselines.
+    pub const ALL: [Method; 5] = [
+        Method::Ssda,
+        Method::TargetOnly,
+        Method::SourceOnly,
+        Method::Finetune,
+        Method::SsdaNoDomain,
+    ];
+
+    /// The name on the command line and in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ssda => "ssda",
+            Method::TargetOnly => "target-only",
+            Method::SourceOnly => "source-only",
+            Method::Finetune => "finetune",
+            Method::SsdaNoDomain => "ssda-no-domain",
+        }
+    }
+}
+
 impl std::str::FromStr for Method {
     type Err = ModelError;
 
@@ -132,7 +154,7 @@ impl TrainConfig {
         }
     }
 
-    fn validate(&self) -> Result<(), ModelError> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         let fail = |msg: &str| Err(ModelError::Config(msg.to_string()));
         if self.batch_size < 2 {
             return fail("batch size must be at least 2 (batch normalisation in training)");

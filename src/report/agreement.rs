@@ -13,7 +13,7 @@ use crate::metrics::{
 use crate::store::Store;
 
 /// The prediction tasks and their categories, in ordinal order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     Usable,

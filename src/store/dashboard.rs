@@ -216,7 +216,7 @@ impl Store {
             Some(total) => total as i64,
             None => self
                 .conn
-                .prepare_cached(&format!("SELECT count(*) FROM ({base})"))
+                .prepare(&format!("SELECT count(*) FROM ({base})"))
                 .map_err(db)?
                 .query_row(
                     params![
@@ -233,7 +233,7 @@ impl Store {
         };
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("{base}\nORDER BY i.image_id LIMIT $7 OFFSET $8"))
+            .prepare(&format!("{base}\nORDER BY i.image_id LIMIT $7 OFFSET $8"))
             .map_err(db)?;
         let rows = stmt
             .query_map(
@@ -275,7 +275,7 @@ impl Store {
         let db = |e| self.err(e);
         let mut stmt = self
             .conn
-            .prepare_cached(include_str!("../../sql/store/image_detail.sql"))
+            .prepare(include_str!("../../sql/store/image_detail.sql"))
             .map_err(db)?;
         let mut rows = stmt.query(params![image_id]).map_err(db)?;
         let Some(r) = rows.next().map_err(db)? else {
@@ -317,7 +317,7 @@ impl Store {
         let db = |e| self.err(e);
         let mut stmt = self
             .conn
-            .prepare_cached(include_str!("../../sql/store/image_previews.sql"))
+            .prepare(include_str!("../../sql/store/image_previews.sql"))
             .map_err(db)?;
         let rows = stmt
             .query_map(params![image_id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -329,7 +329,7 @@ impl Store {
         let db = |e| self.err(e);
         let mut stmt = self
             .conn
-            .prepare_cached(include_str!("../../sql/store/image_predictions.sql"))
+            .prepare(include_str!("../../sql/store/image_predictions.sql"))
             .map_err(db)?;
         let rows = stmt
             .query_map(params![image_id], |r| {
@@ -350,7 +350,7 @@ impl Store {
         let db = |e| self.err(e);
         let mut stmt = self
             .conn
-            .prepare_cached(include_str!("../../sql/store/image_ratings.sql"))
+            .prepare(include_str!("../../sql/store/image_ratings.sql"))
             .map_err(db)?;
         let rows = stmt
             .query_map(params![image_id], |r| {
@@ -376,7 +376,7 @@ impl Store {
         let db = |e| self.err(e);
         let from_queue: bool = self
             .conn
-            .prepare_cached(include_str!("../../sql/store/rater_has_queue.sql"))
+            .prepare(include_str!("../../sql/store/rater_has_queue.sql"))
             .map_err(db)?
             .query_row(params![rater], |r| r.get(0))
             .map_err(db)?;
@@ -385,7 +385,7 @@ impl Store {
         } else {
             include_str!("../../sql/store/rate_unqueued.sql")
         };
-        let mut stmt = self.conn.prepare_cached(sql).map_err(db)?;
+        let mut stmt = self.conn.prepare(sql).map_err(db)?;
         let image_ids = stmt
             .query_map(params![rater, limit as i64], |r| r.get(0))
             .map_err(db)?
@@ -397,13 +397,16 @@ impl Store {
         })
     }
 
+    // Reads prepare afresh: DuckDB 1.5.6 statements kept prepared on a reader
+    // connection returned corrupted strings once another connection had changed the
+    // rows they read (see the test `a_reader_sees_runs_recorded_by_the_writer`).
     fn rows<T>(
         &self,
         sql: &str,
         map: impl FnMut(&duckdb::Row<'_>) -> duckdb::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
         let db = |e| self.err(e);
-        let mut stmt = self.conn.prepare_cached(sql).map_err(db)?;
+        let mut stmt = self.conn.prepare(sql).map_err(db)?;
         let rows = stmt.query_map([], map).map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)
     }
@@ -412,6 +415,45 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_sees_runs_recorded_by_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        let reader = store.reader().expect("reader");
+        assert!(reader.dashboard_summary().expect("summary").runs.is_empty());
+        store
+            .begin_run(&crate::store::runs::NewRun {
+                run_id: "r1".into(),
+                kind: "train".into(),
+                task: Some("usable".into()),
+                config: "{}".into(),
+                ..Default::default()
+            })
+            .expect("begin");
+        for status in ["running", "completed"] {
+            if status == "completed" {
+                store
+                    .set_run_status(
+                        "r1",
+                        status,
+                        Some(r#"{"test_balanced_accuracy":1.0}"#),
+                        None,
+                    )
+                    .expect("status");
+            }
+            let runs = reader.dashboard_summary().expect("summary").runs;
+            assert_eq!(runs.len(), 1);
+            assert_eq!(
+                (
+                    runs[0].run_id.as_str(),
+                    runs[0].kind.as_str(),
+                    runs[0].status.as_str()
+                ),
+                ("r1", "train", status)
+            );
+        }
+    }
 
     #[test]
     fn empty_store_gives_empty_summaries_and_pages() {

@@ -49,7 +49,7 @@ pub struct SplitRow {
 }
 
 /// One model output for one image: probabilities and label, or why it failed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PredictionRow {
     pub image_id: i64,
     pub task: String,
@@ -188,6 +188,39 @@ impl Store {
         tx.commit().map_err(db)
     }
 
+    /// One run's epochs, in order.
+    pub fn run_epochs(&self, run_id: &str) -> Result<Vec<EpochRow>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/run_epochs.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(EpochRow {
+                    epoch: r.get(0)?,
+                    train_loss: r.get(1)?,
+                    source_loss: r.get(2)?,
+                    target_loss: r.get(3)?,
+                    domain_loss: r.get(4)?,
+                    val_loss: r.get(5)?,
+                    val_balanced_accuracy: r.get(6)?,
+                    alpha: r.get(7)?,
+                    seconds: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Marks runs left `running` by a process that ended as `interrupted`; call only
+    /// while holding the store for writing (then no run can really be running).
+    /// Returns how many.
+    pub fn interrupt_stale_runs(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(include_str!("../../sql/store/interrupt_stale_runs.sql"), [])
+            .map_err(|e| self.err(e))
+    }
+
     pub fn runs(&self) -> Result<Vec<RunSummary>, StoreError> {
         let mut stmt = self
             .conn()
@@ -273,6 +306,13 @@ mod tests {
                 ],
             )
             .expect("predictions");
+        let epochs = store.run_epochs("r1").expect("epochs");
+        assert_eq!(epochs.len(), 1);
+        assert_eq!((epochs[0].epoch, epochs[0].val_loss), (1, Some(0.5)));
+        assert!(store.run_epochs("none").expect("no epochs").is_empty());
+        // Held for writing, a run still marked running was cut off.
+        assert_eq!(store.interrupt_stale_runs().expect("stale"), 1);
+        assert_eq!(store.runs().expect("runs")[0].status, "interrupted");
         store
             .set_run_status("r1", "completed", Some("{\"ba\":0.9}"), None)
             .expect("finish");

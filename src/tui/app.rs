@@ -15,10 +15,14 @@ use crate::store::dashboard::{
 };
 use crate::store::ratings::NewRating;
 
+use super::jobs::{JobRequest, JobStatus, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::parse_code;
 use super::reports::{ReportsData, ReportsState};
 use super::sql::{Focus, SqlRequest, SqlResponse, SqlState};
+use crate::jobs::{InferResult, JobEvent, TrainResult};
+use crate::model::train::EpochReport;
+use crate::store::runs::{EpochRow, RunSummary};
 
 /// Rows fetched per page of the image list.
 pub const PAGE_SIZE: usize = 200;
@@ -26,6 +30,8 @@ pub const PAGE_SIZE: usize = 200;
 pub const RATE_BATCH: usize = 500;
 /// Image details kept in memory (previews are small, but not free).
 const DETAIL_CACHE: usize = 64;
+/// How long quitting waits for running jobs to checkpoint and stop.
+const QUIT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reads the store layer answers off the UI thread.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +61,21 @@ pub enum Request {
     ExportReports,
     /// Served by the SQL thread (runs, cancels) or a thread of its own (exports).
     Sql(SqlRequest),
+    /// Every run in the store, for the Jobs view.
+    Runs,
+    /// A stored run's epochs, for its curves.
+    RunEpochs {
+        run_id: String,
+    },
+    /// Starts the worker of a planned and recorded job (served by the job runner).
+    SpawnJob {
+        id: u64,
+        plan: std::path::PathBuf,
+    },
+    /// Asks a job's worker to stop (a training run checkpoints first).
+    CancelJob {
+        id: u64,
+    },
 }
 
 impl Request {
@@ -69,6 +90,10 @@ impl Request {
             Request::Reports => "reports".into(),
             Request::ExportReports => "export-reports".into(),
             Request::Sql(_) => "sql".into(),
+            Request::Runs => "runs".into(),
+            Request::RunEpochs { run_id } => format!("epochs:{run_id}"),
+            Request::SpawnJob { id, .. } => format!("spawn:{id}"),
+            Request::CancelJob { id } => format!("cancel:{id}"),
         }
     }
 }
@@ -113,6 +138,11 @@ pub enum Response {
     /// The files an export wrote.
     Exported(Result<Vec<std::path::PathBuf>, String>),
     Sql(SqlResponse),
+    Runs(Result<Vec<RunSummary>, String>),
+    RunEpochs {
+        run_id: String,
+        result: Result<Vec<EpochRow>, String>,
+    },
 }
 
 impl Response {
@@ -126,6 +156,8 @@ impl Response {
             Response::Reports(_) => "reports".into(),
             Response::Exported(_) => "export-reports".into(),
             Response::Sql(_) => "sql".into(),
+            Response::Runs(_) => "runs".into(),
+            Response::RunEpochs { run_id, .. } => format!("epochs:{run_id}"),
         }
     }
 }
@@ -143,6 +175,31 @@ pub enum Event {
     Undone(Result<Option<(i64, i64)>, String>),
     /// Something for the status line (a failure of the loop's own work).
     Note(String),
+    /// A job was planned and recorded (its run id and a summary), or why not.
+    JobPlanned {
+        id: u64,
+        result: Result<(String, String), String>,
+    },
+    /// A line of a job's worker: an event, or text for the log.
+    JobOutput {
+        id: u64,
+        line: JobLine,
+    },
+    /// A job's worker ended, with its exit code (`None`: killed by a signal).
+    JobExited {
+        id: u64,
+        code: Option<i32>,
+    },
+    /// A job's outcome was written to the store, or why not.
+    JobRecorded(Result<(), String>),
+}
+
+/// What a job's worker said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobLine {
+    Event(Box<JobEvent>),
+    /// Standard error, or a stray line on standard output.
+    Log(String),
 }
 
 /// What the app asks the loop to do.
@@ -158,6 +215,27 @@ pub enum Effect {
     RememberQuery {
         file: std::path::PathBuf,
         sql: String,
+    },
+    /// Plan a job on the writer, record its start, then spawn its worker; answers with
+    /// [`Event::JobPlanned`].
+    StartJob {
+        id: u64,
+        request: JobRequest,
+    },
+    /// Record a finished epoch of a training job.
+    RecordEpoch {
+        run_id: String,
+        report: EpochReport,
+    },
+    /// Record how a training job ended.
+    RecordTraining {
+        run_id: String,
+        result: Box<Result<TrainResult, String>>,
+    },
+    /// Store an inference job's predictions.
+    RecordInference {
+        run_id: String,
+        result: Box<InferResult>,
     },
     Quit,
 }
@@ -256,6 +334,7 @@ pub struct App {
     pub rate: RateState,
     pub reports: ReportsState,
     pub sql: SqlState,
+    pub jobs: JobsState,
     in_flight: HashSet<String>,
 }
 
@@ -280,6 +359,7 @@ impl App {
                 None,
                 std::path::PathBuf::from("."),
             ),
+            jobs: JobsState::default(),
             in_flight: HashSet::new(),
         }
     }
@@ -297,7 +377,21 @@ impl App {
             Event::Saved(result) => self.on_saved(result),
             Event::Undone(result) => self.on_undone(result),
             Event::Note(text) => self.message = text,
+            Event::JobPlanned { id, result } => self.on_job_planned(id, result, &mut effects),
+            Event::JobOutput { id, line } => self.on_job_output(id, line, &mut effects),
+            Event::JobExited { id, code } => self.on_job_exited(id, code, &mut effects),
+            Event::JobRecorded(result) => {
+                if let Err(e) = result {
+                    self.message = format!("the job's outcome was not stored: {e}");
+                }
+                // Runs, the dashboard and the reports now read differently.
+                self.jobs.runs = None;
+                self.jobs.run_epochs = None;
+                self.dashboard = None;
+                self.reports.data = None;
+            }
         }
+        self.check_quit(&mut effects);
         self.request_missing(&mut effects);
         effects
     }
@@ -316,8 +410,16 @@ impl App {
             return;
         }
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-            self.quit = true;
-            effects.push(Effect::Quit);
+            if self.jobs.active() > 0 {
+                self.stop_jobs_and_quit(effects);
+            } else {
+                self.quit = true;
+                effects.push(Effect::Quit);
+            }
+            return;
+        }
+        if self.view == View::Jobs && self.jobs.form.is_some() {
+            self.on_form_key(&key, effects);
             return;
         }
         if self.help {
@@ -560,8 +662,31 @@ impl App {
         }
         match action {
             Action::Quit => {
-                self.quit = true;
-                effects.push(Effect::Quit);
+                let active = self.jobs.active();
+                if active == 0 {
+                    self.quit = true;
+                    effects.push(Effect::Quit);
+                } else if self.jobs.confirm_quit {
+                    self.stop_jobs_and_quit(effects);
+                } else {
+                    self.jobs.confirm_quit = true;
+                    self.message = format!(
+                        "{active} job(s) running: q again stops them (training saves a checkpoint) and quits"
+                    );
+                }
+            }
+            Action::NewJob => self.open_job_form(),
+            Action::CancelJob => {
+                let id = match self.jobs.selection() {
+                    Some(super::jobs::Selection::Job(job)) if job.status.is_active() => {
+                        Some(job.id)
+                    }
+                    _ => None,
+                };
+                match id {
+                    Some(id) => self.cancel_job(id, effects),
+                    None => self.message = "the selected line is not a running job".into(),
+                }
             }
             Action::Help => self.help = true,
             Action::NextTab | Action::PrevTab => {
@@ -755,6 +880,10 @@ impl App {
     }
 
     fn move_selection(&mut self, delta: i64) {
+        if self.view == View::Jobs {
+            self.jobs.move_selection(delta);
+            return;
+        }
         let total = self.images.page.as_ref().map_or(0, |p| p.total);
         if total == 0 {
             return;
@@ -961,6 +1090,226 @@ impl App {
                 }
             }
             Response::Sql(response) => self.on_sql_response(response),
+            Response::Runs(result) => {
+                self.jobs.runs = Some(result);
+                let len = self.jobs.len();
+                if self.jobs.selected >= len {
+                    self.jobs.selected = len.saturating_sub(1);
+                }
+            }
+            Response::RunEpochs { run_id, result } => {
+                self.jobs.run_epochs = Some((run_id, result));
+            }
+        }
+    }
+
+    /// Opens the form, or says why jobs cannot run here.
+    fn open_job_form(&mut self) {
+        if self.blind() {
+            self.message = "jobs are hidden in blind rating mode".into();
+            return;
+        }
+        if self.jobs.quitting.is_some() {
+            return;
+        }
+        self.jobs.form = Some(self.jobs.form.take().unwrap_or_default());
+    }
+
+    /// The sequences the store holds, for the inference form.
+    pub fn sequences(&self) -> Vec<String> {
+        self.dashboard
+            .as_ref()
+            .and_then(|d| d.as_ref().ok())
+            .map(|d| {
+                let mut names: Vec<String> = d
+                    .sequences
+                    .iter()
+                    .map(|s| s.sequence.clone())
+                    .filter(|s| s != "(none)")
+                    .collect();
+                names.dedup();
+                names
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keys of the open form: arrows move and change, Enter starts, Esc closes.
+    fn on_form_key(&mut self, key: &KeyEvent, effects: &mut Vec<Effect>) {
+        let runs = self.jobs.trained_runs().len();
+        let sequences = self.sequences();
+        let Some(form) = self.jobs.form.as_mut() else {
+            return;
+        };
+        match key.code {
+            KeyCode::Esc => self.jobs.form = None,
+            KeyCode::Up | KeyCode::BackTab => form.move_field(-1),
+            KeyCode::Down | KeyCode::Tab => form.move_field(1),
+            KeyCode::Left | KeyCode::Char('h') | KeyCode::Char('-') => {
+                form.change(-1, runs, sequences.len())
+            }
+            KeyCode::Right | KeyCode::Char('l') | KeyCode::Char('+') | KeyCode::Char(' ') => {
+                form.change(1, runs, sequences.len())
+            }
+            KeyCode::Enter => {
+                let form = form.clone();
+                match self.jobs.request(&form, &sequences) {
+                    Ok(request) => {
+                        self.jobs.form = None;
+                        let id = self.jobs.add(&request);
+                        self.message = "planning the job…".into();
+                        effects.push(Effect::StartJob { id, request });
+                    }
+                    Err(e) => {
+                        if let Some(f) = self.jobs.form.as_mut() {
+                            f.error = Some(e);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn cancel_job(&mut self, id: u64, effects: &mut Vec<Effect>) {
+        if let Some(job) = self.jobs.job_mut(id)
+            && job.status.is_active()
+            && job.status != JobStatus::Stopping
+        {
+            job.status = JobStatus::Stopping;
+            job.log(if job.training {
+                "stopping: saving a checkpoint after this batch"
+            } else {
+                "stopping after this batch of images"
+            });
+            effects.push(Effect::Fetch(Request::CancelJob { id }));
+        }
+    }
+
+    /// Stops every running job; the dashboard quits once they have ended.
+    fn stop_jobs_and_quit(&mut self, effects: &mut Vec<Effect>) {
+        let ids: Vec<u64> = self
+            .jobs
+            .jobs
+            .iter()
+            .filter(|j| j.status.is_active())
+            .map(|j| j.id)
+            .collect();
+        for id in ids {
+            self.cancel_job(id, effects);
+        }
+        self.jobs.quitting.get_or_insert_with(Instant::now);
+        self.message = format!(
+            "stopping {} job(s) before quitting (training saves a checkpoint)…",
+            self.jobs.active()
+        );
+    }
+
+    /// Quits once the jobs stopped for quitting have ended, or after a grace period.
+    fn check_quit(&mut self, effects: &mut Vec<Effect>) {
+        if let Some(since) = self.jobs.quitting
+            && !self.quit
+            && (self.jobs.active() == 0 || since.elapsed() > QUIT_GRACE)
+        {
+            self.quit = true;
+            effects.push(Effect::Quit);
+        }
+    }
+
+    fn on_job_planned(
+        &mut self,
+        id: u64,
+        result: Result<(String, String), String>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(job) = self.jobs.job_mut(id) else {
+            return;
+        };
+        match result {
+            Ok((run_id, summary)) => {
+                job.run_id = run_id;
+                job.log(summary);
+                self.message = format!("started {}", job.title);
+            }
+            Err(e) => {
+                job.log(format!("not started: {e}"));
+                job.status = JobStatus::Failed(e.clone());
+                job.ended = true;
+                job.finished = Some(Instant::now());
+                self.message = format!("the job did not start: {e}");
+            }
+        }
+        // The new run is in the store now.
+        self.jobs.runs = None;
+        self.dashboard = None;
+        let _ = effects;
+    }
+
+    fn on_job_output(&mut self, id: u64, line: JobLine, effects: &mut Vec<Effect>) {
+        match line {
+            JobLine::Log(text) => {
+                if let Some(job) = self.jobs.job_mut(id) {
+                    job.log(text);
+                }
+            }
+            JobLine::Event(event) => {
+                let Some(run_id) = self.jobs.job_mut(id).map(|j| j.run_id.clone()) else {
+                    return;
+                };
+                match &*event {
+                    JobEvent::Epoch { report } => effects.push(Effect::RecordEpoch {
+                        run_id: run_id.clone(),
+                        report: report.clone(),
+                    }),
+                    JobEvent::Trained { result } => effects.push(Effect::RecordTraining {
+                        run_id: run_id.clone(),
+                        result: Box::new(Ok((**result).clone())),
+                    }),
+                    JobEvent::Predicted { result } => effects.push(Effect::RecordInference {
+                        run_id: run_id.clone(),
+                        result: result.clone(),
+                    }),
+                    JobEvent::Failed { error }
+                        if self.jobs.job_mut(id).is_some_and(|j| j.training) =>
+                    {
+                        effects.push(Effect::RecordTraining {
+                            run_id: run_id.clone(),
+                            result: Box::new(Err(error.clone())),
+                        });
+                    }
+                    _ => {}
+                }
+                self.jobs.on_event(id, &event);
+                if event.is_final()
+                    && let Some(job) = self.jobs.job_mut(id)
+                {
+                    self.message = format!("{}: {}", job.title, job.status.label());
+                }
+            }
+        }
+    }
+
+    fn on_job_exited(&mut self, id: u64, code: Option<i32>, effects: &mut Vec<Effect>) {
+        let Some(job) = self.jobs.job_mut(id) else {
+            return;
+        };
+        if job.ended {
+            return;
+        }
+        // The worker ended without saying how: a crash, or a kill from outside.
+        let error = match code {
+            Some(code) => format!("the worker exited with status {code} without finishing"),
+            None => "the worker was killed".to_string(),
+        };
+        job.log(error.clone());
+        job.status = JobStatus::Failed(error.clone());
+        job.ended = true;
+        job.finished = Some(Instant::now());
+        self.message = format!("{}: {error}", job.title);
+        if job.training && !job.run_id.is_empty() {
+            effects.push(Effect::RecordTraining {
+                run_id: job.run_id.clone(),
+                result: Box::new(Err(error)),
+            });
         }
     }
 
@@ -1016,6 +1365,22 @@ impl App {
         }
         if self.view == View::Reports && self.reports.data.is_none() && !self.blind() {
             self.fetch(Request::Reports, effects);
+        }
+        if self.view == View::Jobs && !self.blind() {
+            if self.jobs.runs.is_none() {
+                self.fetch(Request::Runs, effects);
+            }
+            // The form offers the store's sequences.
+            if self.dashboard.is_none() {
+                self.fetch(Request::Dashboard, effects);
+            }
+            if let Some(super::jobs::Selection::Run(run)) = self.jobs.selection() {
+                let run_id = run.run_id.clone();
+                let loaded = matches!(&self.jobs.run_epochs, Some((id, _)) if *id == run_id);
+                if !loaded {
+                    self.fetch(Request::RunEpochs { run_id }, effects);
+                }
+            }
         }
         if self.view == View::Rate {
             if let Some(rater) = self.rater.clone()

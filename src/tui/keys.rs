@@ -2,7 +2,7 @@
 //! overridable from `~/.config/cdwqc/keys.toml` or the file named by `$CDWQC_KEYS`.
 //!
 //! The file maps action names to keys, per section (`global`, `dashboard`, `images`,
-//! `viewer`, `rate`, `sql`, `reports`), e.g. `[rate]` / `save = "enter"` / `undo = "ctrl-z"`.
+//! `viewer`, `rate`, `sql`, `reports`, `jobs`), e.g. `[rate]` / `save = "enter"` / `undo = "ctrl-z"`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,16 +32,18 @@ pub enum View {
     Rate,
     Sql,
     Reports,
+    Jobs,
 }
 
 impl View {
-    pub const ALL: [View; 6] = [
+    pub const ALL: [View; 7] = [
         View::Dashboard,
         View::Images,
         View::Viewer,
         View::Rate,
         View::Sql,
         View::Reports,
+        View::Jobs,
     ];
 
     pub fn title(self) -> &'static str {
@@ -52,6 +54,7 @@ impl View {
             View::Rate => "Rate",
             View::Sql => "SQL",
             View::Reports => "Reports",
+            View::Jobs => "Jobs",
         }
     }
 
@@ -63,6 +66,7 @@ impl View {
             View::Rate => "rate",
             View::Sql => "sql",
             View::Reports => "reports",
+            View::Jobs => "jobs",
         }
     }
 }
@@ -121,6 +125,8 @@ pub enum Action {
     ToggleWrite,
     ScrollLeft,
     ScrollRight,
+    NewJob,
+    CancelJob,
 }
 
 impl Action {
@@ -182,6 +188,8 @@ impl Action {
             Action::ToggleWrite => "toggle_write",
             Action::ScrollLeft => "scroll_left",
             Action::ScrollRight => "scroll_right",
+            Action::NewJob => "new_job",
+            Action::CancelJob => "cancel_job",
         };
         name.to_string()
     }
@@ -345,6 +353,7 @@ impl Default for KeyMap {
             b(c('4'), Action::Show(View::Rate), "rate"),
             b(c('5'), Action::Show(View::Sql), "SQL"),
             b(c('6'), Action::Show(View::Reports), "reports"),
+            b(c('7'), Action::Show(View::Jobs), "jobs"),
             b(
                 KeyChord {
                     code: KeyCode::Char('l'),
@@ -474,6 +483,19 @@ impl Default for KeyMap {
             b(k(KeyCode::Right), Action::ScrollRight, "next column"),
             b(k(KeyCode::Left), Action::ScrollLeft, "previous column"),
         ];
+        let mut jobs = list_keys();
+        jobs.extend([
+            b(
+                c('n'),
+                Action::NewJob,
+                "new job: train or predict (form: arrows, Enter starts, Esc closes)",
+            ),
+            b(
+                c('c'),
+                Action::CancelJob,
+                "stop the selected job (training saves a checkpoint)",
+            ),
+        ]);
         let views = HashMap::from([
             (View::Dashboard, Vec::new()),
             (View::Images, images),
@@ -495,6 +517,7 @@ impl Default for KeyMap {
                     ),
                 ],
             ),
+            (View::Jobs, jobs),
         ]);
         Self { global, views }
     }

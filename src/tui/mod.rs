@@ -2,26 +2,37 @@
 //! background results to [`app::App`]; a reader thread with its own connection
 //! answers store reads; saves run on the loop's writer, durable before the next image.
 //! SQL typed by the user runs on a third thread with its own connection, so a long
-//! query never holds up the other views and can be interrupted.
+//! query never holds up the other views and can be interrupted. Training and inference
+//! jobs are planned and recorded on the writer and run in child processes (`cdwqc job`),
+//! whose output lines come back as events.
 
 pub mod app;
+pub mod jobs;
 pub mod keys;
 pub mod rate;
 pub mod reports;
 pub mod sql;
 pub mod ui;
 
-use std::collections::VecDeque;
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::imaging::preview::{Gray8, Plane, display_window};
 use crate::imaging::{load_volume, orientation::RasView};
 use crate::store::{Access, Store, StoreError};
 
-use app::{App, Detail, Effect, Event, LoadedVolume, Request, Response};
+use crate::jobs::plan::{
+    PlanError, plan_inference, plan_training, record_epoch, record_inference, record_start,
+    record_training,
+};
+use crate::jobs::{JobEvent, JobPlan, cache_dir, runs_dir};
+use app::{App, Detail, Effect, Event, JobLine, LoadedVolume, Request, Response};
+use jobs::JobRequest;
 use keys::{KeyMap, View};
 
 /// How often the loop wakes without input, so background results show promptly.
@@ -77,6 +88,56 @@ pub fn serve(store: &Store, request: Request) -> Response {
         Request::Reports => Response::Reports(reports::load(store).map(Arc::new)),
         Request::ExportReports => Response::Exported(reports::export(store)),
         Request::Sql(request) => Response::Sql(sql::serve(store, request)),
+        Request::Runs => Response::Runs(store.runs().map_err(text)),
+        Request::RunEpochs { run_id } => Response::RunEpochs {
+            result: store.run_epochs(&run_id).map_err(text),
+            run_id,
+        },
+        // The job runner serves these; a reader never starts processes.
+        Request::SpawnJob { id, .. } | Request::CancelJob { id } => Response::Runs(Err(format!(
+            "job {id}: jobs are started by the dashboard's job runner"
+        ))),
+    }
+}
+
+/// Plans a job on the writer, records its start and writes the plan for the worker:
+/// (run id, summary, plan file).
+fn start_job(
+    writer: &mut Store,
+    request: &JobRequest,
+) -> Result<(String, String, PathBuf), String> {
+    let text = |e: PlanError| e.to_string();
+    match request {
+        JobRequest::Train(request) => {
+            let planned =
+                plan_training(writer, request, &runs_dir(), Some(cache_dir())).map_err(text)?;
+            record_start(writer, &planned).map_err(text)?;
+            let plan = planned.plan.clone();
+            let file = plan.run_dir.join("job.json");
+            let run_id = plan.run_id.clone();
+            JobPlan::Train(plan)
+                .write(&file)
+                .map_err(|e| e.to_string())?;
+            Ok((run_id, planned.summary, file))
+        }
+        JobRequest::Infer(request) => {
+            let plan =
+                plan_inference(writer, request, &runs_dir(), Some(cache_dir())).map_err(text)?;
+            let file = runs_dir()
+                .join(&plan.run_id)
+                .join(format!("infer-{}.json", plan.sequence));
+            let summary = format!(
+                "{}: predicting {} {} images",
+                plan.run_id,
+                plan.items.len(),
+                plan.sequence
+            );
+            let run_id = plan.run_id.clone();
+            JobPlan::Infer(plan)
+                .write(&file)
+                .map_err(|e| e.to_string())?;
+            Ok((run_id, summary, file))
+        }
     }
 }
 
@@ -167,6 +228,32 @@ fn execute(
                 )));
             }
         }
+        Effect::StartJob { id, request } => match start_job(writer, &request) {
+            Ok((run_id, summary, plan)) => {
+                queue.push_back(Event::JobPlanned {
+                    id,
+                    result: Ok((run_id, summary)),
+                });
+                fetch(Request::SpawnJob { id, plan });
+            }
+            Err(e) => queue.push_back(Event::JobPlanned { id, result: Err(e) }),
+        },
+        Effect::RecordEpoch { run_id, report } => {
+            if let Err(e) = record_epoch(writer, &run_id, &report) {
+                queue.push_back(Event::Note(format!(
+                    "epoch {} of {run_id} not stored: {e}",
+                    report.epoch
+                )));
+            }
+        }
+        Effect::RecordTraining { run_id, result } => {
+            let recorded = record_training(writer, &run_id, &result).map_err(|e| e.to_string());
+            queue.push_back(Event::JobRecorded(recorded));
+        }
+        Effect::RecordInference { run_id, result } => {
+            let recorded = record_inference(writer, &run_id, &result).map_err(|e| e.to_string());
+            queue.push_back(Event::JobRecorded(recorded));
+        }
         Effect::Quit => {}
     }
 }
@@ -177,6 +264,33 @@ pub fn handle_now(app: &mut App, store: &mut Store, event: Event) {
     let mut requests = VecDeque::new();
     handle(app, store, event, &mut |r| requests.push_back(r));
     while let Some(request) = requests.pop_front() {
+        // Jobs run in this process, to their end, instead of in a worker.
+        if let Request::SpawnJob { id, plan } = &request {
+            let id = *id;
+            let mut events = Vec::new();
+            match JobPlan::read(plan) {
+                Ok(plan) => crate::jobs::run(&plan, &Arc::new(AtomicBool::new(false)), &mut |e| {
+                    events.push(e)
+                }),
+                Err(e) => events.push(JobEvent::Failed {
+                    error: e.to_string(),
+                }),
+            }
+            let lines = events
+                .into_iter()
+                .map(|e| Event::JobOutput {
+                    id,
+                    line: JobLine::Event(Box::new(e)),
+                })
+                .chain([Event::JobExited { id, code: Some(0) }]);
+            for event in lines {
+                handle(app, store, event, &mut |r| requests.push_back(r));
+            }
+            continue;
+        }
+        if let Request::CancelJob { .. } = request {
+            continue;
+        }
         let response = serve(store, request);
         handle(app, store, Event::Loaded(response), &mut |r| {
             requests.push_back(r)
@@ -203,6 +317,13 @@ pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
     if app.blind() {
         app.view = View::Rate;
     }
+    // This process holds the store for writing, so no job can be running now.
+    let stale = writer.interrupt_stale_runs()?;
+    if stale > 0 {
+        app.message = format!(
+            "{stale} run(s) left running by a process that ended are marked interrupted (resume them with cdwqc train --resume RUN)"
+        );
+    }
     let history_file = sql::history_path();
     let history = history_file
         .as_deref()
@@ -221,6 +342,7 @@ pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
         interrupt: console.conn().interrupt_handle(),
         sql: spawn_sql(console, events_tx.clone()),
         events: events_tx.clone(),
+        jobs: JobRunner::new(events_tx.clone()),
     };
     spawn_input(events_tx);
 
@@ -239,6 +361,108 @@ struct Workers {
     sql: Sender<sql::SqlRequest>,
     interrupt: Arc<duckdb::InterruptHandle>,
     events: Sender<Event>,
+    jobs: JobRunner,
+}
+
+/// Starts job workers as child processes of this binary and turns what they print
+/// into events; stops them with SIGINT, which a training worker answers with a
+/// checkpoint.
+struct JobRunner {
+    events: Sender<Event>,
+    /// Process ids of the workers still running, by job.
+    running: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl JobRunner {
+    fn new(events: Sender<Event>) -> Self {
+        Self {
+            events,
+            running: Arc::default(),
+        }
+    }
+
+    fn spawn(&self, id: u64, plan: &Path) {
+        let output = move |line: JobLine| Event::JobOutput { id, line };
+        let failed =
+            move |error: String| output(JobLine::Event(Box::new(JobEvent::Failed { error })));
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                let _ = self
+                    .events
+                    .send(failed(format!("cannot find this program: {e}")));
+                return;
+            }
+        };
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("job")
+            .arg(plan)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // Its own process group: a signal meant for the dashboard's terminal does not
+        // reach the worker; only the dashboard stops it.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = self
+                    .events
+                    .send(failed(format!("starting the worker: {e}")));
+                return;
+            }
+        };
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id, child.id());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let events = self.events.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if events.send(output(JobLine::Log(line))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let stdout = child.stdout.take();
+        let events = self.events.clone();
+        let running = Arc::clone(&self.running);
+        std::thread::spawn(move || {
+            if let Some(stdout) = stdout {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let line = match crate::jobs::parse_event(&line) {
+                        Some(event) => JobLine::Event(Box::new(event)),
+                        None => JobLine::Log(line),
+                    };
+                    let _ = events.send(output(line));
+                }
+            }
+            let code = child.wait().ok().and_then(|status| status.code());
+            if let Ok(mut running) = running.lock() {
+                running.remove(&id);
+            }
+            let _ = events.send(Event::JobExited { id, code });
+        });
+    }
+
+    fn cancel(&self, id: u64) {
+        let pid = self.running.lock().ok().and_then(|r| r.get(&id).copied());
+        if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: kill has no memory effects; the pid is our own child's, removed
+            // from the map once it has been waited for.
+            unsafe {
+                libc::kill(pid, libc::SIGINT);
+            }
+        }
+    }
 }
 
 impl Workers {
@@ -256,6 +480,8 @@ impl Workers {
             Request::Sql(run) => {
                 let _ = self.sql.send(run);
             }
+            Request::SpawnJob { id, plan } => self.jobs.spawn(id, &plan),
+            Request::CancelJob { id } => self.jobs.cancel(id),
             other => {
                 let _ = self.reader.send(other);
             }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::{cdwqc, ok, stderr};
 
 /// 16 T1w and 16 FLAIR images on the tiny grid, imported, with three raters' ratings.
-fn tiny_rated_warehouse(dir: &Path) {
+pub(crate) fn tiny_rated_warehouse(dir: &Path) {
     ok(
         dir,
         &[

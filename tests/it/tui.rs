@@ -72,7 +72,11 @@ impl Tmux {
 
     /// Waits until the screen shows `text`; fails with the screen otherwise.
     fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_longer_for(text, Duration::from_secs(20))
+    }
+
+    fn wait_longer_for(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
             if screen.contains(text) {
@@ -393,5 +397,109 @@ fn sql_view_runs_caps_cancels_and_keeps_history() {
     assert!(
         lines.lines().last().is_some_and(|l| l.contains("'zed'")),
         "{lines}"
+    );
+}
+
+/// The Jobs view on the real binary: a training job from the form runs in a worker
+/// process and is recorded (epochs, held-out predictions, status); an inference job
+/// predicts with it; a second training job is stopped with `c` and is resumable; a
+/// third is stopped by quitting (q twice), and the dashboard waits for its checkpoint.
+#[test]
+fn jobs_train_predict_stop_and_quit_in_tmux() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    crate::train::tiny_rated_warehouse(dir);
+    let db = dir.join("cdwqc.duckdb");
+    let command = format!(
+        "CDWQC_KEYS=/dev/null exec {} --db {} tui",
+        env!("CARGO_BIN_EXE_cdwqc"),
+        db.display()
+    );
+    let tmux = Tmux::start("jobs", dir, &command);
+    tmux.wait_for("1 Dashboard");
+    tmux.keys(&["7"]);
+    tmux.wait_for("no job yet");
+    // Form: job, task, method, preset, epochs. Preset tiny, 2 epochs.
+    tmux.keys(&["n"]);
+    tmux.wait_for("New job");
+    tmux.keys(&[
+        "Down", "Down", "Down", "Right", "Down", "Left", "Left", "Left",
+    ]);
+    tmux.wait_for("‹ 2 ›");
+    tmux.keys(&["Enter"]);
+    let minute = Duration::from_secs(120);
+    let screen = tmux.wait_longer_for("test BA", minute);
+    assert!(screen.contains("usable-ssda-tiny-1"), "{screen}");
+    assert!(
+        screen.contains("Loss") && screen.contains("Balanced accuracy"),
+        "{screen}"
+    );
+
+    // Predict every FLAIR image with the new run.
+    tmux.keys(&["n", "Right"]);
+    tmux.wait_for("predict with a model");
+    tmux.keys(&["Down", "Down"]);
+    tmux.wait_for("sequence");
+    for _ in 0..3 {
+        if tmux.screen().contains("‹ FLAIR ›") {
+            break;
+        }
+        tmux.keys(&["Right"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tmux.wait_for("‹ FLAIR ›");
+    tmux.keys(&["Enter"]);
+    tmux.wait_longer_for("16 images predicted (0 failed)", minute);
+
+    // A long training job, stopped after its first epoch with `c`.
+    tmux.keys(&[
+        "n", "Down", "Down", "Down", "Right", "Down", "Right", "Right",
+    ]);
+    tmux.wait_for("‹ 7 ›");
+    tmux.keys(&["Enter"]);
+    tmux.wait_longer_for("epoch   1:", minute);
+    tmux.keys(&["c"]);
+    tmux.wait_longer_for("interrupted after", minute);
+
+    // A third job, stopped by quitting: the first q asks, the second stops and quits.
+    tmux.keys(&[
+        "n", "Down", "Down", "Right", "Down", "Right", "Down", "Right", "Right",
+    ]);
+    tmux.wait_for("‹ 7 ›");
+    tmux.keys(&["Enter"]);
+    tmux.wait_longer_for("epoch 1/7", minute);
+    tmux.keys(&["q"]);
+    tmux.wait_for("q again stops them");
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + minute;
+    while tmux.alive() {
+        assert!(Instant::now() < deadline, "the dashboard did not quit");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let runs = sql(
+        dir,
+        "select run_id, status, (select count(*) from epochs e where e.run_id = r.run_id) > 0 as epochs,
+                (select count(*) from predictions p where p.run_id = r.run_id) as predictions
+         from runs r order by started_at",
+    );
+    let lines: Vec<&str> = runs.lines().collect();
+    assert_eq!(lines.len(), 4, "{runs}");
+    assert!(
+        lines[1].starts_with("usable-ssda-tiny-1,completed,true,16"),
+        "{runs}"
+    );
+    assert!(
+        lines[2].starts_with("usable-ssda-tiny-2,interrupted,true,0"),
+        "{runs}"
+    );
+    assert!(
+        lines[3].starts_with("usable-target-only-tiny-1,interrupted,"),
+        "{runs}"
+    );
+    // The stopped runs left checkpoints that `cdwqc train --resume` continues from.
+    assert!(
+        dir.join("models/runs/usable-ssda-tiny-2/state.json")
+            .is_file()
     );
 }

@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod images;
+mod jobs;
 mod picture;
 mod rate;
 mod reports;
@@ -60,6 +61,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Rate => rate::draw(frame, body, app),
         View::Reports => reports::draw(frame, body, app),
         View::Sql => sql::draw(frame, body, app),
+        View::Jobs => jobs::draw(frame, body, app),
     }
     let who = match &app.rater {
         Some(r) => format!(" rater {r} (blind) "),

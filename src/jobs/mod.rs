@@ -1,0 +1,558 @@
+//! Training and inference jobs as self-contained plans: planned from the store, run by
+//! a worker that never opens the store, and recorded back by the store's writer.
+//!
+//! `cdwqc train` and `cdwqc infer` plan, run and record in one process. The dashboard
+//! holds the store for writing, and DuckDB lets no other process open a file held that
+//! way, so it plans and records itself and runs the plan in a child process
+//! (`cdwqc job PLAN`) that reports [`JobEvent`]s as JSON lines on its standard output.
+
+pub mod plan;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::imaging::preprocess::TensorCache;
+use crate::metrics::ConfusionMatrix;
+use crate::model::ModelError;
+use crate::model::data::Item;
+use crate::model::infer::{
+    InferOptions, LogitsModel, Prediction, Predictor, ScriptModel, predict_items,
+};
+use crate::model::preset::Preset;
+use crate::model::train::{
+    EpochReport, RunOptions, TrainConfig, TrainData, TrainEvent, TrainOutcome, TrainStatus, train,
+};
+use crate::report::agreement::Task;
+use crate::store::runs::PredictionRow;
+
+/// Where training runs keep their weights, checkpoints and plans (relative to the
+/// working directory, like every `models/` path).
+pub fn runs_dir() -> PathBuf {
+    PathBuf::from("models/runs")
+}
+
+/// The cache of preprocessed tensors shared by every job.
+pub fn cache_dir() -> PathBuf {
+    PathBuf::from("models/cache")
+}
+
+/// One image of a plan: the file and, for labelled sets, its class index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanItem {
+    pub image_id: i64,
+    pub path: String,
+    pub sha256: Option<String>,
+    pub label: Option<usize>,
+}
+
+impl PlanItem {
+    fn item(&self) -> Item {
+        Item::from_file(
+            self.image_id.to_string(),
+            &self.path,
+            self.sha256.clone(),
+            self.label,
+        )
+    }
+}
+
+fn items(plan_items: &[PlanItem]) -> Vec<Item> {
+    plan_items.iter().map(PlanItem::item).collect()
+}
+
+/// A training run with its data split fixed: everything the worker needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPlan {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub task: Task,
+    pub config: TrainConfig,
+    /// Continue from the run's checkpoint.
+    pub resume: bool,
+    pub source: Vec<PlanItem>,
+    pub target_train: Vec<PlanItem>,
+    pub target_validation: Vec<PlanItem>,
+    pub target_unlabelled: Vec<PlanItem>,
+    /// Held-out target images, predicted with the best weights at the end.
+    pub target_test: Vec<PlanItem>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The model an inference job runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ModelSource {
+    /// A training run's best weights.
+    Run { dir: PathBuf },
+    /// A TorchScript model on a preset's grid.
+    TorchScript { path: PathBuf, preset: Preset },
+}
+
+/// Predicting a set of images with one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferPlan {
+    /// The run the predictions are stored under.
+    pub run_id: String,
+    pub model: ModelSource,
+    pub task: Task,
+    pub sequence: String,
+    pub device: String,
+    pub items: Vec<PlanItem>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What a worker runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum JobPlan {
+    Train(TrainPlan),
+    Infer(InferPlan),
+}
+
+impl JobPlan {
+    pub fn run_id(&self) -> &str {
+        match self {
+            JobPlan::Train(p) => &p.run_id,
+            JobPlan::Infer(p) => &p.run_id,
+        }
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| ModelError::File {
+            path: path.to_path_buf(),
+            detail: format!("not a job plan: {e}"),
+        })
+    }
+
+    /// Writes the plan through a temporary file, so a reader never sees half of it.
+    pub fn write(&self, path: &Path) -> Result<(), ModelError> {
+        let io = |source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string(self).map_err(|e| ModelError::File {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, text).map_err(io)?;
+        std::fs::rename(&partial, path).map_err(io)
+    }
+}
+
+/// The end of a training job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainResult {
+    pub outcome: TrainOutcome,
+    /// The best weights' predictions of the held-out test images (none if cancelled).
+    pub test_predictions: Vec<PredictionRow>,
+    pub test_images: usize,
+    pub test_balanced_accuracy: Option<f64>,
+}
+
+/// The end of an inference job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferResult {
+    pub rows: Vec<PredictionRow>,
+    pub failed: usize,
+    pub seconds: f64,
+    /// Stopped before every image was predicted; `rows` holds those that were.
+    pub cancelled: bool,
+}
+
+/// Progress and outcome of a job, one JSON object per line on the worker's stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobEvent {
+    Started {
+        first_epoch: usize,
+        total_epochs: usize,
+        device: String,
+    },
+    Batch {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+    },
+    Epoch {
+        report: EpochReport,
+    },
+    /// An image could not be loaded; it is left out.
+    ItemFailed {
+        id: String,
+        error: String,
+    },
+    /// Inference progress over images.
+    Progress {
+        done: usize,
+        total: usize,
+    },
+    Trained {
+        result: Box<TrainResult>,
+    },
+    Predicted {
+        result: Box<InferResult>,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl JobEvent {
+    /// Whether the job ends with this event.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            JobEvent::Trained { .. } | JobEvent::Predicted { .. } | JobEvent::Failed { .. }
+        )
+    }
+}
+
+fn cache(dir: &Option<PathBuf>) -> Option<TensorCache> {
+    dir.clone().map(TensorCache::new)
+}
+
+/// Trains as planned; epochs and batches go to `emit`. A cancelled run returns with
+/// status `Cancelled` after its checkpoint.
+pub fn run_training(
+    plan: &TrainPlan,
+    cancel: &Arc<AtomicBool>,
+    emit: &mut dyn FnMut(JobEvent),
+) -> Result<TrainResult, ModelError> {
+    let data = TrainData {
+        source: items(&plan.source),
+        target_train: items(&plan.target_train),
+        target_val: items(&plan.target_validation),
+        target_unlabelled: items(&plan.target_unlabelled),
+    };
+    let options = RunOptions {
+        run_dir: plan.run_dir.clone(),
+        resume: plan.resume,
+        cache: cache(&plan.cache_dir),
+    };
+    let outcome = train(
+        &plan.config,
+        &data,
+        &options,
+        cancel,
+        &mut |event| match event {
+            TrainEvent::Started {
+                first_epoch,
+                total_epochs,
+                device,
+            } => emit(JobEvent::Started {
+                first_epoch,
+                total_epochs,
+                device,
+            }),
+            TrainEvent::Batch {
+                epoch,
+                batch,
+                batches,
+            } => emit(JobEvent::Batch {
+                epoch,
+                batch,
+                batches,
+            }),
+            TrainEvent::Epoch(report) => emit(JobEvent::Epoch { report }),
+            TrainEvent::ItemFailed { id, error } => emit(JobEvent::ItemFailed { id, error }),
+            TrainEvent::Checkpoint { .. } => {}
+        },
+    )?;
+    if outcome.status == TrainStatus::Cancelled {
+        return Ok(TrainResult {
+            outcome,
+            test_predictions: Vec::new(),
+            test_images: 0,
+            test_balanced_accuracy: None,
+        });
+    }
+    // Final metrics: the best weights on the held-out target test subjects.
+    let device = crate::model::parse_device(&plan.config.device)?;
+    let predictor = Predictor::from_run_dir(&plan.run_dir, device)?;
+    let test_items = items(&plan.target_test);
+    let predictions = predict_items(
+        &predictor,
+        &test_items,
+        &InferOptions {
+            cache: cache(&plan.cache_dir),
+            ..InferOptions::default()
+        },
+        &mut |_, _| {},
+    );
+    let names = plan.task.categories();
+    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    let mut rows = Vec::with_capacity(test_items.len());
+    for (item, p) in plan.target_test.iter().zip(&predictions) {
+        if let (Some(y), Ok(p)) = (item.label, p) {
+            truth.push(y);
+            predicted.push(p.label);
+        }
+        rows.push(Prediction::row(p, item.image_id, plan.task.name(), names));
+    }
+    let test_balanced_accuracy = ConfusionMatrix::from_indices(&truth, &predicted, names.len())
+        .ok()
+        .and_then(|m| m.balanced_accuracy().ok());
+    Ok(TrainResult {
+        outcome,
+        test_predictions: rows,
+        test_images: truth.len(),
+        test_balanced_accuracy,
+    })
+}
+
+/// How many images an inference job predicts between checks for cancellation.
+const INFER_CHUNK: usize = 64;
+
+/// Predicts the planned images; `cancel` stops between chunks of images.
+pub fn run_inference(
+    plan: &InferPlan,
+    cancel: &Arc<AtomicBool>,
+    emit: &mut dyn FnMut(JobEvent),
+) -> Result<InferResult, ModelError> {
+    let device = crate::model::parse_device(&plan.device)?;
+    let model: Box<dyn LogitsModel> = match &plan.model {
+        ModelSource::Run { dir } => Box::new(Predictor::from_run_dir(dir, device)?),
+        ModelSource::TorchScript { path, preset } => {
+            Box::new(ScriptModel::load(path, preset.clone(), device)?)
+        }
+    };
+    let started = std::time::Instant::now();
+    let options = InferOptions {
+        cache: cache(&plan.cache_dir),
+        ..InferOptions::default()
+    };
+    let names = plan.task.categories();
+    let total = plan.items.len();
+    let mut rows = Vec::with_capacity(total);
+    let mut failed = 0;
+    let mut cancelled = false;
+    for chunk in plan.items.chunks(INFER_CHUNK) {
+        if cancel.load(Ordering::SeqCst) {
+            cancelled = true;
+            break;
+        }
+        let done_before = rows.len();
+        let results = predict_items(model.as_ref(), &items(chunk), &options, &mut |done, _| {
+            emit(JobEvent::Progress {
+                done: done_before + done,
+                total,
+            });
+        });
+        for (item, result) in chunk.iter().zip(results) {
+            if let Err(e) = &result {
+                failed += 1;
+                emit(JobEvent::ItemFailed {
+                    id: e.id.clone(),
+                    error: e.error.clone(),
+                });
+            }
+            rows.push(Prediction::row(
+                &result,
+                item.image_id,
+                plan.task.name(),
+                names,
+            ));
+        }
+    }
+    Ok(InferResult {
+        rows,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+        cancelled,
+    })
+}
+
+/// Runs a plan to its end: every event, the final one included, goes to `emit`.
+pub fn run(plan: &JobPlan, cancel: &Arc<AtomicBool>, emit: &mut dyn FnMut(JobEvent)) {
+    let last = match plan {
+        JobPlan::Train(p) => match run_training(p, cancel, emit) {
+            Ok(result) => JobEvent::Trained {
+                result: Box::new(result),
+            },
+            Err(e) => JobEvent::Failed {
+                error: e.to_string(),
+            },
+        },
+        JobPlan::Infer(p) => match run_inference(p, cancel, emit) {
+            Ok(result) => JobEvent::Predicted {
+                result: Box::new(result),
+            },
+            Err(e) => JobEvent::Failed {
+                error: e.to_string(),
+            },
+        },
+    };
+    emit(last);
+}
+
+/// Writes events as JSON lines. The first failed write (the dashboard is gone) sets
+/// `cancel`, so a training run checkpoints and stops instead of running unwatched.
+pub struct EventWriter<W: Write> {
+    out: W,
+    cancel: Arc<AtomicBool>,
+    /// Batch events are many; they are written at most this often.
+    last_batch: Option<std::time::Instant>,
+}
+
+/// The least time between two batch events on the wire.
+const BATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl<W: Write> EventWriter<W> {
+    pub fn new(out: W, cancel: Arc<AtomicBool>) -> Self {
+        Self {
+            out,
+            cancel,
+            last_batch: None,
+        }
+    }
+
+    pub fn emit(&mut self, event: &JobEvent) {
+        if let JobEvent::Batch { batch, batches, .. } = event {
+            let now = std::time::Instant::now();
+            let recent = self.last_batch.is_some_and(|t| now - t < BATCH_EVERY);
+            if recent && batch < batches {
+                return;
+            }
+            self.last_batch = Some(now);
+        }
+        let written = serde_json::to_writer(&mut self.out, event)
+            .map_err(std::io::Error::other)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if written.is_err() {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Reads one line of a worker's output; `None` for a line that is not an event (a
+/// library's stray print), which the caller shows as log text.
+pub fn parse_event(line: &str) -> Option<JobEvent> {
+    serde_json::from_str(line.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::train::Phase;
+
+    #[test]
+    fn events_round_trip_as_json_lines_with_nan_as_null() {
+        let report = EpochReport {
+            epoch: 2,
+            phase: Phase::Main,
+            train_loss: 0.5,
+            source_loss: f64::NAN,
+            target_loss: 0.25,
+            domain_loss: 0.75,
+            val_loss: 0.5,
+            val_balanced_accuracy: 0.625,
+            alpha: 0.1,
+            seconds: 1.5,
+            improved: true,
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut buffer = Vec::new();
+        {
+            let mut writer = EventWriter::new(&mut buffer, Arc::clone(&cancel));
+            writer.emit(&JobEvent::Epoch { report });
+            writer.emit(&JobEvent::Failed {
+                error: "boom".into(),
+            });
+        }
+        let text = String::from_utf8(buffer).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains(r#""event":"epoch""#), "{}", lines[0]);
+        assert!(lines[0].contains(r#""source_loss":null"#), "{}", lines[0]);
+        match parse_event(lines[0]) {
+            Some(JobEvent::Epoch { report }) => {
+                assert!(report.source_loss.is_nan());
+                assert_eq!(report.val_balanced_accuracy, 0.625);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_event(lines[1]).is_some_and(|e| e.is_final()));
+        assert_eq!(parse_event("libtorch says hello"), None);
+        assert!(!cancel.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_closed_pipe_cancels_the_job() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut writer = EventWriter::new(Closed, Arc::clone(&cancel));
+        writer.emit(&JobEvent::Progress { done: 1, total: 2 });
+        assert!(cancel.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn batch_events_are_thinned_but_the_last_batch_always_goes() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut buffer = Vec::new();
+        {
+            let mut writer = EventWriter::new(&mut buffer, cancel);
+            for batch in 1..=50 {
+                writer.emit(&JobEvent::Batch {
+                    epoch: 1,
+                    batch,
+                    batches: 50,
+                });
+            }
+        }
+        let text = String::from_utf8(buffer).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() < 50, "{} lines", lines.len());
+        assert!(lines.last().unwrap().contains(r#""batch":50"#));
+    }
+
+    #[test]
+    fn plans_survive_a_round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = JobPlan::Infer(InferPlan {
+            run_id: "r".into(),
+            model: ModelSource::Run {
+                dir: PathBuf::from("models/runs/r"),
+            },
+            task: Task::Quality,
+            sequence: "FLAIR".into(),
+            device: "cpu".into(),
+            items: vec![PlanItem {
+                image_id: 7,
+                path: "/data/sub-1_FLAIR.nii.gz".into(),
+                sha256: None,
+                label: Some(2),
+            }],
+            cache_dir: None,
+        });
+        let path = dir.path().join("job.json");
+        plan.write(&path).unwrap();
+        assert_eq!(JobPlan::read(&path).unwrap(), plan);
+        std::fs::write(&path, "{").unwrap();
+        let err = JobPlan::read(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("job.json") && err.contains("not a job plan"),
+            "{err}"
+        );
+    }
+}

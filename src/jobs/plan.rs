@@ -1,0 +1,473 @@
+//! From the store to a job plan (labels, data split, image files), and a job's epochs
+//! and outcome back into the store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::{InferPlan, InferResult, ModelSource, PlanItem, TrainPlan, TrainResult};
+use crate::model::ModelError;
+use crate::model::preset::Preset;
+use crate::model::split::{Set, split_by_subject};
+use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
+use crate::rate::labels::image_labels;
+use crate::report::agreement::Task;
+use crate::store::runs::{EpochRow, ModelImage, NewRun, SplitRow};
+use crate::store::{Store, StoreError};
+
+/// Why a job could not be planned or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> PlanError {
+    PlanError::Invalid(message.into())
+}
+
+/// A built-in preset by name, or a preset file.
+pub fn load_preset(name: &str) -> Result<Preset, ModelError> {
+    if Path::new(name).is_file() {
+        Preset::from_file(Path::new(name))
+    } else {
+        Preset::builtin(name)
+    }
+}
+
+/// What a user asks to train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRequest {
+    /// Built-in preset name or TOML file.
+    pub preset: String,
+    pub task: Task,
+    /// Labelled source sequence (BIDS suffix).
+    pub source: String,
+    /// Target sequence: few labelled, many unlabelled images.
+    pub target: String,
+    pub method: String,
+    pub epochs: Option<usize>,
+    pub seed: u64,
+    pub device: String,
+    /// Run name (default: <task>-<method>-seed<seed>).
+    pub run: Option<String>,
+    /// Continue this interrupted run with its stored configuration.
+    pub resume: Option<String>,
+    pub learning_rate: Option<f64>,
+}
+
+impl Default for TrainRequest {
+    fn default() -> Self {
+        Self {
+            preset: "cpu-small".into(),
+            task: Task::Usable,
+            source: "T1w".into(),
+            target: "FLAIR".into(),
+            method: "ssda".into(),
+            epochs: None,
+            seed: 0,
+            device: "auto".into(),
+            run: None,
+            resume: None,
+            learning_rate: None,
+        }
+    }
+}
+
+/// A planned training run and the rows that record its start.
+#[derive(Debug, Clone)]
+pub struct PlannedTraining {
+    pub plan: TrainPlan,
+    /// The run and its split, for a new run (a resumed run has them already).
+    start: Option<(NewRun, Vec<SplitRow>)>,
+    /// Image counts per set, for the user.
+    pub summary: String,
+}
+
+fn plan_item(image: &ModelImage, label: Option<usize>) -> PlanItem {
+    PlanItem {
+        image_id: image.image_id,
+        path: image.path.clone(),
+        sha256: image.sha256.clone(),
+        label,
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Reads labels and images and fixes the subject-level split of a training run. Reads
+/// only: [`record_start`] writes the run.
+pub fn plan_training(
+    store: &Store,
+    request: &TrainRequest,
+    runs_dir: &Path,
+    cache_dir: Option<PathBuf>,
+) -> Result<PlannedTraining, PlanError> {
+    let mut task = request.task;
+    let mut seed = request.seed;
+    // A resumed run continues with the configuration it was started with.
+    let stored: Option<TrainConfig> = match &request.resume {
+        Some(run) => {
+            let Some(row) = store.run_row(run)? else {
+                return Err(invalid(format!(
+                    "no run {run} to resume (cdwqc sql \"select run_id, status from runs\")"
+                )));
+            };
+            if let Some(t) = row.task.as_deref().and_then(Task::from_name) {
+                task = t;
+            }
+            let config = row
+                .config
+                .as_deref()
+                .map(serde_json::from_str::<TrainConfig>)
+                .transpose()
+                .map_err(|e| invalid(format!("the stored configuration of run {run}: {e}")))?;
+            if let Some(c) = &config {
+                seed = c.seed;
+            }
+            config
+        }
+        None => None,
+    };
+    let (method, preset) = match &stored {
+        Some(c) => (c.method, c.preset.clone()),
+        None => (
+            request
+                .method
+                .parse::<Method>()
+                .map_err(|e| invalid(e.to_string()))?,
+            load_preset(&request.preset)?,
+        ),
+    };
+    let method_name = stored
+        .as_ref()
+        .map_or(request.method.clone(), |c| c.method.name().to_string());
+    let run_id = request
+        .resume
+        .clone()
+        .or(request.run.clone())
+        .unwrap_or_else(|| format!("{}-{}-seed{}", task.name(), request.method, request.seed));
+    if request.resume.is_none() && store.run_row(&run_id)?.is_some() {
+        return Err(invalid(format!(
+            "run {run_id} exists already: give another run name, or resume {run_id}"
+        )));
+    }
+    let classes = task.categories();
+    let labels = image_labels(store)?;
+    let label_of = |image: &ModelImage| labels.get(&image.image_id).and_then(|l| l.class_of(task));
+    let source_images = store.model_images(&request.source)?;
+    let target_images = store.model_images(&request.target)?;
+    let source: Vec<PlanItem> = source_images
+        .iter()
+        .filter_map(|image| label_of(image).map(|y| plan_item(image, Some(y))))
+        .collect();
+    let labelled: Vec<(i64, String, usize)> = target_images
+        .iter()
+        .filter_map(|image| label_of(image).map(|y| (image.image_id, image.subject.clone(), y)))
+        .collect();
+    let split = split_by_subject(&labelled, 0.2, 0.2, seed);
+    let set_of: BTreeMap<i64, Set> = split.iter().copied().collect();
+    let by_id: BTreeMap<i64, &ModelImage> = target_images.iter().map(|i| (i.image_id, i)).collect();
+    let pick = |set: Set| -> Vec<PlanItem> {
+        labelled
+            .iter()
+            .filter(|(id, _, _)| set_of.get(id) == Some(&set))
+            .map(|(id, _, y)| plan_item(by_id[id], Some(*y)))
+            .collect()
+    };
+    let unlabelled: Vec<PlanItem> = target_images
+        .iter()
+        .filter(|image| !labels.contains_key(&image.image_id))
+        .map(|image| plan_item(image, None))
+        .collect();
+    let (train, validation, test) = (pick(Set::Train), pick(Set::Validation), pick(Set::Test));
+    let summary = format!(
+        "{run_id}: {} labelled {} (source), {} / {} / {} labelled {} (train / validation / test), {} unlabelled",
+        source.len(),
+        request.source,
+        train.len(),
+        validation.len(),
+        test.len(),
+        request.target,
+        unlabelled.len()
+    );
+    if validation.is_empty() || (train.is_empty() && method != Method::SourceOnly) {
+        return Err(invalid(format!(
+            "not enough labelled {} images for task {} (rate more, or import ratings)",
+            request.target,
+            task.name()
+        )));
+    }
+
+    let resume = request.resume.is_some();
+    let mut config = match stored {
+        Some(c) => c,
+        None => {
+            let mut config = TrainConfig::new(method, preset.clone(), classes.len(), classes.len());
+            if let Some(e) = request.epochs {
+                config.epochs = e;
+                config.pretrain_epochs = e;
+            }
+            if let Some(lr) = request.learning_rate {
+                config.learning_rate = lr;
+            }
+            config.seed = seed;
+            config
+        }
+    };
+    config.device = request.device.clone();
+    config.validate()?;
+    let run_dir = runs_dir.join(&run_id);
+    let start = (!resume).then(|| {
+        // The labels a run was trained on, as a fingerprint stored with the run.
+        let mut snapshot: Vec<(i64, usize)> = labelled.iter().map(|(i, _, y)| (*i, *y)).collect();
+        snapshot.extend(source.iter().filter_map(|s| Some((s.image_id, s.label?))));
+        snapshot.sort_unstable();
+        let snapshot_text = serde_json::to_string(&snapshot).unwrap_or_default();
+        let run = NewRun {
+            run_id: run_id.clone(),
+            kind: "train".into(),
+            task: Some(task.name().into()),
+            method: Some(method_name.clone()),
+            preset: Some(preset.name.clone()),
+            config: serde_json::to_string(&config).unwrap_or_default(),
+            git_commit: git_commit(),
+            split_id: Some(run_id.clone()),
+            label_snapshot: Some(crate::import::analyse::hex_sha256(snapshot_text.as_bytes())),
+            weights_path: Some(
+                run_dir
+                    .join(crate::model::train::BEST_WEIGHTS)
+                    .display()
+                    .to_string(),
+            ),
+        };
+        let class_name = |y: Option<usize>| y.and_then(|y| classes.get(y)).map(|s| s.to_string());
+        let mut rows: Vec<SplitRow> = split
+            .iter()
+            .map(|(image_id, set)| SplitRow {
+                image_id: *image_id,
+                subject: by_id.get(image_id).map(|i| i.subject.clone()),
+                domain: "target".into(),
+                set: set.name().into(),
+                label: class_name(
+                    labelled
+                        .iter()
+                        .find(|(i, _, _)| i == image_id)
+                        .map(|(_, _, y)| *y),
+                ),
+            })
+            .collect();
+        rows.extend(source.iter().map(|s| SplitRow {
+            image_id: s.image_id,
+            subject: None,
+            domain: "source".into(),
+            set: "train".into(),
+            label: class_name(s.label),
+        }));
+        rows.extend(unlabelled.iter().map(|s| SplitRow {
+            image_id: s.image_id,
+            subject: None,
+            domain: "target".into(),
+            set: "unlabelled".into(),
+            label: None,
+        }));
+        (run, rows)
+    });
+    Ok(PlannedTraining {
+        plan: TrainPlan {
+            run_id,
+            run_dir,
+            task,
+            config,
+            resume,
+            source,
+            target_train: train,
+            target_validation: validation,
+            target_unlabelled: unlabelled,
+            target_test: test,
+            cache_dir,
+        },
+        start,
+        summary,
+    })
+}
+
+/// Records that a planned run starts: the run and its split, or `running` again for a
+/// resumed run; creates the run's folder.
+pub fn record_start(store: &mut Store, planned: &PlannedTraining) -> Result<(), PlanError> {
+    let run_dir = &planned.plan.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(|source| ModelError::Io {
+        path: run_dir.clone(),
+        source,
+    })?;
+    match &planned.start {
+        Some((run, split)) => {
+            store.begin_run(run)?;
+            store.save_split(&run.run_id, split)?;
+        }
+        None => store.set_run_status(&planned.plan.run_id, "running", None, None)?,
+    }
+    Ok(())
+}
+
+/// The stored row of an epoch (NULL where a figure is undefined).
+pub fn epoch_row(report: &EpochReport) -> EpochRow {
+    let finite = |v: f64| v.is_finite().then_some(v);
+    EpochRow {
+        epoch: report.epoch as i32,
+        train_loss: finite(report.train_loss),
+        source_loss: finite(report.source_loss),
+        target_loss: finite(report.target_loss),
+        domain_loss: finite(report.domain_loss),
+        val_loss: finite(report.val_loss),
+        val_balanced_accuracy: finite(report.val_balanced_accuracy),
+        alpha: finite(report.alpha),
+        seconds: Some(report.seconds),
+    }
+}
+
+/// Records a finished epoch.
+pub fn record_epoch(store: &Store, run_id: &str, report: &EpochReport) -> Result<(), PlanError> {
+    Ok(store.record_epoch(run_id, &epoch_row(report))?)
+}
+
+/// The status a training run ends with in the store.
+pub fn final_status(result: &Result<TrainResult, String>) -> &'static str {
+    match result {
+        Ok(r) if r.outcome.status == TrainStatus::Cancelled => "interrupted",
+        Ok(_) => "completed",
+        Err(_) => "failed",
+    }
+}
+
+/// Records how a training run ended: the held-out predictions and metrics of a finished
+/// run, `interrupted` (resumable) for a cancelled one, the error of a failed one.
+pub fn record_training(
+    store: &mut Store,
+    run_id: &str,
+    result: &Result<TrainResult, String>,
+) -> Result<(), PlanError> {
+    let status = final_status(result);
+    match result {
+        Err(error) => store.set_run_status(run_id, status, None, Some(error))?,
+        Ok(_) if status == "interrupted" => store.set_run_status(run_id, status, None, None)?,
+        Ok(r) => {
+            // The held-out predictions stay with the run, so `cdwqc report model` can
+            // score it.
+            store.save_predictions(run_id, &r.test_predictions)?;
+            let o = &r.outcome;
+            let metrics = json!({
+                "status": format!("{:?}", o.status),
+                "best_epoch": o.best_epoch,
+                "epochs_completed": o.epochs_completed,
+                "best_val_loss": o.best_val_loss,
+                "best_val_balanced_accuracy": o.best_val_balanced_accuracy,
+                "test_images": r.test_images,
+                "test_balanced_accuracy": r.test_balanced_accuracy,
+            });
+            store.set_run_status(run_id, status, Some(&metrics.to_string()), None)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a user asks to predict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// The training run whose best weights predict.
+    pub run: Option<String>,
+    /// A TorchScript model instead, on `preset`'s grid, for `task`.
+    pub torchscript: Option<PathBuf>,
+    pub preset: Option<String>,
+    pub task: Task,
+    pub sequence: String,
+    /// Only images without a consensus label.
+    pub unrated: bool,
+    pub device: String,
+}
+
+/// Picks the model and the images of an inference job. Reads only.
+pub fn plan_inference(
+    store: &Store,
+    request: &InferRequest,
+    runs_dir: &Path,
+    cache_dir: Option<PathBuf>,
+) -> Result<InferPlan, PlanError> {
+    let (run_id, task, model) = match (&request.run, &request.torchscript) {
+        (Some(run), _) => {
+            let dir = runs_dir.join(run);
+            let Some(row) = store.run_row(run)? else {
+                return Err(invalid(format!(
+                    "no run {run} in the store (cdwqc sql \"select run_id from runs\")"
+                )));
+            };
+            let task = row
+                .task
+                .as_deref()
+                .and_then(Task::from_name)
+                .unwrap_or(Task::Usable);
+            CheckpointState::read(&dir).map_err(|e| {
+                invalid(format!(
+                    "run {run} has no checkpoint in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            (run.clone(), task, ModelSource::Run { dir })
+        }
+        (None, Some(path)) => {
+            let preset = load_preset(request.preset.as_deref().unwrap_or("cpu-small"))?;
+            (
+                format!("torchscript-{}", crate::imaging::bids::stem(path)),
+                request.task,
+                ModelSource::TorchScript {
+                    path: path.clone(),
+                    preset,
+                },
+            )
+        }
+        (None, None) => return Err(invalid("give a run or a TorchScript file")),
+    };
+    let labels = image_labels(store)?;
+    let items: Vec<PlanItem> = store
+        .model_images(&request.sequence)?
+        .iter()
+        .filter(|i| !request.unrated || !labels.contains_key(&i.image_id))
+        .map(|i| plan_item(i, None))
+        .collect();
+    if items.is_empty() {
+        return Err(invalid(format!("no {} image to predict", request.sequence)));
+    }
+    Ok(InferPlan {
+        run_id,
+        model,
+        task,
+        sequence: request.sequence.clone(),
+        device: request.device.clone(),
+        items,
+        cache_dir,
+    })
+}
+
+/// Stores an inference job's predictions (also those of a cancelled job), one
+/// transaction.
+pub fn record_inference(
+    store: &mut Store,
+    run_id: &str,
+    result: &InferResult,
+) -> Result<(), PlanError> {
+    Ok(store.save_predictions(run_id, &result.rows)?)
+}
