@@ -846,3 +846,141 @@ fn images_filter_by_model_and_show_predictions_unless_blind() {
         "{text}"
     );
 }
+
+fn open_jobs(app: &mut App, store: &mut Store) {
+    keys(app, store, "7");
+    assert_eq!(app.view, View::Jobs);
+}
+
+#[test]
+fn jobs_empty_small_and_the_form() {
+    let (_dir, mut store) = empty_store();
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    keys(&mut app, &mut store, "n");
+    // Every key goes to the form while it is open: '1' does not leave the view.
+    keys(&mut app, &mut store, "1");
+    assert_eq!(app.view, View::Jobs);
+    key(&mut app, &mut store, KeyCode::Down);
+    key(&mut app, &mut store, KeyCode::Right);
+    insta::assert_snapshot!("jobs_form_small", screen(&app, 80, 24));
+    // Predicting needs a trained run: the form says so and stays open.
+    key(&mut app, &mut store, KeyCode::Up);
+    key(&mut app, &mut store, KeyCode::Right);
+    key(&mut app, &mut store, KeyCode::Enter);
+    let form = app.jobs.form.as_ref().expect("still open");
+    assert!(
+        form.error
+            .as_deref()
+            .is_some_and(|e| e.contains("train one first")),
+        "{form:?}"
+    );
+    key(&mut app, &mut store, KeyCode::Esc);
+    assert!(app.jobs.form.is_none());
+    assert!(app.jobs.jobs.is_empty());
+}
+
+#[test]
+fn jobs_running_job_with_curves_and_log() {
+    use crate::jobs::JobEvent;
+    use crate::jobs::plan::TrainRequest;
+    use crate::model::train::{EpochReport, Phase};
+    use crate::tui::jobs::JobRequest;
+
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let id = app.jobs.add(&JobRequest::Train(TrainRequest {
+        preset: "demo".into(),
+        epochs: Some(8),
+        run: Some("usable-ssda-demo-1".into()),
+        ..TrainRequest::default()
+    }));
+    let mut events = vec![JobEvent::Started {
+        first_epoch: 0,
+        total_epochs: 8,
+        device: "cpu".into(),
+    }];
+    for epoch in 1..=5 {
+        let e = epoch as f64;
+        events.push(JobEvent::Epoch {
+            report: EpochReport {
+                epoch,
+                phase: Phase::Main,
+                train_loss: 2.0 / e,
+                source_loss: 1.0 / e,
+                target_loss: 0.8 / e,
+                domain_loss: 0.69,
+                val_loss: 1.2 / e.sqrt(),
+                val_balanced_accuracy: 0.5 + 0.08 * e,
+                alpha: 0.1 * e,
+                seconds: 12.5,
+                improved: epoch != 4,
+            },
+        });
+    }
+    events.push(JobEvent::Batch {
+        epoch: 6,
+        batch: 10,
+        batches: 40,
+    });
+    for event in &events {
+        app.jobs.on_event(id, event);
+    }
+    let job = &app.jobs.jobs[0];
+    assert_eq!(job.epochs.len(), 5);
+    assert!((job.progress() - 5.25 / 8.0).abs() < 1e-12);
+    insta::assert_snapshot!(screen(&app, 120, 32));
+    insta::assert_snapshot!("jobs_running_small", screen(&app, 80, 24));
+    // Stopping asks the worker to stop; quitting while it runs asks first.
+    keys(&mut app, &mut store, "c");
+    assert_eq!(app.jobs.jobs[0].status.label(), "stopping");
+    keys(&mut app, &mut store, "q");
+    assert!(
+        !app.quit && app.message.contains("q again"),
+        "{}",
+        app.message
+    );
+    keys(&mut app, &mut store, "q");
+    assert!(!app.quit, "waits for the job to end");
+    app.jobs.on_event(
+        id,
+        &JobEvent::Failed {
+            error: "stopped".into(),
+        },
+    );
+    handle_now(&mut app, &mut store, Event::Tick);
+    assert!(app.quit, "quits once the job has ended");
+}
+
+#[test]
+fn jobs_stored_run_shows_its_curves() {
+    let (_dir, mut store) = filled_store();
+    store
+        .conn()
+        .execute_batch(
+            "UPDATE runs SET method = 'ssda', metrics = '{\"best_val_balanced_accuracy\": 0.75, \"test_balanced_accuracy\": 0.8}';
+             INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_balanced_accuracy, seconds)
+             SELECT 'r-2026-01-03', e, 1.5 / e, 0.9 - 0.05 * e, 0.5 + 0.05 * e, 3.0 FROM range(1, 7) t(e);",
+        )
+        .expect("epochs");
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let (run, epochs) = app.jobs.run_epochs.as_ref().expect("epochs asked for");
+    assert_eq!(run, "r-2026-01-03");
+    assert_eq!(epochs.as_ref().map(Vec::len), Ok(6));
+    insta::assert_snapshot!(screen(&app, 110, 28));
+}
+
+#[test]
+fn jobs_are_hidden_in_blind_mode() {
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, Some("ann"));
+    open_jobs(&mut app, &mut store);
+    assert!(app.jobs.runs.is_none(), "nothing read while blind");
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("hidden in blind rating mode"), "{text}");
+    keys(&mut app, &mut store, "n");
+    assert!(app.jobs.form.is_none());
+}

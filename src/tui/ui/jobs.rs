@@ -186,11 +186,7 @@ fn draw_job(frame: &mut Frame, area: Rect, job: &Job) {
         format!("{}/{} images", job.images.0, job.images.1)
     };
     let timing = match job.remaining() {
-        Some(left) => format!(
-            " · {} elapsed, about {} left",
-            duration(job.elapsed()),
-            duration(left)
-        ),
+        Some(left) => format!(" · {}, ~{} left", duration(job.elapsed()), duration(left)),
         None => format!(" · {}", duration(job.elapsed())),
     };
     frame.render_widget(
@@ -275,7 +271,13 @@ fn draw_curves(frame: &mut Frame, area: Rect, rows: &[EpochRow]) {
             .style(Style::new().fg(Color::Yellow))
             .data(&val),
     ])
-    .block(Block::bordered().title(" Loss "))
+    .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
+    .block(Block::bordered().title(Line::from(vec![
+        Span::raw(" Loss: "),
+        Span::styled("━ train", Style::new().fg(Color::Cyan)),
+        Span::raw(" "),
+        Span::styled("━ validation ", Style::new().fg(Color::Yellow)),
+    ])))
     .x_axis(x_axis())
     .y_axis(
         Axis::default()
@@ -291,7 +293,11 @@ fn draw_curves(frame: &mut Frame, area: Rect, rows: &[EpochRow]) {
             .style(Style::new().fg(Color::Green))
             .data(&ba),
     ])
-    .block(Block::bordered().title(" Balanced accuracy "))
+    .hidden_legend_constraints((Constraint::Length(0), Constraint::Length(0)))
+    .block(Block::bordered().title(Line::from(vec![
+        Span::raw(" "),
+        Span::styled("━ validation BA ", Style::new().fg(Color::Green)),
+    ])))
     .x_axis(x_axis())
     .y_axis(Axis::default().bounds([0.0, 1.0]).labels(["0", "0.5", "1"]));
     frame.render_widget(accuracy, ba_area);
