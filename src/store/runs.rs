@@ -216,8 +216,42 @@ impl Store {
     /// while holding the store for writing (then no run can really be running).
     /// Returns how many.
     pub fn interrupt_stale_runs(&self) -> Result<usize, StoreError> {
-        self.conn()
+        let runs = self
+            .conn()
             .execute(include_str!("../../sql/store/interrupt_stale_runs.sql"), [])
+            .map_err(|e| self.err(e))?;
+        self.conn()
+            .execute(include_str!("../../sql/store/fail_stale_jobs.sql"), [])
+            .map_err(|e| self.err(e))?;
+        Ok(runs)
+    }
+
+    /// Records a job the dashboard starts (`args`: the worker's arguments as JSON);
+    /// returns its `job_id`.
+    pub fn begin_job(&self, kind: &str, args: &str, run_id: &str) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row(
+                include_str!("../../sql/store/begin_job.sql"),
+                params![kind, args, run_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records how a job ended: `completed`, `failed` or `cancelled`.
+    pub fn finish_job(
+        &self,
+        job_id: i64,
+        status: &str,
+        progress: f64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                include_str!("../../sql/store/finish_job.sql"),
+                params![status, progress, error, job_id],
+            )
+            .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
@@ -310,9 +344,34 @@ mod tests {
         assert_eq!(epochs.len(), 1);
         assert_eq!((epochs[0].epoch, epochs[0].val_loss), (1, Some(0.5)));
         assert!(store.run_epochs("none").expect("no epochs").is_empty());
-        // Held for writing, a run still marked running was cut off.
+        let done = store
+            .begin_job("train", r#"["job","a.json"]"#, "r1")
+            .expect("job");
+        store
+            .finish_job(done, "completed", 1.0, None)
+            .expect("finish");
+        let cut = store
+            .begin_job("infer", r#"["job","b.json"]"#, "r1")
+            .expect("job");
+        assert!(cut > done);
+        // Held for writing, a run or job still marked running was cut off.
         assert_eq!(store.interrupt_stale_runs().expect("stale"), 1);
         assert_eq!(store.runs().expect("runs")[0].status, "interrupted");
+        let jobs: Vec<(String, String)> = store
+            .conn()
+            .prepare("SELECT kind, status FROM jobs ORDER BY job_id")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .expect("jobs");
+        assert_eq!(
+            jobs,
+            [
+                ("train".to_string(), "completed".to_string()),
+                ("infer".to_string(), "failed".to_string())
+            ]
+        );
         store
             .set_run_status("r1", "completed", Some("{\"ba\":0.9}"), None)
             .expect("finish");

@@ -175,10 +175,11 @@ pub enum Event {
     Undone(Result<Option<(i64, i64)>, String>),
     /// Something for the status line (a failure of the loop's own work).
     Note(String),
-    /// A job was planned and recorded (its run id and a summary), or why not.
+    /// A job was planned and recorded (its run id, a summary and its `jobs` row), or
+    /// why not.
     JobPlanned {
         id: u64,
-        result: Result<(String, String), String>,
+        result: Result<(String, String, i64), String>,
     },
     /// A line of a job's worker: an event, or text for the log.
     JobOutput {
@@ -236,6 +237,13 @@ pub enum Effect {
     RecordInference {
         run_id: String,
         result: Box<InferResult>,
+    },
+    /// Record how a job ended in its `jobs` row.
+    FinishJob {
+        job: i64,
+        status: &'static str,
+        progress: f64,
+        error: Option<String>,
     },
     Quit,
 }
@@ -1218,15 +1226,16 @@ impl App {
     fn on_job_planned(
         &mut self,
         id: u64,
-        result: Result<(String, String), String>,
+        result: Result<(String, String, i64), String>,
         effects: &mut Vec<Effect>,
     ) {
         let Some(job) = self.jobs.job_mut(id) else {
             return;
         };
         match result {
-            Ok((run_id, summary)) => {
+            Ok((run_id, summary, store_job)) => {
                 job.run_id = run_id;
+                job.store_job = Some(store_job);
                 job.log(summary);
                 self.message = format!("started {}", job.title);
             }
@@ -1283,6 +1292,7 @@ impl App {
                     && let Some(job) = self.jobs.job_mut(id)
                 {
                     self.message = format!("{}: {}", job.title, job.status.label());
+                    effects.extend(finish_job(job));
                 }
             }
         }
@@ -1305,6 +1315,7 @@ impl App {
         job.ended = true;
         job.finished = Some(Instant::now());
         self.message = format!("{}: {error}", job.title);
+        effects.extend(finish_job(job));
         if job.training && !job.run_id.is_empty() {
             effects.push(Effect::RecordTraining {
                 run_id: job.run_id.clone(),
@@ -1427,6 +1438,21 @@ impl App {
             None => self.viewer.error = Some(format!("image {image_id} is not in the store")),
         }
     }
+}
+
+/// The effect that records an ended job in its `jobs` row, if it has one.
+fn finish_job(job: &super::jobs::Job) -> Option<Effect> {
+    let (status, error) = match &job.status {
+        JobStatus::Completed => ("completed", None),
+        JobStatus::Failed(e) => ("failed", Some(e.clone())),
+        _ => ("cancelled", None),
+    };
+    Some(Effect::FinishJob {
+        job: job.store_job?,
+        status,
+        progress: job.progress(),
+        error,
+    })
 }
 
 fn cycle<T: Clone + PartialEq>(options: &[T], current: &T) -> T {

@@ -80,6 +80,8 @@ pub struct Job {
     pub log: VecDeque<String>,
     /// The final event has been seen (the worker's exit then needs no recording).
     pub ended: bool,
+    /// The job's row in the store's `jobs` table, once recorded.
+    pub store_job: Option<i64>,
     pub test_balanced_accuracy: Option<f64>,
 }
 
@@ -100,6 +102,7 @@ impl Job {
             epochs: Vec::new(),
             log: VecDeque::new(),
             ended: false,
+            store_job: None,
             test_balanced_accuracy: None,
         }
     }

@@ -100,12 +100,25 @@ pub fn serve(store: &Store, request: Request) -> Response {
     }
 }
 
-/// Plans a job on the writer, records its start and writes the plan for the worker:
-/// (run id, summary, plan file).
+/// Plans a job on the writer, records its start (the run, its split and a `jobs` row)
+/// and writes the plan for the worker: (run id, summary, jobs row, plan file).
 fn start_job(
     writer: &mut Store,
     request: &JobRequest,
-) -> Result<(String, String, PathBuf), String> {
+) -> Result<(String, String, i64, PathBuf), String> {
+    let (run_id, summary, plan) = plan_job(writer, request)?;
+    let kind = match request {
+        JobRequest::Train(_) => "train",
+        JobRequest::Infer(_) => "infer",
+    };
+    let args = serde_json::json!(["job", plan.display().to_string()]).to_string();
+    let job = writer
+        .begin_job(kind, &args, &run_id)
+        .map_err(|e| e.to_string())?;
+    Ok((run_id, summary, job, plan))
+}
+
+fn plan_job(writer: &mut Store, request: &JobRequest) -> Result<(String, String, PathBuf), String> {
     let text = |e: PlanError| e.to_string();
     match request {
         JobRequest::Train(request) => {
@@ -229,10 +242,10 @@ fn execute(
             }
         }
         Effect::StartJob { id, request } => match start_job(writer, &request) {
-            Ok((run_id, summary, plan)) => {
+            Ok((run_id, summary, job, plan)) => {
                 queue.push_back(Event::JobPlanned {
                     id,
-                    result: Ok((run_id, summary)),
+                    result: Ok((run_id, summary, job)),
                 });
                 fetch(Request::SpawnJob { id, plan });
             }
@@ -253,6 +266,18 @@ fn execute(
         Effect::RecordInference { run_id, result } => {
             let recorded = record_inference(writer, &run_id, &result).map_err(|e| e.to_string());
             queue.push_back(Event::JobRecorded(recorded));
+        }
+        Effect::FinishJob {
+            job,
+            status,
+            progress,
+            error,
+        } => {
+            if let Err(e) = writer.finish_job(job, status, progress, error.as_deref()) {
+                queue.push_back(Event::Note(format!(
+                    "job {job} not recorded as {status}: {e}"
+                )));
+            }
         }
         Effect::Quit => {}
     }

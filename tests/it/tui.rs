@@ -431,7 +431,7 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     let screen = tmux.wait_longer_for("test BA", minute);
     assert!(screen.contains("usable-ssda-tiny-1"), "{screen}");
     assert!(
-        screen.contains("Loss") && screen.contains("Balanced accuracy"),
+        screen.contains("Loss") && screen.contains("validation BA"),
         "{screen}"
     );
 
@@ -496,6 +496,19 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     assert!(
         lines[3].starts_with("usable-target-only-tiny-1,interrupted,"),
         "{runs}"
+    );
+    // Every dashboard job has its row: what it ran and how it ended.
+    let jobs = sql(
+        dir,
+        "select kind, status, run_id, args like '%job%.json%' as plan from jobs order by job_id",
+    );
+    assert_eq!(
+        jobs,
+        "kind,status,run_id,plan\n\
+         train,completed,usable-ssda-tiny-1,true\n\
+         infer,completed,usable-ssda-tiny-1,true\n\
+         train,cancelled,usable-ssda-tiny-2,true\n\
+         train,cancelled,usable-target-only-tiny-1,true\n"
     );
     // The stopped runs left checkpoints that `cdwqc train --resume` continues from.
     assert!(
