@@ -72,6 +72,11 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads.max(1));
     let mut store = Store::open(db, Access::ReadWrite)?;
+    // Held for writing: a run still marked running was cut off (and can be resumed).
+    let stale = store.interrupt_stale_runs()?;
+    if stale > 0 {
+        eprintln!("{stale} run(s) left running by a process that ended are now marked interrupted");
+    }
     let request = TrainRequest {
         preset: args.preset,
         task: args.task,
