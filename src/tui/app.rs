@@ -385,7 +385,7 @@ impl App {
             Event::Saved(result) => self.on_saved(result),
             Event::Undone(result) => self.on_undone(result),
             Event::Note(text) => self.message = text,
-            Event::JobPlanned { id, result } => self.on_job_planned(id, result, &mut effects),
+            Event::JobPlanned { id, result } => self.on_job_planned(id, result),
             Event::JobOutput { id, line } => self.on_job_output(id, line, &mut effects),
             Event::JobExited { id, code } => self.on_job_exited(id, code, &mut effects),
             Event::JobRecorded(result) => {
@@ -1223,12 +1223,7 @@ impl App {
         }
     }
 
-    fn on_job_planned(
-        &mut self,
-        id: u64,
-        result: Result<(String, String, i64), String>,
-        effects: &mut Vec<Effect>,
-    ) {
+    fn on_job_planned(&mut self, id: u64, result: Result<(String, String, i64), String>) {
         let Some(job) = self.jobs.job_mut(id) else {
             return;
         };
@@ -1250,7 +1245,6 @@ impl App {
         // The new run is in the store now.
         self.jobs.runs = None;
         self.dashboard = None;
-        let _ = effects;
     }
 
     fn on_job_output(&mut self, id: u64, line: JobLine, effects: &mut Vec<Effect>) {

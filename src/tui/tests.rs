@@ -928,6 +928,13 @@ fn jobs_running_job_with_curves_and_log() {
     for event in &events {
         app.jobs.on_event(id, event);
     }
+    keys(&mut app, &mut store, "1");
+    let dashboard = screen(&app, 110, 30);
+    assert!(
+        dashboard.contains("1 job(s) running (7 Jobs)"),
+        "{dashboard}"
+    );
+    keys(&mut app, &mut store, "7");
     let job = &app.jobs.jobs[0];
     assert_eq!(job.epochs.len(), 5);
     assert!((job.progress() - 5.25 / 8.0).abs() < 1e-12);

@@ -135,7 +135,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             frame,
             runs,
             "Runs",
-            "no training or inference runs yet: run `cdwqc train`",
+            "no training or inference runs yet: start one in 7 Jobs, or run `cdwqc train`",
         );
     } else {
         let rows = summary.runs.iter().map(|r| {
@@ -159,7 +159,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 ],
             )
             .header(header(&["run", "kind", "status", "test BA", "started"]))
-            .block(Block::bordered().title(" Latest runs ")),
+            .block(Block::bordered().title(match app.jobs.active() {
+                0 => " Latest runs ".to_string(),
+                n => format!(" Latest runs · {n} job(s) running (7 Jobs) "),
+            })),
             runs,
         );
     }
