@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::imaging::preview::{Gray8, Plane, display_window};
 use crate::imaging::{load_volume, orientation::RasView};
+use crate::store::dashboard::DashboardSummary;
 use crate::store::{Access, Store, StoreError};
 
 use app::{App, Detail, Effect, Event, LoadedVolume, Request, Response};
@@ -43,8 +44,8 @@ pub enum TuiError {
 pub fn serve(store: &Store, request: Request) -> Response {
     let text = |e: StoreError| e.to_string();
     match request {
-        Request::Dashboard => {
-            Response::Dashboard(store.dashboard_summary().map(Box::new).map_err(text))
+        Request::Dashboard { agreement } => {
+            Response::Dashboard(dashboard(store, agreement).map(Box::new))
         }
         Request::ImagePage {
             filter,
@@ -78,6 +79,15 @@ pub fn serve(store: &Store, request: Request) -> Response {
         Request::ExportReports => Response::Exported(reports::export(store)),
         Request::Sql(request) => Response::Sql(sql::serve(store, request)),
     }
+}
+
+fn dashboard(store: &Store, agreement: bool) -> Result<DashboardSummary, String> {
+    let mut summary = store.dashboard_summary().map_err(|e| e.to_string())?;
+    if agreement {
+        summary.agreement =
+            Some(crate::report::agreement::at_a_glance(store).map_err(|e| e.to_string())?);
+    }
+    Ok(summary)
 }
 
 fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detail, String> {
