@@ -5,6 +5,7 @@
 //! query never holds up the other views and can be interrupted.
 
 pub mod app;
+pub mod graphics;
 pub mod keys;
 pub mod rate;
 pub mod reports;
@@ -23,6 +24,7 @@ use crate::store::dashboard::DashboardSummary;
 use crate::store::{Access, Store, StoreError};
 
 use app::{App, Detail, Effect, Event, LoadedVolume, Request, Response};
+use graphics::{Graphics, GraphicsMode};
 use keys::{KeyMap, View};
 
 /// How often the loop wakes without input, so background results show promptly.
@@ -195,7 +197,7 @@ pub fn handle_now(app: &mut App, store: &mut Store, event: Event) {
 }
 
 /// Runs the dashboard on the terminal until the user quits.
-pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
+pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(), TuiError> {
     let keys = KeyMap::load()?;
     let mut writer = Store::open(db, Access::ReadWrite)?;
     if let Some(name) = &rater
@@ -232,11 +234,21 @@ pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
         sql: spawn_sql(console, events_tx.clone()),
         events: events_tx.clone(),
     };
-    spawn_input(events_tx);
 
     // ratatui::try_init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::try_init()?;
-    let outcome = event_loop(&mut terminal, &mut app, &mut writer, &events, &workers);
+    // The graphics query needs raw mode and reads the terminal's answer from standard
+    // input, so it runs before the input thread starts reading keys.
+    let mut graphics = Graphics::detect(graphics);
+    spawn_input(events_tx);
+    let outcome = event_loop(
+        &mut terminal,
+        &mut app,
+        &mut writer,
+        &events,
+        &workers,
+        &mut graphics,
+    );
     ratatui::restore();
     // A query still running would only delay the exit.
     workers.interrupt.interrupt();
@@ -279,12 +291,13 @@ fn event_loop(
     writer: &mut Store,
     events: &Receiver<Event>,
     workers: &Workers,
+    graphics: &mut Graphics,
 ) -> Result<(), TuiError> {
     let mut fetch = |request: Request| workers.send(request);
     // The first Tick asks for what the first view needs.
     handle(app, writer, Event::Tick, &mut fetch);
     while !app.quit {
-        terminal.draw(|frame| ui::draw(frame, app))?;
+        terminal.draw(|frame| ui::draw_with(frame, app, graphics))?;
         let event = match events.recv_timeout(TICK) {
             Ok(event) => event,
             Err(mpsc::RecvTimeoutError::Timeout) => Event::Tick,
