@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use super::{Figure, ReportError, Value};
 use crate::metrics::{
-    ConfusionMatrix, ContingencyTable, Level, Ratings, Weighting, cohen_kappa, fleiss_kappa,
-    gwet_ac1, krippendorff_alpha, pairwise_agreement, percent_agreement,
+    ConfusionMatrix, ContingencyTable, Level, Ratings, SubjectCounts, Weighting, cohen_kappa,
+    fleiss_kappa, gwet_ac1, krippendorff_alpha, pairwise_agreement, percent_agreement,
 };
 use crate::store::Store;
+use crate::store::dashboard::AgreementGlance;
 
 /// The prediction tasks and their categories, in ordinal order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -320,27 +321,93 @@ fn pair_agreement(a: &str, b: &str, table: &ContingencyTable, task: Task) -> Pai
     }
 }
 
-fn group(ratings: &Ratings, task: Task) -> GroupAgreement {
-    let counts = ratings.subject_counts();
-    let complete = ratings.complete_subjects();
-    let per_image: Vec<u32> = counts.rows().map(|r| r.iter().sum()).collect();
-    let class_counts = counts.category_totals();
+/// The all-raters statistics the report and the dashboard share.
+struct AllRaters {
+    percent_agreement_pairwise: Value,
+    fleiss_kappa: Value,
+    fleiss_images: u64,
+    krippendorff_alpha: Value,
+}
+
+/// From the labels per category of each image; Fleiss' kappa keeps the images labelled
+/// by all `n_raters` raters, since it needs the same number of labels per image.
+fn all_raters(counts: &SubjectCounts, n_raters: usize, task: Task) -> AllRaters {
     let level = if task == Task::Quality {
         Level::Ordinal
     } else {
         Level::Nominal
     };
+    let complete: Vec<usize> = counts
+        .rows()
+        .enumerate()
+        .filter(|(_, row)| row.iter().sum::<u32>() as usize == n_raters)
+        .map(|(i, _)| i)
+        .collect();
+    let fleiss = counts
+        .select_subjects(&complete)
+        .and_then(|c| fleiss_kappa(&c));
+    AllRaters {
+        percent_agreement_pairwise: Value::from_estimate(pairwise_agreement(counts)),
+        fleiss_kappa: match fleiss {
+            Ok(f) => Value::of(f.kappa),
+            Err(e) => Value::undefined(&e),
+        },
+        fleiss_images: complete.len() as u64,
+        krippendorff_alpha: Value::from_estimate(krippendorff_alpha(counts, level)),
+    }
+}
+
+/// The tasks the dashboard's agreement panel shows.
+pub const GLANCE_TASKS: [Task; 2] = [Task::Usable, Task::Quality];
+
+/// Agreement at a glance, for the dashboard: per task of [`GLANCE_TASKS`], over the
+/// images two or more raters labelled, the report's all-raters statistics (pairwise
+/// agreement, Fleiss' kappa, Krippendorff's alpha), from label counts grouped in SQL
+/// so that a large store stays cheap. The numbers equal the report's: images with a
+/// single label add nothing to any of them.
+pub fn at_a_glance(store: &Store) -> Result<Vec<AgreementGlance>, ReportError> {
+    let (patterns, raters) = store.label_patterns()?;
+    let mut out = Vec::new();
+    for task in GLANCE_TASKS {
+        let mut rows: Vec<Vec<u32>> = Vec::new();
+        for p in &patterns {
+            let counts: &[u32] = match task {
+                Task::Usable => &p.usable,
+                Task::Quality => &p.quality,
+                Task::Gado => continue,
+            };
+            if counts.iter().sum::<u32>() >= 2 {
+                rows.extend(std::iter::repeat_n(counts.to_vec(), p.images as usize));
+            }
+        }
+        let counts = SubjectCounts::from_rows(&rows, task.categories().len())
+            .map_err(|e| ReportError::Input(e.to_string()))?;
+        let all = all_raters(&counts, raters as usize, task);
+        out.push(AgreementGlance {
+            task: task.name().to_string(),
+            images: rows.len() as u64,
+            percent_agreement: all.percent_agreement_pairwise.value,
+            fleiss_kappa: all.fleiss_kappa.value,
+            fleiss_images: all.fleiss_images,
+            krippendorff_alpha: all.krippendorff_alpha.value,
+        });
+    }
+    Ok(out)
+}
+
+fn group(ratings: &Ratings, task: Task) -> GroupAgreement {
+    let counts = ratings.subject_counts();
+    let per_image: Vec<u32> = counts.rows().map(|r| r.iter().sum()).collect();
+    let class_counts = counts.category_totals();
+    let all = all_raters(&counts, ratings.n_raters(), task);
     GroupAgreement {
         images: ratings.n_subjects() as u64,
         ratings: per_image.iter().map(|&n| u64::from(n)).sum(),
         images_multiply_rated: per_image.iter().filter(|&&n| n >= 2).count() as u64,
-        percent_agreement_pairwise: Value::from_estimate(pairwise_agreement(&counts)),
-        fleiss_kappa: match fleiss_kappa(&complete.subject_counts()) {
-            Ok(f) => Value::of(f.kappa),
-            Err(e) => Value::undefined(&e),
-        },
-        fleiss_images: complete.n_subjects() as u64,
-        krippendorff_alpha: Value::from_estimate(krippendorff_alpha(&counts, level)),
+        percent_agreement_pairwise: all.percent_agreement_pairwise,
+        fleiss_kappa: all.fleiss_kappa,
+        fleiss_images: all.fleiss_images,
+        krippendorff_alpha: all.krippendorff_alpha,
         gwet_ac1: match gwet_ac1(&counts) {
             Ok(g) => Value::with_ci(
                 g.coefficient,
@@ -474,4 +541,77 @@ pub fn document(report: &AgreementReport) -> super::document::Document {
         );
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three raters on five images: two rated by all, two by two raters, one by one.
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO images (path, root, rel_path, status, subject, suffix, file_size, mtime_ns)
+                 SELECT 'p' || i, 'r', 'p' || i, 'ok', 's' || i, 'FLAIR', 0, 0 FROM range(1, 6) t(i);
+                 INSERT INTO ratings (image_id, rater, usable, motion, contrast, noise, code,
+                                      protocol_version, source)
+                 VALUES (1, 'ann', true, 0, 0, 0, '', '1', 't'), (1, 'bob', true, 1, 0, 0, '', '1', 't'),
+                        (1, 'cid', true, 0, 0, 0, '', '1', 't'), (2, 'ann', false, 0, 0, 0, '', '1', 't'),
+                        (2, 'bob', false, 0, 0, 0, '', '1', 't'), (2, 'cid', true, 2, 0, 0, '', '1', 't'),
+                        (3, 'ann', true, 2, 0, 0, '', '1', 't'), (3, 'bob', true, 2, 0, 0, '', '1', 't'),
+                        (4, 'bob', true, 1, 0, 0, '', '1', 't'), (4, 'cid', false, 0, 0, 0, '', '1', 't'),
+                        (5, 'ann', true, 1, 0, 0, '', '1', 't');",
+            )
+            .expect("rows");
+        (dir, store)
+    }
+
+    #[test]
+    fn the_glance_equals_the_report() {
+        let (_dir, store) = store();
+        let report = build(&store, &AgreementOptions::default()).expect("report");
+        let glance = at_a_glance(&store).expect("glance");
+        assert_eq!(glance.len(), GLANCE_TASKS.len());
+        for (g, task) in glance.iter().zip(GLANCE_TASKS) {
+            let o = &report
+                .tasks
+                .iter()
+                .find(|t| t.task == task)
+                .expect("task")
+                .overall;
+            assert_eq!(g.task, task.name());
+            assert_eq!(g.images, o.images_multiply_rated);
+            // Images come in another order than in the report: sums may differ in the
+            // last bits.
+            let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+                (a, b) => a == b,
+            };
+            assert!(close(
+                g.percent_agreement,
+                o.percent_agreement_pairwise.value
+            ));
+            assert!(close(g.fleiss_kappa, o.fleiss_kappa.value));
+            assert_eq!(g.fleiss_images, o.fleiss_images);
+            assert!(close(g.krippendorff_alpha, o.krippendorff_alpha.value));
+        }
+        // usable: images 1-4 have two or more labels, 1 and 2 from all three raters.
+        assert_eq!((glance[0].images, glance[0].fleiss_images), (4, 2));
+        assert!(glance[0].fleiss_kappa.is_some() && glance[0].krippendorff_alpha.is_some());
+        // quality counts usable images only: 1 (three labels) and 3 (two).
+        assert_eq!((glance[1].images, glance[1].fleiss_images), (2, 1));
+    }
+
+    #[test]
+    fn the_glance_of_an_empty_store_has_no_images() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        for g in at_a_glance(&store).expect("glance") {
+            assert_eq!(g.images, 0);
+            assert_eq!(g.percent_agreement, None);
+        }
+    }
 }

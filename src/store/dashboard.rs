@@ -43,13 +43,43 @@ pub struct RunSummary {
     pub test_balanced_accuracy: String,
 }
 
+/// Inter-rater agreement of one task over the images two or more raters labelled, as
+/// the dashboard shows it. Filled by `report::agreement::at_a_glance` with the same
+/// statistics as the agreement report; `None` where a statistic is undefined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgreementGlance {
+    pub task: String,
+    /// Images with two or more labels for this task.
+    pub images: u64,
+    /// Pairwise percent agreement, as a share (0..1).
+    pub percent_agreement: Option<f64>,
+    /// Fleiss' kappa on the images labelled by every rater.
+    pub fleiss_kappa: Option<f64>,
+    pub fleiss_images: u64,
+    /// Krippendorff's alpha (ordinal for quality), missing labels allowed.
+    pub krippendorff_alpha: Option<f64>,
+}
+
+/// How many images got one combination of label counts, for images rated by two or
+/// more raters; counts in the order of each task's categories (usable: usable,
+/// reject; quality: good, medium, bad).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelPattern {
+    pub usable: [u32; 2],
+    pub quality: [u32; 3],
+    pub images: u64,
+}
+
 /// Everything the dashboard's first view shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DashboardSummary {
     pub sequences: Vec<SequenceCounts>,
     pub raters: Vec<RaterProgress>,
     pub queues: Vec<QueueProgress>,
     pub runs: Vec<RunSummary>,
+    /// Per task; `None` when not asked for (blind rating mode keeps other raters'
+    /// labels out of sight, aggregated or not).
+    pub agreement: Option<Vec<AgreementGlance>>,
 }
 
 /// Filters of the image browser; `None` means any.
@@ -196,7 +226,27 @@ impl Store {
             raters,
             queues,
             runs,
+            agreement: None,
         })
+    }
+
+    /// The label counts behind the dashboard's agreement panel, grouped by pattern,
+    /// and the number of raters with a label in force.
+    pub fn label_patterns(&self) -> Result<(Vec<LabelPattern>, u64), StoreError> {
+        let mut raters = 0;
+        let patterns = self.rows(
+            include_str!("../../sql/store/dashboard_agreement.sql"),
+            |r| {
+                let count = |i| r.get::<_, i64>(i).map(|n| u32::try_from(n).unwrap_or(0));
+                raters = r.get::<_, i64>(6)?;
+                Ok(LabelPattern {
+                    usable: [count(0)?, count(1)?],
+                    quality: [count(2)?, count(3)?, count(4)?],
+                    images: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                })
+            },
+        )?;
+        Ok((patterns, u64::try_from(raters).unwrap_or(0)))
     }
 
     /// One page of the filtered image list, ordered by image id (a stable key).

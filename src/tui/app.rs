@@ -36,7 +36,10 @@ const QUIT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Reads the store layer answers off the UI thread.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Dashboard,
+    /// The summaries, with the inter-rater agreement unless blind.
+    Dashboard {
+        agreement: bool,
+    },
     ImagePage {
         filter: ImageFilter,
         offset: usize,
@@ -82,7 +85,7 @@ impl Request {
     /// Identifies a request so the same one is not asked twice while in flight.
     fn key(&self) -> String {
         match self {
-            Request::Dashboard => "dashboard".into(),
+            Request::Dashboard { .. } => "dashboard".into(),
             Request::ImagePage { filter, offset, .. } => format!("page:{filter:?}:{offset}"),
             Request::Detail { image_id, .. } => format!("detail:{image_id}"),
             Request::RateWork { .. } => "rate".into(),
@@ -1340,7 +1343,8 @@ impl App {
     /// Asks for whatever the current view needs and does not have yet.
     fn request_missing(&mut self, effects: &mut Vec<Effect>) {
         if self.dashboard.is_none() && matches!(self.view, View::Dashboard | View::Images) {
-            self.fetch(Request::Dashboard, effects);
+            let agreement = !self.blind();
+            self.fetch(Request::Dashboard { agreement }, effects);
         }
         if matches!(self.view, View::Images | View::Viewer) {
             let offset = self.images.page_offset();
@@ -1377,7 +1381,12 @@ impl App {
             }
             // The form offers the store's sequences.
             if self.dashboard.is_none() {
-                self.fetch(Request::Dashboard, effects);
+                self.fetch(
+                    Request::Dashboard {
+                        agreement: !self.blind(),
+                    },
+                    effects,
+                );
             }
             if let Some(super::jobs::Selection::Run(run)) = self.jobs.selection() {
                 let run_id = run.run_id.clone();

@@ -7,6 +7,7 @@
 //! whose output lines come back as events.
 
 pub mod app;
+pub mod graphics;
 pub mod jobs;
 pub mod keys;
 pub mod rate;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use crate::imaging::preview::{Gray8, Plane, display_window};
 use crate::imaging::{load_volume, orientation::RasView};
+use crate::store::dashboard::DashboardSummary;
 use crate::store::{Access, Store, StoreError};
 
 use crate::jobs::plan::{
@@ -32,6 +34,7 @@ use crate::jobs::plan::{
 };
 use crate::jobs::{JobEvent, JobPlan, cache_dir, runs_dir};
 use app::{App, Detail, Effect, Event, JobLine, LoadedVolume, Request, Response};
+use graphics::{Graphics, GraphicsMode};
 use jobs::JobRequest;
 use keys::{KeyMap, View};
 
@@ -54,8 +57,8 @@ pub enum TuiError {
 pub fn serve(store: &Store, request: Request) -> Response {
     let text = |e: StoreError| e.to_string();
     match request {
-        Request::Dashboard => {
-            Response::Dashboard(store.dashboard_summary().map(Box::new).map_err(text))
+        Request::Dashboard { agreement } => {
+            Response::Dashboard(dashboard(store, agreement).map(Box::new))
         }
         Request::ImagePage {
             filter,
@@ -152,6 +155,15 @@ fn plan_job(writer: &mut Store, request: &JobRequest) -> Result<(String, String,
             Ok((run_id, summary, file))
         }
     }
+}
+
+fn dashboard(store: &Store, agreement: bool) -> Result<DashboardSummary, String> {
+    let mut summary = store.dashboard_summary().map_err(|e| e.to_string())?;
+    if agreement {
+        summary.agreement =
+            Some(crate::report::agreement::at_a_glance(store).map_err(|e| e.to_string())?);
+    }
+    Ok(summary)
 }
 
 fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detail, String> {
@@ -324,7 +336,7 @@ pub fn handle_now(app: &mut App, store: &mut Store, event: Event) {
 }
 
 /// Runs the dashboard on the terminal until the user quits.
-pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
+pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(), TuiError> {
     let keys = KeyMap::load()?;
     let mut writer = Store::open(db, Access::ReadWrite)?;
     if let Some(name) = &rater
@@ -369,11 +381,21 @@ pub fn run(db: &Path, rater: Option<String>) -> Result<(), TuiError> {
         events: events_tx.clone(),
         jobs: JobRunner::new(events_tx.clone()),
     };
-    spawn_input(events_tx);
 
     // ratatui::try_init installs a panic hook that restores the terminal first.
     let mut terminal = ratatui::try_init()?;
-    let outcome = event_loop(&mut terminal, &mut app, &mut writer, &events, &workers);
+    // The graphics query needs raw mode and reads the terminal's answer from standard
+    // input, so it runs before the input thread starts reading keys.
+    let mut graphics = Graphics::detect(graphics);
+    spawn_input(events_tx);
+    let outcome = event_loop(
+        &mut terminal,
+        &mut app,
+        &mut writer,
+        &events,
+        &workers,
+        &mut graphics,
+    );
     ratatui::restore();
     // A query still running would only delay the exit.
     workers.interrupt.interrupt();
@@ -520,12 +542,13 @@ fn event_loop(
     writer: &mut Store,
     events: &Receiver<Event>,
     workers: &Workers,
+    graphics: &mut Graphics,
 ) -> Result<(), TuiError> {
     let mut fetch = |request: Request| workers.send(request);
     // The first Tick asks for what the first view needs.
     handle(app, writer, Event::Tick, &mut fetch);
     while !app.quit {
-        terminal.draw(|frame| ui::draw(frame, app))?;
+        terminal.draw(|frame| ui::draw_with(frame, app, graphics))?;
         let event = match events.recv_timeout(TICK) {
             Ok(event) => event,
             Err(mpsc::RecvTimeoutError::Timeout) => Event::Tick,

@@ -113,6 +113,54 @@ fn dashboard_filled() {
 }
 
 #[test]
+fn dashboard_agreement_at_a_glance() {
+    let (_dir, mut store) = filled_store();
+    // ann agrees with bob on image 1 (usable) and not on image 2 (bob rejects it).
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO ratings (image_id, rater, usable, gado, motion, contrast, noise, code,
+                                  protocol_version, source, rated_at, saved_at)
+             VALUES (1, 'ann', true, false, 1, 0, 0, 'a', '1', 'test',
+                     '2026-01-02 11:00:00+00', '2026-01-02 11:00:00+00'),
+                    (2, 'ann', true, false, 0, 0, 0, '', '1', 'test',
+                     '2026-01-02 11:01:00+00', '2026-01-02 11:01:00+00');",
+        )
+        .expect("ratings");
+    let app = app(&mut store, None);
+    let glance = match &app.dashboard {
+        Some(Ok(summary)) => summary
+            .agreement
+            .clone()
+            .expect("agreement outside blind mode"),
+        other => panic!("dashboard not loaded: {other:?}"),
+    };
+    assert_eq!(
+        glance
+            .iter()
+            .map(|g| (g.task.as_str(), g.images))
+            .collect::<Vec<_>>(),
+        vec![("usable", 2), ("quality", 1)]
+    );
+    assert_eq!(glance[0].percent_agreement, Some(0.5));
+    insta::assert_snapshot!(screen(&app, 110, 30));
+}
+
+#[test]
+fn dashboard_hides_agreement_in_blind_mode() {
+    let (_dir, mut store) = filled_store();
+    let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    let mut asked = Vec::new();
+    super::handle(&mut app, &mut store, Event::Tick, &mut |r| asked.push(r));
+    assert_eq!(asked, vec![Request::Dashboard { agreement: false }]);
+    let response = super::serve(&store, asked.remove(0));
+    handle_now(&mut app, &mut store, Event::Loaded(response));
+    let shown = screen(&app, 110, 30);
+    assert!(shown.contains("hidden in blind rating mode"), "{shown}");
+    assert!(matches!(&app.dashboard, Some(Ok(s)) if s.agreement.is_none()));
+}
+
+#[test]
 fn images_empty_small() {
     let (_dir, mut store) = empty_store();
     let mut app = app(&mut store, None);

@@ -220,7 +220,7 @@ fn every_save_shown_survives_sigkill() {
 fn bench_moving_through_100k_images_and_rating() {
     use cdwqc::imaging::preview::Gray8;
     use cdwqc::store::Store;
-    use cdwqc::tui::app::{App, Event};
+    use cdwqc::tui::app::{App, Event, Request, Response};
     use cdwqc::tui::handle_now;
     use cdwqc::tui::keys::KeyMap;
     use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -335,6 +335,30 @@ fn bench_moving_through_100k_images_and_rating() {
         started.elapsed().as_secs_f64() * 1e3 / f64::from(saves)
     );
     assert_eq!(app.rate.saved.len(), saves as usize);
+
+    // The dashboard on the reader thread, with and without the agreement panel, once
+    // a second rater has labelled bob's 20,000 images.
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO raters (name) VALUES ('cyd');
+             INSERT INTO ratings (image_id, rater, usable, motion, code, protocol_version, source)
+             SELECT i, 'cyd', i % 3 <> 0, i % 3, 'a', '1', 'bench' FROM range(1, 100001, 5) t(i);",
+        )
+        .expect("second rater");
+    for agreement in [false, true] {
+        let runs = 10;
+        let started = Instant::now();
+        for _ in 0..runs {
+            let response = cdwqc::tui::serve(&store, Request::Dashboard { agreement });
+            assert!(matches!(response, Response::Dashboard(Ok(_))));
+        }
+        println!(
+            "dashboard request ({}agreement, 20,000 images rated twice): {:.1} ms",
+            if agreement { "with " } else { "without " },
+            started.elapsed().as_secs_f64() * 1e3 / f64::from(runs)
+        );
+    }
 }
 
 /// The SQL view on the real event loop: the query runs on its own thread, a huge

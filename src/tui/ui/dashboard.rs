@@ -1,5 +1,6 @@
-//! The Dashboard view: images per sequence and status, rating and queue progress,
-//! latest runs. Empty sections name the command that fills them.
+//! The Dashboard view: images per sequence and status, rating progress, inter-rater
+//! agreement at a glance, queue progress, latest runs. Empty sections name the command
+//! that fills them.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -7,6 +8,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Row, Table};
 
 use super::empty;
+use crate::store::dashboard::AgreementGlance;
 use crate::tui::app::App;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
@@ -17,8 +19,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-    let [images, raters] =
+    let [images, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+    // Agreement sits under rating progress: both are about the raters.
+    let [raters, agreement] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(5)]).areas(right);
     let [queues, runs] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     let header = |cells: &[&'static str]| {
@@ -96,6 +101,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         );
     }
 
+    draw_agreement(frame, agreement, summary.agreement.as_deref());
+
     if summary.queues.is_empty() {
         empty(
             frame,
@@ -166,4 +173,54 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             runs,
         );
     }
+}
+
+/// Per task: images with 2+ labels, pairwise agreement, Fleiss' kappa, Krippendorff's
+/// alpha; `None` in blind rating mode.
+fn draw_agreement(frame: &mut Frame, area: Rect, glance: Option<&[AgreementGlance]>) {
+    let Some(glance) = glance else {
+        return empty(frame, area, "Agreement", "hidden in blind rating mode");
+    };
+    if glance.iter().all(|g| g.images == 0) {
+        return empty(
+            frame,
+            area,
+            "Agreement",
+            "rate with 2+ raters to see agreement (cdwqc tui --rater NAME)",
+        );
+    }
+    // Undefined statistics (say, all labels in one category) show as a dash.
+    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+    let rows = glance.iter().map(|g| {
+        Row::new(vec![
+            g.task.clone(),
+            g.images.to_string(),
+            g.percent_agreement
+                .map_or("–".to_string(), |p| format!("{:.1}%", 100.0 * p)),
+            number(g.fleiss_kappa),
+            number(g.krippendorff_alpha),
+        ])
+    });
+    frame.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Fill(1),
+                Constraint::Length(8),
+                Constraint::Length(6),
+                Constraint::Length(8),
+                Constraint::Length(6),
+            ],
+        )
+        .header(
+            Row::new(vec!["task", "rated 2+", "agree", "Fleiss κ", "α"])
+                .style(Style::new().add_modifier(Modifier::BOLD)),
+        )
+        .block(
+            Block::bordered()
+                .title(" Agreement ")
+                .title_bottom(" κ: images rated by every rater "),
+        ),
+        area,
+    );
 }

@@ -16,9 +16,16 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Tabs, Wrap};
 
 use super::app::App;
+use super::graphics::Graphics;
 use super::keys::View;
 
+/// Draws the app with pictures in half blocks (tests, and whenever graphics are off).
 pub fn draw(frame: &mut Frame, app: &App) {
+    draw_with(frame, app, &mut Graphics::default());
+}
+
+/// Draws the app, the Viewer's slice as terminal graphics where `graphics` has them.
+pub fn draw_with(frame: &mut Frame, app: &App, graphics: &mut Graphics) {
     let [tabs_area, body, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(0),
@@ -57,7 +64,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     match app.view {
         View::Dashboard => dashboard::draw(frame, body, app),
         View::Images => images::draw(frame, body, app),
-        View::Viewer => viewer::draw(frame, body, app),
+        View::Viewer => viewer::draw(frame, body, app, graphics),
         View::Rate => rate::draw(frame, body, app),
         View::Reports => reports::draw(frame, body, app),
         View::Sql => sql::draw(frame, body, app),

@@ -1,5 +1,6 @@
 //! The Viewer view: every slice of the selected image in one plane at a time, with
-//! window and level.
+//! window and level, as terminal graphics where the terminal has them, else in half
+//! blocks.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -9,8 +10,9 @@ use super::empty;
 use super::picture::half_block_lines;
 use crate::imaging::preview::slice;
 use crate::tui::app::{App, slicing_axis};
+use crate::tui::graphics::{Graphics, SliceKey};
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, graphics: &mut Graphics) {
     let viewer = &app.viewer;
     if app.selected_image().is_none() {
         return empty(
@@ -29,18 +31,29 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let axis = slicing_axis(viewer.plane);
     let at = viewer.slice[axis];
     let v = &loaded.volume;
-    let picture = slice(
-        v.dims,
-        &v.data,
-        &v.affine,
-        v.voxel_size,
-        viewer.plane,
-        Some(at),
-        viewer.window,
-    );
+    // Made only when drawn: graphics keep the encoded slice until it changes.
+    let picture = || {
+        slice(
+            v.dims,
+            &v.data,
+            &v.affine,
+            v.voxel_size,
+            viewer.plane,
+            Some(at),
+            viewer.window,
+        )
+    };
+    let image_id = viewer.image_id.unwrap_or_default();
+    // The protocol shows in the title only with graphics, so half-block screens stay
+    // as they were.
+    let protocol = if graphics.enabled() {
+        format!("· {} ", graphics.protocol())
+    } else {
+        String::new()
+    };
     let block = Block::bordered().title(format!(
-        " image {} · {} slice {}/{} · window {:.0}..{:.0} ",
-        viewer.image_id.unwrap_or_default(),
+        " image {} · {} slice {}/{} · window {:.0}..{:.0} {protocol}",
+        image_id,
         viewer.plane.name(),
         at + 1,
         loaded.ras_dims[axis],
@@ -49,8 +62,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     ));
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    frame.render_widget(
-        Paragraph::new(half_block_lines(&picture, inner.width, inner.height)),
-        inner,
-    );
+    let key = SliceKey {
+        image_id,
+        plane: viewer.plane,
+        slice: at,
+        window: viewer.window,
+    };
+    if !graphics.draw(frame, inner, key, picture) {
+        frame.render_widget(
+            Paragraph::new(half_block_lines(&picture(), inner.width, inner.height)),
+            inner,
+        );
+    }
 }
