@@ -255,6 +255,7 @@ pub fn plan_training(
                     .to_string(),
             ),
         };
+        let label_by_id: BTreeMap<i64, usize> = labelled.iter().map(|(i, _, y)| (*i, *y)).collect();
         let class_name = |y: Option<usize>| y.and_then(|y| classes.get(y)).map(|s| s.to_string());
         let mut rows: Vec<SplitRow> = split
             .iter()
@@ -263,12 +264,7 @@ pub fn plan_training(
                 subject: by_id.get(image_id).map(|i| i.subject.clone()),
                 domain: "target".into(),
                 set: set.name().into(),
-                label: class_name(
-                    labelled
-                        .iter()
-                        .find(|(i, _, _)| i == image_id)
-                        .map(|(_, _, y)| *y),
-                ),
+                label: class_name(label_by_id.get(image_id).copied()),
             })
             .collect();
         rows.extend(source.iter().map(|s| SplitRow {
