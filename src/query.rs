@@ -1,13 +1,16 @@
-//! Ad-hoc SQL on the store: a safe session (read-only unless asked, no file access
-//! outside the project folder, no extension downloads), result sets and their output
-//! formats (aligned table, CSV, TSV, JSON, Parquet).
+//! Ad-hoc SQL on the store: what a session may run (checked statement by statement
+//! with DuckDB's own parser before anything runs; read-only unless asked; no file
+//! access, settings or extensions from SQL), result sets and their output formats
+//! (aligned table, CSV, TSV, JSON, Parquet), written only where the store is not.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use duckdb::types::{TimeUnit, ValueRef};
+use duckdb::{Connection, ffi};
 use serde_json::{Map, Value as Json};
 
+use crate::store::raw::{RawConnection, StatementKind};
 use crate::store::{Access, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,9 @@ pub enum QueryError {
     Sql(String),
     #[error("{0}\nThe store is opened read-only for queries; pass --write to allow changes.")]
     ReadOnly(String),
+    /// A statement or function no session runs (see docs/security.md).
+    #[error("{0}")]
+    Refused(String),
     #[error("{path}: {source}")]
     Output {
         path: PathBuf,
@@ -41,31 +47,224 @@ pub enum Format {
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub write: bool,
-    /// Lift the restriction of file access to the project folder.
+    /// Let a read-only session read files anywhere (read_csv, read_parquet...).
     pub allow_files: bool,
-    /// Extra folders the session may write to (the folder of `--out`).
-    pub extra_dirs: Vec<PathBuf>,
+}
+
+/// Statement kinds a session with writing on may run. Everything else is refused in
+/// every session: COPY, EXPORT, ATTACH, DETACH, INSTALL / LOAD, SET / RESET, PRAGMA,
+/// CALL, EXPLAIN (EXPLAIN ANALYZE runs what it explains), PREPARE / EXECUTE (they run
+/// a statement checked nowhere), COPY DATABASE, UPDATE EXTENSIONS.
+const WRITE_KINDS: [StatementKind; 12] = [
+    StatementKind::SELECT,
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_INSERT),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_UPDATE),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DELETE),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_MERGE_INTO),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_CREATE),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_CREATE_FUNC),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ALTER),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DROP),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_TRANSACTION),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_ANALYZE),
+    StatementKind(ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_VACUUM),
+];
+
+/// Table functions no session runs although they sit in a query: they switch on
+/// logging or profiling to files (which, pointed at a folder DuckDB may not touch,
+/// leaves the whole database failing), checkpoint, or run SQL given as text or as a
+/// serialized plan, which no check here has seen.
+pub const REFUSED_FUNCTIONS: [&str; 10] = [
+    "enable_logging",
+    "disable_logging",
+    "truncate_duckdb_logs",
+    "enable_profiling",
+    "disable_profiling",
+    "checkpoint",
+    "force_checkpoint",
+    "query",
+    "query_table",
+    "json_execute_serialized_sql",
+];
+
+/// Checks `sql` before any of it runs: DuckDB's parser splits it and each statement is
+/// bound on `raw`, a connection of its own; a read-only session runs queries only, a
+/// writing one data and schema changes only; no session runs the
+/// [`REFUSED_FUNCTIONS`], directly or through a view or macro of the store.
+pub fn check(
+    raw: &RawConnection,
+    conn: &Connection,
+    sql: &str,
+    write: bool,
+) -> Result<(), QueryError> {
+    let kinds = raw.statement_kinds(sql).map_err(|e| {
+        if write && e.starts_with("statement ") {
+            QueryError::Sql(format!(
+                "{e}\n(every statement is checked before the first one runs, so a statement \
+                 that needs a table made by an earlier one must be run on its own)"
+            ))
+        } else if e.contains("has been disabled by configuration") {
+            QueryError::Sql(format!(
+                "{e}\n(a read-only session opens no file; --allow-files lets it read files)"
+            ))
+        } else {
+            QueryError::Sql(e)
+        }
+    })?;
+    let n = kinds.len();
+    let which = |i: usize| {
+        if n > 1 {
+            format!("statement {} of {n}", i + 1)
+        } else {
+            "the statement".to_string()
+        }
+    };
+    for (i, kind) in kinds.iter().enumerate() {
+        if !WRITE_KINDS.contains(kind) {
+            return Err(QueryError::Refused(format!(
+                "{} is {}, which cdwqc never runs: SQL sessions reach no file and cannot \
+                 change DuckDB's settings or extensions (docs/security.md)",
+                which(i),
+                kind.name()
+            )));
+        }
+        if !write && *kind != StatementKind::SELECT {
+            return Err(QueryError::ReadOnly(format!(
+                "{} is {}: a read-only session runs queries only",
+                which(i),
+                kind.name()
+            )));
+        }
+    }
+    check_functions(conn, sql)
+}
+
+/// Refuses the [`REFUSED_FUNCTIONS`] wherever DuckDB's syntax tree of `sql` names
+/// them, and in the store's own views and macros.
+fn check_functions(conn: &Connection, sql: &str) -> Result<(), QueryError> {
+    let text = |e: duckdb::Error| QueryError::Sql(e.to_string());
+    // DuckDB serializes queries only; a script with other statements (writing on)
+    // comes back as an error object and is checked by its kinds alone.
+    let tree: String = conn
+        .query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))
+        .map_err(text)?;
+    if let Ok(tree) = serde_json::from_str::<Json>(&tree) {
+        let mut names = Vec::new();
+        function_names(&tree, &mut names);
+        if let Some(name) = names
+            .iter()
+            .find(|n| REFUSED_FUNCTIONS.contains(&n.to_ascii_lowercase().as_str()))
+        {
+            return Err(QueryError::Refused(format!(
+                "{name}() is refused: it changes DuckDB's logging, profiling or storage, \
+                 or runs SQL no check has seen (docs/security.md)"
+            )));
+        }
+    }
+    let mut stmt = conn
+        .prepare(include_str!("../sql/store/user_definitions.sql"))
+        .map_err(text)?;
+    let definitions = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(text)?;
+    for definition in definitions {
+        let (name, body) = definition.map_err(text)?;
+        let body = body.to_ascii_lowercase();
+        if let Some(f) = REFUSED_FUNCTIONS
+            .iter()
+            .find(|f| body.contains(&format!("{f}(")) || body.contains(&format!("{f}\"(")))
+        {
+            return Err(QueryError::Refused(format!(
+                "{name} in the store calls {f}(), which cdwqc refuses: drop or replace it \
+                 (cdwqc sql --write) before querying"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn function_names(node: &Json, out: &mut Vec<String>) {
+    match node {
+        Json::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("function_name", Json::String(name)) => out.push(name.clone()),
+                    _ => function_names(value, out),
+                }
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|i| function_names(i, out)),
+        _ => {}
+    }
+}
+
+/// Runs `f` inside a read-only transaction unless `write`. Fails closed: if the
+/// transaction cannot start (one opened with writing on is still open), nothing runs.
+pub fn guarded<T>(
+    conn: &Connection,
+    write: bool,
+    f: impl FnOnce() -> Result<T, QueryError>,
+) -> Result<T, QueryError> {
+    if write {
+        return f();
+    }
+    conn.execute_batch("BEGIN TRANSACTION READ ONLY")
+        .map_err(|e| {
+            QueryError::Sql(format!(
+                "{e}\n(a transaction begun with writing on is still open: COMMIT or ROLLBACK it with writing on)"
+            ))
+        })?;
+    let out = f();
+    // Nothing was written; a rollback that fails (no transaction left) loses nothing.
+    let _ = conn.execute_batch("ROLLBACK");
+    out
 }
 
 /// A store opened for ad-hoc SQL.
 pub struct Session {
     store: Store,
+    raw: RawConnection,
+    write: bool,
 }
 
 impl Session {
     pub fn open(db: &Path, opts: &SessionOptions) -> Result<Self, QueryError> {
+        if opts.write && opts.allow_files {
+            return Err(QueryError::Usage(
+                "--allow-files is for read-only sessions: a session that writes reaches no \
+                 file, so that no statement can overwrite the store"
+                    .into(),
+            ));
+        }
         let access = if opts.write {
             Access::ReadWrite
         } else {
             Access::ReadOnly
         };
         let store = Store::open(db, access)?;
-        if !opts.allow_files {
-            let mut dirs = vec![project_dir(db)];
-            dirs.extend(opts.extra_dirs.iter().cloned());
-            restrict_files(&store, &dirs)?;
-        }
-        Ok(Self { store })
+        let raw = store.raw_connection()?;
+        let settings = match (opts.write, opts.allow_files) {
+            // The database is read-only and DuckDB's local file system is switched off:
+            // no statement can open any file, the store's own included.
+            (false, false) => {
+                "SET enable_external_access = false; \
+                 SET disabled_filesystems = 'LocalFileSystem'; \
+                 SET lock_configuration = true;"
+            }
+            (false, true) => "SET lock_configuration = true;",
+            // The store's WAL needs the file system; no folder is allowed, and the
+            // statements that could name the store's own files are refused by kind.
+            (true, _) => "SET enable_external_access = false; SET lock_configuration = true;",
+        };
+        store
+            .conn()
+            .execute_batch(settings)
+            .map_err(|e| store.err(e))?;
+        Ok(Self {
+            store,
+            raw,
+            write: opts.write,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -74,58 +273,44 @@ impl Session {
 
     /// Runs every statement of `sql`; returns the result of the last one.
     pub fn run(&self, sql: &str) -> Result<ResultSet, QueryError> {
-        let statements = split_statements(sql);
-        let Some((last, before)) = statements.split_last() else {
-            return Err(QueryError::Usage("no SQL statement given".into()));
-        };
         let conn = self.store.conn();
-        for s in before {
-            conn.execute_batch(s).map_err(|e| self.sql_error(e))?;
-        }
-        let mut stmt = conn.prepare(last).map_err(|e| self.sql_error(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sql_error(e))?;
-        let mut out = Vec::new();
-        let mut columns: Option<Vec<String>> = None;
-        while let Some(row) = rows.next().map_err(|e| self.sql_error(e))? {
-            let stmt = row.as_ref();
-            let n = stmt.column_count();
-            if columns.is_none() {
-                columns = Some(stmt.column_names());
+        check(&self.raw, conn, sql, self.write)?;
+        guarded(conn, self.write, || {
+            // The duckdb crate splits with DuckDB's parser too, runs all statements
+            // but the last and prepares the last: the ones checked above.
+            let mut stmt = conn.prepare(sql).map_err(|e| self.sql_error(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.sql_error(e))?;
+            let mut out = Vec::new();
+            let mut columns: Option<Vec<String>> = None;
+            while let Some(row) = rows.next().map_err(|e| self.sql_error(e))? {
+                let stmt = row.as_ref();
+                let n = stmt.column_count();
+                if columns.is_none() {
+                    columns = Some(stmt.column_names());
+                }
+                let mut cells = Vec::with_capacity(n);
+                for i in 0..n {
+                    cells.push(cell(row.get_ref(i).map_err(|e| self.sql_error(e))?));
+                }
+                out.push(cells);
             }
-            let mut cells = Vec::with_capacity(n);
-            for i in 0..n {
-                cells.push(cell(row.get_ref(i).map_err(|e| self.sql_error(e))?));
-            }
-            out.push(cells);
-        }
-        drop(rows);
-        let columns = columns.unwrap_or_else(|| stmt.column_names());
-        Ok(ResultSet { columns, rows: out })
+            drop(rows);
+            let columns = columns.unwrap_or_else(|| stmt.column_names());
+            Ok(ResultSet { columns, rows: out })
+        })
     }
 
-    /// Writes the result of one query to a Parquet file with DuckDB's own writer.
+    /// Writes the result of `sql` to a Parquet file (through a DuckDB of its own that
+    /// holds only these rows), never over the store; returns the row count.
     pub fn copy_to_parquet(&self, sql: &str, out: &Path) -> Result<u64, QueryError> {
-        let statements = split_statements(sql);
-        let Some((last, before)) = statements.split_last() else {
-            return Err(QueryError::Usage("no SQL statement given".into()));
-        };
-        let conn = self.store.conn();
-        for s in before {
-            conn.execute_batch(s).map_err(|e| self.sql_error(e))?;
-        }
-        let target = out.display().to_string().replace('\'', "''");
-        let copy = format!(
-            "COPY ({}) TO '{target}' (FORMAT parquet)",
-            last.trim().trim_end_matches(';')
-        );
-        conn.execute(&copy, [])
-            .map(|n| n as u64)
-            .map_err(|e| self.sql_error(e))
+        let result = self.run(sql)?;
+        write_output(out, self.store.path(), Format::Parquet, &result)?;
+        Ok(result.rows.len() as u64)
     }
 
     fn sql_error(&self, e: duckdb::Error) -> QueryError {
         let text = e.to_string();
-        if text.contains("read-only mode") {
+        if text.contains("read-only mode") || text.contains("attached in read-only mode") {
             QueryError::ReadOnly(text)
         } else {
             QueryError::Sql(text)
@@ -133,27 +318,18 @@ impl Session {
     }
 }
 
-/// Limits the file access of every connection to the store's database to `dirs`
-/// and locks the configuration, so no later statement can lift the limit.
-pub fn restrict_files(store: &Store, dirs: &[PathBuf]) -> Result<(), StoreError> {
-    let list = dirs
-        .iter()
-        .map(|d| format!("'{}'", d.display().to_string().replace('\'', "''")))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Order matters: directories are allowed first, then everything else is
-    // closed, then the settings are locked so a query cannot reopen them.
+/// Closes DuckDB's file access for every connection to the store's database (no
+/// folder allowed; DuckDB still reaches the store and its WAL, which only statements
+/// refused by [`check`] could name) and locks the configuration, so no later
+/// statement can reopen it.
+pub fn close_file_access(store: &Store) -> Result<(), StoreError> {
     store
         .conn()
-        .execute_batch(&format!(
-            "SET allowed_directories = [{list}]; \
-             SET enable_external_access = false; \
-             SET lock_configuration = true;"
-        ))
+        .execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
         .map_err(|e| store.err(e))
 }
 
-/// The folder a read-only session may read: the one holding the store.
+/// The folder holding the store (relative export names are taken from there).
 pub fn project_dir(db: &Path) -> PathBuf {
     let dir = db
         .parent()
@@ -163,54 +339,130 @@ pub fn project_dir(db: &Path) -> PathBuf {
     dir.canonicalize().unwrap_or(dir)
 }
 
-/// Splits SQL text into statements on semicolons outside quotes and comments.
-pub fn split_statements(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '"' => {
-                current.push(c);
-                for d in chars.by_ref() {
-                    current.push(d);
-                    if d == c {
-                        break;
-                    }
-                }
-            }
-            '-' if chars.peek() == Some(&'-') => {
-                for d in chars.by_ref() {
-                    if d == '\n' {
-                        current.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut prev = ' ';
-                for d in chars.by_ref() {
-                    if prev == '*' && d == '/' {
-                        break;
-                    }
-                    prev = d;
-                }
-                current.push(' ');
-            }
-            ';' => {
-                if !current.trim().is_empty() {
-                    out.push(current.trim().to_string());
-                }
-                current.clear();
-            }
-            _ => current.push(c),
+/// Where an output file really goes, after `..` and symbolic links: refused when that
+/// is the store, its WAL or DuckDB's temporary folder of it, a hard link of the store,
+/// any other DuckDB database, or a link to nothing.
+pub fn resolve_output(path: &Path, store: &Path) -> Result<PathBuf, QueryError> {
+    let refuse = |why: String| QueryError::Output {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+    };
+    let resolved = match std::fs::metadata(path) {
+        Ok(_) => path.canonicalize().map_err(|e| refuse(e.to_string()))?,
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => {
+            return Err(refuse("a symbolic link to nothing: refused".into()));
+        }
+        Err(_) => {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let name = path
+                .file_name()
+                .ok_or_else(|| refuse("names no file".into()))?;
+            parent
+                .canonicalize()
+                .map_err(|e| refuse(format!("folder {}: {e}", parent.display())))?
+                .join(name)
+        }
+    };
+    let store = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
+    let with = |suffix: &str| {
+        let mut s = store.clone().into_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    if resolved == store
+        || resolved == with(".wal")
+        || resolved == with(".wal.recovery")
+        || resolved.starts_with(with(".tmp"))
+    {
+        return Err(refuse(format!(
+            "that is the store {} or one of its files: refused",
+            store.display()
+        )));
+    }
+    if let Ok(meta) = std::fs::metadata(&resolved) {
+        use std::os::unix::fs::MetadataExt;
+        let same = |other: &Path| {
+            std::fs::metadata(other).is_ok_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino())
+        };
+        if same(&store) || same(&with(".wal")) {
+            return Err(refuse(format!(
+                "a link to the store {}: refused",
+                store.display()
+            )));
+        }
+        if is_duckdb_file(&resolved) {
+            return Err(refuse(
+                "a DuckDB database: refused, choose another name".into(),
+            ));
         }
     }
-    if !current.trim().is_empty() {
-        out.push(current.trim().to_string());
+    Ok(resolved)
+}
+
+/// DuckDB files carry "DUCK" at byte 8.
+fn is_duckdb_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 12];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| &head[8..12] == b"DUCK")
+}
+
+/// Writes `result` to `path` in `format` once [`resolve_output`] accepts it. Text
+/// formats are written into the resolved file, which is opened without truncating and
+/// checked again on the open handle; Parquet is written beside it and renamed over it,
+/// which replaces a directory entry and never writes into another file.
+pub fn write_output(
+    path: &Path,
+    store: &Path,
+    format: Format,
+    result: &ResultSet,
+) -> Result<(), QueryError> {
+    let resolved = resolve_output(path, store)?;
+    let io = |source: std::io::Error| QueryError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    if format == Format::Parquet {
+        let name = resolved
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = resolved.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&temporary);
+        result.write_parquet(&temporary)?;
+        return std::fs::rename(&temporary, &resolved).map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            io(e)
+        });
     }
-    out
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&resolved)
+        .map_err(io)?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata().map_err(io)?;
+        let canonical = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
+        if std::fs::metadata(&canonical)
+            .is_ok_and(|s| s.dev() == meta.dev() && s.ino() == meta.ino())
+        {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "became the store while opening: refused",
+            )));
+        }
+    }
+    file.set_len(0).map_err(io)?;
+    result
+        .write(format, &mut file)
+        .and_then(|_| file.flush())
+        .map_err(io)
 }
 
 /// One value of a result, typed enough for every output format.
@@ -551,11 +803,80 @@ impl ResultSet {
 mod tests {
     use super::*;
 
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.duckdb");
+        drop(Store::create(&path).expect("create"));
+        let store = Store::open(&path, Access::ReadWrite).expect("open");
+        (dir, store)
+    }
+
     #[test]
-    fn splits_on_semicolons_outside_quotes_and_comments() {
-        let s = split_statements("select 'a;b'; -- c;d\nselect \"x;y\" /* ; */ from t;  ");
-        assert_eq!(s, vec!["select 'a;b'", "select \"x;y\"   from t"]);
-        assert!(split_statements(" ; -- nothing\n").is_empty());
+    fn every_statement_is_checked_by_duckdb_before_any_runs() {
+        let (_dir, store) = store();
+        let raw = store.raw_connection().expect("raw");
+        let conn = store.conn();
+        assert!(check(&raw, conn, "select 'a;b'; -- c;d\nselect $$;$$", false).is_ok());
+        let e = check(
+            &raw,
+            conn,
+            "select $$'$$; commit; create table pwned as select 1 as x; select '$$'",
+            false,
+        )
+        .expect_err("commit refused");
+        assert!(matches!(e, QueryError::ReadOnly(_)), "{e}");
+        assert!(
+            e.to_string().contains("statement 2 of 4 is TRANSACTION"),
+            "{e}"
+        );
+        let e = check(
+            &raw,
+            conn,
+            "insert into raters (name) values ('x'); copy raters to 'x.csv'",
+            true,
+        )
+        .expect_err("copy refused");
+        assert!(e.to_string().contains("statement 2 of 2 is COPY"), "{e}");
+        let raters: i64 = conn
+            .query_row("select count(*) from raters", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(raters, 0, "nothing ran");
+        for refused in [
+            "select * from system.main.enable_logging()",
+            "select (select count(*) from query('select 1'))",
+            "with t as (select * from checkpoint()) select * from t",
+        ] {
+            let e = check(&raw, conn, refused, true).expect_err(refused);
+            assert!(matches!(e, QueryError::Refused(_)), "{refused}: {e}");
+        }
+        conn.execute_batch("create view sneaky as select * from enable_logging()")
+            .expect("view");
+        let e = check(&raw, conn, "select 1", false).expect_err("view refused");
+        assert!(e.to_string().contains("view sneaky"), "{e}");
+    }
+
+    #[test]
+    fn output_paths_resolve_links_and_never_name_the_store() {
+        let (dir, store) = store();
+        let db = store.path().to_path_buf();
+        let d = dir.path();
+        std::os::unix::fs::symlink(&db, d.join("link.csv")).expect("symlink");
+        std::fs::create_dir(d.join("sub")).expect("mkdir");
+        for bad in ["s.duckdb", "sub/../s.duckdb", "link.csv", "s.duckdb.wal"] {
+            assert!(resolve_output(&d.join(bad), &db).is_err(), "{bad}");
+        }
+        let fine = resolve_output(&d.join("sub/../r.csv"), &db).expect("a new file");
+        assert_eq!(fine, d.canonicalize().expect("dir").join("r.csv"));
+        let rs = ResultSet {
+            columns: vec!["a".into()],
+            rows: vec![vec![Cell::Int(1)]],
+        };
+        write_output(&d.join("r.csv"), &db, Format::Csv, &rs).expect("csv");
+        write_output(&d.join("r.csv"), &db, Format::Csv, &rs).expect("over a text file");
+        assert_eq!(
+            std::fs::read_to_string(d.join("r.csv")).expect("r"),
+            "a\n1\n"
+        );
     }
 
     #[test]

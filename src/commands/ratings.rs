@@ -151,13 +151,12 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         include_str!("../../sql/store/export_latest.sql")
     };
-    // The SQL is ours, so the session may write the file the user named.
+    // The SQL is ours; the file is written by cdwqc, never over the store.
     let session = Session::open(
         db,
         &SessionOptions {
             write: false,
-            allow_files: true,
-            extra_dirs: Vec::new(),
+            allow_files: false,
         },
     )?;
     if args.format == Format::Parquet {
@@ -169,22 +168,19 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let result = session.run(sql)?;
-    write_out(&result, &args, "ratings")
+    write_out(db, &result, &args, "ratings")
 }
 
 /// Writes a result to `--out` or standard output (a closed pipe is not an error).
 fn write_out(
+    db: &Path,
     result: &crate::query::ResultSet,
     args: &ExportArgs,
     what: &str,
 ) -> anyhow::Result<ExitCode> {
     match &args.out {
         Some(path) => {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            result
-                .write(args.format, &mut file)
-                .with_context(|| format!("writing {}", path.display()))?;
+            crate::query::write_output(path, db, args.format, result)?;
             eprintln!("wrote {} {what} to {}", result.rows.len(), path.display());
         }
         None => {
@@ -264,7 +260,7 @@ fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {} images to {}", result.rows.len(), out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    write_out(&result, args, "images")
+    write_out(db, &result, args, "images")
 }
 
 fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::query::{Format, Session, SessionOptions};
+use crate::query::{Format, Session, SessionOptions, write_output};
 
 #[derive(Debug, clap::Args)]
 pub struct SqlArgs {
@@ -19,13 +19,15 @@ pub struct SqlArgs {
     /// Output format: table on a terminal, CSV otherwise.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Write the result to this file instead of standard output.
+    /// Write the result to this file instead of standard output (never the store, its
+    /// WAL or another DuckDB database, also through links).
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
     /// Allow statements that change the store.
     #[arg(long)]
     pub write: bool,
-    /// Allow reading and writing files outside the store's folder (read_csv, COPY...).
+    /// Let a read-only session read files (read_csv, read_parquet...) anywhere; SQL
+    /// reaches no file otherwise.
     #[arg(long)]
     pub allow_files: bool,
 }
@@ -44,40 +46,25 @@ pub fn run(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
             Format::Csv
         }
     });
-    let out_dir = args.out.as_ref().map(|o| {
-        let parent = o
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        parent
-            .canonicalize()
-            .unwrap_or_else(|_| parent.to_path_buf())
-    });
     let session = Session::open(
         db,
         &SessionOptions {
             write: args.write,
             allow_files: args.allow_files,
-            extra_dirs: out_dir.into_iter().collect(),
         },
     )?;
     if format == Format::Parquet {
         let Some(out) = &args.out else {
             bail!("--format parquet needs --out FILE");
         };
-        let target = absolute(out);
-        let n = session.copy_to_parquet(&sql, &target)?;
+        let n = session.copy_to_parquet(&sql, out)?;
         eprintln!("wrote {n} rows to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
     let result = session.run(&sql)?;
     match &args.out {
         Some(path) => {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            result
-                .write(format, &mut file)
-                .with_context(|| format!("writing {}", path.display()))?;
+            write_output(path, db, format, &result)?;
             eprintln!("wrote {} rows to {}", result.rows.len(), path.display());
         }
         None => {
@@ -92,14 +79,4 @@ pub fn run(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    }
 }

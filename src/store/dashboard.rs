@@ -177,11 +177,7 @@ impl Store {
     /// A second connection to the same open database, for a reader thread. It shares
     /// this store's database instance, so it adds no second file lock.
     pub fn reader(&self) -> Result<Store, StoreError> {
-        Ok(Store {
-            conn: self.conn.try_clone().map_err(|e| self.err(e))?,
-            path: self.path.clone(),
-            access: Access::ReadOnly,
-        })
+        self.sibling(Access::ReadOnly)
     }
 
     pub fn dashboard_summary(&self) -> Result<DashboardSummary, StoreError> {

@@ -8,11 +8,15 @@ pub mod migrations;
 pub mod queues;
 pub mod raters;
 pub mod ratings;
+pub mod raw;
 pub mod runs;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use duckdb::{AccessMode, Config, Connection};
+use duckdb::Connection;
+
+use raw::{RawConnection, RawDatabase};
 
 /// Environment variable naming the store when `--db` is not given.
 pub const DB_ENV: &str = "CDWQC_DB";
@@ -74,9 +78,11 @@ pub enum Access {
 /// An open store. DuckDB allows one writing process per file; a second writer gets
 /// [`StoreError::Locked`].
 pub struct Store {
+    // Declared before `db`: the connection closes before the database can.
     conn: Connection,
     path: PathBuf,
     access: Access,
+    db: Arc<RawDatabase>,
 }
 
 impl std::fmt::Debug for Store {
@@ -100,15 +106,19 @@ pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-fn base_config(access: Access) -> duckdb::Result<Config> {
+fn base_config(access: Access) -> [(&'static str, &'static str); 3] {
     // No network at run time: extensions are never downloaded or loaded on demand.
-    Config::default()
-        .access_mode(match access {
-            Access::ReadWrite => AccessMode::ReadWrite,
-            Access::ReadOnly => AccessMode::ReadOnly,
-        })?
-        .enable_autoload_extension(false)?
-        .with("autoinstall_known_extensions", "false")
+    [
+        (
+            "access_mode",
+            match access {
+                Access::ReadWrite => "READ_WRITE",
+                Access::ReadOnly => "READ_ONLY",
+            },
+        ),
+        ("autoload_known_extensions", "false"),
+        ("autoinstall_known_extensions", "false"),
+    ]
 }
 
 impl Store {
@@ -138,14 +148,17 @@ impl Store {
 
     fn connect(path: &Path, access: Access) -> Result<Self, StoreError> {
         let db = |source| classify(path, source);
-        let config = base_config(access).map_err(db)?;
-        let conn = Connection::open_with_flags(path, config).map_err(db)?;
+        // Opened through the C API so that SQL sessions can also parse and bind
+        // statements on their own connection (`raw_connection`).
+        let database = RawDatabase::open(path, &base_config(access)).map_err(db)?;
+        let conn = database.connection().map_err(db)?;
         // Times are shown and exported in UTC whatever the machine's zone.
         conn.execute_batch("SET TimeZone = 'UTC'").map_err(db)?;
         let store = Self {
             conn,
             path: path.to_path_buf(),
             access,
+            db: database,
         };
         migrations::bring_up_to_date(&store)?;
         Ok(store)
@@ -165,6 +178,25 @@ impl Store {
 
     pub fn access(&self) -> Access {
         self.access
+    }
+
+    /// A second connection to the same open database through DuckDB's C API, for
+    /// checking ad-hoc SQL statement by statement before it runs.
+    pub fn raw_connection(&self) -> Result<RawConnection, StoreError> {
+        RawConnection::new(&self.db).map_err(|message| StoreError::Invalid {
+            path: self.path.clone(),
+            message,
+        })
+    }
+
+    /// A new connection of the duckdb crate to the same open database.
+    pub(crate) fn sibling(&self, access: Access) -> Result<Store, StoreError> {
+        Ok(Store {
+            conn: self.conn.try_clone().map_err(|e| self.err(e))?,
+            path: self.path.clone(),
+            access,
+            db: Arc::clone(&self.db),
+        })
     }
 
     /// Wraps a DuckDB error with the store's path.

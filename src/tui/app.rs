@@ -330,6 +330,9 @@ impl RateState {
     }
 }
 
+/// The views of blind rating mode.
+const BLIND_VIEWS: [View; 4] = [View::Dashboard, View::Images, View::Viewer, View::Rate];
+
 pub struct App {
     pub keys: KeyMap,
     pub view: View,
@@ -379,6 +382,28 @@ impl App {
         self.rater.is_some()
     }
 
+    /// The views this session offers: in blind rating mode only those that show no
+    /// other rater's work and no model (no SQL console, Reports or Jobs).
+    pub fn views(&self) -> &'static [View] {
+        if self.blind() {
+            &BLIND_VIEWS
+        } else {
+            &View::ALL
+        }
+    }
+
+    /// Keeps in blind mode only what the rater may see of a summary: their own
+    /// progress and queues; no other rater's, no agreement and no model runs.
+    fn blind_summary(&self, mut summary: DashboardSummary) -> DashboardSummary {
+        if let Some(me) = &self.rater {
+            summary.raters.retain(|r| &r.rater == me);
+            summary.queues.retain(|q| &q.rater == me);
+            summary.runs.clear();
+            summary.agreement = None;
+        }
+        summary
+    }
+
     pub fn update(&mut self, event: Event) -> Vec<Effect> {
         let mut effects = Vec::new();
         match event {
@@ -419,6 +444,9 @@ impl App {
     fn on_key(&mut self, key: KeyEvent, effects: &mut Vec<Effect>) {
         if key.kind == crossterm::event::KeyEventKind::Release {
             return;
+        }
+        if !self.views().contains(&self.view) {
+            self.view = View::Rate;
         }
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             if self.jobs.active() > 0 {
@@ -701,14 +729,18 @@ impl App {
             }
             Action::Help => self.help = true,
             Action::NextTab | Action::PrevTab => {
-                let n = View::ALL.len();
-                let at = View::ALL.iter().position(|v| *v == self.view).unwrap_or(0);
+                let views = self.views();
+                let n = views.len();
+                let at = views.iter().position(|v| *v == self.view).unwrap_or(0);
                 let next = if action == Action::NextTab {
                     (at + 1) % n
                 } else {
                     (at + n - 1) % n
                 };
-                self.view = View::ALL[next];
+                self.view = views[next];
+            }
+            Action::Show(view) if !self.views().contains(&view) => {
+                self.message = format!("{} is not available in blind rating mode", view.title());
             }
             Action::Show(view) => self.view = view,
             Action::Refresh => {
@@ -758,6 +790,9 @@ impl App {
                     status: next,
                     ..self.images.filter.clone()
                 });
+            }
+            Action::CycleRated if self.blind() => {
+                self.message = "who has rated what is hidden in blind rating mode".into();
             }
             Action::CycleRated => {
                 let next = cycle(&[None, Some(false), Some(true)], &self.images.filter.rated);
@@ -1030,13 +1065,22 @@ impl App {
     fn on_loaded(&mut self, response: Response) {
         self.in_flight.remove(&response.request_key());
         match response {
-            Response::Dashboard(result) => self.dashboard = Some(result.map(|b| *b)),
+            Response::Dashboard(result) => {
+                self.dashboard = Some(result.map(|b| self.blind_summary(*b)));
+            }
             Response::ImagePage { filter, result, .. } => {
                 if filter != self.images.filter {
                     return;
                 }
                 match result {
-                    Ok(page) => {
+                    Ok(mut page) => {
+                        if self.blind() {
+                            // Other raters' progress and the model stay out of the state.
+                            for row in &mut page.rows {
+                                row.rated_by = 0;
+                                row.predicted.clear();
+                            }
+                        }
                         self.images.error = None;
                         if page.total > 0 && self.images.selected >= page.total {
                             self.images.selected = page.total - 1;

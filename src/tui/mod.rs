@@ -345,39 +345,46 @@ pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(
         return Err(TuiError::UnknownRater(name.clone()));
     }
     let reader = writer.reader()?;
-    let console = writer.reader()?;
-    // As for `cdwqc sql`: no file access outside the store's folder, for every
-    // connection of this process (the dashboard itself reads volumes without DuckDB).
+    // No DuckDB file access for any connection of this process (the dashboard reads
+    // volumes without DuckDB, and exports are written by cdwqc itself).
+    crate::query::close_file_access(&writer)?;
     let project = crate::query::project_dir(db);
-    crate::query::restrict_files(&writer, std::slice::from_ref(&project))?;
     let mut app = App::new(keys, rater);
+    // Blind rating mode has no SQL console: no connection is even opened for one.
+    let console = if app.blind() {
+        None
+    } else {
+        Some(writer.reader()?)
+    };
     if app.blind() {
         app.view = View::Rate;
-    }
-    // This process holds the store for writing, so no job can be running now.
-    let stale = writer.interrupt_stale_runs()?;
-    if stale > 0 {
-        app.message = format!(
-            "{stale} run(s) left running by a process that ended are marked interrupted (resume them with cdwqc train --resume RUN)"
+    } else {
+        // This process holds the store for writing, so no job can be running now. A
+        // blind session writes nothing but the rater's own ratings.
+        let stale = writer.interrupt_stale_runs()?;
+        if stale > 0 {
+            app.message = format!(
+                "{stale} run(s) left running by a process that ended are marked interrupted (resume them with cdwqc train --resume RUN)"
+            );
+        }
+        let history_file = sql::history_path();
+        let history = history_file
+            .as_deref()
+            .map(sql::load_history)
+            .unwrap_or_default();
+        app.sql = sql::SqlState::new(
+            sql::saved_queries(Some(Path::new("sql/queries"))),
+            history,
+            history_file,
+            project,
         );
     }
-    let history_file = sql::history_path();
-    let history = history_file
-        .as_deref()
-        .map(sql::load_history)
-        .unwrap_or_default();
-    app.sql = sql::SqlState::new(
-        sql::saved_queries(Some(Path::new("sql/queries"))),
-        history,
-        history_file,
-        project,
-    );
 
     let (events_tx, events) = mpsc::channel::<Event>();
     let workers = Workers {
         reader: spawn_reader(reader, events_tx.clone()),
-        interrupt: console.conn().interrupt_handle(),
-        sql: spawn_sql(console, events_tx.clone()),
+        interrupt: console.as_ref().map(|c| c.conn().interrupt_handle()),
+        sql: console.map(|c| spawn_sql(c, events_tx.clone())),
         events: events_tx.clone(),
         jobs: JobRunner::new(events_tx.clone()),
     };
@@ -398,15 +405,18 @@ pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(
     );
     ratatui::restore();
     // A query still running would only delay the exit.
-    workers.interrupt.interrupt();
+    if let Some(interrupt) = &workers.interrupt {
+        interrupt.interrupt();
+    }
     outcome
 }
 
 /// Where the loop sends requests.
 struct Workers {
     reader: Sender<Request>,
-    sql: Sender<sql::SqlRequest>,
-    interrupt: Arc<duckdb::InterruptHandle>,
+    /// The SQL console's thread and its interrupt; none in blind rating mode.
+    sql: Option<Sender<sql::SqlRequest>>,
+    interrupt: Option<Arc<duckdb::InterruptHandle>>,
     events: Sender<Event>,
     jobs: JobRunner,
 }
@@ -516,7 +526,11 @@ impl Workers {
     fn send(&self, request: Request) {
         // The workers only stop when the loop ends; a failed send loses nothing.
         match request {
-            Request::Sql(sql::SqlRequest::Cancel) => self.interrupt.interrupt(),
+            Request::Sql(sql::SqlRequest::Cancel) => {
+                if let Some(interrupt) = &self.interrupt {
+                    interrupt.interrupt();
+                }
+            }
             Request::Sql(export @ sql::SqlRequest::Export { .. }) => {
                 let events = self.events.clone();
                 std::thread::spawn(move || {
@@ -525,7 +539,9 @@ impl Workers {
                 });
             }
             Request::Sql(run) => {
-                let _ = self.sql.send(run);
+                if let Some(sql) = &self.sql {
+                    let _ = sql.send(run);
+                }
             }
             Request::SpawnJob { id, plan } => self.jobs.spawn(id, &plan),
             Request::CancelJob { id } => self.jobs.cancel(id),

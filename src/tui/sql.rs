@@ -1,9 +1,11 @@
 //! The SQL view apart from drawing: a multi-line editor, the query history and saved
 //! queries, and the worker side that runs a query with a row cap and exports results.
 //!
-//! Queries run on their own connection to the store, on a worker thread. Read-only
-//! unless writing is turned on: each statement then runs in its own
-//! `BEGIN TRANSACTION READ ONLY` ... `ROLLBACK`, and transaction control is refused.
+//! Queries run on their own connection to the store, on a worker thread. Before any
+//! statement runs, DuckDB's parser splits the text and every statement is bound on a
+//! second connection and checked as for `cdwqc sql` ([`crate::query::check`]):
+//! read-only unless writing is turned on (queries only, run inside
+//! `BEGIN TRANSACTION READ ONLY` ... `ROLLBACK`), and never COPY, ATTACH, SET...
 //! Rows are fetched from a streaming result and fetching stops at [`ROW_LIMIT`] rows
 //! or [`BYTE_LIMIT`] bytes, so a huge result is never computed in full.
 
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use duckdb::Connection;
 
-use crate::query::{Cell, Format, ResultSet, cell, split_statements};
+use crate::query::{Cell, Format, QueryError, ResultSet, cell};
 use crate::store::Store;
 
 /// Most rows fetched for one result.
@@ -398,7 +400,7 @@ pub fn serve(store: &Store, request: SqlRequest) -> SqlResponse {
     match request {
         SqlRequest::Run { id, sql, write } => SqlResponse::Ran {
             id,
-            result: run_query(store.conn(), &sql, write, ROW_LIMIT, BYTE_LIMIT),
+            result: run_query(store, &sql, write, ROW_LIMIT, BYTE_LIMIT),
         },
         SqlRequest::Cancel => SqlResponse::Idle,
         export @ SqlRequest::Export { .. } => serve_export(export),
@@ -417,61 +419,35 @@ pub fn serve_export(request: SqlRequest) -> SqlResponse {
     }
 }
 
-const TRANSACTION_WORDS: [&str; 6] = ["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT"];
-
-/// Runs every statement of `sql` and fetches the last one's rows, up to `row_limit`
-/// rows and `byte_limit` bytes of values. Read-only unless `write`.
+/// Checks and runs `sql` on `store`'s connection and fetches the last statement's
+/// rows, up to `row_limit` rows and `byte_limit` bytes of values. Read-only unless
+/// `write`.
 pub fn run_query(
-    conn: &Connection,
+    store: &Store,
     sql: &str,
     write: bool,
     row_limit: usize,
     byte_limit: usize,
 ) -> Result<SqlResult, String> {
     let started = Instant::now();
-    let statements = split_statements(sql);
-    let Some((last, before)) = statements.split_last() else {
-        return Err("nothing to run: the editor holds no SQL statement".into());
-    };
-    if !write {
-        for s in &statements {
-            let word = s
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_ascii_uppercase();
-            if TRANSACTION_WORDS.contains(&word.as_str()) {
-                return Err(format!(
-                    "{word}: transaction control needs writing on (the view is read-only)"
-                ));
-            }
+    let conn = store.conn();
+    let text = |e: QueryError| match e {
+        QueryError::ReadOnly(reason) => {
+            format!("{reason}\nThe view is read-only: Ctrl-T turns writing on.")
         }
-    }
-    for s in before {
-        guarded(conn, write, || fetch(conn, s, 0, 0))?;
-    }
-    let (result, truncated) = guarded(conn, write, || fetch(conn, last, row_limit, byte_limit))?;
+        other => other.to_string(),
+    };
+    let raw = store.raw_connection().map_err(|e| e.to_string())?;
+    crate::query::check(&raw, conn, sql, write).map_err(text)?;
+    let (result, truncated) = crate::query::guarded(conn, write, || {
+        fetch(conn, sql, row_limit, byte_limit).map_err(QueryError::Sql)
+    })
+    .map_err(text)?;
     Ok(SqlResult::new(result, truncated, started.elapsed(), write))
 }
 
-/// Runs `f` inside a read-only transaction unless `write`.
-fn guarded<T>(
-    conn: &Connection,
-    write: bool,
-    f: impl FnOnce() -> Result<T, String>,
-) -> Result<T, String> {
-    if write {
-        return f();
-    }
-    conn.execute_batch("BEGIN TRANSACTION READ ONLY")
-        .map_err(|e| e.to_string())?;
-    let out = f();
-    // Nothing was written; a rollback that fails (no transaction left) loses nothing.
-    let _ = conn.execute_batch("ROLLBACK");
-    out
-}
-
-/// Executes one statement with a streaming result and fetches at most `row_limit` rows.
+/// Executes `sql` (the duckdb crate runs every statement but the last and prepares the
+/// last) with a streaming result and fetches at most `row_limit` rows of the last.
 fn fetch(
     conn: &Connection,
     sql: &str,
@@ -526,7 +502,9 @@ pub fn export_format(path: &Path) -> Option<Format> {
 pub fn export(result: &ResultSet, path: &Path) -> Result<usize, String> {
     let format = export_format(path)
         .ok_or("the name must end in .csv, .tsv, .json or .parquet".to_string())?;
-    if path.exists() {
+    // Never over anything already there, a symbolic link included (to the store or
+    // to nothing): the file must be new.
+    if std::fs::symlink_metadata(path).is_ok() {
         return Err("exists already: choose another name".into());
     }
     if format == Format::Parquet {

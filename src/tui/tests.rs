@@ -549,7 +549,28 @@ fn sql_is_read_only_until_writing_is_turned_on() {
     app.sql.editor =
         crate::tui::sql::Editor::from_text("commit; insert into raters (name) values ('zed')");
     ctrl(&mut app, &mut store, 'r');
-    assert!(sql_error(&app).contains("needs writing on"));
+    let err = sql_error(&app);
+    assert!(err.contains("statement 1 of 2 is TRANSACTION"), "{err}");
+    // Dollar quoting once fooled a hand-written splitter into running COMMIT and a
+    // CREATE; DuckDB's parser sees four statements and the check refuses them all.
+    app.sql.editor = crate::tui::sql::Editor::from_text(
+        "select $$'$$; commit; create table pwned as select 1 as x; select '$$'",
+    );
+    ctrl(&mut app, &mut store, 'r');
+    let err = sql_error(&app);
+    assert!(err.contains("statement 2 of 4 is TRANSACTION"), "{err}");
+    app.sql.editor = crate::tui::sql::Editor::from_text("delete from ratings");
+    ctrl(&mut app, &mut store, 'r');
+    assert!(sql_error(&app).contains("DELETE"), "{}", sql_error(&app));
+    let tables: i64 = store
+        .conn()
+        .query_row(
+            "select count(*) from duckdb_tables() where table_name = 'pwned'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("tables");
+    assert_eq!(tables, 0);
     let raters = |store: &Store| -> i64 {
         store
             .conn()
@@ -572,10 +593,10 @@ fn sql_is_read_only_until_writing_is_turned_on() {
 }
 
 #[test]
-fn sql_file_access_is_limited_to_the_store_folder() {
-    let (dir, mut store) = filled_store();
+fn sql_reaches_no_file_and_settings_stay_locked() {
+    let (_dir, mut store) = filled_store();
     let elsewhere = tempfile::tempdir().expect("tempdir");
-    crate::query::restrict_files(&store, &[dir.path().to_path_buf()]).expect("restrict");
+    crate::query::close_file_access(&store).expect("close file access");
     let mut app = app(&mut store, None);
     keys(&mut app, &mut store, "5");
     ctrl(&mut app, &mut store, 't');
@@ -586,11 +607,31 @@ fn sql_file_access_is_limited_to_the_store_folder() {
         &format!("copy (select 1) to '{}'", outside.display()),
     );
     ctrl(&mut app, &mut store, 'r');
-    assert!(sql_error(&app).contains("disabled by configuration"));
+    assert!(sql_error(&app).contains("is COPY, which cdwqc never runs"));
     assert!(!outside.exists());
-    app.sql.editor = crate::tui::sql::Editor::from_text("set enable_external_access = true");
-    ctrl(&mut app, &mut store, 'r');
-    assert!(sql_error(&app).contains("locked"), "{}", sql_error(&app));
+    let store_path = store.path().canonicalize().expect("store path");
+    for attack in [
+        format!(
+            "copy (select 1) to '{}' (use_tmp_file false)",
+            store_path.display()
+        ),
+        "set enable_external_access = true".to_string(),
+        "reset lock_configuration".to_string(),
+        "select * from enable_logging(storage = 'file', storage_path = '/tmp')".to_string(),
+    ] {
+        app.sql.editor = crate::tui::sql::Editor::from_text(&attack);
+        ctrl(&mut app, &mut store, 'r');
+        let err = sql_error(&app);
+        assert!(
+            err.contains("refused") || err.contains("never runs"),
+            "{attack}: {err}"
+        );
+    }
+    let locked = store
+        .conn()
+        .execute_batch("SET enable_external_access = true")
+        .expect_err("locked");
+    assert!(locked.to_string().contains("locked"), "{locked}");
 }
 
 /// This process's peak resident memory (Linux), in KiB.
@@ -606,7 +647,7 @@ fn sql_huge_result_is_capped_while_streaming() {
     let started = std::time::Instant::now();
     // A billion rows: fetching them all would take minutes and gigabytes.
     let done = crate::tui::sql::run_query(
-        store.conn(),
+        &store,
         "select i, i * 2 as j from range(1000000000) t(i)",
         false,
         crate::tui::sql::ROW_LIMIT,
@@ -625,7 +666,7 @@ fn sql_huge_result_is_capped_while_streaming() {
     let capped = started.elapsed();
     // Big values stop the fetch by size too: 1 MB in 10,000-byte values.
     let done = crate::tui::sql::run_query(
-        store.conn(),
+        &store,
         "select repeat('x', 10000) as big from range(1000000)",
         false,
         crate::tui::sql::ROW_LIMIT,
@@ -643,8 +684,7 @@ fn sql_huge_result_is_capped_while_streaming() {
         done.elapsed
     );
     // A small result is whole.
-    let done =
-        crate::tui::sql::run_query(store.conn(), "select 1 as x", false, 10, 1 << 20).expect("q");
+    let done = crate::tui::sql::run_query(&store, "select 1 as x", false, 10, 1 << 20).expect("q");
     assert!(!done.truncated);
     assert_eq!(done.result.rows.len(), 1);
 }
@@ -658,13 +698,13 @@ fn sql_running_query_can_be_interrupted() {
     interrupt.interrupt();
     let worker = std::thread::spawn(move || {
         let slow = crate::tui::sql::run_query(
-            console.conn(),
+            &console,
             "select count(*) from range(1000000000000) t(i) where i % 7 = 3",
             false,
             10,
             1 << 20,
         );
-        let after = crate::tui::sql::run_query(console.conn(), "select 42", false, 10, 1 << 20);
+        let after = crate::tui::sql::run_query(&console, "select 42", false, 10, 1 << 20);
         (slow, after)
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -840,12 +880,19 @@ fn reports_agreement_and_models() {
 fn reports_are_hidden_in_blind_mode() {
     let (_dir, mut store) = store_with_runs();
     let mut app = app(&mut store, Some("ann"));
-    open_reports(&mut app, &mut store);
+    keys(&mut app, &mut store, "6");
+    assert_eq!(app.view, View::Rate, "blind mode has no Reports view");
+    assert!(
+        app.message.contains("not available in blind"),
+        "{}",
+        app.message
+    );
     assert!(app.reports.data.is_none(), "nothing computed while blind");
-    let text = screen(&app, 80, 24);
-    assert!(text.contains("hidden in blind rating mode"), "{text}");
+    // Even placed there by hand, the view is left at the first key.
+    app.view = View::Reports;
     keys(&mut app, &mut store, "e");
-    assert!(app.message.contains("hidden"), "{}", app.message);
+    assert_eq!(app.view, View::Rate);
+    assert!(app.reports.data.is_none());
 }
 
 #[test]
@@ -1032,10 +1079,131 @@ fn jobs_stored_run_shows_its_curves() {
 fn jobs_are_hidden_in_blind_mode() {
     let (_dir, mut store) = filled_store();
     let mut app = app(&mut store, Some("ann"));
-    open_jobs(&mut app, &mut store);
+    keys(&mut app, &mut store, "7");
+    assert_eq!(app.view, View::Rate, "blind mode has no Jobs view");
     assert!(app.jobs.runs.is_none(), "nothing read while blind");
-    let text = screen(&app, 80, 24);
-    assert!(text.contains("hidden in blind rating mode"), "{text}");
+    app.view = View::Jobs;
     keys(&mut app, &mut store, "n");
     assert!(app.jobs.form.is_none());
+    assert_eq!(app.view, View::Rate);
+}
+
+/// Ratings in force, all raters.
+fn rating_rows(store: &Store) -> i64 {
+    store
+        .conn()
+        .query_row("select count(*) from ratings", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn blind_view_1_dashboard_shows_only_the_raters_own_progress() {
+    let (_dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, Some("ann"));
+    keys(&mut app, &mut store, "1");
+    assert_eq!(app.view, View::Dashboard);
+    let Some(Ok(summary)) = &app.dashboard else {
+        panic!("dashboard loaded");
+    };
+    assert!(summary.raters.iter().all(|r| r.rater == "ann"));
+    assert!(summary.queues.iter().all(|q| q.rater == "ann"));
+    assert!(summary.runs.is_empty(), "no model runs while blind");
+    assert!(summary.agreement.is_none());
+    let text = screen(&app, 110, 30);
+    assert!(!text.contains("bob"), "{text}");
+    assert!(!text.contains("u-target"), "{text}");
+    assert!(!text.contains("5 SQL"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn blind_view_2_images_show_no_rated_column_no_model_and_no_ratings() {
+    let (_dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, Some("ann"));
+    keys(&mut app, &mut store, "2");
+    let page = app.images.page.as_ref().expect("page");
+    assert!(
+        page.rows
+            .iter()
+            .all(|r| r.rated_by == 0 && r.predicted.is_empty())
+    );
+    let text = screen(&app, 120, 30);
+    assert!(!text.contains("rated"), "{text}");
+    assert!(!text.contains("model"), "{text}");
+    assert!(text.contains("ratings hidden (blind mode)"), "{text}");
+    assert!(!text.contains("bob"), "{text}");
+    // Filtering by who has rated an image would tell other raters' progress.
+    keys(&mut app, &mut store, "x");
+    assert_eq!(app.images.filter.rated, None);
+    assert!(app.message.contains("hidden"), "{}", app.message);
+    let detail = app.detail(1).and_then(|d| d.as_ref().ok()).expect("detail");
+    assert!(detail.ratings.is_none() && detail.predictions.is_none());
+}
+
+#[test]
+fn blind_views_3_and_4_viewer_and_rate_show_no_other_rating() {
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, Some("ann"));
+    keys(&mut app, &mut store, "3");
+    assert_eq!(app.view, View::Viewer);
+    let text = screen(&app, 100, 30);
+    assert!(!text.contains("bob"), "{text}");
+    keys(&mut app, &mut store, "4");
+    assert_eq!(app.view, View::Rate);
+    let text = screen(&app, 100, 30);
+    assert!(!text.contains("bob"), "{text}");
+    // Ann's own save is the one write a blind session makes.
+    let before = rating_rows(&store);
+    key(&mut app, &mut store, KeyCode::Enter);
+    assert_eq!(rating_rows(&store), before + 1);
+}
+
+#[test]
+fn blind_views_5_6_7_are_not_offered_and_no_sql_runs() {
+    let (_dir, mut store) = filled_store();
+    let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    let mut asked = Vec::new();
+    super::handle(&mut app, &mut store, Event::Tick, &mut |r| asked.push(r));
+    for number in ["5", "6", "7"] {
+        let chord = KeyEvent::new(
+            KeyCode::Char(number.chars().next().unwrap_or('5')),
+            KeyModifiers::NONE,
+        );
+        super::handle(&mut app, &mut store, Event::Key(chord), &mut |r| {
+            asked.push(r)
+        });
+        assert!(!matches!(app.view, View::Sql | View::Reports | View::Jobs));
+    }
+    for _ in 0..8 {
+        super::handle(
+            &mut app,
+            &mut store,
+            Event::Key(KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE)),
+            &mut |r| asked.push(r),
+        );
+        assert!(app.views().contains(&app.view), "{:?}", app.view);
+    }
+    // Placed on the SQL view by hand, a query and the write toggle still do nothing.
+    app.view = View::Sql;
+    app.sql.editor = crate::tui::sql::Editor::from_text("delete from ratings");
+    for c in ['t', 'r'] {
+        super::handle(
+            &mut app,
+            &mut store,
+            Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)),
+            &mut |r| asked.push(r),
+        );
+    }
+    assert!(!app.sql.write);
+    assert!(
+        !asked
+            .iter()
+            .any(|r| matches!(r, Request::Sql(_) | Request::Reports | Request::Runs)),
+        "{asked:?}"
+    );
+    assert_eq!(rating_rows(&store), 2);
+    let text = screen(&app, 100, 30);
+    for tab in ["5 SQL", "6 Reports", "7 Jobs"] {
+        assert!(!text.contains(tab), "{text}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the library on real files and the real `cdwqc` binary.
 
+mod attacks;
 mod imaging;
 mod import;
 mod interrupt;

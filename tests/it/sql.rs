@@ -1,5 +1,5 @@
-//! `cdwqc sql`: every output format, saved queries, read-only by default, file access
-//! limited to the project folder.
+//! `cdwqc sql`: every output format, saved queries, read-only by default, no file
+//! access unless asked (tests/it/attacks.rs tries to break these).
 
 use serde_json::Value;
 
@@ -58,6 +58,7 @@ fn answers_in_every_format() {
         &[
             "sql",
             "select * from read_parquet('out.parquet') order by suffix",
+            "--allow-files",
             "--format",
             "csv",
         ],

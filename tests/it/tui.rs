@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use crate::support::{external, ok};
 
 /// A tmux server of its own (its own socket), killed when the test ends.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(name: &str, dir: &Path, command: &str) -> Self {
+    pub(crate) fn start(name: &str, dir: &Path, command: &str) -> Self {
         let version = Command::new("tmux").arg("-V").output();
         assert!(
             version.as_ref().is_ok_and(|o| o.status.success()),
@@ -38,7 +38,7 @@ impl Tmux {
         tmux
     }
 
-    fn run(&self, args: &[&str]) -> String {
+    pub(crate) fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -53,29 +53,29 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         Command::new("tmux")
             .args(["-L", &self.socket, "has-session", "-t", "t"])
             .output()
             .is_ok_and(|o| o.status.success())
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "t"])
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "t"];
         args.extend_from_slice(keys);
         self.run(&args);
     }
 
     /// Waits until the screen shows `text`; fails with the screen otherwise.
-    fn wait_for(&self, text: &str) -> String {
+    pub(crate) fn wait_for(&self, text: &str) -> String {
         self.wait_longer_for(text, Duration::from_secs(20))
     }
 
-    fn wait_longer_for(&self, text: &str, limit: Duration) -> String {
+    pub(crate) fn wait_longer_for(&self, text: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
@@ -90,7 +90,7 @@ impl Tmux {
         }
     }
 
-    fn wait_for_exit(&self) {
+    pub(crate) fn wait_for_exit(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.alive() {
             assert!(Instant::now() < deadline, "cdwqc tui did not exit");
@@ -108,7 +108,7 @@ impl Drop for Tmux {
 }
 
 /// A store with four real images and the rater ann.
-fn store_with_rater() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn store_with_rater() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let w = tmp.path().join("w");
     std::fs::create_dir_all(&w).expect("mkdir");

@@ -137,7 +137,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         );
     }
 
-    if summary.runs.is_empty() {
+    if app.blind() {
+        empty(frame, runs, "Runs", "hidden in blind rating mode");
+    } else if summary.runs.is_empty() {
         empty(
             frame,
             runs,

@@ -26,9 +26,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
 fn filter_line(app: &App) -> String {
     let f = &app.images.filter;
     let rated = match f.rated {
-        None => "any",
-        Some(true) => "rated",
-        Some(false) => "unrated",
+        _ if app.blind() => "",
+        None => " · any",
+        Some(true) => " · rated",
+        Some(false) => " · unrated",
     };
     let search = match &app.images.search_input {
         Some(input) => format!("/{input}▏"),
@@ -40,7 +41,7 @@ fn filter_line(app: &App) -> String {
         _ => String::new(),
     };
     format!(
-        "seq {} · status {} · {rated} · subject {search}{model}",
+        "seq {} · status {}{rated} · subject {search}{model}",
         f.sequence.as_deref().unwrap_or("any"),
         f.status.as_deref().unwrap_or("any"),
     )
@@ -70,7 +71,11 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     let wide = table_area.width >= 58;
     // The model's label stays out of sight in blind mode, and out of narrow lists.
     let model = !app.blind() && table_area.width >= 66;
-    let keep = |column: usize| (wide || !matches!(column, 2 | 6)) && (model || column != 8);
+    // Who has rated an image is other raters' progress: not shown in blind mode.
+    let rated = !app.blind();
+    let keep = |column: usize| {
+        (wide || !matches!(column, 2 | 6)) && (model || column != 8) && (rated || column != 7)
+    };
     let pick = |cells: Vec<String>| -> Vec<String> {
         cells
             .into_iter()

@@ -32,11 +32,12 @@ pub fn draw_with(frame: &mut Frame, app: &App, graphics: &mut Graphics) {
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    let titles = View::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{} {}", i + 1, v.title()));
-    let selected = View::ALL.iter().position(|v| *v == app.view).unwrap_or(0);
+    // Blind rating mode offers fewer views; each keeps its number key.
+    let titles = app.views().iter().map(|v| {
+        let number = View::ALL.iter().position(|a| a == v).unwrap_or(0) + 1;
+        format!("{number} {}", v.title())
+    });
+    let selected = app.views().iter().position(|v| *v == app.view).unwrap_or(0);
     frame.render_widget(
         Tabs::new(titles)
             .select(selected)

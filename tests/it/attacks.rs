@@ -1,0 +1,408 @@
+//! Hostile SQL and paths against `cdwqc sql` and the dashboard's SQL console, and
+//! blind rating mode probed for other raters' work: every attack is refused, and the
+//! store still holds every image and rating it held before (and is still a DuckDB
+//! store). See docs/security.md for what a session may touch.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{cdwqc, ok, stderr, stdout};
+use crate::tui::{Tmux, store_with_rater};
+
+/// The images and rating rows of the store in `dir`.
+fn counts(dir: &Path) -> (i64, i64) {
+    let out = ok(
+        dir,
+        &[
+            "sql",
+            "select (select count(*) from images) as i, (select count(*) from ratings) as r",
+            "--format",
+            "csv",
+        ],
+    );
+    let line = out.lines().nth(1).unwrap_or_default().to_string();
+    let (i, r) = line
+        .split_once(',')
+        .unwrap_or_else(|| panic!("counts: {out}"));
+    (
+        i.parse().expect("image count"),
+        r.parse().expect("rating count"),
+    )
+}
+
+/// The store still starts like a DuckDB file and holds what it held.
+fn assert_intact(dir: &Path, before: (i64, i64)) {
+    let bytes = std::fs::read(dir.join("cdwqc.duckdb")).expect("the store is still there");
+    assert!(
+        bytes.len() > 12 && &bytes[8..12] == b"DUCK",
+        "the store is no longer a DuckDB file ({} bytes)",
+        bytes.len()
+    );
+    assert_eq!(counts(dir), before, "images and ratings changed");
+}
+
+/// Four images, raters ann and bob, and one rating by bob.
+fn store() -> (tempfile::TempDir, (i64, i64)) {
+    let (tmp, _db) = store_with_rater();
+    ok(
+        tmp.path(),
+        &[
+            "sql",
+            "--write",
+            "insert into raters (name) values ('bob');
+             insert into ratings (image_id, rater, usable, gado, motion, contrast, noise, code,
+                                  protocol_version, source, rated_at, saved_at)
+             select min(image_id), 'bob', true, false, 1, 0, 0, 'a', '1', 'test',
+                    now(), now() from images",
+        ],
+    );
+    let before = counts(tmp.path());
+    assert_eq!(before, (4, 1));
+    (tmp, before)
+}
+
+/// Refusals of a statement that would reach a file: by its kind, or, in a read-only
+/// session, by DuckDB already when binding it (its file system is off there).
+const NO_FILE: &str = "which cdwqc never runs|has been disabled by configuration";
+
+/// Runs `cdwqc args`, expects a failure whose message holds `reason` (or one of its
+/// `|`-separated parts), and an intact store.
+fn refused(dir: &Path, before: (i64, i64), args: &[&str], reason: &str) {
+    let o = cdwqc(dir, args);
+    assert!(
+        !o.status.success(),
+        "cdwqc {args:?} succeeded:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(
+        reason.split('|').any(|r| stderr(&o).contains(r)),
+        "cdwqc {args:?}: expected {reason:?} in\n{}",
+        stderr(&o)
+    );
+    assert_intact(dir, before);
+}
+
+#[test]
+fn read_only_sql_changes_no_file() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "secret").expect("write");
+    std::os::unix::fs::symlink(&secret, dir.join("link-out.txt")).expect("symlink");
+    let never = NO_FILE;
+    let attacks: Vec<(String, &str)> =
+        vec![
+        // Replaced the store with a 4-byte CSV before.
+        (
+            "copy (select 1 as a) to 'cdwqc.duckdb' (format csv)".into(),
+            never,
+        ),
+        ("copy (select 1 as a) to 'x.csv'".into(), never),
+        ("export database 'dump'".into(), never),
+        ("attach 'cdwqc.duckdb' as again".into(), never),
+        ("attach 'other.duckdb' as other".into(), never),
+        ("install httpfs".into(), never),
+        ("load parquet".into(), never),
+        ("set enable_external_access = true".into(), never),
+        ("reset enable_external_access".into(), never),
+        ("set lock_configuration = false".into(), never),
+        ("pragma enable_checkpoint_on_shutdown".into(), never),
+        ("checkpoint".into(), never),
+        (
+            "explain analyze copy (select 1 as a) to 'x.csv'".into(),
+            never,
+        ),
+        (
+            "prepare p as copy (select 1 as a) to 'x.csv'; execute p".into(),
+            never,
+        ),
+        ("select * from checkpoint()".into(), "refused"),
+        (
+            "select * from enable_logging(storage = 'file', storage_path = 'logs')".into(),
+            "refused",
+        ),
+        (
+            "select * from enable_profiling(format = 'json', save_location = 'p.json'); select 1"
+                .into(),
+            "refused",
+        ),
+        (
+            "select * from query('copy (select 1) to ''x.csv''')".into(),
+            "refused",
+        ),
+        // Files outside the store, beside it, through `..` and through a link.
+        (
+            format!("select * from read_text('{}')", secret.display()),
+            "disabled",
+        ),
+        ("select * from read_blob('link-out.txt')".into(), "disabled"),
+        ("select * from read_text('w/../cdwqc.duckdb')".into(), "disabled"),
+        ("select * from glob('*')".into(), "disabled"),
+        // Quoting that fooled a hand-written splitter into running what followed.
+        (
+            "select $$'$$; commit; create table pwned as select 1 as x; select '$$'".into(),
+            "TRANSACTION: a read-only session runs queries only",
+        ),
+        (
+            "select E'\\''; copy (select 1 as a) to 'cdwqc.duckdb' (format csv); select E'\\''"
+                .into(),
+            never,
+        ),
+        (
+            "select 1; delete from ratings".into(),
+            "DELETE: a read-only session runs queries only",
+        ),
+    ];
+    for (query, reason) in &attacks {
+        refused(dir, before, &["sql", query], reason);
+    }
+    for made in ["x.csv", "dump", "other.duckdb", "logs", "p.json"] {
+        assert!(!dir.join(made).exists(), "{made} was written");
+    }
+    let tables = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) as n from duckdb_tables() where table_name = 'pwned'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(tables, "n\n0\n");
+    // Reading files is opt-in, and still changes none.
+    let read = ok(
+        dir,
+        &[
+            "sql",
+            "select content from read_text('link-out.txt')",
+            "--allow-files",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(read, "content\nsecret\n");
+    refused(
+        dir,
+        before,
+        &[
+            "sql",
+            "--allow-files",
+            "copy (select 1 as a) to 'cdwqc.duckdb' (format csv)",
+        ],
+        never,
+    );
+}
+
+#[test]
+fn writing_sql_never_reaches_a_file() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let never = "which cdwqc never runs";
+    for (query, reason) in [
+        (
+            "copy (select 1 as a) to 'cdwqc.duckdb' (format csv, use_tmp_file false)",
+            never,
+        ),
+        (
+            "copy ratings to 'cdwqc.duckdb.wal' (format csv, use_tmp_file false)",
+            never,
+        ),
+        // Checked before the first statement runs: the DROP never happens.
+        (
+            "drop table ratings; copy (select 1) to 'cdwqc.duckdb' (format csv)",
+            never,
+        ),
+        ("export database 'dump'", never),
+        ("attach 'cdwqc.duckdb' as again", never),
+        ("attach 'other.duckdb' as other", never),
+        ("set lock_configuration = false", never),
+        ("reset enable_external_access", never),
+        ("install httpfs", never),
+        (
+            "select * from enable_logging(storage = 'file', storage_path = 'cdwqc.duckdb.wal')",
+            "refused",
+        ),
+    ] {
+        refused(dir, before, &["sql", "--write", query], reason);
+    }
+    for made in ["dump", "other.duckdb", "cdwqc.duckdb.wal"] {
+        assert!(!dir.join(made).exists(), "{made} was written");
+    }
+    refused(
+        dir,
+        before,
+        &["sql", "--write", "--allow-files", "select 1"],
+        "--allow-files is for read-only sessions",
+    );
+}
+
+#[test]
+fn out_never_writes_the_store() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    std::os::unix::fs::symlink(dir.join("cdwqc.duckdb"), dir.join("link.csv")).expect("symlink");
+    std::fs::hard_link(dir.join("cdwqc.duckdb"), dir.join("hard.csv")).expect("hard link");
+    std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling.csv")).expect("symlink");
+    let copy = dir.join("copy.duckdb");
+    std::fs::copy(dir.join("cdwqc.duckdb"), &copy).expect("copy");
+    for (out, format) in [
+        ("cdwqc.duckdb", "csv"),
+        ("w/../cdwqc.duckdb", "csv"),
+        ("link.csv", "csv"),
+        ("hard.csv", "tsv"),
+        ("cdwqc.duckdb.wal", "csv"),
+        ("dangling.csv", "json"),
+        ("cdwqc.duckdb", "parquet"),
+        ("link.csv", "parquet"),
+        ("copy.duckdb", "csv"),
+    ] {
+        refused(
+            dir,
+            before,
+            &["sql", "select 1 as a", "--format", format, "--out", out],
+            "refused",
+        );
+    }
+    assert!(!dir.join("nowhere").exists());
+    refused(
+        dir,
+        before,
+        &["ratings", "export", "--latest", "--out", "cdwqc.duckdb"],
+        "refused",
+    );
+    // Ordinary outputs still work.
+    ok(
+        dir,
+        &["sql", "select 1 as a", "--format", "csv", "--out", "r.csv"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("r.csv")).expect("r.csv"),
+        "a\n1\n"
+    );
+    ok(
+        dir,
+        &[
+            "sql",
+            "select 2 as a",
+            "--format",
+            "parquet",
+            "--out",
+            "r.parquet",
+        ],
+    );
+    assert_eq!(
+        ok(
+            dir,
+            &[
+                "sql",
+                "select a from read_parquet('r.parquet')",
+                "--allow-files",
+                "--format",
+                "csv",
+            ]
+        ),
+        "a\n2\n"
+    );
+    assert_intact(dir, before);
+}
+
+fn dashboard(tmp: &Path, rater: Option<&str>) -> Tmux {
+    let command = format!(
+        "CDWQC_KEYS=/dev/null CDWQC_SQL_HISTORY={} exec {} --db {} tui{}",
+        tmp.join("history.jsonl").display(),
+        env!("CARGO_BIN_EXE_cdwqc"),
+        tmp.join("cdwqc.duckdb").display(),
+        rater.map(|r| format!(" --rater {r}")).unwrap_or_default()
+    );
+    let tmux = Tmux::start(&format!("attack-{}", rater.unwrap_or("all")), tmp, &command);
+    tmux.run(&["set-option", "-s", "escape-time", "0"]);
+    tmux
+}
+
+#[test]
+fn dashboard_console_refuses_attacks() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "secret").expect("write");
+    std::os::unix::fs::symlink(&secret, dir.join("link-out.txt")).expect("symlink");
+    let tmux = dashboard(dir, None);
+    tmux.wait_for("Dashboard");
+    tmux.keys(&["5"]);
+    tmux.wait_for("read-only");
+    // Each attack shows a word that no earlier one showed (the text typed is lower case).
+    let run = |query: &str, shows: &str| {
+        tmux.keys(&["C-u"]);
+        tmux.keys(&["-l", query]);
+        tmux.keys(&["C-r"]);
+        tmux.wait_for(shows);
+    };
+    run(
+        "select $$'$$; commit; create table pwned as select 1 as x; select '$$'",
+        "TRANSACTION",
+    );
+    run("delete from ratings", "DELETE");
+    run(
+        &format!("select * from read_text('{}')", secret.display()),
+        "Permission",
+    );
+    run(
+        "select * from enable_logging(storage = 'file', storage_path = 'logs')",
+        "refused",
+    );
+    tmux.keys(&["C-t"]);
+    tmux.wait_for("WRITING ON");
+    run(
+        "copy (select 1 as a) to 'cdwqc.duckdb' (format csv)",
+        "COPY",
+    );
+    run("attach 'cdwqc.duckdb' as again", "ATTACH");
+    run("set enable_external_access = true", "SET");
+    tmux.keys(&["C-t"]);
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.keys(&["q"]);
+    tmux.wait_for_exit();
+    assert_intact(dir, before);
+    assert!(!dir.join("logs").exists());
+    assert_eq!(
+        ok(
+            dir,
+            &[
+                "sql",
+                "select count(*) as n from duckdb_tables() where table_name = 'pwned'",
+                "--format",
+                "csv",
+            ],
+        ),
+        "n\n0\n"
+    );
+}
+
+#[test]
+fn blind_dashboard_offers_no_sql_and_no_other_ratings() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let tmux = dashboard(dir, Some("ann"));
+    let screen = tmux.wait_for("4 Rate");
+    for hidden in ["5 SQL", "6 Reports", "7 Jobs"] {
+        assert!(!screen.contains(hidden), "{screen}");
+    }
+    tmux.keys(&["5"]);
+    tmux.wait_for("not available in blind");
+    tmux.keys(&["C-t"]);
+    tmux.keys(&["2"]);
+    let screen = tmux.wait_for("ratings hidden");
+    assert!(!screen.contains("rated"), "{screen}");
+    assert!(!screen.contains("bob"), "{screen}");
+    assert!(!screen.contains("WRITING"), "{screen}");
+    tmux.keys(&["1"]);
+    let screen = tmux.wait_for("Dashboard");
+    assert!(!screen.contains("bob"), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_for_exit();
+    assert_intact(dir, before);
+}
