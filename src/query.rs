@@ -72,9 +72,10 @@ const WRITE_KINDS: [StatementKind; 12] = [
 
 /// Table functions no session runs although they sit in a query: they switch on
 /// logging or profiling to files (which, pointed at a folder DuckDB may not touch,
-/// leaves the whole database failing), checkpoint, or run SQL given as text or as a
-/// serialized plan, which no check here has seen.
-pub const REFUSED_FUNCTIONS: [&str; 10] = [
+/// leaves the whole database failing), checkpoint, run SQL given as text or as a
+/// serialized plan, which no check here has seen, or open a DuckDB file (the store
+/// itself is one DuckDB always lets a connection open).
+pub const REFUSED_FUNCTIONS: [&str; 11] = [
     "enable_logging",
     "disable_logging",
     "truncate_duckdb_logs",
@@ -85,6 +86,7 @@ pub const REFUSED_FUNCTIONS: [&str; 10] = [
     "query",
     "query_table",
     "json_execute_serialized_sql",
+    "read_duckdb",
 ];
 
 /// Checks `sql` before any of it runs: DuckDB's parser splits it and each statement is
@@ -136,12 +138,16 @@ pub fn check(
             )));
         }
     }
-    check_functions(conn, sql)
+    // While a view or macro calls a refused function, only DROP runs (to remove it).
+    let drop_only = kinds
+        .iter()
+        .all(|k| k.0 == ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_DROP);
+    check_functions(conn, sql, !drop_only)
 }
 
 /// Refuses the [`REFUSED_FUNCTIONS`] wherever DuckDB's syntax tree of `sql` names
 /// them, and in the store's own views and macros.
-fn check_functions(conn: &Connection, sql: &str) -> Result<(), QueryError> {
+fn check_functions(conn: &Connection, sql: &str, definitions: bool) -> Result<(), QueryError> {
     let text = |e: duckdb::Error| QueryError::Sql(e.to_string());
     // DuckDB serializes queries only; a script with other statements (writing on)
     // comes back as an error object and is checked by its kinds alone.
@@ -161,6 +167,9 @@ fn check_functions(conn: &Connection, sql: &str) -> Result<(), QueryError> {
             )));
         }
     }
+    if !definitions {
+        return Ok(());
+    }
     let mut stmt = conn
         .prepare(include_str!("../sql/store/user_definitions.sql"))
         .map_err(text)?;
@@ -175,8 +184,8 @@ fn check_functions(conn: &Connection, sql: &str) -> Result<(), QueryError> {
             .find(|f| body.contains(&format!("{f}(")) || body.contains(&format!("{f}\"(")))
         {
             return Err(QueryError::Refused(format!(
-                "{name} in the store calls {f}(), which cdwqc refuses: drop or replace it \
-                 (cdwqc sql --write) before querying"
+                "{name} in the store calls {f}(), which cdwqc refuses: drop it \
+                 (cdwqc sql --write 'drop ...') before anything else runs"
             )));
         }
     }
@@ -853,6 +862,7 @@ mod tests {
             .expect("view");
         let e = check(&raw, conn, "select 1", false).expect_err("view refused");
         assert!(e.to_string().contains("view sneaky"), "{e}");
+        assert!(check(&raw, conn, "drop view sneaky", true).is_ok());
     }
 
     #[test]

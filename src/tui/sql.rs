@@ -432,9 +432,8 @@ pub fn run_query(
     let started = Instant::now();
     let conn = store.conn();
     let text = |e: QueryError| match e {
-        QueryError::ReadOnly(reason) => {
-            format!("{reason}\nThe view is read-only: Ctrl-T turns writing on.")
-        }
+        // The view adds which key turns writing on.
+        QueryError::ReadOnly(reason) => format!("{reason} (read-only mode)"),
         other => other.to_string(),
     };
     let raw = store.raw_connection().map_err(|e| e.to_string())?;

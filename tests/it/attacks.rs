@@ -92,8 +92,7 @@ fn read_only_sql_changes_no_file() {
     std::fs::write(&secret, "secret").expect("write");
     std::os::unix::fs::symlink(&secret, dir.join("link-out.txt")).expect("symlink");
     let never = NO_FILE;
-    let attacks: Vec<(String, &str)> =
-        vec![
+    let attacks: Vec<(String, &str)> = vec![
         // Replaced the store with a 4-byte CSV before.
         (
             "copy (select 1 as a) to 'cdwqc.duckdb' (format csv)".into(),
@@ -128,17 +127,17 @@ fn read_only_sql_changes_no_file() {
                 .into(),
             "refused",
         ),
-        (
-            "select * from query('copy (select 1) to ''x.csv''')".into(),
-            "refused",
-        ),
+        ("select * from query('select 1')".into(), "refused"),
         // Files outside the store, beside it, through `..` and through a link.
         (
             format!("select * from read_text('{}')", secret.display()),
             "disabled",
         ),
         ("select * from read_blob('link-out.txt')".into(), "disabled"),
-        ("select * from read_text('w/../cdwqc.duckdb')".into(), "disabled"),
+        (
+            "select * from read_text('w/../cdwqc.duckdb')".into(),
+            "disabled",
+        ),
         ("select * from glob('*')".into(), "disabled"),
         // Quoting that fooled a hand-written splitter into running what followed.
         (
@@ -199,7 +198,8 @@ fn read_only_sql_changes_no_file() {
 fn writing_sql_never_reaches_a_file() {
     let (tmp, before) = store();
     let dir = tmp.path();
-    let never = "which cdwqc never runs";
+    // Refused by kind, or already by DuckDB when binding it (no folder is open to it).
+    let never = "which cdwqc never runs|Permission Error|already attached";
     for (query, reason) in [
         (
             "copy (select 1 as a) to 'cdwqc.duckdb' (format csv, use_tmp_file false)",
@@ -333,12 +333,24 @@ fn dashboard_console_refuses_attacks() {
     tmux.wait_for("Dashboard");
     tmux.keys(&["5"]);
     tmux.wait_for("read-only");
-    // Each attack shows a word that no earlier one showed (the text typed is lower case).
+    // Each attack shows words that no earlier one showed (the text typed is lower
+    // case): its kind refused, or DuckDB's refusal when binding it.
     let run = |query: &str, shows: &str| {
         tmux.keys(&["C-u"]);
         tmux.keys(&["-l", query]);
         tmux.keys(&["C-r"]);
-        tmux.wait_for(shows);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = tmux.screen();
+            if shows.split('|').any(|s| screen.contains(s)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{query}: never showed {shows:?}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     };
     run(
         "select $$'$$; commit; create table pwned as select 1 as x; select '$$'",
@@ -357,9 +369,9 @@ fn dashboard_console_refuses_attacks() {
     tmux.wait_for("WRITING ON");
     run(
         "copy (select 1 as a) to 'cdwqc.duckdb' (format csv)",
-        "COPY",
+        "COPY|Permission",
     );
-    run("attach 'cdwqc.duckdb' as again", "ATTACH");
+    run("attach 'cdwqc.duckdb' as again", "ATTACH|already attached");
     run("set enable_external_access = true", "SET");
     tmux.keys(&["C-t"]);
     tmux.keys(&["Escape"]);
