@@ -174,6 +174,7 @@ fn notebook_import_then_export_gives_the_same_codes() {
         &[
             "sql",
             "select count(*) from read_parquet('c.parquet') where usable_decision = 'majority'",
+            "--allow-files",
             "--format",
             "csv",
         ],
