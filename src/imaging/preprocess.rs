@@ -136,7 +136,11 @@ fn apply(affine: &[[f64; 4]; 4], voxel: [f64; 3]) -> [f64; 3] {
 }
 
 fn check_volume(volume: &Volume) -> Result<(), PreprocessError> {
-    if volume.data.len() != volume.dims.iter().product::<usize>() || volume.data.is_empty() {
+    let voxels = volume
+        .dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if voxels != Some(volume.data.len()) || volume.data.is_empty() {
         return Err(PreprocessError::BadVolume {
             dims: volume.dims,
             len: volume.data.len(),
@@ -498,6 +502,17 @@ mod tests {
         assert!(matches!(
             preprocess(&volume, &spec),
             Err(PreprocessError::SingularAffine(_))
+        ));
+        // Dims whose product wraps around must not pass for an empty volume.
+        let wrapped = Volume {
+            dims: [1 << (usize::BITS - 2), 2, 2],
+            data: Vec::new(),
+            affine: identity(),
+            voxel_size: [1.0; 3],
+        };
+        assert!(matches!(
+            preprocess(&wrapped, &spec),
+            Err(PreprocessError::BadVolume { .. })
         ));
         let bad_spec = PreprocessSpec {
             spacing_mm: 0.0,
