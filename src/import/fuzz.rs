@@ -508,8 +508,8 @@ pub fn seeds_from(paths: &[PathBuf]) -> Vec<Seed> {
 // ---------------------------------------------------------------------------------
 // Gzip framing
 
-fn deflate_segment(data: &[u8], flush: FlushCompress) -> Vec<u8> {
-    let mut compress = Compress::new(Compression::fast(), false);
+fn deflate_segment(data: &[u8], level: Compression, flush: FlushCompress) -> Vec<u8> {
+    let mut compress = Compress::new(level, false);
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
     let mut input = data;
     loop {
@@ -548,7 +548,10 @@ fn zero_mebibyte() -> &'static (Vec<u8>, Crc) {
         let zeros = vec![0u8; 1 << 20];
         let mut crc = Crc::new();
         crc.update(&zeros);
-        (deflate_segment(&zeros, FlushCompress::Full), crc)
+        (
+            deflate_segment(&zeros, Compression::best(), FlushCompress::Full),
+            crc,
+        )
     })
 }
 
@@ -559,12 +562,20 @@ pub fn gzip_bomb(prefix: &[u8], zeros: u64) -> Vec<u8> {
     let (block, block_crc) = zero_mebibyte();
     let blocks = zeros.div_ceil(1 << 20);
     let mut out = GZIP_HEADER.to_vec();
-    out.extend_from_slice(&deflate_segment(prefix, FlushCompress::Full));
+    out.extend_from_slice(&deflate_segment(
+        prefix,
+        Compression::fast(),
+        FlushCompress::Full,
+    ));
     out.reserve(block.len() * blocks as usize + 16);
     for _ in 0..blocks {
         out.extend_from_slice(block);
     }
-    out.extend_from_slice(&deflate_segment(&[], FlushCompress::Finish));
+    out.extend_from_slice(&deflate_segment(
+        &[],
+        Compression::fast(),
+        FlushCompress::Finish,
+    ));
     let mut crc = Crc::new();
     crc.update(prefix);
     // The CRC of `blocks` copies by doubling: CRC-32 combines without the data.
@@ -1184,9 +1195,11 @@ pub struct CaseResult {
 /// The kind of a failure reason, for the summary: the text before the first number,
 /// quote or parenthesis, without the file name.
 fn reason_kind(reason: &str) -> String {
+    // Past the first few characters, so "a 2D image" keeps its number.
     let cut = reason
-        .find(|c: char| c.is_ascii_digit() || c == '"' || c == '(' || c == '[')
-        .unwrap_or(reason.len());
+        .char_indices()
+        .find(|&(i, c)| i >= 6 && (c.is_ascii_digit() || "\"([-".contains(c)))
+        .map_or(reason.len(), |(i, _)| i);
     let kind = reason[..cut].trim_end_matches([' ', ':', '=']).trim();
     kind.chars().take(60).collect()
 }
@@ -1431,6 +1444,7 @@ mod tests {
 
     #[test]
     fn reason_kinds_drop_numbers() {
+        assert_eq!(reason_kind("a 2D image (shape [4, 4])"), "a 2D image");
         assert_eq!(
             reason_kind("invalid NIfTI header: dim[2] = -4 is not a positive size"),
             "invalid NIfTI header: dim"
