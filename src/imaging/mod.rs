@@ -28,6 +28,8 @@ pub enum ImagingError {
     Empty { path: PathBuf },
     #[error("{path}: corrupt gzip stream: {detail}")]
     Gzip { path: PathBuf, detail: String },
+    #[error("{path}: gzip stream inflates past what its header describes: {detail}")]
+    Inflation { path: PathBuf, detail: String },
     #[error("{path}: not a NIfTI file: {detail}")]
     NotNifti { path: PathBuf, detail: String },
     #[error("{path}: invalid NIfTI header: {detail}")]
@@ -59,6 +61,7 @@ impl ImagingError {
             | Self::NotRegularFile { path }
             | Self::Empty { path }
             | Self::Gzip { path, .. }
+            | Self::Inflation { path, .. }
             | Self::NotNifti { path, .. }
             | Self::BadHeader { path, .. }
             | Self::Truncated { path, .. }
@@ -99,8 +102,8 @@ impl Volume {
     }
 }
 
-/// Loads the first 3D volume of a NIfTI-1/2 file (.nii or .nii.gz).
+/// Loads the first 3D volume of a NIfTI-1/2 file (.nii or .nii.gz), streaming: the
+/// header is checked before anything large is allocated.
 pub fn load_volume(path: &Path) -> Result<Volume, ImagingError> {
-    let bytes = nifti::decompress(path, nifti::read_file(path)?)?;
-    Ok(Volume::from_decoded(nifti::decode(path, &bytes)?))
+    Ok(Volume::from_decoded(nifti::decode_file(path)?))
 }

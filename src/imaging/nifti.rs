@@ -1,7 +1,9 @@
 //! NIfTI-1 and NIfTI-2 headers and voxel data, gzip-compressed or not, behind one type.
 //!
-//! NIfTI-1 headers are parsed by the `nifti` crate; it does not read NIfTI-2, so the
-//! 540-byte NIfTI-2 header is parsed here and both land in [`Header`].
+//! Both header layouts are parsed here with the byte order `sizeof_hdr` declares, and
+//! voxel data is read as a stream: the header comes first, every size it implies is
+//! checked (overflow, per-axis and per-volume caps) before anything large is allocated,
+//! and a gzip stream is inflated no further than the data the header describes.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -16,9 +18,18 @@ const NIFTI2_HEADER_SIZE: usize = 540;
 /// Single-file NIfTI data cannot start before the header plus the 4-byte extender.
 const NIFTI1_MIN_VOX_OFFSET: u64 = 352;
 const NIFTI2_MIN_VOX_OFFSET: u64 = 544;
-/// The largest volume we agree to decode (bytes of voxel data): guards against headers
-/// whose dims multiply to absurd sizes.
-const MAX_VOXEL_BYTES: u64 = 8 << 30;
+/// The largest size along one axis: the store keeps dims in INTEGER columns.
+pub const MAX_DIM: i64 = i32::MAX as i64;
+/// The most voxels in one 3D volume cdwqc decodes (4 GiB as `f32`): far above any
+/// brain MRI, far below what would exhaust a workstation.
+pub const MAX_VOXELS_PER_VOLUME: u64 = 1 << 30;
+/// The most voxel data (all volumes) cdwqc reads through to check a file is whole.
+pub const MAX_DATA_BYTES: u64 = 32 << 30;
+/// How far a gzip stream may run past the header and voxel data it describes before it
+/// is refused as a decompression bomb.
+pub const GZIP_TRAILING_SLACK: u64 = 1 << 20;
+/// Voxel bytes are read and converted this many at a time (a multiple of every width).
+const CHUNK_BYTES: usize = 1 << 20;
 
 /// Voxel storage types cdwqc can decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,25 +132,92 @@ pub struct Header {
     pub descrip: String,
 }
 
+/// Where the voxel data of a header lies, every size computed with overflow checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataLayout {
+    pub voxels_per_volume: u64,
+    pub n_volumes: u64,
+    /// Bytes of one 3D volume.
+    pub volume_bytes: u64,
+    /// Bytes of all volumes.
+    pub data_bytes: u64,
+    /// Byte offset of the first voxel (`vox_offset`).
+    pub start: u64,
+    /// `start + data_bytes`: where the data the header describes ends.
+    pub end: u64,
+}
+
 impl Header {
-    /// Voxel counts along the three spatial axes.
+    /// Voxel counts along the three spatial axes (0 for a negative size, which
+    /// [`parse_header`] never lets through).
     pub fn spatial_dims(&self) -> [usize; 3] {
-        [
-            self.dim[1] as usize,
-            self.dim[2] as usize,
-            self.dim[3] as usize,
-        ]
+        [1, 2, 3].map(|i| usize::try_from(self.dim[i].clamp(0, MAX_DIM)).unwrap_or(0))
     }
 
-    /// Number of 3D volumes (product of dims 4 to 7).
+    /// Number of 3D volumes (product of dims 4 to `dim[0]`), saturating.
     pub fn n_volumes(&self) -> u64 {
         let n = self.dim[0].clamp(0, 7) as usize;
-        (4..=n).map(|i| self.dim[i].max(1) as u64).product()
+        (4..=n)
+            .map(|i| self.dim[i].max(1) as u64)
+            .fold(1u64, u64::saturating_mul)
     }
 
-    /// Voxels in one 3D volume.
+    /// Voxels in one 3D volume, saturating.
     pub fn voxels_per_volume(&self) -> u64 {
-        self.spatial_dims().iter().map(|&d| d as u64).product()
+        self.spatial_dims()
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
+    }
+
+    /// Where the voxel data lies, or why the header's sizes cannot be honoured:
+    /// an overflowing product or more than cdwqc decodes.
+    pub fn layout(&self) -> Result<DataLayout, String> {
+        let ndim = self.dim[0].clamp(0, 7) as usize;
+        let shape = &self.dim[1..=ndim.max(3)];
+        let mut voxels_per_volume = 1u64;
+        for &d in &self.dim[1..=3] {
+            voxels_per_volume = u64::try_from(d)
+                .ok()
+                .and_then(|d| voxels_per_volume.checked_mul(d))
+                .ok_or_else(|| format!("shape {shape:?}: the voxel count overflows"))?;
+        }
+        if voxels_per_volume > MAX_VOXELS_PER_VOLUME {
+            return Err(format!(
+                "shape {shape:?} has {voxels_per_volume} voxels per volume, more than the {MAX_VOXELS_PER_VOLUME} cdwqc decodes"
+            ));
+        }
+        let mut n_volumes = 1u64;
+        for &d in &self.dim[4..=ndim.max(3)] {
+            n_volumes = u64::try_from(d.max(1))
+                .ok()
+                .and_then(|d| n_volumes.checked_mul(d))
+                .filter(|&n| n <= i64::MAX as u64)
+                .ok_or_else(|| format!("shape {shape:?}: the volume count overflows"))?;
+        }
+        let volume_bytes = voxels_per_volume * self.datatype.bytes() as u64;
+        let data_bytes = volume_bytes
+            .checked_mul(n_volumes)
+            .filter(|&b| b <= MAX_DATA_BYTES)
+            .ok_or_else(|| {
+                format!(
+                    "shape {shape:?} of {} needs more than the {MAX_DATA_BYTES} bytes of voxel data cdwqc reads",
+                    self.datatype.name()
+                )
+            })?;
+        let end = self.vox_offset.checked_add(data_bytes).ok_or_else(|| {
+            format!(
+                "vox_offset {} plus {data_bytes} bytes of voxel data overflows",
+                self.vox_offset
+            )
+        })?;
+        Ok(DataLayout {
+            voxels_per_volume,
+            n_volumes,
+            volume_bytes,
+            data_bytes,
+            start: self.vox_offset,
+            end,
+        })
     }
 
     /// Voxel sizes in millimetres, converting from metres or micrometres when
@@ -191,56 +269,163 @@ fn is_gzip(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
 }
 
-/// Decompresses the file's bytes when they are gzip, whatever the file name says.
+/// A byte stream being read for one file: read errors named after the file (and
+/// reported as a corrupt gzip stream when inflating), a count of bytes consumed.
+struct Input<'p, R> {
+    path: &'p Path,
+    reader: R,
+    gzip: bool,
+    /// Bytes read already but not yet consumed (the header block past `vox_offset`).
+    pending: Vec<u8>,
+    pending_at: usize,
+}
+
+impl<'p, R: Read> Input<'p, R> {
+    fn new(path: &'p Path, reader: R, gzip: bool) -> Self {
+        Self {
+            path,
+            reader,
+            gzip,
+            pending: Vec::new(),
+            pending_at: 0,
+        }
+    }
+
+    fn error(&self, e: std::io::Error) -> ImagingError {
+        if self.gzip {
+            ImagingError::Gzip {
+                path: self.path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        } else {
+            ImagingError::io(self.path, e)
+        }
+    }
+
+    /// Fills `buf` unless the stream ends first; returns the bytes read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ImagingError> {
+        let mut filled = 0;
+        let pending = &self.pending[self.pending_at..];
+        if !pending.is_empty() {
+            let n = pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&pending[..n]);
+            self.pending_at += n;
+            filled = n;
+        }
+        while filled < buf.len() {
+            match self.reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Ok(filled)
+    }
+
+    /// Reads and discards up to `n` bytes; returns how many there were.
+    fn skip(&mut self, n: u64) -> Result<u64, ImagingError> {
+        let mut scratch = [0u8; 8192];
+        let mut skipped = 0u64;
+        while skipped < n {
+            let want = (n - skipped).min(scratch.len() as u64) as usize;
+            let got = self.fill(&mut scratch[..want])?;
+            skipped += got as u64;
+            if got < want {
+                break;
+            }
+        }
+        Ok(skipped)
+    }
+}
+
+/// Opens a file as a byte stream: refuses anything but a regular file (a FIFO would
+/// block), sniffs gzip from the first bytes. Returns the stream (the sniffed bytes put
+/// back), whether it is gzip, and the file's length.
+fn open_stream(path: &Path) -> Result<(impl Read, bool, u64), ImagingError> {
+    let meta = std::fs::metadata(path).map_err(|e| ImagingError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(ImagingError::NotRegularFile {
+            path: PathBuf::from(path),
+        });
+    }
+    let file = File::open(path).map_err(|e| ImagingError::io(path, e))?;
+    let (magic, reader) = sniff(path, BufReader::with_capacity(1 << 16, file))?;
+    Ok((reader, is_gzip(&magic), meta.len()))
+}
+
+/// Reads the first two bytes of a stream and hands back a stream that still starts
+/// with them.
+pub fn sniff<R: Read>(path: &Path, mut reader: R) -> Result<(Vec<u8>, impl Read), ImagingError> {
+    let mut magic = [0u8; 2];
+    let got = Input::new(path, &mut reader, false).fill(&mut magic)?;
+    let magic = magic[..got].to_vec();
+    Ok((magic.clone(), std::io::Cursor::new(magic).chain(reader)))
+}
+
+/// Decompresses a file's bytes when they are gzip, whatever the file name says,
+/// inflating no further than the header and voxel data the header describes.
 pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ImagingError> {
     if !is_gzip(&raw) {
         return Ok(raw);
     }
-    let mut out = Vec::with_capacity(raw.len() * 3);
-    MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| ImagingError::Gzip {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    let mut input = Input::new(path, MultiGzDecoder::new(raw.as_slice()), true);
+    let mut head = vec![0u8; NIFTI2_HEADER_SIZE];
+    let got = input.fill(&mut head)?;
+    head.truncate(got);
+    let header = parse_header(path, &head)?;
+    let end = header.layout().map_err(|detail| ImagingError::BadHeader {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    let mut out = head;
+    let wanted = end.end.saturating_sub(out.len() as u64);
+    let inflated = (&mut input.reader).take(wanted).read_to_end(&mut out);
+    inflated.map_err(|e| input.error(e))?;
+    refuse_trailing_inflation(&mut input, end.end)?;
     Ok(out)
+}
+
+/// After the data a gzip header describes: the stream must end within
+/// [`GZIP_TRAILING_SLACK`] bytes (reading to its end also checks its CRC).
+fn refuse_trailing_inflation<R: Read>(
+    input: &mut Input<'_, R>,
+    described: u64,
+) -> Result<(), ImagingError> {
+    let extra = input.skip(GZIP_TRAILING_SLACK + 1)?;
+    if extra > GZIP_TRAILING_SLACK {
+        return Err(ImagingError::Inflation {
+            path: input.path.to_path_buf(),
+            detail: format!(
+                "more than {GZIP_TRAILING_SLACK} bytes past the {described} bytes of header and voxel data its header describes (a decompression bomb?)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Reads only as much of a file as the header needs, decompressing a gzip prefix.
 pub fn read_header_file(path: &Path) -> Result<Header, ImagingError> {
-    let file = File::open(path).map_err(|e| ImagingError::io(path, e))?;
-    let mut reader = BufReader::new(file);
-    let mut magic = [0u8; 2];
-    let got = read_up_to(&mut reader, &mut magic).map_err(|e| ImagingError::io(path, e))?;
-    let prefix = std::io::Cursor::new(magic[..got].to_vec()).chain(reader);
-    let mut head = Vec::with_capacity(NIFTI2_HEADER_SIZE);
-    let read = if is_gzip(&magic[..got]) {
-        MultiGzDecoder::new(prefix)
-            .take(NIFTI2_HEADER_SIZE as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| ImagingError::Gzip {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })
-    } else {
-        prefix
-            .take(NIFTI2_HEADER_SIZE as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| ImagingError::io(path, e))
-    };
-    read?;
-    parse_header(path, &head)
+    let (reader, _, _) = open_stream(path)?;
+    read_header(path, reader)
 }
 
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
+/// Reads only as much of a stream holding a file as stored (gzip or not) as the
+/// header needs.
+pub fn read_header<R: Read>(path: &Path, reader: R) -> Result<Header, ImagingError> {
+    let (magic, reader) = sniff(path, reader)?;
+    if is_gzip(&magic) {
+        read_header_from(path, MultiGzDecoder::new(reader), true)
+    } else {
+        read_header_from(path, reader, false)
     }
-    Ok(filled)
+}
+
+fn read_header_from<R: Read>(path: &Path, reader: R, gzip: bool) -> Result<Header, ImagingError> {
+    let mut input = Input::new(path, reader, gzip);
+    let mut head = [0u8; NIFTI2_HEADER_SIZE];
+    let got = input.fill(&mut head)?;
+    parse_header(path, &head[..got])
 }
 
 /// Parses a NIfTI-1 or NIfTI-2 header from the first bytes of a (decompressed) file.
@@ -263,7 +448,8 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, ImagingError> {
     let size_le = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let size_be = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let header = match (size_le, size_be) {
-        (348, _) | (_, 348) => parse_nifti1(path, bytes)?,
+        (348, _) => parse_nifti1(path, bytes, true)?,
+        (_, 348) => parse_nifti1(path, bytes, false)?,
         (540, _) => parse_nifti2(path, bytes, true)?,
         (_, 540) => parse_nifti2(path, bytes, false)?,
         _ => {
@@ -280,7 +466,14 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header, ImagingError> {
     Ok(header)
 }
 
-fn parse_nifti1(path: &Path, bytes: &[u8]) -> Result<Header, ImagingError> {
+/// A fixed-size C string field: up to the first NUL, invalid UTF-8 replaced.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// NIfTI-1 layout (nifti1.h): all offsets in bytes from the start of the file.
+fn parse_nifti1(path: &Path, bytes: &[u8], little: bool) -> Result<Header, ImagingError> {
     if bytes.len() < NIFTI1_HEADER_SIZE {
         return Err(ImagingError::Truncated {
             path: path.to_path_buf(),
@@ -290,66 +483,51 @@ fn parse_nifti1(path: &Path, bytes: &[u8]) -> Result<Header, ImagingError> {
             ),
         });
     }
-    let h = nifti::NiftiHeader::from_reader(&bytes[..NIFTI1_HEADER_SIZE]).map_err(|e| {
-        ImagingError::NotNifti {
-            path: path.to_path_buf(),
-            detail: format!("NIfTI-1 header rejected: {e}"),
-        }
-    })?;
-    if &h.magic != b"n+1\0" {
+    if &bytes[344..348] != b"n+1\0" {
         return Err(ImagingError::NotNifti {
             path: path.to_path_buf(),
             detail: "magic is not \"n+1\" (a detached .hdr/.img pair is not supported)".into(),
         });
     }
-    let little_endian = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == 348;
-    let datatype = Datatype::from_code(h.datatype).ok_or_else(|| ImagingError::Unsupported {
+    let f = Fields { bytes, little };
+    let code = f.i16(70);
+    let datatype = Datatype::from_code(code).ok_or_else(|| ImagingError::Unsupported {
         path: path.to_path_buf(),
-        detail: format!("datatype code {} is not a supported voxel type", h.datatype),
+        detail: format!("datatype code {code} is not a supported voxel type"),
     })?;
-    if !h.vox_offset.is_finite() || h.vox_offset < 0.0 {
+    let vox_offset = f.f32(108);
+    if !vox_offset.is_finite() || vox_offset < 0.0 {
         return Err(ImagingError::BadHeader {
             path: path.to_path_buf(),
-            detail: format!("vox_offset {} is not a valid byte offset", h.vox_offset),
+            detail: format!("vox_offset {vox_offset} is not a valid byte offset"),
         });
     }
     let mut dim = [0i64; 8];
-    for (d, &v) in dim.iter_mut().zip(h.dim.iter()) {
-        // The crate reads dims as u16; NIfTI-1 stores them as signed 16-bit.
-        *d = i64::from(v as i16);
+    let mut pixdim = [0f64; 8];
+    for i in 0..8 {
+        dim[i] = i64::from(f.i16(40 + 2 * i));
+        pixdim[i] = f64::from(f.f32(76 + 4 * i));
     }
+    let srow_at = |row: usize| [0, 1, 2, 3].map(|c| f64::from(f.f32(280 + 16 * row + 4 * c)));
     Ok(Header {
         version: 1,
-        little_endian,
+        little_endian: little,
         dim,
         datatype,
-        bitpix: h.bitpix,
-        pixdim: h.pixdim.map(f64::from),
-        vox_offset: h.vox_offset as u64,
-        scl_slope: f64::from(h.scl_slope),
-        scl_inter: f64::from(h.scl_inter),
-        xyzt_units: h.xyzt_units,
-        qform_code: i32::from(h.qform_code),
-        sform_code: i32::from(h.sform_code),
-        quatern: [
-            f64::from(h.quatern_b),
-            f64::from(h.quatern_c),
-            f64::from(h.quatern_d),
-        ],
-        qoffset: [
-            f64::from(h.quatern_x),
-            f64::from(h.quatern_y),
-            f64::from(h.quatern_z),
-        ],
-        srow: [
-            h.srow_x.map(f64::from),
-            h.srow_y.map(f64::from),
-            h.srow_z.map(f64::from),
-        ],
-        intent_code: i32::from(h.intent_code),
-        descrip: String::from_utf8_lossy(&h.descrip)
-            .trim_end_matches('\0')
-            .to_string(),
+        bitpix: f.i16(72),
+        pixdim,
+        // A float in NIfTI-1; readers take its integer part.
+        vox_offset: vox_offset as u64,
+        scl_slope: f64::from(f.f32(112)),
+        scl_inter: f64::from(f.f32(116)),
+        xyzt_units: bytes[123],
+        qform_code: i32::from(f.i16(252)),
+        sform_code: i32::from(f.i16(254)),
+        quatern: [256, 260, 264].map(|at| f64::from(f.f32(at))),
+        qoffset: [268, 272, 276].map(|at| f64::from(f.f32(at))),
+        srow: [srow_at(0), srow_at(1), srow_at(2)],
+        intent_code: i32::from(f.i16(68)),
+        descrip: c_string(&bytes[148..228]),
     })
 }
 
@@ -376,6 +554,9 @@ impl Fields<'_> {
     }
     fn i64(&self, at: usize) -> i64 {
         i64::from_le_bytes(self.arr(at))
+    }
+    fn f32(&self, at: usize) -> f32 {
+        f32::from_le_bytes(self.arr(at))
     }
     fn f64(&self, at: usize) -> f64 {
         f64::from_le_bytes(self.arr(at))
@@ -441,14 +622,13 @@ fn parse_nifti2(path: &Path, bytes: &[u8], little: bool) -> Result<Header, Imagi
         qoffset: [f.f64(376), f.f64(384), f.f64(392)],
         srow,
         intent_code: f.i32(504),
-        descrip: String::from_utf8_lossy(&bytes[240..320])
-            .trim_end_matches('\0')
-            .to_string(),
+        descrip: c_string(&bytes[240..320]),
     })
 }
 
-/// Refuses headers cdwqc cannot index: too few or too many dimensions, non-positive
-/// sizes, a voxel offset inside the header.
+/// Refuses headers cdwqc cannot index: too few or too many dimensions, sizes that are
+/// not positive or do not fit the store, sizes whose products overflow or exceed what
+/// cdwqc decodes, a voxel offset inside the header.
 fn validate(path: &Path, h: &Header) -> Result<(), ImagingError> {
     let bad = |detail: String| ImagingError::BadHeader {
         path: path.to_path_buf(),
@@ -462,6 +642,12 @@ fn validate(path: &Path, h: &Header) -> Result<(), ImagingError> {
         if h.dim[i] < 1 {
             return Err(bad(format!(
                 "dim[{i}] = {} is not a positive size",
+                h.dim[i]
+            )));
+        }
+        if h.dim[i] > MAX_DIM {
+            return Err(bad(format!(
+                "dim[{i}] = {} is larger than the {MAX_DIM} cdwqc stores",
                 h.dim[i]
             )));
         }
@@ -490,15 +676,7 @@ fn validate(path: &Path, h: &Header) -> Result<(), ImagingError> {
             h.vox_offset
         )));
     }
-    let bytes = h
-        .voxels_per_volume()
-        .saturating_mul(h.datatype.bytes() as u64);
-    if bytes > MAX_VOXEL_BYTES {
-        return Err(bad(format!(
-            "shape {shape:?} needs {bytes} bytes per volume, more than cdwqc decodes"
-        )));
-    }
-    Ok(())
+    h.layout().map(|_| ()).map_err(bad)
 }
 
 /// A decoded file: its header and the intensities of its first 3D volume.
@@ -511,32 +689,133 @@ pub struct Decoded {
 
 /// Decodes header and first volume from a file's (already decompressed) bytes.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Decoded, ImagingError> {
-    let header = parse_header(path, bytes)?;
-    let n = header.voxels_per_volume() as usize;
+    decode_stream(path, bytes, false, Some(bytes.len() as u64))
+}
+
+/// Decodes a file's bytes as stored on disk: gzip or not, whatever the name says.
+pub fn decode_file_bytes(path: &Path, raw: &[u8]) -> Result<Decoded, ImagingError> {
+    if is_gzip(raw) {
+        decode_stream(path, MultiGzDecoder::new(raw), true, None)
+    } else {
+        decode(path, raw)
+    }
+}
+
+/// Decodes a stream holding a file as stored on disk (its first bytes decide gzip);
+/// `len` is the stream's length when known (a file's size).
+pub fn decode_raw_stream<R: Read>(
+    path: &Path,
+    reader: R,
+    len: Option<u64>,
+) -> Result<Decoded, ImagingError> {
+    let (magic, reader) = sniff(path, reader)?;
+    if is_gzip(&magic) {
+        decode_stream(path, MultiGzDecoder::new(reader), true, None)
+    } else {
+        decode_stream(path, reader, false, len)
+    }
+}
+
+/// Decodes a NIfTI file from disk (`.nii` or `.nii.gz`), streaming.
+pub fn decode_file(path: &Path) -> Result<Decoded, ImagingError> {
+    let (reader, gzip, len) = open_stream(path)?;
+    if gzip {
+        decode_stream(path, MultiGzDecoder::new(reader), true, None)
+    } else {
+        decode_stream(path, reader, false, Some(len))
+    }
+}
+
+/// Decodes header and first volume from a stream of (decompressed) NIfTI bytes.
+///
+/// `gzip` says the stream is being inflated: read errors are then reported as a
+/// corrupt gzip stream, and the stream must end soon after the data the header
+/// describes. `len`, when the stream's length is known, proves the data is there
+/// before anything is allocated for it; otherwise memory grows only with data read.
+fn decode_stream<R: Read>(
+    path: &Path,
+    reader: R,
+    gzip: bool,
+    len: Option<u64>,
+) -> Result<Decoded, ImagingError> {
+    let mut input = Input::new(path, reader, gzip);
+    let mut head = vec![0u8; NIFTI2_HEADER_SIZE];
+    let got = input.fill(&mut head)?;
+    head.truncate(got);
+    let header = parse_header(path, &head)?;
+    let layout = header.layout().map_err(|detail| ImagingError::BadHeader {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    let start = layout.start;
+    let beyond_end = |total: u64| ImagingError::BadHeader {
+        path: path.to_path_buf(),
+        detail: format!("vox_offset {start} lies beyond the end of the data ({total} bytes)"),
+    };
+    let truncated = |available: u64| ImagingError::Truncated {
+        path: path.to_path_buf(),
+        detail: format!(
+            "voxel data needs {} bytes after offset {start}, only {available} present",
+            layout.data_bytes
+        ),
+    };
+    if let Some(len) = len {
+        if start > len {
+            return Err(beyond_end(len));
+        }
+        if len - start < layout.data_bytes {
+            return Err(truncated(len - start));
+        }
+    }
+    let got = got as u64;
+    if got > start {
+        // NIfTI-1 data may start inside the first 540 bytes read for the header.
+        input.pending = head.split_off(start as usize);
+    } else {
+        let skipped = input.skip(start - got)?;
+        if skipped < start - got {
+            return Err(beyond_end(got + skipped));
+        }
+    }
+
     let width = header.datatype.bytes();
-    let start = header.vox_offset as usize;
-    let needed_all = (header.voxels_per_volume() * header.n_volumes()) as usize * width;
-    if start > bytes.len() {
-        return Err(ImagingError::BadHeader {
-            path: path.to_path_buf(),
-            detail: format!(
-                "vox_offset {start} lies beyond the end of the data ({} bytes)",
-                bytes.len()
-            ),
-        });
+    let total_voxels = layout.voxels_per_volume as usize;
+    let mut data: Vec<f32> = Vec::new();
+    if len.is_some() {
+        data.reserve_exact(total_voxels);
     }
-    let available = bytes.len() - start;
-    if available < needed_all {
-        return Err(ImagingError::Truncated {
-            path: path.to_path_buf(),
-            detail: format!(
-                "voxel data needs {needed_all} bytes after offset {start}, only {available} present"
-            ),
-        });
+    let mut chunk = vec![0u8; (layout.volume_bytes as usize).min(CHUNK_BYTES)];
+    let mut read = 0u64;
+    while read < layout.volume_bytes {
+        let want = ((layout.volume_bytes - read) as usize).min(chunk.len());
+        let n = input.fill(&mut chunk[..want])?;
+        if n < want {
+            return Err(truncated(read + n as u64));
+        }
+        read += n as u64;
+        if data.capacity() - data.len() < n / width {
+            // Grow with the data proven so far, never past the volume.
+            let grow = data.len().max(n / width).min(total_voxels - data.len());
+            data.reserve_exact(grow);
+        }
+        convert_into(
+            &chunk[..n],
+            header.datatype,
+            header.little_endian,
+            &mut data,
+        );
     }
-    let raw = &bytes[start..start + n * width];
+    drop(chunk);
+    let rest = layout.data_bytes - layout.volume_bytes;
+    let skipped = input.skip(rest)?;
+    if skipped < rest {
+        return Err(truncated(layout.volume_bytes + skipped));
+    }
+    if gzip {
+        refuse_trailing_inflation(&mut input, layout.end)?;
+    }
+
     let (slope, inter) = header.scaling();
-    let mut data = convert(raw, header.datatype, header.little_endian);
     if slope != 1.0 || inter != 0.0 {
         for v in &mut data {
             *v = (f64::from(*v) * slope + inter) as f32;
@@ -545,26 +824,24 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Decoded, ImagingError> {
     Ok(Decoded { header, data })
 }
 
-fn convert(raw: &[u8], datatype: Datatype, little: bool) -> Vec<f32> {
+fn convert_into(raw: &[u8], datatype: Datatype, little: bool, out: &mut Vec<f32>) {
     macro_rules! conv {
         ($t:ty, $n:expr) => {
-            raw.chunks_exact($n)
-                .map(|c| {
-                    let mut a = [0u8; $n];
-                    a.copy_from_slice(c);
-                    let v = if little {
-                        <$t>::from_le_bytes(a)
-                    } else {
-                        <$t>::from_be_bytes(a)
-                    };
-                    v as f32
-                })
-                .collect()
+            out.extend(raw.chunks_exact($n).map(|c| {
+                let mut a = [0u8; $n];
+                a.copy_from_slice(c);
+                let v = if little {
+                    <$t>::from_le_bytes(a)
+                } else {
+                    <$t>::from_be_bytes(a)
+                };
+                v as f32
+            }))
         };
     }
     match datatype {
-        Datatype::Uint8 => raw.iter().map(|&v| f32::from(v)).collect(),
-        Datatype::Int8 => raw.iter().map(|&v| f32::from(v as i8)).collect(),
+        Datatype::Uint8 => out.extend(raw.iter().map(|&v| f32::from(v))),
+        Datatype::Int8 => out.extend(raw.iter().map(|&v| f32::from(v as i8))),
         Datatype::Int16 => conv!(i16, 2),
         Datatype::Uint16 => conv!(u16, 2),
         Datatype::Int32 => conv!(i32, 4),
@@ -655,5 +932,186 @@ mod tests {
         assert_eq!(decode(Path::new("x"), &bytes).expect("ok").data[0], 2.5);
         bytes[112..116].copy_from_slice(&0.0f32.to_le_bytes());
         assert_eq!(decode(Path::new("x"), &bytes).expect("ok").data[0], 1.0);
+    }
+
+    pub(crate) fn nifti2_bytes(
+        dim: [i64; 8],
+        datatype: i16,
+        vox_offset: i64,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut h = vec![0u8; 544];
+        h[0..4].copy_from_slice(&540i32.to_le_bytes());
+        h[4..12].copy_from_slice(b"n+2\0\r\n\x1a\n");
+        h[12..14].copy_from_slice(&datatype.to_le_bytes());
+        for (i, d) in dim.iter().enumerate() {
+            h[16 + 8 * i..24 + 8 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        for i in 0..4 {
+            h[104 + 8 * i..112 + 8 * i].copy_from_slice(&1.0f64.to_le_bytes());
+        }
+        h[168..176].copy_from_slice(&vox_offset.to_le_bytes());
+        h.extend_from_slice(data);
+        h
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).expect("gzip in memory");
+        enc.finish().expect("gzip in memory")
+    }
+
+    fn nifti2_error(dim: [i64; 8], vox_offset: i64, data: &[u8]) -> ImagingError {
+        decode(Path::new("x2.nii"), &nifti2_bytes(dim, 2, vox_offset, data)).unwrap_err()
+    }
+
+    #[test]
+    fn decodes_a_tiny_nifti2_volume_plain_and_gzipped() {
+        let bytes = nifti2_bytes([3, 2, 2, 2, 1, 1, 1, 1], 2, 544, &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let d = decode(Path::new("t.nii"), &bytes).expect("decodes");
+        assert_eq!(d.header.version, 2);
+        assert_eq!(d.data, (1..=8).map(|v| v as f32).collect::<Vec<_>>());
+        let z = decode_file_bytes(Path::new("t.nii.gz"), &gz(&bytes)).expect("decodes");
+        assert_eq!(z.data, d.data);
+    }
+
+    #[test]
+    fn a_voxel_count_that_wraps_around_is_refused() {
+        // The crafted file that once passed as an empty volume: 2^62 * 2 * 2 wraps to 0.
+        let crafted = nifti2_bytes([3, 1 << 62, 2, 2, 1, 1, 1, 1], 2, 544, &[0; 4]);
+        assert_eq!(crafted.len(), 548);
+        for (name, bytes) in [("c.nii", crafted.clone()), ("c.nii.gz", gz(&crafted))] {
+            let err = decode_file_bytes(Path::new(name), &bytes).unwrap_err();
+            assert!(matches!(err, ImagingError::BadHeader { .. }), "{err}");
+            assert!(
+                err.to_string().contains("dim[1] = 4611686018427387904"),
+                "{err}"
+            );
+        }
+        let max = i64::from(i32::MAX);
+        let err = nifti2_error([3, max, max, max, 1, 1, 1, 1], 544, &[0; 4]);
+        assert!(err.to_string().contains("voxel count overflows"), "{err}");
+        let err = nifti2_error([4, 1024, 1024, 1024, max, 1, 1, 1], 544, &[0; 4]);
+        assert!(err.to_string().contains("bytes of voxel data"), "{err}");
+        let bytes = nifti1_bytes([3, 32767, 32767, 32767, 1, 1, 1, 1], 2, 8, &[0; 8]);
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let bytes = nifti1_bytes(
+            [7, 32767, 32767, 32767, 32767, 32767, 32767, 32767],
+            2,
+            8,
+            &[0; 8],
+        );
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("7D image"), "{err}");
+    }
+
+    #[test]
+    fn nifti2_gets_the_malformed_cases_of_nifti1() {
+        let err = nifti2_error([2, 4, 4, 1, 1, 1, 1, 1], 544, &[0; 16]);
+        assert!(err.to_string().contains("2D image"), "{err}");
+        let err = nifti2_error([5, 2, 2, 2, 1, 2, 1, 1], 544, &[0; 16]);
+        assert!(err.to_string().contains("5D image"), "{err}");
+        let err = nifti2_error([3, 4, 4, 4, 1, 1, 1, 1], 544, &[0; 10]);
+        assert!(matches!(err, ImagingError::Truncated { .. }), "{err}");
+        let err = nifti2_error([3, 4, -4, 4, 1, 1, 1, 1], 544, &[0; 64]);
+        assert!(err.to_string().contains("dim[2] = -4"), "{err}");
+        let err = nifti2_error([3, 2, 2, 2, 1, 1, 1, 1], 12, &[0; 8]);
+        assert!(
+            err.to_string().contains("points inside the header"),
+            "{err}"
+        );
+        let err = nifti2_error([3, 2, 2, 2, 1, 1, 1, 1], 9000, &[0; 8]);
+        assert!(err.to_string().contains("beyond the end"), "{err}");
+        let err = nifti2_error([3, 2, 2, 2, 1, 1, 1, 1], -1, &[0; 8]);
+        assert!(err.to_string().contains("negative"), "{err}");
+        let err = nifti2_error([3, 2, 2, 2, 1, 1, 1, 1], i64::MAX, &[0; 8]);
+        assert!(matches!(err, ImagingError::BadHeader { .. }), "{err}");
+        let err = nifti2_error([0, 2, 2, 2, 1, 1, 1, 1], 544, &[0; 8]);
+        assert!(err.to_string().contains("dim[0] = 0"), "{err}");
+        let err = nifti2_error([3, 1 << 31, 2, 2, 1, 1, 1, 1], 544, &[0; 8]);
+        assert!(err.to_string().contains("larger than"), "{err}");
+        let mut bytes = nifti2_bytes([3, 2, 2, 2, 1, 1, 1, 1], 2, 544, &[0; 8]);
+        bytes[4] = b'x';
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(matches!(err, ImagingError::NotNifti { .. }), "{err}");
+        let bytes = nifti2_bytes([3, 2, 2, 2, 1, 1, 1, 1], 1536, 544, &[0; 8]);
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(matches!(err, ImagingError::Unsupported { .. }), "{err}");
+        let err = decode(Path::new("x.nii"), &bytes[..300]).unwrap_err();
+        assert!(matches!(err, ImagingError::Truncated { .. }), "{err}");
+        // A 4D file whose later volumes are missing.
+        let err = nifti2_error([4, 2, 2, 2, 3, 1, 1, 1], 544, &[0; 16]);
+        assert!(err.to_string().contains("only 16 present"), "{err}");
+    }
+
+    #[test]
+    fn huge_claims_on_short_data_fail_before_allocating() {
+        // 2000^3 float32 is past the per-volume cap; 1000^3 is within it, so only the
+        // missing data can refuse it (the file's length, before any allocation).
+        let bytes = nifti1_bytes([3, 2000, 2000, 2000, 1, 1, 1, 1], 16, 32, &[0; 64]);
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let bytes = nifti1_bytes([3, 1000, 1000, 1000, 1, 1, 1, 1], 16, 32, &[0; 64]);
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(matches!(err, ImagingError::Truncated { .. }), "{err}");
+        // Compressed, the length is unknown: the stream runs dry instead.
+        let err = decode_file_bytes(Path::new("x.nii.gz"), &gz(&bytes)).unwrap_err();
+        assert!(err.to_string().contains("only 64 present"), "{err}");
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_after_the_promised_bytes() {
+        let bytes = nifti2_bytes([3, 2, 2, 2, 1, 1, 1, 1], 2, 544, &[7; 8]);
+        let bomb = crate::import::fuzz::gzip_bomb(&bytes, 64 << 20);
+        let err = decode_file_bytes(Path::new("bomb.nii.gz"), &bomb).unwrap_err();
+        assert!(matches!(err, ImagingError::Inflation { .. }), "{err}");
+        assert!(err.to_string().contains("decompression bomb"), "{err}");
+        let err = decompress(Path::new("bomb.nii.gz"), bomb).unwrap_err();
+        assert!(matches!(err, ImagingError::Inflation { .. }), "{err}");
+        // A little trailing data is tolerated.
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; 100]);
+        assert!(decode_file_bytes(Path::new("p.nii.gz"), &gz(&padded)).is_ok());
+        // A corrupt stream is named as such.
+        let mut z = gz(&bytes);
+        let n = z.len();
+        z[n - 8] ^= 0xff;
+        let err = decode_file_bytes(Path::new("c.nii.gz"), &z).unwrap_err();
+        assert!(matches!(err, ImagingError::Gzip { .. }), "{err}");
+    }
+
+    #[test]
+    fn reads_big_endian_and_cuts_descrip_at_nul() {
+        let mut bytes = nifti1_bytes([3, 2, 2, 2, 1, 1, 1, 1], 4, 16, &[0; 16]);
+        // Swap every field written above to big-endian.
+        let mut be = vec![0u8; bytes.len()];
+        be[0..4].copy_from_slice(&348i32.to_be_bytes());
+        for (i, d) in [3i16, 2, 2, 2, 1, 1, 1, 1].iter().enumerate() {
+            be[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_be_bytes());
+        }
+        be[70..72].copy_from_slice(&4i16.to_be_bytes());
+        be[108..112].copy_from_slice(&352.0f32.to_be_bytes());
+        be[344..348].copy_from_slice(b"n+1\0");
+        for v in 0..8i16 {
+            be[352 + 2 * v as usize..354 + 2 * v as usize].copy_from_slice(&(v * 10).to_be_bytes());
+        }
+        let d = decode(Path::new("be.nii"), &be).expect("decodes");
+        assert!(!d.header.little_endian);
+        assert_eq!(d.data[3], 30.0);
+        bytes[148..156].copy_from_slice(b"ab\0cd\0\0\0");
+        let d = decode(Path::new("x.nii"), &bytes).expect("decodes");
+        assert_eq!(d.header.descrip, "ab");
+    }
+
+    #[test]
+    fn nifti1_byte_order_comes_from_sizeof_hdr() {
+        // sizeof_hdr little-endian, dim[0] written big-endian: not a valid dim[0], never
+        // a silently byte-swapped header.
+        let mut bytes = nifti1_bytes([3, 2, 2, 2, 1, 1, 1, 1], 2, 8, &[0; 8]);
+        bytes[40..42].copy_from_slice(&3i16.to_be_bytes());
+        let err = decode(Path::new("x.nii"), &bytes).unwrap_err();
+        assert!(err.to_string().contains("dim[0] = 768"), "{err}");
     }
 }

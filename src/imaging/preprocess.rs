@@ -136,7 +136,11 @@ fn apply(affine: &[[f64; 4]; 4], voxel: [f64; 3]) -> [f64; 3] {
 }
 
 fn check_volume(volume: &Volume) -> Result<(), PreprocessError> {
-    if volume.data.len() != volume.dims.iter().product::<usize>() || volume.data.is_empty() {
+    let voxels = volume
+        .dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if voxels != Some(volume.data.len()) || volume.data.is_empty() {
         return Err(PreprocessError::BadVolume {
             dims: volume.dims,
             len: volume.data.len(),
@@ -285,11 +289,17 @@ pub fn preprocess(volume: &Volume, spec: &PreprocessSpec) -> Result<Vec<f32>, Pr
     let centre = head_centre(volume)?;
     let mut out = resample_ras(volume, spec, centre, low)?;
     let range = high - low;
+    // Percentiles near the ends of f32 (a scaling slope of f32::MAX) have a range
+    // that overflows f32; it is taken in f64 then, so no NaN reaches the network.
+    let wide_range = f64::from(high) - f64::from(low);
     for value in &mut out {
-        *value = if range > 0.0 && value.is_finite() {
+        *value = if !(range > 0.0 && value.is_finite()) {
+            0.0
+        } else if range.is_finite() {
             ((value.clamp(low, high) - low) / range).clamp(0.0, 1.0)
         } else {
-            0.0
+            ((f64::from(value.clamp(low, high)) - f64::from(low)) / wide_range).clamp(0.0, 1.0)
+                as f32
         };
     }
     Ok(out)
@@ -487,6 +497,22 @@ mod tests {
     }
 
     #[test]
+    fn intensities_near_the_ends_of_f32_stay_in_unit_range() {
+        let mut volume = cube([5, 5, 5], identity());
+        for (n, v) in volume.data.iter_mut().enumerate() {
+            *v = if n % 2 == 0 { f32::MAX } else { -f32::MAX };
+        }
+        let spec = PreprocessSpec {
+            shape: [4, 4, 4],
+            spacing_mm: 1.0,
+            clip_low_percentile: 0.5,
+            clip_high_percentile: 99.5,
+        };
+        let out = preprocess(&volume, &spec).unwrap();
+        assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{out:?}");
+    }
+
+    #[test]
     fn invalid_inputs_are_errors() {
         let volume = cube([3, 3, 3], [[0.0; 4]; 4]);
         let spec = PreprocessSpec {
@@ -498,6 +524,17 @@ mod tests {
         assert!(matches!(
             preprocess(&volume, &spec),
             Err(PreprocessError::SingularAffine(_))
+        ));
+        // Dims whose product wraps around must not pass for an empty volume.
+        let wrapped = Volume {
+            dims: [1 << (usize::BITS - 2), 2, 2],
+            data: Vec::new(),
+            affine: identity(),
+            voxel_size: [1.0; 3],
+        };
+        assert!(matches!(
+            preprocess(&wrapped, &spec),
+            Err(PreprocessError::BadVolume { .. })
         ));
         let bad_spec = PreprocessSpec {
             spacing_mm: 0.0,

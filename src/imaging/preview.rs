@@ -148,6 +148,16 @@ pub fn slice(
     index: Option<usize>,
     window: (f32, f32),
 ) -> Gray8 {
+    let voxels = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if voxels != Some(data.len()) || data.is_empty() {
+        // Data that does not fill its shape has no slice to show; a blank pixel
+        // beats indexing past the end.
+        return Gray8 {
+            width: 1,
+            height: 1,
+            pixels: vec![0],
+        };
+    }
     let view = RasView::from_affine(affine);
     let ras_dims = view.dims(dims);
     let ras_size = view.source_axis.map(|a| {
@@ -241,6 +251,24 @@ mod tests {
             let back = Gray8::from_png(&g.to_png().expect("encodes")).expect("decodes");
             assert_eq!(back, g);
         }
+    }
+
+    #[test]
+    fn data_that_does_not_fill_its_shape_gives_a_blank_pixel() {
+        for dims in [[4, 4, 4], [0, 4, 4], [usize::MAX, 2, 2]] {
+            let g = slice(dims, &[], &eye(), [1.0; 3], Plane::Axial, None, (0.0, 1.0));
+            assert_eq!((g.width, g.height, g.pixels), (1, 1, vec![0]));
+        }
+        let g = slice(
+            [4, 4, 4],
+            &[1.0; 10],
+            &eye(),
+            [1.0; 3],
+            Plane::Axial,
+            None,
+            (0.0, 1.0),
+        );
+        assert_eq!((g.width, g.height), (1, 1));
     }
 
     #[test]

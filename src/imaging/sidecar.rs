@@ -20,6 +20,10 @@ pub struct Sidecar {
     pub raw: String,
 }
 
+/// Sidecars are a few kilobytes; a larger file is not read (a FIFO or a huge file
+/// would stall or exhaust an import).
+pub const MAX_SIDECAR_BYTES: u64 = 1 << 20;
+
 /// The sidecar path for an image: same name with `.json` instead of `.nii[.gz]`.
 pub fn sidecar_path(image: &Path) -> PathBuf {
     image.with_file_name(format!("{}.json", super::bids::stem(image)))
@@ -30,6 +34,20 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
 /// on the image, never a failure).
 pub fn read(image: &Path) -> Result<Option<Sidecar>, String> {
     let path = sidecar_path(image);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!("sidecar {} is not a regular file", path.display()));
+        }
+        Ok(meta) if meta.len() > MAX_SIDECAR_BYTES => {
+            return Err(format!(
+                "sidecar {} is {} bytes, more than the {MAX_SIDECAR_BYTES} a sidecar may hold",
+                path.display(),
+                meta.len()
+            ));
+        }
+        _ => {}
+    }
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -1,6 +1,7 @@
 //! One file in, one `images` row (and its previews) out: identity, BIDS entities,
 //! header facts, intensity summary, sidecar, previews, or a one-line failure reason.
 
+use std::io::Read;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -87,8 +88,65 @@ fn failed(mut row: ImageRow, reason: String) -> Outcome {
 }
 
 /// Analyses one candidate file. `known` is the store's row for the same path, if any.
-/// Never fails: every problem becomes a `Failed` outcome with a one-line reason.
+/// Never fails and never panics: every problem becomes a `Failed` outcome with a
+/// one-line reason, and a panic in the analysis (a bug) is caught and recorded as one,
+/// so a single file can never end an import.
 pub fn analyse(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
+    guarded(path, root, || analyse_file(path, root, known))
+}
+
+/// The same analysis on a file's bytes already in memory (as stored on disk, gzip or
+/// not): what the fuzzer drives. `path` names the file in rows and reasons, and is
+/// where a sidecar is looked for.
+pub fn analyse_bytes(path: &Path, root: &Path, raw: &[u8], known: Option<&KnownFile>) -> Outcome {
+    guarded(path, root, || {
+        analyse_bytes_unguarded(path, root, raw, known)
+    })
+}
+
+/// [`analyse_bytes`] without the panic guard, so the fuzzer sees panics.
+pub(crate) fn analyse_bytes_unguarded(
+    path: &Path,
+    root: &Path,
+    raw: &[u8],
+    known: Option<&KnownFile>,
+) -> Outcome {
+    let stamp = FileStamp {
+        size: raw.len() as i64,
+        mtime_ns: 0,
+    };
+    analyse_stream(path, root, stamp, raw, known)
+}
+
+/// Why a guarded analysis was cut short by a panic starts with this.
+pub const PANIC_REASON: &str = "internal error while analysing this file";
+
+fn guarded(path: &Path, root: &Path, analysis: impl FnOnce() -> Outcome) -> Outcome {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(analysis)) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let stamp = std::fs::metadata(path).ok().map(|m| FileStamp::of(&m));
+            let message = panic_message(payload.as_ref()).replace(['\n', '\r'], " ");
+            failed(
+                base_row(path, root, stamp),
+                format!("{PANIC_REASON} ({message}); the file was skipped"),
+            )
+        }
+    }
+}
+
+/// The text a panic was raised with, when it is text.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic without a message".to_string()
+    }
+}
+
+fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -105,15 +163,49 @@ pub fn analyse(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
         }
     };
     let stamp = FileStamp::of(&meta);
-    let row = base_row(path, root, Some(stamp));
     if !meta.is_file() {
-        return failed(row, "not a regular file".into());
+        return failed(
+            base_row(path, root, Some(stamp)),
+            "not a regular file".into(),
+        );
     }
-    let raw = match nifti::read_file(path) {
-        Ok(b) => b,
-        Err(e) => return failed(row, e.reason()),
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            return failed(
+                base_row(path, root, Some(stamp)),
+                ImagingError::io(path, e).reason(),
+            );
+        }
     };
-    let sha = hex_sha256(&raw);
+    analyse_stream(
+        path,
+        root,
+        stamp,
+        std::io::BufReader::with_capacity(1 << 16, file),
+        known,
+    )
+}
+
+/// Reads the file once: the bytes are hashed as they stream into the decoder, and
+/// whatever the decoder leaves unread is hashed after it.
+fn analyse_stream<R: Read>(
+    path: &Path,
+    root: &Path,
+    stamp: FileStamp,
+    reader: R,
+    known: Option<&KnownFile>,
+) -> Outcome {
+    let mut row = base_row(path, root, Some(stamp));
+    let mut hashing = HashingReader {
+        inner: reader,
+        hasher: Sha256::new(),
+    };
+    let described = describe(path, &mut hashing, stamp.size as u64, &mut row);
+    if let Err(e) = std::io::copy(&mut hashing, &mut std::io::sink()) {
+        return failed(row, ImagingError::io(path, e).reason());
+    }
+    let sha = format!("{:x}", hashing.hasher.finalize());
     if let Some(k) = known
         && k.status != "missing"
         && k.sha256.as_deref() == Some(sha.as_str())
@@ -126,13 +218,13 @@ pub fn analyse(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
         );
         return Outcome::Unchanged { write };
     }
-    let mut row = row;
     row.sha256 = Some(sha);
-    match describe(path, raw, &mut row) {
+    match described {
         Ok((previews, warnings)) => {
             if !warnings.is_empty() {
                 row.warnings = Some(warnings.join("; "));
             }
+            scrub_nul(&mut row);
             Outcome::Imported {
                 write: ImageWrite::Upsert {
                     row: Box::new(row),
@@ -146,25 +238,72 @@ pub fn analyse(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
     }
 }
 
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Text from a file (header description, sidecar fields) may hold NUL characters,
+/// which the store does not take in text values.
+fn scrub_nul(row: &mut ImageRow) {
+    let scrub = |text: &mut String| {
+        if text.contains('\0') {
+            *text = text.replace('\0', "");
+        }
+    };
+    if let Some(h) = row.header.as_mut() {
+        scrub(&mut h.description);
+    }
+    if let Some(w) = row.warnings.as_mut() {
+        scrub(w);
+    }
+    if let Some(s) = row.sidecar.as_mut() {
+        for field in [
+            &mut s.manufacturer,
+            &mut s.model,
+            &mut s.acquisition_type,
+            &mut s.series_description,
+            &mut s.protocol_name,
+            &mut s.institution,
+            &mut s.station,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            scrub(field);
+        }
+        scrub(&mut s.raw);
+    }
+}
+
 /// Fills header facts, intensities and sidecar fields; returns previews and warnings.
 fn describe(
     path: &Path,
-    raw: Vec<u8>,
+    reader: impl Read,
+    file_size: u64,
     row: &mut ImageRow,
 ) -> Result<(Vec<PreviewRow>, Vec<String>), ImagingError> {
-    let bytes = nifti::decompress(path, raw)?;
-    let decoded = nifti::decode(path, &bytes)?;
-    drop(bytes);
+    let decoded = nifti::decode_raw_stream(path, reader, Some(file_size))?;
     let mut warnings = Vec::new();
     let h = &decoded.header;
     let (affine, source) = orientation::best_affine(h);
     if source == imaging::AffineSource::Pixdim {
         warnings.push("no sform or qform: orientation assumed from voxel order".to_string());
     }
+    // Header validation keeps dims within INTEGER and the volume count within BIGINT.
     row.header = Some(HeaderFacts {
         nifti_version: h.version,
         dims: [h.dim[1], h.dim[2], h.dim[3]],
-        n_volumes: h.n_volumes() as i64,
+        n_volumes: i64::try_from(h.n_volumes()).unwrap_or(i64::MAX),
         voxel_size: h.voxel_size_mm(),
         datatype: h.datatype.name().to_string(),
         scl_slope: h.scl_slope,

@@ -3,6 +3,7 @@
 //! batches so an interrupted import leaves a consistent store and the next one resumes.
 
 pub mod analyse;
+pub mod fuzz;
 pub mod walk;
 
 use std::collections::HashSet;

@@ -302,3 +302,97 @@ fn import_errors_name_the_problem() {
     assert!(stderr(&o).contains("nowhere"), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
 }
+
+/// The NIfTI-2 file that once ended every import: dims [3, 2^62, 2, 2] multiply to
+/// 2^64, which wrapped to an empty volume. uint8, vox_offset 544, 548 bytes.
+fn crafted_nifti2() -> Vec<u8> {
+    let mut h = vec![0u8; 544];
+    h[0..4].copy_from_slice(&540i32.to_le_bytes());
+    h[4..12].copy_from_slice(b"n+2\0\r\n\x1a\n");
+    h[12..14].copy_from_slice(&2i16.to_le_bytes());
+    h[14..16].copy_from_slice(&8i16.to_le_bytes());
+    for (i, d) in [3i64, 1 << 62, 2, 2, 1, 1, 1, 1].iter().enumerate() {
+        h[16 + 8 * i..24 + 8 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    for i in 0..4 {
+        h[104 + 8 * i..112 + 8 * i].copy_from_slice(&1.0f64.to_le_bytes());
+    }
+    h[168..176].copy_from_slice(&544i64.to_le_bytes());
+    h.extend_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(h.len(), 548);
+    h
+}
+
+#[test]
+fn hostile_files_become_failed_rows_and_never_end_an_import() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    let write = |name: &str, bytes: &[u8]| std::fs::write(w.join(name), bytes).expect("write");
+    write("good.nii", &float_volume([4, 3, 3], |i| i as f32));
+    write(
+        "good_too.nii.gz",
+        &gzip(&float_volume([3, 3, 3], |i| (i % 5) as f32)),
+    );
+    write("crafted_nifti2.nii", &crafted_nifti2());
+    // 8 MB on disk that inflate to 8 GiB past a valid 2x2x2 header.
+    let small = nifti1([3, 2, 2, 2, 1, 1, 1, 1], 2, 8, 352.0, &[5; 8]);
+    let bomb = cdwqc::import::fuzz::gzip_bomb(&small, 8 << 30);
+    assert!(bomb.len() < 16 << 20, "{} bytes", bomb.len());
+    write("bomb.nii.gz", &bomb);
+    // Huge but plausible headers over a few bytes of data: nothing is allocated for them.
+    let huge = nifti1([3, 1000, 1000, 1000, 1, 1, 1, 1], 16, 32, 352.0, &[0; 64]);
+    write("huge_claim.nii", &huge);
+    write("huge_claim_gz.nii.gz", &gzip(&huge));
+    let expected = [
+        ("crafted_nifti2.nii", "dim[1] = 4611686018427387904"),
+        ("bomb.nii.gz", "decompression bomb"),
+        (
+            "huge_claim.nii",
+            "truncated: voxel data needs 4000000000 bytes",
+        ),
+        ("huge_claim_gz.nii.gz", "only 64 present"),
+    ];
+    ok(dir, &["init"]);
+    let check = |summary: &Value| {
+        let stored = rows(dir);
+        assert_eq!(stored.len(), 6, "{stored:?}");
+        for good in ["good.nii", "good_too.nii.gz"] {
+            assert_eq!(stored[good].0, "ok", "{good}: {:?}", stored[good]);
+        }
+        for (name, reason) in expected {
+            let (status, error, _) = &stored[name];
+            assert_eq!(status, "failed", "{name}");
+            assert!(
+                error.contains(reason),
+                "{name}: {error:?} should say {reason:?}"
+            );
+        }
+        assert_eq!(summary["found"], 6, "{summary}");
+    };
+    let first = import_json(dir, "w");
+    assert_eq!(
+        (first["added"].as_u64(), first["failed"].as_u64()),
+        (Some(2), Some(4))
+    );
+    check(&first);
+    // A re-run finds the same. A forced one analyses every file again and, their
+    // content being the same, leaves every row as it was.
+    let second = import_json(dir, "w");
+    assert_eq!(second["still_failing"], 4, "{second}");
+    check(&second);
+    let forced: Value =
+        serde_json::from_str(&ok(dir, &["import", "w", "--force", "--json"])).expect("JSON");
+    assert_eq!(forced["unchanged"], 6, "{forced}");
+    check(&forced);
+    // `cdwqc inspect` names the bad header and exits 1 (some file failed), never 101.
+    let o = cdwqc(dir, &["inspect", "w", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let inspected = stdout(&o);
+    assert_eq!(inspected.lines().count(), 6, "{inspected}");
+    assert!(
+        inspected.contains("dim[1] = 4611686018427387904"),
+        "{inspected}"
+    );
+}

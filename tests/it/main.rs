@@ -1,6 +1,11 @@
 //! Integration tests: the library on real files and the real `cdwqc` binary.
 
+/// Lets the fuzz test see the largest allocation each case makes.
+#[global_allocator]
+static ALLOCATOR: cdwqc::import::fuzz::LargestAllocation = cdwqc::import::fuzz::LargestAllocation;
+
 mod attacks;
+mod fuzz;
 mod imaging;
 mod import;
 mod interrupt;
