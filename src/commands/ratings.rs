@@ -26,7 +26,8 @@ pub enum RatingsAction {
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     pub file: PathBuf,
-    /// The rater of a file without a rater column (notebook files, most native files).
+    /// The rater of a file without a rater column (notebook files, most native files);
+    /// refused when it contradicts the file's rater column (or MRIQC rater columns).
     #[arg(long)]
     pub rater: Option<String>,
     /// auto, native, notebook or mriqc.
@@ -112,11 +113,19 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         if report.saved {
             println!(
-                "{}: {} ratings imported ({} format, {} rows{})",
+                "{}: {} ratings imported ({} format, {} rows{}{})",
                 report.file,
                 report.imported,
                 report.format,
                 report.rows,
+                if report.missing == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        ", {} missing values (n/a, NA or empty: no rating)",
+                        report.missing
+                    )
+                },
                 if report.problems.is_empty() {
                     String::new()
                 } else {

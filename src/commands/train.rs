@@ -45,7 +45,9 @@ pub struct TrainArgs {
     /// Run name (default: <task>-<method>-seed<seed>).
     #[arg(long)]
     pub run: Option<String>,
-    /// Continue an interrupted run of this name.
+    /// Continue an interrupted run of this name on its stored split, sequences and
+    /// configuration (only --device and --threads apply); refused when the labels
+    /// changed since it started.
     #[arg(long)]
     pub resume: Option<String>,
     #[arg(long)]

@@ -1,7 +1,7 @@
 //! From the store to a job plan (labels, data split, image files), and a job's epochs
 //! and outcome back into the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -13,7 +13,7 @@ use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
 use crate::rate::labels::image_labels;
 use crate::report::agreement::Task;
-use crate::store::runs::{EpochRow, ModelImage, NewRun, SplitRow};
+use crate::store::runs::{EpochRow, ModelImage, NewRun, RunRow, SplitRow};
 use crate::store::{Store, StoreError};
 
 /// Why a job could not be planned or recorded.
@@ -56,7 +56,8 @@ pub struct TrainRequest {
     pub device: String,
     /// Run name (default: <task>-<method>-seed<seed>).
     pub run: Option<String>,
-    /// Continue this interrupted run with its stored configuration.
+    /// Continue this interrupted run: its stored configuration, task, sequences and
+    /// split; everything else in the request but `device` is ignored.
     pub resume: Option<String>,
     pub learning_rate: Option<f64>,
 }
@@ -109,79 +110,98 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Reads labels and images and fixes the subject-level split of a training run. Reads
-/// only: [`record_start`] writes the run.
+/// The labelled images of a task in two sequences, as the store has them now.
+struct LabelledImages {
+    source_images: Vec<ModelImage>,
+    target_images: Vec<ModelImage>,
+    /// Labelled source images.
+    source: Vec<PlanItem>,
+    /// Labelled target images: (image, subject, class).
+    target: Vec<(i64, String, usize)>,
+    /// Every image with a consensus label (any task).
+    rated: HashSet<i64>,
+}
+
+fn labelled_images(
+    store: &Store,
+    task: Task,
+    source_sequence: &str,
+    target_sequence: &str,
+) -> Result<LabelledImages, PlanError> {
+    let labels = image_labels(store)?;
+    let label_of = |image: &ModelImage| labels.get(&image.image_id).and_then(|l| l.class_of(task));
+    let source_images = store.model_images(source_sequence)?;
+    let target_images = store.model_images(target_sequence)?;
+    let source = source_images
+        .iter()
+        .filter_map(|image| label_of(image).map(|y| plan_item(image, Some(y))))
+        .collect();
+    let target = target_images
+        .iter()
+        .filter_map(|image| label_of(image).map(|y| (image.image_id, image.subject.clone(), y)))
+        .collect();
+    Ok(LabelledImages {
+        source,
+        target,
+        rated: labels.keys().copied().collect(),
+        source_images,
+        target_images,
+    })
+}
+
+impl LabelledImages {
+    /// The labels a run trains on, as a fingerprint stored with the run: SHA-256 of the
+    /// sorted (image, class) pairs of the labelled target and source images.
+    fn snapshot(&self) -> String {
+        let mut pairs: Vec<(i64, usize)> = self.target.iter().map(|(i, _, y)| (*i, *y)).collect();
+        pairs.extend(
+            self.source
+                .iter()
+                .filter_map(|s| Some((s.image_id, s.label?))),
+        );
+        pairs.sort_unstable();
+        let text = serde_json::to_string(&pairs).unwrap_or_default();
+        crate::import::analyse::hex_sha256(text.as_bytes())
+    }
+}
+
+/// Reads labels and images and fixes the subject-level split of a training run, or,
+/// with `resume`, reads back the stored split of the run to continue. Reads only:
+/// [`record_start`] writes the run.
 pub fn plan_training(
     store: &Store,
     request: &TrainRequest,
     runs_dir: &Path,
     cache_dir: Option<PathBuf>,
 ) -> Result<PlannedTraining, PlanError> {
-    let mut task = request.task;
-    let mut seed = request.seed;
-    // A resumed run continues with the configuration it was started with.
-    let stored: Option<TrainConfig> = match &request.resume {
-        Some(run) => {
-            let Some(row) = store.run_row(run)? else {
-                return Err(invalid(format!(
-                    "no run {run} to resume (cdwqc sql \"select run_id, status from runs\")"
-                )));
-            };
-            if let Some(t) = row.task.as_deref().and_then(Task::from_name) {
-                task = t;
-            }
-            let config = row
-                .config
-                .as_deref()
-                .map(serde_json::from_str::<TrainConfig>)
-                .transpose()
-                .map_err(|e| invalid(format!("the stored configuration of run {run}: {e}")))?;
-            if let Some(c) = &config {
-                seed = c.seed;
-            }
-            config
-        }
-        None => None,
-    };
-    let (method, preset) = match &stored {
-        Some(c) => (c.method, c.preset.clone()),
-        None => (
-            request
-                .method
-                .parse::<Method>()
-                .map_err(|e| invalid(e.to_string()))?,
-            load_preset(&request.preset)?,
-        ),
-    };
-    let method_name = stored
-        .as_ref()
-        .map_or(request.method.clone(), |c| c.method.name().to_string());
+    if let Some(run) = &request.resume {
+        return plan_resume(store, run, &request.device, runs_dir, cache_dir);
+    }
+    let task = request.task;
+    let seed = request.seed;
+    let method = request
+        .method
+        .parse::<Method>()
+        .map_err(|e| invalid(e.to_string()))?;
+    let preset = load_preset(&request.preset)?;
+    let method_name = request.method.clone();
     let run_id = request
-        .resume
+        .run
         .clone()
-        .or(request.run.clone())
         .unwrap_or_else(|| format!("{}-{}-seed{}", task.name(), request.method, request.seed));
-    if request.resume.is_none() && store.run_row(&run_id)?.is_some() {
+    if store.run_row(&run_id)?.is_some() {
         return Err(invalid(format!(
             "run {run_id} exists already: give another run name, or resume {run_id}"
         )));
     }
     let classes = task.categories();
-    let labels = image_labels(store)?;
-    let label_of = |image: &ModelImage| labels.get(&image.image_id).and_then(|l| l.class_of(task));
-    let source_images = store.model_images(&request.source)?;
-    let target_images = store.model_images(&request.target)?;
-    let source: Vec<PlanItem> = source_images
-        .iter()
-        .filter_map(|image| label_of(image).map(|y| plan_item(image, Some(y))))
-        .collect();
-    let labelled: Vec<(i64, String, usize)> = target_images
-        .iter()
-        .filter_map(|image| label_of(image).map(|y| (image.image_id, image.subject.clone(), y)))
-        .collect();
-    let split = split_by_subject(&labelled, 0.2, 0.2, seed);
+    let now = labelled_images(store, task, &request.source, &request.target)?;
+    let source = now.source.clone();
+    let labelled = &now.target;
+    let split = split_by_subject(labelled, 0.2, 0.2, seed);
     let set_of: BTreeMap<i64, Set> = split.iter().copied().collect();
-    let by_id: BTreeMap<i64, &ModelImage> = target_images.iter().map(|i| (i.image_id, i)).collect();
+    let by_id: BTreeMap<i64, &ModelImage> =
+        now.target_images.iter().map(|i| (i.image_id, i)).collect();
     let pick = |set: Set| -> Vec<PlanItem> {
         labelled
             .iter()
@@ -189,21 +209,18 @@ pub fn plan_training(
             .map(|(id, _, y)| plan_item(by_id[id], Some(*y)))
             .collect()
     };
-    let unlabelled: Vec<PlanItem> = target_images
+    let unlabelled: Vec<PlanItem> = now
+        .target_images
         .iter()
-        .filter(|image| !labels.contains_key(&image.image_id))
+        .filter(|image| !now.rated.contains(&image.image_id))
         .map(|image| plan_item(image, None))
         .collect();
     let (train, validation, test) = (pick(Set::Train), pick(Set::Validation), pick(Set::Test));
-    let summary = format!(
-        "{run_id}: {} labelled {} (source), {} / {} / {} labelled {} (train / validation / test), {} unlabelled",
-        source.len(),
-        request.source,
-        train.len(),
-        validation.len(),
-        test.len(),
-        request.target,
-        unlabelled.len()
+    let summary = split_summary(
+        &run_id,
+        (&request.source, &request.target),
+        &source,
+        [&train, &validation, &test, &unlabelled],
     );
     if validation.is_empty() || (train.is_empty() && method != Method::SourceOnly) {
         return Err(invalid(format!(
@@ -213,83 +230,70 @@ pub fn plan_training(
         )));
     }
 
-    let resume = request.resume.is_some();
-    let mut config = match stored {
-        Some(c) => c,
-        None => {
-            let mut config = TrainConfig::new(method, preset.clone(), classes.len(), classes.len());
-            if let Some(e) = request.epochs {
-                config.epochs = e;
-                config.pretrain_epochs = e;
-            }
-            if let Some(lr) = request.learning_rate {
-                config.learning_rate = lr;
-            }
-            config.seed = seed;
-            config
-        }
-    };
+    let mut config = TrainConfig::new(method, preset.clone(), classes.len(), classes.len());
+    if let Some(e) = request.epochs {
+        config.epochs = e;
+        config.pretrain_epochs = e;
+    }
+    if let Some(lr) = request.learning_rate {
+        config.learning_rate = lr;
+    }
+    config.seed = seed;
     config.device = request.device.clone();
     config.validate()?;
     let run_dir = runs_dir.join(&run_id);
-    let start = (!resume).then(|| {
-        // The labels a run was trained on, as a fingerprint stored with the run.
-        let mut snapshot: Vec<(i64, usize)> = labelled.iter().map(|(i, _, y)| (*i, *y)).collect();
-        snapshot.extend(source.iter().filter_map(|s| Some((s.image_id, s.label?))));
-        snapshot.sort_unstable();
-        let snapshot_text = serde_json::to_string(&snapshot).unwrap_or_default();
-        let run = NewRun {
-            run_id: run_id.clone(),
-            kind: "train".into(),
-            task: Some(task.name().into()),
-            method: Some(method_name.clone()),
-            preset: Some(preset.name.clone()),
-            config: serde_json::to_string(&config).unwrap_or_default(),
-            git_commit: git_commit(),
-            split_id: Some(run_id.clone()),
-            label_snapshot: Some(crate::import::analyse::hex_sha256(snapshot_text.as_bytes())),
-            weights_path: Some(
-                run_dir
-                    .join(crate::model::train::BEST_WEIGHTS)
-                    .display()
-                    .to_string(),
-            ),
-        };
-        let label_by_id: BTreeMap<i64, usize> = labelled.iter().map(|(i, _, y)| (*i, *y)).collect();
-        let class_name = |y: Option<usize>| y.and_then(|y| classes.get(y)).map(|s| s.to_string());
-        let mut rows: Vec<SplitRow> = split
-            .iter()
-            .map(|(image_id, set)| SplitRow {
-                image_id: *image_id,
-                subject: by_id.get(image_id).map(|i| i.subject.clone()),
-                domain: "target".into(),
-                set: set.name().into(),
-                label: class_name(label_by_id.get(image_id).copied()),
-            })
-            .collect();
-        rows.extend(source.iter().map(|s| SplitRow {
-            image_id: s.image_id,
-            subject: None,
-            domain: "source".into(),
-            set: "train".into(),
-            label: class_name(s.label),
-        }));
-        rows.extend(unlabelled.iter().map(|s| SplitRow {
-            image_id: s.image_id,
-            subject: None,
+    let run = NewRun {
+        run_id: run_id.clone(),
+        kind: "train".into(),
+        task: Some(task.name().into()),
+        method: Some(method_name),
+        preset: Some(preset.name.clone()),
+        config: serde_json::to_string(&config).unwrap_or_default(),
+        git_commit: git_commit(),
+        split_id: Some(run_id.clone()),
+        label_snapshot: Some(now.snapshot()),
+        weights_path: Some(
+            run_dir
+                .join(crate::model::train::BEST_WEIGHTS)
+                .display()
+                .to_string(),
+        ),
+        source_sequence: Some(request.source.clone()),
+        target_sequence: Some(request.target.clone()),
+    };
+    let label_by_id: BTreeMap<i64, usize> = labelled.iter().map(|(i, _, y)| (*i, *y)).collect();
+    let class_name = |y: Option<usize>| y.and_then(|y| classes.get(y)).map(|s| s.to_string());
+    let mut rows: Vec<SplitRow> = split
+        .iter()
+        .map(|(image_id, set)| SplitRow {
+            image_id: *image_id,
+            subject: by_id.get(image_id).map(|i| i.subject.clone()),
             domain: "target".into(),
-            set: "unlabelled".into(),
-            label: None,
-        }));
-        (run, rows)
-    });
+            set: set.name().into(),
+            label: class_name(label_by_id.get(image_id).copied()),
+        })
+        .collect();
+    rows.extend(source.iter().map(|s| SplitRow {
+        image_id: s.image_id,
+        subject: None,
+        domain: "source".into(),
+        set: "train".into(),
+        label: class_name(s.label),
+    }));
+    rows.extend(unlabelled.iter().map(|s| SplitRow {
+        image_id: s.image_id,
+        subject: None,
+        domain: "target".into(),
+        set: "unlabelled".into(),
+        label: None,
+    }));
     Ok(PlannedTraining {
         plan: TrainPlan {
             run_id,
             run_dir,
             task,
             config,
-            resume,
+            resume: false,
             source,
             target_train: train,
             target_validation: validation,
@@ -297,7 +301,197 @@ pub fn plan_training(
             target_test: test,
             cache_dir,
         },
-        start,
+        start: Some((run, rows)),
+        summary,
+    })
+}
+
+/// Image counts per set, for the user.
+fn split_summary(
+    run_id: &str,
+    (source_sequence, target_sequence): (&str, &str),
+    source: &[PlanItem],
+    [train, validation, test, unlabelled]: [&[PlanItem]; 4],
+) -> String {
+    format!(
+        "{run_id}: {} labelled {source_sequence} (source), {} / {} / {} labelled {target_sequence} (train / validation / test), {} unlabelled",
+        source.len(),
+        train.len(),
+        validation.len(),
+        test.len(),
+        unlabelled.len()
+    )
+}
+
+/// The source and target sequences of a stored run: its own columns, or for runs
+/// recorded before runs kept them, the sequences of its split's images.
+fn run_sequences(
+    store: &Store,
+    run: &str,
+    row: &RunRow,
+    split_id: &str,
+) -> Result<(String, String), PlanError> {
+    if let (Some(source), Some(target)) = (&row.source_sequence, &row.target_sequence) {
+        return Ok((source.clone(), target.clone()));
+    }
+    let pairs = store.split_sequences(split_id)?;
+    let only = |domain: &str| -> Result<String, PlanError> {
+        let found: Vec<&String> = pairs
+            .iter()
+            .filter(|(d, _)| d == domain)
+            .map(|(_, suffix)| suffix)
+            .collect();
+        match found[..] {
+            [one] => Ok(one.clone()),
+            _ => Err(invalid(format!(
+                "run {run} does not record its {domain} sequence and its split does not tell it \
+                 (found {found:?}); start a new run"
+            ))),
+        }
+    };
+    Ok((only("source")?, only("target")?))
+}
+
+/// Plans the continuation of a stored run: its configuration, task and sequences, and
+/// the very split it started with; refused when the labels changed since.
+fn plan_resume(
+    store: &Store,
+    run: &str,
+    device: &str,
+    runs_dir: &Path,
+    cache_dir: Option<PathBuf>,
+) -> Result<PlannedTraining, PlanError> {
+    let Some(row) = store.run_row(run)? else {
+        return Err(invalid(format!(
+            "no run {run} to resume (cdwqc sql \"select run_id, status from runs\")"
+        )));
+    };
+    if row.kind != "train" {
+        return Err(invalid(format!(
+            "run {run} is an {} run: only training runs resume",
+            row.kind
+        )));
+    }
+    let task = row
+        .task
+        .as_deref()
+        .and_then(Task::from_name)
+        .ok_or_else(|| invalid(format!("run {run} records no task it trains for")))?;
+    let mut config: TrainConfig = row
+        .config
+        .as_deref()
+        .ok_or_else(|| invalid(format!("run {run} has no stored configuration")))
+        .and_then(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| invalid(format!("the stored configuration of run {run}: {e}")))
+        })?;
+    let split_id = row
+        .split_id
+        .clone()
+        .ok_or_else(|| invalid(format!("run {run} has no stored split")))?;
+    let (source_sequence, target_sequence) = run_sequences(store, run, &row, &split_id)?;
+    let new_run = format!(
+        "cdwqc train --task {} --method {} --preset {} --source {source_sequence} --target {target_sequence} --seed {} --run NEW",
+        task.name(),
+        config.method.name(),
+        row.preset.as_deref().unwrap_or(&config.preset.name),
+        config.seed
+    );
+    let now = labelled_images(store, task, &source_sequence, &target_sequence)?;
+    match &row.label_snapshot {
+        Some(snapshot) if *snapshot == now.snapshot() => {}
+        Some(_) => {
+            return Err(invalid(format!(
+                "the labels changed since run {run} started (ratings were added or changed), so \
+                 its split no longer matches them; resuming would mix two label sets. Start a \
+                 new run on the current labels instead: {new_run}"
+            )));
+        }
+        None => {
+            return Err(invalid(format!(
+                "run {run} records no label snapshot, so whether its labels changed cannot be \
+                 checked; start a new run instead: {new_run}"
+            )));
+        }
+    }
+    let split = store.split_rows(&split_id)?;
+    if split.is_empty() {
+        return Err(invalid(format!(
+            "the split {split_id} of run {run} is not in the store; start a new run: {new_run}"
+        )));
+    }
+    let images: BTreeMap<i64, &ModelImage> = now
+        .source_images
+        .iter()
+        .chain(&now.target_images)
+        .map(|image| (image.image_id, image))
+        .collect();
+    let classes = task.categories();
+    let (mut source, mut train, mut validation, mut test, mut unlabelled) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for entry in &split {
+        let id = entry.image_id;
+        let image = images.get(&id).ok_or_else(|| {
+            invalid(format!(
+                "image {id} of run {run}'s split is no longer a readable {source_sequence} or \
+                 {target_sequence} image (cdwqc sql \"select path, status, suffix from images \
+                 where image_id = {id}\"); start a new run: {new_run}"
+            ))
+        })?;
+        let label = entry
+            .label
+            .as_deref()
+            .map(|name| {
+                classes.iter().position(|c| *c == name).ok_or_else(|| {
+                    invalid(format!(
+                        "image {id} of run {run}'s split has label {name:?}, not a {} class",
+                        task.name()
+                    ))
+                })
+            })
+            .transpose()?;
+        let (set, labelled) = match (entry.domain.as_str(), entry.set.as_str()) {
+            ("source", _) => (&mut source, true),
+            ("target", "train") => (&mut train, true),
+            ("target", "validation") => (&mut validation, true),
+            ("target", "test") => (&mut test, true),
+            ("target", "unlabelled") => (&mut unlabelled, false),
+            (domain, set) => {
+                return Err(invalid(format!(
+                    "image {id} of run {run}'s split is in {domain} set {set}, which training does not know"
+                )));
+            }
+        };
+        if labelled && label.is_none() {
+            return Err(invalid(format!(
+                "image {id} of run {run}'s split has no label in a labelled set"
+            )));
+        }
+        set.push(plan_item(image, label));
+    }
+    let summary = split_summary(
+        run,
+        (&source_sequence, &target_sequence),
+        &source,
+        [&train, &validation, &test, &unlabelled],
+    );
+    config.device = device.to_string();
+    config.validate()?;
+    Ok(PlannedTraining {
+        plan: TrainPlan {
+            run_id: run.to_string(),
+            run_dir: runs_dir.join(run),
+            task,
+            config,
+            resume: true,
+            source,
+            target_train: train,
+            target_validation: validation,
+            target_unlabelled: unlabelled,
+            target_test: test,
+            cache_dir,
+        },
+        start: None,
         summary,
     })
 }

@@ -6,6 +6,14 @@
 //! with one row becomes an [`InvalidRow`] with its line number and the other rows are
 //! kept.
 //!
+//! # Missing values
+//! In every format a cell that is empty, `n/a` or `NA` (any case, spaces around
+//! ignored; see [`is_missing`]) is a missing value, as MRIQC, BIDS and R write them. A
+//! missing rating means "this rater gave no rating for this image": the row (or, in
+//! MRIQC tables, the cell) gives no rating and is no error either; the count is kept
+//! in [`ParsedFile::missing`]. A row that leaves its rating missing but fills other
+//! rating cells contradicts itself and is invalid.
+//!
 //! # Delimiter
 //! A header holding tabs but no commas is tab-separated, commas but no tabs is
 //! comma-separated; otherwise the extension decides (`.tsv`/`.txt` tab, `.csv` comma),
@@ -24,20 +32,27 @@
 //! A usable row with `gado`, `motion`, `contrast` and `noise` all empty and a
 //! `quality` is a quality-only rating (see [`ParsedRow::grades_known`]).
 //!
+//! A row is unrated when its rating is missing: with explicit columns, `usable` and
+//! every other rating column (`reject_reason`, `gado`, grades, `code`, `tier`,
+//! `quality`) missing; with a code column, `code`, `reject_reason`, `tier` and
+//! `quality` missing. An empty code next to `tier` 1 or `quality` good is a good
+//! usable image (the notebook's empty code); alone it is a missing rating.
+//!
 //! # Notebook format (`notebook`)
 //! The authors' notebook saves a pandas DataFrame with its index:
 //! `index | img_id | code | label`, tab- or comma-separated; the index column may be
 //! named `index`, `Unnamed: 0` or nothing, or be absent. `img_id` is a BIDS name such as
 //! `sub-XXX_ses-YYY` or a file stem; `label` is the tier number (1-4, `2.0` accepted)
-//! and must match the code, else the row is invalid. An empty code is a good usable
-//! image. The rater is not in the file (one file per rater).
+//! and must match the code, else the row is invalid. An empty (or `n/a`) code with a
+//! label is a good usable image; a row whose label and code are both missing is
+//! unrated. The rater is not in the file (one file per rater).
 //!
 //! # MRIQC-style tables (`mriqc`)
 //! One column per rater, named `rater_<id>` or `rater<digits>`, holding `-1` exclude,
-//! `0` doubtful, `1` accept (`-1.0` style accepted); an empty cell means that rater did
-//! not rate the image. Image key: `bids_name`, else `subject_id` with the optional
-//! `session_id`, `acq_id`, `run_id`. Each non-empty cell gives one row whose `rater`
-//! is the column name. Mapping to the protocol:
+//! `0` doubtful, `1` accept (`-1.0` style accepted); a missing cell (empty, `n/a`,
+//! `NA`) means that rater did not rate the image. Image key: `bids_name`, else
+//! `subject_id` with the optional `session_id`, `acq_id`, `run_id`. Each non-missing
+//! cell gives one row whose `rater` is the column name. Mapping to the protocol:
 //! - `1` accept -> usable, quality good;
 //! - `0` doubtful -> usable, quality medium;
 //! - `-1` exclude -> by default reject with reason `other` (MRIQC's exclude means "not
@@ -296,6 +311,28 @@ pub struct ParsedFile {
     pub delimiter: Delimiter,
     pub rows: Vec<ParsedRow>,
     pub invalid: Vec<InvalidRow>,
+    /// Ratings left missing (empty, `n/a`, `NA`): unrated rows, or unrated cells of
+    /// MRIQC rater columns. Neither a rating nor an error.
+    pub missing: usize,
+}
+
+/// The markers of a missing value, compared without case after trimming.
+pub const MISSING_MARKERS: [&str; 3] = ["", "n/a", "na"];
+
+/// Whether a cell holds a missing value: empty, `n/a` or `NA` (any case, trimmed).
+pub fn is_missing(cell: &str) -> bool {
+    let cell = cell.trim();
+    MISSING_MARKERS
+        .iter()
+        .any(|marker| cell.eq_ignore_ascii_case(marker))
+}
+
+/// What one data line of a file gives.
+enum RowOutcome {
+    /// Ratings, and how many rating cells of the line were missing.
+    Rated(Vec<ParsedRow>, usize),
+    /// No rating at all: the line's rating is missing.
+    Unrated,
 }
 
 /// What an MRIQC `-1` (exclude) becomes.
@@ -422,6 +459,7 @@ pub fn parse_ratings(
         delimiter,
         rows: Vec::new(),
         invalid: Vec::new(),
+        missing: 0,
     };
     for record in records {
         let record = match record {
@@ -436,7 +474,7 @@ pub fn parse_ratings(
             }
         };
         let line = record.position().map_or(0, |pos| pos.line() as usize);
-        if record.iter().all(|cell| cell.trim().is_empty()) {
+        if record.iter().all(is_missing) {
             continue;
         }
         if record.len() != header.len() {
@@ -455,7 +493,11 @@ pub fn parse_ratings(
             columns: &columns,
         };
         match layout.parse_row(&cells, line, options) {
-            Ok(rows) => parsed.rows.extend(rows),
+            Ok(RowOutcome::Rated(rows, missing)) => {
+                parsed.rows.extend(rows);
+                parsed.missing += missing;
+            }
+            Ok(RowOutcome::Unrated) => parsed.missing += 1,
             Err(message) => parsed.invalid.push(InvalidRow { line, message }),
         }
     }
@@ -551,8 +593,8 @@ fn detect_format(columns: &Columns, source_name: &str) -> Result<FileFormat, For
     }
 }
 
-/// The cells of one record, looked up by column name; missing columns and empty
-/// cells read as `None`.
+/// The cells of one record, looked up by column name; absent columns and missing
+/// values (see [`is_missing`]) read as `None`.
 struct Cells<'a> {
     record: &'a csv::StringRecord,
     columns: &'a Columns,
@@ -564,15 +606,20 @@ impl Cells<'_> {
         self.at(position)
     }
 
-    /// The cell verbatim (free text keeps its spaces); `None` when blank.
+    /// The cell verbatim (free text keeps its spaces); `None` when missing.
     fn raw(&self, name: &str) -> Option<&str> {
         let cell = self.record.get(self.columns.get(name)?)?;
-        (!cell.trim().is_empty()).then_some(cell)
+        (!is_missing(cell)).then_some(cell)
     }
 
     fn at(&self, position: usize) -> Option<&str> {
         let cell = self.record.get(position)?.trim();
-        (!cell.is_empty()).then_some(cell)
+        (!is_missing(cell)).then_some(cell)
+    }
+
+    /// The first of `names` whose cell holds a value.
+    fn first_given<'n>(&self, names: &[&'n str]) -> Option<&'n str> {
+        names.iter().copied().find(|name| self.get(name).is_some())
     }
 }
 
@@ -633,12 +680,14 @@ impl Layout {
         cells: &Cells<'_>,
         line: usize,
         options: &ParseOptions,
-    ) -> Result<Vec<ParsedRow>, String> {
+    ) -> Result<RowOutcome, String> {
+        let single = |row: Option<ParsedRow>| match row {
+            Some(row) => RowOutcome::Rated(vec![row], 0),
+            None => RowOutcome::Unrated,
+        };
         match self {
-            Layout::Native { explicit } => {
-                parse_native_row(cells, line, *explicit).map(|row| vec![row])
-            }
-            Layout::Notebook => parse_notebook_row(cells, line).map(|row| vec![row]),
+            Layout::Native { explicit } => parse_native_row(cells, line, *explicit).map(single),
+            Layout::Notebook => parse_notebook_row(cells, line).map(single),
             Layout::Mriqc { raters } => parse_mriqc_row(cells, line, raters, options.mriqc_exclude),
         }
     }
@@ -676,9 +725,31 @@ fn protocol_message(error: ProtocolError) -> String {
     error.to_string()
 }
 
-/// Reads the explicit protocol columns of a native row.
-fn explicit_rating(cells: &Cells<'_>) -> Result<(Rating, bool), String> {
-    let usable_text = cells.get("usable").ok_or("usable is empty")?;
+/// The rating columns of native rows besides `usable` and `code`.
+const OTHER_RATING_COLUMNS: [&str; 7] = [
+    "reject_reason",
+    "gado",
+    "motion",
+    "contrast",
+    "noise",
+    "tier",
+    "quality",
+];
+
+/// Reads the explicit protocol columns of a native row; `None` when the rating is
+/// missing.
+fn explicit_rating(cells: &Cells<'_>) -> Result<Option<(Rating, bool)>, String> {
+    let Some(usable_text) = cells.get("usable") else {
+        return match cells
+            .first_given(&OTHER_RATING_COLUMNS)
+            .or_else(|| cells.get("code").map(|_| "code"))
+        {
+            None => Ok(None),
+            Some(column) => Err(format!(
+                "usable is missing while {column} is given (leave every rating cell empty or n/a for an unrated image)"
+            )),
+        };
+    };
     let usable = parse_bool("usable", usable_text)?;
     let reason = cells
         .get("reject_reason")
@@ -702,7 +773,10 @@ fn explicit_rating(cells: &Cells<'_>) -> Result<(Rating, bool), String> {
                 "a rejected image carries no gado flag or grade (leave them empty)".to_string(),
             );
         }
-        return Ok((Rating::reject(reason.unwrap_or(RejectReason::Other)), true));
+        return Ok(Some((
+            Rating::reject(reason.unwrap_or(RejectReason::Other)),
+            true,
+        )));
     }
     if let Some(reason) = reason {
         return Err(format!("usable image with reject reason '{reason}'"));
@@ -712,7 +786,7 @@ fn explicit_rating(cells: &Cells<'_>) -> Result<(Rating, bool), String> {
         && let Some(quality) = cells.get("quality")
     {
         let quality: Quality = quality.parse().map_err(protocol_message)?;
-        return Ok((quality_only(quality), false));
+        return Ok(Some((quality_only(quality), false)));
     }
     let named = ["motion", "contrast", "noise"];
     let mut values = [Grade::None; 3];
@@ -720,10 +794,10 @@ fn explicit_rating(cells: &Cells<'_>) -> Result<(Rating, bool), String> {
         *value = grade.ok_or_else(|| format!("{name} is empty"))?;
     }
     let [motion, contrast, noise] = values;
-    Ok((
+    Ok(Some((
         Rating::usable(gado.unwrap_or(false), motion, contrast, noise),
         true,
-    ))
+    )))
 }
 
 /// Checks the derived `code`, `tier`, `quality` (and, for notebooks, `label`) cells
@@ -769,7 +843,12 @@ fn parse_tier(text: &str) -> Option<Tier> {
     Tier::from_number(integral.parse().ok()?)
 }
 
-fn parse_native_row(cells: &Cells<'_>, line: usize, explicit: bool) -> Result<ParsedRow, String> {
+/// One native row; `None` when its rating is missing.
+fn parse_native_row(
+    cells: &Cells<'_>,
+    line: usize,
+    explicit: bool,
+) -> Result<Option<ParsedRow>, String> {
     let key = match cells.get("path") {
         Some(path) => ImageKey::Path(path.to_string()),
         None => ImageKey::Bids(
@@ -778,8 +857,18 @@ fn parse_native_row(cells: &Cells<'_>, line: usize, explicit: bool) -> Result<Pa
         ),
     };
     let (rating, grades_known) = if explicit {
-        explicit_rating(cells)?
+        match explicit_rating(cells)? {
+            Some(rating) => rating,
+            None => return Ok(None),
+        }
     } else {
+        if cells.get("code").is_none()
+            && cells
+                .first_given(&["reject_reason", "tier", "quality"])
+                .is_none()
+        {
+            return Ok(None);
+        }
         let code = cells.get("code").unwrap_or("");
         let mut rating = Rating::from_code(code).map_err(protocol_message)?;
         if let Some(reason) = cells.get("reject_reason") {
@@ -806,14 +895,23 @@ fn parse_native_row(cells: &Cells<'_>, line: usize, explicit: bool) -> Result<Pa
     let time_ms = cells
         .get("time_ms")
         .map(|text| {
+            // The store keeps a signed 64-bit number: larger values would wrap.
             text.parse::<u64>()
-                .map_err(|_| format!("time_ms: '{text}' is not a whole number of milliseconds"))
+                .ok()
+                .filter(|ms| i64::try_from(*ms).is_ok())
+                .ok_or_else(|| format!("time_ms: '{text}' is not a whole number of milliseconds"))
         })
         .transpose()?;
     let rated_at = cells
         .get("rated_at")
         .map(|text| {
-            if is_rfc3339(text) {
+            if is_rfc3339(text) && text.get(17..19) == Some("60") {
+                // RFC 3339 allows a leap second; the store's timestamps do not, and
+                // would refuse the whole file's transaction.
+                Err(format!(
+                    "rated_at: '{text}' is a leap second, which the store cannot keep (write :59)"
+                ))
+            } else if is_rfc3339(text) {
                 Ok(text.to_string())
             } else {
                 Err(format!(
@@ -822,7 +920,7 @@ fn parse_native_row(cells: &Cells<'_>, line: usize, explicit: bool) -> Result<Pa
             }
         })
         .transpose()?;
-    Ok(ParsedRow {
+    Ok(Some(ParsedRow {
         line,
         key,
         rating,
@@ -832,21 +930,29 @@ fn parse_native_row(cells: &Cells<'_>, line: usize, explicit: bool) -> Result<Pa
         time_ms,
         rated_at,
         rater: cells.get("rater").map(str::to_string),
-    })
+    }))
 }
 
-fn parse_notebook_row(cells: &Cells<'_>, line: usize) -> Result<ParsedRow, String> {
+/// One notebook row; `None` when its label and code are both missing.
+fn parse_notebook_row(cells: &Cells<'_>, line: usize) -> Result<Option<ParsedRow>, String> {
     let img_id = cells.get("img_id").ok_or("img_id is empty")?;
+    if cells.get("label").is_none() && cells.get("code").is_none() {
+        return Ok(None);
+    }
     let rating = Rating::from_code(cells.get("code").unwrap_or("")).map_err(protocol_message)?;
     if cells.get("label").is_none() {
         return Err(format!(
-            "label is empty (code '{}' has tier {})",
+            "label is missing (code '{}' has tier {})",
             rating.code(),
             rating.tier()
         ));
     }
     check_derived(cells, &rating, true)?;
-    Ok(ParsedRow::new(line, ImageKey::from_name(img_id), rating))
+    Ok(Some(ParsedRow::new(
+        line,
+        ImageKey::from_name(img_id),
+        rating,
+    )))
 }
 
 fn parse_mriqc_row(
@@ -854,7 +960,7 @@ fn parse_mriqc_row(
     line: usize,
     raters: &[(usize, String)],
     exclude: MriqcExclude,
-) -> Result<Vec<ParsedRow>, String> {
+) -> Result<RowOutcome, String> {
     let key = match cells.get("bids_name") {
         Some(name) => ImageKey::from_name(name),
         None => ImageKey::Bids(
@@ -866,8 +972,10 @@ fn parse_mriqc_row(
         ),
     };
     let mut rows = Vec::new();
+    let mut missing = 0;
     for (position, rater) in raters {
         let Some(text) = cells.at(*position) else {
+            missing += 1;
             continue;
         };
         let score = text.strip_suffix(".0").unwrap_or(text);
@@ -887,7 +995,7 @@ fn parse_mriqc_row(
         row.rater = Some(rater.clone());
         rows.push(row);
     }
-    Ok(rows)
+    Ok(RowOutcome::Rated(rows, missing))
 }
 
 /// A usable rating whose three grades all carry `quality`, for quality-only sources.
@@ -1009,6 +1117,30 @@ fn finish(writer: csv::Writer<Vec<u8>>) -> Result<String, FormatError> {
     String::from_utf8(bytes).map_err(|error| FormatError::Write(error.to_string()))
 }
 
+/// A value such as a subject named `NA` would read back as missing: refuse it rather
+/// than write a file that loses it.
+fn refuse_missing_markers(
+    record: &[String],
+    columns: &[&str],
+    index: usize,
+    row: &ParsedRow,
+    format: FileFormat,
+) -> Result<(), FormatError> {
+    match record
+        .iter()
+        .zip(columns)
+        .find(|(cell, _)| !cell.trim().is_empty() && is_missing(cell))
+    {
+        Some((cell, column)) => Err(FormatError::NotExpressible {
+            index,
+            image: row.key.name(),
+            format,
+            reason: format!("{column} '{cell}' would read back as a missing value"),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Writes rows in the native format with all [`NATIVE_COLUMNS`]. Rejects leave gado
 /// and grades empty; quality-only rows leave code, gado and grades empty and keep
 /// `quality`, so that reading the text back gives the same rows (line numbers aside).
@@ -1016,7 +1148,7 @@ pub fn write_native(rows: &[ParsedRow], delimiter: Delimiter) -> Result<String, 
     let mut writer = table_writer(delimiter);
     let write_error = |error: csv::Error| FormatError::Write(error.to_string());
     writer.write_record(NATIVE_COLUMNS).map_err(write_error)?;
-    for row in rows {
+    for (index, row) in rows.iter().enumerate() {
         let (bids, path) = match &row.key {
             ImageKey::Bids(key) => (Some(key), String::new()),
             ImageKey::Path(path) => (None, path.clone()),
@@ -1054,6 +1186,7 @@ pub fn write_native(rows: &[ParsedRow], delimiter: Delimiter) -> Result<String, 
             optional(row.time_ms.map(|t| t.to_string())),
             optional(row.rated_at.clone()),
         ];
+        refuse_missing_markers(&record, &NATIVE_COLUMNS, index, row, FileFormat::Native)?;
         writer.write_record(&record).map_err(write_error)?;
     }
     finish(writer)
@@ -1077,14 +1210,20 @@ pub fn write_notebook(rows: &[ParsedRow], delimiter: Delimiter) -> Result<String
                 reason: "a quality-only rating has no artefact grades to write as a code".into(),
             });
         }
-        writer
-            .write_record([
-                index.to_string(),
-                row.key.name(),
-                row.rating.code(),
-                row.rating.tier().to_string(),
-            ])
-            .map_err(write_error)?;
+        let record = [
+            index.to_string(),
+            row.key.name(),
+            row.rating.code(),
+            row.rating.tier().to_string(),
+        ];
+        refuse_missing_markers(
+            &record,
+            &["index", "img_id", "code", "label"],
+            index,
+            row,
+            FileFormat::Notebook,
+        )?;
+        writer.write_record(&record).map_err(write_error)?;
     }
     finish(writer)
 }
@@ -1167,8 +1306,8 @@ mod tests {
                     sub-01,M000,ann,kzz,,\"ghost, maybe\",4,1530,2024-05-01T14:03:00Z\n\
                     02,,ann,r,not_3d,,,,\n\
                     03,,ann,a,not_3d,,,,\n\
-                    04,,ann,,,,9,,\n\
-                    05,,ann,,,,,,yesterday\n";
+                    04,,ann,a,,,9,,\n\
+                    05,,ann,z,,,,,yesterday\n";
         let parsed = parse(text, "x.csv");
         assert_eq!(parsed.format, FileFormat::Native);
         assert_eq!(parsed.rows.len(), 2);
@@ -1183,6 +1322,107 @@ mod tests {
         assert_eq!(lines, [4, 5, 6]);
         assert!(parsed.invalid[1].message.contains("confidence"));
         assert!(parsed.invalid[2].message.contains("rated_at"));
+    }
+
+    #[test]
+    fn missing_values_are_no_rating_in_every_format() {
+        for marker in ["", "n/a", "NA", "N/A", " na "] {
+            assert!(is_missing(marker), "{marker:?}");
+        }
+        for value in ["0", "nan", "none", "n/a/", "-"] {
+            assert!(!is_missing(value), "{value:?}");
+        }
+
+        let mriqc = "bids_name\trater_1\trater_2\trater_3\n\
+                     sub-1_T1w\t1\tn/a\t\n\
+                     sub-2_T1w\tNA\tn/a\tN/A\n\
+                     sub-3_T1w\t-1\t0\tn/a\n";
+        let parsed = parse(mriqc, "mriqc.tsv");
+        assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
+        assert_eq!(parsed.rows.len(), 3);
+        assert_eq!(parsed.missing, 6);
+        let raters: Vec<&str> = parsed
+            .rows
+            .iter()
+            .map(|r| r.rater.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(raters, ["rater_1", "rater_1", "rater_2"]);
+
+        let explicit = "subject\tusable\tgado\tmotion\tcontrast\tnoise\tconfidence\trated_at\tcomment\n\
+                        01\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\tn/a\n\
+                        02\t\t\t\t\t\t\t\t\n\
+                        03\ttrue\tNA\t1\t0\t0\tNA\tn/a\tn/a\n\
+                        04\tNA\t\t2\t\t\t\t\t\n";
+        let parsed = parse(explicit, "x.tsv");
+        assert_eq!(parsed.missing, 2);
+        assert_eq!(parsed.rows.len(), 1);
+        let row = &parsed.rows[0];
+        assert_eq!(row.rating.code(), "a");
+        assert_eq!(
+            (row.confidence, &row.rated_at, &row.comment),
+            (None, &None, &None)
+        );
+        assert_eq!(parsed.invalid.len(), 1);
+        assert_eq!(parsed.invalid[0].line, 5);
+        assert!(
+            parsed.invalid[0]
+                .message
+                .contains("usable is missing while motion is given"),
+            "{}",
+            parsed.invalid[0].message
+        );
+
+        let coded = "subject,code,tier\n01,n/a,\n02,,NA\n03,,1\n04,NA,2\n05,zz,\n";
+        let parsed = parse(coded, "x.csv");
+        assert_eq!(parsed.missing, 2);
+        let codes: Vec<String> = parsed.rows.iter().map(|r| r.rating.code()).collect();
+        assert_eq!(
+            codes,
+            ["", "zz"],
+            "an empty code with tier 1 is a good image"
+        );
+        assert_eq!(parsed.invalid.len(), 1, "{:?}", parsed.invalid);
+        assert_eq!(parsed.invalid[0].line, 5);
+
+        let notebook = "index\timg_id\tcode\tlabel\n\
+                        0\tsub-1_ses-1\t\tn/a\n\
+                        1\tsub-2_ses-1\tn/a\t1\n\
+                        2\tsub-3_ses-1\tNA\tNA\n\
+                        3\tsub-4_ses-1\tk\tn/a\n";
+        let parsed = parse(notebook, "nb.tsv");
+        assert_eq!(parsed.format, FileFormat::Notebook);
+        assert_eq!(parsed.missing, 2);
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.rows[0].rating.tier(), Tier::from_number(1).unwrap());
+        assert_eq!(parsed.invalid[0].line, 5);
+        assert!(parsed.invalid[0].message.contains("label is missing"));
+    }
+
+    #[test]
+    fn values_beyond_what_the_store_keeps_are_refused_by_row() {
+        let text = "subject,code,time_ms\n01,a,9223372036854775807\n02,a,9223372036854775808\n";
+        let parsed = parse(text, "x.csv");
+        assert_eq!(parsed.rows[0].time_ms, Some(i64::MAX as u64));
+        assert_eq!(parsed.invalid.len(), 1);
+        assert!(parsed.invalid[0].message.starts_with("time_ms"));
+        let text = "subject,code,rated_at\n01,a,2016-12-31T23:59:60Z\n";
+        let parsed = parse(text, "x.csv");
+        assert!(parsed.invalid[0].message.contains("leap second"));
+    }
+
+    #[test]
+    fn writers_refuse_values_that_read_back_as_missing() {
+        let mut row = ParsedRow::new(2, bids("NA", None), Rating::from_code("a").unwrap());
+        let error = write_native(std::slice::from_ref(&row), Delimiter::Tab).unwrap_err();
+        assert!(error.to_string().contains("subject 'NA'"), "{error}");
+        row.key = bids("01", None);
+        row.comment = Some("n/a".into());
+        assert!(write_native(std::slice::from_ref(&row), Delimiter::Tab).is_err());
+        row.comment = None;
+        assert!(write_native(std::slice::from_ref(&row), Delimiter::Tab).is_ok());
+        row.key = ImageKey::Path("na".into());
+        let error = write_notebook(&[row], Delimiter::Tab).unwrap_err();
+        assert!(error.to_string().contains("img_id 'na'"), "{error}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Importing a rating file into the store: parse, match every row to a stored image,
-//! then save all rows in one transaction — or nothing, when a row is invalid or matches
-//! no image and `skip_invalid` is off. A file already imported is not imported again.
+//! then save all rows, and the raters the file introduces, in one transaction — or
+//! nothing, when a row is invalid or matches no image and `skip_invalid` is off, or
+//! when the store refuses a row. A file already imported is not imported again.
+//! Missing values (`n/a`, `NA`, empty) are no rating and no problem; the report
+//! counts them.
 
 use std::path::Path;
 
@@ -10,7 +13,6 @@ use super::formats::{FileFormat, ImageKey, ParseOptions, ParsedRow, read_ratings
 use crate::import::analyse::hex_sha256;
 use crate::protocol::Quality;
 use crate::store::lookup::{ImageIndex, ImageRef};
-use crate::store::raters::Role;
 use crate::store::ratings::NewRating;
 use crate::store::{Store, StoreError};
 
@@ -24,6 +26,18 @@ pub enum RatingImportError {
     Read {
         path: std::path::PathBuf,
         source: std::io::Error,
+    },
+    /// `--rater` names someone else than the file's rater column: importing would
+    /// credit one rater with another's ratings.
+    #[error(
+        "rating file {}, line {line}: --rater {given} contradicts the file's rater column, which names {in_file}; drop --rater (the file names its raters) or import the right file",
+        path.display()
+    )]
+    RaterConflict {
+        path: std::path::PathBuf,
+        line: usize,
+        given: String,
+        in_file: String,
     },
 }
 
@@ -40,6 +54,8 @@ pub struct RatingImportReport {
     pub format: &'static str,
     pub rows: usize,
     pub imported: usize,
+    /// Ratings the file leaves missing (`n/a`, `NA`, empty): no rating, no problem.
+    pub missing: usize,
     pub problems: Vec<RowProblem>,
     /// Raters created because the file named them.
     pub new_raters: Vec<String>,
@@ -125,6 +141,7 @@ pub fn import_file(
         format: format_name(parsed.format),
         rows: parsed.rows.len() + parsed.invalid.len(),
         imported: 0,
+        missing: parsed.missing,
         problems: parsed
             .invalid
             .iter()
@@ -148,6 +165,14 @@ pub fn import_file(
     let mut raters_needed = std::collections::BTreeSet::new();
     for row in &parsed.rows {
         let who = match (rater, row.rater.as_deref()) {
+            (Some(given), Some(in_file)) if given != in_file => {
+                return Err(RatingImportError::RaterConflict {
+                    path: path.to_path_buf(),
+                    line: row.line,
+                    given: given.to_string(),
+                    in_file: in_file.to_string(),
+                });
+            }
             (Some(r), _) => r,
             (None, Some(r)) => r,
             (None, None) => {
@@ -182,11 +207,9 @@ pub fn import_file(
     if !report.problems.is_empty() && !skip_invalid {
         return Ok(report);
     }
-    for name in &raters_needed {
-        store.add_rater(name, Role::Rater)?;
-        report.new_raters.push(name.clone());
-    }
-    store.save_ratings(&ratings)?;
+    let new_raters: Vec<String> = raters_needed.into_iter().collect();
+    store.save_ratings_with_raters(&new_raters, &ratings)?;
+    report.new_raters = new_raters;
     report.imported = ratings.len();
     report.saved = true;
     Ok(report)

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "image_scanners",
         sql: include_str!("../../sql/migrations/004_image_scanners.sql"),
     },
+    Migration {
+        version: 5,
+        name: "save_order_and_run_sequences",
+        sql: include_str!("../../sql/migrations/005_save_order_and_run_sequences.sql"),
+    },
 ];
 
 /// The schema version this build writes.

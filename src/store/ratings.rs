@@ -59,9 +59,33 @@ impl Store {
     /// Appends ratings in one transaction (all or none); returns their ids. When this
     /// returns, the ratings are durable.
     pub fn save_ratings(&mut self, ratings: &[NewRating]) -> Result<Vec<i64>, StoreError> {
+        self.save_ratings_with_raters(&[], ratings)
+    }
+
+    /// Adds the raters `new_raters` (role `rater`; existing ones are left as they are)
+    /// and appends `ratings`, all in one transaction: when a rating is refused, no
+    /// rater is added either.
+    pub fn save_ratings_with_raters(
+        &mut self,
+        new_raters: &[String],
+        ratings: &[NewRating],
+    ) -> Result<Vec<i64>, StoreError> {
+        for name in new_raters {
+            super::raters::validate_name(name).map_err(|message| StoreError::Invalid {
+                path: self.path().to_path_buf(),
+                message,
+            })?;
+        }
         let path = self.path().to_path_buf();
         let db = |source| super::classify(&path, source);
         let tx = self.conn_mut().transaction().map_err(db)?;
+        for name in new_raters {
+            tx.execute(
+                include_str!("../../sql/store/add_rater_if_new.sql"),
+                params![name],
+            )
+            .map_err(db)?;
+        }
         let mut ids = Vec::with_capacity(ratings.len());
         {
             let mut stmt = tx
@@ -194,6 +218,52 @@ mod tests {
             .query_row("SELECT count(*) FROM ratings", [], |r| r.get(0))
             .expect("count");
         assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn save_order_wins_over_the_clock() {
+        let (_dir, mut store) = store();
+        // A save made while the clock was a century ahead, and one dated in the past.
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO ratings (image_id, rater, usable, gado, motion, contrast, noise,
+                                      protocol_version, source, rated_at, saved_at)
+                 VALUES (1, 'ann', true, false, 2, 0, 0, '1', 'test',
+                         '2126-01-01 00:00:00+00', '2126-01-01 00:00:00+00')",
+            )
+            .expect("a save under a clock that later jumped back");
+        let mut past = rating(1, "ann", 1);
+        past.rated_at = Some("2001-01-01T00:00:00Z".into());
+        store.save_ratings(&[past]).expect("save");
+        assert_eq!(in_force(&store), vec![(1, "ann".into(), 1)]);
+        // Undo withdraws the last save, not the one with the latest time.
+        store.undo_last_rating("ann", "test").expect("undo");
+        assert_eq!(in_force(&store), vec![(1, "ann".into(), 2)]);
+    }
+
+    #[test]
+    fn raters_of_a_failed_batch_are_not_added() {
+        let (_dir, mut store) = store();
+        let mut bad = rating(2, "new_rater", 1);
+        bad.confidence = Some(9);
+        let names = ["new_rater".to_string(), "other".to_string()];
+        assert!(
+            store
+                .save_ratings_with_raters(&names, &[rating(1, "new_rater", 1), bad])
+                .is_err()
+        );
+        assert!(store.raters().expect("raters").is_empty());
+        store
+            .save_ratings_with_raters(&names, &[rating(1, "new_rater", 1)])
+            .expect("save");
+        let raters: Vec<String> = store
+            .raters()
+            .expect("raters")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(raters, names);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct NewRun {
     pub split_id: Option<String>,
     pub label_snapshot: Option<String>,
     pub weights_path: Option<String>,
+    /// The labelled source sequence (BIDS suffix) of a training run.
+    pub source_sequence: Option<String>,
+    /// The target sequence (BIDS suffix) of a training run.
+    pub target_sequence: Option<String>,
 }
 
 /// One epoch's figures.
@@ -74,9 +78,7 @@ impl Store {
     pub fn begin_run(&self, run: &NewRun) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "INSERT INTO runs (run_id, kind, task, method, preset, status, config, git_commit, \
-                 split_id, label_snapshot, weights_path) \
-                 VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                include_str!("../../sql/store/begin_run.sql"),
                 params![
                     run.run_id,
                     run.kind,
@@ -87,7 +89,9 @@ impl Store {
                     run.git_commit,
                     run.split_id,
                     run.label_snapshot,
-                    run.weights_path
+                    run.weights_path,
+                    run.source_sequence,
+                    run.target_sequence
                 ],
             )
             .map(|_| ())
@@ -392,10 +396,19 @@ mod tests {
 /// What training and inference read back of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
+    pub kind: String,
     pub task: Option<String>,
+    pub method: Option<String>,
+    pub preset: Option<String>,
+    pub status: String,
     pub weights_path: Option<String>,
     /// The training configuration as JSON.
     pub config: Option<String>,
+    pub split_id: Option<String>,
+    /// SHA-256 of the labels the run started with.
+    pub label_snapshot: Option<String>,
+    pub source_sequence: Option<String>,
+    pub target_sequence: Option<String>,
 }
 
 /// A readable image as training and inference need it.
@@ -435,13 +448,21 @@ impl Store {
     pub fn run_row(&self, run_id: &str) -> Result<Option<RunRow>, StoreError> {
         self.conn()
             .query_row(
-                "SELECT task, weights_path, config FROM runs WHERE run_id = ?",
+                include_str!("../../sql/store/run_row.sql"),
                 params![run_id],
                 |r| {
                     Ok(RunRow {
-                        task: r.get(0)?,
-                        weights_path: r.get(1)?,
-                        config: r.get(2)?,
+                        kind: r.get(0)?,
+                        task: r.get(1)?,
+                        method: r.get(2)?,
+                        preset: r.get(3)?,
+                        status: r.get(4)?,
+                        weights_path: r.get(5)?,
+                        config: r.get(6)?,
+                        split_id: r.get(7)?,
+                        label_snapshot: r.get(8)?,
+                        source_sequence: r.get(9)?,
+                        target_sequence: r.get(10)?,
                     })
                 },
             )
@@ -451,5 +472,40 @@ impl Store {
                 other => Err(other),
             })
             .map_err(|e| self.err(e))
+    }
+}
+
+impl Store {
+    /// The rows of a stored split, in image order (the order a plan lists images in).
+    pub fn split_rows(&self, split_id: &str) -> Result<Vec<SplitRow>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/split_rows.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![split_id], |r| {
+                Ok(SplitRow {
+                    image_id: r.get(0)?,
+                    subject: r.get(1)?,
+                    domain: r.get(2)?,
+                    set: r.get(3)?,
+                    label: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The sequences (BIDS suffixes) of a split's images, `(domain, suffix)` pairs, for
+    /// runs recorded before runs kept their sequences.
+    pub fn split_sequences(&self, split_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/split_sequences.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![split_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 }

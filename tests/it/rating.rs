@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use crate::support::{float_volume, ok};
+use crate::support::{cdwqc, float_volume, ok, stderr, stdout};
 
 fn store(n: usize) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -180,4 +180,191 @@ fn notebook_import_then_export_gives_the_same_codes() {
         ],
     );
     assert_eq!(n.lines().nth(1), Some("4"));
+}
+
+/// Rows of `select ...` as CSV lines without the header.
+fn csv_rows(dir: &std::path::Path, sql: &str) -> Vec<String> {
+    ok(dir, &["sql", sql, "--format", "csv"])
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn mriqc_table_with_missing_values_imports_what_each_rater_rated() {
+    let tmp = store(4);
+    let dir = tmp.path();
+    // As MRIQC and BIDS write them: n/a for a rater who did not rate the image.
+    std::fs::write(
+        dir.join("mriqc.tsv"),
+        "bids_name\trater_1\trater_2\trater_3\n\
+         sub-00_FLAIR\t1\tn/a\tn/a\n\
+         sub-01_FLAIR\tn/a\t-1\tNA\n\
+         sub-02_FLAIR\t0\t1.0\t\n\
+         sub-03_FLAIR\tn/a\tn/a\tn/a\n",
+    )
+    .expect("write");
+    let out = ok(
+        dir,
+        &[
+            "ratings",
+            "import",
+            "mriqc.tsv",
+            "--format",
+            "mriqc",
+            "--json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["imported"], 4, "{out}");
+    assert_eq!(report["missing"], 8, "{out}");
+    assert_eq!(report["saved"], true, "{out}");
+    assert_eq!(
+        csv_rows(
+            dir,
+            "select rater, count(*) from ratings_latest group by rater order by rater"
+        ),
+        ["rater_1,2", "rater_2,2"],
+        "a missing value is no rating; rater_3 rated nothing"
+    );
+    assert_eq!(
+        csv_rows(dir, "select name from raters order by name"),
+        ["rater_1", "rater_2"]
+    );
+}
+
+#[test]
+fn rater_flag_contradicting_the_rater_column_is_refused() {
+    let tmp = store(2);
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("mriqc.tsv"),
+        "bids_name\trater_1\trater_2\nsub-00_FLAIR\t1\t0\nsub-01_FLAIR\t-1\t1\n",
+    )
+    .expect("write");
+    let refused = cdwqc(
+        dir,
+        &[
+            "ratings",
+            "import",
+            "mriqc.tsv",
+            "--format",
+            "mriqc",
+            "--rater",
+            "rater_1",
+        ],
+    );
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    for part in ["mriqc.tsv", "line 2", "--rater rater_1", "rater_2"] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    std::fs::write(
+        dir.join("native.tsv"),
+        "subject\tsuffix\trater\tcode\n00\tFLAIR\tbob\ta\n",
+    )
+    .expect("write");
+    let refused = cdwqc(dir, &["ratings", "import", "native.tsv", "--rater", "ann"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    for part in ["native.tsv", "line 2", "--rater ann", "bob"] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
+    assert!(csv_rows(dir, "select name from raters").is_empty());
+    // Agreeing with the column is fine.
+    ok(dir, &["ratings", "import", "native.tsv", "--rater", "bob"]);
+    assert_eq!(
+        csv_rows(dir, "select rater, code from ratings_latest"),
+        ["bob,a"]
+    );
+}
+
+#[test]
+fn times_going_backwards_never_make_an_older_save_win() {
+    let tmp = store(2);
+    let dir = tmp.path();
+    let header = "subject\tsuffix\trater\tcode\trated_at\n";
+    // One file whose times run backwards: the row saved last is in force.
+    std::fs::write(
+        dir.join("first.tsv"),
+        format!(
+            "{header}00\tFLAIR\tann\ta\t2030-01-01T00:00:00Z\n\
+             00\tFLAIR\tann\tz\t1999-01-01T00:00:00Z\n\
+             01\tFLAIR\tann\td\t2030-01-01T00:00:00Z\n"
+        ),
+    )
+    .expect("write");
+    ok(dir, &["ratings", "import", "first.tsv"]);
+    let in_force = "select i.subject, l.code from ratings_latest l join images i using (image_id) \
+                    order by i.subject";
+    assert_eq!(csv_rows(dir, in_force), ["00,z", "01,d"]);
+    // A save made while the clock was far ahead (then set back): the later save wins.
+    ok(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "insert into ratings (image_id, rater, usable, gado, motion, contrast, noise, code, \
+             protocol_version, source, rated_at, saved_at) select image_id, 'ann', true, false, 0, 0, \
+             2, 'dd', '1', 'test', '2125-01-01 00:00:00+00', '2125-01-01 00:00:00+00' \
+             from images where subject = '01'",
+        ],
+    );
+    std::fs::write(
+        dir.join("second.tsv"),
+        format!("{header}01\tFLAIR\tann\tkd\t1970-01-01T00:00:00Z\n"),
+    )
+    .expect("write");
+    ok(dir, &["ratings", "import", "second.tsv"]);
+    assert_eq!(csv_rows(dir, in_force), ["00,z", "01,kd"]);
+    assert_eq!(
+        csv_rows(
+            dir,
+            "select usable_label, quality_label, gado_label from rater_labels \
+             join images using (image_id) where subject = '01'"
+        ),
+        ["usable,medium,gado"],
+        "the labels follow the rating in force"
+    );
+}
+
+#[test]
+fn an_import_that_fails_halfway_leaves_no_rating_and_no_rater() {
+    let tmp = store(3);
+    let dir = tmp.path();
+    // The store refuses a row halfway through the file: a unique index added by hand
+    // allows one rating per image and rater, and the file rates sub-01 twice.
+    ok(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "create unique index one_rating_each on ratings (image_id, rater)",
+        ],
+    );
+    std::fs::write(
+        dir.join("half.tsv"),
+        "subject\tsuffix\trater\tcode\n\
+         00\tFLAIR\tnew_rater\ta\n\
+         01\tFLAIR\tnew_rater\tz\n\
+         01\tFLAIR\tnew_rater\td\n\
+         02\tFLAIR\tsecond_new\tk\n",
+    )
+    .expect("write");
+    let failed = cdwqc(dir, &["ratings", "import", "half.tsv"]);
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
+    assert!(
+        csv_rows(dir, "select name from raters").is_empty(),
+        "a failed import adds no rater"
+    );
+    // The same file imports once the store accepts it.
+    ok(dir, &["sql", "--write", "drop index one_rating_each"]);
+    ok(dir, &["ratings", "import", "half.tsv"]);
+    assert_eq!(
+        csv_rows(dir, "select name from raters order by name"),
+        ["new_rater", "second_new"]
+    );
 }

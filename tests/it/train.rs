@@ -1,6 +1,7 @@
 //! `cdwqc train`, `cdwqc infer` and the model reports end to end on a tiny synthetic
 //! warehouse: the split, the run and epoch rows, predictions for every target image,
-//! resume after Ctrl-C, and resume refusals.
+//! resume after Ctrl-C on the stored split and sequences, and resume refusals (labels
+//! changed since the run started).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{cdwqc, ok, stderr};
+use crate::support::{cdwqc, float_volume, ok, stderr};
 
 /// 16 T1w and 16 FLAIR images on the tiny grid, imported, with three raters' ratings.
 pub(crate) fn tiny_rated_warehouse(dir: &Path) {
@@ -294,6 +295,8 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     tiny_rated_warehouse(dir);
+    // Sequences other than the defaults (T1w source, FLAIR target): a resume must not
+    // fall back to them.
     let mut child = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
         .args([
             "train",
@@ -301,6 +304,10 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
             "tiny",
             "--method",
             "ssda",
+            "--source",
+            "FLAIR",
+            "--target",
+            "T1w",
             "--epochs",
             "60",
             "--seed",
@@ -319,6 +326,11 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let planned = lines.next().expect("the plan's summary").expect("line");
+    assert!(
+        planned.starts_with("long: ") && planned.contains("labelled FLAIR (source)"),
+        "{planned}"
+    );
     // Ctrl-C as soon as the first epoch is reported.
     for line in lines.by_ref() {
         if line.expect("line").starts_with("epoch") {
@@ -351,7 +363,27 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
     let epochs_before: u64 = row["interrupted,".len()..].parse().expect("count");
     assert!(epochs_before >= 1);
 
-    // Only the run name: the stored configuration (method, preset, seed) is reused.
+    // A new, unrated T1w image: a fresh split would count it as unlabelled target.
+    let extra = dir.join("w/sub-extra/anat");
+    std::fs::create_dir_all(&extra).expect("mkdir");
+    std::fs::write(
+        extra.join("sub-extra_T1w.nii"),
+        float_volume([8, 8, 8], |v| v as f32),
+    )
+    .expect("write");
+    ok(dir, &["import", "w"]);
+    let split_before = ok(
+        dir,
+        &[
+            "sql",
+            "select domain, \"set\", count(*) from splits where split_id = 'long' group by all order by all",
+            "--format",
+            "csv",
+        ],
+    );
+
+    // Only the run name: the stored configuration (method, preset, seed), sequences and
+    // split are reused.
     let resumed = ok(
         dir,
         &[
@@ -368,6 +400,31 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
         resumed.contains("Completed") || resumed.contains("EarlyStopped"),
         "{resumed}"
     );
+    assert_eq!(
+        resumed.lines().next(),
+        Some(planned.as_str()),
+        "the resumed plan is the stored one: same sequences, same sets"
+    );
+    let split_after = ok(
+        dir,
+        &[
+            "sql",
+            "select domain, \"set\", count(*) from splits where split_id = 'long' group by all order by all",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(split_after, split_before);
+    let sequences = ok(
+        dir,
+        &[
+            "sql",
+            "select source_sequence, target_sequence from runs where run_id = 'long'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(sequences.lines().nth(1), Some("FLAIR,T1w"));
     let after = ok(
         dir,
         &[
@@ -398,5 +455,54 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
         last - first + 1,
         count,
         "no epoch lost or repeated: {after}"
+    );
+
+    // Rating the new target image changes the labels the run was trained on: a resume
+    // is refused and says how to start a new run.
+    std::fs::write(
+        dir.join("extra.tsv"),
+        "subject\tsuffix\tcode\nextra\tT1w\ta\n",
+    )
+    .expect("write");
+    ok(
+        dir,
+        &["ratings", "import", "extra.tsv", "--rater", "rater1"],
+    );
+    let refused = cdwqc(
+        dir,
+        &[
+            "train",
+            "--resume",
+            "long",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(
+        !refused.status.success(),
+        "{}",
+        crate::support::stdout(&refused)
+    );
+    let message = stderr(&refused);
+    for part in [
+        "labels changed since run long started",
+        "cdwqc train --task usable --method ssda --preset tiny --source FLAIR --target T1w --seed 2 --run NEW",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    let status = ok(
+        dir,
+        &[
+            "sql",
+            "select status from runs where run_id = 'long'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        status, "status\ncompleted\n",
+        "a refused resume changes nothing"
     );
 }
