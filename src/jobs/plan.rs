@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::{InferPlan, InferResult, ModelSource, PlanItem, TrainPlan, TrainResult};
 use crate::model::ModelError;
+use crate::model::augment::ArtefactRule;
 use crate::model::preset::Preset;
+use crate::model::recipe::Recipe;
 use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
 use crate::rate::labels::image_labels;
@@ -59,6 +61,8 @@ pub struct TrainRequest {
     /// Continue this interrupted run with its stored configuration.
     pub resume: Option<String>,
     pub learning_rate: Option<f64>,
+    /// `clinicadl` or `cdwqc`, in place of the preset's `[training]` recipe.
+    pub recipe: Option<String>,
 }
 
 impl Default for TrainRequest {
@@ -75,6 +79,7 @@ impl Default for TrainRequest {
             run: None,
             resume: None,
             learning_rate: None,
+            recipe: None,
         }
     }
 }
@@ -166,11 +171,28 @@ pub fn plan_training(
             "run {run_id} exists already: give another run name, or resume {run_id}"
         )));
     }
+    let recipe = request
+        .recipe
+        .as_deref()
+        .map(str::parse::<Recipe>)
+        .transpose()?;
+    if let (Some(wanted), Some(c)) = (recipe, &stored)
+        && wanted != c.recipe.recipe
+    {
+        return Err(invalid(format!(
+            "run {run_id} was trained with the {} recipe; a resumed run keeps it",
+            c.recipe.recipe.name()
+        )));
+    }
     let classes = task.categories();
     let labels = image_labels(store)?;
     let label_of = |image: &ModelImage| labels.get(&image.image_id).and_then(|l| l.class_of(task));
-    let source_images = store.model_images(&request.source)?;
-    let target_images = store.model_images(&request.target)?;
+    // Image ids follow the order in which a parallel import finished its files; the path
+    // order is the same whenever the same warehouse is imported, so is the training.
+    let mut source_images = store.model_images(&request.source)?;
+    let mut target_images = store.model_images(&request.target)?;
+    source_images.sort_by(|a, b| a.path.cmp(&b.path));
+    target_images.sort_by(|a, b| a.path.cmp(&b.path));
     let source: Vec<PlanItem> = source_images
         .iter()
         .filter_map(|image| label_of(image).map(|y| plan_item(image, Some(y))))
@@ -225,10 +247,26 @@ pub fn plan_training(
             if let Some(lr) = request.learning_rate {
                 config.learning_rate = lr;
             }
+            if let Some(recipe) = recipe {
+                config.use_recipe(recipe);
+            }
+            config.artefact_rule = match task {
+                Task::Quality => ArtefactRule::BelowModerate,
+                _ => ArtefactRule::AnyGrade,
+            };
             config.seed = seed;
             config
         }
     };
+    let summary = format!(
+        "{summary}; recipe {}, augmentation {}",
+        config.recipe.recipe.name(),
+        if config.preset.augment.enabled {
+            "on"
+        } else {
+            "off"
+        }
+    );
     config.device = request.device.clone();
     config.validate()?;
     let run_dir = runs_dir.join(&run_id);
