@@ -262,8 +262,8 @@ impl Conv5Fc3Ssda {
     }
 
     /// Draws every weight and bias afresh from `rng`, layer by layer in a fixed order, so
-    /// that the initial network depends on the seed alone; BatchNorm starts at scale 1,
-    /// shift 0.
+    /// that the initial network depends on the seed alone; BatchNorm shifts start at 0,
+    /// scales at 1 (PyTorch) or uniform in [0, 1) (tch).
     pub fn initialise(&self, init: WeightInit, rng: &mut ChaCha8Rng) {
         let _guard = tch::no_grad_guard();
         let fill = |var: &Tensor, bound: f64, rng: &mut ChaCha8Rng| {
@@ -298,7 +298,18 @@ impl Conv5Fc3Ssda {
                 fill(bias, bound, rng);
             }
             if let Some(w) = &block.norm.ws {
-                let _ = w.shallow_clone().fill_(1.0);
+                match init {
+                    WeightInit::Pytorch => {
+                        let _ = w.shallow_clone().fill_(1.0);
+                    }
+                    // tch draws BatchNorm scales uniformly in [0, 1).
+                    WeightInit::KaimingRelu => {
+                        let values: Vec<f32> =
+                            (0..w.numel()).map(|_| rng.random_range(0.0..1.0)).collect();
+                        let tensor = Tensor::from_slice(&values).to_device(w.device());
+                        w.shallow_clone().copy_(&tensor);
+                    }
+                }
             }
             if let Some(b) = &block.norm.bs {
                 let _ = b.shallow_clone().fill_(0.0);
@@ -477,7 +488,6 @@ mod tests {
     #[test]
     fn folded_extractor_matches_the_eval_network() {
         tch::manual_seed(3);
-        let vs = nn::VarStore::new(Device::Cpu);
         for padding in [PoolPadding::End, PoolPadding::Front] {
             folded_matches_with(padding);
         }
