@@ -330,6 +330,13 @@ impl Conv5Fc3Ssda {
         &self.spec
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.blocks
+            .first()
+            .map_or(tch::Device::Cpu, |block| block.conv.ws.device())
+    }
+
     /// Extractor output `[N, 128, d, h, w]` for input `[N, 1, D, H, W]`.
     pub fn features(&self, input: &Tensor, train: bool) -> Tensor {
         self.blocks.iter().fold(input.shallow_clone(), |x, block| {

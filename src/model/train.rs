@@ -638,12 +638,12 @@ fn validate(
     stream: &Stream,
     head: Head,
     weights: Option<&Tensor>,
-    device: Device,
     config: &TrainConfig,
     loader: &ItemLoader,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Validation {
     let _guard = tch::no_grad_guard();
+    let device = net.device();
     let batches = sequential_batches(stream.items.len(), config.batch_size);
     let (mut weighted_loss, mut weight_total) = (0.0, 0.0);
     let (mut batch_means, mut batch_count) = (0.0, 0usize);
@@ -1059,7 +1059,6 @@ pub fn train(
             &validation,
             head,
             target_weights.as_ref(),
-            device,
             config,
             &loader,
             on_event,
