@@ -69,14 +69,7 @@ impl Bench {
     fn new(grid: [usize; 3], batch: usize, device: Device) -> anyhow::Result<Self> {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(device);
-        let net = Conv5Fc3Ssda::new(
-            &vs.root(),
-            &NetworkSpec {
-                grid,
-                source_classes: 2,
-                target_classes: 2,
-            },
-        );
+        let net = Conv5Fc3Ssda::new(&vs.root(), &NetworkSpec::new(grid, 2, 2));
         let optimizer = nn::Adam {
             wd: 1e-4,
             ..Default::default()

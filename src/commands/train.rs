@@ -52,6 +52,10 @@ pub struct TrainArgs {
     pub resume: Option<String>,
     #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// Training rules: clinicadl (the published code's) or cdwqc (this project's);
+    /// default: the preset's [training] recipe, else cdwqc. Kept by --resume.
+    #[arg(long, value_parser = ["clinicadl", "cdwqc"])]
+    pub recipe: Option<String>,
 }
 
 /// The batches of the current epoch, on a terminal only (logs get one line per epoch).
@@ -91,6 +95,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         run: args.run,
         resume: args.resume,
         learning_rate: args.learning_rate,
+        recipe: args.recipe,
     };
     let planned = plan_training(&store, &request, &runs_dir(), Some(cache_dir()))?;
     println!("{}", planned.summary);

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::{InferPlan, InferResult, ModelSource, PlanItem, TrainPlan, TrainResult};
 use crate::model::ModelError;
+use crate::model::augment::ArtefactRule;
 use crate::model::preset::Preset;
+use crate::model::recipe::Recipe;
 use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
 use crate::rate::labels::image_labels;
@@ -60,6 +62,8 @@ pub struct TrainRequest {
     /// split; everything else in the request but `device` is ignored.
     pub resume: Option<String>,
     pub learning_rate: Option<f64>,
+    /// `clinicadl` or `cdwqc`, in place of the preset's `[training]` recipe.
+    pub recipe: Option<String>,
 }
 
 impl Default for TrainRequest {
@@ -76,6 +80,7 @@ impl Default for TrainRequest {
             run: None,
             resume: None,
             learning_rate: None,
+            recipe: None,
         }
     }
 }
@@ -130,8 +135,12 @@ fn labelled_images(
 ) -> Result<LabelledImages, PlanError> {
     let labels = image_labels(store)?;
     let label_of = |image: &ModelImage| labels.get(&image.image_id).and_then(|l| l.class_of(task));
-    let source_images = store.model_images(source_sequence)?;
-    let target_images = store.model_images(target_sequence)?;
+    // Image ids follow the order in which a parallel import finished its files; the path
+    // order is the same whenever the same warehouse is imported, so is the training.
+    let mut source_images = store.model_images(source_sequence)?;
+    let mut target_images = store.model_images(target_sequence)?;
+    source_images.sort_by(|a, b| a.path.cmp(&b.path));
+    target_images.sort_by(|a, b| a.path.cmp(&b.path));
     let source = source_images
         .iter()
         .filter_map(|image| label_of(image).map(|y| plan_item(image, Some(y))))
@@ -175,7 +184,7 @@ pub fn plan_training(
     cache_dir: Option<PathBuf>,
 ) -> Result<PlannedTraining, PlanError> {
     if let Some(run) = &request.resume {
-        return plan_resume(store, run, &request.device, runs_dir, cache_dir);
+        return plan_resume(store, run, request, runs_dir, cache_dir);
     }
     let task = request.task;
     let seed = request.seed;
@@ -194,6 +203,11 @@ pub fn plan_training(
             "run {run_id} exists already: give another run name, or resume {run_id}"
         )));
     }
+    let recipe = request
+        .recipe
+        .as_deref()
+        .map(str::parse::<Recipe>)
+        .transpose()?;
     let classes = task.categories();
     let now = labelled_images(store, task, &request.source, &request.target)?;
     let source = now.source.clone();
@@ -238,7 +252,23 @@ pub fn plan_training(
     if let Some(lr) = request.learning_rate {
         config.learning_rate = lr;
     }
+    if let Some(recipe) = recipe {
+        config.use_recipe(recipe);
+    }
+    config.artefact_rule = match task {
+        Task::Quality => ArtefactRule::BelowModerate,
+        _ => ArtefactRule::AnyGrade,
+    };
     config.seed = seed;
+    let summary = format!(
+        "{summary}; recipe {}, augmentation {}",
+        config.recipe.recipe.name(),
+        if config.preset.augment.enabled {
+            "on"
+        } else {
+            "off"
+        }
+    );
     config.device = request.device.clone();
     config.validate()?;
     let run_dir = runs_dir.join(&run_id);
@@ -357,7 +387,7 @@ fn run_sequences(
 fn plan_resume(
     store: &Store,
     run: &str,
-    device: &str,
+    request: &TrainRequest,
     runs_dir: &Path,
     cache_dir: Option<PathBuf>,
 ) -> Result<PlannedTraining, PlanError> {
@@ -385,6 +415,18 @@ fn plan_resume(
             serde_json::from_str(text)
                 .map_err(|e| invalid(format!("the stored configuration of run {run}: {e}")))
         })?;
+    if let Some(wanted) = request
+        .recipe
+        .as_deref()
+        .map(str::parse::<Recipe>)
+        .transpose()?
+        && wanted != config.recipe.recipe
+    {
+        return Err(invalid(format!(
+            "run {run} was trained with the {} recipe; a resumed run keeps it",
+            config.recipe.recipe.name()
+        )));
+    }
     let split_id = row
         .split_id
         .clone()
@@ -475,7 +517,7 @@ fn plan_resume(
         &source,
         [&train, &validation, &test, &unlabelled],
     );
-    config.device = device.to_string();
+    config.device = request.device.clone();
     config.validate()?;
     Ok(PlannedTraining {
         plan: TrainPlan {

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
+use super::augment::{Augmenter, item_rng};
 use crate::imaging::load_volume;
 use crate::imaging::preprocess::{TensorCache, preprocess};
 use crate::model::preset::Preset;
@@ -148,6 +149,14 @@ pub struct Prefetcher {
     stop: Arc<AtomicBool>,
 }
 
+/// Augmentation of one stream's items for one epoch: item `p` of batch `b` draws from
+/// `item_rng(seed, b, p)` whichever thread loads it.
+#[derive(Debug, Clone)]
+pub struct StreamAugment {
+    pub augmenter: Arc<Augmenter>,
+    pub seed: u64,
+}
+
 impl Prefetcher {
     pub fn start(
         items: Arc<Vec<Item>>,
@@ -155,17 +164,36 @@ impl Prefetcher {
         loader: ItemLoader,
         depth: usize,
     ) -> Self {
+        Self::start_augmented(items, batches, loader, depth, None)
+    }
+
+    /// As `start`, with every loaded item augmented when `augment` is given.
+    pub fn start_augmented(
+        items: Arc<Vec<Item>>,
+        batches: Vec<Vec<usize>>,
+        loader: ItemLoader,
+        depth: usize,
+        augment: Option<StreamAugment>,
+    ) -> Self {
         let (sender, receiver) = sync_channel(depth.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let worker = std::thread::spawn(move || {
-            for indices in batches {
+            for (batch_index, indices) in batches.into_iter().enumerate() {
                 if stop_flag.load(Ordering::SeqCst) {
                     return;
                 }
                 let results: Vec<Result<Vec<f32>, String>> = indices
                     .par_iter()
-                    .map(|&index| loader.load(&items[index]))
+                    .enumerate()
+                    .map(|(position, &index)| {
+                        let mut values = loader.load(&items[index])?;
+                        if let Some(augment) = &augment {
+                            let mut rng = item_rng(augment.seed, batch_index, position);
+                            augment.augmenter.apply(&mut values, &mut rng);
+                        }
+                        Ok(values)
+                    })
                     .collect();
                 let mut batch = LoadedBatch {
                     indices: indices.clone(),

@@ -17,6 +17,13 @@ pub fn grl_alpha(progress: f64) -> f64 {
     2.0 / (1.0 + (-10.0 * p).exp()) - 1.0
 }
 
+/// The merged ClinicaDL code's factor for a whole 0-based epoch: `p = epoch / 10`, not
+/// clamped (alpha keeps creeping towards 1 after epoch 10).
+pub fn grl_alpha_for_epoch(epoch: usize) -> f64 {
+    let p = epoch as f64 / 10.0;
+    2.0 / (1.0 + (-10.0 * p).exp()) - 1.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +48,18 @@ mod tests {
         assert_eq!(grl_alpha(0.0), 0.0);
         assert!((grl_alpha(1.0) - 0.999_909).abs() < 1e-5);
         assert!(grl_alpha(0.3) > grl_alpha(0.2));
+    }
+
+    #[test]
+    fn per_epoch_alpha_follows_the_merged_code() {
+        // 2 / (1 + exp(-epoch)) - 1 = tanh(epoch / 2).
+        let values: Vec<f64> = (0..5).map(grl_alpha_for_epoch).collect();
+        assert_eq!(values[0], 0.0);
+        for (epoch, value) in values.iter().enumerate() {
+            assert!((value - (epoch as f64 / 2.0).tanh()).abs() < 1e-12);
+        }
+        assert!((values[1] - 0.462_117).abs() < 1e-6);
+        assert!((values[4] - 0.964_028).abs() < 1e-6);
+        assert!(grl_alpha_for_epoch(15) > grl_alpha(1.0));
     }
 }

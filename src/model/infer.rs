@@ -194,11 +194,20 @@ impl Predictor {
         head: Head,
         device: Device,
     ) -> Result<Self, ModelError> {
-        let spec = NetworkSpec {
-            grid: preset.preprocess.shape,
-            source_classes,
-            target_classes,
-        };
+        let spec = NetworkSpec::new(preset.preprocess.shape, source_classes, target_classes);
+        Self::load_spec(weights, preset, &spec, head, device)
+    }
+
+    /// Loads weights for a network of exactly `spec` (domain outputs and pooling
+    /// included), as a training run's configuration describes it.
+    pub fn load_spec(
+        weights: &Path,
+        preset: Preset,
+        spec: &NetworkSpec,
+        head: Head,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let spec = spec.clone();
         let mut vs = nn::VarStore::new(device);
         let net = Conv5Fc3Ssda::new(&vs.root(), &spec);
         vs.load(weights).map_err(|err| ModelError::File {
@@ -220,11 +229,10 @@ impl Predictor {
     pub fn from_run_dir(run_dir: &Path, device: Device) -> Result<Self, ModelError> {
         let state = CheckpointState::read(run_dir)?;
         let config = state.config;
-        Self::load(
+        Self::load_spec(
             &run_dir.join(BEST_WEIGHTS),
             config.preset.clone(),
-            config.source_classes,
-            config.target_classes,
+            &config.network_spec(),
             config.prediction_head(),
             device,
         )

@@ -1,10 +1,12 @@
 //! The SSDA quality-control network: presets, architecture, data pipeline, training
 //! and inference.
+pub mod augment;
 pub mod data;
 pub mod grl;
 pub mod infer;
 pub mod network;
 pub mod preset;
+pub mod recipe;
 pub mod split;
 pub mod train;
 

@@ -1,6 +1,10 @@
 //! Conv5_FC3_SSDA: a shared 3D convolutional extractor and three fully connected heads
 //! (source classes, target classes, domain) with gradient reversal before the domain head.
 
+use std::sync::Mutex;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 use tch::nn::{self, ModuleT};
 
@@ -12,9 +16,53 @@ const HIDDEN: [i64; 2] = [1300, 50];
 /// needs it.
 const BN_EPS: f64 = 1e-5;
 
-/// Spatial size after one 2x2x2 max-pool in ceil mode (ClinicaDL's padded max-pool).
+/// Spatial size after one padded 2x2x2 max-pool: odd sizes gain one cell (padding at
+/// the front or the end of the axis gives the same size).
 fn pooled(size: i64) -> i64 {
     (size + 1) / 2
+}
+
+/// Where a 2x2x2 max-pool pads an axis of odd size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolPadding {
+    /// A zero plane before the first one, as ClinicaDL's `PadMaxPool3d` does.
+    Front,
+    /// Ceil-mode pooling: the last window holds the last plane alone.
+    #[default]
+    End,
+}
+
+/// How the weights are drawn at the start of training (always from the run's seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightInit {
+    /// PyTorch's defaults for Conv3d and Linear: weights and biases uniform in
+    /// +-1/sqrt(fan_in).
+    Pytorch,
+    /// tch's defaults: weights uniform in +-sqrt(6/fan_in) (Kaiming, ReLU gain),
+    /// convolution biases 0, linear biases uniform in +-1/sqrt(fan_in).
+    #[default]
+    KaimingRelu,
+}
+
+/// 2x2x2 max-pool with stride 2 padding odd axes as `padding` says. Inputs follow a ReLU
+/// (non-negative), so a zero plane never wins a window it shares with real values.
+fn pad_max_pool(x: Tensor, padding: PoolPadding) -> Tensor {
+    match padding {
+        PoolPadding::End => x.max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], true),
+        PoolPadding::Front => {
+            let size = x.size();
+            let odd = |axis: usize| size.get(axis).map_or(0, |n| n % 2);
+            let (d, h, w) = (odd(2), odd(3), odd(4));
+            let x = if d + h + w > 0 {
+                x.constant_pad_nd([w, 0, h, 0, d, 0])
+            } else {
+                x
+            };
+            x.max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], false)
+        }
+    }
 }
 
 /// Features entering each head for an input grid `[D, H, W]`.
@@ -35,12 +83,72 @@ pub enum Head {
     Domain,
 }
 
-/// Shape of a network: input grid and class counts of the two task heads.
+/// Shape of a network: input grid, class counts of the heads, dropout and pooling.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkSpec {
     pub grid: [usize; 3],
     pub source_classes: usize,
     pub target_classes: usize,
+    #[serde(default = "two")]
+    pub domain_classes: usize,
+    #[serde(default = "half")]
+    pub dropout: f64,
+    #[serde(default)]
+    pub pool_padding: PoolPadding,
+}
+
+fn two() -> usize {
+    2
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl NetworkSpec {
+    /// Two domain outputs, dropout 0.5, ceil-mode pooling.
+    pub fn new(grid: [usize; 3], source_classes: usize, target_classes: usize) -> Self {
+        Self {
+            grid,
+            source_classes,
+            target_classes,
+            domain_classes: two(),
+            dropout: half(),
+            pool_padding: PoolPadding::End,
+        }
+    }
+}
+
+/// Dropout masks drawn from the network's own seeded generator rather than libtorch's
+/// global one, which every thread of the process shares.
+#[derive(Debug)]
+struct DropoutSource {
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl DropoutSource {
+    /// Inverted dropout: kept values scaled by 1/(1-p), as libtorch's dropout does.
+    fn apply(&self, x: &Tensor, p: f64) -> Tensor {
+        if p <= 0.0 {
+            return x.shallow_clone();
+        }
+        let count = x.numel();
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let mask: Vec<f32> = {
+            let mut rng = self
+                .rng
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (0..count)
+                .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                .collect()
+        };
+        let mask = Tensor::from_slice(&mask)
+            .view(x.size().as_slice())
+            .to_kind(x.kind())
+            .to_device(x.device());
+        x * mask
+    }
 }
 
 #[derive(Debug)]
@@ -65,11 +173,13 @@ impl Classifier {
         }
     }
 
-    fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
-        features
-            .flatten(1, -1)
-            .dropout(0.5, train)
-            .apply(&self.hidden1)
+    fn forward_t(&self, features: &Tensor, dropout: Option<(&DropoutSource, f64)>) -> Tensor {
+        let flat = features.flatten(1, -1);
+        let flat = match dropout {
+            Some((source, p)) => source.apply(&flat, p),
+            None => flat,
+        };
+        flat.apply(&self.hidden1)
             .relu()
             .apply(&self.hidden2)
             .relu()
@@ -86,6 +196,7 @@ pub struct Conv5Fc3Ssda {
     target_head: Classifier,
     domain_head: Classifier,
     spec: NetworkSpec,
+    dropout: DropoutSource,
 }
 
 /// Logits of the three heads for one batch.
@@ -133,8 +244,85 @@ impl Conv5Fc3Ssda {
             blocks,
             source_head: Classifier::new(root / "source_head", flat, spec.source_classes as i64),
             target_head: Classifier::new(root / "target_head", flat, spec.target_classes as i64),
-            domain_head: Classifier::new(root / "domain_head", flat, 2),
+            domain_head: Classifier::new(root / "domain_head", flat, spec.domain_classes as i64),
             spec: spec.clone(),
+            dropout: DropoutSource {
+                rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
+            },
+        }
+    }
+
+    /// Restarts the dropout masks' generator from `seed`.
+    pub fn seed_dropout(&self, seed: u64) {
+        *self
+            .dropout
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Draws every weight and bias afresh from `rng`, layer by layer in a fixed order, so
+    /// that the initial network depends on the seed alone; BatchNorm shifts start at 0,
+    /// scales at 1 (PyTorch) or uniform in [0, 1) (tch).
+    pub fn initialise(&self, init: WeightInit, rng: &mut ChaCha8Rng) {
+        let _guard = tch::no_grad_guard();
+        let fill = |var: &Tensor, bound: f64, rng: &mut ChaCha8Rng| {
+            let values: Vec<f32> = (0..var.numel())
+                .map(|_| {
+                    if bound > 0.0 {
+                        rng.random_range(-bound..bound) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let tensor = Tensor::from_slice(&values)
+                .view(var.size().as_slice())
+                .to_kind(var.kind())
+                .to_device(var.device());
+            var.shallow_clone().copy_(&tensor);
+        };
+        let fan_in = |weight: &Tensor| weight.size().iter().skip(1).product::<i64>().max(1) as f64;
+        let weight_bound = |fan: f64| match init {
+            WeightInit::Pytorch => 1.0 / fan.sqrt(),
+            WeightInit::KaimingRelu => (6.0 / fan).sqrt(),
+        };
+        for block in &self.blocks {
+            let fan = fan_in(&block.conv.ws);
+            fill(&block.conv.ws, weight_bound(fan), rng);
+            if let Some(bias) = &block.conv.bs {
+                let bound = match init {
+                    WeightInit::Pytorch => 1.0 / fan.sqrt(),
+                    WeightInit::KaimingRelu => 0.0,
+                };
+                fill(bias, bound, rng);
+            }
+            if let Some(w) = &block.norm.ws {
+                match init {
+                    WeightInit::Pytorch => {
+                        let _ = w.shallow_clone().fill_(1.0);
+                    }
+                    // tch draws BatchNorm scales uniformly in [0, 1).
+                    WeightInit::KaimingRelu => {
+                        let values: Vec<f32> =
+                            (0..w.numel()).map(|_| rng.random_range(0.0..1.0)).collect();
+                        let tensor = Tensor::from_slice(&values).to_device(w.device());
+                        w.shallow_clone().copy_(&tensor);
+                    }
+                }
+            }
+            if let Some(b) = &block.norm.bs {
+                let _ = b.shallow_clone().fill_(0.0);
+            }
+        }
+        for head in [&self.source_head, &self.target_head, &self.domain_head] {
+            for layer in [&head.hidden1, &head.hidden2, &head.output] {
+                let fan = fan_in(&layer.ws);
+                fill(&layer.ws, weight_bound(fan), rng);
+                if let Some(bias) = &layer.bs {
+                    fill(bias, 1.0 / fan.sqrt(), rng);
+                }
+            }
         }
     }
 
@@ -142,25 +330,31 @@ impl Conv5Fc3Ssda {
         &self.spec
     }
 
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.blocks
+            .first()
+            .map_or(tch::Device::Cpu, |block| block.conv.ws.device())
+    }
+
     /// Extractor output `[N, 128, d, h, w]` for input `[N, 1, D, H, W]`.
     pub fn features(&self, input: &Tensor, train: bool) -> Tensor {
         self.blocks.iter().fold(input.shallow_clone(), |x, block| {
-            x.apply(&block.conv)
-                .apply_t(&block.norm, train)
-                .relu()
-                .max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], true)
+            let x = x.apply(&block.conv).apply_t(&block.norm, train).relu();
+            pad_max_pool(x, self.spec.pool_padding)
         })
     }
 
     /// Logits of one head from extractor features; the domain head sees the features
     /// through gradient reversal with factor `alpha`.
     pub fn head_logits(&self, features: &Tensor, head: Head, alpha: f64, train: bool) -> Tensor {
+        let dropout = train.then_some((&self.dropout, self.spec.dropout));
         match head {
-            Head::Source => self.source_head.forward_t(features, train),
-            Head::Target => self.target_head.forward_t(features, train),
+            Head::Source => self.source_head.forward_t(features, dropout),
+            Head::Target => self.target_head.forward_t(features, dropout),
             Head::Domain => self
                 .domain_head
-                .forward_t(&grad_reverse(features, alpha), train),
+                .forward_t(&grad_reverse(features, alpha), dropout),
         }
     }
 
@@ -205,6 +399,7 @@ fn channels_last(tensor: &Tensor) -> Tensor {
 pub struct FoldedExtractor {
     layers: Vec<(Tensor, Tensor)>,
     channels_last: bool,
+    pool_padding: PoolPadding,
 }
 
 impl FoldedExtractor {
@@ -217,9 +412,10 @@ impl FoldedExtractor {
             input.shallow_clone()
         };
         self.layers.iter().fold(input, |x, (weight, bias)| {
-            x.conv3d(weight, Some(bias), [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
-                .relu_()
-                .max_pool3d([2, 2, 2], [2, 2, 2], [0, 0, 0], [1, 1, 1], true)
+            let x = x
+                .conv3d(weight, Some(bias), [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+                .relu_();
+            pad_max_pool(x, self.pool_padding)
         })
     }
 }
@@ -255,6 +451,7 @@ impl Conv5Fc3Ssda {
         FoldedExtractor {
             layers,
             channels_last: channels_last_layout,
+            pool_padding: self.spec.pool_padding,
         }
     }
 }
@@ -273,11 +470,7 @@ mod tests {
     use tch::{Device, Kind};
 
     fn tiny() -> NetworkSpec {
-        NetworkSpec {
-            grid: [24, 24, 24],
-            source_classes: 3,
-            target_classes: 2,
-        }
+        NetworkSpec::new([24, 24, 24], 3, 2)
     }
 
     #[test]
@@ -302,11 +495,16 @@ mod tests {
     #[test]
     fn folded_extractor_matches_the_eval_network() {
         tch::manual_seed(3);
+        for padding in [PoolPadding::End, PoolPadding::Front] {
+            folded_matches_with(padding);
+        }
+    }
+
+    fn folded_matches_with(padding: PoolPadding) {
         let vs = nn::VarStore::new(Device::Cpu);
         let spec = NetworkSpec {
-            grid: [33, 32, 31],
-            source_classes: 3,
-            target_classes: 2,
+            pool_padding: padding,
+            ..NetworkSpec::new([33, 32, 31], 3, 2)
         };
         let net = Conv5Fc3Ssda::new(&vs.root(), &spec);
         // Non-trivial BatchNorm parameters and running statistics.
@@ -358,6 +556,62 @@ mod tests {
     }
 
     #[test]
+    fn front_padding_pools_the_first_plane_alone() {
+        // One axis of 3: front padding pools [0] and [1, 2]; end padding [0, 1] and [2].
+        let x = Tensor::from_slice(&[5.0f32, 1.0, 3.0]).view([1, 1, 1, 1, 3]);
+        let values = |padding| {
+            Vec::<f32>::try_from(pad_max_pool(x.shallow_clone(), padding).flatten(0, -1)).unwrap()
+        };
+        assert_eq!(values(PoolPadding::Front), vec![5.0, 3.0]);
+        assert_eq!(values(PoolPadding::End), vec![5.0, 3.0]);
+        let y = Tensor::from_slice(&[1.0f32, 5.0, 3.0]).view([1, 1, 1, 1, 3]);
+        let front = pad_max_pool(y.shallow_clone(), PoolPadding::Front);
+        let end = pad_max_pool(y, PoolPadding::End);
+        assert_eq!(
+            Vec::<f32>::try_from(front.flatten(0, -1)).unwrap(),
+            vec![1.0, 5.0]
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(end.flatten(0, -1)).unwrap(),
+            vec![5.0, 3.0]
+        );
+        let cube = Tensor::ones([2, 4, 7, 6, 5], (Kind::Float, Device::Cpu));
+        assert_eq!(
+            pad_max_pool(cube, PoolPadding::Front).size(),
+            vec![2, 4, 4, 3, 3]
+        );
+    }
+
+    #[test]
+    fn initialisation_and_dropout_depend_on_the_seed_alone() {
+        let weights = |init: WeightInit, seed: u64| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = Conv5Fc3Ssda::new(&vs.root(), &tiny());
+            net.initialise(init, &mut ChaCha8Rng::seed_from_u64(seed));
+            let conv = net.blocks[1].conv.ws.copy();
+            let bias = net.blocks[1].conv.bs.as_ref().map(Tensor::copy);
+            net.seed_dropout(seed);
+            let features = Tensor::ones([2, 128, 1, 1, 1], (Kind::Float, Device::Cpu));
+            let logits = net.head_logits(&features, Head::Source, 1.0, true);
+            (conv, bias, logits)
+        };
+        let (a, a_bias, a_logits) = weights(WeightInit::Pytorch, 4);
+        let (b, _, b_logits) = weights(WeightInit::Pytorch, 4);
+        let (c, _, _) = weights(WeightInit::Pytorch, 5);
+        assert!(a.equal(&b) && a_logits.equal(&b_logits));
+        assert!(!a.equal(&c));
+        // PyTorch's bound for a Conv3d(8, 16, 3): 1/sqrt(8 * 27).
+        let bound = 1.0 / (8.0f64 * 27.0).sqrt();
+        let max = a.abs().max().double_value(&[]);
+        assert!(max <= bound && max > 0.9 * bound, "{max} vs {bound}");
+        assert!(a_bias.unwrap().abs().max().double_value(&[]) > 0.0);
+        let (k, k_bias, _) = weights(WeightInit::KaimingRelu, 4);
+        let max = k.abs().max().double_value(&[]);
+        assert!(max > 2.0 * bound, "{max}");
+        assert_eq!(k_bias.unwrap().abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
     fn flatten_size_uses_ceil_pooling() {
         assert_eq!(flatten_size([24, 24, 24]), 128);
         assert_eq!(flatten_size([33, 32, 31]), 128 * 2);
@@ -373,7 +627,7 @@ mod tests {
             let leaf = features.copy().set_requires_grad(true);
             let logits = match reverse {
                 Some(alpha) => net.head_logits(&leaf, Head::Domain, alpha, false),
-                None => net.domain_head.forward_t(&leaf, false),
+                None => net.domain_head.forward_t(&leaf, None),
             };
             logits
                 .cross_entropy_for_logits(&Tensor::from_slice(&[0i64, 1]))

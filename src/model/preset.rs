@@ -6,6 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
+use super::augment::AugmentSpec;
+use super::recipe::TrainingSection;
 use crate::imaging::preprocess::PreprocessSpec;
 
 /// One named input configuration.
@@ -17,6 +19,12 @@ pub struct Preset {
     pub batch_size: usize,
     pub epochs: usize,
     pub preprocess: PreprocessSpec,
+    /// The training recipe and overrides of its rules (`[training]`).
+    #[serde(default)]
+    pub training: TrainingSection,
+    /// Augmentation on the fly of training images (`[augment]`; off unless enabled).
+    #[serde(default)]
+    pub augment: AugmentSpec,
 }
 
 const BUILTIN: [(&str, &str); 4] = [
@@ -66,6 +74,8 @@ impl Preset {
                 "preset {origin}: batch size and grid sizes must be positive"
             )));
         }
+        preset.training.validate(origin)?;
+        preset.augment.validate(origin)?;
         Ok(preset)
     }
 

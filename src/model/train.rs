@@ -1,5 +1,11 @@
-//! Training loop for the SSDA method and its ablation baselines, with early stopping on
-//! the target validation loss, checkpoints, cancel and resume.
+//! Training loop for the SSDA method and its ablation baselines under a recipe (see
+//! `recipe`), keeping the weights with the lowest target validation loss, with optional
+//! early stopping, augmentation on the fly, checkpoints, cancel and resume.
+//!
+//! Deterministic for a seed and a CPU thread count: batches, augmentation, initial
+//! weights and dropout masks come from ChaCha generators seeded from the run's seed
+//! (never from libtorch's global generator, which every thread of a process shares), and
+//! items are loaded in parallel but assembled in a fixed order.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,12 +20,15 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::ModelError;
-use super::data::{Item, ItemLoader, LoadedBatch, Prefetcher, sequential_batches};
-use super::grl::grl_alpha;
+use super::augment::{ArtefactRule, Augmenter};
+use super::data::{Item, ItemLoader, LoadedBatch, Prefetcher, StreamAugment, sequential_batches};
+use super::grl::{grl_alpha, grl_alpha_for_epoch};
 use super::network::{Conv5Fc3Ssda, Head, NetworkSpec};
 use super::parse_device;
 use super::preset::Preset;
+use super::recipe::{AlphaSchedule, BatchComposition, DomainOutputs, Recipe, RecipeSettings};
 use crate::imaging::preprocess::TensorCache;
+use crate::synth::derive_seed;
 
 /// Training method: the published SSDA and the ablation baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,24 +96,31 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Weight of the summed domain losses.
     pub domain_weight: f64,
-    /// Epochs without a lower target validation loss before stopping.
+    /// Epochs without a lower target validation loss before stopping; 0 = never stops.
     pub patience: usize,
     pub seed: u64,
     /// "auto", "cpu", "cuda" or "cuda:N".
     pub device: String,
     /// Batches each loading stream prepares ahead of compute.
     pub prefetch_batches: usize,
+    /// The training rules; configurations stored before recipes existed read as `cdwqc`.
+    #[serde(default)]
+    pub recipe: RecipeSettings,
+    /// How strong augmentation artefacts may be without changing this task's labels.
+    #[serde(default)]
+    pub artefact_rule: ArtefactRule,
 }
 
 impl TrainConfig {
-    /// ClinicaDL defaults (Adam, lr 1e-4, weight decay 1e-4) with the preset's batch
-    /// size and epochs, domain weight 0.1 and patience 5.
+    /// ClinicaDL defaults (Adam, lr 1e-4, weight decay 1e-4, domain weight 0.1) with the
+    /// preset's batch size, epochs and `[training]` recipe (patience included).
     pub fn new(
         method: Method,
         preset: Preset,
         source_classes: usize,
         target_classes: usize,
     ) -> Self {
+        let (recipe, patience) = preset.training.resolve(None);
         Self {
             method,
             source_classes,
@@ -115,19 +131,37 @@ impl TrainConfig {
             learning_rate: 1e-4,
             weight_decay: 1e-4,
             domain_weight: 0.1,
-            patience: 5,
+            patience,
             seed: 0,
             device: "auto".to_string(),
             prefetch_batches: 2,
             preset,
+            recipe,
+            artefact_rule: ArtefactRule::default(),
         }
+    }
+
+    /// Trains with `recipe` instead of the preset's (the preset's explicit overrides and
+    /// the recipe's patience included).
+    pub fn use_recipe(&mut self, recipe: Recipe) {
+        let (settings, patience) = self.preset.training.resolve(Some(recipe));
+        self.recipe = settings;
+        self.patience = patience;
     }
 
     pub fn network_spec(&self) -> NetworkSpec {
         NetworkSpec {
-            grid: self.preset.preprocess.shape,
-            source_classes: self.source_classes,
-            target_classes: self.target_classes,
+            domain_classes: match self.recipe.domain_outputs {
+                DomainOutputs::Classes => self.target_classes.max(2),
+                DomainOutputs::Two => 2,
+            },
+            dropout: self.recipe.dropout,
+            pool_padding: self.recipe.pool_padding,
+            ..NetworkSpec::new(
+                self.preset.preprocess.shape,
+                self.source_classes,
+                self.target_classes,
+            )
         }
     }
 
@@ -173,9 +207,18 @@ impl TrainConfig {
         if !(self.learning_rate > 0.0 && self.weight_decay >= 0.0 && self.domain_weight >= 0.0) {
             return fail("learning rate must be positive, weight decay and domain weight >= 0");
         }
-        Ok(())
+        if !(0.0..1.0).contains(&self.recipe.dropout) {
+            return fail("dropout must be in [0, 1)");
+        }
+        self.preset.augment.validate(&self.preset.name)
     }
 }
+
+/// Streams of the seeds derived from a run's seed (`synth::derive_seed(seed, stream, n)`).
+const SEED_INIT: u64 = 0x1417;
+const SEED_DROPOUT: u64 = 0xD20;
+/// Plus 0 (source), 1 (labelled target), 2 (unlabelled target).
+const SEED_AUGMENT: u64 = 0xA0;
 
 /// Labelled and unlabelled images of one run.
 #[derive(Debug, Clone, Default)]
@@ -435,6 +478,43 @@ fn shuffled_batches(count: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Ve
         .collect()
 }
 
+/// Shuffled batches of `batch_size` covering `count` items once, whatever the size of
+/// the last one (a DataLoader without `drop_last`).
+fn every_batch(count: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..count).collect();
+    order.shuffle(rng);
+    order.chunks(batch_size).map(<[usize]>::to_vec).collect()
+}
+
+/// Shuffled full batches of `batch_size`; an incomplete last batch is dropped (a
+/// DataLoader with `drop_last`).
+fn full_batches(count: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..count).collect();
+    order.shuffle(rng);
+    order
+        .chunks_exact(batch_size)
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// The merged ClinicaDL code's labelled target stream: the indices repeated to `length`
+/// entries (`indices * (length // count) + indices[..length % count]`, so when `count`
+/// exceeds `length` only the first `length` items are ever used), shuffled, one item per
+/// batch.
+fn oversampled_single_batches(
+    count: usize,
+    length: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<usize>> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let mut indices: Vec<usize> = (0..length / count).flat_map(|_| 0..count).collect();
+    indices.extend(0..length % count);
+    indices.shuffle(rng);
+    indices.into_iter().map(|index| vec![index]).collect()
+}
+
 /// `iterations` batches drawn by cycling through reshuffled passes over `count` items
 /// (oversampling the smaller labelled target set to match the source stream).
 fn cycled_batches(
@@ -482,13 +562,30 @@ impl Stream {
         Prefetcher::start(Arc::clone(&self.items), batches, loader.clone(), depth)
     }
 
+    fn start_augmented(
+        &self,
+        batches: Vec<Vec<usize>>,
+        loader: &ItemLoader,
+        depth: usize,
+        augment: Option<StreamAugment>,
+    ) -> Prefetcher {
+        Prefetcher::start_augmented(
+            Arc::clone(&self.items),
+            batches,
+            loader.clone(),
+            depth,
+            augment,
+        )
+    }
+
     /// Tensors for the items that loaded; failures are reported; `None` when fewer than
-    /// two items remain.
+    /// `min_items` remain.
     fn to_device(
         &self,
         batch: LoadedBatch,
         preset: &Preset,
         device: Device,
+        min_items: usize,
         on_event: &mut dyn FnMut(TrainEvent),
     ) -> Option<DeviceBatch> {
         for (index, error) in batch.failures {
@@ -497,7 +594,7 @@ impl Stream {
                 error,
             });
         }
-        if batch.loaded.len() < 2 {
+        if batch.loaded.is_empty() || batch.loaded.len() < min_items {
             return None;
         }
         let [_, d, h, w] = preset.input_shape();
@@ -516,8 +613,10 @@ impl Stream {
     }
 }
 
-fn weighted_ce(logits: &Tensor, labels: &Tensor, weights: &Tensor) -> Tensor {
-    logits.cross_entropy_loss::<&Tensor>(labels, Some(weights), tch::Reduction::Mean, -100, 0.0)
+/// Cross-entropy, class-weighted when `weights` are given (the weighted mean, as
+/// PyTorch's `CrossEntropyLoss(weight=...)`).
+fn task_ce(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    logits.cross_entropy_loss::<&Tensor>(labels, weights, tch::Reduction::Mean, -100, 0.0)
 }
 
 fn domain_ce(logits: &Tensor, domain: i64) -> Tensor {
@@ -530,19 +629,24 @@ struct Validation {
     balanced_accuracy: f64,
 }
 
+/// Loss and balanced accuracy on the target validation set. With class weights the loss
+/// is the class-weighted mean over images; without, the mean of the per-batch mean
+/// losses over sequential batches of B (the merged code sums them, which orders epochs
+/// the same way).
 fn validate(
     net: &Conv5Fc3Ssda,
     stream: &Stream,
     head: Head,
-    weights: &Tensor,
+    weights: Option<&Tensor>,
     config: &TrainConfig,
     loader: &ItemLoader,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Validation {
     let _guard = tch::no_grad_guard();
-    let device = weights.device();
+    let device = net.device();
     let batches = sequential_batches(stream.items.len(), config.batch_size);
     let (mut weighted_loss, mut weight_total) = (0.0, 0.0);
+    let (mut batch_means, mut batch_count) = (0.0, 0usize);
     let (mut truth, mut predicted) = (Vec::new(), Vec::new());
     for batch in stream.start(batches, loader, config.prefetch_batches) {
         for (index, error) in &batch.failures {
@@ -570,18 +674,28 @@ fn validate(
             .gather(1, &labels_t.unsqueeze(1), false)
             .squeeze_dim(1)
             .neg();
-        let item_weights = weights.index_select(0, &labels_t);
-        weighted_loss += (&per_item * &item_weights)
-            .sum(Kind::Float)
-            .double_value(&[]);
-        weight_total += item_weights.sum(Kind::Float).double_value(&[]);
+        match weights {
+            Some(weights) => {
+                let item_weights = weights.index_select(0, &labels_t);
+                weighted_loss += (&per_item * &item_weights)
+                    .sum(Kind::Float)
+                    .double_value(&[]);
+                weight_total += item_weights.sum(Kind::Float).double_value(&[]);
+            }
+            None => {
+                batch_means += per_item.mean(Kind::Float).double_value(&[]);
+                batch_count += 1;
+            }
+        }
         let argmax = Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu))
             .unwrap_or_default();
         truth.extend(labels.iter().map(|&l| l as usize));
         predicted.extend(argmax.iter().map(|&p| p as usize));
     }
     Validation {
-        loss: if weight_total > 0.0 {
+        loss: if weights.is_none() && batch_count > 0 {
+            batch_means / batch_count as f64
+        } else if weights.is_some() && weight_total > 0.0 {
             weighted_loss / weight_total
         } else {
             f64::NAN
@@ -644,6 +758,10 @@ pub fn train(
     tch::manual_seed(config.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = Conv5Fc3Ssda::new(&vs.root(), &config.network_spec());
+    net.initialise(
+        config.recipe.weight_init,
+        &mut ChaCha8Rng::seed_from_u64(derive_seed(config.seed, SEED_INIT, 0)),
+    );
     let mut state = CheckpointState {
         config: config.clone(),
         next_epoch: 0,
@@ -691,14 +809,31 @@ pub fn train(
             .to_kind(Kind::Float)
             .to_device(device)
     };
-    let source_weights = to_tensor(class_weights(
-        &labels_of(&data.source),
-        config.source_classes,
-    ));
-    let target_weights = to_tensor(class_weights(
-        &labels_of(&data.target_train),
-        config.target_classes,
-    ));
+    let with_weights = config.recipe.class_weights;
+    let source_weights = with_weights.then(|| {
+        to_tensor(class_weights(
+            &labels_of(&data.source),
+            config.source_classes,
+        ))
+    });
+    let target_weights = with_weights.then(|| {
+        to_tensor(class_weights(
+            &labels_of(&data.target_train),
+            config.target_classes,
+        ))
+    });
+    let augmenter = Augmenter::new(
+        &config.preset.augment,
+        config.artefact_rule,
+        config.preset.preprocess.shape,
+        config.preset.preprocess.spacing_mm,
+    )
+    .map(Arc::new);
+    // Single images are batches in the merged code's labelled target stream.
+    let min_items = match config.recipe.batch_composition {
+        BatchComposition::Clinicadl => 1,
+        BatchComposition::Cdwqc => 2,
+    };
 
     let total_epochs = config.total_epochs();
     on_event(TrainEvent::Started {
@@ -742,6 +877,13 @@ pub fn train(
         let started = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(epoch as u64 * 7919));
         tch::manual_seed(config.seed.wrapping_add(epoch as u64) as i64);
+        net.seed_dropout(derive_seed(config.seed, SEED_DROPOUT, epoch as u64));
+        let augment = |stream: u64| {
+            augmenter.as_ref().map(|augmenter| StreamAugment {
+                augmenter: Arc::clone(augmenter),
+                seed: derive_seed(config.seed, SEED_AUGMENT + stream, epoch as u64),
+            })
+        };
 
         // Which streams feed this epoch, and which loss terms apply.
         let (main_source, with_target, with_domain) = match (config.method, phase) {
@@ -750,31 +892,80 @@ pub fn train(
             (Method::SourceOnly, _) | (Method::Finetune, Phase::Pretrain) => (true, false, false),
             (Method::TargetOnly, _) | (Method::Finetune, Phase::Main) => (false, true, false),
         };
-        let main_batches = if main_source {
-            shuffled_batches(source.items.len(), config.batch_size, &mut rng)
-        } else {
-            shuffled_batches(target.items.len(), config.batch_size, &mut rng)
+        let paired = main_source && with_target;
+        let batch_size = config.batch_size;
+        let (main_batches, target_batches, unlabelled_batches) = match config
+            .recipe
+            .batch_composition
+        {
+            BatchComposition::Cdwqc => {
+                let main = if main_source {
+                    shuffled_batches(source.items.len(), batch_size, &mut rng)
+                } else {
+                    shuffled_batches(target.items.len(), batch_size, &mut rng)
+                };
+                let iterations = main.len();
+                let target_batches = paired
+                    .then(|| cycled_batches(target.items.len(), batch_size, iterations, &mut rng));
+                let unlabelled_batches = (with_domain && unlabelled.items.len() >= 2).then(|| {
+                    cycled_batches(unlabelled.items.len(), batch_size, iterations, &mut rng)
+                });
+                (main, target_batches, unlabelled_batches)
+            }
+            BatchComposition::Clinicadl => {
+                let main = match (main_source, paired) {
+                    (true, true) => full_batches(source.items.len(), batch_size, &mut rng),
+                    (true, false) => every_batch(source.items.len(), batch_size, &mut rng),
+                    (false, _) => every_batch(target.items.len(), batch_size, &mut rng),
+                };
+                let target_batches = paired.then(|| {
+                    oversampled_single_batches(
+                        target.items.len(),
+                        source.items.len() / batch_size,
+                        &mut rng,
+                    )
+                });
+                let unlabelled_batches =
+                    with_domain.then(|| full_batches(unlabelled.items.len(), batch_size, &mut rng));
+                (main, target_batches, unlabelled_batches)
+            }
         };
-        let iterations = main_batches.len();
+        // The streams are zipped: an epoch lasts as long as the shortest.
+        let iterations = [
+            Some(main_batches.len()),
+            target_batches.as_ref().map(Vec::len),
+            unlabelled_batches.as_ref().map(Vec::len),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(0);
+        if iterations == 0 {
+            return Err(ModelError::Data(format!(
+                "recipe {}: no training iteration in an epoch ({} source, {} labelled target \
+                 and {} unlabelled target images, batch size {batch_size}; the merged code \
+                 zips full batches of every stream, so each needs at least one)",
+                config.recipe.recipe.name(),
+                source.items.len(),
+                target.items.len(),
+                unlabelled.items.len()
+            )));
+        }
         let depth = config.prefetch_batches;
-        let mut main_stream = if main_source {
-            source.start(main_batches, &loader, depth)
-        } else {
-            target.start(main_batches, &loader, depth)
+        let truncated = |mut batches: Vec<Vec<usize>>| {
+            batches.truncate(iterations);
+            batches
         };
-        let mut target_stream = (main_source && with_target).then(|| {
-            let batches =
-                cycled_batches(target.items.len(), config.batch_size, iterations, &mut rng);
-            target.start(batches, &loader, depth)
-        });
-        let mut unlabelled_stream = (with_domain && unlabelled.items.len() >= 2).then(|| {
-            let batches = cycled_batches(
-                unlabelled.items.len(),
-                config.batch_size,
-                iterations,
-                &mut rng,
-            );
-            unlabelled.start(batches, &loader, depth)
+        let main_batches = truncated(main_batches);
+        let mut main_stream = if main_source {
+            source.start_augmented(main_batches, &loader, depth, augment(0))
+        } else {
+            target.start_augmented(main_batches, &loader, depth, augment(1))
+        };
+        let mut target_stream = target_batches
+            .map(|batches| target.start_augmented(truncated(batches), &loader, depth, augment(1)));
+        let mut unlabelled_stream = unlabelled_batches.map(|batches| {
+            unlabelled.start_augmented(truncated(batches), &loader, depth, augment(2))
         });
 
         let mut sums = [0.0f64; 4];
@@ -786,15 +977,19 @@ pub fn train(
             };
             let paired_target = target_stream.as_mut().and_then(Iterator::next);
             let paired_unlabelled = unlabelled_stream.as_mut().and_then(Iterator::next);
-            let progress = ((epoch - phase_start) * iterations + iteration) as f64
-                / (phase_epochs * iterations).max(1) as f64;
-            alpha = grl_alpha(progress);
+            alpha = match config.recipe.alpha_schedule {
+                AlphaSchedule::PerEpoch => grl_alpha_for_epoch(epoch - phase_start),
+                AlphaSchedule::PerIteration => grl_alpha(
+                    ((epoch - phase_start) * iterations + iteration) as f64
+                        / (phase_epochs * iterations).max(1) as f64,
+                ),
+            };
             let main_items = if main_source { &source } else { &target };
-            let main = main_items.to_device(main, &config.preset, device, on_event);
-            let tgt =
-                paired_target.and_then(|b| target.to_device(b, &config.preset, device, on_event));
+            let main = main_items.to_device(main, &config.preset, device, min_items, on_event);
+            let tgt = paired_target
+                .and_then(|b| target.to_device(b, &config.preset, device, min_items, on_event));
             let unl = paired_unlabelled
-                .and_then(|b| unlabelled.to_device(b, &config.preset, device, on_event));
+                .and_then(|b| unlabelled.to_device(b, &config.preset, device, min_items, on_event));
 
             let zero = || Tensor::zeros([], (Kind::Float, device));
             let (mut source_loss, mut target_loss) = (zero(), zero());
@@ -803,20 +998,20 @@ pub fn train(
                 let features = net.features(&batch.input, true);
                 if main_source {
                     let logits = net.head_logits(&features, Head::Source, alpha, true);
-                    source_loss = weighted_ce(&logits, &batch.labels, &source_weights);
+                    source_loss = task_ce(&logits, &batch.labels, source_weights.as_ref());
                     if with_domain {
                         let dom = net.head_logits(&features, Head::Domain, alpha, true);
                         domain_terms.push(domain_ce(&dom, 0));
                     }
                 } else {
                     let logits = net.head_logits(&features, Head::Target, alpha, true);
-                    target_loss = weighted_ce(&logits, &batch.labels, &target_weights);
+                    target_loss = task_ce(&logits, &batch.labels, target_weights.as_ref());
                 }
             }
             if let Some(batch) = &tgt {
                 let features = net.features(&batch.input, true);
                 let logits = net.head_logits(&features, Head::Target, alpha, true);
-                target_loss = weighted_ce(&logits, &batch.labels, &target_weights);
+                target_loss = task_ce(&logits, &batch.labels, target_weights.as_ref());
                 if with_domain {
                     let dom = net.head_logits(&features, Head::Domain, alpha, true);
                     domain_terms.push(domain_ce(&dom, 1));
@@ -863,7 +1058,7 @@ pub fn train(
             &net,
             &validation,
             head,
-            &target_weights,
+            target_weights.as_ref(),
             config,
             &loader,
             on_event,
@@ -903,8 +1098,9 @@ pub fn train(
         };
         state.history.push(report.clone());
         state.next_epoch = epoch + 1;
-        let early_stop =
-            phase == Phase::Main && state.epochs_since_improvement >= config.patience.max(1);
+        let early_stop = phase == Phase::Main
+            && config.patience > 0
+            && state.epochs_since_improvement >= config.patience;
         if early_stop {
             state.status = Some(TrainStatus::EarlyStopped);
         } else if state.next_epoch == total_epochs {
@@ -952,6 +1148,51 @@ mod tests {
         let mut first: Vec<usize> = batches[0].clone();
         first.sort_unstable();
         assert_eq!(first, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn merged_code_batches_drop_or_keep_the_last_batch_and_oversample_singles() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let full = full_batches(19, 8, &mut rng);
+        assert_eq!(full.len(), 2);
+        assert!(full.iter().all(|b| b.len() == 8));
+        let every = every_batch(17, 8, &mut rng);
+        assert_eq!(
+            every.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![8, 8, 1]
+        );
+        // 3 items to 7 entries: each twice, then item 0 once more.
+        let singles = oversampled_single_batches(3, 7, &mut rng);
+        assert_eq!(singles.len(), 7);
+        assert!(singles.iter().all(|b| b.len() == 1));
+        let count = |i: usize| singles.iter().filter(|b| b[0] == i).count();
+        assert_eq!((count(0), count(1), count(2)), (3, 2, 2));
+        // More items than entries: only the first ones are ever used.
+        let mut used: Vec<usize> = oversampled_single_batches(10, 4, &mut rng)
+            .into_iter()
+            .map(|b| b[0])
+            .collect();
+        used.sort_unstable();
+        assert_eq!(used, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn recipes_set_the_network_and_the_patience() {
+        let preset = Preset::builtin("tiny").unwrap();
+        let mut config = TrainConfig::new(Method::Ssda, preset, 3, 3);
+        assert_eq!(config.recipe.recipe, Recipe::Cdwqc);
+        assert_eq!(config.patience, 5);
+        assert_eq!(config.network_spec().domain_classes, 2);
+        assert_eq!(config.network_spec().dropout, 0.5);
+        config.use_recipe(Recipe::Clinicadl);
+        assert_eq!(config.patience, 0);
+        let spec = config.network_spec();
+        assert_eq!(spec.domain_classes, 3);
+        assert_eq!(spec.dropout, 0.0);
+        assert_eq!(spec.pool_padding, super::super::network::PoolPadding::Front);
+        let json = serde_json::to_string(&config).unwrap();
+        let back: TrainConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn ssda_learns_and_saved_weights_reload_to_identical_predictions() {
     let mut reports = Vec::new();
     let cancel = Arc::new(AtomicBool::new(false));
     let outcome = train(
-        &config(Method::Ssda, 5),
+        &config(Method::Ssda, 8),
         &data(),
         &options,
         &cancel,
@@ -96,7 +96,7 @@ fn ssda_learns_and_saved_weights_reload_to_identical_predictions() {
     )
     .unwrap();
     assert_eq!(outcome.status, TrainStatus::Completed);
-    assert_eq!(reports.len(), 5);
+    assert_eq!(reports.len(), 8);
     assert!(
         reports
             .iter()
