@@ -22,6 +22,7 @@ Installs antspyx==0.6.3 into the running Python when it is missing.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,7 @@ def main():
 
         corrected = out / (case["file"].replace(".nii.gz", "_cdwqc_bias.nii.gz"))
         started = time.perf_counter()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = subprocess.run(
             [
                 str(REPO / "target/release/cdwqc"),
@@ -149,6 +151,10 @@ def main():
             text=True,
         )
         cdwqc_wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU seconds of the whole process (decoding, bias, registration, writing): on a
+        # shared machine wall time depends on the neighbours, CPU time much less.
+        cdwqc_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
         if run.returncode not in (0, 2):
             raise SystemExit(f"cdwqc register failed on {path}:\n{run.stderr}")
         result = json.loads(run.stdout)
@@ -157,12 +163,14 @@ def main():
         c_cov = wm_cov(np, np.asarray(nib.load(str(corrected)).dataobj), wm)
 
         moving = ants.image_read(str(path))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         n4 = ants.n4_bias_field_correction(moving)
         n4_seconds = time.perf_counter() - started
-        started = time.perf_counter()
+        n4_cpu = time.process_time() - cpu
+        started, cpu = time.perf_counter(), time.process_time()
         reg = ants.registration(fixed=fixed, moving=n4, type_of_transform="Affine")
         ants_seconds = time.perf_counter() - started
+        ants_cpu = time.process_time() - cpu
         a_map = ants_affine_ras(ants, np, reg["fwdtransforms"][0])
         a_max, a_mean, a_angle = errors(np, points, true_map, a_map)
         a_cov = wm_cov(np, n4.numpy(), wm)
@@ -181,6 +189,7 @@ def main():
                 "bias_s": result["bias_seconds"],
                 "registration_s": result["seconds"],
                 "wall_s": cdwqc_wall,
+                "cpu_s": cdwqc_cpu,
                 "wm_cov": c_cov,
             },
             "ants": {
@@ -189,6 +198,8 @@ def main():
                 "angle_deg": a_angle,
                 "n4_s": n4_seconds,
                 "registration_s": ants_seconds,
+                "n4_cpu_s": n4_cpu,
+                "registration_cpu_s": ants_cpu,
                 "wm_cov": a_cov,
             },
             "wm_cov_before": wm_cov(np, original, wm),
@@ -201,7 +212,8 @@ def main():
             f"  cdwqc: max {c['max_mm']:.2f} mm mean {c['mean_mm']:.2f} mm angle {c['angle_deg']:.2f} deg, "
             f"bias {c['bias_s']:.1f} s + registration {c['registration_s']:.1f} s, ok={c['ok']} CR {c['similarity']:.3f}\n"
             f"  ANTs : max {a['max_mm']:.2f} mm mean {a['mean_mm']:.2f} mm angle {a['angle_deg']:.2f} deg, "
-            f"N4 {a['n4_s']:.1f} s + affine {a['registration_s']:.1f} s\n"
+            f"N4 {a['n4_s']:.1f} s + affine {a['registration_s']:.1f} s "
+            f"(CPU: cdwqc {c['cpu_s']:.1f} s for everything, ANTs {a['n4_cpu_s'] + a['registration_cpu_s']:.1f} s)\n"
             f"  WM CoV: before {row['wm_cov_before']:.3f}, cdwqc {c['wm_cov']:.3f}, ANTs N4 {a['wm_cov']:.3f}",
             flush=True,
         )
@@ -224,6 +236,7 @@ def main():
         "wm_cov_cdwqc": sum(r["cdwqc"]["wm_cov"] for r in rows) / len(rows),
         "wm_cov_ants_n4": sum(r["ants"]["wm_cov"] for r in rows) / len(rows),
     }
+    summary["cpu_ratio_ants_over_cdwqc"] = (total("ants", "n4_cpu_s") + total("ants", "registration_cpu_s")) / total("cdwqc", "cpu_s")
     summary["total_speedup"] = summary["ants_seconds_per_image"] / summary["cdwqc_seconds_per_image"]
     print(json.dumps(summary, indent=2))
     if args.json:
