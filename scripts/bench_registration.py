@@ -5,7 +5,7 @@ Writes synthetic heads in known poses (examples/registration_phantoms.rs: clinic
 up to 20 degrees, offsets up to 30 mm, head sizes +-8%, T1w / FLAIR / T2w, a polynomial
 bias field, oblique fields of view), then in the same run, one thread each:
 
-  cdwqc   `cdwqc register IMG --preset paper --threads 1` (polynomial bias correction,
+  cdwqc   `cdwqc register IMG --preset paper --bias polynomial --threads 1` (polynomial bias correction,
           affine registration 8/4/2/1 mm);
   ANTs    antspyx: `n4_bias_field_correction`, then `registration(type_of_transform=
           "Affine")` of the N4 image to the same template, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1.
@@ -141,6 +141,8 @@ def main():
                 str(path),
                 "--preset",
                 "paper",
+                "--bias",
+                "polynomial",
                 "--threads",
                 "1",
                 "--json",
