@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use crate::commands::{
     import::ImportArgs, infer::InferArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs,
     job::JobArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
-    report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
+    register::RegisterArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
+    tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -59,6 +60,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Write a synthetic clinical warehouse (BIDS) with graded artefacts and raters.
     Synth(SynthArgs),
+    /// Bias-correct and register one image to the MNI template; write it on the preset grid.
+    Register(RegisterArgs),
     /// The terminal dashboard: browse, view and rate images.
     Tui(TuiArgs),
 }

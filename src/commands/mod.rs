@@ -10,6 +10,7 @@ pub mod queue;
 pub mod rate;
 pub mod raters;
 pub mod ratings;
+pub mod register;
 pub mod report;
 pub mod sql;
 pub mod synth;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ratings(args) => ratings::run(&cli.db, args),
         Command::Report(args) => report::run(&cli.db, args),
         Command::Synth(args) => synth::run(args),
+        Command::Register(args) => register::run(args),
         Command::Queue(args) => queue::run(&cli.db, args),
         Command::Rate(args) => rate::run(&cli.db, args),
         Command::Train(args) => train::run(&cli.db, args),

@@ -1,11 +1,13 @@
 //! Reading brain images: NIfTI-1/2 headers and voxels, orientation, BIDS names,
 //! sidecars, intensity summaries and preview slices.
 
+pub mod bias;
 pub mod bids;
 pub mod nifti;
 pub mod orientation;
 pub mod preprocess;
 pub mod preview;
+pub mod registration;
 pub mod sidecar;
 pub mod stats;
 

@@ -1,5 +1,7 @@
-//! Preprocessing of volumes into network inputs: RAS resampling on a fixed grid around the
-//! head, intensity clipping and min-max scaling, and a disk cache of the results.
+//! Preprocessing of volumes into network inputs: optional bias-field correction, optional
+//! registration to the MNI template (the grid then lies in template space), else RAS
+//! resampling on a fixed grid around the head; intensity clipping and min-max scaling,
+//! and a disk cache of the results.
 //!
 //! Output layout: the grid is `shape = [nx, ny, nz]` along world R, A, S with `nz` fastest,
 //! `index = z + nz * (y + ny * x)`, i.e. a C-contiguous tensor of shape `[1, nx, ny, nz]`
@@ -12,6 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Volume;
+use super::bias::{self, BiasCorrection};
+use super::registration::{
+    self, Registration, RegistrationError, RegistrationMode, RegistrationOptions, Template,
+};
 
 /// Where and how a volume is sampled and scaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +32,21 @@ pub struct PreprocessSpec {
     /// Upper intensity clip, percentile in [0, 100].
     #[serde(default = "default_clip_high")]
     pub clip_high_percentile: f64,
+    /// Bias-field correction before anything else: `none` or `polynomial`.
+    #[serde(default)]
+    pub bias_correction: BiasCorrection,
+    /// Registration to `template`: `none`, `rigid` or `affine`. With registration the grid
+    /// is centred on the template brain's bounding box, in template millimetres.
+    #[serde(default)]
+    pub registration: RegistrationMode,
+    /// The registration target (`mni152-2009`, files from `CDWQC_TEMPLATE_DIR` or the
+    /// test data folder).
+    #[serde(default = "default_template")]
+    pub template: String,
+}
+
+fn default_template() -> String {
+    "mni152-2009".into()
 }
 
 fn default_clip_low() -> f64 {
@@ -42,12 +63,34 @@ impl PreprocessSpec {
         self.shape.iter().product()
     }
 
+    /// A spec with the given grid, default clipping and no correction or registration.
+    pub fn grid(shape: [usize; 3], spacing_mm: f64) -> Self {
+        Self {
+            shape,
+            spacing_mm,
+            clip_low_percentile: default_clip_low(),
+            clip_high_percentile: default_clip_high(),
+            bias_correction: BiasCorrection::None,
+            registration: RegistrationMode::None,
+            template: default_template(),
+        }
+    }
+
     /// A stable 64-bit FNV-1a hash of every field, so cached tensors follow spec changes.
+    /// Specs without correction or registration hash as before those steps existed.
     pub fn fingerprint(&self) -> u64 {
-        let text = format!(
+        let mut text = format!(
             "{:?}|{:.6}|{:.6}|{:.6}",
             self.shape, self.spacing_mm, self.clip_low_percentile, self.clip_high_percentile
         );
+        if self.bias_correction != BiasCorrection::None
+            || self.registration != RegistrationMode::None
+        {
+            text.push_str(&format!(
+                "|bias={:?}|registration={:?}|template={}|v1",
+                self.bias_correction, self.registration, self.template
+            ));
+        }
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
             (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
         })
@@ -92,6 +135,10 @@ pub enum PreprocessError {
     },
     #[error("{path}: corrupt cache file: {detail}")]
     CorruptCache { path: PathBuf, detail: String },
+    #[error("registration: {0}")]
+    Registration(#[from] RegistrationError),
+    #[error("registration failed: {reason}")]
+    RegistrationFailed { reason: String, similarity: f64 },
 }
 
 /// Axis codes ('R'/'L', 'A'/'P', 'S'/'I') of the voxel axes, as nibabel's `aff2axcodes`.
@@ -209,6 +256,17 @@ pub fn grid_voxel_to_world(spec: &PreprocessSpec, centre: [f64; 3], voxel: [usiz
     world
 }
 
+/// Grid voxel -> world (or template) millimetres of the grid of `spec` centred at `centre`.
+pub fn grid_affine(spec: &PreprocessSpec, centre: [f64; 3]) -> [[f64; 4]; 4] {
+    let mut affine = [[0.0; 4]; 4];
+    for axis in 0..3 {
+        affine[axis][axis] = spec.spacing_mm;
+        affine[axis][3] = centre[axis] - (spec.shape[axis] as f64 - 1.0) / 2.0 * spec.spacing_mm;
+    }
+    affine[3][3] = 1.0;
+    affine
+}
+
 /// Trilinear resampling of `volume` onto the RAS grid of `spec` centred at `centre`
 /// (world mm), in the module's output layout. Points outside the volume, and non-finite
 /// source voxels, take `fill`. Intensities are not rescaled.
@@ -216,6 +274,18 @@ pub fn resample_ras(
     volume: &Volume,
     spec: &PreprocessSpec,
     centre: [f64; 3],
+    fill: f32,
+) -> Result<Vec<f32>, PreprocessError> {
+    resample_mapped(volume, spec, centre, None, fill)
+}
+
+/// As [`resample_ras`], with grid points first carried by `grid_to_world` (e.g. a
+/// registration's template -> image map) when given.
+pub fn resample_mapped(
+    volume: &Volume,
+    spec: &PreprocessSpec,
+    centre: [f64; 3],
+    grid_to_world: Option<&[[f64; 4]; 4]>,
     fill: f32,
 ) -> Result<Vec<f32>, PreprocessError> {
     spec.validate()?;
@@ -235,7 +305,10 @@ pub fn resample_ras(
     for x in 0..nx {
         for y in 0..ny {
             for z in 0..nz {
-                let world = grid_voxel_to_world(spec, centre, [x, y, z]);
+                let mut world = grid_voxel_to_world(spec, centre, [x, y, z]);
+                if let Some(map) = grid_to_world {
+                    world = apply(map, world);
+                }
                 let mut v = [0.0; 3];
                 for (r, coordinate) in v.iter_mut().enumerate() {
                     *coordinate =
@@ -272,11 +345,87 @@ pub fn resample_ras(
     Ok(out)
 }
 
-/// Full preprocessing: RAS resampling around the head, non-finite values replaced,
+/// Full preprocessing: bias correction and registration when the spec asks for them, RAS
+/// resampling (around the head, or on the template grid), non-finite values replaced,
 /// intensities clipped to the spec's percentiles of the source volume, min-max to [0, 1].
+/// A registration that fails its quality checks is an error, never a tensor.
 pub fn preprocess(volume: &Volume, spec: &PreprocessSpec) -> Result<Vec<f32>, PreprocessError> {
+    Ok(preprocess_detailed(volume, spec)?.values)
+}
+
+/// What preprocessing produced, with the registration it used.
+#[derive(Debug, Clone)]
+pub struct Preprocessed {
+    pub values: Vec<f32>,
+    pub registration: Option<Registration>,
+    /// Grid voxel -> millimetres (template millimetres when registered).
+    pub grid_affine: [[f64; 4]; 4],
+    pub bias_seconds: f64,
+}
+
+/// The template a spec registers to, loaded once per process.
+pub fn spec_template(spec: &PreprocessSpec) -> Result<std::sync::Arc<Template>, PreprocessError> {
+    Ok(Template::shared(
+        &spec.template,
+        &registration::default_template_dir(),
+    )?)
+}
+
+/// [`preprocess`] with its intermediate results.
+pub fn preprocess_detailed(
+    volume: &Volume,
+    spec: &PreprocessSpec,
+) -> Result<Preprocessed, PreprocessError> {
     spec.validate()?;
     check_volume(volume)?;
+    let started = std::time::Instant::now();
+    let corrected;
+    let volume = match spec.bias_correction {
+        BiasCorrection::None => volume,
+        BiasCorrection::Polynomial => {
+            corrected = bias::correct(volume);
+            &corrected
+        }
+    };
+    let bias_seconds = started.elapsed().as_secs_f64();
+    let (centre, registration) = match spec.registration {
+        RegistrationMode::None => (head_centre(volume)?, None),
+        mode => {
+            let template = spec_template(spec)?;
+            let result = registration::register(
+                volume,
+                &template,
+                RegistrationOptions::for_spacing(mode, spec.spacing_mm),
+            )?;
+            if let Some(reason) = &result.quality.failure {
+                return Err(PreprocessError::RegistrationFailed {
+                    reason: reason.clone(),
+                    similarity: result.quality.similarity,
+                });
+            }
+            (template.brain_box_centre, Some(result))
+        }
+    };
+    let values = scaled_on_grid(
+        volume,
+        spec,
+        centre,
+        registration.as_ref().map(|r| &r.template_to_image),
+    )?;
+    Ok(Preprocessed {
+        values,
+        registration,
+        grid_affine: grid_affine(spec, centre),
+        bias_seconds,
+    })
+}
+
+fn scaled_on_grid(
+    volume: &Volume,
+    spec: &PreprocessSpec,
+    centre: [f64; 3],
+    grid_to_world: Option<&[[f64; 4]; 4]>,
+) -> Result<Vec<f32>, PreprocessError> {
     let mut finite: Vec<f32> = volume
         .data
         .iter()
@@ -286,8 +435,7 @@ pub fn preprocess(volume: &Volume, spec: &PreprocessSpec) -> Result<Vec<f32>, Pr
     let low = percentile(&mut finite, spec.clip_low_percentile);
     let high = percentile(&mut finite, spec.clip_high_percentile);
     drop(finite);
-    let centre = head_centre(volume)?;
-    let mut out = resample_ras(volume, spec, centre, low)?;
+    let mut out = resample_mapped(volume, spec, centre, grid_to_world, low)?;
     let range = high - low;
     // Percentiles near the ends of f32 (a scaling slope of f32::MAX) have a range
     // that overflows f32; it is taken in f64 then, so no NaN reaches the network.
@@ -471,6 +619,7 @@ mod tests {
             spacing_mm: 1.0,
             clip_low_percentile: 0.0,
             clip_high_percentile: 100.0,
+            ..PreprocessSpec::grid([1, 1, 1], 1.0)
         };
         let out = resample_ras(&volume, &spec, [1.5, 0.5, 0.5], -1.0).unwrap();
         // Output x = 0 is world x = 0, which is source i = 3.
@@ -489,6 +638,7 @@ mod tests {
             spacing_mm: 1.5,
             clip_low_percentile: 0.5,
             clip_high_percentile: 99.5,
+            ..PreprocessSpec::grid([1, 1, 1], 1.0)
         };
         let out = preprocess(&volume, &spec).unwrap();
         assert_eq!(out.len(), 125);
@@ -520,6 +670,7 @@ mod tests {
             spacing_mm: 1.0,
             clip_low_percentile: 0.5,
             clip_high_percentile: 99.5,
+            ..PreprocessSpec::grid([1, 1, 1], 1.0)
         };
         assert!(matches!(
             preprocess(&volume, &spec),
@@ -552,6 +703,7 @@ mod tests {
             spacing_mm: 2.0,
             clip_low_percentile: 0.5,
             clip_high_percentile: 99.5,
+            ..PreprocessSpec::grid([1, 1, 1], 1.0)
         };
         assert!(cache.get("abc", "tiny", &spec).unwrap().is_none());
         let values: Vec<f32> = (0..24).map(|n| n as f32 / 24.0).collect();
@@ -567,5 +719,23 @@ mod tests {
             cache.path_for("abc", "tiny", &spec),
             cache.path_for("abc", "tiny", &other)
         );
+        // Registration and bias correction are part of the key...
+        let registered = PreprocessSpec {
+            registration: RegistrationMode::Affine,
+            ..spec.clone()
+        };
+        let corrected = PreprocessSpec {
+            bias_correction: BiasCorrection::Polynomial,
+            ..registered.clone()
+        };
+        let keys = [&spec, &registered, &corrected].map(|s| cache.path_for("abc", "tiny", s));
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+        // ...while specs without them keep the key they had before those steps existed.
+        let legacy = format!("{:?}|{:.6}|{:.6}|{:.6}", spec.shape, 2.0, 0.5, 99.5)
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+                (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+        assert_eq!(spec.fingerprint(), legacy);
     }
 }

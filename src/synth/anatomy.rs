@@ -474,6 +474,14 @@ impl SubjectAnatomy {
         }
     }
 
+    /// The same subject placed by its affine alone: no smooth warp, no ventricle change,
+    /// so `world_to_canonical` is the whole truth (for registration checks).
+    pub fn without_warp(mut self) -> Self {
+        self.warp_terms.clear();
+        self.ventricle_expansion = 0.0;
+        self
+    }
+
     /// Canonical point (template mm) seen at a world point.
     pub fn canonical(&self, world: [f64; 3]) -> [f64; 3] {
         let m = &self.world_to_canonical;

@@ -6,6 +6,7 @@ pub mod artefacts;
 pub mod contrast;
 pub mod montage;
 pub mod nifti_writer;
+pub mod posed;
 pub mod raters;
 pub mod rejects;
 pub mod render;

@@ -401,5 +401,6 @@ pub fn render_and_write(
         field_strength: scanner.field_t,
         sidecar_errors: sidecar_errors.join(";"),
         bytes,
+        world_to_template: subject.world_to_canonical,
     })
 }

@@ -26,6 +26,9 @@ pub struct TruthRecord {
     pub field_strength: f64,
     pub sidecar_errors: String,
     pub bytes: u64,
+    /// The affine part of the subject's world (scanner) mm -> template mm map, rows of a
+    /// 3x4 matrix (the smooth warp and ventricle change come on top of it).
+    pub world_to_template: [[f64; 4]; 3],
 }
 
 impl TruthRecord {
@@ -103,7 +106,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), SynthError> {
     })
 }
 
-pub const GROUND_TRUTH_HEADER: &str = "subject\tsession\tacq\trun\tsuffix\tpath\tusable\treject_reason\treject_kind\ttrue_sequence\tgado\tmotion\tcontrast\tnoise\ttier\tcode\tclass\tsev_motion\tsev_ghosting\tsev_blur\tsev_noise\tsev_contrast_loss\tsev_bias_field\tlesions\tdims\tvoxel_mm\torientation\tdatatype\tmanufacturer\tfield_strength\tsidecar_errors";
+pub const GROUND_TRUTH_HEADER: &str = "subject\tsession\tacq\trun\tsuffix\tpath\tusable\treject_reason\treject_kind\ttrue_sequence\tgado\tmotion\tcontrast\tnoise\ttier\tcode\tclass\tsev_motion\tsev_ghosting\tsev_blur\tsev_noise\tsev_contrast_loss\tsev_bias_field\tlesions\tdims\tvoxel_mm\torientation\tdatatype\tmanufacturer\tfield_strength\tsidecar_errors\tworld_to_template";
 
 /// ground_truth.tsv, dataset_description.json and participants.tsv.
 pub fn write_dataset_files(
@@ -145,9 +148,15 @@ pub fn write_dataset_files(
         for a in Artefact::ALL {
             let _ = write!(text, "\t{:.4}", r.plan.severities.get(a));
         }
+        let affine: Vec<String> = r
+            .world_to_template
+            .iter()
+            .flatten()
+            .map(|v| format!("{v:.6}"))
+            .collect();
         let _ = writeln!(
             text,
-            "\t{}\t{}x{}x{}\t{:.3}x{:.3}x{:.3}\t{}\t{}\t{}\t{}\t{}",
+            "\t{}\t{}x{}x{}\t{:.3}x{:.3}x{:.3}\t{}\t{}\t{}\t{}\t{}\t{}",
             u8::from(r.plan.lesions),
             r.dims[0],
             r.dims[1],
@@ -159,7 +168,8 @@ pub fn write_dataset_files(
             r.datatype,
             r.manufacturer,
             r.field_strength,
-            r.sidecar_errors
+            r.sidecar_errors,
+            affine.join(",")
         );
     }
     write_file(&cfg.out.join(DERIVATIVES).join("ground_truth.tsv"), &text)?;

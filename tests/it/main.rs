@@ -17,6 +17,7 @@ mod native_roundtrip;
 mod notebook_roundtrip;
 mod preprocess_orientation;
 mod rating;
+mod registration;
 mod report;
 mod sql;
 mod store;

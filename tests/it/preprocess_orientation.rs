@@ -74,6 +74,7 @@ fn ras_resampling_puts_world_points_where_nibabel_says() {
             spacing_mm: spacing,
             clip_low_percentile: 0.0,
             clip_high_percentile: 100.0,
+            ..PreprocessSpec::grid([1, 1, 1], 1.0)
         };
         for probe in facts["probes"].as_array().unwrap() {
             let world = floats(&probe["world"]);
@@ -128,6 +129,7 @@ fn preprocessing_is_invariant_to_storage_orientation() {
         spacing_mm: 3.0,
         clip_low_percentile: 0.5,
         clip_high_percentile: 99.5,
+        ..PreprocessSpec::grid([1, 1, 1], 1.0)
     };
     let a = preprocess(&las, &spec).unwrap();
     let b = preprocess(&ras, &spec).unwrap();
@@ -153,6 +155,7 @@ fn mni_template_preprocesses_onto_the_cpu_grid_around_the_brain() {
         spacing_mm: 2.0,
         clip_low_percentile: 0.5,
         clip_high_percentile: 99.5,
+        ..PreprocessSpec::grid([1, 1, 1], 1.0)
     };
     let out = preprocess(&volume, &spec).unwrap();
     assert_eq!(out.len(), 80 * 96 * 80);

@@ -1,0 +1,206 @@
+//! Registration to the MNI template on synthetic heads whose true pose is known, the
+//! flag on images that are no head, and `cdwqc register` on a real file.
+
+use cdwqc::imaging::Volume;
+use cdwqc::imaging::load_volume;
+use cdwqc::imaging::preprocess::{PreprocessError, PreprocessSpec, preprocess};
+use cdwqc::imaging::registration::{
+    RegistrationMode, RegistrationOptions, Template, angle_between, displacement_between, register,
+};
+use cdwqc::synth::anatomy::TissueModel;
+use cdwqc::synth::contrast::Sequence;
+use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
+use cdwqc::synth::posed::{Acquisition, Pose, PosedImage, render_posed};
+
+use crate::support::{external, ok, repo};
+
+fn template() -> std::sync::Arc<Template> {
+    external("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz");
+    Template::shared("mni152-2009", &repo().join("tests/data/external")).unwrap()
+}
+
+fn posed(sequence: Sequence, pose: &Pose, orientation: &str, seed: u64) -> PosedImage {
+    let model = TissueModel::from_template(&repo().join("tests/data/external"), 2.0).unwrap();
+    render_posed(
+        &model,
+        pose,
+        &Acquisition {
+            sequence,
+            voxel_mm: 2.0,
+            orientation: orientation.into(),
+            fov_tilt_deg: [6.0, 0.0, -4.0],
+            fov_mm: [190.0, 230.0, 200.0],
+            bias: 0.3,
+            noise: 0.03,
+        },
+        seed,
+    )
+}
+
+fn volume(image: &PosedImage) -> Volume {
+    Volume {
+        dims: image.image.dims,
+        data: image.image.data.clone(),
+        affine: image.affine,
+        voxel_size: image.image.voxel_mm,
+    }
+}
+
+#[test]
+fn tilted_and_shifted_heads_register_within_a_millimetre_and_a_degree() {
+    let template = template();
+    let cases = [
+        (
+            Sequence::Flair,
+            Pose {
+                rotation_deg: [17.0, -6.0, 5.0],
+                translation_mm: [22.0, -28.0, 15.0],
+                scale: [1.05, 0.95, 1.0],
+            },
+            "PIR",
+        ),
+        (
+            Sequence::T2w,
+            Pose {
+                rotation_deg: [-12.0, 4.0, -8.0],
+                translation_mm: [-15.0, 25.0, -20.0],
+                scale: [0.96, 1.04, 1.06],
+            },
+            "LPS",
+        ),
+    ];
+    for (index, (sequence, pose, orientation)) in cases.iter().enumerate() {
+        let image = posed(*sequence, pose, orientation, 40 + index as u64);
+        let result = register(
+            &volume(&image),
+            &template,
+            RegistrationOptions {
+                mode: RegistrationMode::Affine,
+                finest_mm: 2.0,
+            },
+        )
+        .unwrap();
+        let truth = pose.template_to_world();
+        let (largest, mean) = displacement_between(&template, &truth, &result.template_to_image);
+        let angle = angle_between(&truth, &result.template_to_image);
+        assert!(
+            result.quality.passed(),
+            "{sequence:?}: flagged: {:?}",
+            result.quality
+        );
+        assert!(
+            largest < 1.0 && angle < 1.0,
+            "{sequence:?}: brain points off by up to {largest:.2} mm (mean {mean:.2}), rotation off by {angle:.2} degrees"
+        );
+    }
+}
+
+#[test]
+fn an_image_that_is_no_head_is_flagged_not_registered() {
+    let template = template();
+    // A bright box in a corner of the field of view: no brain anywhere.
+    let dims = [48, 56, 48];
+    let mut data = vec![0f32; dims.iter().product()];
+    for k in 0..20 {
+        for j in 0..24 {
+            for i in 0..20 {
+                data[i + dims[0] * (j + dims[1] * k)] = 100.0 + ((i * 7 + j * 3 + k) % 5) as f32;
+            }
+        }
+    }
+    let affine = [
+        [4.0, 0.0, 0.0, -96.0],
+        [0.0, 4.0, 0.0, -130.0],
+        [0.0, 0.0, 4.0, -80.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let volume = Volume {
+        dims,
+        data,
+        affine,
+        voxel_size: [4.0; 3],
+    };
+    // Preprocessing for a registering preset refuses to make a tensor of it.
+    let spec = PreprocessSpec {
+        registration: RegistrationMode::Affine,
+        ..PreprocessSpec::grid([24, 24, 24], 8.0)
+    };
+    match preprocess(&volume, &spec) {
+        Err(PreprocessError::RegistrationFailed { reason, .. }) => assert!(!reason.is_empty()),
+        other => panic!(
+            "expected a registration failure, got {:?}",
+            other.map(|v| v.len())
+        ),
+    }
+    let result = register(
+        &volume,
+        &template,
+        RegistrationOptions {
+            mode: RegistrationMode::Affine,
+            finest_mm: 4.0,
+        },
+    )
+    .unwrap();
+    assert!(
+        !result.quality.passed(),
+        "a box was accepted: {:?}",
+        result.quality
+    );
+}
+
+#[test]
+fn register_command_writes_the_image_on_the_preset_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let pose = Pose {
+        rotation_deg: [10.0, 0.0, 3.0],
+        translation_mm: [5.0, 12.0, -10.0],
+        scale: [1.0; 3],
+    };
+    let image = posed(Sequence::T1w, &pose, "LAS", 7);
+    let input = dir.path().join("head.nii.gz");
+    write_nifti_gz(
+        &input,
+        &NiftiImage {
+            dims: image.image.dims,
+            data: &image.image.data,
+            affine: image.affine,
+            stored: StoredType::Float32,
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+            intent_code: 0,
+            description: "test",
+        },
+    )
+    .unwrap();
+    let out = dir.path().join("mni.nii.gz");
+    let text = ok(
+        dir.path(),
+        &[
+            "register",
+            input.to_str().unwrap(),
+            "--preset",
+            "cpu-small",
+            "--bias",
+            "polynomial",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(json["ok"], true, "{json}");
+    assert!(json["quality"]["similarity"].as_f64().unwrap() > 0.3);
+    let written = load_volume(&out).unwrap();
+    assert_eq!(written.dims, [80, 96, 80]);
+    assert_eq!(written.affine[0][0], 2.0);
+    let truth = pose.template_to_world();
+    let mut estimate = [[0.0; 4]; 4];
+    for (r, row) in estimate.iter_mut().enumerate() {
+        for (c, value) in row.iter_mut().enumerate() {
+            *value = json["template_to_image"][r][c].as_f64().unwrap();
+        }
+    }
+    let (largest, _) = displacement_between(&template(), &truth, &estimate);
+    // The cpu-small preset's 2 mm grid stops registration at 2 mm.
+    assert!(largest < 1.5, "{largest:.2} mm");
+}
