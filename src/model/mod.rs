@@ -1,5 +1,6 @@
 //! The SSDA quality-control network: presets, architecture, data pipeline, training
 //! and inference.
+pub mod card;
 pub mod data;
 pub mod grl;
 pub mod infer;
