@@ -9,4 +9,4 @@ ON CONFLICT (run_id) DO UPDATE SET
     task = excluded.task, method = excluded.method, preset = excluded.preset,
     status = 'running', config = excluded.config, git_commit = excluded.git_commit,
     label_snapshot = excluded.label_snapshot, weights_path = excluded.weights_path,
-    metrics = NULL, error = NULL, started_at = current_timestamp, finished_at = NULL
+    metrics = NULL, error = NULL, started_at = now(), finished_at = NULL
