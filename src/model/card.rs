@@ -308,13 +308,14 @@ impl ExportedModel {
             move |source| ModelError::Io { path, source }
         };
         let bytes = std::fs::read(weights).map_err(io(weights))?;
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         card.weights = WeightsInfo {
             file: WEIGHTS_FILE.to_string(),
             sha256: hex_sha256(&bytes),
             bytes: bytes.len() as u64,
         };
+        // A refused card leaves no folder behind.
         card.check(&dir.join(CARD_FILE))?;
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let text = toml::to_string(&card).map_err(|e| ModelError::File {
             path: dir.join(CARD_FILE),
             detail: format!("writing the model card: {e}"),
