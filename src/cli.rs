@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     import::ImportArgs, infer::InferArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs,
-    job::JobArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
-    register::RegisterArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
-    tui::TuiArgs,
+    job::JobArgs, model::ModelArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs,
+    ratings::RatingsArgs, register::RegisterArgs, report::ReportArgs, sql::SqlArgs,
+    synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -51,8 +51,11 @@ pub enum Command {
     Rate(RateArgs),
     /// Train a QC model (SSDA or a baseline) from the consensus labels.
     Train(TrainArgs),
-    /// Predict with a trained run (or a TorchScript model) and store the predictions.
+    /// Predict with a trained run, an exported model (or a TorchScript model) and store
+    /// the predictions.
     Infer(InferArgs),
+    /// Export a trained run as a portable model folder (card + weights); show a model.
+    Model(ModelArgs),
     /// Run a job plan written by the dashboard (JSON lines on stdout; opens no store).
     #[command(hide = true)]
     Job(JobArgs),

@@ -1,6 +1,6 @@
-//! `cdwqc infer`: run a trained model (or a TorchScript model) over stored images and
-//! save class probabilities and labels; an image that fails to load gets a row with the
-//! error, never a crash.
+//! `cdwqc infer`: run a trained run, an exported model (or a TorchScript model) over
+//! stored images and save class probabilities and labels; an image that fails to load
+//! gets a row with the error, never a crash.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,16 +9,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
-use crate::jobs::plan::{InferRequest, plan_inference, record_inference};
-use crate::jobs::{JobEvent, cache_dir, run_inference, runs_dir};
+use crate::jobs::plan::{
+    InferRequest, ModelInferRequest, plan_inference, plan_model_inference, record_inference,
+    record_model_failure, record_model_inference, record_model_start,
+};
+use crate::jobs::{
+    InferPlan, InferResult, JobEvent, cache_dir, models_dir, run_inference, runs_dir,
+};
 use crate::report::agreement::Task;
 use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
     /// The training run whose best weights predict.
-    #[arg(long, required_unless_present = "torchscript")]
+    #[arg(long, required_unless_present_any = ["torchscript", "model"], conflicts_with = "model")]
     pub run: Option<String>,
+    /// An exported model (`cdwqc model export`): a folder, or a name under ./models.
+    /// Its predictions are stored under the run `model:<name>`, with its card.
+    #[arg(long, conflicts_with = "torchscript")]
+    pub model: Option<String>,
+    /// With --model: the run id to store the predictions under (default model:<name>).
+    #[arg(long = "as", requires = "model", value_name = "RUN")]
+    pub store_as: Option<String>,
     /// A TorchScript model instead (input [N,1,D,H,W] float32 in [0,1] on the preset
     /// grid, output logits [N,K] in the task's class order).
     #[arg(long, requires = "preset")]
@@ -29,9 +41,9 @@ pub struct InferArgs {
     /// Task of a TorchScript model.
     #[arg(long, value_enum, default_value = "usable")]
     pub task: Task,
-    /// Sequence to predict (BIDS suffix).
-    #[arg(long, default_value = "FLAIR")]
-    pub sequence: String,
+    /// Sequence to predict (BIDS suffix; default FLAIR, or the model card's target).
+    #[arg(long)]
+    pub sequence: Option<String>,
     /// Only images without a consensus label.
     #[arg(long)]
     pub unrated: bool,
@@ -47,16 +59,65 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads.max(1));
     let mut store = Store::open(db, Access::ReadWrite)?;
+    if let Some(model) = args.model.clone() {
+        return run_model(&mut store, model, args);
+    }
     let request = InferRequest {
         run: args.run,
         torchscript: args.torchscript,
         preset: args.preset,
         task: args.task,
-        sequence: args.sequence,
+        sequence: args.sequence.unwrap_or_else(|| "FLAIR".into()),
         unrated: args.unrated,
         device: args.device,
     };
     let plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
+    let (result, code) = predict(&plan)?;
+    record_inference(&mut store, &plan.run_id, &result)?;
+    Ok(code)
+}
+
+/// Predicts with an exported model under a run row of its own, so `cdwqc report model
+/// --run model:<name>` scores it against this store's labels.
+fn run_model(store: &mut Store, model: String, args: InferArgs) -> anyhow::Result<ExitCode> {
+    let request = ModelInferRequest {
+        model,
+        run: args.store_as,
+        sequence: args.sequence,
+        unrated: args.unrated,
+        device: args.device,
+    };
+    let planned = plan_model_inference(store, &request, &models_dir(), Some(cache_dir()))?;
+    let card = &planned.model.card;
+    println!(
+        "model {} ({} from {}, {}, preset {}; weights sha256 {} checked) -> run {}",
+        card.name,
+        card.task,
+        card.training.run,
+        card.method,
+        card.preset.name,
+        &card.weights.sha256[..12],
+        planned.plan.run_id
+    );
+    record_model_start(store, &planned)?;
+    match predict(&planned.plan) {
+        Ok((result, code)) => {
+            record_model_inference(store, &planned.plan.run_id, &result)?;
+            println!(
+                "score it: cdwqc report model --run {} --set all",
+                planned.plan.run_id
+            );
+            Ok(code)
+        }
+        Err(err) => {
+            record_model_failure(store, &planned.plan.run_id, &format!("{err:#}"))?;
+            Err(err)
+        }
+    }
+}
+
+/// Runs an inference plan with Ctrl-C handling and prints its summary.
+fn predict(plan: &InferPlan) -> anyhow::Result<(InferResult, ExitCode)> {
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     ctrlc::set_handler(move || {
@@ -66,12 +127,11 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\ninterrupted: storing the predictions made so far");
     })
     .context("installing the Ctrl-C handler")?;
-    let result = run_inference(&plan, &cancel, &mut |event| {
+    let result = run_inference(plan, &cancel, &mut |event| {
         if let JobEvent::ItemFailed { id, error } = event {
             eprintln!("image {id}: {error}");
         }
     })?;
-    record_inference(&mut store, &plan.run_id, &result)?;
     println!(
         "{}: {} {} images predicted ({} failed) in {:.1} s ({:.1} images/s){}",
         plan.run_id,
@@ -89,9 +149,10 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
-    Ok(if result.cancelled {
+    let code = if result.cancelled {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    Ok((result, code))
 }

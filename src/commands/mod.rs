@@ -6,6 +6,7 @@ pub mod info;
 pub mod init;
 pub mod inspect;
 pub mod job;
+pub mod model;
 pub mod queue;
 pub mod rate;
 pub mod raters;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(args) => train::run(&cli.db, args),
         Command::Infer(args) => infer::run(&cli.db, args),
         Command::Job(args) => job::run(args),
+        Command::Model(args) => model::run(&cli.db, args),
         Command::Tui(args) => tui::run(&cli.db, args),
     }
 }

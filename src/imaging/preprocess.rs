@@ -652,12 +652,7 @@ mod tests {
         for (n, v) in volume.data.iter_mut().enumerate() {
             *v = if n % 2 == 0 { f32::MAX } else { -f32::MAX };
         }
-        let spec = PreprocessSpec {
-            shape: [4, 4, 4],
-            spacing_mm: 1.0,
-            clip_low_percentile: 0.5,
-            clip_high_percentile: 99.5,
-        };
+        let spec = PreprocessSpec::grid([4, 4, 4], 1.0);
         let out = preprocess(&volume, &spec).unwrap();
         assert!(out.iter().all(|v| (0.0..=1.0).contains(v)), "{out:?}");
     }

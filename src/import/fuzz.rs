@@ -1318,12 +1318,7 @@ pub fn run_case(config: &FuzzConfig, case: &Case, root: &Path) -> Result<CaseRes
         .map_err(|p| finding("viewer", p))?;
         check_allocation("viewer")?;
         reset_largest_allocation();
-        let spec = PreprocessSpec {
-            shape: [6, 5, 4],
-            spacing_mm: 2.0,
-            clip_low_percentile: 0.5,
-            clip_high_percentile: 99.5,
-        };
+        let spec = PreprocessSpec::grid([6, 5, 4], 2.0);
         let values = caught(|| preprocess(&volume, &spec)).map_err(|p| finding("preprocess", p))?;
         if let Ok(values) = values
             && values.iter().any(|v| !(0.0..=1.0).contains(v))

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::imaging::preprocess::TensorCache;
 use crate::metrics::ConfusionMatrix;
 use crate::model::ModelError;
+use crate::model::card::ExportedModel;
 use crate::model::data::Item;
 use crate::model::infer::{
     InferOptions, LogitsModel, Prediction, Predictor, ScriptModel, predict_items,
@@ -33,6 +34,11 @@ use crate::store::runs::PredictionRow;
 /// working directory, like every `models/` path).
 pub fn runs_dir() -> PathBuf {
     PathBuf::from("models/runs")
+}
+
+/// Where `cdwqc model export` writes model folders and `--model NAME` finds them.
+pub fn models_dir() -> PathBuf {
+    PathBuf::from("models")
 }
 
 /// The cache of preprocessed tensors shared by every job.
@@ -90,6 +96,8 @@ pub enum ModelSource {
     Run { dir: PathBuf },
     /// A TorchScript model on a preset's grid.
     TorchScript { path: PathBuf, preset: Preset },
+    /// An exported model folder (`model.toml` + weights, checked on load).
+    Exported { dir: PathBuf },
 }
 
 /// Predicting a set of images with one model.
@@ -327,6 +335,7 @@ pub fn run_inference(
         ModelSource::TorchScript { path, preset } => {
             Box::new(ScriptModel::load(path, preset.clone(), device)?)
         }
+        ModelSource::Exported { dir } => Box::new(ExportedModel::open(dir)?.predictor(device)?),
     };
     let started = std::time::Instant::now();
     let options = InferOptions {

@@ -9,13 +9,14 @@ use serde_json::json;
 use super::{InferPlan, InferResult, ModelSource, PlanItem, TrainPlan, TrainResult};
 use crate::model::ModelError;
 use crate::model::augment::ArtefactRule;
+use crate::model::card::{CardMetrics, ExportedModel, ModelCard, TrainingInfo, WeightsInfo};
 use crate::model::preset::Preset;
 use crate::model::recipe::Recipe;
 use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
 use crate::rate::labels::image_labels;
 use crate::report::agreement::Task;
-use crate::store::runs::{EpochRow, ModelImage, NewRun, RunRow, SplitRow};
+use crate::store::runs::{EpochRow, ModelImage, ModelRun, NewRun, RunRow, SplitRow};
 use crate::store::{Store, StoreError};
 
 /// Why a job could not be planned or recorded.
@@ -673,16 +674,7 @@ pub fn plan_inference(
         }
         (None, None) => return Err(invalid("give a run or a TorchScript file")),
     };
-    let labels = image_labels(store)?;
-    let items: Vec<PlanItem> = store
-        .model_images(&request.sequence)?
-        .iter()
-        .filter(|i| !request.unrated || !labels.contains_key(&i.image_id))
-        .map(|i| plan_item(i, None))
-        .collect();
-    if items.is_empty() {
-        return Err(invalid(format!("no {} image to predict", request.sequence)));
-    }
+    let items = inference_items(store, &request.sequence, request.unrated)?;
     Ok(InferPlan {
         run_id,
         model,
@@ -694,6 +686,26 @@ pub fn plan_inference(
     })
 }
 
+/// The images an inference job predicts: every readable image of a sequence, or only
+/// those without a consensus label.
+fn inference_items(
+    store: &Store,
+    sequence: &str,
+    unrated: bool,
+) -> Result<Vec<PlanItem>, PlanError> {
+    let labels = image_labels(store)?;
+    let items: Vec<PlanItem> = store
+        .model_images(sequence)?
+        .iter()
+        .filter(|i| !unrated || !labels.contains_key(&i.image_id))
+        .map(|i| plan_item(i, None))
+        .collect();
+    if items.is_empty() {
+        return Err(invalid(format!("no {sequence} image to predict")));
+    }
+    Ok(items)
+}
+
 /// Stores an inference job's predictions (also those of a cancelled job), one
 /// transaction.
 pub fn record_inference(
@@ -702,4 +714,290 @@ pub fn record_inference(
     result: &InferResult,
 ) -> Result<(), PlanError> {
     Ok(store.save_predictions(run_id, &result.rows)?)
+}
+
+/// Predicting with an exported model (`cdwqc infer --model`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInferRequest {
+    /// A model folder, or a name under the models folder.
+    pub model: String,
+    /// The run the predictions are stored under (default `model:<name>`).
+    pub run: Option<String>,
+    /// Sequence to predict (default: the card's target sequence).
+    pub sequence: Option<String>,
+    pub unrated: bool,
+    pub device: String,
+}
+
+/// An exported model's inference job and the run row it is recorded under.
+#[derive(Debug, Clone)]
+pub struct PlannedModelInference {
+    pub plan: InferPlan,
+    pub run: ModelRun,
+    pub model: ExportedModel,
+}
+
+/// The run id an exported model's predictions go under by default.
+pub fn model_run_id(name: &str) -> String {
+    format!("model:{name}")
+}
+
+/// Reads the model card, checks the weights against it and picks the images. Reads
+/// only: [`record_model_start`] writes the run. A run id already holding another
+/// model's predictions (other weights, or a training run) is refused.
+pub fn plan_model_inference(
+    store: &Store,
+    request: &ModelInferRequest,
+    models_dir: &Path,
+    cache_dir: Option<PathBuf>,
+) -> Result<PlannedModelInference, PlanError> {
+    let dir = ExportedModel::resolve(&request.model, models_dir)?;
+    let model = ExportedModel::open(&dir)?;
+    let weights = model.verified_weights()?;
+    let card = &model.card;
+    let task = card.task()?;
+    let run_id = request
+        .run
+        .clone()
+        .unwrap_or_else(|| model_run_id(&card.name));
+    if let Some((kind, config)) = store.run_kind_and_config(&run_id)? {
+        let stored_sha = config
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<ModelCard>(c).ok())
+            .map(|c| c.weights.sha256);
+        if kind != "infer" || stored_sha.is_none() {
+            return Err(invalid(format!(
+                "run {run_id} exists and is not an exported model's run: give another --as"
+            )));
+        }
+        if stored_sha.as_deref() != Some(card.weights.sha256.as_str()) {
+            return Err(invalid(format!(
+                "run {run_id} holds the predictions of other weights (SHA-256 {}), not those of {} ({}): give another --as",
+                stored_sha.unwrap_or_default(),
+                weights.display(),
+                card.weights.sha256
+            )));
+        }
+    }
+    let sequence = request
+        .sequence
+        .clone()
+        .unwrap_or_else(|| card.target_sequence.clone());
+    let items = inference_items(store, &sequence, request.unrated)?;
+    let absolute = std::fs::canonicalize(&weights).unwrap_or(weights);
+    let run = ModelRun {
+        run_id: run_id.clone(),
+        task: task.name().to_string(),
+        method: card.method.clone(),
+        preset: card.preset.name.clone(),
+        card: serde_json::to_string(card).map_err(|e| invalid(e.to_string()))?,
+        git_commit: git_commit(),
+        label_snapshot: card.training.label_snapshot.clone(),
+        weights_path: absolute.display().to_string(),
+    };
+    Ok(PlannedModelInference {
+        plan: InferPlan {
+            run_id,
+            model: ModelSource::Exported { dir: dir.clone() },
+            task,
+            sequence,
+            device: request.device.clone(),
+            items,
+            cache_dir,
+        },
+        run,
+        model,
+    })
+}
+
+/// Records that an exported model starts predicting: its run row, `running`.
+pub fn record_model_start(store: &Store, planned: &PlannedModelInference) -> Result<(), PlanError> {
+    Ok(store.begin_model_run(&planned.run)?)
+}
+
+/// Stores an exported model's predictions and ends its run: `completed`, or
+/// `interrupted` when cancelled (the predictions made so far are kept).
+pub fn record_model_inference(
+    store: &mut Store,
+    run_id: &str,
+    result: &InferResult,
+) -> Result<(), PlanError> {
+    store.save_predictions(run_id, &result.rows)?;
+    let status = if result.cancelled {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    let metrics = json!({
+        "images": result.rows.len(),
+        "failed": result.failed,
+        "seconds": result.seconds,
+    });
+    store.set_run_status(run_id, status, Some(&metrics.to_string()), None)?;
+    Ok(())
+}
+
+/// Records a model run that failed before predicting.
+pub fn record_model_failure(store: &Store, run_id: &str, error: &str) -> Result<(), PlanError> {
+    Ok(store.set_run_status(run_id, "failed", None, Some(error))?)
+}
+
+/// What a user asks to export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRequest {
+    pub run: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub licence: String,
+}
+
+fn metric<T: serde::de::DeserializeOwned>(metrics: &serde_json::Value, key: &str) -> Option<T> {
+    metrics
+        .get(key)
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The model card of a completed training run and its best weights file, from the
+/// store's records and the run's checkpoint state. Reads only.
+pub fn plan_export(
+    store: &Store,
+    request: &ExportRequest,
+    runs_dir: &Path,
+) -> Result<(ModelCard, PathBuf), PlanError> {
+    let run_id = &request.run;
+    crate::model::card::check_name(&request.name)?;
+    let Some(run) = store.export_run(run_id)? else {
+        return Err(invalid(format!(
+            "no run {run_id} in the store (cdwqc sql \"select run_id, kind, status from runs\")"
+        )));
+    };
+    if run.kind != "train" || run.status != "completed" {
+        return Err(invalid(format!(
+            "run {run_id} is a {} run with status {}: only a completed training run can be exported",
+            run.kind, run.status
+        )));
+    }
+    let run_dir = runs_dir.join(run_id);
+    let state = CheckpointState::read(&run_dir).map_err(|e| {
+        invalid(format!(
+            "run {run_id} has no checkpoint in {}: {e}",
+            run_dir.display()
+        ))
+    })?;
+    let weights = run_dir.join(crate::model::train::BEST_WEIGHTS);
+    if !weights.is_file() {
+        return Err(invalid(format!(
+            "run {run_id} has no best weights ({} is missing)",
+            weights.display()
+        )));
+    }
+    let task = run
+        .task
+        .as_deref()
+        .and_then(Task::from_name)
+        .ok_or_else(|| invalid(format!("run {run_id} has no known task")))?;
+    let config = &state.config;
+    let split_id = run.split_id.clone().unwrap_or_else(|| run_id.clone());
+    let counts = store.split_counts(&split_id)?;
+    let raters = store.split_raters(&split_id)?;
+    let count = |domain: &str, set: &str| -> u64 {
+        counts
+            .iter()
+            .filter(|c| c.domain == domain && c.set == set)
+            .map(|c| c.images.max(0) as u64)
+            .sum()
+    };
+    let sequence_of = |domain: &str, fallback: &str| -> String {
+        counts
+            .iter()
+            .filter(|c| c.domain == domain)
+            .max_by_key(|c| c.images)
+            .map_or(fallback.to_string(), |c| c.suffix.clone())
+    };
+    let source_sequence = sequence_of("source", "T1w");
+    let target_sequence = sequence_of("target", "FLAIR");
+    let training = TrainingInfo {
+        data: String::new(),
+        run: run_id.clone(),
+        git_commit: run.git_commit.clone(),
+        label_snapshot: run.label_snapshot.clone(),
+        raters: raters.clone(),
+        seed: config.seed,
+        epochs: config.epochs,
+        learning_rate: config.learning_rate,
+        batch_size: config.batch_size,
+        source_images: count("source", "train"),
+        target_train_images: count("target", "train"),
+        target_validation_images: count("target", "validation"),
+        target_test_images: count("target", "test"),
+        target_unlabelled_images: count("target", "unlabelled"),
+    };
+    let data = format!(
+        "{} consensus labels (ratings in force of {}) in the store {}: {} labelled {source_sequence} images (source domain); {} / {} / {} labelled {target_sequence} images for training / validation (early stopping) / held-out test, split by subject; {} unlabelled {target_sequence} images (domain loss)",
+        task.name(),
+        if raters.is_empty() {
+            "no rater".to_string()
+        } else {
+            raters.join(", ")
+        },
+        store
+            .path()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        training.source_images,
+        training.target_train_images,
+        training.target_validation_images,
+        training.target_test_images,
+        training.target_unlabelled_images,
+    );
+    let metrics: serde_json::Value = run
+        .metrics
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let head = match config.prediction_head() {
+        crate::model::network::Head::Source => "source",
+        _ => "target",
+    };
+    let card = ModelCard {
+        format: crate::model::card::CARD_FORMAT.to_string(),
+        name: request.name.clone(),
+        description: request.description.clone().unwrap_or_else(|| {
+            format!(
+                "{} QC of {target_sequence} images ({}), {} trained with cdwqc",
+                task.name(),
+                task.categories().join(" / "),
+                config.method.name()
+            )
+        }),
+        task: task.name().to_string(),
+        classes: task.categories().iter().map(|c| c.to_string()).collect(),
+        method: config.method.name().to_string(),
+        architecture: crate::model::card::ARCHITECTURE.to_string(),
+        head: head.to_string(),
+        source_classes: config.source_classes,
+        target_classes: config.target_classes,
+        source_sequence,
+        target_sequence,
+        licence: request.licence.clone(),
+        cdwqc_version: env!("CARGO_PKG_VERSION").to_string(),
+        weights: WeightsInfo {
+            file: crate::model::card::WEIGHTS_FILE.to_string(),
+            sha256: String::new(),
+            bytes: 0,
+        },
+        preset: config.preset.clone(),
+        training: TrainingInfo { data, ..training },
+        metrics: CardMetrics {
+            best_epoch: metric(&metrics, "best_epoch").or(state.best_epoch.map(|e| e as u64)),
+            epochs_completed: metric(&metrics, "epochs_completed"),
+            best_val_loss: metric(&metrics, "best_val_loss").or(state.best_val_loss),
+            best_val_balanced_accuracy: metric(&metrics, "best_val_balanced_accuracy")
+                .or(state.best_val_balanced_accuracy),
+            test_images: metric(&metrics, "test_images"),
+            test_balanced_accuracy: metric(&metrics, "test_balanced_accuracy"),
+        },
+    };
+    Ok((card, weights))
 }

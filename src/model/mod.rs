@@ -1,6 +1,7 @@
 //! The SSDA quality-control network: presets, architecture, data pipeline, training
 //! and inference.
 pub mod augment;
+pub mod card;
 pub mod data;
 pub mod grl;
 pub mod infer;

@@ -115,6 +115,9 @@ pub struct RunInfo {
     pub split_id: Option<String>,
     pub git_commit: Option<String>,
     pub label_snapshot: Option<String>,
+    /// For an exported model's run: the SHA-256 of its weights, from its card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
 }
@@ -124,6 +127,9 @@ pub struct RunInfo {
 pub struct ClassRow {
     pub class: String,
     pub support: u64,
+    /// This class against the rest (e.g. `bad` vs good + medium): the mean of its
+    /// sensitivity and specificity, with its subject-level bootstrap 95% CI.
+    pub balanced_accuracy_one_vs_rest: Value,
     pub sensitivity: Value,
     pub specificity: Value,
     pub precision: Value,
@@ -242,6 +248,9 @@ fn run_info(store: &Store, run_id: &str) -> Result<Option<(RunInfo, Option<Strin
         split_id: get(6)?,
         git_commit: get(8)?,
         label_snapshot: get(9)?,
+        model_sha256: get(7)?
+            .and_then(|c| serde_json::from_str::<crate::model::card::ModelCard>(&c).ok())
+            .map(|card| card.weights.sha256),
         started_at: get(10)?,
         finished_at: get(11)?,
     };
@@ -484,6 +493,22 @@ fn balanced_accuracy<'a>(samples: impl Iterator<Item = &'a Sample>, k: usize) ->
     confusion_of(samples, k)?.balanced_accuracy()
 }
 
+/// Balanced accuracy of one class against the others merged.
+fn one_vs_rest_balanced_accuracy<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+    class: usize,
+) -> Estimate {
+    let (truth, predicted): (Vec<usize>, Vec<usize>) = samples
+        .map(|s| {
+            (
+                usize::from(s.truth == class),
+                usize::from(s.predicted == class),
+            )
+        })
+        .unzip();
+    ConfusionMatrix::from_indices(&truth, &predicted, 2)?.balanced_accuracy()
+}
+
 fn auc<'a>(samples: impl Iterator<Item = &'a Sample>, k: usize) -> Estimate {
     let samples: Vec<&Sample> = samples.collect();
     if samples.is_empty() {
@@ -545,9 +570,13 @@ pub fn evaluate(samples: &[Sample], task: Task, config: &BootstrapConfig) -> Eva
             .per_class()
             .into_iter()
             .zip(task.categories())
-            .map(|(c, name)| ClassRow {
+            .enumerate()
+            .map(|(index, (c, name))| ClassRow {
                 class: name.to_string(),
                 support: c.support,
+                balanced_accuracy_one_vs_rest: with_bootstrap(samples, &groups, config, |it| {
+                    one_vs_rest_balanced_accuracy(it, index)
+                }),
                 sensitivity: Value::from_estimate(c.sensitivity),
                 specificity: Value::from_estimate(c.specificity),
                 precision: Value::from_estimate(c.precision),
@@ -723,6 +752,11 @@ pub fn document(r: &ModelReport) -> super::document::Document {
         r.bootstrap.replicates,
         r.bootstrap.seed
     ));
+    if let Some(sha) = &r.run.model_sha256 {
+        d.paragraph(format!(
+            "Predictions of an exported model (cdwqc infer --model), weights SHA-256 {sha}."
+        ));
+    }
     d.paragraph(counts_text(r));
     if r.overall.images == 0 {
         d.paragraph(
@@ -762,6 +796,7 @@ pub fn document(r: &ModelReport) -> super::document::Document {
         &[
             "class",
             "support",
+            "balanced accuracy, one vs rest [95% CI]",
             "sensitivity",
             "specificity",
             "precision",
@@ -773,6 +808,7 @@ pub fn document(r: &ModelReport) -> super::document::Document {
                 vec![
                     c.class.clone(),
                     c.support.to_string(),
+                    c.balanced_accuracy_one_vs_rest.text(),
                     c.sensitivity.text(),
                     c.specificity.text(),
                     c.precision.text(),
@@ -1261,6 +1297,57 @@ mod tests {
         // The same seed gives the same interval.
         let again = evaluate(&samples, Task::Usable, &config);
         assert_eq!(again.balanced_accuracy.ci95, e.balanced_accuracy.ci95);
+    }
+
+    #[test]
+    fn quality_reports_each_class_against_the_rest() {
+        let three = |subject: &str, truth: usize, predicted: usize| {
+            let mut probabilities = vec![0.1; 3];
+            probabilities[predicted] = 0.8;
+            Sample {
+                image_id: 0,
+                subject: subject.into(),
+                scanner: None,
+                truth,
+                predicted,
+                probabilities,
+            }
+        };
+        // Truth bad (2) twice: one found; the four others: one called bad.
+        let samples = vec![
+            three("a", 0, 0),
+            three("b", 0, 2),
+            three("c", 1, 1),
+            three("d", 1, 0),
+            three("e", 2, 2),
+            three("f", 2, 1),
+        ];
+        let config = BootstrapConfig {
+            replicates: 100,
+            seed: 1,
+            confidence: 0.95,
+        };
+        let e = evaluate(&samples, Task::Quality, &config);
+        let bad = &e.per_class[2];
+        assert_eq!(bad.class, "bad");
+        // Sensitivity 1/2, specificity 3/4.
+        let ba = bad.balanced_accuracy_one_vs_rest.value.unwrap();
+        assert!((ba - (0.5 + 0.75) / 2.0).abs() < 1e-12, "{ba}");
+        assert!(bad.balanced_accuracy_one_vs_rest.ci95.is_some());
+        // Binary tasks: either class against the other is the balanced accuracy.
+        let u = evaluate(
+            &[
+                sample("a", 0, 0, 0.1),
+                sample("b", 1, 0, 0.2),
+                sample("c", 1, 1, 0.9),
+            ],
+            Task::Usable,
+            &config,
+        );
+        assert_eq!(
+            u.per_class[1].balanced_accuracy_one_vs_rest.value,
+            u.balanced_accuracy.value
+        );
     }
 
     #[test]

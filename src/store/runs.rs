@@ -509,3 +509,143 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 }
+
+/// What exporting a training run reads of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportRun {
+    pub kind: String,
+    pub task: Option<String>,
+    pub method: Option<String>,
+    pub preset: Option<String>,
+    pub status: String,
+    pub config: Option<String>,
+    pub git_commit: Option<String>,
+    pub label_snapshot: Option<String>,
+    pub metrics: Option<String>,
+    pub split_id: Option<String>,
+}
+
+/// How many images of one sequence a split puts in one (domain, set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitCount {
+    pub domain: String,
+    pub set: String,
+    pub suffix: String,
+    pub images: i64,
+}
+
+/// The run row of an exported model's predictions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRun {
+    pub run_id: String,
+    pub task: String,
+    pub method: String,
+    pub preset: String,
+    /// The model card as JSON.
+    pub card: String,
+    pub git_commit: Option<String>,
+    pub label_snapshot: Option<String>,
+    pub weights_path: String,
+}
+
+impl Store {
+    fn optional_row<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn duckdb::ToSql],
+        map: impl FnOnce(&duckdb::Row<'_>) -> duckdb::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
+        self.conn()
+            .query_row(sql, params, map)
+            .map(Some)
+            .or_else(|e| match e {
+                duckdb::Error::QueryReturnedNoRows => Ok(None),
+                other => Err(other),
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn export_run(&self, run_id: &str) -> Result<Option<ExportRun>, StoreError> {
+        self.optional_row(
+            include_str!("../../sql/store/export_run.sql"),
+            &[&run_id],
+            |r| {
+                Ok(ExportRun {
+                    kind: r.get(0)?,
+                    task: r.get(1)?,
+                    method: r.get(2)?,
+                    preset: r.get(3)?,
+                    status: r.get(4)?,
+                    config: r.get(5)?,
+                    git_commit: r.get(6)?,
+                    label_snapshot: r.get(7)?,
+                    metrics: r.get(8)?,
+                    split_id: r.get(9)?,
+                })
+            },
+        )
+    }
+
+    /// Images per (domain, set, sequence) of a split.
+    pub fn split_counts(&self, split_id: &str) -> Result<Vec<SplitCount>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/export_split_counts.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![split_id], |r| {
+                Ok(SplitCount {
+                    domain: r.get(0)?,
+                    set: r.get(1)?,
+                    suffix: r.get(2)?,
+                    images: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The raters whose ratings in force cover labelled images of a split.
+    pub fn split_raters(&self, split_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/export_split_raters.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![split_id], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// A run's kind and configuration JSON, if the run exists.
+    pub fn run_kind_and_config(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.optional_row(
+            include_str!("../../sql/store/model_run_weights.sql"),
+            &[&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
+    /// Creates (or restarts) the `infer` run of an exported model, status `running`.
+    pub fn begin_model_run(&self, run: &ModelRun) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                include_str!("../../sql/store/model_run.sql"),
+                params![
+                    run.run_id,
+                    run.task,
+                    run.method,
+                    run.preset,
+                    run.card,
+                    run.git_commit,
+                    run.label_snapshot,
+                    run.weights_path
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}

@@ -11,6 +11,7 @@ mod import;
 mod interrupt;
 mod metrics_properties;
 mod metrics_reference;
+mod model_export;
 mod model_recipes;
 mod model_training;
 mod native_roundtrip;

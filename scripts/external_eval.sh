@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# External validation of exported QC models (docs/external-test-set.md): builds the
+# external test warehouse (scripts/external_warehouse.py: a TorchIO simulator, not
+# `cdwqc synth`), indexes it and its truth ratings into a store of its own, predicts
+# every FLAIR-named image with each model (`cdwqc infer --model`: no training there)
+# and scores it against the truth (`cdwqc report model --set all`). The external set is
+# never used for training or model selection.
+#
+#   ./scripts/external_eval.sh demo-usable demo-quality      # names under models/, or folders
+#   EXT_DIR=external EXT_N=150 EXT_SEED=7 ./scripts/external_eval.sh MODEL...
+#
+# Prints, per model: usable balanced accuracy (usable models) or quality balanced
+# accuracy and `bad` vs the rest balanced accuracy (quality models), with 95% CIs;
+# the full reports go to $EXT_DIR/report_<model>.json and .html.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: $0 MODEL [MODEL...]  (a folder, or a name under models/)" >&2; exit 2; }
+CDWQC=${CDWQC:-target/release/cdwqc}
+[ -x "$CDWQC" ] || { echo "$CDWQC is missing: run scripts/setup.sh (or cargo build --release)" >&2; exit 1; }
+PY=.venv/bin/python
+[ -x "$PY" ] || PY=python3
+OUT=${EXT_DIR:-external}
+W=$OUT/warehouse
+DB=$OUT/cdwqc.duckdb
+TRUTH=$W/derivatives/external-truth/ratings_truth.tsv
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+if [ ! -f "$TRUTH" ]; then
+  step "building the external warehouse (${EXT_N:-150} images, seed ${EXT_SEED:-7})"
+  rm -rf "$W"
+  start=$(date +%s)
+  "$PY" scripts/external_warehouse.py --out "$W" --n "${EXT_N:-150}" --seed "${EXT_SEED:-7}" \
+    ${EXT_WORKERS:+--workers "$EXT_WORKERS"}
+  echo "generation: $(( $(date +%s) - start )) s"
+else
+  step "external warehouse: $W (delete it to rebuild)"
+fi
+
+step "its own store: $DB"
+[ -f "$DB" ] || "$CDWQC" --db "$DB" init
+"$CDWQC" --db "$DB" import "$W" | head -n 3
+"$CDWQC" --db "$DB" ratings import "$TRUTH" --rater truth | tail -n 1
+
+for model in "$@"; do
+  dir=$model
+  [ -f "$dir/model.toml" ] || dir=models/$model
+  [ -f "$dir/model.toml" ] || { echo "no model $model (neither $model/model.toml nor models/$model/model.toml)" >&2; exit 1; }
+  name=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$dir/model.toml" | head -n 1)
+  step "model $name: predicting every FLAIR-named image (no training here)"
+  "$CDWQC" --db "$DB" infer --model "$dir"
+  "$CDWQC" --db "$DB" report model --run "model:$name" --set all --json > "$OUT/report_$name.json"
+  "$CDWQC" --db "$DB" report model --run "model:$name" --set all --html "$OUT/report_$name.html" > /dev/null
+  "$PY" - "$OUT/report_$name.json" <<'PYEOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+def show(v):
+    if v.get("value") is None:
+        return f"undefined ({v.get('undefined', 'no value')})"
+    ci = v.get("ci95")
+    return f"{v['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+o = r["overall"]
+print(f"{r['run']['run_id']}: task {r['task']}, {o['images']} images scored against {r['against']}"
+      f" ({r['without_truth']} without a {r['task']} label, {r['failed']} failed)")
+if r["task"] == "usable":
+    print(f"  usable balanced accuracy: {show(o['balanced_accuracy'])}")
+else:
+    print(f"  {r['task']} balanced accuracy: {show(o['balanced_accuracy'])}")
+for c in o["per_class"]:
+    if r["task"] != "usable" or c["class"] == "reject":
+        print(f"  {c['class']} vs rest balanced accuracy: {show(c['balanced_accuracy_one_vs_rest'])}"
+              f" (support {c['support']})")
+print("  confusion (rows truth, columns prediction, order " + ", ".join(r["categories"]) + "): "
+      + " | ".join(" ".join(str(x) for x in row) for row in o["confusion"]))
+PYEOF
+done
+echo
+echo "reports: $OUT/report_<model>.json and .html; store: $DB"

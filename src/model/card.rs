@@ -1,0 +1,429 @@
+//! Exported models: a folder `models/<name>/` holding `model.toml` (the model card: task,
+//! classes, preset, method, training data, metrics, licence, the weights' SHA-256) and
+//! `weights.safetensors`, which predicts in any store. The weights are checked against
+//! the card's SHA-256 and size every time they are loaded.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use super::ModelError;
+use super::infer::Predictor;
+use super::network::Head;
+use super::preset::Preset;
+use crate::import::analyse::hex_sha256;
+use crate::report::agreement::Task;
+
+pub const CARD_FILE: &str = "model.toml";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// The card format this build writes and reads.
+pub const CARD_FORMAT: &str = "cdwqc.model-card/1";
+pub const ARCHITECTURE: &str = "Conv5_FC3_SSDA";
+
+/// The weights file a card describes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsInfo {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// How the model was trained, from the training run's records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    /// What the model learnt from, in words.
+    pub data: String,
+    pub run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// SHA-256 of the labels the run used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_snapshot: Option<String>,
+    #[serde(default)]
+    pub raters: Vec<String>,
+    pub seed: u64,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub source_images: u64,
+    pub target_train_images: u64,
+    pub target_validation_images: u64,
+    pub target_test_images: u64,
+    pub target_unlabelled_images: u64,
+}
+
+/// The training run's own figures (its validation and held-out test subjects).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CardMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_completed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_balanced_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_images: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_balanced_accuracy: Option<f64>,
+}
+
+/// The model card, `model.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `usable`, `quality` or `gado`.
+    pub task: String,
+    /// Output classes in the order of the network's logits.
+    pub classes: Vec<String>,
+    /// Training method (`ssda`, `target-only`, ...).
+    pub method: String,
+    pub architecture: String,
+    /// The head that predicts: `target` or `source`.
+    pub head: String,
+    pub source_classes: usize,
+    pub target_classes: usize,
+    /// BIDS suffixes: the labelled source sequence and the sequence the model is for.
+    pub source_sequence: String,
+    pub target_sequence: String,
+    pub licence: String,
+    pub cdwqc_version: String,
+    pub weights: WeightsInfo,
+    /// The preset, with its whole preprocessing section: inputs must be prepared so.
+    pub preset: Preset,
+    pub training: TrainingInfo,
+    pub metrics: CardMetrics,
+}
+
+impl ModelCard {
+    pub fn task(&self) -> Result<Task, ModelError> {
+        Task::from_name(&self.task).ok_or_else(|| {
+            ModelError::Config(format!(
+                "model {}: unknown task {:?} (expected usable, quality or gado)",
+                self.name, self.task
+            ))
+        })
+    }
+
+    pub fn prediction_head(&self) -> Result<Head, ModelError> {
+        match self.head.as_str() {
+            "target" => Ok(Head::Target),
+            "source" => Ok(Head::Source),
+            other => Err(ModelError::Config(format!(
+                "model {}: unknown head {other:?} (expected target or source)",
+                self.name
+            ))),
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ModelError> {
+        let error = |detail: String| ModelError::File {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let fail = |detail: String| Err(error(detail));
+        if self.format != CARD_FORMAT {
+            return fail(format!(
+                "model card format {:?}, this cdwqc reads {CARD_FORMAT:?}",
+                self.format
+            ));
+        }
+        if self.architecture != ARCHITECTURE {
+            return fail(format!(
+                "architecture {:?}, this cdwqc runs {ARCHITECTURE:?}",
+                self.architecture
+            ));
+        }
+        let task = self.task().map_err(|e| error(e.to_string()))?;
+        let expected: Vec<String> = task.categories().iter().map(|c| c.to_string()).collect();
+        if self.classes != expected {
+            return fail(format!(
+                "classes {:?} do not match task {} ({:?})",
+                self.classes, self.task, expected
+            ));
+        }
+        let head = self.prediction_head().map_err(|e| error(e.to_string()))?;
+        let outputs = match head {
+            Head::Source => self.source_classes,
+            _ => self.target_classes,
+        };
+        if outputs != self.classes.len() {
+            return fail(format!(
+                "the {} head has {outputs} outputs for {} classes",
+                self.head,
+                self.classes.len()
+            ));
+        }
+        if self.weights.file.contains('/') || self.weights.file.contains('\\') {
+            return fail(format!(
+                "weights file {:?} must be a file name beside the card",
+                self.weights.file
+            ));
+        }
+        let sha = &self.weights.sha256;
+        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return fail(format!("weights sha256 {sha:?} is not 64 hex digits"));
+        }
+        if self.preset.batch_size == 0 || self.preset.preprocess.shape.contains(&0) {
+            return fail("the preset's batch size and grid sizes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// A model name usable as a folder name and in a run id.
+pub fn check_name(name: &str) -> Result<(), ModelError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::Config(format!(
+            "model name {name:?}: use letters, digits, '-', '_' and '.', not starting with '.'"
+        )))
+    }
+}
+
+/// An exported model folder with its card read and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedModel {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+}
+
+impl ExportedModel {
+    /// Finds a model: a folder holding `model.toml`, else `<models_dir>/<name>`.
+    pub fn resolve(name_or_dir: &str, models_dir: &Path) -> Result<PathBuf, ModelError> {
+        let direct = PathBuf::from(name_or_dir);
+        if direct.join(CARD_FILE).is_file() {
+            return Ok(direct);
+        }
+        let named = models_dir.join(name_or_dir);
+        if named.join(CARD_FILE).is_file() {
+            return Ok(named);
+        }
+        Err(ModelError::Config(format!(
+            "no model {name_or_dir:?}: neither {} nor {} exists (cdwqc model export writes one)",
+            direct.join(CARD_FILE).display(),
+            named.join(CARD_FILE).display()
+        )))
+    }
+
+    /// Reads and checks the card (not yet the weights: see [`Self::verified_weights`]).
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join(CARD_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let card: ModelCard = toml::from_str(&text).map_err(|e| ModelError::File {
+            path: path.clone(),
+            detail: format!("not a model card: {e}"),
+        })?;
+        card.check(&path)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            card,
+        })
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(&self.card.weights.file)
+    }
+
+    /// The weights file, once its size and SHA-256 match the card.
+    pub fn verified_weights(&self) -> Result<PathBuf, ModelError> {
+        let path = self.weights_path();
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let expected = &self.card.weights;
+        if bytes.len() as u64 != expected.bytes {
+            return Err(ModelError::File {
+                path,
+                detail: format!(
+                    "{} bytes, but the model card {} says {} (truncated or replaced): the weights were not loaded",
+                    bytes.len(),
+                    self.dir.join(CARD_FILE).display(),
+                    expected.bytes
+                ),
+            });
+        }
+        let found = hex_sha256(&bytes);
+        if !found.eq_ignore_ascii_case(&expected.sha256) {
+            return Err(ModelError::File {
+                path,
+                detail: format!(
+                    "SHA-256 {found} does not match {} in the model card {} (the file was changed): the weights were not loaded",
+                    expected.sha256,
+                    self.dir.join(CARD_FILE).display()
+                ),
+            });
+        }
+        Ok(path)
+    }
+
+    /// The network with the card's shape and head, from verified weights.
+    pub fn predictor(&self, device: Device) -> Result<Predictor, ModelError> {
+        let weights = self.verified_weights()?;
+        Predictor::load(
+            &weights,
+            self.card.preset.clone(),
+            self.card.source_classes,
+            self.card.target_classes,
+            self.card.prediction_head()?,
+            device,
+        )
+    }
+
+    /// Writes a model folder `<out_dir>/<card.name>/`: the weights copied from
+    /// `weights`, their size and SHA-256 filled into the card. An existing folder is
+    /// refused unless `replace`. Files are written under temporary names and renamed.
+    pub fn write(
+        mut card: ModelCard,
+        weights: &Path,
+        out_dir: &Path,
+        replace: bool,
+    ) -> Result<Self, ModelError> {
+        check_name(&card.name)?;
+        let dir = out_dir.join(&card.name);
+        if dir.exists() && !replace {
+            return Err(ModelError::Config(format!(
+                "{} exists already: give another --name, or --force to replace it",
+                dir.display()
+            )));
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ModelError::Io { path, source }
+        };
+        let bytes = std::fs::read(weights).map_err(io(weights))?;
+        card.weights = WeightsInfo {
+            file: WEIGHTS_FILE.to_string(),
+            sha256: hex_sha256(&bytes),
+            bytes: bytes.len() as u64,
+        };
+        // A refused card leaves no folder behind.
+        card.check(&dir.join(CARD_FILE))?;
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let text = toml::to_string(&card).map_err(|e| ModelError::File {
+            path: dir.join(CARD_FILE),
+            detail: format!("writing the model card: {e}"),
+        })?;
+        let header = format!(
+            "# Model card of an exported cdwqc QC model (`cdwqc model export`).\n\
+             # `cdwqc infer --model {}` predicts with it in any store; the weights are\n\
+             # checked against [weights] sha256 and bytes when loaded.\n",
+            card.name
+        );
+        for (name, content) in [
+            (WEIGHTS_FILE, bytes.as_slice()),
+            (CARD_FILE, format!("{header}{text}").as_bytes()),
+        ] {
+            let path = dir.join(name);
+            let partial = dir.join(format!(".{name}.partial"));
+            std::fs::write(&partial, content).map_err(io(&partial))?;
+            std::fs::rename(&partial, &path).map_err(io(&path))?;
+        }
+        Ok(Self { dir, card })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> ModelCard {
+        ModelCard {
+            format: CARD_FORMAT.into(),
+            name: "m1".into(),
+            description: String::new(),
+            task: "quality".into(),
+            classes: vec!["good".into(), "medium".into(), "bad".into()],
+            method: "ssda".into(),
+            architecture: ARCHITECTURE.into(),
+            head: "target".into(),
+            source_classes: 3,
+            target_classes: 3,
+            source_sequence: "T1w".into(),
+            target_sequence: "FLAIR".into(),
+            licence: "CC-BY-4.0".into(),
+            cdwqc_version: "0".into(),
+            weights: WeightsInfo {
+                file: WEIGHTS_FILE.into(),
+                sha256: String::new(),
+                bytes: 0,
+            },
+            preset: Preset::builtin("tiny").expect("tiny"),
+            training: TrainingInfo::default(),
+            metrics: CardMetrics {
+                test_balanced_accuracy: Some(0.5),
+                ..CardMetrics::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_written_card_reads_back_and_checks_its_weights() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weights = dir.path().join("w.bin");
+        std::fs::write(&weights, b"0123456789").expect("weights");
+        let written = ExportedModel::write(card(), &weights, dir.path(), false).expect("write");
+        let read = ExportedModel::open(&dir.path().join("m1")).expect("open");
+        assert_eq!(read, written);
+        assert_eq!(read.card.weights.bytes, 10);
+        assert_eq!(read.card.preset, Preset::builtin("tiny").expect("tiny"));
+        read.verified_weights().expect("weights as written");
+        let again = ExportedModel::write(card(), &weights, dir.path(), false).unwrap_err();
+        assert!(again.to_string().contains("exists already"), "{again}");
+
+        // Same size, other bytes: the hash tells; fewer bytes: the size tells.
+        std::fs::write(read.weights_path(), b"0123456780").expect("tamper");
+        let err = read.verified_weights().unwrap_err().to_string();
+        assert!(
+            err.contains("weights.safetensors") && err.contains("SHA-256"),
+            "{err}"
+        );
+        std::fs::write(read.weights_path(), b"01234").expect("truncate");
+        let err = read.verified_weights().unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn cards_that_do_not_fit_their_task_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weights = dir.path().join("w.bin");
+        std::fs::write(&weights, b"x").expect("weights");
+        let mut wrong = card();
+        wrong.classes.swap(0, 2);
+        assert!(ExportedModel::write(wrong, &weights, dir.path(), false).is_err());
+        let mut bad_name = card();
+        bad_name.name = "../x".into();
+        assert!(ExportedModel::write(bad_name, &weights, dir.path(), false).is_err());
+        let written = ExportedModel::write(card(), &weights, dir.path(), false).expect("write");
+        let path = written.dir.join(CARD_FILE);
+        let text = std::fs::read_to_string(&path).expect("card");
+        std::fs::write(
+            &path,
+            text.replace("task = \"quality\"", "task = \"usable\""),
+        )
+        .expect("edit");
+        let err = ExportedModel::open(&written.dir).unwrap_err().to_string();
+        assert!(
+            err.contains("model.toml") && err.contains("classes"),
+            "{err}"
+        );
+        assert!(ExportedModel::resolve("m1", dir.path()).is_ok());
+        assert!(ExportedModel::resolve("nope", dir.path()).is_err());
+    }
+}

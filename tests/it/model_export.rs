@@ -1,0 +1,215 @@
+//! `cdwqc model export` and `cdwqc infer --model`: a tiny trained run exported to a
+//! model folder predicts in another store under a run of its own, which `report model`
+//! scores against that store's consensus; tampered or truncated weights are refused.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{cdwqc, ok, stderr};
+use crate::train::tiny_rated_warehouse;
+
+fn csv(dir: &Path, db: &str, sql: &str) -> String {
+    ok(dir, &["--db", db, "sql", sql, "--format", "csv"])
+}
+
+#[test]
+fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    tiny_rated_warehouse(dir);
+    ok(
+        dir,
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "quality",
+            "--method",
+            "ssda",
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--run",
+            "q1",
+        ],
+    );
+    let out = ok(
+        dir,
+        &[
+            "model",
+            "export",
+            "--run",
+            "q1",
+            "--name",
+            "tiny-quality",
+            "--out",
+            "exported",
+            "--licence",
+            "CC0-1.0",
+        ],
+    );
+    assert!(out.contains("exported/tiny-quality"), "{out}");
+    let model_dir = dir.join("exported/tiny-quality");
+    let card = std::fs::read_to_string(model_dir.join("model.toml")).expect("card");
+    for line in [
+        "task = \"quality\"",
+        "classes = [\"good\", \"medium\", \"bad\"]",
+        "method = \"ssda\"",
+        "licence = \"CC0-1.0\"",
+        "[preset.preprocess]",
+        "shape = [24, 24, 24]",
+        "run = \"q1\"",
+    ] {
+        assert!(card.contains(line), "{line} missing from\n{card}");
+    }
+    let weights = std::fs::read(model_dir.join("weights.safetensors")).expect("weights");
+    assert_eq!(
+        weights,
+        std::fs::read(dir.join("models/runs/q1/best.safetensors")).expect("best")
+    );
+    // Exporting over an existing model needs --force; a training run that is not
+    // there cannot be exported.
+    let again = cdwqc(
+        dir,
+        &[
+            "model",
+            "export",
+            "--run",
+            "q1",
+            "--name",
+            "tiny-quality",
+            "--out",
+            "exported",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("exists already"),
+        "{}",
+        stderr(&again)
+    );
+    let none = cdwqc(dir, &["model", "export", "--run", "nope", "--name", "x"]);
+    assert!(stderr(&none).contains("no run nope"), "{}", stderr(&none));
+
+    // Another store, another warehouse: no training there.
+    let other = dir.join("other");
+    std::fs::create_dir(&other).expect("other");
+    ok(
+        &other,
+        &[
+            "synth", "--out", "w", "--t1", "0", "--flair", "10", "--other", "0", "--grid", "tiny",
+            "--seed", "9",
+        ],
+    );
+    ok(&other, &["init"]);
+    ok(&other, &["import", "w"]);
+    ok(
+        &other,
+        &[
+            "ratings",
+            "import",
+            "w/derivatives/cdwqc-synth/ratings/rater1.tsv",
+            "--rater",
+            "r1",
+        ],
+    );
+    let model = model_dir.display().to_string();
+    let infer = [
+        "infer",
+        "--model",
+        model.as_str(),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ];
+    let printed = ok(&other, &infer);
+    assert!(printed.contains("model:tiny-quality"), "{printed}");
+    let db = "cdwqc.duckdb";
+    assert_eq!(
+        csv(
+            &other,
+            db,
+            "select kind, task, method, preset, status from runs"
+        ),
+        "kind,task,method,preset,status\ninfer,quality,ssda,tiny,completed\n"
+    );
+    let flair = csv(
+        &other,
+        db,
+        "select count(*) from images where suffix = 'FLAIR'",
+    );
+    let predicted = csv(
+        &other,
+        db,
+        "select count(*) from predictions where run_id = 'model:tiny-quality' and error is null",
+    );
+    assert_eq!(predicted.lines().nth(1), flair.lines().nth(1));
+    // Predicting again replaces the predictions under the same run.
+    ok(&other, &infer);
+    assert_eq!(
+        csv(&other, db, "select count(*) from runs").lines().nth(1),
+        Some("1")
+    );
+
+    let report: Value = serde_json::from_str(&ok(
+        &other,
+        &[
+            "report",
+            "model",
+            "--run",
+            "model:tiny-quality",
+            "--set",
+            "all",
+            "--json",
+            "--bootstrap",
+            "50",
+        ],
+    ))
+    .expect("model report JSON");
+    assert_eq!(report["task"], "quality");
+    assert_eq!(report["run"]["kind"], "infer");
+    let sha = card
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("sha256 line");
+    assert_eq!(report["run"]["model_sha256"], sha);
+    assert!(report["overall"]["images"].as_u64().expect("images") > 0);
+    let bad = &report["overall"]["per_class"][2];
+    assert_eq!(bad["class"], "bad");
+    assert!(bad.get("balanced_accuracy_one_vs_rest").is_some(), "{bad}");
+
+    // Tampered weights (one byte changed) and truncated weights are refused, naming
+    // the file; nothing is predicted.
+    let path = model_dir.join("weights.safetensors");
+    let mut tampered = weights.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x55;
+    std::fs::write(&path, &tampered).expect("tamper");
+    let refused = cdwqc(&other, &infer);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("weights.safetensors") && message.contains("SHA-256"),
+        "{message}"
+    );
+    let shown = cdwqc(dir, &["model", "show", &model]);
+    assert!(!shown.status.success(), "model show checks the weights too");
+    std::fs::write(&path, &weights[..weights.len() / 2]).expect("truncate");
+    let message = stderr(&cdwqc(&other, &infer));
+    assert!(
+        message.contains("weights.safetensors") && message.contains("truncated"),
+        "{message}"
+    );
+    std::fs::write(&path, &weights).expect("restore");
+    let shown = ok(dir, &["model", "show", &model]);
+    assert!(shown.contains("name = \"tiny-quality\""), "{shown}");
+}
