@@ -261,15 +261,7 @@ pub fn plan_training(
         _ => ArtefactRule::AnyGrade,
     };
     config.seed = seed;
-    let summary = format!(
-        "{summary}; recipe {}, augmentation {}",
-        config.recipe.recipe.name(),
-        if config.preset.augment.enabled {
-            "on"
-        } else {
-            "off"
-        }
-    );
+    let summary = with_recipe(summary, &config);
     config.device = request.device.clone();
     config.validate()?;
     let run_dir = runs_dir.join(&run_id);
@@ -338,6 +330,19 @@ pub fn plan_training(
 }
 
 /// Image counts per set, for the user.
+/// The plan's summary line with the training rules it runs under.
+fn with_recipe(summary: String, config: &TrainConfig) -> String {
+    let augmentation = if config.preset.augment.enabled {
+        "on"
+    } else {
+        "off"
+    };
+    format!(
+        "{summary}; recipe {}, augmentation {augmentation}",
+        config.recipe.recipe.name()
+    )
+}
+
 fn split_summary(
     run_id: &str,
     (source_sequence, target_sequence): (&str, &str),
@@ -512,11 +517,14 @@ fn plan_resume(
         }
         set.push(plan_item(image, label));
     }
-    let summary = split_summary(
-        run,
-        (&source_sequence, &target_sequence),
-        &source,
-        [&train, &validation, &test, &unlabelled],
+    let summary = with_recipe(
+        split_summary(
+            run,
+            (&source_sequence, &target_sequence),
+            &source,
+            [&train, &validation, &test, &unlabelled],
+        ),
+        &config,
     );
     config.device = request.device.clone();
     config.validate()?;

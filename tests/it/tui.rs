@@ -486,12 +486,13 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     tmux.wait_longer_for("interrupted after", minute);
 
     // A third job, stopped by quitting: the first q asks, the second stops and quits.
-    tmux.keys(&[
-        "n", "Down", "Down", "Right", "Down", "Right", "Down", "Right", "Right",
-    ]);
-    tmux.wait_for("‹ 7 ›");
+    // Long enough (tiny epochs take a tenth of a second) that quitting always lands
+    // inside training, not after it.
+    tmux.keys(&["n", "Down", "Down", "Right", "Down", "Right", "Down"]);
+    tmux.keys(&["Right"; 35]);
+    tmux.wait_for("‹ 40 ›");
     tmux.keys(&["Enter"]);
-    tmux.wait_longer_for("epoch 1/7", minute);
+    tmux.wait_longer_for("epoch 1/40", minute);
     tmux.keys(&["q"]);
     tmux.wait_for("q again stops them");
     tmux.keys(&["q"]);
