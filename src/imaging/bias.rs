@@ -153,6 +153,7 @@ impl BiasField {
 
 /// Fits the bias field of `volume` (see the module notes). `None` when the image has too
 /// few head voxels to fit (the caller keeps the image as it is).
+#[allow(clippy::needless_range_loop)] // matrix code reads best with indices
 pub fn fit_bias_field(volume: &Volume) -> Option<BiasField> {
     let a = volume.affine;
     let voxel = [0, 1, 2].map(|c| (0..3).map(|r| a[r][c] * a[r][c]).sum::<f64>().sqrt());

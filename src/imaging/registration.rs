@@ -359,6 +359,7 @@ struct MovingLevel {
     world_to_voxel: Affine34,
 }
 
+#[allow(clippy::needless_range_loop)] // matrix code reads best with indices
 fn invert(m: &[[f64; 4]; 4]) -> Option<[[f64; 4]; 4]> {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
@@ -709,6 +710,7 @@ fn head_centre_of_mass(volume: &Volume) -> Result<([f64; 3], f32), RegistrationE
 }
 
 /// Singular values of a 3x3 matrix (square roots of the eigenvalues of M^T M, by Jacobi).
+#[allow(clippy::needless_range_loop)] // matrix code reads best with indices
 fn singular_values(m: [[f64; 3]; 3]) -> [f64; 3] {
     let mut a = [[0.0; 3]; 3];
     for r in 0..3 {

@@ -405,7 +405,7 @@ pub fn builtin_seeds() -> Vec<Seed> {
                 extension: 32,
                 scl: (2.0, -1.0),
                 sform_code: 0,
-                quatern: [0.0, 0.7071068, 0.0],
+                quatern: [0.0, std::f64::consts::FRAC_1_SQRT_2, 0.0],
                 ..base
             },
         ),
@@ -954,7 +954,7 @@ fn mutate(rng: &mut ChaCha8Rng, b: &mut Vec<u8>, o: &Offsets, little: bool) -> S
         9 => {
             let k = rng.random_range(0..6);
             let v = if rng.random_bool(0.3) {
-                pick!(rng, &[1.0, 0.7071068, 0.999, 2.0])
+                pick!(rng, &[1.0, std::f64::consts::FRAC_1_SQRT_2, 0.999, 2.0])
             } else {
                 hostile_float(rng)
             };

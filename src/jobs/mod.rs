@@ -89,6 +89,8 @@ pub struct TrainPlan {
 }
 
 /// The model an inference job runs.
+// One per job, serialized into the plan file: the preset's size costs nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum ModelSource {

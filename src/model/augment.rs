@@ -155,7 +155,8 @@ impl AugmentSpec {
         let affine = &self.affine;
         if !(0.0..=45.0).contains(&affine.rotation_deg)
             || !(0.0..0.5).contains(&affine.scale)
-            || !(affine.translation_mm >= 0.0 && affine.translation_mm.is_finite())
+            || !affine.translation_mm.is_finite()
+            || affine.translation_mm < 0.0
         {
             return fail("affine: rotation_deg in [0, 45], scale in [0, 0.5), translation_mm >= 0");
         }
