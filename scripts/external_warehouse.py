@@ -83,23 +83,7 @@ def ensure_torchio():
         subprocess.run(pip + missing, check=True)
 
 
-def import_torch():
-    try:
-        import torch
-        return torch
-    except ImportError as err:
-        if os.environ.get("CDWQC_TORCH_STUBS"):
-            sys.exit(f"import torch failed, even with stub CUDA libraries: {err}")
-        spec = importlib.util.find_spec("torch")
-        if spec is None:
-            sys.exit("torch is not installed in this Python (use the project's .venv)")
-        lib = os.path.join(spec.submodule_search_locations[0], "lib")
-        stubs = os.path.join(tempfile.gettempdir(), f"cdwqc-torch-stubs-{os.getuid()}")
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "torch_cpu_stubs.py"), lib, stubs],
-                       check=True, stdout=subprocess.DEVNULL)
-        env = dict(os.environ, CDWQC_TORCH_STUBS="1",
-                   LD_LIBRARY_PATH=":".join(filter(None, [stubs, os.environ.get("LD_LIBRARY_PATH")])))
-        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+from torch_cpu_stubs import import_torch  # noqa: E402  (scripts/ is on sys.path)
 
 
 ensure_torchio()

@@ -10,10 +10,33 @@ Usage: python3 scripts/torch_cpu_stubs.py TORCH_LIB_DIR OUT_DIR
 then:  LD_LIBRARY_PATH=OUT_DIR .venv/bin/python scripts/bench_model.py
 """
 import collections
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+import tempfile
+
+
+def import_torch():
+    """Imports torch; where the minimal CPU install cannot load, builds the stubs and
+    restarts the calling script with them on LD_LIBRARY_PATH."""
+    try:
+        import torch
+        return torch
+    except ImportError as err:
+        if os.environ.get("CDWQC_TORCH_STUBS"):
+            sys.exit(f"import torch failed, even with stub CUDA libraries: {err}")
+        spec = importlib.util.find_spec("torch")
+        if spec is None:
+            sys.exit("torch is not installed in this Python (use the project's .venv)")
+        lib = os.path.join(spec.submodule_search_locations[0], "lib")
+        stubs = os.path.join(tempfile.gettempdir(), f"cdwqc-torch-stubs-{os.getuid()}")
+        subprocess.run([sys.executable, os.path.abspath(__file__), lib, stubs],
+                       check=True, stdout=subprocess.DEVNULL)
+        env = dict(os.environ, CDWQC_TORCH_STUBS="1",
+                   LD_LIBRARY_PATH=":".join(filter(None, [stubs, os.environ.get("LD_LIBRARY_PATH")])))
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
 def run(*args):
