@@ -1205,6 +1205,9 @@ impl App {
             KeyCode::Right | KeyCode::Char('l') | KeyCode::Char('+') | KeyCode::Char(' ') => {
                 form.change(1, runs, sequences.len())
             }
+            // Ten steps at a time: epochs run to 500, too far for single steps.
+            KeyCode::PageUp => form.change(10, runs, sequences.len()),
+            KeyCode::PageDown => form.change(-10, runs, sequences.len()),
             KeyCode::Enter => {
                 let form = form.clone();
                 match self.jobs.request(&form, &sequences) {
@@ -1346,9 +1349,14 @@ impl App {
         if job.ended {
             return;
         }
-        // The worker ended without saying how: a crash, or a kill from outside.
+        // The worker ended without saying how: a crash, or a kill from outside. A stop
+        // asked for while the worker was still starting reaches it before its interrupt
+        // handler exists, and ends it at once: nothing had been trained or predicted.
         let error = match code {
             Some(code) => format!("the worker exited with status {code} without finishing"),
+            None if job.status == JobStatus::Stopping => {
+                "stopped while the worker was starting (nothing to keep)".to_string()
+            }
             None => "the worker was killed".to_string(),
         };
         job.log(error.clone());

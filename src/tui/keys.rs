@@ -488,7 +488,7 @@ impl Default for KeyMap {
             b(
                 c('n'),
                 Action::NewJob,
-                "new job: train or predict (form: arrows, Enter starts, Esc closes)",
+                "new job: train or predict (form: arrows, PageUp/PageDown ±10, Enter starts, Esc closes)",
             ),
             b(
                 c('c'),

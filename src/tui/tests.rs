@@ -1211,3 +1211,57 @@ fn blind_views_5_6_7_are_not_offered_and_no_sql_runs() {
         assert!(!text.contains(tab), "{text}");
     }
 }
+
+#[test]
+fn a_stop_that_reaches_a_starting_worker_says_so() {
+    use crate::jobs::plan::TrainRequest;
+    use crate::tui::jobs::JobRequest;
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let starting = app.jobs.add(&JobRequest::Train(TrainRequest {
+        preset: "tiny".into(),
+        epochs: Some(3),
+        run: Some("usable-ssda-tiny-1".into()),
+        ..TrainRequest::default()
+    }));
+    keys(&mut app, &mut store, "c");
+    assert_eq!(app.jobs.jobs[0].status.label(), "stopping");
+    // The interrupt arrived before the worker could catch it: it died of the signal.
+    handle_now(
+        &mut app,
+        &mut store,
+        Event::JobExited {
+            id: starting,
+            code: None,
+        },
+    );
+    let job = &app.jobs.jobs[0];
+    assert!(job.ended);
+    assert!(
+        app.message
+            .contains("stopped while the worker was starting (nothing to keep)"),
+        "{}",
+        app.message
+    );
+    // A worker that dies of a signal nobody sent is reported as killed.
+    let crashed = app.jobs.add(&JobRequest::Train(TrainRequest {
+        preset: "tiny".into(),
+        epochs: Some(3),
+        run: Some("usable-ssda-tiny-2".into()),
+        ..TrainRequest::default()
+    }));
+    handle_now(
+        &mut app,
+        &mut store,
+        Event::JobExited {
+            id: crashed,
+            code: None,
+        },
+    );
+    assert!(
+        app.message.contains("the worker was killed"),
+        "{}",
+        app.message
+    );
+}

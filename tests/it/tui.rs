@@ -486,13 +486,26 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     tmux.wait_longer_for("interrupted after", minute);
 
     // A third job, stopped by quitting: the first q asks, the second stops and quits.
-    // Long enough (tiny epochs take a tenth of a second) that quitting always lands
-    // inside training, not after it.
-    tmux.keys(&["n", "Down", "Down", "Right", "Down", "Right", "Down"]);
-    tmux.keys(&["Right"; 35]);
-    tmux.wait_for("‹ 40 ›");
+    // The cpu-small grid makes each epoch of this warehouse take about a second, and
+    // early stopping ends a run five epochs after its best at the soonest, so quitting
+    // right after the first epoch always lands inside training, not after it.
+    tmux.keys(&[
+        "n", "Down", "Down", "Right", "Down", "Right", "Right", "Down",
+    ]);
+    tmux.keys(&["PageUp"; 40]);
+    tmux.wait_for("‹ 405 ›");
+    tmux.wait_for("‹ cpu-small ›");
     tmux.keys(&["Enter"]);
-    tmux.wait_longer_for("epoch 1/40", minute);
+    // The new job is the one shown: its title above its own log's first epoch.
+    let deadline = Instant::now() + minute;
+    loop {
+        let screen = tmux.screen();
+        if screen.contains("target-only (cpu-small, 405 epochs)") && screen.contains("epoch   1:") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no first epoch: {screen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     tmux.keys(&["q"]);
     tmux.wait_for("q again stops them");
     tmux.keys(&["q"]);
@@ -505,7 +518,8 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     let runs = sql(
         dir,
         "select run_id, status, (select count(*) from epochs e where e.run_id = r.run_id) > 0 as epochs,
-                (select count(*) from predictions p where p.run_id = r.run_id) as predictions
+                (select count(*) from predictions p where p.run_id = r.run_id) as predictions,
+                coalesce(error, '') as error
          from runs r order by started_at",
     );
     let lines: Vec<&str> = runs.lines().collect();
@@ -519,7 +533,7 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
         "{runs}"
     );
     assert!(
-        lines[3].starts_with("usable-target-only-tiny-1,interrupted,"),
+        lines[3].starts_with("usable-target-only-cpu-small-1,interrupted,"),
         "{runs}"
     );
     // Every dashboard job has its row: what it ran and how it ended.
@@ -533,7 +547,7 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
          train,completed,usable-ssda-tiny-1,true\n\
          infer,completed,usable-ssda-tiny-1,true\n\
          train,cancelled,usable-ssda-tiny-2,true\n\
-         train,cancelled,usable-target-only-tiny-1,true\n"
+         train,cancelled,usable-target-only-cpu-small-1,true\n"
     );
     // The stopped runs left checkpoints that `cdwqc train --resume` continues from.
     assert!(
