@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
+use crate::commands::report::ScoringArgs;
 use crate::jobs::plan::{ExportRequest, plan_export};
 use crate::jobs::{models_dir, runs_dir};
-use crate::model::card::{CARD_FILE, ExportedModel};
+use crate::model::card::{CARD_FILE, CardEvaluation, ClassEvaluation, ExportedModel};
+use crate::report::model as report_model;
 use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +26,9 @@ pub enum ModelAction {
     Export(ExportArgs),
     /// Check a model's weights against its card and print the card.
     Show(ShowArgs),
+    /// Score a model's predictions in this store (`cdwqc infer --model`) and record the
+    /// result in its card under a label (e.g. an external test set).
+    Evaluate(EvaluateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,11 +62,103 @@ pub struct ShowArgs {
     pub model: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// A model folder, or a name under ./models.
+    pub model: String,
+    /// The name the evaluation is recorded under (one per label: a later one replaces it).
+    #[arg(long)]
+    pub label: String,
+    /// What the images are, in one sentence.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// The run holding the model's predictions (default: model:<name>).
+    #[arg(long)]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub scoring: ScoringArgs,
+}
+
 pub fn run(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         ModelAction::Export(a) => export(db, a),
         ModelAction::Show(a) => show(a),
+        ModelAction::Evaluate(a) => evaluate(db, a),
     }
+}
+
+fn evaluate(db: &Path, args: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let dir = ExportedModel::resolve(&args.model, &models_dir())?;
+    let mut model = ExportedModel::open(&dir)?;
+    let run = args
+        .run
+        .clone()
+        .unwrap_or_else(|| format!("model:{}", model.card.name));
+    let store = Store::open(db, Access::ReadOnly)?;
+    let report = report_model::build(&store, &run, &args.scoring.options())
+        .with_context(|| format!("scoring run {run} in {}", db.display()))?;
+    if report.task.name() != model.card.task {
+        anyhow::bail!(
+            "run {run} predicts {}, but model {} is a {} model",
+            report.task.name(),
+            model.card.name,
+            model.card.task
+        );
+    }
+    let overall = &report.overall;
+    let evaluation = CardEvaluation {
+        label: args.label.clone(),
+        description: args.description.clone(),
+        run: run.clone(),
+        against: report.against.clone(),
+        images: overall.images,
+        subjects: overall.subjects,
+        balanced_accuracy: overall.balanced_accuracy.value,
+        balanced_accuracy_ci95: overall.balanced_accuracy.ci95,
+        roc_auc: overall.auc.value,
+        confusion: overall.confusion.clone(),
+        one_vs_rest: overall
+            .per_class
+            .iter()
+            .map(|c| ClassEvaluation {
+                class: c.class.clone(),
+                balanced_accuracy: c.balanced_accuracy_one_vs_rest.value,
+                ci95: c.balanced_accuracy_one_vs_rest.ci95,
+            })
+            .collect(),
+    };
+    model
+        .record_evaluation(evaluation.clone())
+        .with_context(|| format!("recording the evaluation in {}", dir.display()))?;
+    if args.scoring.json {
+        println!("{}", serde_json::to_string_pretty(&evaluation)?);
+    } else {
+        let show = |v: Option<f64>, ci: Option<[f64; 2]>| match (v, ci) {
+            (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+            (Some(v), None) => format!("{v:.3}"),
+            _ => "undefined".to_string(),
+        };
+        println!(
+            "{}: {} on {} ({} images): balanced accuracy {}",
+            model.card.name,
+            args.label,
+            run,
+            evaluation.images,
+            show(
+                evaluation.balanced_accuracy,
+                evaluation.balanced_accuracy_ci95
+            )
+        );
+        for class in &evaluation.one_vs_rest {
+            println!(
+                "  {} vs rest: {}",
+                class.class,
+                show(class.balanced_accuracy, class.ci95)
+            );
+        }
+        println!("recorded in {}", dir.join(CARD_FILE).display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {

@@ -56,7 +56,7 @@ pub struct ScoringArgs {
 }
 
 impl ScoringArgs {
-    fn options(&self) -> ModelOptions {
+    pub(crate) fn options(&self) -> ModelOptions {
         ModelOptions {
             against: self.against.clone(),
             set: self.set,

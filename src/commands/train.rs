@@ -18,7 +18,7 @@ use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Model preset: tiny, cpu-small, paper, or a TOML file.
+    /// Model preset: tiny, demo, cpu-small, paper, pretrained, or a TOML file.
     #[arg(long, default_value = "cpu-small")]
     pub preset: String,
     #[arg(long, value_enum, default_value = "usable")]

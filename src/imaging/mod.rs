@@ -1,6 +1,7 @@
 //! Reading brain images: NIfTI-1/2 headers and voxels, orientation, BIDS names,
 //! sidecars, intensity summaries and preview slices.
 
+pub mod antialias;
 pub mod bias;
 pub mod bids;
 pub mod nifti;

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Volume;
+use super::antialias;
 use super::bias::{self, BiasCorrection};
 use super::registration::{
     self, Registration, RegistrationError, RegistrationMode, RegistrationOptions, Template,
@@ -43,6 +44,10 @@ pub struct PreprocessSpec {
     /// test data folder).
     #[serde(default = "default_template")]
     pub template: String,
+    /// Smooth each volume to the grid's resolution before resampling (`antialias`), so
+    /// that images of every source resolution look alike on the grid.
+    #[serde(default)]
+    pub antialias: bool,
 }
 
 fn default_template() -> String {
@@ -73,6 +78,7 @@ impl PreprocessSpec {
             bias_correction: BiasCorrection::None,
             registration: RegistrationMode::None,
             template: default_template(),
+            antialias: false,
         }
     }
 
@@ -90,6 +96,9 @@ impl PreprocessSpec {
                 "|bias={:?}|registration={:?}|template={}|v1",
                 self.bias_correction, self.registration, self.template
             ));
+        }
+        if self.antialias {
+            text.push_str("|antialias=fwhm-v1");
         }
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
             (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
@@ -388,6 +397,12 @@ pub fn preprocess_detailed(
         }
     };
     let bias_seconds = started.elapsed().as_secs_f64();
+    let smoothed = if spec.antialias {
+        antialias::for_grid(volume, spec.spacing_mm)
+    } else {
+        None
+    };
+    let volume = smoothed.as_ref().unwrap_or(volume);
     let (centre, registration) = match spec.registration {
         RegistrationMode::None => (head_centre(volume)?, None),
         mode => {

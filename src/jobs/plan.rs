@@ -1006,6 +1006,7 @@ pub fn plan_export(
             test_images: metric(&metrics, "test_images"),
             test_balanced_accuracy: metric(&metrics, "test_balanced_accuracy"),
         },
+        evaluations: Vec::new(),
     };
     Ok((card, weights))
 }

@@ -70,6 +70,40 @@ pub struct CardMetrics {
     pub test_balanced_accuracy: Option<f64>,
 }
 
+/// One class against the rest, on an evaluation's images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassEvaluation {
+    pub class: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balanced_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<[f64; 2]>,
+}
+
+/// The model scored on a named set of images of some store (`cdwqc model evaluate`),
+/// with the subject-level bootstrap CIs of `cdwqc report model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardEvaluation {
+    /// Short name of the image set; a later evaluation of the same name replaces it.
+    pub label: String,
+    #[serde(default)]
+    pub description: String,
+    /// The predictions scored: the run in that store, and the truth.
+    pub run: String,
+    pub against: String,
+    pub images: u64,
+    pub subjects: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balanced_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balanced_accuracy_ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+    pub confusion: Vec<Vec<u64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_vs_rest: Vec<ClassEvaluation>,
+}
+
 /// The model card, `model.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
@@ -98,6 +132,9 @@ pub struct ModelCard {
     pub preset: Preset,
     pub training: TrainingInfo,
     pub metrics: CardMetrics,
+    /// Scores on image sets other than the training run's own (an external test set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<CardEvaluation>,
 }
 
 impl ModelCard {
@@ -316,27 +353,51 @@ impl ExportedModel {
         // A refused card leaves no folder behind.
         card.check(&dir.join(CARD_FILE))?;
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let text = toml::to_string(&card).map_err(|e| ModelError::File {
-            path: dir.join(CARD_FILE),
-            detail: format!("writing the model card: {e}"),
-        })?;
-        let header = format!(
-            "# Model card of an exported cdwqc QC model (`cdwqc model export`).\n\
-             # `cdwqc infer --model {}` predicts with it in any store; the weights are\n\
-             # checked against [weights] sha256 and bytes when loaded.\n",
-            card.name
-        );
+        let text = card_text(&card, &dir)?;
         for (name, content) in [
             (WEIGHTS_FILE, bytes.as_slice()),
-            (CARD_FILE, format!("{header}{text}").as_bytes()),
+            (CARD_FILE, text.as_bytes()),
         ] {
-            let path = dir.join(name);
-            let partial = dir.join(format!(".{name}.partial"));
-            std::fs::write(&partial, content).map_err(io(&partial))?;
-            std::fs::rename(&partial, &path).map_err(io(&path))?;
+            replace_file(&dir, name, content)?;
         }
         Ok(Self { dir, card })
     }
+
+    /// Adds an evaluation to the card, replacing one of the same label, and rewrites
+    /// `model.toml` (atomically; the weights are untouched).
+    pub fn record_evaluation(&mut self, evaluation: CardEvaluation) -> Result<(), ModelError> {
+        let mut card = self.card.clone();
+        card.evaluations.retain(|e| e.label != evaluation.label);
+        card.evaluations.push(evaluation);
+        let text = card_text(&card, &self.dir)?;
+        replace_file(&self.dir, CARD_FILE, text.as_bytes())?;
+        self.card = card;
+        Ok(())
+    }
+}
+
+fn card_text(card: &ModelCard, dir: &Path) -> Result<String, ModelError> {
+    let text = toml::to_string(card).map_err(|e| ModelError::File {
+        path: dir.join(CARD_FILE),
+        detail: format!("writing the model card: {e}"),
+    })?;
+    Ok(format!(
+        "# Model card of an exported cdwqc QC model (`cdwqc model export`).\n\
+         # `cdwqc infer --model {}` predicts with it in any store; the weights are\n\
+         # checked against [weights] sha256 and bytes when loaded.\n{text}",
+        card.name
+    ))
+}
+
+/// Writes `dir/name` under a temporary name, then renames it into place.
+fn replace_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), ModelError> {
+    let path = dir.join(name);
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::write(&partial, content).map_err(|source| ModelError::Io {
+        path: partial.clone(),
+        source,
+    })?;
+    std::fs::rename(&partial, &path).map_err(|source| ModelError::Io { path, source })
 }
 
 #[cfg(test)]
@@ -370,7 +431,39 @@ mod tests {
                 test_balanced_accuracy: Some(0.5),
                 ..CardMetrics::default()
             },
+            evaluations: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_evaluation_is_added_then_replaced_by_one_of_the_same_label() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weights = dir.path().join("w.bin");
+        std::fs::write(&weights, b"0123456789").expect("weights");
+        let mut model = ExportedModel::write(card(), &weights, dir.path(), false).expect("write");
+        let evaluation = |ba: f64| CardEvaluation {
+            label: "external".into(),
+            description: "150 images of another simulator".into(),
+            run: "model:m1".into(),
+            against: "consensus".into(),
+            images: 150,
+            subjects: 150,
+            balanced_accuracy: Some(ba),
+            balanced_accuracy_ci95: Some([ba - 0.05, ba + 0.05]),
+            roc_auc: Some(0.9),
+            confusion: vec![vec![90, 10], vec![5, 45]],
+            one_vs_rest: vec![ClassEvaluation {
+                class: "bad".into(),
+                balanced_accuracy: Some(0.8),
+                ci95: None,
+            }],
+        };
+        model.record_evaluation(evaluation(0.8)).expect("first");
+        model.record_evaluation(evaluation(0.9)).expect("again");
+        let read = ExportedModel::open(&dir.path().join("m1")).expect("open");
+        assert_eq!(read.card.evaluations, vec![evaluation(0.9)]);
+        read.verified_weights().expect("weights untouched");
+        assert!(!dir.path().join("m1/.model.toml.partial").exists());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct Preset {
     pub augment: AugmentSpec,
 }
 
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     ("tiny", include_str!("../../models/presets/tiny.toml")),
     ("demo", include_str!("../../models/presets/demo.toml")),
     (
@@ -35,6 +35,10 @@ const BUILTIN: [(&str, &str); 4] = [
         include_str!("../../models/presets/cpu-small.toml"),
     ),
     ("paper", include_str!("../../models/presets/paper.toml")),
+    (
+        "pretrained",
+        include_str!("../../models/presets/pretrained.toml"),
+    ),
 ];
 
 impl Preset {

@@ -13,7 +13,7 @@ use crate::store::runs::{EpochRow, RunSummary};
 /// Log lines kept per job.
 const LOG_LINES: usize = 200;
 /// The presets the form offers, smallest grid first.
-pub const PRESETS: [&str; 4] = ["demo", "tiny", "cpu-small", "paper"];
+pub const PRESETS: [&str; 5] = ["demo", "tiny", "cpu-small", "paper", "pretrained"];
 /// Tasks a model is trained for.
 pub const TASKS: [Task; 2] = [Task::Usable, Task::Quality];
 

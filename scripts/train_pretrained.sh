@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Trains the pretrained models shipped under models/ (docs/pretrained.md): a large
+# synthetic warehouse, its simulated raters' consensus, one target-only run per task on
+# the `pretrained` preset (3 mm grid, domain-randomising augmentation), exported with
+# their model cards. Then, optionally, the external test set (scripts/external_eval.sh).
+#
+#   ./scripts/train_pretrained.sh            # warehouse, store, both models
+#   PRE_EXTERNAL=1 ./scripts/train_pretrained.sh   # and score them on the external set
+#
+# Environment: PRE_DIR (work folder, default pretrained/), PRE_T1, PRE_FLAIR, PRE_OTHER
+# (warehouse size), PRE_SEED, PRE_EPOCHS (default: the preset's), PRE_THREADS (libtorch
+# threads per run; both runs go in parallel).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CDWQC=${CDWQC:-target/release/cdwqc}
+[ -x "$CDWQC" ] || { echo "$CDWQC is missing: run scripts/setup.sh" >&2; exit 1; }
+DIR=${PRE_DIR:-pretrained}
+W=$DIR/warehouse
+DB=$DIR/cdwqc.duckdb
+SEED=${PRE_SEED:-11}
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+mkdir -p "$DIR"
+
+if [ ! -f "$W/derivatives/cdwqc-synth/ground_truth.tsv" ]; then
+  step "cdwqc synth: the training warehouse (seed $SEED)"
+  rm -rf "$W"
+  "$CDWQC" synth --out "$W" --t1 "${PRE_T1:-150}" --flair "${PRE_FLAIR:-800}" \
+    --other "${PRE_OTHER:-100}" --raters 3 --seed "$SEED"
+fi
+
+step "its store: $DB"
+[ -f "$DB" ] || "$CDWQC" --db "$DB" init
+"$CDWQC" --db "$DB" import "$W" | head -n 3
+for f in "$W"/derivatives/cdwqc-synth/ratings/rater?.tsv; do
+  "$CDWQC" --db "$DB" ratings import "$f" --rater "$(basename "$f" .tsv)" | tail -n 1
+done
+
+# A training run holds its store for writing: each task trains on its own copy.
+step "training both tasks in parallel (target-only FLAIR, preset pretrained)"
+pids=()
+for task in usable quality; do
+  rm -f "$DIR/train-$task.duckdb" "$DIR/train-$task.duckdb.wal"
+  cp "$DB" "$DIR/train-$task.duckdb"
+  "$CDWQC" --db "$DIR/train-$task.duckdb" train --preset pretrained --task "$task" --method target-only \
+    --seed 1 --run "pretrained-$task" ${PRE_EPOCHS:+--epochs "$PRE_EPOCHS"} \
+    ${PRE_THREADS:+--threads "$PRE_THREADS"} > "$DIR/train-$task.log" 2>&1 &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+tail -n 2 "$DIR"/train-*.log
+[ "$status" = 0 ] || { echo "a training run failed (logs: $DIR/train-*.log)" >&2; exit 1; }
+
+step "exporting the models with their cards"
+describe() {
+  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with domain-randomising augmentation; see docs/pretrained.md"
+}
+"$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name cdwqc-flair-usable --force \
+  --description "$(describe 'usability (usable / reject)' 'one volume')"
+"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name cdwqc-flair-quality --force \
+  --description "$(describe 'quality grade (good / medium / bad)' 'one usable volume')"
+
+if [ -n "${PRE_EXTERNAL:-}" ]; then
+  step "the external test set"
+  ./scripts/external_eval.sh cdwqc-flair-usable cdwqc-flair-quality
+fi
