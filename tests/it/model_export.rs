@@ -187,6 +187,60 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
     assert_eq!(bad["class"], "bad");
     assert!(bad.get("balanced_accuracy_one_vs_rest").is_some(), "{bad}");
 
+    // The score goes into the card under its label, with the same figures as the report.
+    let evaluate = [
+        "model",
+        "evaluate",
+        model.as_str(),
+        "--label",
+        "other-warehouse",
+        "--description",
+        "ten FLAIR images of another seed",
+        "--set",
+        "all",
+        "--bootstrap",
+        "50",
+        "--json",
+    ];
+    let recorded: Value = serde_json::from_str(&ok(&other, &evaluate)).expect("evaluation JSON");
+    assert_eq!(recorded["run"], "model:tiny-quality");
+    assert_eq!(recorded["images"], report["overall"]["images"]);
+    assert_eq!(
+        recorded["balanced_accuracy"],
+        report["overall"]["balanced_accuracy"]["value"]
+    );
+    assert_eq!(recorded["one_vs_rest"][2]["class"], "bad");
+    ok(&other, &evaluate);
+    let card_now = std::fs::read_to_string(model_dir.join("model.toml")).expect("card");
+    assert_eq!(
+        card_now.matches("[[evaluations]]").count(),
+        1,
+        "a second evaluation of a label replaces the first: {card_now}"
+    );
+    assert!(
+        card_now.contains("label = \"other-warehouse\""),
+        "{card_now}"
+    );
+    ok(&other, &["model", "show", model.as_str()]);
+    // A run of another task is refused, and the card is left as it was.
+    let wrong = cdwqc(
+        &other,
+        &[
+            "model",
+            "evaluate",
+            model.as_str(),
+            "--label",
+            "x",
+            "--run",
+            "nope",
+        ],
+    );
+    assert!(!wrong.status.success());
+    assert_eq!(
+        std::fs::read_to_string(model_dir.join("model.toml")).expect("card"),
+        card_now
+    );
+
     // Tampered weights (one byte changed) and truncated weights are refused, naming
     // the file; nothing is predicted.
     let path = model_dir.join("weights.safetensors");
