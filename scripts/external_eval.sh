@@ -11,7 +11,9 @@
 #
 # Prints, per model: usable balanced accuracy (usable models) or quality balanced
 # accuracy and `bad` vs the rest balanced accuracy (quality models), with 95% CIs;
-# the full reports go to $EXT_DIR/report_<model>.json and .html.
+# the full reports go to $EXT_DIR/report_<model>.json and .html, and with BatchNorm
+# adapted to the external images (cdwqc infer --adapt-batchnorm) to report_<model>-adabn.*.
+# EXT_RECORD=1 also records both scores in each model card (cdwqc model evaluate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 MODEL [MODEL...]  (a folder, or a name under models/)" >&2; exit 2; }
@@ -46,11 +48,23 @@ for model in "$@"; do
   [ -f "$dir/model.toml" ] || dir=models/$model
   [ -f "$dir/model.toml" ] || { echo "no model $model (neither $model/model.toml nor models/$model/model.toml)" >&2; exit 1; }
   name=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$dir/model.toml" | head -n 1)
-  step "model $name: predicting every FLAIR-named image (no training here)"
-  "$CDWQC" --db "$DB" infer --model "$dir"
-  "$CDWQC" --db "$DB" report model --run "model:$name" --set all --json > "$OUT/report_$name.json"
-  "$CDWQC" --db "$DB" report model --run "model:$name" --set all --html "$OUT/report_$name.html" > /dev/null
-  "$PY" - "$OUT/report_$name.json" <<'PYEOF'
+  # Twice: as shipped, and adapted to this warehouse with no label (AdaBN).
+  for variant in plain adabn; do
+  run=model:$name; report=$OUT/report_$name.json; flags=()
+  if [ "$variant" = adabn ]; then
+    run=model:$name-adabn; report=$OUT/report_$name-adabn.json; flags=(--as "$run" --adapt-batchnorm)
+  fi
+  step "model $name ($variant): predicting every FLAIR-named image (no training here)"
+  "$CDWQC" --db "$DB" infer --model "$dir" "${flags[@]}"
+  "$CDWQC" --db "$DB" report model --run "$run" --set all --json > "$report"
+  "$CDWQC" --db "$DB" report model --run "$run" --set all --html "${report%.json}.html" > /dev/null
+  if [ -n "${EXT_RECORD:-}" ]; then
+    label=external; [ "$variant" = adabn ] && label=external-adabn
+    "$CDWQC" --db "$DB" model evaluate "$dir" --run "$run" --set all --label "$label" \
+      --description "${EXT_N:-150} FLAIR-named images of scripts/external_warehouse.py (seed ${EXT_SEED:-7}), no label used$([ "$variant" = adabn ] && echo '; BatchNorm statistics adapted on them (cdwqc infer --adapt-batchnorm)')" \
+      | tail -n 1
+  fi
+  "$PY" - "$report" <<'PYEOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 def show(v):
@@ -72,6 +86,7 @@ for c in o["per_class"]:
 print("  confusion (rows truth, columns prediction, order " + ", ".join(r["categories"]) + "): "
       + " | ".join(" ".join(str(x) for x in row) for row in o["confusion"]))
 PYEOF
+  done
 done
 echo
-echo "reports: $OUT/report_<model>.json and .html; store: $DB"
+echo "reports: $OUT/report_<model>[-adabn].json and .html; store: $DB"

@@ -41,6 +41,11 @@ pub struct InferArgs {
     /// Task of a TorchScript model.
     #[arg(long, value_enum, default_value = "usable")]
     pub task: Task,
+    /// Adapt the network to this warehouse first, with no label: re-estimate its
+    /// BatchNorm statistics on up to N of the images to predict (AdaBN; default 256).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "256",
+          conflicts_with = "torchscript")]
+    pub adapt_batchnorm: Option<usize>,
     /// Sequence to predict (BIDS suffix; default FLAIR, or the model card's target).
     #[arg(long)]
     pub sequence: Option<String>,
@@ -71,7 +76,8 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
         unrated: args.unrated,
         device: args.device,
     };
-    let plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
+    let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
+    plan.adapt_batchnorm = args.adapt_batchnorm;
     let (result, code) = predict(&plan)?;
     record_inference(&mut store, &plan.run_id, &result)?;
     Ok(code)
@@ -86,6 +92,7 @@ fn run_model(store: &mut Store, model: String, args: InferArgs) -> anyhow::Resul
         sequence: args.sequence,
         unrated: args.unrated,
         device: args.device,
+        adapt_batchnorm: args.adapt_batchnorm,
     };
     let planned = plan_model_inference(store, &request, &models_dir(), Some(cache_dir()))?;
     let card = &planned.model.card;
@@ -127,6 +134,12 @@ fn predict(plan: &InferPlan) -> anyhow::Result<(InferResult, ExitCode)> {
         eprintln!("\ninterrupted: storing the predictions made so far");
     })
     .context("installing the Ctrl-C handler")?;
+    if let Some(limit) = plan.adapt_batchnorm {
+        println!(
+            "adapting BatchNorm statistics to this warehouse on up to {limit} of the {} images (no labels)",
+            plan.items.len()
+        );
+    }
     let result = run_inference(plan, &cancel, &mut |event| {
         if let JobEvent::ItemFailed { id, error } = event {
             eprintln!("image {id}: {error}");

@@ -113,6 +113,10 @@ pub struct InferPlan {
     pub device: String,
     pub items: Vec<PlanItem>,
     pub cache_dir: Option<PathBuf>,
+    /// Re-estimate the network's BatchNorm statistics on up to this many of the images
+    /// before predicting (AdaBN; unlabelled images only).
+    #[serde(default)]
+    pub adapt_batchnorm: Option<usize>,
 }
 
 /// What a worker runs.
@@ -179,6 +183,9 @@ pub struct InferResult {
     pub seconds: f64,
     /// Stopped before every image was predicted; `rows` holds those that were.
     pub cancelled: bool,
+    /// Images the BatchNorm statistics were re-estimated on, when asked.
+    #[serde(default)]
+    pub adapted_images: Option<usize>,
 }
 
 /// Progress and outcome of a job, one JSON object per line on the worker's stdout.
@@ -332,14 +339,28 @@ pub fn run_inference(
     emit: &mut dyn FnMut(JobEvent),
 ) -> Result<InferResult, ModelError> {
     let device = crate::model::parse_device(&plan.device)?;
+    let started = std::time::Instant::now();
+    let mut adapted_images = None;
+    let mut adapt = |mut predictor: Predictor| -> Box<dyn LogitsModel> {
+        if let Some(limit) = plan.adapt_batchnorm {
+            let sample = adaptation_sample(&plan.items, limit);
+            adapted_images =
+                Some(predictor.adapt_batchnorm(&items(&sample), cache(&plan.cache_dir)));
+        }
+        Box::new(predictor)
+    };
     let model: Box<dyn LogitsModel> = match &plan.model {
-        ModelSource::Run { dir } => Box::new(Predictor::from_run_dir(dir, device)?),
+        ModelSource::Run { dir } => adapt(Predictor::from_run_dir(dir, device)?),
         ModelSource::TorchScript { path, preset } => {
+            if plan.adapt_batchnorm.is_some() {
+                return Err(ModelError::Config(
+                    "BatchNorm adaptation needs a cdwqc network, not a TorchScript model".into(),
+                ));
+            }
             Box::new(ScriptModel::load(path, preset.clone(), device)?)
         }
-        ModelSource::Exported { dir } => Box::new(ExportedModel::open(dir)?.predictor(device)?),
+        ModelSource::Exported { dir } => adapt(ExportedModel::open(dir)?.predictor(device)?),
     };
-    let started = std::time::Instant::now();
     let options = InferOptions {
         cache: cache(&plan.cache_dir),
         ..InferOptions::default()
@@ -382,7 +403,19 @@ pub fn run_inference(
         failed,
         seconds: started.elapsed().as_secs_f64(),
         cancelled,
+        adapted_images,
     })
+}
+
+/// Up to `limit` of the items, evenly spread over the list (which follows the store's
+/// order), so the same plan always adapts on the same images.
+fn adaptation_sample(items: &[PlanItem], limit: usize) -> Vec<PlanItem> {
+    if items.len() <= limit {
+        return items.to_vec();
+    }
+    (0..limit)
+        .map(|k| items[k * items.len() / limit].clone())
+        .collect()
 }
 
 /// Runs a plan to its end: every event, the final one included, goes to `emit`.
@@ -555,6 +588,7 @@ mod tests {
                 label: Some(2),
             }],
             cache_dir: None,
+            adapt_batchnorm: Some(64),
         });
         let path = dir.path().join("job.json");
         plan.write(&path).unwrap();

@@ -691,6 +691,7 @@ pub fn plan_inference(
         device: request.device.clone(),
         items,
         cache_dir,
+        adapt_batchnorm: None,
     })
 }
 
@@ -735,6 +736,8 @@ pub struct ModelInferRequest {
     pub sequence: Option<String>,
     pub unrated: bool,
     pub device: String,
+    /// Re-estimate BatchNorm statistics on up to this many of the images first (AdaBN).
+    pub adapt_batchnorm: Option<usize>,
 }
 
 /// An exported model's inference job and the run row it is recorded under.
@@ -812,6 +815,7 @@ pub fn plan_model_inference(
             device: request.device.clone(),
             items,
             cache_dir,
+            adapt_batchnorm: request.adapt_batchnorm,
         },
         run,
         model,
@@ -840,6 +844,7 @@ pub fn record_model_inference(
         "images": result.rows.len(),
         "failed": result.failed,
         "seconds": result.seconds,
+        "adapted_batchnorm_images": result.adapted_images,
     });
     store.set_run_status(run_id, status, Some(&metrics.to_string()), None)?;
     Ok(())

@@ -253,7 +253,39 @@ impl Predictor {
     pub fn var_store(&self) -> &nn::VarStore {
         &self.vs
     }
+
+    /// Adapts the BatchNorm statistics to `items` (unlabelled images of the warehouse it
+    /// is about to predict; see [`Conv5Fc3Ssda::adapt_batchnorm`]). Items that fail to
+    /// load are left out. Returns the images used.
+    pub fn adapt_batchnorm(
+        &mut self,
+        items: &[super::data::Item],
+        cache: Option<crate::imaging::preprocess::TensorCache>,
+    ) -> usize {
+        let loader = super::data::ItemLoader::new(self.preset.clone(), cache);
+        let [_, d, h, w] = self.preset.input_shape();
+        let device = self.vs.device();
+        let loaded: Vec<Vec<f32>> = items.iter().filter_map(|i| loader.load(i).ok()).collect();
+        let batches: Vec<Tensor> = loaded
+            .chunks(ADAPT_BATCH)
+            .map(|chunk| {
+                let flat: Vec<f32> = chunk.concat();
+                Tensor::from_slice(&flat)
+                    .view([chunk.len() as i64, 1, d, h, w])
+                    .to_device(device)
+            })
+            .collect();
+        let used = self.net.adapt_batchnorm(&batches);
+        if let Some(folded) = &self.folded {
+            let channels_last = folded.is_channels_last();
+            self.folded = Some(self.net.folded_extractor(channels_last));
+        }
+        used
+    }
 }
+
+/// Images per forward pass while BatchNorm statistics are re-estimated.
+const ADAPT_BATCH: usize = 8;
 
 impl LogitsModel for Predictor {
     fn preset(&self) -> &Preset {

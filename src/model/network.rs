@@ -368,6 +368,59 @@ impl Conv5Fc3Ssda {
         }
     }
 
+    /// Re-estimates every BatchNorm's running mean and variance on `batches` of input
+    /// `[N, 1, D, H, W]`, layer after layer (each layer's statistics are taken on the
+    /// outputs of the layers before it, already re-estimated): adaptive batch
+    /// normalisation (AdaBN, Li et al. 2016), which moves a network to a new domain with
+    /// unlabelled images only. Weights and the BatchNorm scales and shifts are unchanged.
+    /// Returns the images used; with none, nothing changes.
+    pub fn adapt_batchnorm(&self, batches: &[Tensor]) -> usize {
+        let _guard = tch::no_grad_guard();
+        let images: i64 = batches.iter().map(|b| b.size()[0]).sum();
+        if images == 0 {
+            return 0;
+        }
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let mut sum: Option<Tensor> = None;
+            let mut squares: Option<Tensor> = None;
+            let mut count = 0i64;
+            for batch in batches {
+                let x = self.blocks[..layer]
+                    .iter()
+                    .fold(batch.shallow_clone(), |x, before| {
+                        let x = x.apply(&before.conv).apply_t(&before.norm, false).relu();
+                        pad_max_pool(x, self.spec.pool_padding)
+                    });
+                let y = x.apply(&block.conv).to_kind(tch::Kind::Double);
+                let size = y.size();
+                count += size[0] * size[2..].iter().product::<i64>();
+                let dims: &[i64] = &[0, 2, 3, 4];
+                let s = y.sum_dim_intlist(dims, false, tch::Kind::Double);
+                let q = (&y * &y).sum_dim_intlist(dims, false, tch::Kind::Double);
+                sum = Some(match sum {
+                    Some(total) => total + s,
+                    None => s,
+                });
+                squares = Some(match squares {
+                    Some(total) => total + q,
+                    None => q,
+                });
+            }
+            let (Some(sum), Some(squares)) = (sum, squares) else {
+                continue;
+            };
+            let n = count as f64;
+            let mean = &sum / n;
+            // The unbiased variance, as BatchNorm keeps it.
+            let var = ((&squares / n) - &mean * &mean).clamp_min(0.0) * (n / (n - 1.0).max(1.0));
+            let mut running_mean = block.norm.running_mean.shallow_clone();
+            let mut running_var = block.norm.running_var.shallow_clone();
+            running_mean.copy_(&mean.to_kind(running_mean.kind()));
+            running_var.copy_(&var.to_kind(running_var.kind()));
+        }
+        images as usize
+    }
+
     /// Logits of one head for input `[N, 1, D, H, W]`.
     pub fn forward_head(&self, input: &Tensor, head: Head, train: bool) -> Tensor {
         let features = self.features(input, train);
@@ -403,6 +456,10 @@ pub struct FoldedExtractor {
 }
 
 impl FoldedExtractor {
+    pub fn is_channels_last(&self) -> bool {
+        self.channels_last
+    }
+
     /// Extractor output `[N, 128, d, h, w]`, equal (to rounding) to
     /// `Conv5Fc3Ssda::features(input, false)`.
     pub fn features(&self, input: &Tensor) -> Tensor {
@@ -490,6 +547,54 @@ mod tests {
             );
         }
         assert!(names.contains(&"extractor.bn4.running_mean".to_string()));
+    }
+
+    #[test]
+    fn adapted_batchnorm_normalises_the_new_domain_layer_after_layer() {
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Conv5Fc3Ssda::new(&vs.root(), &tiny());
+        // A "new domain": brighter, higher-contrast inputs than any the defaults suit.
+        let batches: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::rand([4, 1, 24, 24, 24], (Kind::Float, Device::Cpu)) * 3.0 + 2.0)
+            .collect();
+        let before = net.blocks[0].norm.running_mean.copy();
+        assert_eq!(net.adapt_batchnorm(&batches), 12);
+        assert_eq!(net.adapt_batchnorm(&[]), 0);
+        let _guard = tch::no_grad_guard();
+        let all = Tensor::cat(&batches, 0);
+        // Every layer's running statistics are the per-channel mean and unbiased variance
+        // of its convolution's outputs over all the adaptation images, the layers before
+        // it normalised with their own new statistics.
+        let mut x = all.shallow_clone();
+        for block in &net.blocks {
+            let y = x.apply(&block.conv).to_kind(Kind::Double);
+            let dims: &[i64] = &[0, 2, 3, 4];
+            let mean = y.mean_dim(dims, false, Kind::Double);
+            let var = y.var_dim(dims, true, false);
+            let mean_error = (mean - block.norm.running_mean.to_kind(Kind::Double))
+                .abs()
+                .max()
+                .double_value(&[]);
+            let var_error = (var / block.norm.running_var.to_kind(Kind::Double) - 1.0)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(mean_error < 1e-4, "mean off by {mean_error}");
+            assert!(var_error < 1e-4, "variance off by a ratio of {var_error}");
+            x = pad_max_pool(
+                x.apply(&block.conv).apply_t(&block.norm, false).relu(),
+                net.spec.pool_padding,
+            );
+        }
+        assert!(
+            (net.blocks[0].norm.running_mean.copy() - before)
+                .abs()
+                .max()
+                .double_value(&[])
+                > 0.1,
+            "the statistics moved"
+        );
     }
 
     #[test]

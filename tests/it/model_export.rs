@@ -152,6 +152,53 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
         "select count(*) from predictions where run_id = 'model:tiny-quality' and error is null",
     );
     assert_eq!(predicted.lines().nth(1), flair.lines().nth(1));
+    // Adapted to this warehouse (AdaBN on 4 of its images, no label): a run of its own,
+    // other probabilities, the images used in its metrics.
+    let adapted = ok(
+        &other,
+        &[
+            "infer",
+            "--model",
+            model.as_str(),
+            "--as",
+            "model:adapted",
+            "--adapt-batchnorm",
+            "4",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(adapted.contains("on up to 4 of the"), "{adapted}");
+    assert_eq!(
+        csv(
+            &other,
+            db,
+            "select metrics->>'adapted_batchnorm_images' as used from runs where run_id = 'model:adapted'"
+        ),
+        "used\n4\n"
+    );
+    assert_eq!(
+        csv(
+            &other,
+            db,
+            "select count(*) as same from predictions a join predictions b using (image_id)
+             where a.run_id = 'model:tiny-quality' and b.run_id = 'model:adapted'
+               and a.probabilities = b.probabilities"
+        ),
+        "same\n0\n",
+        "adapting changes every prediction"
+    );
+    ok(
+        &other,
+        &[
+            "sql",
+            "--write",
+            "delete from predictions where run_id = 'model:adapted'; delete from runs where run_id = 'model:adapted'",
+        ],
+    );
+
     // Predicting again replaces the predictions under the same run.
     ok(&other, &infer);
     assert_eq!(
