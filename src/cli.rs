@@ -68,3 +68,21 @@ pub enum Command {
     /// The terminal dashboard: browse, view and rate images.
     Tui(TuiArgs),
 }
+
+impl Command {
+    /// Commands that only print what they read: when the reader of their output goes
+    /// away (`cdwqc sql ... | head`), they end quietly, as Unix tools do, instead of
+    /// failing to print. Commands that work on the store or run jobs keep Rust's
+    /// default, so a closed pipe is an error they handle, never a sudden death.
+    pub fn ends_quietly_on_a_closed_pipe(&self) -> bool {
+        matches!(
+            self,
+            Command::Sql(_)
+                | Command::Report(_)
+                | Command::Inspect(_)
+                | Command::Info(_)
+                | Command::Raters(_)
+                | Command::Model(_)
+        )
+    }
+}

@@ -4,6 +4,12 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cdwqc::cli::Cli::parse();
+    if cli.command.ends_quietly_on_a_closed_pipe() {
+        // SAFETY: sets a signal disposition before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cdwqc::commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -153,3 +153,24 @@ fn sql_errors_and_file_access() {
     let o = cdwqc(dir, &["sql", "set enable_external_access = true"]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let dir = store_with_images();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} sql 'select * from range(2000000)' --format csv | head -n 2",
+            env!("CARGO_BIN_EXE_cdwqc")
+        ))
+        .current_dir(dir.path())
+        .output()
+        .expect("sh");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(printed, "range\n0\n");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !errors.contains("panicked") && !errors.contains("Broken pipe"),
+        "{errors}"
+    );
+}
