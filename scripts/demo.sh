@@ -65,17 +65,22 @@ done
 step "methods compared on the held-out FLAIR test subjects, 95% CIs (cdwqc report compare)"
 "$CDWQC" --db "$DB" report compare 'demo-*' --html "$DEMO/comparison.html"
 
-step "predicting every FLAIR image with the SSDA usable model"
-"$CDWQC" --db "$DB" infer --run demo-usable-ssda --sequence FLAIR
-"$CDWQC" --db "$DB" sql "select p.label as predicted, count(*) as images
-  from predictions p where run_id = 'demo-usable-ssda' group by all order by all" --format table
+step "predicting every FLAIR image with the shipped pretrained models (no training, no label)"
+for model in cdwqc-flair-usable cdwqc-flair-quality; do
+  "$CDWQC" --db "$DB" infer --model "$model" --adapt-batchnorm
+done
+"$CDWQC" --db "$DB" sql "select run_id as model, p.label as predicted, count(*) as images
+  from predictions p where run_id like 'model:%' group by all order by all" --format table
+"$CDWQC" --db "$DB" report model --run model:cdwqc-flair-usable --set all \
+  --html "$DEMO/model_pretrained_usable.html" | sed -n '/^| balanced accuracy/p'
 
 step "the SSDA usable model in detail (cdwqc report model)"
 "$CDWQC" --db "$DB" report model --run demo-usable-ssda --html "$DEMO/model_usable_ssda.html"
 
 step "done"
 echo "store:      $DB"
-echo "reports:    $DEMO/agreement_flair.html, $DEMO/comparison.html, $DEMO/model_usable_ssda.html"
+echo "reports:    $DEMO/agreement_flair.html, $DEMO/comparison.html, $DEMO/model_usable_ssda.html,"
+echo "            $DEMO/model_pretrained_usable.html"
 echo "            (open in a browser, they work offline)"
 echo "montage:    $DEMO/montage.png (previews per artefact class and grade)"
 echo "consensus:  $CDWQC --db $DB ratings export --consensus --format tsv"
