@@ -214,8 +214,8 @@ fn main() -> anyhow::Result<()> {
                 at += 1;
             }
             "--grid" => {
-                for axis in 0..3 {
-                    grid[axis] = args.get(at + 1 + axis).context("--grid X Y Z")?.parse()?;
+                for (axis, size) in grid.iter_mut().enumerate() {
+                    *size = args.get(at + 1 + axis).context("--grid X Y Z")?.parse()?;
                 }
                 at += 3;
             }
