@@ -1,7 +1,7 @@
 //! The inter-rater agreement report: for each task, every pair of raters with shared
 //! images and all raters together, overall and per scanner.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -132,33 +132,91 @@ pub struct AgreementReport {
 
 pub const AGREEMENT_SCHEMA: &str = "cdwqc.agreement/1";
 
-struct LabelRow {
-    image_id: i64,
-    rater: String,
-    labels: [Option<String>; 3],
-    scanner: Option<String>,
+/// The labels in force as the store hands them over: per image, each rater's packed
+/// task labels (`sql/store/rater_label_patterns.sql`).
+struct LabelPatterns {
+    /// Raters as the store numbered them; an image's codes are indexed by position here.
+    raters: Vec<String>,
+    scanners: Vec<String>,
+    /// Image ids in ascending order.
+    images: Vec<i64>,
+    image_scanner: Vec<Option<usize>>,
+    /// `images.len() x raters.len()` codes: usable + 3 * quality + 12 * gado, each
+    /// 0 for no label, else 1 + the category's index.
+    codes: Vec<u8>,
 }
 
-fn load(store: &Store, opts: &AgreementOptions) -> Result<Vec<LabelRow>, ReportError> {
+/// Raters packed into one BIGINT of the query, 6 bits each.
+const RATERS_PER_BLOCK: usize = 10;
+
+impl LabelPatterns {
+    /// The category index rater `rater` gave image `image` for the task, if any.
+    fn label(&self, image: usize, rater: usize, task: Task) -> Option<usize> {
+        let code = self.codes[image * self.raters.len() + rater];
+        let value = match task {
+            Task::Usable => code % 3,
+            Task::Quality => (code / 3) % 4,
+            Task::Gado => code / 12,
+        };
+        (value > 0).then(|| usize::from(value) - 1)
+    }
+}
+
+fn load(store: &Store, sequence: Option<&str>) -> Result<LabelPatterns, ReportError> {
+    let db = |e| store.err(e);
     let mut stmt = store
         .conn()
-        .prepare(include_str!("../../sql/store/rater_labels_for_report.sql"))
-        .map_err(|e| store.err(e))?;
-    let rows = stmt
-        .query_map(duckdb::params![opts.sequence], |r| {
-            Ok(LabelRow {
-                image_id: r.get(0)?,
-                rater: r.get(1)?,
-                labels: [r.get(2)?, r.get(3)?, r.get(4)?],
-                scanner: r.get(5)?,
-            })
-        })
-        .map_err(|e| store.err(e))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let row = row.map_err(|e| store.err(e))?;
-        if opts.raters.is_empty() || opts.raters.contains(&row.rater) {
-            out.push(row);
+        .prepare(include_str!("../../sql/store/rater_label_patterns.sql"))
+        .map_err(db)?;
+    let mut rows = stmt.query(duckdb::params![sequence]).map_err(db)?;
+    let mut out = LabelPatterns {
+        raters: Vec::new(),
+        scanners: Vec::new(),
+        images: Vec::new(),
+        image_scanner: Vec::new(),
+        codes: Vec::new(),
+    };
+    let bad =
+        |what: &str| ReportError::Input(format!("unexpected label row from the store: {what}"));
+    while let Some(row) = rows.next().map_err(db)? {
+        let kind: i32 = row.get(0).map_err(db)?;
+        let slot: i64 = row.get(2).map_err(db)?;
+        let slot = usize::try_from(slot).map_err(|_| bad("negative slot"))?;
+        match kind {
+            0 | 1 => {
+                let names = if kind == 0 {
+                    &mut out.raters
+                } else {
+                    &mut out.scanners
+                };
+                if slot != names.len() {
+                    return Err(bad("names out of order"));
+                }
+                names.push(row.get(3).map_err(db)?);
+            }
+            _ => {
+                let image_id: i64 = row.get(1).map_err(db)?;
+                let scanner: Option<i64> = row.get(4).map_err(db)?;
+                let packed: i64 = row.get(5).map_err(db)?;
+                if out.images.last() != Some(&image_id) {
+                    out.images.push(image_id);
+                    out.image_scanner
+                        .push(scanner.and_then(|s| usize::try_from(s).ok()));
+                    out.codes.resize(out.codes.len() + out.raters.len(), 0);
+                }
+                let row_start = (out.images.len() - 1) * out.raters.len();
+                for within in 0..RATERS_PER_BLOCK {
+                    let rater = slot * RATERS_PER_BLOCK + within;
+                    let code = ((packed >> (6 * within)) & 0x3f) as u8;
+                    if code == 0 {
+                        continue;
+                    }
+                    if rater >= out.raters.len() || code >= 36 {
+                        return Err(bad("label code out of range"));
+                    }
+                    out.codes[row_start + rater] = code;
+                }
+            }
         }
     }
     Ok(out)
@@ -166,13 +224,9 @@ fn load(store: &Store, opts: &AgreementOptions) -> Result<Vec<LabelRow>, ReportE
 
 /// Builds the agreement report from the ratings in force.
 pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, ReportError> {
-    let rows = load(store, opts)?;
-    let mut raters: Vec<String> = rows
-        .iter()
-        .map(|r| r.rater.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let patterns = load(store, opts.sequence.as_deref())?;
+    let mut raters = patterns.raters.clone();
+    raters.sort();
     if !opts.raters.is_empty() {
         for wanted in &opts.raters {
             if !raters.contains(wanted) {
@@ -187,44 +241,39 @@ pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, 
         }
         raters.clone_from(&opts.raters);
     }
+    // Stored rater -> column of the report's matrix (None: not asked for).
+    let columns: Vec<Option<usize>> = patterns
+        .raters
+        .iter()
+        .map(|name| raters.iter().position(|x| x == name))
+        .collect();
     let mut tasks = Vec::new();
     let mut figures = Vec::new();
-    for (t, task) in Task::ALL.iter().enumerate() {
+    for task in Task::ALL.iter() {
         let categories = task.categories();
-        let index: HashMap<&str, usize> = categories
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (*c, i))
-            .collect();
-        // image -> rater -> category
-        let mut by_image: BTreeMap<i64, BTreeMap<usize, usize>> = BTreeMap::new();
-        let mut scanner_of: HashMap<i64, String> = HashMap::new();
-        for row in &rows {
-            let Some(label) = row.labels[t].as_deref() else {
-                continue;
-            };
-            let (Some(&c), Some(r)) = (
-                index.get(label),
-                raters.iter().position(|x| *x == row.rater),
-            ) else {
-                continue;
-            };
-            by_image.entry(row.image_id).or_default().insert(r, c);
-            if let Some(s) = &row.scanner {
-                scanner_of.insert(row.image_id, s.clone());
+        // One matrix row per image with a label for the task, in image_id order.
+        let mut image_ids: Vec<i64> = Vec::new();
+        let mut image_scanner: Vec<Option<usize>> = Vec::new();
+        let mut cells: Vec<Option<usize>> = Vec::new();
+        let mut row = vec![None; raters.len()];
+        for (image, &image_id) in patterns.images.iter().enumerate() {
+            row.fill(None);
+            let mut any = false;
+            for (stored, column) in columns.iter().enumerate() {
+                if let (Some(column), Some(label)) = (column, patterns.label(image, stored, *task))
+                {
+                    row[*column] = Some(label);
+                    any = true;
+                }
+            }
+            if any {
+                image_ids.push(image_id);
+                image_scanner.push(patterns.image_scanner[image]);
+                cells.extend_from_slice(&row);
             }
         }
-        let image_ids: Vec<i64> = by_image.keys().copied().collect();
-        let matrix = |ids: &[i64]| -> Result<Ratings, ReportError> {
-            let mut cells = Vec::with_capacity(ids.len() * raters.len());
-            for id in ids {
-                let given = &by_image[id];
-                cells.extend((0..raters.len()).map(|r| given.get(&r).copied()));
-            }
-            Ratings::new(cells, raters.len().max(1), categories.len())
-                .map_err(|e| ReportError::Input(e.to_string()))
-        };
-        let all = matrix(&image_ids)?;
+        let all = Ratings::new(cells, raters.len().max(1), categories.len())
+            .map_err(|e| ReportError::Input(e.to_string()))?;
         let overall = group(&all, *task);
         let mut pairs = Vec::new();
         let mut kappa_grid = vec![vec![None; raters.len()]; raters.len()];
@@ -264,16 +313,19 @@ pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, 
             categories,
             &overall.class_counts,
         ));
-        let mut scanners: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for id in &image_ids {
-            if let Some(s) = scanner_of.get(id) {
-                scanners.entry(s.clone()).or_default().push(*id);
+        let mut scanners: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (subject, scanner) in image_scanner.iter().enumerate() {
+            if let Some(name) = scanner.and_then(|s| patterns.scanners.get(s)) {
+                scanners.entry(name).or_default().push(subject);
             }
         }
         let mut by_scanner = Vec::new();
         if scanners.len() > 1 {
-            for (name, ids) in scanners {
-                by_scanner.push((name, group(&matrix(&ids)?, *task)));
+            for (name, subjects) in scanners {
+                let ratings = all
+                    .select_subjects(&subjects)
+                    .map_err(|e| ReportError::Input(e.to_string()))?;
+                by_scanner.push((name.to_string(), group(&ratings, *task)));
             }
         }
         tasks.push(TaskAgreement {

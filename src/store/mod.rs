@@ -83,6 +83,8 @@ pub struct Store {
     path: PathBuf,
     access: Access,
     db: Arc<RawDatabase>,
+    /// The import staging tables exist on `conn` (they are connection-local).
+    staging_ready: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -159,6 +161,7 @@ impl Store {
             path: path.to_path_buf(),
             access,
             db: database,
+            staging_ready: false,
         };
         migrations::bring_up_to_date(&store)?;
         Ok(store)
@@ -196,6 +199,7 @@ impl Store {
             path: self.path.clone(),
             access,
             db: Arc::clone(&self.db),
+            staging_ready: false,
         })
     }
 

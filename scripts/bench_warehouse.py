@@ -1,0 +1,341 @@
+"""Warehouse speed: cdwqc against its previous build, and against nibabel + scipy, side by
+side in one run, as ratios.
+
+1. Import (`import`): N small files (8x8x8 int16, gzip, one per subject) and the 1 mm
+   FLAIR and T1w volumes of `cdwqc synth --grid clinical`, each imported into a fresh
+   store by the reference binary and by this tree's binary, alternately (who goes first
+   swaps every repetition). Wall time from process start to exit, and the import's own
+   time (`seconds` in the JSON summary, which leaves out process start-up: loading
+   libtorch and opening the store). Both stores must hold the same rows and previews.
+2. Agreement report (`report`): a store of --images images rated by 5 raters (about 80%
+   of the cells rated, so about 800,000 ratings in force for 200,000 images, seeded SQL),
+   `cdwqc report agreement --json` by both binaries, alternately; the two JSON documents
+   must be identical.
+3. Preprocessing (`preprocess`): the synthetic 1 mm FLAIR volumes through
+   `bench_preprocess` (read, gunzip, decode; today's preprocessing and the previous
+   implementation, with the largest difference between their tensors) and through
+   nibabel + scipy (scripts/nibabel_preprocess.py: load, resample, clip, min-max), the
+   tensors compared (correlation).
+
+The reference binary is --reference BIN, or built from --reference-rev REV (default
+`main`) in a git worktree under target/bench-reference (the first build compiles the
+dependencies once). Medians of --repeat repetitions; `uptime`'s load average is printed
+because the machine may be shared.
+
+    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess]
+        [--reference BIN | --reference-rev main] [--files 1101] [--clinical 6]
+        [--images 200000] [--volumes DIR] [--repeat 3] [--keep] [--no-build]
+"""
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+root = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+BUILD_ENV = {
+    "LIBTORCH": str(root / ".deps" / "libtorch"),
+    "DUCKDB_LIB_DIR": str(root / ".deps" / "duckdb"),
+}
+
+RATINGS_FIXTURE = """
+INSERT INTO raters (name) SELECT unnest(['ann', 'bob', 'cat', 'dan', 'eve']);
+INSERT INTO images (path, root, rel_path, status, suffix, file_size, mtime_ns,
+                    manufacturer, field_strength)
+SELECT '/w/sub-' || i || '_FLAIR.nii.gz', '/w', 'sub-' || i || '_FLAIR.nii.gz', 'ok', 'FLAIR',
+       1, 0, ['Siemens', 'GE MEDICAL SYSTEMS', 'Philips'][1 + (hash(i, 'm') % 3)::BIGINT],
+       [1.5, 3.0][1 + (hash(i, 'f') % 2)::BIGINT]
+FROM range({images}) t(i);
+INSERT INTO ratings (image_id, rater, usable, motion, contrast, noise, gado,
+                     protocol_version, source)
+SELECT i.image_id, r.name, hash(i.image_id, r.name, 'u') % 10 <> 0,
+       (hash(i.image_id, r.name, 'm') % 3)::TINYINT, (hash(i.image_id, r.name, 'c') % 3)::TINYINT,
+       (hash(i.image_id, r.name, 'n') % 3)::TINYINT, hash(i.image_id, r.name, 'g') % 2 = 0,
+       '1', 'bench'
+FROM images i CROSS JOIN raters r
+WHERE hash(i.image_id, r.name, 'keep') % 5 <> 0;
+SELECT count(*) AS ratings_in_force FROM rater_labels;
+"""
+
+# Everything an import stores but its times, to check both binaries stored the same.
+STORED = ("SELECT path, status, error, warnings, subject, suffix, file_size, sha256, dim_x, dim_y, "
+          "dim_z, datatype, orientation, affine, intensity_mean, intensity_p99, "
+          "(SELECT count(*) FROM previews p WHERE p.image_id = i.image_id) AS previews, "
+          "(SELECT string_agg(md5(png::VARCHAR), ',' ORDER BY plane) FROM previews p "
+          "WHERE p.image_id = i.image_id) AS png "
+          "FROM images i ORDER BY path")
+
+
+def run(command, cwd=None, env=None):
+    done = subprocess.run([str(c) for c in command], cwd=cwd, text=True, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(map(str, command))} failed (exit {done.returncode}):\n"
+                 f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def cargo_env():
+    return dict(os.environ, **{k: v for k, v in BUILD_ENV.items() if pathlib.Path(v).exists()})
+
+
+def build_current(need_example):
+    run(["cargo", "build", "--release", "--bin", "cdwqc"], cwd=root, env=cargo_env())
+    if need_example:
+        run(["cargo", "build", "--release", "--example", "bench_preprocess"], cwd=root,
+            env=cargo_env())
+    return root / "target" / "release" / "cdwqc"
+
+
+def build_reference(rev):
+    base = root / "target" / "bench-reference"
+    tree = base / "tree"
+    if tree.exists():
+        run(["git", "-C", tree, "checkout", "--quiet", "--detach", rev])
+    else:
+        base.mkdir(parents=True, exist_ok=True)
+        run(["git", "-C", root, "worktree", "add", "--quiet", "--detach", tree, rev])
+    print(f"building the reference ({rev}, {run(['git', '-C', tree, 'rev-parse', '--short', 'HEAD']).strip()}) "
+          f"in {tree}")
+    run(["cargo", "build", "--release", "--bin", "cdwqc", "--target-dir", base / "target"],
+        cwd=tree, env=cargo_env())
+    return base / "target" / "release" / "cdwqc"
+
+
+def load_average():
+    return os.getloadavg()
+
+
+def spread(values):
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def small_warehouse(folder, n):
+    """n NIfTI-1 files, 8x8x8 int16, gzip, written directly (no nibabel needed)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        anat = folder / f"sub-{i:05d}" / "anat"
+        anat.mkdir(parents=True)
+        header = bytearray(348)
+        struct.pack_into("<i", header, 0, 348)
+        struct.pack_into("<8h", header, 40, 3, 8, 8, 8, 1, 1, 1, 1)
+        struct.pack_into("<hh", header, 70, 4, 16)  # int16
+        struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
+        struct.pack_into("<f", header, 108, 352)  # vox_offset
+        struct.pack_into("<ff", header, 112, 1, 0)  # scl_slope, scl_inter
+        struct.pack_into("<h", header, 254, 1)  # sform_code
+        for row, values in enumerate(([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0])):
+            struct.pack_into("<4f", header, 280 + 16 * row, *values)
+        header[344:348] = b"n+1\0"
+        data = rng.integers(0, 1000, (8, 8, 8), dtype="<i2").tobytes(order="F")
+        with gzip.open(anat / f"sub-{i:05d}_T1w.nii.gz", "wb") as f:
+            f.write(bytes(header) + b"\0" * 4 + data)
+
+
+def time_import(binary, folder, store):
+    for stale in (store, pathlib.Path(f"{store}.wal")):
+        if stale.exists():
+            stale.unlink()
+    run([binary, "--db", store, "init"])
+    started = time.perf_counter()
+    summary = json.loads(run([binary, "--db", store, "import", folder, "--json"]))
+    wall = time.perf_counter() - started
+    return wall, summary["seconds"], summary
+
+
+def import_bench(args, reference, current, work):
+    small = work / "small"
+    small_warehouse(small, args.files)
+    clinical = work / "clinical"
+    run([current, "synth", "--out", clinical, "--t1", args.clinical, "--flair", args.clinical,
+         "--other", 0, "--raters", 1, "--grid", "clinical", "--seed", 1], cwd=work)
+    rows = []
+    for label, folder in (("small (8x8x8 int16, gzip)", small), ("1 mm (synth clinical, gzip)", clinical)):
+        times = {"reference": [], "current": []}
+        summaries = {}
+        for repetition in range(args.repeat):
+            order = ["reference", "current"] if repetition % 2 == 0 else ["current", "reference"]
+            for side in order:
+                binary = reference if side == "reference" else current
+                store = work / f"{side}.duckdb"
+                wall, seconds, summary = time_import(binary, folder, store)
+                times[side].append((wall, seconds))
+                summaries[side] = summary
+        found = summaries["current"]["found"]
+        assert summaries["reference"]["found"] == found
+        same = run([reference, "--db", work / "reference.duckdb", "sql", "--format", "csv", STORED]) == \
+            run([current, "--db", work / "current.duckdb", "sql", "--format", "csv", STORED])
+        if not same:
+            sys.exit(f"{label}: the two binaries stored different rows or previews")
+        rows.append((label, found, times))
+    print(f"\nImport into a fresh store, medians of {args.repeat} (load average {load_average()[0]:.1f}):")
+    print("\n| files | n | reference files/s (wall; import) | current files/s (wall; import) "
+          "| current / reference, wall | current / reference, import |")
+    print("|---|---|---|---|---|---|")
+    for label, n, times in rows:
+        ref_wall = [w for w, _ in times["reference"]]
+        ref_import = [s for _, s in times["reference"]]
+        cur_wall = [w for w, _ in times["current"]]
+        cur_import = [s for _, s in times["current"]]
+        print(f"| {label} | {n} | {n / statistics.median(ref_wall):,.0f}; "
+              f"{n / statistics.median(ref_import):,.0f} | {n / statistics.median(cur_wall):,.0f}; "
+              f"{n / statistics.median(cur_import):,.0f} | "
+              f"{spread([r / c for r, c in zip(ref_wall, cur_wall)])} | "
+              f"{spread([r / c for r, c in zip(ref_import, cur_import)])} |")
+    print("(both stores hold the same rows and previews)")
+
+
+def report_bench(args, reference, current, work):
+    store = work / "ratings.duckdb"
+    run([current, "--db", store, "init"])
+    fixture = work / "fixture.sql"
+    fixture.write_text(RATINGS_FIXTURE.format(images=args.images))
+    ratings = run([current, "--db", store, "sql", "--write", "--format", "csv", "-f", fixture])
+    ratings = int(ratings.strip().splitlines()[-1])
+    times = {"reference": [], "current": [], "start": []}
+    outputs = {}
+    for repetition in range(args.repeat):
+        order = ["reference", "current"] if repetition % 2 == 0 else ["current", "reference"]
+        for side in order:
+            binary = reference if side == "reference" else current
+            started = time.perf_counter()
+            outputs[side] = run([binary, "--db", store, "report", "agreement", "--json"])
+            times[side].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run([current, "--db", store, "sql", "SELECT 1"])
+        times["start"].append(time.perf_counter() - started)
+    if outputs["reference"] != outputs["current"]:
+        (work / "report-reference.json").write_text(outputs["reference"])
+        (work / "report-current.json").write_text(outputs["current"])
+        sys.exit(f"the agreement reports differ: see {work}/report-*.json (use --keep)")
+    ref, cur = statistics.median(times["reference"]), statistics.median(times["current"])
+    print(f"\n`cdwqc report agreement --json`, {args.images:,} images x 5 raters, {ratings:,} ratings "
+          f"in force, medians of {args.repeat} (load average {load_average()[0]:.1f}):")
+    print("\n| reference s | current s | reference / current | `cdwqc sql 'SELECT 1'` s (process start) |")
+    print("|---|---|---|---|")
+    print(f"| {ref:.2f} | {cur:.2f} | "
+          f"{spread([r / c for r, c in zip(times['reference'], times['current'])])} | "
+          f"{statistics.median(times['start']):.2f} |")
+    print("(the two JSON reports are identical)")
+
+
+def preprocess_bench(args, current, work):
+    import numpy as np
+    from nibabel_preprocess import nibabel_preprocess
+
+    clinical = args.volumes or work / "clinical"
+    if not clinical.exists():
+        run([current, "synth", "--out", clinical, "--t1", args.clinical, "--flair", args.clinical,
+             "--other", 0, "--raters", 1, "--grid", "clinical", "--seed", 1], cwd=work)
+    files = sorted(clinical.rglob("*FLAIR.nii.gz"))
+    example = root / "target" / "release" / "examples" / "bench_preprocess"
+    tensors = work / "tensors"
+    grid, spacing = [80, 96, 80], 2.0
+    ours, python = [], []
+    for repetition in range(args.repeat):
+        # Alternate which side goes first.
+        def rust():
+            ours.append(json.loads(run([example, "--repeat", 1, "--out", tensors, *files])))
+
+        def nib():
+            started = time.perf_counter()
+            outputs = [nibabel_preprocess(str(f), grid, spacing) for f in files]
+            python.append((time.perf_counter() - started, outputs))
+
+        for step in ((rust, nib) if repetition % 2 == 0 else (nib, rust)):
+            step()
+    n = len(files)
+    med = {k: statistics.median([o["median_seconds"][k] for o in ours]) * 1000
+           for k in ours[0]["median_seconds"]}
+    load = med["read"] + med["gunzip"] + med["decode"]
+    nib_ms = [t / n * 1000 for t, _ in python]
+    correlations, mean_abs = [], []
+    for f, out in zip(files, python[0][1]):
+        stem = f.name.removesuffix(".gz").removesuffix(".nii")
+        mine = np.fromfile(tensors / f"{stem}.f32", dtype="<f4").reshape(out.shape)
+        correlations.append(float(np.corrcoef(mine.ravel(), out.ravel())[0, 1]))
+        mean_abs.append(float(np.abs(mine - out).mean()))
+    diff = max(o["max_abs_difference_to_previous"] for o in ours)
+    print(f"\nPreprocessing, {n} FLAIR volumes {ours[0]['dims'][0]} (1 mm, int16, gzip) to {grid} at "
+          f"{spacing:g} mm, ms per volume, medians of {args.repeat} (load average {load_average()[0]:.1f}):")
+    print("\n| read | gunzip | decode | preprocess, previous (wall; CPU) | preprocess, current (wall; CPU) "
+          "| previous / current (wall; CPU) | nibabel + scipy, load to tensor | "
+          "nibabel + scipy / cdwqc, load to tensor |")
+    print("|---|---|---|---|---|---|---|---|")
+    per_rep = [(t / n * 1000) / ((o["median_seconds"]["read"] + o["median_seconds"]["gunzip"]
+                                  + o["median_seconds"]["decode"] + o["median_seconds"]["preprocess"]) * 1000)
+               for (t, _), o in zip(python, ours)]
+    print(f"| {med['read']:.1f} | {med['gunzip']:.1f} | {med['decode']:.1f} | "
+          f"{med['preprocess_previous']:.1f}; {med['preprocess_previous_cpu']:.1f} | "
+          f"{med['preprocess']:.1f}; {med['preprocess_cpu']:.1f} | "
+          f"{spread([o['previous_over_current'] for o in ours])}; "
+          f"{spread([o['previous_over_current_cpu'] for o in ours])} | {statistics.median(nib_ms):.0f} | "
+          f"{spread(per_rep)} |")
+    print(f"largest |current - previous| over all voxels: {diff:.3g}; against nibabel + scipy: "
+          f"correlation at least {min(correlations):.4f}, mean |difference| at most {max(mean_abs):.4f}; "
+          f"cdwqc load + preprocess {load + med['preprocess']:.0f} ms per volume")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="import,report,preprocess")
+    parser.add_argument("--reference", type=pathlib.Path, help="the previous cdwqc binary")
+    parser.add_argument("--reference-rev", default="main")
+    parser.add_argument("--files", type=int, default=1101)
+    parser.add_argument("--clinical", type=int, default=6, help="1 mm FLAIR (and as many T1w) volumes")
+    parser.add_argument("--images", type=int, default=200000)
+    parser.add_argument("--volumes", type=pathlib.Path,
+                        help="preprocess: the FLAIR .nii.gz under this folder instead of synthetic ones")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use target/release as it is (no cargo build)")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    if args.no_build:
+        current = (root / "target" / "release" / "cdwqc").resolve()
+    else:
+        current = build_current("preprocess" in parts).resolve()
+    reference = None
+    if parts & {"import", "report"}:
+        reference = (args.reference or build_reference(args.reference_rev)).resolve()
+    print(f"current {current}\nreference {reference}\n{os.cpu_count()} cores; uptime: "
+          f"{run(['uptime']).strip()}")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-warehouse-"))
+    try:
+        if "import" in parts:
+            import_bench(args, reference, current, work)
+        if "report" in parts:
+            report_bench(args, reference, current, work)
+        if "preprocess" in parts:
+            ensure_python_packages("scipy", "nibabel")
+            preprocess_bench(args, current, work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure_python_packages(*names):
+    """A fresh machine's venv may lack the reference's packages: install them once."""
+    import importlib.util
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        run([sys.executable, "-m", "pip", "install", "--quiet", *missing])
+
+
+if __name__ == "__main__":
+    main()

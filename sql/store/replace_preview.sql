@@ -1,1 +1,0 @@
-INSERT OR REPLACE INTO previews (image_id, plane, width, height, png) VALUES (?, ?, ?, ?, ?);
