@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::{Figure, ReportError, Value};
 use crate::metrics::{
-    ConfusionMatrix, ContingencyTable, Level, Ratings, SubjectCounts, Weighting, cohen_kappa,
-    fleiss_kappa, gwet_ac1, krippendorff_alpha, pairwise_agreement, percent_agreement,
+    ConfusionMatrix, ContingencyTable, DawidSkeneConfig, Level, Ratings, SubjectCounts, Weighting,
+    cohen_kappa, dawid_skene, fleiss_kappa, gwet_ac1, krippendorff_alpha, pairwise_agreement,
+    percent_agreement,
 };
 use crate::store::Store;
 use crate::store::dashboard::AgreementGlance;
@@ -116,6 +117,87 @@ pub struct TaskAgreement {
     pub pairs: Vec<PairAgreement>,
     /// Per scanner (manufacturer, model, field strength from the sidecars), where known.
     pub by_scanner: Vec<(String, GroupAgreement)>,
+    /// Each rater's estimated confusion matrix (Dawid-Skene).
+    pub reliability: RaterReliability,
+}
+
+/// The Dawid-Skene fit of one task: the latent class prior, each rater's confusion
+/// matrix and where the EM stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaterReliability {
+    pub method: &'static str,
+    pub max_iterations: usize,
+    pub tolerance: f64,
+    /// E/M iterations run after the majority-vote start.
+    pub iterations: usize,
+    pub converged: bool,
+    /// Evidence lower bound per rating at the last iteration.
+    pub final_loss: Option<f64>,
+    /// Estimated share of each class among the rated images.
+    pub priors: Vec<f64>,
+    pub raters: Vec<RaterConfusion>,
+    /// Why there is no fit (no labels), when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undefined: Option<String>,
+}
+
+/// One rater's estimated behaviour on one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaterConfusion {
+    pub rater: String,
+    pub ratings: u64,
+    /// Rows: latent true class, columns: the class the rater gave; P(given | true).
+    pub confusion: Vec<Vec<f64>>,
+    /// Per class: P(gives c | true c).
+    pub sensitivity: Vec<f64>,
+    /// Per class: P(does not give c | true class is another), weighted by the prior.
+    pub specificity: Vec<Option<f64>>,
+}
+
+fn reliability(ratings: &Ratings, raters: &[String]) -> RaterReliability {
+    let config = DawidSkeneConfig::default();
+    let mut out = RaterReliability {
+        method: "dawid-skene",
+        max_iterations: config.max_iterations,
+        tolerance: config.tolerance,
+        iterations: 0,
+        converged: false,
+        final_loss: None,
+        priors: Vec::new(),
+        raters: Vec::new(),
+        undefined: None,
+    };
+    let model = match dawid_skene(ratings, &config) {
+        Ok(m) => m,
+        Err(e) => {
+            out.undefined = Some(
+                e.undefined_reason()
+                    .map_or_else(|| e.to_string(), |r| r.to_string()),
+            );
+            return out;
+        }
+    };
+    let k = ratings.n_categories();
+    for (r, name) in raters.iter().enumerate() {
+        let Some(confusion) = &model.confusion[r] else {
+            continue;
+        };
+        let given = (0..ratings.n_subjects())
+            .filter(|&s| ratings.subject(s)[r].is_some())
+            .count() as u64;
+        out.raters.push(RaterConfusion {
+            rater: name.clone(),
+            ratings: given,
+            confusion: confusion.clone(),
+            sensitivity: (0..k).map(|c| confusion[c][c]).collect(),
+            specificity: (0..k).map(|c| model.specificity(r, c)).collect(),
+        });
+    }
+    out.iterations = model.iterations;
+    out.converged = model.converged;
+    out.final_loss = model.loss_history.last().copied();
+    out.priors = model.priors;
+    out
 }
 
 /// The whole report; its JSON form is versioned by `schema`.
@@ -132,14 +214,19 @@ pub struct AgreementReport {
 
 pub const AGREEMENT_SCHEMA: &str = "cdwqc.agreement/1";
 
-struct LabelRow {
-    image_id: i64,
-    rater: String,
-    labels: [Option<String>; 3],
-    scanner: Option<String>,
+/// One rater's task labels in force for one image (usable, quality, gado).
+pub(crate) struct LabelRow {
+    pub image_id: i64,
+    pub rater: String,
+    pub labels: [Option<String>; 3],
+    pub scanner: Option<String>,
 }
 
-fn load(store: &Store, opts: &AgreementOptions) -> Result<Vec<LabelRow>, ReportError> {
+/// The raters' task labels in force that `opts` selects.
+pub(crate) fn load_labels(
+    store: &Store,
+    opts: &AgreementOptions,
+) -> Result<Vec<LabelRow>, ReportError> {
     let mut stmt = store
         .conn()
         .prepare(include_str!("../../sql/store/rater_labels_for_report.sql"))
@@ -166,7 +253,7 @@ fn load(store: &Store, opts: &AgreementOptions) -> Result<Vec<LabelRow>, ReportE
 
 /// Builds the agreement report from the ratings in force.
 pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, ReportError> {
-    let rows = load(store, opts)?;
+    let rows = load_labels(store, opts)?;
     let mut raters: Vec<String> = rows
         .iter()
         .map(|r| r.rater.clone())
@@ -283,6 +370,7 @@ pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, 
             overall,
             pairs,
             by_scanner,
+            reliability: reliability(&all, &raters),
         });
     }
     Ok(AgreementReport {
@@ -530,6 +618,7 @@ pub fn document(report: &AgreementReport) -> super::document::Document {
                     .collect(),
             );
         }
+        reliability_section(&mut d, t);
         let prefix = format!("{} ·", t.task.name());
         d.figures(
             report
@@ -541,6 +630,68 @@ pub fn document(report: &AgreementReport) -> super::document::Document {
         );
     }
     d
+}
+
+fn reliability_section(d: &mut super::document::Document, t: &TaskAgreement) {
+    let r = &t.reliability;
+    d.heading(3, "Rater reliability (Dawid-Skene)");
+    if let Some(why) = &r.undefined {
+        d.paragraph(format!("No estimate: {why}."));
+        return;
+    }
+    d.paragraph(format!(
+        "Latent truth by EM from the majority vote ({} iterations, {} after at most {} with \
+         tolerance {:e} on the evidence lower bound per rating{}). Estimated class shares: {}.",
+        r.iterations,
+        if r.converged {
+            "converged"
+        } else {
+            "NOT converged"
+        },
+        r.max_iterations,
+        r.tolerance,
+        r.final_loss
+            .map(|l| format!(", final {l:.5}"))
+            .unwrap_or_default(),
+        t.categories
+            .iter()
+            .zip(&r.priors)
+            .map(|(c, p)| format!("{c} {p:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut header = vec!["rater".to_string(), "labels".to_string()];
+    header.extend(t.categories.iter().map(|c| format!("sensitivity {c}")));
+    header.extend(t.categories.iter().map(|c| format!("specificity {c}")));
+    header.push("P(given | true), rows true".to_string());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows = r
+        .raters
+        .iter()
+        .map(|rc| {
+            let mut row = vec![rc.rater.clone(), rc.ratings.to_string()];
+            row.extend(rc.sensitivity.iter().map(|v| format!("{v:.3}")));
+            row.extend(
+                rc.specificity
+                    .iter()
+                    .map(|v| v.map_or("undefined".into(), |v| format!("{v:.3}"))),
+            );
+            row.push(
+                rc.confusion
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .map(|v| format!("{v:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            );
+            row
+        })
+        .collect();
+    d.table(&header, rows);
 }
 
 #[cfg(test)]
