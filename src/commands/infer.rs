@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::jobs::plan::{
     InferRequest, ModelInferRequest, plan_inference, plan_model_inference, record_inference,
@@ -56,6 +56,92 @@ pub struct InferArgs {
     pub device: String,
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Label an image with the task's last class (reject, bad, gado) when its
+    /// probability reaches this threshold, a number in [0, 1]; `auto` picks it on the
+    /// run's validation images for --target-sensitivity (cdwqc report model shows it).
+    /// Default: the most probable class.
+    #[arg(long, requires = "run")]
+    pub threshold: Option<String>,
+    /// The sensitivity `--threshold auto` aims at on the validation images.
+    #[arg(long, default_value_t = 0.95)]
+    pub target_sensitivity: f64,
+}
+
+/// The threshold that `--threshold` asks for, if any.
+fn resolve_threshold(store: &Store, args: &InferArgs) -> anyhow::Result<Option<f64>> {
+    use crate::metrics::{BootstrapConfig, OperatingTarget};
+    use crate::report::model::{ModelOptions, build};
+    let Some(text) = args.threshold.as_deref() else {
+        return Ok(None);
+    };
+    if text != "auto" {
+        let value: f64 = text
+            .parse()
+            .ok()
+            .filter(|v: &f64| (0.0..=1.0).contains(v))
+            .with_context(|| format!("--threshold {text:?}: give auto or a number in [0, 1]"))?;
+        return Ok(Some(value));
+    }
+    let target = args.target_sensitivity;
+    if !(target > 0.0 && target <= 1.0) {
+        bail!("--target-sensitivity {target} is not in (0, 1]");
+    }
+    let run = args.run.as_deref().unwrap_or_default();
+    let report = build(
+        store,
+        run,
+        &ModelOptions {
+            bootstrap: BootstrapConfig {
+                replicates: 1,
+                ..BootstrapConfig::default()
+            },
+            figures: false,
+            target: Some(OperatingTarget::Sensitivity(target)),
+            ..ModelOptions::default()
+        },
+    )?;
+    let point = report
+        .operating_point
+        .context("the model report picked no operating point")?;
+    match point.threshold.value {
+        Some(t) => {
+            println!(
+                "threshold {t:.4} on P({}): sensitivity {} on {} validation images (target {target})",
+                point.positive_class,
+                point.validation_sensitivity.text(),
+                point.validation_images
+            );
+            Ok(Some(t))
+        }
+        None => bail!(
+            "run {run}: no threshold for sensitivity {target} on its validation images ({}); \
+             runs trained before validation predictions were stored have none: give a number",
+            point.threshold.text()
+        ),
+    }
+}
+
+/// Relabels predictions: the last class when its probability reaches `threshold`,
+/// otherwise the most probable of the others.
+fn apply_threshold(
+    rows: &mut [crate::store::runs::PredictionRow],
+    classes: &[&str],
+    threshold: f64,
+) {
+    for row in rows {
+        let Some(p) = &row.probabilities else {
+            continue;
+        };
+        let Some(last) = p.len().checked_sub(1) else {
+            continue;
+        };
+        let class = if p[last] >= threshold {
+            last
+        } else {
+            (0..last).fold(0, |best, c| if p[c] > p[best] { c } else { best })
+        };
+        row.label = classes.get(class).map(|c| c.to_string());
+    }
 }
 
 pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
@@ -67,6 +153,7 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     if let Some(model) = args.model.clone() {
         return run_model(&mut store, model, args);
     }
+    let threshold = resolve_threshold(&store, &args)?;
     let request = InferRequest {
         run: args.run,
         torchscript: args.torchscript,
@@ -78,7 +165,10 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     };
     let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
     plan.adapt_batchnorm = args.adapt_batchnorm;
-    let (result, code) = predict(&plan)?;
+    let (mut result, code) = predict(&plan)?;
+    if let Some(t) = threshold {
+        apply_threshold(&mut result.rows, plan.task.categories(), t);
+    }
     record_inference(&mut store, &plan.run_id, &result)?;
     Ok(code)
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use crate::rate::queue::assign;
@@ -16,6 +16,13 @@ use crate::store::{Access, Store};
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
+}
+
+/// Which images a queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    All,
+    Uncertainty,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,12 +43,89 @@ pub enum QueueAction {
         /// Queue name (default: the sequence and the date).
         #[arg(long)]
         name: Option<String>,
+        /// `all` queues every readable image; `uncertainty` the --size unrated images
+        /// that --run's predictions are least sure of (entropy), one per subject, with
+        /// a --random-share drawn at random.
+        #[arg(long, value_enum, default_value = "all")]
+        strategy: Strategy,
+        /// The run whose stored predictions rank the images (`cdwqc infer --run RUN`
+        /// first, so that unrated images have predictions).
+        #[arg(long, required_if_eq("strategy", "uncertainty"))]
+        run: Option<String>,
+        /// Images in an uncertainty queue.
+        #[arg(long, default_value_t = 50)]
+        size: usize,
+        /// Share of an uncertainty queue drawn at random (keeps accuracy estimates
+        /// unbiased).
+        #[arg(long, default_value_t = 0.2)]
+        random_share: f64,
     },
     /// Progress of every rater in every queue.
     Status {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The images of an uncertainty queue, printed with why each was picked.
+fn uncertain_images(
+    store: &Store,
+    run: &str,
+    sequence: Option<&str>,
+    size: usize,
+    random_share: f64,
+    seed: u64,
+) -> anyhow::Result<Vec<i64>> {
+    use crate::rate::active::{Candidate, Reason, select_uncertain};
+    if size == 0 {
+        bail!("--size 0: an uncertainty queue needs at least one image");
+    }
+    if !(0.0..=1.0).contains(&random_share) {
+        bail!("--random-share {random_share} is not a fraction between 0 and 1");
+    }
+    let Some(row) = store.run_row(run)? else {
+        bail!("no run {run} in the store (cdwqc sql \"select run_id, task from runs\")");
+    };
+    let task = row
+        .task
+        .with_context(|| format!("run {run} records no task"))?;
+    let rated = crate::rate::labels::image_labels(store)?;
+    let candidates: Vec<Candidate> = store
+        .queue_candidates(run, &task, sequence)?
+        .into_iter()
+        .filter(|(id, _, _)| !rated.contains_key(id))
+        .map(|(image_id, subject, probabilities)| Candidate {
+            image_id,
+            subject,
+            probabilities,
+        })
+        .collect();
+    if candidates.is_empty() {
+        bail!(
+            "run {run} has no prediction of an unrated image{}: predict them first (cdwqc infer --run {run} --unrated)",
+            sequence
+                .map(|s| format!(" of sequence {s}"))
+                .unwrap_or_default()
+        );
+    }
+    let picked = select_uncertain(&candidates, size, random_share, seed);
+    println!(
+        "{} of {} unrated images with {task} predictions of run {run}:",
+        picked.len(),
+        candidates.len()
+    );
+    for s in &picked {
+        match s.reason {
+            Reason::Uncertain { entropy } => {
+                println!(
+                    "  image {:>6}  {:20} uncertain (entropy {entropy:.3} bits)",
+                    s.image_id, s.subject
+                )
+            }
+            Reason::Random => println!("  image {:>6}  {:20} random", s.image_id, s.subject),
+        }
+    }
+    Ok(picked.iter().map(|s| s.image_id).collect())
 }
 
 pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
@@ -52,9 +136,18 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             overlap,
             seed,
             name,
+            strategy,
+            run,
+            size,
+            random_share,
         } => {
             let mut store = Store::open(db, Access::ReadWrite)?;
-            let images = store.rateable_images(sequence.as_deref())?;
+            let images = match (strategy, run) {
+                (Strategy::Uncertainty, Some(run)) => {
+                    uncertain_images(&store, &run, sequence.as_deref(), size, random_share, seed)?
+                }
+                _ => store.rateable_images(sequence.as_deref())?,
+            };
             if images.is_empty() {
                 bail!(
                     "no readable image{} to queue: import images first (cdwqc import DIR)",

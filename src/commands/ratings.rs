@@ -52,9 +52,11 @@ pub struct ExportArgs {
     /// Every save and undo, oldest first.
     #[arg(long, group = "what")]
     pub history: bool,
-    /// One row per rated image: the consensus of the ratings in force and its task labels.
-    #[arg(long, group = "what")]
-    pub consensus: bool,
+    /// One row per rated image from the ratings in force: `majority` (the default) gives
+    /// the majority consensus and its task labels; `dawid-skene` the latent truth, with
+    /// the posterior probability of each class of each task as columns.
+    #[arg(long, group = "what", value_enum, num_args = 0..=1, default_missing_value = "majority")]
+    pub consensus: Option<crate::rate::latent::ConsensusMethod>,
     /// One rater's ratings in force in the authors' notebook format
     /// (index, img_id, code, label), tab-separated.
     #[arg(long, group = "what", requires = "rater")]
@@ -149,8 +151,14 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    if args.consensus {
-        return export_consensus(db, &args);
+    match args.consensus {
+        Some(crate::rate::latent::ConsensusMethod::Majority) => {
+            return export_consensus(db, &args);
+        }
+        Some(crate::rate::latent::ConsensusMethod::DawidSkene) => {
+            return export_latent(db, &args);
+        }
+        None => {}
     }
     if args.notebook {
         return export_notebook(db, &args);
@@ -270,6 +278,94 @@ fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     write_out(db, &result, args, "images")
+}
+
+/// Writes a result set as `--format` asks, to `--out` or standard output.
+fn write_rows(
+    db: &Path,
+    result: &crate::query::ResultSet,
+    args: &ExportArgs,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    if args.format == Format::Parquet {
+        let Some(out) = &args.out else {
+            bail!("--format parquet needs --out FILE");
+        };
+        result.write_parquet(out)?;
+        eprintln!("wrote {} {what} to {}", result.rows.len(), out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_out(db, result, args, what)
+}
+
+/// One row per rated image: per task, the Dawid-Skene posterior of each class
+/// (`usable_p_reject`, `quality_p_good`, ...) and the most probable class.
+fn export_latent(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    use crate::query::{Cell, ResultSet};
+    use crate::report::agreement::Task;
+    let store = crate::store::Store::open(db, crate::store::Access::ReadOnly)?;
+    let fits = crate::rate::latent::fit_store(
+        &store,
+        &Default::default(),
+        &crate::metrics::DawidSkeneConfig::default(),
+    )?;
+    for fit in &fits {
+        eprintln!(
+            "{}: Dawid-Skene over {} images and {} raters, {} after {} iterations",
+            fit.task.name(),
+            fit.images.len(),
+            fit.raters.len(),
+            if fit.model.converged {
+                "converged"
+            } else {
+                "not converged"
+            },
+            fit.model.iterations
+        );
+    }
+    let labels = crate::rate::latent::labels_of(&fits);
+    let keys = store.image_keys()?;
+    let mut ids: Vec<&i64> = labels.keys().collect();
+    ids.sort_by_key(|id| (keys.get(*id).map(|k| k.rel_path.clone()), **id));
+    let text = |v: Option<String>| v.map_or(Cell::Null, Cell::Text);
+    let mut columns: Vec<String> = ["subject", "session", "acq", "run", "suffix", "path"]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for task in Task::ALL {
+        for c in task.categories() {
+            columns.push(format!("{}_p_{c}", task.name()));
+        }
+        columns.push(format!("{}_label", task.name()));
+    }
+    let mut result = ResultSet {
+        columns,
+        rows: Vec::new(),
+    };
+    for id in ids {
+        let l = &labels[id];
+        let k = keys.get(id).cloned().unwrap_or_default();
+        let mut row = vec![
+            text(k.subject),
+            text(k.session),
+            text(k.acq),
+            text(k.run),
+            text(k.suffix),
+            Cell::Text(k.rel_path),
+        ];
+        for task in Task::ALL {
+            let n = task.categories().len();
+            match l.posterior(task) {
+                Some(p) => row.extend(p.iter().map(|v| Cell::Float(*v))),
+                None => row.extend(std::iter::repeat_n(Cell::Null, n)),
+            }
+            row.push(text(
+                l.class_of(task).map(|c| task.categories()[c].to_string()),
+            ));
+        }
+        result.rows.push(row);
+    }
+    write_rows(db, &result, args, "images")
 }
 
 fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {

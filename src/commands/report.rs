@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use crate::metrics::BootstrapConfig;
+use crate::metrics::{BootstrapConfig, OperatingTarget};
 use crate::report::agreement::{self, AgreementOptions};
 use crate::report::document::Document;
 use crate::report::model::{self, EvalSet, ModelOptions, Truth};
@@ -66,6 +66,7 @@ impl ScoringArgs {
                 ..BootstrapConfig::default()
             },
             figures: self.html.is_some(),
+            target: None,
         }
     }
 }
@@ -77,6 +78,14 @@ pub struct ModelArgs {
     pub run: String,
     #[command(flatten)]
     pub scoring: ScoringArgs,
+    /// Pick the threshold on the run's validation images that detects this share of
+    /// the last class (reject, bad, gado), and report the test set at it.
+    #[arg(long, group = "operating_point")]
+    pub target_sensitivity: Option<f64>,
+    /// Pick the threshold on the validation images that keeps this share of the other
+    /// classes unflagged.
+    #[arg(long, group = "operating_point")]
+    pub target_specificity: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,7 +142,18 @@ fn emit(
 
 fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(db, Access::ReadOnly)?;
-    let report = model::build(&store, &args.run, &args.scoring.options())?;
+    let mut options = args.scoring.options();
+    options.target = match (args.target_sensitivity, args.target_specificity) {
+        (Some(v), _) => Some(OperatingTarget::Sensitivity(v)),
+        (None, Some(v)) => Some(OperatingTarget::Specificity(v)),
+        (None, None) => None,
+    };
+    if let Some(OperatingTarget::Sensitivity(v) | OperatingTarget::Specificity(v)) = options.target
+        && !(v > 0.0 && v <= 1.0)
+    {
+        bail!("the target rate {v} is not in (0, 1]");
+    }
+    let report = model::build(&store, &args.run, &options)?;
     let doc = model::document(&report);
     emit(
         &report,

@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// default: the preset's [training] recipe, else cdwqc. Kept by --resume.
     #[arg(long, value_parser = ["clinicadl", "cdwqc"])]
     pub recipe: Option<String>,
+    /// Labels from the ratings in force: `majority` (consensus with adjudicators) or
+    /// `dawid-skene` (the most probable class of the latent truth). Kept by --resume.
+    #[arg(long, value_enum, default_value = "majority")]
+    pub labels: crate::rate::latent::ConsensusMethod,
 }
 
 /// The batches of the current epoch, on a terminal only (logs get one line per epoch).
@@ -96,6 +100,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         resume: args.resume,
         learning_rate: args.learning_rate,
         recipe: args.recipe,
+        labels: args.labels,
     };
     let planned = plan_training(&store, &request, &runs_dir(), Some(cache_dir()))?;
     println!("{}", planned.summary);

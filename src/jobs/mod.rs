@@ -173,6 +173,25 @@ pub struct TrainResult {
     pub test_predictions: Vec<PredictionRow>,
     pub test_images: usize,
     pub test_balanced_accuracy: Option<f64>,
+    /// The best weights' predictions of the validation images: the data the
+    /// temperature and operating points are fitted on.
+    #[serde(default)]
+    pub validation_predictions: Vec<PredictionRow>,
+    /// Temperature scaling fitted on the validation images.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+}
+
+/// Temperature scaling of a run, fitted on its validation images at the end of
+/// training (`metrics::fit_temperature`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub temperature: f64,
+    pub validation_images: usize,
+    pub nll_before: f64,
+    pub nll_after: f64,
+    /// The optimum is at a bound of the search: the validation images are separable.
+    pub at_bound: bool,
 }
 
 /// The end of an inference job.
@@ -293,24 +312,47 @@ pub fn run_training(
             test_predictions: Vec::new(),
             test_images: 0,
             test_balanced_accuracy: None,
+            validation_predictions: Vec::new(),
+            calibration: None,
         });
     }
     // Final metrics: the best weights on the held-out target test subjects.
     let device = crate::model::parse_device(&plan.config.device)?;
     let predictor = Predictor::from_run_dir(&plan.run_dir, device)?;
-    let test_items = items(&plan.target_test);
-    let predictions = predict_items(
+    let n_test = plan.target_test.len();
+    let mut both = items(&plan.target_test);
+    both.extend(items(&plan.target_validation));
+    let mut predictions = predict_items(
         &predictor,
-        &test_items,
+        &both,
         &InferOptions {
             cache: cache(&plan.cache_dir),
             ..InferOptions::default()
         },
         &mut |_, _| {},
     );
+    let validation = predictions.split_off(n_test);
     let names = plan.task.categories();
+    let (mut val_probabilities, mut val_truth) = (Vec::new(), Vec::new());
+    let mut validation_predictions = Vec::with_capacity(validation.len());
+    for (item, p) in plan.target_validation.iter().zip(&validation) {
+        if let (Some(y), Ok(p)) = (item.label, p) {
+            val_probabilities.push(p.probs.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>());
+            val_truth.push(y);
+        }
+        validation_predictions.push(Prediction::row(p, item.image_id, plan.task.name(), names));
+    }
+    let calibration = crate::metrics::fit_temperature(&val_probabilities, &val_truth)
+        .ok()
+        .map(|t| Calibration {
+            temperature: t.temperature,
+            validation_images: val_truth.len(),
+            nll_before: t.nll_before,
+            nll_after: t.nll_after,
+            at_bound: t.at_bound,
+        });
     let (mut truth, mut predicted) = (Vec::new(), Vec::new());
-    let mut rows = Vec::with_capacity(test_items.len());
+    let mut rows = Vec::with_capacity(n_test);
     for (item, p) in plan.target_test.iter().zip(&predictions) {
         if let (Some(y), Ok(p)) = (item.label, p) {
             truth.push(y);
@@ -326,6 +368,8 @@ pub fn run_training(
         test_predictions: rows,
         test_images: truth.len(),
         test_balanced_accuracy,
+        validation_predictions,
+        calibration,
     })
 }
 

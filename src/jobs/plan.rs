@@ -1,7 +1,7 @@
 //! From the store to a job plan (labels, data split, image files), and a job's epochs
 //! and outcome back into the store.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -15,6 +15,7 @@ use crate::model::recipe::Recipe;
 use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
 use crate::rate::labels::image_labels;
+use crate::rate::latent::{ConsensusMethod, latent_labels};
 use crate::report::agreement::Task;
 use crate::store::runs::{EpochRow, ModelImage, ModelRun, NewRun, RunRow, SplitRow};
 use crate::store::{Store, StoreError};
@@ -65,6 +66,8 @@ pub struct TrainRequest {
     pub learning_rate: Option<f64>,
     /// `clinicadl` or `cdwqc`, in place of the preset's `[training]` recipe.
     pub recipe: Option<String>,
+    /// Majority consensus or Dawid-Skene latent truth (a resumed run keeps its own).
+    pub labels: ConsensusMethod,
 }
 
 impl Default for TrainRequest {
@@ -82,6 +85,7 @@ impl Default for TrainRequest {
             resume: None,
             learning_rate: None,
             recipe: None,
+            labels: ConsensusMethod::Majority,
         }
     }
 }
@@ -133,9 +137,30 @@ fn labelled_images(
     task: Task,
     source_sequence: &str,
     target_sequence: &str,
+    method: ConsensusMethod,
 ) -> Result<LabelledImages, PlanError> {
-    let labels = image_labels(store)?;
-    let label_of = |image: &ModelImage| labels.get(&image.image_id).and_then(|l| l.class_of(task));
+    // image -> class of the task; `rated` keeps every image with any label.
+    let (labels, rated): (HashMap<i64, usize>, HashSet<i64>) = match method {
+        ConsensusMethod::Majority => {
+            let all = image_labels(store)?;
+            (
+                all.iter()
+                    .filter_map(|(id, l)| Some((*id, l.class_of(task)?)))
+                    .collect(),
+                all.keys().copied().collect(),
+            )
+        }
+        ConsensusMethod::DawidSkene => {
+            let all = latent_labels(store).map_err(|e| invalid(e.to_string()))?;
+            (
+                all.iter()
+                    .filter_map(|(id, l)| Some((*id, l.class_of(task)?)))
+                    .collect(),
+                all.keys().copied().collect(),
+            )
+        }
+    };
+    let label_of = |image: &ModelImage| labels.get(&image.image_id).copied();
     // Image ids follow the order in which a parallel import finished its files; the path
     // order is the same whenever the same warehouse is imported, so is the training.
     let mut source_images = store.model_images(source_sequence)?;
@@ -153,7 +178,7 @@ fn labelled_images(
     Ok(LabelledImages {
         source,
         target,
-        rated: labels.keys().copied().collect(),
+        rated,
         source_images,
         target_images,
     })
@@ -210,7 +235,13 @@ pub fn plan_training(
         .map(str::parse::<Recipe>)
         .transpose()?;
     let classes = task.categories();
-    let now = labelled_images(store, task, &request.source, &request.target)?;
+    let now = labelled_images(
+        store,
+        task,
+        &request.source,
+        &request.target,
+        request.labels,
+    )?;
     let source = now.source.clone();
     let labelled = &now.target;
     let split = split_by_subject(labelled, 0.2, 0.2, seed);
@@ -261,6 +292,8 @@ pub fn plan_training(
         _ => ArtefactRule::AnyGrade,
     };
     config.seed = seed;
+    config.label_source =
+        (request.labels != ConsensusMethod::Majority).then(|| request.labels.name().to_string());
     let summary = with_recipe(summary, &config);
     config.device = request.device.clone();
     config.validate()?;
@@ -338,8 +371,13 @@ fn with_recipe(summary: String, config: &TrainConfig) -> String {
         "off"
     };
     format!(
-        "{summary}; recipe {}, augmentation {augmentation}",
-        config.recipe.recipe.name()
+        "{summary}; recipe {}, augmentation {augmentation}{}",
+        config.recipe.recipe.name(),
+        config
+            .label_source
+            .as_deref()
+            .map(|l| format!(", labels {l}"))
+            .unwrap_or_default()
     )
 }
 
@@ -445,7 +483,28 @@ fn plan_resume(
         row.preset.as_deref().unwrap_or(&config.preset.name),
         config.seed
     );
-    let now = labelled_images(store, task, &source_sequence, &target_sequence)?;
+    let label_method = match config.label_source.as_deref() {
+        None | Some("majority") => ConsensusMethod::Majority,
+        Some("dawid-skene") => ConsensusMethod::DawidSkene,
+        Some(other) => {
+            return Err(invalid(format!(
+                "run {run} was trained on {other:?} labels, which this version does not know"
+            )));
+        }
+    };
+    if request.labels != ConsensusMethod::Majority && request.labels != label_method {
+        return Err(invalid(format!(
+            "run {run} was trained on {} labels; a resumed run keeps them",
+            label_method.name()
+        )));
+    }
+    let now = labelled_images(
+        store,
+        task,
+        &source_sequence,
+        &target_sequence,
+        label_method,
+    )?;
     match &row.label_snapshot {
         Some(snapshot) if *snapshot == now.snapshot() => {}
         Some(_) => {
@@ -610,6 +669,7 @@ pub fn record_training(
             // The held-out predictions stay with the run, so `cdwqc report model` can
             // score it.
             store.save_predictions(run_id, &r.test_predictions)?;
+            store.save_predictions(run_id, &r.validation_predictions)?;
             let o = &r.outcome;
             let metrics = json!({
                 "status": format!("{:?}", o.status),
@@ -619,6 +679,7 @@ pub fn record_training(
                 "best_val_balanced_accuracy": o.best_val_balanced_accuracy,
                 "test_images": r.test_images,
                 "test_balanced_accuracy": r.test_balanced_accuracy,
+                "calibration": r.calibration,
             });
             store.set_run_status(run_id, status, Some(&metrics.to_string()), None)?;
         }

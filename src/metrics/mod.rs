@@ -22,6 +22,10 @@
 //! - [`AgreementWeights`]: identity, linear, quadratic and bipolar weights from category
 //!   values, as irrCAC defines them.
 //! - A seeded percentile bootstrap over subjects.
+//! - Calibration: temperature scaling, expected calibration error, thresholds for a
+//!   target sensitivity or specificity.
+//! - Latent truth from noisy raters: [`dawid_skene`] (EM, crowd-kit's algorithm and
+//!   stopping rule, checked against it to 1e-6).
 //!
 //! # Undefined results
 //!
@@ -61,8 +65,10 @@
 
 mod agreement;
 mod bootstrap;
+mod calibration;
 mod classification;
 mod conger;
+mod dawid_skene;
 mod distributions;
 mod gwet;
 mod krippendorff;
@@ -75,11 +81,16 @@ pub use agreement::{
     pairwise_agreement, percent_agreement, randolph_kappa, scott_pi,
 };
 pub use bootstrap::{BootstrapConfig, BootstrapInterval, bootstrap_percentile};
+pub use calibration::{
+    OperatingTarget, Temperature, apply_temperature, expected_calibration_error, fit_temperature,
+    rates_at, threshold_for,
+};
 pub use classification::{
     ClassMetrics, ConfusionMatrix, OneVsRestAuc, RocCurve, ZeroDivision, roc_auc,
     roc_auc_one_vs_one_macro, roc_auc_one_vs_rest, roc_curve,
 };
 pub use conger::conger_kappa;
+pub use dawid_skene::{DawidSkene, DawidSkeneConfig, dawid_skene};
 pub use gwet::{
     AgreementCoefficient, AgreementWeights, brennan_prediger, fleiss_kappa_generalized, gwet_ac1,
     gwet_ac2, krippendorff_alpha_inference, krippendorff_observed_agreement,

@@ -109,6 +109,10 @@ pub struct TrainConfig {
     /// How strong augmentation artefacts may be without changing this task's labels.
     #[serde(default)]
     pub artefact_rule: ArtefactRule,
+    /// How the labels were made from the ratings: `dawid-skene`, or absent for the
+    /// majority consensus (every configuration stored before this field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_source: Option<String>,
 }
 
 impl TrainConfig {
@@ -138,6 +142,7 @@ impl TrainConfig {
             preset,
             recipe,
             artefact_rule: ArtefactRule::default(),
+            label_source: None,
         }
     }
 

@@ -1,8 +1,11 @@
-//! Pure parts of rating: file formats, consensus, work queues and terminal previews.
+//! Pure parts of rating: file formats, consensus (majority and Dawid-Skene latent truth),
+//! work queues and terminal previews.
 
+pub mod active;
 pub mod consensus;
 pub mod formats;
 pub mod halfblock;
 pub mod import;
 pub mod labels;
+pub mod latent;
 pub mod queue;

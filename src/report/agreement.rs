@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::{Figure, ReportError, Value};
 use crate::metrics::{
-    ConfusionMatrix, ContingencyTable, Level, Ratings, SubjectCounts, Weighting, cohen_kappa,
-    fleiss_kappa, gwet_ac1, krippendorff_alpha, pairwise_agreement, percent_agreement,
+    ConfusionMatrix, ContingencyTable, DawidSkeneConfig, Level, Ratings, SubjectCounts, Weighting,
+    cohen_kappa, dawid_skene, fleiss_kappa, gwet_ac1, krippendorff_alpha, pairwise_agreement,
+    percent_agreement,
 };
 use crate::store::Store;
 use crate::store::dashboard::AgreementGlance;
@@ -116,6 +117,87 @@ pub struct TaskAgreement {
     pub pairs: Vec<PairAgreement>,
     /// Per scanner (manufacturer, model, field strength from the sidecars), where known.
     pub by_scanner: Vec<(String, GroupAgreement)>,
+    /// Each rater's estimated confusion matrix (Dawid-Skene).
+    pub reliability: RaterReliability,
+}
+
+/// The Dawid-Skene fit of one task: the latent class prior, each rater's confusion
+/// matrix and where the EM stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaterReliability {
+    pub method: &'static str,
+    pub max_iterations: usize,
+    pub tolerance: f64,
+    /// E/M iterations run after the majority-vote start.
+    pub iterations: usize,
+    pub converged: bool,
+    /// Evidence lower bound per rating at the last iteration.
+    pub final_loss: Option<f64>,
+    /// Estimated share of each class among the rated images.
+    pub priors: Vec<f64>,
+    pub raters: Vec<RaterConfusion>,
+    /// Why there is no fit (no labels), when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undefined: Option<String>,
+}
+
+/// One rater's estimated behaviour on one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct RaterConfusion {
+    pub rater: String,
+    pub ratings: u64,
+    /// Rows: latent true class, columns: the class the rater gave; P(given | true).
+    pub confusion: Vec<Vec<f64>>,
+    /// Per class: P(gives c | true c).
+    pub sensitivity: Vec<f64>,
+    /// Per class: P(does not give c | true class is another), weighted by the prior.
+    pub specificity: Vec<Option<f64>>,
+}
+
+fn reliability(ratings: &Ratings, raters: &[String]) -> RaterReliability {
+    let config = DawidSkeneConfig::default();
+    let mut out = RaterReliability {
+        method: "dawid-skene",
+        max_iterations: config.max_iterations,
+        tolerance: config.tolerance,
+        iterations: 0,
+        converged: false,
+        final_loss: None,
+        priors: Vec::new(),
+        raters: Vec::new(),
+        undefined: None,
+    };
+    let model = match dawid_skene(ratings, &config) {
+        Ok(m) => m,
+        Err(e) => {
+            out.undefined = Some(
+                e.undefined_reason()
+                    .map_or_else(|| e.to_string(), |r| r.to_string()),
+            );
+            return out;
+        }
+    };
+    let k = ratings.n_categories();
+    for (r, name) in raters.iter().enumerate() {
+        let Some(confusion) = &model.confusion[r] else {
+            continue;
+        };
+        let given = (0..ratings.n_subjects())
+            .filter(|&s| ratings.subject(s)[r].is_some())
+            .count() as u64;
+        out.raters.push(RaterConfusion {
+            rater: name.clone(),
+            ratings: given,
+            confusion: confusion.clone(),
+            sensitivity: (0..k).map(|c| confusion[c][c]).collect(),
+            specificity: (0..k).map(|c| model.specificity(r, c)).collect(),
+        });
+    }
+    out.iterations = model.iterations;
+    out.converged = model.converged;
+    out.final_loss = model.loss_history.last().copied();
+    out.priors = model.priors;
+    out
 }
 
 /// The whole report; its JSON form is versioned by `schema`.
@@ -217,6 +299,43 @@ fn load(store: &Store, sequence: Option<&str>) -> Result<LabelPatterns, ReportEr
                     out.codes[row_start + rater] = code;
                 }
             }
+        }
+    }
+    Ok(out)
+}
+
+/// One rater's task labels in force for one image (usable, quality, gado).
+pub(crate) struct LabelRow {
+    pub image_id: i64,
+    pub rater: String,
+    pub labels: [Option<String>; 3],
+}
+
+/// The raters' task labels in force that `opts` selects, one row per image and rater.
+pub(crate) fn load_labels(
+    store: &Store,
+    opts: &AgreementOptions,
+) -> Result<Vec<LabelRow>, ReportError> {
+    let patterns = load(store, opts.sequence.as_deref())?;
+    let mut out = Vec::new();
+    for (image, &image_id) in patterns.images.iter().enumerate() {
+        for (rater, name) in patterns.raters.iter().enumerate() {
+            if !opts.raters.is_empty() && !opts.raters.contains(name) {
+                continue;
+            }
+            let labels = Task::ALL.map(|task| {
+                patterns
+                    .label(image, rater, task)
+                    .map(|c| task.categories()[c].to_string())
+            });
+            if labels.iter().all(Option::is_none) {
+                continue;
+            }
+            out.push(LabelRow {
+                image_id,
+                rater: name.clone(),
+                labels,
+            });
         }
     }
     Ok(out)
@@ -335,6 +454,7 @@ pub fn build(store: &Store, opts: &AgreementOptions) -> Result<AgreementReport, 
             overall,
             pairs,
             by_scanner,
+            reliability: reliability(&all, &raters),
         });
     }
     Ok(AgreementReport {
@@ -582,6 +702,7 @@ pub fn document(report: &AgreementReport) -> super::document::Document {
                     .collect(),
             );
         }
+        reliability_section(&mut d, t);
         let prefix = format!("{} ·", t.task.name());
         d.figures(
             report
@@ -593,6 +714,68 @@ pub fn document(report: &AgreementReport) -> super::document::Document {
         );
     }
     d
+}
+
+fn reliability_section(d: &mut super::document::Document, t: &TaskAgreement) {
+    let r = &t.reliability;
+    d.heading(3, "Rater reliability (Dawid-Skene)");
+    if let Some(why) = &r.undefined {
+        d.paragraph(format!("No estimate: {why}."));
+        return;
+    }
+    d.paragraph(format!(
+        "Latent truth by EM from the majority vote ({} iterations, {} after at most {} with \
+         tolerance {:e} on the evidence lower bound per rating{}). Estimated class shares: {}.",
+        r.iterations,
+        if r.converged {
+            "converged"
+        } else {
+            "NOT converged"
+        },
+        r.max_iterations,
+        r.tolerance,
+        r.final_loss
+            .map(|l| format!(", final {l:.5}"))
+            .unwrap_or_default(),
+        t.categories
+            .iter()
+            .zip(&r.priors)
+            .map(|(c, p)| format!("{c} {p:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let mut header = vec!["rater".to_string(), "labels".to_string()];
+    header.extend(t.categories.iter().map(|c| format!("sensitivity {c}")));
+    header.extend(t.categories.iter().map(|c| format!("specificity {c}")));
+    header.push("P(given | true), rows true".to_string());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let rows = r
+        .raters
+        .iter()
+        .map(|rc| {
+            let mut row = vec![rc.rater.clone(), rc.ratings.to_string()];
+            row.extend(rc.sensitivity.iter().map(|v| format!("{v:.3}")));
+            row.extend(
+                rc.specificity
+                    .iter()
+                    .map(|v| v.map_or("undefined".into(), |v| format!("{v:.3}"))),
+            );
+            row.push(
+                rc.confusion
+                    .iter()
+                    .map(|r| {
+                        r.iter()
+                            .map(|v| format!("{v:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            );
+            row
+        })
+        .collect();
+    d.table(&header, rows);
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use super::agreement::Task;
 use super::plots::RocSeries;
 use super::{Figure, ReportError, Value};
 use crate::metrics::{
-    BootstrapConfig, ConfusionMatrix, Estimate, MetricError, Undefined, ZeroDivision,
-    bootstrap_percentile, roc_auc, roc_auc_one_vs_rest, roc_curve,
+    BootstrapConfig, ConfusionMatrix, Estimate, MetricError, OperatingTarget, Undefined,
+    ZeroDivision, apply_temperature, bootstrap_percentile, expected_calibration_error,
+    fit_temperature, rates_at, roc_auc, roc_auc_one_vs_rest, roc_curve, threshold_for,
 };
 use crate::rate::labels::image_labels;
 use crate::store::Store;
@@ -91,6 +92,9 @@ pub struct ModelOptions {
     pub bootstrap: BootstrapConfig,
     /// Draw the SVG plots (HTML output).
     pub figures: bool,
+    /// Pick the decision threshold on the run's validation images that reaches this
+    /// sensitivity or specificity for the last class (reject, bad, gado).
+    pub target: Option<OperatingTarget>,
 }
 
 impl Default for ModelOptions {
@@ -100,6 +104,7 @@ impl Default for ModelOptions {
             set: None,
             bootstrap: BootstrapConfig::default(),
             figures: true,
+            target: None,
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct RunInfo {
     pub model_sha256: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Temperature scaling fitted on the validation images at the end of training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_temperature: Option<f64>,
 }
 
 /// One-vs-rest metrics of one class.
@@ -219,6 +227,11 @@ pub struct ModelReport {
     pub overall: Evaluation,
     /// Per scanner (vendor and field strength), when the set spans several.
     pub by_scanner: Vec<ScannerEvaluation>,
+    /// Temperature scaling and the calibration error before and after it.
+    pub calibration: CalibrationReport,
+    /// The threshold for `--target-sensitivity` / `--target-specificity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operating_point: Option<OperatingPoint>,
     #[serde(skip)]
     pub samples: Vec<Sample>,
     #[serde(skip)]
@@ -253,6 +266,9 @@ fn run_info(store: &Store, run_id: &str) -> Result<Option<(RunInfo, Option<Strin
             .map(|card| card.weights.sha256),
         started_at: get(10)?,
         finished_at: get(11)?,
+        stored_temperature: get(12)?
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+            .and_then(|m| m["calibration"]["temperature"].as_f64()),
     };
     Ok(Some((info, get(2)?)))
 }
@@ -386,13 +402,19 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
     let categories = task.categories();
     let (mut failed, mut outside_set, mut without_truth) = (0u64, 0u64, 0u64);
     let mut samples = Vec::new();
+    // Validation images: where temperature and operating points are fitted.
+    let mut validation = Vec::new();
     for rec in &records {
-        if !set.includes(rec.set.as_deref()) {
+        let in_set = set.includes(rec.set.as_deref());
+        if !in_set && rec.set.as_deref() != Some("validation") {
             outside_set += 1;
             continue;
         }
+        if !in_set {
+            outside_set += 1;
+        }
         let (Some(label), Some(probs), None) = (&rec.label, &rec.probabilities, &rec.error) else {
-            failed += 1;
+            failed += u64::from(in_set);
             continue;
         };
         let probabilities: Vec<f64> = serde_json::from_str(probs).map_err(|e| {
@@ -417,10 +439,15 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
             )));
         }
         let Some(&truth) = truth.get(&rec.image_id) else {
-            without_truth += 1;
+            without_truth += u64::from(in_set);
             continue;
         };
-        samples.push(Sample {
+        let target = if in_set {
+            &mut samples
+        } else {
+            &mut validation
+        };
+        target.push(Sample {
             image_id: rec.image_id,
             subject: rec.subject.clone(),
             scanner: rec.scanner.clone(),
@@ -446,6 +473,10 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
     } else {
         Vec::new()
     };
+    let calibration = calibration_report(run.stored_temperature, &validation, &samples);
+    let operating_point = opts
+        .target
+        .map(|target| operating_point(target, &validation, &samples, task, &opts.bootstrap));
     let mut report = ModelReport {
         schema: MODEL_SCHEMA,
         store: store.path().display().to_string(),
@@ -462,6 +493,8 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         without_truth,
         overall,
         by_scanner,
+        calibration,
+        operating_point,
         samples,
         figures: Vec::new(),
     };
@@ -469,6 +502,213 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         report.figures = model_figures(&report);
     }
     Ok(report)
+}
+
+/// Temperature scaling of the run and what it does to the evaluated set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CalibrationReport {
+    /// `stored` (fitted on the validation images at the end of training),
+    /// `validation` (fitted now on the stored validation predictions), or none.
+    pub source: Option<&'static str>,
+    pub temperature: Option<f64>,
+    pub validation_images: u64,
+    /// Expected calibration error of the evaluated set, as predicted and after
+    /// temperature scaling.
+    pub ece_before: Value,
+    pub ece_after: Value,
+    /// Why there is no temperature, when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undefined: Option<String>,
+}
+
+fn probabilities_and_truth(samples: &[Sample]) -> (Vec<Vec<f64>>, Vec<usize>) {
+    samples
+        .iter()
+        .map(|s| (s.probabilities.clone(), s.truth))
+        .unzip()
+}
+
+fn calibration_report(
+    stored: Option<f64>,
+    validation: &[Sample],
+    samples: &[Sample],
+) -> CalibrationReport {
+    let (p, y) = probabilities_and_truth(samples);
+    let ece =
+        |p: &[Vec<f64>]| Value::from_estimate(expected_calibration_error(p, &y, CALIBRATION_BINS));
+    let mut out = CalibrationReport {
+        validation_images: validation.len() as u64,
+        ece_before: ece(&p),
+        ..CalibrationReport::default()
+    };
+    let (source, temperature) = match stored {
+        Some(t) => (Some("stored"), Ok(t)),
+        None => {
+            let (vp, vy) = probabilities_and_truth(validation);
+            (
+                Some("validation"),
+                fit_temperature(&vp, &vy).map(|t| t.temperature),
+            )
+        }
+    };
+    match temperature {
+        Ok(t) => {
+            out.source = source;
+            out.temperature = Some(t);
+            let scaled: Vec<Vec<f64>> = p.iter().map(|row| apply_temperature(row, t)).collect();
+            out.ece_after = ece(&scaled);
+        }
+        Err(e) => {
+            out.undefined = Some(format!(
+                "no temperature stored with the run and none can be fitted on its {} validation predictions: {}",
+                validation.len(),
+                e.undefined_reason()
+                    .map_or_else(|| e.to_string(), |r| r.to_string())
+            ));
+            out.ece_after = Value::undefined_text("no temperature".into());
+        }
+    }
+    out
+}
+
+/// A decision threshold picked on the validation images and its effect on the
+/// evaluated set. The positive class is the task's last (reject, bad, gado), scored
+/// by its predicted probability; an image is flagged when the score reaches the
+/// threshold, and flagged images go to a person.
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatingPoint {
+    pub positive_class: String,
+    /// `sensitivity` or `specificity`.
+    pub target: &'static str,
+    pub target_value: f64,
+    pub threshold: Value,
+    pub validation_images: u64,
+    pub validation_sensitivity: Value,
+    pub validation_specificity: Value,
+    /// On the evaluated set, with subject-level bootstrap 95% CIs.
+    pub sensitivity: Value,
+    pub specificity: Value,
+    /// Share of the evaluated images flagged for a person to review.
+    pub review_share: Value,
+}
+
+fn operating_point(
+    target: OperatingTarget,
+    validation: &[Sample],
+    samples: &[Sample],
+    task: Task,
+    config: &BootstrapConfig,
+) -> OperatingPoint {
+    let positive = task.categories().len() - 1;
+    let score = |s: &Sample| s.probabilities[positive];
+    let (name, value) = match target {
+        OperatingTarget::Sensitivity(v) => ("sensitivity", v),
+        OperatingTarget::Specificity(v) => ("specificity", v),
+    };
+    let v_scores: Vec<f64> = validation.iter().map(score).collect();
+    let v_positive: Vec<bool> = validation.iter().map(|s| s.truth == positive).collect();
+    let threshold = threshold_for(&v_scores, &v_positive, target);
+    let mut point = OperatingPoint {
+        positive_class: task.categories()[positive].to_string(),
+        target: name,
+        target_value: value,
+        threshold: Value::from_estimate(threshold.clone()),
+        validation_images: validation.len() as u64,
+        validation_sensitivity: Value::default(),
+        validation_specificity: Value::default(),
+        sensitivity: Value::default(),
+        specificity: Value::default(),
+        review_share: Value::default(),
+    };
+    let Ok(t) = threshold else {
+        let why = point.threshold.clone();
+        point.validation_sensitivity = why.clone();
+        point.validation_specificity = why.clone();
+        point.sensitivity = why.clone();
+        point.specificity = why.clone();
+        point.review_share = why;
+        return point;
+    };
+    let rate = |r: Option<f64>, what: &str| {
+        r.map_or_else(
+            || Value::undefined_text(format!("no {what} image")),
+            Value::of,
+        )
+    };
+    let (vs, vp) = rates_at(&v_scores, &v_positive, t);
+    point.validation_sensitivity = rate(vs, "positive");
+    point.validation_specificity = rate(vp, "negative");
+    let groups = subject_groups(samples);
+    let rates = |it: &mut dyn Iterator<Item = &Sample>| -> (Vec<f64>, Vec<bool>) {
+        it.map(|s| (score(s), s.truth == positive)).unzip()
+    };
+    let undefined = |r: Option<f64>| r.ok_or(MetricError::from(Undefined::SingleClass));
+    point.sensitivity = with_bootstrap(samples, &groups, config, |it| {
+        let (s, p) = rates(it);
+        undefined(rates_at(&s, &p, t).0)
+    });
+    point.specificity = with_bootstrap(samples, &groups, config, |it| {
+        let (s, p) = rates(it);
+        undefined(rates_at(&s, &p, t).1)
+    });
+    point.review_share = with_bootstrap(samples, &groups, config, |it| {
+        let (s, _) = rates(it);
+        if s.is_empty() {
+            return Err(Undefined::EmptyInput.into());
+        }
+        Ok(s.iter().filter(|v| **v >= t).count() as f64 / s.len() as f64)
+    });
+    point
+}
+
+fn calibration_section(d: &mut super::document::Document, r: &ModelReport) {
+    let c = &r.calibration;
+    d.heading(2, "Calibration");
+    match (c.temperature, &c.undefined) {
+        (Some(t), _) => d.paragraph(format!(
+            "Temperature scaling T = {t:.4} ({}). Expected calibration error of the evaluated \
+             images: {} as predicted, {} after scaling.",
+            match c.source {
+                Some("stored") => "fitted on the validation images at the end of training",
+                _ => "fitted now on the run's validation predictions",
+            },
+            c.ece_before.text(),
+            c.ece_after.text()
+        )),
+        (None, Some(why)) => d.paragraph(format!(
+            "Expected calibration error {} as predicted; {why}.",
+            c.ece_before.text()
+        )),
+        (None, None) => {}
+    }
+    if let Some(op) = &r.operating_point {
+        d.heading(2, "Operating point");
+        d.paragraph(format!(
+            "Threshold on P({}) picked on {} validation images for {} {}: an image is flagged \
+             for review when P({}) reaches it. 95% CIs: bootstrap over subjects.",
+            op.positive_class, op.validation_images, op.target, op.target_value, op.positive_class
+        ));
+        d.table(
+            &["", "value"],
+            vec![
+                vec!["threshold".into(), op.threshold.text()],
+                vec![
+                    "validation sensitivity / specificity".into(),
+                    format!(
+                        "{} / {}",
+                        op.validation_sensitivity.text(),
+                        op.validation_specificity.text()
+                    ),
+                ],
+                vec!["sensitivity [95% CI]".into(), op.sensitivity.text()],
+                vec!["specificity [95% CI]".into(), op.specificity.text()],
+                vec![
+                    "share of images to review [95% CI]".into(),
+                    op.review_share.text(),
+                ],
+            ],
+        );
+    }
 }
 
 /// Sample indices grouped by subject, so a bootstrap resamples whole subjects.
@@ -791,6 +1031,7 @@ pub fn document(r: &ModelReport) -> super::document::Document {
             ],
         ],
     );
+    calibration_section(&mut d, r);
     d.heading(2, "Per class");
     d.table(
         &[

@@ -49,6 +49,42 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// A run's predicted probabilities of a task on readable images, as (image,
+    /// subject, probabilities), optionally of one sequence.
+    pub fn queue_candidates(
+        &self,
+        run_id: &str,
+        task: &str,
+        sequence: Option<&str>,
+    ) -> Result<Vec<(i64, String, Vec<f64>)>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/queue_candidates.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![run_id, task, sequence], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, subject, text) = row.map_err(|e| self.err(e))?;
+            let probabilities: Vec<f64> =
+                serde_json::from_str(&text).map_err(|e| StoreError::Invalid {
+                    path: self.path().to_path_buf(),
+                    message: format!(
+                        "run {run_id}: probabilities of image {id} are not a list of numbers ({text}): {e}"
+                    ),
+                })?;
+            out.push((id, subject, probabilities));
+        }
+        Ok(out)
+    }
+
     /// Stores a queue and its assignments in one transaction.
     pub fn create_queue(
         &mut self,

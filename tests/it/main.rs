@@ -5,6 +5,8 @@
 static ALLOCATOR: cdwqc::import::fuzz::LargestAllocation = cdwqc::import::fuzz::LargestAllocation;
 
 mod attacks;
+mod calibration;
+mod dawid_skene;
 mod fuzz;
 mod imaging;
 mod import;

@@ -127,3 +127,107 @@ fn agreement_report_in_three_formats() {
         1
     );
 }
+
+/// The agreement report's rater reliability and `ratings export --consensus
+/// dawid-skene` give the library's Dawid-Skene fit of the same labels.
+#[test]
+fn dawid_skene_in_the_agreement_report_and_the_export() {
+    use cdwqc::metrics::{DawidSkeneConfig, Ratings, dawid_skene};
+    let tmp = store();
+    let dir = tmp.path();
+    // usable (0) / reject (1) of images 1-6 by ann, bob, cid, as in `store`.
+    let rows = vec![
+        vec![Some(0), Some(0), Some(0)],
+        vec![Some(0), Some(0), Some(0)],
+        vec![Some(1), Some(1), Some(1)],
+        vec![Some(0), Some(0), Some(0)],
+        vec![Some(0), Some(1), None],
+        vec![Some(0), Some(0), None],
+    ];
+    let fit = dawid_skene(
+        &Ratings::from_rows(&rows, 2).expect("ratings"),
+        &DawidSkeneConfig::default(),
+    )
+    .expect("fit");
+    let json: Value =
+        serde_json::from_str(&ok(dir, &["report", "agreement", "--json"])).expect("json");
+    let reliability = &json["tasks"][0]["reliability"];
+    assert_eq!(reliability["method"], "dawid-skene");
+    assert_eq!(reliability["iterations"], fit.iterations as u64);
+    assert_eq!(reliability["converged"], true);
+    let raters = reliability["raters"].as_array().expect("raters");
+    assert_eq!(raters.len(), 3);
+    assert_eq!(raters[2]["rater"], "cid");
+    assert_eq!(raters[2]["ratings"], 4);
+    let bob = &raters[1]["confusion"];
+    let want = fit.confusion[1].as_ref().expect("bob");
+    for t in 0..2 {
+        for g in 0..2 {
+            let got = bob[t][g].as_f64().expect("number");
+            assert!((got - want[t][g]).abs() < 1e-12, "bob P({g}|{t}) {got}");
+        }
+    }
+    assert!(
+        (raters[1]["sensitivity"][0].as_f64().expect("sens") - want[0][0]).abs() < 1e-12,
+        "sensitivity is the diagonal"
+    );
+
+    let md = ok(dir, &["report", "agreement"]);
+    assert!(md.contains("### Rater reliability (Dawid-Skene)"), "{md}");
+    assert!(md.contains("sensitivity usable"), "{md}");
+
+    let csv = ok(
+        dir,
+        &[
+            "ratings",
+            "export",
+            "--consensus",
+            "dawid-skene",
+            "--format",
+            "csv",
+        ],
+    );
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    for column in [
+        "usable_p_usable",
+        "usable_p_reject",
+        "usable_label",
+        "quality_p_good",
+        "quality_p_medium",
+        "quality_p_bad",
+        "quality_label",
+        "gado_p_gado",
+    ] {
+        assert!(header.contains(&column), "{column} missing from {header:?}");
+    }
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 6);
+    let at = |row: &[&str], column: &str| -> String {
+        row[header.iter().position(|h| *h == column).expect("column")].to_string()
+    };
+    // Image ids follow the import's finishing order, not the path order: compare the
+    // sorted posteriors of rejection.
+    let mut got: Vec<f64> = rows
+        .iter()
+        .map(|r| at(r, "usable_p_reject").parse().expect("probability"))
+        .collect();
+    let mut want: Vec<f64> = fit
+        .posteriors
+        .iter()
+        .map(|p| p.as_ref().expect("rated")[1])
+        .collect();
+    got.sort_by(f64::total_cmp);
+    want.sort_by(f64::total_cmp);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-9, "{got:?} vs {want:?}");
+    }
+    let rejected: Vec<&Vec<&str>> = rows
+        .iter()
+        .filter(|r| at(r, "usable_label") == "reject")
+        .collect();
+    assert!(!rejected.is_empty());
+    for r in rejected {
+        assert_eq!(at(r, "quality_label"), "", "no quality for a reject");
+    }
+}

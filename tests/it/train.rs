@@ -122,6 +122,49 @@ fn train_then_infer_on_a_tiny_warehouse() {
     .expect("model report JSON");
     assert_eq!(report["schema"], "cdwqc.model/1");
     assert_eq!(report["set"], "test");
+    // Temperature scaling fitted on the validation images and stored with the run.
+    let calibration = &report["calibration"];
+    assert_eq!(calibration["source"], "stored", "{calibration}");
+    assert!(calibration["temperature"].as_f64().expect("T") > 0.0);
+    assert!(calibration["ece_after"]["value"].is_f64(), "{calibration}");
+    let stored = ok(
+        dir,
+        &[
+            "sql",
+            "select json_extract(metrics, '$.calibration.validation_images') > 0 from runs where run_id = 'usable-ssda-seed1'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(stored.lines().nth(1), Some("true"), "{stored}");
+    let point: Value = serde_json::from_str(&ok(
+        dir,
+        &[
+            "report",
+            "model",
+            "--run",
+            "usable-ssda-seed1",
+            "--json",
+            "--bootstrap",
+            "50",
+            "--target-sensitivity",
+            "0.95",
+        ],
+    ))
+    .expect("JSON");
+    let op = &point["operating_point"];
+    assert_eq!(op["positive_class"], "reject", "{op}");
+    assert_eq!(op["target"], "sensitivity");
+    match op["threshold"]["value"].as_f64() {
+        Some(_) => assert!(
+            op["validation_sensitivity"]["value"]
+                .as_f64()
+                .expect("rate")
+                >= 0.95,
+            "{op}"
+        ),
+        None => assert!(op["threshold"]["undefined"].is_string(), "{op}"),
+    }
     let test_images: u64 = ok(
         dir,
         &[
@@ -265,6 +308,71 @@ fn train_then_infer_on_a_tiny_warehouse() {
     assert_eq!(all["predictions"].as_u64(), Some(16));
     assert_eq!(all["against"], "rater rater1");
 
+    // Every image labelled reject at threshold 0.
+    ok(
+        dir,
+        &[
+            "infer",
+            "--run",
+            "usable-ssda-seed1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--threshold",
+            "0",
+        ],
+    );
+    let labels = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) filter (where label = 'reject'), count(*) from predictions where run_id = 'usable-ssda-seed1'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(labels.lines().nth(1), Some("16,16"), "{labels}");
+    let bad = cdwqc(
+        dir,
+        &["infer", "--run", "usable-ssda-seed1", "--threshold", "1.5"],
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--threshold"), "{}", stderr(&bad));
+
+    // Labels from the Dawid-Skene latent truth, kept in the run's configuration.
+    let out = ok(
+        dir,
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--seed",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--labels",
+            "dawid-skene",
+            "--run",
+            "ds-labels",
+        ],
+    );
+    assert!(out.contains("labels dawid-skene"), "{out}");
+    let source = ok(
+        dir,
+        &[
+            "sql",
+            "select json_extract_string(config, '$.label_source') from runs where run_id = 'ds-labels'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(source.lines().nth(1), Some("dawid-skene"), "{source}");
+
     let again = cdwqc(
         dir,
         &[
@@ -288,6 +396,65 @@ fn train_then_infer_on_a_tiny_warehouse() {
         "{}",
         stderr(&missing)
     );
+
+    // An uncertainty queue needs unrated images with predictions: every synthetic
+    // image is rated, so first none qualifies, then three whose ratings are removed.
+    let queue = |name: &str| {
+        cdwqc(
+            dir,
+            &[
+                "queue",
+                "create",
+                "--strategy",
+                "uncertainty",
+                "--run",
+                "usable-ssda-seed1",
+                "--size",
+                "2",
+                "--random-share",
+                "0.5",
+                "--raters",
+                "zed",
+                "--overlap",
+                "0",
+                "--name",
+                name,
+            ],
+        )
+    };
+    let none = queue("al-0");
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("no prediction of an unrated image"),
+        "{}",
+        stderr(&none)
+    );
+    ok(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "delete from ratings where image_id in (select image_id from images where suffix = 'FLAIR' order by image_id limit 3)",
+        ],
+    );
+    let made = queue("al-1");
+    let text = String::from_utf8_lossy(&made.stdout).to_string();
+    assert!(made.status.success(), "{text}{}", stderr(&made));
+    assert!(text.contains("of 3 unrated images"), "{text}");
+    assert!(
+        text.contains("uncertain (entropy") && text.contains("random"),
+        "{text}"
+    );
+    let queued = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) from queue_items i join queues q using (queue_id) where q.name = 'al-1'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(queued.lines().nth(1), Some("2"), "{queued}");
 }
 
 #[test]
