@@ -5,6 +5,7 @@
 static ALLOCATOR: cdwqc::import::fuzz::LargestAllocation = cdwqc::import::fuzz::LargestAllocation;
 
 mod attacks;
+mod ecosystem;
 mod fuzz;
 mod imaging;
 mod import;
