@@ -83,3 +83,89 @@ fn train_infer_and_inspect_print_no_debug_formatting() {
 
 }
 
+#[test]
+fn bash_loads_the_completion_script() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_cdwqc");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <('{bin}' completions bash) && complete -p cdwqc"
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .expect("bash runs");
+    let out = stdout(&o);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("-F _cdwqc"), "{out}");
+    assert!(out.trim_end().ends_with(" cdwqc"), "{out}");
+
+    // The script completes subcommands and their options.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <('{bin}' completions bash) && COMP_WORDS=(cdwqc rat) && COMP_CWORD=1 \
+             && _cdwqc cdwqc rat cdwqc && printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .expect("bash runs");
+    let words = stdout(&o);
+    assert!(
+        words.lines().any(|w| w == "ratings") && words.lines().any(|w| w == "raters"),
+        "{words}"
+    );
+
+    for shell in ["zsh", "fish"] {
+        let script = ok(tmp.path(), &["completions", shell]);
+        assert!(
+            script.contains("ratings") && script.contains("completions"),
+            "{shell}: {script}"
+        );
+    }
+    let refused = cdwqc(tmp.path(), &["completions", "tcsh"]);
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn man_pages_cover_every_visible_command() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let page = ok(dir, &["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH cdwqc 1"),
+        "{page}"
+    );
+    assert!(page.contains("ratings"), "{page}");
+    let said = ok(dir, &["man", "--out", "man/man1"]);
+    assert!(said.contains("man pages in man/man1"), "{said}");
+    let pages = dir.join("man/man1");
+    for name in [
+        "cdwqc.1",
+        "cdwqc-ratings.1",
+        "cdwqc-ratings-import.1",
+        "cdwqc-train.1",
+    ] {
+        let text = std::fs::read_to_string(pages.join(name)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{name}: {text}");
+    }
+    // The hidden job runner has no page.
+    assert!(!pages.join("cdwqc-job.1").exists());
+    if Path::new("/usr/bin/man").exists() {
+        let o = Command::new("man")
+            .args(["-l", "cdwqc-ratings-import.1"])
+            .current_dir(&pages)
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .output()
+            .expect("man runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        println!("skipped rendering with man: /usr/bin/man is not installed");
+    }
+}
+
