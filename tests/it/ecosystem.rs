@@ -169,3 +169,64 @@ fn man_pages_cover_every_visible_command() {
     }
 }
 
+#[test]
+fn montage_rows_carry_their_class_and_grade() {
+    use cdwqc::synth::font::draw_text;
+    use cdwqc::synth::montage::{
+        LABEL_INK, LABEL_SCALE, label_column_width, label_line_origins, montage_rows, row_label,
+    };
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(
+        dir,
+        &[
+            "synth", "--out", "w", "--t1", "6", "--flair", "6", "--other", "0", "--grid", "tiny",
+            "--seed", "2",
+        ],
+    );
+    ok(dir, &["synth", "--montage", "montage.png", "--from", "w"]);
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(dir.join("montage.png")).expect("montage"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut pixels).expect("png data");
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let width = info.width as usize;
+    let pixels = &pixels[..info.buffer_size()];
+
+    // Each row's label, drawn alone, must be found ink for ink in the label column, and
+    // the column must hold nothing else: the labels are the ones of their rows.
+    let rows = montage_rows();
+    let labels = label_column_width();
+    let mut expected = vec![0u8; pixels.len()];
+    for (row, class) in rows.iter().enumerate() {
+        for (line, origin) in row_label(class).iter().zip(label_line_origins(row)) {
+            draw_text(&mut expected, width, origin, line, LABEL_SCALE, LABEL_INK);
+        }
+    }
+    let mut ink = 0;
+    for y in 0..pixels.len() / width {
+        for x in 0..labels {
+            let (want, got) = (expected[y * width + x], pixels[y * width + x]);
+            if want == LABEL_INK {
+                ink += 1;
+                assert_eq!(got, LABEL_INK, "missing label ink at ({x}, {y})");
+            } else {
+                assert_ne!(got, LABEL_INK, "stray ink at ({x}, {y})");
+            }
+        }
+    }
+    assert!(ink > 100 * rows.len(), "only {ink} label pixels");
+    assert_eq!(
+        row_label("motion_2"),
+        ["MOTION".to_string(), "GRADE 2".to_string()]
+    );
+    assert_eq!(
+        row_label("reject_truncated_fov"),
+        ["REJECT".to_string(), "TRUNCATED_FOV".to_string()]
+    );
+    assert!(rows.iter().any(|r| r == "motion_2"));
+}
+
