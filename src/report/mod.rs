@@ -107,19 +107,26 @@ impl Value {
         }
     }
 
+    /// `0.812 [0.714, 0.910]` or `undefined (reason)`, without n or note: for the
+    /// dashboard's narrow columns, beside a column that gives n.
+    pub fn brief(&self) -> String {
+        match (self.value, self.ci95) {
+            (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+            (Some(v), None) => format!("{v:.3}"),
+            (None, _) => format!(
+                "undefined ({})",
+                self.undefined.as_deref().unwrap_or("no value")
+            ),
+        }
+    }
+
     /// `0.812 [0.714, 0.910]`, `0.812 [0.714, 0.910], n = 34`, with the note when there
     /// is one, or `undefined (reason)`.
     pub fn text(&self) -> String {
-        let value = match (self.value, self.ci95) {
-            (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
-            (Some(v), None) => format!("{v:.3}"),
-            (None, _) => {
-                return format!(
-                    "undefined ({})",
-                    self.undefined.as_deref().unwrap_or("no value")
-                );
-            }
-        };
+        let value = self.brief();
+        if self.value.is_none() {
+            return value;
+        }
         match (self.n, &self.note) {
             (Some(n), Some(note)) => format!("{value}, n = {n} ({note})"),
             (Some(n), None) => format!("{value}, n = {n}"),
