@@ -64,7 +64,7 @@ for seed in $SEEDS; do
         --run "$run" | tail -n 1)
       seconds=$(( $(date +%s) - started ))
       ba=$(echo "$line" | sed -n 's/.*test BA \([0-9.]*\|undefined\).*/\1/p')
-      best=$(echo "$line" | sed -n 's/.*best epoch Some(\([0-9]*\)).*/\1/p')
+      best=$(echo "$line" | sed -n 's/.*best epoch \([0-9]*\),.*/\1/p')
       done_epochs=$(echo "$line" | sed -n 's/.* after \([0-9]*\) epochs.*/\1/p')
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$task" "$config" "$seed" "$ba" "$best" "$done_epochs" "$seconds" \
         | tee -a "$OUT/results.tsv"

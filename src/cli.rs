@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    import::ImportArgs, infer::InferArgs, info::InfoArgs, init::InitArgs, inspect::InspectArgs,
-    job::JobArgs, model::ModelArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs,
-    ratings::RatingsArgs, register::RegisterArgs, report::ReportArgs, sql::SqlArgs,
-    synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
+    completions::CompletionsArgs, import::ImportArgs, infer::InferArgs, info::InfoArgs,
+    init::InitArgs, inspect::InspectArgs, job::JobArgs, man::ManArgs, model::ModelArgs,
+    queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
+    register::RegisterArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
+    tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -67,6 +68,10 @@ pub enum Command {
     Register(RegisterArgs),
     /// The terminal dashboard: browse, view and rate images.
     Tui(TuiArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Write man pages: cdwqc(1) on stdout, or one page per command into --out DIR.
+    Man(ManArgs),
 }
 
 impl Command {

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod device;
+pub mod display;
 pub mod imaging;
 pub mod import;
 pub mod jobs;

@@ -587,7 +587,32 @@ fn format_owned(v: &duckdb::types::Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        other => format!("{other:?}"),
+        Value::HugeInt(i) => i.to_string(),
+        Value::UHugeInt(i) => i.to_string(),
+        Value::UTinyInt(i) => i.to_string(),
+        Value::USmallInt(i) => i.to_string(),
+        Value::UInt(i) => i.to_string(),
+        Value::UBigInt(i) => i.to_string(),
+        Value::Decimal(d) => d.to_string(),
+        Value::Date32(days) => format_date(i64::from(*days)),
+        Value::Time64(unit, value) => format_time_of_day(to_micros(*unit, *value)),
+        Value::Blob(b) | Value::Geometry(b) => format!("<blob {} bytes>", b.len()),
+        Value::Interval {
+            months,
+            days,
+            nanos,
+        } => format!("{months} months {days} days {} us", nanos / 1_000),
+        Value::Map(entries) => format!(
+            "{{{}}}",
+            entries
+                .iter()
+                .map(|(k, v)| format!("{}: {}", format_owned(k), format_owned(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Union(inner) => format_owned(inner),
+        // A type newer than this cdwqc: say so rather than print its debug form.
+        _ => "<value of an unsupported type>".into(),
     }
 }
 

@@ -91,11 +91,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             match &f.error {
                 Some(e) => format!("{}  error: {e}", f.path),
                 None => format!(
-                    "{}  NIfTI-{}  {:?}  {:.3?} mm  {}  {} ({})",
+                    "{}  NIfTI-{}  {}  {} mm  {}  {} ({})",
                     f.path,
                     f.nifti_version.unwrap_or(0),
-                    f.shape.as_deref().unwrap_or(&[]),
-                    f.voxel_size.unwrap_or_default(),
+                    crate::display::shape(f.shape.as_deref().unwrap_or(&[])),
+                    crate::display::sizes(&f.voxel_size.unwrap_or_default(), 3),
                     f.datatype.unwrap_or("?"),
                     f.orientation.as_deref().unwrap_or("?"),
                     f.affine_source.unwrap_or("?"),

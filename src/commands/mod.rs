@@ -1,11 +1,13 @@
 //! One module per subcommand; each turns parsed arguments into library calls and output.
 
+pub mod completions;
 pub mod import;
 pub mod infer;
 pub mod info;
 pub mod init;
 pub mod inspect;
 pub mod job;
+pub mod man;
 pub mod model;
 pub mod queue;
 pub mod rate;
@@ -41,5 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Job(args) => job::run(args),
         Command::Model(args) => model::run(&cli.db, args),
         Command::Tui(args) => tui::run(&cli.db, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }

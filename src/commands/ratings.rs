@@ -25,12 +25,15 @@ pub enum RatingsAction {
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    pub file: PathBuf,
+    /// The rating file; for mriqc-json, JSON files or folders of them (one batch).
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// The rater of a file without a rater column (notebook files, most native files);
     /// refused when it contradicts the file's rater column (or MRIQC rater columns).
     #[arg(long)]
     pub rater: Option<String>,
-    /// auto, native, notebook or mriqc.
+    /// auto, native, notebook, mriqc (tables), mriqc-json (MRIQC rating-widget files)
+    /// or fetmrqc (fetMRQC's merged CSV); docs/ecosystem.md has the mappings.
     #[arg(long, default_value = "auto")]
     pub format: String,
     /// MRIQC's -1 (exclude): `reject` (not usable) or `bad` (usable, bad quality).
@@ -61,6 +64,10 @@ pub struct ExportArgs {
     /// (index, img_id, code, label), tab-separated.
     #[arg(long, group = "what", requires = "rater")]
     pub notebook: bool,
+    /// Write ratings, consensus and predictions as a BIDS derivatives dataset under
+    /// DIR/derivatives/cdwqc/ (DIR: the raw BIDS dataset's root).
+    #[arg(long, group = "what", value_name = "DIR")]
+    pub bids_derivatives: Option<PathBuf>,
     /// The rater for --notebook.
     #[arg(long)]
     pub rater: Option<String>,
@@ -69,6 +76,9 @@ pub struct ExportArgs {
     /// Write to this file (required for parquet); standard output otherwise.
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
+    /// With --bids-derivatives: print what was written as JSON.
+    #[arg(long, requires = "bids_derivatives")]
+    pub json: bool,
 }
 
 pub fn run(db: &Path, args: RatingsArgs) -> anyhow::Result<ExitCode> {
@@ -90,9 +100,9 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         other => bail!("--mriqc-exclude {other:?}: expected reject or bad"),
     };
     let mut store = crate::store::Store::open(db, crate::store::Access::ReadWrite)?;
-    let report = crate::rate::import::import_file(
+    let report = crate::rate::import::import_files(
         &mut store,
-        &args.file,
+        &args.files,
         args.rater.as_deref(),
         &ParseOptions {
             format,
@@ -151,6 +161,9 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.bids_derivatives {
+        return export_bids(db, dir, args.json);
+    }
     match args.consensus {
         Some(crate::rate::latent::ConsensusMethod::Majority) => {
             return export_consensus(db, &args);
@@ -401,6 +414,32 @@ fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
             eprintln!("wrote {} ratings to {}", rows.len(), path.display());
         }
         None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_bids(db: &Path, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = crate::store::Store::open(db, crate::store::Access::ReadOnly)?;
+    let written = crate::rate::bids::export(&store, dir)
+        .with_context(|| format!("exporting BIDS derivatives into {}", dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&written)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: {} ratings of {} images, {} predictions ({})",
+        written.folder,
+        written.ratings,
+        written.images_rated,
+        written.predictions,
+        written.files.join(", ")
+    );
+    if written.outside_dataset > 0 {
+        println!(
+            "left out {} images outside {}: a BIDS path cannot name them",
+            written.outside_dataset,
+            dir.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -169,10 +169,8 @@ fn write_float(
 fn print_text(outcome: &Outcome) {
     let r = &outcome.registration;
     println!(
-        "{}: {} registration to the template, bias correction {:?}",
-        outcome.input,
-        format!("{:?}", r.mode).to_lowercase(),
-        outcome.bias_correction
+        "{}: {} registration to the template, bias correction {}",
+        outcome.input, r.mode, outcome.bias_correction
     );
     println!("image -> template (mm):");
     for row in &r.image_to_template[..3] {

@@ -132,7 +132,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         JobEvent::Epoch { report: e } => {
             bar.suspend(|| {
                 println!(
-                    "epoch {:>3} [{:?}] loss {:.4} val loss {:.4} val BA {:.3} alpha {:.2} ({:.1} s){}",
+                    "epoch {:>3} [{}] loss {:.4} val loss {:.4} val BA {:.3} alpha {:.2} ({:.1} s){}",
                     e.epoch,
                     e.phase,
                     e.train_loss,
@@ -171,11 +171,13 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(130));
     }
     println!(
-        "{run_id}: {:?} after {} epochs; best epoch {:?}, validation BA {:?}, test BA {} on {} images; weights {}",
+        "{run_id}: {} after {} epochs; best epoch {}, validation BA {}, test BA {} on {} images; weights {}",
         outcome.status,
         outcome.epochs_completed,
-        outcome.best_epoch,
-        outcome.best_val_balanced_accuracy,
+        outcome.best_epoch.map_or("none".into(), |e| e.to_string()),
+        outcome
+            .best_val_balanced_accuracy
+            .map_or("undefined".into(), |b| format!("{b:.3}")),
         result
             .test_balanced_accuracy
             .map_or("undefined".into(), |b| format!("{b:.3}")),

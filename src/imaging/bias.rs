@@ -22,6 +22,15 @@ pub enum BiasCorrection {
     Polynomial,
 }
 
+impl std::fmt::Display for BiasCorrection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Polynomial => "polynomial",
+        })
+    }
+}
+
 impl std::str::FromStr for BiasCorrection {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {

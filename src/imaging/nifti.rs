@@ -179,11 +179,17 @@ impl Header {
             voxels_per_volume = u64::try_from(d)
                 .ok()
                 .and_then(|d| voxels_per_volume.checked_mul(d))
-                .ok_or_else(|| format!("shape {shape:?}: the voxel count overflows"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "shape {}: the voxel count overflows",
+                        crate::display::shape(shape)
+                    )
+                })?;
         }
         if voxels_per_volume > MAX_VOXELS_PER_VOLUME {
             return Err(format!(
-                "shape {shape:?} has {voxels_per_volume} voxels per volume, more than the {MAX_VOXELS_PER_VOLUME} cdwqc decodes"
+                "shape {} has {voxels_per_volume} voxels per volume, more than the {MAX_VOXELS_PER_VOLUME} cdwqc decodes",
+                crate::display::shape(shape)
             ));
         }
         let mut n_volumes = 1u64;
@@ -192,7 +198,12 @@ impl Header {
                 .ok()
                 .and_then(|d| n_volumes.checked_mul(d))
                 .filter(|&n| n <= i64::MAX as u64)
-                .ok_or_else(|| format!("shape {shape:?}: the volume count overflows"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "shape {}: the volume count overflows",
+                        crate::display::shape(shape)
+                    )
+                })?;
         }
         let volume_bytes = voxels_per_volume * self.datatype.bytes() as u64;
         let data_bytes = volume_bytes
@@ -200,7 +211,8 @@ impl Header {
             .filter(|&b| b <= MAX_DATA_BYTES)
             .ok_or_else(|| {
                 format!(
-                    "shape {shape:?} of {} needs more than the {MAX_DATA_BYTES} bytes of voxel data cdwqc reads",
+                    "shape {} of {} needs more than the {MAX_DATA_BYTES} bytes of voxel data cdwqc reads",
+                    crate::display::shape(shape),
                     self.datatype.name()
                 )
             })?;
@@ -656,13 +668,19 @@ fn validate(path: &Path, h: &Header) -> Result<(), ImagingError> {
     if ndim < 3 || h.dim[1] == 1 || h.dim[2] == 1 || h.dim[3] == 1 {
         return Err(ImagingError::NotVolume {
             path: path.to_path_buf(),
-            detail: format!("a 2D image (shape {shape:?}); cdwqc indexes 3D and 4D volumes"),
+            detail: format!(
+                "a 2D image (shape {}); cdwqc indexes 3D and 4D volumes",
+                crate::display::shape(&shape)
+            ),
         });
     }
     if ndim >= 5 && h.dim[5..=ndim as usize].iter().any(|&d| d > 1) {
         return Err(ImagingError::NotVolume {
             path: path.to_path_buf(),
-            detail: format!("a {ndim}D image (shape {shape:?}); cdwqc indexes 3D and 4D volumes"),
+            detail: format!(
+                "a {ndim}D image (shape {}); cdwqc indexes 3D and 4D volumes",
+                crate::display::shape(&shape)
+            ),
         });
     }
     let min_offset = if h.version == 1 {

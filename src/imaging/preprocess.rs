@@ -108,8 +108,8 @@ impl PreprocessSpec {
     fn validate(&self) -> Result<(), PreprocessError> {
         if self.shape.contains(&0) {
             return Err(PreprocessError::InvalidSpec(format!(
-                "grid shape {:?} has an empty axis",
-                self.shape
+                "grid shape {} has an empty axis",
+                crate::display::shape(&self.shape)
             )));
         }
         if !(self.spacing_mm.is_finite() && self.spacing_mm > 0.0) {
@@ -133,7 +133,7 @@ impl PreprocessSpec {
 pub enum PreprocessError {
     #[error("invalid preprocessing spec: {0}")]
     InvalidSpec(String),
-    #[error("volume with dims {dims:?} has {len} values")]
+    #[error("volume with dims {} has {len} values", crate::display::shape(.dims))]
     BadVolume { dims: [usize; 3], len: usize },
     #[error("volume affine is singular or not finite: {0}")]
     SingularAffine(String),
@@ -389,7 +389,7 @@ pub fn resample_mapped(
     spec.validate()?;
     check_volume(volume)?;
     let inverse = invert_affine(&volume.affine)
-        .ok_or_else(|| PreprocessError::SingularAffine(format!("{:?}", volume.affine)))?;
+        .ok_or_else(|| PreprocessError::SingularAffine(crate::display::matrix(&volume.affine)))?;
     let [sx, sy, sz] = volume.dims;
     let [nx, ny, nz] = spec.shape;
     let sample = |i: isize, j: isize, k: isize| -> f32 {
@@ -648,8 +648,9 @@ impl TensorCache {
         }
         if shape != spec.shape {
             return Err(corrupt(format!(
-                "grid {shape:?}, expected {:?}",
-                spec.shape
+                "grid {}, expected {}",
+                crate::display::shape(&shape),
+                crate::display::shape(&spec.shape)
             )));
         }
         let body = &bytes[20..];

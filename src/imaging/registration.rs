@@ -53,6 +53,16 @@ pub enum RegistrationMode {
     Affine,
 }
 
+impl std::fmt::Display for RegistrationMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Rigid => "rigid",
+            Self::Affine => "affine",
+        })
+    }
+}
+
 impl std::str::FromStr for RegistrationMode {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
@@ -74,7 +84,7 @@ pub enum RegistrationError {
     Template { path: PathBuf, detail: String },
     #[error("unknown template {0:?}; known: mni152-2009")]
     UnknownTemplate(String),
-    #[error("volume with dims {dims:?} has {len} values")]
+    #[error("volume with dims {} has {len} values", crate::display::shape(.dims))]
     BadVolume { dims: [usize; 3], len: usize },
     #[error("volume affine is singular or not finite")]
     SingularAffine,
@@ -191,11 +201,17 @@ impl Template {
         let axis_aligned = (0..3).all(|r| (0..3).all(|c| r == c || a[r][c].abs() < 1e-6))
             && (0..3).all(|d| a[d][d] > 0.0);
         if !axis_aligned {
-            return Err(format!("expected a RAS-aligned grid, found affine {a:?}"));
+            return Err(format!(
+                "expected a RAS-aligned grid, found affine {}",
+                crate::display::matrix(&a)
+            ));
         }
         let [nx, ny, nz] = volume.dims;
         if volume.data.len() != nx * ny * nz || nx < 16 || ny < 16 || nz < 16 {
-            return Err(format!("unusable dimensions {:?}", volume.dims));
+            return Err(format!(
+                "unusable dimensions {}",
+                crate::display::shape(&volume.dims)
+            ));
         }
         let world = |v: [f64; 3]| [0, 1, 2].map(|d| a[d][3] + a[d][d] * v[d]);
         let (mut lo, mut hi) = ([f64::MAX; 3], [f64::MIN; 3]);

@@ -1439,7 +1439,7 @@ mod tests {
 
     #[test]
     fn reason_kinds_drop_numbers() {
-        assert_eq!(reason_kind("a 2D image (shape [4, 4])"), "a 2D image");
+        assert_eq!(reason_kind("a 2D image (shape 4x4)"), "a 2D image");
         assert_eq!(
             reason_kind("invalid NIfTI header: dim[2] = -4 is not a positive size"),
             "invalid NIfTI header: dim"

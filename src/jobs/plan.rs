@@ -672,7 +672,7 @@ pub fn record_training(
             store.save_predictions(run_id, &r.validation_predictions)?;
             let o = &r.outcome;
             let metrics = json!({
-                "status": format!("{:?}", o.status),
+                "status": o.status,
                 "best_epoch": o.best_epoch,
                 "epochs_completed": o.epochs_completed,
                 "best_val_loss": o.best_val_loss,

@@ -119,11 +119,11 @@ impl ItemLoader {
         };
         if values.len() != spec.voxel_count() {
             return Err(format!(
-                "{}: {} values, preset {} expects {:?} = {}",
+                "{}: {} values, preset {} expects {} = {}",
                 item.id,
                 values.len(),
                 self.preset.name,
-                spec.shape,
+                crate::display::shape(&spec.shape),
                 spec.voxel_count()
             ));
         }

@@ -123,8 +123,8 @@ pub fn predict_items(
                 let flat = Vec::<f32>::try_from(&probs.view([-1]))?;
                 if classes == 0 || flat.len() != classes * batch.loaded.len() {
                     return Err(ModelError::Data(format!(
-                        "model returned {:?} for a batch of {}",
-                        probs.size(),
+                        "model returned a {} tensor for a batch of {}",
+                        crate::display::shape(&probs.size()),
                         batch.loaded.len()
                     )));
                 }
@@ -366,8 +366,8 @@ impl LogitsModel for ScriptModel {
         };
         if output.dim() != 2 {
             return Err(ModelError::Data(format!(
-                "TorchScript model returned shape {:?}, expected [N, K] logits",
-                output.size()
+                "TorchScript model returned shape {}, expected NxK logits",
+                crate::display::shape(&output.size())
             )));
         }
         Ok(output)

@@ -31,6 +31,16 @@ pub enum ModelError {
     Data(String),
 }
 
+/// The device as `parse_device` spells it ("cpu", "cuda:0"), for people and job logs.
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(n) => format!("cuda:{n}"),
+        tch::Device::Mps => "mps".into(),
+        tch::Device::Vulkan => "vulkan".into(),
+    }
+}
+
 /// Picks the compute device: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N".
 /// libtorch's CUDA library is loaded first (see `crate::device`), so a full torch
 /// install is used whenever it is there.

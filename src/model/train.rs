@@ -242,6 +242,15 @@ pub enum Phase {
     Main,
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pretrain => "pretrain",
+            Self::Main => "main",
+        })
+    }
+}
+
 /// JSON has no NaN: non-finite values are written as null and read back as NaN.
 mod float_or_null {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -317,6 +326,16 @@ pub enum TrainStatus {
     Completed,
     EarlyStopped,
     Cancelled,
+}
+
+impl std::fmt::Display for TrainStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Completed => "completed",
+            Self::EarlyStopped => "stopped early",
+            Self::Cancelled => "cancelled",
+        })
+    }
 }
 
 /// Result of a run.
@@ -844,7 +863,7 @@ pub fn train(
     on_event(TrainEvent::Started {
         first_epoch: state.next_epoch + 1,
         total_epochs,
-        device: format!("{device:?}"),
+        device: crate::model::device_name(device),
     });
     let mut optimizer = nn::Adam {
         wd: config.weight_decay,

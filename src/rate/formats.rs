@@ -20,7 +20,8 @@
 //! and failing that the more frequent of the two characters in the header.
 //!
 //! # Native format (`native`)
-//! Header names are matched case-insensitively. Image key: a non-empty `path`, else the
+//! Header names are matched case-insensitively. Image key: a non-empty `path` (or
+//! `filename`, the BIDS-derivatives export's name for it), else the
 //! BIDS entities `subject` (with or without `sub-`), `session`, `acq`, `run`, `suffix`
 //! (prefixes `ses-`, `acq-`, `run-` are stripped too). Protocol: either the explicit
 //! columns `usable, reject_reason, gado, motion, contrast, noise` (explicit columns win
@@ -85,6 +86,10 @@ pub enum FileFormat {
     Native,
     Notebook,
     Mriqc,
+    /// MRIQC's rating widget: one JSON file per image (see `rate::external`).
+    MriqcJson,
+    /// fetMRQC's merged ratings CSV (`qc_ratings_to_csv`; see `rate::external`).
+    Fetmrqc,
 }
 
 impl FileFormat {
@@ -93,6 +98,8 @@ impl FileFormat {
             FileFormat::Native => "native",
             FileFormat::Notebook => "notebook",
             FileFormat::Mriqc => "mriqc",
+            FileFormat::MriqcJson => "mriqc-json",
+            FileFormat::Fetmrqc => "fetmrqc",
         }
     }
 }
@@ -111,6 +118,8 @@ impl FromStr for FileFormat {
             "native" => Ok(FileFormat::Native),
             "notebook" => Ok(FileFormat::Notebook),
             "mriqc" => Ok(FileFormat::Mriqc),
+            "mriqc-json" => Ok(FileFormat::MriqcJson),
+            "fetmrqc" => Ok(FileFormat::Fetmrqc),
             other => Err(FormatError::UnknownFormatName(other.to_string())),
         }
     }
@@ -391,7 +400,9 @@ pub enum FormatError {
         header: String,
         candidates: String,
     },
-    #[error("unknown rating file format '{0}': expected auto, native, notebook or mriqc")]
+    #[error(
+        "unknown rating file format '{0}': expected auto, native, notebook, mriqc, mriqc-json or fetmrqc"
+    )]
     UnknownFormatName(String),
     #[error("cannot write row {index} ({image}) in the {format} format: {reason}")]
     NotExpressible {
@@ -562,7 +573,7 @@ impl Columns {
 
 fn detect_format(columns: &Columns, source_name: &str) -> Result<FileFormat, FormatError> {
     let mut candidates = Vec::new();
-    if (columns.has("subject") || columns.has("path"))
+    if (columns.has("subject") || columns.has("path") || columns.has("filename"))
         && (columns.has("code") || columns.has("usable"))
     {
         candidates.push(FileFormat::Native);
@@ -574,6 +585,9 @@ fn detect_format(columns: &Columns, source_name: &str) -> Result<FileFormat, For
         && !columns.rater_columns().is_empty()
     {
         candidates.push(FileFormat::Mriqc);
+    }
+    if columns.has("rating") && (columns.has("rating_text") || columns.has("fetal_motion")) {
+        candidates.push(FileFormat::Fetmrqc);
     }
     match candidates[..] {
         [single] => Ok(single),
@@ -628,6 +642,7 @@ enum Layout {
     Native { explicit: bool },
     Notebook,
     Mriqc { raters: Vec<(usize, String)> },
+    Fetmrqc,
 }
 
 impl Layout {
@@ -644,7 +659,7 @@ impl Layout {
         };
         match format {
             FileFormat::Native => {
-                if !columns.has("subject") && !columns.has("path") {
+                if !columns.has("subject") && !columns.has("path") && !columns.has("filename") {
                     return Err(missing("subject or path"));
                 }
                 if !columns.has("code") && !columns.has("usable") {
@@ -672,6 +687,19 @@ impl Layout {
                 }
                 Ok(Layout::Mriqc { raters })
             }
+            FileFormat::Fetmrqc => {
+                if !columns.has("rating") {
+                    return Err(missing("rating"));
+                }
+                if !columns.has("im") && !columns.has("sub") {
+                    return Err(missing("im or sub"));
+                }
+                Ok(Layout::Fetmrqc)
+            }
+            FileFormat::MriqcJson => Err(FormatError::Header {
+                source_name: source_name.to_string(),
+                message: "mriqc-json files are JSON, one per image, not a table".into(),
+            }),
         }
     }
 
@@ -689,6 +717,7 @@ impl Layout {
             Layout::Native { explicit } => parse_native_row(cells, line, *explicit).map(single),
             Layout::Notebook => parse_notebook_row(cells, line).map(single),
             Layout::Mriqc { raters } => parse_mriqc_row(cells, line, raters, options.mriqc_exclude),
+            Layout::Fetmrqc => parse_fetmrqc_row(cells, line, options.mriqc_exclude).map(single),
         }
     }
 }
@@ -849,7 +878,7 @@ fn parse_native_row(
     line: usize,
     explicit: bool,
 ) -> Result<Option<ParsedRow>, String> {
-    let key = match cells.get("path") {
+    let key = match cells.get("path").or_else(|| cells.get("filename")) {
         Some(path) => ImageKey::Path(path.to_string()),
         None => ImageKey::Bids(
             bids_from_columns(cells, ["subject", "session", "acq", "run", "suffix"])
@@ -996,6 +1025,63 @@ fn parse_mriqc_row(
         rows.push(row);
     }
     Ok(RowOutcome::Rated(rows, missing))
+}
+
+/// One row of fetMRQC's merged CSV (`rate::external` documents the mapping).
+fn parse_fetmrqc_row(
+    cells: &Cells<'_>,
+    line: usize,
+    exclude: MriqcExclude,
+) -> Result<Option<ParsedRow>, String> {
+    let key = match cells.get("im") {
+        Some(image) => ImageKey::from_name(image),
+        None => ImageKey::Bids(
+            bids_from_columns(cells, ["sub", "ses", "acq", "run", "suffix"])
+                .ok_or("no image key: im and sub are both empty")?,
+        ),
+    };
+    let Some(score) = cells.get("rating") else {
+        return Ok(None);
+    };
+    let score: f64 = score
+        .parse()
+        .ok()
+        .filter(|s: &f64| (0.0..=4.0).contains(s))
+        .ok_or_else(|| format!("rating: '{score}' is not a number from 0 to 4"))?;
+    let rating = super::external::fetmrqc_rating(score, exclude);
+    let mut notes = Vec::new();
+    for artefact in ["fetal_motion", "bias_field"] {
+        if let Some(text) = cells.get(artefact) {
+            let value: f64 = text
+                .parse()
+                .ok()
+                .filter(|v: &f64| (0.0..=3.0).contains(v))
+                .ok_or_else(|| format!("{artefact}: '{text}' is not a number from 0 to 3"))?;
+            notes.push(format!(
+                "{artefact} {text} ({})",
+                super::external::fetmrqc_artefact_level(value)
+            ));
+        }
+    }
+    if let Some(artifacts) = cells.get("artifacts").filter(|a| *a != "[]") {
+        notes.push(format!("artifacts {artifacts}"));
+    }
+    if let Some(comment) = cells.raw("comments").filter(|c| !c.trim().is_empty()) {
+        notes.push(comment.to_string());
+    }
+    let mut row = ParsedRow::new(line, key, rating);
+    row.grades_known = false;
+    row.comment = (!notes.is_empty()).then(|| format!("fetMRQC: {}", notes.join("; ")));
+    row.time_ms = cells
+        .get("time_sec")
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| (t * 1000.0).round() as u64);
+    row.rated_at = cells
+        .get("timestamp")
+        .filter(|t| is_rfc3339(t) && t.get(17..19) != Some("60"))
+        .map(str::to_string);
+    Ok(Some(row))
 }
 
 /// A usable rating whose three grades all carry `quality`, for quality-only sources.

@@ -5,7 +5,7 @@
 //! Missing values (`n/a`, `NA`, empty) are no rating and no problem; the report
 //! counts them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -27,6 +27,8 @@ pub enum RatingImportError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Arguments(String),
     /// `--rater` names someone else than the file's rater column: importing would
     /// credit one rater with another's ratings.
     #[error(
@@ -70,6 +72,8 @@ fn format_name(f: FileFormat) -> &'static str {
         FileFormat::Native => "native",
         FileFormat::Notebook => "notebook",
         FileFormat::Mriqc => "mriqc",
+        FileFormat::MriqcJson => "mriqc-json",
+        FileFormat::Fetmrqc => "fetmrqc",
     }
 }
 
@@ -122,6 +126,63 @@ fn to_new_rating(row: &ParsedRow, image_id: i64, rater: &str, source: &str) -> N
     }
 }
 
+/// Imports rating files: one table, or MRIQC widget JSON files (files and folders of
+/// them, all saved as one batch). `rater` names the rater of files without a rater
+/// column.
+pub fn import_files(
+    store: &mut Store,
+    paths: &[PathBuf],
+    rater: Option<&str>,
+    options: &ParseOptions,
+    skip_invalid: bool,
+) -> Result<RatingImportReport, RatingImportError> {
+    let is_json = |p: &PathBuf| {
+        p.is_dir()
+            || p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    };
+    let widget = options.format == Some(FileFormat::MriqcJson)
+        || (options.format.is_none() && !paths.is_empty() && paths.iter().all(is_json));
+    if !widget {
+        return match paths {
+            [path] => import_file(store, path, rater, options, skip_invalid),
+            _ => Err(RatingImportError::Arguments(format!(
+                "{} files given: only mriqc-json imports several files (or a folder) at once",
+                paths.len()
+            ))),
+        };
+    }
+    let files = super::external::widget_files(paths)?;
+    if files.is_empty() {
+        return Err(RatingImportError::Arguments(format!(
+            "no .json rating file in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut all_bytes = Vec::new();
+    let mut texts = Vec::with_capacity(files.len());
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|source| RatingImportError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        all_bytes.extend_from_slice(file.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+        all_bytes.extend_from_slice(&bytes);
+        texts.push((file.clone(), String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    let source = format!("import:{}", hex_sha256(&all_bytes));
+    let parsed = super::external::parse_widget_files(&texts, options.mriqc_exclude);
+    let shown = match paths {
+        [one] => one.display().to_string(),
+        _ => format!("{} files", files.len()),
+    };
+    import_parsed(store, &shown, parsed, source, rater, skip_invalid)
+}
+
 /// Imports `path`. `rater` names the rater of files without a rater column.
 pub fn import_file(
     store: &mut Store,
@@ -136,8 +197,28 @@ pub fn import_file(
     })?;
     let source = format!("import:{}", hex_sha256(&bytes));
     let parsed = read_ratings_file(path, options)?;
+    import_parsed(
+        store,
+        &path.display().to_string(),
+        parsed,
+        source,
+        rater,
+        skip_invalid,
+    )
+}
+
+/// Matches parsed rows to images and saves them (or nothing) as `source`.
+fn import_parsed(
+    store: &mut Store,
+    shown: &str,
+    parsed: super::formats::ParsedFile,
+    source: String,
+    rater: Option<&str>,
+    skip_invalid: bool,
+) -> Result<RatingImportReport, RatingImportError> {
+    let path = Path::new(shown);
     let mut report = RatingImportReport {
-        file: path.display().to_string(),
+        file: shown.to_string(),
         format: format_name(parsed.format),
         rows: parsed.rows.len() + parsed.invalid.len(),
         imported: 0,

@@ -2,7 +2,9 @@
 //! work queues and terminal previews.
 
 pub mod active;
+pub mod bids;
 pub mod consensus;
+pub mod external;
 pub mod formats;
 pub mod halfblock;
 pub mod import;

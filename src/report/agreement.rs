@@ -473,7 +473,7 @@ fn pair_agreement(a: &str, b: &str, table: &ContingencyTable, task: Task) -> Pai
         .map(|r| (0..k).map(|c| table.get(r, c)).collect())
         .collect();
     let kappa = match cohen_kappa(table, task.weighting()) {
-        Ok(c) => Value::with_ci(c.kappa, c.ci95, Some(c.std_kappa)),
+        Ok(c) => Value::coefficient(c.kappa, Some(c.ci95), Some(c.std_kappa), table.total()),
         Err(e) => Value::undefined(&e),
     };
     let human_ba = ConfusionMatrix::from_rows(&confusion)
@@ -581,11 +581,7 @@ fn group(ratings: &Ratings, task: Task) -> GroupAgreement {
         fleiss_images: all.fleiss_images,
         krippendorff_alpha: all.krippendorff_alpha,
         gwet_ac1: match gwet_ac1(&counts) {
-            Ok(g) => Value::with_ci(
-                g.coefficient,
-                g.ci95.unwrap_or((f64::NAN, f64::NAN)),
-                g.se.ok(),
-            ),
+            Ok(g) => Value::coefficient(g.coefficient, g.ci95.ok(), g.se.ok(), g.n_subjects as u64),
             Err(e) => Value::undefined(&e),
         },
         class_counts,
@@ -838,6 +834,61 @@ mod tests {
         assert!(glance[0].fleiss_kappa.is_some() && glance[0].krippendorff_alpha.is_some());
         // quality counts usable images only: 1 (three labels) and 3 (two).
         assert_eq!((glance[1].images, glance[1].fleiss_images), (2, 1));
+    }
+
+    #[test]
+    fn a_coefficient_interval_is_clipped_to_its_range_with_n_beside_it() {
+        // Gwet's AC1 of two images once reported [-4.940, 1.000].
+        let few = Value::coefficient(0.2, Some((-4.94, 1.7)), Some(0.4), 2);
+        assert_eq!(few.ci95, Some([-1.0, 1.0]));
+        assert_eq!(few.n, Some(2));
+        assert!(few.note.as_deref().is_some_and(|n| n.contains("too few")));
+        assert_eq!(
+            few.text(),
+            "0.200 [-1.000, 1.000], n = 2 (only 2 images: too few for the interval to mean much)"
+        );
+        let enough = Value::coefficient(0.6, Some((0.4, 0.8)), Some(0.1), 40);
+        assert_eq!(enough.ci95, Some([0.4, 0.8]));
+        assert_eq!(enough.note, None);
+        assert_eq!(enough.text(), "0.600 [0.400, 0.800], n = 40");
+        // No interval: nothing is invented, n is still given.
+        let bare = Value::coefficient(0.5, None, None, 1);
+        assert_eq!((bare.ci95, bare.n), (None, Some(1)));
+    }
+
+    #[test]
+    fn kappa_and_ac1_intervals_in_the_report_stay_in_range() {
+        let (_dir, store) = store();
+        let report = build(&store, &AgreementOptions::default()).expect("report");
+        let mut checked = 0;
+        for t in &report.tasks {
+            let coefficients = t
+                .pairs
+                .iter()
+                .map(|p| (&p.kappa, p.n))
+                .chain([(&t.overall.gwet_ac1, t.overall.images)]);
+            for (v, images) in coefficients {
+                if let Some([lo, hi]) = v.ci95 {
+                    assert!((-1.0..=hi).contains(&lo) && hi <= 1.0, "{}", v.text());
+                    checked += 1;
+                }
+                if v.value.is_some() {
+                    // Five images in all: every coefficient is on too few for its interval.
+                    assert!(v.n.is_some_and(|n| n <= images), "{}", v.text());
+                    assert!(v.note.is_some(), "{}", v.text());
+                }
+            }
+        }
+        assert!(checked > 0, "no interval was checked");
+        let json = serde_json::to_value(&report).expect("json");
+        let ac1 = &json["tasks"][0]["overall"]["gwet_ac1"];
+        assert!(
+            ac1["n"].as_u64().is_some() && ac1["note"].is_string(),
+            "{ac1}"
+        );
+        let markdown = document(&report).markdown();
+        assert!(markdown.contains(", n = "), "{markdown}");
+        assert!(markdown.contains("too few for the interval"), "{markdown}");
     }
 
     #[test]

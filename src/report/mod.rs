@@ -32,7 +32,18 @@ pub struct Value {
     pub se: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undefined: Option<String>,
+    /// Images the interval was computed from, for coefficients whose interval depends
+    /// on it most (kappa, AC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
+    /// Why the interval should not be read as a precise one (too few images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
+
+/// Below this many images an agreement coefficient's 95% interval spans most of its
+/// range: the report says so beside it.
+pub const FEW_IMAGES_FOR_AN_INTERVAL: u64 = 10;
 
 impl Value {
     pub fn of(v: f64) -> Self {
@@ -51,6 +62,25 @@ impl Value {
         if out.value.is_some() {
             out.ci95 = (ci.0.is_finite() && ci.1.is_finite()).then_some([ci.0, ci.1]);
             out.se = se.filter(|s| s.is_finite());
+        }
+        out
+    }
+
+    /// A chance-corrected agreement coefficient (kappa, AC1) with its interval clipped
+    /// to the coefficient's range [-1, 1] (a linearised or normal interval is not
+    /// bounded by itself), the number of images beside it, and a note when they are too
+    /// few for the interval to mean much.
+    pub fn coefficient(v: f64, ci: Option<(f64, f64)>, se: Option<f64>, n: u64) -> Self {
+        let mut out = Self::with_ci(v, ci.unwrap_or((f64::NAN, f64::NAN)), se);
+        out.ci95 = out
+            .ci95
+            .map(|[lo, hi]| [lo.clamp(-1.0, 1.0), hi.clamp(-1.0, 1.0)]);
+        out.n = Some(n);
+        if out.value.is_some() && n < FEW_IMAGES_FOR_AN_INTERVAL {
+            out.note = Some(format!(
+                "only {n} image{}: too few for the interval to mean much",
+                if n == 1 { "" } else { "s" }
+            ));
         }
         out
     }
@@ -77,8 +107,9 @@ impl Value {
         }
     }
 
-    /// `0.812 [0.714, 0.910]`, or `undefined (reason)`.
-    pub fn text(&self) -> String {
+    /// `0.812 [0.714, 0.910]` or `undefined (reason)`, without n or note: for the
+    /// dashboard's narrow columns, beside a column that gives n.
+    pub fn brief(&self) -> String {
         match (self.value, self.ci95) {
             (Some(v), Some([lo, hi])) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
             (Some(v), None) => format!("{v:.3}"),
@@ -86,6 +117,20 @@ impl Value {
                 "undefined ({})",
                 self.undefined.as_deref().unwrap_or("no value")
             ),
+        }
+    }
+
+    /// `0.812 [0.714, 0.910]`, `0.812 [0.714, 0.910], n = 34`, with the note when there
+    /// is one, or `undefined (reason)`.
+    pub fn text(&self) -> String {
+        let value = self.brief();
+        if self.value.is_none() {
+            return value;
+        }
+        match (self.n, &self.note) {
+            (Some(n), Some(note)) => format!("{value}, n = {n} ({note})"),
+            (Some(n), None) => format!("{value}, n = {n}"),
+            (None, _) => value,
         }
     }
 }

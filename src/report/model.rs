@@ -62,6 +62,16 @@ pub enum EvalSet {
     All,
 }
 
+impl std::fmt::Display for EvalSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Test => "test",
+            Self::Unseen => "unseen",
+            Self::All => "all",
+        })
+    }
+}
+
 impl EvalSet {
     fn includes(self, set: Option<&str>) -> bool {
         match self {
@@ -1455,7 +1465,7 @@ pub fn compare_document(c: &Comparison) -> super::document::Document {
                     r.task.name().into(),
                     r.method.clone().unwrap_or_default(),
                     r.status.clone().unwrap_or_default(),
-                    format!("{:?}", r.set).to_lowercase(),
+                    r.set.to_string(),
                     format!("{} ({})", r.images, r.subjects),
                     r.balanced_accuracy.text(),
                     r.auc.text(),

@@ -1,6 +1,7 @@
 //! The DuckDB store: opening it safely (one writer, read-only sessions, no network),
 //! schema migrations, and typed queries per table.
 
+pub mod bids;
 pub mod dashboard;
 pub mod images;
 pub mod lookup;

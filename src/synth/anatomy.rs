@@ -65,11 +65,11 @@ impl TissueModel {
         let wm = load(TEMPLATE_WM)?;
         if gm.dims != t1.dims || wm.dims != t1.dims {
             return Err(SynthError::Template(format!(
-                "{}: tissue maps {:?}/{:?} do not match the T1 grid {:?}",
+                "{}: tissue maps {}/{} do not match the T1 grid {}",
                 dir.display(),
-                gm.dims,
-                wm.dims,
-                t1.dims
+                crate::display::shape(&gm.dims),
+                crate::display::shape(&wm.dims),
+                crate::display::shape(&t1.dims)
             )));
         }
         let a = t1.affine;
@@ -77,9 +77,9 @@ impl TissueModel {
             && (0..3).all(|d| (a[d][d] - 1.0).abs() < 1e-3);
         if !axis_aligned {
             return Err(SynthError::Template(format!(
-                "{}: expected a 1 mm RAS-aligned grid, found affine {:?}",
+                "{}: expected a 1 mm RAS-aligned grid, found affine {}",
                 dir.join(TEMPLATE_T1).display(),
-                a
+                crate::display::matrix(&a)
             )));
         }
         let factor = spacing.round().max(1.0) as usize;

@@ -4,6 +4,7 @@
 pub mod anatomy;
 pub mod artefacts;
 pub mod contrast;
+pub mod font;
 pub mod montage;
 pub mod nifti_writer;
 pub mod posed;

@@ -1,4 +1,5 @@
-//! Preview montage of a synthetic warehouse: one row per ground-truth class, mid-axial slices.
+//! Preview montage of a synthetic warehouse: one row per ground-truth class, mid-axial
+//! slices, each row labelled with its class and grade.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -7,6 +8,7 @@ use std::path::Path;
 
 use super::SynthError;
 use super::artefacts::{Artefact, percentile};
+use super::font::{GLYPH_HEIGHT, draw_text, text_width};
 use super::rejects::RejectKind;
 use super::truth::DERIVATIVES;
 use crate::imaging::load_volume;
@@ -15,6 +17,13 @@ use crate::imaging::load_volume;
 pub const TILE: usize = 112;
 /// Examples shown per class row.
 pub const COLUMNS: usize = 6;
+/// Font pixels per glyph pixel in the row labels.
+pub const LABEL_SCALE: usize = 2;
+/// Label text is white on the montage's dark grey.
+pub const LABEL_INK: u8 = 255;
+const BACKGROUND: u8 = 40;
+const GAP: usize = 2;
+const LABEL_MARGIN: usize = 6;
 
 /// Row order of the montage: good, each artefact at grade 1 then 2, each reject kind.
 pub fn montage_rows() -> Vec<String> {
@@ -27,6 +36,42 @@ pub fn montage_rows() -> Vec<String> {
         rows.push(format!("reject_{}", kind.name()));
     }
     rows
+}
+
+/// The two lines that label a montage row: the class, then the grade or the reject
+/// reason (`MOTION` / `GRADE 2`, `REJECT` / `TRUNCATED_FOV`, `GOOD` / `GRADE 0`).
+pub fn row_label(class: &str) -> [String; 2] {
+    if let Some(kind) = class.strip_prefix("reject_") {
+        return ["REJECT".into(), kind.to_ascii_uppercase()];
+    }
+    if class == "good" {
+        return ["GOOD".into(), "GRADE 0".into()];
+    }
+    match class.rsplit_once('_') {
+        Some((artefact, grade)) if grade.chars().all(|c| c.is_ascii_digit()) => {
+            [artefact.to_ascii_uppercase(), format!("GRADE {grade}")]
+        }
+        _ => [class.to_ascii_uppercase(), String::new()],
+    }
+}
+
+/// Width of the label column: the longest label line, with a margin either side.
+pub fn label_column_width() -> usize {
+    montage_rows()
+        .iter()
+        .flat_map(|class| row_label(class))
+        .map(|line| text_width(&line, LABEL_SCALE))
+        .max()
+        .unwrap_or(0)
+        + 2 * LABEL_MARGIN
+}
+
+/// The top-left corners of `row`'s two label lines, centred on the row's height.
+pub fn label_line_origins(row: usize) -> [(usize, usize); 2] {
+    let line = GLYPH_HEIGHT * LABEL_SCALE;
+    let line_gap = line / 2;
+    let y = GAP + row * (TILE + GAP) + TILE.saturating_sub(2 * line + line_gap) / 2;
+    [(LABEL_MARGIN, y), (LABEL_MARGIN, y + line + line_gap)]
 }
 
 /// Axial slice through the middle of the volume, x to the right of the tile in radiological
@@ -98,8 +143,9 @@ fn axial_tile(path: &Path) -> Result<Vec<u8>, SynthError> {
     Ok(tile)
 }
 
-/// Writes a grayscale PNG montage: rows in `montage_rows()` order, up to COLUMNS FLAIR (then T1w)
-/// examples per row; empty tiles where a class has fewer images.
+/// Writes a grayscale PNG montage: rows in `montage_rows()` order, each labelled on the
+/// left (`row_label`), then up to COLUMNS FLAIR (then T1w) examples per row; empty tiles
+/// where a class has fewer images.
 pub fn write_montage(dataset_dir: &Path, out_png: &Path) -> Result<(), SynthError> {
     let truth_path = dataset_dir.join(DERIVATIVES).join("ground_truth.tsv");
     let text = std::fs::read_to_string(&truth_path).map_err(|source| SynthError::Io {
@@ -131,15 +177,19 @@ pub fn write_montage(dataset_dir: &Path, out_png: &Path) -> Result<(), SynthErro
             .push((preference, fields[path_col].to_string()));
     }
     let rows = montage_rows();
-    let width = TILE * COLUMNS + (COLUMNS + 1) * 2;
-    let height = TILE * rows.len() + (rows.len() + 1) * 2;
-    let mut canvas = vec![40u8; width * height];
+    let labels = label_column_width();
+    let width = labels + TILE * COLUMNS + (COLUMNS + 1) * GAP;
+    let height = TILE * rows.len() + (rows.len() + 1) * GAP;
+    let mut canvas = vec![BACKGROUND; width * height];
     for (row, class) in rows.iter().enumerate() {
+        for (line, origin) in row_label(class).iter().zip(label_line_origins(row)) {
+            draw_text(&mut canvas, width, origin, line, LABEL_SCALE, LABEL_INK);
+        }
         let mut examples = by_class.get(class).cloned().unwrap_or_default();
         examples.sort();
         for (col, (_, rel)) in examples.iter().take(COLUMNS).enumerate() {
             let tile = axial_tile(&dataset_dir.join(rel))?;
-            let (x0, y0) = (2 + col * (TILE + 2), 2 + row * (TILE + 2));
+            let (x0, y0) = (labels + GAP + col * (TILE + GAP), GAP + row * (TILE + GAP));
             for y in 0..TILE {
                 let start = (y0 + y) * width + x0;
                 canvas[start..start + TILE].copy_from_slice(&tile[y * TILE..(y + 1) * TILE]);

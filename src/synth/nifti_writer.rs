@@ -217,10 +217,10 @@ pub fn write_nifti_gz(path: &Path, image: &NiftiImage<'_>) -> Result<(), SynthEr
     let expected = image.dims.iter().product::<usize>();
     if image.data.len() != expected {
         return Err(SynthError::Invalid(format!(
-            "{}: {} voxel values for dimensions {:?}",
+            "{}: {} voxel values for dimensions {}",
             path.display(),
             image.data.len(),
-            image.dims
+            crate::display::shape(&image.dims)
         )));
     }
     let io = |e: std::io::Error| SynthError::Io {

@@ -482,7 +482,7 @@ fn finish_training(job: &mut Job, result: &TrainResult) {
     job.status = JobStatus::Completed;
     job.test_balanced_accuracy = result.test_balanced_accuracy;
     job.log(format!(
-        "{:?} after {} epochs; best epoch {}; test BA {} on {} images",
+        "{} after {} epochs; best epoch {}; test BA {} on {} images",
         o.status,
         o.epochs_completed,
         o.best_epoch.map_or("none".into(), |e| e.to_string()),

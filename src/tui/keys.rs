@@ -291,7 +291,7 @@ impl KeyChord {
             KeyCode::Home => "Home".into(),
             KeyCode::End => "End".into(),
             KeyCode::F(n) => format!("F{n}"),
-            other => format!("{other:?}"),
+            other => other.to_string(),
         };
         if self.ctrl {
             format!("Ctrl-{key}")

@@ -7,6 +7,7 @@ static ALLOCATOR: cdwqc::import::fuzz::LargestAllocation = cdwqc::import::fuzz::
 mod attacks;
 mod calibration;
 mod dawid_skene;
+mod ecosystem;
 mod fuzz;
 mod imaging;
 mod import;

@@ -62,7 +62,7 @@ fn train_then_infer_on_a_tiny_warehouse() {
         ],
     );
     assert!(
-        out.contains("Completed") || out.contains("EarlyStopped"),
+        out.contains("completed after") || out.contains("stopped early after"),
         "{out}"
     );
     let run = ok(
@@ -564,7 +564,7 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
         ],
     );
     assert!(
-        resumed.contains("Completed") || resumed.contains("EarlyStopped"),
+        resumed.contains("completed after") || resumed.contains("stopped early after"),
         "{resumed}"
     );
     assert_eq!(

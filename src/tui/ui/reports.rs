@@ -88,7 +88,7 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
             "Krippendorff".to_string(),
             o.krippendorff_alpha.text(),
         ]),
-        Row::new(vec!["Gwet's AC1".to_string(), o.gwet_ac1.text()]),
+        Row::new(vec!["Gwet's AC1".to_string(), o.gwet_ac1.brief()]),
     ];
     frame.render_widget(
         Table::new(rows, [Constraint::Length(13), Constraint::Fill(1)])
@@ -109,7 +109,7 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
         let mut cells = vec![
             format!("{} · {}", p.rater_a, p.rater_b),
             p.n.to_string(),
-            p.kappa.text(),
+            p.kappa.brief(),
         ];
         if wide {
             cells.push(

@@ -1,0 +1,2 @@
+-- Every image's absolute path, by image id.
+SELECT image_id, path FROM images
