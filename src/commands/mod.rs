@@ -5,6 +5,7 @@ pub mod infer;
 pub mod info;
 pub mod init;
 pub mod inspect;
+pub mod iqm;
 pub mod job;
 pub mod model;
 pub mod queue;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(&cli.db, args),
         Command::Sql(args) => sql::run(&cli.db, args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Iqm(args) => iqm::run(&cli.db, args),
         Command::Info(args) => info::run(&cli.db, args),
         Command::Raters(args) => raters::run(&cli.db, args),
         Command::Ratings(args) => ratings::run(&cli.db, args),

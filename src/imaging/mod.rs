@@ -3,6 +3,7 @@
 
 pub mod bias;
 pub mod bids;
+pub mod iqm;
 pub mod nifti;
 pub mod orientation;
 pub mod preprocess;

@@ -95,6 +95,8 @@ pub enum ImageWrite {
     Upsert {
         row: Box<ImageRow>,
         previews: Vec<PreviewRow>,
+        /// Quality metrics of a readable 3D image; `None` drops stale ones.
+        iqm: Option<Box<super::iqms::IqmRow>>,
     },
     /// Same content, new modification time.
     Touch { image_id: i64, mtime_ns: i64 },
@@ -140,10 +142,30 @@ impl Store {
             let mut touch = tx
                 .prepare_cached(include_str!("../../sql/store/touch_image.sql"))
                 .map_err(db)?;
+            let mut iqm_upsert = tx
+                .prepare_cached(include_str!("../../sql/store/upsert_iqm.sql"))
+                .map_err(db)?;
             for write in writes {
                 match write {
-                    ImageWrite::Upsert { row, previews } => {
+                    ImageWrite::Upsert { row, previews, iqm } => {
                         let image_id = upsert_row(&mut upsert, row).map_err(db)?;
+                        match iqm {
+                            Some(iqm) => super::iqms::upsert_iqm(
+                                &mut iqm_upsert,
+                                image_id,
+                                row.sha256.as_deref(),
+                                iqm,
+                            )
+                            .map_err(db)?,
+                            // New content without metrics: the old content's are stale.
+                            None => {
+                                tx.execute(
+                                    "DELETE FROM iqms WHERE image_id = ?",
+                                    params![image_id],
+                                )
+                                .map_err(db)?;
+                            }
+                        }
                         if previews.is_empty() {
                             // A file that stopped being readable loses its stale previews.
                             tx.execute(

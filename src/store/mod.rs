@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod images;
+pub mod iqms;
 pub mod lookup;
 pub mod migrations;
 pub mod queues;
