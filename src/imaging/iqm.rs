@@ -589,6 +589,21 @@ const SCALP_MM: f32 = 12.0;
 /// MRIQC's z-score for artefactual air voxels.
 const ARTEFACT_Z: f64 = 10.0;
 
+/// Images with more voxels than this are segmented on a grid decimated by two along
+/// each axis (block means); the masks come back to full resolution voxel by voxel, and
+/// the tissue labels and the bias field are evaluated at full resolution.
+const DECIMATE_ABOVE: usize = 2_000_000;
+
+/// What the segmentation finds on its grid.
+struct Segmentation {
+    head: Vec<u8>,
+    rotation: Vec<u8>,
+    artefact: Vec<u8>,
+    brain: Vec<u8>,
+    /// Intensity cuts between the dark, middle and bright tissue classes.
+    cuts: [f64; 2],
+}
+
 /// Head, air, artefact and rotation masks, tissue split and bias field of `image`
 /// (finite values, i fastest).
 pub fn masks(
@@ -601,6 +616,125 @@ pub fn masks(
     if dims.iter().any(|&d| d < 4) || grid.len() != image.len() {
         return Err(IqmError::TooSmall(dims));
     }
+    let labels = contrast.labels_by_brightness();
+    let label_of = |v: f32, cuts: &[f64; 2]| {
+        if f64::from(v) < cuts[0] {
+            labels[0]
+        } else if f64::from(v) < cuts[1] {
+            labels[1]
+        } else {
+            labels[2]
+        }
+    };
+    let decimated = image.len() > DECIMATE_ABOVE;
+    let (head, rotation, artefact, brain, cuts, fit) = if decimated {
+        let (coarse, cdims) = decimate(image, dims);
+        let cgrid = Grid::new(cdims);
+        let seg = segment(&coarse, cdims, voxel.map(|v| 2.0 * v))?;
+        let up = |m: &[u8]| upsample(m, cdims, dims);
+        let coarse_tissue: Vec<u8> = coarse
+            .iter()
+            .zip(&seg.brain)
+            .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &seg.cuts) })
+            .collect();
+        let fit = fit_bias(&coarse, cgrid, &coarse_tissue, dims, 2.0);
+        // MRIQC's rotation mask holds non-positive voxels only.
+        let rotation: Vec<u8> = up(&seg.rotation)
+            .iter()
+            .zip(image)
+            .map(|(&r, &v)| u8::from(r != 0 && v <= 0.0))
+            .collect();
+        (
+            up(&seg.head),
+            rotation,
+            up(&seg.artefact),
+            up(&seg.brain),
+            seg.cuts,
+            fit,
+        )
+    } else {
+        let seg = segment(image, dims, voxel)?;
+        let tissue: Vec<u8> = image
+            .iter()
+            .zip(&seg.brain)
+            .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &seg.cuts) })
+            .collect();
+        let fit = fit_bias(image, grid, &tissue, dims, 1.0);
+        (
+            seg.head,
+            seg.rotation,
+            seg.artefact,
+            seg.brain,
+            seg.cuts,
+            fit,
+        )
+    };
+    let air: Vec<u8> = head
+        .iter()
+        .zip(&artefact)
+        .map(|(&h, &a)| u8::from(h == 0 && a == 0))
+        .collect();
+    let tissue: Vec<u8> = image
+        .iter()
+        .zip(&brain)
+        .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &cuts) })
+        .collect();
+    for (label, name) in [(CSF, "CSF"), (GM, "grey matter"), (WM, "white matter")] {
+        if !tissue.contains(&label) {
+            return Err(IqmError::NoTissue(name));
+        }
+    }
+    let bias = eval_bias(fit, grid, &tissue);
+    Ok(Masks {
+        dims,
+        head,
+        air,
+        artefact,
+        rotation,
+        tissue,
+        bias,
+    })
+}
+
+/// Block means over 2x2x2 blocks (smaller at odd edges).
+fn decimate(image: &[f32], dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+    let cdims = dims.map(|d| d.div_ceil(2));
+    let mut sums = vec![0f64; cdims[0] * cdims[1] * cdims[2]];
+    let mut counts = vec![0u8; sums.len()];
+    let mut idx = 0;
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
+            for i in 0..dims[0] {
+                sums[row + i / 2] += f64::from(image[idx]);
+                counts[row + i / 2] += 1;
+                idx += 1;
+            }
+        }
+    }
+    let coarse = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &c)| (s / f64::from(c.max(1))) as f32)
+        .collect();
+    (coarse, cdims)
+}
+
+/// Each full-resolution voxel takes the value of its block.
+fn upsample(mask: &[u8], cdims: [usize; 3], dims: [usize; 3]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
+            out.extend((0..dims[0]).map(|i| mask[row + i / 2]));
+        }
+    }
+    out
+}
+
+/// Head, rotation, artefact and brain masks and the tissue cuts on one grid.
+fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentation, IqmError> {
+    let grid = Grid::new(dims);
     let mut sample = strided(image.iter().copied(), 200_000);
     let lo = quantile_of(&mut sample, 0.0).min(0.0);
     let hi = quantile_of(&mut sample, 0.995);
@@ -688,12 +822,6 @@ pub fn masks(
     } else {
         skull_stripped = true;
     }
-    let air: Vec<u8> = hat
-        .iter()
-        .zip(&artefact)
-        .map(|(&h, &a)| u8::from(h != 0 && a == 0))
-        .collect();
-
     // Brain: the head minus the scalp and skull (unless already stripped).
     let brain: Vec<u8> = if skull_stripped {
         head.clone()
@@ -704,13 +832,14 @@ pub fn masks(
             .map(|(&h, &d)| u8::from(h != 0 && d >= SCALP_MM))
             .collect()
     };
-    let brain_values: Vec<f32> = image
-        .iter()
-        .zip(&brain)
-        .filter(|(_, b)| **b != 0)
-        .map(|(v, _)| *v)
-        .collect();
-    let mut brain_sample = strided(brain_values.iter().copied(), 400_000);
+    let mut brain_sample = strided(
+        image
+            .iter()
+            .zip(&brain)
+            .filter(|(_, b)| **b != 0)
+            .map(|(v, _)| *v),
+        400_000,
+    );
     let (blo, bhi) = (
         quantile_of(&mut brain_sample, 0.005),
         quantile_of(&mut brain_sample, 0.995),
@@ -723,75 +852,72 @@ pub fn masks(
         (centres[0] + centres[1]) / 2.0,
         (centres[1] + centres[2]) / 2.0,
     ];
-    let labels = contrast.labels_by_brightness();
-    let tissue: Vec<u8> = image
-        .iter()
-        .zip(&brain)
-        .map(|(&v, &b)| {
-            if b == 0 {
-                0
-            } else if f64::from(v) < cuts[0] {
-                labels[0]
-            } else if f64::from(v) < cuts[1] {
-                labels[1]
-            } else {
-                labels[2]
-            }
-        })
-        .collect();
-    for (label, name) in [(CSF, "CSF"), (GM, "grey matter"), (WM, "white matter")] {
-        if !tissue.contains(&label) {
-            return Err(IqmError::NoTissue(name));
-        }
-    }
-    let bias = bias_field(image, grid, &tissue);
-    Ok(Masks {
-        dims,
+    Ok(Segmentation {
         head,
-        air,
-        artefact,
         rotation,
-        tissue,
-        bias,
+        artefact,
+        brain,
+        cuts,
     })
 }
 
-/// A second-order polynomial fitted to log intensity in white matter, exponentiated
-/// and normalised to a geometric mean of 1 there; evaluated at tissue voxels.
-fn bias_field(image: &[f32], grid: Grid, tissue: &[u8]) -> Vec<f32> {
-    let scale = |i: usize, n: usize| 2.0 * i as f64 / (n.max(2) - 1) as f64 - 1.0;
-    let terms = |idx: usize| -> [f64; 10] {
-        let (i, j, k) = grid.ijk(idx);
-        let (x, y, z) = (scale(i, grid.nx), scale(j, grid.ny), scale(k, grid.nz));
-        [1.0, x, y, z, x * x, y * y, z * z, x * y, x * z, y * z]
-    };
+/// A fitted bias field: polynomial coefficients over coordinates scaled to [-1, 1]
+/// across the full-resolution grid, and the mean log over the fitted voxels.
+#[derive(Clone, Copy)]
+struct BiasFit {
+    coef: [f64; 10],
+    mean_log: f64,
+    dims: [usize; 3],
+}
+
+fn bias_terms(x: f64, y: f64, z: f64) -> [f64; 10] {
+    [1.0, x, y, z, x * x, y * y, z * z, x * y, x * z, y * z]
+}
+
+/// Scales a full-resolution voxel position to [-1, 1].
+fn scaled(position: f64, n: usize) -> f64 {
+    2.0 * position / (n.max(2) - 1) as f64 - 1.0
+}
+
+/// Fits a second-order polynomial to the log intensity of white matter on `grid`,
+/// whose voxel `i` lies at full-resolution position `step * i + (step - 1) / 2`.
+fn fit_bias(
+    image: &[f32],
+    grid: Grid,
+    tissue: &[u8],
+    full_dims: [usize; 3],
+    step: f64,
+) -> Option<BiasFit> {
+    let offset = (step - 1.0) / 2.0;
     let mut ata = [[0.0f64; 10]; 10];
     let mut atb = [0.0f64; 10];
     let mut n = 0usize;
-    let mut log_sum = 0.0;
-    for idx in 0..image.len() {
-        if tissue[idx] != WM || image[idx] <= 0.0 {
-            continue;
-        }
-        let t = terms(idx);
-        let y = f64::from(image[idx]).ln();
-        for r in 0..10 {
-            atb[r] += t[r] * y;
-            for c in r..10 {
-                ata[r][c] += t[r] * t[c];
+    let mut idx = 0;
+    let mut points = Vec::new();
+    for k in 0..grid.nz {
+        let z = scaled(step * k as f64 + offset, full_dims[2]);
+        for j in 0..grid.ny {
+            let y = scaled(step * j as f64 + offset, full_dims[1]);
+            for i in 0..grid.nx {
+                if tissue[idx] == WM && image[idx] > 0.0 {
+                    let x = scaled(step * i as f64 + offset, full_dims[0]);
+                    let t = bias_terms(x, y, z);
+                    let v = f64::from(image[idx]).ln();
+                    for r in 0..10 {
+                        atb[r] += t[r] * v;
+                        for c in r..10 {
+                            ata[r][c] += t[r] * t[c];
+                        }
+                    }
+                    points.push(t);
+                    n += 1;
+                }
+                idx += 1;
             }
         }
-        log_sum += y;
-        n += 1;
     }
-    let mut out = vec![0f32; image.len()];
     if n < 20 {
-        for (o, &t) in out.iter_mut().zip(tissue) {
-            if t != 0 {
-                *o = 1.0;
-            }
-        }
-        return out;
+        return None;
     }
     for r in 0..10 {
         for c in 0..r {
@@ -800,25 +926,44 @@ fn bias_field(image: &[f32], grid: Grid, tissue: &[u8]) -> Vec<f32> {
         // A touch of ridge keeps the system solvable on thin slabs.
         ata[r][r] += 1e-6 * n as f64;
     }
-    let coef = solve(ata, atb).unwrap_or_else(|| {
-        let mut c = [0.0; 10];
-        c[0] = log_sum / n as f64;
-        c
-    });
-    let eval = |idx: usize| -> f64 {
-        let t = terms(idx);
-        t.iter().zip(&coef).map(|(a, b)| a * b).sum()
-    };
-    let mut mean_log = 0.0;
-    for idx in 0..image.len() {
-        if tissue[idx] == WM && image[idx] > 0.0 {
-            mean_log += eval(idx);
+    let coef = solve(ata, atb)?;
+    let mean_log = points
+        .iter()
+        .map(|t| t.iter().zip(&coef).map(|(a, b)| a * b).sum::<f64>())
+        .sum::<f64>()
+        / n as f64;
+    Some(BiasFit {
+        coef,
+        mean_log,
+        dims: full_dims,
+    })
+}
+
+/// The field `exp(p - mean log)` at tissue voxels (1 there without a fit, 0 elsewhere).
+fn eval_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8]) -> Vec<f32> {
+    let mut out = vec![0f32; tissue.len()];
+    let Some(fit) = fit else {
+        for (o, &t) in out.iter_mut().zip(tissue) {
+            if t != 0 {
+                *o = 1.0;
+            }
         }
-    }
-    mean_log /= n as f64;
-    for idx in 0..image.len() {
-        if tissue[idx] != 0 {
-            out[idx] = (eval(idx) - mean_log).exp() as f32;
+        return out;
+    };
+    let mut idx = 0;
+    for k in 0..grid.nz {
+        let z = scaled(k as f64, fit.dims[2]);
+        for j in 0..grid.ny {
+            let y = scaled(j as f64, fit.dims[1]);
+            for i in 0..grid.nx {
+                if tissue[idx] != 0 {
+                    let x = scaled(i as f64, fit.dims[0]);
+                    let t = bias_terms(x, y, z);
+                    let p: f64 = t.iter().zip(&fit.coef).map(|(a, b)| a * b).sum();
+                    out[idx] = (p - fit.mean_log).exp() as f32;
+                }
+                idx += 1;
+            }
         }
     }
     out
@@ -864,25 +1009,8 @@ pub fn round4(x: f64) -> f64 {
     format!("{x:.4}").parse().unwrap_or(x)
 }
 
-/// `np.percentile(values, q)` with the default linear interpolation.
-fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    let virtual_index = (n - 1) as f64 * (q / 100.0);
-    let below = virtual_index.floor();
-    let gamma = virtual_index - below;
-    let lo_idx = (below as usize).min(n - 1);
-    let hi_idx = (lo_idx + 1).min(n - 1);
-    let (_, lo, upper) = values.select_nth_unstable_by(lo_idx, f64::total_cmp);
-    let lo = *lo;
-    let hi = if hi_idx == lo_idx {
-        lo
-    } else {
-        upper.iter().copied().fold(f64::INFINITY, f64::min)
-    };
-    // numpy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) when t >= 0.5.
+/// numpy's `_lerp`: `a + (b - a) t`, or `b - (b - a)(1 - t)` when `t >= 0.5`.
+fn lerp(lo: f64, hi: f64, gamma: f64) -> f64 {
     let diff = hi - lo;
     if gamma >= 0.5 {
         hi - diff * (1.0 - gamma)
@@ -891,23 +1019,56 @@ fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
     }
 }
 
-/// `np.median` of two middle values is their mean; this is the same for any n.
-fn np_median(values: &mut [f64]) -> f64 {
+/// The order statistics at `rank` and `rank + 1` (clamped) of `values`, which it
+/// reorders.
+fn order_pair<T: Copy>(
+    values: &mut [T],
+    rank: usize,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> (T, T) {
+    let n = values.len();
+    let (_, at, upper) = values.select_nth_unstable_by(rank, &cmp);
+    let at = *at;
+    let next = upper.iter().copied().min_by(|a, b| cmp(a, b)).unwrap_or(at);
+    (at, if rank + 1 < n { next } else { at })
+}
+
+/// `np.percentile(values, q)` with the default linear interpolation.
+fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
     let n = values.len();
     if n == 0 {
         return f64::NAN;
     }
-    let mid = n / 2;
-    let (_, m, upper) = values.select_nth_unstable_by(mid, f64::total_cmp);
-    let m = *m;
+    let virtual_index = (n - 1) as f64 * (q / 100.0);
+    let below = virtual_index.floor();
+    let (lo, hi) = order_pair(values, (below as usize).min(n - 1), f64::total_cmp);
+    lerp(lo, hi, virtual_index - below)
+}
+
+/// The two middle order statistics (equal when n is odd), as `np.median` averages
+/// them; `None` when empty.
+fn middle_pair<T: Copy>(
+    values: &mut [T],
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Option<(T, T)> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
     if n % 2 == 1 {
-        m
+        let (m, _) = order_pair(values, n / 2, cmp);
+        Some((m, m))
     } else {
-        // The lower middle is the largest of the part below `mid`.
-        let _ = upper;
-        let below = &values[..mid];
-        let lower = below.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lower + m) / 2.0
+        Some(order_pair(values, n / 2 - 1, cmp))
+    }
+}
+
+/// `np.median`: the mean of the two middle values when n is even (NaN when empty).
+fn np_median(values: &mut [f64]) -> f64 {
+    match middle_pair(values, f64::total_cmp) {
+        Some((a, b)) if values.len() % 2 == 0 => (a + b) / 2.0,
+        Some((a, _)) => a,
+        None => f64::NAN,
     }
 }
 
@@ -926,6 +1087,16 @@ fn sum_exact(values: impl Iterator<Item = f64>) -> f64 {
     s + c
 }
 
+/// A harmonised voxel as MRIQC reads it back: single precision widened, infinity
+/// as `nan_to_num` makes it.
+fn widen(x: f32) -> f64 {
+    if x.is_infinite() {
+        f64::MAX
+    } else {
+        f64::from(x)
+    }
+}
+
 /// One tissue's `summary_stats` entry.
 #[derive(Debug, Clone, Copy)]
 struct Summary {
@@ -939,23 +1110,24 @@ struct Summary {
     n: f64,
 }
 
-/// `summary_stats` for one 0/1 mask over `data` (MRIQC's harmonised image):
-/// statsmodels' weighted statistics of the data rounded to integers, with the
-/// weights 0 outside the mask; kurtosis and MAD of the unrounded voxels.
-fn summary(data: &[f64], rounded: &[f64], mask: &[u8]) -> Summary {
-    let inside: Vec<usize> = (0..data.len()).filter(|&i| mask[i] != 0).collect();
+/// `summary_stats` for one 0/1 mask: statsmodels' weighted statistics of the
+/// harmonised data rounded to integers, with the weights 0 outside the mask; kurtosis
+/// and MAD of the unrounded voxels. `inside` holds the mask's voxels, `whole` every
+/// voxel of the image.
+fn summary(inside: &mut [f32], whole: &[f32]) -> Summary {
     let n = inside.len();
     let w = n as f64;
-    let mean = sum_exact(inside.iter().map(|&i| rounded[i])) / w;
-    let var = sum_exact(inside.iter().map(|&i| {
-        let d = rounded[i] - mean;
+    let rounded = |x: f32| widen(x).round_ties_even();
+    let mean = sum_exact(inside.iter().map(|&x| rounded(x))) / w;
+    let var = sum_exact(inside.iter().map(|&x| {
+        let d = rounded(x) - mean;
         d * d
     })) / w;
     let stdv = var.sqrt();
 
     // DescrStatsW.quantile: weights summed over the distinct values of the whole
     // array (zero-weight values included), SAS definition with a 1e-10 tie window.
-    let distinct = distinct_counts(inside.iter().map(|&i| rounded[i]), n);
+    let distinct = distinct_counts(inside.iter().map(|&x| rounded(x)), n);
     let mut cumulative = Vec::with_capacity(distinct.len());
     let mut acc = 0.0;
     for (_, c) in &distinct {
@@ -973,9 +1145,9 @@ fn summary(data: &[f64], rounded: &[f64], mask: &[u8]) -> Summary {
         let value = distinct[ii].0;
         if (target - cumulative[ii]).abs() < 1e-10 {
             // The next distinct value of the whole array, which may lie outside the mask.
-            let next = rounded
+            let next = whole
                 .iter()
-                .copied()
+                .map(|&x| rounded(x))
                 .filter(|r| *r > value)
                 .fold(f64::INFINITY, f64::min);
             if next.is_finite() {
@@ -986,10 +1158,14 @@ fn summary(data: &[f64], rounded: &[f64], mask: &[u8]) -> Summary {
     };
     let (p05, med, p95) = (quantile(0.05), quantile(0.5), quantile(0.95));
 
-    let raw: Vec<f64> = inside.iter().map(|&i| data[i]).collect();
-    let k = kurtosis(&raw);
-    let mut deviations: Vec<f64> = raw.iter().map(|x| (x - med).abs() / GAUSSIAN_3_4).collect();
-    let mad = np_median(&mut deviations);
+    let k = kurtosis(inside);
+    // statsmodels' mad: np.median(|x - centre| / c); dividing by c keeps the order.
+    let mut deviations: Vec<f64> = inside.iter().map(|&x| (widen(x) - med).abs()).collect();
+    let mad = match middle_pair(&mut deviations, f64::total_cmp) {
+        Some((a, b)) if n % 2 == 0 => (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0,
+        Some((a, _)) => a / GAUSSIAN_3_4,
+        None => f64::NAN,
+    };
     Summary {
         mean: round4(mean),
         median: round4(med),
@@ -1035,19 +1211,37 @@ fn distinct_counts(values: impl Iterator<Item = f64> + Clone, n: usize) -> Vec<(
     distinct
 }
 
-/// `scipy.stats.kurtosis` (Fisher, biased).
-fn kurtosis(x: &[f64]) -> f64 {
+/// `scipy.stats.kurtosis` (Fisher, biased) of harmonised voxels.
+fn kurtosis(x: &[f32]) -> f64 {
     if x.is_empty() {
         return f64::NAN;
     }
     let n = x.len() as f64;
-    let mean = sum_exact(x.iter().copied()) / n;
+    let mean = sum_exact(x.iter().map(|&v| widen(v))) / n;
     // scipy's _moment squares, then squares again.
-    let m2 = sum_exact(x.iter().map(|v| (v - mean) * (v - mean))) / n;
-    let m4 = sum_exact(x.iter().map(|v| {
-        let s = (v - mean) * (v - mean);
-        s * s
-    })) / n;
+    let (mut m2, mut m4) = (0.0f64, 0.0f64);
+    let (mut c2, mut c4) = (0.0f64, 0.0f64);
+    for &v in x {
+        let d = widen(v) - mean;
+        let s = d * d;
+        // Neumaier steps, inlined for the two sums.
+        let t = m2 + s;
+        c2 += if m2.abs() >= s.abs() {
+            (m2 - t) + s
+        } else {
+            (s - t) + m2
+        };
+        m2 = t;
+        let q = s * s;
+        let t = m4 + q;
+        c4 += if m4.abs() >= q.abs() {
+            (m4 - t) + q
+        } else {
+            (q - t) + m4
+        };
+        m4 = t;
+    }
+    let (m2, m4) = ((m2 + c2) / n, (m4 + c4) / n);
     if m2 <= (f64::EPSILON * mean).powi(2) {
         return f64::NAN;
     }
@@ -1058,10 +1252,9 @@ fn kurtosis(x: &[f64]) -> f64 {
 /// what MRIQC reads from `3dFWHMx -ShowMeClassicFWHM`), in mm along i, j, k.
 pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8]) -> [f64; 3] {
     let grid = Grid::new(dims);
-    let good = |i: usize| mask[i] != 0;
     let (mut fsum, mut fsq, mut count) = (0.0f64, 0.0f64, 0usize);
-    for (i, &v) in image.iter().enumerate() {
-        if good(i) {
+    for (&v, &m) in image.iter().zip(mask) {
+        if m != 0 {
             let a = f64::from(v);
             fsum += a;
             fsq += a * a;
@@ -1079,20 +1272,24 @@ pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8
     let mut squares = [0.0f64; 3];
     let mut counts = [0usize; 3];
     let steps = [1, grid.nx, grid.sxy()];
-    for idx in 0..image.len() {
-        if !good(idx) {
-            continue;
-        }
-        let (i, j, k) = grid.ijk(idx);
-        let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];
-        let arg = f64::from(image[idx]);
-        for axis in 0..3 {
-            let next = idx + steps[axis];
-            if inside[axis] && good(next) {
-                let d = f64::from(image[next]) - arg;
-                sums[axis] += d;
-                squares[axis] += d * d;
-                counts[axis] += 1;
+    let mut idx = 0;
+    for k in 0..grid.nz {
+        for j in 0..grid.ny {
+            for i in 0..grid.nx {
+                if mask[idx] != 0 {
+                    let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];
+                    let arg = f64::from(image[idx]);
+                    for axis in 0..3 {
+                        let next = idx + steps[axis];
+                        if inside[axis] && mask[next] != 0 {
+                            let d = f64::from(image[next]) - arg;
+                            sums[axis] += d;
+                            squares[axis] += d * d;
+                            counts[axis] += 1;
+                        }
+                    }
+                }
+                idx += 1;
             }
         }
     }
@@ -1134,28 +1331,32 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     }
     let wm_median = np_median(&mut wm_values);
     let factor = 1000.0 / wm_median;
-    // MRIQC writes the harmonised image as single precision and reads it back.
-    let data: Vec<f64> = image
+    // MRIQC writes the harmonised image as single precision and reads it back, NaN
+    // and negatives set to 0.
+    let data: Vec<f32> = image
         .iter()
         .map(|&v| {
-            let x = f64::from((f64::from(v) * factor) as f32);
-            if x.is_nan() || x < 0.0 {
-                0.0
-            } else if x.is_infinite() {
-                f64::MAX
-            } else {
-                x
-            }
+            let x = (f64::from(v) * factor) as f32;
+            if x.is_nan() || x < 0.0 { 0.0 } else { x }
         })
         .collect();
-    let rounded: Vec<f64> = data.iter().map(|x| x.round_ties_even()).collect();
 
-    let tissue_mask =
-        |label: u8| -> Vec<u8> { masks.tissue.iter().map(|&t| u8::from(t == label)).collect() };
-    let csf = summary(&data, &rounded, &tissue_mask(CSF));
-    let gm = summary(&data, &rounded, &tissue_mask(GM));
-    let wms = summary(&data, &rounded, &tissue_mask(WM));
-    let bg = summary(&data, &rounded, &masks.air);
+    // Voxels of each class: bg (air), csf, gm, wm.
+    let mut classes: [Vec<f32>; 4] = Default::default();
+    for ((&x, &t), &a) in data.iter().zip(&masks.tissue).zip(&masks.air) {
+        if (1..=3).contains(&t) {
+            classes[t as usize].push(x);
+        }
+        if a != 0 {
+            classes[0].push(x);
+        }
+    }
+    let [bg_values, csf_values, gm_values, wm_values] = &mut classes;
+    let csf = summary(csf_values, &data);
+    let gm = summary(gm_values, &data);
+    let wms = summary(wm_values, &data);
+    let bg = summary(bg_values, &data);
+    drop(classes);
 
     let snr = |s: &Summary| s.median / (s.stdv * (s.n / (s.n - 1.0)).sqrt());
     let snrs = [snr(&csf), snr(&wms), snr(&gm)];
@@ -1176,19 +1377,30 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     let cjv = (wms.mad + gm.mad) / (wms.median - gm.median).abs();
 
     // FBER: median energy in the head over median energy in the air, rotation
-    // padding excluded.
-    let mut fg: Vec<f64> = data
-        .iter()
-        .zip(&masks.head)
-        .filter(|(_, h)| **h != 0)
-        .map(|(x, _)| x * x)
-        .collect();
-    let mut bgv: Vec<f64> = (0..data.len())
-        .filter(|&i| masks.head[i] == 0 && masks.rotation[i] == 0)
-        .map(|i| data[i] * data[i])
-        .collect();
-    let fg_mu = np_median(&mut fg);
-    let bg_mu = np_median(&mut bgv);
+    // padding excluded. Voxels are non-negative, so squaring keeps their order.
+    let median_energy = |values: &mut Vec<f32>| -> f64 {
+        let n = values.len();
+        match middle_pair(values, f32::total_cmp) {
+            Some((a, b)) if n % 2 == 0 => {
+                let (a, b) = (widen(a), widen(b));
+                (a * a + b * b) / 2.0
+            }
+            Some((a, _)) => widen(a) * widen(a),
+            None => f64::NAN,
+        }
+    };
+    let mut fg: Vec<f32> = Vec::new();
+    let mut outside: Vec<f32> = Vec::new();
+    for ((&x, &h), &r) in data.iter().zip(&masks.head).zip(&masks.rotation) {
+        if h != 0 {
+            fg.push(x);
+        } else if r == 0 {
+            outside.push(x);
+        }
+    }
+    let fg_mu = median_energy(&mut fg);
+    let bg_mu = median_energy(&mut outside);
+    drop((fg, outside));
     let fber = if bg_mu < 1.0e-3 {
         -1.0
     } else {
@@ -1196,21 +1408,26 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     };
 
     // EFC over the voxels outside the rotation mask.
-    let frame: Vec<usize> = (0..data.len())
-        .filter(|&i| masks.rotation[i] == 0)
-        .collect();
-    let n_vox = frame.len() as f64;
+    let frame = || {
+        data.iter()
+            .zip(&masks.rotation)
+            .filter(|(_, r)| **r == 0)
+            .map(|(x, _)| widen(*x))
+    };
+    let n_vox = frame().count() as f64;
     let efc_max = 1.0 * n_vox * (1.0 / n_vox.sqrt()) * (1.0 / n_vox.sqrt()).ln();
-    let b_max = sum_exact(frame.iter().map(|&i| data[i] * data[i])).sqrt();
-    let entropy = sum_exact(
-        frame
-            .iter()
-            .map(|&i| (data[i] / b_max) * ((data[i] + 1e-16) / b_max).ln()),
-    );
+    let b_max = sum_exact(frame().map(|x| x * x)).sqrt();
+    let entropy = sum_exact(frame().map(|x| (x / b_max) * ((x + 1e-16) / b_max).ln()));
     let efc = round4((1.0 / efc_max) * entropy);
 
+    // WM2MAX: over the 99.95th percentile of the whole image.
     let mut all = data.clone();
-    let wm2max = wms.median / percentile_linear(&mut all, 99.95);
+    let n = all.len();
+    let virtual_index = (n - 1) as f64 * (99.95 / 100.0);
+    let below = virtual_index.floor();
+    let (lo, hi) = order_pair(&mut all, (below as usize).min(n - 1), f32::total_cmp);
+    drop(all);
+    let wm2max = wms.median / lerp(widen(lo), widen(hi), virtual_index - below);
 
     let air_n = masks.air.iter().filter(|&&a| a != 0).count() as f64;
     let art_n = masks.artefact.iter().filter(|&&a| a != 0).count() as f64;
