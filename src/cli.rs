@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     completions::CompletionsArgs, import::ImportArgs, infer::InferArgs, info::InfoArgs,
-    init::InitArgs, inspect::InspectArgs, job::JobArgs, man::ManArgs, model::ModelArgs,
-    queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
+    init::InitArgs, inspect::InspectArgs, iqm::IqmArgs, job::JobArgs, man::ManArgs,
+    model::ModelArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
     register::RegisterArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
     tui::TuiArgs,
 };
@@ -40,6 +40,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Print the header facts of NIfTI files without touching the store.
     Inspect(InspectArgs),
+    /// MRIQC's image quality metrics: compute them for stored images (or files), or
+    /// export them as MRIQC group tables.
+    Iqm(IqmArgs),
     /// Versions, compute devices (CPU / CUDA) and the store's schema.
     Info(InfoArgs),
     /// Add and list raters.

@@ -23,6 +23,9 @@ pub struct ImportArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Skip the image quality metrics (`cdwqc iqm` computes them later).
+    #[arg(long)]
+    pub no_iqm: bool,
 }
 
 pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -42,6 +45,7 @@ pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         include_derivatives: args.include_derivatives,
         force: args.force,
         progress: !args.json,
+        iqm: !args.no_iqm,
     };
     let summary = import::run(&mut store, &opts, &cancel)?;
     if args.json {

@@ -6,6 +6,7 @@ pub mod infer;
 pub mod info;
 pub mod init;
 pub mod inspect;
+pub mod iqm;
 pub mod job;
 pub mod man;
 pub mod model;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(&cli.db, args),
         Command::Sql(args) => sql::run(&cli.db, args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Iqm(args) => iqm::run(&cli.db, args),
         Command::Info(args) => info::run(&cli.db, args),
         Command::Raters(args) => raters::run(&cli.db, args),
         Command::Ratings(args) => ratings::run(&cli.db, args),

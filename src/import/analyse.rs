@@ -6,8 +6,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::imaging::{self, ImagingError, bids, nifti, orientation, preview, sidecar, stats};
+use crate::imaging::{self, ImagingError, bids, iqm, nifti, orientation, preview, sidecar, stats};
 use crate::store::images::{HeaderFacts, ImageRow, ImageStatus, ImageWrite, KnownFile, PreviewRow};
+use crate::store::iqms::IqmRow;
 
 /// Size and modification time of a file as seen by the walker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,7 @@ fn failed(mut row: ImageRow, reason: String) -> Outcome {
         write: ImageWrite::Upsert {
             row: Box::new(row),
             previews: Vec::new(),
+            iqm: None,
         },
         reason,
     }
@@ -92,7 +94,12 @@ fn failed(mut row: ImageRow, reason: String) -> Outcome {
 /// one-line reason, and a panic in the analysis (a bug) is caught and recorded as one,
 /// so a single file can never end an import.
 pub fn analyse(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
-    guarded(path, root, || analyse_file(path, root, known))
+    analyse_with(path, root, known, true)
+}
+
+/// [`analyse`], with the image quality metrics of 3D images (`iqm`) or without.
+pub fn analyse_with(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) -> Outcome {
+    guarded(path, root, || analyse_file(path, root, known, iqm))
 }
 
 /// The same analysis on a file's bytes already in memory (as stored on disk, gzip or
@@ -115,7 +122,7 @@ pub(crate) fn analyse_bytes_unguarded(
         size: raw.len() as i64,
         mtime_ns: 0,
     };
-    analyse_stream(path, root, stamp, raw, known)
+    analyse_stream(path, root, stamp, raw, known, true)
 }
 
 /// Why a guarded analysis was cut short by a panic starts with this.
@@ -146,7 +153,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome {
+fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) -> Outcome {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -184,6 +191,7 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>) -> Outcome 
         stamp,
         std::io::BufReader::with_capacity(1 << 16, file),
         known,
+        iqm,
     )
 }
 
@@ -195,13 +203,14 @@ fn analyse_stream<R: Read>(
     stamp: FileStamp,
     reader: R,
     known: Option<&KnownFile>,
+    iqm: bool,
 ) -> Outcome {
     let mut row = base_row(path, root, Some(stamp));
     let mut hashing = HashingReader {
         inner: reader,
         hasher: Sha256::new(),
     };
-    let described = describe(path, &mut hashing, stamp.size as u64, &mut row);
+    let described = describe(path, &mut hashing, stamp.size as u64, &mut row, iqm);
     if let Err(e) = std::io::copy(&mut hashing, &mut std::io::sink()) {
         return failed(row, ImagingError::io(path, e).reason());
     }
@@ -220,7 +229,7 @@ fn analyse_stream<R: Read>(
     }
     row.sha256 = Some(sha);
     match described {
-        Ok((previews, warnings)) => {
+        Ok((previews, warnings, iqm)) => {
             if !warnings.is_empty() {
                 row.warnings = Some(warnings.join("; "));
             }
@@ -229,6 +238,7 @@ fn analyse_stream<R: Read>(
                 write: ImageWrite::Upsert {
                     row: Box::new(row),
                     previews,
+                    iqm: iqm.map(Box::new),
                 },
                 new: known.is_none(),
                 warnings,
@@ -285,13 +295,15 @@ fn scrub_nul(row: &mut ImageRow) {
     }
 }
 
-/// Fills header facts, intensities and sidecar fields; returns previews and warnings.
+/// Fills header facts, intensities and sidecar fields; returns previews, warnings and
+/// the quality metrics of a 3D image.
 fn describe(
     path: &Path,
     reader: impl Read,
     file_size: u64,
     row: &mut ImageRow,
-) -> Result<(Vec<PreviewRow>, Vec<String>), ImagingError> {
+    with_iqm: bool,
+) -> Result<(Vec<PreviewRow>, Vec<String>, Option<IqmRow>), ImagingError> {
     let decoded = nifti::decode_raw_stream(path, reader, Some(file_size))?;
     let mut warnings = Vec::new();
     let h = &decoded.header;
@@ -330,6 +342,7 @@ fn describe(
         Ok(s) => row.sidecar = s,
         Err(w) => warnings.push(w),
     }
+    let single_volume = h.n_volumes() == 1;
     let volume = imaging::Volume::from_decoded(decoded);
     let mut previews = Vec::with_capacity(3);
     for (plane, picture) in
@@ -342,7 +355,30 @@ fn describe(
             png: picture.to_png()?,
         });
     }
-    Ok((previews, warnings))
+    let iqm = (with_iqm && single_volume).then(|| iqm_row(&volume, row.suffix.as_deref()));
+    Ok((previews, warnings, iqm))
+}
+
+/// MRIQC's metrics of one volume, or why there are none (the image stays ok).
+pub fn iqm_row(volume: &imaging::Volume, suffix: Option<&str>) -> IqmRow {
+    let started = std::time::Instant::now();
+    let contrast = iqm::Contrast::from_suffix(suffix);
+    let outcome = iqm::compute(volume, contrast);
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok((_, metrics)) => IqmRow {
+            contrast: contrast.name().to_string(),
+            values: Some(metrics.values),
+            error: None,
+            seconds,
+        },
+        Err(e) => IqmRow {
+            contrast: contrast.name().to_string(),
+            values: None,
+            error: Some(e.to_string()),
+            seconds,
+        },
+    }
 }
 
 pub fn hex_sha256(bytes: &[u8]) -> String {

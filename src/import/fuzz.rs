@@ -1257,7 +1257,7 @@ pub fn run_case(config: &FuzzConfig, case: &Case, root: &Path) -> Result<CaseRes
     check_allocation("analysis")?;
     let (verdict, write) = match outcome {
         Outcome::Imported { write, .. } => {
-            if let ImageWrite::Upsert { row, previews } = &write {
+            if let ImageWrite::Upsert { row, previews, .. } = &write {
                 let facts = row
                     .header
                     .as_ref()

@@ -43,6 +43,8 @@ pub struct ImportOptions {
     pub force: bool,
     /// Draw a progress bar on stderr (only effective on a terminal).
     pub progress: bool,
+    /// Compute the image quality metrics of every new or changed 3D image.
+    pub iqm: bool,
 }
 
 /// One problem file, for the summary.
@@ -137,7 +139,7 @@ pub fn run(
                 if cancel.load(Ordering::Relaxed) {
                     return;
                 }
-                let outcome = analyse::analyse(path, &worker_root, known.as_ref());
+                let outcome = analyse::analyse_with(path, &worker_root, known.as_ref(), opts.iqm);
                 // The receiver only hangs up when the store failed; stop quietly then.
                 let _ = tx.send((path.clone(), outcome));
             });

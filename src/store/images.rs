@@ -95,6 +95,8 @@ pub enum ImageWrite {
     Upsert {
         row: Box<ImageRow>,
         previews: Vec<PreviewRow>,
+        /// Quality metrics of a readable 3D image; `None` drops stale ones.
+        iqm: Option<Box<super::iqms::IqmRow>>,
     },
     /// Same content, new modification time.
     Touch { image_id: i64, mtime_ns: i64 },
@@ -146,6 +148,9 @@ impl Store {
         if staged.images > 0 {
             tx.execute_batch(include_str!("../../sql/store/apply_staged_images.sql"))
                 .map_err(db)?;
+            tx.execute_batch(include_str!("../../sql/store/delete_staged_iqms.sql"))
+                .map_err(db)?;
+            write_iqms(&tx, writes).map_err(db)?;
         }
         if staged.touches > 0 {
             tx.execute_batch(include_str!("../../sql/store/apply_staged_touches.sql"))
@@ -234,6 +239,7 @@ fn stage(conn: &duckdb::Connection, writes: &[ImageWrite]) -> duckdb::Result<Sta
             ImageWrite::Upsert {
                 row,
                 previews: slices,
+                ..
             } => {
                 if last_write.get(row.path.as_str()) != Some(&at) {
                     continue;
@@ -254,6 +260,32 @@ fn stage(conn: &duckdb::Connection, writes: &[ImageWrite]) -> duckdb::Result<Sta
     previews.flush()?;
     touches.flush()?;
     Ok(staged)
+}
+
+/// The metrics of a batch's images, once the staged rows gave them their ids (the last
+/// write of a path wins, as for the rows).
+fn write_iqms(conn: &duckdb::Connection, writes: &[ImageWrite]) -> duckdb::Result<()> {
+    let mut last_write: HashMap<&str, usize> = HashMap::new();
+    for (at, write) in writes.iter().enumerate() {
+        if let ImageWrite::Upsert { row, .. } = write {
+            last_write.insert(&row.path, at);
+        }
+    }
+    let mut id_of = conn.prepare_cached(include_str!("../../sql/store/image_id_by_path.sql"))?;
+    let mut upsert = conn.prepare_cached(include_str!("../../sql/store/upsert_iqm.sql"))?;
+    for (at, write) in writes.iter().enumerate() {
+        if let ImageWrite::Upsert {
+            row,
+            iqm: Some(iqm),
+            ..
+        } = write
+            && last_write.get(row.path.as_str()) == Some(&at)
+        {
+            let image_id: i64 = id_of.query_row(params![row.path], |r| r.get(0))?;
+            super::iqms::upsert_iqm(&mut upsert, image_id, row.sha256.as_deref(), iqm)?;
+        }
+    }
+    Ok(())
 }
 
 fn append_image(appender: &mut duckdb::Appender<'_>, row: &ImageRow) -> duckdb::Result<()> {

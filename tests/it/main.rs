@@ -12,6 +12,7 @@ mod fuzz;
 mod imaging;
 mod import;
 mod interrupt;
+mod iqm;
 mod metrics_properties;
 mod metrics_reference;
 mod model_export;

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Speed of the image quality metrics, as ratios measured in one run.
+
+1. MRIQC's functions alone (mriqc.qc.anatomical 24.0.2 plus StructuralQC's glue, on
+   arrays in memory, masks given) against cdwqc's whole IQM step (masks, tissue split,
+   bias field, every metric) on the same images: `scripts/iqm_reference.py --bench`.
+2. The share the IQM step adds to `cdwqc import` on 1 mm volumes: the same synthetic
+   warehouse (`cdwqc synth --grid clinical`) imported into fresh stores with and
+   without `--no-iqm`, alternating, best of N each.
+
+Usage: scripts/bench_iqm.py [--images 6] [--repeats 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target" / "release" / "cdwqc"
+
+
+def timed(cmd):
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=6, help="T1w and as many FLAIR images")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    args = parser.parse_args()
+    if not BINARY.exists():
+        sys.exit(f"{BINARY} missing: cargo build --release first")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cdwqc-bench-iqm-"))
+    work.mkdir(parents=True, exist_ok=True)
+    warehouse = work / "w"
+    if not warehouse.exists():
+        subprocess.run(
+            [
+                str(BINARY), "synth", "--out", str(warehouse), "--t1", str(args.images),
+                "--flair", str(args.images), "--other", "0", "--raters", "1",
+                "--grid", "clinical", "--seed", "11",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    images = sorted(str(p) for p in warehouse.rglob("*.nii.gz") if "derivatives" not in p.parts)
+    print(f"{len(images)} images at 1 mm in {warehouse}")
+    print(f"load average before: {os.getloadavg()}")
+
+    # 2. Import with and without the IQM step.
+    with_iqm, without = [], []
+    for _ in range(args.repeats):
+        for flag, times in (([], with_iqm), (["--no-iqm"], without)):
+            db = work / "bench.duckdb"
+            for suffix in ("", ".wal"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            subprocess.run([str(BINARY), "--db", str(db), "init"], check=True, capture_output=True)
+            times.append(timed([str(BINARY), "--db", str(db), "import", str(warehouse), "--json", *flag]))
+    a, b = min(with_iqm), min(without)
+    print(
+        f"import, best of {args.repeats}: with IQMs {a:.2f} s, without {b:.2f} s: "
+        f"the IQM step adds {100 * (a - b) / b:.1f}% to import time"
+    )
+    print(f"load average after: {os.getloadavg()}")
+
+    # 1. MRIQC's functions vs cdwqc's IQM step on the same images (a few of them).
+    sample = images[:: max(1, len(images) // 4)][:4]
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "iqm_reference.py"), "--bench",
+         "--repeats", str(args.repeats), "--files", *sample],
+        check=True,
+    )
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

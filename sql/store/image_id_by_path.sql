@@ -1,0 +1,1 @@
+SELECT image_id FROM images WHERE path = ?;

@@ -1,0 +1,1714 @@
+//! No-reference image quality metrics (IQMs) of one 3D image: head, air, artefact and
+//! rotation masks, a three-class tissue split, a low-order bias field, and from them
+//! MRIQC's anatomical measures with MRIQC 24.0.2's exact definitions (docs/iqm.md).
+
+use serde::Serialize;
+
+use super::Volume;
+
+/// Bumped whenever a mask, the tissue split or a metric changes meaning, so that rows
+/// computed by an older build are told apart (and recomputed by `cdwqc iqm`).
+pub const IQM_VERSION: i32 = 1;
+
+/// MRIQC's IQM columns (its `group_T1w.tsv` names) that cdwqc computes, in the order
+/// they are stored.
+pub const COLUMNS: &[&str] = &[
+    "cjv",
+    "cnr",
+    "efc",
+    "fber",
+    "fwhm_avg",
+    "fwhm_x",
+    "fwhm_y",
+    "fwhm_z",
+    "icvs_csf",
+    "icvs_gm",
+    "icvs_wm",
+    "inu_med",
+    "inu_range",
+    "qi_1",
+    "size_x",
+    "size_y",
+    "size_z",
+    "snr_csf",
+    "snr_gm",
+    "snr_total",
+    "snr_wm",
+    "snrd_csf",
+    "snrd_gm",
+    "snrd_total",
+    "snrd_wm",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+    "summary_bg_k",
+    "summary_bg_mad",
+    "summary_bg_mean",
+    "summary_bg_median",
+    "summary_bg_n",
+    "summary_bg_p05",
+    "summary_bg_p95",
+    "summary_bg_stdv",
+    "summary_csf_k",
+    "summary_csf_mad",
+    "summary_csf_mean",
+    "summary_csf_median",
+    "summary_csf_n",
+    "summary_csf_p05",
+    "summary_csf_p95",
+    "summary_csf_stdv",
+    "summary_gm_k",
+    "summary_gm_mad",
+    "summary_gm_mean",
+    "summary_gm_median",
+    "summary_gm_n",
+    "summary_gm_p05",
+    "summary_gm_p95",
+    "summary_gm_stdv",
+    "summary_wm_k",
+    "summary_wm_mad",
+    "summary_wm_mean",
+    "summary_wm_median",
+    "summary_wm_n",
+    "summary_wm_p05",
+    "summary_wm_p95",
+    "summary_wm_stdv",
+    "wm2max",
+];
+
+/// Columns of MRIQC's group table that need what cdwqc does not run (a chi-square fit
+/// of the background, partial-volume maps, registration to tissue priors); exported
+/// as `n/a` so scripts that read them by name still work.
+pub const MRIQC_ONLY_COLUMNS: &[&str] = &[
+    "qi_2",
+    "rpve_csf",
+    "rpve_gm",
+    "rpve_wm",
+    "tpm_overlap_csf",
+    "tpm_overlap_gm",
+    "tpm_overlap_wm",
+];
+
+/// `1 / sqrt(2 / (4 - pi))`, MRIQC's `DIETRICH_FACTOR` as written there.
+const DIETRICH_FACTOR: f64 = 0.6551364;
+/// `scipy.stats.norm.ppf(0.75)`, statsmodels' normalisation of the MAD.
+const GAUSSIAN_3_4: f64 = 0.6744897501960817;
+/// Tissue labels as FSL FAST numbers them (MRIQC's `FSL_FAST_LABELS`).
+pub const CSF: u8 = 1;
+pub const GM: u8 = 2;
+pub const WM: u8 = 3;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IqmError {
+    #[error("image too small for quality metrics: {0:?} voxels")]
+    TooSmall([usize; 3]),
+    #[error("no signal: the image is empty or constant")]
+    NoSignal,
+    #[error("head mask holds only {0} voxels")]
+    SmallHead(usize),
+    #[error("tissue split found no {0}")]
+    NoTissue(&'static str),
+}
+
+/// Which way the tissues' intensities are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Contrast {
+    /// CSF < GM < WM.
+    T1w,
+    /// WM < GM < CSF.
+    T2w,
+    /// CSF < WM < GM.
+    Flair,
+}
+
+impl Contrast {
+    /// From a BIDS suffix; anything not FLAIR or T2-like is treated as T1w.
+    pub fn from_suffix(suffix: Option<&str>) -> Self {
+        match suffix.map(str::to_ascii_lowercase).as_deref() {
+            Some("flair") => Contrast::Flair,
+            Some("t2w") | Some("t2") | Some("pdw") | Some("pdt2") => Contrast::T2w,
+            _ => Contrast::T1w,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Contrast::T1w => "T1w",
+            Contrast::T2w => "T2w",
+            Contrast::Flair => "FLAIR",
+        }
+    }
+
+    /// FAST labels of the dark, middle and bright intensity classes.
+    fn labels_by_brightness(self) -> [u8; 3] {
+        match self {
+            Contrast::T1w => [CSF, GM, WM],
+            Contrast::T2w => [WM, GM, CSF],
+            Contrast::Flair => [CSF, WM, GM],
+        }
+    }
+}
+
+/// The masks every metric is computed from, one byte per voxel (i fastest).
+#[derive(Debug, Clone)]
+pub struct Masks {
+    pub dims: [usize; 3],
+    /// 1 inside the head (skin and skull included).
+    pub head: Vec<u8>,
+    /// 1 in the air around the head, artefacts removed (MRIQC's `air_msk`).
+    pub air: Vec<u8>,
+    /// 1 where the air holds artefactual signal (MRIQC's `artifact_msk`).
+    pub artefact: Vec<u8>,
+    /// 1 in large regions of exactly zero or negative voxels, such as the padding a
+    /// rotation or a defacing leaves (MRIQC's `rot_msk`).
+    pub rotation: Vec<u8>,
+    /// FAST labels: 0 outside the brain, then CSF, GM, WM.
+    pub tissue: Vec<u8>,
+    /// Multiplicative low-order bias field at tissue voxels (0 elsewhere).
+    pub bias: Vec<f32>,
+}
+
+/// MRIQC's anatomical IQMs of one image, in [`COLUMNS`] order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Iqms {
+    pub values: Vec<f64>,
+    /// WM median of the input image: MRIQC scales the image so that it is 1000.
+    pub wm_median: f64,
+}
+
+impl Iqms {
+    pub fn get(&self, name: &str) -> Option<f64> {
+        COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .map(|i| self.values[i])
+    }
+
+    /// Name and value pairs, in [`COLUMNS`] order.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        COLUMNS.iter().copied().zip(self.values.iter().copied())
+    }
+}
+
+/// Non-finite voxels become 0, as MRIQC's `nan_to_num` would make NaN.
+pub fn sanitised(data: &[f32]) -> Vec<f32> {
+    data.iter()
+        .map(|v| if v.is_finite() { *v } else { 0.0 })
+        .collect()
+}
+
+/// Masks, tissue split and metrics of one volume.
+pub fn compute(volume: &Volume, contrast: Contrast) -> Result<(Masks, Iqms), IqmError> {
+    let image = sanitised(&volume.data);
+    let masks = masks(&image, volume.dims, volume.voxel_size, contrast)?;
+    let iqms = measure(&image, volume.voxel_size, &masks)?;
+    Ok((masks, iqms))
+}
+
+// ---------------------------------------------------------------------------------
+// Grid helpers
+
+#[derive(Clone, Copy)]
+struct Grid {
+    nx: usize,
+    ny: usize,
+    nz: usize,
+}
+
+impl Grid {
+    fn new(dims: [usize; 3]) -> Self {
+        Self {
+            nx: dims[0],
+            ny: dims[1],
+            nz: dims[2],
+        }
+    }
+    fn len(&self) -> usize {
+        self.nx * self.ny * self.nz
+    }
+    fn sxy(&self) -> usize {
+        self.nx * self.ny
+    }
+    fn ijk(&self, idx: usize) -> (usize, usize, usize) {
+        let i = idx % self.nx;
+        let j = (idx / self.nx) % self.ny;
+        (i, j, idx / self.sxy())
+    }
+    fn on_border(&self, idx: usize) -> bool {
+        let (i, j, k) = self.ijk(idx);
+        i == 0 || j == 0 || k == 0 || i + 1 == self.nx || j + 1 == self.ny || k + 1 == self.nz
+    }
+    /// Face neighbours (6-connectivity) of a voxel.
+    fn faces(&self, idx: usize, out: &mut Vec<usize>) {
+        out.clear();
+        let (i, j, k) = self.ijk(idx);
+        if i > 0 {
+            out.push(idx - 1);
+        }
+        if i + 1 < self.nx {
+            out.push(idx + 1);
+        }
+        if j > 0 {
+            out.push(idx - self.nx);
+        }
+        if j + 1 < self.ny {
+            out.push(idx + self.nx);
+        }
+        if k > 0 {
+            out.push(idx - self.sxy());
+        }
+        if k + 1 < self.nz {
+            out.push(idx + self.sxy());
+        }
+    }
+}
+
+/// Erosion by the 3x3x3 cross (6-connectivity) or the 18-neighbourhood
+/// (`generate_binary_structure(3, 2)`); voxels beyond the border count as `outside`.
+fn erode(mask: &[u8], grid: Grid, eighteen: bool, outside: u8) -> Vec<u8> {
+    morph(mask, grid, eighteen, outside, true)
+}
+
+fn dilate(mask: &[u8], grid: Grid, eighteen: bool, outside: u8) -> Vec<u8> {
+    morph(mask, grid, eighteen, outside, false)
+}
+
+fn morph(mask: &[u8], grid: Grid, eighteen: bool, outside: u8, erosion: bool) -> Vec<u8> {
+    let (nx, ny, nz) = (grid.nx as isize, grid.ny as isize, grid.nz as isize);
+    let mut offsets: Vec<(isize, isize, isize)> = Vec::new();
+    for dk in -1isize..=1 {
+        for dj in -1isize..=1 {
+            for di in -1isize..=1 {
+                let n = di.abs() + dj.abs() + dk.abs();
+                if n == 0 || n > if eighteen { 2 } else { 1 } {
+                    continue;
+                }
+                offsets.push((di, dj, dk));
+            }
+        }
+    }
+    let mut out = vec![0u8; mask.len()];
+    let at = |i: isize, j: isize, k: isize| -> u8 {
+        if i < 0 || j < 0 || k < 0 || i >= nx || j >= ny || k >= nz {
+            outside
+        } else {
+            mask[(i + nx * (j + ny * k)) as usize]
+        }
+    };
+    for k in 0..nz {
+        for j in 0..ny {
+            let interior_row = j > 0 && k > 0 && j + 1 < ny && k + 1 < nz;
+            for i in 0..nx {
+                let idx = (i + nx * (j + ny * k)) as usize;
+                let here = mask[idx];
+                // The result equals the voxel itself unless a neighbour differs.
+                if erosion && here == 0 {
+                    continue;
+                }
+                if !erosion && here != 0 {
+                    out[idx] = 1;
+                    continue;
+                }
+                let interior = interior_row && i > 0 && i + 1 < nx;
+                let mut hit = false;
+                for &(di, dj, dk) in &offsets {
+                    let v = if interior {
+                        mask[(idx as isize + di + nx * (dj + ny * dk)) as usize]
+                    } else {
+                        at(i + di, j + dj, k + dk)
+                    };
+                    if erosion && v == 0 || !erosion && v != 0 {
+                        hit = true;
+                        break;
+                    }
+                }
+                out[idx] = u8::from(if erosion { !hit } else { hit });
+            }
+        }
+    }
+    out
+}
+
+/// Connected components (6-connectivity) of a mask, largest first: (size, voxels).
+fn components(mask: &[u8], grid: Grid) -> Vec<Vec<usize>> {
+    let mut seen = vec![false; mask.len()];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    let mut nb = Vec::with_capacity(6);
+    for start in 0..mask.len() {
+        if mask[start] == 0 || seen[start] {
+            continue;
+        }
+        let mut members = Vec::new();
+        seen[start] = true;
+        stack.push(start);
+        while let Some(v) = stack.pop() {
+            members.push(v);
+            grid.faces(v, &mut nb);
+            for &n in &nb {
+                if mask[n] != 0 && !seen[n] {
+                    seen[n] = true;
+                    stack.push(n);
+                }
+            }
+        }
+        out.push(members);
+    }
+    out.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    out
+}
+
+/// Fills every region of 0s that does not reach the border (6-connectivity).
+fn fill_holes(mask: &[u8], grid: Grid) -> Vec<u8> {
+    let mut outside = vec![false; mask.len()];
+    let mut stack: Vec<usize> = (0..mask.len())
+        .filter(|&i| mask[i] == 0 && grid.on_border(i))
+        .collect();
+    for &i in &stack {
+        outside[i] = true;
+    }
+    let mut nb = Vec::with_capacity(6);
+    while let Some(v) = stack.pop() {
+        grid.faces(v, &mut nb);
+        for &n in &nb {
+            if mask[n] == 0 && !outside[n] {
+                outside[n] = true;
+                stack.push(n);
+            }
+        }
+    }
+    outside.iter().map(|o| u8::from(!o)).collect()
+}
+
+/// Fills, in every slice along each axis, the 0s that do not reach the slice's edge
+/// (4-connectivity within the slice).
+fn fill_holes_slices(mask: &[u8], grid: Grid) -> Vec<u8> {
+    let mut out = mask.to_vec();
+    let dims = [grid.nx, grid.ny, grid.nz];
+    let strides = [1, grid.nx, grid.sxy()];
+    for axis in 0..3 {
+        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
+        let (nu, nv) = (dims[u], dims[v]);
+        let mut outside = vec![false; nu * nv];
+        let mut stack = Vec::new();
+        for s in 0..dims[axis] {
+            let base = s * strides[axis];
+            let at = |a: usize, b: usize| base + a * strides[u] + b * strides[v];
+            outside.iter_mut().for_each(|o| *o = false);
+            for a in 0..nu {
+                for b in 0..nv {
+                    if (a == 0 || b == 0 || a + 1 == nu || b + 1 == nv) && mask[at(a, b)] == 0 {
+                        outside[a + nu * b] = true;
+                        stack.push((a, b));
+                    }
+                }
+            }
+            while let Some((a, b)) = stack.pop() {
+                let mut visit = |a2: usize, b2: usize| {
+                    if !outside[a2 + nu * b2] && mask[at(a2, b2)] == 0 {
+                        outside[a2 + nu * b2] = true;
+                        stack.push((a2, b2));
+                    }
+                };
+                if a > 0 {
+                    visit(a - 1, b);
+                }
+                if a + 1 < nu {
+                    visit(a + 1, b);
+                }
+                if b > 0 {
+                    visit(a, b - 1);
+                }
+                if b + 1 < nv {
+                    visit(a, b + 1);
+                }
+            }
+            for a in 0..nu {
+                for b in 0..nv {
+                    if !outside[a + nu * b] {
+                        out[at(a, b)] = 1;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// City-block distance in mm from each voxel to the nearest voxel of `source`
+/// (two raster passes); infinite when `source` is empty.
+fn distance_to(source: &[u8], grid: Grid, voxel: [f64; 3]) -> Vec<f32> {
+    let [wx, wy, wz] = voxel.map(|v| v.abs().max(1e-3) as f32);
+    let mut d: Vec<f32> = source
+        .iter()
+        .map(|&s| if s != 0 { 0.0 } else { f32::INFINITY })
+        .collect();
+    let (nx, sxy) = (grid.nx, grid.sxy());
+    for k in 0..grid.nz {
+        for j in 0..grid.ny {
+            for i in 0..grid.nx {
+                let idx = i + nx * j + sxy * k;
+                let mut v = d[idx];
+                if i > 0 {
+                    v = v.min(d[idx - 1] + wx);
+                }
+                if j > 0 {
+                    v = v.min(d[idx - nx] + wy);
+                }
+                if k > 0 {
+                    v = v.min(d[idx - sxy] + wz);
+                }
+                d[idx] = v;
+            }
+        }
+    }
+    for k in (0..grid.nz).rev() {
+        for j in (0..grid.ny).rev() {
+            for i in (0..grid.nx).rev() {
+                let idx = i + nx * j + sxy * k;
+                let mut v = d[idx];
+                if i + 1 < grid.nx {
+                    v = v.min(d[idx + 1] + wx);
+                }
+                if j + 1 < grid.ny {
+                    v = v.min(d[idx + nx] + wy);
+                }
+                if k + 1 < grid.nz {
+                    v = v.min(d[idx + sxy] + wz);
+                }
+                d[idx] = v;
+            }
+        }
+    }
+    d
+}
+
+/// About `limit` values of `values` picked at a fixed stride, for cheap thresholds.
+fn strided<T: Copy>(values: impl Iterator<Item = T> + Clone, limit: usize) -> Vec<T> {
+    let len = values.clone().count();
+    let stride = len.div_ceil(limit.max(1)).max(1);
+    values.step_by(stride).collect()
+}
+
+fn quantile_of(sample: &mut [f32], q: f64) -> f32 {
+    if sample.is_empty() {
+        return f32::NAN;
+    }
+    let rank = ((sample.len() - 1) as f64 * q).round() as usize;
+    *sample.select_nth_unstable_by(rank, |a, b| a.total_cmp(b)).1
+}
+
+/// Otsu's threshold on a 256-bin histogram of `values` clipped to [lo, hi].
+fn otsu(values: &[f32], lo: f32, hi: f32) -> f32 {
+    const BINS: usize = 256;
+    let width = (hi - lo) / BINS as f32;
+    let mut hist = [0f64; BINS];
+    for &v in values {
+        let b = (((v - lo) / width) as isize).clamp(0, BINS as isize - 1) as usize;
+        hist[b] += 1.0;
+    }
+    let total: f64 = hist.iter().sum();
+    let sum_all: f64 = hist.iter().enumerate().map(|(i, h)| i as f64 * h).sum();
+    let (mut w0, mut sum0, mut best, mut best_k) = (0.0, 0.0, -1.0, 0usize);
+    for (k, h) in hist.iter().enumerate() {
+        w0 += h;
+        sum0 += k as f64 * h;
+        let w1 = total - w0;
+        if w0 == 0.0 || w1 == 0.0 {
+            continue;
+        }
+        let m0 = sum0 / w0;
+        let m1 = (sum_all - sum0) / w1;
+        let between = w0 * w1 * (m0 - m1) * (m0 - m1);
+        if between > best {
+            best = between;
+            best_k = k;
+        }
+    }
+    lo + (best_k as f32 + 1.0) * width
+}
+
+/// Three-class k-means on a histogram of the values; returns the sorted centres.
+fn kmeans3(values: &[f32], lo: f32, hi: f32) -> [f64; 3] {
+    const BINS: usize = 512;
+    let width = ((hi - lo) / BINS as f32).max(f32::MIN_POSITIVE);
+    let mut hist = vec![0f64; BINS];
+    for &v in values {
+        let b = (((v - lo) / width) as isize).clamp(0, BINS as isize - 1) as usize;
+        hist[b] += 1.0;
+    }
+    let centre = |b: usize| f64::from(lo) + (b as f64 + 0.5) * f64::from(width);
+    let total: f64 = hist.iter().sum();
+    // Start at the 1/6, 1/2 and 5/6 quantiles of the histogram.
+    let mut centres = [0.0f64; 3];
+    let mut acc = 0.0;
+    let mut next = 0;
+    for (b, h) in hist.iter().enumerate() {
+        acc += h;
+        while next < 3 && acc >= total * (2 * next + 1) as f64 / 6.0 {
+            centres[next] = centre(b);
+            next += 1;
+        }
+    }
+    for _ in 0..100 {
+        let mut sums = [0.0f64; 3];
+        let mut weights = [0.0f64; 3];
+        for (b, h) in hist.iter().enumerate() {
+            if *h == 0.0 {
+                continue;
+            }
+            let x = centre(b);
+            let c = (0..3)
+                .min_by(|&a, &c| (x - centres[a]).abs().total_cmp(&(x - centres[c]).abs()))
+                .unwrap_or(0);
+            sums[c] += x * h;
+            weights[c] += h;
+        }
+        let mut moved = false;
+        for c in 0..3 {
+            if weights[c] > 0.0 {
+                let n = sums[c] / weights[c];
+                moved |= (n - centres[c]).abs() > 1e-9 * (1.0 + n.abs());
+                centres[c] = n;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    centres.sort_by(f64::total_cmp);
+    centres
+}
+
+// ---------------------------------------------------------------------------------
+// Masks
+
+/// Scalp and skull are this thick at most, in city-block millimetres from the head's
+/// surface: the tissue split looks deeper than that unless the image is skull-stripped.
+const SCALP_MM: f32 = 12.0;
+/// MRIQC's z-score for artefactual air voxels.
+const ARTEFACT_Z: f64 = 10.0;
+
+/// Images with more voxels than this are segmented on a grid decimated by two along
+/// each axis (block means); the masks come back to full resolution voxel by voxel, and
+/// the tissue labels and the bias field are evaluated at full resolution.
+const DECIMATE_ABOVE: usize = 2_000_000;
+
+/// What the segmentation finds on its grid.
+struct Segmentation {
+    head: Vec<u8>,
+    rotation: Vec<u8>,
+    artefact: Vec<u8>,
+    brain: Vec<u8>,
+    /// Intensity cuts between the dark, middle and bright tissue classes.
+    cuts: [f64; 2],
+}
+
+/// Head, air, artefact and rotation masks, tissue split and bias field of `image`
+/// (finite values, i fastest).
+pub fn masks(
+    image: &[f32],
+    dims: [usize; 3],
+    voxel: [f64; 3],
+    contrast: Contrast,
+) -> Result<Masks, IqmError> {
+    let grid = Grid::new(dims);
+    if dims.iter().any(|&d| d < 4) || grid.len() != image.len() {
+        return Err(IqmError::TooSmall(dims));
+    }
+    let labels = contrast.labels_by_brightness();
+    let label_of = |v: f32, cuts: &[f64; 2]| {
+        if f64::from(v) < cuts[0] {
+            labels[0]
+        } else if f64::from(v) < cuts[1] {
+            labels[1]
+        } else {
+            labels[2]
+        }
+    };
+    let decimated = image.len() > DECIMATE_ABOVE;
+    let (head, rotation, artefact, brain, cuts, fit) = if decimated {
+        let (coarse, cdims) = decimate(image, dims);
+        let cgrid = Grid::new(cdims);
+        let seg = segment(&coarse, cdims, voxel.map(|v| 2.0 * v))?;
+        let up = |m: &[u8]| upsample(m, cdims, dims);
+        let coarse_tissue: Vec<u8> = coarse
+            .iter()
+            .zip(&seg.brain)
+            .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &seg.cuts) })
+            .collect();
+        let fit = fit_bias(&coarse, cgrid, &coarse_tissue, dims, 2.0);
+        // MRIQC's rotation mask holds non-positive voxels only.
+        let rotation: Vec<u8> = up(&seg.rotation)
+            .iter()
+            .zip(image)
+            .map(|(&r, &v)| u8::from(r != 0 && v <= 0.0))
+            .collect();
+        (
+            up(&seg.head),
+            rotation,
+            up(&seg.artefact),
+            up(&seg.brain),
+            seg.cuts,
+            fit,
+        )
+    } else {
+        let seg = segment(image, dims, voxel)?;
+        let tissue: Vec<u8> = image
+            .iter()
+            .zip(&seg.brain)
+            .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &seg.cuts) })
+            .collect();
+        let fit = fit_bias(image, grid, &tissue, dims, 1.0);
+        (
+            seg.head,
+            seg.rotation,
+            seg.artefact,
+            seg.brain,
+            seg.cuts,
+            fit,
+        )
+    };
+    let air: Vec<u8> = head
+        .iter()
+        .zip(&artefact)
+        .map(|(&h, &a)| u8::from(h == 0 && a == 0))
+        .collect();
+    let tissue: Vec<u8> = image
+        .iter()
+        .zip(&brain)
+        .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &cuts) })
+        .collect();
+    for (label, name) in [(CSF, "CSF"), (GM, "grey matter"), (WM, "white matter")] {
+        if !tissue.contains(&label) {
+            return Err(IqmError::NoTissue(name));
+        }
+    }
+    let bias = eval_bias(fit, grid, &tissue);
+    Ok(Masks {
+        dims,
+        head,
+        air,
+        artefact,
+        rotation,
+        tissue,
+        bias,
+    })
+}
+
+/// Block means over 2x2x2 blocks (smaller at odd edges).
+fn decimate(image: &[f32], dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+    let cdims = dims.map(|d| d.div_ceil(2));
+    let mut sums = vec![0f64; cdims[0] * cdims[1] * cdims[2]];
+    let mut counts = vec![0u8; sums.len()];
+    let mut idx = 0;
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
+            for i in 0..dims[0] {
+                sums[row + i / 2] += f64::from(image[idx]);
+                counts[row + i / 2] += 1;
+                idx += 1;
+            }
+        }
+    }
+    let coarse = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &c)| (s / f64::from(c.max(1))) as f32)
+        .collect();
+    (coarse, cdims)
+}
+
+/// Each full-resolution voxel takes the value of its block.
+fn upsample(mask: &[u8], cdims: [usize; 3], dims: [usize; 3]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
+            out.extend((0..dims[0]).map(|i| mask[row + i / 2]));
+        }
+    }
+    out
+}
+
+/// Head, rotation, artefact and brain masks and the tissue cuts on one grid.
+fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentation, IqmError> {
+    let grid = Grid::new(dims);
+    let mut sample = strided(image.iter().copied(), 200_000);
+    let lo = quantile_of(&mut sample, 0.0).min(0.0);
+    let hi = quantile_of(&mut sample, 0.995);
+    if !(hi > lo) {
+        return Err(IqmError::NoSignal);
+    }
+    let threshold = otsu(&sample, lo, hi);
+
+    // Head: above Otsu's threshold, specks of noise opened away, the largest piece,
+    // holes (skull, ventricles) filled.
+    // Filling first keeps the dark skull between scalp and brain; filling slice by
+    // slice too closes a head left open where it leaves the field of view.
+    let above: Vec<u8> = image.iter().map(|&v| u8::from(v > threshold)).collect();
+    let filled = fill_holes_slices(&fill_holes(&above, grid), grid);
+    let opened = dilate(&erode(&filled, grid, false, 0), grid, false, 0);
+    let mut head = vec![0u8; image.len()];
+    if let Some(largest) = components(&opened, grid).first() {
+        for &v in largest {
+            head[v] = 1;
+        }
+    }
+    let head = fill_holes_slices(&fill_holes(&head, grid), grid);
+    let head_voxels = head.iter().filter(|&&h| h != 0).count();
+    if head_voxels < 1000 {
+        return Err(IqmError::SmallHead(head_voxels));
+    }
+
+    // Rotation mask as MRIQC builds it: non-positive voxels, opened, the two largest
+    // pieces, dropped when small.
+    let non_positive: Vec<u8> = image.iter().map(|&v| u8::from(v <= 0.0)).collect();
+    let opened = dilate(&erode(&non_positive, grid, true, 1), grid, true, 0);
+    let mut rotation = vec![0u8; image.len()];
+    for piece in components(&opened, grid).iter().take(2) {
+        for &v in piece {
+            rotation[v] = 1;
+        }
+    }
+    if rotation.iter().filter(|&&r| r != 0).count() < 500 {
+        rotation.iter_mut().for_each(|r| *r = 0);
+    }
+
+    // Air ("hat") and its artefacts, after Mortamet et al. as MRIQC does: air voxels
+    // brighter than 10 robust spreads of the positive air, away from the head.
+    let hat: Vec<u8> = head.iter().map(|&h| u8::from(h == 0)).collect();
+    let mut positive_air = strided(
+        image
+            .iter()
+            .zip(&hat)
+            .filter(|(v, h)| **h != 0 && **v > 0.0)
+            .map(|(v, _)| *v),
+        400_000,
+    );
+    let mut artefact = vec![0u8; image.len()];
+    let skull_stripped;
+    if positive_air.len() >= 10 {
+        let median = f64::from(quantile_of(&mut positive_air, 0.5));
+        let mut deviations: Vec<f32> = positive_air
+            .iter()
+            .map(|v| (f64::from(*v) - median).abs() as f32)
+            .collect();
+        let spread = f64::from(quantile_of(&mut deviations, 0.5)) / GAUSSIAN_3_4;
+        let from_head = distance_to(&head, grid, voxel);
+        let far = from_head
+            .iter()
+            .filter(|d| d.is_finite())
+            .fold(0.0f32, |a, &d| a.max(d));
+        let mut raw = vec![0u8; image.len()];
+        if spread > 0.0 {
+            for (idx, r) in raw.iter_mut().enumerate() {
+                if hat[idx] != 0
+                    && f64::from(image[idx]) / spread > ARTEFACT_Z
+                    && from_head[idx] >= 0.1 * far
+                {
+                    *r = 1;
+                }
+            }
+        }
+        artefact = dilate(&erode(&raw, grid, false, 0), grid, false, 0);
+        let zero_air = image
+            .iter()
+            .zip(&hat)
+            .filter(|(v, h)| **h != 0 && **v == 0.0)
+            .count();
+        skull_stripped = zero_air * 2 > hat.iter().filter(|&&h| h != 0).count();
+    } else {
+        skull_stripped = true;
+    }
+    // Brain: the head minus the scalp and skull (unless already stripped).
+    let brain: Vec<u8> = if skull_stripped {
+        head.clone()
+    } else {
+        let to_air = distance_to(&hat, grid, voxel);
+        head.iter()
+            .zip(&to_air)
+            .map(|(&h, &d)| u8::from(h != 0 && d >= SCALP_MM))
+            .collect()
+    };
+    let mut brain_sample = strided(
+        image
+            .iter()
+            .zip(&brain)
+            .filter(|(_, b)| **b != 0)
+            .map(|(v, _)| *v),
+        400_000,
+    );
+    let (blo, bhi) = (
+        quantile_of(&mut brain_sample, 0.005),
+        quantile_of(&mut brain_sample, 0.995),
+    );
+    if !(bhi > blo) {
+        return Err(IqmError::NoSignal);
+    }
+    let centres = kmeans3(&brain_sample, blo, bhi);
+    let cuts = [
+        (centres[0] + centres[1]) / 2.0,
+        (centres[1] + centres[2]) / 2.0,
+    ];
+    Ok(Segmentation {
+        head,
+        rotation,
+        artefact,
+        brain,
+        cuts,
+    })
+}
+
+/// A fitted bias field: polynomial coefficients over coordinates scaled to [-1, 1]
+/// across the full-resolution grid, and the mean log over the fitted voxels.
+#[derive(Clone, Copy)]
+struct BiasFit {
+    coef: [f64; 10],
+    mean_log: f64,
+    dims: [usize; 3],
+}
+
+fn bias_terms(x: f64, y: f64, z: f64) -> [f64; 10] {
+    [1.0, x, y, z, x * x, y * y, z * z, x * y, x * z, y * z]
+}
+
+/// Scales a full-resolution voxel position to [-1, 1].
+fn scaled(position: f64, n: usize) -> f64 {
+    2.0 * position / (n.max(2) - 1) as f64 - 1.0
+}
+
+/// Fits a second-order polynomial to the log intensity of white matter on `grid`,
+/// whose voxel `i` lies at full-resolution position `step * i + (step - 1) / 2`.
+fn fit_bias(
+    image: &[f32],
+    grid: Grid,
+    tissue: &[u8],
+    full_dims: [usize; 3],
+    step: f64,
+) -> Option<BiasFit> {
+    let offset = (step - 1.0) / 2.0;
+    let mut ata = [[0.0f64; 10]; 10];
+    let mut atb = [0.0f64; 10];
+    let mut n = 0usize;
+    let mut idx = 0;
+    let mut points = Vec::new();
+    for k in 0..grid.nz {
+        let z = scaled(step * k as f64 + offset, full_dims[2]);
+        for j in 0..grid.ny {
+            let y = scaled(step * j as f64 + offset, full_dims[1]);
+            for i in 0..grid.nx {
+                if tissue[idx] == WM && image[idx] > 0.0 {
+                    let x = scaled(step * i as f64 + offset, full_dims[0]);
+                    let t = bias_terms(x, y, z);
+                    let v = f64::from(image[idx]).ln();
+                    for r in 0..10 {
+                        atb[r] += t[r] * v;
+                        for c in r..10 {
+                            ata[r][c] += t[r] * t[c];
+                        }
+                    }
+                    points.push(t);
+                    n += 1;
+                }
+                idx += 1;
+            }
+        }
+    }
+    if n < 20 {
+        return None;
+    }
+    for r in 0..10 {
+        for c in 0..r {
+            ata[r][c] = ata[c][r];
+        }
+        // A touch of ridge keeps the system solvable on thin slabs.
+        ata[r][r] += 1e-6 * n as f64;
+    }
+    let coef = solve(ata, atb)?;
+    let mean_log = points
+        .iter()
+        .map(|t| t.iter().zip(&coef).map(|(a, b)| a * b).sum::<f64>())
+        .sum::<f64>()
+        / n as f64;
+    Some(BiasFit {
+        coef,
+        mean_log,
+        dims: full_dims,
+    })
+}
+
+/// The field `exp(p - mean log)` at tissue voxels (1 there without a fit, 0 elsewhere).
+fn eval_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8]) -> Vec<f32> {
+    let mut out = vec![0f32; tissue.len()];
+    let Some(fit) = fit else {
+        for (o, &t) in out.iter_mut().zip(tissue) {
+            if t != 0 {
+                *o = 1.0;
+            }
+        }
+        return out;
+    };
+    let mut idx = 0;
+    for k in 0..grid.nz {
+        let z = scaled(k as f64, fit.dims[2]);
+        for j in 0..grid.ny {
+            let y = scaled(j as f64, fit.dims[1]);
+            for i in 0..grid.nx {
+                if tissue[idx] != 0 {
+                    let x = scaled(i as f64, fit.dims[0]);
+                    let t = bias_terms(x, y, z);
+                    let p: f64 = t.iter().zip(&fit.coef).map(|(a, b)| a * b).sum();
+                    out[idx] = (p - fit.mean_log).exp() as f32;
+                }
+                idx += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Gaussian elimination with partial pivoting on a small dense system.
+fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let pivot = (col..N).max_by(|&r, &s| a[r][col].abs().total_cmp(&a[s][col].abs()))?;
+        if a[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for r in col + 1..N {
+            let f = a[r][col] / a[col][col];
+            for c in col..N {
+                a[r][c] -= f * a[col][c];
+            }
+            b[r] -= f * b[col];
+        }
+    }
+    let mut x = [0.0; N];
+    for r in (0..N).rev() {
+        let mut s = b[r];
+        for c in r + 1..N {
+            s -= a[r][c] * x[c];
+        }
+        x[r] = s / a[r][r];
+    }
+    Some(x)
+}
+
+// ---------------------------------------------------------------------------------
+// The measures, as MRIQC 24.0.2 computes them (`mriqc.interfaces.anatomical.
+// StructuralQC` calling `mriqc.qc.anatomical`).
+
+/// Python's `round(x, 4)`: correctly rounded from the exact binary value.
+pub fn round4(x: f64) -> f64 {
+    if !x.is_finite() {
+        return x;
+    }
+    format!("{x:.4}").parse().unwrap_or(x)
+}
+
+/// numpy's `_lerp`: `a + (b - a) t`, or `b - (b - a)(1 - t)` when `t >= 0.5`.
+fn lerp(lo: f64, hi: f64, gamma: f64) -> f64 {
+    let diff = hi - lo;
+    if gamma >= 0.5 {
+        hi - diff * (1.0 - gamma)
+    } else {
+        lo + diff * gamma
+    }
+}
+
+/// The order statistics at `rank` and `rank + 1` (clamped) of `values`, which it
+/// reorders.
+fn order_pair<T: Copy>(
+    values: &mut [T],
+    rank: usize,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> (T, T) {
+    let n = values.len();
+    let (_, at, upper) = values.select_nth_unstable_by(rank, &cmp);
+    let at = *at;
+    let next = upper.iter().copied().min_by(|a, b| cmp(a, b)).unwrap_or(at);
+    (at, if rank + 1 < n { next } else { at })
+}
+
+/// `np.percentile(values, q)` with the default linear interpolation.
+fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let virtual_index = (n - 1) as f64 * (q / 100.0);
+    let below = virtual_index.floor();
+    let (lo, hi) = order_pair(values, (below as usize).min(n - 1), f64::total_cmp);
+    lerp(lo, hi, virtual_index - below)
+}
+
+/// The two middle order statistics (equal when n is odd), as `np.median` averages
+/// them; `None` when empty.
+fn middle_pair<T: Copy>(
+    values: &mut [T],
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Option<(T, T)> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    if n % 2 == 1 {
+        let (m, _) = order_pair(values, n / 2, cmp);
+        Some((m, m))
+    } else {
+        Some(order_pair(values, n / 2 - 1, cmp))
+    }
+}
+
+/// `np.median`: the mean of the two middle values when n is even (NaN when empty).
+fn np_median(values: &mut [f64]) -> f64 {
+    match middle_pair(values, f64::total_cmp) {
+        Some((a, b)) if values.len() % 2 == 0 => (a + b) / 2.0,
+        Some((a, _)) => a,
+        None => f64::NAN,
+    }
+}
+
+/// Neumaier-compensated sum, so results do not hang on summation order.
+fn sum_exact(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut s, mut c) = (0.0f64, 0.0f64);
+    for v in values {
+        let t = s + v;
+        if s.abs() >= v.abs() {
+            c += (s - t) + v;
+        } else {
+            c += (v - t) + s;
+        }
+        s = t;
+    }
+    s + c
+}
+
+/// A harmonised voxel as MRIQC reads it back: single precision widened, infinity
+/// as `nan_to_num` makes it.
+fn widen(x: f32) -> f64 {
+    if x.is_infinite() {
+        f64::MAX
+    } else {
+        f64::from(x)
+    }
+}
+
+/// One tissue's `summary_stats` entry.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    mean: f64,
+    median: f64,
+    p95: f64,
+    p05: f64,
+    k: f64,
+    stdv: f64,
+    mad: f64,
+    n: f64,
+}
+
+/// `summary_stats` for one 0/1 mask: statsmodels' weighted statistics of the
+/// harmonised data rounded to integers, with the weights 0 outside the mask; kurtosis
+/// and MAD of the unrounded voxels. `inside` holds the mask's voxels, `whole` every
+/// voxel of the image.
+fn summary(inside: &mut [f32], whole: &[f32]) -> Summary {
+    let n = inside.len();
+    let w = n as f64;
+    let rounded = |x: f32| widen(x).round_ties_even();
+    let mean = sum_exact(inside.iter().map(|&x| rounded(x))) / w;
+    let var = sum_exact(inside.iter().map(|&x| {
+        let d = rounded(x) - mean;
+        d * d
+    })) / w;
+    let stdv = var.sqrt();
+
+    // DescrStatsW.quantile: weights summed over the distinct values of the whole
+    // array (zero-weight values included), SAS definition with a 1e-10 tie window.
+    let distinct = distinct_counts(inside.iter().map(|&x| rounded(x)), n);
+    let mut cumulative = Vec::with_capacity(distinct.len());
+    let mut acc = 0.0;
+    for (_, c) in &distinct {
+        acc += c;
+        cumulative.push(acc);
+    }
+    let quantile = |p: f64| -> f64 {
+        if distinct.is_empty() {
+            return f64::NAN;
+        }
+        let target = p * w;
+        let ii = cumulative
+            .partition_point(|c| *c < target)
+            .min(distinct.len() - 1);
+        let value = distinct[ii].0;
+        if (target - cumulative[ii]).abs() < 1e-10 {
+            // The next distinct value of the whole array, which may lie outside the mask.
+            let next = whole
+                .iter()
+                .map(|&x| rounded(x))
+                .filter(|r| *r > value)
+                .fold(f64::INFINITY, f64::min);
+            if next.is_finite() {
+                return (value + next) / 2.0;
+            }
+        }
+        value
+    };
+    let (p05, med, p95) = (quantile(0.05), quantile(0.5), quantile(0.95));
+
+    let k = kurtosis(inside);
+    // statsmodels' mad: np.median(|x - centre| / c); dividing by c keeps the order.
+    let mut deviations: Vec<f64> = inside.iter().map(|&x| (widen(x) - med).abs()).collect();
+    let mad = match middle_pair(&mut deviations, f64::total_cmp) {
+        Some((a, b)) if n % 2 == 0 => (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0,
+        Some((a, _)) => a / GAUSSIAN_3_4,
+        None => f64::NAN,
+    };
+    Summary {
+        mean: round4(mean),
+        median: round4(med),
+        p95: round4(p95),
+        p05: round4(p05),
+        k: round4(k),
+        stdv: round4(stdv),
+        mad: round4(mad),
+        n: w,
+    }
+}
+
+/// Distinct values with their counts, ascending: a counting pass when the values are
+/// integers in a modest range (always, for rounded harmonised data), else a sort.
+fn distinct_counts(values: impl Iterator<Item = f64> + Clone, n: usize) -> Vec<(f64, f64)> {
+    let (lo, hi) = values
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    const RANGE: f64 = 16_777_216.0;
+    if n > 0 && hi - lo <= RANGE && values.clone().all(|v| v.fract() == 0.0) {
+        let mut counts = vec![0u32; (hi - lo) as usize + 1];
+        for v in values {
+            counts[(v - lo) as usize] += 1;
+        }
+        return counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(k, c)| (lo + k as f64, f64::from(*c)))
+            .collect();
+    }
+    let mut sorted: Vec<f64> = values.collect();
+    sorted.sort_unstable_by(f64::total_cmp);
+    let mut distinct: Vec<(f64, f64)> = Vec::new();
+    for v in sorted {
+        match distinct.last_mut() {
+            Some((last, count)) if *last == v => *count += 1.0,
+            _ => distinct.push((v, 1.0)),
+        }
+    }
+    distinct
+}
+
+/// `scipy.stats.kurtosis` (Fisher, biased) of harmonised voxels.
+fn kurtosis(x: &[f32]) -> f64 {
+    if x.is_empty() {
+        return f64::NAN;
+    }
+    let n = x.len() as f64;
+    let mean = sum_exact(x.iter().map(|&v| widen(v))) / n;
+    // scipy's _moment squares, then squares again.
+    let (mut m2, mut m4) = (0.0f64, 0.0f64);
+    let (mut c2, mut c4) = (0.0f64, 0.0f64);
+    for &v in x {
+        let d = widen(v) - mean;
+        let s = d * d;
+        // Neumaier steps, inlined for the two sums.
+        let t = m2 + s;
+        c2 += if m2.abs() >= s.abs() {
+            (m2 - t) + s
+        } else {
+            (s - t) + m2
+        };
+        m2 = t;
+        let q = s * s;
+        let t = m4 + q;
+        c4 += if m4.abs() >= q.abs() {
+            (m4 - t) + q
+        } else {
+            (q - t) + m4
+        };
+        m4 = t;
+    }
+    let (m2, m4) = ((m2 + c2) / n, (m4 + c4) / n);
+    if m2 <= (f64::EPSILON * mean).powi(2) {
+        return f64::NAN;
+    }
+    m4 / (m2 * m2) - 3.0
+}
+
+/// AFNI's classic FWHM estimate from first differences (`mri_estimate_FWHM_1dif`,
+/// what MRIQC reads from `3dFWHMx -ShowMeClassicFWHM`), in mm along i, j, k.
+pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8]) -> [f64; 3] {
+    let grid = Grid::new(dims);
+    let (mut fsum, mut fsq, mut count) = (0.0f64, 0.0f64, 0usize);
+    for (&v, &m) in image.iter().zip(mask) {
+        if m != 0 {
+            let a = f64::from(v);
+            fsum += a;
+            fsq += a * a;
+            count += 1;
+        }
+    }
+    if count < 9 || fsq <= 0.0 {
+        return [-1.0; 3];
+    }
+    let var = (fsq - (fsum * fsum) / count as f64) / (count as f64 - 1.0);
+    if var <= 0.0 {
+        return [-1.0; 3];
+    }
+    let mut sums = [0.0f64; 3];
+    let mut squares = [0.0f64; 3];
+    let mut counts = [0usize; 3];
+    let steps = [1, grid.nx, grid.sxy()];
+    let mut idx = 0;
+    for k in 0..grid.nz {
+        for j in 0..grid.ny {
+            for i in 0..grid.nx {
+                if mask[idx] != 0 {
+                    let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];
+                    let arg = f64::from(image[idx]);
+                    for axis in 0..3 {
+                        let next = idx + steps[axis];
+                        if inside[axis] && mask[next] != 0 {
+                            let d = f64::from(image[next]) - arg;
+                            sums[axis] += d;
+                            squares[axis] += d * d;
+                            counts[axis] += 1;
+                        }
+                    }
+                }
+                idx += 1;
+            }
+        }
+    }
+    let mut out = [-1.0f64; 3];
+    for axis in 0..3 {
+        let c = counts[axis] as f64;
+        let var_d = if counts[axis] < 6 {
+            0.0
+        } else {
+            (squares[axis] - (sums[axis] * sums[axis]) / c) / (c - 1.0)
+        };
+        let arg = 1.0 - 0.5 * (var_d / var);
+        // AFNI keeps the result in single precision.
+        let dx = voxel[axis] as f32 as f64;
+        out[axis] = if arg <= 0.0 || arg >= 1.0 {
+            -1.0f32 as f64
+        } else {
+            (2.35482 * (-1.0 / (4.0 * arg.ln())).sqrt() * dx) as f32 as f64
+        };
+    }
+    out
+}
+
+/// Every metric from the image (finite values) and its masks.
+pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, IqmError> {
+    let grid = Grid::new(masks.dims);
+    // Harmonize: scale so that the median of eroded white matter is 1000.
+    let wm: Vec<u8> = masks.tissue.iter().map(|&t| u8::from(t == WM)).collect();
+    let eroded = erode(&wm, grid, true, 0);
+    let core = if eroded.contains(&1) { &eroded } else { &wm };
+    let mut wm_values: Vec<f64> = image
+        .iter()
+        .zip(core)
+        .filter(|(_, m)| **m != 0)
+        .map(|(v, _)| f64::from(*v))
+        .collect();
+    if wm_values.is_empty() {
+        return Err(IqmError::NoTissue("white matter"));
+    }
+    let wm_median = np_median(&mut wm_values);
+    let factor = 1000.0 / wm_median;
+    // MRIQC writes the harmonised image as single precision and reads it back, NaN
+    // and negatives set to 0.
+    let data: Vec<f32> = image
+        .iter()
+        .map(|&v| {
+            let x = (f64::from(v) * factor) as f32;
+            if x.is_nan() || x < 0.0 { 0.0 } else { x }
+        })
+        .collect();
+
+    // Voxels of each class: bg (air), csf, gm, wm.
+    let mut classes: [Vec<f32>; 4] = Default::default();
+    for ((&x, &t), &a) in data.iter().zip(&masks.tissue).zip(&masks.air) {
+        if (1..=3).contains(&t) {
+            classes[t as usize].push(x);
+        }
+        if a != 0 {
+            classes[0].push(x);
+        }
+    }
+    let [bg_values, csf_values, gm_values, wm_values] = &mut classes;
+    let csf = summary(csf_values, &data);
+    let gm = summary(gm_values, &data);
+    let wms = summary(wm_values, &data);
+    let bg = summary(bg_values, &data);
+    drop(classes);
+
+    let snr = |s: &Summary| s.median / (s.stdv * (s.n / (s.n - 1.0)).sqrt());
+    let snrs = [snr(&csf), snr(&wms), snr(&gm)];
+    let snr_total = (snrs[0] + snrs[1] + snrs[2]) / 3.0;
+    let snrd = |s: &Summary| {
+        if bg.mad > 1.0 {
+            DIETRICH_FACTOR * s.median / bg.mad
+        } else if bg.stdv > 1e-3 {
+            DIETRICH_FACTOR * s.median / bg.stdv
+        } else {
+            -1.0
+        }
+    };
+    let snrds = [snrd(&csf), snrd(&wms), snrd(&gm)];
+    let snrd_total = (snrds[0] + snrds[1] + snrds[2]) / 3.0;
+    let cnr = (wms.median - gm.median).abs()
+        / (bg.stdv.powi(2) + gm.stdv.powi(2) + wms.stdv.powi(2)).sqrt();
+    let cjv = (wms.mad + gm.mad) / (wms.median - gm.median).abs();
+
+    // FBER: median energy in the head over median energy in the air, rotation
+    // padding excluded. Voxels are non-negative, so squaring keeps their order.
+    let median_energy = |values: &mut Vec<f32>| -> f64 {
+        let n = values.len();
+        match middle_pair(values, f32::total_cmp) {
+            Some((a, b)) if n % 2 == 0 => {
+                let (a, b) = (widen(a), widen(b));
+                (a * a + b * b) / 2.0
+            }
+            Some((a, _)) => widen(a) * widen(a),
+            None => f64::NAN,
+        }
+    };
+    let mut fg: Vec<f32> = Vec::new();
+    let mut outside: Vec<f32> = Vec::new();
+    for ((&x, &h), &r) in data.iter().zip(&masks.head).zip(&masks.rotation) {
+        if h != 0 {
+            fg.push(x);
+        } else if r == 0 {
+            outside.push(x);
+        }
+    }
+    let fg_mu = median_energy(&mut fg);
+    let bg_mu = median_energy(&mut outside);
+    drop((fg, outside));
+    let fber = if bg_mu < 1.0e-3 {
+        -1.0
+    } else {
+        round4(fg_mu / bg_mu)
+    };
+
+    // EFC over the voxels outside the rotation mask.
+    let frame = || {
+        data.iter()
+            .zip(&masks.rotation)
+            .filter(|(_, r)| **r == 0)
+            .map(|(x, _)| widen(*x))
+    };
+    let n_vox = frame().count() as f64;
+    let efc_max = 1.0 * n_vox * (1.0 / n_vox.sqrt()) * (1.0 / n_vox.sqrt()).ln();
+    let b_max = sum_exact(frame().map(|x| x * x)).sqrt();
+    let entropy = sum_exact(frame().map(|x| (x / b_max) * ((x + 1e-16) / b_max).ln()));
+    let efc = round4((1.0 / efc_max) * entropy);
+
+    // WM2MAX: over the 99.95th percentile of the whole image.
+    let mut all = data.clone();
+    let n = all.len();
+    let virtual_index = (n - 1) as f64 * (99.95 / 100.0);
+    let below = virtual_index.floor();
+    let (lo, hi) = order_pair(&mut all, (below as usize).min(n - 1), f32::total_cmp);
+    drop(all);
+    let wm2max = wms.median / lerp(widen(lo), widen(hi), virtual_index - below);
+
+    let air_n = masks.air.iter().filter(|&&a| a != 0).count() as f64;
+    let art_n = masks.artefact.iter().filter(|&&a| a != 0).count() as f64;
+    let qi_1 = if air_n < 1.0 {
+        -1.0
+    } else {
+        art_n / (air_n + art_n)
+    };
+
+    let brain: Vec<u8> = masks.tissue.iter().map(|&t| u8::from(t != 0)).collect();
+    let fwhm_mm = fwhm_classic(image, masks.dims, voxel, &brain);
+    let zooms = voxel.map(|v| v as f32 as f64);
+    let fwhm = [0, 1, 2].map(|a| fwhm_mm[a] / zooms[a]);
+    let fwhm_avg = (fwhm[0] + fwhm[1] + fwhm[2]) / 3.0;
+
+    let total = csf.n + gm.n + wms.n;
+    let icvs = [csf.n / total, gm.n / total, wms.n / total];
+
+    let mut bias: Vec<f64> = masks
+        .bias
+        .iter()
+        .zip(&masks.tissue)
+        .filter(|(_, t)| **t != 0)
+        .map(|(b, _)| f64::from(*b))
+        .collect();
+    let p95 = percentile_linear(&mut bias, 95.0);
+    let p05 = percentile_linear(&mut bias, 5.0);
+    let inu_range = (p95 - p05).abs();
+    let inu_med = np_median(&mut bias);
+
+    let mut named: Vec<(&str, f64)> = vec![
+        ("cjv", cjv),
+        ("cnr", cnr),
+        ("efc", efc),
+        ("fber", fber),
+        ("fwhm_avg", fwhm_avg),
+        ("fwhm_x", fwhm[0]),
+        ("fwhm_y", fwhm[1]),
+        ("fwhm_z", fwhm[2]),
+        ("icvs_csf", icvs[0]),
+        ("icvs_gm", icvs[1]),
+        ("icvs_wm", icvs[2]),
+        ("inu_med", inu_med),
+        ("inu_range", inu_range),
+        ("qi_1", qi_1),
+        ("size_x", masks.dims[0] as f64),
+        ("size_y", masks.dims[1] as f64),
+        ("size_z", masks.dims[2] as f64),
+        ("snr_csf", snrs[0]),
+        ("snr_gm", snrs[2]),
+        ("snr_total", snr_total),
+        ("snr_wm", snrs[1]),
+        ("snrd_csf", snrds[0]),
+        ("snrd_gm", snrds[2]),
+        ("snrd_total", snrd_total),
+        ("snrd_wm", snrds[1]),
+        ("spacing_x", zooms[0]),
+        ("spacing_y", zooms[1]),
+        ("spacing_z", zooms[2]),
+        ("wm2max", wm2max),
+    ];
+    for (name, s) in [("bg", &bg), ("csf", &csf), ("gm", &gm), ("wm", &wms)] {
+        for (stat, v) in [
+            ("k", s.k),
+            ("mad", s.mad),
+            ("mean", s.mean),
+            ("median", s.median),
+            ("n", s.n),
+            ("p05", s.p05),
+            ("p95", s.p95),
+            ("stdv", s.stdv),
+        ] {
+            let key: &'static str = COLUMNS
+                .iter()
+                .copied()
+                .find(|c| *c == format!("summary_{name}_{stat}"))
+                .unwrap_or("");
+            named.push((key, v));
+        }
+    }
+    let values = COLUMNS
+        .iter()
+        .map(|c| {
+            named
+                .iter()
+                .find(|(n, _)| n == c)
+                .map_or(f64::NAN, |(_, v)| *v)
+        })
+        .collect();
+    Ok(Iqms { values, wm_median })
+}
+
+// ---------------------------------------------------------------------------------
+// Phantoms: synthetic heads built with integer and correctly rounded arithmetic only,
+// so that every platform makes the same voxels (the reference values in
+// tests/data/iqm_reference.json were computed on them).
+
+/// The synthetic heads the reference test measures.
+pub const PHANTOMS: &[&str] = &[
+    "t1_clean",
+    "t1_noisy",
+    "t1_bias",
+    "t1_ghost",
+    "t1_zero_padded",
+    "flair",
+    "t2_anisotropic",
+];
+
+/// A synthetic head: scalp, skull, CSF, cortex, white matter and ventricles in
+/// ellipsoidal shells, with Rician noise and one artefact per name.
+pub fn phantom(name: &str) -> Option<(Volume, Contrast)> {
+    let (dims, voxel, contrast) = match name {
+        "t2_anisotropic" => ([72usize, 84, 28], [1.5f64, 1.5, 4.0], Contrast::T2w),
+        "flair" => ([56, 68, 56], [2.0, 2.0, 2.0], Contrast::Flair),
+        _ if PHANTOMS.contains(&name) => ([56, 68, 56], [2.0, 2.0, 2.0], Contrast::T1w),
+        _ => return None,
+    };
+    // Signal of csf, gm, wm, skull, scalp.
+    let levels: [f64; 5] = match contrast {
+        Contrast::T1w => [180.0, 600.0, 1000.0, 40.0, 800.0],
+        Contrast::Flair => [70.0, 780.0, 560.0, 30.0, 600.0],
+        Contrast::T2w => [1000.0, 580.0, 420.0, 30.0, 500.0],
+    };
+    let sigma: u64 = match name {
+        "t1_noisy" => 90,
+        "t1_clean" => 8,
+        _ => 20,
+    };
+    let grid = Grid::new(dims);
+    // Semi-axes in mm, so that the anisotropic grid holds the same head.
+    let axes = [52.0f64, 64.0, 52.0];
+    let centre = [0, 1, 2].map(|a| (dims[a] as f64 - 1.0) / 2.0);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ name.len() as u64;
+    let mut uniform = move || {
+        // xorshift64*: integers only.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40
+    };
+    // A sum of four uniform integers in [-sigma*sqrt(3), sigma*sqrt(3)] is close to Gaussian.
+    let span = sigma * 1732 / 1000;
+    let mut gaussian = move || -> f64 {
+        let mut s: i64 = 0;
+        for _ in 0..4 {
+            s += (uniform() % (2 * span + 1)) as i64 - span as i64;
+        }
+        s as f64 / 2.0
+    };
+    let mut signal = vec![0f64; grid.len()];
+    for (idx, value) in signal.iter_mut().enumerate() {
+        let (i, j, k) = grid.ijk(idx);
+        let p = [i, j, k];
+        let mut r2 = 0.0;
+        for a in 0..3 {
+            let d = (p[a] as f64 - centre[a]) * voxel[a] / axes[a];
+            r2 += d * d;
+        }
+        let r = r2.sqrt();
+        let texture = ((i * 7 + j * 13 + k * 5) % 11) as f64 - 5.0;
+        *value = if r < 0.18 {
+            levels[0]
+        } else if r < 0.55 {
+            levels[2] + texture * 4.0
+        } else if r < 0.68 {
+            levels[1] + texture * 6.0
+        } else if r < 0.74 {
+            levels[0]
+        } else if r < 0.82 {
+            levels[3]
+        } else if r < 0.92 {
+            levels[4] + texture * 5.0
+        } else {
+            0.0
+        };
+        if name == "t1_bias" {
+            let x = (i as f64 - centre[0]) / dims[0] as f64;
+            let y = (j as f64 - centre[1]) / dims[1] as f64;
+            *value *= 1.0 + 0.6 * x + 0.8 * y * y;
+        }
+    }
+    if name == "t1_ghost" {
+        // A copy of the head shifted by half the field of view along j, at 25%.
+        let shifted: Vec<f64> = (0..grid.len())
+            .map(|idx| {
+                let (i, j, k) = grid.ijk(idx);
+                let js = (j + dims[1] / 2) % dims[1];
+                signal[i + dims[0] * (js + dims[1] * k)]
+            })
+            .collect();
+        for (v, g) in signal.iter_mut().zip(&shifted) {
+            *v += 0.25 * g;
+        }
+    }
+    let mut data: Vec<f32> = signal
+        .iter()
+        .map(|&s| {
+            let (re, im) = (s + gaussian(), gaussian());
+            (re * re + im * im).sqrt().round() as f32
+        })
+        .collect();
+    if name == "t1_zero_padded" {
+        // A corner emptied to exact zeros, as a rotation or defacing leaves.
+        for (idx, v) in data.iter_mut().enumerate() {
+            let (i, j, k) = grid.ijk(idx);
+            if i + j + k < dims[0] / 2 {
+                *v = 0.0;
+            }
+        }
+    }
+    let mut affine = [[0.0f64; 4]; 4];
+    for a in 0..3 {
+        affine[a][a] = voxel[a];
+        affine[a][3] = -centre[a] * voxel[a];
+    }
+    affine[3][3] = 1.0;
+    Some((
+        Volume {
+            dims,
+            data,
+            affine,
+            voxel_size: voxel,
+        },
+        contrast,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_like_python() {
+        assert_eq!(round4(0.03125), 0.0312);
+        assert_eq!(round4(0.12345678), 0.1235);
+        // The double nearest -2.00005 lies just inside it, so Python's round gives -2.0.
+        assert_eq!(round4(-2.00005), -2.0);
+        assert!(round4(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn medians_and_percentiles_follow_numpy() {
+        let mut v = vec![4.0, 1.0, 3.0, 2.0];
+        assert_eq!(np_median(&mut v), 2.5);
+        let mut w: Vec<f64> = (0..11).map(f64::from).collect();
+        assert!((percentile_linear(&mut w, 95.0) - 9.5).abs() < 1e-12);
+        assert!(np_median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn kurtosis_of_two_points_is_minus_two() {
+        assert!((kurtosis(&[0.0, 1.0, 0.0, 1.0]) + 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn contrast_orders_tissues() {
+        assert_eq!(Contrast::from_suffix(Some("FLAIR")), Contrast::Flair);
+        assert_eq!(Contrast::from_suffix(Some("T2w")), Contrast::T2w);
+        assert_eq!(Contrast::from_suffix(None), Contrast::T1w);
+        assert_eq!(Contrast::Flair.labels_by_brightness(), [CSF, WM, GM]);
+    }
+
+    #[test]
+    fn fill_holes_closes_a_hollow_cube() {
+        let grid = Grid::new([5, 5, 5]);
+        let mut m = vec![0u8; 125];
+        for idx in 0..125 {
+            let (i, j, k) = grid.ijk(idx);
+            let shell = [i, j, k].iter().all(|&c| (1..=3).contains(&c))
+                && [i, j, k].iter().any(|&c| c == 1 || c == 3);
+            m[idx] = u8::from(shell);
+        }
+        let filled = fill_holes(&m, grid);
+        assert_eq!(filled[2 + 5 * (2 + 5 * 2)], 1);
+        assert_eq!(filled.iter().filter(|&&v| v != 0).count(), 27);
+    }
+
+    #[test]
+    fn empty_image_is_an_error() {
+        let image = vec![0.0f32; 16 * 16 * 16];
+        let err = masks(&image, [16, 16, 16], [1.0; 3], Contrast::T1w);
+        assert_eq!(err.err(), Some(IqmError::NoSignal));
+    }
+}

@@ -1,0 +1,185 @@
+//! Image quality metrics: equal to MRIQC 24.0.2's functions on the same masks
+//! (tests/data/iqm_reference.json, written by scripts/iqm_reference.py), filled by
+//! import and `cdwqc iqm`, exported as MRIQC group tables.
+
+use std::path::Path;
+
+use cdwqc::imaging::iqm::{self, COLUMNS, Contrast};
+use cdwqc::imaging::load_volume;
+use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
+use serde_json::Value;
+
+use crate::support::{cdwqc, ok, repo, stdout};
+
+fn relative(a: f64, b: f64) -> f64 {
+    if a == b {
+        0.0
+    } else {
+        (a - b).abs() / a.abs().max(b.abs())
+    }
+}
+
+#[test]
+fn every_metric_equals_mriqc_on_real_and_synthetic_images() {
+    let text = std::fs::read_to_string(repo().join("tests/data/iqm_reference.json"))
+        .expect("tests/data/iqm_reference.json");
+    let reference: Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(reference["reference"]["mriqc"], "24.0.2");
+    let cases = reference["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 9, "real images and every phantom");
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let source = case["source"].as_str().expect("source");
+        let (volume, contrast) = match source.strip_prefix("phantom:") {
+            Some(p) => iqm::phantom(p).expect("a known phantom"),
+            None => {
+                let path = repo().join(source);
+                assert!(path.is_file(), "{source} missing: run scripts/setup.sh");
+                let contrast = match case["contrast"].as_str() {
+                    Some("FLAIR") => Contrast::Flair,
+                    Some("T2w") => Contrast::T2w,
+                    _ => Contrast::T1w,
+                };
+                (load_volume(&path).expect("reads"), contrast)
+            }
+        };
+        let (_, metrics) = iqm::compute(&volume, contrast).expect("metrics");
+        let wm = case["wm_median"].as_f64().expect("wm_median");
+        assert_eq!(metrics.wm_median, wm, "{name}: white-matter median");
+        let expected = case["expected"].as_object().expect("expected");
+        for (key, want) in expected {
+            let got = metrics
+                .get(key)
+                .unwrap_or_else(|| panic!("{name}: no column {key}"));
+            compared += 1;
+            match want.as_f64() {
+                None => {
+                    if got.is_finite() {
+                        failures.push(format!("{name} {key}: MRIQC non-finite, cdwqc {got}"));
+                    }
+                }
+                Some(w) => {
+                    if !(relative(got, w) <= 1e-6) {
+                        failures.push(format!("{name} {key}: MRIQC {w}, cdwqc {got}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(compared >= cases.len() * 60, "{compared} values compared");
+}
+
+fn write_phantom(path: &Path, name: &str) {
+    let (volume, _) = iqm::phantom(name).expect("phantom");
+    let image = NiftiImage {
+        dims: volume.dims,
+        data: &volume.data,
+        affine: volume.affine,
+        stored: StoredType::Int16,
+        scl_slope: 1.0,
+        scl_inter: 0.0,
+        intent_code: 0,
+        description: "phantom",
+    };
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("folder");
+    write_nifti_gz(path, &image).expect("written");
+}
+
+fn sql(dir: &Path, query: &str) -> String {
+    ok(dir, &["sql", query, "--format", "csv"])
+}
+
+#[test]
+fn import_fills_metrics_and_iqm_exports_mriqc_group_tables() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    write_phantom(&w.join("sub-01/anat/sub-01_T1w.nii.gz"), "t1_clean");
+    write_phantom(&w.join("sub-02/anat/sub-02_T1w.nii.gz"), "t1_noisy");
+    write_phantom(&w.join("sub-01/anat/sub-01_FLAIR.nii.gz"), "flair");
+    std::fs::write(w.join("sub-03_T1w.nii.gz"), b"not an image").expect("bad file");
+    ok(dir, &["init"]);
+    ok(dir, &["import", "w"]);
+
+    // Every ok 3D image has metrics; the bad file has a failed row and none.
+    let counts = sql(
+        dir,
+        "select count(*) filter (where error is null and cnr is not null), count(*) from iqms",
+    );
+    assert!(counts.contains("3,3"), "{counts}");
+    let contrasts = sql(
+        dir,
+        "select i.suffix, q.contrast from iqms q join images i using (image_id) order by all",
+    );
+    assert!(
+        contrasts.contains("FLAIR,FLAIR") && contrasts.contains("T1w,T1w"),
+        "{contrasts}"
+    );
+    // The noisy image has the lower SNR.
+    let snr = sql(
+        dir,
+        "select i.subject, round(q.snr_wm, 3) from iqms q join images i using (image_id) \
+         where i.suffix = 'T1w' order by q.snr_wm",
+    );
+    let first = snr.lines().nth(1).unwrap_or_default();
+    assert!(first.starts_with("02,"), "{snr}");
+
+    // A re-import changes nothing; `cdwqc iqm` finds nothing to do.
+    ok(dir, &["import", "w"]);
+    let out = ok(dir, &["iqm"]);
+    assert!(out.starts_with("0 images measured"), "{out}");
+
+    // A store from before the metrics (or a wiped table) is filled by `cdwqc iqm`;
+    // a file gone since import gets a row that says so and stops nothing.
+    ok(dir, &["sql", "--write", "delete from iqms"]);
+    std::fs::remove_file(w.join("sub-02/anat/sub-02_T1w.nii.gz")).expect("remove");
+    let out = ok(dir, &["iqm"]);
+    assert!(
+        out.starts_with("2 images measured, 1 without metrics"),
+        "{out}"
+    );
+    let errors = sql(dir, "select error from iqms where error is not null");
+    assert!(errors.contains("cannot read"), "{errors}");
+
+    // Export: one table per sequence, MRIQC's column layout.
+    write_phantom(&w.join("sub-02/anat/sub-02_T1w.nii.gz"), "t1_noisy");
+    ok(dir, &["import", "w"]);
+    let out = ok(dir, &["iqm"]);
+    assert!(out.starts_with("1 images measured, 0 without"), "{out}");
+    let out = ok(dir, &["iqm", "--export", "tables"]);
+    assert!(out.contains("group_T1w.tsv: 2 images"), "{out}");
+    let t1 = std::fs::read_to_string(dir.join("tables/group_T1w.tsv")).expect("group_T1w.tsv");
+    let flair = std::fs::read_to_string(dir.join("tables/group_FLAIR.tsv")).expect("FLAIR");
+    let header: Vec<&str> = t1.lines().next().expect("header").split('\t').collect();
+    assert_eq!(header[0], "bids_name");
+    let mut sorted = header[1..].to_vec();
+    sorted.sort_unstable();
+    assert_eq!(
+        header[1..],
+        sorted[..],
+        "IQM columns in name order, as MRIQC writes them"
+    );
+    for column in COLUMNS
+        .iter()
+        .chain(["qi_2", "rpve_wm", "tpm_overlap_gm"].iter())
+    {
+        assert!(header.contains(column), "{column}");
+    }
+    let rows: Vec<&str> = t1.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].starts_with("sub-01_T1w\t"), "{}", rows[0]);
+    let qi2 = header.iter().position(|h| *h == "qi_2").expect("qi_2");
+    assert_eq!(rows[0].split('\t').nth(qi2), Some("n/a"));
+    assert_eq!(flair.lines().count(), 2);
+
+    // --force recomputes all of them.
+    let o = cdwqc(dir, &["iqm", "--force"]);
+    assert!(
+        stdout(&o).starts_with("3 images measured"),
+        "{}",
+        stdout(&o)
+    );
+}
