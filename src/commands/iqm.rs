@@ -79,9 +79,12 @@ fn parse_contrast(text: &str) -> anyhow::Result<Contrast> {
     }
 }
 
+/// A file given on the command line: its name, path, and the volume with its contrast.
+type MeasuredFile = (String, String, anyhow::Result<(Volume, Contrast)>);
+
 fn measure_files(args: &IqmArgs) -> anyhow::Result<ExitCode> {
     let forced = args.contrast.as_deref().map(parse_contrast).transpose()?;
-    let mut cases: Vec<(String, String, anyhow::Result<(Volume, Contrast)>)> = Vec::new();
+    let mut cases: Vec<MeasuredFile> = Vec::new();
     for path in &args.files {
         let name = bids::stem(path);
         let loaded = load_volume(path).map_err(anyhow::Error::from).map(|v| {

@@ -738,7 +738,7 @@ fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentat
     let mut sample = strided(image.iter().copied(), 200_000);
     let lo = quantile_of(&mut sample, 0.0).min(0.0);
     let hi = quantile_of(&mut sample, 0.995);
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return Err(IqmError::NoSignal);
     }
     let threshold = otsu(&sample, lo, hi);
@@ -844,7 +844,7 @@ fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentat
         quantile_of(&mut brain_sample, 0.005),
         quantile_of(&mut brain_sample, 0.995),
     );
-    if !(bhi > blo) {
+    if bhi.partial_cmp(&blo) != Some(std::cmp::Ordering::Greater) {
         return Err(IqmError::NoSignal);
     }
     let centres = kmeans3(&brain_sample, blo, bhi);
@@ -919,6 +919,8 @@ fn fit_bias(
     if n < 20 {
         return None;
     }
+    // The normal matrix is symmetric: mirror the upper triangle into the lower.
+    #[allow(clippy::needless_range_loop)]
     for r in 0..10 {
         for c in 0..r {
             ata[r][c] = ata[c][r];
@@ -980,8 +982,9 @@ fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; 
         b.swap(col, pivot);
         for r in col + 1..N {
             let f = a[r][col] / a[col][col];
-            for c in col..N {
-                a[r][c] -= f * a[col][c];
+            let (upper, lower) = a.split_at_mut(r);
+            for (target, source) in lower[0][col..].iter_mut().zip(&upper[col][col..]) {
+                *target -= f * source;
             }
             b[r] -= f * b[col];
         }
@@ -1066,7 +1069,7 @@ fn middle_pair<T: Copy>(
 /// `np.median`: the mean of the two middle values when n is even (NaN when empty).
 fn np_median(values: &mut [f64]) -> f64 {
     match middle_pair(values, f64::total_cmp) {
-        Some((a, b)) if values.len() % 2 == 0 => (a + b) / 2.0,
+        Some((a, b)) if values.len().is_multiple_of(2) => (a + b) / 2.0,
         Some((a, _)) => a,
         None => f64::NAN,
     }
@@ -1162,7 +1165,7 @@ fn summary(inside: &mut [f32], whole: &[f32]) -> Summary {
     // statsmodels' mad: np.median(|x - centre| / c); dividing by c keeps the order.
     let mut deviations: Vec<f64> = inside.iter().map(|&x| (widen(x) - med).abs()).collect();
     let mad = match middle_pair(&mut deviations, f64::total_cmp) {
-        Some((a, b)) if n % 2 == 0 => (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0,
+        Some((a, b)) if n.is_multiple_of(2) => (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0,
         Some((a, _)) => a / GAUSSIAN_3_4,
         None => f64::NAN,
     };
@@ -1381,7 +1384,7 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     let median_energy = |values: &mut Vec<f32>| -> f64 {
         let n = values.len();
         match middle_pair(values, f32::total_cmp) {
-            Some((a, b)) if n % 2 == 0 => {
+            Some((a, b)) if n.is_multiple_of(2) => {
                 let (a, b) = (widen(a), widen(b));
                 (a * a + b * b) / 2.0
             }
@@ -1693,13 +1696,14 @@ mod tests {
     #[test]
     fn fill_holes_closes_a_hollow_cube() {
         let grid = Grid::new([5, 5, 5]);
-        let mut m = vec![0u8; 125];
-        for idx in 0..125 {
-            let (i, j, k) = grid.ijk(idx);
-            let shell = [i, j, k].iter().all(|&c| (1..=3).contains(&c))
-                && [i, j, k].iter().any(|&c| c == 1 || c == 3);
-            m[idx] = u8::from(shell);
-        }
+        let m: Vec<u8> = (0..125)
+            .map(|idx| {
+                let (i, j, k) = grid.ijk(idx);
+                let shell = [i, j, k].iter().all(|&c| (1..=3).contains(&c))
+                    && [i, j, k].iter().any(|&c| c == 1 || c == 3);
+                u8::from(shell)
+            })
+            .collect();
         let filled = fill_holes(&m, grid);
         assert_eq!(filled[2 + 5 * (2 + 5 * 2)], 1);
         assert_eq!(filled.iter().filter(|&&v| v != 0).count(), 27);

@@ -295,6 +295,10 @@ fn scrub_nul(row: &mut ImageRow) {
     }
 }
 
+/// What describing an image gives beside its row: previews, warnings, and the quality
+/// metrics of a 3D image.
+type Described = (Vec<PreviewRow>, Vec<String>, Option<IqmRow>);
+
 /// Fills header facts, intensities and sidecar fields; returns previews, warnings and
 /// the quality metrics of a 3D image.
 fn describe(
@@ -303,7 +307,7 @@ fn describe(
     file_size: u64,
     row: &mut ImageRow,
     with_iqm: bool,
-) -> Result<(Vec<PreviewRow>, Vec<String>, Option<IqmRow>), ImagingError> {
+) -> Result<Described, ImagingError> {
     let decoded = nifti::decode_raw_stream(path, reader, Some(file_size))?;
     let mut warnings = Vec::new();
     let h = &decoded.header;

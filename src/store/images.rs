@@ -374,6 +374,7 @@ mod tests {
                     png: vec![status as u8, 1],
                 })
                 .collect(),
+            iqm: None,
         }
     }
 
