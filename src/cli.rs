@@ -91,6 +91,8 @@ impl Command {
                 | Command::Info(_)
                 | Command::Raters(_)
                 | Command::Model(_)
+                | Command::Completions(_)
+                | Command::Man(_)
         )
     }
 }

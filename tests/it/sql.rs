@@ -173,4 +173,15 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
         !errors.contains("panicked") && !errors.contains("Broken pipe"),
         "{errors}"
     );
+    // The same for a generated script read only in part (bash's is larger than a pipe).
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} completions bash | head -c 10",
+            env!("CARGO_BIN_EXE_cdwqc")
+        ))
+        .output()
+        .expect("sh");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(!errors.contains("panicked"), "{errors}");
 }
