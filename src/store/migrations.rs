@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "iqms",
         sql: include_str!("../../sql/migrations/007_iqms.sql"),
     },
+    Migration {
+        version: 8,
+        name: "iqm_outliers",
+        sql: include_str!("../../sql/migrations/008_iqm_outliers.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -188,3 +188,50 @@ fn import_fills_metrics_and_iqm_exports_mriqc_group_tables() {
         stdout(&o)
     );
 }
+
+#[test]
+fn per_scanner_robust_z_scores_flag_the_noisy_head() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    // Five T1w heads of one (unknown) scanner: three with the usual noise, one
+    // cleaner, one much noisier.
+    let heads = [
+        "t1_bias",
+        "t1_ghost",
+        "t1_zero_padded",
+        "t1_clean",
+        "t1_noisy",
+    ];
+    for (n, name) in heads.iter().enumerate() {
+        write_phantom(&w.join(format!("sub-0{n}/anat/sub-0{n}_T1w.nii.gz")), name);
+    }
+    ok(dir, &["init"]);
+    ok(dir, &["import", "w"]);
+    let rows = sql(
+        dir,
+        "select i.subject, o.scanner, o.group_images, o.outlier,
+                abs(o.robust_z - 0.6745 * (o.value - o.group_median) / o.group_mad) < 1e-9 as exact
+         from iqm_outliers o join images i using (image_id)
+         where o.metric = 'fber' order by i.subject",
+    );
+    let lines: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(lines.len(), 5, "{rows}");
+    for line in &lines {
+        assert!(line.contains(",unknown,5,"), "{rows}");
+        assert!(line.ends_with(",true"), "z as defined: {rows}");
+    }
+    // FBER (foreground to background energy) falls with noise: the noisy head lies far
+    // below its scanner's usual heads, the clean one far above.
+    assert!(lines[4].starts_with("04,unknown,5,true"), "noisy: {rows}");
+    assert!(lines[3].starts_with("03,unknown,5,true"), "clean: {rows}");
+    for usual in &lines[..3] {
+        assert!(usual.contains(",5,false,"), "usual heads: {rows}");
+    }
+    // Every screening metric of every image is there.
+    let metrics = sql(
+        dir,
+        "select count(distinct metric), count(distinct image_id) from iqm_outliers",
+    );
+    assert!(metrics.contains("10,5"), "{metrics}");
+}
