@@ -104,9 +104,14 @@ fn smooth_axis(data: &mut [f32], dims: [usize; 3], axis: usize, kernel: &[f32]) 
     };
     let radius = (kernel.len() / 2) as isize;
     let mut line = vec![0f32; n];
-    let starts: Vec<usize> = (0..dims[0] * dims[1] * dims[2])
-        .filter(|&index| (index / stride) % n == 0)
-        .collect();
+    // The first voxel of every line: the other two axes' coordinates, this one's at 0.
+    let starts: Vec<usize> = match axis {
+        0 => (0..dims[1] * dims[2]).map(|jk| jk * dims[0]).collect(),
+        1 => (0..dims[2])
+            .flat_map(|k| (0..dims[0]).map(move |i| i + dims[0] * dims[1] * k))
+            .collect(),
+        _ => (0..dims[0] * dims[1]).collect(),
+    };
     for start in starts {
         for (t, value) in line.iter_mut().enumerate() {
             *value = data[start + t * stride];

@@ -387,7 +387,8 @@ pub fn run_inference(
     let mut adapted_images = None;
     let mut adapt = |mut predictor: Predictor| -> Box<dyn LogitsModel> {
         if let Some(limit) = plan.adapt_batchnorm {
-            let sample = adaptation_sample(&plan.items, limit);
+            let voxels = predictor.preset().preprocess.voxel_count();
+            let sample = adaptation_sample(&plan.items, limit, voxels);
             adapted_images =
                 Some(predictor.adapt_batchnorm(&items(&sample), cache(&plan.cache_dir)));
         }
@@ -451,9 +452,16 @@ pub fn run_inference(
     })
 }
 
-/// Up to `limit` of the items, evenly spread over the list (which follows the store's
+/// Memory the images held for BatchNorm adaptation may take (all are kept for the
+/// layer-by-layer passes): 1,337 images of the 3 mm grid, 42 of the paper's 1 mm grid.
+const ADAPT_MEMORY_BYTES: usize = 1 << 30;
+
+/// Up to `limit` of the items (fewer where `voxels`-sized images would pass
+/// [`ADAPT_MEMORY_BYTES`]), evenly spread over the list (which follows the store's
 /// order), so the same plan always adapts on the same images.
-fn adaptation_sample(items: &[PlanItem], limit: usize) -> Vec<PlanItem> {
+fn adaptation_sample(items: &[PlanItem], limit: usize, voxels: usize) -> Vec<PlanItem> {
+    let fit = ADAPT_MEMORY_BYTES / (voxels.max(1) * std::mem::size_of::<f32>());
+    let limit = limit.min(fit.max(1));
     if items.len() <= limit {
         return items.to_vec();
     }

@@ -221,12 +221,7 @@ struct Staged {
 /// Appends a batch to the staging tables. A path written twice in one batch keeps its
 /// last write, as one statement per write in order would have left it.
 fn stage(conn: &duckdb::Connection, writes: &[ImageWrite]) -> duckdb::Result<Staged> {
-    let mut last_write: HashMap<&str, usize> = HashMap::new();
-    for (at, write) in writes.iter().enumerate() {
-        if let ImageWrite::Upsert { row, .. } = write {
-            last_write.insert(&row.path, at);
-        }
-    }
+    let last_write = last_writes(writes);
     let mut images = conn.appender_to_catalog_and_db("stage_images", "temp", "main")?;
     let mut previews = conn.appender_to_catalog_and_db("stage_previews", "temp", "main")?;
     let mut touches = conn.appender_to_catalog_and_db("stage_touches", "temp", "main")?;
@@ -262,15 +257,21 @@ fn stage(conn: &duckdb::Connection, writes: &[ImageWrite]) -> duckdb::Result<Sta
     Ok(staged)
 }
 
+/// Where each path of a batch is written last: earlier writes of a path are dropped.
+fn last_writes(writes: &[ImageWrite]) -> HashMap<&str, usize> {
+    let mut last = HashMap::new();
+    for (at, write) in writes.iter().enumerate() {
+        if let ImageWrite::Upsert { row, .. } = write {
+            last.insert(row.path.as_str(), at);
+        }
+    }
+    last
+}
+
 /// The metrics of a batch's images, once the staged rows gave them their ids (the last
 /// write of a path wins, as for the rows).
 fn write_iqms(conn: &duckdb::Connection, writes: &[ImageWrite]) -> duckdb::Result<()> {
-    let mut last_write: HashMap<&str, usize> = HashMap::new();
-    for (at, write) in writes.iter().enumerate() {
-        if let ImageWrite::Upsert { row, .. } = write {
-            last_write.insert(&row.path, at);
-        }
-    }
+    let last_write = last_writes(writes);
     let mut id_of = conn.prepare_cached(include_str!("../../sql/store/image_id_by_path.sql"))?;
     let mut upsert = conn.prepare_cached(include_str!("../../sql/store/upsert_iqm.sql"))?;
     for (at, write) in writes.iter().enumerate() {
