@@ -18,9 +18,10 @@ use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Model preset: tiny, demo, cpu-small, paper, pretrained, or a TOML file.
-    #[arg(long, default_value = "cpu-small")]
-    pub preset: String,
+    /// Model preset: tiny, demo, cpu-small, paper, pretrained, or a TOML file
+    /// (default: the --init-model's preset, else cpu-small).
+    #[arg(long)]
+    pub preset: Option<String>,
     #[arg(long, value_enum, default_value = "usable")]
     pub task: Task,
     /// Labelled source sequence (BIDS suffix).
@@ -60,6 +61,12 @@ pub struct TrainArgs {
     /// `dawid-skene` (the most probable class of the latent truth). Kept by --resume.
     #[arg(long, value_enum, default_value = "majority")]
     pub labels: crate::rate::latent::ConsensusMethod,
+    /// Start from an exported model's weights (a name under models/, such as a shipped
+    /// model, or a model folder) instead of a random initialisation; its preset is used
+    /// unless --preset prepares images the same way. `finetune` then skips its source
+    /// pretraining. Kept by --resume.
+    #[arg(long, value_name = "MODEL")]
+    pub init_model: Option<String>,
 }
 
 /// The batches of the current epoch, on a terminal only (logs get one line per epoch).
@@ -101,6 +108,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         learning_rate: args.learning_rate,
         recipe: args.recipe,
         labels: args.labels,
+        init_model: args.init_model,
     };
     let planned = plan_training(&store, &request, &runs_dir(), Some(cache_dir()))?;
     println!("{}", planned.summary);

@@ -13,7 +13,9 @@ use crate::model::card::{CardMetrics, ExportedModel, ModelCard, TrainingInfo, We
 use crate::model::preset::Preset;
 use crate::model::recipe::Recipe;
 use crate::model::split::{Set, split_by_subject};
-use crate::model::train::{CheckpointState, EpochReport, Method, TrainConfig, TrainStatus};
+use crate::model::train::{
+    CheckpointState, EpochReport, InitialWeights, Method, TrainConfig, TrainStatus,
+};
 use crate::rate::labels::image_labels;
 use crate::rate::latent::{ConsensusMethod, latent_labels};
 use crate::report::agreement::Task;
@@ -47,8 +49,9 @@ pub fn load_preset(name: &str) -> Result<Preset, ModelError> {
 /// What a user asks to train.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainRequest {
-    /// Built-in preset name or TOML file.
-    pub preset: String,
+    /// Built-in preset name or TOML file; absent: the initial model's preset, else
+    /// [`DEFAULT_PRESET`].
+    pub preset: Option<String>,
     pub task: Task,
     /// Labelled source sequence (BIDS suffix).
     pub source: String,
@@ -68,12 +71,18 @@ pub struct TrainRequest {
     pub recipe: Option<String>,
     /// Majority consensus or Dawid-Skene latent truth (a resumed run keeps its own).
     pub labels: ConsensusMethod,
+    /// An exported model (a name under `models/` or a folder) whose weights the run
+    /// starts from; `finetune` then skips its source pretraining.
+    pub init_model: Option<String>,
 }
+
+/// The preset of a run that names none and starts from no model.
+pub const DEFAULT_PRESET: &str = "cpu-small";
 
 impl Default for TrainRequest {
     fn default() -> Self {
         Self {
-            preset: "cpu-small".into(),
+            preset: None,
             task: Task::Usable,
             source: "T1w".into(),
             target: "FLAIR".into(),
@@ -86,8 +95,31 @@ impl Default for TrainRequest {
             learning_rate: None,
             recipe: None,
             labels: ConsensusMethod::Majority,
+            init_model: None,
         }
     }
+}
+
+/// The exported model a run starts from, its card checked against the task and its
+/// weights verified (size and SHA-256).
+fn initial_model(name: &str, task: Task) -> Result<(ExportedModel, PathBuf), PlanError> {
+    let model = ExportedModel::open(&ExportedModel::resolve(name, &super::models_dir())?)?;
+    if model.card.task()? != task {
+        return Err(invalid(format!(
+            "model {} predicts task {}, not {}: give --task {} or another model",
+            model.card.name,
+            model.card.task,
+            task.name(),
+            model.card.task
+        )));
+    }
+    let weights = model.verified_weights()?;
+    Ok((model, weights))
+}
+
+fn grid_words(preset: &Preset) -> String {
+    let [x, y, z] = preset.preprocess.shape;
+    format!("{x}x{y}x{z} at {} mm", preset.preprocess.spacing_mm)
 }
 
 /// A planned training run and the rows that record its start.
@@ -218,7 +250,27 @@ pub fn plan_training(
         .method
         .parse::<Method>()
         .map_err(|e| invalid(e.to_string()))?;
-    let preset = load_preset(&request.preset)?;
+    let initial = request
+        .init_model
+        .as_deref()
+        .map(|name| initial_model(name, task))
+        .transpose()?;
+    let preset = match (&request.preset, &initial) {
+        (Some(name), _) => load_preset(name)?,
+        (None, Some((model, _))) => model.card.preset.clone(),
+        (None, None) => load_preset(DEFAULT_PRESET)?,
+    };
+    if let Some((model, _)) = &initial
+        && model.card.preset.preprocess != preset.preprocess
+    {
+        return Err(invalid(format!(
+            "model {} was trained on images prepared by preset {} ({}), but preset {} prepares them otherwise: leave --preset out to use the model's",
+            model.card.name,
+            model.card.preset.name,
+            grid_words(&model.card.preset),
+            preset.name
+        )));
+    }
     let method_name = request.method.clone();
     let run_id = request
         .run
@@ -292,6 +344,16 @@ pub fn plan_training(
         _ => ArtefactRule::AnyGrade,
     };
     config.seed = seed;
+    if let Some((model, weights)) = &initial {
+        // The model is the pretraining: fine-tuning starts from it at once.
+        config.pretrain_epochs = 0;
+        config.initial_weights = Some(InitialWeights {
+            model: model.card.name.clone(),
+            weights: weights.clone(),
+            sha256: model.card.weights.sha256.clone(),
+            head: model.card.prediction_head()?,
+        });
+    }
     config.label_source =
         (request.labels != ConsensusMethod::Majority).then(|| request.labels.name().to_string());
     let summary = with_recipe(summary, &config);
@@ -371,12 +433,17 @@ fn with_recipe(summary: String, config: &TrainConfig) -> String {
         "off"
     };
     format!(
-        "{summary}; recipe {}, augmentation {augmentation}{}",
+        "{summary}; recipe {}, augmentation {augmentation}{}{}",
         config.recipe.recipe.name(),
         config
             .label_source
             .as_deref()
             .map(|l| format!(", labels {l}"))
+            .unwrap_or_default(),
+        config
+            .initial_weights
+            .as_ref()
+            .map(|w| format!(", starting from model {}", w.model))
             .unwrap_or_default()
     )
 }

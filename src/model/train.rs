@@ -113,6 +113,22 @@ pub struct TrainConfig {
     /// majority consensus (every configuration stored before this field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_source: Option<String>,
+    /// An exported model whose weights replace the random initialisation (absent: random).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_weights: Option<InitialWeights>,
+}
+
+/// The weights of an exported model a run starts from (`cdwqc train --init-model`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitialWeights {
+    /// The model's name in its card.
+    pub model: String,
+    pub weights: PathBuf,
+    /// Checked again when training starts: the file the run was planned with.
+    pub sha256: String,
+    /// The head the model predicts with; a source head also becomes the target head,
+    /// so that every method starts from the model's own decision.
+    pub head: Head,
 }
 
 impl TrainConfig {
@@ -143,6 +159,7 @@ impl TrainConfig {
             recipe,
             artefact_rule: ArtefactRule::default(),
             label_source: None,
+            initial_weights: None,
         }
     }
 
@@ -224,6 +241,50 @@ const SEED_INIT: u64 = 0x1417;
 const SEED_DROPOUT: u64 = 0xD20;
 /// Plus 0 (source), 1 (labelled target), 2 (unlabelled target).
 const SEED_AUGMENT: u64 = 0xA0;
+
+/// Overwrites the target head's weights with the source head's.
+fn copy_source_head_to_target(vs: &nn::VarStore) {
+    let _guard = tch::no_grad_guard();
+    let vars = vs.variables();
+    for (name, var) in &vars {
+        if let Some(rest) = name.strip_prefix("target_head.")
+            && let Some(src) = vars.get(&format!("source_head.{rest}"))
+        {
+            var.shallow_clone().copy_(src);
+        }
+    }
+}
+
+/// Replaces the random initialisation with an exported model's weights, after checking
+/// that the file is still the one the run was planned with.
+fn load_initial_weights(vs: &mut nn::VarStore, initial: &InitialWeights) -> Result<(), ModelError> {
+    let path = &initial.weights;
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let found = crate::import::analyse::hex_sha256(&bytes);
+    if !found.eq_ignore_ascii_case(&initial.sha256) {
+        return Err(ModelError::File {
+            path: path.clone(),
+            detail: format!(
+                "SHA-256 {found}, but model {} had {} when the run was planned (the file was changed): training did not start",
+                initial.model, initial.sha256
+            ),
+        });
+    }
+    vs.load(path).map_err(|err| ModelError::File {
+        path: path.clone(),
+        detail: format!(
+            "the weights of model {} do not fit this run's network ({err}): the model and the run need the same grid, classes and domain head (recipe)",
+            initial.model
+        ),
+    })?;
+    if initial.head == Head::Source {
+        copy_source_head_to_target(vs);
+    }
+    Ok(())
+}
 
 /// Labelled and unlabelled images of one run.
 #[derive(Debug, Clone, Default)]
@@ -796,7 +857,11 @@ pub fn train(
         status: None,
         history: Vec::new(),
     };
-    if options.resume && run_dir.join(STATE_FILE).exists() {
+    let resuming = options.resume && run_dir.join(STATE_FILE).exists();
+    if let Some(initial) = config.initial_weights.as_ref().filter(|_| !resuming) {
+        load_initial_weights(&mut vs, initial)?;
+    }
+    if resuming {
         let saved = CheckpointState::read(run_dir)?;
         if saved.config != *config {
             return Err(ModelError::Config(format!(
@@ -877,15 +942,7 @@ pub fn train(
         let phase = config.phase(epoch);
         if phase != optimizer_phase {
             // Fine-tuning starts from the pretrained source classifier, with fresh moments.
-            let _guard = tch::no_grad_guard();
-            let vars = vs.variables();
-            for (name, var) in &vars {
-                if let Some(rest) = name.strip_prefix("target_head.")
-                    && let Some(src) = vars.get(&format!("source_head.{rest}"))
-                {
-                    var.shallow_clone().copy_(src);
-                }
-            }
+            copy_source_head_to_target(&vs);
             optimizer = nn::Adam {
                 wd: config.weight_decay,
                 ..Default::default()

@@ -343,7 +343,7 @@ impl JobsState {
                 .find(|name| !taken(name))
                 .unwrap_or(base);
             Ok(JobRequest::Train(TrainRequest {
-                preset: preset.into(),
+                preset: Some(preset.into()),
                 task,
                 method: method.name().into(),
                 epochs: Some(form.epochs),
@@ -379,7 +379,9 @@ impl JobsState {
                     "train {} {} ({}, {} epochs)",
                     t.task.name(),
                     t.method,
-                    t.preset,
+                    t.preset
+                        .as_deref()
+                        .unwrap_or(crate::jobs::plan::DEFAULT_PRESET),
                     t.epochs.unwrap_or_default()
                 ),
                 true,

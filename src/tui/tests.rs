@@ -991,7 +991,7 @@ fn jobs_running_job_with_curves_and_log() {
     let mut app = app(&mut store, None);
     open_jobs(&mut app, &mut store);
     let id = app.jobs.add(&JobRequest::Train(TrainRequest {
-        preset: "demo".into(),
+        preset: Some("demo".into()),
         epochs: Some(8),
         run: Some("usable-ssda-demo-1".into()),
         ..TrainRequest::default()
@@ -1220,7 +1220,7 @@ fn a_stop_that_reaches_a_starting_worker_says_so() {
     let mut app = app(&mut store, None);
     open_jobs(&mut app, &mut store);
     let starting = app.jobs.add(&JobRequest::Train(TrainRequest {
-        preset: "tiny".into(),
+        preset: Some("tiny".into()),
         epochs: Some(3),
         run: Some("usable-ssda-tiny-1".into()),
         ..TrainRequest::default()
@@ -1246,7 +1246,7 @@ fn a_stop_that_reaches_a_starting_worker_says_so() {
     );
     // A worker that dies of a signal nobody sent is reported as killed.
     let crashed = app.jobs.add(&JobRequest::Train(TrainRequest {
-        preset: "tiny".into(),
+        preset: Some("tiny".into()),
         epochs: Some(3),
         run: Some("usable-ssda-tiny-2".into()),
         ..TrainRequest::default()

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{cdwqc, ok, stderr};
+use crate::support::{cdwqc, ok, stderr, stdout};
 use crate::train::tiny_rated_warehouse;
 
 fn csv(dir: &Path, db: &str, sql: &str) -> String {
@@ -313,4 +313,159 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
     std::fs::write(&path, &weights).expect("restore");
     let shown = ok(dir, &["model", "show", &model]);
     assert!(shown.contains("name = \"tiny-quality\""), "{shown}");
+}
+
+/// Largest absolute difference between the convolution weights of two weight files.
+fn conv_weight_distance(a: &Path, b: &Path) -> f64 {
+    let read = |p: &Path| -> std::collections::BTreeMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(p)
+            .expect("safetensors")
+            .into_iter()
+            .filter(|(name, _)| name.contains("conv") && name.ends_with("weight"))
+            .collect()
+    };
+    let (a, b) = (read(a), read(b));
+    assert!(!a.is_empty(), "no convolution weights in {}", a.len());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(name, t)| (t - &b[name]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn a_run_starts_from_an_exported_model_and_refuses_one_that_does_not_fit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    tiny_rated_warehouse(dir);
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--task",
+            "quality",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        cdwqc(dir, &args)
+    };
+    let first = train(&["--preset", "tiny", "--seed", "1", "--run", "q1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    ok(
+        dir,
+        &[
+            "model",
+            "export",
+            "--run",
+            "q1",
+            "--name",
+            "tiny-quality",
+            "--out",
+            "exported",
+        ],
+    );
+    let model = dir.join("exported/tiny-quality");
+    let model_weights = model.join("weights.safetensors");
+
+    // No --preset: the model's own (tiny). A learning rate of 1e-9 leaves the weights
+    // where the model put them; finetune skips its source pretraining.
+    let started = train(&[
+        "--seed",
+        "1",
+        "--method",
+        "finetune",
+        "--init-model",
+        "exported/tiny-quality",
+        "--learning-rate",
+        "1e-9",
+        "--run",
+        "from-model",
+    ]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    assert!(
+        stdout(&started).contains("starting from model tiny-quality"),
+        "{}",
+        stdout(&started)
+    );
+    assert_eq!(
+        csv(
+            dir,
+            "cdwqc.duckdb",
+            "select preset, config->'initial_weights'->>'model' as model,
+                    (select count(*) from epochs e where e.run_id = r.run_id) as epochs
+             from runs r where run_id = 'from-model'"
+        ),
+        "preset,model,epochs\ntiny,tiny-quality,1\n"
+    );
+    let from_model = dir.join("models/runs/from-model/last.safetensors");
+    let near = conv_weight_distance(&model_weights, &from_model);
+    assert!(near < 1e-5, "weights moved by {near} from the model's");
+    // A random start (another seed than the model's) is far from the model.
+    let random = train(&[
+        "--seed",
+        "2",
+        "--preset",
+        "tiny",
+        "--method",
+        "target-only",
+        "--learning-rate",
+        "1e-9",
+        "--run",
+        "random",
+    ]);
+    assert!(random.status.success(), "{}", stderr(&random));
+    let far = conv_weight_distance(
+        &model_weights,
+        &dir.join("models/runs/random/last.safetensors"),
+    );
+    assert!(far > 1e-3, "a random start is only {far} from the model");
+
+    // Refused before anything is stored: another grid, another task, changed weights.
+    let runs = || csv(dir, "cdwqc.duckdb", "select count(*) as n from runs");
+    let before = runs();
+    let grid = train(&["--preset", "demo", "--init-model", "exported/tiny-quality"]);
+    assert!(!grid.status.success());
+    assert!(
+        stderr(&grid).contains("was trained on images prepared by preset tiny (24x24x24"),
+        "{}",
+        stderr(&grid)
+    );
+    let task = cdwqc(
+        dir,
+        &[
+            "train",
+            "--task",
+            "usable",
+            "--init-model",
+            "exported/tiny-quality",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        stderr(&task).contains("predicts task quality, not usable"),
+        "{}",
+        stderr(&task)
+    );
+    let mut bytes = std::fs::read(&model_weights).expect("weights");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&model_weights, &bytes).expect("tamper");
+    let tampered = train(&["--init-model", "exported/tiny-quality", "--run", "t"]);
+    assert!(
+        stderr(&tampered).contains("does not match")
+            && stderr(&tampered).contains("weights.safetensors"),
+        "{}",
+        stderr(&tampered)
+    );
+    let missing = train(&["--init-model", "no-such-model"]);
+    assert!(
+        stderr(&missing).contains("no model \"no-such-model\""),
+        "{}",
+        stderr(&missing)
+    );
+    assert_eq!(runs(), before, "a refused run stores nothing");
 }
