@@ -11,7 +11,25 @@ import json
 import sys
 from pathlib import Path
 
-METHODS = ["ssda", "finetune", "target-only", "source-only"]
+# Arms by run id (fl-<task>-<arm>-f<fraction>-s<seed>): the four methods, finetune from
+# the shipped model, and the shipped model with no label (as is, and adapted).
+ARMS = {
+    "ssda": "ssda",
+    "shipped": "finetune from the shipped model",
+    "finetune": "finetune",
+    "target-only": "target-only",
+    "source-only": "source-only",
+    "asis": "shipped model, no label",
+    "adabn": "shipped model adapted (AdaBN), no label",
+}
+METHODS = list(ARMS)
+
+
+def arm_of(run_id, task, fraction, seed):
+    prefix, suffix = f"fl-{task}-", f"-f{fraction}-s{seed}"
+    if run_id.startswith(prefix) and run_id.endswith(suffix):
+        return run_id[len(prefix) : -len(suffix)]
+    return None
 
 
 def fmt(v, ci=True):
@@ -45,14 +63,17 @@ def main(argv):
                 print(f"(missing {path})")
                 continue
             c = json.loads(path.read_text())
+            baseline = f"fl-{task}-target-only-f{fraction}-s{seed}"
             for r in c["runs"]:
-                if r["task"] != task or r["method"] not in rows:
+                arm = arm_of(r["run_id"], task, fraction, seed)
+                if r["task"] != task or arm not in rows:
                     continue
-                rows[r["method"]].append(r["balanced_accuracy"])
-                images.setdefault(r["method"], []).append(r["images"])
+                rows[arm].append(r["balanced_accuracy"])
+                images.setdefault(arm, []).append(r["images"])
             for d in c["versus_baseline"]:
-                if d["task"] == task and d["method"] in diffs:
-                    diffs[d["method"]].append(d["difference"])
+                arm = arm_of(d["run_id"], task, fraction, seed)
+                if d["task"] == task and d["baseline_run_id"] == baseline and arm in diffs:
+                    diffs[arm].append(d["difference"])
         print(f"## {fraction}% of the external subjects labelled\n")
         header = ["method"] + [f"seed {s}" for s in seeds] + ["mean", "vs target-only (per seed)"]
         print("| " + " | ".join(header) + " |")
@@ -71,7 +92,7 @@ def main(argv):
                 mark = " >0" if lo is not None and lo > 0 else (" <0" if hi is not None and hi < 0 else "")
                 signs.append(f"{d['value']:+.3f}{mark}")
             n = images.get(m, [])
-            cells = [f"{m} ({min(n)}-{max(n)} images)" if n else m]
+            cells = [f"{ARMS[m]} ({min(n)}-{max(n)} images)" if n else ARMS[m]]
             cells += [fmt(v) for v in rows[m]] + [mean, ", ".join(signs) or "(baseline)"]
             print("| " + " | ".join(cells) + " |")
         print()

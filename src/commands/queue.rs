@@ -23,6 +23,8 @@ pub struct QueueArgs {
 pub enum Strategy {
     All,
     Uncertainty,
+    /// The unrated images between the run's triage thresholds (see --triage).
+    Triage,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,13 +47,23 @@ pub enum QueueAction {
         name: Option<String>,
         /// `all` queues every readable image; `uncertainty` the --size unrated images
         /// that --run's predictions are least sure of (entropy), one per subject, with
-        /// a --random-share drawn at random.
+        /// a --random-share drawn at random; `triage` every unrated image the model
+        /// neither accepts nor rejects at --triage (cdwqc report model --triage).
         #[arg(long, value_enum, default_value = "all")]
         strategy: Strategy,
         /// The run whose stored predictions rank the images (`cdwqc infer --run RUN`
         /// first, so that unrated images have predictions).
-        #[arg(long, required_if_eq("strategy", "uncertainty"))]
+        #[arg(
+            long,
+            required_if_eq("strategy", "uncertainty"),
+            required_if_eq("strategy", "triage")
+        )]
         run: Option<String>,
+        /// The triage rate: the share of the last class (reject, bad) kept from
+        /// automatic acceptance, and of the others from automatic rejection, on the
+        /// run's validation images.
+        #[arg(long, default_value_t = 0.95)]
+        triage: f64,
         /// Images in an uncertainty queue.
         #[arg(long, default_value_t = 50)]
         size: usize,
@@ -128,6 +140,80 @@ fn uncertain_images(
     Ok(picked.iter().map(|s| s.image_id).collect())
 }
 
+/// The unrated images in the run's triage band, with the counts the model decides.
+fn triage_images(
+    store: &Store,
+    run: &str,
+    sequence: Option<&str>,
+    rate: f64,
+) -> anyhow::Result<Vec<i64>> {
+    use crate::metrics::{BootstrapConfig, TriageBand, TriageDecision};
+    use crate::report::model::{ModelOptions, build};
+    if !(rate > 0.0 && rate <= 1.0) {
+        bail!("--triage {rate} is not in (0, 1]");
+    }
+    let report = build(
+        store,
+        run,
+        &ModelOptions {
+            bootstrap: BootstrapConfig {
+                replicates: 1,
+                ..BootstrapConfig::default()
+            },
+            figures: false,
+            triage: Some(rate),
+            ..ModelOptions::default()
+        },
+    )?;
+    let triage = report
+        .triage
+        .context("the model report computed no triage")?;
+    let (Some(accept), Some(reject)) = (triage.accept_below.value, triage.reject_from.value) else {
+        bail!(
+            "run {run}: no triage thresholds at {rate} on its {} validation images ({});              runs trained before validation predictions were stored have none",
+            triage.validation_images,
+            triage.accept_below.text()
+        );
+    };
+    let band = TriageBand { accept, reject };
+    let rated = crate::rate::labels::image_labels(store)?;
+    let task = report.task.name();
+    let (mut accepted, mut rejected, mut unrated) = (0usize, 0usize, 0usize);
+    let mut review = Vec::new();
+    for (image_id, _, probabilities) in store.queue_candidates(run, task, sequence)? {
+        if rated.contains_key(&image_id) {
+            continue;
+        }
+        let Some(score) = probabilities.last() else {
+            continue;
+        };
+        unrated += 1;
+        match band.decide(*score) {
+            TriageDecision::Accept => accepted += 1,
+            TriageDecision::Reject => rejected += 1,
+            TriageDecision::Review => review.push(image_id),
+        }
+    }
+    if unrated == 0 {
+        bail!(
+            "run {run} has no prediction of an unrated image{}: predict them first (cdwqc infer --run {run} --unrated)",
+            sequence
+                .map(|s| format!(" of sequence {s}"))
+                .unwrap_or_default()
+        );
+    }
+    let c = &triage.positive_class;
+    println!(
+        "triage of {unrated} unrated images by run {run} at {rate}: P({c}) < {accept:.4} accepted          ({accepted}), >= {reject:.4} rejected ({rejected}), {} to review ({:.1}% of the ratings saved)",
+        review.len(),
+        100.0 * (accepted + rejected) as f64 / unrated as f64
+    );
+    if review.is_empty() {
+        bail!("the model decides every unrated image at {rate}: no image to queue");
+    }
+    Ok(review)
+}
+
 pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         QueueAction::Create {
@@ -138,6 +224,7 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             name,
             strategy,
             run,
+            triage,
             size,
             random_share,
         } => {
@@ -145,6 +232,9 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             let images = match (strategy, run) {
                 (Strategy::Uncertainty, Some(run)) => {
                     uncertain_images(&store, &run, sequence.as_deref(), size, random_share, seed)?
+                }
+                (Strategy::Triage, Some(run)) => {
+                    triage_images(&store, &run, sequence.as_deref(), triage)?
                 }
                 _ => store.rateable_images(sequence.as_deref())?,
             };

@@ -67,6 +67,7 @@ impl ScoringArgs {
             },
             figures: self.html.is_some(),
             target: None,
+            triage: None,
         }
     }
 }
@@ -86,6 +87,12 @@ pub struct ModelArgs {
     /// classes unflagged.
     #[arg(long, group = "operating_point")]
     pub target_specificity: Option<f64>,
+    /// Triage at this rate (e.g. 0.95): on the validation images, pick the score below
+    /// which the model accepts an image and the score from which it rejects one, so that
+    /// this share of the last class escapes acceptance and this share of the others
+    /// escapes rejection; report how many ratings the band between saves.
+    #[arg(long, value_name = "RATE")]
+    pub triage: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,6 +159,12 @@ fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
         && !(v > 0.0 && v <= 1.0)
     {
         bail!("the target rate {v} is not in (0, 1]");
+    }
+    if let Some(rate) = args.triage {
+        if !(rate > 0.0 && rate <= 1.0) {
+            bail!("--triage {rate} is not in (0, 1]");
+        }
+        options.triage = Some(rate);
     }
     let report = model::build(&store, &args.run, &options)?;
     let doc = model::document(&report);

@@ -236,6 +236,48 @@ pub fn threshold_for(scores: &[f64], positive: &[bool], target: OperatingTarget)
     }
 }
 
+/// Triage by two thresholds on the positive-class score: images scoring below `accept`
+/// are accepted without a person, images at or above `reject` are rejected without a
+/// person, and the band between goes to people.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TriageBand {
+    pub accept: f64,
+    pub reject: f64,
+}
+
+/// What triage does with one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriageDecision {
+    Accept,
+    Review,
+    Reject,
+}
+
+impl TriageBand {
+    /// On the data it is chosen on, at least `rate` of the positives are kept from
+    /// automatic acceptance (sensitivity) and at least `rate` of the negatives from
+    /// automatic rejection (specificity). Where the two thresholds cross, the band is
+    /// empty and both guarantees still hold.
+    pub fn for_rate(scores: &[f64], positive: &[bool], rate: f64) -> Result<Self, MetricError> {
+        let accept = threshold_for(scores, positive, OperatingTarget::Sensitivity(rate))?;
+        let reject = threshold_for(scores, positive, OperatingTarget::Specificity(rate))?;
+        Ok(Self {
+            accept,
+            reject: reject.max(accept),
+        })
+    }
+
+    pub fn decide(&self, score: f64) -> TriageDecision {
+        if score < self.accept {
+            TriageDecision::Accept
+        } else if score >= self.reject {
+            TriageDecision::Reject
+        } else {
+            TriageDecision::Review
+        }
+    }
+}
+
 /// Sensitivity and specificity of flagging `score >= threshold`.
 pub fn rates_at(scores: &[f64], positive: &[bool], threshold: f64) -> (Option<f64>, Option<f64>) {
     let (mut tp, mut p, mut tn, mut n) = (0u64, 0u64, 0u64, 0u64);
@@ -293,5 +335,33 @@ mod tests {
         assert_eq!(spec, Some(0.75));
         assert!(t > 0.4 && t <= 0.6, "{t}");
         assert!(threshold_for(&scores, &[false; 8], OperatingTarget::Sensitivity(0.9)).is_err());
+    }
+
+    #[test]
+    fn triage_keeps_both_guarantees_and_reviews_the_band_between() {
+        let scores = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9];
+        let positive = [false, false, true, false, true, false, true, true];
+        let band = TriageBand::for_rate(&scores, &positive, 0.9).expect("band");
+        // Every positive scores 0.3 or more (0.9 of four positives is all four); all four
+        // negatives score under 0.75 (halfway from 0.7 to the next score, 0.8).
+        assert_eq!(band.accept, 0.3);
+        assert!((band.reject - 0.75).abs() < 1e-12, "{band:?}");
+        let decisions: Vec<TriageDecision> = scores.iter().map(|s| band.decide(*s)).collect();
+        use TriageDecision::*;
+        assert_eq!(
+            decisions,
+            [
+                Accept, Accept, Review, Review, Review, Review, Reject, Reject
+            ]
+        );
+        // Crossing thresholds: an empty band, everything decided, guarantees kept.
+        let easy = [0.1, 0.2, 0.8, 0.9];
+        let truth = [false, false, true, true];
+        let band = TriageBand::for_rate(&easy, &truth, 0.5).expect("band");
+        assert_eq!(band.accept, band.reject);
+        assert!(easy.iter().all(|s| band.decide(*s) != Review));
+        let (sens, spec) = rates_at(&easy, &truth, band.accept);
+        assert!(sens >= Some(0.5) && spec >= Some(0.5));
+        assert!(TriageBand::for_rate(&easy, &[true; 4], 0.9).is_err());
     }
 }

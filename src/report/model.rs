@@ -10,9 +10,10 @@ use super::agreement::Task;
 use super::plots::RocSeries;
 use super::{Figure, ReportError, Value};
 use crate::metrics::{
-    BootstrapConfig, ConfusionMatrix, Estimate, MetricError, OperatingTarget, Undefined,
-    ZeroDivision, apply_temperature, bootstrap_percentile, expected_calibration_error,
-    fit_temperature, rates_at, roc_auc, roc_auc_one_vs_rest, roc_curve, threshold_for,
+    BootstrapConfig, ConfusionMatrix, Estimate, MetricError, OperatingTarget, TriageBand,
+    TriageDecision, Undefined, ZeroDivision, apply_temperature, bootstrap_percentile,
+    expected_calibration_error, fit_temperature, rates_at, roc_auc, roc_auc_one_vs_rest, roc_curve,
+    threshold_for,
 };
 use crate::rate::labels::image_labels;
 use crate::store::Store;
@@ -105,6 +106,10 @@ pub struct ModelOptions {
     /// Pick the decision threshold on the run's validation images that reaches this
     /// sensitivity or specificity for the last class (reject, bad, gado).
     pub target: Option<OperatingTarget>,
+    /// Triage at this rate: thresholds picked on the validation images so that this
+    /// share of the last class escapes automatic acceptance and this share of the
+    /// others escapes automatic rejection; the band between goes to people.
+    pub triage: Option<f64>,
 }
 
 impl Default for ModelOptions {
@@ -115,6 +120,7 @@ impl Default for ModelOptions {
             bootstrap: BootstrapConfig::default(),
             figures: true,
             target: None,
+            triage: None,
         }
     }
 }
@@ -242,6 +248,9 @@ pub struct ModelReport {
     /// The threshold for `--target-sensitivity` / `--target-specificity`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operating_point: Option<OperatingPoint>,
+    /// Accept / review / reject bands for `--triage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage: Option<TriageReport>,
     #[serde(skip)]
     pub samples: Vec<Sample>,
     #[serde(skip)]
@@ -487,6 +496,9 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
     let operating_point = opts
         .target
         .map(|target| operating_point(target, &validation, &samples, task, &opts.bootstrap));
+    let triage = opts
+        .triage
+        .map(|rate| triage_report(rate, &validation, &samples, task, &opts.bootstrap));
     let mut report = ModelReport {
         schema: MODEL_SCHEMA,
         store: store.path().display().to_string(),
@@ -505,6 +517,7 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         by_scanner,
         calibration,
         operating_point,
+        triage,
         samples,
         figures: Vec::new(),
     };
@@ -669,6 +682,171 @@ fn operating_point(
         Ok(s.iter().filter(|v| **v >= t).count() as f64 / s.len() as f64)
     });
     point
+}
+
+/// Triage of the evaluated images by two thresholds picked on the validation images:
+/// the model accepts the images it is sure are not of the last class, rejects those it
+/// is sure are, and people rate the band between.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageReport {
+    pub positive_class: String,
+    /// The share of positives kept from automatic acceptance, and of negatives from
+    /// automatic rejection, on the validation images.
+    pub rate: f64,
+    pub validation_images: u64,
+    /// Accepted below this score (P of the last class), rejected at or above `reject`.
+    pub accept_below: Value,
+    pub reject_from: Value,
+    /// On the evaluated set, with subject-level bootstrap 95% CIs.
+    pub images: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub to_review: u64,
+    /// Ratings people no longer make: the accepted and rejected images' share.
+    pub ratings_saved_share: Value,
+    /// Share of the positives not accepted automatically (found by the model or by the
+    /// people who review the band).
+    pub sensitivity: Value,
+    /// Share of the negatives not rejected automatically.
+    pub specificity: Value,
+    /// Positives accepted automatically, and negatives rejected automatically.
+    pub positives_accepted: u64,
+    pub negatives_rejected: u64,
+}
+
+fn triage_report(
+    rate: f64,
+    validation: &[Sample],
+    samples: &[Sample],
+    task: Task,
+    config: &BootstrapConfig,
+) -> TriageReport {
+    let positive = task.categories().len() - 1;
+    let score = |s: &Sample| s.probabilities[positive];
+    let v_scores: Vec<f64> = validation.iter().map(score).collect();
+    let v_positive: Vec<bool> = validation.iter().map(|s| s.truth == positive).collect();
+    let band = TriageBand::for_rate(&v_scores, &v_positive, rate);
+    let mut report = TriageReport {
+        positive_class: task.categories()[positive].to_string(),
+        rate,
+        validation_images: validation.len() as u64,
+        accept_below: Value::default(),
+        reject_from: Value::default(),
+        images: samples.len() as u64,
+        accepted: 0,
+        rejected: 0,
+        to_review: 0,
+        ratings_saved_share: Value::default(),
+        sensitivity: Value::default(),
+        specificity: Value::default(),
+        positives_accepted: 0,
+        negatives_rejected: 0,
+    };
+    let band = match band {
+        Ok(b) => b,
+        Err(e) => {
+            // No thresholds: the model decides nothing, people rate every image.
+            report.to_review = report.images;
+            let why = Value::undefined(&e);
+            report.accept_below = why.clone();
+            report.reject_from = why.clone();
+            report.ratings_saved_share = why.clone();
+            report.sensitivity = why.clone();
+            report.specificity = why;
+            return report;
+        }
+    };
+    report.accept_below = Value::of(band.accept);
+    report.reject_from = Value::of(band.reject);
+    for s in samples {
+        match band.decide(score(s)) {
+            TriageDecision::Accept => {
+                report.accepted += 1;
+                report.positives_accepted += u64::from(s.truth == positive);
+            }
+            TriageDecision::Reject => {
+                report.rejected += 1;
+                report.negatives_rejected += u64::from(s.truth != positive);
+            }
+            TriageDecision::Review => report.to_review += 1,
+        }
+    }
+    let groups = subject_groups(samples);
+    report.ratings_saved_share = with_bootstrap(samples, &groups, config, |it| {
+        let (mut n, mut saved) = (0usize, 0usize);
+        for s in it {
+            n += 1;
+            saved += usize::from(band.decide(score(s)) != TriageDecision::Review);
+        }
+        if n == 0 {
+            return Err(Undefined::EmptyInput.into());
+        }
+        Ok(saved as f64 / n as f64)
+    });
+    let share_of = |class_positive: bool, kept: fn(TriageDecision) -> bool| {
+        with_bootstrap(samples, &groups, config, |it| {
+            let (mut n, mut k) = (0usize, 0usize);
+            for s in it.filter(|s| (s.truth == positive) == class_positive) {
+                n += 1;
+                k += usize::from(kept(band.decide(score(s))));
+            }
+            if n == 0 {
+                return Err(Undefined::SingleClass.into());
+            }
+            Ok(k as f64 / n as f64)
+        })
+    };
+    report.sensitivity = share_of(true, |d| d != TriageDecision::Accept);
+    report.specificity = share_of(false, |d| d != TriageDecision::Reject);
+    report
+}
+
+fn triage_section(d: &mut super::document::Document, t: &TriageReport) {
+    d.heading(2, "Triage");
+    d.paragraph(format!(
+        "Two thresholds on P({c}) picked on {n} validation images so that {r} of the {c}          images escape automatic acceptance and {r} of the others escape automatic          rejection: the model accepts an image when P({c}) is below {a}, rejects it from          {b}, and people rate the band between. 95% CIs: bootstrap over subjects.",
+        c = t.positive_class,
+        n = t.validation_images,
+        r = t.rate,
+        a = t.accept_below.text(),
+        b = t.reject_from.text()
+    ));
+    let share = |k: u64| {
+        if t.images == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{k} ({:.1}%)", 100.0 * k as f64 / t.images as f64)
+        }
+    };
+    d.table(
+        &["", "value"],
+        vec![
+            vec!["images evaluated".into(), t.images.to_string()],
+            vec!["accepted by the model".into(), share(t.accepted)],
+            vec!["rejected by the model".into(), share(t.rejected)],
+            vec!["to review by people".into(), share(t.to_review)],
+            vec![
+                "ratings saved [95% CI]".into(),
+                t.ratings_saved_share.text(),
+            ],
+            vec![
+                format!("{} found (model or review) [95% CI]", t.positive_class),
+                t.sensitivity.text(),
+            ],
+            vec![
+                format!("others not rejected by the model [95% CI]"),
+                t.specificity.text(),
+            ],
+            vec![
+                format!("{} accepted by the model (missed)", t.positive_class),
+                t.positives_accepted.to_string(),
+            ],
+            vec![
+                "others rejected by the model (lost)".into(),
+                t.negatives_rejected.to_string(),
+            ],
+        ],
+    );
 }
 
 fn calibration_section(d: &mut super::document::Document, r: &ModelReport) {
@@ -1042,6 +1220,9 @@ pub fn document(r: &ModelReport) -> super::document::Document {
         ],
     );
     calibration_section(&mut d, r);
+    if let Some(t) = &r.triage {
+        triage_section(&mut d, t);
+    }
     d.heading(2, "Per class");
     d.table(
         &[
@@ -1516,6 +1697,55 @@ mod tests {
             predicted,
             probabilities: vec![1.0 - p1, p1],
         }
+    }
+
+    #[test]
+    fn triage_counts_each_band_and_what_the_model_got_wrong() {
+        let config = BootstrapConfig {
+            replicates: 50,
+            seed: 1,
+            confidence: 0.95,
+        };
+        // Validation: every reject scores 0.3 or more, every usable image under 0.75.
+        let validation: Vec<Sample> = [
+            (0, 0.1),
+            (0, 0.2),
+            (1, 0.3),
+            (0, 0.4),
+            (1, 0.6),
+            (0, 0.7),
+            (1, 0.8),
+            (1, 0.9),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (truth, p))| sample(&format!("v{i}"), *truth, 0, *p))
+        .collect();
+        let evaluated: Vec<Sample> = [
+            (0, 0.05), // accepted
+            (1, 0.2),  // a reject accepted: missed
+            (0, 0.5),  // review
+            (1, 0.5),  // review
+            (0, 0.8),  // a usable image rejected: lost
+            (1, 0.95), // rejected
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (truth, p))| sample(&format!("s{i}"), *truth, 0, *p))
+        .collect();
+        let t = triage_report(0.9, &validation, &evaluated, Task::Usable, &config);
+        assert_eq!(t.accept_below.value, Some(0.3));
+        assert!((t.reject_from.value.expect("reject") - 0.75).abs() < 1e-12);
+        assert_eq!((t.accepted, t.rejected, t.to_review), (2, 2, 2));
+        assert_eq!((t.positives_accepted, t.negatives_rejected), (1, 1));
+        assert_eq!(t.ratings_saved_share.value, Some(4.0 / 6.0));
+        assert_eq!(t.sensitivity.value, Some(2.0 / 3.0));
+        assert_eq!(t.specificity.value, Some(2.0 / 3.0));
+        assert!(t.ratings_saved_share.ci95.is_some());
+        // One class in validation: no thresholds, people rate everything.
+        let t = triage_report(0.9, &validation[..2], &evaluated, Task::Usable, &config);
+        assert_eq!(t.accept_below.value, None);
+        assert_eq!((t.accepted, t.rejected, t.to_review), (0, 0, 6));
     }
 
     #[test]

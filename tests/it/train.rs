@@ -455,6 +455,110 @@ fn train_then_infer_on_a_tiny_warehouse() {
         ],
     );
     assert_eq!(queued.lines().nth(1), Some("2"), "{queued}");
+
+    // Triage: the report's bands add up, and a triage queue holds exactly the unrated
+    // images between the thresholds (or is refused when the model decides them all).
+    let triage: Value = serde_json::from_str(&ok(
+        dir,
+        &[
+            "report",
+            "model",
+            "--run",
+            "usable-ssda-seed1",
+            "--json",
+            "--bootstrap",
+            "50",
+            "--triage",
+            "0.95",
+        ],
+    ))
+    .expect("JSON");
+    let t = &triage["triage"];
+    let count = |k: &str| t[k].as_u64().expect(k);
+    assert_eq!(
+        count("accepted") + count("rejected") + count("to_review"),
+        count("images"),
+        "{t}"
+    );
+    if let (Some(a), Some(r)) = (
+        t["accept_below"]["value"].as_f64(),
+        t["reject_from"]["value"].as_f64(),
+    ) {
+        assert!(a <= r, "{t}");
+    }
+    let bad_rate = cdwqc(
+        dir,
+        &[
+            "report",
+            "model",
+            "--run",
+            "usable-ssda-seed1",
+            "--triage",
+            "1.5",
+        ],
+    );
+    assert!(
+        stderr(&bad_rate).contains("--triage 1.5 is not in (0, 1]"),
+        "{}",
+        stderr(&bad_rate)
+    );
+    // Held-out test subjects become validation ones, so that the thresholds have
+    // both classes to be picked on.
+    ok(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "update splits set \"set\" = 'validation' where split_id = 'usable-ssda-seed1' and \"set\" = 'test'",
+        ],
+    );
+    let made = cdwqc(
+        dir,
+        &[
+            "queue",
+            "create",
+            "--strategy",
+            "triage",
+            "--run",
+            "usable-ssda-seed1",
+            "--triage",
+            "0.95",
+            "--raters",
+            "zed",
+            "--overlap",
+            "0",
+            "--name",
+            "triage-1",
+        ],
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&made.stdout), stderr(&made));
+    assert!(text.contains("triage of 3 unrated images"), "{text}");
+    let review: u64 = text
+        .split(" to review")
+        .next()
+        .and_then(|head| head.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no review count in {text}"));
+    let queued = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) from queue_items i join queues q using (queue_id) where q.name = 'triage-1'",
+            "--format",
+            "csv",
+        ],
+    );
+    if review == 0 {
+        assert!(!made.status.success() && text.contains("decides every unrated image"));
+        assert_eq!(queued.lines().nth(1), Some("0"), "{queued}");
+    } else {
+        assert!(made.status.success(), "{text}");
+        assert_eq!(
+            queued.lines().nth(1),
+            Some(review.to_string().as_str()),
+            "{queued}"
+        );
+    }
 }
 
 #[test]
