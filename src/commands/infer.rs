@@ -69,7 +69,7 @@ pub struct InferArgs {
 
 /// The threshold that `--threshold` asks for, if any.
 fn resolve_threshold(store: &Store, args: &InferArgs) -> anyhow::Result<Option<f64>> {
-    use crate::metrics::{BootstrapConfig, OperatingTarget};
+    use crate::metrics::OperatingTarget;
     use crate::report::model::{ModelOptions, build};
     let Some(text) = args.threshold.as_deref() else {
         return Ok(None);
@@ -91,13 +91,8 @@ fn resolve_threshold(store: &Store, args: &InferArgs) -> anyhow::Result<Option<f
         store,
         run,
         &ModelOptions {
-            bootstrap: BootstrapConfig {
-                replicates: 1,
-                ..BootstrapConfig::default()
-            },
-            figures: false,
             target: Some(OperatingTarget::Sensitivity(target)),
-            ..ModelOptions::default()
+            ..ModelOptions::thresholds_only()
         },
     )?;
     let point = report

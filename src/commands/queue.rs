@@ -147,7 +147,7 @@ fn triage_images(
     sequence: Option<&str>,
     rate: f64,
 ) -> anyhow::Result<Vec<i64>> {
-    use crate::metrics::{BootstrapConfig, TriageBand, TriageDecision};
+    use crate::metrics::{TriageBand, TriageDecision};
     use crate::report::model::{ModelOptions, build};
     if !(rate > 0.0 && rate <= 1.0) {
         bail!("--triage {rate} is not in (0, 1]");
@@ -156,13 +156,8 @@ fn triage_images(
         store,
         run,
         &ModelOptions {
-            bootstrap: BootstrapConfig {
-                replicates: 1,
-                ..BootstrapConfig::default()
-            },
-            figures: false,
             triage: Some(rate),
-            ..ModelOptions::default()
+            ..ModelOptions::thresholds_only()
         },
     )?;
     let triage = report

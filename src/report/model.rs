@@ -112,6 +112,21 @@ pub struct ModelOptions {
     pub triage: Option<f64>,
 }
 
+impl ModelOptions {
+    /// Options for reading thresholds off a run's validation images: no bootstrap
+    /// replicates worth the time, no plots.
+    pub fn thresholds_only() -> Self {
+        Self {
+            bootstrap: BootstrapConfig {
+                replicates: 1,
+                ..BootstrapConfig::default()
+            },
+            figures: false,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for ModelOptions {
     fn default() -> Self {
         Self {
@@ -615,6 +630,14 @@ pub struct OperatingPoint {
     pub review_share: Value,
 }
 
+/// Each sample's probability of the `positive` class, and whether it is of that class.
+fn positive_scores(samples: &[Sample], positive: usize) -> (Vec<f64>, Vec<bool>) {
+    samples
+        .iter()
+        .map(|s| (s.probabilities[positive], s.truth == positive))
+        .unzip()
+}
+
 fn operating_point(
     target: OperatingTarget,
     validation: &[Sample],
@@ -628,8 +651,7 @@ fn operating_point(
         OperatingTarget::Sensitivity(v) => ("sensitivity", v),
         OperatingTarget::Specificity(v) => ("specificity", v),
     };
-    let v_scores: Vec<f64> = validation.iter().map(score).collect();
-    let v_positive: Vec<bool> = validation.iter().map(|s| s.truth == positive).collect();
+    let (v_scores, v_positive) = positive_scores(validation, positive);
     let threshold = threshold_for(&v_scores, &v_positive, target);
     let mut point = OperatingPoint {
         positive_class: task.categories()[positive].to_string(),
@@ -723,8 +745,7 @@ fn triage_report(
 ) -> TriageReport {
     let positive = task.categories().len() - 1;
     let score = |s: &Sample| s.probabilities[positive];
-    let v_scores: Vec<f64> = validation.iter().map(score).collect();
-    let v_positive: Vec<bool> = validation.iter().map(|s| s.truth == positive).collect();
+    let (v_scores, v_positive) = positive_scores(validation, positive);
     let band = TriageBand::for_rate(&v_scores, &v_positive, rate);
     let mut report = TriageReport {
         positive_class: task.categories()[positive].to_string(),
