@@ -57,7 +57,8 @@ pub enum EvalSet {
     /// The held-out test subjects of the run's split.
     Test,
     /// Every image the run did not learn labels from: test, unlabelled, and images
-    /// predicted by `infer` that were not in the split.
+    /// predicted by `infer` that were not in the split. A run without a split (an
+    /// exported model) learned none of this store's labels: all its images.
     Unseen,
     /// Every predicted image with a truth label, training images included (optimistic).
     All,
@@ -402,9 +403,11 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
     } else {
         EvalSet::All
     });
-    if set != EvalSet::All && run.split_id.is_none() {
+    // Without a split the run learned no label from this store (an exported model, a
+    // TorchScript file): every image is unseen, but none is held-out test.
+    if set == EvalSet::Test && run.split_id.is_none() {
         return Err(ReportError::Input(format!(
-            "run {run_id} has no data split, so it has no test set: use --set all"
+            "run {run_id} has no data split, so it has no test set: use --set unseen or --set all"
         )));
     }
     let truth = truth_labels(store, task, &opts.against)?;

@@ -233,6 +233,39 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
     let bad = &report["overall"]["per_class"][2];
     assert_eq!(bad["class"], "bad");
     assert!(bad.get("balanced_accuracy_one_vs_rest").is_some(), "{bad}");
+    // No split here: every image is unseen by the model, none is held-out test.
+    let unseen: Value = serde_json::from_str(&ok(
+        &other,
+        &[
+            "report",
+            "model",
+            "--run",
+            "model:tiny-quality",
+            "--set",
+            "unseen",
+            "--json",
+            "--bootstrap",
+            "50",
+        ],
+    ))
+    .expect("unseen JSON");
+    assert_eq!(unseen["overall"]["images"], report["overall"]["images"]);
+    let test = cdwqc(
+        &other,
+        &[
+            "report",
+            "model",
+            "--run",
+            "model:tiny-quality",
+            "--set",
+            "test",
+        ],
+    );
+    assert!(
+        stderr(&test).contains("no data split, so it has no test set"),
+        "{}",
+        stderr(&test)
+    );
 
     // The score goes into the card under its label, with the same figures as the report.
     let evaluate = [
