@@ -142,6 +142,10 @@ done | {
 }
 echo "training: $(( $(date +%s) - start )) s"
 
+sql_runs() { # db: the study's completed training runs
+  "$CDWQC" --db "$1" sql "select run_id from runs where kind = 'train' and status = 'completed' and run_id like 'fl-$TASK-%' order by run_id" --format csv | tail -n +2
+}
+
 # Scored in a copy of each store, so that the study stores never hold the truth of the
 # images they train without. The shipped model also predicts there as is, and adapted
 # (AdaBN), with no label: the reference every labelled method should beat.
@@ -153,6 +157,11 @@ for fraction in $FRACTIONS; do
     rm -f "$score" "$score.wal"
     cp "$db" "$score"
     "$CDWQC" --db "$score" ratings import "$TRUTH" --rater truth | tail -n 1
+    # Training predicted its validation and test images only: every run now predicts
+    # all the target images, so that the unlabelled ones are scored too.
+    for run in $(sql_runs "$score"); do
+      "$CDWQC" --db "$score" infer --run "$run" --threads 1 --device cpu | tail -n 1
+    done
     if [[ " $METHODS " == *" shipped "* ]]; then
       "$CDWQC" --db "$score" infer --model "$SHIPPED" --as "fl-$TASK-asis-f$fraction-s$seed" \
         --threads 1 --device cpu | tail -n 1
