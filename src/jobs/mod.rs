@@ -123,8 +123,9 @@ pub struct InferPlan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum JobPlan {
-    Train(TrainPlan),
-    Infer(InferPlan),
+    // Boxed: the plans are large and of unequal size.
+    Train(Box<TrainPlan>),
+    Infer(Box<InferPlan>),
 }
 
 impl JobPlan {
@@ -625,7 +626,7 @@ mod tests {
     #[test]
     fn plans_survive_a_round_trip_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = JobPlan::Infer(InferPlan {
+        let plan = JobPlan::Infer(Box::new(InferPlan {
             run_id: "r".into(),
             model: ModelSource::Run {
                 dir: PathBuf::from("models/runs/r"),
@@ -641,7 +642,7 @@ mod tests {
             }],
             cache_dir: None,
             adapt_batchnorm: Some(64),
-        });
+        }));
         let path = dir.path().join("job.json");
         plan.write(&path).unwrap();
         assert_eq!(JobPlan::read(&path).unwrap(), plan);

@@ -131,7 +131,7 @@ fn plan_job(writer: &mut Store, request: &JobRequest) -> Result<(String, String,
             let plan = planned.plan.clone();
             let file = plan.run_dir.join("job.json");
             let run_id = plan.run_id.clone();
-            JobPlan::Train(plan)
+            JobPlan::Train(Box::new(plan))
                 .write(&file)
                 .map_err(|e| e.to_string())?;
             Ok((run_id, planned.summary, file))
@@ -149,7 +149,7 @@ fn plan_job(writer: &mut Store, request: &JobRequest) -> Result<(String, String,
                 plan.sequence
             );
             let run_id = plan.run_id.clone();
-            JobPlan::Infer(plan)
+            JobPlan::Infer(Box::new(plan))
                 .write(&file)
                 .map_err(|e| e.to_string())?;
             Ok((run_id, summary, file))
