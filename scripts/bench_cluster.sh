@@ -5,16 +5,34 @@
 # cold (tensor cache emptied). Prints wall times, the merges' cost, and the ratio of each
 # to the single process measured in the same run.
 #
-#   scripts/bench_cluster.sh [FLAIR_IMAGES]      # default 24
+#   scripts/bench_cluster.sh [FLAIR_IMAGES]        # default 24
+#   scripts/bench_cluster.sh merge [FLAIR_IMAGES]  # the merge's cost alone, on tiny
+#                                                  # images (default 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN=${CDWQC:-$ROOT/target/release/cdwqc}
-N=${1:-24}
 [[ -x $BIN ]] || cargo build --release
 WORK=$(mktemp -d /tmp/cdwqc-bench-cluster.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
+
+if [[ ${1:-} == merge ]]; then
+  N=${2:-2000}
+  "$BIN" synth --out w --t1 16 --flair "$N" --other 0 --raters 1 --grid tiny --seed 5 >/dev/null
+  "$BIN" init >/dev/null
+  "$BIN" import w >/dev/null
+  "$BIN" ratings import w/derivatives/cdwqc-synth/ratings/rater1.tsv --rater rater1 >/dev/null
+  "$BIN" train --preset tiny --task usable --method ssda --epochs 1 --seed 1 --device cpu \
+    --threads "$(nproc)" --run m1 >/dev/null
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); merging $N predictions from 4 parts"
+  "$BIN" slurm submit infer --run m1 --shards 4 --device cpu --dir parts --local | tail -1
+  t0=$(date +%s.%N)
+  "$BIN" merge parts
+  echo "second merge, process start to exit: $(echo "$(date +%s.%N) - $t0" | bc) s"
+  exit 0
+fi
+N=${1:-24}
 "$BIN" synth --out w --t1 "$N" --flair "$N" --other 0 --raters 3 --grid clinical --seed 5 >/dev/null
 "$BIN" init >/dev/null
 "$BIN" import w >/dev/null

@@ -13,5 +13,6 @@ CREATE TABLE work (
     plan_hash  VARCHAR NOT NULL,
     shards     BIGINT NOT NULL,
     plan       VARCHAR NOT NULL,
-    store      VARCHAR NOT NULL
+    store      VARCHAR NOT NULL,
+    deal_unit  BIGINT NOT NULL
 );

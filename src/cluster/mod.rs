@@ -137,27 +137,38 @@ impl std::fmt::Display for Shard {
     }
 }
 
-/// Assigns every item to a shard, balancing the shards' total bytes: largest first,
-/// each to the shard with the fewest bytes so far (ties to the lower shard), so the same
-/// sizes always give the same shares. Equal sizes deal the items round-robin.
-pub fn assign_shards(sizes: &[u64], shards: usize) -> Vec<usize> {
+/// Images per unit that shards are dealt: the forward batch of an inference pass. Each
+/// shard then predicts every image in the same batch, beside the same images, as one
+/// `cdwqc infer` process does, and so gives the same probabilities to the last bit
+/// (libtorch's CPU kernels round differently for different batch sizes).
+pub fn deal_unit() -> usize {
+    crate::model::infer::InferOptions::default()
+        .batch_size
+        .max(1)
+}
+
+/// Assigns every item to a shard in runs of `unit` consecutive items (plan order),
+/// balancing the shards' total bytes: the largest run first, each to the shard with the
+/// fewest bytes so far (ties to the lower shard), so the same sizes always give the same
+/// shares. Equal sizes deal the runs round-robin.
+pub fn assign_shards(sizes: &[u64], shards: usize, unit: usize) -> Vec<usize> {
     let shards = shards.max(1);
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
-    let mut load = vec![(0u64, 0usize); shards];
-    let mut assigned = vec![0; sizes.len()];
-    for item in order {
-        let (shard, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|(k, l)| (**l, *k))
-            .unwrap_or((0, &(0, 0)));
-        // Bytes first, then items, so that empty files also spread out.
-        load[shard].0 += sizes[item].max(1);
-        load[shard].1 += 1;
-        assigned[item] = shard;
+    let unit = unit.max(1);
+    // Empty files count one byte, so that they also spread out.
+    let runs: Vec<u64> = sizes
+        .chunks(unit)
+        .map(|run| run.iter().map(|&s| s.max(1)).sum())
+        .collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| runs[b].cmp(&runs[a]).then(a.cmp(&b)));
+    let mut load = vec![0u64; shards];
+    let mut run_shard = vec![0; runs.len()];
+    for run in order {
+        let shard = (0..shards).min_by_key(|&k| (load[k], k)).unwrap_or(0);
+        load[shard] += runs[run];
+        run_shard[run] = shard;
     }
-    assigned
+    (0..sizes.len()).map(|i| run_shard[i / unit]).collect()
 }
 
 /// A frozen work list: the plan with its items, their file sizes, the shard count.
@@ -169,6 +180,8 @@ pub struct WorkList {
     pub sizes: Vec<u64>,
     /// The store the plan was made from (as the submitter named it).
     pub store: String,
+    /// Consecutive images dealt together ([`deal_unit`] when frozen).
+    pub unit: usize,
 }
 
 impl WorkList {
@@ -186,12 +199,13 @@ impl WorkList {
             shards: shards.max(1),
             sizes,
             store: store.display().to_string(),
+            unit: deal_unit(),
         }
     }
 
     /// The items of one shard, in plan order.
     pub fn shard_items(&self, shard: Shard) -> Vec<PlanItem> {
-        assign_shards(&self.sizes, self.shards)
+        assign_shards(&self.sizes, self.shards, self.unit)
             .into_iter()
             .zip(&self.plan.items)
             .filter(|(k, _)| *k == shard.index)
@@ -223,7 +237,8 @@ impl WorkList {
                         self.plan_hash,
                         self.shards as i64,
                         plan_json,
-                        self.store
+                        self.store,
+                        self.unit as i64
                     ])
                     .map_err(db(path))?;
             }
@@ -258,18 +273,19 @@ impl WorkList {
                     r.get::<_, i64>(8)?,
                     r.get::<_, String>(9)?,
                     r.get::<_, String>(10)?,
+                    r.get::<_, i64>(11)?,
                 ))
             })
             .map_err(db(path))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db(path))?;
-        let Some((_, _, _, hash, shards, plan_json, store)) = rows.first().cloned() else {
+        let Some((_, _, _, hash, shards, plan_json, store, unit)) = rows.first().cloned() else {
             return Err(invalid(path, "the work list holds no image"));
         };
         let mut plan: InferPlan = serde_json::from_str(&plan_json)
             .map_err(|e| invalid(path, format!("the work list's plan does not parse: {e}")))?;
         let mut sizes = Vec::with_capacity(rows.len());
-        for (item, size, _, row_hash, _, _, _) in rows {
+        for (item, size, _, row_hash, _, _, _, _) in rows {
             if row_hash != hash {
                 return Err(invalid(path, "rows of two different plans"));
             }
@@ -291,6 +307,7 @@ impl WorkList {
             shards: shards.max(1) as usize,
             sizes,
             store,
+            unit: unit.max(1) as usize,
         })
     }
 }
@@ -536,7 +553,7 @@ pub struct CheckedParts {
 /// work list's images exactly as the shards were dealt. Every problem is named.
 pub fn check_parts(dir: &Path) -> Result<CheckedParts, ClusterError> {
     let list = WorkList::read(&dir.join(WORK_LIST))?;
-    let assigned = assign_shards(&list.sizes, list.shards);
+    let assigned = assign_shards(&list.sizes, list.shards, list.unit);
     let mut expected: Vec<Vec<i64>> = vec![Vec::new(); list.shards];
     for (item, &k) in list.plan.items.iter().zip(&assigned) {
         expected[k].push(item.image_id);
@@ -771,8 +788,8 @@ mod tests {
     #[test]
     fn shards_balance_bytes_deterministically() {
         let sizes = [100, 1, 1, 1, 50, 50, 1, 1];
-        let a = assign_shards(&sizes, 2);
-        assert_eq!(a, assign_shards(&sizes, 2));
+        let a = assign_shards(&sizes, 2, 1);
+        assert_eq!(a, assign_shards(&sizes, 2, 1));
         let load = |k| {
             sizes
                 .iter()
@@ -783,13 +800,18 @@ mod tests {
         };
         assert_eq!((load(0), load(1)), (103, 102));
         // Equal sizes: dealt round-robin, every shard within one item of the others.
-        let even = assign_shards(&[7; 10], 4);
+        let even = assign_shards(&[7; 10], 4, 1);
         let counts: Vec<usize> = (0..4)
             .map(|k| even.iter().filter(|&&s| s == k).count())
             .collect();
         assert_eq!(counts, [3, 3, 2, 2]);
         // More shards than items: the extra shards are empty.
-        assert_eq!(assign_shards(&[5, 5], 4), [0, 1]);
+        assert_eq!(assign_shards(&[5, 5], 4, 1), [0, 1]);
+        // Runs of consecutive items stay together: a forward batch is never split.
+        assert_eq!(
+            assign_shards(&[7; 10], 2, 4),
+            [0, 0, 0, 0, 1, 1, 1, 1, 0, 0]
+        );
     }
 
     #[test]

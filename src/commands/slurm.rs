@@ -80,9 +80,10 @@ pub struct SubmitInferArgs {
     /// Generic resources of each array task, e.g. gpu:1 (sbatch --gres).
     #[arg(long)]
     pub gres: Option<String>,
-    /// CPU cores of each array task; its libtorch threads.
-    #[arg(long, default_value_t = 4)]
-    pub cpus_per_task: usize,
+    /// CPU cores of each array task, its libtorch threads (default 4; with --local,
+    /// the cores shared among the shards running at once).
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
     /// Run the shards here as child processes, then merge; no Slurm needed.
     #[arg(long)]
     pub local: bool,
@@ -175,7 +176,7 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
         &list.plan_hash[..12]
     );
     if args.local {
-        return run_local(db, &dir, &list, args.jobs);
+        return run_local(db, &dir, &list, args.jobs, args.cpus_per_task);
     }
     let job = JobFolder {
         dir: dir.clone(),
@@ -190,7 +191,7 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
         time: args.time,
         mem: args.mem,
         gres: args.gres,
-        cpus_per_task: args.cpus_per_task,
+        cpus_per_task: args.cpus_per_task.unwrap_or(4),
     };
     let (array_script, merge_script) = write_scripts(&job, &options)?;
     let array_job = sbatch(&array_script, &[])?;
@@ -228,11 +229,12 @@ fn run_local(
     dir: &Path,
     list: &WorkList,
     jobs: Option<usize>,
+    cpus_per_task: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the cdwqc binary")?;
     let at_once = jobs.unwrap_or(list.shards).clamp(1, list.shards);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cores / at_once).max(1);
+    let threads = cpus_per_task.unwrap_or(cores / at_once).max(1);
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let started = std::time::Instant::now();

@@ -108,8 +108,20 @@ fn local_shards_merge_into_exactly_what_one_process_predicts() {
     );
 
     let submit = [
-        "slurm", "submit", "infer", "--run", "u1", "--shards", "4", "--device", "cpu", "--dir",
-        "shards", "--local",
+        "slurm",
+        "submit",
+        "infer",
+        "--run",
+        "u1",
+        "--shards",
+        "4",
+        "--device",
+        "cpu",
+        "--dir",
+        "shards",
+        "--local",
+        "--cpus-per-task",
+        "1",
     ];
     let out = ok(dir, &submit);
     assert!(out.contains("merged 16 predictions from 4 parts"), "{out}");
