@@ -148,6 +148,7 @@ fn local_shards_merge_into_exactly_what_one_process_predicts() {
         .expect("delete");
     let manifest = |k: usize| shards.join(format!("part-{k:05}-of-00004.json"));
     let part = |k: usize| shards.join(format!("part-{k:05}-of-00004.parquet"));
+    let saved_first = std::fs::read_to_string(manifest(0)).expect("manifest");
     let saved_manifest = std::fs::read_to_string(manifest(1)).expect("manifest");
     let saved_part = std::fs::read(part(2)).expect("part");
     std::fs::remove_file(manifest(0)).expect("remove");
@@ -173,6 +174,7 @@ fn local_shards_merge_into_exactly_what_one_process_predicts() {
 
     // A worker that dies leaves no part; its temporary file is never read; re-running
     // the shard (K from the array task's variable) completes the merge.
+    std::fs::write(manifest(0), &saved_first).expect("restore");
     std::fs::write(manifest(1), &saved_manifest).expect("restore");
     std::fs::write(part(2), &saved_part).expect("restore");
     std::fs::remove_file(part(3)).expect("remove");
