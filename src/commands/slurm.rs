@@ -26,6 +26,8 @@ pub struct SlurmArgs {
     pub command: SlurmCommand,
 }
 
+// Parsed once per process: the size of the arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SlurmCommand {
     /// Export a frozen work list, write the sbatch scripts beside it and submit an array
