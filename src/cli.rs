@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use crate::commands::{
     completions::CompletionsArgs, import::ImportArgs, infer::InferArgs, info::InfoArgs,
     init::InitArgs, inspect::InspectArgs, iqm::IqmArgs, job::JobArgs, man::ManArgs,
-    model::ModelArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs, ratings::RatingsArgs,
-    register::RegisterArgs, report::ReportArgs, sql::SqlArgs, synth::SynthArgs, train::TrainArgs,
-    tui::TuiArgs,
+    merge::MergeArgs, model::ModelArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs,
+    ratings::RatingsArgs, register::RegisterArgs, report::ReportArgs, slurm::SlurmArgs,
+    sql::SqlArgs, synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -58,6 +58,11 @@ pub enum Command {
     /// Predict with a trained run, an exported model (or a TorchScript model) and store
     /// the predictions.
     Infer(InferArgs),
+    /// Check every part of a sharded job and load them into the store in one
+    /// transaction (or nothing, naming what is missing or wrong).
+    Merge(MergeArgs),
+    /// Sharded inference on a Slurm cluster (or here with --local): submit, status.
+    Slurm(SlurmArgs),
     /// Export a trained run as a portable model folder (card + weights); show a model.
     Model(ModelArgs),
     /// Run a job plan written by the dashboard (JSON lines on stdout; opens no store).

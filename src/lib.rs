@@ -4,6 +4,7 @@
 //! (reading NIfTI) and `query` (ad-hoc SQL) serve them.
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod device;
 pub mod display;

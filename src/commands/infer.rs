@@ -22,7 +22,7 @@ use crate::store::{Access, Store};
 #[derive(Debug, clap::Args)]
 pub struct InferArgs {
     /// The training run whose best weights predict.
-    #[arg(long, required_unless_present_any = ["torchscript", "model"], conflicts_with = "model")]
+    #[arg(long, required_unless_present_any = ["torchscript", "model", "work_list"], conflicts_with = "model")]
     pub run: Option<String>,
     /// An exported model (`cdwqc model export`): a folder, or a name under ./models.
     /// Its predictions are stored under the run `model:<name>`, with its card.
@@ -65,6 +65,15 @@ pub struct InferArgs {
     /// The sensitivity `--threshold auto` aims at on the validation images.
     #[arg(long, default_value_t = 0.95)]
     pub target_sensitivity: f64,
+    /// Predict one shard of a frozen work list (`cdwqc slurm submit infer` writes it):
+    /// K/N, shards numbered from 0; `/N` takes K from $SLURM_ARRAY_TASK_ID. The part and
+    /// its manifest line go beside the work list; the store is not opened.
+    #[arg(long, value_name = "K/N", requires = "work_list",
+          conflicts_with_all = ["run", "model", "torchscript", "threshold", "adapt_batchnorm"])]
+    pub shard: Option<String>,
+    /// The work list a shard reads (work-list.parquet in a job folder).
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub work_list: Option<PathBuf>,
 }
 
 /// The threshold that `--threshold` asks for, if any.
@@ -140,6 +149,9 @@ fn apply_threshold(
 }
 
 pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(shard), Some(work_list)) = (&args.shard, &args.work_list) {
+        return super::slurm::run_shard_command(work_list, shard, args.threads);
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod iqm;
 pub mod job;
 pub mod man;
+pub mod merge;
 pub mod model;
 pub mod queue;
 pub mod rate;
@@ -16,6 +17,7 @@ pub mod raters;
 pub mod ratings;
 pub mod register;
 pub mod report;
+pub mod slurm;
 pub mod sql;
 pub mod synth;
 pub mod train;
@@ -44,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Infer(args) => infer::run(&cli.db, args),
         Command::Job(args) => job::run(args),
         Command::Model(args) => model::run(&cli.db, args),
+        Command::Merge(args) => merge::run(&cli.db, args),
+        Command::Slurm(args) => slurm::run(&cli.db, args),
         Command::Tui(args) => tui::run(&cli.db, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),

@@ -192,6 +192,26 @@ impl Store {
         tx.commit().map_err(db)
     }
 
+    /// One run's stored predictions, by image.
+    pub fn run_predictions(&self, run_id: &str) -> Result<Vec<PredictionRow>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/run_predictions.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(PredictionRow {
+                    image_id: r.get(0)?,
+                    task: r.get(1)?,
+                    label: r.get(2)?,
+                    probabilities: crate::cluster::f64_list(r.get(3)?),
+                    error: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     /// One run's epochs, in order.
     pub fn run_epochs(&self, run_id: &str) -> Result<Vec<EpochRow>, StoreError> {
         let mut stmt = self

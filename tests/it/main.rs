@@ -24,6 +24,7 @@ mod preprocess_orientation;
 mod rating;
 mod registration;
 mod report;
+mod slurm;
 mod sql;
 mod store;
 mod support;

@@ -1,0 +1,411 @@
+//! `cdwqc slurm submit infer` and `cdwqc slurm status`: a run's inference split into
+//! shards on a Slurm cluster (or here, as child processes, with `--local`), merged back
+//! into the store by a job that waits for them all; and the worker side,
+//! `cdwqc infer --shard K/N --work-list FILE`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use crate::cluster::slurm::{
+    JobFolder, SUBMISSION, SlurmOptions, Submission, job_states, sbatch, write_scripts,
+};
+use crate::cluster::{ARRAY_TASK_ENV, Shard, WORK_LIST, WorkList, merge, parts_present, run_shard};
+use crate::jobs::plan::{InferRequest, plan_inference};
+use crate::jobs::{JobEvent, ModelSource, cache_dir, runs_dir};
+use crate::report::agreement::Task;
+use crate::store::{Access, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct SlurmArgs {
+    #[command(subcommand)]
+    pub command: SlurmCommand,
+}
+
+// Parsed once per process: the size of the arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Export a frozen work list, write the sbatch scripts beside it and submit an array
+    /// of shards plus a merge job that waits for them (or run them here with --local).
+    Submit(SubmitArgs),
+    /// What Slurm says of submitted jobs, and which parts are written.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    #[command(subcommand)]
+    pub job: SubmitJob,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubmitJob {
+    /// Predict with a training run's best weights, in shards.
+    Infer(SubmitInferArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitInferArgs {
+    /// The training run whose best weights predict.
+    #[arg(long)]
+    pub run: String,
+    /// How many shards (array tasks) share the images, balanced by file size.
+    #[arg(long)]
+    pub shards: usize,
+    /// Sequence to predict (BIDS suffix).
+    #[arg(long, default_value = "FLAIR")]
+    pub sequence: String,
+    /// Only images without a consensus label.
+    #[arg(long)]
+    pub unrated: bool,
+    /// Device of each worker (auto: CUDA where the node has it).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The job folder (work list, scripts, parts, logs), on a file system every node
+    /// sees. Default models/cluster/<run>.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Time limit of each array task (sbatch --time).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Memory of each array task (sbatch --mem).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Generic resources of each array task, e.g. gpu:1 (sbatch --gres).
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// CPU cores of each array task, its libtorch threads (default 4; with --local,
+    /// the cores shared among the shards running at once).
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
+    /// Run the shards here as child processes, then merge; no Slurm needed.
+    #[arg(long)]
+    pub local: bool,
+    /// With --local: shards running at once (default: all).
+    #[arg(long, requires = "local")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Job folders (default: every folder under models/cluster with a submission).
+    pub dirs: Vec<PathBuf>,
+}
+
+pub fn run(db: &Path, args: SlurmArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        SlurmCommand::Submit(SubmitArgs {
+            job: SubmitJob::Infer(args),
+        }) => submit_infer(db, args),
+        SlurmCommand::Status(args) => status(args),
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{}: no absolute path", path.display()))
+}
+
+/// Plans the inference (reading the store only), with every path absolute so that any
+/// node, in any folder, finds the weights and the cache.
+fn freeze(db: &Path, args: &SubmitInferArgs) -> anyhow::Result<WorkList> {
+    if args.shards == 0 {
+        bail!("--shards 0: give at least one shard");
+    }
+    let store = Store::open(db, Access::ReadOnly)?;
+    let request = InferRequest {
+        run: Some(args.run.clone()),
+        torchscript: None,
+        preset: None,
+        task: Task::Usable,
+        sequence: args.sequence.clone(),
+        unrated: args.unrated,
+        device: args.device.clone(),
+    };
+    let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
+    drop(store);
+    if let ModelSource::Run { dir } = &plan.model {
+        plan.model = ModelSource::Run {
+            dir: absolute(dir)?,
+        };
+    }
+    plan.cache_dir = plan.cache_dir.as_deref().map(absolute).transpose()?;
+    Ok(WorkList::new(plan, args.shards, &absolute(db)?))
+}
+
+fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
+    let list = freeze(db, &args)?;
+    let dir = absolute(
+        &args
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("models/cluster").join(&args.run)),
+    )?;
+    let list_path = dir.join(WORK_LIST);
+    match WorkList::read(&list_path) {
+        Ok(old) if old.plan_hash == list.plan_hash && old.shards == list.shards => {
+            println!(
+                "{}: the same work list is there already; its parts are kept",
+                dir.display()
+            );
+        }
+        Ok(old) => bail!(
+            "{} holds the work list of another plan ({} images in {} shards, plan {}): \
+             give another --dir or delete that folder",
+            dir.display(),
+            old.plan.items.len(),
+            old.shards,
+            &old.plan_hash[..12.min(old.plan_hash.len())]
+        ),
+        Err(_) => list.write(&list_path)?,
+    }
+    let bytes: u64 = list.sizes.iter().sum();
+    println!(
+        "work list {}: {} {} images ({:.1} MB) of run {} in {} shards, plan {}",
+        list_path.display(),
+        list.plan.items.len(),
+        list.plan.sequence,
+        bytes as f64 / 1e6,
+        list.plan.run_id,
+        list.shards,
+        &list.plan_hash[..12]
+    );
+    if args.local {
+        return run_local(db, &dir, &list, args.jobs, args.cpus_per_task);
+    }
+    let job = JobFolder {
+        dir: dir.clone(),
+        exe: std::env::current_exe().context("locating the cdwqc binary")?,
+        workdir: std::env::current_dir().context("reading the working folder")?,
+        db: absolute(db)?,
+        run_id: list.plan.run_id.clone(),
+        shards: list.shards,
+    };
+    let options = SlurmOptions {
+        partition: args.partition,
+        time: args.time,
+        mem: args.mem,
+        gres: args.gres,
+        cpus_per_task: args.cpus_per_task.unwrap_or(4),
+    };
+    let (array_script, merge_script) = write_scripts(&job, &options)?;
+    let array_job = sbatch(&array_script, &[])?;
+    let merge_job = sbatch(
+        &merge_script,
+        &[format!("--dependency=afterok:{array_job}")],
+    )?;
+    let submitted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Submission {
+        run_id: list.plan.run_id.clone(),
+        plan_hash: list.plan_hash.clone(),
+        shards: list.shards,
+        array_job: array_job.clone(),
+        merge_job: merge_job.clone(),
+        store: job.db.display().to_string(),
+        submitted_at,
+    }
+    .write(&dir)?;
+    println!(
+        "submitted array job {array_job} ({} tasks, {}) and merge job {merge_job} (after all succeed)\n\
+         follow it: cdwqc slurm status {}",
+        list.shards,
+        array_script.display(),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs every shard as a child process (`jobs` at once), then merges. The store is not
+/// held while they run.
+fn run_local(
+    db: &Path,
+    dir: &Path,
+    list: &WorkList,
+    jobs: Option<usize>,
+    cpus_per_task: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("locating the cdwqc binary")?;
+    let at_once = jobs.unwrap_or(list.shards).clamp(1, list.shards);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus_per_task.unwrap_or(cores / at_once).max(1);
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    let shards: Vec<usize> = (0..list.shards).collect();
+    for wave in shards.chunks(at_once) {
+        let mut children = Vec::new();
+        for &index in wave {
+            let shard = Shard {
+                index,
+                count: list.shards,
+            };
+            let log_path = logs.join(format!("infer-local-{index}.log"));
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?;
+            let err = log
+                .try_clone()
+                .with_context(|| format!("opening {}", log_path.display()))?;
+            let child = Command::new(&exe)
+                .arg("infer")
+                .arg("--shard")
+                .arg(shard.to_string())
+                .arg("--work-list")
+                .arg(dir.join(WORK_LIST))
+                .arg("--threads")
+                .arg(threads.to_string())
+                .env_remove(ARRAY_TASK_ENV)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .with_context(|| format!("starting {}", exe.display()))?;
+            children.push((shard, child, log_path));
+        }
+        for (shard, mut child, log_path) in children {
+            let status = child
+                .wait()
+                .with_context(|| format!("waiting for shard {shard}"))?;
+            if !status.success() {
+                failed.push(format!(
+                    "shard {shard} ({status}; see {})",
+                    log_path.display()
+                ));
+            }
+        }
+    }
+    let shards_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{} shards ({} at once, {} threads each) in {:.2} s",
+        list.shards, at_once, threads, shards_seconds
+    );
+    if !failed.is_empty() {
+        bail!(
+            "nothing merged: {} failed:\n  {}",
+            if failed.len() == 1 {
+                "a shard"
+            } else {
+                "shards"
+            },
+            failed.join("\n  ")
+        );
+    }
+    let merging = std::time::Instant::now();
+    let mut store = Store::open(db, Access::ReadWrite)?;
+    let report = merge(&mut store, dir)?;
+    println!(
+        "{}: merged {} predictions from {} parts ({} failed images, {} rows written) in {:.2} s",
+        report.run_id,
+        report.rows,
+        report.shards,
+        report.failed,
+        report.written,
+        merging.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let dirs = if args.dirs.is_empty() {
+        let root = Path::new("models/cluster");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.join(SUBMISSION).is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        if found.is_empty() {
+            println!("no submitted job under {}", root.display());
+        }
+        found
+    } else {
+        args.dirs
+    };
+    for dir in dirs {
+        let submission = Submission::read(&dir)?;
+        let written = parts_present(&dir, submission.shards)
+            .values()
+            .filter(|&&w| w)
+            .count();
+        println!(
+            "{} (run {}, plan {}): {written}/{} parts written",
+            dir.display(),
+            submission.run_id,
+            &submission.plan_hash[..12.min(submission.plan_hash.len())],
+            submission.shards
+        );
+        for (what, job) in [
+            ("array", &submission.array_job),
+            ("merge", &submission.merge_job),
+        ] {
+            let states = job_states(job);
+            if states.is_empty() {
+                println!("  {what} job {job}: no longer known to Slurm (finished)");
+            }
+            for state in states {
+                println!("  {what} job {}: {}", state.job, state.state);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The worker: predicts one shard of a work list and publishes its part. Opens no store.
+pub fn run_shard_command(
+    work_list: &Path,
+    shard: &str,
+    threads: Option<i32>,
+) -> anyhow::Result<ExitCode> {
+    let task = std::env::var(ARRAY_TASK_ENV).ok();
+    let shard = Shard::parse(shard, task.as_deref()).map_err(anyhow::Error::msg)?;
+    let threads = threads
+        .or_else(|| {
+            std::env::var("SLURM_CPUS_PER_TASK")
+                .ok()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
+    tch::set_num_threads(threads.max(1));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: this shard publishes no part");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let outcome = run_shard(work_list, shard, &cancel, &mut |event| {
+        if let JobEvent::ItemFailed { id, error } = event {
+            eprintln!("image {id}: {error}");
+        }
+    })?;
+    let m = &outcome.manifest;
+    println!(
+        "shard {shard} of run {}: {} images predicted ({} failed) in {:.1} s on {} -> {}",
+        m.run_id,
+        m.rows,
+        m.failed,
+        m.seconds,
+        if m.host.is_empty() {
+            "?"
+        } else {
+            m.host.as_str()
+        },
+        outcome.part.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
