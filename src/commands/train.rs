@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::jobs::iqm_forest::{IqmForestRequest, train_iqm_forest};
 use crate::jobs::plan::{TrainRequest, plan_training, record_epoch, record_start, record_training};
 use crate::jobs::{JobEvent, cache_dir, run_training, runs_dir};
+use crate::model::iqm_forest::{ForestConfig, METHOD};
 use crate::model::train::TrainStatus;
 use crate::report::agreement::Task;
 use crate::store::{Access, Store};
@@ -30,9 +32,17 @@ pub struct TrainArgs {
     /// Target sequence: few labelled, many unlabelled images.
     #[arg(long, default_value = "FLAIR")]
     pub target: String,
-    /// ssda, target-only, source-only, finetune or ssda-no-domain.
+    /// ssda, target-only, source-only, finetune or ssda-no-domain; or iqm-forest, the
+    /// IQM-only baseline (a random forest on the stored image quality metrics), which
+    /// needs --split-of.
     #[arg(long, default_value = "ssda")]
     pub method: String,
+    /// With --method iqm-forest: the training run whose data split and task it uses.
+    #[arg(long)]
+    pub split_of: Option<String>,
+    /// With --method iqm-forest: trees in the forest.
+    #[arg(long, default_value_t = 200)]
+    pub trees: u16,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -84,6 +94,9 @@ fn epoch_bar() -> ProgressBar {
 }
 
 pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
+    if args.method == METHOD {
+        return run_iqm_forest(db, &args);
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
@@ -191,6 +204,40 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
             .map_or("undefined".into(), |b| format!("{b:.3}")),
         result.test_images,
         outcome.weights_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The IQM-only baseline: no network, so none of the training options but the seed,
+/// the run name and --split-of apply.
+fn run_iqm_forest(db: &Path, args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let Some(split_of) = args.split_of.clone() else {
+        bail!(
+            "--method {METHOD} needs --split-of RUN: the training run whose split it uses, so that both are scored on the same images"
+        );
+    };
+    let mut store = Store::open(db, Access::ReadWrite)?;
+    let request = IqmForestRequest {
+        split_of,
+        run: args.run.clone(),
+        forest: ForestConfig {
+            trees: args.trees,
+            seed: args.seed,
+        },
+    };
+    let s = train_iqm_forest(&mut store, &request)?;
+    let accuracy = s
+        .test_accuracy
+        .map_or("n/a".to_string(), |a| format!("{a:.3}"));
+    println!(
+        "{}: {} forest of {} trees on the image quality metrics of {} training images; {} validation and test images predicted ({} test, accuracy {accuracy}); {} images of the split without metrics",
+        s.run_id,
+        s.task.name(),
+        args.trees,
+        s.trained_on,
+        s.predicted,
+        s.test_images,
+        s.without_metrics
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -190,8 +190,12 @@ impl Iqms {
     }
 }
 
-/// Non-finite voxels become 0, as MRIQC's `nan_to_num` would make NaN.
-pub fn sanitised(data: &[f32]) -> Vec<f32> {
+/// Non-finite voxels become 0, as MRIQC's `nan_to_num` would make NaN; borrowed, not
+/// copied, when every voxel is finite (as almost always).
+pub fn sanitised(data: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if data.iter().all(|v| v.is_finite()) {
+        return std::borrow::Cow::Borrowed(data);
+    }
     data.iter()
         .map(|v| if v.is_finite() { *v } else { 0.0 })
         .collect()
@@ -1022,6 +1026,7 @@ fn lerp(lo: f64, hi: f64, gamma: f64) -> f64 {
     }
 }
 
+#[cfg(test)]
 /// The order statistics at `rank` and `rank + 1` (clamped) of `values`, which it
 /// reorders.
 fn order_pair<T: Copy>(
@@ -1036,6 +1041,135 @@ fn order_pair<T: Copy>(
     (at, if rank + 1 < n { next } else { at })
 }
 
+/// A sortable key of a float: unsigned order of keys is `total_cmp`'s order of values.
+fn f32_key(x: f32) -> u64 {
+    let b = x.to_bits();
+    u64::from(if b >> 31 == 1 { !b } else { b | 0x8000_0000 })
+}
+
+fn f32_of_key(k: u64) -> f32 {
+    let k = k as u32;
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
+}
+
+fn f64_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+fn f64_of_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Width of the first radix level: 2^18 buckets (1 MiB of counts).
+const RADIX_BITS: u32 = 18;
+/// Shifts that take a key's top [`RADIX_BITS`] bits: f32 keys use 32 bits, f64 keys 64.
+const F32_SHIFT: u32 = 32 - RADIX_BITS;
+const F64_SHIFT: u32 = 64 - RADIX_BITS;
+
+/// Order statistics of a set of keys without copying or reordering the set: the keys
+/// are counted by their top bits, and only those in the buckets holding the wanted
+/// ranks are gathered and selected among. Both passes must see the same keys.
+struct KeyCounts {
+    counts: Vec<u32>,
+    shift: u32,
+    n: usize,
+}
+
+impl KeyCounts {
+    fn of(keys: impl Iterator<Item = u64>, shift: u32) -> Self {
+        let mut counts = vec![0u32; 1 << RADIX_BITS];
+        let mut n = 0usize;
+        for k in keys {
+            counts[(k >> shift) as usize] += 1;
+            n += 1;
+        }
+        Self { counts, shift, n }
+    }
+
+    /// The keys at `ranks` (each below `n`), in the order asked.
+    fn at(&self, keys: impl Iterator<Item = u64>, ranks: &[usize]) -> Vec<u64> {
+        // Bucket and rank within the bucket of each wanted rank.
+        let mut order: Vec<usize> = (0..ranks.len()).collect();
+        order.sort_by_key(|&i| ranks[i]);
+        let mut place = vec![(0usize, 0usize); ranks.len()];
+        let (mut bucket, mut below) = (0usize, 0usize);
+        for &i in &order {
+            while below + self.counts[bucket] as usize <= ranks[i] {
+                below += self.counts[bucket] as usize;
+                bucket += 1;
+            }
+            place[i] = (bucket, ranks[i] - below);
+        }
+        let mut buckets: Vec<usize> = place.iter().map(|p| p.0).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        let mut slot = vec![0u8; self.counts.len()];
+        for (s, &b) in buckets.iter().enumerate() {
+            slot[b] = s as u8 + 1;
+        }
+        let mut gathered: Vec<Vec<u64>> = buckets
+            .iter()
+            .map(|&b| Vec::with_capacity(self.counts[b] as usize))
+            .collect();
+        for k in keys {
+            let s = slot[(k >> self.shift) as usize];
+            if s != 0 {
+                gathered[s as usize - 1].push(k);
+            }
+        }
+        place
+            .iter()
+            .map(|&(b, r)| {
+                let s = slot[b] as usize - 1;
+                *gathered[s].select_nth_unstable(r).1
+            })
+            .collect()
+    }
+
+    /// Ranks `rank` and `rank + 1` (clamped), as [`order_pair`] gives them.
+    fn pair_ranks(&self, rank: usize) -> [usize; 2] {
+        [rank, (rank + 1).min(self.n - 1)]
+    }
+
+    /// The ranks `np.median` averages (equal when n is odd); `None` when empty.
+    fn middle_ranks(&self) -> Option<[usize; 2]> {
+        match self.n {
+            0 => None,
+            n if n % 2 == 1 => Some([n / 2, n / 2]),
+            n => Some([n / 2 - 1, n / 2]),
+        }
+    }
+
+    /// The ranks `np.percentile(q)` interpolates between, and the weight.
+    fn percentile_ranks(&self, q: f64) -> ([usize; 2], f64) {
+        let virtual_index = (self.n - 1) as f64 * (q / 100.0);
+        let below = virtual_index.floor();
+        (
+            self.pair_ranks((below as usize).min(self.n - 1)),
+            virtual_index - below,
+        )
+    }
+}
+
+/// `np.median` of f32 values given as keys (NaN when empty).
+fn median_of_f32_keys<I: Iterator<Item = u64>>(keys: impl Fn() -> I) -> f64 {
+    let counts = KeyCounts::of(keys(), F32_SHIFT);
+    match counts.middle_ranks() {
+        None => f64::NAN,
+        Some(ranks) => {
+            let v = counts.at(keys(), &ranks);
+            let (a, b) = (f64::from(f32_of_key(v[0])), f64::from(f32_of_key(v[1])));
+            if counts.n.is_multiple_of(2) {
+                (a + b) / 2.0
+            } else {
+                a
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 /// `np.percentile(values, q)` with the default linear interpolation.
 fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
     let n = values.len();
@@ -1048,6 +1182,7 @@ fn percentile_linear(values: &mut [f64], q: f64) -> f64 {
     lerp(lo, hi, virtual_index - below)
 }
 
+#[cfg(test)]
 /// The two middle order statistics (equal when n is odd), as `np.median` averages
 /// them; `None` when empty.
 fn middle_pair<T: Copy>(
@@ -1066,6 +1201,7 @@ fn middle_pair<T: Copy>(
     }
 }
 
+#[cfg(test)]
 /// `np.median`: the mean of the two middle values when n is even (NaN when empty).
 fn np_median(values: &mut [f64]) -> f64 {
     match middle_pair(values, f64::total_cmp) {
@@ -1163,10 +1299,18 @@ fn summary(inside: &mut [f32], whole: &[f32]) -> Summary {
 
     let k = kurtosis(inside);
     // statsmodels' mad: np.median(|x - centre| / c); dividing by c keeps the order.
-    let mut deviations: Vec<f64> = inside.iter().map(|&x| (widen(x) - med).abs()).collect();
-    let mad = match middle_pair(&mut deviations, f64::total_cmp) {
-        Some((a, b)) if n.is_multiple_of(2) => (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0,
-        Some((a, _)) => a / GAUSSIAN_3_4,
+    let deviations = || inside.iter().map(|&x| f64_key((widen(x) - med).abs()));
+    let counts = KeyCounts::of(deviations(), F64_SHIFT);
+    let mad = match counts.middle_ranks() {
+        Some(ranks) => {
+            let v = counts.at(deviations(), &ranks);
+            let (a, b) = (f64_of_key(v[0]), f64_of_key(v[1]));
+            if n.is_multiple_of(2) {
+                (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0
+            } else {
+                a / GAUSSIAN_3_4
+            }
+        }
         None => f64::NAN,
     };
     Summary {
@@ -1323,16 +1467,17 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     let wm: Vec<u8> = masks.tissue.iter().map(|&t| u8::from(t == WM)).collect();
     let eroded = erode(&wm, grid, true, 0);
     let core = if eroded.contains(&1) { &eroded } else { &wm };
-    let mut wm_values: Vec<f64> = image
-        .iter()
-        .zip(core)
-        .filter(|(_, m)| **m != 0)
-        .map(|(v, _)| f64::from(*v))
-        .collect();
-    if wm_values.is_empty() {
+    let wm_keys = || {
+        image
+            .iter()
+            .zip(core)
+            .filter(|(_, m)| **m != 0)
+            .map(|(v, _)| f32_key(*v))
+    };
+    if wm_keys().next().is_none() {
         return Err(IqmError::NoTissue("white matter"));
     }
-    let wm_median = np_median(&mut wm_values);
+    let wm_median = median_of_f32_keys(wm_keys);
     let factor = 1000.0 / wm_median;
     // MRIQC writes the harmonised image as single precision and reads it back, NaN
     // and negatives set to 0.
@@ -1381,29 +1526,34 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
 
     // FBER: median energy in the head over median energy in the air, rotation
     // padding excluded. Voxels are non-negative, so squaring keeps their order.
-    let median_energy = |values: &mut Vec<f32>| -> f64 {
-        let n = values.len();
-        match middle_pair(values, f32::total_cmp) {
-            Some((a, b)) if n.is_multiple_of(2) => {
-                let (a, b) = (widen(a), widen(b));
-                (a * a + b * b) / 2.0
+    fn median_energy<I: Iterator<Item = u64>>(keys: impl Fn() -> I) -> f64 {
+        let counts = KeyCounts::of(keys(), F32_SHIFT);
+        match counts.middle_ranks() {
+            Some(ranks) => {
+                let v = counts.at(keys(), &ranks);
+                let (a, b) = (widen(f32_of_key(v[0])), widen(f32_of_key(v[1])));
+                if counts.n.is_multiple_of(2) {
+                    (a * a + b * b) / 2.0
+                } else {
+                    a * a
+                }
             }
-            Some((a, _)) => widen(a) * widen(a),
             None => f64::NAN,
         }
-    };
-    let mut fg: Vec<f32> = Vec::new();
-    let mut outside: Vec<f32> = Vec::new();
-    for ((&x, &h), &r) in data.iter().zip(&masks.head).zip(&masks.rotation) {
-        if h != 0 {
-            fg.push(x);
-        } else if r == 0 {
-            outside.push(x);
-        }
     }
-    let fg_mu = median_energy(&mut fg);
-    let bg_mu = median_energy(&mut outside);
-    drop((fg, outside));
+    let fg_mu = median_energy(|| {
+        data.iter()
+            .zip(&masks.head)
+            .filter(|(_, h)| **h != 0)
+            .map(|(x, _)| f32_key(*x))
+    });
+    let bg_mu = median_energy(|| {
+        data.iter()
+            .zip(&masks.head)
+            .zip(&masks.rotation)
+            .filter(|((_, h), r)| **h == 0 && **r == 0)
+            .map(|((x, _), _)| f32_key(*x))
+    });
     let fber = if bg_mu < 1.0e-3 {
         -1.0
     } else {
@@ -1424,13 +1574,12 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     let efc = round4((1.0 / efc_max) * entropy);
 
     // WM2MAX: over the 99.95th percentile of the whole image.
-    let mut all = data.clone();
-    let n = all.len();
-    let virtual_index = (n - 1) as f64 * (99.95 / 100.0);
-    let below = virtual_index.floor();
-    let (lo, hi) = order_pair(&mut all, (below as usize).min(n - 1), f32::total_cmp);
-    drop(all);
-    let wm2max = wms.median / lerp(widen(lo), widen(hi), virtual_index - below);
+    let all_keys = || data.iter().map(|x| f32_key(*x));
+    let all_counts = KeyCounts::of(all_keys(), F32_SHIFT);
+    let (ranks, weight) = all_counts.percentile_ranks(99.95);
+    let v = all_counts.at(all_keys(), &ranks);
+    let (lo, hi) = (f32_of_key(v[0]), f32_of_key(v[1]));
+    let wm2max = wms.median / lerp(widen(lo), widen(hi), weight);
 
     let air_n = masks.air.iter().filter(|&&a| a != 0).count() as f64;
     let art_n = masks.artefact.iter().filter(|&&a| a != 0).count() as f64;
@@ -1449,17 +1598,36 @@ pub fn measure(image: &[f32], voxel: [f64; 3], masks: &Masks) -> Result<Iqms, Iq
     let total = csf.n + gm.n + wms.n;
     let icvs = [csf.n / total, gm.n / total, wms.n / total];
 
-    let mut bias: Vec<f64> = masks
-        .bias
-        .iter()
-        .zip(&masks.tissue)
-        .filter(|(_, t)| **t != 0)
-        .map(|(b, _)| f64::from(*b))
-        .collect();
-    let p95 = percentile_linear(&mut bias, 95.0);
-    let p05 = percentile_linear(&mut bias, 5.0);
-    let inu_range = (p95 - p05).abs();
-    let inu_med = np_median(&mut bias);
+    let bias_keys = || {
+        masks
+            .bias
+            .iter()
+            .zip(&masks.tissue)
+            .filter(|(_, t)| **t != 0)
+            .map(|(b, _)| f32_key(*b))
+    };
+    let bias_counts = KeyCounts::of(bias_keys(), F32_SHIFT);
+    let (inu_range, inu_med) = match bias_counts.middle_ranks() {
+        None => (f64::NAN, f64::NAN),
+        Some(middle) => {
+            let (r95, w95) = bias_counts.percentile_ranks(95.0);
+            let (r05, w05) = bias_counts.percentile_ranks(5.0);
+            let ranks = [r95[0], r95[1], r05[0], r05[1], middle[0], middle[1]];
+            let v: Vec<f64> = bias_counts
+                .at(bias_keys(), &ranks)
+                .into_iter()
+                .map(|k| f64::from(f32_of_key(k)))
+                .collect();
+            let p95 = lerp(v[0], v[1], w95);
+            let p05 = lerp(v[2], v[3], w05);
+            let median = if bias_counts.n.is_multiple_of(2) {
+                (v[4] + v[5]) / 2.0
+            } else {
+                v[4]
+            };
+            ((p95 - p05).abs(), median)
+        }
+    };
 
     let mut named: Vec<(&str, f64)> = vec![
         ("cjv", cjv),
@@ -1678,6 +1846,58 @@ mod tests {
         let mut w: Vec<f64> = (0..11).map(f64::from).collect();
         assert!((percentile_linear(&mut w, 95.0) - 9.5).abs() < 1e-12);
         assert!(np_median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn radix_selection_equals_sorting() {
+        // Negative zero, infinities and many ties, in sizes odd and even.
+        let mut state = 7u64;
+        for n in [1usize, 2, 3, 10, 1001, 300_000] {
+            let values: Vec<f32> = (0..n)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    match i % 97 {
+                        0 => -0.0,
+                        1 => f32::INFINITY,
+                        2 => -3.5,
+                        _ => ((state >> 40) % 5000) as f32 * 0.37,
+                    }
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f32::total_cmp);
+            let keys = || values.iter().map(|v| f32_key(*v));
+            let counts = KeyCounts::of(keys(), F32_SHIFT);
+            let ranks: Vec<usize> = [0, n / 3, n / 2, n - 1].to_vec();
+            let got: Vec<f32> = counts
+                .at(keys(), &ranks)
+                .into_iter()
+                .map(f32_of_key)
+                .collect();
+            for (r, g) in ranks.iter().zip(&got) {
+                assert_eq!(g.to_bits(), sorted[*r].to_bits(), "rank {r} of {n}");
+            }
+            let mut wide: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
+            assert_eq!(
+                median_of_f32_keys(keys).to_bits(),
+                np_median(&mut wide).to_bits()
+            );
+            for q in [5.0, 95.0, 99.95] {
+                let (r, w) = counts.percentile_ranks(q);
+                let v = counts.at(keys(), &r);
+                let p = lerp(f64::from(f32_of_key(v[0])), f64::from(f32_of_key(v[1])), w);
+                let want = percentile_linear(&mut wide, q);
+                assert!(
+                    p == want || (p.is_nan() && want.is_nan()),
+                    "{q} of {n}: {p} {want}"
+                );
+            }
+        }
+        for x in [-2.5f64, -0.0, 0.0, 1e-300, 7.25, f64::INFINITY] {
+            assert_eq!(f64_of_key(f64_key(x)).to_bits(), x.to_bits());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! way, so it plans and records itself and runs the plan in a child process
 //! (`cdwqc job PLAN`) that reports [`JobEvent`]s as JSON lines on its standard output.
 
+pub mod iqm_forest;
 pub mod plan;
 
 use std::io::Write;

@@ -5,6 +5,7 @@ pub mod card;
 pub mod data;
 pub mod grl;
 pub mod infer;
+pub mod iqm_forest;
 pub mod network;
 pub mod preset;
 pub mod recipe;

@@ -34,6 +34,15 @@ pub struct IqmExportRow {
     pub values: Vec<Option<f64>>,
 }
 
+/// One image's metrics as classifier features: its scanner group and its metrics in
+/// [`COLUMNS`] order (`None` for a value that was not finite).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IqmFeatures {
+    pub image_id: i64,
+    pub scanner: String,
+    pub values: Vec<Option<f64>>,
+}
+
 /// Writes one row with a statement prepared from `sql/store/upsert_iqm.sql`.
 pub(crate) fn upsert_iqm(
     stmt: &mut duckdb::Statement<'_>,
@@ -94,6 +103,33 @@ impl Store {
             }
         }
         tx.commit().map_err(db)
+    }
+
+    /// Metrics of this version of every ok image measured on its current content, with
+    /// its scanner group, in image order.
+    pub fn iqm_features(&self) -> Result<Vec<IqmFeatures>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/iqm_features.sql"))
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![IQM_VERSION]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let first_metric = 2;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let mut values = Vec::with_capacity(COLUMNS.len());
+            for i in 0..COLUMNS.len() {
+                values.push(
+                    r.get::<_, Option<f64>>(first_metric + i)
+                        .map_err(|e| self.err(e))?,
+                );
+            }
+            out.push(IqmFeatures {
+                image_id: r.get(0).map_err(|e| self.err(e))?,
+                scanner: r.get(1).map_err(|e| self.err(e))?,
+                values,
+            });
+        }
+        Ok(out)
     }
 
     /// Metrics of this version of every ok image, for export.

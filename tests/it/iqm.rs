@@ -9,7 +9,7 @@ use cdwqc::imaging::load_volume;
 use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
 use serde_json::Value;
 
-use crate::support::{cdwqc, ok, repo, stdout};
+use crate::support::{cdwqc, ok, repo, stderr, stdout};
 
 fn relative(a: f64, b: f64) -> f64 {
     if a == b {
@@ -234,4 +234,129 @@ fn per_scanner_robust_z_scores_flag_the_noisy_head() {
         "select count(distinct metric), count(distinct image_id) from iqm_outliers",
     );
     assert!(metrics.contains("10,5"), "{metrics}");
+}
+
+#[test]
+fn an_iqm_forest_run_is_compared_beside_the_cnn_on_the_same_split() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    crate::train::tiny_rated_warehouse(dir);
+    ok(
+        dir,
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "usable",
+            "--method",
+            "target-only",
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+    );
+    let refused = cdwqc(dir, &["train", "--method", "iqm-forest"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--split-of"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let cnn = "usable-target-only-seed1";
+    let forest = "usable-target-only-seed1-iqm-forest";
+    let out = ok(
+        dir,
+        &[
+            "train",
+            "--method",
+            "iqm-forest",
+            "--split-of",
+            cnn,
+            "--trees",
+            "50",
+        ],
+    );
+    assert!(out.contains(forest), "{out}");
+    // The same split, and the same held-out images predicted.
+    let counts = ok(
+        dir,
+        &[
+            "sql",
+            "select run_id, split_id, count(*) as n from predictions join runs using (run_id) group by all order by run_id",
+            "--format",
+            "csv",
+        ],
+    );
+    let lines: Vec<&str> = counts.lines().collect();
+    assert_eq!(lines.len(), 3, "{counts}");
+    let n_of = |line: &str| line.rsplit(',').next().unwrap_or_default().to_string();
+    assert!(lines[1].starts_with(&format!("{cnn},{cnn},")), "{counts}");
+    assert!(
+        lines[2].starts_with(&format!("{forest},{cnn},")),
+        "{counts}"
+    );
+    assert_eq!(n_of(lines[1]), n_of(lines[2]), "{counts}");
+
+    let compare: Value = serde_json::from_str(&ok(
+        dir,
+        &[
+            "report",
+            "compare",
+            "usable-*",
+            "--json",
+            "--bootstrap",
+            "100",
+        ],
+    ))
+    .expect("compare JSON");
+    let runs = compare["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{compare}");
+    assert_eq!(runs[1]["method"], "iqm-forest");
+    assert!(runs[1]["images"].as_u64().unwrap_or(0) > 0, "{compare}");
+    let paired = compare["versus_baseline"].as_array().expect("paired");
+    assert_eq!(paired.len(), 1, "{compare}");
+    assert_eq!(paired[0]["run_id"], forest);
+    assert_eq!(paired[0]["images"], runs[0]["images"]);
+    let markdown = ok(
+        dir,
+        &["report", "compare", "usable-*", "--bootstrap", "100"],
+    );
+    assert!(markdown.contains("iqm-forest"), "{markdown}");
+
+    // The same seed grows the same forest.
+    ok(
+        dir,
+        &[
+            "train",
+            "--method",
+            "iqm-forest",
+            "--split-of",
+            cnn,
+            "--trees",
+            "50",
+            "--run",
+            "again",
+        ],
+    );
+    let differing = ok(
+        dir,
+        &[
+            "sql",
+            &format!(
+                "select count(*) as differing from predictions a join predictions b using (image_id, task) \
+                 where a.run_id = '{forest}' and b.run_id = 'again' \
+                 and a.probabilities is distinct from b.probabilities"
+            ),
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(differing, "differing\n0\n");
 }

@@ -1,0 +1,215 @@
+//! The IQM-only baseline as a run: read a training run's split and the stored image
+//! quality metrics, grow the forest on the split's labelled training images, predict
+//! its validation and test images, and record a run of method `iqm-forest` on the same
+//! split, so that `cdwqc report compare` scores it beside the CNN on the same images.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::plan::PlanError;
+use crate::model::iqm_forest::{self, ForestConfig, METHOD};
+use crate::report::agreement::Task;
+use crate::store::Store;
+use crate::store::runs::{NewRun, PredictionRow};
+
+/// What a user asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IqmForestRequest {
+    /// The training run whose split (and task) the baseline uses.
+    pub split_of: String,
+    /// Run name (default: `<split_of>-iqm-forest`).
+    pub run: Option<String>,
+    pub forest: ForestConfig,
+}
+
+/// What the run did, for the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IqmForestSummary {
+    pub run_id: String,
+    pub task: Task,
+    pub trained_on: usize,
+    /// Validation and test images predicted.
+    pub predicted: usize,
+    /// Images of the split left out of training or given an error for want of metrics.
+    pub without_metrics: usize,
+    pub test_images: usize,
+    /// Share of test images whose predicted class is their split label.
+    pub test_accuracy: Option<f64>,
+}
+
+/// Why an image has no prediction.
+const NO_METRICS: &str = "no image quality metrics for this image (run `cdwqc iqm`)";
+
+/// Trains the baseline on `request.split_of`'s split and records it as a completed run.
+pub fn train_iqm_forest(
+    store: &mut Store,
+    request: &IqmForestRequest,
+) -> Result<IqmForestSummary, PlanError> {
+    let invalid = PlanError::Invalid;
+    let of = &request.split_of;
+    let row = store.run_row(of)?.ok_or_else(|| {
+        invalid(format!(
+            "no run {of} in the store (cdwqc sql \"select run_id, method from runs\")"
+        ))
+    })?;
+    let split_id = row
+        .split_id
+        .clone()
+        .ok_or_else(|| invalid(format!("run {of} has no data split: give a training run")))?;
+    let task = row
+        .task
+        .as_deref()
+        .and_then(Task::from_name)
+        .ok_or_else(|| invalid(format!("run {of} has no known task")))?;
+    let run_id = request
+        .run
+        .clone()
+        .unwrap_or_else(|| format!("{of}-{METHOD}"));
+    if store.run_row(&run_id)?.is_some() {
+        return Err(invalid(format!(
+            "run {run_id} exists already: give another name with --run"
+        )));
+    }
+    let classes = task.categories();
+    let split = store.split_rows(&split_id)?;
+    let metrics: HashMap<i64, (String, Vec<Option<f64>>)> = store
+        .iqm_features()?
+        .into_iter()
+        .map(|f| (f.image_id, (f.scanner, f.values)))
+        .collect();
+    // Scaling groups: the split's domain (its sequence) and the scanner.
+    let measured: Vec<(usize, String)> = split
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let (scanner, _) = metrics.get(&s.image_id)?;
+            Some((i, format!("{} {scanner}", s.domain)))
+        })
+        .collect();
+    let rows: Vec<(&str, &[Option<f64>])> = measured
+        .iter()
+        .map(|(i, group)| (group.as_str(), metrics[&split[*i].image_id].1.as_slice()))
+        .collect();
+    let scaled = iqm_forest::scaled_features(&rows);
+    let features: HashMap<usize, &Vec<f64>> = measured
+        .iter()
+        .zip(&scaled)
+        .map(|((i, _), x)| (*i, x))
+        .collect();
+    let class_of = |label: &Option<String>| {
+        label
+            .as_deref()
+            .and_then(|l| classes.iter().position(|c| *c == l))
+    };
+    let (mut train, mut labels) = (Vec::new(), Vec::new());
+    let mut queries: Vec<usize> = Vec::new();
+    let mut without_metrics = 0usize;
+    for (i, s) in split.iter().enumerate() {
+        let wanted = match s.set.as_str() {
+            "train" => class_of(&s.label).is_some(),
+            "validation" | "test" => s.domain == "target",
+            _ => false,
+        };
+        if !wanted {
+            continue;
+        }
+        match (features.get(&i), s.set.as_str()) {
+            (None, _) => without_metrics += 1,
+            (Some(x), "train") => {
+                train.push((*x).clone());
+                labels.push(class_of(&s.label).unwrap_or(0));
+            }
+            (Some(_), _) => queries.push(i),
+        }
+    }
+    let query_rows: Vec<Vec<f64>> = queries.iter().map(|i| features[i].clone()).collect();
+    let probabilities =
+        iqm_forest::fit_predict(&train, &labels, &query_rows, classes.len(), &request.forest)
+            .map_err(|e| invalid(e.to_string()))?;
+    let mut predictions: Vec<PredictionRow> = queries
+        .iter()
+        .zip(&probabilities)
+        .map(|(i, p)| {
+            let best = (0..p.len()).fold(0, |b, c| if p[c] > p[b] { c } else { b });
+            PredictionRow {
+                image_id: split[*i].image_id,
+                task: task.name().to_string(),
+                label: Some(classes[best].to_string()),
+                probabilities: Some(p.clone()),
+                error: None,
+            }
+        })
+        .collect();
+    // Held-out images without metrics count as failed, as an unreadable image does.
+    predictions.extend(
+        split
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.domain == "target"
+                    && matches!(s.set.as_str(), "validation" | "test")
+                    && !features.contains_key(i)
+            })
+            .map(|(_, s)| PredictionRow {
+                image_id: s.image_id,
+                task: task.name().to_string(),
+                label: None,
+                probabilities: None,
+                error: Some(NO_METRICS.to_string()),
+            }),
+    );
+    let test: Vec<(usize, &PredictionRow)> = queries
+        .iter()
+        .zip(&predictions)
+        .filter(|(i, _)| split[**i].set == "test")
+        .map(|(i, p)| (*i, p))
+        .collect();
+    let correct = test
+        .iter()
+        .filter(|(i, p)| p.label.is_some() && p.label == split[*i].label)
+        .count();
+    let test_accuracy = (!test.is_empty()).then(|| correct as f64 / test.len() as f64);
+    let config = json!({
+        "method": METHOD,
+        "split_of": of,
+        "trees": request.forest.trees,
+        "seed": request.forest.seed,
+        "features": iqm_forest::feature_names(),
+        "scaling": "robust (median, IQR) within split domain and scanner",
+    });
+    store.begin_run(&NewRun {
+        run_id: run_id.clone(),
+        kind: "train".into(),
+        task: Some(task.name().into()),
+        method: Some(METHOD.into()),
+        preset: None,
+        config: config.to_string(),
+        git_commit: None,
+        split_id: Some(split_id),
+        label_snapshot: row.label_snapshot.clone(),
+        weights_path: None,
+        source_sequence: row.source_sequence.clone(),
+        target_sequence: row.target_sequence.clone(),
+    })?;
+    store.save_predictions(&run_id, &predictions)?;
+    let summary = IqmForestSummary {
+        run_id: run_id.clone(),
+        task,
+        trained_on: train.len(),
+        predicted: queries.len(),
+        without_metrics,
+        test_images: test.len(),
+        test_accuracy,
+    };
+    let metrics = json!({
+        "status": "completed",
+        "trained_on": summary.trained_on,
+        "predicted": summary.predicted,
+        "without_metrics": summary.without_metrics,
+        "test_images": summary.test_images,
+        "test_accuracy": summary.test_accuracy,
+    });
+    store.set_run_status(&run_id, "completed", Some(&metrics.to_string()), None)?;
+    Ok(summary)
+}

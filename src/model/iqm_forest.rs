@@ -1,0 +1,204 @@
+//! The IQM-only quality classifier, the way MRIQC's classifier works: each image's
+//! quality metrics scaled robustly within its sequence and scanner group, then a
+//! random forest (smartcore's trees; docs/iqm.md). The baseline the CNN is compared with.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use smartcore::ensemble::random_forest_classifier::{
+    RandomForestClassifier, RandomForestClassifierParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+
+use crate::imaging::iqm::COLUMNS;
+
+/// The method name runs of this classifier are stored with.
+pub const METHOD: &str = "iqm-forest";
+
+/// Columns that describe the grid rather than the image's quality, left out as
+/// MRIQC's classifier leaves them out.
+const GRID_COLUMNS: [&str; 6] = [
+    "size_x",
+    "size_y",
+    "size_z",
+    "spacing_x",
+    "spacing_y",
+    "spacing_z",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForestError {
+    #[error("no labelled training image has image quality metrics (run `cdwqc iqm` first)")]
+    NoTraining,
+    #[error("random forest: {0}")]
+    Fit(String),
+}
+
+/// How the forest is grown.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ForestConfig {
+    pub trees: u16,
+    pub seed: u64,
+}
+
+impl Default for ForestConfig {
+    fn default() -> Self {
+        Self {
+            trees: 200,
+            seed: 0,
+        }
+    }
+}
+
+/// The metric columns the classifier uses, in [`COLUMNS`] order.
+pub fn feature_names() -> Vec<&'static str> {
+    COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !GRID_COLUMNS.contains(c))
+        .collect()
+}
+
+/// `np.percentile` with linear interpolation of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let position = (sorted.len() - 1) as f64 * q;
+    let below = position.floor() as usize;
+    let above = (below + 1).min(sorted.len() - 1);
+    sorted[below] + (sorted[above] - sorted[below]) * (position - below as f64)
+}
+
+/// The feature matrix: every row's metrics (in [`COLUMNS`] order) scaled within its
+/// group as MRIQC's site-wise robust scaler does, `(x - median) / IQR` (the IQR taken
+/// as 1 where it is 0), and a missing or non-finite value set to the group's median,
+/// 0 after scaling. Groups are scaled on their own images, labels unused.
+pub fn scaled_features(rows: &[(&str, &[Option<f64>])]) -> Vec<Vec<f64>> {
+    let keep: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !GRID_COLUMNS.contains(c))
+        .map(|(i, _)| i)
+        .collect();
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (r, (group, _)) in rows.iter().enumerate() {
+        groups.entry(group).or_default().push(r);
+    }
+    let mut out = vec![vec![0.0; keep.len()]; rows.len()];
+    for members in groups.values() {
+        for (f, &column) in keep.iter().enumerate() {
+            let value = |r: usize| {
+                rows[r]
+                    .1
+                    .get(column)
+                    .copied()
+                    .flatten()
+                    .filter(|v| v.is_finite())
+            };
+            let mut present: Vec<f64> = members.iter().filter_map(|&r| value(r)).collect();
+            if present.is_empty() {
+                continue;
+            }
+            present.sort_by(f64::total_cmp);
+            let median = percentile(&present, 0.5);
+            let iqr = percentile(&present, 0.75) - percentile(&present, 0.25);
+            let spread = if iqr > 0.0 { iqr } else { 1.0 };
+            for &r in members {
+                out[r][f] = value(r).map_or(0.0, |v| (v - median) / spread);
+            }
+        }
+    }
+    out
+}
+
+/// Grows the forest on `train` (feature rows and class indices) and gives each row of
+/// `predict` its class probabilities over `classes` classes: the share of trees voting
+/// for each. Every tree is smartcore's random-forest tree (a bootstrap sample, a
+/// random subset of features at each split) grown with a seed of its own, so the same
+/// seed grows the same forest.
+pub fn fit_predict(
+    train: &[Vec<f64>],
+    labels: &[usize],
+    predict: &[Vec<f64>],
+    classes: usize,
+    config: &ForestConfig,
+) -> Result<Vec<Vec<f64>>, ForestError> {
+    if train.is_empty() {
+        return Err(ForestError::NoTraining);
+    }
+    if predict.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fit_error = |e: smartcore::error::Failed| ForestError::Fit(e.to_string());
+    let x = DenseMatrix::from_2d_vec(&train.to_vec()).map_err(fit_error)?;
+    let y: Vec<u32> = labels.iter().map(|&c| c as u32).collect();
+    let queries = DenseMatrix::from_2d_vec(&predict.to_vec()).map_err(fit_error)?;
+    let mut votes = vec![vec![0.0f64; classes]; predict.len()];
+    let trees = config.trees.max(1);
+    for t in 0..trees {
+        let params = RandomForestClassifierParameters::default()
+            .with_n_trees(1)
+            .with_seed(
+                config
+                    .seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(u64::from(t)),
+            );
+        let tree: RandomForestClassifier<f64, u32, DenseMatrix<f64>, Vec<u32>> =
+            RandomForestClassifier::fit(&x, &y, params).map_err(fit_error)?;
+        let predicted = tree.predict(&queries).map_err(fit_error)?;
+        for (row, class) in votes.iter_mut().zip(predicted) {
+            if let Some(v) = row.get_mut(class as usize) {
+                *v += 1.0;
+            }
+        }
+    }
+    for row in &mut votes {
+        row.iter_mut().for_each(|v| *v /= f64::from(trees));
+    }
+    Ok(votes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_is_per_group_and_fills_gaps_with_the_median() {
+        let n = COLUMNS.len();
+        let a: Vec<Vec<Option<f64>>> = (0..5).map(|i| vec![Some(f64::from(i)); n]).collect();
+        let mut b: Vec<Vec<Option<f64>>> = (0..5)
+            .map(|i| vec![Some(100.0 + 10.0 * f64::from(i)); n])
+            .collect();
+        b[0][0] = None;
+        let rows: Vec<(&str, &[Option<f64>])> = a
+            .iter()
+            .map(|v| ("A", v.as_slice()))
+            .chain(b.iter().map(|v| ("B", v.as_slice())))
+            .collect();
+        let x = scaled_features(&rows);
+        assert_eq!(x[0].len(), feature_names().len());
+        // Group A: median 2, IQR 2; group B: median 120, IQR 20.
+        assert_eq!(x[0][1], -1.0);
+        assert_eq!(x[9][1], 1.0);
+        assert_eq!(x[5][0], 0.0, "a missing value sits at the median");
+    }
+
+    #[test]
+    fn the_forest_separates_two_clusters_and_repeats_itself() {
+        let train: Vec<Vec<f64>> = (0..40)
+            .map(|i| {
+                let side = if i % 2 == 0 { -1.0 } else { 1.0 };
+                vec![side + f64::from(i) * 1e-3, 2.0 * side]
+            })
+            .collect();
+        let labels: Vec<usize> = (0..40).map(|i| i % 2).collect();
+        let queries = vec![vec![-1.2, -2.0], vec![1.3, 2.0]];
+        let config = ForestConfig { trees: 25, seed: 7 };
+        let p = fit_predict(&train, &labels, &queries, 2, &config).expect("fits");
+        assert!(p[0][0] > 0.9 && p[1][1] > 0.9, "{p:?}");
+        assert!((p[0][0] + p[0][1] - 1.0).abs() < 1e-12);
+        assert_eq!(
+            p,
+            fit_predict(&train, &labels, &queries, 2, &config).expect("fits")
+        );
+    }
+}
