@@ -753,6 +753,7 @@ pub fn plan_inference(
         items,
         cache_dir,
         adapt_batchnorm: None,
+        loaders: None,
     })
 }
 
@@ -877,6 +878,7 @@ pub fn plan_model_inference(
             items,
             cache_dir,
             adapt_batchnorm: request.adapt_batchnorm,
+            loaders: None,
         },
         run,
         model,

@@ -6,6 +6,7 @@ pub mod data;
 pub mod grl;
 pub mod infer;
 pub mod network;
+pub mod pipeline;
 pub mod preset;
 pub mod recipe;
 pub mod split;
