@@ -16,13 +16,21 @@ side in one run, as ratios.
    implementation, with the largest difference between their tensors) and through
    nibabel + scipy (scripts/nibabel_preprocess.py: load, resample, clip, min-max), the
    tensors compared (correlation).
+4. Gunzip (`gunzip`): whole-buffer inflation of real 1 mm volumes (the MNI ICBM152 T1 and
+   grey-matter maps in tests/data/external, when present) and the synthetic 1 mm FLAIR
+   volumes by flate2 + zlib-rs, miniz_oxide, libdeflater and the NIfTI reader's own
+   `decompress`, through `bench_gunzip` (same bytes checked).
+5. Inference (`infer`): a synthetic 1 mm warehouse (--clinical FLAIR and T1w, 3 raters),
+   one epoch of `train --preset cpu-small`, then `bench_infer`: `run_inference` as
+   `cdwqc infer` runs it, cold (empty preprocessing cache) and warm, against the forward
+   pass alone on the same tensors, in one process, as throughput ratios.
 
 The reference binary is --reference BIN, or built from --reference-rev REV (default
 `main`) in a git worktree under target/bench-reference (the first build compiles the
 dependencies once). Medians of --repeat repetitions; `uptime`'s load average is printed
 because the machine may be shared.
 
-    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess]
+    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess,gunzip,infer]
         [--reference BIN | --reference-rev main] [--files 1101] [--clinical 6]
         [--images 200000] [--volumes DIR] [--repeat 3] [--keep] [--no-build]
 """
@@ -86,11 +94,10 @@ def cargo_env():
     return dict(os.environ, **{k: v for k, v in BUILD_ENV.items() if pathlib.Path(v).exists()})
 
 
-def build_current(need_example):
+def build_current(examples):
     run(["cargo", "build", "--release", "--bin", "cdwqc"], cwd=root, env=cargo_env())
-    if need_example:
-        run(["cargo", "build", "--release", "--example", "bench_preprocess"], cwd=root,
-            env=cargo_env())
+    for example in examples:
+        run(["cargo", "build", "--release", "--example", example], cwd=root, env=cargo_env())
     return root / "target" / "release" / "cdwqc"
 
 
@@ -235,11 +242,7 @@ def preprocess_bench(args, current, work):
     import numpy as np
     from nibabel_preprocess import nibabel_preprocess
 
-    clinical = args.volumes or work / "clinical"
-    if not clinical.exists():
-        run([current, "synth", "--out", clinical, "--t1", args.clinical, "--flair", args.clinical,
-             "--other", 0, "--raters", 1, "--grid", "clinical", "--seed", 1], cwd=work)
-    files = sorted(clinical.rglob("*FLAIR.nii.gz"))
+    files = sorted(clinical_volumes(args, current, work).rglob("*FLAIR.nii.gz"))
     example = root / "target" / "release" / "examples" / "bench_preprocess"
     tensors = work / "tensors"
     grid, spacing = [80, 96, 80], 2.0
@@ -288,6 +291,65 @@ def preprocess_bench(args, current, work):
           f"cdwqc load + preprocess {load + med['preprocess']:.0f} ms per volume")
 
 
+def clinical_volumes(args, current, work):
+    clinical = args.volumes or work / "clinical"
+    if not clinical.exists():
+        run([current, "synth", "--out", clinical, "--t1", args.clinical, "--flair", args.clinical,
+             "--other", 0, "--raters", 3, "--grid", "clinical", "--seed", 1], cwd=work)
+    return clinical
+
+
+def gunzip_bench(args, current, work):
+    real = [root / "tests" / "data" / "external" / name for name in
+            ("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+             "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")]
+    files = [f for f in real if f.exists()]
+    files += sorted(clinical_volumes(args, current, work).rglob("*FLAIR.nii.gz"))
+    example = root / "target" / "release" / "examples" / "bench_gunzip"
+    report = json.loads(run([example, "--repeat", max(args.repeat, 5), *files]))
+    print(f"\nwhole-buffer gunzip of {report['files']} 1 mm volumes ({len([f for f in real if f.exists()])} "
+          f"real MNI maps, the rest synthetic FLAIR; {report['mean_compressed_mb']:.1f} MB -> "
+          f"{report['mean_inflated_mb']:.1f} MB on average), {report['repeat']} repetitions, the order "
+          f"rotating (load average {load_average()[0]:.1f}); thread CPU time:")
+    print("\n| decoder | ms per file (median) | speed-up over flate2 + zlib-rs (median; min-max) |")
+    print("|---|---|---|")
+    for name, seconds in report["cpu_seconds_median"].items():
+        r = report["speedup_over_flate2_zlib_rs"][name]
+        print(f"| {name} | {seconds * 1000:.1f} | {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) |")
+
+
+def infer_bench(args, current, work):
+    clinical = clinical_volumes(args, current, work)
+    folder = work / "infer"
+    folder.mkdir()
+    db = "store.duckdb"
+    run([current, "--db", db, "init"], cwd=folder)
+    run([current, "--db", db, "import", "--no-iqm", clinical], cwd=folder)
+    for tsv in sorted(clinical.glob("derivatives/cdwqc-synth/ratings/rater?.tsv")):
+        run([current, "--db", db, "ratings", "import", tsv, "--rater", tsv.stem], cwd=folder)
+    run([current, "--db", db, "train", "--preset", "cpu-small", "--task", "usable", "--method",
+         "ssda", "--epochs", 1, "--seed", 1, "--run", "bench"], cwd=folder)
+    example = root / "target" / "release" / "examples" / "bench_infer"
+    command = [example, "--db", db, "--run", "bench", "--repeat", args.repeat]
+    if args.threads:
+        command += ["--threads", args.threads]
+    before = load_average()[0]
+    report = json.loads(run(command, cwd=folder))
+    after = load_average()[0]
+    ms = report["ms_per_volume"]
+    print(f"\ninference over {report['volumes']} 1 mm FLAIR volumes (cpu-small, 80x96x80), "
+          f"{report['loaders']} loader(s) + {report['torch_threads']} libtorch thread(s), "
+          f"{report['repeat']} repetitions (load average {before:.1f} before, {after:.1f} after):")
+    print("\n| | ms per volume (median) |\n|---|---|")
+    for name in ("cold", "warm", "forward", "forward_all"):
+        print(f"| {name} | {ms[name]:.1f} |")
+    print("\n| throughput ratio | median (min-max) |\n|---|---|")
+    for key in ("cold_over_forward", "warm_over_forward", "cold_over_forward_all_threads",
+                "warm_over_forward_all_threads"):
+        r = report[f"throughput_{key}"]
+        print(f"| {key.replace('_', ' ')} | {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="import,report,preprocess")
@@ -299,6 +361,7 @@ def main():
     parser.add_argument("--volumes", type=pathlib.Path,
                         help="preprocess: the FLAIR .nii.gz under this folder instead of synthetic ones")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="infer: threads in all (default: the machine's)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--no-build", action="store_true",
                         help="use target/release as it is (no cargo build)")
@@ -307,7 +370,9 @@ def main():
     if args.no_build:
         current = (root / "target" / "release" / "cdwqc").resolve()
     else:
-        current = build_current("preprocess" in parts).resolve()
+        examples = {"preprocess": "bench_preprocess", "gunzip": "bench_gunzip",
+                    "infer": "bench_infer"}
+        current = build_current([e for p, e in examples.items() if p in parts]).resolve()
     reference = None
     if parts & {"import", "report"}:
         reference = (args.reference or build_reference(args.reference_rev)).resolve()
@@ -322,6 +387,10 @@ def main():
         if "preprocess" in parts:
             ensure_python_packages("scipy", "nibabel")
             preprocess_bench(args, current, work)
+        if "gunzip" in parts:
+            gunzip_bench(args, current, work)
+        if "infer" in parts:
+            infer_bench(args, current, work)
     finally:
         if args.keep:
             print(f"kept {work}")

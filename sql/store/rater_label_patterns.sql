@@ -9,13 +9,31 @@
 -- index (NULL when unknown), in image_id order.
 -- Scanners are looked up once per image, after the ratings are grouped.
 -- $1: BIDS suffix to keep, or NULL for every image.
-WITH labels AS MATERIALIZED (
+-- The rating in force per image and rater is the live rating (not an undo, not undone)
+-- with the largest rating_id, as in the views ratings_latest and rater_labels (migrations
+-- 002 and 005), whose labels this repeats: found by max(rating_id) and a semi-join, not
+-- by the view's row_number() over every column of ratings.
+WITH in_force AS MATERIALIZED (
+    SELECT max(rating_id) AS rating_id
+    FROM ratings
+    WHERE undoes IS NULL
+      AND rating_id NOT IN (SELECT undoes FROM ratings WHERE undoes IS NOT NULL)
+      AND image_id IN (SELECT image_id FROM images WHERE $1::VARCHAR IS NULL OR suffix = $1)
+    GROUP BY image_id, rater
+),
+labels AS MATERIALIZED (
     SELECT image_id, rater,
-           CASE usable_label WHEN 'usable' THEN 1 WHEN 'reject' THEN 2 ELSE 0 END
-         + 3 * CASE quality_label WHEN 'good' THEN 1 WHEN 'medium' THEN 2 WHEN 'bad' THEN 3 ELSE 0 END
-         + 12 * CASE gado_label WHEN 'no_gado' THEN 1 WHEN 'gado' THEN 2 ELSE 0 END AS code
-    FROM rater_labels
-    WHERE image_id IN (SELECT image_id FROM images WHERE $1::VARCHAR IS NULL OR suffix = $1)
+           CASE WHEN usable THEN 1 ELSE 2 END
+         + 3 * CASE WHEN NOT usable THEN 0
+                    WHEN quality IS NOT NULL
+                        THEN CASE quality WHEN 'good' THEN 1 WHEN 'medium' THEN 2 WHEN 'bad' THEN 3 ELSE 0 END
+                    WHEN greatest(motion, contrast, noise) = 0 THEN 1
+                    WHEN greatest(motion, contrast, noise) = 1 THEN 2
+                    ELSE 3 END
+         + 12 * CASE WHEN NOT usable OR gado IS NULL THEN 0 WHEN gado THEN 2 ELSE 1 END AS code
+    FROM ratings
+    WHERE rating_id IN (SELECT rating_id FROM in_force)
+      AND usable IS NOT NULL
 ),
 raters AS MATERIALIZED (
     SELECT rater, row_number() OVER (ORDER BY rater) - 1 AS r

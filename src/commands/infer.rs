@@ -16,6 +16,7 @@ use crate::jobs::plan::{
 use crate::jobs::{
     InferPlan, InferResult, JobEvent, cache_dir, models_dir, run_inference, runs_dir,
 };
+use crate::model::pipeline::ThreadSplit;
 use crate::report::agreement::Task;
 use crate::store::{Access, Store};
 
@@ -54,8 +55,13 @@ pub struct InferArgs {
     pub unrated: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Threads in all (default: the machine's), split between decoding and
+    /// preprocessing images and the network (half each; the network gets the odd one).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Of --threads, how many decode and preprocess images ahead of the network.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub loaders: Option<u16>,
     /// Label an image with the task's last class (reject, bad, gado) when its
     /// probability reaches this threshold, a number in [0, 1]; `auto` picks it on the
     /// run's validation images for --target-sensitivity (cdwqc report model shows it).
@@ -152,13 +158,14 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     if let (Some(shard), Some(work_list)) = (&args.shard, &args.work_list) {
         return super::slurm::run_shard_command(work_list, shard, args.threads);
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
-    tch::set_num_threads(threads.max(1));
+    let split = ThreadSplit::new(
+        args.threads.map(|t| t.max(1) as usize),
+        args.loaders.map(usize::from),
+    );
+    tch::set_num_threads(split.torch as i32);
     let mut store = Store::open(db, Access::ReadWrite)?;
     if let Some(model) = args.model.clone() {
-        return run_model(&mut store, model, args);
+        return run_model(&mut store, model, args, split);
     }
     let threshold = resolve_threshold(&store, &args)?;
     let request = InferRequest {
@@ -172,6 +179,7 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     };
     let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
     plan.adapt_batchnorm = args.adapt_batchnorm;
+    plan.loaders = Some(split.loaders);
     let (mut result, code) = predict(&plan)?;
     if let Some(t) = threshold {
         apply_threshold(&mut result.rows, plan.task.categories(), t);
@@ -182,7 +190,12 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
 
 /// Predicts with an exported model under a run row of its own, so `cdwqc report model
 /// --run model:<name>` scores it against this store's labels.
-fn run_model(store: &mut Store, model: String, args: InferArgs) -> anyhow::Result<ExitCode> {
+fn run_model(
+    store: &mut Store,
+    model: String,
+    args: InferArgs,
+    split: ThreadSplit,
+) -> anyhow::Result<ExitCode> {
     let request = ModelInferRequest {
         model,
         run: args.store_as,
@@ -191,7 +204,8 @@ fn run_model(store: &mut Store, model: String, args: InferArgs) -> anyhow::Resul
         device: args.device,
         adapt_batchnorm: args.adapt_batchnorm,
     };
-    let planned = plan_model_inference(store, &request, &models_dir(), Some(cache_dir()))?;
+    let mut planned = plan_model_inference(store, &request, &models_dir(), Some(cache_dir()))?;
+    planned.plan.loaders = Some(split.loaders);
     let card = &planned.model.card;
     println!(
         "model {} ({} from {}, {}, preset {}; weights sha256 {} checked) -> run {}",

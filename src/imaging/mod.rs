@@ -4,6 +4,7 @@
 pub mod antialias;
 pub mod bias;
 pub mod bids;
+pub mod gunzip;
 pub mod iqm;
 pub mod nifti;
 pub mod orientation;

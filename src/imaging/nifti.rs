@@ -30,6 +30,13 @@ pub const MAX_DATA_BYTES: u64 = 32 << 30;
 pub const GZIP_TRAILING_SLACK: u64 = 1 << 20;
 /// Voxel bytes are read and converted this many at a time (a multiple of every width).
 const CHUNK_BYTES: usize = 1 << 20;
+/// The largest gzip file (compressed) read whole and the largest inflated size inflated
+/// in one buffer by libdeflate; beyond, the streaming inflater (4D series, mostly) keeps
+/// memory to the first volume.
+const WHOLE_INFLATE_MAX: u64 = 256 << 20;
+/// DEFLATE cannot inflate beyond about 1032 bytes per compressed byte: an inflated size
+/// claimed beyond that is a lie and never allocated.
+const DEFLATE_MAX_RATIO: u64 = 1032;
 
 /// Voxel storage types cdwqc can decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,6 +388,10 @@ pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ImagingError> {
     if !is_gzip(&raw) {
         return Ok(raw);
     }
+    if let Some((mut whole, described_end)) = inflate_whole(path, &raw) {
+        whole.truncate(described_end as usize);
+        return Ok(whole);
+    }
     let mut input = Input::new(path, MultiGzDecoder::new(raw.as_slice()), true);
     let mut head = vec![0u8; NIFTI2_HEADER_SIZE];
     let got = input.fill(&mut head)?;
@@ -396,6 +407,39 @@ pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ImagingError> {
     inflated.map_err(|e| input.error(e))?;
     refuse_trailing_inflation(&mut input, end.end)?;
     Ok(out)
+}
+
+/// Inflates a whole gzip file in one buffer with libdeflate when that is safe and its
+/// sizes agree: the inflated size must lie between the end of the data its NIfTI header
+/// describes and [`GZIP_TRAILING_SLACK`] beyond (what the streaming path accepts), be
+/// congruent to the gzip trailer's ISIZE (the size mod 2^32: it only picks the one
+/// candidate, since whoever wrote the file chose it), be no more than DEFLATE can
+/// produce from the file's bytes, and the file one gzip member that inflates to exactly
+/// that size with a good CRC. Returns the inflated bytes and the end of the described
+/// data; `None` hands the file to the streaming inflater, which decides what else is
+/// acceptable and words every error.
+fn inflate_whole(path: &Path, raw: &[u8]) -> Option<(Vec<u8>, u64)> {
+    if raw.len() as u64 > WHOLE_INFLATE_MAX {
+        return None;
+    }
+    let mut head = vec![0u8; NIFTI2_HEADER_SIZE];
+    let got = Input::new(path, MultiGzDecoder::new(raw), true)
+        .fill(&mut head)
+        .ok()?;
+    head.truncate(got);
+    let described_end = parse_header(path, &head).ok()?.layout().ok()?.end;
+    let trailer: [u8; 4] = raw.get(raw.len().checked_sub(4)?..)?.try_into().ok()?;
+    let isize_mod = u64::from(u32::from_le_bytes(trailer));
+    let size = described_end + (isize_mod.wrapping_sub(described_end) & 0xFFFF_FFFF);
+    if size - described_end > GZIP_TRAILING_SLACK
+        || size > WHOLE_INFLATE_MAX
+        || size > (raw.len() as u64).saturating_mul(DEFLATE_MAX_RATIO)
+    {
+        return None;
+    }
+    let mut whole = vec![0u8; usize::try_from(size).ok()?];
+    let written = super::gunzip::inflate_single_member(raw, &mut whole)?;
+    (written as u64 == size).then_some((whole, described_end))
 }
 
 /// After the data a gzip header describes: the stream must end within
@@ -713,6 +757,13 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Decoded, ImagingError> {
 /// Decodes a file's bytes as stored on disk: gzip or not, whatever the name says.
 pub fn decode_file_bytes(path: &Path, raw: &[u8]) -> Result<Decoded, ImagingError> {
     if is_gzip(raw) {
+        // The whole-buffer result is the streaming one when both succeed; any failure is
+        // left to the streaming path, whose errors name the problem.
+        if let Some(decoded) =
+            inflate_whole(path, raw).and_then(|(whole, _)| decode(path, &whole).ok())
+        {
+            return Ok(decoded);
+        }
         decode_stream(path, MultiGzDecoder::new(raw), true, None)
     } else {
         decode(path, raw)
@@ -736,7 +787,14 @@ pub fn decode_raw_stream<R: Read>(
 
 /// Decodes a NIfTI file from disk (`.nii` or `.nii.gz`), streaming.
 pub fn decode_file(path: &Path) -> Result<Decoded, ImagingError> {
-    let (reader, gzip, len) = open_stream(path)?;
+    let (mut reader, gzip, len) = open_stream(path)?;
+    if gzip && len <= WHOLE_INFLATE_MAX {
+        let mut raw = Vec::with_capacity(len as usize);
+        reader
+            .read_to_end(&mut raw)
+            .map_err(|e| ImagingError::io(path, e))?;
+        return decode_file_bytes(path, &raw);
+    }
     if gzip {
         decode_stream(path, MultiGzDecoder::new(reader), true, None)
     } else {

@@ -22,7 +22,7 @@ use crate::model::ModelError;
 use crate::model::card::ExportedModel;
 use crate::model::data::Item;
 use crate::model::infer::{
-    InferOptions, LogitsModel, Prediction, Predictor, ScriptModel, predict_items,
+    InferOptions, LogitsModel, Prediction, Predictor, ScriptModel, predict_items, predict_stream,
 };
 use crate::model::preset::Preset;
 use crate::model::train::{
@@ -118,6 +118,9 @@ pub struct InferPlan {
     /// before predicting (AdaBN; unlabelled images only).
     #[serde(default)]
     pub adapt_batchnorm: Option<usize>,
+    /// Threads decoding and preprocessing images (default: half the machine's).
+    #[serde(default)]
+    pub loaders: Option<usize>,
 }
 
 /// What a worker runs.
@@ -375,10 +378,7 @@ pub fn run_training(
     })
 }
 
-/// How many images an inference job predicts between checks for cancellation.
-const INFER_CHUNK: usize = 64;
-
-/// Predicts the planned images; `cancel` stops between chunks of images.
+/// Predicts the planned images; `cancel` stops between batches.
 pub fn run_inference(
     plan: &InferPlan,
     cancel: &Arc<AtomicBool>,
@@ -408,42 +408,51 @@ pub fn run_inference(
         }
         ModelSource::Exported { dir } => adapt(ExportedModel::open(dir)?.predictor(device)?),
     };
-    let options = InferOptions {
+    let mut options = InferOptions {
         cache: cache(&plan.cache_dir),
         ..InferOptions::default()
     };
+    if let Some(loaders) = plan.loaders {
+        options.loaders = loaders.max(1);
+    }
     let names = plan.task.categories();
     let total = plan.items.len();
     let mut rows = Vec::with_capacity(total);
     let mut failed = 0;
-    let mut cancelled = false;
-    for chunk in plan.items.chunks(INFER_CHUNK) {
-        if cancel.load(Ordering::SeqCst) {
-            cancelled = true;
-            break;
-        }
-        let done_before = rows.len();
-        let results = predict_items(model.as_ref(), &items(chunk), &options, &mut |done, _| {
-            emit(JobEvent::Progress {
-                done: done_before + done,
-                total,
-            });
-        });
-        for (item, result) in chunk.iter().zip(results) {
-            if let Err(e) = &result {
-                failed += 1;
-                emit(JobEvent::ItemFailed {
-                    id: e.id.clone(),
-                    error: e.error.clone(),
+    let mut cancelled = cancel.load(Ordering::SeqCst);
+    if !cancelled {
+        // One pool over the whole plan, so loading never pauses; cancellation is seen
+        // between batches.
+        predict_stream(
+            model.as_ref(),
+            Arc::new(items(&plan.items)),
+            &options,
+            &mut |batch| {
+                for (index, result) in batch {
+                    if let Err(e) = &result {
+                        failed += 1;
+                        emit(JobEvent::ItemFailed {
+                            id: e.id.clone(),
+                            error: e.error.clone(),
+                        });
+                    }
+                    rows.push(Prediction::row(
+                        &result,
+                        plan.items[index].image_id,
+                        plan.task.name(),
+                        names,
+                    ));
+                }
+                emit(JobEvent::Progress {
+                    done: rows.len(),
+                    total,
                 });
-            }
-            rows.push(Prediction::row(
-                &result,
-                item.image_id,
-                plan.task.name(),
-                names,
-            ));
-        }
+                if cancel.load(Ordering::SeqCst) && rows.len() < total {
+                    cancelled = true;
+                }
+                !cancelled
+            },
+        );
     }
     Ok(InferResult {
         rows,
@@ -643,6 +652,7 @@ mod tests {
             }],
             cache_dir: None,
             adapt_batchnorm: Some(64),
+            loaders: Some(3),
         }));
         let path = dir.path().join("job.json");
         plan.write(&path).unwrap();

@@ -820,6 +820,7 @@ pub fn plan_inference(
         items,
         cache_dir,
         adapt_batchnorm: None,
+        loaders: None,
     })
 }
 
@@ -944,6 +945,7 @@ pub fn plan_model_inference(
             items,
             cache_dir,
             adapt_batchnorm: request.adapt_batchnorm,
+            loaders: None,
         },
         run,
         model,

@@ -133,11 +133,13 @@ pub fn dawid_skene(
         gave[rater][class] = true;
     }
 
-    let mut posterior = vec![vec![0.0; k]; n];
+    // Flat arrays (subject-major posteriors, `errors[(rater * k + given) * k + true]`),
+    // every sum taken in the order of the nested form, so the results are the same bits.
+    let mut posterior = vec![0.0; n * k];
     for &(s, _, class) in &responses {
-        posterior[s][class] += 1.0;
+        posterior[s * k + class] += 1.0;
     }
-    for row in &mut posterior {
+    for row in posterior.chunks_mut(k) {
         let total: f64 = row.iter().sum();
         row.iter_mut().for_each(|v| *v /= total);
     }
@@ -146,11 +148,19 @@ pub fn dawid_skene(
     let mut loss = f64::NEG_INFINITY;
     let mut history = Vec::new();
     let mut converged = false;
+    let mut log_errors = vec![0.0; errors.len()];
     for _ in 0..config.max_iterations {
-        posterior = e_step(&responses, n, &priors, &errors, k);
+        // The logarithms of the few confusion entries, once, instead of once per rating.
+        for (l, e) in log_errors.iter_mut().zip(&errors) {
+            *l = e.log2();
+        }
+        e_step(&responses, &mut posterior, &priors, &log_errors, k);
         priors = mean_rows(&posterior, k);
         errors = m_step(&responses, &posterior, &gave, k);
-        let new_loss = lower_bound(&responses, &posterior, &priors, &errors);
+        for (l, e) in log_errors.iter_mut().zip(&errors) {
+            *l = e.ln();
+        }
+        let new_loss = lower_bound(&responses, &posterior, &priors, &log_errors, k);
         history.push(new_loss);
         if new_loss - loss < config.tolerance {
             converged = true;
@@ -159,20 +169,18 @@ pub fn dawid_skene(
         loss = new_loss;
     }
     // crowd-kit reports posteriors and priors floored at 1e-10 (not renormalised).
-    for row in &mut posterior {
-        row.iter_mut().for_each(|v| *v = v.max(FLOOR));
-    }
+    posterior.iter_mut().for_each(|v| *v = v.max(FLOOR));
     priors.iter_mut().for_each(|v| *v = v.max(FLOOR));
 
     let mut posteriors = vec![None; ratings.n_subjects()];
-    for (index, subject) in rated_subjects.into_iter().enumerate() {
-        posteriors[subject] = Some(std::mem::take(&mut posterior[index]));
+    for (row, subject) in posterior.chunks(k).zip(rated_subjects) {
+        posteriors[subject] = Some(row.to_vec());
     }
     let confusion = (0..n_raters)
         .map(|r| {
             gave[r].iter().any(|&g| g).then(|| {
                 (0..k)
-                    .map(|t| (0..k).map(|g| errors[r][g][t]).collect())
+                    .map(|t| (0..k).map(|g| errors[(r * k + g) * k + t]).collect())
                     .collect()
             })
         })
@@ -187,97 +195,101 @@ pub fn dawid_skene(
     })
 }
 
-fn mean_rows(rows: &[Vec<f64>], k: usize) -> Vec<f64> {
+fn mean_rows(rows: &[f64], k: usize) -> Vec<f64> {
     let mut mean = vec![0.0; k];
-    for row in rows {
+    for row in rows.chunks(k) {
         for (m, v) in mean.iter_mut().zip(row) {
             *m += v;
         }
     }
-    let n = rows.len() as f64;
+    let n = (rows.len() / k) as f64;
     mean.iter_mut().for_each(|m| *m /= n);
     mean
 }
 
-/// `errors[rater][given][true]` = P(given | true).
-fn m_step(
-    responses: &[Response],
-    posterior: &[Vec<f64>],
-    gave: &[Vec<bool>],
-    k: usize,
-) -> Vec<Vec<Vec<f64>>> {
-    let mut errors = vec![vec![vec![0.0; k]; k]; gave.len()];
+/// `errors[(rater * k + given) * k + true]` = P(given | true).
+fn m_step(responses: &[Response], posterior: &[f64], gave: &[Vec<bool>], k: usize) -> Vec<f64> {
+    let mut errors = vec![0.0; gave.len() * k * k];
     for &(s, rater, given) in responses {
-        for (e, p) in errors[rater][given].iter_mut().zip(&posterior[s]) {
+        let at = (rater * k + given) * k;
+        for (e, p) in errors[at..at + k]
+            .iter_mut()
+            .zip(&posterior[s * k..s * k + k])
+        {
             *e += p;
         }
     }
-    for (rater, matrix) in errors.iter_mut().enumerate() {
-        for (given, row) in matrix.iter_mut().enumerate() {
+    for (rater, matrix) in errors.chunks_mut(k * k).enumerate() {
+        for (given, row) in matrix.chunks_mut(k).enumerate() {
             if gave[rater][given] {
                 row.iter_mut().for_each(|e| *e = e.max(FLOOR));
             }
         }
         for t in 0..k {
-            let total: f64 = matrix.iter().map(|row| row[t]).sum();
+            let total: f64 = matrix.chunks(k).map(|row| row[t]).sum();
             if total > 0.0 {
-                matrix.iter_mut().for_each(|row| row[t] /= total);
+                matrix.chunks_mut(k).for_each(|row| row[t] /= total);
             }
         }
     }
     errors
 }
 
+/// The posteriors given the priors and `log2_errors` (log2 of the confusion entries),
+/// written over `posterior`. Ratings come subject after subject.
 fn e_step(
     responses: &[Response],
-    n: usize,
+    posterior: &mut [f64],
     priors: &[f64],
-    errors: &[Vec<Vec<f64>>],
+    log2_errors: &[f64],
     k: usize,
-) -> Vec<Vec<f64>> {
+) {
     let log_prior: Vec<f64> = priors.iter().map(|p| p.max(FLOOR).log2()).collect();
-    let mut log_likelihood = vec![log_prior; n];
+    for row in posterior.chunks_mut(k) {
+        row.copy_from_slice(&log_prior);
+    }
     for &(s, rater, given) in responses {
-        for (l, e) in log_likelihood[s].iter_mut().zip(&errors[rater][given]) {
-            *l += e.log2();
+        let at = (rater * k + given) * k;
+        for (l, e) in posterior[s * k..s * k + k]
+            .iter_mut()
+            .zip(&log2_errors[at..at + k])
+        {
+            *l += e;
         }
     }
-    log_likelihood
-        .into_iter()
-        .map(|row| {
-            // Shifted so that the largest term is 2^0: the products underflow otherwise.
-            let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let scaled: Vec<f64> = row.iter().map(|l| (l - top).exp2()).collect();
-            let total: f64 = scaled.iter().sum();
-            debug_assert_eq!(scaled.len(), k);
-            scaled.into_iter().map(|v| v / total).collect()
-        })
-        .collect()
+    for row in posterior.chunks_mut(k) {
+        // Shifted so that the largest term is 2^0: the products underflow otherwise.
+        let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        row.iter_mut().for_each(|l| *l = (*l - top).exp2());
+        let total: f64 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= total);
+    }
 }
 
 /// crowd-kit's evidence lower bound per rating: for every rating, the expected log of
 /// the prior and of the rater's probability of the given label, plus the posterior
-/// entropy (posteriors floored at 1e-10 there).
+/// entropy (posteriors floored at 1e-10 there). `ln_errors`: the confusion entries' ln.
 fn lower_bound(
     responses: &[Response],
-    posterior: &[Vec<f64>],
+    posterior: &[f64],
     priors: &[f64],
-    errors: &[Vec<Vec<f64>>],
+    ln_errors: &[f64],
+    k: usize,
 ) -> f64 {
     let log_prior: Vec<f64> = priors.iter().map(|p| p.max(FLOOR).ln()).collect();
     let mut joint = 0.0;
     for &(s, rater, given) in responses {
-        for ((p, e), lp) in posterior[s]
+        let at = (rater * k + given) * k;
+        for ((p, e), lp) in posterior[s * k..s * k + k]
             .iter()
-            .zip(&errors[rater][given])
+            .zip(&ln_errors[at..at + k])
             .zip(&log_prior)
         {
-            joint += p * (e.ln() + lp);
+            joint += p * (e + lp);
         }
     }
     let entropy: f64 = posterior
         .iter()
-        .flatten()
         .map(|&p| {
             let q = p.max(FLOOR);
             -q * q.ln()

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor, nn};
 
 use super::ModelError;
-use super::data::{Item, ItemLoader, Prefetcher, sequential_batches};
+use super::data::{Item, ItemLoader};
 use super::network::{Conv5Fc3Ssda, FoldedExtractor, Head, NetworkSpec};
+use super::pipeline::{LoaderPool, ThreadSplit};
 use super::preset::Preset;
 use super::train::{BEST_WEIGHTS, CheckpointState};
 use crate::imaging::preprocess::TensorCache;
@@ -62,11 +63,15 @@ pub trait LogitsModel {
     fn logits(&self, input: &Tensor) -> Result<Tensor, ModelError>;
 }
 
-/// Batch size, prefetch depth and preprocessing cache of an inference pass.
+/// Batch size, loader threads, how far they load ahead and the preprocessing cache of an
+/// inference pass.
 #[derive(Debug, Clone)]
 pub struct InferOptions {
     pub batch_size: usize,
+    /// Batches loaded ahead of the forward pass, beyond the one it holds.
     pub prefetch_batches: usize,
+    /// Threads decoding and preprocessing images (see [`ThreadSplit`]).
+    pub loaders: usize,
     pub cache: Option<TensorCache>,
 }
 
@@ -75,10 +80,14 @@ impl Default for InferOptions {
         Self {
             batch_size: 8,
             prefetch_batches: 2,
+            loaders: ThreadSplit::new(None, None).loaders,
             cache: None,
         }
     }
 }
+
+/// One item's position in the input and its result.
+pub type IndexedPrediction = (usize, Result<Prediction, PredictionError>);
 
 /// Predicts every item, in input order. Items that fail to load or preprocess give a
 /// `PredictionError`; a failing forward pass fails its batch's items the same way.
@@ -89,23 +98,43 @@ pub fn predict_items(
     options: &InferOptions,
     on_progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<Result<Prediction, PredictionError>> {
+    let total = items.len();
+    let mut results = Vec::with_capacity(total);
+    predict_stream(model, Arc::new(items.to_vec()), options, &mut |batch| {
+        results.extend(batch.into_iter().map(|(_, result)| result));
+        on_progress(results.len(), total);
+        true
+    });
+    results
+}
+
+/// Predicts items batch after batch while the loader pool decodes and preprocesses the
+/// next ones, handing each batch's results (in input order, every item of the batch,
+/// failures included) to `on_batch`, which returns whether to go on. A batch's input is
+/// the same whatever the number of loaders, so the predictions are too.
+pub fn predict_stream(
+    model: &dyn LogitsModel,
+    items: Arc<Vec<Item>>,
+    options: &InferOptions,
+    on_batch: &mut dyn FnMut(Vec<IndexedPrediction>) -> bool,
+) {
     let _guard = tch::no_grad_guard();
     let preset = model.preset();
     let [_, d, h, w] = preset.input_shape();
-    let items = Arc::new(items.to_vec());
-    let total = items.len();
     let loader = ItemLoader::new(preset.clone(), options.cache.clone());
-    let batches = sequential_batches(total, options.batch_size);
-    let mut results: Vec<Option<Result<Prediction, PredictionError>>> = vec![None; total];
-    let mut done = 0;
-    for batch in Prefetcher::start(
+    let pool = LoaderPool::start(
         Arc::clone(&items),
-        batches,
         loader,
+        options.batch_size,
+        options.loaders,
         options.prefetch_batches,
-    ) {
+    );
+    for batch in pool {
+        let mut results: Vec<Option<Result<Prediction, PredictionError>>> =
+            vec![None; batch.indices.len()];
+        let first = batch.indices.first().copied().unwrap_or(0);
         for (index, error) in batch.failures {
-            results[index] = Some(Err(PredictionError {
+            results[index - first] = Some(Err(PredictionError {
                 id: items[index].id.clone(),
                 error,
             }));
@@ -138,7 +167,7 @@ pub fn predict_items(
                             .enumerate()
                             .max_by(|a, b| a.1.total_cmp(b.1))
                             .map_or(0, |(class, _)| class);
-                        results[index] = Some(Ok(Prediction {
+                        results[index - first] = Some(Ok(Prediction {
                             id: items[index].id.clone(),
                             probs: row.to_vec(),
                             label,
@@ -147,7 +176,7 @@ pub fn predict_items(
                 }
                 Err(err) => {
                     for &index in &batch.loaded {
-                        results[index] = Some(Err(PredictionError {
+                        results[index - first] = Some(Err(PredictionError {
                             id: items[index].id.clone(),
                             error: err.to_string(),
                         }));
@@ -155,21 +184,24 @@ pub fn predict_items(
                 }
             }
         }
-        done += batch.indices.len();
-        on_progress(done, total);
-    }
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(index, result)| {
-            result.unwrap_or_else(|| {
-                Err(PredictionError {
-                    id: items[index].id.clone(),
-                    error: "item was not processed".to_string(),
-                })
+        let results = batch
+            .indices
+            .iter()
+            .zip(results)
+            .map(|(&index, result)| {
+                let result = result.unwrap_or_else(|| {
+                    Err(PredictionError {
+                        id: items[index].id.clone(),
+                        error: "item was not processed".to_string(),
+                    })
+                });
+                (index, result)
             })
-        })
-        .collect()
+            .collect();
+        if !on_batch(results) {
+            return;
+        }
+    }
 }
 
 /// A trained Conv5_FC3_SSDA network and the head it predicts with. By default it predicts

@@ -7,6 +7,7 @@ pub mod grl;
 pub mod infer;
 pub mod iqm_forest;
 pub mod network;
+pub mod pipeline;
 pub mod preset;
 pub mod recipe;
 pub mod split;

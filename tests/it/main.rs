@@ -11,6 +11,7 @@ mod ecosystem;
 mod fuzz;
 mod imaging;
 mod import;
+mod inference_pipeline;
 mod interrupt;
 mod iqm;
 mod metrics_properties;
