@@ -80,8 +80,9 @@ pub struct DashboardSummary {
     /// Per task; `None` when not asked for (blind rating mode keeps other raters'
     /// labels out of sight, aggregated or not).
     pub agreement: Option<Vec<AgreementGlance>>,
-    /// The rating progress and agreement are still being counted: they are read
-    /// over every rating in force, which on a large store takes longer than the rest.
+    /// The rating and queue progress and the agreement are still being counted:
+    /// they are read over every rating in force, which on a large store takes
+    /// longer than the rest.
     pub refining: bool,
 }
 
@@ -183,8 +184,8 @@ impl Store {
         self.sibling(Access::ReadOnly)
     }
 
-    /// Every summary; without `ratings`, all but the rating progress, which then
-    /// comes back empty with `refining` set.
+    /// Every summary; without `ratings`, all but the rating and queue progress,
+    /// which then come back empty with `refining` set.
     pub fn dashboard_summary(&self, ratings: bool) -> Result<DashboardSummary, StoreError> {
         let sequences = self.rows(include_str!("../../sql/store/dashboard_images.sql"), |r| {
             Ok(SequenceCounts {
@@ -208,14 +209,20 @@ impl Store {
                 })
             })?
         };
-        let queues = self.rows(include_str!("../../sql/store/dashboard_queues.sql"), |r| {
-            Ok(QueueProgress {
-                queue: r.get(0)?,
-                rater: r.get(1)?,
-                items: r.get(2)?,
-                pending: r.get(3)?,
-            })
-        })?;
+        // Pending queue items are read against every rating in force, like the
+        // rating progress.
+        let queues = if !ratings {
+            Vec::new()
+        } else {
+            self.rows(include_str!("../../sql/store/dashboard_queues.sql"), |r| {
+                Ok(QueueProgress {
+                    queue: r.get(0)?,
+                    rater: r.get(1)?,
+                    items: r.get(2)?,
+                    pending: r.get(3)?,
+                })
+            })?
+        };
         let runs = self.rows(include_str!("../../sql/store/dashboard_runs.sql"), |r| {
             Ok(RunSummary {
                 run_id: r.get(0)?,

@@ -11,7 +11,7 @@ use crate::imaging::Volume;
 use crate::imaging::preview::{Gray8, Plane};
 use crate::store::dashboard::{
     AgreementGlance, DashboardSummary, ImageFacts, ImageFilter, ImagePage, PredictionInForce,
-    RateWork, RaterProgress, RatingInForce,
+    QueueProgress, RateWork, RaterProgress, RatingInForce,
 };
 use crate::store::ratings::NewRating;
 
@@ -336,6 +336,12 @@ impl RateState {
     }
 }
 
+type RatingCounts = (
+    Vec<RaterProgress>,
+    Vec<QueueProgress>,
+    Option<Vec<AgreementGlance>>,
+);
+
 /// The views of blind rating mode.
 const BLIND_VIEWS: [View; 4] = [View::Dashboard, View::Images, View::Viewer, View::Rate];
 
@@ -356,9 +362,9 @@ pub struct App {
     pub sql: SqlState,
     pub jobs: JobsState,
     in_flight: HashSet<String>,
-    /// The rating progress and agreement last counted, shown while newer counts are
-    /// being refined.
-    last_rating_counts: Option<(Vec<RaterProgress>, Option<Vec<AgreementGlance>>)>,
+    /// The rating and queue progress and agreement last counted, shown while newer
+    /// counts are being refined.
+    last_rating_counts: Option<RatingCounts>,
 }
 
 impl App {
@@ -1081,15 +1087,19 @@ impl App {
                     // Until the refined counts come, the last ones counted show,
                     // marked as being refined.
                     Ok(mut summary) if summary.refining => {
-                        if let Some((raters, agreement)) = &self.last_rating_counts {
+                        if let Some((raters, queues, agreement)) = &self.last_rating_counts {
                             summary.raters.clone_from(raters);
+                            summary.queues.clone_from(queues);
                             summary.agreement.clone_from(agreement);
                         }
                         Ok(summary)
                     }
                     Ok(summary) => {
-                        self.last_rating_counts =
-                            Some((summary.raters.clone(), summary.agreement.clone()));
+                        self.last_rating_counts = Some((
+                            summary.raters.clone(),
+                            summary.queues.clone(),
+                            summary.agreement.clone(),
+                        ));
                         Ok(summary)
                     }
                     Err(e) => Err(e),

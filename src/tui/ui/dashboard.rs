@@ -137,7 +137,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         draw_agreement(frame, agreement, summary.agreement.as_deref());
     }
 
-    if summary.queues.is_empty() {
+    if summary.refining && summary.queues.is_empty() {
+        empty(frame, queues, "Queue progress", "counting…");
+    } else if summary.queues.is_empty() {
         empty(
             frame,
             queues,
