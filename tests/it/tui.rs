@@ -800,8 +800,8 @@ fn bench_one_million_images() {
             .draw(|frame| cdwqc::tui::ui::draw(frame, app))
             .expect("draw");
     };
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    let mut timed = |what: &str, app: &mut App, store: &mut Store, keys: &[KeyCode]| {
+    let rows: std::cell::RefCell<Vec<(String, f64, f64)>> = Default::default();
+    let timed = |what: &str, app: &mut App, store: &mut Store, keys: &[KeyCode]| {
         let (started, cpu) = (Instant::now(), process_cpu_ms());
         for &k in keys {
             press(app, store, k);
@@ -811,7 +811,7 @@ fn bench_one_million_images() {
         let ms = started.elapsed().as_secs_f64() * 1e3 / per_key;
         let cpu = (process_cpu_ms() - cpu) / per_key;
         println!("{what}: {ms:.1} ms (CPU {cpu:.1} ms)");
-        rows.push((what.to_string(), ms, cpu));
+        rows.borrow_mut().push((what.to_string(), ms, cpu));
     };
 
     // The first paint: every summary but the rating progress and agreement, which
@@ -820,7 +820,7 @@ fn bench_one_million_images() {
     let mut app = App::new(KeyMap::default(), None);
     let mut asked = Vec::new();
     cdwqc::tui::handle(&mut app, &mut store, Event::Tick, &mut |r| asked.push(r));
-    for request in asked.drain(..) {
+    for request in std::mem::take(&mut asked) {
         let response = cdwqc::tui::serve(&store, request);
         cdwqc::tui::handle(&mut app, &mut store, Event::Loaded(response), &mut |r| {
             asked.push(r)
@@ -839,7 +839,7 @@ fn bench_one_million_images() {
         1,
         "the refined counts are asked for: {asked:?}"
     );
-    for request in asked.drain(..) {
+    for request in std::mem::take(&mut asked) {
         let response = cdwqc::tui::serve(&store, request);
         cdwqc::tui::handle(&mut app, &mut store, Event::Loaded(response), &mut |r| {
             asked.push(r)
@@ -902,7 +902,8 @@ fn bench_one_million_images() {
     draw(&app);
     let ms = started.elapsed().as_secs_f64() * 1e3;
     println!("subject search (/4242 Enter, all keys): {ms:.1} ms");
-    rows.push(("subject search (/4242 Enter)".into(), ms, f64::NAN));
+    rows.borrow_mut()
+        .push(("subject search (/4242 Enter)".into(), ms, f64::NAN));
     timed(
         "view switch back to Dashboard",
         &mut app,
@@ -927,7 +928,8 @@ fn bench_one_million_images() {
     draw(&app);
     let ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(saves);
     println!("rate and next ('a' Enter): {ms:.1} ms per image");
-    rows.push(("rate and next".into(), ms, f64::NAN));
+    rows.borrow_mut()
+        .push(("rate and next".into(), ms, f64::NAN));
     assert_eq!(app.rate.saved.len(), saves as usize);
 
     let rss = std::fs::read_to_string("/proc/self/status")
@@ -942,7 +944,7 @@ fn bench_one_million_images() {
     println!("memory of this process (store open, app state): {rss} KiB");
     println!("| step | ms |\n|---|---|\n| first paint | {first:.1} |");
     println!("| rating counts refined (background) | {refined:.1} |");
-    for (what, ms, cpu) in rows {
+    for (what, ms, cpu) in rows.into_inner() {
         println!("| {what} | {ms:.1} | CPU {cpu:.1} |");
     }
     println!(
