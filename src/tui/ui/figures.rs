@@ -115,7 +115,7 @@ impl CountColumns {
 
     /// A block's bottom title saying how to read compact figures; none when exact.
     pub fn legend(&self) -> Option<&'static str> {
-        (self.figures == Figures::Compact).then_some(" k, M: thousands, millions, rounded down ")
+        (self.figures == Figures::Compact).then_some(" k/M: rounded down ")
     }
 }
 
