@@ -936,9 +936,10 @@ fn bench_one_million_images() {
         .ok()
         .and_then(|s| {
             s.lines()
-                .filter(|l| l.starts_with("VmRSS:") || l.starts_with("VmHWM:"))
+                // VmHWM (the peak) comes before VmRSS in the file.
+                .filter(|l| l.starts_with("VmHWM:") || l.starts_with("VmRSS:"))
                 .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
-                .reduce(|a, b| format!("{a} KiB now, peak {b}"))
+                .reduce(|hwm, rss| format!("{rss} KiB now, peak {hwm}"))
         })
         .unwrap_or_default();
     println!("memory of this process (store open, app state): {rss} KiB");
