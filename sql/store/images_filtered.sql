@@ -3,8 +3,15 @@
 -- $1 sequence, $2 status, $3 rated (true/false), $4 subject search,
 -- $5 predicted usable label, $6 true = only images where that prediction differs from
 -- a rater's usable label in force: NULL = any.
+-- Raters with a rating in force are counted as the distinct raters of an image's
+-- live (neither undoing nor undone) ratings, one row each in `ratings_latest`: a
+-- grouping, cheaper than the view's ranking of every rating.
 WITH rated AS (
-    SELECT image_id, count(*) AS raters FROM ratings_latest GROUP BY image_id
+    SELECT image_id, count(DISTINCT rater) AS raters
+    FROM ratings
+    WHERE undoes IS NULL
+      AND rating_id NOT IN (SELECT undoes FROM ratings WHERE undoes IS NOT NULL)
+    GROUP BY image_id
 ),
 predicted AS (
     SELECT image_id, label FROM (

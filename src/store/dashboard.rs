@@ -80,6 +80,10 @@ pub struct DashboardSummary {
     /// Per task; `None` when not asked for (blind rating mode keeps other raters'
     /// labels out of sight, aggregated or not).
     pub agreement: Option<Vec<AgreementGlance>>,
+    /// The rating and queue progress and the agreement are still being counted:
+    /// they are read over every rating in force, which on a large store takes
+    /// longer than the rest.
+    pub refining: bool,
 }
 
 /// Filters of the image browser; `None` means any.
@@ -180,7 +184,9 @@ impl Store {
         self.sibling(Access::ReadOnly)
     }
 
-    pub fn dashboard_summary(&self) -> Result<DashboardSummary, StoreError> {
+    /// Every summary; without `ratings`, all but the rating and queue progress,
+    /// which then come back empty with `refining` set.
+    pub fn dashboard_summary(&self, ratings: bool) -> Result<DashboardSummary, StoreError> {
         let sequences = self.rows(include_str!("../../sql/store/dashboard_images.sql"), |r| {
             Ok(SequenceCounts {
                 sequence: r.get(0)?,
@@ -189,24 +195,34 @@ impl Store {
                 missing: r.get(3)?,
             })
         })?;
-        let raters = self.rows(include_str!("../../sql/store/dashboard_raters.sql"), |r| {
-            Ok(RaterProgress {
-                rater: r.get(0)?,
-                role: r.get(1)?,
-                images_rated: r.get(2)?,
-                rejected: r.get(3)?,
-                review_later: r.get(4)?,
-                last_saved: r.get(5)?,
-            })
-        })?;
-        let queues = self.rows(include_str!("../../sql/store/dashboard_queues.sql"), |r| {
-            Ok(QueueProgress {
-                queue: r.get(0)?,
-                rater: r.get(1)?,
-                items: r.get(2)?,
-                pending: r.get(3)?,
-            })
-        })?;
+        let raters = if !ratings {
+            Vec::new()
+        } else {
+            self.rows(include_str!("../../sql/store/dashboard_raters.sql"), |r| {
+                Ok(RaterProgress {
+                    rater: r.get(0)?,
+                    role: r.get(1)?,
+                    images_rated: r.get(2)?,
+                    rejected: r.get(3)?,
+                    review_later: r.get(4)?,
+                    last_saved: r.get(5)?,
+                })
+            })?
+        };
+        // Pending queue items are read against every rating in force, like the
+        // rating progress.
+        let queues = if !ratings {
+            Vec::new()
+        } else {
+            self.rows(include_str!("../../sql/store/dashboard_queues.sql"), |r| {
+                Ok(QueueProgress {
+                    queue: r.get(0)?,
+                    rater: r.get(1)?,
+                    items: r.get(2)?,
+                    pending: r.get(3)?,
+                })
+            })?
+        };
         let runs = self.rows(include_str!("../../sql/store/dashboard_runs.sql"), |r| {
             Ok(RunSummary {
                 run_id: r.get(0)?,
@@ -223,6 +239,7 @@ impl Store {
             queues,
             runs,
             agreement: None,
+            refining: !ratings,
         })
     }
 
@@ -256,60 +273,110 @@ impl Store {
         known_total: Option<usize>,
     ) -> Result<ImagePage, StoreError> {
         let db = |e| self.err(e);
-        let base = include_str!("../../sql/store/images_filtered.sql");
         let subject = filter.subject.as_deref().filter(|s| !s.is_empty());
-        let total = match known_total {
-            Some(total) => total as i64,
-            None => self
+        let row = |r: &duckdb::Row<'_>| -> duckdb::Result<ImageListRow> {
+            Ok(ImageListRow {
+                image_id: r.get(0)?,
+                subject: r.get(1)?,
+                session: r.get(2)?,
+                suffix: r.get(3)?,
+                status: r.get(4)?,
+                shape: r.get(5)?,
+                orientation: r.get(6)?,
+                rated_by: r.get(7)?,
+                predicted: r.get(8)?,
+            })
+        };
+        // Filters on `images` alone cut the page before anything is joined; the
+        // ratings and predictions are then read for its rows only.
+        let plain = filter.rated.is_none()
+            && filter.predicted.is_none()
+            && filter.disagreement != Some(true);
+        let (total, rows) = if plain {
+            let total = match known_total {
+                Some(total) => total as i64,
+                None => self
+                    .conn
+                    .prepare(include_str!("../../sql/store/images_count_plain.sql"))
+                    .map_err(db)?
+                    .query_row(params![filter.sequence, filter.status, subject], |r| {
+                        r.get(0)
+                    })
+                    .map_err(db)?,
+            };
+            let rows = self
                 .conn
-                .prepare(&format!("SELECT count(*) FROM ({base})"))
+                .prepare(include_str!("../../sql/store/images_page_plain.sql"))
                 .map_err(db)?
-                .query_row(
+                .query_map(
+                    params![
+                        filter.sequence,
+                        filter.status,
+                        subject,
+                        limit as i64,
+                        offset as i64
+                    ],
+                    row,
+                )
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            (total, rows)
+        } else {
+            let base = include_str!("../../sql/store/images_filtered.sql");
+            // The page and the count in one pass over the ratings and predictions.
+            let mut total = known_total.map(|t| t as i64);
+            let rows = self
+                .conn
+                .prepare(&format!(
+                    "SELECT *, count(*) OVER () FROM ({base})\nORDER BY 1 LIMIT $7 OFFSET $8"
+                ))
+                .map_err(db)?
+                .query_map(
                     params![
                         filter.sequence,
                         filter.status,
                         filter.rated,
                         subject,
                         filter.predicted,
-                        filter.disagreement
+                        filter.disagreement,
+                        limit as i64,
+                        offset as i64
                     ],
-                    |r| r.get(0),
+                    |r| Ok((row(r)?, r.get::<_, i64>(9)?)),
                 )
-                .map_err(db)?,
-        };
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{base}\nORDER BY i.image_id LIMIT $7 OFFSET $8"))
-            .map_err(db)?;
-        let rows = stmt
-            .query_map(
-                params![
-                    filter.sequence,
-                    filter.status,
-                    filter.rated,
-                    subject,
-                    filter.predicted,
-                    filter.disagreement,
-                    limit as i64,
-                    offset as i64
-                ],
-                |r| {
-                    Ok(ImageListRow {
-                        image_id: r.get(0)?,
-                        subject: r.get(1)?,
-                        session: r.get(2)?,
-                        suffix: r.get(3)?,
-                        status: r.get(4)?,
-                        shape: r.get(5)?,
-                        orientation: r.get(6)?,
-                        rated_by: r.get(7)?,
-                        predicted: r.get(8)?,
+                .map_err(db)?
+                .map(|r| {
+                    r.map(|(row, count)| {
+                        total.get_or_insert(count);
+                        row
                     })
-                },
-            )
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?;
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?;
+            // An offset past the end returns no row to carry the count.
+            let total = match total {
+                Some(total) => total,
+                None if offset == 0 => 0,
+                None => self
+                    .conn
+                    .prepare(&format!("SELECT count(*) FROM ({base})"))
+                    .map_err(db)?
+                    .query_row(
+                        params![
+                            filter.sequence,
+                            filter.status,
+                            filter.rated,
+                            subject,
+                            filter.predicted,
+                            filter.disagreement
+                        ],
+                        |r| r.get(0),
+                    )
+                    .map_err(db)?,
+            };
+            (total, rows)
+        };
         Ok(ImagePage {
             offset,
             total: usize::try_from(total).unwrap_or(0),
@@ -467,7 +534,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
         let reader = store.reader().expect("reader");
-        assert!(reader.dashboard_summary().expect("summary").runs.is_empty());
+        assert!(
+            reader
+                .dashboard_summary(true)
+                .expect("summary")
+                .runs
+                .is_empty()
+        );
         store
             .begin_run(&crate::store::runs::NewRun {
                 run_id: "r1".into(),
@@ -488,7 +561,7 @@ mod tests {
                     )
                     .expect("status");
             }
-            let runs = reader.dashboard_summary().expect("summary").runs;
+            let runs = reader.dashboard_summary(true).expect("summary").runs;
             assert_eq!(runs.len(), 1);
             assert_eq!(
                 (
@@ -506,7 +579,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
         assert_eq!(
-            store.dashboard_summary().expect("summary"),
+            store.dashboard_summary(true).expect("summary"),
             DashboardSummary::default()
         );
         let page = store

@@ -10,8 +10,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::imaging::Volume;
 use crate::imaging::preview::{Gray8, Plane};
 use crate::store::dashboard::{
-    DashboardSummary, ImageFacts, ImageFilter, ImagePage, PredictionInForce, RateWork,
-    RatingInForce,
+    AgreementGlance, DashboardSummary, ImageFacts, ImageFilter, ImagePage, PredictionInForce,
+    QueueProgress, RateWork, RaterProgress, RatingInForce,
 };
 use crate::store::ratings::NewRating;
 
@@ -36,9 +36,12 @@ const QUIT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Reads the store layer answers off the UI thread.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    /// The summaries, with the inter-rater agreement unless blind.
+    /// The summaries, with the inter-rater agreement unless blind. Without
+    /// `ratings`, all but those read over every rating in force (rating progress,
+    /// agreement), which follow in a second request served off the reader thread.
     Dashboard {
         agreement: bool,
+        ratings: bool,
     },
     ImagePage {
         filter: ImageFilter,
@@ -85,7 +88,7 @@ impl Request {
     /// Identifies a request so the same one is not asked twice while in flight.
     fn key(&self) -> String {
         match self {
-            Request::Dashboard { .. } => "dashboard".into(),
+            Request::Dashboard { ratings, .. } => format!("dashboard:{ratings}"),
             Request::ImagePage { filter, offset, .. } => format!("page:{filter:?}:{offset}"),
             Request::Detail { image_id, .. } => format!("detail:{image_id}"),
             Request::RateWork { .. } => "rate".into(),
@@ -122,7 +125,10 @@ pub struct LoadedVolume {
 
 #[derive(Debug, Clone)]
 pub enum Response {
-    Dashboard(Result<Box<DashboardSummary>, String>),
+    Dashboard {
+        ratings: bool,
+        result: Result<Box<DashboardSummary>, String>,
+    },
     ImagePage {
         filter: ImageFilter,
         offset: usize,
@@ -151,7 +157,7 @@ pub enum Response {
 impl Response {
     fn request_key(&self) -> String {
         match self {
-            Response::Dashboard(_) => "dashboard".into(),
+            Response::Dashboard { ratings, .. } => format!("dashboard:{ratings}"),
             Response::ImagePage { filter, offset, .. } => format!("page:{filter:?}:{offset}"),
             Response::Detail { image_id, .. } => format!("detail:{image_id}"),
             Response::RateWork(_) => "rate".into(),
@@ -330,6 +336,12 @@ impl RateState {
     }
 }
 
+type RatingCounts = (
+    Vec<RaterProgress>,
+    Vec<QueueProgress>,
+    Option<Vec<AgreementGlance>>,
+);
+
 /// The views of blind rating mode.
 const BLIND_VIEWS: [View; 4] = [View::Dashboard, View::Images, View::Viewer, View::Rate];
 
@@ -350,6 +362,9 @@ pub struct App {
     pub sql: SqlState,
     pub jobs: JobsState,
     in_flight: HashSet<String>,
+    /// The rating and queue progress and agreement last counted, shown while newer
+    /// counts are being refined.
+    last_rating_counts: Option<RatingCounts>,
 }
 
 impl App {
@@ -375,6 +390,7 @@ impl App {
             ),
             jobs: JobsState::default(),
             in_flight: HashSet::new(),
+            last_rating_counts: None,
         }
     }
 
@@ -1065,8 +1081,29 @@ impl App {
     fn on_loaded(&mut self, response: Response) {
         self.in_flight.remove(&response.request_key());
         match response {
-            Response::Dashboard(result) => {
-                self.dashboard = Some(result.map(|b| self.blind_summary(*b)));
+            Response::Dashboard { result, .. } => {
+                let result = result.map(|b| self.blind_summary(*b));
+                self.dashboard = Some(match result {
+                    // Until the refined counts come, the last ones counted show,
+                    // marked as being refined.
+                    Ok(mut summary) if summary.refining => {
+                        if let Some((raters, queues, agreement)) = &self.last_rating_counts {
+                            summary.raters.clone_from(raters);
+                            summary.queues.clone_from(queues);
+                            summary.agreement.clone_from(agreement);
+                        }
+                        Ok(summary)
+                    }
+                    Ok(summary) => {
+                        self.last_rating_counts = Some((
+                            summary.raters.clone(),
+                            summary.queues.clone(),
+                            summary.agreement.clone(),
+                        ));
+                        Ok(summary)
+                    }
+                    Err(e) => Err(e),
+                });
             }
             Response::ImagePage { filter, result, .. } => {
                 if filter != self.images.filter {
@@ -1394,9 +1431,26 @@ impl App {
 
     /// Asks for whatever the current view needs and does not have yet.
     fn request_missing(&mut self, effects: &mut Vec<Effect>) {
+        let agreement = !self.blind();
         if self.dashboard.is_none() && matches!(self.view, View::Dashboard | View::Images) {
-            let agreement = !self.blind();
-            self.fetch(Request::Dashboard { agreement }, effects);
+            self.fetch(
+                Request::Dashboard {
+                    agreement,
+                    ratings: false,
+                },
+                effects,
+            );
+        }
+        if let Some(Ok(summary)) = &self.dashboard
+            && summary.refining
+        {
+            self.fetch(
+                Request::Dashboard {
+                    agreement,
+                    ratings: true,
+                },
+                effects,
+            );
         }
         if matches!(self.view, View::Images | View::Viewer) {
             let offset = self.images.page_offset();
@@ -1436,6 +1490,7 @@ impl App {
                 self.fetch(
                     Request::Dashboard {
                         agreement: !self.blind(),
+                        ratings: false,
                     },
                     effects,
                 );

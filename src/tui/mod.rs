@@ -57,9 +57,10 @@ pub enum TuiError {
 pub fn serve(store: &Store, request: Request) -> Response {
     let text = |e: StoreError| e.to_string();
     match request {
-        Request::Dashboard { agreement } => {
-            Response::Dashboard(dashboard(store, agreement).map(Box::new))
-        }
+        Request::Dashboard { agreement, ratings } => Response::Dashboard {
+            ratings,
+            result: dashboard(store, agreement, ratings).map(Box::new),
+        },
         Request::ImagePage {
             filter,
             offset,
@@ -157,9 +158,11 @@ fn plan_job(writer: &mut Store, request: &JobRequest) -> Result<(String, String,
     }
 }
 
-fn dashboard(store: &Store, agreement: bool) -> Result<DashboardSummary, String> {
-    let mut summary = store.dashboard_summary().map_err(|e| e.to_string())?;
-    if agreement {
+fn dashboard(store: &Store, agreement: bool, ratings: bool) -> Result<DashboardSummary, String> {
+    let mut summary = store
+        .dashboard_summary(ratings)
+        .map_err(|e| e.to_string())?;
+    if agreement && ratings {
         summary.agreement =
             Some(crate::report::agreement::at_a_glance(store).map_err(|e| e.to_string())?);
     }
@@ -345,6 +348,7 @@ pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(
         return Err(TuiError::UnknownRater(name.clone()));
     }
     let reader = writer.reader()?;
+    let counter = writer.reader()?;
     // No DuckDB file access for any connection of this process (the dashboard reads
     // volumes without DuckDB, and exports are written by cdwqc itself).
     crate::query::close_file_access(&writer)?;
@@ -383,6 +387,7 @@ pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(
     let (events_tx, events) = mpsc::channel::<Event>();
     let workers = Workers {
         reader: spawn_reader(reader, events_tx.clone()),
+        counts: spawn_reader(counter, events_tx.clone()),
         interrupt: console.as_ref().map(|c| c.conn().interrupt_handle()),
         sql: console.map(|c| spawn_sql(c, events_tx.clone())),
         events: events_tx.clone(),
@@ -414,6 +419,9 @@ pub fn run(db: &Path, rater: Option<String>, graphics: GraphicsMode) -> Result<(
 /// Where the loop sends requests.
 struct Workers {
     reader: Sender<Request>,
+    /// Counts over every rating in force, on a connection of their own so that the
+    /// keys served by `reader` never wait for them.
+    counts: Sender<Request>,
     /// The SQL console's thread and its interrupt; none in blind rating mode.
     sql: Option<Sender<sql::SqlRequest>>,
     interrupt: Option<Arc<duckdb::InterruptHandle>>,
@@ -544,6 +552,9 @@ impl Workers {
                 }
             }
             Request::SpawnJob { id, plan } => self.jobs.spawn(id, &plan),
+            counts @ Request::Dashboard { ratings: true, .. } => {
+                let _ = self.counts.send(counts);
+            }
             Request::CancelJob { id } => self.jobs.cancel(id),
             other => {
                 let _ = self.reader.send(other);

@@ -345,7 +345,9 @@ impl SqlResult {
                     Cell::Null => 4,
                     other => char_len(&other.display()),
                 };
-                widths[i] = widths[i].max(w.min(MAX_COLUMN_WIDTH));
+                // A number is never cut: its column takes its full width.
+                let cap = if c.is_numeric() { w } else { MAX_COLUMN_WIDTH };
+                widths[i] = widths[i].max(w.min(cap));
                 any_number[i] |= c.is_numeric();
                 numeric[i] &= c.is_numeric() || *c == Cell::Null;
             }
@@ -359,7 +361,8 @@ impl SqlResult {
             elapsed,
             widths: widths
                 .into_iter()
-                .map(|w| w.min(MAX_COLUMN_WIDTH))
+                .zip(&numeric)
+                .map(|(w, &n)| if n { w } else { w.min(MAX_COLUMN_WIDTH) })
                 .collect(),
             numeric,
             wrote,

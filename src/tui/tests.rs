@@ -152,7 +152,13 @@ fn dashboard_hides_agreement_in_blind_mode() {
     let mut app = App::new(KeyMap::default(), Some("ann".into()));
     let mut asked = Vec::new();
     super::handle(&mut app, &mut store, Event::Tick, &mut |r| asked.push(r));
-    assert_eq!(asked, vec![Request::Dashboard { agreement: false }]);
+    assert_eq!(
+        asked,
+        vec![Request::Dashboard {
+            agreement: false,
+            ratings: false
+        }]
+    );
     let response = super::serve(&store, asked.remove(0));
     handle_now(&mut app, &mut store, Event::Loaded(response));
     let shown = screen(&app, 110, 30);
@@ -1264,4 +1270,181 @@ fn a_stop_that_reaches_a_starting_worker_says_so() {
         "{}",
         app.message
     );
+}
+
+/// Every figure of `counts` is on `screen` whole: exactly (`1,000,000`) or in its
+/// compact unit (`1.0M`), never as a digit string cut short.
+fn assert_whole_figures(screen: &str, counts: &[i64]) {
+    use super::ui::figures::{compact, exact};
+    let whole = |text: &str| {
+        screen.match_indices(text).any(|(at, _)| {
+            let before = screen[..at].chars().next_back();
+            let after = screen[at + text.len()..].chars().next();
+            let digitish =
+                |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit() || c == ',' || c == '.');
+            !digitish(before) && !digitish(after)
+        })
+    };
+    for &n in counts {
+        assert!(
+            whole(&exact(n)) || whole(&compact(n)),
+            "{n} is neither shown as {} nor as {}:\n{screen}",
+            exact(n),
+            compact(n)
+        );
+    }
+}
+
+fn million_dashboard() -> crate::store::dashboard::DashboardSummary {
+    use crate::store::dashboard::{
+        AgreementGlance, DashboardSummary, QueueProgress, RaterProgress, SequenceCounts,
+    };
+    let rater = |name: &str, rated, rejected, later| RaterProgress {
+        rater: name.into(),
+        role: "rater".into(),
+        images_rated: rated,
+        rejected,
+        review_later: later,
+        last_saved: "11-28 14:05".into(),
+    };
+    DashboardSummary {
+        sequences: vec![
+            SequenceCounts {
+                sequence: "FLAIR".into(),
+                ok: 490_000,
+                failed: 9_999,
+                missing: 1,
+            },
+            SequenceCounts {
+                sequence: "T1w".into(),
+                ok: 1_000_000,
+                failed: 999_999,
+                missing: 9_999_999,
+            },
+        ],
+        raters: vec![
+            rater("r0", 750_002, 50_134, 1_000),
+            rater("r1", 1_000_000, 999, 9_999_999),
+            rater("r2", 999_999, 1_250_000, 0),
+        ],
+        queues: vec![QueueProgress {
+            queue: "flair-1".into(),
+            rater: "r0".into(),
+            items: 1_000_000,
+            pending: 249_998,
+        }],
+        runs: Vec::new(),
+        refining: false,
+        agreement: Some(vec![AgreementGlance {
+            task: "usable".into(),
+            images: 1_000_000,
+            percent_agreement: Some(0.9),
+            fleiss_kappa: Some(0.5),
+            fleiss_images: 1_000_000,
+            krippendorff_alpha: Some(0.5),
+        }]),
+    }
+}
+
+#[test]
+fn dashboard_seven_digit_counts_are_never_cut() {
+    let (_dir, mut store) = empty_store();
+    let mut app = app(&mut store, None);
+    app.dashboard = Some(Ok(million_dashboard()));
+    let counts = [
+        490_000, 9_999, 1, 1_000_000, 999_999, 9_999_999, 750_002, 50_134, 1_000, 999, 0,
+        1_250_000, 750_002,
+    ];
+    let small = screen(&app, 80, 24);
+    assert_whole_figures(&small, &counts);
+    insta::assert_snapshot!(small);
+    // Wide enough, every figure is exact.
+    let wide = screen(&app, 160, 30);
+    for n in counts {
+        assert!(
+            wide.contains(&super::ui::figures::exact(n)),
+            "{n} exact at 160 columns:\n{wide}"
+        );
+    }
+}
+
+#[test]
+fn images_seven_digit_ids_and_totals_are_never_cut() {
+    use crate::store::dashboard::{ImageListRow, ImagePage};
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, None);
+    keys(&mut app, &mut store, "2");
+    let rows: Vec<ImageListRow> = (0..200)
+        .map(|i| ImageListRow {
+            image_id: 9_999_800 + i,
+            subject: format!("{}", 999_800 + i),
+            session: "01".into(),
+            suffix: "FLAIR".into(),
+            status: "ok".into(),
+            shape: "1024x1024x1024".into(),
+            orientation: "RAS".into(),
+            rated_by: 3,
+            predicted: String::new(),
+        })
+        .collect();
+    app.images.page = Some(ImagePage {
+        offset: 999_800,
+        total: 1_000_000,
+        rows,
+    });
+    app.images.selected = 999_999;
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("Images 1,000,000/1,000,000"), "{small}");
+    assert!(small.contains("9999999 "), "the last id is whole:\n{small}");
+    assert!(small.contains("1024x1024x1024"), "{small}");
+    insta::assert_snapshot!(small);
+}
+
+#[test]
+fn reports_seven_digit_counts_are_never_cut() {
+    let (_dir, mut store) = store_with_runs();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    let mut data = (*app.reports.data.clone().expect("loaded").expect("built")).clone();
+    for task in &mut data.agreement.tasks {
+        task.overall.images = 1_000_000;
+        task.overall.images_multiply_rated = 750_002;
+        for pair in &mut task.pairs {
+            pair.n = 9_999_999;
+        }
+    }
+    if let Some(comparison) = data.comparison.as_mut() {
+        for run in &mut comparison.runs {
+            run.images = 1_250_000;
+        }
+    }
+    app.reports.data = Some(Ok(std::sync::Arc::new(data)));
+    let small = screen(&app, 80, 24);
+    assert_whole_figures(&small, &[1_000_000, 750_002, 9_999_999, 1_250_000]);
+    insta::assert_snapshot!(small);
+}
+
+#[test]
+fn sql_seven_digit_numbers_are_never_cut() {
+    let (_dir, mut store) = empty_store();
+    let app = sql_app(
+        &mut store,
+        "select 'r0' as rater, 1000000 as images, 750002 as ratings, 50134 as rejected, \
+         9999999 as later, 1234567890123 as big, 1000000000000000000 as wide, \
+         2000000000000000000 as wider",
+    );
+    let small = screen(&app, 80, 24);
+    // The grid, below the editor that shows the query's text.
+    let (_, grid) = small.split_once("Result").expect("a result");
+    for n in [
+        "1000000",
+        "750002",
+        "50134",
+        "9999999",
+        "1000000000000000000",
+    ] {
+        assert!(grid.contains(n), "{n}:\n{small}");
+    }
+    // The column that does not fit whole is left for scrolling right, not cut.
+    assert!(!grid.contains("2000"), "{small}");
 }

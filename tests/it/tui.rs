@@ -350,8 +350,17 @@ fn bench_moving_through_100k_images_and_rating() {
         let runs = 10;
         let started = Instant::now();
         for _ in 0..runs {
-            let response = cdwqc::tui::serve(&store, Request::Dashboard { agreement });
-            assert!(matches!(response, Response::Dashboard(Ok(_))));
+            let response = cdwqc::tui::serve(
+                &store,
+                Request::Dashboard {
+                    agreement,
+                    ratings: true,
+                },
+            );
+            assert!(matches!(
+                response,
+                Response::Dashboard { result: Ok(_), .. }
+            ));
         }
         println!(
             "dashboard request ({}agreement, 20,000 images rated twice): {:.1} ms",
@@ -553,5 +562,396 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     assert!(
         dir.join("models/runs/usable-ssda-tiny-2/state.json")
             .is_file()
+    );
+}
+
+/// The image list's query as it was before pages were cut from `images` first: the
+/// reference the 1,000,000-image benchmark measures the list's keys against.
+const IMAGES_FILTERED_BEFORE: &str = r#"
+-- The images matching the browser's filters, ordered by image_id, with how many
+-- raters have a rating in force on each and the newest `usable` prediction.
+-- $1 sequence, $2 status, $3 rated (true/false), $4 subject search,
+-- $5 predicted usable label, $6 true = only images where that prediction differs from
+-- a rater's usable label in force: NULL = any.
+WITH rated AS (
+    SELECT image_id, count(*) AS raters FROM ratings_latest GROUP BY image_id
+),
+predicted AS (
+    SELECT image_id, label FROM (
+        SELECT image_id, label,
+               row_number() OVER (PARTITION BY image_id
+                                  ORDER BY predicted_at DESC, run_id) AS newest
+        FROM predictions
+        WHERE task = 'usable' AND label IS NOT NULL
+    ) WHERE newest = 1
+),
+disagreeing AS (
+    SELECT DISTINCT l.image_id
+    FROM rater_labels l JOIN predicted p USING (image_id)
+    WHERE l.usable_label <> p.label
+)
+SELECT i.image_id, coalesce(i.subject, ''), coalesce(i.session, ''),
+       coalesce(i.suffix, ''), i.status,
+       CASE WHEN i.dim_x IS NULL THEN '' ELSE concat_ws('x', i.dim_x, i.dim_y, i.dim_z) END,
+       coalesce(i.orientation, ''), coalesce(r.raters, 0), coalesce(p.label, '')
+FROM images i
+LEFT JOIN rated r USING (image_id)
+LEFT JOIN predicted p USING (image_id)
+WHERE (CAST($1 AS VARCHAR) IS NULL OR i.suffix = $1)
+  AND (CAST($2 AS VARCHAR) IS NULL OR i.status = $2)
+  AND (CAST($3 AS BOOLEAN) IS NULL OR (coalesce(r.raters, 0) > 0) = $3)
+  AND (CAST($4 AS VARCHAR) IS NULL OR i.subject ILIKE '%' || $4 || '%')
+  AND (CAST($5 AS VARCHAR) IS NULL OR p.label = $5)
+  AND (CAST($6 AS BOOLEAN) IS NULL OR NOT $6
+       OR i.image_id IN (SELECT image_id FROM disagreeing))
+"#;
+
+/// CPU time of this process, every thread (DuckDB's included), in ms: on a loaded
+/// machine the wall time mostly measures waiting.
+fn process_cpu_ms() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
+}
+
+/// Times the reference query: the count (unless known) and one page, as the image
+/// list asked for them before.
+fn before_page(
+    store: &cdwqc::store::Store,
+    filter: [Option<&str>; 3],
+    offset: i64,
+    count: bool,
+) -> f64 {
+    let [sequence, rated, subject] = filter;
+    let rated = rated.map(|r| r == "true");
+    let started = Instant::now();
+    if count {
+        let total: i64 = store
+            .conn()
+            .prepare(&format!("SELECT count(*) FROM ({IMAGES_FILTERED_BEFORE})"))
+            .expect("count")
+            .query_row(
+                duckdb::params![
+                    sequence,
+                    None::<String>,
+                    rated,
+                    subject,
+                    None::<String>,
+                    None::<bool>
+                ],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert!(total > 0);
+    }
+    let rows = store
+        .conn()
+        .prepare(&format!(
+            "{IMAGES_FILTERED_BEFORE}\nORDER BY i.image_id LIMIT 200 OFFSET $7"
+        ))
+        .expect("page")
+        .query_map(
+            duckdb::params![
+                sequence,
+                None::<String>,
+                rated,
+                subject,
+                None::<String>,
+                None::<bool>,
+                offset
+            ],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("page")
+        .count();
+    assert!(rows > 0);
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// The dashboard on a store of 1,000,000 images (half FLAIR, half T1w), 3,000,000
+/// ratings by three raters, 1,000,000 predictions and previews for one image in 20,
+/// built set-based in SQL, driven through the app state without a terminal. Each key
+/// is timed with every read it causes served on this thread, so the time is what the
+/// reader thread needs before the screen shows the answer.
+/// Run: cargo nextest run --release --run-ignored only tui::bench_one_million --no-capture
+#[test]
+#[ignore = "benchmark: builds a 1,000,000-image store"]
+fn bench_one_million_images() {
+    use cdwqc::imaging::preview::Gray8;
+    use cdwqc::store::Store;
+    use cdwqc::tui::app::{App, Event, Request, Response};
+    use cdwqc::tui::handle_now;
+    use cdwqc::tui::keys::KeyMap;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::create(&tmp.path().join("million.duckdb")).expect("store");
+    let built = Instant::now();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO images (path, root, rel_path, status, subject, session, suffix,
+                                 file_size, mtime_ns, dim_x, dim_y, dim_z, orientation)
+             SELECT '/w/sub-' || i || '/anat/sub-' || i || '_' || s || '.nii.gz', '/w',
+                    'sub-' || i || '/anat/sub-' || i || '_' || s || '.nii.gz',
+                    CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'ok' END, i::VARCHAR, '01', s,
+                    1, 0, 176, 240, 256, 'RAS'
+             FROM (SELECT i, CASE WHEN i % 2 = 0 THEN 'T1w' ELSE 'FLAIR' END AS s
+                   FROM generate_series(1, 1000000) t(i));
+             INSERT INTO raters (name) VALUES ('ann'), ('r0'), ('r1'), ('r2');
+             INSERT INTO ratings (image_id, rater, usable, motion, contrast, noise, code,
+                                  review_later, protocol_version, source)
+             SELECT i, 'r' || k, (i + k) % 15 <> 0, (i + k) % 3, 0, 0, 'a',
+                    (i * 7 + k) % 1000 = 0, '1', 'bench'
+             FROM generate_series(0, 2) r(k), generate_series(1, 1000000) t(i);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities)
+             SELECT 'bench-run', i, 'usable',
+                    CASE WHEN i % 7 = 0 THEN 'reject' ELSE 'usable' END, [0.8, 0.2]
+             FROM generate_series(1, 1000000) t(i);
+             CHECKPOINT;",
+        )
+        .expect("rows");
+    // A smooth picture with some texture compresses like a real preview slice.
+    let side = 160usize;
+    let picture = Gray8 {
+        width: side,
+        height: side,
+        pixels: (0..side * side)
+            .map(|i| ((i % side + i / side) / 2 + (i * 7919) % 7) as u8)
+            .collect(),
+    };
+    let png = picture.to_png().expect("png");
+    store
+        .conn()
+        .execute(
+            "INSERT INTO previews SELECT i, p.plane, 160, 160, ?
+             FROM generate_series(1, 1000000) t(i),
+                  (VALUES ('axial'), ('coronal'), ('sagittal')) p(plane)
+             WHERE i % 20 = 1 OR i <= 2000 OR i > 998000",
+            duckdb::params![png],
+        )
+        .expect("previews");
+    store
+        .conn()
+        .execute_batch("CHECKPOINT")
+        .expect("checkpoint");
+    println!(
+        "built 1,000,000 images, 3,000,000 ratings, 1,000,000 predictions, 162,000 previews \
+         ({} B each) in {:.1} s",
+        png.len(),
+        built.elapsed().as_secs_f64()
+    );
+
+    // Before: what the same steps asked of the store until now, in this run.
+    let mut before: Vec<(&str, f64)> = Vec::new();
+    let (started, cpu) = (Instant::now(), process_cpu_ms());
+    let full = cdwqc::tui::serve(
+        &store,
+        Request::Dashboard {
+            agreement: true,
+            ratings: true,
+        },
+    );
+    assert!(matches!(full, Response::Dashboard { result: Ok(_), .. }));
+    let full_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!("before: first paint CPU {:.1} ms", process_cpu_ms() - cpu);
+    before.push(("first paint", full_ms));
+    before.push((
+        "view switch to Images",
+        before_page(&store, [None; 3], 0, true),
+    ));
+    before.push((
+        "a new page (every 10 PageDown)",
+        before_page(&store, [None; 3], 200, false),
+    ));
+    before.push(("End", before_page(&store, [None; 3], 999_800, false)));
+    before.push((
+        "sequence filter (s)",
+        before_page(&store, [Some("FLAIR"), None, None], 0, true),
+    ));
+    before.push((
+        "rated filter (x)",
+        before_page(&store, [None, Some("true"), None], 0, true),
+    ));
+    before.push((
+        "subject search",
+        before_page(&store, [None, None, Some("4242")], 0, true),
+    ));
+    for (what, ms) in &before {
+        println!("before: {what}: {ms:.1} ms");
+    }
+
+    let press = |app: &mut App, store: &mut Store, code: KeyCode| {
+        handle_now(
+            app,
+            store,
+            Event::Key(KeyEvent::new(code, KeyModifiers::NONE)),
+        );
+    };
+    let draw = |app: &App| {
+        let mut terminal = Terminal::new(TestBackend::new(130, 36)).expect("terminal");
+        terminal
+            .draw(|frame| cdwqc::tui::ui::draw(frame, app))
+            .expect("draw");
+    };
+    let rows: std::cell::RefCell<Vec<(String, f64, f64)>> = Default::default();
+    let timed = |what: &str, app: &mut App, store: &mut Store, keys: &[KeyCode]| {
+        let (started, cpu) = (Instant::now(), process_cpu_ms());
+        for &k in keys {
+            press(app, store, k);
+        }
+        draw(app);
+        let per_key = keys.len().max(1) as f64;
+        let ms = started.elapsed().as_secs_f64() * 1e3 / per_key;
+        let cpu = (process_cpu_ms() - cpu) / per_key;
+        println!("{what}: {ms:.1} ms (CPU {cpu:.1} ms)");
+        rows.borrow_mut().push((what.to_string(), ms, cpu));
+    };
+
+    // The first paint: every summary but the rating progress and agreement, which
+    // the loop asks of a second connection once the first answer is in.
+    let (started, cpu) = (Instant::now(), process_cpu_ms());
+    let mut app = App::new(KeyMap::default(), None);
+    let mut asked = Vec::new();
+    cdwqc::tui::handle(&mut app, &mut store, Event::Tick, &mut |r| asked.push(r));
+    for request in std::mem::take(&mut asked) {
+        let response = cdwqc::tui::serve(&store, request);
+        cdwqc::tui::handle(&mut app, &mut store, Event::Loaded(response), &mut |r| {
+            asked.push(r)
+        });
+    }
+    draw(&app);
+    let first = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "first paint (dashboard, rating counts being refined): {first:.1} ms (CPU {:.1} ms)",
+        process_cpu_ms() - cpu
+    );
+    assert!(matches!(&app.dashboard, Some(Ok(s)) if s.refining));
+    let started = Instant::now();
+    assert_eq!(
+        asked.len(),
+        1,
+        "the refined counts are asked for: {asked:?}"
+    );
+    for request in std::mem::take(&mut asked) {
+        let response = cdwqc::tui::serve(&store, request);
+        cdwqc::tui::handle(&mut app, &mut store, Event::Loaded(response), &mut |r| {
+            asked.push(r)
+        });
+    }
+    draw(&app);
+    let refined = started.elapsed().as_secs_f64() * 1e3;
+    println!("rating progress and agreement refined (second connection): {refined:.1} ms");
+    assert!(matches!(&app.dashboard, Some(Ok(s)) if !s.refining && s.raters.len() == 4));
+    timed(
+        "view switch to Images (page, count, detail)",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('2')],
+    );
+    assert_eq!(app.images.page.as_ref().map(|p| p.total), Some(1_000_000));
+    timed("Down (one row)", &mut app, &mut store, &[KeyCode::Down; 50]);
+    timed("PageDown", &mut app, &mut store, &[KeyCode::PageDown; 20]);
+    timed(
+        "End (jump to the last row)",
+        &mut app,
+        &mut store,
+        &[KeyCode::End],
+    );
+    assert_eq!(app.images.selected, 999_999);
+    timed("Home", &mut app, &mut store, &[KeyCode::Home]);
+    timed(
+        "sequence filter (s)",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('s')],
+    );
+    timed(
+        "status filter (t)",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('t')],
+    );
+    timed(
+        "rated filter (x)",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('x')],
+    );
+    timed(
+        "clear filters (c)",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('c')],
+    );
+    let search: Vec<KeyCode> = "/4242"
+        .chars()
+        .map(KeyCode::Char)
+        .chain([KeyCode::Enter])
+        .collect();
+    let started = Instant::now();
+    for &k in &search {
+        press(&mut app, &mut store, k);
+    }
+    draw(&app);
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    println!("subject search (/4242 Enter, all keys): {ms:.1} ms");
+    rows.borrow_mut()
+        .push(("subject search (/4242 Enter)".into(), ms, f64::NAN));
+    timed(
+        "view switch back to Dashboard",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('1')],
+    );
+
+    let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    handle_now(&mut app, &mut store, Event::Tick);
+    timed(
+        "open the Rate view (ann, no queue)",
+        &mut app,
+        &mut store,
+        &[KeyCode::Char('4')],
+    );
+    let saves = 50;
+    let started = Instant::now();
+    for _ in 0..saves {
+        press(&mut app, &mut store, KeyCode::Char('a'));
+        press(&mut app, &mut store, KeyCode::Enter);
+    }
+    draw(&app);
+    let ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(saves);
+    println!("rate and next ('a' Enter): {ms:.1} ms per image");
+    rows.borrow_mut()
+        .push(("rate and next".into(), ms, f64::NAN));
+    assert_eq!(app.rate.saved.len(), saves as usize);
+
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                // VmHWM (the peak) comes before VmRSS in the file.
+                .filter(|l| l.starts_with("VmHWM:") || l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+                .reduce(|hwm, rss| format!("{rss} KiB now, peak {hwm}"))
+        })
+        .unwrap_or_default();
+    println!("memory of this process (store open, app state): {rss} KiB");
+    println!("| step | ms |\n|---|---|\n| first paint | {first:.1} |");
+    println!("| rating counts refined (background) | {refined:.1} |");
+    for (what, ms, cpu) in rows.into_inner() {
+        println!("| {what} | {ms:.1} | CPU {cpu:.1} |");
+    }
+    println!(
+        "load average: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
 }

@@ -8,6 +8,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Row, Table};
 
 use super::empty;
+use super::figures::{CountColumns, room};
 use crate::store::dashboard::AgreementGlance;
 use crate::tui::app::App;
 
@@ -26,9 +27,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Layout::vertical([Constraint::Fill(1), Constraint::Length(5)]).areas(right);
     let [queues, runs] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
-    let header = |cells: &[&'static str]| {
-        Row::new(cells.to_vec()).style(Style::new().add_modifier(Modifier::BOLD))
-    };
+    let header = |cells: &[&'static str]| bold(cells.iter().map(|c| c.to_string()).collect());
 
     if summary.sequences.is_empty() {
         empty(
@@ -38,36 +37,50 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "no images yet: run `cdwqc import DIR`",
         );
     } else {
-        let rows = summary.sequences.iter().map(|s| {
-            Row::new(vec![
-                s.sequence.clone(),
-                s.ok.to_string(),
-                s.failed.to_string(),
-                s.missing.to_string(),
-            ])
-        });
         let total: i64 = summary
             .sequences
             .iter()
             .map(|s| s.ok + s.failed + s.missing)
             .sum();
+        let counts = CountColumns::fit(
+            &["ok", "failed", "missing"],
+            room(images.width, &[NAME_MIN]),
+            |f| {
+                summary
+                    .sequences
+                    .iter()
+                    .map(|s| vec![f.show(s.ok), f.show(s.failed), f.show(s.missing)])
+                    .collect()
+            },
+        );
+        let rows = summary
+            .sequences
+            .iter()
+            .zip(&counts.rows)
+            .map(|(s, c)| Row::new([vec![s.sequence.clone()], c.clone()].concat()));
+        let mut block =
+            Block::bordered().title(format!(" Images ({}) ", counts.figures.show(total)));
+        if let Some(legend) = counts.legend() {
+            block = block.title_bottom(legend);
+        }
         frame.render_widget(
-            Table::new(
-                rows,
-                [
-                    Constraint::Fill(1),
-                    Constraint::Length(6),
-                    Constraint::Length(6),
-                    Constraint::Length(7),
-                ],
-            )
-            .header(header(&["sequence", "ok", "failed", "missing"]))
-            .block(Block::bordered().title(format!(" Images ({total}) "))),
+            Table::new(rows, with_name(&counts, &[]))
+                .header(bold(
+                    [vec!["sequence".to_string()], counts.headers.clone()].concat(),
+                ))
+                .block(block),
             images,
         );
     }
 
-    if summary.raters.is_empty() {
+    if summary.refining && summary.raters.is_empty() {
+        empty(
+            frame,
+            raters,
+            "Rating progress",
+            "counting the ratings in force… (the other views work meanwhile)",
+        );
+    } else if summary.raters.is_empty() {
         empty(
             frame,
             raters,
@@ -75,35 +88,58 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "no raters yet: run `cdwqc raters add NAME`",
         );
     } else {
-        let rows = summary.raters.iter().map(|r| {
-            Row::new(vec![
-                r.rater.clone(),
-                r.images_rated.to_string(),
-                r.rejected.to_string(),
-                r.review_later.to_string(),
-                r.last_saved.clone(),
-            ])
+        let counts = CountColumns::fit(
+            &["rated", "rej.", "later"],
+            room(raters.width, &[NAME_MIN, SAVED_WIDTH]),
+            |f| {
+                summary
+                    .raters
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            f.show(r.images_rated),
+                            f.show(r.rejected),
+                            f.show(r.review_later),
+                        ]
+                    })
+                    .collect()
+            },
+        );
+        let rows = summary.raters.iter().zip(&counts.rows).map(|(r, c)| {
+            Row::new([vec![r.rater.clone()], c.clone(), vec![r.last_saved.clone()]].concat())
         });
+        let mut block = Block::bordered().title(if summary.refining {
+            " Rating progress · refining… "
+        } else {
+            " Rating progress "
+        });
+        if let Some(legend) = counts.legend() {
+            block = block.title_bottom(legend);
+        }
         frame.render_widget(
-            Table::new(
-                rows,
-                [
-                    Constraint::Fill(1),
-                    Constraint::Length(5),
-                    Constraint::Length(4),
-                    Constraint::Length(5),
-                    Constraint::Length(11),
-                ],
-            )
-            .header(header(&["rater", "rated", "rej.", "later", "last saved"]))
-            .block(Block::bordered().title(" Rating progress ")),
+            Table::new(rows, with_name(&counts, &[SAVED_WIDTH]))
+                .header(bold(
+                    [
+                        vec!["rater".to_string()],
+                        counts.headers.clone(),
+                        vec!["last saved".to_string()],
+                    ]
+                    .concat(),
+                ))
+                .block(block),
             raters,
         );
     }
 
-    draw_agreement(frame, agreement, summary.agreement.as_deref());
+    if summary.refining && summary.agreement.is_none() && !app.blind() {
+        empty(frame, agreement, "Agreement", "counting…");
+    } else {
+        draw_agreement(frame, agreement, summary.agreement.as_deref());
+    }
 
-    if summary.queues.is_empty() {
+    if summary.refining && summary.queues.is_empty() {
+        empty(frame, queues, "Queue progress", "counting…");
+    } else if summary.queues.is_empty() {
         empty(
             frame,
             queues,
@@ -111,28 +147,45 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "no rating queues yet: raters without one rate every ok image (cdwqc tui --rater NAME)",
         );
     } else {
-        let rows = summary.queues.iter().map(|q| {
-            let done = q.items - q.pending;
-            let share = if q.items > 0 { 100 * done / q.items } else { 0 };
-            Row::new(vec![
-                q.queue.clone(),
-                q.rater.clone(),
-                format!("{done}/{}", q.items),
-                format!("{share}%"),
-            ])
-        });
+        // Done of all, and the share done: `750,002/1,000,000 75%`.
+        let counts = CountColumns::fit(
+            &["done", ""],
+            room(queues.width, &[NAME_MIN, NAME_MIN]),
+            |f| {
+                summary
+                    .queues
+                    .iter()
+                    .map(|q| {
+                        let done = q.items - q.pending;
+                        let share = if q.items > 0 { 100 * done / q.items } else { 0 };
+                        vec![
+                            format!("{}/{}", f.show(done), f.show(q.items)),
+                            format!("{share}%"),
+                        ]
+                    })
+                    .collect()
+            },
+        );
+        let rows =
+            summary.queues.iter().zip(&counts.rows).map(|(q, c)| {
+                Row::new([vec![q.queue.clone(), q.rater.clone()], c.clone()].concat())
+            });
+        let mut block = Block::bordered().title(" Queue progress ");
+        if let Some(legend) = counts.legend() {
+            block = block.title_bottom(legend);
+        }
+        let mut widths = vec![Constraint::Fill(1)];
+        widths.extend(with_name(&counts, &[]));
         frame.render_widget(
-            Table::new(
-                rows,
-                [
-                    Constraint::Fill(1),
-                    Constraint::Fill(1),
-                    Constraint::Length(11),
-                    Constraint::Length(4),
-                ],
-            )
-            .header(header(&["queue", "rater", "done", ""]))
-            .block(Block::bordered().title(" Queue progress ")),
+            Table::new(rows, widths)
+                .header(bold(
+                    [
+                        vec!["queue".to_string(), "rater".to_string()],
+                        counts.headers.clone(),
+                    ]
+                    .concat(),
+                ))
+                .block(block),
             queues,
         );
     }
@@ -193,36 +246,53 @@ fn draw_agreement(frame: &mut Frame, area: Rect, glance: Option<&[AgreementGlanc
     }
     // Undefined statistics (say, all labels in one category) show as a dash.
     let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
-    let rows = glance.iter().map(|g| {
+    let counts = CountColumns::fit(&["rated 2+"], room(area.width, &[NAME_MIN, 6, 8, 6]), |f| {
+        glance
+            .iter()
+            .map(|g| vec![f.show(i64::try_from(g.images).unwrap_or(i64::MAX))])
+            .collect()
+    });
+    let rows = glance.iter().zip(&counts.rows).map(|(g, c)| {
         Row::new(vec![
             g.task.clone(),
-            g.images.to_string(),
+            c[0].clone(),
             g.percent_agreement
                 .map_or("–".to_string(), |p| format!("{:.1}%", 100.0 * p)),
             number(g.fleiss_kappa),
             number(g.krippendorff_alpha),
         ])
     });
+    let bottom = counts
+        .legend()
+        .unwrap_or(" κ: images rated by every rater ");
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Fill(1),
-                Constraint::Length(8),
-                Constraint::Length(6),
-                Constraint::Length(8),
-                Constraint::Length(6),
-            ],
-        )
-        .header(
-            Row::new(vec!["task", "rated 2+", "agree", "Fleiss κ", "α"])
-                .style(Style::new().add_modifier(Modifier::BOLD)),
-        )
-        .block(
-            Block::bordered()
-                .title(" Agreement ")
-                .title_bottom(" κ: images rated by every rater "),
-        ),
+        Table::new(rows, with_name(&counts, &[6, 8, 6]))
+            .header(bold(
+                [
+                    vec!["task".to_string()],
+                    counts.headers.clone(),
+                    vec!["agree".into(), "Fleiss κ".into(), "α".into()],
+                ]
+                .concat(),
+            ))
+            .block(Block::bordered().title(" Agreement ").title_bottom(bottom)),
         area,
     );
+}
+
+/// The narrowest a name column (sequence, rater, queue) is planned for.
+const NAME_MIN: u16 = 5;
+/// `11-28 14:05`.
+const SAVED_WIDTH: u16 = 11;
+
+/// A name column filling what is left, the count columns, then fixed-width ones.
+fn with_name(counts: &CountColumns, after: &[u16]) -> Vec<Constraint> {
+    std::iter::once(Constraint::Fill(1))
+        .chain(counts.widths.iter().map(|w| Constraint::Length(*w)))
+        .chain(after.iter().map(|w| Constraint::Length(*w)))
+        .collect()
+}
+
+fn bold(cells: Vec<String>) -> Row<'static> {
+    Row::new(cells).style(Style::new().add_modifier(Modifier::BOLD))
 }

@@ -8,6 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
 use super::empty;
+use super::figures::exact;
 use super::picture::half_block_lines;
 use crate::tui::app::{App, Detail};
 
@@ -84,44 +85,51 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
             .map(|(_, c)| c)
             .collect()
     };
-    let rows = page.rows.iter().map(|r| {
-        Row::new(pick(vec![
-            r.image_id.to_string(),
-            r.subject.clone(),
-            r.session.clone(),
-            r.suffix.clone(),
-            r.status.clone(),
-            r.shape.clone(),
-            r.orientation.clone(),
-            r.rated_by.to_string(),
-            r.predicted.clone(),
-        ]))
-    });
+    let cells: Vec<Vec<String>> = page
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.image_id.to_string(),
+                r.subject.clone(),
+                r.session.clone(),
+                r.suffix.clone(),
+                r.status.clone(),
+                r.shape.clone(),
+                r.orientation.clone(),
+                r.rated_by.to_string(),
+                r.predicted.clone(),
+            ]
+        })
+        .collect();
     let names = [
         "id", "subject", "session", "suffix", "status", "shape", "ori", "rated", "model",
     ];
+    // Ids, shapes and counts are as wide as the widest on this page, so none is cut;
+    // the subject takes what is left.
+    let widths: Vec<Constraint> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(i, name)| {
+            if i == 1 {
+                return Constraint::Fill(1);
+            }
+            let widest = cells.iter().map(|row| row[i].chars().count()).max();
+            Constraint::Length(widest.unwrap_or(0).max(name.len()) as u16)
+        })
+        .collect();
+    let rows = cells.into_iter().map(|row| Row::new(pick(row)));
     let header = Row::new(pick(names.iter().map(|n| n.to_string()).collect()))
         .style(Style::new().add_modifier(Modifier::BOLD));
-    let widths: Vec<Constraint> = [
-        Constraint::Length(5),
-        Constraint::Fill(1),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(7),
-        Constraint::Length(11),
-        Constraint::Length(3),
-        Constraint::Length(5),
-        Constraint::Length(6),
-    ]
-    .into_iter()
-    .enumerate()
-    .filter(|(i, _)| keep(*i))
-    .map(|(_, w)| w)
-    .collect();
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .block(Block::bordered().title(format!(" Images {}/{} ", state.selected + 1, page.total)));
+        .block(Block::bordered().title(format!(
+            " Images {}/{} ",
+            exact(state.selected as i64 + 1),
+            exact(page.total as i64)
+        )));
     let mut table_state = TableState::default();
     table_state.select(state.selected.checked_sub(page.offset));
     frame.render_stateful_widget(table, table_area, &mut table_state);

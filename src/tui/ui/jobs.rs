@@ -183,7 +183,11 @@ fn draw_job(frame: &mut Frame, area: Rect, job: &Job) {
         let (batch, batches) = job.batch;
         format!("epoch {epoch}/{total} · batch {batch}/{batches}")
     } else {
-        format!("{}/{} images", job.images.0, job.images.1)
+        format!(
+            "{}/{} images",
+            super::figures::exact(job.images.0 as i64),
+            super::figures::exact(job.images.1 as i64)
+        )
     };
     let timing = match job.remaining() {
         Some(left) => format!(" · {}, ~{} left", duration(job.elapsed()), duration(left)),

@@ -1,6 +1,7 @@
 //! Drawing: one function per view, reading [`App`] and never changing it.
 
 mod dashboard;
+pub mod figures;
 mod images;
 mod jobs;
 mod picture;

@@ -8,6 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table};
 
 use super::empty;
+use super::figures::{CountColumns, exact, room};
 use crate::report::agreement::{AgreementReport, Task};
 use crate::report::model::Comparison;
 use crate::tui::app::App;
@@ -54,8 +55,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     }
 }
 
-fn header(cells: &[&'static str]) -> Row<'static> {
-    Row::new(cells.to_vec()).style(Style::new().add_modifier(Modifier::BOLD))
+fn header(cells: &[&str]) -> Row<'static> {
+    Row::new(cells.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+        .style(Style::new().add_modifier(Modifier::BOLD))
 }
 
 fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task: Task) {
@@ -74,10 +76,10 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
         Layout::horizontal([Constraint::Length(38), Constraint::Fill(1)]).areas(area);
     let o = &t.overall;
     let rows = vec![
-        Row::new(vec!["images".to_string(), o.images.to_string()]),
+        Row::new(vec!["images".to_string(), exact(o.images as i64)]),
         Row::new(vec![
             "rated by 2+".to_string(),
-            o.images_multiply_rated.to_string(),
+            exact(o.images_multiply_rated as i64),
         ]),
         Row::new(vec![
             "agreement".to_string(),
@@ -105,10 +107,23 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
     }
     // The human balanced accuracy column only where the pair names still fit.
     let wide = pairs.width >= 52;
-    let rows = t.pairs.iter().map(|p| {
+    let counts = CountColumns::fit(
+        &["n"],
+        room(
+            pairs.width,
+            if wide { &[8, 22, 6][..] } else { &[8, 22][..] },
+        ),
+        |f| {
+            t.pairs
+                .iter()
+                .map(|p| vec![f.show(i64::try_from(p.n).unwrap_or(i64::MAX))])
+                .collect()
+        },
+    );
+    let rows = t.pairs.iter().zip(&counts.rows).map(|(p, n)| {
         let mut cells = vec![
             format!("{} · {}", p.rater_a, p.rater_b),
-            p.n.to_string(),
+            n[0].clone(),
             p.kappa.brief(),
         ];
         if wide {
@@ -122,18 +137,23 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
     });
     let mut widths = vec![
         Constraint::Min(8),
-        Constraint::Length(4),
+        Constraint::Length(counts.widths[0]),
         Constraint::Length(22),
     ];
-    let mut headers = vec!["pair", "n", "kappa [95% CI]"];
+    let mut headers = vec!["pair", counts.headers[0].as_str(), "kappa [95% CI]"];
     if wide {
         widths.push(Constraint::Length(6));
         headers.push("BA");
     }
     frame.render_widget(
-        Table::new(rows, widths)
-            .header(header(&headers))
-            .block(Block::bordered().title(format!(" Rater pairs ({} kappa) ", t.kappa_weighting))),
+        Table::new(rows, widths).header(header(&headers)).block({
+            let block =
+                Block::bordered().title(format!(" Rater pairs ({} kappa) ", t.kappa_weighting));
+            match counts.legend() {
+                Some(legend) => block.title_bottom(legend),
+                None => block,
+            }
+        }),
         pairs,
     );
 }
@@ -154,47 +174,70 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
     }
     let [table, chart] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
-    let rows = runs.iter().map(|r| {
-        let vs_baseline = c
-            .versus_baseline
-            .iter()
-            .find(|p| p.run_id == r.run_id)
-            .map_or(String::new(), |p| p.difference.text());
-        Row::new(vec![
-            r.method.clone().unwrap_or_else(|| r.run_id.clone()),
-            r.images.to_string(),
-            r.balanced_accuracy.text(),
-            r.auc.value.map_or("-".into(), |v| format!("{v:.3}")),
-            vs_baseline,
-        ])
+    // Narrow tables drop the comparison, then the AUC, rather than cut a figure: a
+    // compact count needs at most 5 cells.
+    let fits = |others: &[u16]| room(table.width, others) >= 5;
+    let (auc, versus) = if fits(&[6, 22, 5, 24]) {
+        (true, true)
+    } else {
+        (fits(&[6, 22, 5]), false)
+    };
+    let mut others = vec![6, 22];
+    others.extend(auc.then_some(5).into_iter().chain(versus.then_some(24)));
+    let counts = CountColumns::fit(&["n"], room(table.width, &others), |f| {
+        runs.iter()
+            .map(|r| vec![f.show(i64::try_from(r.images).unwrap_or(i64::MAX))])
+            .collect()
     });
+    let rows = runs.iter().zip(&counts.rows).map(|(r, n)| {
+        let mut cells = vec![
+            r.method.clone().unwrap_or_else(|| r.run_id.clone()),
+            n[0].clone(),
+            r.balanced_accuracy.text(),
+        ];
+        if auc {
+            cells.push(r.auc.value.map_or("-".into(), |v| format!("{v:.3}")));
+        }
+        if versus {
+            cells.push(
+                c.versus_baseline
+                    .iter()
+                    .find(|p| p.run_id == r.run_id)
+                    .map_or(String::new(), |p| p.difference.text()),
+            );
+        }
+        Row::new(cells)
+    });
+    let mut widths = vec![
+        Constraint::Fill(1),
+        Constraint::Length(counts.widths[0]),
+        Constraint::Length(22),
+    ];
+    let mut headers = vec!["method", counts.headers[0].as_str(), "BA [95% CI]"];
+    if auc {
+        widths.push(Constraint::Length(5));
+        headers.push("AUC");
+    }
+    if versus {
+        widths.push(Constraint::Length(24));
+        headers.push("vs target-only");
+    }
+    let mut block = Block::bordered().title(format!(
+        " Models on {} ({}) ",
+        c.runs.first().map_or("test", |r| match r.set {
+            crate::report::model::EvalSet::Test => "held-out test subjects",
+            crate::report::model::EvalSet::Unseen => "unseen images",
+            crate::report::model::EvalSet::All => "all predicted images",
+        }),
+        c.against
+    ));
+    if let Some(legend) = counts.legend() {
+        block = block.title_bottom(legend);
+    }
     frame.render_widget(
-        Table::new(
-            rows,
-            [
-                Constraint::Fill(1),
-                Constraint::Length(4),
-                Constraint::Length(22),
-                Constraint::Length(5),
-                Constraint::Length(24),
-            ],
-        )
-        .header(header(&[
-            "method",
-            "n",
-            "BA [95% CI]",
-            "AUC",
-            "vs target-only",
-        ]))
-        .block(Block::bordered().title(format!(
-            " Models on {} ({}) ",
-            c.runs.first().map_or("test", |r| match r.set {
-                crate::report::model::EvalSet::Test => "held-out test subjects",
-                crate::report::model::EvalSet::Unseen => "unseen images",
-                crate::report::model::EvalSet::All => "all predicted images",
-            }),
-            c.against
-        ))),
+        Table::new(rows, widths)
+            .header(header(&headers))
+            .block(block),
         table,
     );
     let bars: Vec<Bar> = runs

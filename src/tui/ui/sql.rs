@@ -180,19 +180,26 @@ pub fn thousands(n: usize) -> String {
 }
 
 /// The columns shown from `first` on and their widths: each at its content's width
-/// while they fit in `space`, the last one cut to what is left (at least 3 cells).
-pub fn fit_columns(widths: &[usize], first: usize, space: u16) -> Vec<(usize, u16)> {
+/// while they fit in `space`, the last one cut to what is left (at least 3 cells)
+/// unless it holds numbers, which are shown whole or not at all (scroll right).
+pub fn fit_columns(
+    widths: &[usize],
+    numeric: &[bool],
+    first: usize,
+    space: u16,
+) -> Vec<(usize, u16)> {
     let mut out = Vec::new();
     let mut used = 0u16;
     for (i, w) in widths.iter().enumerate().skip(first) {
         let gap = if out.is_empty() { 0 } else { GAP };
-        let w = (*w).max(1) as u16;
+        let w = u16::try_from((*w).max(1)).unwrap_or(u16::MAX);
         let left = space.saturating_sub(used + gap);
         if w <= left {
             out.push((i, w));
             used += gap + w;
         } else {
-            if left >= 3 || out.is_empty() {
+            let number = numeric.get(i).copied().unwrap_or(false);
+            if out.is_empty() || (left >= 3 && !number) {
                 out.push((i, left.max(1)));
             }
             break;
@@ -232,7 +239,7 @@ fn draw_table(frame: &mut Frame, area: Rect, app: &App, done: &SqlResult, on: bo
         let text = "Done: the statement returns no rows.";
         return frame.render_widget(Paragraph::new(text).block(block), area);
     }
-    let shown = fit_columns(&done.widths, sql.column, inner.width);
+    let shown = fit_columns(&done.widths, &done.numeric, sql.column, inner.width);
     let (first, last) = (
         shown.first().map_or(0, |c| c.0),
         shown.last().map_or(0, |c| c.0),
@@ -379,12 +386,24 @@ mod tests {
 
     #[test]
     fn columns_fit_at_content_width_and_the_last_is_cut() {
-        assert_eq!(fit_columns(&[4, 10, 6], 0, 40), [(0, 4), (1, 10), (2, 6)]);
-        assert_eq!(fit_columns(&[4, 10, 6], 0, 18), [(0, 4), (1, 10)]);
-        assert_eq!(fit_columns(&[4, 10, 6], 0, 20), [(0, 4), (1, 10), (2, 4)]);
-        assert_eq!(fit_columns(&[4, 10, 6], 1, 12), [(1, 10)]);
+        let text = [false; 3];
         assert_eq!(
-            fit_columns(&[40], 0, 20),
+            fit_columns(&[4, 10, 6], &text, 0, 40),
+            [(0, 4), (1, 10), (2, 6)]
+        );
+        assert_eq!(fit_columns(&[4, 10, 6], &text, 0, 18), [(0, 4), (1, 10)]);
+        assert_eq!(
+            fit_columns(&[4, 10, 6], &text, 0, 20),
+            [(0, 4), (1, 10), (2, 4)]
+        );
+        assert_eq!(fit_columns(&[4, 10, 6], &text, 1, 12), [(1, 10)]);
+        assert_eq!(
+            fit_columns(&[4, 10, 6], &[false, false, true], 0, 20),
+            [(0, 4), (1, 10)],
+            "a number is shown whole or not at all"
+        );
+        assert_eq!(
+            fit_columns(&[40], &text, 0, 20),
             [(0, 20)],
             "one column is always shown"
         );
