@@ -1425,6 +1425,67 @@ fn reports_seven_digit_counts_are_never_cut() {
 }
 
 #[test]
+fn jobs_seven_digit_progress_is_never_cut() {
+    use crate::jobs::JobEvent;
+    use crate::jobs::plan::{InferRequest, TrainRequest};
+    use crate::tui::jobs::JobRequest;
+
+    let (_dir, mut store) = empty_store();
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let infer = app.jobs.add(&JobRequest::Infer(InferRequest {
+        run: Some("usable-ssda-1".into()),
+        torchscript: None,
+        preset: None,
+        task: crate::report::agreement::Task::Usable,
+        sequence: "FLAIR".into(),
+        unrated: false,
+        device: "cpu".into(),
+    }));
+    app.jobs.on_event(
+        infer,
+        &JobEvent::Progress {
+            done: 1_000_000,
+            total: 9_999_999,
+        },
+    );
+    let train = app.jobs.add(&JobRequest::Train(TrainRequest {
+        epochs: Some(1_000),
+        run: Some("usable-ssda-big".into()),
+        ..TrainRequest::default()
+    }));
+    app.jobs.on_event(
+        train,
+        &JobEvent::Started {
+            first_epoch: 0,
+            total_epochs: 1_000,
+            device: "cpu".into(),
+        },
+    );
+    app.jobs.on_event(
+        train,
+        &JobEvent::Batch {
+            epoch: 999,
+            batch: 1_250_000,
+            batches: 2_500_000,
+        },
+    );
+    // The newest job is listed first and selected: the training job's gauge.
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("batch 1,250,000/2,500,000"), "{small}");
+    assert!(small.contains("epoch 999/1,000"), "{small}");
+    // In the narrow list the run names give way to the progress figures.
+    assert!(
+        small.contains("100%│") && small.contains(" 10%│"),
+        "{small}"
+    );
+    keys(&mut app, &mut store, "j");
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("1,000,000/9,999,999 images"), "{small}");
+    insta::assert_snapshot!(small);
+}
+
+#[test]
 fn sql_seven_digit_numbers_are_never_cut() {
     let (_dir, mut store) = empty_store();
     let app = sql_app(

@@ -94,8 +94,24 @@ fn status_style(status: &str) -> Style {
     }
 }
 
+/// `text` in at most `width` characters: whole, or cut with a trailing `…`.
+fn fit_text(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width == 0 {
+        kept
+    } else {
+        format!("{kept}…")
+    }
+}
+
 fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     let jobs = &app.jobs;
+    // Inside the borders, after the status column: the run name gives way to the
+    // progress figure, which is never cut.
+    let room = usize::from(area.width.saturating_sub(2)).saturating_sub(11);
     let mut items: Vec<ListItem> = jobs
         .jobs
         .iter()
@@ -107,9 +123,10 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
             } else {
                 String::new()
             };
+            let name = fit_text(&job.run_id, room.saturating_sub(progress.len()));
             ListItem::new(Line::from(vec![
                 Span::styled(format!("{status:<11}"), status_style(status)),
-                Span::raw(format!("{}{progress}", job.run_id)),
+                Span::raw(format!("{name}{progress}")),
             ]))
         })
         .collect();
@@ -181,7 +198,13 @@ fn draw_job(frame: &mut Frame, area: Rect, job: &Job) {
     let label = if job.training {
         let (epoch, total) = job.epoch;
         let (batch, batches) = job.batch;
-        format!("epoch {epoch}/{total} · batch {batch}/{batches}")
+        format!(
+            "epoch {}/{} · batch {}/{}",
+            super::figures::exact(epoch as i64),
+            super::figures::exact(total as i64),
+            super::figures::exact(batch as i64),
+            super::figures::exact(batches as i64)
+        )
     } else {
         format!(
             "{}/{} images",
