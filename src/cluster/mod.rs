@@ -487,10 +487,7 @@ fn write_part(path: &Path, run_id: &str, rows: &[PredictionRow]) -> Result<(), C
             .prepare(include_str!("../../sql/cluster/part_insert.sql"))
             .map_err(db(path))?;
         for r in rows {
-            let probs = r
-                .probabilities
-                .as_ref()
-                .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
+            let probs = r.probabilities_json();
             stmt.execute(params![run_id, r.image_id, r.task, r.label, probs, r.error])
                 .map_err(db(path))?;
         }

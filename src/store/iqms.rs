@@ -108,52 +108,49 @@ impl Store {
     /// Metrics of this version of every ok image measured on its current content, with
     /// its scanner group, in image order.
     pub fn iqm_features(&self) -> Result<Vec<IqmFeatures>, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare(include_str!("../../sql/store/iqm_features.sql"))
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query(params![IQM_VERSION]).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        let first_metric = 2;
-        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let mut values = Vec::with_capacity(COLUMNS.len());
-            for i in 0..COLUMNS.len() {
-                values.push(
-                    r.get::<_, Option<f64>>(first_metric + i)
-                        .map_err(|e| self.err(e))?,
-                );
-            }
-            out.push(IqmFeatures {
-                image_id: r.get(0).map_err(|e| self.err(e))?,
-                scanner: r.get(1).map_err(|e| self.err(e))?,
-                values,
-            });
-        }
-        Ok(out)
+        self.metric_rows(
+            include_str!("../../sql/store/iqm_features.sql"),
+            |r, values| {
+                Ok(IqmFeatures {
+                    image_id: r.get(0)?,
+                    scanner: r.get(1)?,
+                    values,
+                })
+            },
+        )
     }
 
     /// Metrics of this version of every ok image, for export.
     pub fn iqm_export_rows(&self) -> Result<Vec<IqmExportRow>, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare(include_str!("../../sql/store/iqm_export.sql"))
-            .map_err(|e| self.err(e))?;
+        self.metric_rows(
+            include_str!("../../sql/store/iqm_export.sql"),
+            |r, values| {
+                Ok(IqmExportRow {
+                    path: r.get(0)?,
+                    suffix: r.get(1)?,
+                    values,
+                })
+            },
+        )
+    }
+
+    /// Rows of `sql` (parameter: this metric version): two leading columns that `row`
+    /// reads, then the metrics in [`COLUMNS`] order.
+    fn metric_rows<T>(
+        &self,
+        sql: &str,
+        row: impl Fn(&duckdb::Row<'_>, Vec<Option<f64>>) -> duckdb::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        const FIRST_METRIC: usize = 2;
+        let mut stmt = self.conn().prepare(sql).map_err(|e| self.err(e))?;
         let mut rows = stmt.query(params![IQM_VERSION]).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        let first_metric = 2;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let mut values = Vec::with_capacity(COLUMNS.len());
-            for i in 0..COLUMNS.len() {
-                values.push(
-                    r.get::<_, Option<f64>>(first_metric + i)
-                        .map_err(|e| self.err(e))?,
-                );
-            }
-            out.push(IqmExportRow {
-                path: r.get(0).map_err(|e| self.err(e))?,
-                suffix: r.get(1).map_err(|e| self.err(e))?,
-                values,
-            });
+            let values = (0..COLUMNS.len())
+                .map(|i| r.get::<_, Option<f64>>(FIRST_METRIC + i))
+                .collect::<duckdb::Result<Vec<_>>>()
+                .map_err(|e| self.err(e))?;
+            out.push(row(r, values).map_err(|e| self.err(e))?);
         }
         Ok(out)
     }

@@ -62,6 +62,16 @@ pub struct PredictionRow {
     pub error: Option<String>,
 }
 
+impl PredictionRow {
+    /// The probabilities as the JSON array the predictions' `DOUBLE[]` column is cast
+    /// from.
+    pub fn probabilities_json(&self) -> Option<String> {
+        self.probabilities
+            .as_ref()
+            .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()))
+    }
+}
+
 /// A run as listed for users.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSummary {
@@ -181,10 +191,7 @@ impl Store {
                 )
                 .map_err(db)?;
             for r in rows {
-                let probs = r
-                    .probabilities
-                    .as_ref()
-                    .map(|p| serde_json::to_string(p).unwrap_or_else(|_| "[]".into()));
+                let probs = r.probabilities_json();
                 stmt.execute(params![run_id, r.image_id, r.task, r.label, probs, r.error])
                     .map_err(db)?;
             }
