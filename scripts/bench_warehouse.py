@@ -9,8 +9,10 @@ side in one run, as ratios.
    libtorch and opening the store). Both stores must hold the same rows and previews.
 2. Agreement report (`report`): a store of --images images rated by 5 raters (about 80%
    of the cells rated, so about 800,000 ratings in force for 200,000 images, seeded SQL),
-   `cdwqc report agreement --json` by both binaries, alternately; the two JSON documents
-   must be identical.
+   `cdwqc report agreement --json` by both binaries, alternately (wall and CPU time);
+   the two JSON documents must be identical but for Dawid-Skene's numbers, which may
+   differ by rounding (RELIABILITY_TOLERANCE), and both fits are compared with the same
+   fit in long double.
 3. Preprocessing (`preprocess`): the synthetic 1 mm FLAIR volumes through
    `bench_preprocess` (read, gunzip, decode; today's preprocessing and the previous
    implementation, with the largest difference between their tensors) and through
@@ -204,6 +206,142 @@ def import_bench(args, reference, current, work):
     print("(both stores hold the same rows and previews)")
 
 
+def children_cpu():
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# Dawid-Skene's EM (the `reliability` of each task) sums over distinct rating rows since
+# the report got under a second; the previous build summed rating by rating, whose
+# rounding left its numbers up to about 2e-12 from an extended-precision fit. Everything
+# else in the two reports must be identical.
+RELIABILITY_TOLERANCE = 1e-11
+
+
+def compare_reports(reference, current):
+    """(first difference's path or None, [largest |difference| of Dawid-Skene's numbers, its path])."""
+    largest = [0.0, ""]
+
+    def first_difference(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+            return next((d for k in a if (d := first_difference(a[k], b[k], f"{path}.{k}"))), None)
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return next((d for i, (x, y) in enumerate(zip(a, b))
+                         if (d := first_difference(x, y, f"{path}[{i}]"))), None)
+        if (isinstance(a, float) and isinstance(b, float) and ".reliability." in path
+                and abs(a - b) <= RELIABILITY_TOLERANCE):
+            if abs(a - b) > largest[0]:
+                largest[:] = [abs(a - b), path]
+            return None
+        return None if a == b and type(a) is type(b) else path
+
+    return first_difference(json.loads(reference), json.loads(current), ""), largest
+
+
+def extended_precision_fits(binary, store):
+    """Dawid-Skene on the store's labels in force, in numpy's long double (64-bit
+    mantissa) over the distinct rating rows, crowd-kit's steps as src/metrics/
+    dawid_skene.rs takes them: per task (iterations, final loss, priors)."""
+    import collections
+    import csv
+    import io
+
+    import numpy as np
+
+    tasks = (("usable_label", ["usable", "reject"]), ("quality_label", ["good", "medium", "bad"]),
+             ("gado_label", ["no_gado", "gado"]))
+    # Images with the same labels from the same raters, counted in SQL (a few hundred rows).
+    query = " UNION ALL ".join(
+        f"SELECT '{field}' AS task, labels, count(*) AS images FROM (SELECT image_id, "
+        f"string_agg(rater || '=' || {field}, '|' ORDER BY rater) AS labels FROM rater_labels "
+        f"WHERE {field} IS NOT NULL GROUP BY image_id) GROUP BY ALL" for field, _ in tasks)
+    rows = list(csv.DictReader(io.StringIO(run([binary, "--db", store, "sql", "--format", "csv", query]))))
+    raters = sorted({pair.split("=")[0] for r in rows for pair in r["labels"].split("|")})
+    column = {name: i for i, name in enumerate(raters)}
+    L, floor = np.longdouble, np.longdouble(1e-10)
+    out = []
+    for field, categories in tasks:
+        counts = collections.Counter()
+        for r in rows:
+            if r["task"] == field:
+                pattern = [None] * len(raters)
+                for pair in r["labels"].split("|"):
+                    rater, label = pair.split("=")
+                    pattern[column[rater]] = categories.index(label)
+                counts[tuple(pattern)] += int(r["images"])
+        patterns = list(counts)
+        weights = np.array([counts[p] for p in patterns], dtype=L)
+        k, n_raters = len(categories), len(raters)
+        # Every rating of every pattern: (pattern, rater, given class).
+        triples = [(i, r, c) for i, p in enumerate(patterns) for r, c in enumerate(p) if c is not None]
+        at, by, given = (np.array(x) for x in zip(*triples))
+        n_ratings = weights[at].sum()
+        gave = np.zeros((n_raters, k), bool)
+        gave[by, given] = True
+        post = np.zeros((len(patterns), k), dtype=L)
+        np.add.at(post, (at, given), 1)
+        post /= post.sum(axis=1, keepdims=True)
+
+        def m_step(post):
+            errors = np.zeros((n_raters, k, k), dtype=L)  # [rater, given, true]
+            np.add.at(errors, (by, given), weights[at, None] * post[at])
+            errors = np.where(gave[:, :, None], np.maximum(errors, floor), errors)
+            total = errors.sum(axis=1, keepdims=True)
+            return np.where(total > 0, errors / np.where(total > 0, total, 1), errors)
+
+        priors = (weights[:, None] * post).sum(axis=0) / weights.sum()
+        errors = m_step(post)
+        loss, history = -np.inf, []
+        for _ in range(100):
+            with np.errstate(divide="ignore"):
+                log_errors = np.log(errors)
+            log_post = np.tile(np.log(np.maximum(priors, floor)), (len(patterns), 1))
+            np.add.at(log_post, at, log_errors[by, given])
+            post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+            post /= post.sum(axis=1, keepdims=True)
+            priors = (weights[:, None] * post).sum(axis=0) / weights.sum()
+            errors = m_step(post)
+            # Entries a rater gave are floored above 0: no log of 0 is used here.
+            with np.errstate(divide="ignore"):
+                log_errors = np.log(errors)
+            log_prior = np.log(np.maximum(priors, floor))
+            joint = (weights[at, None] * post[at] * (log_errors[by, given] + log_prior)).sum()
+            q = np.maximum(post, floor)
+            new_loss = (joint + (weights[:, None] * (-q * np.log(q))).sum()) / n_ratings
+            history.append(new_loss)
+            if new_loss - loss < 1e-5:
+                break
+            loss = new_loss
+        out.append((len(history), history[-1], np.maximum(priors, floor)))
+    return out
+
+
+def dawid_skene_precision(binary, store, reports):
+    """How far each report's Dawid-Skene numbers lie from the extended-precision fit."""
+    import numpy as np
+
+    fits = extended_precision_fits(binary, store)
+    print("\nDawid-Skene against the same fit in long double (64-bit mantissa), |difference|:")
+    print("\n| task | iterations | final loss, reference | final loss, current | priors, reference "
+          "| priors, current |")
+    print("|---|---|---|---|---|---|")
+    docs = {side: json.loads(text) for side, text in reports.items()}
+    for t, (iterations, loss, priors) in enumerate(fits):
+        got = {side: d["tasks"][t]["reliability"] for side, d in docs.items()}
+        cells = []
+        for key in ("final_loss", "priors"):
+            for side in ("reference", "current"):
+                if key == "final_loss":
+                    cells.append(float(abs(np.longdouble(got[side][key]) - loss)))
+                else:
+                    cells.append(max(float(abs(np.longdouble(v) - p))
+                                     for v, p in zip(got[side][key], priors)))
+        same = all(g["iterations"] == iterations for g in got.values())
+        print(f"| {docs['current']['tasks'][t]['task']} | {iterations}{'' if same else ' (differs)'} | "
+              + " | ".join(f"{c:.2g}" for c in cells) + " |")
+
+
 def report_bench(args, reference, current, work):
     store = work / "ratings.duckdb"
     run([current, "--db", store, "init"])
@@ -212,30 +350,43 @@ def report_bench(args, reference, current, work):
     ratings = run([current, "--db", store, "sql", "--write", "--format", "csv", "-f", fixture])
     ratings = int(ratings.strip().splitlines()[-1])
     times = {"reference": [], "current": [], "start": []}
+    cpu = {"reference": [], "current": [], "start": []}
     outputs = {}
+
+    def timed(side, command):
+        cpu_before, started = children_cpu(), time.perf_counter()
+        out = run(command)
+        times[side].append(time.perf_counter() - started)
+        cpu[side].append(children_cpu() - cpu_before)
+        return out
+
     for repetition in range(args.repeat):
         order = ["reference", "current"] if repetition % 2 == 0 else ["current", "reference"]
         for side in order:
             binary = reference if side == "reference" else current
-            started = time.perf_counter()
-            outputs[side] = run([binary, "--db", store, "report", "agreement", "--json"])
-            times[side].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        run([current, "--db", store, "sql", "SELECT 1"])
-        times["start"].append(time.perf_counter() - started)
-    if outputs["reference"] != outputs["current"]:
+            outputs[side] = timed(side, [binary, "--db", store, "report", "agreement", "--json"])
+        timed("start", [current, "--db", store, "sql", "SELECT 1"])
+    difference, largest = compare_reports(outputs["reference"], outputs["current"])
+    if difference:
         (work / "report-reference.json").write_text(outputs["reference"])
         (work / "report-current.json").write_text(outputs["current"])
-        sys.exit(f"the agreement reports differ: see {work}/report-*.json (use --keep)")
-    ref, cur = statistics.median(times["reference"]), statistics.median(times["current"])
+        sys.exit(f"the agreement reports differ at {difference}: see {work}/report-*.json (use --keep)")
+    med = {side: statistics.median(values) for side, values in times.items()}
+    med_cpu = {side: statistics.median(values) for side, values in cpu.items()}
     print(f"\n`cdwqc report agreement --json`, {args.images:,} images x 5 raters, {ratings:,} ratings "
           f"in force, medians of {args.repeat} (load average {load_average()[0]:.1f}):")
-    print("\n| reference s | current s | reference / current | `cdwqc sql 'SELECT 1'` s (process start) |")
-    print("|---|---|---|---|")
-    print(f"| {ref:.2f} | {cur:.2f} | "
-          f"{spread([r / c for r, c in zip(times['reference'], times['current'])])} | "
-          f"{statistics.median(times['start']):.2f} |")
-    print("(the two JSON reports are identical)")
+    print("\n| | reference | current | reference / current | `cdwqc sql 'SELECT 1'` (process start) |")
+    print("|---|---|---|---|---|")
+    print(f"| wall s | {med['reference']:.2f} | {med['current']:.2f} | "
+          f"{spread([r / c for r, c in zip(times['reference'], times['current'])])} | {med['start']:.2f} |")
+    print(f"| CPU s (user + sys) | {med_cpu['reference']:.2f} | {med_cpu['current']:.2f} | "
+          f"{spread([r / c for r, c in zip(cpu['reference'], cpu['current'])])} | {med_cpu['start']:.2f} |")
+    if largest[0] > 0:
+        print(f"(the two JSON reports are identical but for Dawid-Skene's numbers, at most "
+              f"{largest[0]:.2g} apart, at {largest[1]})")
+    else:
+        print("(the two JSON reports are identical)")
+    dawid_skene_precision(current, store, outputs)
 
 
 def preprocess_bench(args, current, work):

@@ -279,12 +279,18 @@ pub fn finite_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -
     wanted.sort_unstable();
     wanted.dedup();
     let mut low = vec![vec![0u64; BUCKETS]; wanted.len()];
+    // Bucket -> its row of `low`, or none.
+    const NONE: u32 = u32::MAX;
+    let mut slot_of = vec![NONE; BUCKETS];
+    for (slot, &bucket) in wanted.iter().enumerate() {
+        slot_of[bucket] = slot as u32;
+    }
     for &value in data {
         if value.is_finite() {
             let key = order_key(value);
-            let top = (key >> 16) as usize;
-            if let Some(slot) = wanted.iter().position(|&b| b == top) {
-                low[slot][(key & 0xffff) as usize] += 1;
+            let slot = slot_of[(key >> 16) as usize];
+            if slot != NONE {
+                low[slot as usize][(key & 0xffff) as usize] += 1;
             }
         }
     }
@@ -418,9 +424,21 @@ pub fn resample_mapped(
             .collect()
     };
     let terms = [axis_terms(0, nx), axis_terms(1, ny), axis_terms(2, nz)];
-    for x in 0..nx {
-        for y in 0..ny {
-            for z in 0..nz {
+    // Grid points are visited so that consecutive ones read neighbouring source voxels:
+    // the innermost loop runs along the grid axis that moves fastest through the
+    // source's memory (its first voxel axis), not along the output's z, which for an
+    // axial volume jumps a whole source slice per step. Each output value is computed
+    // exactly as before; only the order of visits changes.
+    let order = loop_order(&inverse, grid_to_world);
+    let extent = [nx, ny, nz];
+    for a in 0..extent[order[0]] {
+        for b in 0..extent[order[1]] {
+            for c in 0..extent[order[2]] {
+                let mut point = [0usize; 3];
+                point[order[0]] = a;
+                point[order[1]] = b;
+                point[order[2]] = c;
+                let [x, y, z] = point;
                 let mut v = [0.0; 3];
                 if let Some(map) = grid_to_world {
                     let world = apply(map, grid_voxel_to_world(spec, centre, [x, y, z]));
@@ -463,6 +481,36 @@ pub fn resample_mapped(
         }
     }
     Ok(out)
+}
+
+/// The grid axes from the outermost loop to the innermost: innermost the one along which
+/// the source's first (fastest) voxel index changes most per grid step, then its second.
+fn loop_order(inverse: &[[f64; 4]; 3], grid_to_world: Option<&[[f64; 4]; 4]>) -> [usize; 3] {
+    // Source voxel change per grid step along each grid axis (up to the grid spacing,
+    // the same for every axis).
+    let step = |source_axis: usize, grid_axis: usize| -> f64 {
+        match grid_to_world {
+            None => inverse[source_axis][grid_axis].abs(),
+            Some(map) => (0..3)
+                .map(|w| inverse[source_axis][w] * map[w][grid_axis])
+                .sum::<f64>()
+                .abs(),
+        }
+    };
+    let mut order = [0usize, 1, 2];
+    let innermost = (0..3)
+        .max_by(|&p, &q| step(0, p).total_cmp(&step(0, q)))
+        .unwrap_or(2);
+    let rest: Vec<usize> = (0..3).filter(|&g| g != innermost).collect();
+    let (middle, outer) = if step(1, rest[0]) >= step(1, rest[1]) {
+        (rest[0], rest[1])
+    } else {
+        (rest[1], rest[0])
+    };
+    order[0] = outer;
+    order[1] = middle;
+    order[2] = innermost;
+    order
 }
 
 /// Full preprocessing: bias correction and registration when the spec asks for them, RAS
@@ -736,6 +784,135 @@ mod tests {
             [0.0, 0.0, 1.0, 0.0],
             [0.0, 0.0, 0.0, 1.0],
         ]
+    }
+
+    /// Resampling as it was written before the loop order followed the source's memory:
+    /// grid x, then y, then z, the same arithmetic per point.
+    fn resample_in_grid_order(
+        volume: &Volume,
+        spec: &PreprocessSpec,
+        centre: [f64; 3],
+        grid_to_world: Option<&[[f64; 4]; 4]>,
+        fill: f32,
+    ) -> Vec<f32> {
+        let inverse = invert_affine(&volume.affine).expect("invertible");
+        let [sx, sy, sz] = volume.dims;
+        let [nx, ny, nz] = spec.shape;
+        let sample = |i: isize, j: isize, k: isize| -> f32 {
+            if i < 0 || j < 0 || k < 0 || i >= sx as isize || j >= sy as isize || k >= sz as isize {
+                return fill;
+            }
+            let value = volume.data[i as usize + sx * (j as usize + sy * k as usize)];
+            if value.is_finite() { value } else { fill }
+        };
+        let term = |axis: usize, i: usize| -> [f64; 3] {
+            let mut voxel = [0usize; 3];
+            voxel[axis] = i;
+            let world = grid_voxel_to_world(spec, centre, voxel)[axis];
+            [0, 1, 2].map(|r| inverse[r][axis] * world)
+        };
+        let mut out = vec![fill; nx * ny * nz];
+        for x in 0..nx {
+            for y in 0..ny {
+                for z in 0..nz {
+                    let mut v = [0.0; 3];
+                    if let Some(map) = grid_to_world {
+                        let world = apply(map, grid_voxel_to_world(spec, centre, [x, y, z]));
+                        for (r, c) in v.iter_mut().enumerate() {
+                            *c = inverse[r][3]
+                                + (0..3).map(|q| inverse[r][q] * world[q]).sum::<f64>();
+                        }
+                    } else {
+                        let (tx, ty, tz) = (term(0, x), term(1, y), term(2, z));
+                        for (r, c) in v.iter_mut().enumerate() {
+                            *c = inverse[r][3] + (tx[r] + ty[r] + tz[r]);
+                        }
+                    }
+                    if v[0] < -1.0
+                        || v[1] < -1.0
+                        || v[2] < -1.0
+                        || v[0] > sx as f64
+                        || v[1] > sy as f64
+                        || v[2] > sz as f64
+                    {
+                        continue;
+                    }
+                    let base = [v[0].floor(), v[1].floor(), v[2].floor()];
+                    let frac = [v[0] - base[0], v[1] - base[1], v[2] - base[2]];
+                    let (i0, j0, k0) = (base[0] as isize, base[1] as isize, base[2] as isize);
+                    let mut acc = 0.0f64;
+                    for (di, wi) in [(0, 1.0 - frac[0]), (1, frac[0])] {
+                        for (dj, wj) in [(0, 1.0 - frac[1]), (1, frac[1])] {
+                            for (dk, wk) in [(0, 1.0 - frac[2]), (1, frac[2])] {
+                                let weight = wi * wj * wk;
+                                if weight > 0.0 {
+                                    acc += weight * sample(i0 + di, j0 + dj, k0 + dk) as f64;
+                                }
+                            }
+                        }
+                    }
+                    out[z + nz * (y + ny * x)] = acc as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_loop_order_changes_no_resampled_value() {
+        // Axial (i along R), sagittal-first (i along S), coronal with flips, oblique.
+        let affines = [
+            [
+                [0.9, 0.0, 0.0, -20.0],
+                [0.0, 1.1, 0.0, -25.0],
+                [0.0, 0.0, 1.3, -18.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+            [
+                [0.0, 0.0, -1.0, 17.0],
+                [0.0, 1.0, 0.0, -21.0],
+                [1.2, 0.0, 0.0, -15.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+            [
+                [-1.0, 0.0, 0.0, 19.0],
+                [0.0, 0.0, 1.1, -20.0],
+                [0.0, -0.9, 0.0, 16.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+            [
+                [0.8, 0.3, 0.1, -22.0],
+                [-0.2, 0.9, 0.4, -19.0],
+                [0.1, -0.35, 1.0, -14.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        ];
+        let rotation = [
+            [0.0, -1.0, 0.0, 2.0],
+            [0.96, 0.0, 0.28, -1.0],
+            [-0.28, 0.0, 0.96, 0.5],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let spec = PreprocessSpec::grid([9, 11, 7], 4.0);
+        let mut orders = std::collections::BTreeSet::new();
+        for affine in affines {
+            let mut volume = cube([23, 19, 29], affine);
+            volume.data[100] = f32::NAN;
+            let centre = [1.0, -2.0, 3.0];
+            for map in [None, Some(&rotation)] {
+                let inverse = invert_affine(&volume.affine).expect("invertible");
+                orders.insert(loop_order(&inverse, map));
+                let got = resample_mapped(&volume, &spec, centre, map, -5.0).expect("resample");
+                let want = resample_in_grid_order(&volume, &spec, centre, map, -5.0);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+                assert!(got.iter().filter(|&&v| v != -5.0).count() > 100);
+            }
+        }
+        // The cases do take other orders than the output's own (x, y, z).
+        assert!(orders.len() >= 3, "{orders:?}");
     }
 
     #[test]

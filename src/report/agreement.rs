@@ -217,7 +217,8 @@ pub const AGREEMENT_SCHEMA: &str = "cdwqc.agreement/1";
 /// The labels in force as the store hands them over: per image, each rater's packed
 /// task labels (`sql/store/rater_label_patterns.sql`).
 struct LabelPatterns {
-    /// Raters as the store numbered them; an image's codes are indexed by position here.
+    /// The raters with a label in force, by name; an image's codes are indexed by
+    /// position here.
     raters: Vec<String>,
     scanners: Vec<String>,
     /// Image ids in ascending order.
@@ -245,63 +246,124 @@ impl LabelPatterns {
 }
 
 fn load(store: &Store, sequence: Option<&str>) -> Result<LabelPatterns, ReportError> {
+    use duckdb::arrow::array::{Array, AsArray};
+    use duckdb::arrow::datatypes::Int64Type;
+
     let db = |e| store.err(e);
+    let bad =
+        |what: &str| ReportError::Input(format!("unexpected label row from the store: {what}"));
     let mut stmt = store
         .conn()
         .prepare(include_str!("../../sql/store/rater_label_patterns.sql"))
         .map_err(db)?;
-    let mut rows = stmt.query(duckdb::params![sequence]).map_err(db)?;
-    let mut out = LabelPatterns {
-        raters: Vec::new(),
-        scanners: Vec::new(),
-        images: Vec::new(),
-        image_scanner: Vec::new(),
-        codes: Vec::new(),
-    };
-    let bad =
-        |what: &str| ReportError::Input(format!("unexpected label row from the store: {what}"));
-    while let Some(row) = rows.next().map_err(db)? {
-        let kind: i32 = row.get(0).map_err(db)?;
-        let slot: i64 = row.get(2).map_err(db)?;
-        let slot = usize::try_from(slot).map_err(|_| bad("negative slot"))?;
-        match kind {
-            0 | 1 => {
-                let names = if kind == 0 {
-                    &mut out.raters
-                } else {
-                    &mut out.scanners
-                };
-                if slot != names.len() {
-                    return Err(bad("names out of order"));
-                }
-                names.push(row.get(3).map_err(db)?);
-            }
-            _ => {
-                let image_id: i64 = row.get(1).map_err(db)?;
-                let scanner: Option<i64> = row.get(4).map_err(db)?;
-                let packed: i64 = row.get(5).map_err(db)?;
-                if out.images.last() != Some(&image_id) {
-                    out.images.push(image_id);
-                    out.image_scanner
-                        .push(scanner.and_then(|s| usize::try_from(s).ok()));
-                    out.codes.resize(out.codes.len() + out.raters.len(), 0);
-                }
-                let row_start = (out.images.len() - 1) * out.raters.len();
-                for within in 0..RATERS_PER_BLOCK {
-                    let rater = slot * RATERS_PER_BLOCK + within;
-                    let code = ((packed >> (6 * within)) & 0x3f) as u8;
-                    if code == 0 {
-                        continue;
+    let mut raters: Vec<Option<String>> = Vec::new();
+    let mut scanners: Vec<Option<String>> = Vec::new();
+    // (image id, block of raters, scanner index, packed codes)
+    let mut rows: Vec<(i64, usize, Option<usize>, i64)> = Vec::new();
+    // Whole columns at a time (200,000 images are 200,000 rows): no per-cell lookups.
+    for batch in stmt.query_arrow(duckdb::params![sequence]).map_err(db)? {
+        let integers = |i: usize| {
+            batch
+                .column(i)
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| bad("a column is not BIGINT"))
+        };
+        let (kind, image_id, slot, scanner, codes) = (
+            integers(0)?,
+            integers(1)?,
+            integers(2)?,
+            integers(4)?,
+            integers(5)?,
+        );
+        let name = batch
+            .column(3)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad("names are not text"))?;
+        for row in 0..batch.num_rows() {
+            let index = |column: &duckdb::arrow::array::Int64Array| {
+                usize::try_from(column.value(row)).map_err(|_| bad("negative index"))
+            };
+            let slot = index(slot)?;
+            match kind.value(row) {
+                0 | 1 => {
+                    let names = if kind.value(row) == 0 {
+                        &mut raters
+                    } else {
+                        &mut scanners
+                    };
+                    if slot >= names.len() {
+                        names.resize(slot + 1, None);
                     }
-                    if rater >= out.raters.len() || code >= 36 {
-                        return Err(bad("label code out of range"));
-                    }
-                    out.codes[row_start + rater] = code;
+                    names[slot] = Some(name.value(row).to_string());
                 }
+                _ => rows.push((
+                    image_id.value(row),
+                    slot,
+                    if scanner.is_null(row) {
+                        None
+                    } else {
+                        Some(index(scanner)?)
+                    },
+                    codes.value(row),
+                )),
             }
         }
     }
-    Ok(out)
+    let named = |names: Vec<Option<String>>| -> Result<Vec<String>, ReportError> {
+        names
+            .into_iter()
+            .map(|n| n.ok_or_else(|| bad("a name is missing")))
+            .collect()
+    };
+    let (raters, scanners) = (named(raters)?, named(scanners)?);
+    rows.sort_unstable_by_key(|&(image_id, block, _, _)| (image_id, block));
+
+    // Unpacked codes per image and stored rater, then only the raters with a label.
+    let mut images = Vec::new();
+    let mut image_scanner = Vec::new();
+    let mut codes: Vec<u8> = Vec::new();
+    for &(image_id, block, scanner, packed) in &rows {
+        if images.last() != Some(&image_id) {
+            images.push(image_id);
+            image_scanner.push(scanner);
+            codes.resize(codes.len() + raters.len(), 0);
+        }
+        if scanner.is_some_and(|s| s >= scanners.len()) {
+            return Err(bad("scanner index out of range"));
+        }
+        let row_start = (images.len() - 1) * raters.len();
+        for within in 0..RATERS_PER_BLOCK {
+            let code = ((packed >> (6 * within)) & 0x3f) as u8;
+            if code == 0 {
+                continue;
+            }
+            let rater = block * RATERS_PER_BLOCK + within;
+            if rater >= raters.len() || code >= 36 {
+                return Err(bad("label code out of range"));
+            }
+            codes[row_start + rater] = code;
+        }
+    }
+    let mut labelled = vec![false; raters.len()];
+    for row in codes.chunks(raters.len().max(1)) {
+        for (l, &code) in labelled.iter_mut().zip(row) {
+            *l |= code != 0;
+        }
+    }
+    let kept: Vec<usize> = (0..raters.len()).filter(|&r| labelled[r]).collect();
+    if kept.len() < raters.len() {
+        codes = codes
+            .chunks(raters.len())
+            .flat_map(|row| kept.iter().map(move |&r| row[r]))
+            .collect();
+    }
+    Ok(LabelPatterns {
+        raters: kept.iter().map(|&r| raters[r].clone()).collect(),
+        scanners,
+        images,
+        image_scanner,
+        codes,
+    })
 }
 
 /// One rater's task labels in force for one image (usable, quality, gado).
@@ -834,6 +896,127 @@ mod tests {
         assert!(glance[0].fleiss_kappa.is_some() && glance[0].krippendorff_alpha.is_some());
         // quality counts usable images only: 1 (three labels) and 3 (two).
         assert_eq!((glance[1].images, glance[1].fleiss_images), (2, 1));
+    }
+
+    /// Ratings with what the benchmark store lacks: 15 raters (two blocks of packed
+    /// codes), several saves per image and rater, undos (all of zed's ratings withdrawn),
+    /// ratings in force without a usable answer, quality-only ratings, three sequences,
+    /// manufacturers and field strengths of every form the scanner rule handles.
+    const EDGE_RATINGS: &str = "
+        INSERT INTO images (path, root, rel_path, status, suffix, file_size, mtime_ns,
+                            manufacturer, field_strength)
+        SELECT 'p' || i, 'r', 'p' || i, 'ok', ['FLAIR', 'T1w', 'T2w'][1 + (hash(i, 's') % 3)::BIGINT],
+               0, 0, ['Siemens Healthineers', 'GE MEDICAL SYSTEMS', 'philips', '', NULL,
+                      '  siemens  '][1 + (hash(i, 'm') % 6)::BIGINT],
+               [1.5, 3.0, 15000.0, NULL][1 + (hash(i, 'f') % 4)::BIGINT]
+        FROM range(400) t(i);
+        CREATE TEMP TABLE names AS
+        SELECT 'r' || lpad(i::VARCHAR, 2, '0') AS name FROM range(13) t(i)
+        UNION ALL SELECT 'Amy';
+        INSERT INTO ratings (image_id, rater, usable, motion, contrast, noise, gado, quality,
+                             protocol_version, source)
+        SELECT i.image_id, n.name,
+               CASE WHEN hash(i.image_id, n.name, s.k, 'un') % 17 = 0 THEN NULL
+                    ELSE hash(i.image_id, n.name, s.k, 'u') % 4 <> 0 END,
+               (hash(i.image_id, n.name, s.k, 'm') % 3)::TINYINT,
+               CASE WHEN hash(i.image_id, n.name, s.k, 'cn') % 9 <> 0
+                    THEN (hash(i.image_id, n.name, s.k, 'c') % 3)::TINYINT END,
+               (hash(i.image_id, n.name, s.k, 'n') % 3)::TINYINT,
+               CASE WHEN hash(i.image_id, n.name, s.k, 'gn') % 5 <> 0
+                    THEN hash(i.image_id, n.name, s.k, 'g') % 2 = 0 END,
+               CASE WHEN hash(i.image_id, n.name, s.k, 'q') % 7 = 0
+                    THEN ['good', 'medium', 'bad'][1 + (hash(i.image_id, n.name, s.k) % 3)::BIGINT] END,
+               '1', 't'
+        FROM images i CROSS JOIN names n CROSS JOIN range(3) s(k)
+        WHERE hash(i.image_id, n.name, 'keep') % 3 = 0
+          AND (s.k = 0 OR hash(i.image_id, n.name, s.k, 'again') % 4 = 0);
+        INSERT INTO ratings (image_id, rater, usable, quality, protocol_version, source)
+        SELECT image_id, 'Amy', true, ['good', 'medium', 'bad'][1 + (hash(image_id, 'qo') % 3)::BIGINT],
+               '1', 't'
+        FROM images WHERE image_id % 11 = 0;
+        INSERT INTO ratings (image_id, rater, usable, motion, contrast, noise, protocol_version, source)
+        SELECT image_id, 'zed', true, 0, 0, 0, '1', 't' FROM images WHERE image_id % 13 = 0;
+        INSERT INTO ratings (image_id, rater, undoes, protocol_version, source)
+        SELECT image_id, rater, rating_id, '1', 't' FROM ratings WHERE rater = 'zed';
+        INSERT INTO ratings (image_id, rater, undoes, protocol_version, source)
+        SELECT image_id, rater, max(rating_id), '1', 't'
+        FROM ratings
+        WHERE undoes IS NULL AND rater <> 'zed' AND hash(image_id, rater, 'undo') % 9 = 0
+        GROUP BY ALL;";
+
+    /// (image, rater, labels, scanner) of every label in force.
+    type LabelFacts =
+        std::collections::BTreeSet<(i64, String, [Option<String>; 3], Option<String>)>;
+
+    #[test]
+    fn the_packed_labels_equal_the_views_they_repeat() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        store.conn().execute_batch(EDGE_RATINGS).expect("rows");
+        let count = |sql: &str| -> i64 {
+            store
+                .conn()
+                .query_row(sql, [], |r| r.get(0))
+                .expect("count")
+        };
+        // The fixture has what it claims.
+        assert!(
+            count(
+                "SELECT count(*) FROM (SELECT image_id, rater FROM ratings WHERE undoes IS NULL GROUP BY ALL HAVING count(*) > 1)"
+            ) > 100
+        );
+        assert!(count("SELECT count(*) FROM ratings_latest WHERE usable IS NULL") > 10);
+        assert!(count("SELECT count(DISTINCT scanner) FROM image_scanners") >= 6);
+        for sequence in [None, Some("FLAIR"), Some("T1w"), Some("PD")] {
+            let patterns = load(&store, sequence).expect("labels");
+            let mut got = LabelFacts::new();
+            for (image, &image_id) in patterns.images.iter().enumerate() {
+                let scanner = patterns.image_scanner[image].map(|s| patterns.scanners[s].clone());
+                for (rater, name) in patterns.raters.iter().enumerate() {
+                    let labels = Task::ALL.map(|task| {
+                        patterns
+                            .label(image, rater, task)
+                            .map(|c| task.categories()[c].to_string())
+                    });
+                    if labels.iter().any(Option::is_some) {
+                        got.insert((image_id, name.clone(), labels, scanner.clone()));
+                    }
+                }
+            }
+            let mut stmt = store
+                .conn()
+                .prepare(
+                    "SELECT l.image_id, l.rater, l.usable_label, l.quality_label, l.gado_label, s.scanner
+                     FROM rater_labels l JOIN images i USING (image_id) JOIN image_scanners s USING (image_id)
+                     WHERE $1::VARCHAR IS NULL OR i.suffix = $1",
+                )
+                .expect("query");
+            let want: LabelFacts = stmt
+                .query_map(duckdb::params![sequence], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        [r.get(2)?, r.get(3)?, r.get(4)?],
+                        r.get(5)?,
+                    ))
+                })
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert_eq!(got.len(), want.len(), "{sequence:?}");
+            assert!(
+                got == want,
+                "{sequence:?}: the packed labels differ from the views"
+            );
+            // Exactly the raters with a label in force, by name; zed's were all undone.
+            let raters: std::collections::BTreeSet<&String> = want.iter().map(|w| &w.1).collect();
+            assert_eq!(
+                patterns.raters.iter().collect::<Vec<_>>(),
+                raters.into_iter().collect::<Vec<_>>()
+            );
+            assert!(!patterns.raters.iter().any(|r| r == "zed"));
+            assert_eq!(sequence == Some("PD"), want.is_empty());
+        }
     }
 
     #[test]
