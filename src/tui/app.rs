@@ -811,6 +811,8 @@ impl App {
                 self.details.clear();
                 self.reports.data = None;
                 self.reports.operating.clear();
+                // A band picked before may hold images rated since.
+                self.reports.queue_plan = None;
                 if self.rate.code.is_empty() {
                     self.rate.work = None;
                     self.rate.index = 0;
