@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use crate::rate::queue::assign;
-use crate::store::queues::QueueAssignment;
+use crate::rate::triage::deal;
+use crate::store::queues::{ItemReason, QueueOrigin};
 use crate::store::raters::Role;
 use crate::store::{Access, Store};
 
@@ -79,6 +79,10 @@ pub enum QueueAction {
     },
 }
 
+/// Images to queue, each with why (none for every-image queues), and how the queue
+/// was filled.
+type Picked = (Vec<(i64, Option<ItemReason>)>, QueueOrigin);
+
 /// The images of an uncertainty queue, printed with why each was picked.
 fn uncertain_images(
     store: &Store,
@@ -87,7 +91,7 @@ fn uncertain_images(
     size: usize,
     random_share: f64,
     seed: u64,
-) -> anyhow::Result<Vec<i64>> {
+) -> anyhow::Result<Picked> {
     use crate::rate::active::{Candidate, Reason, select_uncertain};
     if size == 0 {
         bail!("--size 0: an uncertainty queue needs at least one image");
@@ -137,7 +141,27 @@ fn uncertain_images(
             Reason::Random => println!("  image {:>6}  {:20} random", s.image_id, s.subject),
         }
     }
-    Ok(picked.iter().map(|s| s.image_id).collect())
+    let images = picked
+        .iter()
+        .map(|s| {
+            let (reason, score) = match s.reason {
+                Reason::Uncertain { entropy } => ("uncertain", Some(entropy)),
+                Reason::Random => ("random", None),
+            };
+            let why = ItemReason {
+                reason: reason.to_string(),
+                score,
+                domain_distance: None,
+            };
+            (s.image_id, Some(why))
+        })
+        .collect();
+    let origin = QueueOrigin {
+        strategy: "uncertainty".into(),
+        run_id: Some(run.to_string()),
+        ..QueueOrigin::default()
+    };
+    Ok((images, origin))
 }
 
 /// The unrated images in the run's triage band, with the counts the model decides.
@@ -146,67 +170,19 @@ fn triage_images(
     run: &str,
     sequence: Option<&str>,
     rate: f64,
-) -> anyhow::Result<Vec<i64>> {
-    use crate::metrics::{TriageBand, TriageDecision};
-    use crate::report::model::{ModelOptions, build};
-    if !(rate > 0.0 && rate <= 1.0) {
-        bail!("--triage {rate} is not in (0, 1]");
-    }
-    let report = build(
-        store,
-        run,
-        &ModelOptions {
-            triage: Some(rate),
-            ..ModelOptions::thresholds_only()
-        },
-    )?;
-    let triage = report
-        .triage
-        .context("the model report computed no triage")?;
-    let (Some(accept), Some(reject)) = (triage.accept_below.value, triage.reject_from.value) else {
-        bail!(
-            "run {run}: no triage thresholds at {rate} on its {} validation images ({});              runs trained before validation predictions were stored have none",
-            triage.validation_images,
-            triage.accept_below.text()
-        );
-    };
-    let band = TriageBand { accept, reject };
-    let rated = crate::rate::labels::image_labels(store)?;
-    let task = report.task.name();
-    let (mut accepted, mut rejected, mut unrated) = (0usize, 0usize, 0usize);
-    let mut review = Vec::new();
-    for (image_id, _, probabilities) in store.queue_candidates(run, task, sequence)? {
-        if rated.contains_key(&image_id) {
-            continue;
-        }
-        let Some(score) = probabilities.last() else {
-            continue;
-        };
-        unrated += 1;
-        match band.decide(*score) {
-            TriageDecision::Accept => accepted += 1,
-            TriageDecision::Reject => rejected += 1,
-            TriageDecision::Review => review.push(image_id),
-        }
-    }
-    if unrated == 0 {
-        bail!(
-            "run {run} has no prediction of an unrated image{}: predict them first (cdwqc infer --run {run} --unrated)",
-            sequence
-                .map(|s| format!(" of sequence {s}"))
-                .unwrap_or_default()
-        );
-    }
-    let c = &triage.positive_class;
-    println!(
-        "triage of {unrated} unrated images by run {run} at {rate}: P({c}) < {accept:.4} accepted          ({accepted}), >= {reject:.4} rejected ({rejected}), {} to review ({:.1}% of the ratings saved)",
-        review.len(),
-        100.0 * (accepted + rejected) as f64 / unrated as f64
-    );
-    if review.is_empty() {
+) -> anyhow::Result<Picked> {
+    let picked = crate::rate::triage::pick(store, run, sequence, rate)?;
+    println!("{}", picked.summary());
+    if picked.review.is_empty() {
         bail!("the model decides every unrated image at {rate}: no image to queue");
     }
-    Ok(review)
+    let origin = picked.origin();
+    let images = picked
+        .review
+        .into_iter()
+        .map(|(id, why)| (id, Some(why)))
+        .collect();
+    Ok((images, origin))
 }
 
 pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
@@ -224,16 +200,26 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             random_share,
         } => {
             let mut store = Store::open(db, Access::ReadWrite)?;
-            let images = match (strategy, run) {
+            let (picked, origin) = match (strategy, run) {
                 (Strategy::Uncertainty, Some(run)) => {
                     uncertain_images(&store, &run, sequence.as_deref(), size, random_share, seed)?
                 }
                 (Strategy::Triage, Some(run)) => {
                     triage_images(&store, &run, sequence.as_deref(), triage)?
                 }
-                _ => store.rateable_images(sequence.as_deref())?,
+                _ => (
+                    store
+                        .rateable_images(sequence.as_deref())?
+                        .into_iter()
+                        .map(|id| (id, None))
+                        .collect(),
+                    QueueOrigin {
+                        strategy: "all".into(),
+                        ..QueueOrigin::default()
+                    },
+                ),
             };
-            if images.is_empty() {
+            if picked.is_empty() {
                 bail!(
                     "no readable image{} to queue: import images first (cdwqc import DIR)",
                     sequence
@@ -242,21 +228,7 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 );
             }
-            let ids: Vec<String> = images.iter().map(i64::to_string).collect();
-            let assignment = assign(&ids, &raters, overlap, seed)?;
-            let shared: HashSet<&String> = assignment.shared.iter().collect();
-            let mut rows = Vec::new();
-            for q in &assignment.queues {
-                let images = q
-                    .images
-                    .iter()
-                    .map(|id| Ok((id.parse::<i64>()?, shared.contains(id))))
-                    .collect::<Result<Vec<_>, std::num::ParseIntError>>()?;
-                rows.push(QueueAssignment {
-                    rater: q.rater.clone(),
-                    images,
-                });
-            }
+            let dealt = deal(&picked, &raters, overlap, seed)?;
             let known: HashSet<String> = store.raters()?.into_iter().map(|r| r.name).collect();
             for r in &raters {
                 if !known.contains(r) {
@@ -266,14 +238,22 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             }
             let name = name
                 .unwrap_or_else(|| format!("{}-seed{seed}", sequence.as_deref().unwrap_or("all")));
-            store.create_queue(&name, sequence.as_deref(), overlap, seed, &rows)?;
+            store.create_queue(
+                &name,
+                sequence.as_deref(),
+                overlap,
+                seed,
+                &origin,
+                &dealt.reasons,
+                &dealt.rows,
+            )?;
             println!(
                 "queue {name}: {} images, {} shared by all {} raters",
-                images.len(),
-                assignment.shared.len(),
+                picked.len(),
+                dealt.shared,
                 raters.len()
             );
-            for q in &rows {
+            for q in &dealt.rows {
                 println!("  {:12} {} images", q.rater, q.images.len());
             }
         }

@@ -11,3 +11,4 @@ pub mod import;
 pub mod labels;
 pub mod latent;
 pub mod queue;
+pub mod triage;

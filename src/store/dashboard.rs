@@ -175,6 +175,9 @@ pub struct RateWork {
     /// none and gets every usable image they have not rated.
     pub from_queue: bool,
     pub image_ids: Vec<i64>,
+    /// For queued images: the queue's name and strategy (`None` for queues made before
+    /// strategies were stored).
+    pub queues: std::collections::HashMap<i64, (String, Option<String>)>,
 }
 
 impl Store {
@@ -499,15 +502,30 @@ impl Store {
             include_str!("../../sql/store/rate_unqueued.sql")
         };
         let mut stmt = self.conn.prepare(sql).map_err(db)?;
-        let image_ids = stmt
-            .query_map(params![rater, limit as i64], |r| r.get(0))
+        let rows = stmt
+            .query_map(params![rater, limit as i64], |r| {
+                let image_id: i64 = r.get(0)?;
+                let queue = if from_queue {
+                    Some((r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+                } else {
+                    None
+                };
+                Ok((image_id, queue))
+            })
             .map_err(db)?
-            .collect::<Result<Vec<i64>, _>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
-        Ok(RateWork {
+        let mut work = RateWork {
             from_queue,
-            image_ids,
-        })
+            ..RateWork::default()
+        };
+        for (image_id, queue) in rows {
+            work.image_ids.push(image_id);
+            if let Some(queue) = queue {
+                work.queues.entry(image_id).or_insert(queue);
+            }
+        }
+        Ok(work)
     }
 
     // Reads prepare afresh: DuckDB 1.5.6 statements kept prepared on a reader

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "iqm_outliers",
         sql: include_str!("../../sql/migrations/008_iqm_outliers.sql"),
     },
+    Migration {
+        version: 10,
+        name: "queue_reasons",
+        sql: include_str!("../../sql/migrations/010_queue_reasons.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,97 @@ use serde::Serialize;
 
 use super::{Store, StoreError};
 
+/// Why one image went into a queue (stored on each of its queue items).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ItemReason {
+    /// `uncertain`, `random` or `triage`.
+    pub reason: String,
+    /// Entropy of the predicted probabilities in bits (`uncertain`), or the predicted
+    /// probability of the task's last class (`triage`).
+    pub score: Option<f64>,
+    /// Distance from the labelled target domain, where one was measured.
+    pub domain_distance: Option<f64>,
+}
+
+/// How a queue was filled: its strategy, the run whose predictions ranked its images
+/// and, for triage, the band.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueOrigin {
+    pub strategy: String,
+    pub run_id: Option<String>,
+    pub triage_rate: Option<f64>,
+    pub accept_below: Option<f64>,
+    pub reject_from: Option<f64>,
+}
+
+/// Why an image sits in one rater's queue, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueuedReason {
+    pub queue: String,
+    pub rater: String,
+    pub shared: bool,
+    #[serde(flatten)]
+    pub origin: QueueOrigin,
+    /// `None` for every-image queues and queues made before reasons were stored.
+    pub item: Option<ItemReason>,
+}
+
+impl QueuedReason {
+    /// Why the image was queued, as short lines (the reason, the run, the domain
+    /// distance, the overlap); none when the queue stored no reason (queues made
+    /// before reasons were kept).
+    pub fn describe(&self) -> Vec<String> {
+        let main = match (&self.item, self.origin.strategy.as_str()) {
+            (None, "all") => "every readable image".to_string(),
+            (None, _) => return Vec::new(),
+            (Some(item), _) => match (item.reason.as_str(), item.score) {
+                ("uncertain", Some(entropy)) => format!("uncertain: entropy {entropy:.3} bits"),
+                ("random", _) => "random share (unbiased accuracy)".to_string(),
+                ("triage", Some(score)) => {
+                    let rate = self
+                        .origin
+                        .triage_rate
+                        .map(|r| format!(" {r}"))
+                        .unwrap_or_default();
+                    match (self.origin.accept_below, self.origin.reject_from) {
+                        (Some(a), Some(b)) => {
+                            format!("triage{rate}: P {score:.3} in [{a:.3}, {b:.3})")
+                        }
+                        _ => format!("triage{rate}: P {score:.3}"),
+                    }
+                }
+                (other, Some(score)) => format!("{other}: {score:.3}"),
+                (other, None) => other.to_string(),
+            },
+        };
+        let mut lines = vec![main];
+        if let Some(run) = &self.origin.run_id {
+            lines.push(format!("run {run}"));
+        }
+        if let Some(d) = self.item.as_ref().and_then(|i| i.domain_distance) {
+            lines.push(format!("domain distance {d:.3}"));
+        }
+        if self.shared {
+            lines.push("shared by every rater".to_string());
+        }
+        lines
+    }
+}
+
+/// What a rater working a queue blind may learn of how it was filled: the strategy
+/// alone, the same words for every image of the queue, since an image's own reason
+/// (uncertain or random, its entropy, its place in the triage band) comes from a
+/// model's prediction.
+pub fn blind_queue_note(strategy: Option<&str>) -> Option<&'static str> {
+    match strategy? {
+        "all" => Some("every readable image"),
+        "uncertainty" | "triage" => {
+            Some("picked from a model's predictions; why stays hidden while rating blind")
+        }
+        _ => None,
+    }
+}
+
 /// One rater's share of a queue.
 #[derive(Debug, Clone)]
 pub struct QueueAssignment {
@@ -31,6 +122,31 @@ pub struct NextImage {
     /// How the image is named to the rater (BIDS entities or file name).
     pub label: String,
     pub remaining: i64,
+}
+
+/// Reads a row of `queued_reasons.sql` (or a query with the same columns).
+pub(super) fn queued_reason_row(r: &duckdb::Row<'_>) -> duckdb::Result<QueuedReason> {
+    let reason: Option<String> = r.get(8)?;
+    Ok(QueuedReason {
+        queue: r.get(0)?,
+        rater: r.get(1)?,
+        shared: r.get(2)?,
+        origin: QueueOrigin {
+            strategy: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            run_id: r.get(4)?,
+            triage_rate: r.get(5)?,
+            accept_below: r.get(6)?,
+            reject_from: r.get(7)?,
+        },
+        item: match reason {
+            Some(reason) => Some(ItemReason {
+                reason,
+                score: r.get(9)?,
+                domain_distance: r.get(10)?,
+            }),
+            None => None,
+        },
+    })
 }
 
 impl Store {
@@ -85,13 +201,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a queue and its assignments in one transaction.
+    /// Stores a queue, how it was filled, its assignments and why each image is in it,
+    /// in one transaction.
+    #[allow(clippy::too_many_arguments)]
     pub fn create_queue(
         &mut self,
         name: &str,
         sequence: Option<&str>,
         overlap: f64,
         seed: u64,
+        origin: &QueueOrigin,
+        reasons: &std::collections::HashMap<i64, ItemReason>,
         assignments: &[QueueAssignment],
     ) -> Result<i64, StoreError> {
         let path = self.path().to_path_buf();
@@ -112,26 +232,41 @@ impl Store {
         }
         let queue_id: i64 = tx
             .query_row(
-                "INSERT INTO queues (name, sequence, overlap, seed) VALUES (?, ?, ?, ?) RETURNING queue_id",
-                params![name, sequence, overlap, seed as i64],
+                "INSERT INTO queues (name, sequence, overlap, seed, strategy, run_id, triage_rate, \
+                 accept_below, reject_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING queue_id",
+                params![
+                    name,
+                    sequence,
+                    overlap,
+                    seed as i64,
+                    origin.strategy,
+                    origin.run_id,
+                    origin.triage_rate,
+                    origin.accept_below,
+                    origin.reject_from
+                ],
                 |r| r.get(0),
             )
             .map_err(db)?;
         {
             let mut stmt = tx
                 .prepare(
-                    "INSERT INTO queue_items (queue_id, rater, position, image_id, shared) \
-                     VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO queue_items (queue_id, rater, position, image_id, shared, \
+                     reason, score, domain_distance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .map_err(db)?;
             for a in assignments {
                 for (position, (image_id, shared)) in a.images.iter().enumerate() {
+                    let why = reasons.get(image_id);
                     stmt.execute(params![
                         queue_id,
                         a.rater,
                         position as i64,
                         image_id,
-                        shared
+                        shared,
+                        why.map(|w| w.reason.as_str()),
+                        why.and_then(|w| w.score),
+                        why.and_then(|w| w.domain_distance)
                     ])
                     .map_err(db)?;
                 }
@@ -139,6 +274,18 @@ impl Store {
         }
         tx.commit().map_err(db)?;
         Ok(queue_id)
+    }
+
+    /// Why an image sits in each queue that holds it, in queue order then by rater.
+    pub fn queued_reasons(&self, image_id: i64) -> Result<Vec<QueuedReason>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/queued_reasons.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![image_id], queued_reason_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     pub fn queue_progress(&self) -> Result<Vec<QueueProgress>, StoreError> {
@@ -211,5 +358,102 @@ impl Store {
             .query_map(params![image_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(strategy: &str, item: Option<ItemReason>) -> QueuedReason {
+        QueuedReason {
+            queue: "q".into(),
+            rater: "ann".into(),
+            shared: false,
+            origin: QueueOrigin {
+                strategy: strategy.into(),
+                run_id: Some("r1".into()),
+                triage_rate: Some(0.95),
+                accept_below: Some(0.2),
+                reject_from: Some(0.7),
+            },
+            item,
+        }
+    }
+
+    #[test]
+    fn reasons_in_words_and_none_for_old_queues() {
+        let triage = ItemReason {
+            reason: "triage".into(),
+            score: Some(0.4567),
+            domain_distance: None,
+        };
+        assert_eq!(
+            queued("triage", Some(triage)).describe(),
+            ["triage 0.95: P 0.457 in [0.200, 0.700)", "run r1"]
+        );
+        let mut all = queued("all", None);
+        all.origin.run_id = None;
+        all.shared = true;
+        assert_eq!(
+            all.describe(),
+            ["every readable image", "shared by every rater"]
+        );
+        // A queue made before reasons were stored says nothing.
+        assert!(queued("", None).describe().is_empty());
+        assert_eq!(blind_queue_note(None), None);
+        assert_eq!(
+            blind_queue_note(Some("triage")),
+            blind_queue_note(Some("uncertainty"))
+        );
+    }
+
+    #[test]
+    fn old_queues_read_back_with_no_reason_and_new_ones_with_theirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO images (path, root, rel_path, status, file_size, mtime_ns)
+                 VALUES ('/a', '/', 'a', 'ok', 0, 0);
+                 INSERT INTO queues (name, overlap, seed) VALUES ('old', 0, 1);
+                 INSERT INTO queue_items (queue_id, rater, position, image_id, shared)
+                 VALUES (1, 'ann', 0, 1, false);",
+            )
+            .expect("an old queue");
+        let reasons = std::collections::HashMap::from([(
+            1,
+            ItemReason {
+                reason: "uncertain".into(),
+                score: Some(0.5),
+                domain_distance: None,
+            },
+        )]);
+        let origin = QueueOrigin {
+            strategy: "uncertainty".into(),
+            run_id: Some("r1".into()),
+            ..QueueOrigin::default()
+        };
+        store
+            .create_queue(
+                "new",
+                None,
+                0.0,
+                1,
+                &origin,
+                &reasons,
+                &[QueueAssignment {
+                    rater: "bob".into(),
+                    images: vec![(1, false)],
+                }],
+            )
+            .expect("queue");
+        let read = store.queued_reasons(1).expect("reasons");
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].queue.as_str(), &read[0].item), ("old", &None));
+        assert!(read[0].describe().is_empty());
+        assert_eq!(read[1].origin, origin);
+        assert_eq!(read[1].item.as_ref(), reasons.get(&1));
     }
 }

@@ -18,7 +18,7 @@ use crate::store::ratings::NewRating;
 use super::jobs::{JobRequest, JobStatus, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::parse_code;
-use super::reports::{ReportsData, ReportsState};
+use super::reports::{OperatingView, ReportsData, ReportsState, TriagePlan};
 use super::sql::{Focus, SqlRequest, SqlResponse, SqlState};
 use crate::jobs::{InferResult, JobEvent, TrainResult};
 use crate::model::train::EpochReport;
@@ -65,6 +65,18 @@ pub enum Request {
     Reports,
     /// Both reports as HTML files beside the store.
     ExportReports,
+    /// A run's calibration, operating point and triage band at `TARGETS[target]`
+    /// (built on a thread of its own: it reads every prediction of the run).
+    OperatingPoint {
+        run_id: String,
+        target: usize,
+    },
+    /// The unrated images in a run's triage band at `TARGETS[target]`, and the raters,
+    /// for a queue (its own thread, as an operating point).
+    TriagePlan {
+        run_id: String,
+        target: usize,
+    },
     /// Served by the SQL thread (runs, cancels) or a thread of its own (exports).
     Sql(SqlRequest),
     /// Every run in the store, for the Jobs view.
@@ -95,6 +107,8 @@ impl Request {
             Request::Volume { image_id, .. } => format!("volume:{image_id}"),
             Request::Reports => "reports".into(),
             Request::ExportReports => "export-reports".into(),
+            Request::OperatingPoint { run_id, target } => format!("operating:{run_id}:{target}"),
+            Request::TriagePlan { run_id, target } => format!("triage:{run_id}:{target}"),
             Request::Sql(_) => "sql".into(),
             Request::Runs => "runs".into(),
             Request::RunEpochs { run_id } => format!("epochs:{run_id}"),
@@ -112,6 +126,9 @@ pub struct Detail {
     pub ratings: Option<Vec<RatingInForce>>,
     /// Every run's prediction, unless blind.
     pub predictions: Option<Vec<PredictionInForce>>,
+    /// Why the image sits in each queue that holds it, unless blind (reasons come from
+    /// a model's predictions).
+    pub queued: Option<Vec<crate::store::queues::QueuedReason>>,
 }
 
 /// A volume loaded for the viewer, with its default intensity window.
@@ -146,6 +163,16 @@ pub enum Response {
     Reports(Result<Arc<ReportsData>, String>),
     /// The files an export wrote.
     Exported(Result<Vec<std::path::PathBuf>, String>),
+    OperatingPoint {
+        run_id: String,
+        target: usize,
+        result: Result<Arc<OperatingView>, String>,
+    },
+    TriagePlan {
+        run_id: String,
+        target: usize,
+        result: Result<Arc<TriagePlan>, String>,
+    },
     Sql(SqlResponse),
     Runs(Result<Vec<RunSummary>, String>),
     RunEpochs {
@@ -164,6 +191,10 @@ impl Response {
             Response::Volume { image_id, .. } => format!("volume:{image_id}"),
             Response::Reports(_) => "reports".into(),
             Response::Exported(_) => "export-reports".into(),
+            Response::OperatingPoint { run_id, target, .. } => {
+                format!("operating:{run_id}:{target}")
+            }
+            Response::TriagePlan { run_id, target, .. } => format!("triage:{run_id}:{target}"),
             Response::Sql(_) => "sql".into(),
             Response::Runs(_) => "runs".into(),
             Response::RunEpochs { run_id, .. } => format!("epochs:{run_id}"),
@@ -202,6 +233,8 @@ pub enum Event {
     },
     /// A job's outcome was written to the store, or why not.
     JobRecorded(Result<(), String>),
+    /// A queue was stored (what it holds), or why not.
+    QueueStored(Result<String, String>),
 }
 
 /// What a job's worker said.
@@ -247,6 +280,8 @@ pub enum Effect {
         run_id: String,
         result: Box<InferResult>,
     },
+    /// Store a triage queue planned on a reader; answers with [`Event::QueueStored`].
+    StoreQueue(Arc<TriagePlan>),
     /// Record how a job ended in its `jobs` row.
     FinishJob {
         job: i64,
@@ -319,6 +354,8 @@ pub struct RateState {
     /// The images still to rate, `None` until loaded.
     pub work: Option<Vec<i64>>,
     pub from_queue: bool,
+    /// Queued images' queue name and strategy.
+    pub queues: HashMap<i64, (String, Option<String>)>,
     pub index: usize,
     pub code: String,
     pub error: Option<String>,
@@ -429,6 +466,14 @@ impl App {
             Event::Saved(result) => self.on_saved(result),
             Event::Undone(result) => self.on_undone(result),
             Event::Note(text) => self.message = text,
+            Event::QueueStored(result) => {
+                self.message = match result {
+                    Ok(text) => text,
+                    Err(e) => format!("the queue was not stored: {e}"),
+                };
+                // Queue progress now reads differently.
+                self.dashboard = None;
+            }
             Event::JobPlanned { id, result } => self.on_job_planned(id, result),
             Event::JobOutput { id, line } => self.on_job_output(id, line, &mut effects),
             Event::JobExited { id, code } => self.on_job_exited(id, code, &mut effects),
@@ -441,6 +486,7 @@ impl App {
                 self.jobs.run_epochs = None;
                 self.dashboard = None;
                 self.reports.data = None;
+                self.reports.operating.clear();
             }
         }
         self.check_quit(&mut effects);
@@ -764,6 +810,9 @@ impl App {
                 self.images.page = None;
                 self.details.clear();
                 self.reports.data = None;
+                self.reports.operating.clear();
+                // A band picked before may hold images rated since.
+                self.reports.queue_plan = None;
                 if self.rate.code.is_empty() {
                     self.rate.work = None;
                     self.rate.index = 0;
@@ -892,6 +941,8 @@ impl App {
             },
             Action::ReviewLater => self.rate.review_later = !self.rate.review_later,
             Action::CycleTask => self.reports.next_task(),
+            Action::CycleTarget => self.reports.next_target(),
+            Action::QueueTriage => self.queue_triage(effects),
             Action::ExportReports => {
                 if self.blind() {
                     self.message = "reports are hidden in blind rating mode".into();
@@ -946,12 +997,44 @@ impl App {
             self.jobs.move_selection(delta);
             return;
         }
+        if self.view == View::Reports {
+            self.reports.move_selection(delta);
+            return;
+        }
         let total = self.images.page.as_ref().map_or(0, |p| p.total);
         if total == 0 {
             return;
         }
         let target = (self.images.selected as i64).saturating_add(delta);
         self.images.selected = target.clamp(0, total as i64 - 1) as usize;
+    }
+
+    /// The first press picks the selected run's triage band in the background and says
+    /// what a queue would hold; a second press on the same run and target stores it.
+    fn queue_triage(&mut self, effects: &mut Vec<Effect>) {
+        if self.blind() {
+            self.message = "queues are made outside blind rating mode".into();
+            return;
+        }
+        let Some(run_id) = self.reports.selected_run() else {
+            self.message = "no run selected".into();
+            return;
+        };
+        let key = (run_id.clone(), self.reports.target);
+        match self.reports.queue_plan.take() {
+            Some((planned, Ok(plan))) if planned == key => {
+                self.message = format!("storing queue {}…", plan.name);
+                effects.push(Effect::StoreQueue(plan));
+            }
+            _ => {
+                self.message = format!(
+                    "picking run {run_id}'s unrated images in the triage band at {:.2}…",
+                    self.reports.target()
+                );
+                let target = self.reports.target;
+                self.fetch(Request::TriagePlan { run_id, target }, effects);
+            }
+        }
     }
 
     fn move_slice(&mut self, delta: i64) {
@@ -1141,6 +1224,25 @@ impl App {
                 self.details.insert(image_id, result);
             }
             Response::Reports(result) => self.reports.data = Some(result),
+            Response::OperatingPoint {
+                run_id,
+                target,
+                result,
+            } => {
+                self.reports.operating.insert((run_id, target), result);
+            }
+            Response::TriagePlan {
+                run_id,
+                target,
+                result,
+            } => {
+                let key = self.keys.label(View::Reports, Action::QueueTriage);
+                self.message = match &result {
+                    Ok(plan) => format!("{} · {key} again stores it", plan.describe()),
+                    Err(e) => format!("no triage queue: {e}"),
+                };
+                self.reports.queue_plan = Some(((run_id, target), result));
+            }
             Response::Exported(result) => {
                 self.reports.exporting = false;
                 self.message = match result {
@@ -1159,6 +1261,7 @@ impl App {
             Response::RateWork(result) => match result {
                 Ok(work) => {
                     self.rate.from_queue = work.from_queue;
+                    self.rate.queues = work.queues;
                     self.rate.work = Some(work.image_ids);
                     self.rate.index = 0;
                 }
@@ -1480,6 +1583,14 @@ impl App {
         }
         if self.view == View::Reports && self.reports.data.is_none() && !self.blind() {
             self.fetch(Request::Reports, effects);
+        }
+        if self.view == View::Reports
+            && !self.blind()
+            && self.reports.operating_view().is_none()
+            && let Some(run_id) = self.reports.selected_run()
+        {
+            let target = self.reports.target;
+            self.fetch(Request::OperatingPoint { run_id, target }, effects);
         }
         if self.view == View::Jobs && !self.blind() {
             if self.jobs.runs.is_none() {

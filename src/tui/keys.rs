@@ -111,6 +111,8 @@ pub enum Action {
     NextImage,
     PrevImage,
     CycleTask,
+    CycleTarget,
+    QueueTriage,
     ExportReports,
     CycleModel,
     RunQuery,
@@ -174,6 +176,8 @@ impl Action {
             Action::NextImage => "next_image",
             Action::PrevImage => "prev_image",
             Action::CycleTask => "cycle_task",
+            Action::CycleTarget => "cycle_target",
+            Action::QueueTriage => "queue_triage",
             Action::CycleModel => "cycle_model",
             Action::ExportReports => "export_reports",
             Action::RunQuery => "run_query",
@@ -502,21 +506,32 @@ impl Default for KeyMap {
             (View::Viewer, viewer),
             (View::Rate, rate),
             (View::Sql, sql),
-            (
-                View::Reports,
-                vec![
+            (View::Reports, {
+                let mut reports = list_keys();
+                reports.extend([
                     b(
                         c('t'),
                         Action::CycleTask,
                         "next task (usable, quality, gado)",
                     ),
                     b(
+                        c('o'),
+                        Action::CycleTarget,
+                        "operating point: target sensitivity 0.90 / 0.95 / 0.99",
+                    ),
+                    b(
+                        c('Q'),
+                        Action::QueueTriage,
+                        "queue the run's unrated images in the triage band for every rater (twice: picks, then stores)",
+                    ),
+                    b(
                         c('e'),
                         Action::ExportReports,
                         "write the HTML reports beside the store",
                     ),
-                ],
-            ),
+                ]);
+                reports
+            }),
             (View::Jobs, jobs),
         ]);
         Self { global, views }

@@ -91,6 +91,16 @@ pub fn serve(store: &Store, request: Request) -> Response {
         },
         Request::Reports => Response::Reports(reports::load(store).map(Arc::new)),
         Request::ExportReports => Response::Exported(reports::export(store)),
+        Request::OperatingPoint { run_id, target } => Response::OperatingPoint {
+            result: reports::operating_view(store, &run_id, target).map(Arc::new),
+            run_id,
+            target,
+        },
+        Request::TriagePlan { run_id, target } => Response::TriagePlan {
+            result: reports::triage_plan(store, &run_id, target).map(Arc::new),
+            run_id,
+            target,
+        },
         Request::Sql(request) => Response::Sql(sql::serve(store, request)),
         Request::Runs => Response::Runs(store.runs().map_err(text)),
         Request::RunEpochs { run_id } => Response::RunEpochs {
@@ -183,19 +193,21 @@ fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detai
         }
     }
     previews.sort_by_key(|(plane, _)| Plane::ALL.iter().position(|p| p == plane));
-    let (ratings, predictions) = if with_ratings {
+    let (ratings, predictions, queued) = if with_ratings {
         (
             Some(store.image_ratings(image_id).map_err(text)?),
             Some(store.image_predictions(image_id).map_err(text)?),
+            Some(store.queued_reasons(image_id).map_err(text)?),
         )
     } else {
-        (None, None)
+        (None, None, None)
     };
     Ok(Detail {
         facts,
         previews,
         ratings,
         predictions,
+        queued,
     })
 }
 
@@ -293,6 +305,10 @@ fn execute(
                     "job {job} not recorded as {status}: {e}"
                 )));
             }
+        }
+        Effect::StoreQueue(plan) => {
+            let stored = reports::store_triage_queue(writer, &plan);
+            queue.push_back(Event::QueueStored(stored));
         }
         Effect::Quit => {}
     }
@@ -600,6 +616,29 @@ fn spawn_reader(reader: Store, events: Sender<Event>) -> Sender<Request> {
                 });
                 continue;
             }
+            // An operating point or a triage band reads every prediction of a run: on
+            // a connection and thread of their own, so the reads behind other keys
+            // never wait for them.
+            if matches!(
+                request,
+                Request::OperatingPoint { .. } | Request::TriagePlan { .. }
+            ) {
+                match reader.reader() {
+                    Ok(own) => {
+                        let events = events.clone();
+                        std::thread::spawn(move || {
+                            let _ = events.send(Event::Loaded(serve(&own, request)));
+                        });
+                    }
+                    Err(e) => {
+                        let failed = failed_own_read(request, e.to_string());
+                        if events.send(Event::Loaded(failed)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
             if events.send(Event::Loaded(serve(&reader, request))).is_err() {
                 return;
             }
@@ -620,6 +659,23 @@ fn spawn_sql(console: Store, events: Sender<Event>) -> Sender<sql::SqlRequest> {
         }
     });
     tx
+}
+
+/// The answer to a request that could not get a connection of its own.
+fn failed_own_read(request: Request, error: String) -> Response {
+    match request {
+        Request::TriagePlan { run_id, target } => Response::TriagePlan {
+            run_id,
+            target,
+            result: Err(error),
+        },
+        Request::OperatingPoint { run_id, target } => Response::OperatingPoint {
+            run_id,
+            target,
+            result: Err(error),
+        },
+        _ => Response::Runs(Err(error)),
+    }
 }
 
 fn serve_volume(request: Request) -> Response {

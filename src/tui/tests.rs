@@ -46,7 +46,8 @@ fn filled_store() -> (tempfile::TempDir, Store) {
                     (2, 'bob', false, false, 0, 0, 0, 'r', '1', 'test',
                      '2026-01-02 10:01:00+00', '2026-01-02 10:01:00+00');
              INSERT INTO queues (name, overlap, seed) VALUES ('flair-1', 0.2, 7);
-             INSERT INTO queue_items VALUES (1, 'ann', 0, 3, true), (1, 'ann', 1, 1, false),
+             INSERT INTO queue_items (queue_id, rater, position, image_id, shared)
+             VALUES (1, 'ann', 0, 3, true), (1, 'ann', 1, 1, false),
                                             (1, 'ann', 2, 5, false);
              INSERT INTO runs (run_id, kind, task, status, started_at)
              VALUES ('r-2026-01-03', 'train', 'usable', 'completed', '2026-01-03 09:00:00+00');"
@@ -1206,9 +1207,10 @@ fn blind_views_5_6_7_are_not_offered_and_no_sql_runs() {
     }
     assert!(!app.sql.write);
     assert!(
-        !asked
-            .iter()
-            .any(|r| matches!(r, Request::Sql(_) | Request::Reports | Request::Runs)),
+        !asked.iter().any(|r| matches!(
+            r,
+            Request::Sql(_) | Request::Reports | Request::Runs | Request::OperatingPoint { .. }
+        )),
         "{asked:?}"
     );
     assert_eq!(rating_rows(&store), 2);
@@ -1508,4 +1510,328 @@ fn sql_seven_digit_numbers_are_never_cut() {
     }
     // The column that does not fit whole is left for scrolling right, not cut.
     assert!(!grid.contains("2000"), "{small}");
+}
+
+/// 30 FLAIR images of 15 subjects rated by ann (every fourth a reject), and two usable
+/// runs: `u-ssda` with a stored temperature and predictions on its validation (the
+/// first 6 subjects) and test images, whose reject scores overlap between the classes;
+/// `u-target` with test predictions only.
+fn store_with_operating_points() -> (tempfile::TempDir, Store) {
+    let (dir, store) = empty_store();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO images (path, root, rel_path, status, subject, session, suffix,
+                                 file_size, mtime_ns, manufacturer, field_strength)
+             SELECT '/w/img' || i || '.nii.gz', '/w', 'img' || i, 'ok',
+                    lpad(CAST((i - 1) // 2 AS VARCHAR), 2, '0'), '01', 'FLAIR', 100, 0,
+                    'Siemens', 3.0
+             FROM range(1, 31) t(i);
+             INSERT INTO raters (name) VALUES ('ann');
+             INSERT INTO ratings (image_id, rater, usable, gado, motion, contrast, noise, code,
+                                  protocol_version, source, rated_at, saved_at)
+             SELECT i, 'ann', i % 4 <> 0, false, 0, 0, 0, CASE WHEN i % 4 = 0 THEN 'r' ELSE '' END,
+                    '1', 'test', '2026-01-02 11:00:00+00', '2026-01-02 11:00:00+00'
+             FROM range(1, 31) t(i);
+             INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at, metrics)
+             VALUES ('u-ssda', 'train', 'usable', 'ssda', 'completed', 'u-ssda',
+                     '2026-01-04 09:00:00+00', '{\"calibration\": {\"temperature\": 1.5}}'),
+                    ('u-target', 'train', 'usable', 'target-only', 'completed', 'u-target',
+                     '2026-01-04 10:00:00+00', NULL);
+             INSERT INTO splits
+             SELECT 'u-ssda', i, lpad(CAST((i - 1) // 2 AS VARCHAR), 2, '0'), 'target',
+                    CASE WHEN i <= 12 THEN 'validation' ELSE 'test' END, NULL
+             FROM range(1, 31) t(i);
+             INSERT INTO splits
+             SELECT 'u-target', i, lpad(CAST((i - 1) // 2 AS VARCHAR), 2, '0'), 'target', 'test', NULL
+             FROM range(13, 31) t(i);
+             CREATE TEMP TABLE scores AS
+             SELECT i, CASE WHEN i % 4 = 0 THEN 0.35 + (i % 7) * 0.08
+                            ELSE 0.05 + (i % 9) * 0.07 END AS p
+             FROM range(1, 31) t(i);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
+             SELECT 'u-ssda', i, 'usable', CASE WHEN p >= 0.5 THEN 'reject' ELSE 'usable' END,
+                    [1 - p, p], '2026-01-05 09:00:00+00'
+             FROM scores;
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
+             SELECT 'u-target', i, 'usable', 'usable', [0.7, 0.3], '2026-01-05 10:00:00+00'
+             FROM scores WHERE i > 12;",
+        )
+        .expect("runs, splits and predictions");
+    (dir, store)
+}
+
+#[test]
+fn reports_show_the_selected_runs_operating_point_and_triage_band() {
+    use crate::report::model::{ModelOptions, build};
+    let (_dir, mut store) = store_with_operating_points();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    assert_eq!(app.reports.selected_run().as_deref(), Some("u-ssda"));
+    let view = app
+        .reports
+        .operating_view()
+        .expect("computed")
+        .clone()
+        .expect("built");
+    // The CLI's own numbers: `cdwqc report model --target-sensitivity 0.95 --triage 0.95`.
+    let cli = build(
+        &store,
+        "u-ssda",
+        &ModelOptions {
+            target: Some(crate::metrics::OperatingTarget::Sensitivity(0.95)),
+            triage: Some(0.95),
+            ..ModelOptions::thresholds_only()
+        },
+    )
+    .expect("report");
+    assert_eq!(view.calibration.temperature, Some(1.5));
+    let op = view.operating_point.as_ref().expect("operating point");
+    let cli_op = cli.operating_point.as_ref().expect("operating point");
+    assert_eq!(op.threshold.value, cli_op.threshold.value);
+    // By hand: validation rejects score 0.67, 0.43, 0.75; all three reached at 0.43.
+    assert!((op.threshold.value.expect("threshold") - 0.43).abs() < 1e-9);
+    let t = view.triage.as_ref().expect("triage");
+    let cli_t = cli.triage.as_ref().expect("triage");
+    assert_eq!(
+        (t.accepted, t.rejected, t.to_review),
+        (cli_t.accepted, cli_t.rejected, cli_t.to_review)
+    );
+    assert_eq!(t.accepted + t.rejected + t.to_review, 18);
+    // The highest usable validation score is 0.54, the next one up 0.67.
+    assert!((t.reject_from.value.expect("reject") - 0.605).abs() < 1e-9);
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    insta::assert_snapshot!(
+        "reports_operating_point_wide_with_the_chart",
+        screen(&app, 140, 30)
+    );
+
+    // A run without validation predictions says why it has no threshold.
+    keys(&mut app, &mut store, "j");
+    assert_eq!(app.reports.selected_run().as_deref(), Some("u-target"));
+    insta::assert_snapshot!(
+        "reports_run_without_validation_images",
+        screen(&app, 80, 24)
+    );
+}
+
+#[test]
+fn the_target_key_only_asks_for_the_operating_point_in_the_background() {
+    let (_dir, mut store) = store_with_operating_points();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    // The key changes the target and asks the reader; nothing is computed in the key.
+    let mut asked = Vec::new();
+    super::handle(
+        &mut app,
+        &mut store,
+        Event::Key(KeyEvent::new(KeyCode::Char('o'), KeyModifiers::NONE)),
+        &mut |r| asked.push(r),
+    );
+    assert_eq!(
+        asked,
+        [Request::OperatingPoint {
+            run_id: "u-ssda".into(),
+            target: 2
+        }]
+    );
+    assert!(app.reports.operating_view().is_none(), "not computed yet");
+    insta::assert_snapshot!("reports_operating_point_computing", screen(&app, 80, 24));
+    // Served, it is kept: back at 0.95 nothing is asked again.
+    for request in asked {
+        let response = super::serve(&store, request);
+        super::handle(&mut app, &mut store, Event::Loaded(response), &mut |_| {});
+    }
+    let strict = app
+        .reports
+        .operating_view()
+        .expect("kept")
+        .clone()
+        .expect("built");
+    let op = strict.operating_point.as_ref().expect("operating point");
+    assert_eq!(op.target_value, 0.99);
+    let mut again = Vec::new();
+    for _ in 0..2 {
+        super::handle(
+            &mut app,
+            &mut store,
+            Event::Key(KeyEvent::new(KeyCode::Char('o'), KeyModifiers::NONE)),
+            &mut |r| again.push(r),
+        );
+    }
+    // 0.99 -> 0.90 (never asked yet: asked now) -> 0.95 (kept: not asked again).
+    assert_eq!(
+        again,
+        [Request::OperatingPoint {
+            run_id: "u-ssda".into(),
+            target: 0
+        }]
+    );
+    assert_eq!(app.reports.target(), 0.95);
+}
+
+#[test]
+fn queue_reasons_show_outside_blind_mode_and_stay_hidden_while_rating_blind() {
+    use crate::store::queues::{ItemReason, QueueAssignment, QueueOrigin};
+    let (_dir, mut store) = filled_store();
+    let origin = QueueOrigin {
+        strategy: "uncertainty".into(),
+        run_id: Some("r-2026-01-03".into()),
+        ..QueueOrigin::default()
+    };
+    let reasons = std::collections::HashMap::from([
+        (
+            4,
+            ItemReason {
+                reason: "uncertain".into(),
+                score: Some(0.9713),
+                domain_distance: Some(2.5),
+            },
+        ),
+        (
+            2,
+            ItemReason {
+                reason: "random".into(),
+                score: None,
+                domain_distance: None,
+            },
+        ),
+    ]);
+    store
+        .create_queue(
+            "al-1",
+            None,
+            0.0,
+            1,
+            &origin,
+            &reasons,
+            &[QueueAssignment {
+                rater: "ann".into(),
+                images: vec![(4, false), (2, false)],
+            }],
+        )
+        .expect("queue");
+    // Ann's first queue (made before reasons were stored) comes first: rate it away.
+    let mut app = app(&mut store, Some("ann"));
+    keys(&mut app, &mut store, "4");
+    assert_eq!(app.rate.work, Some(vec![3, 1, 5, 4, 2]));
+    let old = screen(&app, 110, 30);
+    assert!(old.contains("queue flair-1"), "{old}");
+    assert!(
+        !old.contains("picked from"),
+        "an old queue has no strategy: {old}"
+    );
+    for _ in 0..3 {
+        keys(&mut app, &mut store, "n");
+    }
+    assert_eq!(app.rate.current(), Some(4));
+    let blind = screen(&app, 110, 30);
+    assert!(blind.contains("queue al-1"), "{blind}");
+    for model_output in [
+        "entropy",
+        "0.971",
+        "uncertain",
+        "random",
+        "domain",
+        "r-2026",
+    ] {
+        assert!(!blind.contains(model_output), "{model_output}: {blind}");
+    }
+    insta::assert_snapshot!("rate_blind_queue_reason_hidden", blind);
+    keys(&mut app, &mut store, "n");
+    assert_eq!(app.rate.current(), Some(2));
+    let random = screen(&app, 110, 30);
+    assert!(!random.contains("random"), "{random}");
+    // Nothing of the reason is even read while blind.
+    assert!(app.details.values().all(|d| match d {
+        Ok(d) => d.queued.is_none(),
+        Err(_) => true,
+    }));
+
+    // The data manager sees each image's reason in the Images view's detail pane.
+    let mut manager = super::tests::app(&mut store, None);
+    keys(&mut manager, &mut store, "2");
+    for _ in 0..3 {
+        keys(&mut manager, &mut store, "j");
+    }
+    assert_eq!(manager.selected_image(), Some(4));
+    let detail = screen(&manager, 140, 30);
+    for line in [
+        "queued al-1 for ann:",
+        "  uncertain: entropy 0.971 bits",
+        "  run r-2026-01-03",
+        "  domain distance 2.500",
+    ] {
+        assert!(detail.contains(line), "{line}: {detail}");
+    }
+    insta::assert_snapshot!("images_detail_shows_why_an_image_was_queued", detail);
+    keys(&mut manager, &mut store, "k");
+    keys(&mut manager, &mut store, "k");
+    assert_eq!(manager.selected_image(), Some(2));
+    let detail = screen(&manager, 140, 30);
+    assert!(
+        detail.contains("random share (unbiased accuracy)"),
+        "{detail}"
+    );
+    // Image 3 sits in the old queue only: no reason stored, none shown.
+    keys(&mut manager, &mut store, "j");
+    assert_eq!(manager.selected_image(), Some(3));
+    let detail = screen(&manager, 140, 30);
+    assert!(!detail.contains("queued"), "{detail}");
+}
+
+#[test]
+fn the_queue_key_picks_the_triage_band_then_stores_it_for_every_rater() {
+    let (_dir, mut store) = store_with_operating_points();
+    // Four test images lose their rating: 15 (P 0.47) and 16 (0.51) sit in the band
+    // [0.43, 0.605), 17 (0.61) is rejected by the model and 18 (0.05) accepted.
+    store
+        .conn()
+        .execute_batch("DELETE FROM ratings WHERE image_id IN (15, 16, 17, 18)")
+        .expect("unrated images");
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    keys(&mut app, &mut store, "Q");
+    assert!(
+        app.message.starts_with(
+            "triage of 4 unrated images by run u-ssda at 0.95: P(reject) < 0.4300 accepted (1), >= 0.6050 rejected (1), 2 to review"
+        ),
+        "{}",
+        app.message
+    );
+    assert!(
+        app.message.ends_with("Q again stores it"),
+        "{}",
+        app.message
+    );
+    let queues = |store: &Store| -> i64 {
+        store
+            .conn()
+            .query_row("SELECT count(*) FROM queues", [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!(queues(&store), 0, "the first press stores nothing");
+    keys(&mut app, &mut store, "Q");
+    assert_eq!(
+        app.message,
+        "queue triage-u-ssda-0.95: 2 images, 0 shared by all 1 raters"
+    );
+    let items: Vec<(i64, String, f64)> = store
+        .conn()
+        .prepare(
+            "SELECT i.image_id, q.strategy || ' ' || i.reason, i.score FROM queue_items i
+             JOIN queues q USING (queue_id) ORDER BY i.image_id",
+        )
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!((items[0].0, items[0].1.as_str()), (15, "triage triage"));
+    assert!((items[0].2 - 0.47).abs() < 1e-9 && (items[1].2 - 0.51).abs() < 1e-9);
+    // Twice more: the same name is refused and nothing else is stored.
+    keys(&mut app, &mut store, "QQ");
+    assert!(app.message.contains("exists already"), "{}", app.message);
+    assert_eq!(queues(&store), 1);
 }

@@ -455,6 +455,27 @@ fn train_then_infer_on_a_tiny_warehouse() {
         ],
     );
     assert_eq!(queued.lines().nth(1), Some("2"), "{queued}");
+    // Each item keeps why it was queued: one uncertain with its entropy, one random.
+    let reasons = ok(
+        dir,
+        &[
+            "sql",
+            "select q.strategy, q.run_id, i.reason, i.score is not null as scored, \
+             i.score between 0 and 1 as in_bits from queue_items i join queues q using (queue_id) \
+             where q.name = 'al-1' order by i.reason",
+            "--format",
+            "csv",
+        ],
+    );
+    let rows: Vec<&str> = reasons.lines().skip(1).collect();
+    assert_eq!(
+        rows,
+        [
+            "uncertainty,usable-ssda-seed1,random,false,",
+            "uncertainty,usable-ssda-seed1,uncertain,true,true"
+        ],
+        "{reasons}"
+    );
 
     // Triage: the report's bands add up, and a triage queue holds exactly the unrated
     // images between the thresholds (or is refused when the model decides them all).
@@ -558,6 +579,19 @@ fn train_then_infer_on_a_tiny_warehouse() {
             Some(review.to_string().as_str()),
             "{queued}"
         );
+        // Every item is in the stored band: accept_below <= P(reject) < reject_from.
+        let outside = ok(
+            dir,
+            &[
+                "sql",
+                "select count(*) filter (where i.reason <> 'triage' or q.strategy <> 'triage' \
+                 or not (i.score >= q.accept_below and i.score < q.reject_from)) \
+                 from queue_items i join queues q using (queue_id) where q.name = 'triage-1'",
+                "--format",
+                "csv",
+            ],
+        );
+        assert_eq!(outside.lines().nth(1), Some("0"), "{outside}");
     }
 }
 

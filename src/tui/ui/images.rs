@@ -213,6 +213,15 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, blind: bool) {
             }));
         }
     }
+    if let (Some(queued), false) = (&detail.queued, blind) {
+        for q in queued {
+            let why = q.describe();
+            if !why.is_empty() {
+                lines.push(Line::from(format!("queued {} for {}:", q.queue, q.rater)));
+                lines.extend(why.into_iter().map(|w| Line::from(format!("  {w}"))));
+            }
+        }
+    }
     let facts_height = (lines.len() as u16 + 2).min(area.height);
     let [facts_area, previews_area] =
         Layout::vertical([Constraint::Length(facts_height), Constraint::Min(0)]).areas(area);

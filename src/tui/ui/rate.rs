@@ -62,6 +62,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             lines.push(Line::from(format!("{}x{}x{}", s[0], s[1], s[2])));
         }
     }
+    // Blind: the queue and its strategy only, never the image's own reason.
+    if let Some((queue, strategy)) = rate.queues.get(&image_id) {
+        lines.push(Line::from(format!("queue {queue}")));
+        if let Some(note) = crate::store::queues::blind_queue_note(strategy.as_deref()) {
+            lines.push(Line::from(note));
+        }
+    }
     lines.push(Line::from(""));
     lines.push(Line::from(format!("code: {}▏", rate.code)));
     let meaning = match parse_code(&rate.code) {

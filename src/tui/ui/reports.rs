@@ -1,17 +1,22 @@
 //! The Reports view: inter-rater agreement and the model comparison for one task, as
-//! tables and a bar chart of balanced accuracy per run.
+//! tables and a bar chart of balanced accuracy per run, and the selected run's
+//! calibration, operating point and triage band.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Row, Table};
+use ratatui::widgets::{
+    Bar, BarChart, BarGroup, Block, HighlightSpacing, Paragraph, Row, Table, TableState, Wrap,
+};
 
 use super::empty;
 use super::figures::{CountColumns, exact, room};
+use crate::report::Value;
 use crate::report::agreement::{AgreementReport, Task};
 use crate::report::model::Comparison;
 use crate::tui::app::App;
+use crate::tui::reports::{OperatingView, ReportsState};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     if app.blind() {
@@ -28,15 +33,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Some(Ok(data)) => data,
     };
     let task = app.reports.task();
+    // The models half gets the rows the operating point needs (10 lines) where the
+    // terminal is short; the agreement table needs 8.
+    let models = (area.height.saturating_sub(1) / 2).max(OPERATING_HEIGHT);
     let [title, top, bottom] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Percentage(50),
-        Constraint::Percentage(50),
+        Constraint::Fill(1),
+        Constraint::Length(models),
     ])
     .areas(area);
     frame.render_widget(
         Paragraph::new(Line::from(format!(
-            " task {} ({}) · t next task · e export HTML",
+            " task {} ({}) · t next task · ↑↓ run · o target · e export HTML",
             task.name(),
             task.categories().join(" / ")
         )))
@@ -51,7 +59,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "Models",
             "no run with predictions yet: run `cdwqc train` (it scores its held-out test subjects)",
         ),
-        Some(c) => draw_models(frame, bottom, c, task),
+        Some(c) => draw_models(frame, bottom, c, &app.reports),
     }
 }
 
@@ -158,7 +166,8 @@ fn draw_agreement(frame: &mut Frame, area: Rect, report: &AgreementReport, task:
     );
 }
 
-fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
+fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsState) {
+    let task = state.task();
     let runs: Vec<_> = c.runs.iter().filter(|r| r.task == task).collect();
     if runs.is_empty() {
         return empty(
@@ -172,11 +181,27 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
             ),
         );
     }
-    let [table, chart] =
-        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
+    // The operating point of the selected run always; the bar chart where room is left.
+    let [table, operating, chart] = if area.width >= 110 {
+        Layout::horizontal([
+            Constraint::Percentage(45),
+            Constraint::Length(OPERATING_WIDTH),
+            Constraint::Fill(1),
+        ])
+        .areas(area)
+    } else {
+        Layout::horizontal([
+            Constraint::Fill(1),
+            Constraint::Length(OPERATING_WIDTH),
+            Constraint::Length(0),
+        ])
+        .areas(area)
+    };
+    let selected = state.selected.min(runs.len() - 1);
+    draw_operating(frame, operating, state, &runs[selected].run_id);
     // Narrow tables drop the comparison, then the AUC, rather than cut a figure: a
     // compact count needs at most 5 cells.
-    let fits = |others: &[u16]| room(table.width, others) >= 5;
+    let fits = |others: &[u16]| room(table.width.saturating_sub(MARK), others) >= 5;
     let (auc, versus) = if fits(&[6, 22, 5, 24]) {
         (true, true)
     } else {
@@ -184,11 +209,15 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
     };
     let mut others = vec![6, 22];
     others.extend(auc.then_some(5).into_iter().chain(versus.then_some(24)));
-    let counts = CountColumns::fit(&["n"], room(table.width, &others), |f| {
-        runs.iter()
-            .map(|r| vec![f.show(i64::try_from(r.images).unwrap_or(i64::MAX))])
-            .collect()
-    });
+    let counts = CountColumns::fit(
+        &["n"],
+        room(table.width.saturating_sub(MARK), &others),
+        |f| {
+            runs.iter()
+                .map(|r| vec![f.show(i64::try_from(r.images).unwrap_or(i64::MAX))])
+                .collect()
+        },
+    );
     let rows = runs.iter().zip(&counts.rows).map(|(r, n)| {
         let mut cells = vec![
             r.method.clone().unwrap_or_else(|| r.run_id.clone()),
@@ -234,12 +263,21 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
     if let Some(legend) = counts.legend() {
         block = block.title_bottom(legend);
     }
-    frame.render_widget(
+    let mut table_state = TableState::default();
+    table_state.select(Some(selected));
+    frame.render_stateful_widget(
         Table::new(rows, widths)
             .header(header(&headers))
+            .highlight_symbol("›")
+            .highlight_spacing(HighlightSpacing::Always)
+            .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
             .block(block),
         table,
+        &mut table_state,
     );
+    if chart.width == 0 {
+        return;
+    }
     let bars: Vec<Bar> = runs
         .iter()
         .map(|r| {
@@ -260,6 +298,102 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, task: Task) {
             .max(100),
         chart,
     );
+}
+
+/// Columns of the operating point panel.
+const OPERATING_WIDTH: u16 = 40;
+/// Rows of the operating point panel, borders included.
+const OPERATING_HEIGHT: u16 = 12;
+/// Columns of the selection mark before each run.
+const MARK: u16 = 1;
+
+fn num(v: &Value) -> String {
+    v.value
+        .map_or_else(|| "n/a".to_string(), |x| format!("{x:.3}"))
+}
+
+fn percent(v: &Value) -> String {
+    v.value
+        .map_or_else(|| "n/a".to_string(), |x| format!("{:.1}%", 100.0 * x))
+}
+
+/// The selected run's calibration, the threshold at the target sensitivity and the
+/// triage band at the same rate, all picked on its validation images.
+fn draw_operating(frame: &mut Frame, area: Rect, state: &ReportsState, run_id: &str) {
+    let title = format!("{run_id} · sensitivity {:.2}", state.target());
+    let view = match state.operating_view() {
+        None => return empty(frame, area, &title, "computing the operating point…"),
+        Some(Err(err)) => return empty(frame, area, &title, err),
+        Some(Ok(view)) => view,
+    };
+    frame.render_widget(
+        Paragraph::new(operating_lines(view))
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(format!(" {title} "))),
+        area,
+    );
+}
+
+fn operating_lines(view: &OperatingView) -> Vec<Line<'static>> {
+    let c = &view.calibration;
+    let mut lines = vec![match c.temperature {
+        Some(t) => Line::from(format!(
+            "T {t:.3} · ECE {} → {}",
+            num(&c.ece_before),
+            num(&c.ece_after)
+        )),
+        None => Line::from(format!("ECE {} · no temperature", num(&c.ece_before))),
+    }];
+    lines.push(Line::from("in use: most probable class"));
+    if let Some(op) = &view.operating_point {
+        match op.threshold.value {
+            Some(t) => {
+                lines.push(Line::from(format!(
+                    "auto: flag P({}) ≥ {t:.3}",
+                    op.positive_class
+                )));
+                lines.push(Line::from(format!(
+                    " val  sens {} spec {}",
+                    num(&op.validation_sensitivity),
+                    num(&op.validation_specificity)
+                )));
+                lines.push(Line::from(format!(
+                    " {} sens {} spec {}",
+                    view.set,
+                    num(&op.sensitivity),
+                    num(&op.specificity)
+                )));
+                lines.push(Line::from(format!(
+                    " to review {}",
+                    percent(&op.review_share)
+                )));
+            }
+            None => lines.push(Line::from(format!(
+                "no threshold on {} validation images: {}",
+                op.validation_images,
+                op.threshold.brief()
+            ))),
+        }
+    }
+    if let Some(t) = &view.triage {
+        match (t.accept_below.value, t.reject_from.value) {
+            (Some(a), Some(b)) => {
+                lines.push(Line::from(format!("triage: accept <{a:.3} reject ≥{b:.3}")));
+                lines.push(Line::from(format!(
+                    " {} accepted {} rejected {} to people",
+                    t.accepted, t.rejected, t.to_review
+                )));
+                lines.push(Line::from(format!(
+                    " ratings saved {} of {}",
+                    percent(&t.ratings_saved_share),
+                    t.images
+                )));
+            }
+            // Without thresholds the operating point above already says why.
+            _ => lines.push(Line::from("triage: every image to people")),
+        }
+    }
+    lines
 }
 
 /// Method names fit under a five-column bar.
