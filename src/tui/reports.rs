@@ -61,8 +61,11 @@ pub struct ReportsState {
     pub target: usize,
     pub operating: OperatingCache,
     /// The triage queue of (run, target) the next queue key stores, once picked.
-    pub queue_plan: Option<((String, usize), Result<Arc<TriagePlan>, String>)>,
+    pub queue_plan: Option<PickedTriage>,
 }
+
+/// A triage queue picked for (run id, index into [`TARGETS`]), or why it could not be.
+pub type PickedTriage = ((String, usize), Result<Arc<TriagePlan>, String>);
 
 impl Default for ReportsState {
     fn default() -> Self {
