@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "iqm_outliers",
         sql: include_str!("../../sql/migrations/008_iqm_outliers.sql"),
     },
+    Migration {
+        version: 11,
+        name: "image_summaries",
+        sql: include_str!("../../sql/migrations/011_image_summaries.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -69,6 +69,9 @@ fn filled_store() -> (tempfile::TempDir, Store) {
                 .expect("preview");
         }
     }
+    // The fixture's rows went in behind the store layer: summarize them as migration
+    // 011 does for an existing store, so the image list reads the summaries.
+    crate::store::summaries::repair(store.conn()).expect("summaries");
     (dir, store)
 }
 
@@ -194,12 +197,30 @@ fn images_small_terminal() {
 #[test]
 fn images_blind_hides_ratings() {
     let (_dir, mut store) = filled_store();
+    // bob's ratings are in the per-image summaries the list reads.
+    assert!(store.summaries_fresh());
     let mut app = app(&mut store, Some("ann"));
     keys(&mut app, &mut store, "2");
     let text = screen(&app, 110, 30);
     assert!(text.contains("ratings hidden (blind mode)"), "{text}");
     assert!(!text.contains("bob:"), "{text}");
     insta::assert_snapshot!(text);
+    // Neither the rated nor the model filter runs, and no rater count or predicted
+    // label reaches the state.
+    keys(&mut app, &mut store, "xm");
+    assert_eq!(
+        app.images.filter,
+        crate::store::dashboard::ImageFilter::default()
+    );
+    let page = app.images.page.as_ref().expect("page");
+    assert_eq!(page.total, 6);
+    assert!(
+        page.rows
+            .iter()
+            .all(|r| r.rated_by == 0 && r.predicted.is_empty()),
+        "{:?}",
+        page.rows
+    );
 }
 
 #[test]
@@ -856,6 +877,7 @@ fn store_with_runs() -> (tempfile::TempDir, Store) {
              FROM range(1, 6) t(i);",
         )
         .expect("runs and predictions");
+    crate::store::summaries::repair(store.conn()).expect("summaries");
     (dir, store)
 }
 
