@@ -209,13 +209,25 @@ fn function_names(node: &Json, out: &mut Vec<String>) {
 
 /// Runs `f` inside a read-only transaction unless `write`. Fails closed: if the
 /// transaction cannot start (one opened with writing on is still open), nothing runs.
+/// With `write`, the per-image summaries are marked stale before `f` and repaired
+/// after it (`store::summaries`): SQL may write ratings or predictions the store layer
+/// never sees.
 pub fn guarded<T>(
     conn: &Connection,
     write: bool,
     f: impl FnOnce() -> Result<T, QueryError>,
 ) -> Result<T, QueryError> {
     if write {
-        return f();
+        use crate::store::summaries;
+        // Neither step may stop the SQL (a ROLLBACK of an aborted transaction must
+        // run): a mark that cannot be written means the state table is gone or the
+        // transaction aborted, and a missing table reads as stale; a repair that fails
+        // leaves the mark, so readers go to the ratings themselves until the next
+        // read-write open of the store repairs.
+        let _ = summaries::mark_stale(conn);
+        let out = f();
+        let _ = summaries::repair(conn);
+        return out;
     }
     conn.execute_batch("BEGIN TRANSACTION READ ONLY")
         .map_err(|e| {

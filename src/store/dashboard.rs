@@ -268,7 +268,25 @@ impl Store {
     /// One page of the filtered image list, ordered by image id (a stable key).
     /// `known_total`, the size of the list from an earlier page with the same filter,
     /// saves counting it again.
+    ///
+    /// Read from the per-image summaries (`images` alone, whatever the filters) unless
+    /// they are marked stale, then from the ratings and predictions themselves.
     pub fn image_page(
+        &self,
+        filter: &ImageFilter,
+        offset: usize,
+        limit: usize,
+        known_total: Option<usize>,
+    ) -> Result<ImagePage, StoreError> {
+        if !self.summaries_fresh() {
+            return self.image_page_from_scratch(filter, offset, limit, known_total);
+        }
+        self.image_page_from_summaries(filter, offset, limit, known_total)
+    }
+
+    /// [`Store::image_page`] from the summaries: a scan of `images` for the page and
+    /// one for the count, however many ratings and predictions the store holds.
+    pub(crate) fn image_page_from_summaries(
         &self,
         filter: &ImageFilter,
         offset: usize,
@@ -277,19 +295,64 @@ impl Store {
     ) -> Result<ImagePage, StoreError> {
         let db = |e| self.err(e);
         let subject = filter.subject.as_deref().filter(|s| !s.is_empty());
-        let row = |r: &duckdb::Row<'_>| -> duckdb::Result<ImageListRow> {
-            Ok(ImageListRow {
-                image_id: r.get(0)?,
-                subject: r.get(1)?,
-                session: r.get(2)?,
-                suffix: r.get(3)?,
-                status: r.get(4)?,
-                shape: r.get(5)?,
-                orientation: r.get(6)?,
-                rated_by: r.get(7)?,
-                predicted: r.get(8)?,
-            })
+        let total = match known_total {
+            Some(total) => total as i64,
+            None => self
+                .conn
+                .prepare(include_str!("../../sql/store/images_count_summary.sql"))
+                .map_err(db)?
+                .query_row(
+                    params![
+                        filter.sequence,
+                        filter.status,
+                        filter.rated,
+                        subject,
+                        filter.predicted,
+                        filter.disagreement
+                    ],
+                    |r| r.get(0),
+                )
+                .map_err(db)?,
         };
+        let rows = self
+            .conn
+            .prepare(include_str!("../../sql/store/images_page_summary.sql"))
+            .map_err(db)?
+            .query_map(
+                params![
+                    filter.sequence,
+                    filter.status,
+                    filter.rated,
+                    subject,
+                    filter.predicted,
+                    filter.disagreement,
+                    limit as i64,
+                    offset as i64
+                ],
+                list_row,
+            )
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(ImagePage {
+            offset,
+            total: usize::try_from(total).unwrap_or(0),
+            rows,
+        })
+    }
+
+    /// [`Store::image_page`] from the ratings and predictions themselves: exact while
+    /// the summaries are stale, and the reference they are tested against.
+    pub(crate) fn image_page_from_scratch(
+        &self,
+        filter: &ImageFilter,
+        offset: usize,
+        limit: usize,
+        known_total: Option<usize>,
+    ) -> Result<ImagePage, StoreError> {
+        let db = |e| self.err(e);
+        let subject = filter.subject.as_deref().filter(|s| !s.is_empty());
+        let row = list_row;
         // Filters on `images` alone cut the page before anything is joined; the
         // ratings and predictions are then read for its rows only.
         let plain = filter.rated.is_none()
@@ -541,6 +604,21 @@ impl Store {
         let rows = stmt.query_map([], map).map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)
     }
+}
+
+/// One line of the image browser from its query's nine columns.
+fn list_row(r: &duckdb::Row<'_>) -> duckdb::Result<ImageListRow> {
+    Ok(ImageListRow {
+        image_id: r.get(0)?,
+        subject: r.get(1)?,
+        session: r.get(2)?,
+        suffix: r.get(3)?,
+        status: r.get(4)?,
+        shape: r.get(5)?,
+        orientation: r.get(6)?,
+        rated_by: r.get(7)?,
+        predicted: r.get(8)?,
+    })
 }
 
 #[cfg(test)]

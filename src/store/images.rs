@@ -148,6 +148,17 @@ impl Store {
         if staged.images > 0 {
             tx.execute_batch(include_str!("../../sql/store/apply_staged_images.sql"))
                 .map_err(db)?;
+            // A new image row starts with empty summaries; ratings or predictions
+            // written for its id before it existed (by hand) are counted here.
+            let ids: Vec<i64> = tx
+                .prepare(include_str!("../../sql/store/staged_image_ids.sql"))
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<i64>, _>>()
+                })
+                .map_err(db)?;
+            super::summaries::refresh_ratings(&tx, ids.iter().copied()).map_err(db)?;
+            super::summaries::refresh_predictions(&tx, ids).map_err(db)?;
             tx.execute_batch(include_str!("../../sql/store/delete_staged_iqms.sql"))
                 .map_err(db)?;
             write_iqms(&tx, writes).map_err(db)?;

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "queue_reasons",
         sql: include_str!("../../sql/migrations/010_queue_reasons.sql"),
     },
+    Migration {
+        version: 11,
+        name: "image_summaries",
+        sql: include_str!("../../sql/migrations/011_image_summaries.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@ pub mod raters;
 pub mod ratings;
 pub mod raw;
 pub mod runs;
+pub mod summaries;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,6 +167,8 @@ impl Store {
             staging_ready: false,
         };
         migrations::bring_up_to_date(&store)?;
+        // Best effort: while the summaries stay stale, readers go to the ratings.
+        let _ = store.repair_stale_summaries();
         Ok(store)
     }
 

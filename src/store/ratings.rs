@@ -120,6 +120,8 @@ impl Store {
                 ids.push(id);
             }
         }
+        super::summaries::refresh_ratings(&tx, ratings.iter().map(|r| r.image_id)).map_err(db)?;
+        super::summaries::advance_counts(&tx, ratings.len() as i64, 0).map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(ids)
     }
@@ -154,6 +156,8 @@ impl Store {
             params![image_id, rater, rating_id, PROTOCOL_VERSION, source],
         )
         .map_err(db)?;
+        super::summaries::refresh_ratings(&tx, [image_id]).map_err(db)?;
+        super::summaries::advance_counts(&tx, 1, 0).map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(Some((rating_id, image_id)))
     }

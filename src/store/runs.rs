@@ -182,6 +182,7 @@ impl Store {
         let path = self.path().to_path_buf();
         let db = |source| super::classify(&path, source);
         let tx = self.conn_mut().transaction().map_err(db)?;
+        let before = super::summaries::predictions_count(&tx).map_err(db)?;
         {
             // Probabilities travel as JSON text and become a DOUBLE[] in SQL.
             let mut stmt = tx
@@ -196,6 +197,9 @@ impl Store {
                     .map_err(db)?;
             }
         }
+        super::summaries::refresh_predictions(&tx, rows.iter().map(|r| r.image_id)).map_err(db)?;
+        let added = super::summaries::predictions_count(&tx).map_err(db)? - before;
+        super::summaries::advance_counts(&tx, 0, added).map_err(db)?;
         tx.commit().map_err(db)
     }
 

@@ -70,6 +70,9 @@ fn filled_store() -> (tempfile::TempDir, Store) {
                 .expect("preview");
         }
     }
+    // The fixture's rows went in behind the store layer: summarize them as migration
+    // 011 does for an existing store, so the image list reads the summaries.
+    crate::store::summaries::repair(store.conn()).expect("summaries");
     (dir, store)
 }
 
@@ -195,12 +198,30 @@ fn images_small_terminal() {
 #[test]
 fn images_blind_hides_ratings() {
     let (_dir, mut store) = filled_store();
+    // bob's ratings are in the per-image summaries the list reads.
+    assert!(store.summaries_fresh());
     let mut app = app(&mut store, Some("ann"));
     keys(&mut app, &mut store, "2");
     let text = screen(&app, 110, 30);
     assert!(text.contains("ratings hidden (blind mode)"), "{text}");
     assert!(!text.contains("bob:"), "{text}");
     insta::assert_snapshot!(text);
+    // Neither the rated nor the model filter runs, and no rater count or predicted
+    // label reaches the state.
+    keys(&mut app, &mut store, "xm");
+    assert_eq!(
+        app.images.filter,
+        crate::store::dashboard::ImageFilter::default()
+    );
+    let page = app.images.page.as_ref().expect("page");
+    assert_eq!(page.total, 6);
+    assert!(
+        page.rows
+            .iter()
+            .all(|r| r.rated_by == 0 && r.predicted.is_empty()),
+        "{:?}",
+        page.rows
+    );
 }
 
 #[test]
@@ -857,6 +878,7 @@ fn store_with_runs() -> (tempfile::TempDir, Store) {
              FROM range(1, 6) t(i);",
         )
         .expect("runs and predictions");
+    crate::store::summaries::repair(store.conn()).expect("summaries");
     (dir, store)
 }
 
@@ -1368,6 +1390,92 @@ fn dashboard_seven_digit_counts_are_never_cut() {
             "{n} exact at 160 columns:\n{wide}"
         );
     }
+}
+
+/// The Latest runs panel at 80 columns: long run names give way with `…`, every status
+/// and test BA stays whole; the kind and then the start time make room for the names
+/// rather than leave them a few letters (a start time is shown whole or not at all).
+#[test]
+fn dashboard_latest_runs_give_way_at_80_columns() {
+    use crate::store::dashboard::RunSummary;
+    let (_dir, mut store) = empty_store();
+    let mut app = app(&mut store, None);
+    let run = |run_id: &str, kind: &str, status: &str, ba: &str, started: &str| RunSummary {
+        run_id: run_id.into(),
+        kind: kind.into(),
+        task: "usable".into(),
+        status: status.into(),
+        started_at: started.into(),
+        test_balanced_accuracy: ba.into(),
+    };
+    let runs = vec![
+        run(
+            "usable-ssda-cpu-small-2026-11-28-14",
+            "train",
+            "interrupted",
+            "",
+            "10-01 14:05",
+        ),
+        run(
+            "usable-ssda-tiny-1",
+            "train",
+            "completed",
+            "0.929",
+            "10-01 13:59",
+        ),
+        run("usable-iqm-forest-1", "train", "failed", "", "10-02 09:00"),
+        run(
+            "predict-usable-ssda-tiny-1-flair",
+            "infer",
+            "running",
+            "",
+            "10-02 08:30",
+        ),
+    ];
+    let mut summary = million_dashboard();
+    summary.runs = runs.clone();
+    app.dashboard = Some(Ok(summary));
+    let small = screen(&app, 80, 24);
+    for r in &runs {
+        for whole in [&r.status, &r.test_balanced_accuracy] {
+            assert!(small.contains(whole.as_str()), "{whole} whole:\n{small}");
+        }
+        assert!(
+            small.contains(&r.run_id[..16]),
+            "{} keeps 16 letters:\n{small}",
+            r.run_id
+        );
+    }
+    assert!(
+        small.contains("usable-ssda-tiny-1 "),
+        "a name that fits is whole:\n{small}"
+    );
+    assert!(
+        small.contains("usable-ssda-cpu-sma…"),
+        "long names give way:\n{small}"
+    );
+    // A start time is whole where the column is shown (10-0x: no other panel has it).
+    let started_whole = runs.iter().all(|r| small.contains(&r.started_at));
+    let started_shown = runs.iter().any(|r| small.contains(&r.started_at[..5]));
+    assert!(started_whole || !started_shown, "{small}");
+    insta::assert_snapshot!(small);
+    // Wide enough, the names are whole and the kind shows.
+    let wide = screen(&app, 160, 30);
+    for r in &runs {
+        for whole in [&r.run_id, &r.status, &r.started_at] {
+            assert!(
+                wide.contains(whole.as_str()),
+                "{whole} at 160 columns:\n{wide}"
+            );
+        }
+    }
+    assert!(wide.contains("kind") && wide.contains("test BA"), "{wide}");
+    // Between the two, the start time comes back before the kind.
+    let medium = screen(&app, 110, 30);
+    assert!(
+        medium.contains("10-01 14:05") && medium.contains("usable-ssda-tiny-1 "),
+        "{medium}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use crate::support::{cdwqc, float_volume, ok, stderr, stdout};
+use crate::support::{assert_summaries_exact, cdwqc, float_volume, ok, stderr, stdout};
 
 fn store(n: usize) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -106,6 +106,8 @@ fn line_mode_saves_refuses_and_undoes() {
         ],
     );
     assert_eq!(latest, "code\nkaz\nr\n");
+    // Saves, a supersede and an undo keep the image list's summaries exact.
+    assert_summaries_exact(dir, "cdwqc.duckdb");
 }
 
 #[test]
@@ -155,6 +157,7 @@ fn notebook_import_then_export_gives_the_same_codes() {
     let input = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-01_FLAIR\tr\t4\n2\tsub-02_FLAIR\t\t1\n3\tsub-03_FLAIR\tzzd\t3\n";
     std::fs::write(dir.join("nb.tsv"), input).expect("write");
     ok(dir, &["ratings", "import", "nb.tsv", "--rater", "ann"]);
+    assert_summaries_exact(dir, "cdwqc.duckdb");
     let out = ok(dir, &["ratings", "export", "--notebook", "--rater", "ann"]);
     assert_eq!(out, input);
     ok(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cdwqc::store::runs::PredictionRow;
 use cdwqc::store::{Access, Store};
 
-use crate::support::{cdwqc, is_root, ok, repo, stderr, stdout};
+use crate::support::{assert_summaries_exact, cdwqc, is_root, ok, repo, stderr, stdout};
 use crate::train::tiny_rated_warehouse;
 
 /// A tiny warehouse, a one-epoch run `u1`, and `ref.duckdb`: a copy of the store in
@@ -133,6 +133,9 @@ fn local_shards_merge_into_exactly_what_one_process_predicts() {
     }
     let merged = predictions(&dir.join("cdwqc.duckdb"));
     assert_same_predictions(&merged, &reference);
+    // `infer` (the reference) and `merge` keep the image list's summaries exact.
+    assert_summaries_exact(dir, "ref.duckdb");
+    assert_summaries_exact(dir, "cdwqc.duckdb");
 
     // Merging twice changes nothing.
     let again = ok(dir, &["merge", "shards"]);

@@ -86,3 +86,51 @@ pub fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// Checks, through `cdwqc sql` on the store `db` (read-only), that the per-image
+/// summaries the image browser filters on (migration 011) are marked fresh and equal
+/// what the views `ratings_latest` and `rater_labels` and the newest `usable`
+/// prediction give from scratch, image by image.
+pub fn assert_summaries_exact(dir: &Path, db: &str) {
+    let out = ok(
+        dir,
+        &[
+            "--db",
+            db,
+            "sql",
+            "--format",
+            "csv",
+            "WITH votes AS (
+                 SELECT l.image_id, count(*) AS raters,
+                        count(*) FILTER (WHERE b.usable_label = 'usable') AS usable,
+                        count(*) FILTER (WHERE b.usable_label = 'reject') AS reject
+                 FROM ratings_latest l LEFT JOIN rater_labels b USING (image_id, rater)
+                 GROUP BY l.image_id
+             ),
+             newest AS (
+                 SELECT image_id, label FROM (
+                     SELECT image_id, label,
+                            row_number() OVER (PARTITION BY image_id
+                                               ORDER BY predicted_at DESC, run_id) AS k
+                     FROM predictions WHERE task = 'usable' AND label IS NOT NULL)
+                 WHERE k = 1
+             )
+             SELECT (SELECT count(*) FROM images) AS images,
+                    (SELECT count(*) FROM images i
+                     LEFT JOIN votes v USING (image_id) LEFT JOIN newest n USING (image_id)
+                     WHERE i.raters_in_force <> coalesce(v.raters, 0)
+                        OR i.raters_usable <> coalesce(v.usable, 0)
+                        OR i.raters_reject <> coalesce(v.reject, 0)
+                        OR i.usable_prediction IS DISTINCT FROM n.label) AS differ,
+                    (SELECT NOT stale AND ratings = (SELECT count(*) FROM ratings)
+                            AND predictions = (SELECT count(*) FROM predictions)
+                     FROM image_summary_state) AS fresh",
+        ],
+    );
+    let line = out.lines().nth(1).unwrap_or_default().to_string();
+    let cells: Vec<&str> = line.split(',').collect();
+    assert!(
+        cells.len() == 3 && cells[1] == "0" && cells[2] == "true",
+        "summaries of {db} (images, differing, fresh): {line}"
+    );
+}

@@ -8,7 +8,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Row, Table};
 
 use super::empty;
-use super::figures::{CountColumns, room};
+use super::figures::{CountColumns, fit_text, room};
 use crate::store::dashboard::AgreementGlance;
 use crate::tui::app::App;
 
@@ -27,7 +27,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Layout::vertical([Constraint::Fill(1), Constraint::Length(5)]).areas(right);
     let [queues, runs] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
-    let header = |cells: &[&'static str]| bold(cells.iter().map(|c| c.to_string()).collect());
 
     if summary.sequences.is_empty() {
         empty(
@@ -200,33 +199,104 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "no training or inference runs yet: start one in 7 Jobs, or run `cdwqc train`",
         );
     } else {
-        let rows = summary.runs.iter().map(|r| {
-            Row::new(vec![
-                r.run_id.clone(),
-                r.kind.clone(),
-                r.status.clone(),
-                r.test_balanced_accuracy.clone(),
-                r.started_at.clone(),
-            ])
-        });
+        let table = RunsTable::plan(&summary.runs, runs.width.saturating_sub(2));
         frame.render_widget(
-            Table::new(
-                rows,
-                [
-                    Constraint::Fill(1),
-                    Constraint::Length(5),
-                    Constraint::Length(9),
-                    Constraint::Length(7),
-                    Constraint::Length(11),
-                ],
-            )
-            .header(header(&["run", "kind", "status", "test BA", "started"]))
-            .block(Block::bordered().title(match app.jobs.active() {
-                0 => " Latest runs ".to_string(),
-                n => format!(" Latest runs · {n} job(s) running (7 Jobs) "),
-            })),
+            Table::new(table.rows, table.widths)
+                .header(bold(table.headers))
+                .block(Block::bordered().title(match app.jobs.active() {
+                    0 => " Latest runs ".to_string(),
+                    n => format!(" Latest runs · {n} job(s) running (7 Jobs) "),
+                })),
             runs,
         );
+    }
+}
+
+/// The Latest runs table planned for `inner` cells. Status, test BA and start time are
+/// never cut; the run name gives way (shortened with `…`), and when it would keep fewer
+/// than [`RUN_NAME_WANTED`] characters the kind column goes first, then the test BA
+/// header shortens to `BA`, then the start time goes.
+struct RunsTable {
+    headers: Vec<String>,
+    rows: Vec<Row<'static>>,
+    widths: Vec<Constraint>,
+}
+
+/// What the run name is given before other columns make room for it.
+const RUN_NAME_WANTED: u16 = 16;
+
+impl RunsTable {
+    fn plan(runs: &[crate::store::dashboard::RunSummary], inner: u16) -> Self {
+        let widest = |header: &str, cell: &dyn Fn(&crate::store::dashboard::RunSummary) -> &str| {
+            runs.iter()
+                .map(|r| cell(r).chars().count())
+                .chain([header.chars().count()])
+                .max()
+                .unwrap_or(0) as u16
+        };
+        let kind = widest("kind", &|r| &r.kind);
+        let status = widest("status", &|r| &r.status);
+        let ba_header = |short: bool| if short { "BA" } else { "test BA" };
+        let started = widest("started", &|r| &r.started_at);
+        // (with kind, short BA header, with start time)
+        let plans = [
+            (true, false, true),
+            (false, false, true),
+            (false, true, true),
+            (false, true, false),
+        ];
+        let columns = |(with_kind, short, with_start): (bool, bool, bool)| -> Vec<u16> {
+            let ba = widest(ba_header(short), &|r| &r.test_balanced_accuracy);
+            [
+                with_kind.then_some(kind),
+                Some(status),
+                Some(ba),
+                with_start.then_some(started),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        // Each column after the name takes its width and a one-cell gap.
+        let name_room =
+            |widths: &[u16]| inner.saturating_sub(widths.iter().map(|w| w + 1).sum::<u16>());
+        let plan = plans
+            .into_iter()
+            .find(|&p| name_room(&columns(p)) >= RUN_NAME_WANTED)
+            .unwrap_or(plans[plans.len() - 1]);
+        let (with_kind, short, with_start) = plan;
+        let widths = columns(plan);
+        let room = name_room(&widths);
+        let mut headers = vec!["run".to_string()];
+        if with_kind {
+            headers.push("kind".into());
+        }
+        headers.extend(["status".to_string(), ba_header(short).to_string()]);
+        if with_start {
+            headers.push("started".into());
+        }
+        let rows = runs
+            .iter()
+            .map(|r| {
+                let mut cells = vec![fit_text(&r.run_id, usize::from(room))];
+                if with_kind {
+                    cells.push(r.kind.clone());
+                }
+                cells.extend([r.status.clone(), r.test_balanced_accuracy.clone()]);
+                if with_start {
+                    cells.push(r.started_at.clone());
+                }
+                Row::new(cells)
+            })
+            .collect();
+        Self {
+            headers,
+            rows,
+            widths: std::iter::once(room)
+                .chain(widths)
+                .map(Constraint::Length)
+                .collect(),
+        }
     }
 }
 

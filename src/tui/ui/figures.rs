@@ -119,6 +119,20 @@ impl CountColumns {
     }
 }
 
+/// `text` in at most `width` characters: whole, or cut with a trailing `…` (names give
+/// way this way so that the figures beside them stay whole).
+pub fn fit_text(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width == 0 {
+        kept
+    } else {
+        format!("{kept}…")
+    }
+}
+
 /// The room a table's count columns get inside `outer` (a bordered block's width),
 /// after `others`: the widths the other columns need, each with its one-cell gap.
 pub fn room(outer: u16, others: &[u16]) -> u16 {

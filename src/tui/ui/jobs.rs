@@ -14,6 +14,7 @@ use ratatui::widgets::{
 };
 
 use super::empty;
+use super::figures::fit_text;
 use crate::jobs::plan::epoch_row;
 use crate::model::train::Method;
 use crate::store::runs::EpochRow;
@@ -91,19 +92,6 @@ fn status_style(status: &str) -> Style {
         "completed" => Style::new().fg(Color::Green),
         "failed" => Style::new().fg(Color::Red),
         _ => Style::new(),
-    }
-}
-
-/// `text` in at most `width` characters: whole, or cut with a trailing `…`.
-fn fit_text(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
-    if width == 0 {
-        kept
-    } else {
-        format!("{kept}…")
     }
 }
 
