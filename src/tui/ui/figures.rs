@@ -119,17 +119,50 @@ impl CountColumns {
     }
 }
 
-/// `text` in at most `width` characters: whole, or cut with a trailing `…` (names give
-/// way this way so that the figures beside them stay whole).
+/// `text` in at most `width` characters: whole, or with its middle replaced by `…`
+/// (names give way this way so that the figures beside them stay whole). Both ends
+/// stay because run names differ at either: `model:cdwqc-flair-usable` and
+/// `model:cdwqc-flair-quality` cut at the end would read the same.
 pub fn fit_text(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
+    let count = text.chars().count();
+    if count <= width {
         return text.to_string();
     }
-    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
     if width == 0 {
-        kept
-    } else {
-        format!("{kept}…")
+        return String::new();
+    }
+    let head = (width - 1).div_ceil(2);
+    let tail = width - 1 - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
+}
+
+#[cfg(test)]
+mod fit_text_tests {
+    use super::fit_text;
+
+    #[test]
+    fn names_keep_both_ends_and_never_exceed_their_room() {
+        assert_eq!(fit_text("demo-usable-ssda", 16), "demo-usable-ssda");
+        assert_eq!(
+            fit_text("model:cdwqc-flair-usable", 17),
+            "model:cd…r-usable"
+        );
+        assert_eq!(
+            fit_text("model:cdwqc-flair-quality", 17),
+            "model:cd…-quality"
+        );
+        assert_eq!(fit_text("abc", 1), "…");
+        assert_eq!(fit_text("abc", 0), "");
+        for width in 0..30 {
+            assert!(
+                fit_text("model:cdwqc-flair-usable-adabn", width)
+                    .chars()
+                    .count()
+                    <= width
+            );
+        }
     }
 }
 

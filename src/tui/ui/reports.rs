@@ -11,7 +11,7 @@ use ratatui::widgets::{
 };
 
 use super::empty;
-use super::figures::{CountColumns, exact, room};
+use super::figures::{CountColumns, exact, fit_text, room};
 use crate::report::Value;
 use crate::report::agreement::{AgreementReport, Task};
 use crate::report::model::Comparison;
@@ -320,7 +320,7 @@ fn percent(v: &Value) -> String {
 /// The selected run's calibration, the threshold at the target sensitivity and the
 /// triage band at the same rate, all picked on its validation images.
 fn draw_operating(frame: &mut Frame, area: Rect, state: &ReportsState, run_id: &str) {
-    let title = format!("{run_id} · sensitivity {:.2}", state.target());
+    let title = operating_title(run_id, state.target(), area.width);
     let view = match state.operating_view() {
         None => return empty(frame, area, &title, "computing the operating point…"),
         Some(Err(err)) => return empty(frame, area, &title, err),
@@ -332,6 +332,30 @@ fn draw_operating(frame: &mut Frame, area: Rect, state: &ReportsState, run_id: &
             .block(Block::bordered().title(format!(" {title} "))),
         area,
     );
+}
+
+/// The panel's title: the run id gives way (shortened with `…`) so that the target is
+/// always whole, never cut into a different figure (0.95 read as 0.9).
+fn operating_title(run_id: &str, target: f64, width: u16) -> String {
+    // Two borders and the spaces around the title.
+    let room = usize::from(width).saturating_sub(4);
+    let target = format!("sensitivity {target:.2}");
+    let short_target = format!("sens. {}", &target["sensitivity ".len()..]);
+    let whole = format!("{run_id} · {target}");
+    if whole.chars().count() <= room {
+        return whole;
+    }
+    let name_room = room.saturating_sub(target.chars().count() + 3);
+    if name_room >= 6 {
+        return format!("{} · {target}", fit_text(run_id, name_room));
+    }
+    if target.chars().count() <= room {
+        return target;
+    }
+    if short_target.chars().count() <= room {
+        return short_target;
+    }
+    String::new()
 }
 
 fn operating_lines(view: &OperatingView) -> Vec<Line<'static>> {
@@ -405,5 +429,35 @@ fn short(name: &str) -> String {
         "finetune" => "fine".into(),
         "ssda-no-domain" => "noDom".into(),
         other => other.chars().take(5).collect(),
+    }
+}
+
+#[cfg(test)]
+mod title_tests {
+    use super::operating_title;
+
+    #[test]
+    fn the_target_in_the_operating_panel_title_is_never_cut() {
+        let run = "model:cdwqc-flair-usable-adapted-to-this-warehouse";
+        for width in 0..=120u16 {
+            let title = operating_title(run, 0.95, width);
+            assert!(
+                title.chars().count() <= usize::from(width).saturating_sub(4),
+                "{width}: {title}"
+            );
+            let figure = title.split(' ').next_back().unwrap_or("");
+            assert!(
+                title.is_empty() || figure == "0.95",
+                "{width}: the target is cut in {title:?}"
+            );
+            if width >= 40 {
+                assert!(title.ends_with(" · sensitivity 0.95"), "{width}: {title}");
+                assert!(title.starts_with("model:"), "{width}: {title}");
+            }
+        }
+        assert_eq!(
+            operating_title("demo-usable-ssda", 0.9, 60),
+            "demo-usable-ssda · sensitivity 0.90"
+        );
     }
 }
