@@ -2,6 +2,7 @@
 //! list, one image's facts, previews and ratings, and a rater's next images.
 
 use duckdb::params;
+use duckdb::types::ToSql;
 
 use super::{Access, Store, StoreError};
 
@@ -97,6 +98,21 @@ pub struct ImageFilter {
     pub predicted: Option<String>,
     /// Only images whose newest `usable` prediction differs from a rater's label.
     pub disagreement: Option<bool>,
+}
+
+impl ImageFilter {
+    /// `$1..$6` of the filtered image queries (`sql/store/images_*_summary.sql`,
+    /// `images_filtered.sql`), `subject` being the search text when not empty.
+    fn sql_params<'a>(&'a self, subject: &'a Option<&'a str>) -> [&'a dyn ToSql; 6] {
+        [
+            &self.sequence,
+            &self.status,
+            &self.rated,
+            subject,
+            &self.predicted,
+            &self.disagreement,
+        ]
+    }
 }
 
 /// One line of the image browser.
@@ -301,17 +317,9 @@ impl Store {
                 .conn
                 .prepare(include_str!("../../sql/store/images_count_summary.sql"))
                 .map_err(db)?
-                .query_row(
-                    params![
-                        filter.sequence,
-                        filter.status,
-                        filter.rated,
-                        subject,
-                        filter.predicted,
-                        filter.disagreement
-                    ],
-                    |r| r.get(0),
-                )
+                .query_row(duckdb::params_from_iter(filter.sql_params(&subject)), |r| {
+                    r.get(0)
+                })
                 .map_err(db)?,
         };
         let rows = self
@@ -319,16 +327,12 @@ impl Store {
             .prepare(include_str!("../../sql/store/images_page_summary.sql"))
             .map_err(db)?
             .query_map(
-                params![
-                    filter.sequence,
-                    filter.status,
-                    filter.rated,
-                    subject,
-                    filter.predicted,
-                    filter.disagreement,
-                    limit as i64,
-                    offset as i64
-                ],
+                duckdb::params_from_iter(
+                    filter
+                        .sql_params(&subject)
+                        .into_iter()
+                        .chain([&(limit as i64) as &dyn ToSql, &(offset as i64)]),
+                ),
                 list_row,
             )
             .map_err(db)?
@@ -399,16 +403,12 @@ impl Store {
                 ))
                 .map_err(db)?
                 .query_map(
-                    params![
-                        filter.sequence,
-                        filter.status,
-                        filter.rated,
-                        subject,
-                        filter.predicted,
-                        filter.disagreement,
-                        limit as i64,
-                        offset as i64
-                    ],
+                    duckdb::params_from_iter(
+                        filter
+                            .sql_params(&subject)
+                            .into_iter()
+                            .chain([&(limit as i64) as &dyn ToSql, &(offset as i64)]),
+                    ),
                     |r| Ok((row(r)?, r.get::<_, i64>(9)?)),
                 )
                 .map_err(db)?
@@ -428,17 +428,9 @@ impl Store {
                     .conn
                     .prepare(&format!("SELECT count(*) FROM ({base})"))
                     .map_err(db)?
-                    .query_row(
-                        params![
-                            filter.sequence,
-                            filter.status,
-                            filter.rated,
-                            subject,
-                            filter.predicted,
-                            filter.disagreement
-                        ],
-                        |r| r.get(0),
-                    )
+                    .query_row(duckdb::params_from_iter(filter.sql_params(&subject)), |r| {
+                        r.get(0)
+                    })
                     .map_err(db)?,
             };
             (total, rows)
