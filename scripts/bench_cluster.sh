@@ -8,6 +8,9 @@
 #   scripts/bench_cluster.sh [FLAIR_IMAGES]        # default 24
 #   scripts/bench_cluster.sh merge [FLAIR_IMAGES]  # the merge's cost alone, on tiny
 #                                                  # images (default 2000)
+#   scripts/bench_cluster.sh import [IMAGES] [GRID]  # sharded import against one
+#                                                  # `cdwqc import` (default 200 images,
+#                                                  # small = 2 mm; clinical = 1 mm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -32,6 +35,36 @@ if [[ ${1:-} == merge ]]; then
   echo "second merge, process start to exit: $(echo "$(date +%s.%N) - $t0" | bc) s"
   exit 0
 fi
+now() { date +%s.%N; }
+
+if [[ ${1:-} == import ]]; then
+  N=${2:-200}
+  GRID=${3:-small}
+  "$BIN" synth --out w --t1 $((N / 2)) --flair $((N - N / 2)) --other 0 --raters 1 \
+    --grid "$GRID" --seed 5 >/dev/null
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $N images ($GRID grid, $(du -sh w | cut -f1)), quality metrics on"
+  rm -f plain.duckdb && "$BIN" --db plain.duckdb init >/dev/null
+  t0=$(now)
+  "$BIN" --db plain.duckdb import w >/dev/null
+  single=$(echo "$(now) - $t0" | bc)
+  printf '| %-28s | %8s | %8s | %s |\n' "how" "wall s" "merge s" "wall / one import"
+  printf '| %-28s | %8.2f | %8s | %s |\n' "one cdwqc import" "$single" "-" "1.00"
+  for shards in 1 2 4; do
+    rm -rf parts && rm -f s.duckdb && "$BIN" --db s.duckdb init >/dev/null
+    t0=$(now)
+    out=$("$BIN" --db s.duckdb slurm submit import w --shards "$shards" --dir parts --local)
+    wall=$(echo "$(now) - $t0" | bc)
+    merge=$(tail -1 <<<"$out" | sed -n 's/.* in \([0-9.]*\) s$/\1/p')
+    printf '| %-28s | %8.2f | %8.2f | %.2f |\n' "--local, $shards shards" "$wall" "$merge" \
+      "$(echo "$wall / $single" | bc -l)"
+  done
+  t0=$(now)
+  "$BIN" --db s.duckdb merge parts >/dev/null
+  echo "merging the 4 parts again (nothing to write), process start to exit: $(echo "$(now) - $t0" | bc) s"
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
+
 N=${1:-24}
 "$BIN" synth --out w --t1 "$N" --flair "$N" --other 0 --raters 3 --grid clinical --seed 5 >/dev/null
 "$BIN" init >/dev/null
@@ -43,7 +76,6 @@ done
   --device cpu --threads "$(nproc)" --run b1 >/dev/null
 cp cdwqc.duckdb trained.duckdb
 
-now() { date +%s.%N; }
 fresh() { rm -rf models/cache models/cluster; cp trained.duckdb cdwqc.duckdb; }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $N FLAIR images at 1 mm, preset cpu-small, cold"
@@ -58,7 +90,7 @@ for shards in 1 2 4; do
   t0=$(now)
   out=$("$BIN" slurm submit infer --run b1 --shards "$shards" --device cpu --local)
   wall=$(echo "$(now) - $t0" | bc)
-  merge=$(sed -n 's/.*merged .* in \([0-9.]*\) s$/\1/p' <<<"$out")
+  merge=$(tail -1 <<<"$out" | sed -n 's/.* in \([0-9.]*\) s$/\1/p')
   printf '| %-28s | %8.2f | %8.2f | %.2f |\n' "--local, $shards shards" "$wall" "$merge" \
     "$(echo "$wall / $single" | bc -l)"
 done

@@ -7,6 +7,7 @@
 //! its share, and publishes its part by renaming a synced temporary file, so a worker
 //! that dies leaves either nothing or a complete part.
 
+pub mod import;
 pub mod slurm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -744,15 +745,21 @@ fn same_row(stored: Option<&PredictionRow>, row: &PredictionRow) -> bool {
         && bits(&stored.probabilities) == bits(&row.probabilities)
 }
 
-/// The parts present in a job folder, by shard (for status lines).
+/// The parts present in a job folder (inference or import), by shard (for status lines).
 pub fn parts_present(dir: &Path, shards: usize) -> BTreeMap<usize, bool> {
+    let import = dir.join(import::IMPORT_LIST).is_file();
     (0..shards)
         .map(|index| {
             let shard = Shard {
                 index,
                 count: shards,
             };
-            (index, dir.join(shard.manifest_name()).is_file())
+            let manifest = if import {
+                import::manifest_name(shard)
+            } else {
+                shard.manifest_name()
+            };
+            (index, dir.join(manifest).is_file())
         })
         .collect()
 }

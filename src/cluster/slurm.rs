@@ -22,16 +22,69 @@ pub struct SlurmOptions {
 /// (the folder, the binary and the store must be on a shared file system).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobFolder {
+    pub worker: Worker,
     pub dir: PathBuf,
     pub exe: PathBuf,
     pub workdir: PathBuf,
     pub db: PathBuf,
+    /// What the job is about: a run's id, or the imported folder.
     pub run_id: String,
     pub shards: usize,
 }
 
-/// The array script's and the merge script's file names in the job folder.
-pub const ARRAY_SCRIPT: &str = "infer.sbatch";
+/// What the array's tasks do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// `cdwqc infer --shard`: predictions of a run.
+    Infer,
+    /// `cdwqc import --shard`: image rows, previews and quality metrics of a folder.
+    Import,
+}
+
+impl Worker {
+    /// The subcommand, and the stem of the array script's and logs' names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Infer => "infer",
+            Self::Import => "import",
+        }
+    }
+
+    /// The work list's file name in the job folder.
+    pub fn list_name(self) -> &'static str {
+        match self {
+            Self::Infer => WORK_LIST,
+            Self::Import => super::import::IMPORT_LIST,
+        }
+    }
+
+    /// The array script's file name in the job folder.
+    pub fn script_name(self) -> String {
+        format!("{}.sbatch", self.name())
+    }
+
+    fn what(self, job: &JobFolder) -> String {
+        match self {
+            Self::Infer => format!("predict run {}", job.run_id),
+            Self::Import => format!("import {}", job.run_id),
+        }
+    }
+
+    /// The task's command after the binary. Import threads are rayon's, inference
+    /// threads libtorch's: both from the cores Slurm gave the task.
+    fn command(self, list: &str, shards: usize) -> String {
+        let shard =
+            format!("    --shard \"${{SLURM_ARRAY_TASK_ID}}/{shards}\" \\\n    --work-list {list}");
+        match self {
+            Self::Infer => {
+                format!("infer \\\n{shard} \\\n    --threads \"${{SLURM_CPUS_PER_TASK:-1}}\"\n")
+            }
+            Self::Import => format!("import \\\n{shard}\n"),
+        }
+    }
+}
+
+/// The merge script's file name in the job folder.
 pub const MERGE_SCRIPT: &str = "merge.sbatch";
 /// What `slurm submit` records of the jobs it submitted.
 pub const SUBMISSION: &str = "submission.json";
@@ -60,37 +113,64 @@ fn resources(options: &SlurmOptions) -> String {
     lines
 }
 
-/// The array job: task K predicts shard K/N and publishes its part in the folder.
+/// The array job: task K works on shard K/N and publishes its part in the folder.
 pub fn array_script(job: &JobFolder, options: &SlurmOptions) -> String {
     let last = job.shards.saturating_sub(1);
     let example = Shard {
         index: 0,
         count: job.shards,
     };
+    let part = match job.worker {
+        Worker::Infer => example.part_name(),
+        Worker::Import => super::import::part_name(example),
+    };
+    let threads = match job.worker {
+        Worker::Infer => "",
+        Worker::Import => "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n",
+    };
     format!(
         "#!/bin/bash\n\
-         # cdwqc: predict run {run} in {n} shards. Array task K writes {part}\n\
+         # cdwqc: {what} in {n} shards. Array task K writes {part}\n\
          # (shard K of {n}) and its manifest line into this folder, then the merge job\n\
          # loads every part into the store. A failed task: `sbatch --array=K {array}`\n\
          # here, then `cdwqc --db {db} merge {dir}`.\n\
-         #SBATCH --job-name=cdwqc-infer-{run}\n\
+         #SBATCH --job-name=cdwqc-{worker}-{name}\n\
          #SBATCH --array=0-{last}\n\
          #SBATCH --chdir={workdir}\n\
-         #SBATCH --output={dir}/logs/infer-%A_%a.log\n\
+         #SBATCH --output={dir}/logs/{worker}-%A_%a.log\n\
          {resources}\
          set -euo pipefail\n\
-         exec {exe} infer \\\n    --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\" \\\n    --work-list {list} \\\n    --threads \"${{SLURM_CPUS_PER_TASK:-1}}\"\n",
-        run = job.run_id,
+         {threads}\
+         exec {exe} {command}",
+        what = job.worker.what(job),
+        worker = job.worker.name(),
+        name = job_name(&job.run_id),
         n = job.shards,
-        part = example.part_name().replace("00000", "K"),
-        array = ARRAY_SCRIPT,
+        part = part.replace("00000", "K"),
+        array = job.worker.script_name(),
         db = shown(&job.db),
         dir = job.dir.display(),
         workdir = job.workdir.display(),
         resources = resources(options),
         exe = shown(&job.exe),
-        list = shown(&job.dir.join(WORK_LIST)),
+        command = job
+            .worker
+            .command(&shown(&job.dir.join(job.worker.list_name())), job.shards),
     )
+}
+
+/// A job name Slurm shows whole: the last path component, plain characters only.
+fn job_name(label: &str) -> String {
+    let last = label.rsplit('/').find(|s| !s.is_empty()).unwrap_or(label);
+    last.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The merge job: checks every part and loads them into the store in one transaction.
@@ -102,7 +182,7 @@ pub fn merge_script(job: &JobFolder, options: &SlurmOptions) -> String {
     };
     format!(
         "#!/bin/bash\n\
-         # cdwqc: check the {n} parts of run {run} here and load them into the store,\n\
+         # cdwqc: check the {n} parts ({what}) here and load them into the store,\n\
          # all in one transaction or nothing. Submitted to start after every array task\n\
          # succeeded (--dependency=afterok).\n\
          #SBATCH --job-name=cdwqc-merge-{run}\n\
@@ -111,7 +191,8 @@ pub fn merge_script(job: &JobFolder, options: &SlurmOptions) -> String {
          {resources}\
          set -euo pipefail\n\
          exec {exe} --db {db} merge {dir_quoted}\n",
-        run = job.run_id,
+        what = job.worker.what(job),
+        run = job_name(&job.run_id),
         n = job.shards,
         workdir = job.workdir.display(),
         dir = job.dir.display(),
@@ -132,8 +213,8 @@ pub fn write_scripts(
     std::fs::create_dir_all(&logs).map_err(io(&logs))?;
     let mut paths = Vec::new();
     for (name, text) in [
-        (ARRAY_SCRIPT, array_script(job, options)),
-        (MERGE_SCRIPT, merge_script(job, options)),
+        (job.worker.script_name(), array_script(job, options)),
+        (MERGE_SCRIPT.to_string(), merge_script(job, options)),
     ] {
         let path = job.dir.join(name);
         publish(&path, |temp| {
@@ -278,6 +359,7 @@ mod tests {
 
     fn job() -> JobFolder {
         JobFolder {
+            worker: Worker::Infer,
             dir: PathBuf::from("/shared/cdwqc/models/cluster/u1"),
             exe: PathBuf::from("/shared/bin/cdwqc"),
             workdir: PathBuf::from("/shared/cdwqc"),
@@ -319,6 +401,32 @@ mod tests {
             "the merge needs no GPU:\n{merge}"
         );
         assert!(!merge.contains("--array"), "{merge}");
+    }
+
+    #[test]
+    fn an_import_array_runs_import_shards_on_the_cores_it_asked_for() {
+        let job = JobFolder {
+            worker: Worker::Import,
+            run_id: "/data/warehouse one/".into(),
+            ..job()
+        };
+        let options = SlurmOptions {
+            cpus_per_task: 2,
+            ..SlurmOptions::default()
+        };
+        let array = array_script(&job, &options);
+        for line in [
+            "#SBATCH --job-name=cdwqc-import-warehouse_one\n",
+            "#SBATCH --output=/shared/cdwqc/models/cluster/u1/logs/import-%A_%a.log\n",
+            "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n",
+            "import \\\n    --shard \"${SLURM_ARRAY_TASK_ID}/4\"",
+            "--work-list '/shared/cdwqc/models/cluster/u1/import-list.parquet'\n",
+            "import-part-K-of-00004.parquet",
+        ] {
+            assert!(array.contains(line), "{line:?} not in\n{array}");
+        }
+        assert!(!array.contains("--threads"), "{array}");
+        assert_eq!(job.worker.script_name(), "import.sbatch");
     }
 
     #[test]

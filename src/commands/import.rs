@@ -13,7 +13,8 @@ use crate::store::{Access, Store};
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// The folder to index (a BIDS dataset or any folder of .nii / .nii.gz files).
-    pub dir: PathBuf,
+    #[arg(required_unless_present = "work_list")]
+    pub dir: Option<PathBuf>,
     /// Also index derivatives/ and sourcedata/ folders.
     #[arg(long)]
     pub include_derivatives: bool,
@@ -26,9 +27,23 @@ pub struct ImportArgs {
     /// Skip the image quality metrics (`cdwqc iqm` computes them later).
     #[arg(long)]
     pub no_iqm: bool,
+    /// Analyse one shard of a frozen import list (`cdwqc slurm submit import` writes
+    /// it): K/N, shards numbered from 0; `/N` takes K from $SLURM_ARRAY_TASK_ID. The part
+    /// and its manifest go beside the list; the store is not opened.
+    #[arg(long, requires = "work_list", conflicts_with = "dir")]
+    pub shard: Option<String>,
+    /// The import list a shard reads (import-list.parquet in a job folder).
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub work_list: Option<PathBuf>,
 }
 
 pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(shard), Some(work_list)) = (&args.shard, &args.work_list) {
+        return super::slurm::run_import_shard_command(work_list, shard);
+    }
+    let Some(dir) = args.dir.clone() else {
+        anyhow::bail!("give the folder to import");
+    };
     let mut store = Store::open(db, Access::ReadWrite)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
@@ -41,7 +56,7 @@ pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
     })
     .context("installing the Ctrl-C handler")?;
     let opts = ImportOptions {
-        root: args.dir.clone(),
+        root: dir,
         include_derivatives: args.include_derivatives,
         force: args.force,
         progress: !args.json,

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use crate::cluster::import::{IMPORT_LIST, ImportWorkList, run_import_shard};
 use crate::cluster::slurm::{
-    JobFolder, SUBMISSION, SlurmOptions, Submission, job_states, sbatch, write_scripts,
+    JobFolder, SUBMISSION, SlurmOptions, Submission, Worker, job_states, sbatch, write_scripts,
 };
-use crate::cluster::{ARRAY_TASK_ENV, Shard, WORK_LIST, WorkList, merge, parts_present, run_shard};
+use crate::cluster::{ARRAY_TASK_ENV, Shard, WORK_LIST, WorkList, parts_present, run_shard};
+use crate::import::{self, ImportOptions};
 use crate::jobs::plan::{InferRequest, plan_inference};
 use crate::jobs::{JobEvent, ModelSource, cache_dir, runs_dir};
 use crate::report::agreement::Task;
@@ -47,6 +49,61 @@ pub struct SubmitArgs {
 pub enum SubmitJob {
     /// Predict with a training run's best weights, in shards.
     Infer(SubmitInferArgs),
+    /// Index a warehouse folder in shards: each analyses its share of the new and
+    /// changed files (header, previews, quality metrics) without opening the store.
+    Import(SubmitImportArgs),
+}
+
+/// Where and how the shards run: the same for every kind of job.
+#[derive(Debug, clap::Args)]
+pub struct ClusterOptions {
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Time limit of each array task (sbatch --time).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Memory of each array task (sbatch --mem).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Generic resources of each array task, e.g. gpu:1 (sbatch --gres).
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// CPU cores of each array task, its threads (default 4; with --local, the cores
+    /// shared among the shards running at once).
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
+    /// Run the shards here as child processes, then merge; no Slurm needed.
+    #[arg(long)]
+    pub local: bool,
+    /// With --local: shards running at once (default: all).
+    #[arg(long, requires = "local")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitImportArgs {
+    /// The folder to index (a BIDS dataset or any folder of .nii / .nii.gz files), on a
+    /// file system every node sees.
+    pub folder: PathBuf,
+    /// How many shards (array tasks) share the new and changed files, balanced by size.
+    #[arg(long)]
+    pub shards: usize,
+    /// Also index derivatives/ and sourcedata/ folders.
+    #[arg(long)]
+    pub include_derivatives: bool,
+    /// Re-analyse every file, even those whose size and time are unchanged.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip the image quality metrics (`cdwqc iqm` computes them later).
+    #[arg(long)]
+    pub no_iqm: bool,
+    /// The job folder (import list, scripts, parts, logs), on a file system every node
+    /// sees. Default models/cluster/import-<folder name>.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,28 +127,8 @@ pub struct SubmitInferArgs {
     /// sees. Default models/cluster/<run>.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Slurm partition.
-    #[arg(long)]
-    pub partition: Option<String>,
-    /// Time limit of each array task (sbatch --time).
-    #[arg(long)]
-    pub time: Option<String>,
-    /// Memory of each array task (sbatch --mem).
-    #[arg(long)]
-    pub mem: Option<String>,
-    /// Generic resources of each array task, e.g. gpu:1 (sbatch --gres).
-    #[arg(long)]
-    pub gres: Option<String>,
-    /// CPU cores of each array task, its libtorch threads (default 4; with --local,
-    /// the cores shared among the shards running at once).
-    #[arg(long)]
-    pub cpus_per_task: Option<usize>,
-    /// Run the shards here as child processes, then merge; no Slurm needed.
-    #[arg(long)]
-    pub local: bool,
-    /// With --local: shards running at once (default: all).
-    #[arg(long, requires = "local")]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub cluster: ClusterOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +142,9 @@ pub fn run(db: &Path, args: SlurmArgs) -> anyhow::Result<ExitCode> {
         SlurmCommand::Submit(SubmitArgs {
             job: SubmitJob::Infer(args),
         }) => submit_infer(db, args),
+        SlurmCommand::Submit(SubmitArgs {
+            job: SubmitJob::Import(args),
+        }) => submit_import(db, args),
         SlurmCommand::Status(args) => status(args),
     }
 }
@@ -177,23 +217,104 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
         list.shards,
         &list.plan_hash[..12]
     );
-    if args.local {
-        return run_local(db, &dir, &list, args.jobs, args.cpus_per_task);
-    }
     let job = JobFolder {
-        dir: dir.clone(),
+        worker: Worker::Infer,
+        dir,
         exe: std::env::current_exe().context("locating the cdwqc binary")?,
         workdir: std::env::current_dir().context("reading the working folder")?,
         db: absolute(db)?,
         run_id: list.plan.run_id.clone(),
         shards: list.shards,
     };
+    launch(job, &list.plan_hash, args.cluster)
+}
+
+fn submit_import(db: &Path, args: SubmitImportArgs) -> anyhow::Result<ExitCode> {
+    if args.shards == 0 {
+        bail!("--shards 0: give at least one shard");
+    }
+    let opts = ImportOptions {
+        root: args.folder.clone(),
+        include_derivatives: args.include_derivatives,
+        force: args.force,
+        progress: false,
+        iqm: !args.no_iqm,
+    };
+    let store = Store::open(db, Access::ReadOnly)?;
+    let (plan, known) = import::plan(&opts, |root| store.known_files(root))?;
+    drop(store);
+    let list = ImportWorkList::new(&plan, &known, &opts, args.shards, &absolute(db)?);
+    for note in &plan.warnings {
+        eprintln!("warning: {}: {}", note.path, note.message);
+    }
+    let name = plan
+        .root
+        .file_name()
+        .map_or_else(|| "root".to_string(), |n| n.to_string_lossy().into_owned());
+    let dir = absolute(
+        &args
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("models/cluster").join(format!("import-{name}"))),
+    )?;
+    let list_path = dir.join(IMPORT_LIST);
+    match ImportWorkList::read(&list_path) {
+        Ok(old) if old.plan_hash == list.plan_hash && old.shards == list.shards => {
+            println!(
+                "{}: the same import list is there already; its parts are kept",
+                dir.display()
+            );
+        }
+        Ok(old) => bail!(
+            "{} holds the import list of another plan ({} files of {} in {} shards, list {}): \
+             give another --dir or delete that folder",
+            dir.display(),
+            old.files.len(),
+            old.root,
+            old.shards,
+            &old.plan_hash[..12.min(old.plan_hash.len())]
+        ),
+        Err(_) => list.write(&list_path)?,
+    }
+    let todo: Vec<_> = list
+        .files
+        .iter()
+        .filter(|f| f.state == crate::cluster::import::FileState::Todo)
+        .collect();
+    let bytes: u64 = todo.iter().map(|f| f.size).sum();
+    println!(
+        "import list {}: {} of {} files under {} to analyse ({:.1} MB) in {} shards, list {}",
+        list_path.display(),
+        todo.len(),
+        plan.walked.len(),
+        list.root,
+        bytes as f64 / 1e6,
+        list.shards,
+        &list.plan_hash[..12]
+    );
+    let job = JobFolder {
+        worker: Worker::Import,
+        dir,
+        exe: std::env::current_exe().context("locating the cdwqc binary")?,
+        workdir: std::env::current_dir().context("reading the working folder")?,
+        db: absolute(db)?,
+        run_id: list.root.clone(),
+        shards: list.shards,
+    };
+    launch(job, &list.plan_hash, args.cluster)
+}
+
+/// Runs the job's shards here (`--local`) or submits them and their merge to Slurm.
+fn launch(job: JobFolder, plan_hash: &str, cluster: ClusterOptions) -> anyhow::Result<ExitCode> {
+    if cluster.local {
+        return run_local(&job, cluster.jobs, cluster.cpus_per_task);
+    }
     let options = SlurmOptions {
-        partition: args.partition,
-        time: args.time,
-        mem: args.mem,
-        gres: args.gres,
-        cpus_per_task: args.cpus_per_task.unwrap_or(4),
+        partition: cluster.partition,
+        time: cluster.time,
+        mem: cluster.mem,
+        gres: cluster.gres,
+        cpus_per_task: cluster.cpus_per_task.unwrap_or(4),
     };
     let (array_script, merge_script) = write_scripts(&job, &options)?;
     let array_job = sbatch(&array_script, &[])?;
@@ -205,21 +326,21 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     Submission {
-        run_id: list.plan.run_id.clone(),
-        plan_hash: list.plan_hash.clone(),
-        shards: list.shards,
+        run_id: job.run_id.clone(),
+        plan_hash: plan_hash.to_string(),
+        shards: job.shards,
         array_job: array_job.clone(),
         merge_job: merge_job.clone(),
         store: job.db.display().to_string(),
         submitted_at,
     }
-    .write(&dir)?;
+    .write(&job.dir)?;
     println!(
         "submitted array job {array_job} ({} tasks, {}) and merge job {merge_job} (after all succeed)\n\
          follow it: cdwqc slurm status {}",
-        list.shards,
+        job.shards,
         array_script.display(),
-        dir.display()
+        job.dir.display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -227,42 +348,49 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
 /// Runs every shard as a child process (`jobs` at once), then merges. The store is not
 /// held while they run.
 fn run_local(
-    db: &Path,
-    dir: &Path,
-    list: &WorkList,
+    job: &JobFolder,
     jobs: Option<usize>,
     cpus_per_task: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("locating the cdwqc binary")?;
-    let at_once = jobs.unwrap_or(list.shards).clamp(1, list.shards);
+    let exe = &job.exe;
+    let at_once = jobs.unwrap_or(job.shards).clamp(1, job.shards);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cpus_per_task.unwrap_or(cores / at_once).max(1);
-    let logs = dir.join("logs");
+    let logs = job.dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let started = std::time::Instant::now();
     let mut failed = Vec::new();
-    let shards: Vec<usize> = (0..list.shards).collect();
+    let shards: Vec<usize> = (0..job.shards).collect();
+    let worker = job.worker.name();
     for wave in shards.chunks(at_once) {
         let mut children = Vec::new();
         for &index in wave {
             let shard = Shard {
                 index,
-                count: list.shards,
+                count: job.shards,
             };
-            let log_path = logs.join(format!("infer-local-{index}.log"));
+            let log_path = logs.join(format!("{worker}-local-{index}.log"));
             let log = std::fs::File::create(&log_path)
                 .with_context(|| format!("creating {}", log_path.display()))?;
             let err = log
                 .try_clone()
                 .with_context(|| format!("opening {}", log_path.display()))?;
-            let child = Command::new(&exe)
-                .arg("infer")
+            let mut command = Command::new(exe);
+            command
+                .arg(worker)
                 .arg("--shard")
                 .arg(shard.to_string())
                 .arg("--work-list")
-                .arg(dir.join(WORK_LIST))
-                .arg("--threads")
-                .arg(threads.to_string())
+                .arg(job.dir.join(job.worker.list_name()));
+            match job.worker {
+                Worker::Infer => {
+                    command.arg("--threads").arg(threads.to_string());
+                }
+                Worker::Import => {
+                    command.env("RAYON_NUM_THREADS", threads.to_string());
+                }
+            }
+            let child = command
                 .env_remove(ARRAY_TASK_ENV)
                 .stdin(Stdio::null())
                 .stdout(log)
@@ -286,7 +414,7 @@ fn run_local(
     let shards_seconds = started.elapsed().as_secs_f64();
     println!(
         "{} shards ({} at once, {} threads each) in {:.2} s",
-        list.shards, at_once, threads, shards_seconds
+        job.shards, at_once, threads, shards_seconds
     );
     if !failed.is_empty() {
         bail!(
@@ -300,17 +428,9 @@ fn run_local(
         );
     }
     let merging = std::time::Instant::now();
-    let mut store = Store::open(db, Access::ReadWrite)?;
-    let report = merge(&mut store, dir)?;
-    println!(
-        "{}: merged {} predictions from {} parts ({} failed images, {} rows written) in {:.2} s",
-        report.run_id,
-        report.rows,
-        report.shards,
-        report.failed,
-        report.written,
-        merging.elapsed().as_secs_f64()
-    );
+    let mut store = Store::open(&job.db, Access::ReadWrite)?;
+    let line = super::merge::merge_folder(&mut store, &job.dir)?;
+    println!("{line} in {:.2} s", merging.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -399,6 +519,43 @@ pub fn run_shard_command(
         m.run_id,
         m.rows,
         m.failed,
+        m.seconds,
+        if m.host.is_empty() {
+            "?"
+        } else {
+            m.host.as_str()
+        },
+        outcome.part.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The worker of a sharded import: analyses one shard of an import list and publishes
+/// its part. Opens no store.
+pub fn run_import_shard_command(work_list: &Path, shard: &str) -> anyhow::Result<ExitCode> {
+    let task = std::env::var(ARRAY_TASK_ENV).ok();
+    let shard = Shard::parse(shard, task.as_deref()).map_err(anyhow::Error::msg)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: this shard publishes no part");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let outcome = run_import_shard(work_list, shard, &cancel)?;
+    for failure in &outcome.failures {
+        eprintln!("{failure}");
+    }
+    let m = &outcome.manifest;
+    println!(
+        "import shard {shard} of {}: {} files ({} imported, {} failed, {} unchanged) in {:.1} s on {} -> {}",
+        m.root,
+        m.rows,
+        m.imported,
+        m.failed,
+        m.unchanged,
         m.seconds,
         if m.host.is_empty() {
             "?"

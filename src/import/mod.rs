@@ -6,7 +6,7 @@ pub mod analyse;
 pub mod fuzz;
 pub mod walk;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -74,7 +74,8 @@ pub struct ImportSummary {
 }
 
 impl ImportSummary {
-    fn counts(&self) -> [u64; 5] {
+    /// Added, updated, unchanged, failed, missing: the `imports` row's counts.
+    pub fn counts(&self) -> [u64; 5] {
         [
             self.added,
             self.updated,
@@ -85,14 +86,30 @@ impl ImportSummary {
     }
 }
 
-/// Imports `opts.root` into the store. `cancel` stops the run between files: what was
-/// analysed is committed, and the next import picks up the rest.
-pub fn run(
-    store: &mut Store,
+/// What an import has to do: the files found under its root, the new or changed ones
+/// to analyse (with what the store knew of each), and those it can leave.
+#[derive(Debug, Clone)]
+pub struct ImportPlan {
+    /// The canonical root, as stored.
+    pub root: PathBuf,
+    /// Every image file found, in walk order.
+    pub walked: Vec<PathBuf>,
+    /// New or changed files, with the store's row for the same path.
+    pub todo: Vec<(PathBuf, Option<KnownFile>)>,
+    /// Files whose size and modification time are unchanged.
+    pub unchanged: u64,
+    /// Unchanged files that failed in an earlier import.
+    pub still_failing: u64,
+    /// Folders or entries the walk could not read.
+    pub warnings: Vec<FileNote>,
+}
+
+/// Walks `opts.root` and compares every file with what `known` (the store's files
+/// under that root) says of it.
+pub fn plan(
     opts: &ImportOptions,
-    cancel: &AtomicBool,
-) -> Result<ImportSummary, ImportError> {
-    let started = Instant::now();
+    known: impl FnOnce(&str) -> Result<HashMap<String, KnownFile>, StoreError>,
+) -> Result<(ImportPlan, HashMap<String, KnownFile>), ImportError> {
     let root = opts.root.canonicalize().map_err(|e| ImportError::Root {
         path: opts.root.clone(),
         reason: e.to_string(),
@@ -103,18 +120,16 @@ pub fn run(
             reason: "not a folder".into(),
         });
     }
-    let root_text = root.to_string_lossy().into_owned();
-    let mut summary = ImportSummary {
-        root: root_text.clone(),
-        ..ImportSummary::default()
-    };
     let walked = walk::candidates(&root, opts.include_derivatives);
-    summary.warnings.extend(walked.errors);
-    summary.found = walked.files.len() as u64;
-
-    let known = store.known_files(&root_text)?;
-    let import_id = store.begin_import(&root_text)?;
-    let mut todo: Vec<(PathBuf, Option<KnownFile>)> = Vec::new();
+    let known = known(&root.to_string_lossy())?;
+    let mut plan = ImportPlan {
+        root,
+        walked: Vec::new(),
+        todo: Vec::new(),
+        unchanged: 0,
+        still_failing: 0,
+        warnings: walked.errors,
+    };
     for path in &walked.files {
         let key = path.to_string_lossy();
         let k = known.get(key.as_ref());
@@ -122,18 +137,42 @@ pub fn run(
             && k.status != "missing"
             && unchanged_stamp(path, k)
         {
-            summary.unchanged += 1;
-            summary.still_failing += u64::from(k.status == "failed");
+            plan.unchanged += 1;
+            plan.still_failing += u64::from(k.status == "failed");
             continue;
         }
-        todo.push((path.clone(), k.cloned()));
+        plan.todo.push((path.clone(), k.cloned()));
     }
+    plan.walked = walked.files;
+    Ok((plan, known))
+}
+
+/// Imports `opts.root` into the store. `cancel` stops the run between files: what was
+/// analysed is committed, and the next import picks up the rest.
+pub fn run(
+    store: &mut Store,
+    opts: &ImportOptions,
+    cancel: &AtomicBool,
+) -> Result<ImportSummary, ImportError> {
+    let started = Instant::now();
+    let (plan, known) = plan(opts, |root| store.known_files(root))?;
+    let root = plan.root.clone();
+    let root_text = root.to_string_lossy().into_owned();
+    let mut summary = ImportSummary {
+        root: root_text.clone(),
+        found: plan.walked.len() as u64,
+        unchanged: plan.unchanged,
+        still_failing: plan.still_failing,
+        warnings: plan.warnings.clone(),
+        ..ImportSummary::default()
+    };
+    let import_id = store.begin_import(&root_text)?;
+    let todo = &plan.todo;
 
     let bar = progress_bar(opts.progress, todo.len() as u64);
     let (tx, rx) = mpsc::sync_channel::<(PathBuf, Outcome)>(BATCH_SIZE);
     let worker_root = root.clone();
     let result = std::thread::scope(|scope| -> Result<(), ImportError> {
-        let todo = &todo;
         scope.spawn(move || {
             todo.par_iter().for_each_with(tx, |tx, (path, known)| {
                 if cancel.load(Ordering::Relaxed) {
@@ -178,8 +217,8 @@ pub fn run(
     summary.interrupted = cancel.load(Ordering::Relaxed);
     if !summary.interrupted {
         // Only a complete walk may declare files gone.
-        let seen: HashSet<String> = walked
-            .files
+        let seen: HashSet<String> = plan
+            .walked
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
@@ -213,7 +252,12 @@ fn unchanged_stamp(path: &Path, known: &KnownFile) -> bool {
     }
 }
 
-fn record(summary: &mut ImportSummary, path: &Path, outcome: Outcome, batch: &mut Vec<ImageWrite>) {
+pub(crate) fn record(
+    summary: &mut ImportSummary,
+    path: &Path,
+    outcome: Outcome,
+    batch: &mut Vec<ImageWrite>,
+) {
     let path = path.to_string_lossy().into_owned();
     match outcome {
         Outcome::Imported {

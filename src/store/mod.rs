@@ -4,6 +4,7 @@
 pub mod bids;
 pub mod dashboard;
 pub mod images;
+pub mod import_merge;
 pub mod iqms;
 pub mod lookup;
 pub mod migrations;

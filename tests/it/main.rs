@@ -25,6 +25,7 @@ mod preprocess_orientation;
 mod rating;
 mod registration;
 mod report;
+mod sharded_import;
 mod slurm;
 mod sql;
 mod store;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use cdwqc::store::runs::PredictionRow;
 use cdwqc::store::{Access, Store};
 
+use crate::sharded_import::contents;
 use crate::support::{assert_summaries_exact, cdwqc, is_root, ok, repo, stderr, stdout};
 use crate::train::tiny_rated_warehouse;
 
@@ -124,7 +125,7 @@ fn local_shards_merge_into_exactly_what_one_process_predicts() {
         "1",
     ];
     let out = ok(dir, &submit);
-    assert!(out.contains("merged 16 predictions from 4 parts"), "{out}");
+    assert!(out.contains("16 predictions from 4 parts checked"), "{out}");
     let shards = dir.join("shards");
     for k in 0..4 {
         for ext in ["parquet", "json"] {
@@ -300,8 +301,59 @@ fn a_slurm_array_merges_into_exactly_what_one_process_predicts() {
     assert!(out.contains("submitted array job"), "{out}");
     let script = std::fs::read_to_string(dir.join("shards/infer.sbatch")).expect("script");
     assert!(script.contains("#SBATCH --array=0-3\n"), "{script}");
+    let (merge_job, status) = wait_for_merge(dir, "shards");
+    assert!(status.contains("4/4 parts written"), "{status}");
+    assert!(
+        status.contains(&format!("merge job {merge_job}: COMPLETED")),
+        "{status}"
+    );
+    assert_same_predictions(
+        &predictions(&dir.join("cdwqc.duckdb")),
+        &predictions(&dir.join("ref.duckdb")),
+    );
+
+    // The same folder imported by a two-task array into a new store: what one import
+    // stored in the first.
+    ok(dir, &["--db", "sharded.duckdb", "init"]);
+    let out = ok(
+        dir,
+        &[
+            "--db",
+            "sharded.duckdb",
+            "slurm",
+            "submit",
+            "import",
+            "w",
+            "--shards",
+            "2",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "5",
+            "--dir",
+            "imports",
+        ],
+    );
+    assert!(out.contains("submitted array job"), "{out}");
+    let script = std::fs::read_to_string(dir.join("imports/import.sbatch")).expect("script");
+    assert!(script.contains("import \\\n    --shard"), "{script}");
+    let (merge_job, status) = wait_for_merge(dir, "imports");
+    assert!(status.contains("2/2 parts written"), "{status}");
+    assert!(
+        status.contains(&format!("merge job {merge_job}: COMPLETED")),
+        "{status}"
+    );
+    assert_eq!(
+        contents(&dir.join("sharded.duckdb")),
+        contents(&dir.join("cdwqc.duckdb"))
+    );
+}
+
+/// Waits (90 s at most) until Slurm is done with the merge job of the job folder `jobs`;
+/// returns its id and the last `cdwqc slurm status`.
+fn wait_for_merge(dir: &Path, jobs: &str) -> (String, String) {
     let submission: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("shards/submission.json")).expect("submission"),
+        &std::fs::read_to_string(dir.join(jobs).join("submission.json")).expect("submission"),
     )
     .expect("json");
     let merge_job = submission["merge_job"]
@@ -309,8 +361,8 @@ fn a_slurm_array_merges_into_exactly_what_one_process_predicts() {
         .expect("merge job")
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        let status = ok(dir, &["slurm", "status", "shards"]);
+    loop {
+        let status = ok(dir, &["slurm", "status", jobs]);
         let done = [
             "COMPLETED",
             "FAILED",
@@ -324,12 +376,12 @@ fn a_slurm_array_merges_into_exactly_what_one_process_predicts() {
             .unwrap_or_default()
             .to_string();
         if done.iter().any(|d| merge_line.contains(d)) {
-            break status;
+            return (merge_job, status);
         }
         assert!(
             Instant::now() < deadline,
             "the jobs did not finish in 90 s:\n{status}\n{}",
-            std::fs::read_dir(dir.join("shards/logs"))
+            std::fs::read_dir(dir.join(jobs).join("logs"))
                 .map(|d| d
                     .filter_map(Result::ok)
                     .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
@@ -338,14 +390,5 @@ fn a_slurm_array_merges_into_exactly_what_one_process_predicts() {
                 .unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(status.contains("4/4 parts written"), "{status}");
-    assert!(
-        status.contains(&format!("merge job {merge_job}: COMPLETED")),
-        "{status}"
-    );
-    assert_same_predictions(
-        &predictions(&dir.join("cdwqc.duckdb")),
-        &predictions(&dir.join("ref.duckdb")),
-    );
+    }
 }

@@ -1,0 +1,4 @@
+-- The files an import part answers for, and how.
+SELECT path, kind
+FROM read_parquet(?)
+ORDER BY path
