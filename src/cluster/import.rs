@@ -533,14 +533,15 @@ fn export_part(
     })
 }
 
-/// The files of a part, each with its kind (`upsert`, `touch`, `unchanged`).
-fn part_paths(path: &Path) -> Result<Vec<(String, String)>, ClusterError> {
+/// The files of a part, each with its kind (`upsert`, `touch`, `unchanged`) and the
+/// image a touch names.
+fn part_paths(path: &Path) -> Result<Vec<(String, String, Option<i64>)>, ClusterError> {
     let conn = memory_db(path)?;
     let mut stmt = conn
         .prepare(include_str!("../../sql/cluster/import_part_paths.sql"))
         .map_err(db(path))?;
     let text = path.display().to_string();
-    stmt.query_map([text.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+    stmt.query_map([text.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .map_err(db(path))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(db(path))
@@ -618,18 +619,38 @@ pub fn check_import_parts(dir: &Path) -> Result<CheckedImport, ClusterError> {
                 continue;
             }
         };
-        let got: BTreeSet<&str> = rows.iter().map(|(p, _)| p.as_str()).collect();
-        let want: BTreeSet<&str> = list
+        let got: BTreeSet<&str> = rows.iter().map(|(p, _, _)| p.as_str()).collect();
+        let dealt: HashMap<&str, &ListedFile> = list
             .shard_files(shard)
             .into_iter()
-            .map(|f| f.path.as_str())
+            .map(|f| (f.path.as_str(), f))
             .collect();
+        let want: BTreeSet<&str> = dealt.keys().copied().collect();
         if rows.len() != manifest.rows || got != want || rows.len() != want.len() {
             problems.push(format!(
                 "shard {shard}: {} rows in the part, {} in its manifest, {} files dealt to it",
                 rows.len(),
                 manifest.rows,
                 want.len()
+            ));
+            continue;
+        }
+        // A touch only records a new time for the file's own stored image.
+        let stray = rows.iter().find(|(path, kind, touched)| {
+            let known = dealt
+                .get(path.as_str())
+                .and_then(|f| f.known.as_ref())
+                .map(|k| k.image_id);
+            match kind.as_str() {
+                "touch" => touched.is_none() || *touched != known,
+                "upsert" | "unchanged" => false,
+                _ => true,
+            }
+        });
+        if let Some((path, kind, touched)) = stray {
+            problems.push(format!(
+                "shard {shard}: {path}: a {kind:?} row{} that the import list does not allow",
+                touched.map_or_else(String::new, |id| format!(" naming image {id}"))
             ));
             continue;
         }

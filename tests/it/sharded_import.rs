@@ -309,3 +309,109 @@ fn files_the_store_changed_after_the_list_was_frozen_are_left_as_stored() {
     );
     assert_eq!(contents(&db), before, "the merge changed the store");
 }
+
+/// Rewrites a part through `select` (SQL over `read_parquet(part)`) and its manifest's
+/// checksum to match, as someone with write access to the job folder could.
+fn forge(part: &Path, select: &str) {
+    let conn = duckdb::Connection::open_in_memory().expect("duckdb");
+    let forged = part.with_extension("forged");
+    conn.execute_batch(&format!(
+        "COPY ({}) TO '{}' (FORMAT parquet)",
+        select.replace("PART", &format!("read_parquet('{}')", part.display())),
+        forged.display()
+    ))
+    .expect("forge");
+    std::fs::rename(&forged, part).expect("replace the part");
+    let manifest = part.with_extension("json");
+    let mut line: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest")).expect("json");
+    line["sha256"] = cdwqc::cluster::file_sha256(part).expect("sha").into();
+    std::fs::write(&manifest, line.to_string()).expect("write the manifest");
+}
+
+#[test]
+fn a_forged_part_cannot_touch_or_write_files_it_was_not_dealt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    warehouse(dir);
+    ok(dir, &["init"]);
+    ok(dir, &["import", "wh"]);
+    // Every file rewritten with its own bytes: same content, new times, so the shard
+    // answers with touches of the stored images.
+    for entry in walk(&dir.join("wh")) {
+        let bytes = std::fs::read(&entry).expect("read");
+        std::fs::write(&entry, bytes).expect("rewrite");
+    }
+    let db = dir.join("cdwqc.duckdb");
+    let jobs = dir.join("jobs");
+    let opts = ImportOptions {
+        root: dir.join("wh"),
+        include_derivatives: false,
+        force: false,
+        progress: false,
+        iqm: true,
+    };
+    {
+        let store = Store::open(&db, Access::ReadOnly).expect("open");
+        let (plan, known) =
+            cdwqc::import::plan(&opts, |root| store.known_files(root)).expect("plan");
+        ImportWorkList::new(&plan, &known, &opts, 1, &db)
+            .write(&jobs.join(IMPORT_LIST))
+            .expect("write the list");
+    }
+    let outcome = run_import_shard(
+        &jobs.join(IMPORT_LIST),
+        Shard { index: 0, count: 1 },
+        &AtomicBool::new(false),
+    )
+    .expect("shard");
+    assert!(outcome.manifest.unchanged > 10, "{:?}", outcome.manifest);
+    let part = outcome.part;
+    let kept = std::fs::read(&part).expect("part");
+    let before = contents(&db);
+    let refused = |contains: &str| {
+        let mut store = Store::open(&db, Access::ReadWrite).expect("open");
+        let err = merge_import(&mut store, &jobs).expect_err("a forged part merged");
+        drop(store);
+        assert!(
+            err.to_string().contains(contains),
+            "{contains:?} not in {err}"
+        );
+        assert_eq!(contents(&db), before, "a refused merge changed the store");
+    };
+    // A touch naming another image than the file's own.
+    forge(
+        &part,
+        "SELECT * REPLACE (CASE WHEN kind = 'touch' THEN touch_image_id + 1 END AS touch_image_id) FROM PART",
+    );
+    refused("that the import list does not allow");
+    // A row for a file the list never dealt (and one dealt file dropped).
+    std::fs::write(&part, &kept).expect("restore");
+    forge(
+        &part,
+        "SELECT * REPLACE (CASE WHEN path = (SELECT min(path) FROM PART) THEN '/etc/passwd' ELSE path END AS path) FROM PART",
+    );
+    refused("files dealt to it");
+    // The honest part merges: every file touched.
+    std::fs::write(&part, &kept).expect("restore");
+    forge(&part, "SELECT * FROM PART");
+    let mut store = Store::open(&db, Access::ReadWrite).expect("open");
+    let report = merge_import(&mut store, &jobs).expect("merge");
+    assert_eq!(
+        report.counts.touched, outcome.manifest.unchanged as u64,
+        "{report:?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.to_string_lossy().ends_with(".nii.gz") {
+            files.push(path);
+        }
+    }
+    files
+}
