@@ -364,15 +364,22 @@ pub struct ImportShardOutcome {
     pub failures: Vec<String>,
 }
 
-/// Removes a scratch store and its write-ahead log.
+/// A worker's private store: removed with its write-ahead log when the shard ends, in
+/// success or error.
 struct Scratch(PathBuf);
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
+impl Scratch {
+    fn remove_files(&self) {
         let _ = std::fs::remove_file(&self.0);
         let mut wal = self.0.clone().into_os_string();
         wal.push(".wal");
         let _ = std::fs::remove_file(PathBuf::from(wal));
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.remove_files();
     }
 }
 
@@ -402,7 +409,8 @@ pub fn run_import_shard(
         shard.index,
         std::process::id()
     )));
-    drop(Scratch(scratch.0.clone()));
+    // A process of the same id may have died here before (containers reuse ids).
+    scratch.remove_files();
     let mut store = Store::create(&scratch.0)?;
     let mut touches: Vec<(String, i64, i64)> = Vec::new();
     let mut unchanged: Vec<String> = Vec::new();
