@@ -218,9 +218,14 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsSta
                 .collect()
         },
     );
+    // Runs are named by their id (method and seed both matter: three seeds of one
+    // method are three rows), cut in the middle to the room the figures leave.
+    let mut fixed = vec![counts.widths[0], 22];
+    fixed.extend(auc.then_some(5).into_iter().chain(versus.then_some(24)));
+    let name_width = usize::from(room(table.width.saturating_sub(MARK), &fixed));
     let rows = runs.iter().zip(&counts.rows).map(|(r, n)| {
         let mut cells = vec![
-            r.method.clone().unwrap_or_else(|| r.run_id.clone()),
+            fit_text(&r.run_id, name_width),
             n[0].clone(),
             r.balanced_accuracy.text(),
         ];
@@ -242,7 +247,7 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsSta
         Constraint::Length(counts.widths[0]),
         Constraint::Length(22),
     ];
-    let mut headers = vec!["method", counts.headers[0].as_str(), "BA [95% CI]"];
+    let mut headers = vec!["run", counts.headers[0].as_str(), "BA [95% CI]"];
     if auc {
         widths.push(Constraint::Length(5));
         headers.push("AUC");
