@@ -57,7 +57,8 @@ pub struct ExportArgs {
     pub history: bool,
     /// One row per rated image from the ratings in force: `majority` (the default) gives
     /// the majority consensus and its task labels; `dawid-skene` the latent truth, with
-    /// the posterior probability of each class of each task as columns.
+    /// the posterior probability of each class of each task as columns;
+    /// `dawid-skene-ordinal` the same with an ordinal prior on the quality grade.
     #[arg(long, group = "what", value_enum, num_args = 0..=1, default_missing_value = "majority")]
     pub consensus: Option<crate::rate::latent::ConsensusMethod>,
     /// One rater's ratings in force in the authors' notebook format
@@ -168,8 +169,11 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         Some(crate::rate::latent::ConsensusMethod::Majority) => {
             return export_consensus(db, &args);
         }
-        Some(crate::rate::latent::ConsensusMethod::DawidSkene) => {
-            return export_latent(db, &args);
+        Some(
+            method @ (crate::rate::latent::ConsensusMethod::DawidSkene
+            | crate::rate::latent::ConsensusMethod::DawidSkeneOrdinal),
+        ) => {
+            return export_latent(db, &args, method);
         }
         None => {}
     }
@@ -313,15 +317,15 @@ fn write_rows(
 
 /// One row per rated image: per task, the Dawid-Skene posterior of each class
 /// (`usable_p_reject`, `quality_p_good`, ...) and the most probable class.
-fn export_latent(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+fn export_latent(
+    db: &Path,
+    args: &ExportArgs,
+    method: crate::rate::latent::ConsensusMethod,
+) -> anyhow::Result<ExitCode> {
     use crate::query::{Cell, ResultSet};
     use crate::report::agreement::Task;
     let store = crate::store::Store::open(db, crate::store::Access::ReadOnly)?;
-    let fits = crate::rate::latent::fit_store(
-        &store,
-        &Default::default(),
-        &crate::metrics::DawidSkeneConfig::default(),
-    )?;
+    let fits = crate::rate::latent::fit_store(&store, &Default::default(), method)?;
     for fit in &fits {
         eprintln!(
             "{}: Dawid-Skene over {} images and {} raters, {} after {} iterations",

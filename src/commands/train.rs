@@ -67,8 +67,10 @@ pub struct TrainArgs {
     /// default: the preset's [training] recipe, else cdwqc. Kept by --resume.
     #[arg(long, value_parser = ["clinicadl", "cdwqc"])]
     pub recipe: Option<String>,
-    /// Labels from the ratings in force: `majority` (consensus with adjudicators) or
-    /// `dawid-skene` (the most probable class of the latent truth). Kept by --resume.
+    /// Labels from the ratings in force: `majority` (consensus with adjudicators),
+    /// `dawid-skene` (the most probable class of the latent truth) or
+    /// `dawid-skene-ordinal` (the same, the quality grade fitted with an ordinal prior).
+    /// Kept by --resume.
     #[arg(long, value_enum, default_value = "majority")]
     pub labels: crate::rate::latent::ConsensusMethod,
     /// Start from an exported model's weights (a name under models/, such as a shipped

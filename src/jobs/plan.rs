@@ -182,8 +182,8 @@ fn labelled_images(
                 all.keys().copied().collect(),
             )
         }
-        ConsensusMethod::DawidSkene => {
-            let all = latent_labels(store).map_err(|e| invalid(e.to_string()))?;
+        ConsensusMethod::DawidSkene | ConsensusMethod::DawidSkeneOrdinal => {
+            let all = latent_labels(store, method).map_err(|e| invalid(e.to_string()))?;
             (
                 all.iter()
                     .filter_map(|(id, l)| Some((*id, l.class_of(task)?)))
@@ -551,13 +551,12 @@ fn plan_resume(
         config.seed
     );
     let label_method = match config.label_source.as_deref() {
-        None | Some("majority") => ConsensusMethod::Majority,
-        Some("dawid-skene") => ConsensusMethod::DawidSkene,
-        Some(other) => {
-            return Err(invalid(format!(
-                "run {run} was trained on {other:?} labels, which this version does not know"
-            )));
-        }
+        None => ConsensusMethod::Majority,
+        Some(name) => ConsensusMethod::from_name(name).ok_or_else(|| {
+            invalid(format!(
+                "run {run} was trained on {name:?} labels, which this version does not know"
+            ))
+        })?,
     };
     if request.labels != ConsensusMethod::Majority && request.labels != label_method {
         return Err(invalid(format!(

@@ -230,4 +230,46 @@ fn dawid_skene_in_the_agreement_report_and_the_export() {
     for r in rejected {
         assert_eq!(at(r, "quality_label"), "", "no quality for a reject");
     }
+
+    // The ordinal variant changes the quality grade's fit only.
+    let ordinal = ok(
+        dir,
+        &[
+            "ratings",
+            "export",
+            "--consensus",
+            "dawid-skene-ordinal",
+            "--format",
+            "csv",
+        ],
+    );
+    let mut ordinal_lines = ordinal.lines();
+    assert_eq!(
+        ordinal_lines
+            .next()
+            .expect("header")
+            .split(',')
+            .collect::<Vec<_>>(),
+        header
+    );
+    let ordinal_rows: Vec<Vec<&str>> = ordinal_lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(ordinal_rows.len(), rows.len());
+    let mut quality_moved = false;
+    for (plain, prior) in rows.iter().zip(&ordinal_rows) {
+        for column in ["path", "usable_p_usable", "usable_p_reject", "usable_label"] {
+            assert_eq!(at(plain, column), at(prior, column), "{column}");
+        }
+        let grade: Vec<f64> = ["quality_p_good", "quality_p_medium", "quality_p_bad"]
+            .iter()
+            .filter_map(|c| at(prior, c).parse().ok())
+            .collect();
+        if !grade.is_empty() {
+            assert!((grade.iter().sum::<f64>() - 1.0).abs() < 1e-6, "{grade:?}");
+        }
+        quality_moved |= at(plain, "quality_p_good") != at(prior, "quality_p_good");
+    }
+    assert!(
+        quality_moved,
+        "the ordinal prior changed no quality posterior"
+    );
 }
