@@ -247,6 +247,11 @@ fn from_order_key(key: u32) -> f32 {
 /// the key itself. Sorting copies of a 7-million-voxel volume four times took most of
 /// a volume's preprocessing.
 pub fn finite_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f32; N] {
+    integer_percentiles(data, percentiles).unwrap_or_else(|| radix_percentiles(data, percentiles))
+}
+
+/// [`finite_percentiles`] for any values: radix selection on their order keys.
+fn radix_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f32; N] {
     const BUCKETS: usize = 1 << 16;
     let mut high = vec![0u64; BUCKETS];
     let mut finite = 0usize;
@@ -309,6 +314,75 @@ pub fn finite_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -
     out
 }
 
+/// Smallest and one past the largest value [`integer_percentiles`] counts: int16 and
+/// uint16 intensities.
+const INTEGER_RANGE: (i32, i32) = (-32_768, 65_536);
+
+/// [`finite_percentiles`] in one pass when every value is an integer of the int16 or
+/// uint16 range (the stored type of most MRIs): a histogram of the integers, whose
+/// ranks give the very values sorting would. `None` (after at most one block) as soon as
+/// a value is anything else, -0.0 and non-finite values included, so the exact radix
+/// selection takes over.
+fn integer_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> Option<[f32; N]> {
+    // Four interleaved histograms: long runs of one value (the background) would
+    // otherwise make each increment wait for the previous one.
+    const LANES: usize = 4;
+    const BLOCK: usize = 4096;
+    let (min, end) = INTEGER_RANGE;
+    let bins = (end - min) as usize;
+    if data.is_empty() || data.len() >= u32::MAX as usize {
+        return None;
+    }
+    let mut counts = vec![0u32; bins * LANES];
+    for block in data.chunks(BLOCK) {
+        let mut integral = true;
+        let mut lanes = block.chunks_exact(LANES);
+        for group in &mut lanes {
+            for (lane, &value) in group.iter().enumerate() {
+                let integer = value as i32;
+                integral &=
+                    (integer as f32).to_bits() == value.to_bits() && (min..end).contains(&integer);
+                let bin = (integer.wrapping_sub(min) as usize).min(bins - 1);
+                counts[bin * LANES + lane] += 1;
+            }
+        }
+        for &value in lanes.remainder() {
+            let integer = value as i32;
+            integral &=
+                (integer as f32).to_bits() == value.to_bits() && (min..end).contains(&integer);
+            counts[(integer.wrapping_sub(min) as usize).min(bins - 1) * LANES] += 1;
+        }
+        if !integral {
+            return None;
+        }
+    }
+    let total = data.len() as u64;
+    let ranks = percentiles.map(|p| {
+        let rank = ((p / 100.0) * (total - 1) as f64).round() as u64;
+        rank.min(total - 1)
+    });
+    let mut out = [0.0f32; N];
+    let mut order: Vec<usize> = (0..N).collect();
+    order.sort_by_key(|&i| ranks[i]);
+    let (mut bin, mut below) = (0usize, 0u64);
+    let count = |bin: usize| -> u64 {
+        counts[bin * LANES..(bin + 1) * LANES]
+            .iter()
+            .map(|&c| u64::from(c))
+            .sum()
+    };
+    let mut here = count(0);
+    for &i in &order {
+        while below + here <= ranks[i] {
+            below += here;
+            bin += 1;
+            here = count(bin);
+        }
+        out[i] = (bin as i32 + min) as f32;
+    }
+    Some(out)
+}
+
 /// World-space (RAS mm) centre of the head: the middle of the bounding box of voxels above
 /// a background threshold placed 10% of the way from the 2nd to the 98th intensity
 /// percentile, so isolated hot voxels and noisy air do not move it.
@@ -327,10 +401,21 @@ fn head_centre_between(volume: &Volume, low: f32, high: f32) -> [f64; 3] {
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     let mut found = false;
+    let above = |value: &f32| value.is_finite() && *value > threshold;
     for (k, plane) in volume.data.chunks_exact(nx * ny).enumerate() {
         for (j, row) in plane.chunks_exact(nx).enumerate() {
+            if found && (lo[1]..=hi[1]).contains(&j) && (lo[2]..=hi[2]).contains(&k) {
+                // The row cannot move the box along y or z, and voxels within its
+                // x-extent cannot move it along x: only the two ends need a look.
+                if let Some(first) = row[..lo[0]].iter().position(above) {
+                    lo[0] = first;
+                }
+                if let Some(after) = row[hi[0] + 1..].iter().rposition(above) {
+                    hi[0] += 1 + after;
+                }
+                continue;
+            }
             // The first and last voxel above the threshold bound the row along x.
-            let above = |value: &f32| value.is_finite() && *value > threshold;
             let Some(first) = row.iter().position(above) else {
                 continue;
             };
@@ -396,20 +481,35 @@ pub fn resample_mapped(
     grid_to_world: Option<&[[f64; 4]; 4]>,
     fill: f32,
 ) -> Result<Vec<f32>, PreprocessError> {
+    resample_finished(volume, spec, centre, grid_to_world, fill, |value| value)
+}
+
+/// [`resample_mapped`] with `finish` applied to every output value as it is written
+/// (points outside the volume get `finish(fill)`), so that clipping and scaling take no
+/// second pass over the grid.
+fn resample_finished(
+    volume: &Volume,
+    spec: &PreprocessSpec,
+    centre: [f64; 3],
+    grid_to_world: Option<&[[f64; 4]; 4]>,
+    fill: f32,
+    finish: impl Fn(f32) -> f32,
+) -> Result<Vec<f32>, PreprocessError> {
     spec.validate()?;
     check_volume(volume)?;
     let inverse = invert_affine(&volume.affine)
         .ok_or_else(|| PreprocessError::SingularAffine(crate::display::matrix(&volume.affine)))?;
     let [sx, sy, sz] = volume.dims;
     let [nx, ny, nz] = spec.shape;
+    let data = &volume.data[..];
+    let finite_or_fill = |value: f32| if value.is_finite() { value } else { fill };
     let sample = |i: isize, j: isize, k: isize| -> f32 {
         if i < 0 || j < 0 || k < 0 || i >= sx as isize || j >= sy as isize || k >= sz as isize {
             return fill;
         }
-        let value = volume.data[i as usize + sx * (j as usize + sy * k as usize)];
-        if value.is_finite() { value } else { fill }
+        finite_or_fill(data[i as usize + sx * (j as usize + sy * k as usize)])
     };
-    let mut out = vec![fill; nx * ny * nz];
+    let mut out = vec![finish(fill); nx * ny * nz];
     // Without a map, source coordinates are sums of one term per grid axis: those terms
     // are computed once per axis, in the order the per-voxel sum took them, so the
     // result is the same to the bit.
@@ -424,6 +524,7 @@ pub fn resample_mapped(
             .collect()
     };
     let terms = [axis_terms(0, nx), axis_terms(1, ny), axis_terms(2, nz)];
+    let (row, slice) = (sx, sx * sy);
     // Grid points are visited so that consecutive ones read neighbouring source voxels:
     // the innermost loop runs along the grid axis that moves fastest through the
     // source's memory (its first voxel axis), not along the output's z, which for an
@@ -431,14 +532,48 @@ pub fn resample_mapped(
     // exactly as before; only the order of visits changes.
     let order = loop_order(&inverse, grid_to_world);
     let extent = [nx, ny, nz];
+    // Source voxels per grid step along the middle loop's axis: where the next line of
+    // grid points will read, fetched into the cache while this line is computed. Each
+    // line of points starts new short runs of source rows, too short for the hardware's
+    // prefetcher to learn before they end; waiting on memory took most of the time.
+    let next_line = {
+        let mut step = [0.0; 3];
+        step[order[1]] = spec.spacing_mm;
+        let step = grid_to_world.map_or(step, |map| {
+            [0, 1, 2].map(|w| (0..3).map(|g| map[w][g] * step[g]).sum::<f64>())
+        });
+        [0, 1, 2].map(|r| (0..3).map(|w| inverse[r][w] * step[w]).sum::<f64>())
+    };
+    let prefetch_cell = |v: &[f64; 3]| {
+        let at = [0, 1, 2].map(|r| floor(v[r] + next_line[r]));
+        if at[0] >= 0.0
+            && at[1] >= 0.0
+            && at[2] >= 0.0
+            && at[0] + 1.0 < sx as f64
+            && at[1] + 1.0 < sy as f64
+            && at[2] + 1.0 < sz as f64
+        {
+            let at = at[0] as usize + row * at[1] as usize + slice * at[2] as usize;
+            for offset in [0, row, slice, row + slice] {
+                prefetch(&data[at + offset]);
+            }
+        }
+    };
     for a in 0..extent[order[0]] {
         for b in 0..extent[order[1]] {
             for c in 0..extent[order[2]] {
-                let mut point = [0usize; 3];
-                point[order[0]] = a;
-                point[order[1]] = b;
-                point[order[2]] = c;
-                let [x, y, z] = point;
+                // Selected rather than stored into an array by axis: reading such an
+                // array back stalled on the three stores.
+                let grid_index = |axis: usize| {
+                    if order[0] == axis {
+                        a
+                    } else if order[1] == axis {
+                        b
+                    } else {
+                        c
+                    }
+                };
+                let (x, y, z) = (grid_index(0), grid_index(1), grid_index(2));
                 let mut v = [0.0; 3];
                 if let Some(map) = grid_to_world {
                     let world = apply(map, grid_voxel_to_world(spec, centre, [x, y, z]));
@@ -452,6 +587,10 @@ pub fn resample_mapped(
                         *coordinate = inverse[r][3] + (tx[r] + ty[r] + tz[r]);
                     }
                 }
+                // Every fourth point: a cache line holds 16 source voxels.
+                if c % 4 == 0 {
+                    prefetch_cell(&v);
+                }
                 // Points more than one voxel outside contribute only fill; skip them early.
                 if v[0] < -1.0
                     || v[1] < -1.0
@@ -462,25 +601,90 @@ pub fn resample_mapped(
                 {
                     continue;
                 }
-                let base = [v[0].floor(), v[1].floor(), v[2].floor()];
+                let base = [floor(v[0]), floor(v[1]), floor(v[2])];
                 let frac = [v[0] - base[0], v[1] - base[1], v[2] - base[2]];
                 let (i0, j0, k0) = (base[0] as isize, base[1] as isize, base[2] as isize);
-                let mut acc = 0.0f64;
-                for (di, wi) in [(0, 1.0 - frac[0]), (1, frac[0])] {
-                    for (dj, wj) in [(0, 1.0 - frac[1]), (1, frac[1])] {
-                        for (dk, wk) in [(0, 1.0 - frac[2]), (1, frac[2])] {
-                            let weight = wi * wj * wk;
-                            if weight > 0.0 {
-                                acc += weight * sample(i0 + di, j0 + dj, k0 + dk) as f64;
-                            }
-                        }
+                let (w0, w1) = ([1.0 - frac[0], 1.0 - frac[1], 1.0 - frac[2]], frac);
+                // The eight neighbours in the order (i, j, k) = 000, 001, 010, ..., 111,
+                // the order their terms are summed in.
+                let neighbours: [f32; 8] = if i0 >= 0
+                    && j0 >= 0
+                    && k0 >= 0
+                    && i0 + 1 < sx as isize
+                    && j0 + 1 < sy as isize
+                    && k0 + 1 < sz as isize
+                {
+                    // Inside: one index, no bounds to test per neighbour.
+                    let at = i0 as usize + row * j0 as usize + slice * k0 as usize;
+                    let cell = &data[at..=at + 1 + row + slice];
+                    [
+                        cell[0],
+                        cell[slice],
+                        cell[row],
+                        cell[row + slice],
+                        cell[1],
+                        cell[1 + slice],
+                        cell[1 + row],
+                        cell[1 + row + slice],
+                    ]
+                    .map(finite_or_fill)
+                } else {
+                    let mut n = [fill; 8];
+                    for (slot, value) in n.iter_mut().enumerate() {
+                        let (di, dj, dk) = (
+                            (slot >> 2) as isize,
+                            ((slot >> 1) & 1) as isize,
+                            (slot & 1) as isize,
+                        );
+                        *value = sample(i0 + di, j0 + dj, k0 + dk);
                     }
+                    n
+                };
+                let mut acc = 0.0f64;
+                for (slot, &value) in neighbours.iter().enumerate() {
+                    let pick = |axis: usize, bit: usize| if bit == 0 { w0[axis] } else { w1[axis] };
+                    let weight = pick(0, slot >> 2) * pick(1, (slot >> 1) & 1) * pick(2, slot & 1);
+                    // A zero weight adds nothing (not even a NaN fill); adding +0.0 leaves
+                    // the sum's bits as they are, as skipping the term did.
+                    acc += if weight > 0.0 {
+                        weight * value as f64
+                    } else {
+                        0.0
+                    };
                 }
-                out[z + nz * (y + ny * x)] = acc as f32;
+                out[z + nz * (y + ny * x)] = finish(acc as f32);
             }
         }
     }
     Ok(out)
+}
+
+/// `value.floor()` for the coordinates of the resampling (finite, well inside the range
+/// of i64), inline: without SSE4.1 in the target, `f64::floor` is a call into libm.
+/// A zero keeps its sign only where it is not floored to zero; the weights and indices
+/// computed from it are the same either way.
+#[inline]
+fn floor(value: f64) -> f64 {
+    let truncated = value as i64 as f64;
+    if truncated > value {
+        truncated - 1.0
+    } else {
+        truncated
+    }
+}
+
+/// A hint that `value` will be read soon.
+#[inline]
+fn prefetch(value: &f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching is only a hint; it reads nothing and the address is that
+        // of a live reference.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const f32).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 /// The grid axes from the outermost loop to the innermost: innermost the one along which
@@ -612,22 +816,21 @@ fn scaled_on_grid(
     grid_to_world: Option<&[[f64; 4]; 4]>,
     (low, high): (f32, f32),
 ) -> Result<Vec<f32>, PreprocessError> {
-    let mut out = resample_mapped(volume, spec, centre, grid_to_world, low)?;
     let range = high - low;
     // Percentiles near the ends of f32 (a scaling slope of f32::MAX) have a range
     // that overflows f32; it is taken in f64 then, so no NaN reaches the network.
     let wide_range = f64::from(high) - f64::from(low);
-    for value in &mut out {
-        *value = if !(range > 0.0 && value.is_finite()) {
+    let scale = |value: f32| {
+        if !(range > 0.0 && value.is_finite()) {
             0.0
         } else if range.is_finite() {
             ((value.clamp(low, high) - low) / range).clamp(0.0, 1.0)
         } else {
             ((f64::from(value.clamp(low, high)) - f64::from(low)) / wide_range).clamp(0.0, 1.0)
                 as f32
-        };
-    }
-    Ok(out)
+        }
+    };
+    resample_finished(volume, spec, centre, grid_to_world, low, scale)
 }
 
 const CACHE_MAGIC: &[u8; 8] = b"CDWQCT01";
@@ -959,6 +1162,82 @@ mod tests {
             finite_percentiles(&[f32::NAN, f32::INFINITY], [50.0]),
             [0.0]
         );
+    }
+
+    #[test]
+    fn integer_histogram_percentiles_equal_the_radix_selection() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let percentiles = [0.0, 0.5, 2.0, 50.0, 98.0, 99.5, 100.0];
+        let integers = |rng: &mut rand_chacha::ChaCha8Rng, low: i32, high: i32, n: usize| {
+            (0..n)
+                .map(|i| {
+                    if i % 4 == 0 {
+                        0.0
+                    } else {
+                        rng.random_range(low..high) as f32
+                    }
+                })
+                .collect::<Vec<f32>>()
+        };
+        // int16 and uint16 intensities, blocks longer and shorter than the histogram's.
+        for data in [
+            integers(&mut rng, -32_768, 32_768, 10_007),
+            integers(&mut rng, 0, 65_536, 9_001),
+            integers(&mut rng, -3, 4, 3),
+            vec![-32_768.0, 65_535.0],
+        ] {
+            let got = integer_percentiles(&data, percentiles).expect("integers in range");
+            let want = radix_percentiles(&data, percentiles);
+            assert_eq!(
+                got.map(f32::to_bits),
+                want.map(f32::to_bits),
+                "{got:?} vs {want:?}"
+            );
+        }
+        // Anything else leaves it to the radix selection, even late in a long volume.
+        for odd in [-0.0, 0.5, f32::NAN, f32::INFINITY, 65_536.0, -32_769.0, 1e9] {
+            let mut data = integers(&mut rng, 0, 1000, 20_000);
+            data[19_999] = odd;
+            assert!(integer_percentiles(&data, percentiles).is_none(), "{odd}");
+            let got = finite_percentiles(&data, percentiles);
+            assert_eq!(
+                got.map(f32::to_bits),
+                radix_percentiles(&data, percentiles).map(f32::to_bits)
+            );
+        }
+        assert!(integer_percentiles(&[], [50.0]).is_none());
+    }
+
+    #[test]
+    fn head_centre_skips_nothing_that_moves_the_box() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..20 {
+            let dims = [17, 13, 11];
+            let mut volume = cube(dims, identity());
+            for v in volume.data.iter_mut() {
+                *v = if rng.random_range(0..300) == 0 {
+                    100.0
+                } else {
+                    1.0
+                };
+            }
+            let got = head_centre_between(&volume, 0.0, 10.0);
+            // The box by brute force over every voxel.
+            let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+            for (n, v) in volume.data.iter().enumerate() {
+                if *v > 1.0 {
+                    let at = [n % 17, (n / 17) % 13, n / (17 * 13)];
+                    for a in 0..3 {
+                        lo[a] = lo[a].min(at[a]);
+                        hi[a] = hi[a].max(at[a]);
+                    }
+                }
+            }
+            let want = [0, 1, 2].map(|a| (lo[a] + hi[a]) as f64 / 2.0);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]
