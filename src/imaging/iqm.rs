@@ -1468,32 +1468,30 @@ pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8
     if var <= 0.0 {
         return [-1.0; 3];
     }
-    // Each axis on its own, in raster order: the same sums as one interleaved pass.
     let mut sums = [0.0f64; 3];
     let mut squares = [0.0f64; 3];
     let mut counts = [0usize; 3];
     let steps = [1, grid.nx, grid.sxy()];
-    for axis in 0..3 {
-        let step = steps[axis];
-        let (mut sum, mut square, mut count) = (0.0f64, 0.0f64, 0usize);
-        // Rows (axis 0), rows but the last of each slice (axis 1), or every slice but
-        // the last (axis 2): the voxels whose next one along the axis is in the grid.
-        let runs: Box<dyn Iterator<Item = std::ops::Range<usize>>> = match axis {
-            0 => Box::new((0..grid.ny * grid.nz).map(|r| r * grid.nx..(r + 1) * grid.nx - 1)),
-            1 => Box::new((0..grid.nz).map(|k| k * grid.sxy()..(k + 1) * grid.sxy() - grid.nx)),
-            _ => Box::new(std::iter::once(0..grid.len() - grid.sxy())),
-        };
-        for run in runs {
-            for idx in run {
-                if mask[idx] != 0 && mask[idx + step] != 0 {
-                    let d = f64::from(image[idx + step]) - f64::from(image[idx]);
-                    sum += d;
-                    square += d * d;
-                    count += 1;
+    let mut idx = 0;
+    for k in 0..grid.nz {
+        for j in 0..grid.ny {
+            for i in 0..grid.nx {
+                if mask[idx] != 0 {
+                    let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];
+                    let arg = f64::from(image[idx]);
+                    for axis in 0..3 {
+                        let next = idx + steps[axis];
+                        if inside[axis] && mask[next] != 0 {
+                            let d = f64::from(image[next]) - arg;
+                            sums[axis] += d;
+                            squares[axis] += d * d;
+                            counts[axis] += 1;
+                        }
+                    }
                 }
+                idx += 1;
             }
         }
-        (sums[axis], squares[axis], counts[axis]) = (sum, square, count);
     }
     let mut out = [-1.0f64; 3];
     for axis in 0..3 {
