@@ -27,7 +27,8 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
         // A float-to-integer conversion is one instruction where `trunc` is a call.
         integral &= (v as i64) as f32 == v;
     }
-    if !integral || !(hi - lo < MAX_BINS as f32) {
+    let span = hi - lo;
+    if !integral || span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
         return None;
     }
     Some((lo, (hi - lo) as usize + 1))
