@@ -8,7 +8,13 @@
    warehouse (`cdwqc synth --grid clinical`) imported into fresh stores with and
    without `--no-iqm`, alternating, best of N each.
 
+   With `--baseline BINARY` (another build of cdwqc, e.g. the main branch's), that
+   binary's import with IQMs is timed in the same rounds, so a change is measured
+   against the previous code under the same load.
+3. The IQM step's own time per image as import records it (`iqms.seconds`).
+
 Usage: scripts/bench_iqm.py [--images 6] [--repeats 3] [--keep DIR] [--import-only]
+                            [--baseline BINARY]
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--import-only", action="store_true", help="skip the comparison with MRIQC's functions")
+    parser.add_argument("--baseline", type=Path, help="another cdwqc binary whose import with IQMs is timed too")
     args = parser.parse_args()
     if not BINARY.exists():
         sys.exit(f"{BINARY} missing: cargo build --release first")
@@ -64,24 +71,39 @@ def main():
     print(f"{len(images)} images at 1 mm in {warehouse}")
     print(f"load average before: {os.getloadavg()}")
 
-    # 2. Import with and without the IQM step.
-    with_iqm, without = [], []
+    # 2. Import with and without the IQM step (and with the baseline's IQM step).
+    runs = [("with IQMs", str(BINARY), []), ("without", str(BINARY), ["--no-iqm"])]
+    if args.baseline:
+        runs.append(("baseline with IQMs", str(args.baseline.resolve()), []))
+    times = {name: [] for name, _, _ in runs}
+    iqm_seconds = {name: [] for name, _, _ in runs}
     for _ in range(args.repeats):
-        for flag, times in (([], with_iqm), (["--no-iqm"], without)):
+        for name, binary, flag in runs:
             db = work / "bench.duckdb"
             for suffix in ("", ".wal"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
-            subprocess.run([str(BINARY), "--db", str(db), "init"], check=True, capture_output=True)
-            times.append(timed([str(BINARY), "--db", str(db), "import", str(warehouse), "--json", *flag]))
+            subprocess.run([binary, "--db", str(db), "init"], check=True, capture_output=True)
+            times[name].append(timed([binary, "--db", str(db), "import", str(warehouse), "--json", *flag]))
+            if not flag:
+                out = subprocess.run(
+                    [binary, "--db", str(db), "sql", "select avg(seconds) from iqms", "--format", "csv"],
+                    check=True, capture_output=True, text=True,
+                ).stdout.split()
+                iqm_seconds[name].append(float(out[-1]))
     # Wall time follows the machine's load; CPU time (all cores together) is what the
     # IQM step costs whatever the load.
     for what, k in (("wall", 0), ("CPU", 1)):
-        a = min(t[k] for t in with_iqm)
-        b = min(t[k] for t in without)
-        print(
-            f"import {what} time, best of {args.repeats}: with IQMs {a:.2f} s, without {b:.2f} s: "
-            f"the IQM step adds {100 * (a - b) / b:.1f}%"
-        )
+        b = min(t[k] for t in times["without"])
+        for name in [n for n in times if n != "without"]:
+            a = min(t[k] for t in times[name])
+            print(
+                f"import {what} time, best of {args.repeats}: {name} {a:.2f} s, without {b:.2f} s "
+                f"(ratio {a / b:.3f}): the IQM step adds {100 * (a - b) / b:.1f}%, "
+                f"{1000 * (a - b) / len(images):.0f} ms per image"
+            )
+    for name, secs in iqm_seconds.items():
+        if secs:
+            print(f"IQM step as import records it ({name}): {1000 * min(secs):.0f} ms per image (best of {len(secs)})")
     print(f"load average after: {os.getloadavg()}")
 
     # 1. MRIQC's functions vs cdwqc's IQM step on the same images (a few of them).

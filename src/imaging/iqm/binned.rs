@@ -1,0 +1,337 @@
+//! The metrics' statistics from integer histograms, for images whose voxels are
+//! integers in a modest range (stored as int16, uint8 and the like, as almost all
+//! are): one pass over the voxels counts each value per mask, and every order
+//! statistic, mean and moment is then read from the counts. The harmonised value of a
+//! voxel is a function of its stored value alone, so the order statistics are exactly
+//! MRIQC's; sums become sums of `count * term` (within a few units in the last place
+//! of the voxel-by-voxel sums; the means of rounded values are exact either way).
+
+use super::{
+    GAUSSIAN_3_4, IqmError, Masks, Statistics, Summary, f32_key, kurtosis_of_moments, lerp,
+    percentile_ranks, round4, sum_exact, widen,
+};
+
+/// Histograms larger than this (in bins) are not worth it: the exact path is used.
+const MAX_BINS: usize = 1 << 16;
+
+/// Voxel classes: the tissue label in bits 0-1, then air, head and rotation masks.
+const CODES: usize = 32;
+
+/// The smallest value and the number of bins when every voxel is an integer in a
+/// range of at most [`MAX_BINS`] values.
+fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
+    let (mut lo, mut hi, mut integral) = (f32::INFINITY, f32::NEG_INFINITY, true);
+    for &v in image {
+        lo = lo.min(v);
+        hi = hi.max(v);
+        // A float-to-integer conversion is one instruction where `trunc` is a call.
+        integral &= (v as i64) as f32 == v;
+    }
+    let span = hi - lo;
+    if !integral || span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
+        return None;
+    }
+    Some((lo, (hi - lo) as usize + 1))
+}
+
+/// Order statistics of a histogram: `order` lists the bins by ascending value.
+fn at_ranks(hist: &[u64], order: &[u32], values: &[f32], ranks: &[usize]) -> Vec<f32> {
+    let mut wanted: Vec<usize> = (0..ranks.len()).collect();
+    wanted.sort_by_key(|&i| ranks[i]);
+    let mut out = vec![f32::NAN; ranks.len()];
+    let mut below = 0u64;
+    let mut next = 0;
+    for &b in order {
+        let c = hist[b as usize];
+        while next < wanted.len() && (ranks[wanted[next]] as u64) < below + c {
+            out[wanted[next]] = values[b as usize];
+            next += 1;
+        }
+        below += c;
+        if next == wanted.len() {
+            break;
+        }
+    }
+    out
+}
+
+/// `np.median` of the histogram's values (widened), or of their squares.
+fn median(hist: &[u64], order: &[u32], values: &[f32], square: bool) -> f64 {
+    let n: u64 = hist.iter().sum();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let n = n as usize;
+    let ranks = if n % 2 == 1 {
+        [n / 2, n / 2]
+    } else {
+        [n / 2 - 1, n / 2]
+    };
+    let v = at_ranks(hist, order, values, &ranks);
+    let (a, b) = if square {
+        (widen(v[0]) * widen(v[0]), widen(v[1]) * widen(v[1]))
+    } else {
+        (f64::from(v[0]), f64::from(v[1]))
+    };
+    if n.is_multiple_of(2) {
+        (a + b) / 2.0
+    } else {
+        a
+    }
+}
+
+/// Distinct rounded values of a histogram with their counts, ascending.
+fn rounded_counts(hist: &[u64], order: &[u32], rounded: &[f64]) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for &b in order {
+        let c = hist[b as usize];
+        if c == 0 {
+            continue;
+        }
+        let r = rounded[b as usize];
+        match out.last_mut() {
+            Some((last, count)) if *last == r => *count += c as f64,
+            _ => out.push((r, c as f64)),
+        }
+    }
+    out
+}
+
+/// `summary_stats` of one mask's histogram, as [`super::summary`] computes it voxel by
+/// voxel. `all_rounded` lists the distinct rounded values of the whole image.
+fn summary(
+    hist: &[u64],
+    order: &[u32],
+    values: &[f32],
+    rounded: &[f64],
+    all_rounded: &[f64],
+) -> Summary {
+    let n: u64 = hist.iter().sum();
+    let w = n as f64;
+    // Rounded values are integers well inside f64's exact range: the sum is exact.
+    let total: i128 = hist
+        .iter()
+        .zip(rounded)
+        .map(|(&c, &r)| i128::from(c) * r as i128)
+        .sum();
+    let mean = total as f64 / w;
+    let var = sum_exact(
+        hist.iter()
+            .zip(rounded)
+            .filter(|(c, _)| **c > 0)
+            .map(|(&c, &r)| {
+                let d = r - mean;
+                c as f64 * (d * d)
+            }),
+    ) / w;
+    let stdv = var.sqrt();
+
+    let distinct = rounded_counts(hist, order, rounded);
+    let mut cumulative = Vec::with_capacity(distinct.len());
+    let mut acc = 0.0;
+    for (_, c) in &distinct {
+        acc += c;
+        cumulative.push(acc);
+    }
+    let quantile = |p: f64| -> f64 {
+        if distinct.is_empty() {
+            return f64::NAN;
+        }
+        let target = p * w;
+        let ii = cumulative
+            .partition_point(|c| *c < target)
+            .min(distinct.len() - 1);
+        let value = distinct[ii].0;
+        if (target - cumulative[ii]).abs() < 1e-10 {
+            let after = all_rounded.partition_point(|r| *r <= value);
+            if let Some(next) = all_rounded.get(after) {
+                return (value + next) / 2.0;
+            }
+        }
+        value
+    };
+    let (p05, med, p95) = (quantile(0.05), quantile(0.5), quantile(0.95));
+
+    // Kurtosis of the unrounded values.
+    let k = if n == 0 {
+        f64::NAN
+    } else {
+        let used = || {
+            hist.iter()
+                .zip(values)
+                .filter(|(c, _)| **c > 0)
+                .map(|(&c, &x)| (c as f64, widen(x)))
+        };
+        let m = sum_exact(used().map(|(c, x)| c * x)) / w;
+        let m2 = sum_exact(used().map(|(c, x)| {
+            let d = x - m;
+            c * (d * d)
+        })) / w;
+        let m4 = sum_exact(used().map(|(c, x)| {
+            let d = x - m;
+            let s = d * d;
+            c * (s * s)
+        })) / w;
+        kurtosis_of_moments(m, m2, m4)
+    };
+
+    // MAD: the median of |x - median| over the deviations of the used bins.
+    let mut deviations: Vec<(f64, u64)> = hist
+        .iter()
+        .zip(values)
+        .filter(|(c, _)| **c > 0)
+        .map(|(&c, &x)| ((widen(x) - med).abs(), c))
+        .collect();
+    deviations.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mad = if n == 0 {
+        f64::NAN
+    } else {
+        let n = n as usize;
+        let ranks = if n % 2 == 1 {
+            [n / 2, n / 2]
+        } else {
+            [n / 2 - 1, n / 2]
+        };
+        let mut found = [f64::NAN; 2];
+        let mut below = 0usize;
+        let mut next = 0;
+        for (d, c) in &deviations {
+            while next < 2 && ranks[next] < below + *c as usize {
+                found[next] = *d;
+                next += 1;
+            }
+            below += *c as usize;
+        }
+        let (a, b) = (found[0], found[1]);
+        if n.is_multiple_of(2) {
+            (a / GAUSSIAN_3_4 + b / GAUSSIAN_3_4) / 2.0
+        } else {
+            a / GAUSSIAN_3_4
+        }
+    };
+    Summary {
+        mean: round4(mean),
+        median: round4(med),
+        p95: round4(p95),
+        p05: round4(p05),
+        k: round4(k),
+        stdv: round4(stdv),
+        mad: round4(mad),
+        n: w,
+    }
+}
+
+/// The statistics of [`super::exact_statistics`] from histograms, or `None` when the
+/// image is not integer-valued in a modest range (then the exact path applies).
+pub(super) fn statistics(
+    image: &[f32],
+    core: &[u8],
+    masks: &Masks,
+) -> Option<Result<Statistics, IqmError>> {
+    let (lo, bins) = integer_range(image)?;
+    let bin = |v: f32| (v - lo) as usize;
+    // The white-matter core first: its median sets the harmonisation.
+    let mut core_hist = vec![0u64; bins];
+    for (&v, &m) in image.iter().zip(core) {
+        if m != 0 {
+            core_hist[bin(v)] += 1;
+        }
+    }
+    let stored: Vec<f32> = (0..bins).map(|b| lo + b as f32).collect();
+    let identity: Vec<u32> = (0..bins as u32).collect();
+    if core_hist.iter().all(|&c| c == 0) {
+        return Some(Err(IqmError::NoTissue("white matter")));
+    }
+    let wm_median = median(&core_hist, &identity, &stored, false);
+    let factor = 1000.0 / wm_median;
+    let values: Vec<f32> = stored
+        .iter()
+        .map(|&v| {
+            let x = (f64::from(v) * factor) as f32;
+            if x.is_nan() || x < 0.0 { 0.0 } else { x }
+        })
+        .collect();
+    let rounded: Vec<f64> = values.iter().map(|&x| widen(x).round_ties_even()).collect();
+    // Exact integer sums need rounded values well inside f64's integer range.
+    let largest = rounded.iter().fold(0.0f64, |a, r| a.max(r.abs()));
+    if !(largest * image.len() as f64).is_finite() || largest * image.len() as f64 >= 2f64.powi(52)
+    {
+        return None;
+    }
+    let mut order = identity;
+    order.sort_by_key(|&b| f32_key(values[b as usize]));
+
+    // One pass: each voxel counted under its stored value and its class code.
+    // 32-bit counts keep the table small enough for the cache; a grid holds fewer
+    // than 2^32 voxels.
+    let mut hist = vec![0u32; bins * CODES];
+    let mut artefact_n = 0u64;
+    for (idx, &v) in image.iter().enumerate() {
+        let code = usize::from(masks.tissue[idx] & 3)
+            | usize::from(masks.air[idx] != 0) << 2
+            | usize::from(masks.head[idx] != 0) << 3
+            | usize::from(masks.rotation[idx] != 0) << 4;
+        hist[bin(v) * CODES + code] += 1;
+        artefact_n += u64::from(masks.artefact[idx] != 0);
+    }
+    let gather = |keep: &dyn Fn(usize) -> bool| -> Vec<u64> {
+        let codes: Vec<usize> = (0..CODES).filter(|&c| keep(c)).collect();
+        hist.chunks_exact(CODES)
+            .map(|h| codes.iter().map(|&c| u64::from(h[c])).sum())
+            .collect()
+    };
+    let air = gather(&|c| c & 4 != 0);
+    let tissue = |t: usize| gather(&|c| c & 3 == t);
+    let (csf_h, gm_h, wm_h) = (tissue(1), tissue(2), tissue(3));
+    let head = gather(&|c| c & 8 != 0);
+    let fber_bg = gather(&|c| c & 8 == 0 && c & 16 == 0);
+    let frame = gather(&|c| c & 16 == 0);
+    let all = gather(&|_| true);
+
+    let mut all_rounded: Vec<f64> = order
+        .iter()
+        .filter(|&&b| all[b as usize] > 0)
+        .map(|&b| rounded[b as usize])
+        .collect();
+    all_rounded.dedup();
+    let summarise = |h: &[u64]| summary(h, &order, &values, &rounded, &all_rounded);
+    let csf = summarise(&csf_h);
+    let gm = summarise(&gm_h);
+    let wm = summarise(&wm_h);
+    let bg = summarise(&air);
+
+    let fg_mu = median(&head, &order, &values, true);
+    let bg_mu = median(&fber_bg, &order, &values, true);
+
+    let n_vox = frame.iter().sum::<u64>() as f64;
+    let used = || {
+        frame
+            .iter()
+            .zip(&values)
+            .filter(|(c, _)| **c > 0)
+            .map(|(&c, &x)| (c as f64, widen(x)))
+    };
+    let b_max = sum_exact(used().map(|(c, x)| c * (x * x))).sqrt();
+    let entropy = sum_exact(used().map(|(c, x)| c * ((x / b_max) * ((x + 1e-16) / b_max).ln())));
+    let efc_max = 1.0 * n_vox * (1.0 / n_vox.sqrt()) * (1.0 / n_vox.sqrt()).ln();
+    let efc = round4((1.0 / efc_max) * entropy);
+
+    let n_all = image.len();
+    let (ranks, weight) = percentile_ranks(n_all, 99.95);
+    let v = at_ranks(&all, &order, &values, &ranks);
+    let p9995 = lerp(widen(v[0]), widen(v[1]), weight);
+
+    Some(Ok(Statistics {
+        wm_median,
+        csf,
+        gm,
+        wm,
+        bg,
+        fg_mu,
+        bg_mu,
+        efc,
+        p9995,
+        air_n: air.iter().sum::<u64>() as f64,
+        artefact_n: artefact_n as f64,
+    }))
+}
