@@ -4,6 +4,7 @@
 pub mod bids;
 pub mod dashboard;
 pub mod images;
+pub mod iqm_outliers;
 pub mod iqms;
 pub mod lookup;
 pub mod migrations;
