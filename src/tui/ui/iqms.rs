@@ -59,7 +59,7 @@ pub fn iqm_box(
     let columns = (width / CELL).max(1);
     let mut lines: Vec<Line<'static>> = shown
         .chunks(columns)
-        .map(|row| Line::from(row.iter().map(|s| cell(s)).collect::<Vec<_>>()))
+        .map(|row| Line::from(row.iter().copied().map(cell).collect::<Vec<_>>()))
         .collect();
     let outliers: Vec<&str> = scores
         .iter()
@@ -79,7 +79,7 @@ pub fn iqm_box(
             g.iqm_version.unwrap_or(0)
         ),
         Ok(g) => match g.group_size(iqms) {
-            Some(n) if n < 5 => format!("z in {n} {group} (< 5: no flags)"),
+            Some(n) if n < 5 => format!("z in {n} {group} (<\u{a0}5:\u{a0}no\u{a0}flags)"),
             Some(n) => format!("z in {n} {group}"),
             None => format!("no group: {group}"),
         },
