@@ -98,6 +98,9 @@ pub struct ImageFilter {
     pub predicted: Option<String>,
     /// Only images whose newest `usable` prediction differs from a rater's label.
     pub disagreement: Option<bool>,
+    /// Only images with metrics of the newest version of which some are (`true`) or
+    /// none is (`false`) a per-scanner outlier (`iqm_outliers`).
+    pub iqm_outlier: Option<bool>,
 }
 
 impl ImageFilter {
@@ -294,10 +297,88 @@ impl Store {
         limit: usize,
         known_total: Option<usize>,
     ) -> Result<ImagePage, StoreError> {
-        if !self.summaries_fresh() {
+        let fresh = self.summaries_fresh();
+        if let Some(outlier) = filter.iqm_outlier {
+            return self.image_page_by_iqm_flag(filter, outlier, fresh, offset, limit, known_total);
+        }
+        if !fresh {
             return self.image_page_from_scratch(filter, offset, limit, known_total);
         }
         self.image_page_from_summaries(filter, offset, limit, known_total)
+    }
+
+    /// [`Store::image_page`] with the IQM outlier filter: the other filters' images
+    /// (from the summaries when `fresh`, else from the ratings and predictions), kept
+    /// when their outlier flag is `outlier`; the page and the count in one pass. The
+    /// flags are the `iqm_outliers` view's, computed over every image's metrics: the
+    /// other filters never pay for them.
+    fn image_page_by_iqm_flag(
+        &self,
+        filter: &ImageFilter,
+        outlier: bool,
+        fresh: bool,
+        offset: usize,
+        limit: usize,
+        known_total: Option<usize>,
+    ) -> Result<ImagePage, StoreError> {
+        let db = |e| self.err(e);
+        let subject = filter.subject.as_deref().filter(|s| !s.is_empty());
+        let base = if fresh {
+            include_str!("../../sql/store/images_filtered_summary.sql")
+        } else {
+            include_str!("../../sql/store/images_filtered.sql")
+        };
+        let flags = include_str!("../../sql/store/image_iqm_flags.sql");
+        // The file texts end in comments or without a newline: each closes on a line of
+        // its own.
+        let flagged = format!(
+            "WITH iqm_flags AS (\n{flags}\n)\nSELECT f.* FROM (\n{base}\n) AS f\n\
+             JOIN iqm_flags USING (image_id)\nWHERE iqm_flags.outlier = $7"
+        );
+        let params = || {
+            filter
+                .sql_params(&subject)
+                .into_iter()
+                .chain([&outlier as &dyn ToSql])
+        };
+        let mut total = known_total.map(|t| t as i64);
+        let rows = self
+            .conn
+            .prepare(&format!(
+                "SELECT *, count(*) OVER () FROM ({flagged}\n)\nORDER BY 1 LIMIT $8 OFFSET $9"
+            ))
+            .map_err(db)?
+            .query_map(
+                duckdb::params_from_iter(
+                    params().chain([&(limit as i64) as &dyn ToSql, &(offset as i64)]),
+                ),
+                |r| Ok((list_row(r)?, r.get::<_, i64>(9)?)),
+            )
+            .map_err(db)?
+            .map(|r| {
+                r.map(|(row, count)| {
+                    total.get_or_insert(count);
+                    row
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        // An offset past the end returns no row to carry the count.
+        let total = match total {
+            Some(total) => total,
+            None if offset == 0 => 0,
+            None => self
+                .conn
+                .prepare(&format!("SELECT count(*) FROM ({flagged}\n)"))
+                .map_err(db)?
+                .query_row(duckdb::params_from_iter(params()), |r| r.get(0))
+                .map_err(db)?,
+        };
+        Ok(ImagePage {
+            offset,
+            total: usize::try_from(total).unwrap_or(0),
+            rows,
+        })
     }
 
     /// [`Store::image_page`] from the summaries: a scan of `images` for the page and

@@ -5,6 +5,7 @@ pub mod bids;
 pub mod dashboard;
 pub mod images;
 pub mod import_merge;
+pub mod iqm_outliers;
 pub mod iqms;
 pub mod lookup;
 pub mod migrations;

@@ -13,6 +13,7 @@ use crate::store::dashboard::{
     AgreementGlance, DashboardSummary, ImageFacts, ImageFilter, ImagePage, PredictionInForce,
     QueueProgress, RateWork, RaterProgress, RatingInForce,
 };
+use crate::store::iqm_outliers::{ImageIqms, IqmGroups};
 use crate::store::ratings::NewRating;
 
 use super::jobs::{JobRequest, JobStatus, JobsState};
@@ -49,7 +50,8 @@ pub enum Request {
         /// The list's size when an earlier page with this filter told it.
         known_total: Option<usize>,
     },
-    /// Facts and previews, plus the ratings in force unless blind.
+    /// Facts and previews, plus the ratings in force, predictions, queue reasons and
+    /// image quality metrics unless blind.
     Detail {
         image_id: i64,
         with_ratings: bool,
@@ -79,6 +81,9 @@ pub enum Request {
     },
     /// Served by the SQL thread (runs, cancels) or a thread of its own (exports).
     Sql(SqlRequest),
+    /// The groups of the per-scanner IQM outliers, to score the selected image's
+    /// metrics against (its own thread: it reads every image's metrics).
+    IqmGroups,
     /// Every run in the store, for the Jobs view.
     Runs,
     /// A stored run's epochs, for its curves.
@@ -110,6 +115,7 @@ impl Request {
             Request::OperatingPoint { run_id, target } => format!("operating:{run_id}:{target}"),
             Request::TriagePlan { run_id, target } => format!("triage:{run_id}:{target}"),
             Request::Sql(_) => "sql".into(),
+            Request::IqmGroups => "iqm-groups".into(),
             Request::Runs => "runs".into(),
             Request::RunEpochs { run_id } => format!("epochs:{run_id}"),
             Request::SpawnJob { id, .. } => format!("spawn:{id}"),
@@ -129,6 +135,8 @@ pub struct Detail {
     /// Why the image sits in each queue that holds it, unless blind (reasons come from
     /// a model's predictions).
     pub queued: Option<Vec<crate::store::queues::QueuedReason>>,
+    /// The newest image quality metrics, unless blind or none are stored.
+    pub iqms: Option<ImageIqms>,
 }
 
 /// A volume loaded for the viewer, with its default intensity window.
@@ -174,6 +182,7 @@ pub enum Response {
         result: Result<Arc<TriagePlan>, String>,
     },
     Sql(SqlResponse),
+    IqmGroups(Result<Arc<IqmGroups>, String>),
     Runs(Result<Vec<RunSummary>, String>),
     RunEpochs {
         run_id: String,
@@ -196,6 +205,7 @@ impl Response {
             }
             Response::TriagePlan { run_id, target, .. } => format!("triage:{run_id}:{target}"),
             Response::Sql(_) => "sql".into(),
+            Response::IqmGroups(_) => "iqm-groups".into(),
             Response::Runs(_) => "runs".into(),
             Response::RunEpochs { run_id, .. } => format!("epochs:{run_id}"),
         }
@@ -393,6 +403,9 @@ pub struct App {
     pub dashboard: Option<Result<DashboardSummary, String>>,
     pub images: ImagesState,
     pub details: HashMap<i64, Result<Arc<Detail>, String>>,
+    /// The per-scanner IQM groups the detail pane scores metrics against; never
+    /// loaded in blind mode.
+    pub iqm_groups: Option<Result<Arc<IqmGroups>, String>>,
     pub viewer: ViewerState,
     pub rate: RateState,
     pub reports: ReportsState,
@@ -416,6 +429,7 @@ impl App {
             dashboard: None,
             images: ImagesState::default(),
             details: HashMap::new(),
+            iqm_groups: None,
             viewer: ViewerState::default(),
             rate: RateState::default(),
             reports: ReportsState::default(),
@@ -731,6 +745,7 @@ impl App {
                         self.dashboard = None;
                         self.images.page = None;
                         self.details.clear();
+                        self.iqm_groups = None;
                         if self.rate.code.is_empty() {
                             self.rate.work = None;
                             self.rate.index = 0;
@@ -809,6 +824,7 @@ impl App {
                 self.dashboard = None;
                 self.images.page = None;
                 self.details.clear();
+                self.iqm_groups = None;
                 self.reports.data = None;
                 self.reports.operating.clear();
                 // A band picked before may hold images rated since.
@@ -889,6 +905,20 @@ impl App {
                         ..self.images.filter.clone()
                     });
                 }
+            }
+            Action::CycleIqm if self.blind() => {
+                self.message = "image quality metrics are hidden in blind rating mode".into();
+            }
+            Action::CycleIqm => {
+                // any -> an IQM outlier -> measured, no outlier
+                let next = cycle(
+                    &[None, Some(true), Some(false)],
+                    &self.images.filter.iqm_outlier,
+                );
+                self.set_filter(ImageFilter {
+                    iqm_outlier: next,
+                    ..self.images.filter.clone()
+                });
             }
             Action::OpenViewer => self.view = View::Viewer,
             Action::NextPlane => {
@@ -1224,6 +1254,7 @@ impl App {
                 self.details.insert(image_id, result);
             }
             Response::Reports(result) => self.reports.data = Some(result),
+            Response::IqmGroups(result) => self.iqm_groups = Some(result),
             Response::OperatingPoint {
                 run_id,
                 target,
@@ -1577,6 +1608,9 @@ impl App {
             if let Some(image_id) = self.selected_image() {
                 self.want_detail(image_id, effects);
             }
+        }
+        if self.view == View::Images && !self.blind() && self.iqm_groups.is_none() {
+            self.fetch(Request::IqmGroups, effects);
         }
         if self.view == View::Viewer {
             self.request_volume(effects);

@@ -102,6 +102,7 @@ pub fn serve(store: &Store, request: Request) -> Response {
             target,
         },
         Request::Sql(request) => Response::Sql(sql::serve(store, request)),
+        Request::IqmGroups => Response::IqmGroups(store.iqm_groups().map(Arc::new).map_err(text)),
         Request::Runs => Response::Runs(store.runs().map_err(text)),
         Request::RunEpochs { run_id } => Response::RunEpochs {
             result: store.run_epochs(&run_id).map_err(text),
@@ -193,14 +194,16 @@ fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detai
         }
     }
     previews.sort_by_key(|(plane, _)| Plane::ALL.iter().position(|p| p == plane));
-    let (ratings, predictions, queued) = if with_ratings {
+    // Blind mode reads none of these: the metrics neither (docs/iqm.md says why).
+    let (ratings, predictions, queued, iqms) = if with_ratings {
         (
             Some(store.image_ratings(image_id).map_err(text)?),
             Some(store.image_predictions(image_id).map_err(text)?),
             Some(store.queued_reasons(image_id).map_err(text)?),
+            store.image_iqms(image_id).map_err(text)?,
         )
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
     Ok(Detail {
         facts,
@@ -208,6 +211,7 @@ fn load_detail(store: &Store, image_id: i64, with_ratings: bool) -> Result<Detai
         ratings,
         predictions,
         queued,
+        iqms,
     })
 }
 
@@ -616,12 +620,12 @@ fn spawn_reader(reader: Store, events: Sender<Event>) -> Sender<Request> {
                 });
                 continue;
             }
-            // An operating point or a triage band reads every prediction of a run: on
-            // a connection and thread of their own, so the reads behind other keys
-            // never wait for them.
+            // An operating point or a triage band reads every prediction of a run, the
+            // IQM groups every image's metrics: on a connection and thread of their
+            // own, so the reads behind other keys never wait for them.
             if matches!(
                 request,
-                Request::OperatingPoint { .. } | Request::TriagePlan { .. }
+                Request::OperatingPoint { .. } | Request::TriagePlan { .. } | Request::IqmGroups
             ) {
                 match reader.reader() {
                     Ok(own) => {
@@ -674,6 +678,7 @@ fn failed_own_read(request: Request, error: String) -> Response {
             target,
             result: Err(error),
         },
+        Request::IqmGroups => Response::IqmGroups(Err(error)),
         _ => Response::Runs(Err(error)),
     }
 }

@@ -1948,3 +1948,247 @@ fn the_queue_key_picks_the_triage_band_then_stores_it_for_every_rater() {
     assert!(app.message.contains("exists already"), "{}", app.message);
     assert_eq!(queues(&store), 1);
 }
+
+/// Ten images of one Siemens 3 T scanner with previews: eight T1w (1-6 measured, 7 with
+/// metrics that failed, 8 never measured) and two FLAIR (9-10, a group too small to
+/// flag). With `spike`, image 3's FBER and QI1 are far out of its group.
+fn iqm_store(spike: bool) -> (tempfile::TempDir, Store) {
+    let (dir, store) = empty_store();
+    let (fber, qi_1) = if spike {
+        (50000.0, 0.5)
+    } else {
+        (2030.0, 0.003)
+    };
+    store
+        .conn()
+        .execute_batch(&format!(
+            "INSERT INTO images (path, root, rel_path, status, subject, session, suffix,
+                                 file_size, mtime_ns, dim_x, dim_y, dim_z, voxel_x, voxel_y,
+                                 voxel_z, datatype, orientation, manufacturer, field_strength)
+             SELECT '/w/sub-0' || i || '/img' || i || '.nii.gz', '/w', 'img' || i, 'ok',
+                    '0' || i, '01', CASE WHEN i <= 8 THEN 'T1w' ELSE 'FLAIR' END,
+                    100, 0, 176, 240, 256, 1.0, 1.0, 1.0, 'int16', 'RAS', 'Siemens', 3.0
+             FROM range(1, 11) t(i);
+             INSERT INTO iqms (image_id, iqm_version, sha256, contrast, seconds, snr_total,
+                               snrd_total, cnr, cjv, efc, fber, wm2max, qi_1, fwhm_avg,
+                               inu_range)
+             SELECT i, 1, 'h' || i, 'T1w', 0.1, 10 + i * 0.5, 20 + i, 3 + i * 0.1,
+                    0.5 + i * 0.01, 0.5 + i * 0.005,
+                    CASE WHEN i = 3 THEN {fber} ELSE 2000 + i * 10 END, 0.5 + i * 0.01,
+                    CASE WHEN i = 3 THEN {qi_1} ELSE 0.001 * i END, 3 + 0.1 * i,
+                    0.2 + 0.01 * i
+             FROM range(1, 11) t(i) WHERE i NOT IN (7, 8);
+             INSERT INTO iqms (image_id, iqm_version, contrast, error)
+             VALUES (7, 1, 'T1w', 'no head: the image has no signal above the air');"
+        ))
+        .expect("fixture rows");
+    let gradient = Gray8 {
+        width: 16,
+        height: 16,
+        pixels: (0..256).map(|i| i as u8).collect(),
+    };
+    let png = gradient.to_png().expect("png");
+    for image_id in 1..=10i64 {
+        for plane in ["axial", "coronal", "sagittal"] {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO previews VALUES (?, ?, 16, 16, ?)",
+                    duckdb::params![image_id, plane, png],
+                )
+                .expect("preview");
+        }
+    }
+    crate::store::summaries::repair(store.conn()).expect("summaries");
+    (dir, store)
+}
+
+/// The Images view with image `image_id` (1-based, in id order) selected.
+fn iqm_app(store: &mut Store, image_id: i64) -> App {
+    let mut app = app(store, None);
+    keys(&mut app, store, "2");
+    for _ in 1..image_id {
+        key(&mut app, store, KeyCode::Down);
+    }
+    assert_eq!(app.selected_image(), Some(image_id));
+    app
+}
+
+#[test]
+fn images_iqms_of_a_flagged_image() {
+    let (_dir, mut store) = iqm_store(true);
+    let app = iqm_app(&mut store, 3);
+    assert!(
+        matches!(&app.iqm_groups, Some(Ok(_))),
+        "{:?}",
+        app.iqm_groups
+    );
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("2 outliers"), "{small}");
+    assert!(small.contains("fber  5e4 "), "{small}");
+    assert!(small.contains("!"), "{small}");
+    insta::assert_snapshot!("images_iqms_flagged_small", small);
+    let wide = screen(&app, 130, 34);
+    // Wide enough for all ten metrics, three to a line.
+    assert!(wide.contains("snrd"), "{wide}");
+    insta::assert_snapshot!("images_iqms_flagged_wide", wide);
+}
+
+#[test]
+fn images_iqms_without_outliers_and_without_metrics() {
+    let (_dir, mut store) = iqm_store(true);
+    let mut app = iqm_app(&mut store, 2);
+    let measured = screen(&app, 80, 24);
+    assert!(
+        measured.contains(" IQMs ") && !measured.contains("outlier"),
+        "{measured}"
+    );
+    assert!(measured.contains("z in 6 T1w SIEMENS 3.0T"), "{measured}");
+    insta::assert_snapshot!("images_iqms_measured_small", measured);
+    keys(&mut app, &mut store, "jjjjj");
+    assert_eq!(app.selected_image(), Some(7));
+    let failed = screen(&app, 80, 24);
+    assert!(failed.contains("no IQMs: no head"), "{failed}");
+    key(&mut app, &mut store, KeyCode::Down);
+    let none = screen(&app, 80, 24);
+    assert!(
+        none.contains("no IQMs (import --no-iqm;") && none.contains("run `cdwqc iqm`)"),
+        "{none}"
+    );
+    insta::assert_snapshot!("images_iqms_none_small", none);
+    insta::assert_snapshot!("images_iqms_none_wide", screen(&app, 130, 34));
+    // FLAIR: two images, scored but never flagged.
+    keys(&mut app, &mut store, "j");
+    let flair = screen(&app, 80, 24);
+    assert!(flair.contains("(< 5: no flags)"), "{flair}");
+}
+
+#[test]
+fn iqm_scores_of_the_dashboard_equal_the_outlier_view() {
+    let (_dir, store) = iqm_store(true);
+    let groups = store.iqm_groups().expect("groups");
+    assert_eq!(groups.iqm_version, Some(1));
+    let mut flagged = Vec::new();
+    for image_id in 1..=10 {
+        let Some(iqms) = store.image_iqms(image_id).expect("iqms") else {
+            assert_eq!(image_id, 8);
+            continue;
+        };
+        let mut view: Vec<(String, Option<f64>, bool)> = store
+            .conn()
+            .prepare(
+                "SELECT metric, robust_z, outlier FROM iqm_outliers WHERE image_id = ?
+                 ORDER BY metric",
+            )
+            .expect("view")
+            .query_map(duckdb::params![image_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("view")
+            .collect::<Result<_, _>>()
+            .expect("view");
+        view.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut ours: Vec<(String, Option<f64>, bool)> = groups
+            .score(&iqms)
+            .into_iter()
+            .filter(|s| s.value.is_some())
+            .map(|s| (s.metric.to_string(), s.robust_z, s.outlier))
+            .collect();
+        ours.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(ours, view, "image {image_id}");
+        if ours.iter().any(|s| s.2) {
+            flagged.push(image_id);
+        }
+    }
+    assert_eq!(flagged, [3]);
+}
+
+#[test]
+fn images_filter_by_iqm_outlier_with_and_without_outliers() {
+    use crate::store::dashboard::ImageFilter;
+    for spike in [true, false] {
+        let (_dir, mut store) = iqm_store(spike);
+        let mut app = app(&mut store, None);
+        keys(&mut app, &mut store, "2");
+        let total = |app: &App| app.images.page.as_ref().map_or(0, |p| p.total);
+        let ids = |app: &App| -> Vec<i64> {
+            app.images
+                .page
+                .as_ref()
+                .map(|p| p.rows.iter().map(|r| r.image_id).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(total(&app), 10);
+        keys(&mut app, &mut store, "o");
+        assert_eq!(app.images.filter.iqm_outlier, Some(true));
+        if spike {
+            assert_eq!(ids(&app), [3]);
+            let text = screen(&app, 80, 24);
+            assert!(text.contains("Images 1/1 · IQM outliers"), "{text}");
+        } else {
+            assert_eq!(total(&app), 0);
+            let text = screen(&app, 80, 24);
+            assert!(text.contains("no image matches these filters"), "{text}");
+        }
+        // Measured and not flagged: not 7 (failed) nor 8 (never measured).
+        keys(&mut app, &mut store, "o");
+        assert_eq!(app.images.filter.iqm_outlier, Some(false));
+        let clean: Vec<i64> = if spike {
+            vec![1, 2, 4, 5, 6, 9, 10]
+        } else {
+            vec![1, 2, 3, 4, 5, 6, 9, 10]
+        };
+        assert_eq!(ids(&app), clean);
+        assert!(screen(&app, 110, 30).contains("· no IQM outlier"));
+        keys(&mut app, &mut store, "o");
+        assert_eq!(app.images.filter, ImageFilter::default());
+        assert_eq!(total(&app), 10);
+
+        // With the other filters, from the summaries and from scratch alike.
+        let filter = |sequence: &str, outlier: bool| ImageFilter {
+            sequence: Some(sequence.to_string()),
+            subject: Some("0".into()),
+            iqm_outlier: Some(outlier),
+            ..ImageFilter::default()
+        };
+        for fresh in [true, false] {
+            if !fresh {
+                crate::store::summaries::mark_stale(store.conn()).expect("stale");
+                assert!(!store.summaries_fresh());
+            }
+            let page = |f: &ImageFilter| store.image_page(f, 0, 200, None).expect("page");
+            assert_eq!(page(&filter("T1w", true)).total, usize::from(spike));
+            assert_eq!(page(&filter("FLAIR", true)).total, 0);
+            assert_eq!(page(&filter("FLAIR", false)).total, 2);
+            assert_eq!(page(&filter("T1w", false)).total, if spike { 5 } else { 6 });
+            // A later page knows its total and keeps it past the end.
+            let past = store
+                .image_page(&filter("T1w", false), 200, 200, None)
+                .expect("page");
+            assert_eq!(
+                (past.total, past.rows.len()),
+                (if spike { 5 } else { 6 }, 0)
+            );
+        }
+    }
+}
+
+#[test]
+fn blind_mode_neither_reads_nor_shows_iqms() {
+    let (_dir, mut store) = iqm_store(true);
+    let mut app = app(&mut store, Some("ann"));
+    keys(&mut app, &mut store, "2jj");
+    assert_eq!(app.selected_image(), Some(3));
+    assert!(app.iqm_groups.is_none());
+    let detail = app.detail(3).and_then(|d| d.as_ref().ok()).expect("detail");
+    assert!(detail.iqms.is_none());
+    keys(&mut app, &mut store, "o");
+    assert_eq!(app.images.filter.iqm_outlier, None);
+    assert!(app.message.contains("hidden"), "{}", app.message);
+    let text = screen(&app, 110, 30);
+    assert!(text.contains("IQMs hidden (blind mode)"), "{text}");
+    assert!(
+        !text.contains("outlier") && !text.contains("fber"),
+        "{text}"
+    );
+}

@@ -9,6 +9,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 
 use super::empty;
 use super::figures::exact;
+use super::iqms::iqm_box;
 use super::picture::half_block_lines;
 use crate::tui::app::{App, Detail};
 
@@ -17,7 +18,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
     draw_list(frame, list, app);
     match app.selected_image().and_then(|id| app.detail(id)) {
-        Some(Ok(d)) => draw_detail(frame, detail, d, app.blind()),
+        Some(Ok(d)) => draw_detail(frame, detail, d, app),
         Some(Err(err)) => empty(frame, detail, "Image", err),
         None if app.selected_image().is_some() => empty(frame, detail, "Image", "loading…"),
         None => empty(frame, detail, "Image", "no image selected"),
@@ -41,8 +42,14 @@ fn filter_line(app: &App) -> String {
         (None, Some(true)) => " · model ≠ rater".to_string(),
         _ => String::new(),
     };
+    let iqm = match f.iqm_outlier {
+        _ if app.blind() => "",
+        None => "",
+        Some(true) => " · IQM outlier",
+        Some(false) => " · no IQM outlier",
+    };
     format!(
-        "seq {} · status {}{rated} · subject {search}{model}",
+        "seq {} · status {}{rated} · subject {search}{model}{iqm}",
         f.sequence.as_deref().unwrap_or("any"),
         f.status.as_deref().unwrap_or("any"),
     )
@@ -126,16 +133,23 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
         .header(header)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .block(Block::bordered().title(format!(
-            " Images {}/{} ",
+            " Images {}/{}{} ",
             exact(state.selected as i64 + 1),
-            exact(page.total as i64)
+            exact(page.total as i64),
+            // The filter line is cut first on a narrow list: the title keeps this one.
+            match state.filter.iqm_outlier {
+                Some(true) => " · IQM outliers",
+                Some(false) => " · no IQM outlier",
+                None => "",
+            }
         )));
     let mut table_state = TableState::default();
     table_state.select(state.selected.checked_sub(page.offset));
     frame.render_stateful_widget(table, table_area, &mut table_state);
 }
 
-fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, blind: bool) {
+fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, app: &App) {
+    let blind = app.blind();
     let Some(facts) = &detail.facts else {
         return empty(frame, area, "Image", "this image is no longer in the store");
     };
@@ -181,7 +195,10 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, blind: bool) {
         lines.push(Line::from(format!("warnings: {w}")));
     }
     match (&detail.ratings, blind) {
-        (_, true) => lines.push(Line::from("ratings hidden (blind mode)")),
+        (_, true) => {
+            lines.push(Line::from("ratings hidden (blind mode)"));
+            lines.push(Line::from("IQMs hidden (blind mode)"));
+        }
         (Some(ratings), false) if ratings.is_empty() => lines.push(Line::from("not rated yet")),
         (Some(ratings), false) => {
             for r in ratings {
@@ -223,12 +240,33 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, blind: bool) {
         }
     }
     let facts_height = (lines.len() as u16 + 2).min(area.height);
-    let [facts_area, previews_area] =
-        Layout::vertical([Constraint::Length(facts_height), Constraint::Min(0)]).areas(area);
+    // The metrics are neither read nor shown in blind mode (docs/iqm.md).
+    let (iqm_title, iqm_lines) = if blind {
+        (String::new(), Vec::new())
+    } else {
+        iqm_box(
+            detail.iqms.as_ref(),
+            app.iqm_groups.as_ref(),
+            area.width.saturating_sub(2) as usize,
+        )
+    };
+    let iqm_height = if blind { 0 } else { iqm_lines.len() as u16 + 2 };
+    let [facts_area, iqm_area, previews_area] = Layout::vertical([
+        Constraint::Length(facts_height),
+        Constraint::Length(iqm_height),
+        Constraint::Min(0),
+    ])
+    .areas(area);
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" Image ")),
         facts_area,
     );
+    if !blind {
+        frame.render_widget(
+            Paragraph::new(iqm_lines).block(Block::bordered().title(iqm_title)),
+            iqm_area,
+        );
+    }
     draw_previews(frame, previews_area, detail);
 }
 

@@ -3,6 +3,7 @@
 mod dashboard;
 pub mod figures;
 mod images;
+mod iqms;
 mod jobs;
 mod picture;
 mod rate;
