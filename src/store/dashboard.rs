@@ -101,6 +101,10 @@ pub struct ImageFilter {
     /// Only images with metrics of the newest version of which some are (`true`) or
     /// none is (`false`) a per-scanner outlier (`iqm_outliers`).
     pub iqm_outlier: Option<bool>,
+    /// Which computation of the outlier flags the filter reads: the flags depend on
+    /// every image's metrics, so a connection computes them once and keeps them until
+    /// a filter names another epoch (after metrics may have changed).
+    pub iqm_epoch: u64,
 }
 
 impl ImageFilter {
@@ -310,8 +314,9 @@ impl Store {
     /// [`Store::image_page`] with the IQM outlier filter: the other filters' images
     /// (from the summaries when `fresh`, else from the ratings and predictions), kept
     /// when their outlier flag is `outlier`; the page and the count in one pass. The
-    /// flags are the `iqm_outliers` view's, computed over every image's metrics: the
-    /// other filters never pay for them.
+    /// flags are the `iqm_outliers` view's, computed over every image's metrics once per
+    /// `filter.iqm_epoch` on this connection: the other filters never pay for them, and
+    /// paging through the filtered list pays once.
     fn image_page_by_iqm_flag(
         &self,
         filter: &ImageFilter,
@@ -328,12 +333,22 @@ impl Store {
         } else {
             include_str!("../../sql/store/images_filtered.sql")
         };
-        let flags = include_str!("../../sql/store/image_iqm_flags.sql");
-        // The file texts end in comments or without a newline: each closes on a line of
-        // its own.
+        if self.iqm_flags_epoch.get() != Some(filter.iqm_epoch) {
+            // The flags need every image's metrics (seconds at a million images): computed
+            // once into a table of this connection, then every page and count joins it.
+            self.iqm_flags_epoch.set(None);
+            self.conn
+                .execute_batch(&format!(
+                    "CREATE OR REPLACE TEMP TABLE iqm_flag_cache AS\n{}\n;",
+                    include_str!("../../sql/store/image_iqm_flags.sql")
+                ))
+                .map_err(db)?;
+            self.iqm_flags_epoch.set(Some(filter.iqm_epoch));
+        }
+        // The file text may end in a comment: it closes on a line of its own.
         let flagged = format!(
-            "WITH iqm_flags AS (\n{flags}\n)\nSELECT f.* FROM (\n{base}\n) AS f\n\
-             JOIN iqm_flags USING (image_id)\nWHERE iqm_flags.outlier = $7"
+            "SELECT f.* FROM (\n{base}\n) AS f\n\
+             JOIN temp.iqm_flag_cache AS c USING (image_id)\nWHERE c.outlier = $7"
         );
         let params = || {
             filter

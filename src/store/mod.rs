@@ -90,6 +90,8 @@ pub struct Store {
     db: Arc<RawDatabase>,
     /// The import staging tables exist on `conn` (they are connection-local).
     staging_ready: bool,
+    /// The epoch of the IQM outlier flags cached on `conn` (`dashboard.rs`).
+    iqm_flags_epoch: std::cell::Cell<Option<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -167,6 +169,7 @@ impl Store {
             access,
             db: database,
             staging_ready: false,
+            iqm_flags_epoch: std::cell::Cell::new(None),
         };
         migrations::bring_up_to_date(&store)?;
         // Best effort: while the summaries stay stale, readers go to the ratings.
@@ -207,6 +210,7 @@ impl Store {
             access,
             db: Arc::clone(&self.db),
             staging_ready: false,
+            iqm_flags_epoch: std::cell::Cell::new(None),
         })
     }
 

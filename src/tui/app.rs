@@ -746,6 +746,7 @@ impl App {
                         self.images.page = None;
                         self.details.clear();
                         self.iqm_groups = None;
+                        self.images.filter.iqm_epoch += 1;
                         if self.rate.code.is_empty() {
                             self.rate.work = None;
                             self.rate.index = 0;
@@ -825,6 +826,7 @@ impl App {
                 self.images.page = None;
                 self.details.clear();
                 self.iqm_groups = None;
+                self.images.filter.iqm_epoch += 1;
                 self.reports.data = None;
                 self.reports.operating.clear();
                 // A band picked before may hold images rated since.

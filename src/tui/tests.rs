@@ -2174,6 +2174,34 @@ fn images_filter_by_iqm_outlier_with_and_without_outliers() {
 }
 
 #[test]
+fn outlier_flags_are_computed_once_per_epoch_and_again_after_a_refresh() {
+    use crate::store::dashboard::ImageFilter;
+    let (_dir, mut store) = iqm_store(true);
+    let outliers = |store: &Store, epoch: u64| -> Vec<i64> {
+        let filter = ImageFilter {
+            iqm_outlier: Some(true),
+            iqm_epoch: epoch,
+            ..ImageFilter::default()
+        };
+        let page = store.image_page(&filter, 0, 200, None).expect("page");
+        page.rows.iter().map(|r| r.image_id).collect()
+    };
+    assert_eq!(outliers(&store, 0), [3]);
+    store
+        .conn()
+        .execute_batch("UPDATE iqms SET fber = 1e9 WHERE image_id = 5")
+        .expect("another outlier");
+    // The same epoch pages through the flags it computed; a new one sees the change.
+    assert_eq!(outliers(&store, 0), [3]);
+    assert_eq!(outliers(&store, 1), [3, 5]);
+    // The dashboard moves to a new epoch on a refresh (and after SQL that wrote).
+    let mut app = app(&mut store, None);
+    let before = app.images.filter.iqm_epoch;
+    ctrl(&mut app, &mut store, 'l');
+    assert_eq!(app.images.filter.iqm_epoch, before + 1);
+}
+
+#[test]
 fn blind_mode_neither_reads_nor_shows_iqms() {
     let (_dir, mut store) = iqm_store(true);
     let mut app = app(&mut store, Some("ann"));
