@@ -489,8 +489,6 @@ pub fn run_shard_command(
     shard: &str,
     threads: Option<i32>,
 ) -> anyhow::Result<ExitCode> {
-    let task = std::env::var(ARRAY_TASK_ENV).ok();
-    let shard = Shard::parse(shard, task.as_deref()).map_err(anyhow::Error::msg)?;
     let threads = threads
         .or_else(|| {
             std::env::var("SLURM_CPUS_PER_TASK")
@@ -499,15 +497,7 @@ pub fn run_shard_command(
         })
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads.max(1));
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&cancel);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupted: this shard publishes no part");
-    })
-    .context("installing the Ctrl-C handler")?;
+    let (shard, cancel) = worker_start(shard)?;
     let outcome = run_shard(work_list, shard, &cancel, &mut |event| {
         if let JobEvent::ItemFailed { id, error } = event {
             eprintln!("image {id}: {error}");
@@ -533,17 +523,7 @@ pub fn run_shard_command(
 /// The worker of a sharded import: analyses one shard of an import list and publishes
 /// its part. Opens no store.
 pub fn run_import_shard_command(work_list: &Path, shard: &str) -> anyhow::Result<ExitCode> {
-    let task = std::env::var(ARRAY_TASK_ENV).ok();
-    let shard = Shard::parse(shard, task.as_deref()).map_err(anyhow::Error::msg)?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&cancel);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupted: this shard publishes no part");
-    })
-    .context("installing the Ctrl-C handler")?;
+    let (shard, cancel) = worker_start(shard)?;
     let outcome = run_import_shard(work_list, shard, &cancel)?;
     for failure in &outcome.failures {
         eprintln!("{failure}");
@@ -565,4 +545,21 @@ pub fn run_import_shard_command(work_list: &Path, shard: &str) -> anyhow::Result
         outcome.part.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A worker's shard (K from `$SLURM_ARRAY_TASK_ID` when the flag gives only `/N`) and its
+/// cancel flag: the first Ctrl-C stops it with no part published, the second at once.
+fn worker_start(shard: &str) -> anyhow::Result<(Shard, Arc<AtomicBool>)> {
+    let task = std::env::var(ARRAY_TASK_ENV).ok();
+    let shard = Shard::parse(shard, task.as_deref()).map_err(anyhow::Error::msg)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: this shard publishes no part");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok((shard, cancel))
 }

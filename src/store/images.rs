@@ -146,21 +146,7 @@ impl Store {
         let tx = self.conn_mut().transaction().map_err(db)?;
         let staged = stage(&tx, writes).map_err(db)?;
         if staged.images > 0 {
-            tx.execute_batch(include_str!("../../sql/store/apply_staged_images.sql"))
-                .map_err(db)?;
-            // A new image row starts with empty summaries; ratings or predictions
-            // written for its id before it existed (by hand) are counted here.
-            let ids: Vec<i64> = tx
-                .prepare(include_str!("../../sql/store/staged_image_ids.sql"))
-                .and_then(|mut stmt| {
-                    stmt.query_map([], |r| r.get(0))?
-                        .collect::<Result<Vec<i64>, _>>()
-                })
-                .map_err(db)?;
-            super::summaries::refresh_ratings(&tx, ids.iter().copied()).map_err(db)?;
-            super::summaries::refresh_predictions(&tx, ids).map_err(db)?;
-            tx.execute_batch(include_str!("../../sql/store/delete_staged_iqms.sql"))
-                .map_err(db)?;
+            apply_staged_images(&tx).map_err(db)?;
             write_iqms(&tx, writes).map_err(db)?;
         }
         if staged.touches > 0 {
@@ -221,6 +207,24 @@ impl Store {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
+}
+
+/// Moves the staged image rows and previews into the store inside `tx`, recomputes the
+/// touched images' rating and prediction summaries, and drops their stale quality
+/// metrics (the caller writes the new ones): what every import path shares.
+pub(super) fn apply_staged_images(tx: &duckdb::Transaction<'_>) -> duckdb::Result<()> {
+    tx.execute_batch(include_str!("../../sql/store/apply_staged_images.sql"))?;
+    // A new image row starts with empty summaries; ratings or predictions written for
+    // its id before it existed (by hand) are counted here.
+    let ids: Vec<i64> = tx
+        .prepare(include_str!("../../sql/store/staged_image_ids.sql"))
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<i64>, _>>()
+        })?;
+    super::summaries::refresh_ratings(tx, ids.iter().copied())?;
+    super::summaries::refresh_predictions(tx, ids)?;
+    tx.execute_batch(include_str!("../../sql/store/delete_staged_iqms.sql"))
 }
 
 /// How many rows a batch staged.

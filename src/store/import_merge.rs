@@ -117,19 +117,7 @@ impl Store {
                 .replace("{columns}", &columns.join(", ")),
         )
         .map_err(db)?;
-        tx.execute_batch(include_str!("../../sql/store/apply_staged_images.sql"))
-            .map_err(db)?;
-        let ids: Vec<i64> = tx
-            .prepare(include_str!("../../sql/store/staged_image_ids.sql"))
-            .and_then(|mut stmt| {
-                stmt.query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<i64>, _>>()
-            })
-            .map_err(db)?;
-        super::summaries::refresh_ratings(&tx, ids.iter().copied()).map_err(db)?;
-        super::summaries::refresh_predictions(&tx, ids).map_err(db)?;
-        tx.execute_batch(include_str!("../../sql/store/delete_staged_iqms.sql"))
-            .map_err(db)?;
+        super::images::apply_staged_images(&tx).map_err(db)?;
         tx.execute_batch(include_str!("../../sql/store/merge_import_finish.sql"))
             .map_err(db)?;
         tx.execute_batch(include_str!("../../sql/store/apply_staged_touches.sql"))
