@@ -350,22 +350,48 @@ impl Store {
             "SELECT f.* FROM (\n{base}\n) AS f\n\
              JOIN temp.iqm_flag_cache AS c USING (image_id)\nWHERE c.outlier = $7"
         );
-        let params = || {
-            filter
-                .sql_params(&subject)
-                .into_iter()
-                .chain([&outlier as &dyn ToSql])
-        };
+        let params: Vec<&dyn ToSql> = filter
+            .sql_params(&subject)
+            .into_iter()
+            .chain([&outlier as &dyn ToSql])
+            .collect();
+        let (total, rows) = self.counted_page(&flagged, &params, offset, limit, known_total)?;
+        Ok(ImagePage {
+            offset,
+            total: usize::try_from(total).unwrap_or(0),
+            rows,
+        })
+    }
+
+    /// One page (`limit` rows from `offset`, by the first column) of the image-list query
+    /// `sql` and its whole count in one pass, with `params` as its `$1..$n`; `known_total`
+    /// saves the count. An offset past the end returns no row to carry the count, which
+    /// is then counted on its own.
+    fn counted_page(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        offset: usize,
+        limit: usize,
+        known_total: Option<usize>,
+    ) -> Result<(i64, Vec<ImageListRow>), StoreError> {
+        let db = |e| self.err(e);
+        let n = params.len();
         let mut total = known_total.map(|t| t as i64);
         let rows = self
             .conn
             .prepare(&format!(
-                "SELECT *, count(*) OVER () FROM ({flagged}\n)\nORDER BY 1 LIMIT $8 OFFSET $9"
+                "SELECT *, count(*) OVER () FROM (\n{sql}\n)\nORDER BY 1 LIMIT ${} OFFSET ${}",
+                n + 1,
+                n + 2
             ))
             .map_err(db)?
             .query_map(
                 duckdb::params_from_iter(
-                    params().chain([&(limit as i64) as &dyn ToSql, &(offset as i64)]),
+                    params
+                        .iter()
+                        .copied()
+                        .chain([&(limit as i64) as &dyn ToSql, &(offset as i64)]),
                 ),
                 |r| Ok((list_row(r)?, r.get::<_, i64>(9)?)),
             )
@@ -378,22 +404,19 @@ impl Store {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
-        // An offset past the end returns no row to carry the count.
         let total = match total {
             Some(total) => total,
             None if offset == 0 => 0,
             None => self
                 .conn
-                .prepare(&format!("SELECT count(*) FROM ({flagged}\n)"))
+                .prepare(&format!("SELECT count(*) FROM (\n{sql}\n)"))
                 .map_err(db)?
-                .query_row(duckdb::params_from_iter(params()), |r| r.get(0))
+                .query_row(duckdb::params_from_iter(params.iter().copied()), |r| {
+                    r.get(0)
+                })
                 .map_err(db)?,
         };
-        Ok(ImagePage {
-            offset,
-            total: usize::try_from(total).unwrap_or(0),
-            rows,
-        })
+        Ok((total, rows))
     }
 
     /// [`Store::image_page`] from the summaries: a scan of `images` for the page and
@@ -489,47 +512,15 @@ impl Store {
                 .map_err(db)?;
             (total, rows)
         } else {
-            let base = include_str!("../../sql/store/images_filtered.sql");
             // The page and the count in one pass over the ratings and predictions.
-            let mut total = known_total.map(|t| t as i64);
-            let rows = self
-                .conn
-                .prepare(&format!(
-                    "SELECT *, count(*) OVER () FROM ({base})\nORDER BY 1 LIMIT $7 OFFSET $8"
-                ))
-                .map_err(db)?
-                .query_map(
-                    duckdb::params_from_iter(
-                        filter
-                            .sql_params(&subject)
-                            .into_iter()
-                            .chain([&(limit as i64) as &dyn ToSql, &(offset as i64)]),
-                    ),
-                    |r| Ok((row(r)?, r.get::<_, i64>(9)?)),
-                )
-                .map_err(db)?
-                .map(|r| {
-                    r.map(|(row, count)| {
-                        total.get_or_insert(count);
-                        row
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db)?;
-            // An offset past the end returns no row to carry the count.
-            let total = match total {
-                Some(total) => total,
-                None if offset == 0 => 0,
-                None => self
-                    .conn
-                    .prepare(&format!("SELECT count(*) FROM ({base})"))
-                    .map_err(db)?
-                    .query_row(duckdb::params_from_iter(filter.sql_params(&subject)), |r| {
-                        r.get(0)
-                    })
-                    .map_err(db)?,
-            };
-            (total, rows)
+            let params = filter.sql_params(&subject);
+            self.counted_page(
+                include_str!("../../sql/store/images_filtered.sql"),
+                &params,
+                offset,
+                limit,
+                known_total,
+            )?
         };
         Ok(ImagePage {
             offset,
