@@ -12,7 +12,8 @@
 # Prints, per model: usable balanced accuracy (usable models) or quality balanced
 # accuracy and `bad` vs the rest balanced accuracy (quality models), with 95% CIs;
 # the full reports go to $EXT_DIR/report_<model>.json and .html, and with BatchNorm
-# adapted to the external images (cdwqc infer --adapt-batchnorm) to report_<model>-adabn.*.
+# adapted to the external images (cdwqc infer --adapt-batchnorm) to report_<model>-adabn.*, and for
+# a model with an IQM forest, its network alone (cdwqc infer --network-only) to report_<model>-network.*.
 # EXT_RECORD=1 also records both scores in each model card (cdwqc model evaluate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,20 +49,29 @@ for model in "$@"; do
   [ -f "$dir/model.toml" ] || dir=models/$model
   [ -f "$dir/model.toml" ] || { echo "no model $model (neither $model/model.toml nor models/$model/model.toml)" >&2; exit 1; }
   name=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$dir/model.toml" | head -n 1)
-  # Twice: as shipped, and adapted to this warehouse with no label (AdaBN).
-  for variant in plain adabn; do
+  # As shipped, and adapted to this warehouse with no label (AdaBN); a model that
+  # carries an IQM forest also with its network alone, to show what the forest adds.
+  variants=(plain adabn)
+  grep -q '^\[iqm_forest\]' "$dir/model.toml" && variants+=(network)
+  for variant in "${variants[@]}"; do
   run=model:$name; report=$OUT/report_$name.json; flags=()
   if [ "$variant" = adabn ]; then
     run=model:$name-adabn; report=$OUT/report_$name-adabn.json; flags=(--as "$run" --adapt-batchnorm)
+  elif [ "$variant" = network ]; then
+    run=model:$name-network; report=$OUT/report_$name-network.json; flags=(--as "$run" --network-only)
   fi
   step "model $name ($variant): predicting every FLAIR-named image (no training here)"
   "$CDWQC" --db "$DB" infer --model "$dir" "${flags[@]}"
   "$CDWQC" --db "$DB" report model --run "$run" --set all --json > "$report"
   "$CDWQC" --db "$DB" report model --run "$run" --set all --html "${report%.json}.html" > /dev/null
   if [ -n "${EXT_RECORD:-}" ]; then
-    label=external; [ "$variant" = adabn ] && label=external-adabn
+    label=external; how=""
+    case $variant in
+      adabn) label=external-adabn; how="; BatchNorm statistics adapted on them (cdwqc infer --adapt-batchnorm)" ;;
+      network) label=external-network-only; how="; the network alone, without the model's IQM forest (cdwqc infer --network-only)" ;;
+    esac
     "$CDWQC" --db "$DB" model evaluate "$dir" --run "$run" --set all --label "$label" \
-      --description "${EXT_N:-150} FLAIR-named images of scripts/external_warehouse.py (seed ${EXT_SEED:-7}), no label used$([ "$variant" = adabn ] && echo '; BatchNorm statistics adapted on them (cdwqc infer --adapt-batchnorm)')" \
+      --description "${EXT_N:-150} FLAIR-named images of scripts/external_warehouse.py (seed ${EXT_SEED:-7}), no label used$how" \
       | tail -n 1
   fi
   "$PY" - "$report" <<'PYEOF'
@@ -89,4 +99,4 @@ PYEOF
   done
 done
 echo
-echo "reports: $OUT/report_<model>[-adabn].json and .html; store: $DB"
+echo "reports: $OUT/report_<model>[-adabn|-network].json and .html; store: $DB"

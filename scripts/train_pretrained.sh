@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Trains the pretrained models shipped under models/ (docs/pretrained.md): a large
 # synthetic warehouse, its simulated raters' consensus, one target-only run per task on
-# the `pretrained` preset (3 mm grid, domain-randomising augmentation), exported with
-# their model cards. Then, optionally, the external test set (scripts/external_eval.sh).
+# the `pretrained` preset (3 mm grid), exported with their model cards and an IQM forest
+# each. Then, optionally, the external test set (scripts/external_eval.sh).
 #
 #   ./scripts/train_pretrained.sh            # warehouse, store, both models
 #   PRE_EXTERNAL=1 ./scripts/train_pretrained.sh   # and score them on the external set
@@ -53,11 +53,11 @@ tail -n 2 "$DIR"/train-*.log
 
 step "exporting the models with their cards"
 describe() {
-  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with domain-randomising augmentation; see docs/pretrained.md"
+  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with the pretrained preset, with an IQM forest on the same images' quality metrics; see docs/pretrained.md"
 }
-"$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name cdwqc-flair-usable --force \
+"$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name cdwqc-flair-usable --force --iqm-forest --licence CC-BY-4.0 \
   --description "$(describe 'usability (usable / reject)' 'one volume')"
-"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name cdwqc-flair-quality --force \
+"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name cdwqc-flair-quality --force --iqm-forest --licence CC-BY-4.0 \
   --description "$(describe 'quality grade (good / medium / bad)' 'one usable volume')"
 
 if [ -n "${PRE_EXTERNAL:-}" ]; then

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 
+use crate::jobs::iqm_forest::mix_forest;
 use crate::jobs::plan::{
     InferRequest, ModelInferRequest, plan_inference, plan_model_inference, record_inference,
     record_model_failure, record_model_inference, record_model_start,
@@ -47,6 +48,10 @@ pub struct InferArgs {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "256",
           conflicts_with = "torchscript")]
     pub adapt_batchnorm: Option<usize>,
+    /// With --model: leave out the model's IQM forest and store the network's
+    /// probabilities alone.
+    #[arg(long, requires = "model")]
+    pub network_only: bool,
     /// Sequence to predict (BIDS suffix; default FLAIR, or the model card's target).
     #[arg(long)]
     pub sequence: Option<String>,
@@ -203,6 +208,7 @@ fn run_model(
         unrated: args.unrated,
         device: args.device,
         adapt_batchnorm: args.adapt_batchnorm,
+        network_only: args.network_only,
     };
     let mut planned = plan_model_inference(store, &request, &models_dir(), Some(cache_dir()))?;
     planned.plan.loaders = Some(split.loaders);
@@ -217,10 +223,44 @@ fn run_model(
         &card.weights.sha256[..12],
         planned.plan.run_id
     );
+    if let Some(forest) = &card.iqm_forest {
+        println!(
+            "with its IQM forest ({} trees on {} images' metrics, weight {})",
+            forest.trees, forest.training_images, forest.weight
+        );
+    }
+    let forest = planned.model.verified_forest()?;
     record_model_start(store, &planned)?;
     match predict(&planned.plan) {
-        Ok((result, code)) => {
-            record_model_inference(store, &planned.plan.run_id, &result)?;
+        Ok((mut result, code)) => {
+            let mix = match (&forest, &planned.model.card.iqm_forest) {
+                (Some(forest), Some(info)) => {
+                    let mix = mix_forest(
+                        store,
+                        forest,
+                        info.weight,
+                        planned.plan.task.categories(),
+                        &mut result.rows,
+                    );
+                    let mix = match mix {
+                        Ok(mix) => mix,
+                        Err(err) => {
+                            record_model_failure(store, &planned.plan.run_id, &err.to_string())?;
+                            return Err(err.into());
+                        }
+                    };
+                    match &mix.skipped {
+                        Some(why) => println!("IQM forest not mixed in: {why}"),
+                        None => println!(
+                            "IQM forest mixed into {} predictions ({} without metrics: the network's alone)",
+                            mix.mixed, mix.without_metrics
+                        ),
+                    }
+                    Some(mix)
+                }
+                _ => None,
+            };
+            record_model_inference(store, &planned.plan.run_id, &result, mix.as_ref())?;
             println!(
                 "score it: cdwqc report model --run {} --set all",
                 planned.plan.run_id

@@ -8,9 +8,11 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::commands::report::ScoringArgs;
+use crate::jobs::iqm_forest::companion_forest;
 use crate::jobs::plan::{ExportRequest, plan_export};
 use crate::jobs::{models_dir, runs_dir};
-use crate::model::card::{CARD_FILE, CardEvaluation, ClassEvaluation, ExportedModel};
+use crate::model::card::{CARD_FILE, CardEvaluation, ClassEvaluation, ExportedModel, FOREST_FILE};
+use crate::model::iqm_forest::ForestConfig;
 use crate::report::model as report_model;
 use crate::store::{Access, Store};
 
@@ -54,6 +56,18 @@ pub struct ExportArgs {
     /// Replace an existing model folder of that name.
     #[arg(long)]
     pub force: bool,
+    /// Also carry an IQM forest, grown on the run's labelled training and validation
+    /// images' quality metrics, whose probabilities `infer --model` mixes with the
+    /// network's (docs/pretrained.md).
+    #[arg(long)]
+    pub iqm_forest: bool,
+    /// The forest's share of the mixed probabilities, in (0, 1].
+    #[arg(long, default_value_t = 0.5, requires = "iqm_forest")]
+    pub iqm_forest_weight: f64,
+    /// Trees in the forest.
+    #[arg(long, default_value_t = 200, requires = "iqm_forest",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub trees: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,9 +183,38 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         description: args.description,
         licence: args.licence,
     };
-    let (card, weights) = plan_export(&store, &request, &runs_dir())?;
-    let model = ExportedModel::write(card, &weights, &args.out, args.force)
-        .with_context(|| format!("exporting run {}", args.run))?;
+    let (mut card, weights) = plan_export(&store, &request, &runs_dir())?;
+    let forest_file = if args.iqm_forest {
+        let config = ForestConfig {
+            trees: args.trees,
+            seed: 0,
+        };
+        let (forest, info) = companion_forest(&store, &args.run, config, args.iqm_forest_weight)?;
+        let path = std::env::temp_dir().join(format!(
+            "cdwqc-{}-{}-{FOREST_FILE}",
+            std::process::id(),
+            args.name
+        ));
+        forest
+            .write(&path)
+            .with_context(|| format!("writing the IQM forest of run {}", args.run))?;
+        println!("IQM forest: {} trees on {}", info.trees, info.data);
+        card.iqm_forest = Some(info);
+        Some(path)
+    } else {
+        None
+    };
+    let written = ExportedModel::write(
+        card,
+        &weights,
+        forest_file.as_deref(),
+        &args.out,
+        args.force,
+    );
+    if let Some(path) = &forest_file {
+        let _ = std::fs::remove_file(path);
+    }
+    let model = written.with_context(|| format!("exporting run {}", args.run))?;
     let card = &model.card;
     println!(
         "{}: {} model ({}), preset {}, from run {}; weights sha256 {} ({} bytes)",

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::plan::PlanError;
-use crate::model::iqm_forest::{self, ForestConfig, METHOD};
+use crate::imaging::iqm::IQM_VERSION;
+use crate::model::card::IqmForestInfo;
+use crate::model::iqm_forest::{self, ForestConfig, METHOD, PortableForest};
 use crate::report::agreement::Task;
 use crate::store::Store;
 use crate::store::runs::{NewRun, PredictionRow};
@@ -36,6 +38,18 @@ pub struct IqmForestSummary {
     pub test_images: usize,
     /// Share of test images whose predicted class is their split label.
     pub test_accuracy: Option<f64>,
+}
+
+/// An image's scanner group and its metrics in [`crate::imaging::iqm::COLUMNS`] order.
+type ScannerMetrics = (String, Vec<Option<f64>>);
+
+/// The current metrics of every ok image that has them, by image id.
+fn metrics_by_image(store: &Store) -> Result<HashMap<i64, ScannerMetrics>, PlanError> {
+    Ok(store
+        .iqm_features()?
+        .into_iter()
+        .map(|f| (f.image_id, (f.scanner, f.values)))
+        .collect())
 }
 
 /// Why an image has no prediction.
@@ -73,11 +87,7 @@ pub fn train_iqm_forest(
     }
     let classes = task.categories();
     let split = store.split_rows(&split_id)?;
-    let metrics: HashMap<i64, (String, Vec<Option<f64>>)> = store
-        .iqm_features()?
-        .into_iter()
-        .map(|f| (f.image_id, (f.scanner, f.values)))
-        .collect();
+    let metrics = metrics_by_image(store)?;
     // Scaling groups: the split's domain (its sequence) and the scanner.
     let measured: Vec<(usize, String)> = split
         .iter()
@@ -212,4 +222,171 @@ pub fn train_iqm_forest(
     });
     store.set_run_status(&run_id, "completed", Some(&metrics.to_string()), None)?;
     Ok(summary)
+}
+
+/// The IQM forest an exported model carries, grown on the same images as its network:
+/// the run's labelled target images of training and validation that have metrics,
+/// scaled within their scanner groups among those images (small groups pooled). The
+/// test images stay out, so the card's test figures stay held out for both.
+pub fn companion_forest(
+    store: &Store,
+    run_id: &str,
+    forest: ForestConfig,
+    weight: f64,
+) -> Result<(PortableForest, IqmForestInfo), PlanError> {
+    let invalid = PlanError::Invalid;
+    let row = store
+        .run_row(run_id)?
+        .ok_or_else(|| invalid(format!("no run {run_id} in the store")))?;
+    let split_id = row.split_id.clone().unwrap_or_else(|| run_id.to_string());
+    let task = row
+        .task
+        .as_deref()
+        .and_then(Task::from_name)
+        .ok_or_else(|| invalid(format!("run {run_id} has no known task")))?;
+    let classes = task.categories();
+    let metrics = metrics_by_image(store)?;
+    let mut chosen: Vec<(&ScannerMetrics, usize)> = Vec::new();
+    let mut without_metrics = 0usize;
+    for s in store.split_rows(&split_id)? {
+        let class = s
+            .label
+            .as_deref()
+            .and_then(|l| classes.iter().position(|c| *c == l));
+        let wanted = s.domain == "target" && matches!(s.set.as_str(), "train" | "validation");
+        match (wanted, class, metrics.get(&s.image_id)) {
+            (true, Some(class), Some(m)) => chosen.push((m, class)),
+            (true, Some(_), None) => without_metrics += 1,
+            _ => {}
+        }
+    }
+    if chosen.len() < iqm_forest::MIN_GROUP_IMAGES {
+        return Err(invalid(format!(
+            "run {run_id}: {} labelled training and validation images have image quality metrics ({without_metrics} have none: run `cdwqc iqm`); an IQM forest needs at least {}",
+            chosen.len(),
+            iqm_forest::MIN_GROUP_IMAGES
+        )));
+    }
+    let groups =
+        iqm_forest::pooled_groups(&chosen.iter().map(|(m, _)| m.0.clone()).collect::<Vec<_>>());
+    let rows: Vec<(&str, &[Option<f64>])> = groups
+        .iter()
+        .zip(&chosen)
+        .map(|(g, (m, _))| (g.as_str(), m.1.as_slice()))
+        .collect();
+    let portable = PortableForest {
+        features: iqm_forest::scaled_features(&rows),
+        labels: chosen.iter().map(|(_, c)| *c).collect(),
+        classes: classes.len(),
+        config: forest,
+    };
+    let counts: Vec<String> = classes
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            let n = portable.labels.iter().filter(|&&l| l == c).count();
+            format!("{n} {name}")
+        })
+        .collect();
+    let info = IqmForestInfo {
+        file: String::new(),
+        sha256: String::new(),
+        bytes: 0,
+        iqm_version: IQM_VERSION,
+        features: iqm_forest::feature_names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        trees: forest.trees,
+        seed: forest.seed,
+        weight,
+        scaling: SCALING.to_string(),
+        data: format!(
+            "the labelled target training and validation images of run {run_id} that have metrics ({}; {without_metrics} without metrics left out)",
+            counts.join(", ")
+        ),
+        training_images: portable.labels.len() as u64,
+    };
+    Ok((portable, info))
+}
+
+/// How the forest's metrics are scaled, as the card states it.
+const SCALING: &str = "(x - median) / IQR within each scanner group (vendor and field strength) of the images scaled together; groups under 10 images pooled";
+
+/// What mixing the forest into a model's predictions did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForestMix {
+    /// Predictions whose probabilities are now the mix.
+    pub mixed: usize,
+    /// Predictions left as the network's, for want of metrics.
+    pub without_metrics: usize,
+    /// Why nothing was mixed, when nothing was.
+    pub skipped: Option<String>,
+}
+
+/// Mixes the forest's probabilities into each prediction that has metrics, and labels
+/// it with the mix's most probable class. The metrics are scaled within scanner groups
+/// among the predicted images themselves (labels unused), the way the forest's
+/// training rows were: like AdaBN, a look at this warehouse's statistics, no label.
+pub fn mix_forest(
+    store: &Store,
+    forest: &PortableForest,
+    weight: f64,
+    classes: &[&str],
+    rows: &mut [PredictionRow],
+) -> Result<ForestMix, PlanError> {
+    let metrics = metrics_by_image(store)?;
+    let measured: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.probabilities.is_some() && metrics.contains_key(&r.image_id))
+        .map(|(i, _)| i)
+        .collect();
+    let without_metrics = rows
+        .iter()
+        .filter(|r| r.probabilities.is_some() && !metrics.contains_key(&r.image_id))
+        .count();
+    if measured.len() < iqm_forest::MIN_GROUP_IMAGES {
+        return Ok(ForestMix {
+            mixed: 0,
+            without_metrics,
+            skipped: Some(format!(
+                "{} predicted images have image quality metrics; scaling them needs at least {} (run `cdwqc iqm`, or predict more images at once)",
+                measured.len(),
+                iqm_forest::MIN_GROUP_IMAGES
+            )),
+        });
+    }
+    let groups = iqm_forest::pooled_groups(
+        &measured
+            .iter()
+            .map(|&i| metrics[&rows[i].image_id].0.clone())
+            .collect::<Vec<_>>(),
+    );
+    let scaled = {
+        let input: Vec<(&str, &[Option<f64>])> = measured
+            .iter()
+            .zip(&groups)
+            .map(|(&i, g)| (g.as_str(), metrics[&rows[i].image_id].1.as_slice()))
+            .collect();
+        iqm_forest::scaled_features(&input)
+    };
+    let probabilities = forest
+        .predict(&scaled)
+        .map_err(|e| PlanError::Invalid(e.to_string()))?;
+    for (&i, p_forest) in measured.iter().zip(&probabilities) {
+        let row = &mut rows[i];
+        let Some(p_network) = &row.probabilities else {
+            continue;
+        };
+        let mixed = iqm_forest::blend(p_network, p_forest, weight);
+        let best = (0..mixed.len()).fold(0, |b, c| if mixed[c] > mixed[b] { c } else { b });
+        row.label = classes.get(best).map(|c| c.to_string());
+        row.probabilities = Some(mixed);
+    }
+    Ok(ForestMix {
+        mixed: measured.len(),
+        without_metrics,
+        skipped: None,
+    })
 }

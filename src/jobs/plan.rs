@@ -866,6 +866,8 @@ pub struct ModelInferRequest {
     pub device: String,
     /// Re-estimate BatchNorm statistics on up to this many of the images first (AdaBN).
     pub adapt_batchnorm: Option<usize>,
+    /// Leave out the card's IQM forest: the network's probabilities alone.
+    pub network_only: bool,
 }
 
 /// An exported model's inference job and the run row it is recorded under.
@@ -891,8 +893,12 @@ pub fn plan_model_inference(
     cache_dir: Option<PathBuf>,
 ) -> Result<PlannedModelInference, PlanError> {
     let dir = ExportedModel::resolve(&request.model, models_dir)?;
-    let model = ExportedModel::open(&dir)?;
+    let mut model = ExportedModel::open(&dir)?;
     let weights = model.verified_weights()?;
+    if request.network_only {
+        // The run's card says what predicted: the network alone.
+        model.card.iqm_forest = None;
+    }
     let card = &model.card;
     let task = card.task()?;
     let run_id = request
@@ -900,10 +906,23 @@ pub fn plan_model_inference(
         .clone()
         .unwrap_or_else(|| model_run_id(&card.name));
     if let Some((kind, config)) = store.run_kind_and_config(&run_id)? {
-        let stored_sha = config
+        let stored = config
             .as_deref()
-            .and_then(|c| serde_json::from_str::<ModelCard>(c).ok())
-            .map(|c| c.weights.sha256);
+            .and_then(|c| serde_json::from_str::<ModelCard>(c).ok());
+        let stored_sha = stored.as_ref().map(|c| c.weights.sha256.clone());
+        let stored_forest = stored.as_ref().map(|c| c.iqm_forest.is_some());
+        if stored_sha.as_deref() == Some(card.weights.sha256.as_str())
+            && stored_forest != Some(card.iqm_forest.is_some())
+        {
+            return Err(invalid(format!(
+                "run {run_id} holds this model's predictions {} its IQM forest: give another --as",
+                if stored_forest == Some(true) {
+                    "with"
+                } else {
+                    "without"
+                }
+            )));
+        }
         if kind != "infer" || stored_sha.is_none() {
             return Err(invalid(format!(
                 "run {run_id} exists and is not an exported model's run: give another --as"
@@ -962,6 +981,7 @@ pub fn record_model_inference(
     store: &mut Store,
     run_id: &str,
     result: &InferResult,
+    forest: Option<&super::iqm_forest::ForestMix>,
 ) -> Result<(), PlanError> {
     store.save_predictions(run_id, &result.rows)?;
     let status = if result.cancelled {
@@ -974,6 +994,9 @@ pub fn record_model_inference(
         "failed": result.failed,
         "seconds": result.seconds,
         "adapted_batchnorm_images": result.adapted_images,
+        "iqm_forest_images": forest.map(|f| f.mixed),
+        "iqm_forest_without_metrics": forest.map(|f| f.without_metrics),
+        "iqm_forest_skipped": forest.and_then(|f| f.skipped.clone()),
     });
     store.set_run_status(run_id, status, Some(&metrics.to_string()), None)?;
     Ok(())
@@ -1141,6 +1164,7 @@ pub fn plan_export(
             test_balanced_accuracy: metric(&metrics, "test_balanced_accuracy"),
         },
         evaluations: Vec::new(),
+        iqm_forest: None,
     };
     Ok((card, weights))
 }

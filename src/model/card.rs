@@ -10,13 +10,17 @@ use tch::Device;
 
 use super::ModelError;
 use super::infer::Predictor;
+use super::iqm_forest::{self, ForestConfig, PortableForest};
 use super::network::Head;
 use super::preset::Preset;
+use crate::imaging::iqm::IQM_VERSION;
 use crate::import::analyse::hex_sha256;
 use crate::report::agreement::Task;
 
 pub const CARD_FILE: &str = "model.toml";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// The IQM forest's training rows, beside the card when it has a forest.
+pub const FOREST_FILE: &str = "iqm-forest.safetensors";
 /// The card format this build writes and reads.
 pub const CARD_FORMAT: &str = "cdwqc.model-card/1";
 pub const ARCHITECTURE: &str = "Conv5_FC3_SSDA";
@@ -135,6 +139,33 @@ pub struct ModelCard {
     /// Scores on image sets other than the training run's own (an external test set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub evaluations: Vec<CardEvaluation>,
+    /// An IQM forest whose probabilities are mixed with the network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iqm_forest: Option<IqmForestInfo>,
+}
+
+/// The IQM forest an exported model carries (`cdwqc model export --iqm-forest`): the
+/// image quality metrics of the images it predicts, scaled within their scanner groups
+/// among those images, go through a random forest, and its class probabilities are
+/// mixed with the network's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IqmForestInfo {
+    /// The forest's training rows and classes, beside the card.
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// The metrics' version (`iqms.iqm_version`) and columns the rows hold.
+    pub iqm_version: i32,
+    pub features: Vec<String>,
+    pub trees: u16,
+    pub seed: u64,
+    /// The forest's share of the mixed probabilities, in (0, 1].
+    pub weight: f64,
+    /// How the metrics are scaled (before training and before predicting).
+    pub scaling: String,
+    /// What the forest was trained on, in words.
+    pub data: String,
+    pub training_images: u64,
 }
 
 impl ModelCard {
@@ -209,8 +240,45 @@ impl ModelCard {
         if self.preset.batch_size == 0 || self.preset.preprocess.shape.contains(&0) {
             return fail("the preset's batch size and grid sizes must be positive".into());
         }
+        if let Some(forest) = &self.iqm_forest {
+            check_forest(forest).map_err(error)?;
+        }
         Ok(())
     }
+}
+
+/// What this build needs of a card's forest: a plain file name, a SHA-256, a weight in
+/// (0, 1] and the metrics (version and columns) this build measures.
+fn check_forest(forest: &IqmForestInfo) -> Result<(), String> {
+    if forest.file.contains('/') || forest.file.contains('\\') || forest.file.is_empty() {
+        return Err(format!(
+            "IQM forest file {:?} must be a file name beside the card",
+            forest.file
+        ));
+    }
+    let sha = &forest.sha256;
+    if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("IQM forest sha256 {sha:?} is not 64 hex digits"));
+    }
+    if !(forest.weight > 0.0 && forest.weight <= 1.0) {
+        return Err(format!(
+            "IQM forest weight {} is not in (0, 1]",
+            forest.weight
+        ));
+    }
+    if forest.trees == 0 {
+        return Err("the IQM forest has no tree".into());
+    }
+    let names = iqm_forest::feature_names();
+    if forest.iqm_version != IQM_VERSION || forest.features != names {
+        return Err(format!(
+            "the IQM forest reads image quality metrics of version {} ({} columns); this cdwqc measures version {IQM_VERSION} ({} columns)",
+            forest.iqm_version,
+            forest.features.len(),
+            names.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A model name usable as a folder name and in a run id.
@@ -280,34 +348,40 @@ impl ExportedModel {
     /// The weights file, once its size and SHA-256 match the card.
     pub fn verified_weights(&self) -> Result<PathBuf, ModelError> {
         let path = self.weights_path();
-        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
         let expected = &self.card.weights;
-        if bytes.len() as u64 != expected.bytes {
-            return Err(ModelError::File {
-                path,
-                detail: format!(
-                    "{} bytes, but the model card {} says {} (truncated or replaced): the weights were not loaded",
-                    bytes.len(),
-                    self.dir.join(CARD_FILE).display(),
-                    expected.bytes
-                ),
-            });
-        }
-        let found = hex_sha256(&bytes);
-        if !found.eq_ignore_ascii_case(&expected.sha256) {
-            return Err(ModelError::File {
-                path,
-                detail: format!(
-                    "SHA-256 {found} does not match {} in the model card {} (the file was changed): the weights were not loaded",
-                    expected.sha256,
-                    self.dir.join(CARD_FILE).display()
-                ),
-            });
-        }
+        check_file(
+            &path,
+            expected.bytes,
+            &expected.sha256,
+            &self.dir.join(CARD_FILE),
+            "the weights were",
+        )?;
         Ok(path)
+    }
+
+    /// The card's IQM forest, if it has one, once its file's size and SHA-256 match.
+    pub fn verified_forest(&self) -> Result<Option<PortableForest>, ModelError> {
+        let Some(info) = &self.card.iqm_forest else {
+            return Ok(None);
+        };
+        let path = self.dir.join(&info.file);
+        check_file(
+            &path,
+            info.bytes,
+            &info.sha256,
+            &self.dir.join(CARD_FILE),
+            "the IQM forest was",
+        )?;
+        let config = ForestConfig {
+            trees: info.trees,
+            seed: info.seed,
+        };
+        PortableForest::read(&path, info.features.len(), self.card.classes.len(), config)
+            .map(Some)
+            .map_err(|e| ModelError::File {
+                path: path.clone(),
+                detail: e.to_string(),
+            })
     }
 
     /// The network with the card's shape and head, from verified weights.
@@ -324,11 +398,13 @@ impl ExportedModel {
     }
 
     /// Writes a model folder `<out_dir>/<card.name>/`: the weights copied from
-    /// `weights`, their size and SHA-256 filled into the card. An existing folder is
-    /// refused unless `replace`. Files are written under temporary names and renamed.
+    /// `weights` (and the IQM forest's rows from `forest`, when the card has a forest),
+    /// their sizes and SHA-256 filled into the card. An existing folder is refused
+    /// unless `replace`. Files are written under temporary names and renamed.
     pub fn write(
         mut card: ModelCard,
         weights: &Path,
+        forest: Option<&Path>,
         out_dir: &Path,
         replace: bool,
     ) -> Result<Self, ModelError> {
@@ -350,10 +426,34 @@ impl ExportedModel {
             sha256: hex_sha256(&bytes),
             bytes: bytes.len() as u64,
         };
+        let forest_bytes = match (forest, card.iqm_forest.as_mut()) {
+            (Some(path), Some(info)) => {
+                let content = std::fs::read(path).map_err(io(path))?;
+                info.file = FOREST_FILE.to_string();
+                info.sha256 = hex_sha256(&content);
+                info.bytes = content.len() as u64;
+                Some(content)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ModelError::Config(
+                    "an IQM forest needs both its file and its card section".into(),
+                ));
+            }
+        };
         // A refused card leaves no folder behind.
         card.check(&dir.join(CARD_FILE))?;
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let text = card_text(&card, &dir)?;
+        if let Some(content) = &forest_bytes {
+            replace_file(&dir, FOREST_FILE, content)?;
+        } else {
+            // A forest left from an earlier export of this name is not this model's.
+            let stale = dir.join(FOREST_FILE);
+            if stale.exists() {
+                std::fs::remove_file(&stale).map_err(io(&stale))?;
+            }
+        }
         for (name, content) in [
             (WEIGHTS_FILE, bytes.as_slice()),
             (CARD_FILE, text.as_bytes()),
@@ -387,6 +487,42 @@ fn card_text(card: &ModelCard, dir: &Path) -> Result<String, ModelError> {
          # checked against [weights] sha256 and bytes when loaded.\n{text}",
         card.name
     ))
+}
+
+/// Checks a model file's size and SHA-256 against its card: `what` (the weights, the
+/// IQM forest) is never loaded from a truncated or changed file.
+fn check_file(
+    path: &Path,
+    bytes: u64,
+    sha256: &str,
+    card: &Path,
+    what: &str,
+) -> Result<(), ModelError> {
+    let content = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if content.len() as u64 != bytes {
+        return Err(ModelError::File {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{} bytes, but the model card {} says {bytes} (truncated or replaced): {what} not loaded",
+                content.len(),
+                card.display(),
+            ),
+        });
+    }
+    let found = hex_sha256(&content);
+    if !found.eq_ignore_ascii_case(sha256) {
+        return Err(ModelError::File {
+            path: path.to_path_buf(),
+            detail: format!(
+                "SHA-256 {found} does not match {sha256} in the model card {} (the file was changed): {what} not loaded",
+                card.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Writes `dir/name` under a temporary name, then renames it into place.
@@ -432,6 +568,7 @@ mod tests {
                 ..CardMetrics::default()
             },
             evaluations: Vec::new(),
+            iqm_forest: None,
         }
     }
 
@@ -440,7 +577,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let weights = dir.path().join("w.bin");
         std::fs::write(&weights, b"0123456789").expect("weights");
-        let mut model = ExportedModel::write(card(), &weights, dir.path(), false).expect("write");
+        let mut model =
+            ExportedModel::write(card(), &weights, None, dir.path(), false).expect("write");
         let evaluation = |ba: f64| CardEvaluation {
             label: "external".into(),
             description: "150 images of another simulator".into(),
@@ -471,13 +609,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let weights = dir.path().join("w.bin");
         std::fs::write(&weights, b"0123456789").expect("weights");
-        let written = ExportedModel::write(card(), &weights, dir.path(), false).expect("write");
+        let written =
+            ExportedModel::write(card(), &weights, None, dir.path(), false).expect("write");
         let read = ExportedModel::open(&dir.path().join("m1")).expect("open");
         assert_eq!(read, written);
         assert_eq!(read.card.weights.bytes, 10);
         assert_eq!(read.card.preset, Preset::builtin("tiny").expect("tiny"));
         read.verified_weights().expect("weights as written");
-        let again = ExportedModel::write(card(), &weights, dir.path(), false).unwrap_err();
+        let again = ExportedModel::write(card(), &weights, None, dir.path(), false).unwrap_err();
         assert!(again.to_string().contains("exists already"), "{again}");
 
         // Same size, other bytes: the hash tells; fewer bytes: the size tells.
@@ -499,11 +638,12 @@ mod tests {
         std::fs::write(&weights, b"x").expect("weights");
         let mut wrong = card();
         wrong.classes.swap(0, 2);
-        assert!(ExportedModel::write(wrong, &weights, dir.path(), false).is_err());
+        assert!(ExportedModel::write(wrong, &weights, None, dir.path(), false).is_err());
         let mut bad_name = card();
         bad_name.name = "../x".into();
-        assert!(ExportedModel::write(bad_name, &weights, dir.path(), false).is_err());
-        let written = ExportedModel::write(card(), &weights, dir.path(), false).expect("write");
+        assert!(ExportedModel::write(bad_name, &weights, None, dir.path(), false).is_err());
+        let written =
+            ExportedModel::write(card(), &weights, None, dir.path(), false).expect("write");
         let path = written.dir.join(CARD_FILE);
         let text = std::fs::read_to_string(&path).expect("card");
         std::fs::write(
@@ -518,5 +658,102 @@ mod tests {
         );
         assert!(ExportedModel::resolve("m1", dir.path()).is_ok());
         assert!(ExportedModel::resolve("nope", dir.path()).is_err());
+    }
+
+    fn forest_info() -> IqmForestInfo {
+        IqmForestInfo {
+            file: String::new(),
+            sha256: String::new(),
+            bytes: 0,
+            iqm_version: IQM_VERSION,
+            features: iqm_forest::feature_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            trees: 5,
+            seed: 0,
+            weight: 0.5,
+            scaling: "test".into(),
+            data: "test".into(),
+            training_images: 12,
+        }
+    }
+
+    #[test]
+    fn a_card_forest_must_fit_this_build_and_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let weights = dir.path().join("w.bin");
+        std::fs::write(&weights, b"x").expect("weights");
+        let forest = dir.path().join("f.bin");
+        let rows = PortableForest {
+            features: vec![vec![0.0; iqm_forest::feature_names().len()]; 12],
+            labels: (0..12).map(|i| i % 3).collect(),
+            classes: 3,
+            config: ForestConfig { trees: 5, seed: 0 },
+        };
+        rows.write(&forest).expect("forest");
+        let with = |info: IqmForestInfo| ModelCard {
+            iqm_forest: Some(info),
+            ..card()
+        };
+        // A forest needs its file, and a file needs its section.
+        assert!(
+            ExportedModel::write(with(forest_info()), &weights, None, dir.path(), false).is_err()
+        );
+        assert!(ExportedModel::write(card(), &weights, Some(&forest), dir.path(), false).is_err());
+        for (change, expected) in [
+            (
+                IqmForestInfo {
+                    weight: 0.0,
+                    ..forest_info()
+                },
+                "weight",
+            ),
+            (
+                IqmForestInfo {
+                    weight: 1.5,
+                    ..forest_info()
+                },
+                "weight",
+            ),
+            (
+                IqmForestInfo {
+                    iqm_version: IQM_VERSION + 1,
+                    ..forest_info()
+                },
+                "version",
+            ),
+            (
+                IqmForestInfo {
+                    features: vec!["cjv".into()],
+                    ..forest_info()
+                },
+                "1 columns",
+            ),
+        ] {
+            let err =
+                ExportedModel::write(with(change), &weights, Some(&forest), dir.path(), false)
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(expected), "{expected}: {err}");
+            assert!(
+                !dir.path().join("m1").exists(),
+                "a refused card leaves no folder"
+            );
+        }
+        let written = ExportedModel::write(
+            with(forest_info()),
+            &weights,
+            Some(&forest),
+            dir.path(),
+            false,
+        )
+        .expect("write");
+        let read = ExportedModel::open(&written.dir).expect("open");
+        assert_eq!(read.verified_forest().expect("forest"), Some(rows));
+        // Exported again without a forest: the old forest file goes too.
+        let again = ExportedModel::write(card(), &weights, None, dir.path(), true).expect("write");
+        assert!(!again.dir.join(FOREST_FILE).exists());
+        assert_eq!(again.verified_forest().expect("no forest"), None);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
 };
@@ -32,10 +32,12 @@ pub enum ForestError {
     NoTraining,
     #[error("random forest: {0}")]
     Fit(String),
+    #[error("IQM forest file {0}")]
+    File(String),
 }
 
 /// How the forest is grown.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ForestConfig {
     pub trees: u16,
     pub seed: u64,
@@ -157,6 +159,134 @@ pub fn fit_predict(
     Ok(votes)
 }
 
+/// Scanner groups with fewer images than this are scaled together as one group: a
+/// median and IQR of a handful of images say little about the scanner.
+pub const MIN_GROUP_IMAGES: usize = 10;
+
+/// The name scanner groups smaller than [`MIN_GROUP_IMAGES`] are pooled under.
+pub const POOLED_GROUP: &str = "(small scanner groups)";
+
+/// Each image's scaling group, the small groups pooled into [`POOLED_GROUP`].
+pub fn pooled_groups(groups: &[String]) -> Vec<String> {
+    let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    for g in groups {
+        *sizes.entry(g).or_default() += 1;
+    }
+    groups
+        .iter()
+        .map(|g| {
+            if sizes[g.as_str()] >= MIN_GROUP_IMAGES {
+                g.clone()
+            } else {
+                POOLED_GROUP.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Mixes a network's class probabilities with the forest's: `(1 - weight) * network
+/// + weight * forest`, class by class (both sum to 1, so the mix does too).
+pub fn blend(network: &[f64], forest: &[f64], weight: f64) -> Vec<f64> {
+    network
+        .iter()
+        .zip(forest)
+        .map(|(n, f)| (1.0 - weight) * n + weight * f)
+        .collect()
+}
+
+/// A forest that travels with an exported model, kept as what grows it: its scaled
+/// training rows and their classes. It is grown again, seeded, where it predicts, so
+/// the same file always grows the same trees (smartcore's trees have no stable file
+/// format, and 600 rows of 60 metrics are 300 kB where 200 trees would be megabytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortableForest {
+    pub features: Vec<Vec<f64>>,
+    pub labels: Vec<usize>,
+    pub classes: usize,
+    pub config: ForestConfig,
+}
+
+impl PortableForest {
+    /// Class probabilities of each row (rows scaled as the training rows were).
+    pub fn predict(&self, rows: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, ForestError> {
+        fit_predict(
+            &self.features,
+            &self.labels,
+            rows,
+            self.classes,
+            &self.config,
+        )
+    }
+
+    /// The training rows and classes as a safetensors file (`features` f64 [n, f],
+    /// `labels` i64 [n]).
+    pub fn write(&self, path: &std::path::Path) -> Result<(), ForestError> {
+        let width = self.features.first().map_or(0, Vec::len);
+        if self.features.is_empty() || self.features.iter().any(|r| r.len() != width) {
+            return Err(ForestError::NoTraining);
+        }
+        let flat: Vec<f64> = self.features.iter().flatten().copied().collect();
+        let features =
+            tch::Tensor::from_slice(&flat).reshape([self.features.len() as i64, width as i64]);
+        let labels: Vec<i64> = self.labels.iter().map(|&l| l as i64).collect();
+        let labels = tch::Tensor::from_slice(&labels);
+        tch::Tensor::write_safetensors(&[("features", &features), ("labels", &labels)], path)
+            .map_err(|e| ForestError::Fit(format!("writing {}: {e}", path.display())))
+    }
+
+    /// Reads what [`Self::write`] wrote; `width` is the number of metrics expected.
+    pub fn read(
+        path: &std::path::Path,
+        width: usize,
+        classes: usize,
+        config: ForestConfig,
+    ) -> Result<Self, ForestError> {
+        let bad = |detail: String| ForestError::File(format!("{}: {detail}", path.display()));
+        let tensors = tch::Tensor::read_safetensors(path).map_err(|e| bad(e.to_string()))?;
+        let get = |name: &str| {
+            tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.shallow_clone())
+                .ok_or_else(|| bad(format!("no tensor {name:?}")))
+        };
+        let features = get("features")?;
+        let labels = get("labels")?;
+        let size = features.size();
+        if size.len() != 2 || size[1] != width as i64 || size[0] < 1 {
+            return Err(bad(format!(
+                "features of shape {size:?}, expected [n, {width}]"
+            )));
+        }
+        if features.kind() != tch::Kind::Double || labels.kind() != tch::Kind::Int64 {
+            return Err(bad("features must be f64 and labels i64".into()));
+        }
+        if labels.size() != [size[0]] {
+            return Err(bad(format!(
+                "{:?} labels for {} rows",
+                labels.size(),
+                size[0]
+            )));
+        }
+        let flat: Vec<f64> =
+            Vec::try_from(features.reshape([-1])).map_err(|e: tch::TchError| bad(e.to_string()))?;
+        let labels: Vec<i64> =
+            Vec::try_from(labels).map_err(|e: tch::TchError| bad(e.to_string()))?;
+        if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
+            return Err(bad(format!("label {l} is not one of {classes} classes")));
+        }
+        if flat.iter().any(|v| !v.is_finite()) {
+            return Err(bad("a feature is not finite".into()));
+        }
+        Ok(Self {
+            features: flat.chunks(width).map(<[f64]>::to_vec).collect(),
+            labels: labels.into_iter().map(|l| l as usize).collect(),
+            classes,
+            config,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +330,64 @@ mod tests {
             p,
             fit_predict(&train, &labels, &queries, 2, &config).expect("fits")
         );
+    }
+
+    #[test]
+    fn small_scanner_groups_are_pooled() {
+        let mut groups: Vec<String> = vec!["A".into(); MIN_GROUP_IMAGES];
+        groups.extend(vec!["B".to_string(); 3]);
+        groups.push("C".into());
+        let pooled = pooled_groups(&groups);
+        assert!(pooled[..MIN_GROUP_IMAGES].iter().all(|g| g == "A"));
+        assert!(pooled[MIN_GROUP_IMAGES..].iter().all(|g| g == POOLED_GROUP));
+    }
+
+    #[test]
+    fn blending_weighs_the_two_and_keeps_a_distribution() {
+        let p = blend(&[0.8, 0.2], &[0.2, 0.8], 0.25);
+        assert!(
+            (p[0] - 0.65).abs() < 1e-12 && (p[1] - 0.35).abs() < 1e-12,
+            "{p:?}"
+        );
+        assert_eq!(blend(&[0.8, 0.2], &[0.1, 0.9], 1.0), vec![0.1, 0.9]);
+    }
+
+    #[test]
+    fn a_portable_forest_reads_back_as_written_and_predicts_the_same() {
+        let features: Vec<Vec<f64>> = (0..30)
+            .map(|i| vec![f64::from(i % 3), f64::from(i) * 0.1, -1.5])
+            .collect();
+        let labels: Vec<usize> = (0..30).map(|i| i % 3).collect();
+        let config = ForestConfig { trees: 9, seed: 4 };
+        let forest = PortableForest {
+            features,
+            labels,
+            classes: 3,
+            config,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.safetensors");
+        forest.write(&path).expect("write");
+        let read = PortableForest::read(&path, 3, 3, config).expect("read");
+        assert_eq!(read, forest);
+        let queries = vec![vec![0.0, 1.0, -1.5], vec![2.0, 0.5, -1.5]];
+        assert_eq!(
+            read.predict(&queries).expect("predict"),
+            forest.predict(&queries).expect("predict")
+        );
+        // Another width of rows, or a label past the classes, is named.
+        let err = PortableForest::read(&path, 4, 3, config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.safetensors") && err.contains("[n, 4]"),
+            "{err}"
+        );
+        let err = PortableForest::read(&path, 3, 2, config)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("label 2 is not one of 2 classes"), "{err}");
+        std::fs::write(&path, b"not a safetensors file").expect("write");
+        assert!(PortableForest::read(&path, 3, 3, config).is_err());
     }
 }

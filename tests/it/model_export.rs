@@ -502,3 +502,208 @@ fn a_run_starts_from_an_exported_model_and_refuses_one_that_does_not_fit() {
     );
     assert_eq!(runs(), before, "a refused run stores nothing");
 }
+
+/// Probabilities of a run, per image, in image order.
+fn probabilities(dir: &Path, run: &str) -> Vec<(i64, Vec<f64>)> {
+    let text = csv(
+        dir,
+        "cdwqc.duckdb",
+        &format!(
+            "select image_id, array_to_string(probabilities, ' ') as p from predictions
+             where run_id = '{run}' and error is null order by image_id"
+        ),
+    );
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let (id, p) = line.split_once(',').expect("two columns");
+            let p = p
+                .split(' ')
+                .map(|v| v.parse::<f64>().expect("probability"))
+                .collect();
+            (id.parse().expect("image id"), p)
+        })
+        .collect()
+}
+
+#[test]
+fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(
+        dir,
+        &[
+            "synth", "--out", "w", "--t1", "0", "--flair", "40", "--other", "0", "--grid", "tiny",
+            "--seed", "5",
+        ],
+    );
+    ok(dir, &["init"]);
+    ok(dir, &["import", "w"]);
+    ok(
+        dir,
+        &[
+            "ratings",
+            "import",
+            "w/derivatives/cdwqc-synth/ratings/rater1.tsv",
+            "--rater",
+            "r1",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "usable",
+            "--method",
+            "target-only",
+            "--epochs",
+            "1",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--run",
+            "u1",
+        ],
+    );
+    let export = |name: &str, weight: &str| {
+        ok(
+            dir,
+            &[
+                "model",
+                "export",
+                "--run",
+                "u1",
+                "--name",
+                name,
+                "--out",
+                "exported",
+                "--iqm-forest",
+                "--iqm-forest-weight",
+                weight,
+                "--trees",
+                "25",
+            ],
+        )
+    };
+    let printed = export("mixed", "0.5");
+    assert!(printed.contains("IQM forest: 25 trees on"), "{printed}");
+    export("forest", "1");
+    let mixed_dir = dir.join("exported/mixed");
+    let card = std::fs::read_to_string(mixed_dir.join("model.toml")).expect("card");
+    for line in [
+        "[iqm_forest]",
+        "file = \"iqm-forest.safetensors\"",
+        "weight = 0.5",
+        "trees = 25",
+    ] {
+        assert!(card.contains(line), "{line} missing from\n{card}");
+    }
+    // The forest's file holds what grows it, and the same file grows the same forest.
+    let forest_file = std::fs::read(mixed_dir.join("iqm-forest.safetensors")).expect("forest");
+    assert_eq!(
+        forest_file,
+        std::fs::read(dir.join("exported/forest/iqm-forest.safetensors")).expect("forest")
+    );
+
+    let other = dir.join("other");
+    std::fs::create_dir(&other).expect("other");
+    ok(
+        &other,
+        &[
+            "synth", "--out", "w", "--t1", "0", "--flair", "24", "--other", "0", "--grid", "tiny",
+            "--seed", "9",
+        ],
+    );
+    ok(&other, &["init"]);
+    ok(&other, &["import", "w"]);
+    let infer = |model: &str, extra: &[&str]| {
+        let path = dir.join("exported").join(model).display().to_string();
+        let mut args = vec![
+            "infer",
+            "--model",
+            &path,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        cdwqc(&other, &args)
+    };
+    let mixed = infer("mixed", &[]);
+    assert!(mixed.status.success(), "{}", stderr(&mixed));
+    let printed = stdout(&mixed);
+    assert!(printed.contains("IQM forest mixed into"), "{printed}");
+    let network = infer("mixed", &["--network-only", "--as", "model:network"]);
+    assert!(network.status.success(), "{}", stderr(&network));
+    assert!(
+        !stdout(&network).contains("IQM forest"),
+        "{}",
+        stdout(&network)
+    );
+    assert!(infer("forest", &[]).status.success());
+    let (m, n, f) = (
+        probabilities(&other, "model:mixed"),
+        probabilities(&other, "model:network"),
+        probabilities(&other, "model:forest"),
+    );
+    assert!(m.len() >= 10, "{m:?}");
+    assert_eq!(m.len(), n.len());
+    let mut differs = false;
+    for ((mi, mp), ((ni, np), (fi, fp))) in m.iter().zip(n.iter().zip(&f)) {
+        assert_eq!((mi, mi), (ni, fi));
+        for c in 0..2 {
+            let expected = 0.5 * np[c] + 0.5 * fp[c];
+            assert!(
+                (mp[c] - expected).abs() < 1e-9,
+                "{mp:?} vs {np:?} and {fp:?}"
+            );
+        }
+        differs |= (mp[1] - np[1]).abs() > 1e-9;
+    }
+    assert!(differs, "the forest changes some probability");
+    assert_eq!(
+        csv(
+            &other,
+            "cdwqc.duckdb",
+            "select metrics->>'iqm_forest_images' as mixed from runs where run_id = 'model:mixed'"
+        ),
+        format!("mixed\n{}\n", m.len())
+    );
+    // The network's predictions do not go under the mixed run's id, nor the reverse.
+    let clash = infer("mixed", &["--network-only"]);
+    assert!(!clash.status.success());
+    assert!(
+        stderr(&clash).contains("with its IQM forest"),
+        "{}",
+        stderr(&clash)
+    );
+
+    // A changed forest file is refused before anything is predicted.
+    let path = mixed_dir.join("iqm-forest.safetensors");
+    let mut tampered = forest_file.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x55;
+    std::fs::write(&path, &tampered).expect("tamper");
+    let refused = infer("mixed", &["--as", "model:again"]);
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("iqm-forest.safetensors") && message.contains("SHA-256"),
+        "{message}"
+    );
+    assert_eq!(
+        csv(
+            &other,
+            "cdwqc.duckdb",
+            "select count(*) as n from runs where run_id = 'model:again'"
+        ),
+        "n\n0\n"
+    );
+}
