@@ -415,3 +415,76 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Submitting to Slurm only reads the store: every write waits for the merge job. A
+/// stand-in `sbatch` takes the scripts; the store's bytes are the same afterwards, and
+/// a merge by hand then writes the new files.
+#[test]
+fn submitting_an_import_to_slurm_leaves_the_store_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    warehouse(dir);
+    ok(dir, &["init"]);
+    ok(dir, &["import", "wh"]);
+    let anat = dir.join("wh/sub-0002/ses-01/anat");
+    let file = std::fs::read_dir(&anat)
+        .expect("anat")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.to_string_lossy().ends_with(".nii.gz"))
+        .expect("a file");
+    std::fs::copy(&file, anat.join("sub-0002_ses-01_acq-new_T2w.nii.gz")).expect("a new file");
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let sbatch = bin.join("sbatch");
+    std::fs::write(
+        &sbatch,
+        "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/calls\"\necho 4242\n",
+    )
+    .expect("sbatch");
+    std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let before = std::fs::read(dir.join("cdwqc.duckdb")).expect("store");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args([
+            "slurm", "submit", "import", "wh", "--shards", "2", "--dir", "jobs",
+        ])
+        .current_dir(dir)
+        .env_remove("CDWQC_DB")
+        .env("PATH", path)
+        .output()
+        .expect("cdwqc runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("submitted array job 4242"),
+        "{}",
+        stdout(&out)
+    );
+    let calls = std::fs::read_to_string(bin.join("calls")).expect("sbatch was called");
+    assert_eq!(calls.lines().count(), 2, "the array and its merge: {calls}");
+    assert_eq!(
+        std::fs::read(dir.join("cdwqc.duckdb")).expect("store"),
+        before,
+        "submitting wrote to the store"
+    );
+    assert!(!dir.join("cdwqc.duckdb.wal").exists());
+    // What the array would do, by hand; then the merge writes the new file.
+    for k in ["0/2", "1/2"] {
+        ok(
+            dir,
+            &[
+                "import",
+                "--shard",
+                k,
+                "--work-list",
+                &format!("jobs/{IMPORT_LIST}"),
+            ],
+        );
+    }
+    let merged = ok(dir, &["merge", "jobs"]);
+    assert!(merged.contains("1 new"), "{merged}");
+}
