@@ -362,6 +362,7 @@ fn stages(args: &[String]) -> anyhow::Result<()> {
                 .map(|(class, _)| format!("class {class}")),
             probabilities: Some(p.iter().map(|&x| f64::from(x)).collect()),
             error: None,
+            domain_target: None,
         })
         .collect();
     let started = Instant::now();

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Label efficiency of the active-learning queue (docs/latent-truth.md): balanced accuracy
 # against the number of labelled FLAIR images when each new batch of labels comes from
-# `cdwqc queue create --strategy uncertainty` (entropy, one per subject, 20% random) or
-# from a purely random queue (`--random-share 1`), for several seeds.
+# `cdwqc queue create --strategy uncertainty` (one per subject, 20% random), ranked by
+# entropy plus the distance from the target domain (strategy `uncertainty`, the default
+# ranking of SSDA runs) or by entropy alone (`entropy`: `--domain-weight 0`), or from a
+# purely random queue (`random`: `--random-share 1`), for several seeds.
 #
 #   ./scripts/label_efficiency.sh
 #   AL_SEEDS="1 2 3" AL_ROUNDS=5 AL_START=8 AL_STEP=8 AL_EPOCHS=6 AL_PRESET=demo \
@@ -34,7 +36,7 @@ PRESET=${AL_PRESET:-demo}
 N_T1=${AL_T1:-60}
 N_POOL=${AL_POOL:-120}
 N_TEST=${AL_TEST:-80}
-STRATEGIES=${AL_STRATEGIES:-uncertainty random}
+STRATEGIES=${AL_STRATEGIES:-uncertainty entropy random}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 sql() { "$CDWQC" --db "$1" sql "$2" --format csv | tail -n +2; }
 
@@ -83,8 +85,9 @@ for seed in $SEEDS; do
       rate_subjects "$db.tmp" "$first"
       mv "$db.tmp" "$db"
     fi
-    share=0.2
+    share=0.2; weight=1
     [ "$strategy" = random ] && share=1
+    [ "$strategy" = entropy ] && weight=0
     for round in $(seq 0 $((ROUNDS - 1))); do
       run=al-$strategy-s$seed-r$round
       if grep -q "^$strategy	$seed	$round	" "$curve"; then continue; fi
@@ -109,7 +112,7 @@ PYEOF
       [ "$round" -lt $((ROUNDS - 1)) ] || continue
       "$CDWQC" --db "$db" infer --run "$run" --unrated --threads 1 --device cpu >/dev/null
       "$CDWQC" --db "$db" queue create --strategy uncertainty --run "$run" --size "$STEP" \
-        --random-share "$share" --sequence FLAIR --raters sim --overlap 0 --seed "$((seed * 100 + round))" \
+        --random-share "$share" --domain-weight "$weight" --sequence FLAIR --raters sim --overlap 0 --seed "$((seed * 100 + round))" \
         --name "q-$round" > "$OUT/queue_$run.txt"
       sql "$db" "select distinct i.subject from queue_items q join queues using (queue_id) join images i using (image_id) where queues.name = 'q-$round'" \
         > "$OUT/queued_$run.txt"

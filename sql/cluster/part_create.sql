@@ -5,5 +5,6 @@ CREATE TABLE part (
     task          VARCHAR NOT NULL,
     label         VARCHAR,
     probabilities DOUBLE[],
-    error         VARCHAR
+    error         VARCHAR,
+    domain_target DOUBLE
 );

@@ -489,8 +489,16 @@ fn write_part(path: &Path, run_id: &str, rows: &[PredictionRow]) -> Result<(), C
             .map_err(db(path))?;
         for r in rows {
             let probs = r.probabilities_json();
-            stmt.execute(params![run_id, r.image_id, r.task, r.label, probs, r.error])
-                .map_err(db(path))?;
+            stmt.execute(params![
+                run_id,
+                r.image_id,
+                r.task,
+                r.label,
+                probs,
+                r.error,
+                r.domain_target
+            ])
+            .map_err(db(path))?;
         }
     }
     publish(path, |temp| copy_to_parquet(&conn, "part", temp))
@@ -529,6 +537,7 @@ pub fn read_part(path: &Path) -> Result<Vec<(String, PredictionRow)>, ClusterErr
                 label: r.get(3)?,
                 probabilities: f64_list(r.get::<_, Value>(4)?),
                 error: r.get(5)?,
+                domain_target: r.get(6)?,
             },
         ))
     })
@@ -829,6 +838,7 @@ mod tests {
                 label: Some("usable".into()),
                 probabilities: Some(vec![0.1f32 as f64, 1.0 - 0.1f32 as f64]),
                 error: None,
+                domain_target: Some(0.75),
             },
             PredictionRow {
                 image_id: 9,
@@ -836,6 +846,7 @@ mod tests {
                 label: None,
                 probabilities: None,
                 error: Some("truncated".into()),
+                domain_target: None,
             },
         ];
         write_part(&path, "r1", &rows).expect("part");

@@ -71,6 +71,11 @@ pub enum QueueAction {
         /// unbiased).
         #[arg(long, default_value_t = 0.2)]
         random_share: f64,
+        /// For an SSDA run's predictions, which carry its domain head's output: weight
+        /// of an image's distance from the target domain (-log2 P(target), in bits)
+        /// added to its entropy in the ranking; 0 ranks by entropy alone.
+        #[arg(long, default_value_t = 1.0)]
+        domain_weight: f64,
     },
     /// Progress of every rater in every queue.
     Status {
@@ -88,8 +93,7 @@ fn uncertain_images(
     store: &Store,
     run: &str,
     sequence: Option<&str>,
-    size: usize,
-    random_share: f64,
+    (size, random_share, domain_weight): (usize, f64, f64),
     seed: u64,
 ) -> anyhow::Result<Picked> {
     use crate::rate::active::{Candidate, Reason, select_uncertain};
@@ -98,6 +102,9 @@ fn uncertain_images(
     }
     if !(0.0..=1.0).contains(&random_share) {
         bail!("--random-share {random_share} is not a fraction between 0 and 1");
+    }
+    if !(domain_weight.is_finite() && domain_weight >= 0.0) {
+        bail!("--domain-weight {domain_weight} is not a number of 0 or more");
     }
     let Some(row) = store.run_row(run)? else {
         bail!("no run {run} in the store (cdwqc sql \"select run_id, task from runs\")");
@@ -109,13 +116,18 @@ fn uncertain_images(
     let candidates: Vec<Candidate> = store
         .queue_candidates(run, &task, sequence)?
         .into_iter()
-        .filter(|(id, _, _)| !rated.contains_key(id))
-        .map(|(image_id, subject, probabilities)| Candidate {
-            image_id,
-            subject,
-            probabilities,
+        .filter(|row| !rated.contains_key(&row.image_id))
+        .map(|row| Candidate {
+            image_id: row.image_id,
+            subject: row.subject,
+            probabilities: row.probabilities,
+            domain_target: row.domain_target,
         })
         .collect();
+    let with_domain = candidates
+        .iter()
+        .filter(|c| c.domain_target.is_some())
+        .count();
     if candidates.is_empty() {
         bail!(
             "run {run} has no prediction of an unrated image{}: predict them first (cdwqc infer --run {run} --unrated)",
@@ -124,18 +136,34 @@ fn uncertain_images(
                 .unwrap_or_default()
         );
     }
-    let picked = select_uncertain(&candidates, size, random_share, seed);
+    let picked = select_uncertain(&candidates, size, random_share, domain_weight, seed);
     println!(
-        "{} of {} unrated images with {task} predictions of run {run}:",
+        "{} of {} unrated images with {task} predictions of run {run}{}:",
         picked.len(),
-        candidates.len()
+        candidates.len(),
+        match (with_domain, domain_weight > 0.0) {
+            (0, _) => String::new(),
+            (n, true) => format!(
+                " (ranked by entropy + {domain_weight} x distance from the target domain, measured for {n})"
+            ),
+            (n, false) => format!(
+                " (ranked by entropy; distance from the target domain measured for {n}, weight 0)"
+            ),
+        }
     );
     for s in &picked {
         match s.reason {
-            Reason::Uncertain { entropy } => {
+            Reason::Uncertain {
+                entropy,
+                domain_distance,
+            } => {
                 println!(
-                    "  image {:>6}  {:20} uncertain (entropy {entropy:.3} bits)",
-                    s.image_id, s.subject
+                    "  image {:>6}  {:20} uncertain (entropy {entropy:.3} bits{})",
+                    s.image_id,
+                    s.subject,
+                    domain_distance
+                        .map(|d| format!(", {d:.3} bits from the target domain"))
+                        .unwrap_or_default()
                 )
             }
             Reason::Random => println!("  image {:>6}  {:20} random", s.image_id, s.subject),
@@ -144,14 +172,17 @@ fn uncertain_images(
     let images = picked
         .iter()
         .map(|s| {
-            let (reason, score) = match s.reason {
-                Reason::Uncertain { entropy } => ("uncertain", Some(entropy)),
-                Reason::Random => ("random", None),
+            let (reason, score, domain_distance) = match s.reason {
+                Reason::Uncertain {
+                    entropy,
+                    domain_distance,
+                } => ("uncertain", Some(entropy), domain_distance),
+                Reason::Random => ("random", None, None),
             };
             let why = ItemReason {
                 reason: reason.to_string(),
                 score,
-                domain_distance: None,
+                domain_distance,
             };
             (s.image_id, Some(why))
         })
@@ -198,11 +229,13 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             triage,
             size,
             random_share,
+            domain_weight,
         } => {
             let mut store = Store::open(db, Access::ReadWrite)?;
             let (picked, origin) = match (strategy, run) {
                 (Strategy::Uncertainty, Some(run)) => {
-                    uncertain_images(&store, &run, sequence.as_deref(), size, random_share, seed)?
+                    let shape = (size, random_share, domain_weight);
+                    uncertain_images(&store, &run, sequence.as_deref(), shape, seed)?
                 }
                 (Strategy::Triage, Some(run)) => {
                     triage_images(&store, &run, sequence.as_deref(), triage)?

@@ -148,6 +148,7 @@ pub fn train_iqm_forest(
                 label: Some(classes[best].to_string()),
                 probabilities: Some(p.clone()),
                 error: None,
+                domain_target: None,
             }
         })
         .collect();
@@ -167,6 +168,7 @@ pub fn train_iqm_forest(
                 label: None,
                 probabilities: None,
                 error: Some(NO_METRICS.to_string()),
+                domain_target: None,
             }),
     );
     let test: Vec<(usize, &PredictionRow)> = queries

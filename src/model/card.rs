@@ -387,14 +387,16 @@ impl ExportedModel {
     /// The network with the card's shape and head, from verified weights.
     pub fn predictor(&self, device: Device) -> Result<Predictor, ModelError> {
         let weights = self.verified_weights()?;
-        Predictor::load(
+        // An SSDA model's domain head was trained: its output travels with predictions.
+        Ok(Predictor::load(
             &weights,
             self.card.preset.clone(),
             self.card.source_classes,
             self.card.target_classes,
             self.card.prediction_head()?,
             device,
-        )
+        )?
+        .with_domain(self.card.method == "ssda"))
     }
 
     /// Writes a model folder `<out_dir>/<card.name>/`: the weights copied from

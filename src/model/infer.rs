@@ -21,6 +21,10 @@ pub struct Prediction {
     pub id: String,
     pub probs: Vec<f32>,
     pub label: usize,
+    /// The domain head's probability that the image comes from the target domain, for
+    /// a network trained with its domain head (SSDA).
+    #[serde(default)]
+    pub domain_target: Option<f32>,
 }
 
 impl Prediction {
@@ -31,13 +35,14 @@ impl Prediction {
         task: &str,
         classes: &[&str],
     ) -> crate::store::runs::PredictionRow {
-        let (label, probabilities, error) = match result {
+        let (label, probabilities, error, domain_target) = match result {
             Ok(p) => (
                 classes.get(p.label).map(|s| s.to_string()),
                 Some(p.probs.iter().map(|&x| f64::from(x)).collect()),
                 None,
+                p.domain_target.map(f64::from),
             ),
-            Err(e) => (None, None, Some(e.error.clone())),
+            Err(e) => (None, None, Some(e.error.clone()), None),
         };
         crate::store::runs::PredictionRow {
             image_id,
@@ -45,6 +50,7 @@ impl Prediction {
             label,
             probabilities,
             error,
+            domain_target,
         }
     }
 }
@@ -61,6 +67,11 @@ pub trait LogitsModel {
     fn preset(&self) -> &Preset;
     fn device(&self) -> Device;
     fn logits(&self, input: &Tensor) -> Result<Tensor, ModelError>;
+    /// Logits `[N, K]` and, from the same features, the domain head's logits `[N, 2]`
+    /// (source, target) when the network was trained with it.
+    fn logits_and_domain(&self, input: &Tensor) -> Result<(Tensor, Option<Tensor>), ModelError> {
+        Ok((self.logits(input)?, None))
+    }
 }
 
 /// Batch size, loader threads, how far they load ahead and the preprocessing cache of an
@@ -143,25 +154,37 @@ pub fn predict_stream(
             let input = Tensor::from_slice(&batch.values)
                 .view([batch.loaded.len() as i64, 1, d, h, w])
                 .to_device(model.device());
-            let probs = model.logits(&input).and_then(|logits| {
-                let probs = logits
-                    .softmax(-1, Kind::Float)
-                    .to_device(Device::Cpu)
-                    .contiguous();
-                let classes = probs.size().get(1).copied().unwrap_or(0) as usize;
-                let flat = Vec::<f32>::try_from(&probs.view([-1]))?;
-                if classes == 0 || flat.len() != classes * batch.loaded.len() {
-                    return Err(ModelError::Data(format!(
-                        "model returned a {} tensor for a batch of {}",
-                        crate::display::shape(&probs.size()),
-                        batch.loaded.len()
-                    )));
-                }
-                Ok((flat, classes))
-            });
+            let probs = model
+                .logits_and_domain(&input)
+                .and_then(|(logits, domain)| {
+                    let domain = match domain {
+                        Some(d) => {
+                            let p = d
+                                .softmax(-1, Kind::Float)
+                                .select(1, 1)
+                                .to_device(Device::Cpu);
+                            Some(Vec::<f32>::try_from(&p.contiguous())?)
+                        }
+                        None => None,
+                    };
+                    let probs = logits
+                        .softmax(-1, Kind::Float)
+                        .to_device(Device::Cpu)
+                        .contiguous();
+                    let classes = probs.size().get(1).copied().unwrap_or(0) as usize;
+                    let flat = Vec::<f32>::try_from(&probs.view([-1]))?;
+                    if classes == 0 || flat.len() != classes * batch.loaded.len() {
+                        return Err(ModelError::Data(format!(
+                            "model returned a {} tensor for a batch of {}",
+                            crate::display::shape(&probs.size()),
+                            batch.loaded.len()
+                        )));
+                    }
+                    Ok((flat, classes, domain))
+                });
             match probs {
-                Ok((flat, classes)) => {
-                    for (row, &index) in flat.chunks(classes).zip(&batch.loaded) {
+                Ok((flat, classes, domain)) => {
+                    for (n, (row, &index)) in flat.chunks(classes).zip(&batch.loaded).enumerate() {
                         let label = row
                             .iter()
                             .enumerate()
@@ -171,6 +194,7 @@ pub fn predict_stream(
                             id: items[index].id.clone(),
                             probs: row.to_vec(),
                             label,
+                            domain_target: domain.as_ref().and_then(|d| d.get(n).copied()),
                         }));
                     }
                 }
@@ -214,6 +238,8 @@ pub struct Predictor {
     folded: Option<FoldedExtractor>,
     preset: Preset,
     head: Head,
+    /// Also give the domain head's output (a network trained with it).
+    domain: bool,
 }
 
 impl Predictor {
@@ -253,6 +279,7 @@ impl Predictor {
             folded,
             preset,
             head,
+            domain: false,
         })
     }
 
@@ -261,13 +288,23 @@ impl Predictor {
     pub fn from_run_dir(run_dir: &Path, device: Device) -> Result<Self, ModelError> {
         let state = CheckpointState::read(run_dir)?;
         let config = state.config;
-        Self::load_spec(
+        let trained_domain_head =
+            config.method == super::train::Method::Ssda && config.domain_weight > 0.0;
+        Ok(Self::load_spec(
             &run_dir.join(BEST_WEIGHTS),
             config.preset.clone(),
             &config.network_spec(),
             config.prediction_head(),
             device,
-        )
+        )?
+        .with_domain(trained_domain_head))
+    }
+
+    /// Whether predictions also carry the domain head's probability of the target
+    /// domain (meaningful only for a network trained with its domain head).
+    pub fn with_domain(mut self, domain: bool) -> Self {
+        self.domain = domain;
+        self
     }
 
     pub fn with_head(mut self, head: Head) -> Self {
@@ -335,6 +372,20 @@ impl LogitsModel for Predictor {
                 .head_logits(&folded.features(input), self.head, 1.0, false),
             None => self.net.forward_head(input, self.head, false),
         })
+    }
+
+    fn logits_and_domain(&self, input: &Tensor) -> Result<(Tensor, Option<Tensor>), ModelError> {
+        if !self.domain {
+            return Ok((self.logits(input)?, None));
+        }
+        let features = match &self.folded {
+            Some(folded) => folded.features(input),
+            None => self.net.features(input, false),
+        };
+        Ok((
+            self.net.head_logits(&features, self.head, 1.0, false),
+            Some(self.net.head_logits(&features, Head::Domain, 1.0, false)),
+        ))
     }
 }
 

@@ -112,7 +112,8 @@ pub fn pick(
         rejected: 0,
         review: Vec::new(),
     };
-    for (image_id, _, probabilities) in store.queue_candidates(run, report.task.name(), sequence)? {
+    for row in store.queue_candidates(run, report.task.name(), sequence)? {
+        let (image_id, probabilities) = (row.image_id, row.probabilities);
         if rated.contains_key(&image_id) {
             continue;
         }

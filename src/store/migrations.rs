@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "image_summaries",
         sql: include_str!("../../sql/migrations/011_image_summaries.sql"),
     },
+    Migration {
+        version: 12,
+        name: "prediction_domain",
+        sql: include_str!("../../sql/migrations/012_prediction_domain.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -73,7 +73,7 @@ impl QueuedReason {
             lines.push(format!("run {run}"));
         }
         if let Some(d) = self.item.as_ref().and_then(|i| i.domain_distance) {
-            lines.push(format!("domain distance {d:.3}"));
+            lines.push(format!("{d:.3} bits from the target domain"));
         }
         if self.shared {
             lines.push("shared by every rater".to_string());
@@ -149,6 +149,17 @@ pub(super) fn queued_reason_row(r: &duckdb::Row<'_>) -> duckdb::Result<QueuedRea
     })
 }
 
+/// A run's prediction of an image a queue may take: its subject (the path when it has
+/// none), the class probabilities and, for SSDA networks, the domain head's probability
+/// of the target domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateRow {
+    pub image_id: i64,
+    pub subject: String,
+    pub probabilities: Vec<f64>,
+    pub domain_target: Option<f64>,
+}
+
 impl Store {
     /// Image ids of readable images, optionally of one sequence (BIDS suffix).
     pub fn rateable_images(&self, sequence: Option<&str>) -> Result<Vec<i64>, StoreError> {
@@ -165,14 +176,13 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// A run's predicted probabilities of a task on readable images, as (image,
-    /// subject, probabilities), optionally of one sequence.
+    /// A run's predictions of a task on readable images, optionally of one sequence.
     pub fn queue_candidates(
         &self,
         run_id: &str,
         task: &str,
         sequence: Option<&str>,
-    ) -> Result<Vec<(i64, String, Vec<f64>)>, StoreError> {
+    ) -> Result<Vec<CandidateRow>, StoreError> {
         let mut stmt = self
             .conn()
             .prepare(include_str!("../../sql/store/queue_candidates.sql"))
@@ -183,12 +193,13 @@ impl Store {
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    r.get::<_, Option<f64>>(3)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, subject, text) = row.map_err(|e| self.err(e))?;
+            let (id, subject, text, domain_target) = row.map_err(|e| self.err(e))?;
             let probabilities: Vec<f64> =
                 serde_json::from_str(&text).map_err(|e| StoreError::Invalid {
                     path: self.path().to_path_buf(),
@@ -196,7 +207,12 @@ impl Store {
                         "run {run_id}: probabilities of image {id} are not a list of numbers ({text}): {e}"
                     ),
                 })?;
-            out.push((id, subject, probabilities));
+            out.push(CandidateRow {
+                image_id: id,
+                subject,
+                probabilities,
+                domain_target,
+            });
         }
         Ok(out)
     }

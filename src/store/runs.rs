@@ -60,6 +60,9 @@ pub struct PredictionRow {
     pub label: Option<String>,
     pub probabilities: Option<Vec<f64>>,
     pub error: Option<String>,
+    /// The domain head's probability of the target domain (SSDA networks only).
+    #[serde(default)]
+    pub domain_target: Option<f64>,
 }
 
 impl PredictionRow {
@@ -184,17 +187,21 @@ impl Store {
         let tx = self.conn_mut().transaction().map_err(db)?;
         let before = super::summaries::predictions_count(&tx).map_err(db)?;
         {
-            // Probabilities travel as JSON text and become a DOUBLE[] in SQL.
             let mut stmt = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO predictions (run_id, image_id, task, label, probabilities, error) \
-                     VALUES (?, ?, ?, ?, CAST(? AS DOUBLE[]), ?)",
-                )
+                .prepare(include_str!("../../sql/store/save_prediction.sql"))
                 .map_err(db)?;
             for r in rows {
                 let probs = r.probabilities_json();
-                stmt.execute(params![run_id, r.image_id, r.task, r.label, probs, r.error])
-                    .map_err(db)?;
+                stmt.execute(params![
+                    run_id,
+                    r.image_id,
+                    r.task,
+                    r.label,
+                    probs,
+                    r.error,
+                    r.domain_target
+                ])
+                .map_err(db)?;
             }
         }
         super::summaries::refresh_predictions(&tx, rows.iter().map(|r| r.image_id)).map_err(db)?;
@@ -217,6 +224,7 @@ impl Store {
                     label: r.get(2)?,
                     probabilities: crate::cluster::f64_list(r.get(3)?),
                     error: r.get(4)?,
+                    domain_target: r.get(5)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -364,6 +372,7 @@ mod tests {
                         label: Some("usable".into()),
                         probabilities: Some(vec![0.25, 0.75]),
                         error: None,
+                        domain_target: Some(0.625),
                     },
                     PredictionRow {
                         image_id: 2,
@@ -371,6 +380,7 @@ mod tests {
                         label: None,
                         probabilities: None,
                         error: Some("x.nii: truncated".into()),
+                        domain_target: None,
                     },
                 ],
             )

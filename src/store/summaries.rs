@@ -144,6 +144,7 @@ mod tests {
             label: label.map(str::to_string),
             probabilities: label.map(|_| vec![0.3, 0.7]),
             error: label.is_none().then(|| "unreadable".to_string()),
+            domain_target: None,
         }
     }
 

@@ -1873,7 +1873,7 @@ fn queue_reasons_show_outside_blind_mode_and_stay_hidden_while_rating_blind() {
         "queued al-1 for ann:",
         "  uncertain: entropy 0.971 bits",
         "  run r-2026-01-03",
-        "  domain distance 2.500",
+        "  2.500 bits from the target domain",
     ] {
         assert!(detail.contains(line), "{line}: {detail}");
     }

@@ -152,6 +152,13 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
         "select count(*) from predictions where run_id = 'model:tiny-quality' and error is null",
     );
     assert_eq!(predicted.lines().nth(1), flair.lines().nth(1));
+    // An exported SSDA model gives its domain head's output with each prediction.
+    let with_domain = csv(
+        &other,
+        db,
+        "select count(*) from predictions where run_id = 'model:tiny-quality' and domain_target between 0 and 1",
+    );
+    assert_eq!(with_domain.lines().nth(1), flair.lines().nth(1));
     // Adapted to this warehouse (AdaBN on 4 of its images, no label): a run of its own,
     // other probabilities, the images used in its metrics.
     let adapted = ok(
@@ -675,6 +682,15 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
             "select metrics->>'iqm_forest_images' as mixed from runs where run_id = 'model:mixed'"
         ),
         format!("mixed\n{}\n", m.len())
+    );
+    // A target-only network has no trained domain head: no domain output is stored.
+    assert_eq!(
+        csv(
+            &other,
+            "cdwqc.duckdb",
+            "select count(*) as with_domain from predictions where domain_target is not null"
+        ),
+        "with_domain\n0\n"
     );
     // The network's predictions do not go under the mixed run's id, nor the reverse.
     let clash = infer("mixed", &["--network-only"]);

@@ -333,6 +333,18 @@ fn train_then_infer_on_a_tiny_warehouse() {
         ],
     );
     assert_eq!(labels.lines().nth(1), Some("16,16"), "{labels}");
+    // An SSDA network's predictions carry its domain head's probability of the target
+    // domain.
+    let domain = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) filter (where domain_target between 0 and 1), count(*) from predictions where run_id = 'usable-ssda-seed1'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(domain.lines().nth(1), Some("16,16"), "{domain}");
     let bad = cdwqc(
         dir,
         &["infer", "--run", "usable-ssda-seed1", "--threshold", "1.5"],
@@ -445,6 +457,7 @@ fn train_then_infer_on_a_tiny_warehouse() {
         text.contains("uncertain (entropy") && text.contains("random"),
         "{text}"
     );
+    assert!(text.contains("bits from the target domain"), "{text}");
     let queued = ok(
         dir,
         &[
@@ -461,7 +474,8 @@ fn train_then_infer_on_a_tiny_warehouse() {
         &[
             "sql",
             "select q.strategy, q.run_id, i.reason, i.score is not null as scored, \
-             i.score between 0 and 1 as in_bits from queue_items i join queues q using (queue_id) \
+             i.score between 0 and 1 as in_bits, i.domain_distance >= 0 as far \
+             from queue_items i join queues q using (queue_id) \
              where q.name = 'al-1' order by i.reason",
             "--format",
             "csv",
@@ -471,8 +485,8 @@ fn train_then_infer_on_a_tiny_warehouse() {
     assert_eq!(
         rows,
         [
-            "uncertainty,usable-ssda-seed1,random,false,",
-            "uncertainty,usable-ssda-seed1,uncertain,true,true"
+            "uncertainty,usable-ssda-seed1,random,false,,",
+            "uncertainty,usable-ssda-seed1,uncertain,true,true,true"
         ],
         "{reasons}"
     );
