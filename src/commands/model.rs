@@ -240,10 +240,19 @@ fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let dir = ExportedModel::resolve(&args.model, &models_dir())?;
     let model = ExportedModel::open(&dir)?;
     let weights = model.verified_weights()?;
+    let forest = model.verified_forest()?;
     let card_path = dir.join(CARD_FILE);
     let text = std::fs::read_to_string(&card_path)
         .with_context(|| format!("reading {}", card_path.display()))?;
     print!("{text}");
     eprintln!("{}: size and SHA-256 match the card", weights.display());
+    if let (Some(forest), Some(info)) = (forest, &model.card.iqm_forest) {
+        eprintln!(
+            "{}: size and SHA-256 match the card ({} training rows of {} metrics)",
+            dir.join(&info.file).display(),
+            forest.labels.len(),
+            info.features.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -722,4 +722,19 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
         ),
         "n\n0\n"
     );
+    let shown = cdwqc(dir, &["model", "show", &mixed_dir.display().to_string()]);
+    assert!(!shown.status.success(), "model show checks the forest too");
+    assert!(
+        stderr(&shown).contains("iqm-forest.safetensors"),
+        "{}",
+        stderr(&shown)
+    );
+    std::fs::write(&path, &forest_file).expect("restore");
+    let shown = cdwqc(dir, &["model", "show", &mixed_dir.display().to_string()]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(
+        stderr(&shown).contains("training rows of 55 metrics"),
+        "{}",
+        stderr(&shown)
+    );
 }
