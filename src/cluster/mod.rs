@@ -488,17 +488,7 @@ fn write_part(path: &Path, run_id: &str, rows: &[PredictionRow]) -> Result<(), C
             .prepare(include_str!("../../sql/cluster/part_insert.sql"))
             .map_err(db(path))?;
         for r in rows {
-            let probs = r.probabilities_json();
-            stmt.execute(params![
-                run_id,
-                r.image_id,
-                r.task,
-                r.label,
-                probs,
-                r.error,
-                r.domain_target
-            ])
-            .map_err(db(path))?;
+            r.execute(&mut stmt, run_id).map_err(db(path))?;
         }
     }
     publish(path, |temp| copy_to_parquet(&conn, "part", temp))

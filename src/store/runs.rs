@@ -66,6 +66,25 @@ pub struct PredictionRow {
 }
 
 impl PredictionRow {
+    /// Runs an insert whose parameters are the predictions table's columns in order
+    /// (run id, image, task, label, probabilities as JSON text, error, domain output),
+    /// as the store's and the cluster parts' inserts take them.
+    pub(crate) fn execute(
+        &self,
+        stmt: &mut duckdb::Statement<'_>,
+        run_id: &str,
+    ) -> duckdb::Result<usize> {
+        stmt.execute(params![
+            run_id,
+            self.image_id,
+            self.task,
+            self.label,
+            self.probabilities_json(),
+            self.error,
+            self.domain_target
+        ])
+    }
+
     /// The probabilities as the JSON array the predictions' `DOUBLE[]` column is cast
     /// from.
     pub fn probabilities_json(&self) -> Option<String> {
@@ -191,17 +210,7 @@ impl Store {
                 .prepare(include_str!("../../sql/store/save_prediction.sql"))
                 .map_err(db)?;
             for r in rows {
-                let probs = r.probabilities_json();
-                stmt.execute(params![
-                    run_id,
-                    r.image_id,
-                    r.task,
-                    r.label,
-                    probs,
-                    r.error,
-                    r.domain_target
-                ])
-                .map_err(db)?;
+                r.execute(&mut stmt, run_id).map_err(db)?;
             }
         }
         super::summaries::refresh_predictions(&tx, rows.iter().map(|r| r.image_id)).map_err(db)?;
