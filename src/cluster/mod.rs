@@ -414,7 +414,9 @@ pub struct ShardOutcome {
 }
 
 /// Predicts one shard of the work list at `work_list` and publishes its part and
-/// manifest in the work list's folder. An interrupted shard publishes nothing.
+/// manifest in the work list's folder. An interrupted shard publishes nothing; a killed
+/// one at most its part, which no merge reads without the manifest line published after
+/// it.
 pub fn run_shard(
     work_list: &Path,
     shard: Shard,

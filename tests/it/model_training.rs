@@ -121,7 +121,11 @@ fn ssda_learns_and_saved_weights_reload_to_identical_predictions() {
     let copy = dir.path().join("copy.safetensors");
     predictor.var_store().save(&copy).unwrap();
     let preset = Preset::builtin("tiny").unwrap();
-    let reloaded = Predictor::load(&copy, preset.clone(), 2, 2, Head::Target, Device::Cpu).unwrap();
+    // An SSDA network: the run's predictor gives the domain head's output too.
+    assert!(first[0].as_ref().unwrap().domain_target.is_some());
+    let reloaded = Predictor::load(&copy, preset.clone(), 2, 2, Head::Target, Device::Cpu)
+        .unwrap()
+        .with_domain(true);
     let second = predict_items(&reloaded, &items, &InferOptions::default(), &mut |_, _| {});
     assert_eq!(first, second);
     let broken = first.last().unwrap().as_ref().unwrap_err();
