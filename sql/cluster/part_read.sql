@@ -1,4 +1,4 @@
--- A part written from part_create.sql, by image.
+-- A part loaded by part_load.sql, by image.
 SELECT run_id, image_id, task, label, probabilities, error, domain_target
-FROM read_parquet(?)
+FROM part
 ORDER BY image_id

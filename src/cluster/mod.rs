@@ -516,11 +516,18 @@ pub(crate) fn f64_list(value: Value) -> Option<Vec<f64>> {
 /// The rows of a part (run id first), by image.
 pub fn read_part(path: &Path) -> Result<Vec<(String, PredictionRow)>, ClusterError> {
     let conn = memory_db(path)?;
+    conn.execute_batch(include_str!("../../sql/cluster/part_create.sql"))
+        .map_err(db(path))?;
+    let text = path.display().to_string();
+    conn.execute(
+        include_str!("../../sql/cluster/part_load.sql"),
+        [text.as_str()],
+    )
+    .map_err(db(path))?;
     let mut stmt = conn
         .prepare(include_str!("../../sql/cluster/part_read.sql"))
         .map_err(db(path))?;
-    let text = path.display().to_string();
-    stmt.query_map([text.as_str()], |r| {
+    stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             PredictionRow {
@@ -860,5 +867,24 @@ mod tests {
             ["part-00000-of-00001.parquet"],
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn a_part_from_before_the_domain_column_reads_with_it_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.parquet");
+        let conn = memory_db(&path).expect("db");
+        conn.execute_batch(&format!(
+            "CREATE TABLE old AS SELECT 'r' AS run_id, 5::BIGINT AS image_id, 'usable' AS task, \
+             'reject' AS label, [0.2, 0.8]::DOUBLE[] AS probabilities, NULL::VARCHAR AS error; \
+             COPY old TO {} (FORMAT parquet)",
+            sql_string(&path.display().to_string())
+        ))
+        .expect("an old part");
+        let rows = read_part(&path).expect("reads");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, "r");
+        assert_eq!(rows[0].1.probabilities, Some(vec![0.2, 0.8]));
+        assert_eq!(rows[0].1.domain_target, None);
     }
 }
