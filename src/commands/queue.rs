@@ -117,12 +117,6 @@ fn uncertain_images(
         .queue_candidates(run, &task, sequence)?
         .into_iter()
         .filter(|row| !rated.contains_key(&row.image_id))
-        .map(|row| Candidate {
-            image_id: row.image_id,
-            subject: row.subject,
-            probabilities: row.probabilities,
-            domain_target: row.domain_target,
-        })
         .collect();
     let with_domain = candidates
         .iter()

@@ -52,6 +52,20 @@ fn metrics_by_image(store: &Store) -> Result<HashMap<i64, ScannerMetrics>, PlanE
         .collect())
 }
 
+/// Metrics scaled within their scanner groups among these images, groups under
+/// [`iqm_forest::MIN_GROUP_IMAGES`] pooled: how the portable forest's rows are scaled,
+/// for training and for predicting alike.
+fn scaled_in_pooled_groups<'a>(images: impl Iterator<Item = &'a ScannerMetrics>) -> Vec<Vec<f64>> {
+    let images: Vec<&ScannerMetrics> = images.collect();
+    let groups = iqm_forest::pooled_groups(&images.iter().map(|m| m.0.clone()).collect::<Vec<_>>());
+    let rows: Vec<(&str, &[Option<f64>])> = groups
+        .iter()
+        .zip(&images)
+        .map(|(g, m)| (g.as_str(), m.1.as_slice()))
+        .collect();
+    iqm_forest::scaled_features(&rows)
+}
+
 /// Why an image has no prediction.
 const NO_METRICS: &str = "no image quality metrics for this image (run `cdwqc iqm`)";
 
@@ -269,15 +283,8 @@ pub fn companion_forest(
             iqm_forest::MIN_GROUP_IMAGES
         )));
     }
-    let groups =
-        iqm_forest::pooled_groups(&chosen.iter().map(|(m, _)| m.0.clone()).collect::<Vec<_>>());
-    let rows: Vec<(&str, &[Option<f64>])> = groups
-        .iter()
-        .zip(&chosen)
-        .map(|(g, (m, _))| (g.as_str(), m.1.as_slice()))
-        .collect();
     let portable = PortableForest {
-        features: iqm_forest::scaled_features(&rows),
+        features: scaled_in_pooled_groups(chosen.iter().map(|(m, _)| *m)),
         labels: chosen.iter().map(|(_, c)| *c).collect(),
         classes: classes.len(),
         config: forest,
@@ -359,20 +366,7 @@ pub fn mix_forest(
             )),
         });
     }
-    let groups = iqm_forest::pooled_groups(
-        &measured
-            .iter()
-            .map(|&i| metrics[&rows[i].image_id].0.clone())
-            .collect::<Vec<_>>(),
-    );
-    let scaled = {
-        let input: Vec<(&str, &[Option<f64>])> = measured
-            .iter()
-            .zip(&groups)
-            .map(|(&i, g)| (g.as_str(), metrics[&rows[i].image_id].1.as_slice()))
-            .collect();
-        iqm_forest::scaled_features(&input)
-    };
+    let scaled = scaled_in_pooled_groups(measured.iter().map(|&i| &metrics[&rows[i].image_id]));
     let probabilities = forest
         .predict(&scaled)
         .map_err(|e| PlanError::Invalid(e.to_string()))?;

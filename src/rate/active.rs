@@ -20,23 +20,17 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-/// An unlabelled image with its predicted class probabilities.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    pub image_id: i64,
-    pub subject: String,
-    pub probabilities: Vec<f64>,
-    /// The domain head's probability of the target domain (SSDA networks).
-    pub domain_target: Option<f64>,
-}
+/// An unlabelled image with its predicted class probabilities (and, for SSDA
+/// networks, the domain head's probability of the target domain), as the store reads
+/// it for a queue.
+pub use crate::store::queues::CandidateRow as Candidate;
 
-impl Candidate {
-    /// Distance from the target domain in bits, `-log2 P(target)`, when measured.
-    pub fn domain_distance(&self) -> Option<f64> {
-        self.domain_target
-            .filter(|p| p.is_finite())
-            .map(|p| -p.clamp(DOMAIN_FLOOR, 1.0).log2())
-    }
+/// Distance from the target domain in bits, `-log2 P(target)`, when measured.
+pub fn domain_distance(candidate: &Candidate) -> Option<f64> {
+    candidate
+        .domain_target
+        .filter(|p| p.is_finite())
+        .map(|p| -p.clamp(DOMAIN_FLOOR, 1.0).log2())
 }
 
 /// The smallest probability of the target domain a distance is taken from (about 20
@@ -98,7 +92,7 @@ pub fn select_uncertain(
         .iter()
         .map(|c| {
             let entropy = entropy_bits(&c.probabilities);
-            let rank = entropy + domain_weight * c.domain_distance().unwrap_or(0.0);
+            let rank = entropy + domain_weight * domain_distance(c).unwrap_or(0.0);
             (rank, entropy, c)
         })
         .collect();
@@ -115,7 +109,7 @@ pub fn select_uncertain(
                 subject: c.subject.clone(),
                 reason: Reason::Uncertain {
                     entropy: *entropy,
-                    domain_distance: c.domain_distance(),
+                    domain_distance: domain_distance(c),
                 },
             });
         }
@@ -230,7 +224,7 @@ mod tests {
         }
         // A probability of 0 is floored at 1e-6: about 19.9 bits, not infinity.
         let sure = with_domain(4, "d", 0.5, 0.0);
-        assert!((sure.domain_distance().expect("measured") - 1e6f64.log2()).abs() < 1e-9);
-        assert_eq!(candidate(5, "e", 0.5).domain_distance(), None);
+        assert!((domain_distance(&sure).expect("measured") - 1e6f64.log2()).abs() < 1e-9);
+        assert_eq!(domain_distance(&candidate(5, "e", 0.5)), None);
     }
 }
