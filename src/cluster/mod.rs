@@ -267,6 +267,7 @@ impl WorkList {
                         path: r.get(2)?,
                         sha256: r.get(3)?,
                         label: r.get::<_, Option<i64>>(4)?.map(|l| l as usize),
+                        soft_label: None,
                     },
                     r.get::<_, i64>(5)?,
                     r.get::<_, String>(6)?,

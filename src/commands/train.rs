@@ -73,6 +73,12 @@ pub struct TrainArgs {
     /// Kept by --resume.
     #[arg(long, value_enum, default_value = "majority")]
     pub labels: crate::rate::latent::ConsensusMethod,
+    /// Train towards each labelled image's posterior under the latent truth (the
+    /// probability of each class) instead of its most probable class, so that an image
+    /// the raters disagree on counts as what it is; needs a Dawid-Skene --labels.
+    /// Kept by --resume.
+    #[arg(long)]
+    pub soft_targets: bool,
     /// Start from an exported model's weights (a name under models/, such as a shipped
     /// model, or a model folder) instead of a random initialisation; its preset is used
     /// unless --preset prepares images the same way. `finetune` then skips its source
@@ -123,6 +129,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         learning_rate: args.learning_rate,
         recipe: args.recipe,
         labels: args.labels,
+        soft_targets: args.soft_targets,
         init_model: args.init_model,
     };
     let planned = plan_training(&store, &request, &runs_dir(), Some(cache_dir()))?;

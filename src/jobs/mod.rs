@@ -54,6 +54,9 @@ pub struct PlanItem {
     pub path: String,
     pub sha256: Option<String>,
     pub label: Option<usize>,
+    /// The probability of each class to train towards (`train --soft-targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_label: Option<Vec<f32>>,
 }
 
 impl PlanItem {
@@ -64,6 +67,7 @@ impl PlanItem {
             self.sha256.clone(),
             self.label,
         )
+        .with_soft_label(self.soft_label.clone())
     }
 }
 
@@ -649,6 +653,7 @@ mod tests {
                 path: "/data/sub-1_FLAIR.nii.gz".into(),
                 sha256: None,
                 label: Some(2),
+                soft_label: None,
             }],
             cache_dir: None,
             adapt_batchnorm: Some(64),

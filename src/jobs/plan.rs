@@ -71,6 +71,9 @@ pub struct TrainRequest {
     pub recipe: Option<String>,
     /// Majority consensus or Dawid-Skene latent truth (a resumed run keeps its own).
     pub labels: ConsensusMethod,
+    /// Train towards the latent truth's posterior of each labelled image instead of its
+    /// most probable class (Dawid-Skene labels only; a resumed run keeps its own).
+    pub soft_targets: bool,
     /// An exported model (a name under `models/` or a folder) whose weights the run
     /// starts from; `finetune` then skips its source pretraining.
     pub init_model: Option<String>,
@@ -95,6 +98,7 @@ impl Default for TrainRequest {
             learning_rate: None,
             recipe: None,
             labels: ConsensusMethod::Majority,
+            soft_targets: false,
             init_model: None,
         }
     }
@@ -138,6 +142,7 @@ fn plan_item(image: &ModelImage, label: Option<usize>) -> PlanItem {
         path: image.path.clone(),
         sha256: image.sha256.clone(),
         label,
+        soft_label: None,
     }
 }
 
@@ -162,6 +167,9 @@ struct LabelledImages {
     target: Vec<(i64, String, usize)>,
     /// Every image with a consensus label (any task).
     rated: HashSet<i64>,
+    /// The latent truth's posterior of the task's classes, per labelled image (Dawid-Skene
+    /// labels only).
+    posteriors: HashMap<i64, Vec<f32>>,
 }
 
 fn labelled_images(
@@ -172,6 +180,7 @@ fn labelled_images(
     method: ConsensusMethod,
 ) -> Result<LabelledImages, PlanError> {
     // image -> class of the task; `rated` keeps every image with any label.
+    let mut posteriors: HashMap<i64, Vec<f32>> = HashMap::new();
     let (labels, rated): (HashMap<i64, usize>, HashSet<i64>) = match method {
         ConsensusMethod::Majority => {
             let all = image_labels(store)?;
@@ -184,6 +193,14 @@ fn labelled_images(
         }
         ConsensusMethod::DawidSkene | ConsensusMethod::DawidSkeneOrdinal => {
             let all = latent_labels(store, method).map_err(|e| invalid(e.to_string()))?;
+            posteriors = all
+                .iter()
+                .filter(|(_, l)| l.class_of(task).is_some())
+                .filter_map(|(id, l)| {
+                    let p = l.posterior(task)?;
+                    Some((*id, p.iter().map(|&v| v as f32).collect()))
+                })
+                .collect();
             (
                 all.iter()
                     .filter_map(|(id, l)| Some((*id, l.class_of(task)?)))
@@ -213,13 +230,16 @@ fn labelled_images(
         rated,
         source_images,
         target_images,
+        posteriors,
     })
 }
 
 impl LabelledImages {
     /// The labels a run trains on, as a fingerprint stored with the run: SHA-256 of the
-    /// sorted (image, class) pairs of the labelled target and source images.
-    fn snapshot(&self) -> String {
+    /// sorted (image, class) pairs of the labelled target and source images, and with
+    /// `soft` targets their posteriors too (to 6 decimals), since a new rating can move
+    /// those without changing a class.
+    fn snapshot(&self, soft: bool) -> String {
         let mut pairs: Vec<(i64, usize)> = self.target.iter().map(|(i, _, y)| (*i, *y)).collect();
         pairs.extend(
             self.source
@@ -227,8 +247,24 @@ impl LabelledImages {
                 .filter_map(|s| Some((s.image_id, s.label?))),
         );
         pairs.sort_unstable();
-        let text = serde_json::to_string(&pairs).unwrap_or_default();
+        let mut text = serde_json::to_string(&pairs).unwrap_or_default();
+        if soft {
+            for (id, _) in &pairs {
+                let p = self.soft_label(*id, true).unwrap_or_default();
+                let p: Vec<String> = p.iter().map(|v| format!("{v:.6}")).collect();
+                text.push_str(&format!(";{id}:{}", p.join(",")));
+            }
+        }
         crate::import::analyse::hex_sha256(text.as_bytes())
+    }
+
+    /// The soft target of a labelled image when a run trains on them.
+    fn soft_label(&self, image_id: i64, soft: bool) -> Option<Vec<f32>> {
+        if soft {
+            self.posteriors.get(&image_id).cloned()
+        } else {
+            None
+        }
     }
 }
 
@@ -287,6 +323,13 @@ pub fn plan_training(
         .map(str::parse::<Recipe>)
         .transpose()?;
     let classes = task.categories();
+    if request.soft_targets && request.labels == ConsensusMethod::Majority {
+        return Err(invalid(
+            "soft targets are the latent truth's posteriors: give --labels dawid-skene (or \
+             dawid-skene-ordinal) with --soft-targets",
+        ));
+    }
+    let soft = request.soft_targets;
     let now = labelled_images(
         store,
         task,
@@ -294,7 +337,15 @@ pub fn plan_training(
         &request.target,
         request.labels,
     )?;
-    let source = now.source.clone();
+    let source: Vec<PlanItem> = now
+        .source
+        .iter()
+        .cloned()
+        .map(|item| {
+            let soft_label = now.soft_label(item.image_id, soft);
+            PlanItem { soft_label, ..item }
+        })
+        .collect();
     let labelled = &now.target;
     let split = split_by_subject(labelled, 0.2, 0.2, seed);
     let set_of: BTreeMap<i64, Set> = split.iter().copied().collect();
@@ -304,7 +355,10 @@ pub fn plan_training(
         labelled
             .iter()
             .filter(|(id, _, _)| set_of.get(id) == Some(&set))
-            .map(|(id, _, y)| plan_item(by_id[id], Some(*y)))
+            .map(|(id, _, y)| PlanItem {
+                soft_label: now.soft_label(*id, soft),
+                ..plan_item(by_id[id], Some(*y))
+            })
             .collect()
     };
     let unlabelled: Vec<PlanItem> = now
@@ -356,6 +410,7 @@ pub fn plan_training(
     }
     config.label_source =
         (request.labels != ConsensusMethod::Majority).then(|| request.labels.name().to_string());
+    config.soft_targets = soft;
     let summary = with_recipe(summary, &config);
     config.device = request.device.clone();
     config.validate()?;
@@ -369,7 +424,7 @@ pub fn plan_training(
         config: serde_json::to_string(&config).unwrap_or_default(),
         git_commit: git_commit(),
         split_id: Some(run_id.clone()),
-        label_snapshot: Some(now.snapshot()),
+        label_snapshot: Some(now.snapshot(soft)),
         weights_path: Some(
             run_dir
                 .join(crate::model::train::BEST_WEIGHTS)
@@ -438,7 +493,14 @@ fn with_recipe(summary: String, config: &TrainConfig) -> String {
         config
             .label_source
             .as_deref()
-            .map(|l| format!(", labels {l}"))
+            .map(|l| {
+                let soft = if config.soft_targets {
+                    " (soft targets)"
+                } else {
+                    ""
+                };
+                format!(", labels {l}{soft}")
+            })
             .unwrap_or_default(),
         config
             .initial_weights
@@ -564,6 +626,12 @@ fn plan_resume(
             label_method.name()
         )));
     }
+    if request.soft_targets && !config.soft_targets {
+        return Err(invalid(format!(
+            "run {run} was trained on hard labels; a resumed run keeps them"
+        )));
+    }
+    let soft = config.soft_targets;
     let now = labelled_images(
         store,
         task,
@@ -572,7 +640,7 @@ fn plan_resume(
         label_method,
     )?;
     match &row.label_snapshot {
-        Some(snapshot) if *snapshot == now.snapshot() => {}
+        Some(snapshot) if *snapshot == now.snapshot(soft) => {}
         Some(_) => {
             return Err(invalid(format!(
                 "the labels changed since run {run} started (ratings were added or changed), so \
@@ -640,7 +708,10 @@ fn plan_resume(
                 "image {id} of run {run}'s split has no label in a labelled set"
             )));
         }
-        set.push(plan_item(image, label));
+        set.push(PlanItem {
+            soft_label: label.and_then(|_| now.soft_label(id, soft)),
+            ..plan_item(image, label)
+        });
     }
     let summary = with_recipe(
         split_summary(
@@ -1098,8 +1169,13 @@ pub fn plan_export(
         target_test_images: count("target", "test"),
         target_unlabelled_images: count("target", "unlabelled"),
     };
+    let labels = match (config.label_source.as_deref(), config.soft_targets) {
+        (None, _) => "consensus labels".to_string(),
+        (Some(method), false) => format!("{method} latent-truth labels"),
+        (Some(method), true) => format!("{method} latent-truth posteriors (soft targets)"),
+    };
     let data = format!(
-        "{} consensus labels (ratings in force of {}) in the store {}: {} labelled {source_sequence} images (source domain); {} / {} / {} labelled {target_sequence} images for training / validation (early stopping) / held-out test, split by subject; {} unlabelled {target_sequence} images (domain loss)",
+        "{} {labels} (ratings in force of {}) in the store {}: {} labelled {source_sequence} images (source domain); {} / {} / {} labelled {target_sequence} images for training / validation (early stopping) / held-out test, split by subject; {} unlabelled {target_sequence} images (domain loss)",
         task.name(),
         if raters.is_empty() {
             "no rater".to_string()

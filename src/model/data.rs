@@ -48,6 +48,9 @@ pub struct Item {
     pub id: String,
     pub source: ItemSource,
     pub label: Option<usize>,
+    /// A probability per class to train towards instead of `label` alone (the latent
+    /// truth's posterior); `label` stays its most probable class, for accuracy.
+    pub soft_label: Option<Vec<f32>>,
 }
 
 impl Item {
@@ -56,6 +59,7 @@ impl Item {
             id: id.into(),
             source: ItemSource::Tensor(Arc::new(values)),
             label,
+            soft_label: None,
         }
     }
 
@@ -72,7 +76,14 @@ impl Item {
                 sha256,
             },
             label,
+            soft_label: None,
         }
+    }
+
+    /// The item trained towards `probabilities` (one per class) rather than its label.
+    pub fn with_soft_label(mut self, probabilities: Option<Vec<f32>>) -> Self {
+        self.soft_label = probabilities;
+        self
     }
 }
 

@@ -233,6 +233,7 @@ mod tests {
                 let peak = Arc::clone(in_flight_peak);
                 let consumed = Arc::clone(consumed);
                 Item {
+                    soft_label: None,
                     id: format!("item{i}"),
                     source: super::super::data::ItemSource::Loader(Arc::new(move || {
                         let started = loads.fetch_add(1, Ordering::SeqCst) + 1;

@@ -113,6 +113,9 @@ pub struct TrainConfig {
     /// majority consensus (every configuration stored before this field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_source: Option<String>,
+    /// The items carry soft labels (the latent truth's posteriors) to train towards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft_targets: bool,
     /// An exported model whose weights replace the random initialisation (absent: random).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_weights: Option<InitialWeights>,
@@ -159,6 +162,7 @@ impl TrainConfig {
             recipe,
             artefact_rule: ArtefactRule::default(),
             label_source: None,
+            soft_targets: false,
             initial_weights: None,
         }
     }
@@ -528,6 +532,18 @@ pub fn balanced_accuracy(truth: &[usize], predicted: &[usize]) -> f64 {
 
 fn check_labels(items: &[Item], classes: usize, what: &str) -> Result<(), ModelError> {
     for item in items {
+        if let Some(p) = &item.soft_label {
+            let total: f32 = p.iter().sum();
+            if p.len() != classes
+                || p.iter().any(|v| !v.is_finite() || *v < 0.0)
+                || (total - 1.0).abs() > 1e-3
+            {
+                return Err(ModelError::Data(format!(
+                    "{what} item {}: soft label {p:?} is not a probability for each of {classes} classes",
+                    item.id
+                )));
+            }
+        }
         match item.label {
             Some(label) if label < classes => {}
             Some(label) => {
@@ -626,10 +642,41 @@ fn cycled_batches(
     batches
 }
 
-/// One batch on the device: inputs `[N, 1, D, H, W]` and labels `[N]`.
+/// One batch on the device: inputs `[N, 1, D, H, W]` and labels `[N]`, plus the soft
+/// targets `[N, K]` when its items carry them.
 struct DeviceBatch {
     input: Tensor,
     labels: Tensor,
+    targets: Option<Tensor>,
+}
+
+impl DeviceBatch {
+    /// The batch's classification loss: soft cross-entropy towards its targets when it
+    /// has them, else cross-entropy on its labels; class-weighted when `weights` are given.
+    fn task_loss(&self, logits: &Tensor, weights: Option<&Tensor>) -> Tensor {
+        match &self.targets {
+            Some(targets) => soft_ce(logits, targets, weights),
+            None => task_ce(logits, &self.labels, weights),
+        }
+    }
+}
+
+/// The `[N, K]` targets of `items` (by index) when any carries a soft label, the others
+/// as one-hot rows of their label; `None` when none does, so hard-label runs keep their
+/// loss bit for bit.
+fn soft_targets(items: &[Item], indices: &[usize]) -> Option<Vec<f32>> {
+    let classes = indices
+        .iter()
+        .find_map(|&i| items[i].soft_label.as_ref())?
+        .len();
+    let mut out = Vec::with_capacity(indices.len() * classes);
+    for &i in indices {
+        match &items[i].soft_label {
+            Some(p) => out.extend_from_slice(p),
+            None => out.extend((0..classes).map(|c| f32::from(items[i].label == Some(c)))),
+        }
+    }
+    Some(out)
 }
 
 struct Stream {
@@ -691,9 +738,13 @@ impl Stream {
             .iter()
             .map(|&i| self.items[i].label.unwrap_or(0) as i64)
             .collect();
+        let n = batch.loaded.len() as i64;
+        let targets = soft_targets(&self.items, &batch.loaded)
+            .map(|t| Tensor::from_slice(&t).view([n, -1]).to_device(device));
         Some(DeviceBatch {
             input,
             labels: Tensor::from_slice(&labels).to_device(device),
+            targets,
         })
     }
 }
@@ -702,6 +753,22 @@ impl Stream {
 /// PyTorch's `CrossEntropyLoss(weight=...)`).
 fn task_ce(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Tensor {
     logits.cross_entropy_loss::<&Tensor>(labels, weights, tch::Reduction::Mean, -100, 0.0)
+}
+
+/// Cross-entropy towards soft targets `[N, K]`: `-sum_c t_c log q_c` per image, their
+/// mean; with class weights, each (image, class) term weighted by `w_c` and the sum
+/// divided by the sum of `w_c t_c`, which is PyTorch's weighted mean for one-hot targets.
+fn soft_ce(logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Tensor {
+    let terms = logits.log_softmax(-1, Kind::Float).neg() * targets;
+    match weights {
+        Some(weights) => {
+            let weighted = targets * weights.unsqueeze(0);
+            (terms * weights.unsqueeze(0)).sum(Kind::Float) / weighted.sum(Kind::Float)
+        }
+        None => terms
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .mean(Kind::Float),
+    }
 }
 
 fn domain_ce(logits: &Tensor, domain: i64) -> Tensor {
@@ -754,18 +821,35 @@ fn validate(
             .collect();
         let labels_t = Tensor::from_slice(&labels).to_device(device);
         let logits = net.forward_head(&input, head, false);
-        let per_item = logits
-            .log_softmax(-1, Kind::Float)
-            .gather(1, &labels_t.unsqueeze(1), false)
-            .squeeze_dim(1)
-            .neg();
+        let log_q = logits.log_softmax(-1, Kind::Float);
+        let n = batch.loaded.len() as i64;
+        let targets = soft_targets(&stream.items, &batch.loaded)
+            .map(|t| Tensor::from_slice(&t).view([n, -1]).to_device(device));
+        let per_item = match &targets {
+            Some(t) => (&log_q * t).sum_dim_intlist(-1, false, Kind::Float).neg(),
+            None => log_q
+                .gather(1, &labels_t.unsqueeze(1), false)
+                .squeeze_dim(1)
+                .neg(),
+        };
         match weights {
             Some(weights) => {
-                let item_weights = weights.index_select(0, &labels_t);
-                weighted_loss += (&per_item * &item_weights)
-                    .sum(Kind::Float)
-                    .double_value(&[]);
-                weight_total += item_weights.sum(Kind::Float).double_value(&[]);
+                // Sums of w_c t_c (-log q_c) and of w_c t_c: the weighted mean of soft_ce.
+                let (loss, weight) = match &targets {
+                    Some(t) => {
+                        let wt = t * weights.unsqueeze(0);
+                        ((&log_q * &wt).sum(Kind::Float).neg(), wt.sum(Kind::Float))
+                    }
+                    None => {
+                        let item_weights = weights.index_select(0, &labels_t);
+                        (
+                            (&per_item * &item_weights).sum(Kind::Float),
+                            item_weights.sum(Kind::Float),
+                        )
+                    }
+                };
+                weighted_loss += loss.double_value(&[]);
+                weight_total += weight.double_value(&[]);
             }
             None => {
                 batch_means += per_item.mean(Kind::Float).double_value(&[]);
@@ -1079,20 +1163,20 @@ pub fn train(
                 let features = net.features(&batch.input, true);
                 if main_source {
                     let logits = net.head_logits(&features, Head::Source, alpha, true);
-                    source_loss = task_ce(&logits, &batch.labels, source_weights.as_ref());
+                    source_loss = batch.task_loss(&logits, source_weights.as_ref());
                     if with_domain {
                         let dom = net.head_logits(&features, Head::Domain, alpha, true);
                         domain_terms.push(domain_ce(&dom, 0));
                     }
                 } else {
                     let logits = net.head_logits(&features, Head::Target, alpha, true);
-                    target_loss = task_ce(&logits, &batch.labels, target_weights.as_ref());
+                    target_loss = batch.task_loss(&logits, target_weights.as_ref());
                 }
             }
             if let Some(batch) = &tgt {
                 let features = net.features(&batch.input, true);
                 let logits = net.head_logits(&features, Head::Target, alpha, true);
-                target_loss = task_ce(&logits, &batch.labels, target_weights.as_ref());
+                target_loss = batch.task_loss(&logits, target_weights.as_ref());
                 if with_domain {
                     let dom = net.head_logits(&features, Head::Domain, alpha, true);
                     domain_terms.push(domain_ce(&dom, 1));
@@ -1212,6 +1296,75 @@ mod tests {
         assert!((weights[0] - 4.0 / 6.0).abs() < 1e-12);
         assert!((weights[1] - 2.0).abs() < 1e-12);
         assert_eq!(class_weights(&[0, 0], 3)[2], 0.0);
+    }
+
+    #[test]
+    fn soft_cross_entropy_of_one_hot_targets_is_the_hard_loss() {
+        let logits = Tensor::from_slice(&[0.3f32, -1.2, 2.0, 0.1, 0.0, -0.5]).view([3, 2]);
+        let labels = Tensor::from_slice(&[1i64, 0, 0]);
+        let one_hot = Tensor::from_slice(&[0f32, 1., 1., 0., 1., 0.]).view([3, 2]);
+        let weights = Tensor::from_slice(&[0.75f32, 1.5]);
+        for w in [None, Some(&weights)] {
+            let hard = task_ce(&logits, &labels, w).double_value(&[]);
+            let soft = soft_ce(&logits, &one_hot, w).double_value(&[]);
+            assert!(
+                (hard - soft).abs() < 1e-6,
+                "{hard} vs {soft} (weights {w:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn soft_cross_entropy_weighs_each_class_term() {
+        // q = (0.75, 0.25); target (0.7, 0.3); class weights (1, 3).
+        let logits = Tensor::from_slice(&[3f32.ln(), 0.0]).view([1, 2]);
+        let targets = Tensor::from_slice(&[0.7f32, 0.3]).view([1, 2]);
+        let (a, b) = (-(0.75f64.ln()), -(0.25f64.ln()));
+        let plain = soft_ce(&logits, &targets, None).double_value(&[]);
+        assert!((plain - (0.7 * a + 0.3 * b)).abs() < 1e-6, "{plain}");
+        let weights = Tensor::from_slice(&[1f32, 3.0]);
+        let weighted = soft_ce(&logits, &targets, Some(&weights)).double_value(&[]);
+        let expected = (0.7 * a + 0.9 * b) / (0.7 + 0.9);
+        assert!(
+            (weighted - expected).abs() < 1e-6,
+            "{weighted} vs {expected}"
+        );
+    }
+
+    #[test]
+    fn soft_targets_fill_hard_items_with_one_hot_rows() {
+        let hard = |id: &str, y| Item::from_tensor(id, vec![0.0], Some(y));
+        let items = vec![
+            hard("a", 1),
+            hard("b", 0).with_soft_label(Some(vec![0.6, 0.4])),
+            hard("c", 0),
+        ];
+        assert_eq!(
+            soft_targets(&items, &[0, 2]),
+            None,
+            "no soft item: hard loss"
+        );
+        assert_eq!(
+            soft_targets(&items, &[0, 1, 2]),
+            Some(vec![0.0, 1.0, 0.6, 0.4, 1.0, 0.0])
+        );
+    }
+
+    #[test]
+    fn a_soft_label_that_is_not_a_probability_is_refused() {
+        for bad in [
+            vec![0.5, 0.4],
+            vec![1.2, -0.2],
+            vec![f32::NAN, 1.0],
+            vec![1.0],
+        ] {
+            let items = [Item::from_tensor("x", vec![0.0], Some(0)).with_soft_label(Some(bad))];
+            let error = check_labels(&items, 2, "target training").expect_err("refused");
+            assert!(error.to_string().contains("item x: soft label"), "{error}");
+        }
+        let good =
+            [Item::from_tensor("x", vec![0.0], Some(0)).with_soft_label(Some(vec![0.9, 0.1]))];
+        assert!(check_labels(&good, 2, "target training").is_ok());
     }
 
     #[test]

@@ -385,6 +385,78 @@ fn train_then_infer_on_a_tiny_warehouse() {
     );
     assert_eq!(source.lines().nth(1), Some("dawid-skene"), "{source}");
 
+    // The same labels as soft targets: the same split and seed, a different loss.
+    let soft_args = |labels: &'static str, run: &'static str| {
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--seed",
+            "2",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--labels",
+            labels,
+            "--soft-targets",
+            "--run",
+            run,
+        ]
+    };
+    let out = ok(dir, &soft_args("dawid-skene", "ds-soft"));
+    assert!(out.contains("labels dawid-skene (soft targets)"), "{out}");
+    let losses = ok(
+        dir,
+        &[
+            "sql",
+            "select r.run_id, json_extract(r.config, '$.soft_targets'), e.train_loss, r.label_snapshot              from runs r join epochs e using (run_id)              where run_id in ('ds-labels', 'ds-soft') and e.epoch = 1 order by r.run_id",
+            "--format",
+            "csv",
+        ],
+    );
+    let rows: Vec<Vec<&str>> = losses
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{losses}");
+    assert_eq!((rows[0][1], rows[1][1]), ("", "true"), "{losses}");
+    assert_ne!(
+        rows[0][2], rows[1][2],
+        "soft targets change the loss: {losses}"
+    );
+    assert_ne!(
+        rows[0][3], rows[1][3],
+        "the snapshot holds the posteriors: {losses}"
+    );
+    let majority = cdwqc(dir, &soft_args("majority", "soft-majority"));
+    assert!(!majority.status.success());
+    assert!(
+        stderr(&majority).contains("give --labels dawid-skene"),
+        "{}",
+        stderr(&majority)
+    );
+    let hard_resumed = cdwqc(
+        dir,
+        &[
+            "train",
+            "--resume",
+            "ds-labels",
+            "--soft-targets",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(!hard_resumed.status.success());
+    assert!(
+        stderr(&hard_resumed).contains("trained on hard labels"),
+        "{}",
+        stderr(&hard_resumed)
+    );
+
     let again = cdwqc(
         dir,
         &[
