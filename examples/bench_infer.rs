@@ -10,7 +10,8 @@
 //! - `cold`: `run_inference` as `cdwqc infer` runs it (model loading, the loader pool
 //!   decoding and preprocessing every file, the forward passes) with an empty
 //!   preprocessing cache, which it fills;
-//! - `warm`: the same, every tensor found in the cache `cold` filled;
+//! - `warm`: the same, every tensor found in the cache `cold` filled (so, as in
+//!   `cdwqc infer` when `--loaders` is not given, the network gets every thread);
 //! - `forward`: the forward pass alone (batches of 8, softmax, probabilities back in
 //!   memory) on the same tensors, already in memory, with the libtorch threads the
 //!   pipeline gives the network;
@@ -96,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     let plan_with = |cache: PathBuf| -> anyhow::Result<InferPlan> {
         let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache))?;
         plan.loaders = Some(split.loaders);
+        plan.warm_threads = ThreadSplit::warm_threads(threads, loaders);
         Ok(plan)
     };
     let probe = plan_with(scratch.path().join("probe"))?;

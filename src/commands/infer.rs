@@ -62,9 +62,12 @@ pub struct InferArgs {
     pub device: String,
     /// Threads in all (default: the machine's), split between decoding and
     /// preprocessing images and the network (half each; the network gets the odd one).
+    /// When every image's tensor is already cached, the network gets them all (unless
+    /// --loaders is given).
     #[arg(long)]
     pub threads: Option<i32>,
-    /// Of --threads, how many decode and preprocess images ahead of the network.
+    /// Of --threads, how many decode and preprocess images ahead of the network; given,
+    /// the split stands even when every tensor is cached.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub loaders: Option<u16>,
     /// Label an image with the task's last class (reject, bad, gado) when its
@@ -163,14 +166,14 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     if let (Some(shard), Some(work_list)) = (&args.shard, &args.work_list) {
         return super::slurm::run_shard_command(work_list, shard, args.threads);
     }
-    let split = ThreadSplit::new(
-        args.threads.map(|t| t.max(1) as usize),
-        args.loaders.map(usize::from),
-    );
+    let threads = args.threads.map(|t| t.max(1) as usize);
+    let loaders = args.loaders.map(usize::from);
+    let split = ThreadSplit::new(threads, loaders);
+    let warm_threads = ThreadSplit::warm_threads(threads, loaders);
     tch::set_num_threads(split.torch as i32);
     let mut store = Store::open(db, Access::ReadWrite)?;
     if let Some(model) = args.model.clone() {
-        return run_model(&mut store, model, args, split);
+        return run_model(&mut store, model, args, split, warm_threads);
     }
     let threshold = resolve_threshold(&store, &args)?;
     let request = InferRequest {
@@ -185,6 +188,7 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
     plan.adapt_batchnorm = args.adapt_batchnorm;
     plan.loaders = Some(split.loaders);
+    plan.warm_threads = warm_threads;
     let (mut result, code) = predict(&plan)?;
     if let Some(t) = threshold {
         apply_threshold(&mut result.rows, plan.task.categories(), t);
@@ -200,6 +204,7 @@ fn run_model(
     model: String,
     args: InferArgs,
     split: ThreadSplit,
+    warm_threads: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let request = ModelInferRequest {
         model,
@@ -212,6 +217,7 @@ fn run_model(
     };
     let mut planned = plan_model_inference(store, &request, &models_dir(), Some(cache_dir()))?;
     planned.plan.loaders = Some(split.loaders);
+    planned.plan.warm_threads = warm_threads;
     let card = &planned.model.card;
     println!(
         "model {} ({} from {}, {}, preset {}; weights sha256 {} checked) -> run {}",
@@ -309,6 +315,9 @@ fn predict(plan: &InferPlan) -> anyhow::Result<(InferResult, ExitCode)> {
                 "; interrupted before the other {}",
                 plan.items.len() - result.rows.len()
             )
+        } else if let Some(threads) = result.warm_threads {
+            let s = if threads == 1 { "" } else { "s" };
+            format!("; every tensor was cached, so the network ran on {threads} thread{s}")
         } else {
             String::new()
         }

@@ -125,6 +125,11 @@ pub struct InferPlan {
     /// Threads decoding and preprocessing images (default: half the machine's).
     #[serde(default)]
     pub loaders: Option<usize>,
+    /// libtorch's threads when every planned image's tensor is already in the cache: the
+    /// loaders then only read files, so the network may take every core (absent: the
+    /// threads stay as set).
+    #[serde(default)]
+    pub warm_threads: Option<usize>,
 }
 
 /// What a worker runs.
@@ -214,6 +219,10 @@ pub struct InferResult {
     /// Images the BatchNorm statistics were re-estimated on, when asked.
     #[serde(default)]
     pub adapted_images: Option<usize>,
+    /// The libtorch threads the network ran on because every tensor was cached
+    /// ([`InferPlan::warm_threads`]).
+    #[serde(default)]
+    pub warm_threads: Option<usize>,
 }
 
 /// Progress and outcome of a job, one JSON object per line on the worker's stdout.
@@ -382,6 +391,21 @@ pub fn run_training(
     })
 }
 
+/// Whether the cache holds the tensor of every item for `preset` (a file of the name the
+/// loader would read; one `stat` per image).
+fn every_tensor_cached(items: &[PlanItem], preset: &Preset, cache: &Option<TensorCache>) -> bool {
+    let Some(cache) = cache else {
+        return false;
+    };
+    items.iter().all(|item| {
+        item.sha256.as_deref().is_some_and(|sha| {
+            cache
+                .path_for(sha, &preset.name, &preset.preprocess)
+                .is_file()
+        })
+    })
+}
+
 /// Predicts the planned images; `cancel` stops between batches.
 pub fn run_inference(
     plan: &InferPlan,
@@ -418,6 +442,12 @@ pub fn run_inference(
     };
     if let Some(loaders) = plan.loaders {
         options.loaders = loaders.max(1);
+    }
+    let warm_threads = plan
+        .warm_threads
+        .filter(|_| every_tensor_cached(&plan.items, model.preset(), &options.cache));
+    if let Some(threads) = warm_threads {
+        tch::set_num_threads(threads.max(1) as i32);
     }
     let names = plan.task.categories();
     let total = plan.items.len();
@@ -464,6 +494,7 @@ pub fn run_inference(
         seconds: started.elapsed().as_secs_f64(),
         cancelled,
         adapted_images,
+        warm_threads,
     })
 }
 
@@ -658,6 +689,7 @@ mod tests {
             cache_dir: None,
             adapt_batchnorm: Some(64),
             loaders: Some(3),
+            warm_threads: Some(2),
         }));
         let path = dir.path().join("job.json");
         plan.write(&path).unwrap();

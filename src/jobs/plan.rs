@@ -891,6 +891,7 @@ pub fn plan_inference(
         cache_dir,
         adapt_batchnorm: None,
         loaders: None,
+        warm_threads: None,
     })
 }
 
@@ -1035,6 +1036,7 @@ pub fn plan_model_inference(
             cache_dir,
             adapt_batchnorm: request.adapt_batchnorm,
             loaders: None,
+            warm_threads: None,
         },
         run,
         model,

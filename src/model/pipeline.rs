@@ -27,14 +27,28 @@ impl ThreadSplit {
     /// (libtorch's threads wait for each other at every operation, and one of them losing
     /// its core to a loader stalls them all). `loaders` overrides the loaders' share.
     pub fn new(total: Option<usize>, loaders: Option<usize>) -> Self {
-        let total = total
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1);
+        let total = Self::total(total);
         let loaders = loaders.unwrap_or(total / 2).max(1);
         Self {
             loaders,
             torch: total.saturating_sub(loaders).max(1),
         }
+    }
+
+    /// `total` threads, default the machine's.
+    fn total(total: Option<usize>) -> usize {
+        total
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
+    /// libtorch's threads for a run whose tensors are all cached: all `total` (default
+    /// the machine's), since the loaders then only read one file per image (on 2 cores,
+    /// 96 cached 1 mm FLAIR volumes: 28 ms per volume against 49 ms with the cold split,
+    /// docs/benchmarks.md). `None` when the user chose the loaders, whose split then
+    /// stands.
+    pub fn warm_threads(total: Option<usize>, loaders: Option<usize>) -> Option<usize> {
+        loaders.is_none().then(|| Self::total(total))
     }
 }
 
@@ -308,6 +322,13 @@ mod tests {
         assert_eq!(pool.next().map(|b| b.indices), Some(vec![0, 1]));
         drop(pool);
         assert!(loads.load(Ordering::SeqCst) <= 6);
+    }
+
+    #[test]
+    fn a_cached_run_gives_the_network_every_thread_unless_the_loaders_were_chosen() {
+        assert_eq!(ThreadSplit::warm_threads(Some(2), None), Some(2));
+        assert_eq!(ThreadSplit::warm_threads(Some(1), None), Some(1));
+        assert_eq!(ThreadSplit::warm_threads(Some(4), Some(2)), None);
     }
 
     #[test]

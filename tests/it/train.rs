@@ -265,7 +265,8 @@ fn train_then_infer_on_a_tiny_warehouse() {
         stderr(&nothing)
     );
 
-    ok(
+    // With --loaders the user's split stands, cached or not.
+    let chosen = ok(
         dir,
         &[
             "infer",
@@ -275,8 +276,11 @@ fn train_then_infer_on_a_tiny_warehouse() {
             "cpu",
             "--threads",
             "1",
+            "--loaders",
+            "1",
         ],
     );
+    assert!(!chosen.contains("every tensor was cached"), "{chosen}");
     let predictions = ok(
         dir,
         &[
@@ -308,8 +312,9 @@ fn train_then_infer_on_a_tiny_warehouse() {
     assert_eq!(all["predictions"].as_u64(), Some(16));
     assert_eq!(all["against"], "rater rater1");
 
-    // Every image labelled reject at threshold 0.
-    ok(
+    // Every image labelled reject at threshold 0. Every tensor is cached by now, so the
+    // network gets every thread there is (the one given).
+    let warm = ok(
         dir,
         &[
             "infer",
@@ -322,6 +327,10 @@ fn train_then_infer_on_a_tiny_warehouse() {
             "--threshold",
             "0",
         ],
+    );
+    assert!(
+        warm.contains("every tensor was cached, so the network ran on 1 thread"),
+        "{warm}"
     );
     let labels = ok(
         dir,
