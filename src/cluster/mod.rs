@@ -22,9 +22,11 @@ use duckdb::{Connection, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::jobs::{InferPlan, JobEvent, PlanItem, run_inference};
+use crate::jobs::iqm_forest::{ForestMix, mix_forest};
+use crate::jobs::{InferPlan, JobEvent, ModelSource, PlanItem, run_inference};
 use crate::model::ModelError;
-use crate::store::runs::PredictionRow;
+use crate::model::card::{ExportedModel, ModelCard};
+use crate::store::runs::{ModelRun, PredictionRow};
 use crate::store::{Store, StoreError};
 
 /// The work list's file name in a job folder.
@@ -686,6 +688,8 @@ pub struct MergeReport {
     pub failed: usize,
     /// Rows that were new or different in the store (0 when merged before).
     pub written: usize,
+    /// An exported model's IQM forest, mixed in by the merge.
+    pub forest: Option<ForestMix>,
 }
 
 /// Checks every part of `dir`, then stores the predictions in one transaction. The
@@ -716,27 +720,101 @@ pub fn merge(store: &mut Store, dir: &Path) -> Result<MergeReport, ClusterError>
             )],
         });
     }
+    let mut rows = checked.rows;
+    let plan = &checked.list.plan;
+    let model = match &plan.model_run {
+        Some(run) => Some((run, model_run_rows(store, dir, plan, run, &mut rows)?)),
+        None => None,
+    };
     let stored: HashMap<i64, PredictionRow> = store
         .run_predictions(&run_id)?
         .into_iter()
         .map(|r| (r.image_id, r))
         .collect();
-    let changed: Vec<PredictionRow> = checked
-        .rows
+    let changed: Vec<PredictionRow> = rows
         .iter()
         .filter(|r| !same_row(stored.get(&r.image_id), r))
         .cloned()
         .collect();
-    if !changed.is_empty() {
+    if let Some((run, mix)) = &model
+        && (!changed.is_empty() || store.run_kind_and_config(&run_id)?.is_none())
+    {
+        store.begin_model_run(run)?;
+        store.save_predictions(&run_id, &changed)?;
+        let metrics = serde_json::json!({
+            "images": rows.len(),
+            "failed": rows.iter().filter(|r| r.error.is_some()).count(),
+            "shards": checked.list.shards,
+            "iqm_forest_images": mix.as_ref().map(|f| f.mixed),
+            "iqm_forest_without_metrics": mix.as_ref().map(|f| f.without_metrics),
+            "iqm_forest_skipped": mix.as_ref().and_then(|f| f.skipped.clone()),
+        });
+        store.set_run_status(&run_id, "completed", Some(&metrics.to_string()), None)?;
+    } else if !changed.is_empty() {
         store.save_predictions(&run_id, &changed)?;
     }
     Ok(MergeReport {
         run_id,
         shards: checked.list.shards,
-        rows: checked.rows.len(),
-        failed: checked.rows.iter().filter(|r| r.error.is_some()).count(),
+        rows: rows.len(),
+        failed: rows.iter().filter(|r| r.error.is_some()).count(),
         written: changed.len(),
+        forest: model.and_then(|(_, mix)| mix),
     })
+}
+
+/// An exported model's merged rows: its IQM forest mixed in from the store's metrics, as
+/// `cdwqc infer --model` mixes it in one process. The model folder must still hold the
+/// card the job was planned with, and the store no other predictions under its run.
+fn model_run_rows(
+    store: &Store,
+    dir: &Path,
+    plan: &InferPlan,
+    run: &ModelRun,
+    rows: &mut [PredictionRow],
+) -> Result<Option<ForestMix>, ClusterError> {
+    let refuse = |message: String| ClusterError::Invalid {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let planned: ModelCard = serde_json::from_str(&run.card)
+        .map_err(|e| refuse(format!("the work list's model card does not parse: {e}")))?;
+    if let Some((_, config)) = store.run_kind_and_config(&run.run_id)?
+        && config.as_deref() != Some(run.card.as_str())
+    {
+        return Err(refuse(format!(
+            "run {} holds predictions of another model or of the same without its IQM forest \
+             since this job was submitted: nothing merged (submit again with another --as)",
+            run.run_id
+        )));
+    }
+    let Some(info) = &planned.iqm_forest else {
+        return Ok(None);
+    };
+    let ModelSource::Exported { dir: model_dir } = &plan.model else {
+        return Err(refuse(
+            "the work list names a model run without a model folder".into(),
+        ));
+    };
+    let model = ExportedModel::open(model_dir)?;
+    let same = |c: &ModelCard| {
+        (
+            c.weights.sha256.clone(),
+            c.iqm_forest.as_ref().map(|f| f.sha256.clone()),
+        )
+    };
+    if same(&model.card) != same(&planned) {
+        return Err(refuse(format!(
+            "the model folder {} no longer holds the model this job was submitted with",
+            model_dir.display()
+        )));
+    }
+    let Some(forest) = model.verified_forest()? else {
+        return Ok(None);
+    };
+    let mix = mix_forest(store, &forest, info.weight, plan.task.categories(), rows)
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(Some(mix))
 }
 
 /// Equal rows, probabilities compared bit for bit.

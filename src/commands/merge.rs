@@ -62,8 +62,18 @@ pub fn merge_folder(store: &mut Store, dir: &Path) -> anyhow::Result<String> {
         ));
     }
     let report = merge(store, dir)?;
+    let forest = match &report.forest {
+        Some(mix) => match &mix.skipped {
+            Some(why) => format!("; IQM forest not mixed in: {why}"),
+            None => format!(
+                "; IQM forest mixed into {} ({} without metrics: the network's alone)",
+                mix.mixed, mix.without_metrics
+            ),
+        },
+        None => String::new(),
+    };
     Ok(format!(
-        "{}: {} predictions from {} parts checked ({} failed images); {}",
+        "{}: {} predictions from {} parts checked ({} failed images){forest}; {}",
         report.run_id,
         report.rows,
         report.shards,

@@ -17,8 +17,8 @@ use crate::cluster::slurm::{
 };
 use crate::cluster::{ARRAY_TASK_ENV, Shard, WORK_LIST, WorkList, parts_present, run_shard};
 use crate::import::{self, ImportOptions};
-use crate::jobs::plan::{InferRequest, plan_inference};
-use crate::jobs::{JobEvent, ModelSource, cache_dir, runs_dir};
+use crate::jobs::plan::{InferRequest, ModelInferRequest, plan_inference, plan_model_inference};
+use crate::jobs::{InferPlan, JobEvent, ModelSource, cache_dir, models_dir, runs_dir};
 use crate::report::agreement::Task;
 use crate::store::{Access, Store};
 
@@ -109,14 +109,26 @@ pub struct SubmitImportArgs {
 #[derive(Debug, clap::Args)]
 pub struct SubmitInferArgs {
     /// The training run whose best weights predict.
-    #[arg(long)]
-    pub run: String,
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub run: Option<String>,
+    /// Or an exported model (a name under models/, such as a shipped model, or a model
+    /// folder): its weights predict in the shards, and the merge records its run
+    /// (`model:<name>`) and mixes in its IQM forest from the store's metrics, as
+    /// `cdwqc infer --model` does in one process.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// With --model: store the network's probabilities alone (no IQM forest).
+    #[arg(long, requires = "model")]
+    pub network_only: bool,
+    /// With --model: the run the predictions are stored under (default model:<name>).
+    #[arg(long = "as", value_name = "RUN", requires = "model")]
+    pub store_as: Option<String>,
     /// How many shards (array tasks) share the images, balanced by file size.
     #[arg(long)]
     pub shards: usize,
-    /// Sequence to predict (BIDS suffix).
-    #[arg(long, default_value = "FLAIR")]
-    pub sequence: String,
+    /// Sequence to predict (BIDS suffix; default FLAIR, or the model's target sequence).
+    #[arg(long)]
+    pub sequence: Option<String>,
     /// Only images without a consensus label.
     #[arg(long)]
     pub unrated: bool,
@@ -124,7 +136,7 @@ pub struct SubmitInferArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// The job folder (work list, scripts, parts, logs), on a file system every node
-    /// sees. Default models/cluster/<run>.
+    /// sees. Default models/cluster/<run> (model-<name> for --model).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     #[command(flatten)]
@@ -160,34 +172,57 @@ fn freeze(db: &Path, args: &SubmitInferArgs) -> anyhow::Result<WorkList> {
         bail!("--shards 0: give at least one shard");
     }
     let store = Store::open(db, Access::ReadOnly)?;
-    let request = InferRequest {
-        run: Some(args.run.clone()),
-        torchscript: None,
-        preset: None,
-        task: Task::Usable,
-        sequence: args.sequence.clone(),
-        unrated: args.unrated,
-        device: args.device.clone(),
+    let mut plan = match &args.model {
+        Some(model) => {
+            let request = ModelInferRequest {
+                model: model.clone(),
+                run: args.store_as.clone(),
+                sequence: args.sequence.clone(),
+                unrated: args.unrated,
+                device: args.device.clone(),
+                adapt_batchnorm: None,
+                network_only: args.network_only,
+            };
+            let planned = plan_model_inference(&store, &request, &models_dir(), Some(cache_dir()))?;
+            // A changed or truncated forest file is refused now, not at the merge.
+            planned.model.verified_forest()?;
+            InferPlan {
+                model_run: Some(planned.run),
+                ..planned.plan
+            }
+        }
+        None => {
+            let request = InferRequest {
+                run: args.run.clone(),
+                torchscript: None,
+                preset: None,
+                task: Task::Usable,
+                sequence: args.sequence.clone().unwrap_or_else(|| "FLAIR".into()),
+                unrated: args.unrated,
+                device: args.device.clone(),
+            };
+            plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?
+        }
     };
-    let mut plan = plan_inference(&store, &request, &runs_dir(), Some(cache_dir()))?;
     drop(store);
-    if let ModelSource::Run { dir } = &plan.model {
-        plan.model = ModelSource::Run {
+    plan.model = match &plan.model {
+        ModelSource::Run { dir } => ModelSource::Run {
             dir: absolute(dir)?,
-        };
-    }
+        },
+        ModelSource::Exported { dir } => ModelSource::Exported {
+            dir: absolute(dir)?,
+        },
+        other => other.clone(),
+    };
     plan.cache_dir = plan.cache_dir.as_deref().map(absolute).transpose()?;
     Ok(WorkList::new(plan, args.shards, &absolute(db)?))
 }
 
 fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
     let list = freeze(db, &args)?;
-    let dir = absolute(
-        &args
-            .dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("models/cluster").join(&args.run)),
-    )?;
+    let dir = absolute(&args.dir.clone().unwrap_or_else(|| {
+        PathBuf::from("models/cluster").join(list.plan.run_id.replace(':', "-"))
+    }))?;
     let list_path = dir.join(WORK_LIST);
     match WorkList::read(&list_path) {
         Ok(old) if old.plan_hash == list.plan_hash && old.shards == list.shards => {

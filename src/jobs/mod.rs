@@ -130,6 +130,11 @@ pub struct InferPlan {
     /// threads stay as set).
     #[serde(default)]
     pub warm_threads: Option<usize>,
+    /// An exported model's sharded job: the run row its predictions go under, written
+    /// by the merge, with the card whose IQM forest the merge mixes in (absent for a
+    /// training run's job and for one process, which records its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_run: Option<crate::store::runs::ModelRun>,
 }
 
 /// What a worker runs.
@@ -690,6 +695,7 @@ mod tests {
             adapt_batchnorm: Some(64),
             loaders: Some(3),
             warm_threads: Some(2),
+            model_run: None,
         }));
         let path = dir.path().join("job.json");
         plan.write(&path).unwrap();

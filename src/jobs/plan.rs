@@ -892,6 +892,7 @@ pub fn plan_inference(
         adapt_batchnorm: None,
         loaders: None,
         warm_threads: None,
+        model_run: None,
     })
 }
 
@@ -1037,6 +1038,7 @@ pub fn plan_model_inference(
             adapt_batchnorm: request.adapt_batchnorm,
             loaders: None,
             warm_threads: None,
+            model_run: None,
         },
         run,
         model,

@@ -585,7 +585,7 @@ pub struct SplitCount {
 }
 
 /// The run row of an exported model's predictions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelRun {
     pub run_id: String,
     pub task: String,

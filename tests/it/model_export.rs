@@ -629,6 +629,7 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
     );
     ok(&other, &["init"]);
     ok(&other, &["import", "w"]);
+    std::fs::copy(other.join("cdwqc.duckdb"), other.join("sharded.duckdb")).expect("copy");
     let infer = |model: &str, extra: &[&str]| {
         let path = dir.join("exported").join(model).display().to_string();
         let mut args = vec![
@@ -675,6 +676,59 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
         differs |= (mp[1] - np[1]).abs() > 1e-9;
     }
     assert!(differs, "the forest changes some probability");
+
+    // Sharded: three shards predict with the network, the merge records the model's run
+    // and mixes its forest in: the very predictions of the one process above.
+    let mixed_path = mixed_dir.display().to_string();
+    let sharded = ok(
+        &other,
+        &[
+            "--db",
+            "sharded.duckdb",
+            "slurm",
+            "submit",
+            "infer",
+            "--model",
+            &mixed_path,
+            "--shards",
+            "3",
+            "--device",
+            "cpu",
+            "--dir",
+            "shards",
+            "--local",
+            "--cpus-per-task",
+            "1",
+        ],
+    );
+    assert!(
+        sharded.contains(&format!(
+            "model:mixed: {} predictions from 3 parts checked (0 failed images); IQM forest mixed into {}",
+            m.len(),
+            m.len()
+        )),
+        "{sharded}"
+    );
+    let rows = |db: &str| {
+        csv(
+            &other,
+            db,
+            "select image_id, label, array_to_string(probabilities, ' ') as p from predictions \
+             where run_id = 'model:mixed' order by image_id",
+        )
+    };
+    assert_eq!(rows("sharded.duckdb"), rows("cdwqc.duckdb"));
+    let run = |db: &str| {
+        csv(
+            &other,
+            db,
+            "select kind, status, method, config, metrics->>'iqm_forest_images' as mixed \
+             from runs where run_id = 'model:mixed'",
+        )
+    };
+    assert_eq!(run("sharded.duckdb"), run("cdwqc.duckdb"));
+    let again = ok(&other, &["--db", "sharded.duckdb", "merge", "shards"]);
+    assert!(again.contains("nothing written"), "{again}");
     assert_eq!(
         csv(
             &other,
