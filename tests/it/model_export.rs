@@ -776,6 +776,43 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
         ),
         "n\n0\n"
     );
+    // Sharded: refused at submission, and a merge of the job submitted before the file
+    // changed refuses too and writes nothing.
+    let submit = cdwqc(
+        &other,
+        &[
+            "--db",
+            "sharded.duckdb",
+            "slurm",
+            "submit",
+            "infer",
+            "--model",
+            &mixed_path,
+            "--as",
+            "model:again",
+            "--shards",
+            "2",
+            "--dir",
+            "shards-again",
+            "--local",
+        ],
+    );
+    assert!(!submit.status.success());
+    assert!(
+        stderr(&submit).contains("iqm-forest.safetensors"),
+        "{}",
+        stderr(&submit)
+    );
+    assert!(!other.join("shards-again").exists(), "nothing submitted");
+    let before = rows("sharded.duckdb");
+    let remerge = cdwqc(&other, &["--db", "sharded.duckdb", "merge", "shards"]);
+    assert!(!remerge.status.success());
+    assert!(
+        stderr(&remerge).contains("iqm-forest.safetensors"),
+        "{}",
+        stderr(&remerge)
+    );
+    assert_eq!(rows("sharded.duckdb"), before);
     let shown = cdwqc(dir, &["model", "show", &mixed_dir.display().to_string()]);
     assert!(!shown.status.success(), "model show checks the forest too");
     assert!(
