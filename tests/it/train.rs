@@ -362,41 +362,8 @@ fn train_then_infer_on_a_tiny_warehouse() {
     assert!(stderr(&bad).contains("--threshold"), "{}", stderr(&bad));
 
     // Labels from the Dawid-Skene latent truth, kept in the run's configuration.
-    let out = ok(
-        dir,
-        &[
-            "train",
-            "--preset",
-            "tiny",
-            "--epochs",
-            "1",
-            "--seed",
-            "2",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--labels",
-            "dawid-skene",
-            "--run",
-            "ds-labels",
-        ],
-    );
-    assert!(out.contains("labels dawid-skene"), "{out}");
-    let source = ok(
-        dir,
-        &[
-            "sql",
-            "select json_extract_string(config, '$.label_source') from runs where run_id = 'ds-labels'",
-            "--format",
-            "csv",
-        ],
-    );
-    assert_eq!(source.lines().nth(1), Some("dawid-skene"), "{source}");
-
-    // The same labels as soft targets: the same split and seed, a different loss.
-    let soft_args = |labels: &'static str, run: &'static str| {
-        [
+    let train_on = |labels: &'static str, soft: bool, run: &'static str| {
+        let mut args = vec![
             "train",
             "--preset",
             "tiny",
@@ -410,12 +377,29 @@ fn train_then_infer_on_a_tiny_warehouse() {
             "1",
             "--labels",
             labels,
-            "--soft-targets",
             "--run",
             run,
-        ]
+        ];
+        if soft {
+            args.push("--soft-targets");
+        }
+        args
     };
-    let out = ok(dir, &soft_args("dawid-skene", "ds-soft"));
+    let out = ok(dir, &train_on("dawid-skene", false, "ds-labels"));
+    assert!(out.contains("labels dawid-skene"), "{out}");
+    let source = ok(
+        dir,
+        &[
+            "sql",
+            "select json_extract_string(config, '$.label_source') from runs where run_id = 'ds-labels'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(source.lines().nth(1), Some("dawid-skene"), "{source}");
+
+    // The same labels as soft targets: the same split and seed, a different loss.
+    let out = ok(dir, &train_on("dawid-skene", true, "ds-soft"));
     assert!(out.contains("labels dawid-skene (soft targets)"), "{out}");
     let losses = ok(
         dir,
@@ -441,7 +425,7 @@ fn train_then_infer_on_a_tiny_warehouse() {
         rows[0][3], rows[1][3],
         "the snapshot holds the posteriors: {losses}"
     );
-    let majority = cdwqc(dir, &soft_args("majority", "soft-majority"));
+    let majority = cdwqc(dir, &train_on("majority", true, "soft-majority"));
     assert!(!majority.status.success());
     assert!(
         stderr(&majority).contains("give --labels dawid-skene"),
