@@ -47,7 +47,7 @@ pub struct SubmitArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SubmitJob {
-    /// Predict with a training run's best weights, in shards.
+    /// Predict with a training run's best weights or an exported model, in shards.
     Infer(SubmitInferArgs),
     /// Index a warehouse folder in shards: each analyses its share of the new and
     /// changed files (header, previews, quality metrics) without opening the store.
@@ -107,9 +107,10 @@ pub struct SubmitImportArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("predictor").required(true).args(["run", "model"])))]
 pub struct SubmitInferArgs {
     /// The training run whose best weights predict.
-    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    #[arg(long)]
     pub run: Option<String>,
     /// Or an exported model (a name under models/, such as a shipped model, or a model
     /// folder): its weights predict in the shards, and the merge records its run
