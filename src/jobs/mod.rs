@@ -127,8 +127,9 @@ pub struct InferPlan {
     pub loaders: Option<usize>,
     /// libtorch's threads when every planned image's tensor is already in the cache: the
     /// loaders then only read files, so the network may take every core (absent: the
-    /// threads stay as set).
-    #[serde(default)]
+    /// threads stay as set). Left out of the JSON when absent, so that a work list
+    /// written before the field existed still hashes to its recorded plan hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_threads: Option<usize>,
     /// An exported model's sharded job: the run row its predictions go under, written
     /// by the merge, with the card whose IQM forest the merge mixes in (absent for a
@@ -671,6 +672,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.len() < 50, "{} lines", lines.len());
         assert!(lines.last().unwrap().contains(r#""batch":50"#));
+    }
+
+    #[test]
+    fn a_plan_written_before_the_newer_fields_serialises_back_to_the_same_bytes() {
+        // A work list's plan hash is recomputed from the plan read back: fields added
+        // since must not appear in the JSON of a plan that does not use them.
+        let earlier = r#"{"run_id":"r","model":{"source":"run","dir":"models/runs/r"},"task":"usable","sequence":"FLAIR","device":"cpu","items":[{"image_id":7,"path":"/d/a.nii.gz","sha256":"ab","label":null}],"cache_dir":"/c","adapt_batchnorm":null,"loaders":null}"#;
+        let plan: InferPlan = serde_json::from_str(earlier).unwrap();
+        assert_eq!(serde_json::to_string(&plan).unwrap(), earlier);
     }
 
     #[test]
