@@ -736,8 +736,15 @@ pub fn merge(store: &mut Store, dir: &Path) -> Result<MergeReport, ClusterError>
         .filter(|r| !same_row(stored.get(&r.image_id), r))
         .cloned()
         .collect();
+    // A model's run is recorded when rows changed, and again when an earlier merge
+    // ended before marking it completed.
+    let unfinished = || -> Result<bool, StoreError> {
+        Ok(store
+            .run_row(&run_id)?
+            .is_none_or(|row| row.status != "completed"))
+    };
     if let Some((run, mix)) = &model
-        && (!changed.is_empty() || store.run_kind_and_config(&run_id)?.is_none())
+        && (!changed.is_empty() || unfinished()?)
     {
         store.begin_model_run(run)?;
         store.save_predictions(&run_id, &changed)?;

@@ -729,6 +729,20 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
     assert_eq!(run("sharded.duckdb"), run("cdwqc.duckdb"));
     let again = ok(&other, &["--db", "sharded.duckdb", "merge", "shards"]);
     assert!(again.contains("nothing written"), "{again}");
+    // A merge cut off after storing the rows but before completing the run: the next
+    // merge completes it.
+    ok(
+        &other,
+        &[
+            "--db",
+            "sharded.duckdb",
+            "sql",
+            "--write",
+            "update runs set status = 'running' where run_id = 'model:mixed'",
+        ],
+    );
+    ok(&other, &["--db", "sharded.duckdb", "merge", "shards"]);
+    assert_eq!(run("sharded.duckdb"), run("cdwqc.duckdb"));
     assert_eq!(
         csv(
             &other,
