@@ -1090,6 +1090,46 @@ fn jobs_running_job_with_curves_and_log() {
 }
 
 #[test]
+fn jobs_log_keeps_its_newest_line_in_view_when_entries_wrap() {
+    use crate::jobs::JobEvent;
+    use crate::jobs::plan::TrainRequest;
+    use crate::tui::jobs::JobRequest;
+
+    let (_dir, mut store) = filled_store();
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let id = app.jobs.add(&JobRequest::Train(TrainRequest {
+        preset: Some("demo".into()),
+        run: Some("usable-ssda-demo-1".into()),
+        ..TrainRequest::default()
+    }));
+    // Each entry wraps over two or three rows of the log at 80 columns.
+    for n in 0..12 {
+        app.jobs.on_event(
+            id,
+            &JobEvent::ItemFailed {
+                id: format!("img{n}"),
+                error: "a long reason that the log has to wrap over more than one row of \
+                        the pane, as a plan's summary line does"
+                    .into(),
+            },
+        );
+    }
+    app.jobs.on_event(
+        id,
+        &JobEvent::ItemFailed {
+            id: "newest".into(),
+            error: "the last entry".into(),
+        },
+    );
+    keys(&mut app, &mut store, "7");
+    for (width, height) in [(80, 24), (120, 32)] {
+        let shown = screen(&app, width, height);
+        assert!(shown.contains("image newest: the last entry"), "{shown}");
+    }
+}
+
+#[test]
 fn jobs_stored_run_shows_its_curves() {
     let (_dir, mut store) = filled_store();
     store

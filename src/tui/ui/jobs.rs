@@ -224,9 +224,13 @@ fn draw_job(frame: &mut Frame, area: Rect, job: &Job) {
         .skip(job.log.len().saturating_sub(height))
         .map(|l| Line::from(l.clone()))
         .collect();
+    // Entries wrap over several rows: scroll so that the newest row stays in view.
+    let paragraph = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let rows = paragraph.line_count(log.width.saturating_sub(2));
+    let hidden = u16::try_from(rows.saturating_sub(height)).unwrap_or(u16::MAX);
     frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
+        paragraph
+            .scroll((hidden, 0))
             .block(Block::bordered().title(" Log ")),
         log,
     );
