@@ -14,7 +14,7 @@ use crate::jobs::iqm_forest::{IqmForestRequest, train_iqm_forest};
 use crate::jobs::plan::{TrainRequest, plan_training, record_epoch, record_start, record_training};
 use crate::jobs::{JobEvent, cache_dir, run_training, runs_dir};
 use crate::model::iqm_forest::{ForestConfig, METHOD};
-use crate::model::train::TrainStatus;
+use crate::model::train::{Selection, TrainStatus};
 use crate::report::agreement::Task;
 use crate::store::{Access, Store};
 
@@ -85,6 +85,12 @@ pub struct TrainArgs {
     /// pretraining. Kept by --resume.
     #[arg(long, value_name = "MODEL")]
     pub init_model: Option<String>,
+    /// Which epoch's weights the run keeps: `val-loss` (the lowest target validation
+    /// loss, early stopping by the recipe's patience) or `last` (every epoch runs).
+    /// Default: val-loss, unless the cdwqc recipe's validation set holds fewer than 5
+    /// images of a class, where the last epoch is kept. Kept by --resume.
+    #[arg(long, value_enum)]
+    pub select: Option<Selection>,
 }
 
 /// The batches of the current epoch, on a terminal only (logs get one line per epoch).
@@ -131,6 +137,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels,
         soft_targets: args.soft_targets,
         init_model: args.init_model,
+        selection: args.select,
     };
     let planned = plan_training(&store, &request, &runs_dir(), Some(cache_dir()))?;
     println!("{}", planned.summary);

@@ -14,7 +14,7 @@ use crate::model::preset::Preset;
 use crate::model::recipe::Recipe;
 use crate::model::split::{Set, split_by_subject};
 use crate::model::train::{
-    CheckpointState, EpochReport, InitialWeights, Method, TrainConfig, TrainStatus,
+    CheckpointState, EpochReport, InitialWeights, Method, Selection, TrainConfig, TrainStatus,
 };
 use crate::rate::labels::image_labels;
 use crate::rate::latent::{ConsensusMethod, latent_labels};
@@ -77,6 +77,8 @@ pub struct TrainRequest {
     /// An exported model (a name under `models/` or a folder) whose weights the run
     /// starts from; `finetune` then skips its source pretraining.
     pub init_model: Option<String>,
+    /// Which epoch's weights to keep; absent: [`Selection::auto`] on the validation set.
+    pub selection: Option<Selection>,
 }
 
 /// The preset of a run that names none and starts from no model.
@@ -100,6 +102,7 @@ impl Default for TrainRequest {
             labels: ConsensusMethod::Majority,
             soft_targets: false,
             init_model: None,
+            selection: None,
         }
     }
 }
@@ -411,7 +414,10 @@ pub fn plan_training(
     config.label_source =
         (request.labels != ConsensusMethod::Majority).then(|| request.labels.name().to_string());
     config.soft_targets = soft;
-    let summary = with_recipe(summary, &config);
+    let validation_labels: Vec<usize> = validation.iter().filter_map(|i| i.label).collect();
+    let (auto, _) = Selection::auto(config.recipe.recipe, &validation_labels, classes.len());
+    config.selection = request.selection.unwrap_or(auto);
+    let summary = with_recipe(summary, &config, &validation);
     config.device = request.device.clone();
     config.validate()?;
     let run_dir = runs_dir.join(&run_id);
@@ -481,14 +487,14 @@ pub fn plan_training(
 
 /// Image counts per set, for the user.
 /// The plan's summary line with the training rules it runs under.
-fn with_recipe(summary: String, config: &TrainConfig) -> String {
+fn with_recipe(summary: String, config: &TrainConfig, validation: &[PlanItem]) -> String {
     let augmentation = if config.preset.augment.enabled {
         "on"
     } else {
         "off"
     };
     format!(
-        "{summary}; recipe {}, augmentation {augmentation}{}{}",
+        "{summary}; recipe {}, augmentation {augmentation}{}{}{}",
         config.recipe.recipe.name(),
         config
             .label_source
@@ -506,7 +512,23 @@ fn with_recipe(summary: String, config: &TrainConfig) -> String {
             .initial_weights
             .as_ref()
             .map(|w| format!(", starting from model {}", w.model))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        selection_note(config, validation)
+    )
+}
+
+/// Says when a run keeps its last epoch rather than its lowest validation loss's, and
+/// how small the validation set is that made `auto` choose so.
+fn selection_note(config: &TrainConfig, validation: &[PlanItem]) -> String {
+    if config.selection == Selection::ValLoss {
+        return String::new();
+    }
+    let labels: Vec<usize> = validation.iter().filter_map(|i| i.label).collect();
+    let (_, fewest) = Selection::auto(config.recipe.recipe, &labels, config.target_classes);
+    format!(
+        "; keeps the last epoch (the smallest class has {fewest} validation image(s); from {} \
+         an epoch is chosen by validation loss, or with --select val-loss)",
+        Selection::MIN_VALIDATION_PER_CLASS
     )
 }
 
@@ -721,6 +743,7 @@ fn plan_resume(
             [&train, &validation, &test, &unlabelled],
         ),
         &config,
+        &validation,
     );
     config.device = request.device.clone();
     config.validate()?;

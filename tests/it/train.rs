@@ -36,6 +36,78 @@ pub(crate) fn tiny_rated_warehouse(dir: &Path) {
     }
 }
 
+/// A validation set with under five images of a class cannot tell epochs apart: the
+/// run keeps its last epoch unless asked to choose by validation loss, says so, stores
+/// the rule with its configuration and keeps it on resume.
+#[test]
+fn a_small_validation_set_keeps_the_last_epoch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    tiny_rated_warehouse(dir);
+    let train = |run: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "usable",
+            "--method",
+            "ssda",
+            "--epochs",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--run",
+            run,
+        ];
+        args.extend_from_slice(extra);
+        ok(dir, &args)
+    };
+    let config = |run: &str| {
+        let out = ok(
+            dir,
+            &[
+                "sql",
+                &format!("select config from runs where run_id = '{run}'"),
+                "--format",
+                "json",
+            ],
+        );
+        let rows: Value = serde_json::from_str(&out).expect("json rows");
+        let text = rows[0]["config"].as_str().expect("config text").to_string();
+        serde_json::from_str::<Value>(&text).expect("config json")
+    };
+    let weights = |run: &str, file: &str| {
+        std::fs::read(dir.join("models/runs").join(run).join(file)).expect("weights")
+    };
+
+    let out = train("auto", &[]);
+    assert!(
+        out.contains("keeps the last epoch (the smallest class has"),
+        "{out}"
+    );
+    assert!(
+        out.contains("completed after 3 epochs; best epoch 3"),
+        "{out}"
+    );
+    assert_eq!(config("auto")["selection"], "last");
+    assert_eq!(
+        weights("auto", "best.safetensors"),
+        weights("auto", "last.safetensors")
+    );
+
+    let out = train("by-loss", &["--select", "val-loss"]);
+    assert!(!out.contains("keeps the last epoch"), "{out}");
+    assert!(config("by-loss").get("selection").is_none());
+    let out = train("forced", &["--select", "last"]);
+    assert!(out.contains("keeps the last epoch"), "{out}");
+    assert_eq!(config("forced")["selection"], "last");
+}
+
 #[test]
 fn train_then_infer_on_a_tiny_warehouse() {
     let tmp = tempfile::tempdir().expect("tempdir");
