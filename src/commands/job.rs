@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 
 use crate::jobs::{EventWriter, JobPlan};
+use crate::model::pipeline::ThreadSplit;
 
 #[derive(Debug, clap::Args)]
 pub struct JobArgs {
@@ -20,11 +21,24 @@ pub struct JobArgs {
 }
 
 pub fn run(args: JobArgs) -> anyhow::Result<ExitCode> {
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
+    let mut plan = JobPlan::read(&args.plan)?;
+    let threads = match &mut plan {
+        // Inference splits the threads as `cdwqc infer` does: loaders beside libtorch,
+        // and every thread to libtorch when every tensor is cached.
+        JobPlan::Infer(p) => {
+            let total = args.threads.map(|t| t.max(1) as usize);
+            let split = ThreadSplit::new(total, p.loaders);
+            if p.warm_threads.is_none() {
+                p.warm_threads = ThreadSplit::warm_threads(total, p.loaders);
+            }
+            p.loaders = Some(split.loaders);
+            split.torch as i32
+        }
+        JobPlan::Train(_) => args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32)),
+    };
     tch::set_num_threads(threads.max(1));
-    let plan = JobPlan::read(&args.plan)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     // The first interrupt asks for a checkpoint; a second one ends at once.

@@ -509,9 +509,12 @@ fn finish_inference(job: &mut Job, result: &InferResult) {
         result.failed,
         result.seconds,
         if result.cancelled {
-            "; stopped before the others"
+            "; stopped before the others".to_string()
+        } else if let Some(threads) = result.warm_threads {
+            let s = if threads == 1 { "" } else { "s" };
+            format!("; every tensor was cached, so the network ran on {threads} thread{s}")
         } else {
-            ""
+            String::new()
         }
     ));
 }

@@ -485,6 +485,9 @@ fn jobs_train_predict_stop_and_quit_in_tmux() {
     tmux.wait_for("‹ FLAIR ›");
     tmux.keys(&["Enter"]);
     tmux.wait_longer_for("16 images predicted (0 failed)", minute);
+    // Training cached every FLAIR image's tensor: the network had every thread, as
+    // `cdwqc infer` gives it.
+    tmux.wait_for("every tensor was");
 
     // A long training job, stopped after its first epoch with `c`.
     tmux.keys(&[
