@@ -703,28 +703,49 @@ pub fn masks(
             .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &seg.cuts) })
             .collect();
         let fit = fit_bias(&coarse, cgrid, &coarse_tissue, dims, 2.0);
-        // Back to full resolution in one pass: each voxel takes its block's masks, the
-        // rotation mask keeps only non-positive voxels (MRIQC's holds no others), and
-        // the tissue label comes from the voxel's own intensity.
+        // Back to full resolution in one pass over rows: each voxel takes its block's
+        // head and artefact masks, the rotation mask keeps only non-positive voxels
+        // (MRIQC's holds no others), and the tissue label comes from the voxel's own
+        // intensity, compared in single precision against cuts rounded so that the
+        // comparisons are those of the double-precision ones.
+        let [below_mid, below_top] = seg.cuts.map(f32_at_or_above);
+        let [dark, middle, bright] = labels;
+        let nx = dims[0];
         let mut idx = 0;
         for k in 0..dims[2] {
             for j in 0..dims[1] {
                 let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
-                for i in 0..dims[0] {
-                    let c = row + i / 2;
-                    let v = image[idx];
-                    let (h, a) = (seg.head[c], seg.artefact[c]);
-                    head[idx] = h;
-                    artefact[idx] = a;
-                    air[idx] = u8::from(h == 0 && a == 0);
-                    rotation[idx] = u8::from(seg.rotation[c] != 0 && v <= 0.0);
-                    tissue[idx] = if seg.brain[c] == 0 {
+                let coarse = row..row + cdims[0];
+                let range = idx..idx + nx;
+                let (h_in, a_in, r_in, b_in) = (
+                    &seg.head[coarse.clone()],
+                    &seg.artefact[coarse.clone()],
+                    &seg.rotation[coarse.clone()],
+                    &seg.brain[coarse],
+                );
+                let voxels = image[range.clone()]
+                    .iter()
+                    .zip(&mut head[range.clone()])
+                    .zip(&mut artefact[range.clone()])
+                    .zip(&mut air[range.clone()])
+                    .zip(&mut rotation[range.clone()])
+                    .zip(&mut tissue[range]);
+                for (i, (((((&v, h), a), air), r), t)) in voxels.enumerate() {
+                    let c = i / 2;
+                    (*h, *a) = (h_in[c], a_in[c]);
+                    *air = u8::from(*h == 0 && *a == 0);
+                    *r = u8::from(r_in[c] != 0 && v <= 0.0);
+                    *t = if b_in[c] == 0 {
                         0
+                    } else if v < below_mid {
+                        dark
+                    } else if v < below_top {
+                        middle
                     } else {
-                        label_of(v, &seg.cuts)
+                        bright
                     };
-                    idx += 1;
                 }
+                idx += nx;
             }
         }
         fit
@@ -761,6 +782,19 @@ pub fn masks(
         tissue,
         bias,
     })
+}
+
+/// The smallest single-precision value whose widening is at least `cut`, so that for
+/// every f32 `v`, `v < f32_at_or_above(cut)` exactly when `f64::from(v) < cut`.
+fn f32_at_or_above(cut: f64) -> f32 {
+    let near = cut as f32;
+    if f64::from(near) < cut {
+        near.next_up()
+    } else if f64::from(near.next_down()) >= cut {
+        near.next_down()
+    } else {
+        near
+    }
 }
 
 /// Block means over 2x2x2 blocks (smaller at odd edges).
@@ -1659,9 +1693,18 @@ fn measure_with(
 ) -> Result<Iqms, IqmError> {
     let grid = Grid::new(masks.dims);
     // Harmonize: scale so that the median of eroded white matter is 1000.
-    let wm: Vec<u8> = masks.tissue.iter().map(|&t| u8::from(t == WM)).collect();
-    let eroded = erode(&wm, grid, true, 0);
-    let core = if eroded.contains(&1) { &eroded } else { &wm };
+    let eroded = morphology::erode_label_18(&masks.tissue, grid, WM);
+    let wm;
+    let core = if eroded.contains(&1) {
+        &eroded
+    } else {
+        wm = masks
+            .tissue
+            .iter()
+            .map(|&t| u8::from(t == WM))
+            .collect::<Vec<u8>>();
+        &wm
+    };
     let stats = match binned
         .then(|| binned::statistics(image, core, masks))
         .flatten()
@@ -1952,6 +1995,8 @@ pub fn phantom(name: &str) -> Option<(Volume, Contrast)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     #[test]
     fn rounds_like_python() {
@@ -2075,7 +2120,35 @@ mod tests {
     }
 
     #[test]
+    fn single_precision_cuts_compare_as_the_double_precision_ones() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..2000 {
+            let cut: f64 = rng.random_range(-5000.0..5000.0) * rng.random_range(0.0..1.0);
+            let at = f32_at_or_above(cut);
+            // Values on and around the cut, in single precision.
+            let near = cut as f32;
+            for v in [
+                near.next_down(),
+                near,
+                near.next_up(),
+                at.next_down(),
+                at,
+                at.next_up(),
+            ] {
+                assert_eq!(v < at, f64::from(v) < cut, "cut {cut}, value {v}");
+            }
+        }
+        for cut in [0.0, -0.0, 1.0, 0.1, 1e-40, f64::INFINITY, f64::NEG_INFINITY] {
+            let at = f32_at_or_above(cut);
+            for v in [-1.0f32, 0.0, 1e-45, 0.1, 1.0, f32::MAX] {
+                assert_eq!(v < at, f64::from(v) < cut, "cut {cut}, value {v}");
+            }
+        }
+    }
+
+    #[test]
     fn row_and_flood_morphology_equal_the_voxel_by_voxel_forms() {
+        let mut kept_by_label_erosion = 0;
         for (dims, seed) in [
             ([9usize, 7, 5], 1u64),
             ([23, 17, 12], 2),
@@ -2099,6 +2172,27 @@ mod tests {
                         );
                     }
                 }
+                // Two labels, each on a solid part of the blobs: erosion of one label.
+                let half = m.len() / 2;
+                let labels: Vec<u8> = m
+                    .iter()
+                    .enumerate()
+                    .map(|(idx, &b)| match (b, idx < half) {
+                        (0, _) => 0,
+                        (_, true) => 3,
+                        (_, false) => 1,
+                    })
+                    .collect();
+                for label in [1u8, 3] {
+                    let one: Vec<u8> = labels.iter().map(|&t| u8::from(t == label)).collect();
+                    let eroded = morphology::erode_label_18(&labels, grid, label);
+                    assert_eq!(
+                        eroded,
+                        reference::erode(&one, grid, true, 0),
+                        "erode label {label} {dims:?} {level}"
+                    );
+                    kept_by_label_erosion += eroded.iter().map(|&e| usize::from(e)).sum::<usize>();
+                }
                 assert_eq!(fill_holes(&m, grid), reference::fill_holes(&m, grid));
                 assert_eq!(
                     fill_holes_slices(&m, grid),
@@ -2115,6 +2209,10 @@ mod tests {
                 }
             }
         }
+        assert!(
+            kept_by_label_erosion > 100,
+            "the blobs survive erosion somewhere"
+        );
     }
 
     #[test]

@@ -17,16 +17,39 @@ const MAX_BINS: usize = 1 << 16;
 /// Voxel classes: the tissue label in bits 0-1, then air, head and rotation masks.
 const CODES: usize = 32;
 
+/// Interleaved histogram tables of the one pass over the voxels.
+const LANES: usize = 4;
+
 /// The smallest value and the number of bins when every voxel is an integer in a
 /// range of at most [`MAX_BINS`] values.
 fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
-    let (mut lo, mut hi, mut integral) = (f32::INFINITY, f32::NEG_INFINITY, true);
-    for &v in image {
-        lo = lo.min(v);
-        hi = hi.max(v);
-        // A float-to-integer conversion is one instruction where `trunc` is a call.
-        integral &= (v as i64) as f32 == v;
+    // Eight running minima and maxima, compared without `f32::min`'s NaN handling, so
+    // that the loop vectorises: a NaN is never below or above them, and it fails the
+    // integer test (it converts to 0), so an image holding one takes the exact path.
+    let (mut lo, mut hi, mut integral) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8], true);
+    let chunks = image.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..8 {
+            let v = chunk[lane];
+            lo[lane] = if v < lo[lane] { v } else { lo[lane] };
+            hi[lane] = if v > hi[lane] { v } else { hi[lane] };
+            // Past i32's range the conversion saturates and the test fails, as it should:
+            // such a range is far wider than MAX_BINS.
+            integral &= (v as i32) as f32 == v;
+        }
     }
+    for &v in rest {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+        integral &= (v as i32) as f32 == v;
+    }
+    let lo = lo
+        .iter()
+        .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
+    let hi = hi
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     let span = hi - lo;
     if !integral || span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
         return None;
@@ -264,15 +287,30 @@ pub(super) fn statistics(
     // One pass: each voxel counted under its stored value and its class code.
     // 32-bit counts keep the table small enough for the cache; a grid holds fewer
     // than 2^32 voxels.
-    let mut hist = vec![0u32; bins * CODES];
-    let mut artefact_n = 0u64;
-    for (idx, &v) in image.iter().enumerate() {
-        let code = usize::from(masks.tissue[idx] & 3)
-            | usize::from(masks.air[idx] != 0) << 2
-            | usize::from(masks.head[idx] != 0) << 3
-            | usize::from(masks.rotation[idx] != 0) << 4;
-        hist[bin(v) * CODES + code] += 1;
-        artefact_n += u64::from(masks.artefact[idx] != 0);
+    // Neighbouring voxels often share their value and class (the air, above all), and
+    // an increment waits for the previous one to the same counter: four interleaved
+    // tables, one per voxel position modulo 4, keep those increments independent.
+    let table = bins * CODES;
+    let mut lanes = vec![0u32; LANES * table];
+    let voxels = image
+        .iter()
+        .zip(&masks.tissue)
+        .zip(&masks.air)
+        .zip(&masks.head)
+        .zip(&masks.rotation);
+    for (idx, ((((&v, &t), &a), &h), &r)) in voxels.enumerate() {
+        let code = usize::from(t & 3)
+            | usize::from(a != 0) << 2
+            | usize::from(h != 0) << 3
+            | usize::from(r != 0) << 4;
+        lanes[(idx % LANES) * table + bin(v) * CODES + code] += 1;
+    }
+    let artefact_n = masks.artefact.iter().filter(|&&a| a != 0).count() as u64;
+    let (hist, others) = lanes.split_at_mut(table);
+    for lane in others.chunks_exact(table) {
+        for (h, &c) in hist.iter_mut().zip(lane) {
+            *h += c;
+        }
     }
     let gather = |keep: &dyn Fn(usize) -> bool| -> Vec<u64> {
         let codes: Vec<usize> = (0..CODES).filter(|&c| keep(c)).collect();

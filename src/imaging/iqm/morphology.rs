@@ -263,3 +263,74 @@ pub(super) fn largest_pieces(mask: &[u8], grid: Grid, keep: usize) -> Vec<u8> {
     pad.each(grid, |r, p| out[r] = u8::from(kept[label[p] as usize]));
     out
 }
+
+/// The voxels labelled `label` eroded by the 18-neighbourhood, voxels beyond the grid
+/// counting as outside the mask: `morph(label mask, grid, true, 0, true)` in one pass
+/// over slices, with no full-size intermediate. The 18-neighbourhood is the 3x3 square
+/// in a voxel's own slice and the 5-voxel plus in the slices either side, so a voxel
+/// stays when its slice's square and both neighbouring slices' pluses are all in the
+/// mask; squares and pluses are kept for three slices at a time.
+pub(super) fn erode_label_18(labels: &[u8], grid: Grid, label: u8) -> Vec<u8> {
+    let (nx, ny, nz, sxy) = (grid.nx, grid.ny, grid.nz, grid.sxy());
+    let mut out = vec![0u8; labels.len()];
+    if nx < 3 || ny < 3 || nz < 3 {
+        // Every voxel touches the border along some axis.
+        return out;
+    }
+    // Per slice: the mask, its rows ANDed along i (`across`), the 3x3 square and the plus.
+    let mut mask = vec![0u8; sxy];
+    let mut across = vec![0u8; sxy];
+    let mut squares = [vec![0u8; sxy], vec![0u8; sxy], vec![0u8; sxy]];
+    let mut pluses = [vec![0u8; sxy], vec![0u8; sxy], vec![0u8; sxy]];
+    let mut slice = |k: usize, square: &mut [u8], plus: &mut [u8]| {
+        for (m, &t) in mask.iter_mut().zip(&labels[k * sxy..(k + 1) * sxy]) {
+            *m = u8::from(t == label);
+        }
+        for (a, row) in across.chunks_exact_mut(nx).zip(mask.chunks_exact(nx)) {
+            a[0] = 0;
+            a[nx - 1] = 0;
+            for (((a, &l), &c), &r) in a[1..nx - 1]
+                .iter_mut()
+                .zip(&row[..nx - 2])
+                .zip(&row[1..nx - 1])
+                .zip(&row[2..])
+            {
+                *a = l & c & r;
+            }
+        }
+        square[..nx].fill(0);
+        plus[..nx].fill(0);
+        square[(ny - 1) * nx..].fill(0);
+        plus[(ny - 1) * nx..].fill(0);
+        for j in 1..ny - 1 {
+            let row = |r: usize| r * nx..(r + 1) * nx;
+            let (a, h, b) = (&across[row(j - 1)], &across[row(j)], &across[row(j + 1)]);
+            let (up, down) = (&mask[row(j - 1)], &mask[row(j + 1)]);
+            for (((s, &a), &h), &b) in square[row(j)].iter_mut().zip(a).zip(h).zip(b) {
+                *s = a & h & b;
+            }
+            // The plus: the row's three voxels and those above and below the centre.
+            for (((p, &u), &h), &d) in plus[row(j)].iter_mut().zip(up).zip(h).zip(down) {
+                *p = u & h & d;
+            }
+        }
+    };
+    // Slices 0 and nz - 1 touch the border: they stay 0; slice k needs k - 1 and k + 1.
+    for k in 0..2 {
+        slice(k, &mut squares[k], &mut pluses[k]);
+    }
+    for k in 1..nz - 1 {
+        let (prev, here, next) = ((k - 1) % 3, k % 3, (k + 1) % 3);
+        slice(k + 1, &mut squares[next], &mut pluses[next]);
+        let o = &mut out[k * sxy..(k + 1) * sxy];
+        for (((o, &s), &before), &after) in o
+            .iter_mut()
+            .zip(&squares[here])
+            .zip(&pluses[prev])
+            .zip(&pluses[next])
+        {
+            *o = s & before & after;
+        }
+    }
+    out
+}
