@@ -947,7 +947,12 @@ impl TensorCache {
             });
         }
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let temp = path.with_extension(format!("tmp{}", std::process::id()));
+        // One temporary file per call: two loader threads of one process may store the
+        // same tensor at once (an image drawn twice into a batch), and a name shared by
+        // the process let the second rename find its file already moved away.
+        static PUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = PUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
         let mut bytes = Vec::with_capacity(20 + 4 * values.len());
         bytes.extend_from_slice(CACHE_MAGIC);
         for size in spec.shape {
@@ -1319,6 +1324,35 @@ mod tests {
             ..spec
         };
         assert!(preprocess(&cube([2, 2, 2], identity()), &bad_spec).is_err());
+    }
+
+    /// Threads of one process storing the same tensor at once all succeed (an image
+    /// drawn twice into one batch is loaded by two loaders), and the entry reads back.
+    #[test]
+    fn threads_storing_the_same_tensor_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TensorCache::new(dir.path());
+        let spec = PreprocessSpec::grid([16, 16, 16], 1.0);
+        let values: Vec<f32> = (0..16 * 16 * 16).map(|n| n as f32).collect();
+        for _ in 0..20 {
+            let start = std::sync::Barrier::new(4);
+            std::thread::scope(|scope| {
+                let puts: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            cache.put("same", "tiny", &spec, &values)
+                        })
+                    })
+                    .collect();
+                for put in puts {
+                    put.join().expect("no panic").expect("every put succeeds");
+                }
+            });
+            assert_eq!(cache.get("same", "tiny", &spec).unwrap().unwrap(), values);
+        }
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file is left behind");
     }
 
     #[test]
