@@ -84,13 +84,24 @@ fn checked_rows(probabilities: &[Vec<f64>], labels: &[usize]) -> Estimate<Vec<(V
         .collect()
 }
 
+/// The temperatures [`fit_temperature`] searches between.
+pub const TEMPERATURE_RANGE: (f64, f64) = (1e-3, 1e3);
+
+/// Whether a fitted temperature sits on a bound of the search: the likelihood still
+/// improved towards it (for the lower bound, the validation images are separated
+/// perfectly), so the value says where the search stopped, not a calibration.
+pub fn temperature_at_bound(temperature: f64) -> bool {
+    let (lo, hi) = TEMPERATURE_RANGE;
+    temperature <= lo * (1.0 + 1e-9) || temperature >= hi * (1.0 - 1e-9)
+}
+
 /// Fits the temperature minimising the mean negative log-likelihood of `labels` under
 /// `softmax(ln p / T)`. The likelihood is convex in `1 / T`: bisection on the sign of
 /// its derivative over `T` in [1e-3, 1e3] (log scale), then Newton steps.
 pub fn fit_temperature(probabilities: &[Vec<f64>], labels: &[usize]) -> Estimate<Temperature> {
     let rows = checked_rows(probabilities, labels)?;
     let (nll_before, _, _) = nll_and_derivatives(&rows, 1.0);
-    let (lo_beta, hi_beta) = (1e-3f64, 1e3f64);
+    let (lo_beta, hi_beta) = (1.0 / TEMPERATURE_RANGE.1, 1.0 / TEMPERATURE_RANGE.0);
     let slope = |beta: f64| nll_and_derivatives(&rows, beta).1;
     if nll_and_derivatives(&rows, 1.0).2 == 0.0 {
         return Err(MetricError::Undefined(Undefined::SingleValueDomain));
@@ -321,6 +332,17 @@ mod tests {
         // The fitted model says 0.7, the observed share.
         let q = apply_temperature(&p[0], t.temperature);
         assert!((q[0] - 0.7).abs() < 1e-9, "{q:?}");
+    }
+
+    #[test]
+    fn perfectly_separated_validation_images_leave_the_temperature_at_its_bound() {
+        // Every image on the right side: sharper is always likelier, down to the bound.
+        let p = vec![vec![0.8, 0.2], vec![0.3, 0.7]];
+        let t = fit_temperature(&p, &[0, 1]).expect("fit");
+        assert!(t.at_bound, "{t:?}");
+        assert!(temperature_at_bound(t.temperature), "{t:?}");
+        assert!(!temperature_at_bound(1.0) && !temperature_at_bound(0.0011));
+        assert!(temperature_at_bound(TEMPERATURE_RANGE.1));
     }
 
     #[test]

@@ -82,8 +82,8 @@ pub use agreement::{
 };
 pub use bootstrap::{BootstrapConfig, BootstrapInterval, bootstrap_percentile};
 pub use calibration::{
-    OperatingTarget, Temperature, TriageBand, TriageDecision, apply_temperature,
-    expected_calibration_error, fit_temperature, rates_at, threshold_for,
+    OperatingTarget, TEMPERATURE_RANGE, Temperature, TriageBand, TriageDecision, apply_temperature,
+    expected_calibration_error, fit_temperature, rates_at, temperature_at_bound, threshold_for,
 };
 pub use classification::{
     ClassMetrics, ConfusionMatrix, OneVsRestAuc, RocCurve, ZeroDivision, roc_auc,

@@ -560,6 +560,10 @@ pub struct CalibrationReport {
     /// Why there is no temperature, when there is none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undefined: Option<String>,
+    /// The temperature sits on a bound of its search (validation images separated
+    /// perfectly): where the fit stopped, not a calibration.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub at_bound: bool,
 }
 
 fn probabilities_and_truth(samples: &[Sample]) -> (Vec<Vec<f64>>, Vec<usize>) {
@@ -596,6 +600,7 @@ fn calibration_report(
         Ok(t) => {
             out.source = source;
             out.temperature = Some(t);
+            out.at_bound = crate::metrics::temperature_at_bound(t);
             let scaled: Vec<Vec<f64>> = p.iter().map(|row| apply_temperature(row, t)).collect();
             out.ece_after = ece(&scaled);
         }
@@ -878,11 +883,22 @@ fn calibration_section(d: &mut super::document::Document, r: &ModelReport) {
     d.heading(2, "Calibration");
     match (c.temperature, &c.undefined) {
         (Some(t), _) => d.paragraph(format!(
-            "Temperature scaling T = {t:.4} ({}). Expected calibration error of the evaluated \
-             images: {} as predicted, {} after scaling.",
+            "Temperature scaling T = {t:.4} ({}{}). Expected calibration error of the \
+             evaluated images: {} as predicted, {} after scaling.",
             match c.source {
                 Some("stored") => "fitted on the validation images at the end of training",
                 _ => "fitted now on the run's validation predictions",
+            },
+            match (c.at_bound, t < 1.0) {
+                (true, true) => {
+                    "; at a bound of its search: the validation images are told apart \
+                     perfectly, so no temperature is identifiable from them"
+                }
+                (true, false) => {
+                    "; at a bound of its search: on the validation images the predictions \
+                     are no better than uniform ones"
+                }
+                (false, _) => "",
             },
             c.ece_before.text(),
             c.ece_after.text()
@@ -1868,6 +1884,26 @@ mod tests {
         let e = evaluate(&one_class, Task::Usable, &config);
         assert!(e.auc.value.is_none(), "AUC needs both classes");
         assert!(e.balanced_accuracy_adjusted.value.is_none());
+    }
+
+    #[test]
+    fn a_temperature_at_its_search_bound_is_flagged() {
+        let evaluated = vec![sample("a", 1, 1, 0.7), sample("b", 0, 0, 0.2)];
+        // Fitted now on validation images the model separates perfectly.
+        let separated = vec![sample("v1", 1, 1, 0.7), sample("v2", 0, 0, 0.2)];
+        let fitted = calibration_report(None, &separated, &evaluated);
+        assert_eq!(fitted.source, Some("validation"));
+        assert!(fitted.at_bound, "{fitted:?}");
+        // Stored with the run at the bound, or an ordinary stored temperature.
+        assert!(calibration_report(Some(0.001), &[], &evaluated).at_bound);
+        let ordinary = calibration_report(Some(1.5), &[], &evaluated);
+        assert!(!ordinary.at_bound);
+        assert!(
+            serde_json::to_value(&ordinary)
+                .expect("json")
+                .get("at_bound")
+                .is_none()
+        );
     }
 
     #[test]

@@ -367,7 +367,8 @@ fn operating_lines(view: &OperatingView) -> Vec<Line<'static>> {
     let c = &view.calibration;
     let mut lines = vec![match c.temperature {
         Some(t) => Line::from(format!(
-            "T {t:.3} · ECE {} → {}",
+            "T {t:.3}{} · ECE {} → {}",
+            if c.at_bound { " (bound)" } else { "" },
             num(&c.ece_before),
             num(&c.ece_after)
         )),
