@@ -485,7 +485,6 @@ pub fn plan_training(
     })
 }
 
-/// Image counts per set, for the user.
 /// The plan's summary line with the training rules it runs under.
 fn with_recipe(summary: String, config: &TrainConfig, validation: &[PlanItem]) -> String {
     let augmentation = if config.preset.augment.enabled {

@@ -143,18 +143,11 @@ impl Selection {
     /// image then moves that class's recall by 20 points or more, and the lowest
     /// validation loss picks among epochs by noise. On the label-efficiency study's 75
     /// runs (2 to 10 validation images) it kept the first, barely trained epoch of 7
-    /// runs, which then predicted one class on the test warehouse (docs/training.md).
+    /// runs, which then scored 0.50 to 0.60 on the test warehouse (docs/training.md).
     pub const MIN_VALIDATION_PER_CLASS: usize = 5;
 
     pub fn is_val_loss(&self) -> bool {
         *self == Selection::ValLoss
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Selection::ValLoss => "val-loss",
-            Selection::Last => "last",
-        }
     }
 
     /// The rule `--select` leaves to the data: the published code's recipe always

@@ -34,8 +34,8 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
             let v = chunk[lane];
             lo[lane] = if v < lo[lane] { v } else { lo[lane] };
             hi[lane] = if v > hi[lane] { v } else { hi[lane] };
-            // Past i32's range the conversion saturates and the test fails, as it should:
-            // such a range is far wider than MAX_BINS.
+            // Past i32's range the conversion saturates and the test fails (the exact path
+            // then applies), except at 2^31 itself, which is an integer anyway.
             integral &= (v as i32) as f32 == v;
         }
     }
