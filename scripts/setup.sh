@@ -27,6 +27,21 @@ need npm "install Node.js/npm (used only to fetch DuckDB's prebuilt library)"
 
 mkdir -p .deps
 
+# --- free space: torch and a first release build need room --------------------
+# A full disk otherwise surfaces as a pip or linker error half-way through.
+# Needs (GiB): torch in .venv 3, a first release build of cdwqc and its tests 8.
+need_gib=0
+[ -d .venv ] || need_gib=$((need_gib + 3))
+[ -x target/release/cdwqc ] || need_gib=$((need_gib + 8))
+if [ "$need_gib" -gt 0 ] && [ -z "${CDWQC_SKIP_SPACE_CHECK:-}" ]; then
+  free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+  if [ -n "$free_kib" ] && [ "$free_kib" -lt $((need_gib * 1024 * 1024)) ]; then
+    say "not enough free disk space in $ROOT: $((free_kib / 1024 / 1024)) GiB free, about $need_gib GiB needed"
+    say "(torch in .venv about 3 GiB, a first release build about 8 GiB); free space, or set CDWQC_SKIP_SPACE_CHECK=1 to try anyway"
+    exit 1
+  fi
+fi
+
 # --- tmux: the dashboard's end-to-end tests drive the binary in it ------------
 if ! command -v tmux >/dev/null 2>&1; then
   if ! command -v apt-get >/dev/null 2>&1; then
