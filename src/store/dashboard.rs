@@ -314,9 +314,10 @@ impl Store {
     /// [`Store::image_page`] with the IQM outlier filter: the other filters' images
     /// (from the summaries when `fresh`, else from the ratings and predictions), kept
     /// when their outlier flag is `outlier`; the page and the count in one pass. The
-    /// flags are the `iqm_outliers` view's, computed over every image's metrics once per
-    /// `filter.iqm_epoch` on this connection: the other filters never pay for them, and
-    /// paging through the filtered list pays once.
+    /// flags are the `iqm_outliers` view's, computed once per `filter.iqm_epoch`: by
+    /// [`Store::iqm_groups_with_shared_flags`] on another connection when it has run for
+    /// that epoch, else over every image's metrics on this one. The other filters never
+    /// pay for them, and paging through the filtered list pays once.
     fn image_page_by_iqm_flag(
         &self,
         filter: &ImageFilter,
@@ -333,22 +334,35 @@ impl Store {
         } else {
             include_str!("../../sql/store/images_filtered.sql")
         };
-        if self.iqm_flags_epoch.get() != Some(filter.iqm_epoch) {
-            // The flags need every image's metrics (seconds at a million images): computed
-            // once into a table of this connection, then every page and count joins it.
-            self.iqm_flags_epoch.set(None);
-            self.conn
-                .execute_batch(&format!(
-                    "CREATE OR REPLACE TEMP TABLE iqm_flag_cache AS\n{}\n;",
-                    include_str!("../../sql/store/image_iqm_flags.sql")
-                ))
-                .map_err(db)?;
-            self.iqm_flags_epoch.set(Some(filter.iqm_epoch));
-        }
+        let shared = match self.iqm_flags_epoch.get() {
+            Some((epoch, shared)) if epoch == filter.iqm_epoch => shared,
+            _ => {
+                self.iqm_flags_epoch.set(None);
+                // The dashboard computes the flags off the keys' path with the groups
+                // its IQM pane reads; until they are there, this connection computes
+                // them itself (seconds at a million images) into a table of its own.
+                let shared = self.shared_flags_ready(filter.iqm_epoch)?;
+                if !shared {
+                    self.conn
+                        .execute_batch(&format!(
+                            "CREATE OR REPLACE TEMP TABLE iqm_flag_cache AS\n{}\n;",
+                            include_str!("../../sql/store/image_iqm_flags.sql")
+                        ))
+                        .map_err(db)?;
+                }
+                self.iqm_flags_epoch.set(Some((filter.iqm_epoch, shared)));
+                shared
+            }
+        };
+        let flags = if shared {
+            super::iqm_outliers::shared_flags_table(filter.iqm_epoch)
+        } else {
+            "temp.iqm_flag_cache".to_string()
+        };
         // The file text may end in a comment: it closes on a line of its own.
         let flagged = format!(
             "SELECT f.* FROM (\n{base}\n) AS f\n\
-             JOIN temp.iqm_flag_cache AS c USING (image_id)\nWHERE c.outlier = $7"
+             JOIN {flags} AS c USING (image_id)\nWHERE c.outlier = $7"
         );
         let params: Vec<&dyn ToSql> = filter
             .sql_params(&subject)

@@ -156,11 +156,89 @@ impl Store {
 
     /// The groups of `iqm_outliers`: one pass over the metrics of the newest version.
     pub fn iqm_groups(&self) -> Result<IqmGroups, StoreError> {
+        self.read_iqm_groups(include_str!("../../sql/store/iqm_groups.sql"))
+    }
+
+    /// [`Store::iqm_groups`], then every image's outlier flag against those groups into
+    /// [`shared_flags_table`]`(epoch)`, which every connection of this DuckDB instance
+    /// sees: the image list's connection joins it for the IQM filter instead of
+    /// computing the groups' medians again on the keys' path. Tables of earlier epochs
+    /// are dropped.
+    pub fn iqm_groups_with_shared_flags(&self, epoch: u64) -> Result<IqmGroups, StoreError> {
         let db = |e| self.err(e);
-        let mut stmt = self
-            .conn()
-            .prepare(include_str!("../../sql/store/iqm_groups.sql"))
+        self.conn()
+            .execute_batch(include_str!("../../sql/store/iqm_group_stats.sql"))
             .map_err(db)?;
+        self.conn()
+            .execute_batch(&format!(
+                "INSERT INTO temp.iqm_group_stats\n{}",
+                include_str!("../../sql/store/iqm_groups.sql")
+            ))
+            .map_err(db)?;
+        let groups = self.read_iqm_groups("SELECT * FROM temp.iqm_group_stats")?;
+        // The flags are a cache: the list's connection computes them itself when this
+        // table is not there, so failing to build it does not fail the groups.
+        let _ = self.build_shared_flags(epoch);
+        Ok(groups)
+    }
+
+    /// Every image's outlier flag against `temp.iqm_group_stats` into
+    /// [`shared_flags_table`]`(epoch)`; earlier epochs' tables dropped.
+    fn build_shared_flags(&self, epoch: u64) -> Result<(), StoreError> {
+        let db = |e| self.err(e);
+        let table = shared_flags_table(epoch);
+        self.conn()
+            .execute_batch(&format!(
+                "ATTACH IF NOT EXISTS ':memory:' AS {SHARED_CACHE};\n\
+                 CREATE OR REPLACE TABLE {table} AS\n{}\n;",
+                include_str!("../../sql/store/image_iqm_flags_from_groups.sql")
+            ))
+            .map_err(db)?;
+        let older: Vec<String> = self
+            .conn()
+            .prepare(
+                "SELECT table_name FROM duckdb_tables()
+                 WHERE database_name = ? AND starts_with(table_name, ?)",
+            )
+            .map_err(db)?
+            .query_map(params![SHARED_CACHE, FLAGS_PREFIX], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        for name in older {
+            let earlier = name
+                .strip_prefix(FLAGS_PREFIX)
+                .and_then(|e| e.parse::<u64>().ok())
+                .is_some_and(|e| e < epoch);
+            if earlier {
+                self.conn()
+                    .execute_batch(&format!("DROP TABLE IF EXISTS {SHARED_CACHE}.{name}"))
+                    .map_err(db)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`Store::iqm_groups_with_shared_flags`] has built the flags of `epoch`.
+    pub fn shared_flags_ready(&self, epoch: u64) -> Result<bool, StoreError> {
+        let db = |e| self.err(e);
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                params![SHARED_CACHE, format!("{FLAGS_PREFIX}{epoch}")],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    /// Groups from `sql`, whose rows are those of `iqm_groups.sql`.
+    fn read_iqm_groups(&self, sql: &str) -> Result<IqmGroups, StoreError> {
+        let db = |e| self.err(e);
+        let mut stmt = self.conn().prepare(sql).map_err(db)?;
         let mut rows = stmt.query([]).map_err(db)?;
         let mut out = IqmGroups::default();
         while let Some(r) = rows.next().map_err(db)? {
@@ -179,4 +257,16 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The in-memory database attached to the store's DuckDB instance, so seen by every
+/// connection of this process, that holds the outlier flags computed off the keys'
+/// path. It is never written to the store's file.
+pub const SHARED_CACHE: &str = "dashboard_cache";
+
+const FLAGS_PREFIX: &str = "iqm_flags_";
+
+/// The table of [`SHARED_CACHE`] holding the outlier flags of `epoch`.
+pub fn shared_flags_table(epoch: u64) -> String {
+    format!("{SHARED_CACHE}.{FLAGS_PREFIX}{epoch}")
 }

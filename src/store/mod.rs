@@ -90,8 +90,9 @@ pub struct Store {
     db: Arc<RawDatabase>,
     /// The import staging tables exist on `conn` (they are connection-local).
     staging_ready: bool,
-    /// The epoch of the IQM outlier flags cached on `conn` (`dashboard.rs`).
-    iqm_flags_epoch: std::cell::Cell<Option<u64>>,
+    /// The epoch of the IQM outlier flags the image list joins (`dashboard.rs`), and
+    /// whether they are the shared table of that epoch (else `conn`'s own).
+    iqm_flags_epoch: std::cell::Cell<Option<(u64, bool)>>,
 }
 
 impl std::fmt::Debug for Store {

@@ -82,8 +82,11 @@ pub enum Request {
     /// Served by the SQL thread (runs, cancels) or a thread of its own (exports).
     Sql(SqlRequest),
     /// The groups of the per-scanner IQM outliers, to score the selected image's
-    /// metrics against (its own thread: it reads every image's metrics).
-    IqmGroups,
+    /// metrics against, and then every image's outlier flag against them for the IQM
+    /// filter of this epoch (its own thread: it reads every image's metrics).
+    IqmGroups {
+        epoch: u64,
+    },
     /// Every run in the store, for the Jobs view.
     Runs,
     /// A stored run's epochs, for its curves.
@@ -115,7 +118,7 @@ impl Request {
             Request::OperatingPoint { run_id, target } => format!("operating:{run_id}:{target}"),
             Request::TriagePlan { run_id, target } => format!("triage:{run_id}:{target}"),
             Request::Sql(_) => "sql".into(),
-            Request::IqmGroups => "iqm-groups".into(),
+            Request::IqmGroups { .. } => "iqm-groups".into(),
             Request::Runs => "runs".into(),
             Request::RunEpochs { run_id } => format!("epochs:{run_id}"),
             Request::SpawnJob { id, .. } => format!("spawn:{id}"),
@@ -182,7 +185,10 @@ pub enum Response {
         result: Result<Arc<TriagePlan>, String>,
     },
     Sql(SqlResponse),
-    IqmGroups(Result<Arc<IqmGroups>, String>),
+    IqmGroups {
+        epoch: u64,
+        result: Result<Arc<IqmGroups>, String>,
+    },
     Runs(Result<Vec<RunSummary>, String>),
     RunEpochs {
         run_id: String,
@@ -205,7 +211,7 @@ impl Response {
             }
             Response::TriagePlan { run_id, target, .. } => format!("triage:{run_id}:{target}"),
             Response::Sql(_) => "sql".into(),
-            Response::IqmGroups(_) => "iqm-groups".into(),
+            Response::IqmGroups { .. } => "iqm-groups".into(),
             Response::Runs(_) => "runs".into(),
             Response::RunEpochs { run_id, .. } => format!("epochs:{run_id}"),
         }
@@ -506,6 +512,17 @@ impl App {
         self.check_quit(&mut effects);
         self.request_missing(&mut effects);
         effects
+    }
+
+    /// Whether the IQM outlier filter's page waits for this epoch's groups: their
+    /// thread computes every image's flag right after them, off the keys' path, where
+    /// the list's connection would take seconds at a million images. Should the groups
+    /// fail, the list computes the flags itself.
+    pub fn outlier_flags_pending(&self) -> bool {
+        self.images.filter.iqm_outlier.is_some()
+            && self.view == View::Images
+            && !self.blind()
+            && self.iqm_groups.is_none()
     }
 
     /// The image the Images and Viewer views are about.
@@ -1256,7 +1273,12 @@ impl App {
                 self.details.insert(image_id, result);
             }
             Response::Reports(result) => self.reports.data = Some(result),
-            Response::IqmGroups(result) => self.iqm_groups = Some(result),
+            // Groups of an earlier epoch (read before a refresh) are not this one's.
+            Response::IqmGroups { epoch, result } => {
+                if epoch == self.images.filter.iqm_epoch {
+                    self.iqm_groups = Some(result);
+                }
+            }
             Response::OperatingPoint {
                 run_id,
                 target,
@@ -1595,7 +1617,7 @@ impl App {
                 .page
                 .as_ref()
                 .is_some_and(|p| p.offset == offset || p.total == 0);
-            if !covered {
+            if !covered && !self.outlier_flags_pending() {
                 let filter = self.images.filter.clone();
                 let known_total = self.images.page.as_ref().map(|p| p.total);
                 self.fetch(
@@ -1612,7 +1634,8 @@ impl App {
             }
         }
         if self.view == View::Images && !self.blind() && self.iqm_groups.is_none() {
-            self.fetch(Request::IqmGroups, effects);
+            let epoch = self.images.filter.iqm_epoch;
+            self.fetch(Request::IqmGroups { epoch }, effects);
         }
         if self.view == View::Viewer {
             self.request_volume(effects);

@@ -102,7 +102,13 @@ pub fn serve(store: &Store, request: Request) -> Response {
             target,
         },
         Request::Sql(request) => Response::Sql(sql::serve(store, request)),
-        Request::IqmGroups => Response::IqmGroups(store.iqm_groups().map(Arc::new).map_err(text)),
+        Request::IqmGroups { epoch } => Response::IqmGroups {
+            epoch,
+            result: store
+                .iqm_groups_with_shared_flags(epoch)
+                .map(Arc::new)
+                .map_err(text),
+        },
         Request::Runs => Response::Runs(store.runs().map_err(text)),
         Request::RunEpochs { run_id } => Response::RunEpochs {
             result: store.run_epochs(&run_id).map_err(text),
@@ -625,7 +631,9 @@ fn spawn_reader(reader: Store, events: Sender<Event>) -> Sender<Request> {
             // own, so the reads behind other keys never wait for them.
             if matches!(
                 request,
-                Request::OperatingPoint { .. } | Request::TriagePlan { .. } | Request::IqmGroups
+                Request::OperatingPoint { .. }
+                    | Request::TriagePlan { .. }
+                    | Request::IqmGroups { .. }
             ) {
                 match reader.reader() {
                     Ok(own) => {
@@ -678,7 +686,10 @@ fn failed_own_read(request: Request, error: String) -> Response {
             target,
             result: Err(error),
         },
-        Request::IqmGroups => Response::IqmGroups(Err(error)),
+        Request::IqmGroups { epoch } => Response::IqmGroups {
+            epoch,
+            result: Err(error),
+        },
         _ => Response::Runs(Err(error)),
     }
 }

@@ -5,11 +5,12 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{App, Effect, Event, Request};
+use super::app::{App, Effect, Event, Request, Response};
 use super::keys::{KeyMap, View};
 use super::{handle_now, ui};
 use crate::imaging::preview::Gray8;
 use crate::store::Store;
+use crate::store::iqm_outliers::shared_flags_table;
 
 fn empty_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -2141,6 +2142,175 @@ fn iqm_scores_of_the_dashboard_equal_the_outlier_view() {
         }
     }
     assert_eq!(flagged, [3]);
+}
+
+/// `(image_id, outlier)` of every row of `sql`, in image order.
+fn flag_rows(store: &Store, sql: &str) -> Vec<(i64, bool)> {
+    store
+        .conn()
+        .prepare(&format!(
+            "SELECT image_id, outlier FROM (\n{sql}\n) ORDER BY 1"
+        ))
+        .expect("flags")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("flags")
+        .collect::<Result<_, _>>()
+        .expect("flags")
+}
+
+#[test]
+fn shared_outlier_flags_equal_the_views_on_every_image() {
+    for spike in [true, false] {
+        let (_dir, store) = iqm_store(spike);
+        // Harder rows: a second scanner group (GE 1.5T) of seven images where one
+        // metric has a MAD of 0, one value is missing, one is NaN, one image spikes on
+        // EFC and one has no metric at all; an older metric version of image 1 with
+        // values that would be outliers; a FLAIR image without a sequence.
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO images (path, root, rel_path, status, subject, session, suffix,
+                                     file_size, mtime_ns, dim_x, dim_y, dim_z, voxel_x,
+                                     voxel_y, voxel_z, datatype, orientation, manufacturer,
+                                     field_strength)
+                 SELECT '/w/sub-1' || i || '/img' || i || '.nii.gz', '/w', 'img' || i, 'ok',
+                        '1' || i, '01', CASE WHEN i = 18 THEN NULL ELSE 'T1w' END,
+                        100, 0, 176, 240, 256, 1.0, 1.0, 1.0, 'int16', 'RAS', 'GE', 1.5
+                 FROM range(11, 19) t(i);
+                 INSERT INTO iqms (image_id, iqm_version, sha256, contrast, seconds, snr_total,
+                                   snrd_total, cnr, cjv, efc, fber, wm2max, qi_1, fwhm_avg,
+                                   inu_range)
+                 SELECT i, 1, 'h' || i, 'T1w', 0.1, 5.0, 20 + i,
+                        CASE WHEN i = 12 THEN NULL ELSE 3 + i * 0.1 END,
+                        CASE WHEN i = 13 THEN 'NaN'::DOUBLE ELSE 0.5 + i * 0.01 END,
+                        CASE WHEN i = 14 THEN 40.0 ELSE 0.5 + i * 0.005 END,
+                        2000 + i * 10, 0.5 + i * 0.01, 0.001 * i, 3 + 0.1 * i, 0.2 + 0.01 * i
+                 FROM range(11, 19) t(i) WHERE i <> 17;
+                 INSERT INTO iqms (image_id, iqm_version, sha256, contrast, seconds)
+                 VALUES (17, 1, 'h17', 'T1w', 0.1);
+                 INSERT INTO iqms (image_id, iqm_version, sha256, contrast, seconds, fber)
+                 VALUES (1, 0, 'h1', 'T1w', 0.1, 1e12);",
+            )
+            .expect("harder rows");
+        let view = flag_rows(&store, include_str!("../../sql/store/image_iqm_flags.sql"));
+        assert!(view.contains(&(14, true)), "{view:?}");
+        assert_eq!(view.iter().any(|&(id, flag)| id == 3 && flag), spike);
+        assert!(
+            !view
+                .iter()
+                .any(|&(id, _)| id == 17 || id == 18 || id == 7 || id == 8)
+        );
+        let groups = store.iqm_groups_with_shared_flags(4).expect("groups");
+        assert_eq!(groups, store.iqm_groups().expect("groups"));
+        assert!(store.shared_flags_ready(4).expect("ready"));
+        let shared = flag_rows(&store, &format!("SELECT * FROM {}", shared_flags_table(4)));
+        assert_eq!(shared, view, "spike {spike}");
+        // A later epoch drops the earlier table; an earlier one leaves the later.
+        store.iqm_groups_with_shared_flags(6).expect("groups");
+        assert!(!store.shared_flags_ready(4).expect("ready"));
+        store.iqm_groups_with_shared_flags(5).expect("groups");
+        assert!(store.shared_flags_ready(6).expect("ready"));
+    }
+}
+
+#[test]
+fn the_iqm_filter_joins_the_flags_built_with_the_groups() {
+    let (_dir, mut store) = iqm_store(true);
+    let own_table = |store: &Store| -> i64 {
+        store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM duckdb_tables()
+                 WHERE database_name = 'temp' AND table_name = 'iqm_flag_cache'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables")
+    };
+    let ids = |app: &App| -> Vec<i64> {
+        app.images
+            .page
+            .as_ref()
+            .map(|p| p.rows.iter().map(|r| r.image_id).collect())
+            .unwrap_or_default()
+    };
+    // Opening the Images view reads the groups, and with them the flags of its epoch.
+    let mut app = iqm_app(&mut store, 1);
+    let epoch = app.images.filter.iqm_epoch;
+    assert!(store.shared_flags_ready(epoch).expect("ready"));
+    keys(&mut app, &mut store, "o");
+    assert_eq!(ids(&app), [3]);
+    assert_eq!(own_table(&store), 0, "the filter computed the flags again");
+    // A changed metric is seen after a refresh, through the next epoch's shared flags.
+    store
+        .conn()
+        .execute_batch("UPDATE iqms SET fber = 1e9 WHERE image_id = 5")
+        .expect("another outlier");
+    keys(&mut app, &mut store, "o");
+    keys(&mut app, &mut store, "o");
+    keys(&mut app, &mut store, "o");
+    assert_eq!(ids(&app), [3], "the same epoch keeps its flags");
+    ctrl(&mut app, &mut store, 'l');
+    assert!(store.shared_flags_ready(epoch + 1).expect("ready"));
+    assert!(!store.shared_flags_ready(epoch).expect("ready"));
+    assert_eq!(ids(&app), [3, 5]);
+    assert_eq!(own_table(&store), 0);
+}
+
+#[test]
+fn the_iqm_filter_waits_for_the_groups_instead_of_computing_the_flags() {
+    let (_dir, mut store) = iqm_store(true);
+    let mut app = iqm_app(&mut store, 1);
+    // As if the groups' thread had not answered yet (a million images: about a second).
+    app.iqm_groups = None;
+    let effects = app.update(Event::Key(KeyEvent::new(
+        KeyCode::Char('o'),
+        KeyModifiers::NONE,
+    )));
+    assert!(app.outlier_flags_pending());
+    let pages = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Fetch(Request::ImagePage { .. })))
+            .count()
+    };
+    assert_eq!(pages(&effects), 0, "{effects:?}");
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Fetch(Request::IqmGroups { .. }))),
+        "{effects:?}"
+    );
+    let text = screen(&app, 80, 24);
+    assert!(
+        text.contains("computing every image's IQM outlier"),
+        "{text}"
+    );
+    // Groups of an earlier epoch are not taken for this one's.
+    let epoch = app.images.filter.iqm_epoch;
+    let stale = app.update(Event::Loaded(Response::IqmGroups {
+        epoch: epoch.wrapping_sub(1),
+        result: Ok(std::sync::Arc::new(store.iqm_groups().expect("groups"))),
+    }));
+    assert!(app.outlier_flags_pending() && pages(&stale) == 0);
+    // This epoch's groups (and with them the flags) let the page be read.
+    let groups = store.iqm_groups_with_shared_flags(epoch).expect("groups");
+    handle_now(
+        &mut app,
+        &mut store,
+        Event::Loaded(Response::IqmGroups {
+            epoch,
+            result: Ok(std::sync::Arc::new(groups)),
+        }),
+    );
+    assert!(!app.outlier_flags_pending());
+    let ids: Vec<i64> = app
+        .images
+        .page
+        .as_ref()
+        .map(|p| p.rows.iter().map(|r| r.image_id).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, [3]);
 }
 
 #[test]

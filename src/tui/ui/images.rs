@@ -61,7 +61,12 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
         Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(area);
     frame.render_widget(Paragraph::new(filter_line(app)), filters);
     let Some(page) = &state.page else {
-        return empty(frame, table_area, "Images", "loading…");
+        let waiting = if app.outlier_flags_pending() {
+            "computing every image's IQM outlier flag…"
+        } else {
+            "loading…"
+        };
+        return empty(frame, table_area, "Images", waiting);
     };
     if let Some(err) = &state.error {
         return empty(frame, table_area, "Images", err);
