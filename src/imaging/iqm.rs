@@ -2219,17 +2219,44 @@ mod tests {
     fn histogram_statistics_equal_the_voxel_by_voxel_ones() {
         for name in PHANTOMS {
             let (volume, contrast) = phantom(name).expect("phantom");
-            let m = masks(&volume.data, volume.dims, volume.voxel_size, contrast).expect("masks");
-            let binned = measure_with(&volume.data, volume.voxel_size, &m, true).expect("binned");
-            let exact = measure_with(&volume.data, volume.voxel_size, &m, false).expect("exact");
-            assert_eq!(binned.wm_median, exact.wm_median, "{name}");
-            for ((column, b), e) in COLUMNS.iter().zip(&binned.values).zip(&exact.values) {
-                let close = b == e
-                    || (b.is_nan() && e.is_nan())
-                    || (b - e).abs() <= 1e-12 * b.abs().max(e.abs());
-                assert!(close, "{name} {column}: histograms {b}, voxels {e}");
+            // As stored, and as integers stored with a scaling slope and intercept
+            // (binned through the table of their values).
+            let scaled: Vec<f32> = volume
+                .data
+                .iter()
+                .map(|&v| (f64::from(v) * 0.731_f64 + 12.5) as f32)
+                .collect();
+            assert!(
+                binned::value_table(&scaled).is_some(),
+                "{name}: a table of values"
+            );
+            for (data, how) in [(&volume.data, "stored"), (&scaled, "scaled")] {
+                let m = masks(data, volume.dims, volume.voxel_size, contrast).expect("masks");
+                let binned = measure_with(data, volume.voxel_size, &m, true).expect("binned");
+                let exact = measure_with(data, volume.voxel_size, &m, false).expect("exact");
+                assert_eq!(binned.wm_median, exact.wm_median, "{name} {how}");
+                for ((column, b), e) in COLUMNS.iter().zip(&binned.values).zip(&exact.values) {
+                    let close = b == e
+                        || (b.is_nan() && e.is_nan())
+                        || (b - e).abs() <= 1e-12 * b.abs().max(e.abs());
+                    assert!(close, "{name} {how} {column}: histograms {b}, voxels {e}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_table_of_values_is_ascending_and_refuses_too_many_or_non_finite() {
+        let image = [3.5f32, -0.25, 3.5, 3.5, 1e-3, -0.25, 7.0];
+        let (values, index) = binned::value_table(&image).expect("table");
+        assert_eq!(values, [-0.25, 1e-3, 3.5, 7.0]);
+        let back: Vec<f32> = index.iter().map(|&b| values[usize::from(b)]).collect();
+        assert_eq!(back, image);
+        let many: Vec<f32> = (0..70_000).map(|i| i as f32 * 0.5).collect();
+        assert!(binned::value_table(&many).is_none());
+        assert!(binned::value_table(&many[..65_536]).is_some());
+        assert!(binned::value_table(&[1.0, f32::NAN]).is_none());
+        assert!(binned::value_table(&[1.0, f32::INFINITY]).is_none());
     }
 
     #[test]

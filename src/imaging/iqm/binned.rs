@@ -1,6 +1,7 @@
-//! The metrics' statistics from integer histograms, for images whose voxels are
-//! integers in a modest range (stored as int16, uint8 and the like, as almost all
-//! are): one pass over the voxels counts each value per mask, and every order
+//! The metrics' statistics from histograms, for images whose voxels take at most
+//! 65,536 distinct values (stored as int16, uint8 and the like, as almost all are,
+//! with or without a scaling slope): one pass over the voxels counts each value per
+//! mask, and every order
 //! statistic, mean and moment is then read from the counts. The harmonised value of a
 //! voxel is a function of its stored value alone, so the order statistics are exactly
 //! MRIQC's; sums become sums of `count * term` (within a few units in the last place
@@ -55,6 +56,99 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
         return None;
     }
     Some((lo, (hi - lo) as usize + 1))
+}
+
+/// Bits of an empty slot of [`value_table`]'s hash table: a NaN, which never enters it.
+const EMPTY: u32 = u32::MAX;
+
+/// Every voxel's bin when the image takes at most [`MAX_BINS`] distinct finite values
+/// that are not all integers (integers stored with a scaling slope, as many scanners
+/// write them): the distinct values ascending and each voxel's index among them.
+pub(super) fn value_table(image: &[f32]) -> Option<(Vec<f32>, Vec<u16>)> {
+    // Open addressing on the value's bits, in a table twice the largest number of
+    // values; runs of one value (the air, above all) skip the lookup.
+    const SLOTS: usize = 2 * MAX_BINS;
+    let mut keys = vec![EMPTY; SLOTS];
+    let mut ids = vec![0u16; SLOTS];
+    let mut values: Vec<f32> = Vec::new();
+    let mut index: Vec<u16> = Vec::with_capacity(image.len());
+    let (mut last_bits, mut last_id) = (EMPTY, 0u16);
+    for &v in image {
+        let bits = v.to_bits();
+        if bits == last_bits {
+            index.push(last_id);
+            continue;
+        }
+        if !v.is_finite() {
+            return None;
+        }
+        let mut slot = (bits.wrapping_mul(0x9E37_79B1) >> 15) as usize % SLOTS;
+        let id = loop {
+            if keys[slot] == bits {
+                break ids[slot];
+            }
+            if keys[slot] == EMPTY {
+                if values.len() == MAX_BINS {
+                    return None;
+                }
+                let id = values.len() as u16;
+                keys[slot] = bits;
+                ids[slot] = id;
+                values.push(v);
+                break id;
+            }
+            slot = (slot + 1) % SLOTS;
+        };
+        (last_bits, last_id) = (bits, id);
+        index.push(id);
+    }
+    // Number the bins in ascending order of their values.
+    let mut order: Vec<u16> = (0..values.len() as u16).collect();
+    order.sort_by_key(|&b| f32_key(values[usize::from(b)]));
+    let mut rank = vec![0u16; values.len()];
+    for (r, &b) in order.iter().enumerate() {
+        rank[usize::from(b)] = r as u16;
+    }
+    for b in &mut index {
+        *b = rank[usize::from(*b)];
+    }
+    let sorted = order.iter().map(|&b| values[usize::from(b)]).collect();
+    Some((sorted, index))
+}
+
+/// How voxels map to histogram bins, the bins numbered in ascending order of value.
+enum Binning {
+    /// Integers from `lo`: a voxel's bin is its value minus `lo`.
+    Integer { lo: f32, bins: usize },
+    /// Any other values, by [`value_table`].
+    Table { values: Vec<f32>, index: Vec<u16> },
+}
+
+impl Binning {
+    fn of(image: &[f32]) -> Option<Self> {
+        match integer_range(image) {
+            Some((lo, bins)) => Some(Binning::Integer { lo, bins }),
+            None => {
+                let (values, index) = value_table(image)?;
+                Some(Binning::Table { values, index })
+            }
+        }
+    }
+
+    fn bins(&self) -> usize {
+        match self {
+            Binning::Integer { bins, .. } => *bins,
+            Binning::Table { values, .. } => values.len(),
+        }
+    }
+
+    /// The value of each bin, ascending.
+    fn values(&self) -> Vec<f32> {
+        match self {
+            Binning::Integer { lo, bins } => (0..*bins).map(|b| lo + b as f32).collect(),
+            Binning::Table { values, .. } => values.clone(),
+        }
+    }
 }
 
 /// Order statistics of a histogram: `order` lists the bins by ascending value.
@@ -244,24 +338,68 @@ fn summary(
     }
 }
 
+/// The one pass over the voxels, with `bin(index, value)` each voxel's bin: the white
+/// matter core's histogram, and each voxel counted under its bin and its class code in
+/// [`LANES`] interleaved tables of `bins * CODES` counts.
+fn count(
+    image: &[f32],
+    core: &[u8],
+    masks: &Masks,
+    bins: usize,
+    bin: impl Fn(usize, f32) -> usize,
+) -> (Vec<u64>, Vec<u32>) {
+    let mut core_hist = vec![0u64; bins];
+    for (i, (&v, &m)) in image.iter().zip(core).enumerate() {
+        if m != 0 {
+            core_hist[bin(i, v)] += 1;
+        }
+    }
+    // 32-bit counts keep the table small enough for the cache; a grid holds fewer
+    // than 2^32 voxels.
+    // Neighbouring voxels often share their value and class (the air, above all), and
+    // an increment waits for the previous one to the same counter: four interleaved
+    // tables, one per voxel position modulo 4, keep those increments independent.
+    let table = bins * CODES;
+    let mut lanes = vec![0u32; LANES * table];
+    let voxels = image
+        .iter()
+        .zip(&masks.tissue)
+        .zip(&masks.air)
+        .zip(&masks.head)
+        .zip(&masks.rotation);
+    for (idx, ((((&v, &t), &a), &h), &r)) in voxels.enumerate() {
+        let code = usize::from(t & 3)
+            | usize::from(a != 0) << 2
+            | usize::from(h != 0) << 3
+            | usize::from(r != 0) << 4;
+        lanes[(idx % LANES) * table + bin(idx, v) * CODES + code] += 1;
+    }
+    (core_hist, lanes)
+}
+
 /// The statistics of [`super::exact_statistics`] from histograms, or `None` when the
-/// image is not integer-valued in a modest range (then the exact path applies).
+/// image's voxels take more than [`MAX_BINS`] distinct values or a non-finite one (then
+/// the exact path applies).
 pub(super) fn statistics(
     image: &[f32],
     core: &[u8],
     masks: &Masks,
 ) -> Option<Result<Statistics, IqmError>> {
-    let (lo, bins) = integer_range(image)?;
-    let bin = |v: f32| (v - lo) as usize;
-    // The white-matter core first: its median sets the harmonisation.
-    let mut core_hist = vec![0u64; bins];
-    for (&v, &m) in image.iter().zip(core) {
-        if m != 0 {
-            core_hist[bin(v)] += 1;
+    let binning = Binning::of(image)?;
+    let bins = binning.bins();
+    let (core_hist, mut lanes) = match &binning {
+        Binning::Integer { lo, .. } => {
+            let lo = *lo;
+            count(image, core, masks, bins, |_, v| (v - lo) as usize)
         }
-    }
-    let stored: Vec<f32> = (0..bins).map(|b| lo + b as f32).collect();
+        Binning::Table { index, .. } => {
+            count(image, core, masks, bins, |i, _| usize::from(index[i]))
+        }
+    };
+    let stored = binning.values();
+    drop(binning);
     let identity: Vec<u32> = (0..bins as u32).collect();
+    // The white-matter core first: its median sets the harmonisation.
     if core_hist.iter().all(|&c| c == 0) {
         return Some(Err(IqmError::NoTissue("white matter")));
     }
@@ -284,27 +422,7 @@ pub(super) fn statistics(
     let mut order = identity;
     order.sort_by_key(|&b| f32_key(values[b as usize]));
 
-    // One pass: each voxel counted under its stored value and its class code.
-    // 32-bit counts keep the table small enough for the cache; a grid holds fewer
-    // than 2^32 voxels.
-    // Neighbouring voxels often share their value and class (the air, above all), and
-    // an increment waits for the previous one to the same counter: four interleaved
-    // tables, one per voxel position modulo 4, keep those increments independent.
     let table = bins * CODES;
-    let mut lanes = vec![0u32; LANES * table];
-    let voxels = image
-        .iter()
-        .zip(&masks.tissue)
-        .zip(&masks.air)
-        .zip(&masks.head)
-        .zip(&masks.rotation);
-    for (idx, ((((&v, &t), &a), &h), &r)) in voxels.enumerate() {
-        let code = usize::from(t & 3)
-            | usize::from(a != 0) << 2
-            | usize::from(h != 0) << 3
-            | usize::from(r != 0) << 4;
-        lanes[(idx % LANES) * table + bin(v) * CODES + code] += 1;
-    }
     let artefact_n = masks.artefact.iter().filter(|&&a| a != 0).count() as u64;
     let (hist, others) = lanes.split_at_mut(table);
     for lane in others.chunks_exact(table) {
