@@ -2252,11 +2252,27 @@ mod tests {
         assert_eq!(values, [-0.25, 1e-3, 3.5, 7.0]);
         let back: Vec<f32> = index.iter().map(|&b| values[usize::from(b)]).collect();
         assert_eq!(back, image);
-        let many: Vec<f32> = (0..70_000).map(|i| i as f32 * 0.5).collect();
+        // Descending, so that the table's numbering must reorder them.
+        let many: Vec<f32> = (0..70_000).rev().map(|i| i as f32 * 0.5).collect();
         assert!(binned::value_table(&many).is_none());
-        assert!(binned::value_table(&many[..65_536]).is_some());
+        let most = &many[many.len() - 65_536..];
+        let (values, index) = binned::value_table(most).expect("65,536 values");
+        assert_eq!(values.len(), 65_536);
+        assert!(values.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            index
+                .iter()
+                .zip(most)
+                .all(|(&b, &v)| values[usize::from(b)] == v)
+        );
         assert!(binned::value_table(&[1.0, f32::NAN]).is_none());
         assert!(binned::value_table(&[1.0, f32::INFINITY]).is_none());
+        // The NaN whose bits mark an empty slot, first or later.
+        let marker = f32::from_bits(u32::MAX);
+        assert!(binned::value_table(&[marker, 1.5, 2.5]).is_none());
+        assert!(binned::value_table(&[marker]).is_none());
+        assert!(binned::value_table(&[1.5, marker, 2.5]).is_none());
+        assert!(binned::value_table(&[]).is_none());
     }
 
     #[test]

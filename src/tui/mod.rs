@@ -639,7 +639,17 @@ fn spawn_reader(reader: Store, events: Sender<Event>) -> Sender<Request> {
                     Ok(own) => {
                         let events = events.clone();
                         std::thread::spawn(move || {
-                            let _ = events.send(Event::Loaded(serve(&own, request)));
+                            // A panic must still answer, or the request stays in flight
+                            // and what waits on it (the IQM filter) waits for good.
+                            let asked = request.clone();
+                            let response =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    serve(&own, request)
+                                }))
+                                .unwrap_or_else(|_| {
+                                    failed_own_read(asked, "internal error while reading".into())
+                                });
+                            let _ = events.send(Event::Loaded(response));
                         });
                     }
                     Err(e) => {

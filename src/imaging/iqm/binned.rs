@@ -72,6 +72,10 @@ pub(super) fn value_table(image: &[f32]) -> Option<(Vec<f32>, Vec<u16>)> {
     let mut ids = vec![0u16; SLOTS];
     let mut values: Vec<f32> = Vec::new();
     let mut index: Vec<u16> = Vec::with_capacity(image.len());
+    // The run check below would take a first voxel holding EMPTY's NaN for a repeat.
+    if !image.first().is_some_and(|v| v.is_finite()) {
+        return None;
+    }
     let (mut last_bits, mut last_id) = (EMPTY, 0u16);
     for &v in image {
         let bits = v.to_bits();
@@ -103,7 +107,8 @@ pub(super) fn value_table(image: &[f32]) -> Option<(Vec<f32>, Vec<u16>)> {
         index.push(id);
     }
     // Number the bins in ascending order of their values.
-    let mut order: Vec<u16> = (0..values.len() as u16).collect();
+    // Up to 65,536 values: ids 0..=65,535 fit a u16, their count does not.
+    let mut order: Vec<u16> = (0..values.len()).map(|b| b as u16).collect();
     order.sort_by_key(|&b| f32_key(values[usize::from(b)]));
     let mut rank = vec![0u16; values.len()];
     for (r, &b) in order.iter().enumerate() {
