@@ -2144,6 +2144,15 @@ fn iqm_scores_of_the_dashboard_equal_the_outlier_view() {
     assert_eq!(flagged, [3]);
 }
 
+/// The image ids of the Images view's current page.
+fn page_ids(app: &App) -> Vec<i64> {
+    app.images
+        .page
+        .as_ref()
+        .map(|p| p.rows.iter().map(|r| r.image_id).collect())
+        .unwrap_or_default()
+}
+
 /// `(image_id, outlier)` of every row of `sql`, in image order.
 fn flag_rows(store: &Store, sql: &str) -> Vec<(i64, bool)> {
     store
@@ -2227,13 +2236,7 @@ fn the_iqm_filter_joins_the_flags_built_with_the_groups() {
             )
             .expect("tables")
     };
-    let ids = |app: &App| -> Vec<i64> {
-        app.images
-            .page
-            .as_ref()
-            .map(|p| p.rows.iter().map(|r| r.image_id).collect())
-            .unwrap_or_default()
-    };
+    let ids = page_ids;
     // Opening the Images view reads the groups, and with them the flags of its epoch.
     let mut app = iqm_app(&mut store, 1);
     let epoch = app.images.filter.iqm_epoch;
@@ -2304,13 +2307,7 @@ fn the_iqm_filter_waits_for_the_groups_instead_of_computing_the_flags() {
         }),
     );
     assert!(!app.outlier_flags_pending());
-    let ids: Vec<i64> = app
-        .images
-        .page
-        .as_ref()
-        .map(|p| p.rows.iter().map(|r| r.image_id).collect())
-        .unwrap_or_default();
-    assert_eq!(ids, [3]);
+    assert_eq!(page_ids(&app), [3]);
 }
 
 #[test]
@@ -2321,13 +2318,7 @@ fn images_filter_by_iqm_outlier_with_and_without_outliers() {
         let mut app = app(&mut store, None);
         keys(&mut app, &mut store, "2");
         let total = |app: &App| app.images.page.as_ref().map_or(0, |p| p.total);
-        let ids = |app: &App| -> Vec<i64> {
-            app.images
-                .page
-                .as_ref()
-                .map(|p| p.rows.iter().map(|r| r.image_id).collect())
-                .unwrap_or_default()
-        };
+        let ids = page_ids;
         assert_eq!(total(&app), 10);
         keys(&mut app, &mut store, "o");
         assert_eq!(app.images.filter.iqm_outlier, Some(true));

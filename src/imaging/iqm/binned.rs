@@ -68,14 +68,14 @@ pub(super) fn value_table(image: &[f32]) -> Option<(Vec<f32>, Vec<u16>)> {
     // Open addressing on the value's bits, in a table twice the largest number of
     // values; runs of one value (the air, above all) skip the lookup.
     const SLOTS: usize = 2 * MAX_BINS;
-    let mut keys = vec![EMPTY; SLOTS];
-    let mut ids = vec![0u16; SLOTS];
-    let mut values: Vec<f32> = Vec::new();
-    let mut index: Vec<u16> = Vec::with_capacity(image.len());
     // The run check below would take a first voxel holding EMPTY's NaN for a repeat.
     if !image.first().is_some_and(|v| v.is_finite()) {
         return None;
     }
+    let mut keys = vec![EMPTY; SLOTS];
+    let mut ids = vec![0u16; SLOTS];
+    let mut values: Vec<f32> = Vec::new();
+    let mut index: Vec<u16> = Vec::with_capacity(image.len());
     let (mut last_bits, mut last_id) = (EMPTY, 0u16);
     for &v in image {
         let bits = v.to_bits();
@@ -148,10 +148,10 @@ impl Binning {
     }
 
     /// The value of each bin, ascending.
-    fn values(&self) -> Vec<f32> {
+    fn into_values(self) -> Vec<f32> {
         match self {
-            Binning::Integer { lo, bins } => (0..*bins).map(|b| lo + b as f32).collect(),
-            Binning::Table { values, .. } => values.clone(),
+            Binning::Integer { lo, bins } => (0..bins).map(|b| lo + b as f32).collect(),
+            Binning::Table { values, .. } => values,
         }
     }
 }
@@ -401,8 +401,7 @@ pub(super) fn statistics(
             count(image, core, masks, bins, |i, _| usize::from(index[i]))
         }
     };
-    let stored = binning.values();
-    drop(binning);
+    let stored = binning.into_values();
     let identity: Vec<u32> = (0..bins as u32).collect();
     // The white-matter core first: its median sets the harmonisation.
     if core_hist.iter().all(|&c| c == 0) {
