@@ -2414,6 +2414,12 @@ fn blind_mode_neither_reads_nor_shows_iqms() {
     keys(&mut app, &mut store, "o");
     assert_eq!(app.images.filter.iqm_outlier, None);
     assert!(app.message.contains("hidden"), "{}", app.message);
+    // Nor are the outlier flags computed behind the rater's back.
+    assert!(
+        !store
+            .shared_flags_ready(app.images.filter.iqm_epoch)
+            .expect("ready")
+    );
     let text = screen(&app, 110, 30);
     assert!(text.contains("IQMs hidden (blind mode)"), "{text}");
     assert!(
