@@ -97,6 +97,10 @@ impl PreprocessSpec {
                 self.bias_correction, self.registration, self.template
             ));
         }
+        if self.registration != RegistrationMode::None {
+            text.push_str("|registration-algorithm=");
+            text.push_str(registration::ALGORITHM);
+        }
         if self.bias_correction != BiasCorrection::None {
             text.push_str("|bias-algorithm=");
             text.push_str(bias::ALGORITHM);

@@ -26,6 +26,15 @@ pub const TEMPLATE_WM_FILE: &str = "mni_icbm152_wm_tal_nlin_sym_09a_converted.ni
 const BRAIN_RADIUS_MM: f64 = 80.0;
 /// Template intensity bins inside the brain (one more bin holds the ring around it).
 const BRAIN_BINS: usize = 32;
+/// Names the algorithm in the tensor cache's key, so that tensors registered by an
+/// earlier version are never reused.
+pub const ALGORITHM: &str = "correlation-ratio-ring-from-4mm-v2";
+/// Levels at least this coarse (mm) also score the ring around the brain: it keeps the
+/// search from sliding the brain onto bone or scalp. Finer levels, which only refine,
+/// score the brain alone: the ring holds fluid and bone, bright and dark in T2w, and
+/// its variance pulled the template about 2% too large there (up to 2.5 mm at the
+/// brain's edge; docs/registration.md).
+const RING_FROM_MM: f64 = 4.0;
 /// Template points evaluated per level at most; finer levels take a regular subset.
 const MAX_POINTS: usize = 180_000;
 /// Points per chunk of the deterministic parallel sum.
@@ -131,8 +140,11 @@ pub struct Registration {
 /// One resolution of the template: points (template mm) and their intensity bin.
 struct TemplateLevel {
     spacing: f64,
+    /// The brain's points first, then the ring's.
     points: Vec<[f32; 3]>,
     bins: Vec<u8>,
+    /// How many of `points` are the brain's.
+    brain_points: usize,
     n_bins: usize,
 }
 
@@ -340,10 +352,14 @@ fn build_level(volume: &Volume, factor: usize) -> TemplateLevel {
         points = points.into_iter().step_by(stride).collect();
         bins = bins.into_iter().step_by(stride).collect();
     }
+    let (brain, ring): (Vec<_>, Vec<_>) = points.into_iter().zip(bins).partition(|(_, b)| *b > 0);
+    let brain_points = brain.len();
+    let (points, bins) = brain.into_iter().chain(ring).unzip();
     TemplateLevel {
         spacing: factor as f64 * a[0][0],
         points,
         bins,
+        brain_points,
         n_bins: BRAIN_BINS + 1,
     }
 }
@@ -513,12 +529,19 @@ fn to4(m: &Affine34) -> [[f64; 4]; 4] {
     [m[0], m[1], m[2], [0.0, 0.0, 0.0, 1.0]]
 }
 
-/// Correlation ratio and overlap of the image under map `template_to_image`.
+/// Correlation ratio and overlap of the image under map `template_to_image`, over the
+/// brain's points and, `with_ring`, the ring's.
 fn evaluate(
     template: &TemplateLevel,
     moving: &MovingLevel,
     template_to_image: &Affine34,
+    with_ring: bool,
 ) -> (f64, f64) {
+    let scored = if with_ring {
+        template.points.len()
+    } else {
+        template.brain_points
+    };
     let w = &moving.world_to_voxel;
     let mut m = [[0.0f64; 4]; 3];
     for r in 0..3 {
@@ -532,10 +555,9 @@ fn evaluate(
     let [nx, ny, nz] = moving.dims;
     let (mx, my, mz) = (nx as f64 - 1.0, ny as f64 - 1.0, nz as f64 - 1.0);
     let n_bins = template.n_bins;
-    let partials: Vec<Vec<f64>> = template
-        .points
+    let partials: Vec<Vec<f64>> = template.points[..scored]
         .par_chunks(CHUNK)
-        .zip(template.bins.par_chunks(CHUNK))
+        .zip(template.bins[..scored].par_chunks(CHUNK))
         .map(|(points, bins)| {
             let mut acc = vec![0.0f64; 3 * n_bins];
             for (p, &bin) in points.iter().zip(bins) {
@@ -590,7 +612,7 @@ fn evaluate(
         s += sb;
         ss += ssb;
     }
-    let overlap = n / template.points.len().max(1) as f64;
+    let overlap = n / scored.max(1) as f64;
     if n < 2.0 {
         return (0.0, overlap);
     }
@@ -821,7 +843,13 @@ pub fn register(
     }
     let cost_at = |level: usize, p: &Params| -> f64 {
         let map = params_to_affine(p, template_centre, image_centre);
-        let (ratio, overlap) = evaluate(template.level(schedule[level]), &movings[level], &map);
+        let with_ring = schedule[level] >= RING_FROM_MM;
+        let (ratio, overlap) = evaluate(
+            template.level(schedule[level]),
+            &movings[level],
+            &map,
+            with_ring,
+        );
         1.0 - ratio * overlap
     };
     // Level 0 (8 mm): rigid fits from a grid of starting tilts, clinical pitch first.
@@ -950,7 +978,14 @@ pub fn register(
     }
     let finest = schedule.len() - 1;
     let map = params_to_affine(&best, template_centre, image_centre);
-    let (similarity, overlap) = evaluate(template.level(schedule[finest]), &movings[finest], &map);
+    // The flags judge the result with the ring, as the search's coarse levels do: a brain
+    // that moved onto bone or scalp scores low there.
+    let (similarity, overlap) = evaluate(
+        template.level(schedule[finest]),
+        &movings[finest],
+        &map,
+        true,
+    );
     let linear = [
         [map[0][0], map[0][1], map[0][2]],
         [map[1][0], map[1][1], map[1][2]],
