@@ -936,10 +936,6 @@ impl TensorCache {
         values: &[f32],
     ) -> Result<PathBuf, PreprocessError> {
         let path = self.path_for(sha256, spec_name, spec);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PreprocessError::Io { path, source }
-        };
         if values.len() != spec.voxel_count() {
             return Err(PreprocessError::CorruptCache {
                 path,
@@ -950,13 +946,6 @@ impl TensorCache {
                 ),
             });
         }
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        // One temporary file per call: two loader threads of one process may store the
-        // same tensor at once (an image drawn twice into a batch), and a name shared by
-        // the process let the second rename find its file already moved away.
-        static PUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = PUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
         let mut bytes = Vec::with_capacity(20 + 4 * values.len());
         bytes.extend_from_slice(CACHE_MAGIC);
         for size in spec.shape {
@@ -965,11 +954,68 @@ impl TensorCache {
         for value in values {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
-        let mut file = fs::File::create(&temp).map_err(io(&temp))?;
-        file.write_all(&bytes).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
-        fs::rename(&temp, &path).map_err(io(&path))?;
+        self.write_atomically(&path, &bytes)?;
         Ok(path)
+    }
+
+    /// The file that records why this image failed preprocessing under this spec.
+    pub fn failure_path_for(
+        &self,
+        sha256: &str,
+        spec_name: &str,
+        spec: &PreprocessSpec,
+    ) -> PathBuf {
+        self.path_for(sha256, spec_name, spec)
+            .with_extension("failed")
+    }
+
+    /// The recorded failure of this image under this spec, `Ok(None)` when none is.
+    pub fn get_failure(
+        &self,
+        sha256: &str,
+        spec_name: &str,
+        spec: &PreprocessSpec,
+    ) -> Result<Option<String>, PreprocessError> {
+        let path = self.failure_path_for(sha256, spec_name, spec);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim_end().to_string())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(PreprocessError::Io { path, source }),
+        }
+    }
+
+    /// Records a failure that preprocessing the same content under the same spec would
+    /// meet again (a flagged registration), so that a training run does not register
+    /// the image again every epoch, nor inference after it.
+    pub fn put_failure(
+        &self,
+        sha256: &str,
+        spec_name: &str,
+        spec: &PreprocessSpec,
+        message: &str,
+    ) -> Result<PathBuf, PreprocessError> {
+        let path = self.failure_path_for(sha256, spec_name, spec);
+        self.write_atomically(&path, format!("{message}\n").as_bytes())?;
+        Ok(path)
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), PreprocessError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PreprocessError::Io { path, source }
+        };
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        // One temporary file per call: two loader threads of one process may store the
+        // same tensor at once (an image drawn twice into a batch), and a name shared by
+        // the process let the second rename find its file already moved away.
+        static PUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = PUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
+        let mut file = fs::File::create(&temp).map_err(io(&temp))?;
+        file.write_all(bytes).map_err(io(&temp))?;
+        file.sync_all().map_err(io(&temp))?;
+        fs::rename(&temp, path).map_err(io(path))?;
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::augment::{Augmenter, item_rng};
 use crate::imaging::load_volume;
-use crate::imaging::preprocess::{TensorCache, preprocess};
+use crate::imaging::preprocess::{PreprocessError, TensorCache, preprocess};
 use crate::model::preset::Preset;
 
 /// A function producing one preprocessed volume (or a message saying why not).
@@ -115,9 +115,41 @@ impl ItemLoader {
                 match cached {
                     Some(values) => values,
                     None => {
+                        if let (Some(cache), Some(sha)) = (&self.cache, sha256) {
+                            let recorded = cache
+                                .get_failure(sha, &self.preset.name, spec)
+                                .map_err(|err| format!("{}: {err}", item.id))?;
+                            if let Some(message) = recorded {
+                                return Err(format!(
+                                    "{}: {message} (recorded by an earlier attempt in {}; delete that file to try again)",
+                                    path.display(),
+                                    cache
+                                        .failure_path_for(sha, &self.preset.name, spec)
+                                        .display()
+                                ));
+                            }
+                        }
                         let volume = load_volume(path).map_err(|err| err.to_string())?;
-                        let values = preprocess(&volume, spec)
-                            .map_err(|err| format!("{}: {err}", path.display()))?;
+                        let values = match preprocess(&volume, spec) {
+                            Ok(values) => values,
+                            Err(err) => {
+                                let message = format!("{}: {err}", path.display());
+                                // A flagged registration is a property of the content and
+                                // the spec, and costs seconds: it is recorded, so later
+                                // epochs and runs do not register the image again.
+                                if let (
+                                    PreprocessError::RegistrationFailed { .. },
+                                    Some(cache),
+                                    Some(sha),
+                                ) = (&err, &self.cache, sha256)
+                                {
+                                    cache
+                                        .put_failure(sha, &self.preset.name, spec, &err.to_string())
+                                        .map_err(|e| format!("{message}; recording it: {e}"))?;
+                                }
+                                return Err(message);
+                            }
+                        };
                         if let (Some(cache), Some(sha)) = (&self.cache, sha256) {
                             cache
                                 .put(sha, &self.preset.name, spec, &values)

@@ -3,10 +3,12 @@
 
 use cdwqc::imaging::Volume;
 use cdwqc::imaging::load_volume;
-use cdwqc::imaging::preprocess::{PreprocessError, PreprocessSpec, preprocess};
+use cdwqc::imaging::preprocess::{PreprocessError, PreprocessSpec, TensorCache, preprocess};
 use cdwqc::imaging::registration::{
     RegistrationMode, RegistrationOptions, Template, angle_between, displacement_between, register,
 };
+use cdwqc::model::data::{Item, ItemLoader};
+use cdwqc::model::preset::Preset;
 use cdwqc::synth::anatomy::TissueModel;
 use cdwqc::synth::contrast::Sequence;
 use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
@@ -136,10 +138,8 @@ fn a_t2w_head_registers_within_a_millimetre_at_1_mm() {
     );
 }
 
-#[test]
-fn an_image_that_is_no_head_is_flagged_not_registered() {
-    let template = template();
-    // A bright box in a corner of the field of view: no brain anywhere.
+/// A bright box in a corner of the field of view: no brain anywhere.
+fn no_head() -> Volume {
     let dims = [48, 56, 48];
     let mut data = vec![0f32; dims.iter().product()];
     for k in 0..20 {
@@ -155,17 +155,27 @@ fn an_image_that_is_no_head_is_flagged_not_registered() {
         [0.0, 0.0, 4.0, -80.0],
         [0.0, 0.0, 0.0, 1.0],
     ];
-    let volume = Volume {
+    Volume {
         dims,
         data,
         affine,
         voxel_size: [4.0; 3],
-    };
-    // Preprocessing for a registering preset refuses to make a tensor of it.
-    let spec = PreprocessSpec {
+    }
+}
+
+fn registering_spec() -> PreprocessSpec {
+    PreprocessSpec {
         registration: RegistrationMode::Affine,
         ..PreprocessSpec::grid([24, 24, 24], 8.0)
-    };
+    }
+}
+
+#[test]
+fn an_image_that_is_no_head_is_flagged_not_registered() {
+    let template = template();
+    let volume = no_head();
+    // Preprocessing for a registering preset refuses to make a tensor of it.
+    let spec = registering_spec();
     match preprocess(&volume, &spec) {
         Err(PreprocessError::RegistrationFailed { reason, .. }) => assert!(!reason.is_empty()),
         other => panic!(
@@ -186,6 +196,82 @@ fn an_image_that_is_no_head_is_flagged_not_registered() {
         !result.quality.passed(),
         "a box was accepted: {:?}",
         result.quality
+    );
+}
+
+#[test]
+fn a_flagged_registration_is_recorded_and_not_tried_again() {
+    template();
+    let dir = tempfile::tempdir().unwrap();
+    let volume = no_head();
+    let path = dir.path().join("box.nii.gz");
+    write_nifti_gz(
+        &path,
+        &NiftiImage {
+            dims: volume.dims,
+            data: &volume.data,
+            affine: volume.affine,
+            stored: StoredType::Float32,
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+            intent_code: 0,
+            description: "test",
+        },
+    )
+    .unwrap();
+    let mut preset = Preset::builtin("tiny").unwrap();
+    preset.name = "registering".into();
+    preset.preprocess = registering_spec();
+    let cache = TensorCache::new(dir.path().join("cache"));
+    let loader = ItemLoader::new(preset.clone(), Some(cache.clone()));
+    let item = Item::from_file("box", &path, Some("b0c5".into()), None);
+
+    let first = loader.load(&item).unwrap_err();
+    assert!(
+        first.contains("box.nii.gz") && first.contains("registration failed"),
+        "{first}"
+    );
+    let recorded = cache.failure_path_for("b0c5", "registering", &preset.preprocess);
+    assert!(
+        recorded.exists(),
+        "no record of the failure at {}",
+        recorded.display()
+    );
+    assert!(
+        !cache
+            .path_for("b0c5", "registering", &preset.preprocess)
+            .exists()
+    );
+
+    // The second attempt reads the record instead of registering again: a record
+    // written by hand is what it reports.
+    std::fs::write(&recorded, "registration failed: recorded reason\n").unwrap();
+    let second = loader.load(&item).unwrap_err();
+    assert!(
+        second.contains("box.nii.gz")
+            && second.contains("recorded reason")
+            && second.contains(&recorded.display().to_string()),
+        "{second}"
+    );
+
+    // Removing the record makes the next attempt register again (and record again).
+    std::fs::remove_file(&recorded).unwrap();
+    let third = loader.load(&item).unwrap_err();
+    assert!(third.contains("registration failed") && !third.contains("recorded reason"));
+    assert!(recorded.exists());
+
+    // Another spec is another record; a file that cannot be read records nothing.
+    let missing = Item::from_file(
+        "gone",
+        dir.path().join("gone.nii.gz"),
+        Some("90e".into()),
+        None,
+    );
+    assert!(loader.load(&missing).is_err());
+    assert!(
+        !cache
+            .failure_path_for("90e", "registering", &preset.preprocess)
+            .exists()
     );
 }
 
