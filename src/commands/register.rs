@@ -31,10 +31,11 @@ pub struct RegisterArgs {
     /// Override the preset's registration: rigid or affine.
     #[arg(long)]
     pub mode: Option<RegistrationMode>,
-    /// Override the preset's bias correction: none or polynomial.
+    /// Override the preset's bias correction of the image written with --out: none or
+    /// polynomial (the registration itself always sees a corrected copy).
     #[arg(long)]
     pub bias: Option<BiasCorrection>,
-    /// Also write the bias-corrected input, on its own grid (.nii.gz).
+    /// Also write the bias-corrected input the registration saw, on its own grid (.nii.gz).
     #[arg(long)]
     pub corrected: Option<PathBuf>,
     /// Threads (default: all cores).
@@ -89,17 +90,20 @@ fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let template = Template::shared(&spec.template, &template_dir)?;
     let volume =
         load_volume(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    // The registration always sees a corrected copy, as preprocessing's does; the bias
+    // correction chosen says whether the image written on the grid is corrected too.
     let started = Instant::now();
-    let volume = match bias_correction {
-        BiasCorrection::None => volume,
-        BiasCorrection::Polynomial => bias::correct(&volume),
-    };
+    let corrected = bias::correct(&volume);
     let bias_seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.corrected {
-        write_float(path, volume.dims, &volume.data, volume.affine)?;
+        write_float(path, corrected.dims, &corrected.data, corrected.affine)?;
     }
+    let output = match bias_correction {
+        BiasCorrection::None => &volume,
+        BiasCorrection::Polynomial => &corrected,
+    };
     let result = registration::register(
-        &volume,
+        &corrected,
         &template,
         RegistrationOptions::for_spacing(mode, spec.spacing_mm),
     )
@@ -108,7 +112,7 @@ fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let mut out = None;
     if let Some(path) = &args.out {
         let centre = template.brain_box_centre;
-        let values = resample_mapped(&volume, &spec, centre, Some(&result.template_to_image), 0.0)?;
+        let values = resample_mapped(output, &spec, centre, Some(&result.template_to_image), 0.0)?;
         // The grid's layout is x slowest; NIfTI wants x fastest.
         let [nx, ny, nz] = spec.shape;
         let mut nifti_order = vec![0f32; values.len()];

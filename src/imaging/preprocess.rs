@@ -101,7 +101,10 @@ impl PreprocessSpec {
             text.push_str("|registration-algorithm=");
             text.push_str(registration::ALGORITHM);
         }
-        if self.bias_correction != BiasCorrection::None {
+        // Registration sees a bias-corrected copy even when the tensor is not corrected.
+        if self.bias_correction != BiasCorrection::None
+            || self.registration != RegistrationMode::None
+        {
             text.push_str("|bias-algorithm=");
             text.push_str(bias::ALGORITHM);
         }
@@ -784,8 +787,21 @@ pub fn preprocess_detailed(
         RegistrationMode::None => (head_centre_between(volume, head_low, head_high), None),
         mode => {
             let template = spec_template(spec)?;
+            // The correlation ratio compares intensities with the template's tissue bins,
+            // and a strong bias field breaks it: uncorrected, every usable FLAIR of the
+            // external test set with a field of coefficient 0.4 or more was flagged. So the
+            // registration always sees a corrected copy; the spec's `bias_correction` says
+            // whether the tensor is corrected too (docs/registration.md).
+            let own_copy;
+            let moving = match spec.bias_correction {
+                BiasCorrection::None => {
+                    own_copy = bias::correct(volume);
+                    &own_copy
+                }
+                BiasCorrection::Polynomial => volume,
+            };
             let result = registration::register(
-                volume,
+                moving,
                 &template,
                 RegistrationOptions::for_spacing(mode, spec.spacing_mm),
             )?;
