@@ -11,7 +11,9 @@
 #
 # Prints, per model: usable balanced accuracy (usable models) or quality balanced
 # accuracy and `bad` vs the rest balanced accuracy (quality models), with 95% CIs;
-# the full reports go to $EXT_DIR/report_<model>.json and .html, and with BatchNorm
+# the full reports go to $EXT_DIR/report_<model>.json and .html (and, where some images
+# failed, such as a flagged registration, report_<model>-failed-as-<class>.json with them
+# scored as reject or bad), and with BatchNorm
 # adapted to the external images (cdwqc infer --adapt-batchnorm) to report_<model>-adabn.*, and for
 # a model with an IQM forest, its network alone (cdwqc infer --network-only) to report_<model>-network.*.
 # EXT_RECORD=1 also records both scores in each model card (cdwqc model evaluate).
@@ -74,7 +76,18 @@ for model in "$@"; do
       --description "${EXT_N:-150} FLAIR-named images of scripts/external_warehouse.py (seed ${EXT_SEED:-7}), no label used$how" \
       | tail -n 1
   fi
-  "$PY" - "$report" <<'PYEOF'
+  # A model whose preset registers leaves the images with a flagged registration
+  # unpredicted; they are scored again as what a warehouse makes of them (reject, or
+  # bad for the quality task) beside the scores that leave them out.
+  reports=("$report")
+  task=$("$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["task"] if r["failed"] else "")' "$report")
+  if [ -n "$task" ]; then
+    as=reject; [ "$task" = quality ] && as=bad
+    "$CDWQC" --db "$DB" report model --run "$run" --set all --json --failed-as "$as" > "${report%.json}-failed-as-$as.json"
+    reports+=("${report%.json}-failed-as-$as.json")
+  fi
+  for scored in "${reports[@]}"; do
+  "$PY" - "$scored" <<'PYEOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 def show(v):
@@ -83,8 +96,9 @@ def show(v):
     ci = v.get("ci95")
     return f"{v['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 o = r["overall"]
+failed = f"{r['failed']} failed" + (f", scored as {r['failed_as']}" if r.get("failed_as") else "")
 print(f"{r['run']['run_id']}: task {r['task']}, {o['images']} images scored against {r['against']}"
-      f" ({r['without_truth']} without a {r['task']} label, {r['failed']} failed)")
+      f" ({r['without_truth']} without a {r['task']} label, {failed})")
 if r["task"] == "usable":
     print(f"  usable balanced accuracy: {show(o['balanced_accuracy'])}")
 else:
@@ -96,6 +110,7 @@ for c in o["per_class"]:
 print("  confusion (rows truth, columns prediction, order " + ", ".join(r["categories"]) + "): "
       + " | ".join(" ".join(str(x) for x in row) for row in o["confusion"]))
 PYEOF
+  done
   done
 done
 echo

@@ -9,7 +9,10 @@
 #
 # Environment: PRE_DIR (work folder, default pretrained/), PRE_T1, PRE_FLAIR, PRE_OTHER
 # (warehouse size), PRE_SEED, PRE_EPOCHS (default: the preset's), PRE_THREADS (libtorch
-# threads per run; both runs go in parallel).
+# threads per run; both runs go in parallel), PRE_PRESET (default pretrained; a name or
+# a preset file, e.g. models/presets/pretrained-mni.toml), PRE_NAMES (the exported
+# models' names, default "cdwqc-flair-usable cdwqc-flair-quality": set it to keep the
+# shipped models when trying another preset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CDWQC=${CDWQC:-target/release/cdwqc}
@@ -18,6 +21,8 @@ DIR=${PRE_DIR:-pretrained}
 W=$DIR/warehouse
 DB=$DIR/cdwqc.duckdb
 SEED=${PRE_SEED:-11}
+PRESET=${PRE_PRESET:-pretrained}
+read -r USABLE_NAME QUALITY_NAME <<< "${PRE_NAMES:-cdwqc-flair-usable cdwqc-flair-quality}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 mkdir -p "$DIR"
 
@@ -36,12 +41,12 @@ for f in "$W"/derivatives/cdwqc-synth/ratings/rater?.tsv; do
 done
 
 # A training run holds its store for writing: each task trains on its own copy.
-step "training both tasks in parallel (target-only FLAIR, preset pretrained)"
+step "training both tasks in parallel (target-only FLAIR, preset $PRESET)"
 pids=()
 for task in usable quality; do
   rm -f "$DIR/train-$task.duckdb" "$DIR/train-$task.duckdb.wal"
   cp "$DB" "$DIR/train-$task.duckdb"
-  "$CDWQC" --db "$DIR/train-$task.duckdb" train --preset pretrained --task "$task" --method target-only \
+  "$CDWQC" --db "$DIR/train-$task.duckdb" train --preset "$PRESET" --task "$task" --method target-only \
     --seed 1 --run "pretrained-$task" ${PRE_EPOCHS:+--epochs "$PRE_EPOCHS"} \
     ${PRE_THREADS:+--threads "$PRE_THREADS"} > "$DIR/train-$task.log" 2>&1 &
   pids+=($!)
@@ -53,14 +58,14 @@ tail -n 2 "$DIR"/train-*.log
 
 step "exporting the models with their cards"
 describe() {
-  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with the pretrained preset, with an IQM forest on the same images' quality metrics; see docs/pretrained.md"
+  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with the $(basename "$PRESET" .toml) preset, with an IQM forest on the same images' quality metrics; see docs/pretrained.md"
 }
-"$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name cdwqc-flair-usable --force --iqm-forest --licence CC-BY-4.0 \
+"$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name "$USABLE_NAME" --force --iqm-forest --licence CC-BY-4.0 \
   --description "$(describe 'usability (usable / reject)' 'one volume')"
-"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name cdwqc-flair-quality --force --iqm-forest --licence CC-BY-4.0 \
+"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name "$QUALITY_NAME" --force --iqm-forest --licence CC-BY-4.0 \
   --description "$(describe 'quality grade (good / medium / bad)' 'one usable volume')"
 
 if [ -n "${PRE_EXTERNAL:-}" ]; then
   step "the external test set"
-  ./scripts/external_eval.sh cdwqc-flair-usable cdwqc-flair-quality
+  ./scripts/external_eval.sh "$USABLE_NAME" "$QUALITY_NAME"
 fi

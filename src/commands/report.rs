@@ -68,6 +68,7 @@ impl ScoringArgs {
             figures: self.html.is_some(),
             target: None,
             triage: None,
+            failed_as: None,
         }
     }
 }
@@ -93,6 +94,10 @@ pub struct ModelArgs {
     /// escapes rejection; report how many ratings the band between saves.
     #[arg(long, value_name = "RATE")]
     pub triage: Option<f64>,
+    /// Score the images whose prediction failed (unreadable, or a flagged registration)
+    /// as this class (e.g. reject, bad) instead of leaving them out.
+    #[arg(long, value_name = "CLASS")]
+    pub failed_as: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,6 +171,7 @@ fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
         }
         options.triage = Some(rate);
     }
+    options.failed_as = args.failed_as.clone();
     let report = model::build(&store, &args.run, &options)?;
     let doc = model::document(&report);
     emit(

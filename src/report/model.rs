@@ -111,6 +111,10 @@ pub struct ModelOptions {
     /// share of the last class escapes automatic acceptance and this share of the
     /// others escapes automatic rejection; the band between goes to people.
     pub triage: Option<f64>,
+    /// Score the images whose prediction failed (an unreadable file, a flagged
+    /// registration) as predictions of this class, with all its probability, instead of
+    /// leaving them out: what a warehouse does with an image its pipeline cannot prepare.
+    pub failed_as: Option<String>,
 }
 
 impl ModelOptions {
@@ -137,6 +141,7 @@ impl Default for ModelOptions {
             figures: true,
             target: None,
             triage: None,
+            failed_as: None,
         }
     }
 }
@@ -252,6 +257,8 @@ pub struct ModelReport {
     pub predictions: u64,
     /// Images whose prediction failed (they have an error row).
     pub failed: u64,
+    /// The class failed images were scored as (`--failed-as`); none: left out.
+    pub failed_as: Option<String>,
     /// Predictions outside the evaluated set.
     pub outside_set: u64,
     /// Predictions in the set whose image has no truth label.
@@ -437,6 +444,16 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         });
     }
     let categories = task.categories();
+    let failed_as = match &opts.failed_as {
+        None => None,
+        Some(name) => Some(categories.iter().position(|c| c == name).ok_or_else(|| {
+            ReportError::Input(format!(
+                "--failed-as {name}: task {} has the classes {}",
+                task.name(),
+                categories.join(", ")
+            ))
+        })?),
+    };
     let (mut failed, mut outside_set, mut without_truth) = (0u64, 0u64, 0u64);
     let mut samples = Vec::new();
     // Validation images: where temperature and operating points are fitted.
@@ -450,31 +467,41 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         if !in_set {
             outside_set += 1;
         }
-        let (Some(label), Some(probs), None) = (&rec.label, &rec.probabilities, &rec.error) else {
-            failed += u64::from(in_set);
-            continue;
+        let (predicted, probabilities) = match (&rec.label, &rec.probabilities, &rec.error) {
+            (Some(label), Some(probs), None) => {
+                let probabilities: Vec<f64> = serde_json::from_str(probs).map_err(|e| {
+                    ReportError::Input(format!(
+                        "run {run_id}: probabilities of image {} are not a list of numbers ({probs}): {e}",
+                        rec.image_id
+                    ))
+                })?;
+                let Some(predicted) = categories.iter().position(|c| c == label) else {
+                    return Err(ReportError::Input(format!(
+                        "run {run_id}: image {} has label {label}, not one of {}",
+                        rec.image_id,
+                        categories.join(", ")
+                    )));
+                };
+                if probabilities.len() != categories.len() {
+                    return Err(ReportError::Input(format!(
+                        "run {run_id}: image {} has {} probabilities for {} classes",
+                        rec.image_id,
+                        probabilities.len(),
+                        categories.len()
+                    )));
+                }
+                (predicted, probabilities)
+            }
+            _ => {
+                failed += u64::from(in_set);
+                let Some(class) = failed_as else {
+                    continue;
+                };
+                let mut one_hot = vec![0.0; categories.len()];
+                one_hot[class] = 1.0;
+                (class, one_hot)
+            }
         };
-        let probabilities: Vec<f64> = serde_json::from_str(probs).map_err(|e| {
-            ReportError::Input(format!(
-                "run {run_id}: probabilities of image {} are not a list of numbers ({probs}): {e}",
-                rec.image_id
-            ))
-        })?;
-        let Some(predicted) = categories.iter().position(|c| c == label) else {
-            return Err(ReportError::Input(format!(
-                "run {run_id}: image {} has label {label}, not one of {}",
-                rec.image_id,
-                categories.join(", ")
-            )));
-        };
-        if probabilities.len() != categories.len() {
-            return Err(ReportError::Input(format!(
-                "run {run_id}: image {} has {} probabilities for {} classes",
-                rec.image_id,
-                probabilities.len(),
-                categories.len()
-            )));
-        }
         let Some(&truth) = truth.get(&rec.image_id) else {
             without_truth += u64::from(in_set);
             continue;
@@ -529,6 +556,7 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         bootstrap: BootstrapInfo::from(&opts.bootstrap),
         predictions: records.len() as u64,
         failed,
+        failed_as: failed_as.map(|class| categories[class].to_string()),
         outside_set,
         without_truth,
         overall,
@@ -1192,14 +1220,13 @@ fn run_title(r: &ModelReport) -> String {
 }
 
 fn counts_text(r: &ModelReport) -> String {
+    let failed = match &r.failed_as {
+        Some(class) => format!("{} failed to load, scored as {class}", r.failed),
+        None => format!("{} failed to load", r.failed),
+    };
     format!(
-        "{} predictions stored: {} scored ({} subjects), {} outside the set, {} without a truth label, {} failed to load.",
-        r.predictions,
-        r.overall.images,
-        r.overall.subjects,
-        r.outside_set,
-        r.without_truth,
-        r.failed
+        "{} predictions stored: {} scored ({} subjects), {} outside the set, {} without a truth label, {failed}.",
+        r.predictions, r.overall.images, r.overall.subjects, r.outside_set, r.without_truth,
     )
 }
 

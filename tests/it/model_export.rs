@@ -353,6 +353,99 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
     std::fs::write(&path, &weights).expect("restore");
     let shown = ok(dir, &["model", "show", &model]);
     assert!(shown.contains("name = \"tiny-quality\""), "{shown}");
+
+    // An image whose prediction failed (a flagged registration) is left out of the
+    // scores, or scored as the class `--failed-as` names.
+    let chosen = csv(
+        &other,
+        db,
+        "select p.image_id, p.label from predictions p join ratings_latest r using (image_id)
+         where p.run_id = 'model:tiny-quality' and r.quality is not null order by 1 limit 1",
+    );
+    let (image, was) = chosen
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_once(','))
+        .expect("a scored image");
+    ok(
+        &other,
+        &[
+            "sql",
+            "--write",
+            &format!(
+                "update predictions set label = null, probabilities = null,
+                 error = 'registration failed: test' where run_id = 'model:tiny-quality' and image_id = {image}"
+            ),
+        ],
+    );
+    let scored = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "report",
+            "model",
+            "--run",
+            "model:tiny-quality",
+            "--set",
+            "all",
+            "--json",
+            "--bootstrap",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(&other, &args)).expect("report JSON")
+    };
+    let predicted_bad = |r: &Value| -> u64 {
+        r["overall"]["confusion"]
+            .as_array()
+            .expect("confusion")
+            .iter()
+            .map(|row| row[2].as_u64().expect("count"))
+            .sum()
+    };
+    let images = report["overall"]["images"].as_u64().expect("images");
+    let left_out = scored(&[]);
+    assert_eq!(left_out["failed"], 1);
+    assert_eq!(left_out["overall"]["images"].as_u64(), Some(images - 1));
+    assert!(left_out.get("failed_as").is_none_or(|v| v.is_null()));
+    let as_bad = scored(&["--failed-as", "bad"]);
+    assert_eq!(as_bad["failed"], 1);
+    assert_eq!(as_bad["failed_as"], "bad");
+    assert_eq!(as_bad["overall"]["images"].as_u64(), Some(images));
+    let before = predicted_bad(&report) - u64::from(was == "bad");
+    assert_eq!(predicted_bad(&as_bad), before + 1, "{}", as_bad["overall"]);
+    let text = ok(
+        &other,
+        &[
+            "report",
+            "model",
+            "--run",
+            "model:tiny-quality",
+            "--set",
+            "all",
+            "--failed-as",
+            "bad",
+        ],
+    );
+    assert!(text.contains("1 failed to load, scored as bad"), "{text}");
+    let wrong = cdwqc(
+        &other,
+        &[
+            "report",
+            "model",
+            "--run",
+            "model:tiny-quality",
+            "--set",
+            "all",
+            "--failed-as",
+            "reject",
+        ],
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong)
+            .contains("--failed-as reject: task quality has the classes good, medium, bad"),
+        "{}",
+        stderr(&wrong)
+    );
 }
 
 /// Largest absolute difference between the convolution weights of two weight files.
