@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::augment::{Augmenter, item_rng};
 use crate::imaging::load_volume;
 use crate::imaging::preprocess::{PreprocessError, TensorCache, preprocess};
+use crate::imaging::registration::RegistrationMode;
 use crate::model::preset::Preset;
 
 /// A function producing one preprocessed volume (or a message saying why not).
@@ -114,49 +115,7 @@ impl ItemLoader {
                 };
                 match cached {
                     Some(values) => values,
-                    None => {
-                        if let (Some(cache), Some(sha)) = (&self.cache, sha256) {
-                            let recorded = cache
-                                .get_failure(sha, &self.preset.name, spec)
-                                .map_err(|err| format!("{}: {err}", item.id))?;
-                            if let Some(message) = recorded {
-                                return Err(format!(
-                                    "{}: {message} (recorded by an earlier attempt in {}; delete that file to try again)",
-                                    path.display(),
-                                    cache
-                                        .failure_path_for(sha, &self.preset.name, spec)
-                                        .display()
-                                ));
-                            }
-                        }
-                        let volume = load_volume(path).map_err(|err| err.to_string())?;
-                        let values = match preprocess(&volume, spec) {
-                            Ok(values) => values,
-                            Err(err) => {
-                                let message = format!("{}: {err}", path.display());
-                                // A flagged registration is a property of the content and
-                                // the spec, and costs seconds: it is recorded, so later
-                                // epochs and runs do not register the image again.
-                                if let (
-                                    PreprocessError::RegistrationFailed { .. },
-                                    Some(cache),
-                                    Some(sha),
-                                ) = (&err, &self.cache, sha256)
-                                {
-                                    cache
-                                        .put_failure(sha, &self.preset.name, spec, &err.to_string())
-                                        .map_err(|e| format!("{message}; recording it: {e}"))?;
-                                }
-                                return Err(message);
-                            }
-                        };
-                        if let (Some(cache), Some(sha)) = (&self.cache, sha256) {
-                            cache
-                                .put(sha, &self.preset.name, spec, &values)
-                                .map_err(|err| format!("{}: {err}", item.id))?;
-                        }
-                        values
-                    }
+                    None => self.prepare(&item.id, path, sha256.as_deref())?,
                 }
             }
         };
@@ -169,6 +128,54 @@ impl ItemLoader {
                 crate::display::shape(&spec.shape),
                 spec.voxel_count()
             ));
+        }
+        Ok(values)
+    }
+
+    /// Decodes and preprocesses an image the cache does not hold, and caches the result.
+    /// A flagged registration is a property of the content and the spec, and costs
+    /// seconds: it is recorded too, so later epochs and runs do not register the image
+    /// again.
+    fn prepare(
+        &self,
+        id: &str,
+        path: &std::path::Path,
+        sha256: Option<&str>,
+    ) -> Result<Vec<f32>, String> {
+        let spec = &self.preset.preprocess;
+        let name = &self.preset.name;
+        let cache = self.cache.as_ref().zip(sha256);
+        // Only registering specs record failures: other loads skip the extra lookup.
+        let registers = spec.registration != RegistrationMode::None;
+        if let Some((cache, sha)) = cache.filter(|_| registers) {
+            let recorded = cache
+                .get_failure(sha, name, spec)
+                .map_err(|err| format!("{id}: {err}"))?;
+            if let Some(message) = recorded {
+                return Err(format!(
+                    "{}: {message} (recorded by an earlier attempt in {}; delete that file to try again)",
+                    path.display(),
+                    cache.failure_path_for(sha, name, spec).display()
+                ));
+            }
+        }
+        let volume = load_volume(path).map_err(|err| err.to_string())?;
+        let values = preprocess(&volume, spec).map_err(|err| {
+            let message = format!("{}: {err}", path.display());
+            match (&err, cache) {
+                (PreprocessError::RegistrationFailed { .. }, Some((cache, sha))) => {
+                    match cache.put_failure(sha, name, spec, &err.to_string()) {
+                        Ok(_) => message,
+                        Err(e) => format!("{message}; recording it: {e}"),
+                    }
+                }
+                _ => message,
+            }
+        })?;
+        if let Some((cache, sha)) = cache {
+            cache
+                .put(sha, name, spec, &values)
+                .map_err(|err| format!("{id}: {err}"))?;
         }
         Ok(values)
     }

@@ -378,7 +378,7 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
             ),
         ],
     );
-    let scored = |extra: &[&str]| -> Value {
+    let report_args = |extra: &[&'static str]| -> Vec<&'static str> {
         let mut args = vec![
             "report",
             "model",
@@ -386,11 +386,12 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
             "model:tiny-quality",
             "--set",
             "all",
-            "--json",
-            "--bootstrap",
-            "20",
         ];
         args.extend_from_slice(extra);
+        args
+    };
+    let scored = |extra: &[&'static str]| -> Value {
+        let args = report_args(&[&["--json", "--bootstrap", "20"], extra].concat());
         serde_json::from_str(&ok(&other, &args)).expect("report JSON")
     };
     let predicted_bad = |r: &Value| -> u64 {
@@ -412,33 +413,9 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
     assert_eq!(as_bad["overall"]["images"].as_u64(), Some(images));
     let before = predicted_bad(&report) - u64::from(was == "bad");
     assert_eq!(predicted_bad(&as_bad), before + 1, "{}", as_bad["overall"]);
-    let text = ok(
-        &other,
-        &[
-            "report",
-            "model",
-            "--run",
-            "model:tiny-quality",
-            "--set",
-            "all",
-            "--failed-as",
-            "bad",
-        ],
-    );
+    let text = ok(&other, &report_args(&["--failed-as", "bad"]));
     assert!(text.contains("1 failed to load, scored as bad"), "{text}");
-    let wrong = cdwqc(
-        &other,
-        &[
-            "report",
-            "model",
-            "--run",
-            "model:tiny-quality",
-            "--set",
-            "all",
-            "--failed-as",
-            "reject",
-        ],
-    );
+    let wrong = cdwqc(&other, &report_args(&["--failed-as", "reject"]));
     assert!(!wrong.status.success());
     assert!(
         stderr(&wrong)
