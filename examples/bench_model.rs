@@ -363,6 +363,7 @@ fn stages(args: &[String]) -> anyhow::Result<()> {
             probabilities: Some(p.iter().map(|&x| f64::from(x)).collect()),
             error: None,
             domain_target: None,
+            reason: None,
         })
         .collect();
     let started = Instant::now();

@@ -6,5 +6,6 @@ CREATE TABLE part (
     label         VARCHAR,
     probabilities DOUBLE[],
     error         VARCHAR,
-    domain_target DOUBLE
+    domain_target DOUBLE,
+    reason        VARCHAR
 );

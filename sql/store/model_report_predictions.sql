@@ -2,7 +2,8 @@
 -- run's split (NULL when the image was not in it, e.g. predicted later by `infer`).
 -- $1: run id, $2: task, $3: the run's split id.
 SELECT p.image_id, coalesce(i.subject, i.path) AS subject, p.label,
-       CAST(p.probabilities AS VARCHAR) AS probabilities, p.error, sp."set", s.scanner
+       CAST(p.probabilities AS VARCHAR) AS probabilities, p.error, sp."set", s.scanner,
+       p.reason
 FROM predictions p
 JOIN images i USING (image_id)
 JOIN image_scanners s USING (image_id)

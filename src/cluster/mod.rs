@@ -540,6 +540,7 @@ pub fn read_part(path: &Path) -> Result<Vec<(String, PredictionRow)>, ClusterErr
                 probabilities: f64_list(r.get::<_, Value>(4)?),
                 error: r.get(5)?,
                 domain_target: r.get(6)?,
+                reason: r.get(7)?,
             },
         ))
     })
@@ -924,6 +925,7 @@ mod tests {
                 probabilities: Some(vec![0.1f32 as f64, 1.0 - 0.1f32 as f64]),
                 error: None,
                 domain_target: Some(0.75),
+                reason: None,
             },
             PredictionRow {
                 image_id: 9,
@@ -932,6 +934,16 @@ mod tests {
                 probabilities: None,
                 error: Some("truncated".into()),
                 domain_target: None,
+                reason: None,
+            },
+            PredictionRow {
+                image_id: 12,
+                task: "usable".into(),
+                label: Some("reject".into()),
+                probabilities: Some(vec![0.0, 1.0]),
+                error: None,
+                domain_target: None,
+                reason: Some("box.nii: registration failed: no brain".into()),
             },
         ];
         write_part(&path, "r1", &rows).expect("part");
@@ -972,5 +984,6 @@ mod tests {
         assert_eq!(rows[0].0, "r");
         assert_eq!(rows[0].1.probabilities, Some(vec![0.2, 0.8]));
         assert_eq!(rows[0].1.domain_target, None);
+        assert_eq!(rows[0].1.reason, None);
     }
 }

@@ -297,13 +297,19 @@ fn predict(plan: &InferPlan) -> anyhow::Result<(InferResult, ExitCode)> {
             plan.items.len()
         );
     }
-    let result = run_inference(plan, &cancel, &mut |event| {
-        if let JobEvent::ItemFailed { id, error } = event {
-            eprintln!("image {id}: {error}");
+    let result = run_inference(plan, &cancel, &mut |event| match event {
+        JobEvent::ItemFailed { id, error } => eprintln!("image {id}: {error}"),
+        JobEvent::ItemNotRegistered { id, reason } => {
+            eprintln!("image {id}: stored as reject: {reason}")
         }
+        _ => {}
     })?;
+    let not_registered = match result.not_registered {
+        0 => String::new(),
+        n => format!(", {n} stored as reject: they do not register to the template"),
+    };
     println!(
-        "{}: {} {} images predicted ({} failed) in {:.1} s ({:.1} images/s){}",
+        "{}: {} {} images predicted ({} failed{not_registered}) in {:.1} s ({:.1} images/s){}",
         plan.run_id,
         result.rows.len(),
         plan.sequence,

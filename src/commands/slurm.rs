@@ -534,10 +534,12 @@ pub fn run_shard_command(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads.max(1));
     let (shard, cancel) = worker_start(shard)?;
-    let outcome = run_shard(work_list, shard, &cancel, &mut |event| {
-        if let JobEvent::ItemFailed { id, error } = event {
-            eprintln!("image {id}: {error}");
+    let outcome = run_shard(work_list, shard, &cancel, &mut |event| match event {
+        JobEvent::ItemFailed { id, error } => eprintln!("image {id}: {error}"),
+        JobEvent::ItemNotRegistered { id, reason } => {
+            eprintln!("image {id}: stored as reject: {reason}")
         }
+        _ => {}
     })?;
     let m = &outcome.manifest;
     println!(

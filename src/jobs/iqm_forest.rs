@@ -163,6 +163,7 @@ pub fn train_iqm_forest(
                 probabilities: Some(p.clone()),
                 error: None,
                 domain_target: None,
+                reason: None,
             }
         })
         .collect();
@@ -183,6 +184,7 @@ pub fn train_iqm_forest(
                 probabilities: None,
                 error: Some(NO_METRICS.to_string()),
                 domain_target: None,
+                reason: None,
             }),
     );
     let test: Vec<(usize, &PredictionRow)> = queries
@@ -333,6 +335,12 @@ pub struct ForestMix {
     pub skipped: Option<String>,
 }
 
+/// A prediction the network made: one with probabilities and no reason (an image that
+/// does not register is a reject by rule, and stays out of the mix and of the scaling).
+fn by_network(row: &PredictionRow) -> bool {
+    row.probabilities.is_some() && row.reason.is_none()
+}
+
 /// Mixes the forest's probabilities into each prediction that has metrics, and labels
 /// it with the mix's most probable class. The metrics are scaled within scanner groups
 /// among the predicted images themselves (labels unused), the way the forest's
@@ -348,12 +356,12 @@ pub fn mix_forest(
     let measured: Vec<usize> = rows
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.probabilities.is_some() && metrics.contains_key(&r.image_id))
+        .filter(|(_, r)| by_network(r) && metrics.contains_key(&r.image_id))
         .map(|(i, _)| i)
         .collect();
     let without_metrics = rows
         .iter()
-        .filter(|r| r.probabilities.is_some() && !metrics.contains_key(&r.image_id))
+        .filter(|r| by_network(r) && !metrics.contains_key(&r.image_id))
         .count();
     if measured.len() < iqm_forest::MIN_GROUP_IMAGES {
         return Ok(ForestMix {

@@ -219,6 +219,10 @@ pub struct Calibration {
 pub struct InferResult {
     pub rows: Vec<PredictionRow>,
     pub failed: usize,
+    /// Images stored as a reject because they do not register (among `rows`, not
+    /// `failed`).
+    #[serde(default)]
+    pub not_registered: usize,
     pub seconds: f64,
     /// Stopped before every image was predicted; `rows` holds those that were.
     pub cancelled: bool,
@@ -252,6 +256,12 @@ pub enum JobEvent {
     ItemFailed {
         id: String,
         error: String,
+    },
+    /// An image does not register to the model's template; a usability model stores it
+    /// as a reject with this reason.
+    ItemNotRegistered {
+        id: String,
+        reason: String,
     },
     /// Inference progress over images.
     Progress {
@@ -458,7 +468,7 @@ pub fn run_inference(
     let names = plan.task.categories();
     let total = plan.items.len();
     let mut rows = Vec::with_capacity(total);
-    let mut failed = 0;
+    let (mut failed, mut not_registered) = (0, 0);
     let mut cancelled = cancel.load(Ordering::SeqCst);
     if !cancelled {
         // One pool over the whole plan, so loading never pauses; cancellation is seen
@@ -469,19 +479,28 @@ pub fn run_inference(
             &options,
             &mut |batch| {
                 for (index, result) in batch {
-                    if let Err(e) = &result {
-                        failed += 1;
-                        emit(JobEvent::ItemFailed {
-                            id: e.id.clone(),
-                            error: e.error.clone(),
-                        });
-                    }
-                    rows.push(Prediction::row(
+                    let row = Prediction::row(
                         &result,
                         plan.items[index].image_id,
                         plan.task.name(),
                         names,
-                    ));
+                    );
+                    if let Err(e) = &result {
+                        if row.reason.is_some() {
+                            not_registered += 1;
+                            emit(JobEvent::ItemNotRegistered {
+                                id: e.id.clone(),
+                                reason: e.error.clone(),
+                            });
+                        } else {
+                            failed += 1;
+                            emit(JobEvent::ItemFailed {
+                                id: e.id.clone(),
+                                error: e.error.clone(),
+                            });
+                        }
+                    }
+                    rows.push(row);
                 }
                 emit(JobEvent::Progress {
                     done: rows.len(),
@@ -497,6 +516,7 @@ pub fn run_inference(
     Ok(InferResult {
         rows,
         failed,
+        not_registered,
         seconds: started.elapsed().as_secs_f64(),
         cancelled,
         adapted_images,

@@ -1089,6 +1089,7 @@ pub fn record_model_inference(
     let metrics = json!({
         "images": result.rows.len(),
         "failed": result.failed,
+        "not_registered": result.not_registered,
         "seconds": result.seconds,
         "adapted_batchnorm_images": result.adapted_images,
         "iqm_forest_images": forest.map(|f| f.mixed),

@@ -12,8 +12,45 @@ use rayon::prelude::*;
 use super::augment::{Augmenter, item_rng};
 use crate::imaging::load_volume;
 use crate::imaging::preprocess::{PreprocessError, TensorCache, preprocess};
-use crate::imaging::registration::RegistrationMode;
+use crate::imaging::registration::{RegistrationError, RegistrationMode};
 use crate::model::preset::Preset;
+
+/// Why an item has no tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadFailure {
+    /// The file could not be read or preprocessed (I/O, a corrupt header or cache entry,
+    /// a wrong size); the message names the file and the problem.
+    Error(String),
+    /// The image was read but does not register to the preset's template: the fit was
+    /// flagged (the template's brain is not where the image has one) or no head was
+    /// found. A property of the content, not of the file: a usability model stores it as
+    /// a reject with this message as its reason.
+    NotRegistered(String),
+}
+
+impl LoadFailure {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Error(message) | Self::NotRegistered(message) => message,
+        }
+    }
+
+    pub fn is_not_registered(&self) -> bool {
+        matches!(self, Self::NotRegistered(_))
+    }
+}
+
+impl std::fmt::Display for LoadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl From<String> for LoadFailure {
+    fn from(message: String) -> Self {
+        Self::Error(message)
+    }
+}
 
 /// A function producing one preprocessed volume (or a message saying why not).
 pub type TensorLoader = Arc<dyn Fn() -> Result<Vec<f32>, String> + Send + Sync>;
@@ -100,8 +137,9 @@ impl ItemLoader {
         Self { preset, cache }
     }
 
-    /// The item's preprocessed values; the error message names the item and the problem.
-    pub fn load(&self, item: &Item) -> Result<Vec<f32>, String> {
+    /// The item's preprocessed values; the failure's message names the item and the
+    /// problem.
+    pub fn load(&self, item: &Item) -> Result<Vec<f32>, LoadFailure> {
         let spec = &self.preset.preprocess;
         let values = match &item.source {
             ItemSource::Tensor(values) => values.as_ref().clone(),
@@ -120,14 +158,14 @@ impl ItemLoader {
             }
         };
         if values.len() != spec.voxel_count() {
-            return Err(format!(
+            return Err(LoadFailure::Error(format!(
                 "{}: {} values, preset {} expects {} = {}",
                 item.id,
                 values.len(),
                 self.preset.name,
                 crate::display::shape(&spec.shape),
                 spec.voxel_count()
-            ));
+            )));
         }
         Ok(values)
     }
@@ -141,7 +179,7 @@ impl ItemLoader {
         id: &str,
         path: &std::path::Path,
         sha256: Option<&str>,
-    ) -> Result<Vec<f32>, String> {
+    ) -> Result<Vec<f32>, LoadFailure> {
         let spec = &self.preset.preprocess;
         let name = &self.preset.name;
         let cache = self.cache.as_ref().zip(sha256);
@@ -152,11 +190,11 @@ impl ItemLoader {
                 .get_failure(sha, name, spec)
                 .map_err(|err| format!("{id}: {err}"))?;
             if let Some(message) = recorded {
-                return Err(format!(
+                return Err(LoadFailure::NotRegistered(format!(
                     "{}: {message} (recorded by an earlier attempt in {}; delete that file to try again)",
                     path.display(),
                     cache.failure_path_for(sha, name, spec).display()
-                ));
+                )));
             }
         }
         let volume = load_volume(path).map_err(|err| err.to_string())?;
@@ -164,12 +202,19 @@ impl ItemLoader {
             let message = format!("{}: {err}", path.display());
             match (&err, cache) {
                 (PreprocessError::RegistrationFailed { .. }, Some((cache, sha))) => {
-                    match cache.put_failure(sha, name, spec, &err.to_string()) {
-                        Ok(_) => message,
-                        Err(e) => format!("{message}; recording it: {e}"),
-                    }
+                    LoadFailure::NotRegistered(
+                        match cache.put_failure(sha, name, spec, &err.to_string()) {
+                            Ok(_) => message,
+                            Err(e) => format!("{message}; recording it: {e}"),
+                        },
+                    )
                 }
-                _ => message,
+                (
+                    PreprocessError::RegistrationFailed { .. }
+                    | PreprocessError::Registration(RegistrationError::NoHead(_)),
+                    _,
+                ) => LoadFailure::NotRegistered(message),
+                _ => LoadFailure::Error(message),
             }
         })?;
         if let Some((cache, sha)) = cache {
@@ -188,7 +233,7 @@ pub struct LoadedBatch {
     pub indices: Vec<usize>,
     pub values: Vec<f32>,
     pub loaded: Vec<usize>,
-    pub failures: Vec<(usize, String)>,
+    pub failures: Vec<(usize, LoadFailure)>,
 }
 
 /// Loads batches of items on background threads, `depth` batches ahead of the consumer.
@@ -233,7 +278,7 @@ impl Prefetcher {
                 if stop_flag.load(Ordering::SeqCst) {
                     return;
                 }
-                let results: Vec<Result<Vec<f32>, String>> = indices
+                let results: Vec<Result<Vec<f32>, LoadFailure>> = indices
                     .par_iter()
                     .enumerate()
                     .map(|(position, &index)| {
@@ -329,8 +374,13 @@ mod tests {
         assert_eq!(loaded[0].values.len(), 3 * n);
         assert_eq!(loaded[1].values[n], 4.0);
         assert_eq!(loaded[1].failures.len(), 1);
-        assert!(loaded[1].failures[0].1.contains("/nonexistent/x.nii"));
-        assert!(loaded[2].failures[0].1.contains("short"));
+        assert!(
+            loaded[1].failures[0]
+                .1
+                .message()
+                .contains("/nonexistent/x.nii")
+        );
+        assert!(loaded[2].failures[0].1.message().contains("short"));
     }
 
     #[test]

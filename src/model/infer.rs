@@ -28,38 +28,59 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The stored row of a prediction result, labels named in `classes` order.
+    /// The stored row of a prediction result, labels named in `classes` order. An image
+    /// that does not register to the template is, for a task with a `reject` class, a
+    /// reject (all its probability there) with the registration's message as its reason:
+    /// "not a proper 3D brain image" is what a rater rejects, and the network never saw
+    /// it. For other tasks it stays a failure, as an unreadable file does.
     pub fn row(
         result: &Result<Prediction, PredictionError>,
         image_id: i64,
         task: &str,
         classes: &[&str],
     ) -> crate::store::runs::PredictionRow {
-        let (label, probabilities, error, domain_target) = match result {
-            Ok(p) => (
-                classes.get(p.label).map(|s| s.to_string()),
-                Some(p.probs.iter().map(|&x| f64::from(x)).collect()),
-                None,
-                p.domain_target.map(f64::from),
-            ),
-            Err(e) => (None, None, Some(e.error.clone()), None),
-        };
-        crate::store::runs::PredictionRow {
+        let mut row = crate::store::runs::PredictionRow {
             image_id,
             task: task.to_string(),
-            label,
-            probabilities,
-            error,
-            domain_target,
+            label: None,
+            probabilities: None,
+            error: None,
+            domain_target: None,
+            reason: None,
+        };
+        match result {
+            Ok(p) => {
+                row.label = classes.get(p.label).map(|s| s.to_string());
+                row.probabilities = Some(p.probs.iter().map(|&x| f64::from(x)).collect());
+                row.domain_target = p.domain_target.map(f64::from);
+            }
+            Err(e) => match classes.iter().position(|&c| c == REJECT_CLASS) {
+                Some(reject) if e.not_registered => {
+                    let mut probabilities = vec![0.0; classes.len()];
+                    probabilities[reject] = 1.0;
+                    row.label = Some(REJECT_CLASS.to_string());
+                    row.probabilities = Some(probabilities);
+                    row.reason = Some(e.error.clone());
+                }
+                _ => row.error = Some(e.error.clone()),
+            },
         }
+        row
     }
 }
+
+/// The class an image that does not register is stored as, in tasks that have it.
+pub const REJECT_CLASS: &str = "reject";
 
 /// An item that could not be predicted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionError {
     pub id: String,
     pub error: String,
+    /// The image was read but does not register to the preset's template
+    /// ([`super::data::LoadFailure::NotRegistered`]).
+    #[serde(default)]
+    pub not_registered: bool,
 }
 
 /// Anything that maps an input batch `[N, 1, D, H, W]` to logits `[N, K]`.
@@ -147,7 +168,8 @@ pub fn predict_stream(
         for (index, error) in batch.failures {
             results[index - first] = Some(Err(PredictionError {
                 id: items[index].id.clone(),
-                error,
+                not_registered: error.is_not_registered(),
+                error: error.to_string(),
             }));
         }
         if !batch.loaded.is_empty() {
@@ -203,6 +225,7 @@ pub fn predict_stream(
                         results[index - first] = Some(Err(PredictionError {
                             id: items[index].id.clone(),
                             error: err.to_string(),
+                            not_registered: false,
                         }));
                     }
                 }
@@ -217,6 +240,7 @@ pub fn predict_stream(
                     Err(PredictionError {
                         id: items[index].id.clone(),
                         error: "item was not processed".to_string(),
+                        not_registered: false,
                     })
                 });
                 (index, result)
@@ -454,5 +478,59 @@ impl LogitsModel for ScriptModel {
             )));
         }
         Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(not_registered: bool) -> Result<Prediction, PredictionError> {
+        Err(PredictionError {
+            id: "7".into(),
+            error: "/w/sub-1_FLAIR.nii.gz: registration failed: correlation ratio 0.1".into(),
+            not_registered,
+        })
+    }
+
+    #[test]
+    fn an_image_that_does_not_register_is_a_reject_with_its_reason_where_the_task_has_one() {
+        let row = Prediction::row(&failure(true), 7, "usable", &["usable", "reject"]);
+        assert_eq!(row.label.as_deref(), Some("reject"));
+        assert_eq!(row.probabilities, Some(vec![0.0, 1.0]));
+        assert_eq!(row.error, None);
+        assert!(
+            row.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("sub-1_FLAIR.nii.gz"))
+        );
+
+        // The quality grade has no reject class: the image stays a failure.
+        let row = Prediction::row(&failure(true), 7, "quality", &["good", "medium", "bad"]);
+        assert_eq!(
+            (row.label, row.probabilities, row.reason),
+            (None, None, None)
+        );
+        assert!(row.error.is_some_and(|e| e.contains("registration failed")));
+
+        // An unreadable file is a failure whatever the task.
+        let row = Prediction::row(&failure(false), 7, "usable", &["usable", "reject"]);
+        assert_eq!((row.label, row.reason), (None, None));
+        assert!(row.error.is_some());
+
+        // The network's own outputs carry no reason.
+        let ok = Ok(Prediction {
+            id: "7".into(),
+            probs: vec![0.75, 0.25],
+            label: 0,
+            domain_target: Some(0.5),
+        });
+        let row = Prediction::row(&ok, 7, "usable", &["usable", "reject"]);
+        assert_eq!(row.label.as_deref(), Some("usable"));
+        assert_eq!(row.probabilities, Some(vec![0.75, 0.25]));
+        assert_eq!(
+            (row.error, row.reason, row.domain_target),
+            (None, None, Some(0.5))
+        );
     }
 }

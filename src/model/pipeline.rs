@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::data::{Item, ItemLoader, LoadedBatch};
+use super::data::{Item, ItemLoader, LoadFailure, LoadedBatch};
 
 /// Threads given to the loader pool and to libtorch's intra-op pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Shared {
     }
 }
 
-type Loaded = (usize, Result<Vec<f32>, String>);
+type Loaded = (usize, Result<Vec<f32>, LoadFailure>);
 
 /// Batches of consecutive items, loaded by `loaders` worker threads at most `window`
 /// items ahead of the batch last handed out, so memory stays bounded however slow the
@@ -84,7 +84,7 @@ pub struct LoaderPool {
     shared: Arc<Shared>,
     receiver: Receiver<Loaded>,
     workers: Vec<JoinHandle<()>>,
-    arrived: BTreeMap<usize, Result<Vec<f32>, String>>,
+    arrived: BTreeMap<usize, Result<Vec<f32>, LoadFailure>>,
     total: usize,
     batch_size: usize,
     window: usize,
@@ -124,10 +124,10 @@ impl LoaderPool {
                         let item = &items[index];
                         let result = catch_unwind(AssertUnwindSafe(|| loader.load(item)))
                             .unwrap_or_else(|_| {
-                                Err(format!(
+                                Err(LoadFailure::Error(format!(
                                     "{}: loading the image failed unexpectedly",
                                     item.id
-                                ))
+                                )))
                             });
                         if sender.send((index, result)).is_err() {
                             return;
@@ -204,7 +204,7 @@ impl Iterator for LoaderPool {
                 Some(Err(message)) => batch.failures.push((index, message)),
                 None => batch
                     .failures
-                    .push((index, "item was not processed".to_string())),
+                    .push((index, LoadFailure::Error("item was not processed".into()))),
             }
         }
         self.next_batch = end;
@@ -295,8 +295,12 @@ mod tests {
                 }
                 for (index, message) in &batch.failures {
                     match index {
-                        2 | 17 => assert!(message.contains("broken file"), "{message}"),
-                        5 => assert!(message.contains("item5: loading the image failed")),
+                        2 | 17 => assert!(message.message().contains("broken file"), "{message}"),
+                        5 => assert!(
+                            message
+                                .message()
+                                .contains("item5: loading the image failed")
+                        ),
                         other => panic!("item {other} failed: {message}"),
                     }
                 }

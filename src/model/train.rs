@@ -773,7 +773,7 @@ impl Stream {
         for (index, error) in batch.failures {
             on_event(TrainEvent::ItemFailed {
                 id: self.items[index].id.clone(),
-                error,
+                error: error.to_string(),
             });
         }
         if batch.loaded.is_empty() || batch.loaded.len() < min_items {
@@ -854,7 +854,7 @@ fn validate(
         for (index, error) in &batch.failures {
             on_event(TrainEvent::ItemFailed {
                 id: stream.items[*index].id.clone(),
-                error: error.clone(),
+                error: error.to_string(),
             });
         }
         if batch.loaded.is_empty() {

@@ -259,6 +259,9 @@ pub struct ModelReport {
     pub failed: u64,
     /// The class failed images were scored as (`--failed-as`); none: left out.
     pub failed_as: Option<String>,
+    /// Scored images labelled reject because they do not register to the model's
+    /// template (the prediction's `reason`), not by the network.
+    pub not_registered: u64,
     /// Predictions outside the evaluated set.
     pub outside_set: u64,
     /// Predictions in the set whose image has no truth label.
@@ -381,6 +384,7 @@ struct PredictionRecord {
     error: Option<String>,
     set: Option<String>,
     scanner: Option<String>,
+    reason: Option<String>,
 }
 
 /// Builds the model report of one run.
@@ -432,6 +436,7 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
                 error: r.get(4)?,
                 set: r.get(5)?,
                 scanner: r.get(6)?,
+                reason: r.get(7)?,
             })
         })
         .map_err(db(store))?
@@ -455,6 +460,7 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         })?),
     };
     let (mut failed, mut outside_set, mut without_truth) = (0u64, 0u64, 0u64);
+    let mut not_registered = 0u64;
     let mut samples = Vec::new();
     // Validation images: where temperature and operating points are fitted.
     let mut validation = Vec::new();
@@ -506,6 +512,14 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
             without_truth += u64::from(in_set);
             continue;
         };
+        // A reject for want of a registration is no output of the network: it is
+        // scored, but temperatures and thresholds are fitted on the network's outputs.
+        if rec.reason.is_some() && rec.label.is_some() {
+            if !in_set {
+                continue;
+            }
+            not_registered += 1;
+        }
         let target = if in_set {
             &mut samples
         } else {
@@ -557,6 +571,7 @@ pub fn build(store: &Store, run_id: &str, opts: &ModelOptions) -> Result<ModelRe
         predictions: records.len() as u64,
         failed,
         failed_as: failed_as.map(|class| categories[class].to_string()),
+        not_registered,
         outside_set,
         without_truth,
         overall,
@@ -1224,8 +1239,16 @@ fn counts_text(r: &ModelReport) -> String {
         Some(class) => format!("{} failed to load, scored as {class}", r.failed),
         None => format!("{} failed to load", r.failed),
     };
+    let not_registered = if r.not_registered > 0 {
+        format!(
+            " ({} of them rejected because they do not register to the model's template)",
+            r.not_registered
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} predictions stored: {} scored ({} subjects), {} outside the set, {} without a truth label, {failed}.",
+        "{} predictions stored: {} scored ({} subjects){not_registered}, {} outside the set, {} without a truth label, {failed}.",
         r.predictions, r.overall.images, r.overall.subjects, r.outside_set, r.without_truth,
     )
 }
@@ -1736,9 +1759,20 @@ pub fn compare_document(c: &Comparison) -> super::document::Document {
             c.versus_baseline
                 .iter()
                 .map(|p| {
+                    // Several runs of one method (seeds, exported models) or several
+                    // baselines: the method alone would not say which pair a row is.
+                    let shared = c
+                        .versus_baseline
+                        .iter()
+                        .filter(|q| q.task == p.task && q.method == p.method)
+                        .count()
+                        > 1;
                     vec![
                         p.task.name().into(),
-                        p.method.clone().unwrap_or_else(|| p.run_id.clone()),
+                        match (&p.method, shared) {
+                            (Some(method), false) => method.clone(),
+                            _ => format!("{} vs {}", p.run_id, p.baseline_run_id),
+                        },
                         p.images.to_string(),
                         p.difference.text(),
                         verdict(p),
@@ -1963,5 +1997,44 @@ mod tests {
         assert_eq!("consensus".parse::<Truth>(), Ok(Truth::Consensus));
         assert_eq!("ana".parse::<Truth>(), Ok(Truth::Rater("ana".into())));
         assert!("".parse::<Truth>().is_err());
+    }
+
+    #[test]
+    fn paired_rows_name_their_runs_when_a_method_has_several() {
+        let pair = |run: &str, method: &str, base: &str| PairedDifference {
+            task: Task::Usable,
+            run_id: run.into(),
+            method: Some(method.into()),
+            baseline_run_id: base.into(),
+            baseline_method: BASELINE_METHOD.into(),
+            images: 150,
+            difference: Value::with_ci(0.075, (0.018, 0.138), None),
+        };
+        let comparison = |pairs: Vec<PairedDifference>| Comparison {
+            schema: COMPARE_SCHEMA,
+            store: "s.duckdb".into(),
+            against: "consensus".into(),
+            bootstrap: BootstrapInfo::from(&BootstrapConfig::default()),
+            runs: Vec::new(),
+            without_predictions: Vec::new(),
+            versus_baseline: pairs,
+            figures: Vec::new(),
+        };
+        let one = compare_document(&comparison(vec![pair("u-ssda", "ssda", "u-target")]));
+        assert!(
+            one.markdown().contains("| usable | ssda | 150 |"),
+            "{}",
+            one.markdown()
+        );
+        let several = compare_document(&comparison(vec![
+            pair("model:a", "target-only", "model:b"),
+            pair("model:b", "target-only", "model:a"),
+        ]))
+        .markdown();
+        assert!(
+            several.contains("| usable | model:a vs model:b | 150 |")
+                && several.contains("| usable | model:b vs model:a | 150 |"),
+            "{several}"
+        );
     }
 }

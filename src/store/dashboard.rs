@@ -175,6 +175,8 @@ pub struct PredictionInForce {
     pub probability: Option<f64>,
     pub error: Option<String>,
     pub predicted_at: String,
+    /// Why the label was given without the network (an image that does not register).
+    pub reason: Option<String>,
 }
 
 /// A rating in force, for display.
@@ -612,6 +614,7 @@ impl Store {
                     probability: r.get(3)?,
                     error: r.get(4)?,
                     predicted_at: r.get(5)?,
+                    reason: r.get(6)?,
                 })
             })
             .map_err(db)?;

@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "prediction_domain",
         sql: include_str!("../../sql/migrations/012_prediction_domain.sql"),
     },
+    Migration {
+        version: 13,
+        name: "prediction_reason",
+        sql: include_str!("../../sql/migrations/013_prediction_reason.sql"),
+    },
 ];
 
 /// The schema version this build writes.

@@ -63,11 +63,16 @@ pub struct PredictionRow {
     /// The domain head's probability of the target domain (SSDA networks only).
     #[serde(default)]
     pub domain_target: Option<f64>,
+    /// Why the label was given without the network: the image does not register to
+    /// the model's template, so a usability model stores it as a reject.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl PredictionRow {
     /// Runs an insert whose parameters are the predictions table's columns in order
-    /// (run id, image, task, label, probabilities as JSON text, error, domain output),
+    /// (run id, image, task, label, probabilities as JSON text, error, domain output,
+    /// reason),
     /// as the store's and the cluster parts' inserts take them.
     pub(crate) fn execute(
         &self,
@@ -81,7 +86,8 @@ impl PredictionRow {
             self.label,
             self.probabilities_json(),
             self.error,
-            self.domain_target
+            self.domain_target,
+            self.reason
         ])
     }
 
@@ -234,6 +240,7 @@ impl Store {
                     probabilities: crate::cluster::f64_list(r.get(3)?),
                     error: r.get(4)?,
                     domain_target: r.get(5)?,
+                    reason: r.get(6)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -382,6 +389,7 @@ mod tests {
                         probabilities: Some(vec![0.25, 0.75]),
                         error: None,
                         domain_target: Some(0.625),
+                        reason: None,
                     },
                     PredictionRow {
                         image_id: 2,
@@ -390,6 +398,7 @@ mod tests {
                         probabilities: None,
                         error: Some("x.nii: truncated".into()),
                         domain_target: None,
+                        reason: None,
                     },
                 ],
             )

@@ -145,6 +145,7 @@ mod tests {
             probabilities: label.map(|_| vec![0.3, 0.7]),
             error: label.is_none().then(|| "unreadable".to_string()),
             domain_target: None,
+            reason: None,
         }
     }
 

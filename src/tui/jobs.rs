@@ -456,6 +456,9 @@ impl JobsState {
                 job.epochs.push(report.clone());
             }
             JobEvent::ItemFailed { id, error } => job.log(format!("image {id}: {error}")),
+            JobEvent::ItemNotRegistered { id, reason } => {
+                job.log(format!("image {id}: stored as reject: {reason}"))
+            }
             JobEvent::Progress { done, total } => job.images = (*done, *total),
             JobEvent::Trained { result } => finish_training(job, result),
             JobEvent::Predicted { result } => finish_inference(job, result),
@@ -504,9 +507,13 @@ fn finish_inference(job: &mut Job, result: &InferResult) {
         JobStatus::Completed
     };
     job.log(format!(
-        "{} images predicted ({} failed) in {:.1} s{}",
+        "{} images predicted ({} failed{}) in {:.1} s{}",
         result.rows.len(),
         result.failed,
+        match result.not_registered {
+            0 => String::new(),
+            n => format!(", {n} stored as reject: not registered"),
+        },
         result.seconds,
         if result.cancelled {
             "; stopped before the others".to_string()

@@ -61,7 +61,10 @@ fn serial(model: &Predictor, items: &[Item]) -> Vec<Result<Vec<f32>, String>> {
     let [_, d, h, w] = model.preset().input_shape();
     let mut out = Vec::new();
     for chunk in items.chunks(8) {
-        let loaded: Vec<Result<Vec<f32>, String>> = chunk.iter().map(|i| loader.load(i)).collect();
+        let loaded: Vec<Result<Vec<f32>, String>> = chunk
+            .iter()
+            .map(|i| loader.load(i).map_err(|e| e.to_string()))
+            .collect();
         let values: Vec<f32> = loaded.iter().flatten().flatten().copied().collect();
         let n = loaded.iter().filter(|r| r.is_ok()).count() as i64;
         let input = Tensor::from_slice(&values).view([n, 1, d, h, w]);

@@ -269,6 +269,8 @@ fn a_flagged_registration_is_recorded_and_not_tried_again() {
     let item = Item::from_file("box", &path, Some("b0c5".into()), None);
 
     let first = loader.load(&item).unwrap_err();
+    assert!(first.is_not_registered(), "{first:?}");
+    let first = first.message();
     assert!(
         first.contains("box.nii.gz") && first.contains("registration failed"),
         "{first}"
@@ -289,6 +291,8 @@ fn a_flagged_registration_is_recorded_and_not_tried_again() {
     // written by hand is what it reports.
     std::fs::write(&recorded, "registration failed: recorded reason\n").unwrap();
     let second = loader.load(&item).unwrap_err();
+    assert!(second.is_not_registered(), "{second:?}");
+    let second = second.message();
     assert!(
         second.contains("box.nii.gz")
             && second.contains("recorded reason")
@@ -299,6 +303,7 @@ fn a_flagged_registration_is_recorded_and_not_tried_again() {
     // Removing the record makes the next attempt register again (and record again).
     std::fs::remove_file(&recorded).unwrap();
     let third = loader.load(&item).unwrap_err();
+    let third = third.message();
     assert!(third.contains("registration failed") && !third.contains("recorded reason"));
     assert!(recorded.exists());
 
@@ -309,7 +314,8 @@ fn a_flagged_registration_is_recorded_and_not_tried_again() {
         Some("90e".into()),
         None,
     );
-    assert!(loader.load(&missing).is_err());
+    let unreadable = loader.load(&missing).unwrap_err();
+    assert!(!unreadable.is_not_registered(), "{unreadable:?}");
     assert!(
         !cache
             .failure_path_for("90e", "registering", &preset.preprocess)
@@ -372,4 +378,184 @@ fn register_command_writes_the_image_on_the_preset_grid() {
     let (largest, _) = displacement_between(&template(), &truth, &estimate);
     // The cpu-small preset's 2 mm grid stops registration at 2 mm.
     assert!(largest < 1.5, "{largest:.2} mm");
+}
+
+/// Saves a traced model over `grid` whose logits are `[5 - 10 m, 10 m - 5]`, `m` the
+/// mean intensity: a stand-in network whose outputs are known.
+fn write_mean_classifier(path: &std::path::Path, grid: [i64; 3]) {
+    use tch::{CModule, Device, Kind, Tensor};
+    let example = Tensor::zeros(
+        [2, 1, grid[0], grid[1], grid[2]],
+        (Kind::Float, Device::Cpu),
+    );
+    let module = CModule::create_by_tracing("MeanClassifier", "forward", &[example], &mut |xs| {
+        let mean = xs[0].mean_dim([1, 2, 3, 4].as_slice(), false, Kind::Float);
+        let bright = &mean * 10.0 - 5.0;
+        vec![Tensor::stack(&[-&bright, bright], 1)]
+    })
+    .unwrap();
+    module.save(path).unwrap();
+}
+
+fn write_volume(path: &std::path::Path, volume: &Volume) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    write_nifti_gz(
+        path,
+        &NiftiImage {
+            dims: volume.dims,
+            data: &volume.data,
+            affine: volume.affine,
+            stored: StoredType::Float32,
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+            intent_code: 0,
+            description: "test",
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
+    template();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let bids = root.join("bids");
+    let pose = Pose {
+        rotation_deg: [4.0, 0.0, -3.0],
+        translation_mm: [3.0, -5.0, 6.0],
+        scale: [1.0; 3],
+    };
+    let head = posed_at(Sequence::Flair, &pose, "RAS", 3, 4.0);
+    write_volume(
+        &bids.join("sub-head/anat/sub-head_FLAIR.nii.gz"),
+        &volume(&head),
+    );
+    write_volume(&bids.join("sub-box/anat/sub-box_FLAIR.nii.gz"), &no_head());
+    std::fs::write(
+        root.join("registering.toml"),
+        "name = \"registering\"\ndescription = \"24^3 at 8 mm in MNI space\"\n\
+         batch_size = 2\nepochs = 1\n[preprocess]\nshape = [24, 24, 24]\nspacing_mm = 8.0\n\
+         registration = \"affine\"\ntemplate = \"mni152-2009\"\n",
+    )
+    .unwrap();
+    write_mean_classifier(&root.join("mean.pt"), [24, 24, 24]);
+    let db = root.join("qc.duckdb");
+    let db = db.to_str().unwrap();
+    ok(root, &["--db", db, "init"]);
+    ok(root, &["--db", db, "import", bids.to_str().unwrap()]);
+
+    let out = ok(
+        root,
+        &[
+            "--db",
+            db,
+            "infer",
+            "--torchscript",
+            "mean.pt",
+            "--preset",
+            "registering.toml",
+            "--task",
+            "usable",
+        ],
+    );
+    assert!(
+        out.contains("0 failed, 1 stored as reject: they do not register"),
+        "{out}"
+    );
+    let rows = ok(
+        root,
+        &[
+            "--db",
+            db,
+            "sql",
+            "--format",
+            "json",
+            "SELECT i.subject, p.run_id, p.label, p.probabilities, p.error, p.reason \
+             FROM predictions p JOIN images i USING (image_id) ORDER BY i.subject",
+        ],
+    );
+    let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (boxed, head) = (&rows[0], &rows[1]);
+    assert_eq!(boxed["subject"], "box");
+    assert_eq!(boxed["label"], "reject", "{boxed}");
+    assert_eq!(boxed["probabilities"], "[0, 1]");
+    assert!(boxed["error"].is_null(), "{boxed}");
+    let reason = boxed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("sub-box_FLAIR.nii.gz") && reason.contains("registration failed"),
+        "{reason}"
+    );
+    // The head registers and is the network's: a label, its probabilities, no reason.
+    assert_eq!(head["subject"], "head");
+    assert!(
+        head["error"].is_null() && head["reason"].is_null(),
+        "{head}"
+    );
+    assert!(
+        head["label"].is_string() && head["probabilities"].is_string(),
+        "{head}"
+    );
+
+    // The report scores the reject and says why it was one.
+    std::fs::write(
+        root.join("truth.tsv"),
+        "subject\tsuffix\trater\tusable\treject_reason\tgado\tmotion\tcontrast\tnoise\tcomment\n\
+         head\tFLAIR\ttruth\ttrue\t\tfalse\t0\t0\t0\t\n\
+         box\tFLAIR\ttruth\tfalse\tnot_brain\tfalse\t0\t0\t0\t\n",
+    )
+    .unwrap();
+    ok(
+        root,
+        &[
+            "--db",
+            db,
+            "ratings",
+            "import",
+            "truth.tsv",
+            "--rater",
+            "truth",
+        ],
+    );
+    let run = boxed["run_id"].as_str().unwrap();
+    let report = ok(
+        root,
+        &["--db", db, "report", "model", "--run", run, "--set", "all"],
+    );
+    assert!(
+        report.contains("2 scored (2 subjects) (1 of them rejected because they do not register")
+            && report.contains("0 failed to load"),
+        "{report}"
+    );
+
+    // Predicting again reads the recorded failure: the same row, not an error.
+    ok(
+        root,
+        &[
+            "--db",
+            db,
+            "infer",
+            "--torchscript",
+            "mean.pt",
+            "--preset",
+            "registering.toml",
+            "--task",
+            "usable",
+        ],
+    );
+    let again = ok(
+        root,
+        &[
+            "--db",
+            db,
+            "sql",
+            "--format",
+            "csv",
+            "SELECT p.label, p.error IS NULL, p.reason LIKE '%recorded by an earlier attempt%' \
+             FROM predictions p JOIN images i USING (image_id) WHERE i.subject = 'box'",
+        ],
+    );
+    assert!(again.contains("reject,true,true"), "{again}");
 }

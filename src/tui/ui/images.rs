@@ -224,12 +224,18 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, app: &App) {
     if let (Some(predictions), false) = (&detail.predictions, blind) {
         for p in predictions {
             lines.push(Line::from(match (&p.label, &p.error) {
-                (Some(label), _) => format!(
-                    "model {} {}: {label} {}",
-                    p.run_id,
-                    p.task,
-                    p.probability.map_or(String::new(), |v| format!("({v:.2})"))
-                ),
+                (Some(label), _) => match &p.reason {
+                    Some(reason) => format!(
+                        "model {} {}: {label}, not registered: {reason}",
+                        p.run_id, p.task
+                    ),
+                    None => format!(
+                        "model {} {}: {label} {}",
+                        p.run_id,
+                        p.task,
+                        p.probability.map_or(String::new(), |v| format!("({v:.2})"))
+                    ),
+                },
                 (None, Some(err)) => format!("model {}: failed: {err}", p.run_id),
                 (None, None) => format!("model {}: no label", p.run_id),
             }));
