@@ -412,6 +412,13 @@ fn predictions_sidecar(runs: &[BidsRunRow]) -> Value {
         ),
     );
     s.insert(
+        "reason".into(),
+        column(
+            "Reason",
+            "Why the label was given without the network: the image does not register to the model's template, so a usability model labels it reject; n/a for the network's own predictions.",
+        ),
+    );
+    s.insert(
         "predicted_at".into(),
         column(
             "Predicted at",
@@ -628,6 +635,7 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
             );
         }
         row.push(text(&p.error));
+        row.push(text(&p.reason));
         row.push(text(&p.predicted_at));
         prediction_rows.push(row);
     }
@@ -643,7 +651,7 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
     .map(|s| s.to_string())
     .collect();
     header.extend(classes.iter().map(|c| format!("probability_{c}")));
-    header.extend(["error".to_string(), "predicted_at".to_string()]);
+    header.extend(["error", "reason", "predicted_at"].map(String::from));
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     write("predictions.tsv", tsv(&header, &prediction_rows)?)?;
     write(

@@ -36,6 +36,8 @@ pub struct BidsPredictionRow {
     /// JSON array of the class probabilities; `None` for a failed image.
     pub probabilities: Option<String>,
     pub error: Option<String>,
+    /// Why the label was given without the network (an image that does not register).
+    pub reason: Option<String>,
     pub predicted_at: Option<String>,
 }
 
@@ -113,6 +115,7 @@ impl Store {
                     probabilities: r.get(6)?,
                     error: r.get(7)?,
                     predicted_at: r.get(8)?,
+                    reason: r.get(9)?,
                 })
             })
             .map_err(|e| self.err(e))?;

@@ -530,6 +530,40 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
         "{report}"
     );
 
+    // The BIDS derivatives say why too: a `reason` column, described in the sidecar.
+    ok(
+        root,
+        &[
+            "--db",
+            db,
+            "ratings",
+            "export",
+            "--bids-derivatives",
+            "bids",
+        ],
+    );
+    let out = root.join("bids/derivatives/cdwqc");
+    let tsv = std::fs::read_to_string(out.join("predictions.tsv")).unwrap();
+    let mut lines = tsv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let reason = header
+        .iter()
+        .position(|&c| c == "reason")
+        .expect("a reason column");
+    let boxed_line = lines
+        .find(|l| l.contains("sub-box_FLAIR"))
+        .unwrap_or_else(|| panic!("no row of the box:\n{tsv}"));
+    assert!(
+        boxed_line
+            .split('\t')
+            .nth(reason)
+            .unwrap()
+            .contains("registration failed"),
+        "{boxed_line}"
+    );
+    let sidecar = std::fs::read_to_string(out.join("predictions.json")).unwrap();
+    assert!(sidecar.contains("\"reason\""), "{sidecar}");
+
     // Predicting again reads the recorded failure: the same row, not an error.
     ok(
         root,
@@ -558,4 +592,51 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
         ],
     );
     assert!(again.contains("reject,true,true"), "{again}");
+
+    // Without the template nothing registers, and nothing may be rejected for it: both
+    // images are error rows naming the missing file (another folder: no cached tensor).
+    let elsewhere = root.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::copy(root.join("mean.pt"), elsewhere.join("mean.pt")).unwrap();
+    std::fs::copy(
+        root.join("registering.toml"),
+        elsewhere.join("registering.toml"),
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args([
+            "--db",
+            db,
+            "infer",
+            "--torchscript",
+            "mean.pt",
+            "--preset",
+            "registering.toml",
+            "--task",
+            "usable",
+        ])
+        .current_dir(&elsewhere)
+        .env("CDWQC_TEMPLATE_DIR", root.join("no-template"))
+        .env_remove("CDWQC_DB")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("(2 failed)"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rows = ok(
+        root,
+        &[
+            "--db",
+            db,
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) FILTER (label IS NULL AND reason IS NULL AND error LIKE '%template%') \
+             FROM predictions",
+        ],
+    );
+    assert!(rows.lines().nth(1) == Some("2"), "{rows}");
 }
