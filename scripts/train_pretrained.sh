@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Trains the pretrained models shipped under models/ (docs/pretrained.md): a large
-# synthetic warehouse, its simulated raters' consensus, one target-only run per task on
-# the `pretrained` preset (3 mm grid), exported with their model cards and an IQM forest
-# each. Then, optionally, the external test set (scripts/external_eval.sh).
+# synthetic warehouse, its simulated raters' consensus, one target-only run per task
+# (usable on the `pretrained-mni` preset file, registered to MNI space at 3 mm; quality on
+# the `pretrained` preset, 3 mm without registration), exported with their model cards
+# and an IQM forest each. Then, optionally, the external test set
+# (scripts/external_eval.sh).
 #
 #   ./scripts/train_pretrained.sh            # warehouse, store, both models
 #   PRE_EXTERNAL=1 ./scripts/train_pretrained.sh   # and score them on the external set
 #
 # Environment: PRE_DIR (work folder, default pretrained/), PRE_T1, PRE_FLAIR, PRE_OTHER
 # (warehouse size), PRE_SEED, PRE_EPOCHS (default: the preset's), PRE_THREADS (libtorch
-# threads per run; both runs go in parallel), PRE_PRESET (default pretrained; a name or
-# a preset file, e.g. models/presets/pretrained-mni.toml), PRE_NAMES (the exported
-# models' names, default "cdwqc-flair-usable cdwqc-flair-quality": set it to keep the
-# shipped models when trying another preset).
+# threads per run; both runs go in parallel), PRE_PRESET_USABLE (default
+# models/presets/pretrained-mni.toml) and PRE_PRESET_QUALITY (default pretrained): a name
+# or a preset file; PRE_PRESET sets both. PRE_NAMES (the exported models' names, default
+# "cdwqc-flair-usable cdwqc-flair-quality": set it to keep the shipped models when trying
+# another preset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CDWQC=${CDWQC:-target/release/cdwqc}
@@ -21,7 +24,8 @@ DIR=${PRE_DIR:-pretrained}
 W=$DIR/warehouse
 DB=$DIR/cdwqc.duckdb
 SEED=${PRE_SEED:-11}
-PRESET=${PRE_PRESET:-pretrained}
+PRESET_USABLE=${PRE_PRESET:-${PRE_PRESET_USABLE:-models/presets/pretrained-mni.toml}}
+PRESET_QUALITY=${PRE_PRESET:-${PRE_PRESET_QUALITY:-pretrained}}
 read -r USABLE_NAME QUALITY_NAME <<< "${PRE_NAMES:-cdwqc-flair-usable cdwqc-flair-quality}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 mkdir -p "$DIR"
@@ -41,12 +45,13 @@ for f in "$W"/derivatives/cdwqc-synth/ratings/rater?.tsv; do
 done
 
 # A training run holds its store for writing: each task trains on its own copy.
-step "training both tasks in parallel (target-only FLAIR, preset $PRESET)"
+step "training both tasks in parallel (target-only FLAIR; usable: $PRESET_USABLE, quality: $PRESET_QUALITY)"
 pids=()
 for task in usable quality; do
+  preset=$PRESET_USABLE; [ "$task" = quality ] && preset=$PRESET_QUALITY
   rm -f "$DIR/train-$task.duckdb" "$DIR/train-$task.duckdb.wal"
   cp "$DB" "$DIR/train-$task.duckdb"
-  "$CDWQC" --db "$DIR/train-$task.duckdb" train --preset "$PRESET" --task "$task" --method target-only \
+  "$CDWQC" --db "$DIR/train-$task.duckdb" train --preset "$preset" --task "$task" --method target-only \
     --seed 1 --run "pretrained-$task" ${PRE_EPOCHS:+--epochs "$PRE_EPOCHS"} \
     ${PRE_THREADS:+--threads "$PRE_THREADS"} > "$DIR/train-$task.log" 2>&1 &
   pids+=($!)
@@ -58,12 +63,12 @@ tail -n 2 "$DIR"/train-*.log
 
 step "exporting the models with their cards"
 describe() {
-  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with the $(basename "$PRESET" .toml) preset, with an IQM forest on the same images' quality metrics; see docs/pretrained.md"
+  echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with the $(basename "$3" .toml) preset, with an IQM forest on the same images' quality metrics; see docs/pretrained.md"
 }
 "$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name "$USABLE_NAME" --force --iqm-forest --licence CC-BY-4.0 \
-  --description "$(describe 'usability (usable / reject)' 'one volume')"
+  --description "$(describe 'usability (usable / reject)' 'one volume' "$PRESET_USABLE")"
 "$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name "$QUALITY_NAME" --force --iqm-forest --licence CC-BY-4.0 \
-  --description "$(describe 'quality grade (good / medium / bad)' 'one usable volume')"
+  --description "$(describe 'quality grade (good / medium / bad)' 'one usable volume' "$PRESET_QUALITY")"
 
 if [ -n "${PRE_EXTERNAL:-}" ]; then
   step "the external test set"
