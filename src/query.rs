@@ -495,6 +495,9 @@ pub enum Cell {
     Float(f64),
     Text(String),
     Blob(Vec<u8>),
+    /// A LIST or ARRAY value (the predictions' probabilities): a JSON array in JSON
+    /// output, `[a, b]` in text.
+    List(Vec<Cell>),
 }
 
 impl Cell {
@@ -511,6 +514,17 @@ impl Cell {
             Cell::Float(f) => format_float(*f),
             Cell::Text(t) => t.clone(),
             Cell::Blob(b) => format!("<blob {} bytes>", b.len()),
+            Cell::List(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|c| match c {
+                        Cell::Null => "NULL".to_string(),
+                        c => c.display(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -526,6 +540,7 @@ impl Cell {
                 .unwrap_or_else(|| Json::String(format_float(*f))),
             Cell::Text(t) => Json::String(t.clone()),
             Cell::Blob(b) => Json::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+            Cell::List(items) => Json::Array(items.iter().map(Cell::to_json).collect()),
         }
     }
 }
@@ -565,7 +580,34 @@ pub(crate) fn cell(v: ValueRef<'_>) -> Cell {
             let micros = to_micros(unit, value);
             Cell::Text(format_time_of_day(micros))
         }
-        other => Cell::Text(format_owned(&other.to_owned())),
+        other => owned_cell(other.to_owned()),
+    }
+}
+
+/// A cell of a value DuckDB hands over owned (the elements of a list, and types
+/// `cell` has no borrowed form for).
+fn owned_cell(v: duckdb::types::Value) -> Cell {
+    use duckdb::types::Value;
+    match v {
+        Value::Null => Cell::Null,
+        Value::Boolean(b) => Cell::Bool(b),
+        Value::TinyInt(i) => Cell::Int(i.into()),
+        Value::SmallInt(i) => Cell::Int(i.into()),
+        Value::Int(i) => Cell::Int(i.into()),
+        Value::BigInt(i) => Cell::Int(i.into()),
+        Value::HugeInt(i) => Cell::Int(i),
+        Value::UTinyInt(i) => Cell::Int(i.into()),
+        Value::USmallInt(i) => Cell::Int(i.into()),
+        Value::UInt(i) => Cell::Int(i.into()),
+        Value::UBigInt(i) => Cell::Int(i.into()),
+        Value::Float(f) => Cell::Float(f.into()),
+        Value::Double(f) => Cell::Float(f),
+        Value::Text(t) => Cell::Text(t),
+        Value::Blob(b) => Cell::Blob(b),
+        Value::List(items) | Value::Array(items) => {
+            Cell::List(items.into_iter().map(owned_cell).collect())
+        }
+        other => Cell::Text(format_owned(&other)),
     }
 }
 
@@ -695,7 +737,8 @@ impl ResultSet {
                     Cell::Int(_) => "BIGINT",
                     Cell::Float(_) => "DOUBLE",
                     Cell::Blob(_) => "BLOB",
-                    Cell::Text(_) => "VARCHAR",
+                    // Lists are written as their text, as before they were cells.
+                    Cell::Text(_) | Cell::List(_) => "VARCHAR",
                 };
                 kind = match (kind, k) {
                     ("", k) => k,
@@ -934,6 +977,31 @@ mod tests {
         assert_eq!(
             format_timestamp(TimeUnit::Microsecond, 1_700_000_000_123_456),
             "2023-11-14 22:13:20.123456"
+        );
+    }
+
+    #[test]
+    fn lists_are_json_arrays_and_read_as_before_in_text() {
+        let (_dir, store) = store();
+        let mut stmt = store
+            .conn()
+            .prepare(
+                "select [0.0, 1.0]::DOUBLE[] as p, ['a', NULL] as t, [[1, 2], []] as nested, \
+                 NULL::INTEGER[] as none",
+            )
+            .expect("prepare");
+        let mut rows = stmt.query([]).expect("query");
+        let row = rows.next().expect("next").expect("a row");
+        let cells: Vec<Cell> = (0..4)
+            .map(|i| cell(row.get_ref(i).expect("value")))
+            .collect();
+        assert_eq!(
+            cells.iter().map(Cell::display).collect::<Vec<_>>(),
+            ["[0, 1]", "[a, NULL]", "[[1, 2], []]", ""]
+        );
+        assert_eq!(
+            Json::Array(cells.iter().map(Cell::to_json).collect()),
+            serde_json::json!([[0.0, 1.0], ["a", null], [[1, 2], []], null])
         );
     }
 

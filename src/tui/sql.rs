@@ -478,6 +478,7 @@ fn fetch(
                     + match &c {
                         Cell::Text(t) => t.len(),
                         Cell::Blob(b) => b.len(),
+                        Cell::List(items) => 16 * items.len(),
                         _ => 0,
                     };
                 cells.push(c);

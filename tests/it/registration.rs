@@ -481,7 +481,7 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
     let (boxed, head) = (&rows[0], &rows[1]);
     assert_eq!(boxed["subject"], "box");
     assert_eq!(boxed["label"], "reject", "{boxed}");
-    assert_eq!(boxed["probabilities"], "[0, 1]");
+    assert_eq!(boxed["probabilities"], serde_json::json!([0.0, 1.0]));
     assert!(boxed["error"].is_null(), "{boxed}");
     let reason = boxed["reason"].as_str().unwrap();
     assert!(
@@ -495,7 +495,7 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
         "{head}"
     );
     assert!(
-        head["label"].is_string() && head["probabilities"].is_string(),
+        head["label"].is_string() && head["probabilities"].is_array(),
         "{head}"
     );
 
