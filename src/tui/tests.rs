@@ -976,6 +976,46 @@ fn images_filter_by_model_and_show_predictions_unless_blind() {
     );
 }
 
+#[test]
+fn an_image_that_does_not_register_shows_its_reject_and_why_unless_blind() {
+    let (_dir, mut store) = store_with_runs();
+    store
+        .save_predictions(
+            "model:registered",
+            &[crate::store::runs::PredictionRow {
+                image_id: 3,
+                task: "usable".into(),
+                label: Some("reject".into()),
+                probabilities: Some(vec![0.0, 1.0]),
+                error: None,
+                domain_target: None,
+                reason: Some(
+                    "/w/sub-01/anat/img3.nii.gz: registration failed: correlation ratio 0.12"
+                        .into(),
+                ),
+            }],
+        )
+        .expect("a reject for want of a registration");
+    let mut app = app(&mut store, None);
+    keys(&mut app, &mut store, "2jj");
+    assert_eq!(app.selected_image(), Some(3));
+    let text = screen(&app, 160, 30);
+    assert!(
+        text.contains("model model:registered usable: reject (not registered)")
+            && text.contains("  registration failed: correlation ratio 0.12"),
+        "{text}"
+    );
+
+    let mut blind = App::new(KeyMap::default(), Some("ann".into()));
+    handle_now(&mut blind, &mut store, Event::Tick);
+    keys(&mut blind, &mut store, "2jj");
+    let text = screen(&blind, 160, 30);
+    assert!(
+        !text.contains("not registered") && !text.contains("model:registered"),
+        "{text}"
+    );
+}
+
 fn open_jobs(app: &mut App, store: &mut Store) {
     keys(app, store, "7");
     assert_eq!(app.view, View::Jobs);

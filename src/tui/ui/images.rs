@@ -225,10 +225,7 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, app: &App) {
         for p in predictions {
             lines.push(Line::from(match (&p.label, &p.error) {
                 (Some(label), _) => match &p.reason {
-                    Some(reason) => format!(
-                        "model {} {}: {label}, not registered: {reason}",
-                        p.run_id, p.task
-                    ),
+                    Some(_) => format!("model {} {}: {label} (not registered)", p.run_id, p.task),
                     None => format!(
                         "model {} {}: {label} {}",
                         p.run_id,
@@ -239,6 +236,12 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, app: &App) {
                 (None, Some(err)) => format!("model {}: failed: {err}", p.run_id),
                 (None, None) => format!("model {}: no label", p.run_id),
             }));
+            // The reason on a line of its own, from what failed on: the file's path
+            // before it is the one the panel's header shows.
+            if let (Some(_), Some(reason)) = (&p.label, &p.reason) {
+                let from = reason.find("registration failed").unwrap_or(0);
+                lines.push(Line::from(format!("  {}", &reason[from..])));
+            }
         }
     }
     if let (Some(queued), false) = (&detail.queued, blind) {
