@@ -687,6 +687,8 @@ pub struct MergeReport {
     pub shards: usize,
     pub rows: usize,
     pub failed: usize,
+    /// Rejects stored because the image does not register (not among `failed`).
+    pub not_registered: usize,
     /// Rows that were new or different in the store (0 when merged before).
     pub written: usize,
     /// An exported model's IQM forest, mixed in by the merge.
@@ -752,6 +754,7 @@ pub fn merge(store: &mut Store, dir: &Path) -> Result<MergeReport, ClusterError>
         let metrics = serde_json::json!({
             "images": rows.len(),
             "failed": rows.iter().filter(|r| r.error.is_some()).count(),
+            "not_registered": rows.iter().filter(|r| r.reason.is_some()).count(),
             "shards": checked.list.shards,
             "iqm_forest_images": mix.as_ref().map(|f| f.mixed),
             "iqm_forest_without_metrics": mix.as_ref().map(|f| f.without_metrics),
@@ -766,6 +769,7 @@ pub fn merge(store: &mut Store, dir: &Path) -> Result<MergeReport, ClusterError>
         shards: checked.list.shards,
         rows: rows.len(),
         failed: rows.iter().filter(|r| r.error.is_some()).count(),
+        not_registered: rows.iter().filter(|r| r.reason.is_some()).count(),
         written: changed.len(),
         forest: model.and_then(|(_, mix)| mix),
     })
@@ -837,6 +841,8 @@ fn same_row(stored: Option<&PredictionRow>, row: &PredictionRow) -> bool {
     stored.task == row.task
         && stored.label == row.label
         && stored.error == row.error
+        && stored.reason == row.reason
+        && stored.domain_target.map(f64::to_bits) == row.domain_target.map(f64::to_bits)
         && bits(&stored.probabilities) == bits(&row.probabilities)
 }
 

@@ -147,7 +147,8 @@ fn apply_threshold(
     threshold: f64,
 ) {
     for row in rows {
-        let Some(p) = &row.probabilities else {
+        // A reject for want of a registration stays one, whatever the class order.
+        let (Some(p), None) = (&row.probabilities, &row.reason) else {
             continue;
         };
         let Some(last) = p.len().checked_sub(1) else {

@@ -73,11 +73,15 @@ pub fn merge_folder(store: &mut Store, dir: &Path) -> anyhow::Result<String> {
         None => String::new(),
     };
     Ok(format!(
-        "{}: {} predictions from {} parts checked ({} failed images){forest}; {}",
+        "{}: {} predictions from {} parts checked ({} failed images{}){forest}; {}",
         report.run_id,
         report.rows,
         report.shards,
         report.failed,
+        match report.not_registered {
+            0 => String::new(),
+            n => format!(", {n} stored as reject: not registered"),
+        },
         if report.written == 0 {
             "the store holds them already, nothing written".to_string()
         } else {

@@ -116,7 +116,9 @@ fn uncertain_images(
     let candidates: Vec<Candidate> = store
         .queue_candidates(run, &task, sequence)?
         .into_iter()
-        .filter(|row| !rated.contains_key(&row.image_id))
+        // A reject for want of a registration has no uncertainty: triage counts it,
+        // an uncertainty queue has nothing to learn from it.
+        .filter(|row| !rated.contains_key(&row.image_id) && !row.not_registered)
         .collect();
     let with_domain = candidates
         .iter()

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::imaging::preprocess::TensorCache;
+use crate::imaging::registration::RegistrationMode;
 use crate::metrics::ConfusionMatrix;
 use crate::model::ModelError;
 use crate::model::card::ExportedModel;
@@ -388,11 +389,18 @@ pub fn run_training(
     let (mut truth, mut predicted) = (Vec::new(), Vec::new());
     let mut rows = Vec::with_capacity(n_test);
     for (item, p) in plan.target_test.iter().zip(&predictions) {
-        if let (Some(y), Ok(p)) = (item.label, p) {
+        let row = Prediction::row(p, item.image_id, plan.task.name(), names);
+        // Scored as the stored row is, so the run's figure is `report model`'s: a
+        // reject for want of a registration counts as one.
+        let label = row
+            .label
+            .as_deref()
+            .and_then(|l| names.iter().position(|&n| n == l));
+        if let (Some(y), Some(label)) = (item.label, label) {
             truth.push(y);
-            predicted.push(p.label);
+            predicted.push(label);
         }
-        rows.push(Prediction::row(p, item.image_id, plan.task.name(), names));
+        rows.push(row);
     }
     let test_balanced_accuracy = ConfusionMatrix::from_indices(&truth, &predicted, names.len())
         .ok()
@@ -413,11 +421,13 @@ fn every_tensor_cached(items: &[PlanItem], preset: &Preset, cache: &Option<Tenso
     let Some(cache) = cache else {
         return false;
     };
+    let registers = preset.preprocess.registration != RegistrationMode::None;
     items.iter().all(|item| {
         item.sha256.as_deref().is_some_and(|sha| {
-            cache
-                .path_for(sha, &preset.name, &preset.preprocess)
-                .is_file()
+            let spec = &preset.preprocess;
+            cache.path_for(sha, &preset.name, spec).is_file()
+                // A recorded failed registration is read, not registered again.
+                || (registers && cache.failure_path_for(sha, &preset.name, spec).is_file())
         })
     })
 }

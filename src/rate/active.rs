@@ -145,6 +145,7 @@ mod tests {
             subject: subject.to_string(),
             probabilities: vec![1.0 - p_reject, p_reject],
             domain_target: None,
+            not_registered: false,
         }
     }
 

@@ -158,6 +158,9 @@ pub struct CandidateRow {
     pub subject: String,
     pub probabilities: Vec<f64>,
     pub domain_target: Option<f64>,
+    /// A reject stored because the image does not register (`predictions.reason`): the
+    /// network never saw it, so it has no uncertainty to rank.
+    pub not_registered: bool,
 }
 
 impl Store {
@@ -194,12 +197,14 @@ impl Store {
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, Option<f64>>(3)?,
+                    r.get::<_, bool>(4)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, subject, text, domain_target) = row.map_err(|e| self.err(e))?;
+            let (id, subject, text, domain_target, not_registered) =
+                row.map_err(|e| self.err(e))?;
             let probabilities: Vec<f64> =
                 serde_json::from_str(&text).map_err(|e| StoreError::Invalid {
                     path: self.path().to_path_buf(),
@@ -212,6 +217,7 @@ impl Store {
                 subject,
                 probabilities,
                 domain_target,
+                not_registered,
             });
         }
         Ok(out)

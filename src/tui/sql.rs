@@ -474,13 +474,7 @@ fn fetch(
             let mut cells = Vec::with_capacity(columns.len());
             for i in 0..columns.len() {
                 let c = cell(row.get_ref(i).map_err(text)?);
-                bytes += 16
-                    + match &c {
-                        Cell::Text(t) => t.len(),
-                        Cell::Blob(b) => b.len(),
-                        Cell::List(items) => 16 * items.len(),
-                        _ => 0,
-                    };
+                bytes += cell_bytes(&c);
                 cells.push(c);
             }
             out.push(cells);
@@ -715,9 +709,28 @@ impl SqlState {
     }
 }
 
+/// What a cell holds in memory, roughly, for the result's byte limit: lists count
+/// their elements, blobs and text among them included.
+fn cell_bytes(c: &Cell) -> usize {
+    16 + match c {
+        Cell::Text(t) => t.len(),
+        Cell::Blob(b) => b.len(),
+        Cell::List(items) => items.iter().map(cell_bytes).sum(),
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_weighs_what_its_elements_hold() {
+        let blobs = Cell::List(vec![Cell::Blob(vec![0; 1000]), Cell::Blob(vec![0; 500])]);
+        assert_eq!(cell_bytes(&blobs), 16 + (16 + 1000) + (16 + 500));
+        let nested = Cell::List(vec![Cell::List(vec![Cell::Text("abc".into())]), Cell::Null]);
+        assert_eq!(cell_bytes(&nested), 16 + (16 + 19) + 16);
+    }
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)

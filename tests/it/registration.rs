@@ -499,6 +499,59 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
         "{head}"
     );
 
+    // An uncertainty queue has nothing to learn from a reject the network never saw:
+    // it holds the head only. (A TorchScript model's predictions have no run row of
+    // their own; the queue wants one.)
+    let run = boxed["run_id"].as_str().unwrap();
+    ok(
+        root,
+        &[
+            "--db",
+            db,
+            "sql",
+            "--write",
+            &format!(
+                "INSERT INTO runs (run_id, kind, task, status, started_at) \
+                 VALUES ('{run}', 'infer', 'usable', 'completed', now())"
+            ),
+        ],
+    );
+    ok(
+        root,
+        &[
+            "--db",
+            db,
+            "queue",
+            "create",
+            "--raters",
+            "ann",
+            "--strategy",
+            "uncertainty",
+            "--run",
+            run,
+            "--size",
+            "2",
+            "--name",
+            "unsure",
+        ],
+    );
+    let queued = ok(
+        root,
+        &[
+            "--db",
+            db,
+            "sql",
+            "--format",
+            "csv",
+            "SELECT i.subject FROM queue_items q JOIN images i USING (image_id) ORDER BY 1",
+        ],
+    );
+    assert_eq!(
+        queued.lines().skip(1).collect::<Vec<_>>(),
+        ["head"],
+        "{queued}"
+    );
+
     // The report scores the reject and says why it was one.
     std::fs::write(
         root.join("truth.tsv"),
@@ -519,7 +572,6 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
             "truth",
         ],
     );
-    let run = boxed["run_id"].as_str().unwrap();
     let report = ok(
         root,
         &["--db", db, "report", "model", "--run", run, "--set", "all"],

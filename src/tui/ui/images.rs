@@ -239,7 +239,10 @@ fn draw_detail(frame: &mut Frame, area: Rect, detail: &Detail, app: &App) {
             // The reason on a line of its own, from what failed on: the file's path
             // before it is the one the panel's header shows.
             if let (Some(_), Some(reason)) = (&p.label, &p.reason) {
-                let from = reason.find("registration failed").unwrap_or(0);
+                let from = ["registration failed", "registration:"]
+                    .iter()
+                    .find_map(|what| reason.find(what))
+                    .unwrap_or(0);
                 lines.push(Line::from(format!("  {}", &reason[from..])));
             }
         }
