@@ -16,7 +16,7 @@ use cdwqc::synth::contrast::Sequence;
 use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
 use cdwqc::synth::posed::{Acquisition, Pose, PosedImage, render_posed};
 
-use crate::support::{external, ok, repo};
+use crate::support::{external, ok, repo, write_mean_classifier};
 
 fn template() -> std::sync::Arc<Template> {
     external("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz");
@@ -245,22 +245,8 @@ fn an_image_that_is_no_head_is_flagged_not_registered() {
 fn a_flagged_registration_is_recorded_and_not_tried_again() {
     template();
     let dir = tempfile::tempdir().unwrap();
-    let volume = no_head();
     let path = dir.path().join("box.nii.gz");
-    write_nifti_gz(
-        &path,
-        &NiftiImage {
-            dims: volume.dims,
-            data: &volume.data,
-            affine: volume.affine,
-            stored: StoredType::Float32,
-            scl_slope: 1.0,
-            scl_inter: 0.0,
-            intent_code: 0,
-            description: "test",
-        },
-    )
-    .unwrap();
+    write_volume(&path, &no_head());
     let mut preset = Preset::builtin("tiny").unwrap();
     preset.name = "registering".into();
     preset.preprocess = registering_spec();
@@ -333,20 +319,7 @@ fn register_command_writes_the_image_on_the_preset_grid() {
     };
     let image = posed(Sequence::T1w, &pose, "LAS", 7);
     let input = dir.path().join("head.nii.gz");
-    write_nifti_gz(
-        &input,
-        &NiftiImage {
-            dims: image.image.dims,
-            data: &image.image.data,
-            affine: image.affine,
-            stored: StoredType::Float32,
-            scl_slope: 1.0,
-            scl_inter: 0.0,
-            intent_code: 0,
-            description: "test",
-        },
-    )
-    .unwrap();
+    write_volume(&input, &volume(&image));
     let out = dir.path().join("mni.nii.gz");
     let text = ok(
         dir.path(),
@@ -378,23 +351,6 @@ fn register_command_writes_the_image_on_the_preset_grid() {
     let (largest, _) = displacement_between(&template(), &truth, &estimate);
     // The cpu-small preset's 2 mm grid stops registration at 2 mm.
     assert!(largest < 1.5, "{largest:.2} mm");
-}
-
-/// Saves a traced model over `grid` whose logits are `[5 - 10 m, 10 m - 5]`, `m` the
-/// mean intensity: a stand-in network whose outputs are known.
-fn write_mean_classifier(path: &std::path::Path, grid: [i64; 3]) {
-    use tch::{CModule, Device, Kind, Tensor};
-    let example = Tensor::zeros(
-        [2, 1, grid[0], grid[1], grid[2]],
-        (Kind::Float, Device::Cpu),
-    );
-    let module = CModule::create_by_tracing("MeanClassifier", "forward", &[example], &mut |xs| {
-        let mean = xs[0].mean_dim([1, 2, 3, 4].as_slice(), false, Kind::Float);
-        let bright = &mean * 10.0 - 5.0;
-        vec![Tensor::stack(&[-&bright, bright], 1)]
-    })
-    .unwrap();
-    module.save(path).unwrap();
 }
 
 fn write_volume(path: &std::path::Path, volume: &Volume) {

@@ -134,3 +134,21 @@ pub fn assert_summaries_exact(dir: &Path, db: &str) {
         "summaries of {db} (images, differing, fresh): {line}"
     );
 }
+
+/// Saves a traced model over `grid` whose logits are `[5 - 10 m, 10 m - 5]`, `m` the
+/// mean intensity: a TorchScript model following the documented input contract, whose
+/// outputs are known.
+pub fn write_mean_classifier(path: &Path, grid: [i64; 3]) {
+    use tch::{CModule, Device, Kind, Tensor};
+    let example = Tensor::zeros(
+        [2, 1, grid[0], grid[1], grid[2]],
+        (Kind::Float, Device::Cpu),
+    );
+    let module = CModule::create_by_tracing("MeanClassifier", "forward", &[example], &mut |xs| {
+        let mean = xs[0].mean_dim([1, 2, 3, 4].as_slice(), false, Kind::Float);
+        let bright = &mean * 10.0 - 5.0;
+        vec![Tensor::stack(&[-&bright, bright], 1)]
+    })
+    .expect("tracing the mean classifier");
+    module.save(path).expect("saving the mean classifier");
+}

@@ -5,22 +5,9 @@ use std::path::Path;
 use cdwqc::model::data::Item;
 use cdwqc::model::infer::{InferOptions, ScriptModel, predict_items};
 use cdwqc::model::preset::Preset;
-use tch::{CModule, Device, Kind, Tensor};
+use tch::Device;
 
-/// Saves a traced model whose logits are `[5 - 10 m, 10 m - 5]`, `m` the mean intensity.
-fn write_mean_classifier(path: &Path, grid: [i64; 3]) {
-    let example = Tensor::zeros(
-        [2, 1, grid[0], grid[1], grid[2]],
-        (Kind::Float, Device::Cpu),
-    );
-    let module = CModule::create_by_tracing("MeanClassifier", "forward", &[example], &mut |xs| {
-        let mean = xs[0].mean_dim([1, 2, 3, 4].as_slice(), false, Kind::Float);
-        let bright = &mean * 10.0 - 5.0;
-        vec![Tensor::stack(&[-&bright, bright], 1)]
-    })
-    .unwrap();
-    module.save(path).unwrap();
-}
+use crate::support::write_mean_classifier;
 
 #[test]
 fn torchscript_model_predicts_per_item_with_failures_isolated() {
