@@ -33,6 +33,9 @@ os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+# CDWQC names another cdwqc binary to measure (an earlier build, say); the default is this
+# checkout's release build.
+CDWQC = Path(os.environ.get("CDWQC", REPO / "target/release/cdwqc"))
 TEMPLATE = REPO / "tests/data/external/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
@@ -141,7 +144,7 @@ def main():
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = subprocess.run(
             [
-                str(REPO / "target/release/cdwqc"),
+                str(CDWQC),
                 "register",
                 str(path),
                 "--preset",
