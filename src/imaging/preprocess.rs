@@ -767,24 +767,11 @@ pub fn preprocess_detailed(
         }
     };
     let bias_seconds = started.elapsed().as_secs_f64();
-    let smoothed = if spec.antialias {
-        antialias::for_grid(volume, spec.spacing_mm)
-    } else {
-        None
-    };
-    let volume = smoothed.as_ref().unwrap_or(volume);
-    // Every percentile the steps need, in one radix selection over the volume.
-    let [clip_low, clip_high, head_low, head_high] = finite_percentiles(
-        &volume.data,
-        [
-            spec.clip_low_percentile,
-            spec.clip_high_percentile,
-            HEAD_PERCENTILES[0],
-            HEAD_PERCENTILES[1],
-        ],
-    );
-    let (centre, registration) = match spec.registration {
-        RegistrationMode::None => (head_centre_between(volume, head_low, head_high), None),
+    // The registration sees the image before anti-aliasing, as `cdwqc register` does: its
+    // pyramid averages blocks itself, and smoothing for a 3 mm grid first blurred 2 mm
+    // FLAIR enough to bring back a false optimum (docs/registration.md).
+    let registration = match spec.registration {
+        RegistrationMode::None => None,
         mode => {
             let template = spec_template(spec)?;
             // The correlation ratio compares intensities with the template's tissue bins,
@@ -811,8 +798,28 @@ pub fn preprocess_detailed(
                     similarity: result.quality.similarity,
                 });
             }
-            (template.brain_box_centre, Some(result))
+            Some((template.brain_box_centre, result))
         }
+    };
+    let smoothed = if spec.antialias {
+        antialias::for_grid(volume, spec.spacing_mm)
+    } else {
+        None
+    };
+    let volume = smoothed.as_ref().unwrap_or(volume);
+    // Every percentile the steps need, in one radix selection over the volume.
+    let [clip_low, clip_high, head_low, head_high] = finite_percentiles(
+        &volume.data,
+        [
+            spec.clip_low_percentile,
+            spec.clip_high_percentile,
+            HEAD_PERCENTILES[0],
+            HEAD_PERCENTILES[1],
+        ],
+    );
+    let (centre, registration) = match registration {
+        None => (head_centre_between(volume, head_low, head_high), None),
+        Some((centre, result)) => (centre, Some(result)),
     };
     let values = scaled_on_grid(
         volume,
