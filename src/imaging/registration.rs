@@ -28,7 +28,7 @@ const BRAIN_RADIUS_MM: f64 = 80.0;
 const BRAIN_BINS: usize = 32;
 /// Names the algorithm in the tensor cache's key, so that tensors registered by an
 /// earlier version are never reused.
-pub const ALGORITHM: &str = "correlation-ratio-ring-times-brain-from-4mm-finest-2mm-v4";
+pub const ALGORITHM: &str = "correlation-ratio-ring-times-brain-from-4mm-finest-2mm-unsmoothed-v4";
 /// Levels at least this coarse (mm) also score the ring around the brain: it keeps the
 /// search from sliding the brain onto bone or scalp. Finer levels, which only refine,
 /// score the brain alone: the ring holds fluid and bone, bright and dark in T2w, and
