@@ -477,20 +477,18 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
     ok(root, &["--db", db, "init"]);
     ok(root, &["--db", db, "import", bids.to_str().unwrap()]);
 
-    let out = ok(
-        root,
-        &[
-            "--db",
-            db,
-            "infer",
-            "--torchscript",
-            "mean.pt",
-            "--preset",
-            "registering.toml",
-            "--task",
-            "usable",
-        ],
-    );
+    let infer = [
+        "--db",
+        db,
+        "infer",
+        "--torchscript",
+        "mean.pt",
+        "--preset",
+        "registering.toml",
+        "--task",
+        "usable",
+    ];
+    let out = ok(root, &infer);
     assert!(
         out.contains("0 failed, 1 stored as reject: they do not register"),
         "{out}"
@@ -649,20 +647,7 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
     assert!(sidecar.contains("\"reason\""), "{sidecar}");
 
     // Predicting again reads the recorded failure: the same row, not an error.
-    ok(
-        root,
-        &[
-            "--db",
-            db,
-            "infer",
-            "--torchscript",
-            "mean.pt",
-            "--preset",
-            "registering.toml",
-            "--task",
-            "usable",
-        ],
-    );
+    ok(root, &infer);
     let again = ok(
         root,
         &[
@@ -688,17 +673,7 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
     )
     .unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_cdwqc"))
-        .args([
-            "--db",
-            db,
-            "infer",
-            "--torchscript",
-            "mean.pt",
-            "--preset",
-            "registering.toml",
-            "--task",
-            "usable",
-        ])
+        .args(infer)
         .current_dir(&elsewhere)
         .env("CDWQC_TEMPLATE_DIR", root.join("no-template"))
         .env_remove("CDWQC_DB")
