@@ -11,8 +11,9 @@ use anyhow::{Context, bail};
 
 use crate::jobs::iqm_forest::mix_forest;
 use crate::jobs::plan::{
-    InferRequest, ModelInferRequest, plan_inference, plan_model_inference, record_inference,
-    record_model_failure, record_model_inference, record_model_start,
+    InferRequest, ModelInferRequest, plan_inference, plan_model_inference, plan_torchscript_run,
+    record_inference, record_model_failure, record_model_inference, record_model_start,
+    record_torchscript_start,
 };
 use crate::jobs::{
     InferPlan, InferResult, JobEvent, cache_dir, models_dir, run_inference, runs_dir,
@@ -30,8 +31,9 @@ pub struct InferArgs {
     /// Its predictions are stored under the run `model:<name>`, with its card.
     #[arg(long, conflicts_with = "torchscript")]
     pub model: Option<String>,
-    /// With --model: the run id to store the predictions under (default model:<name>).
-    #[arg(long = "as", requires = "model", value_name = "RUN")]
+    /// With --model or --torchscript: the run id to store the predictions under
+    /// (default model:<name>, or torchscript-<file name>).
+    #[arg(long = "as", value_name = "RUN", conflicts_with_all = ["run", "work_list"])]
     pub store_as: Option<String>,
     /// A TorchScript model instead (input [N,1,D,H,W] float32 in [0,1] on the preset
     /// grid, output logits [N,K] in the task's class order).
@@ -190,6 +192,12 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     plan.adapt_batchnorm = args.adapt_batchnorm;
     plan.loaders = Some(split.loaders);
     plan.warm_threads = warm_threads;
+    if request.torchscript.is_some() {
+        if let Some(run_id) = args.store_as {
+            plan.run_id = run_id;
+        }
+        return run_torchscript(&mut store, &plan);
+    }
     let (mut result, code) = predict(&plan)?;
     if let Some(t) = threshold {
         apply_threshold(&mut result.rows, plan.task.categories(), t);
@@ -279,6 +287,42 @@ fn run_model(
             Err(err)
         }
     }
+}
+
+/// Predicts with a TorchScript file under a run row of its own (the file's SHA-256, its
+/// grid and task), so `cdwqc report model` and the queues find the run like any other.
+fn run_torchscript(store: &mut Store, plan: &InferPlan) -> anyhow::Result<ExitCode> {
+    let run = plan_torchscript_run(store, plan)?;
+    println!(
+        "TorchScript model {} (sha256 {}, preset {}, task {}) -> run {}",
+        run.weights_path,
+        plan_sha_prefix(&run),
+        run.preset,
+        run.task,
+        plan.run_id
+    );
+    record_torchscript_start(store, &run)?;
+    match predict(plan) {
+        Ok((result, code)) => {
+            record_model_inference(store, &plan.run_id, &result, None)?;
+            println!(
+                "score it: cdwqc report model --run {} --set all",
+                plan.run_id
+            );
+            Ok(code)
+        }
+        Err(err) => {
+            record_model_failure(store, &plan.run_id, &format!("{err:#}"))?;
+            Err(err)
+        }
+    }
+}
+
+/// The first 12 hex digits of a TorchScript run's file hash, for its start line.
+fn plan_sha_prefix(run: &crate::store::runs::ModelRun) -> String {
+    crate::jobs::plan::TorchScriptRunConfig::parse(&run.card)
+        .map(|c| c.sha256.chars().take(12).collect())
+        .unwrap_or_default()
 }
 
 /// Runs an inference plan with Ctrl-C handling and prints its summary.

@@ -918,6 +918,99 @@ pub fn plan_inference(
     })
 }
 
+/// What a TorchScript model's run row records in its `config`: the file's bytes and the
+/// grid and task it was run with, so that a second file or another grid can never mix
+/// its predictions into the same run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TorchScriptRunConfig {
+    pub format: String,
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub task: String,
+    pub preset: Preset,
+}
+
+const TORCHSCRIPT_RUN_FORMAT: &str = "cdwqc.torchscript-run/1";
+
+impl TorchScriptRunConfig {
+    /// The configuration of a run's row, if the run is a TorchScript model's.
+    pub fn parse(config: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(config)
+            .ok()
+            .filter(|c| c.format == TORCHSCRIPT_RUN_FORMAT)
+    }
+}
+
+/// The run row a TorchScript model's predictions go under (`plan.run_id`). Reads only:
+/// [`record_torchscript_start`] writes it. A run id already holding the
+/// predictions of anything else (another file, the same file on another grid or task,
+/// a training run, an exported model) is refused, so predictions are never mixed.
+pub fn plan_torchscript_run(store: &Store, plan: &InferPlan) -> Result<ModelRun, PlanError> {
+    let ModelSource::TorchScript { path, preset } = &plan.model else {
+        return Err(invalid("not a TorchScript model's plan"));
+    };
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| invalid(format!("TorchScript model {}: {e}", path.display())))?
+        .len();
+    let sha256 = crate::cluster::file_sha256(path)
+        .map_err(|e| invalid(format!("TorchScript model {}: {e}", path.display())))?;
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+    let config = TorchScriptRunConfig {
+        format: TORCHSCRIPT_RUN_FORMAT.into(),
+        file: absolute.display().to_string(),
+        sha256,
+        bytes,
+        task: plan.task.name().into(),
+        preset: preset.clone(),
+    };
+    let run_id = &plan.run_id;
+    if let Some((kind, stored)) = store.run_kind_and_config(run_id)? {
+        let stored = stored.as_deref().and_then(TorchScriptRunConfig::parse);
+        let Some(stored) = stored.filter(|_| kind == "infer") else {
+            return Err(invalid(format!(
+                "run {run_id} exists and is not a TorchScript model's run: give another --as"
+            )));
+        };
+        if stored.sha256 != config.sha256 {
+            return Err(invalid(format!(
+                "run {run_id} holds the predictions of another TorchScript file ({}, SHA-256 {}), \
+                 not those of {} ({}): give another --as",
+                stored.file,
+                stored.sha256,
+                path.display(),
+                config.sha256
+            )));
+        }
+        if stored.task != config.task {
+            return Err(invalid(format!(
+                "run {run_id} holds this file's {} predictions, not {}: give another --as",
+                stored.task, config.task
+            )));
+        }
+        if stored.preset != config.preset {
+            return Err(invalid(format!(
+                "run {run_id} holds this file's predictions on the preset {} ({}), \
+                 not on {} ({}): give another --as",
+                stored.preset.name,
+                stored.preset.description,
+                config.preset.name,
+                config.preset.description
+            )));
+        }
+    }
+    Ok(ModelRun {
+        run_id: run_id.clone(),
+        task: config.task.clone(),
+        method: "torchscript".into(),
+        preset: preset.name.clone(),
+        card: serde_json::to_string(&config).map_err(|e| invalid(e.to_string()))?,
+        git_commit: git_commit(),
+        label_snapshot: None,
+        weights_path: config.file,
+    })
+}
+
 /// The images an inference job predicts: every readable image of a sequence, or only
 /// those without a consensus label.
 fn inference_items(
@@ -1072,7 +1165,12 @@ pub fn record_model_start(store: &Store, planned: &PlannedModelInference) -> Res
     Ok(store.begin_model_run(&planned.run)?)
 }
 
-/// Stores an exported model's predictions and ends its run: `completed`, or
+/// Records that a TorchScript model starts predicting: its run row, `running`.
+pub fn record_torchscript_start(store: &Store, run: &ModelRun) -> Result<(), PlanError> {
+    Ok(store.begin_model_run(run)?)
+}
+
+/// Stores an exported model's (or a TorchScript model's) predictions and ends its run: `completed`, or
 /// `interrupted` when cancelled (the predictions made so far are kept).
 pub fn record_model_inference(
     store: &mut Store,

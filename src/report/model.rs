@@ -306,9 +306,14 @@ fn run_info(store: &Store, run_id: &str) -> Result<Option<(RunInfo, Option<Strin
         split_id: get(6)?,
         git_commit: get(8)?,
         label_snapshot: get(9)?,
-        model_sha256: get(7)?
-            .and_then(|c| serde_json::from_str::<crate::model::card::ModelCard>(&c).ok())
-            .map(|card| card.weights.sha256),
+        model_sha256: get(7)?.and_then(|c| {
+            serde_json::from_str::<crate::model::card::ModelCard>(&c)
+                .ok()
+                .map(|card| card.weights.sha256)
+                .or_else(|| {
+                    crate::jobs::plan::TorchScriptRunConfig::parse(&c).map(|run| run.sha256)
+                })
+        }),
         started_at: get(10)?,
         finished_at: get(11)?,
         stored_temperature: get(12)?
@@ -318,7 +323,8 @@ fn run_info(store: &Store, run_id: &str) -> Result<Option<(RunInfo, Option<Strin
     Ok(Some((info, get(2)?)))
 }
 
-/// The tasks a run has predictions for (a TorchScript run has no run row).
+/// The tasks a run has predictions for (TorchScript predictions stored before their runs
+/// got a row have none).
 fn predicted_tasks(store: &Store, run_id: &str) -> Result<Vec<String>, ReportError> {
     let mut stmt = store
         .conn()

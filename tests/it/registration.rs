@@ -530,22 +530,8 @@ fn an_image_that_does_not_register_is_stored_as_a_reject_with_its_reason() {
     );
 
     // An uncertainty queue has nothing to learn from a reject the network never saw:
-    // it holds the head only. (A TorchScript model's predictions have no run row of
-    // their own; the queue wants one.)
+    // it holds the head only. The TorchScript model's run row is what the queue finds.
     let run = boxed["run_id"].as_str().unwrap();
-    ok(
-        root,
-        &[
-            "--db",
-            db,
-            "sql",
-            "--write",
-            &format!(
-                "INSERT INTO runs (run_id, kind, task, status, started_at) \
-                 VALUES ('{run}', 'infer', 'usable', 'completed', now())"
-            ),
-        ],
-    );
     ok(
         root,
         &[

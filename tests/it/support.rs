@@ -139,6 +139,12 @@ pub fn assert_summaries_exact(dir: &Path, db: &str) {
 /// mean intensity: a TorchScript model following the documented input contract, whose
 /// outputs are known.
 pub fn write_mean_classifier(path: &Path, grid: [i64; 3]) {
+    write_mean_classifier_with_gain(path, grid, 10.0);
+}
+
+/// A TorchScript classifier of mean brightness whose logits are `gain * mean - gain / 2`
+/// for the second class: another gain, another file with the same contract.
+pub fn write_mean_classifier_with_gain(path: &Path, grid: [i64; 3], gain: f64) {
     use tch::{CModule, Device, Kind, Tensor};
     let example = Tensor::zeros(
         [2, 1, grid[0], grid[1], grid[2]],
@@ -146,7 +152,7 @@ pub fn write_mean_classifier(path: &Path, grid: [i64; 3]) {
     );
     let module = CModule::create_by_tracing("MeanClassifier", "forward", &[example], &mut |xs| {
         let mean = xs[0].mean_dim([1, 2, 3, 4].as_slice(), false, Kind::Float);
-        let bright = &mean * 10.0 - 5.0;
+        let bright = &mean * gain - gain / 2.0;
         vec![Tensor::stack(&[-&bright, bright], 1)]
     })
     .expect("tracing the mean classifier");
