@@ -292,11 +292,11 @@ fn run_model(
 /// Predicts with a TorchScript file under a run row of its own (the file's SHA-256, its
 /// grid and task), so `cdwqc report model` and the queues find the run like any other.
 fn run_torchscript(store: &mut Store, plan: &InferPlan) -> anyhow::Result<ExitCode> {
-    let run = plan_torchscript_run(store, plan)?;
+    let (run, config) = plan_torchscript_run(store, plan)?;
     println!(
         "TorchScript model {} (sha256 {}, preset {}, task {}) -> run {}",
         run.weights_path,
-        plan_sha_prefix(&run),
+        &config.sha256[..12],
         run.preset,
         run.task,
         plan.run_id
@@ -316,13 +316,6 @@ fn run_torchscript(store: &mut Store, plan: &InferPlan) -> anyhow::Result<ExitCo
             Err(err)
         }
     }
-}
-
-/// The first 12 hex digits of a TorchScript run's file hash, for its start line.
-fn plan_sha_prefix(run: &crate::store::runs::ModelRun) -> String {
-    crate::jobs::plan::TorchScriptRunConfig::parse(&run.card)
-        .map(|c| c.sha256.chars().take(12).collect())
-        .unwrap_or_default()
 }
 
 /// Runs an inference plan with Ctrl-C handling and prints its summary.

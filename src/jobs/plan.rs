@@ -946,7 +946,10 @@ impl TorchScriptRunConfig {
 /// [`record_torchscript_start`] writes it. A run id already holding the
 /// predictions of anything else (another file, the same file on another grid or task,
 /// a training run, an exported model) is refused, so predictions are never mixed.
-pub fn plan_torchscript_run(store: &Store, plan: &InferPlan) -> Result<ModelRun, PlanError> {
+pub fn plan_torchscript_run(
+    store: &Store,
+    plan: &InferPlan,
+) -> Result<(ModelRun, TorchScriptRunConfig), PlanError> {
     let ModelSource::TorchScript { path, preset } = &plan.model else {
         return Err(invalid("not a TorchScript model's plan"));
     };
@@ -999,7 +1002,7 @@ pub fn plan_torchscript_run(store: &Store, plan: &InferPlan) -> Result<ModelRun,
             )));
         }
     }
-    Ok(ModelRun {
+    let run = ModelRun {
         run_id: run_id.clone(),
         task: config.task.clone(),
         method: "torchscript".into(),
@@ -1007,8 +1010,9 @@ pub fn plan_torchscript_run(store: &Store, plan: &InferPlan) -> Result<ModelRun,
         card: serde_json::to_string(&config).map_err(|e| invalid(e.to_string()))?,
         git_commit: git_commit(),
         label_snapshot: None,
-        weights_path: config.file,
-    })
+        weights_path: config.file.clone(),
+    };
+    Ok((run, config))
 }
 
 /// The images an inference job predicts: every readable image of a sequence, or only

@@ -62,6 +62,23 @@ fn posed_with_bias(
     )
 }
 
+/// An affine registration down to `finest_mm`, as `cdwqc register` runs it.
+fn register_affine(
+    volume: &Volume,
+    template: &Template,
+    finest_mm: f64,
+) -> cdwqc::imaging::registration::Registration {
+    register(
+        volume,
+        template,
+        RegistrationOptions {
+            mode: RegistrationMode::Affine,
+            finest_mm,
+        },
+    )
+    .unwrap()
+}
+
 fn volume(image: &PosedImage) -> Volume {
     Volume {
         dims: image.image.dims,
@@ -96,15 +113,7 @@ fn tilted_and_shifted_heads_register_within_a_millimetre_and_a_degree() {
     ];
     for (index, (sequence, pose, orientation)) in cases.iter().enumerate() {
         let image = posed(*sequence, pose, orientation, 40 + index as u64);
-        let result = register(
-            &volume(&image),
-            &template,
-            RegistrationOptions {
-                mode: RegistrationMode::Affine,
-                finest_mm: 2.0,
-            },
-        )
-        .unwrap();
+        let result = register_affine(&volume(&image), &template, 2.0);
         let truth = pose.template_to_world();
         let (largest, mean) = displacement_between(&template, &truth, &result.template_to_image);
         let angle = angle_between(&truth, &result.template_to_image);
@@ -148,15 +157,11 @@ fn a_head_whose_ring_score_has_a_false_optimum_registers_within_a_millimetre() {
         3005,
     );
     // As `cdwqc register --preset paper` sees it: bias-corrected, down to the 1 mm level.
-    let result = register(
+    let result = register_affine(
         &cdwqc::imaging::bias::correct(&volume(&image)),
         &template,
-        RegistrationOptions {
-            mode: RegistrationMode::Affine,
-            finest_mm: 1.0,
-        },
-    )
-    .unwrap();
+        1.0,
+    );
     let truth = pose.template_to_world();
     let (largest, mean) = displacement_between(&template, &truth, &result.template_to_image);
     assert!(result.quality.passed(), "flagged: {:?}", result.quality);
@@ -178,15 +183,7 @@ fn a_t2w_head_registers_within_a_millimetre_at_1_mm() {
         scale: [1.04, 0.97, 1.02],
     };
     let image = posed_at(Sequence::T2w, &pose, "RAS", 7, 1.0);
-    let result = register(
-        &volume(&image),
-        &template,
-        RegistrationOptions {
-            mode: RegistrationMode::Affine,
-            finest_mm: 1.0,
-        },
-    )
-    .unwrap();
+    let result = register_affine(&volume(&image), &template, 1.0);
     let truth = pose.template_to_world();
     let (largest, mean) = displacement_between(&template, &truth, &result.template_to_image);
     let angle = angle_between(&truth, &result.template_to_image);
@@ -301,15 +298,7 @@ fn an_image_that_is_no_head_is_flagged_not_registered() {
             other.map(|v| v.len())
         ),
     }
-    let result = register(
-        &volume,
-        &template,
-        RegistrationOptions {
-            mode: RegistrationMode::Affine,
-            finest_mm: 4.0,
-        },
-    )
-    .unwrap();
+    let result = register_affine(&volume, &template, 4.0);
     assert!(
         !result.quality.passed(),
         "a box was accepted: {:?}",
