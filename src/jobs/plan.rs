@@ -953,9 +953,16 @@ pub fn plan_torchscript_run(
     let ModelSource::TorchScript { path, preset } = &plan.model else {
         return Err(invalid("not a TorchScript model's plan"));
     };
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| invalid(format!("TorchScript model {}: {e}", path.display())))?
-        .len();
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| invalid(format!("TorchScript model {}: {e}", path.display())))?;
+    // Hashing a device or a pipe (`/dev/zero`, a FIFO) would never end.
+    if !metadata.is_file() {
+        return Err(invalid(format!(
+            "TorchScript model {}: not a regular file",
+            path.display()
+        )));
+    }
+    let bytes = metadata.len();
     let sha256 = crate::cluster::file_sha256(path)
         .map_err(|e| invalid(format!("TorchScript model {}: {e}", path.display())))?;
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());

@@ -197,6 +197,13 @@ fn a_torchscript_run_has_a_row_and_never_mixes_another_files_predictions_into_it
              VALUES ('trained', 'train', 'usable', 'completed', now())",
         ],
     );
+    // A device is no model file: refused at once, not read forever.
+    let device = infer("/dev/zero", &["--as", "zero"]);
+    assert!(
+        !device.status.success() && stderr(&device).contains("/dev/zero: not a regular file"),
+        "{}",
+        stderr(&device)
+    );
     let trained = infer("a/model.pt", &["--as", "trained"]);
     assert!(
         !trained.status.success()
