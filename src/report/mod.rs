@@ -120,6 +120,16 @@ impl Value {
         }
     }
 
+    /// A difference: `+0.070 [0.036, 0.106]`, the point's sign always written (a gain
+    /// and a loss must not look alike), else as [`Value::brief`].
+    pub fn signed(&self) -> String {
+        match (self.value, self.ci95) {
+            (Some(v), Some([lo, hi])) => format!("{v:+.3} [{lo:.3}, {hi:.3}]"),
+            (Some(v), None) => format!("{v:+.3}"),
+            (None, _) => self.brief(),
+        }
+    }
+
     /// `0.812 [0.714, 0.910]`, `0.812 [0.714, 0.910], n = 34`, with the note when there
     /// is one, or `undefined (reason)`.
     pub fn text(&self) -> String {

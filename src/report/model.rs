@@ -2,7 +2,7 @@
 //! rater, overall and per scanner, with subject-level bootstrap intervals; and the
 //! comparison of several runs side by side (the ablation table).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -1542,16 +1542,18 @@ pub fn compare(
             mcc: r.overall.mcc.clone(),
         })
         .collect();
-    let mut versus_baseline = Vec::new();
-    for base in reports
+    let scored: Vec<BTreeSet<i64>> = reports
         .iter()
-        .filter(|r| r.run.method.as_deref() == Some(BASELINE_METHOD))
-    {
-        for other in reports
-            .iter()
-            .filter(|r| r.task == base.task && r.run.run_id != base.run.run_id)
-        {
-            versus_baseline.push(paired_difference(other, base, &opts.bootstrap));
+        .map(|r| r.samples.iter().map(|s| s.image_id).collect())
+        .collect();
+    let is_baseline = |r: &ModelReport| r.run.method.as_deref() == Some(BASELINE_METHOD);
+    let mut versus_baseline = Vec::new();
+    for (i, run) in reports.iter().enumerate() {
+        let baselines: Vec<usize> = (0..reports.len())
+            .filter(|&j| j != i && reports[j].task == run.task && is_baseline(&reports[j]))
+            .collect();
+        for j in baseline_partners(i, is_baseline(run), &baselines, &scored) {
+            versus_baseline.push(paired_difference(run, &reports[j], &opts.bootstrap));
         }
     }
     let figures = if opts.figures {
@@ -1569,6 +1571,31 @@ pub fn compare(
         versus_baseline,
         figures,
     })
+}
+
+/// Which baselines (indices into `scored`) a run is paired with. A baseline scored on
+/// exactly the run's images (the same split: the same seed on the same labels) is its
+/// baseline; a run with none such is paired with every baseline of its task, each pair
+/// on the images both scored. Two baselines are paired only when scored on the same
+/// images (two presets or recipes on one split), and once.
+fn baseline_partners(
+    run: usize,
+    run_is_baseline: bool,
+    baselines: &[usize],
+    scored: &[BTreeSet<i64>],
+) -> Vec<usize> {
+    let same: Vec<usize> = baselines
+        .iter()
+        .copied()
+        .filter(|&b| scored[b] == scored[run])
+        .collect();
+    if run_is_baseline {
+        same.into_iter().filter(|&b| b < run).collect()
+    } else if same.is_empty() {
+        baselines.to_vec()
+    } else {
+        same
+    }
 }
 
 fn paired_difference(
@@ -1621,6 +1648,15 @@ fn paired_difference(
     }
 }
 
+/// A run's name in a legend: its method, or its id where another run of the same
+/// method is shown beside it (three seeds of one method are three curves).
+fn run_label(run_id: &str, method: Option<&str>, methods: &[Option<&str>]) -> String {
+    match method {
+        Some(m) if methods.iter().filter(|x| **x == Some(m)).count() == 1 => m.to_string(),
+        _ => run_id.to_string(),
+    }
+}
+
 fn compare_figures(reports: &[ModelReport]) -> Vec<Figure> {
     let mut figures = Vec::new();
     for task in Task::ALL {
@@ -1628,10 +1664,11 @@ fn compare_figures(reports: &[ModelReport]) -> Vec<Figure> {
         if of_task.is_empty() || task.categories().len() != 2 {
             continue;
         }
+        let methods: Vec<Option<&str>> = of_task.iter().map(|r| r.run.method.as_deref()).collect();
         let series: Vec<RocSeries> = of_task
             .iter()
             .flat_map(|r| {
-                let name = r.run.method.clone().unwrap_or_else(|| r.run.run_id.clone());
+                let name = run_label(&r.run.run_id, r.run.method.as_deref(), &methods);
                 roc_series(&r.samples, 2, &name)
             })
             .collect();
@@ -1780,7 +1817,7 @@ pub fn compare_document(c: &Comparison) -> super::document::Document {
                             _ => format!("{} vs {}", p.run_id, p.baseline_run_id),
                         },
                         p.images.to_string(),
-                        p.difference.text(),
+                        p.difference.signed(),
                         verdict(p),
                     ]
                 })
@@ -1794,6 +1831,48 @@ pub fn compare_document(c: &Comparison) -> super::document::Document {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_run_is_paired_with_the_baseline_scored_on_its_images() {
+        let set = |ids: &[i64]| ids.iter().copied().collect::<BTreeSet<i64>>();
+        // 0: ssda seed 1, 1: ssda seed 2, 2: ssda of a seed with no baseline,
+        // 3: target-only seed 1, 4: target-only seed 2, 5: target-only seed 1 on
+        // another preset (the same images as 3).
+        let scored = [
+            set(&[1, 2, 3]),
+            set(&[2, 3, 4]),
+            set(&[1, 4, 5]),
+            set(&[1, 2, 3]),
+            set(&[2, 3, 4]),
+            set(&[1, 2, 3]),
+        ];
+        let baselines =
+            |run: usize| -> Vec<usize> { [3, 4, 5].into_iter().filter(|&b| b != run).collect() };
+        assert_eq!(baseline_partners(0, false, &baselines(0), &scored), [3, 5]);
+        assert_eq!(baseline_partners(1, false, &baselines(1), &scored), [4]);
+        assert_eq!(
+            baseline_partners(2, false, &baselines(2), &scored),
+            [3, 4, 5]
+        );
+        // Baselines: only on the same images, and each pair once.
+        assert!(baseline_partners(3, true, &baselines(3), &scored).is_empty());
+        assert!(baseline_partners(4, true, &baselines(4), &scored).is_empty());
+        assert_eq!(baseline_partners(5, true, &baselines(5), &scored), [3]);
+    }
+
+    #[test]
+    fn a_legend_names_a_run_by_its_method_unless_the_method_repeats() {
+        let methods = [Some("ssda"), Some("ssda"), Some("target-only"), None];
+        assert_eq!(
+            run_label("u-ssda-seed1", Some("ssda"), &methods),
+            "u-ssda-seed1"
+        );
+        assert_eq!(
+            run_label("u-target", Some("target-only"), &methods),
+            "target-only"
+        );
+        assert_eq!(run_label("model:x", None, &methods), "model:x");
+    }
 
     fn sample(subject: &str, truth: usize, predicted: usize, p1: f64) -> Sample {
         Sample {

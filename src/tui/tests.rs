@@ -883,6 +883,90 @@ fn store_with_runs() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Two seeds of ssda and of target-only, each seed's pair on its own held-out images
+/// (seed 1: images 1-4, seed 2: images 2-5), and one ssda seed without its baseline.
+fn store_with_two_seeds() -> (tempfile::TempDir, Store) {
+    let (dir, store) = filled_store();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO ratings (image_id, rater, usable, gado, motion, contrast, noise, code,
+                                  protocol_version, source, rated_at, saved_at)
+             SELECT i, 'ann', i NOT IN (2, 3), false, 0, 0, 0, CASE WHEN i IN (2, 3) THEN 'r' ELSE '' END,
+                    '1', 'test', '2026-01-02 11:00:00+00', '2026-01-02 11:00:00+00'
+             FROM range(1, 6) t(i);
+             INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at)
+             SELECT run, 'train', 'usable', method, 'completed', run, '2026-01-04 09:00:00+00'
+             FROM (VALUES ('u-ssda-seed1', 'ssda'), ('u-ssda-seed2', 'ssda'), ('u-ssda-seed3', 'ssda'),
+                          ('u-target-seed1', 'target-only'), ('u-target-seed2', 'target-only')) r(run, method);
+             INSERT INTO splits SELECT run, i, '0' || (i % 3 + 1), 'target', 'test', NULL
+             FROM range(1, 6) t(i),
+                  (VALUES ('u-ssda-seed1', 1, 4), ('u-target-seed1', 1, 4), ('u-ssda-seed2', 2, 5),
+                          ('u-target-seed2', 2, 5), ('u-ssda-seed3', 1, 5)) s(run, lo, hi)
+             WHERE i BETWEEN lo AND hi;
+             -- ssda is right everywhere; target-only seed 1 calls everything usable,
+             -- seed 2 calls everything reject.
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
+             SELECT run, i, 'usable', CASE WHEN i IN (2, 3) THEN 'reject' ELSE 'usable' END,
+                    CASE WHEN i IN (2, 3) THEN [0.2, 0.8] ELSE [0.9, 0.1] END, '2026-01-05 09:00:00+00'
+             FROM range(1, 6) t(i), (VALUES ('u-ssda-seed1'), ('u-ssda-seed2'), ('u-ssda-seed3')) r(run);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
+             SELECT 'u-target-seed1', i, 'usable', 'usable', [0.7, 0.3], '2026-01-04 10:00:00+00'
+             FROM range(1, 6) t(i);
+             INSERT INTO predictions (run_id, image_id, task, label, probabilities, predicted_at)
+             SELECT 'u-target-seed2', i, 'usable', 'reject', [0.3, 0.7], '2026-01-04 10:00:00+00'
+             FROM range(1, 6) t(i);",
+        )
+        .expect("runs and predictions");
+    crate::store::summaries::repair(store.conn()).expect("summaries");
+    (dir, store)
+}
+
+#[test]
+fn reports_pair_each_seed_with_its_own_baseline() {
+    let (_dir, mut store) = store_with_two_seeds();
+    let mut app = app(&mut store, None);
+    open_reports(&mut app, &mut store);
+    let data = app.reports.data.clone().expect("loaded").expect("built");
+    let comparison = data.comparison.as_ref().expect("runs with predictions");
+    let pairs: Vec<(&str, &str)> = comparison
+        .versus_baseline
+        .iter()
+        .map(|p| (p.run_id.as_str(), p.baseline_run_id.as_str()))
+        .collect();
+    // Each seed against the baseline scored on its images; the seed without one against
+    // both; never one baseline against another seed's.
+    assert_eq!(
+        pairs,
+        [
+            ("u-ssda-seed1", "u-target-seed1"),
+            ("u-ssda-seed2", "u-target-seed2"),
+            ("u-ssda-seed3", "u-target-seed1"),
+            ("u-ssda-seed3", "u-target-seed2"),
+        ]
+    );
+    let text = screen(&app, 170, 36);
+    let row = |run: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("│ {run} ")) || l.contains(&format!("│›{run} ")))
+            .unwrap_or_else(|| panic!("{run}'s row in\n{text}"))
+            .to_string()
+    };
+    // Seed 1's baseline misses both rejects of its four images (BA 0.5), seed 2's calls
+    // the two usable images of its four reject (BA 0.5): +0.500 each, on their own pairs.
+    assert!(
+        row("u-ssda-seed1").contains("+0.500 [0.000, 1.000]"),
+        "{text}"
+    );
+    assert!(row("u-ssda-seed2").contains("+0.500"), "{text}");
+    assert!(row("u-ssda-seed3").contains("2 baselines"), "{text}");
+    assert!(!row("u-target-seed2").contains("+"), "{text}");
+    // The chart groups a repeated method's bars, each under its id's end.
+    assert!(text.contains("seed1 seed2 seed3"), "{text}");
+    assert!(text.contains("target-only"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
 fn open_reports(app: &mut App, store: &mut Store) {
     keys(app, store, "6");
     assert_eq!(app.view, View::Reports);

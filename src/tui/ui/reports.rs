@@ -14,7 +14,7 @@ use super::empty;
 use super::figures::{CountColumns, exact, fit_text, room};
 use crate::report::Value;
 use crate::report::agreement::{AgreementReport, Task};
-use crate::report::model::Comparison;
+use crate::report::model::{CompareRow, Comparison};
 use crate::tui::app::App;
 use crate::tui::reports::{OperatingView, ReportsState};
 
@@ -233,12 +233,14 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsSta
             cells.push(r.auc.value.map_or("-".into(), |v| format!("{v:.3}")));
         }
         if versus {
-            cells.push(
-                c.versus_baseline
-                    .iter()
-                    .find(|p| p.run_id == r.run_id)
-                    .map_or(String::new(), |p| p.difference.text()),
-            );
+            // A run scored beside several baselines with none on its own images has
+            // several differences: the cell says so rather than show one of them.
+            let mut pairs = c.versus_baseline.iter().filter(|p| p.run_id == r.run_id);
+            cells.push(match (pairs.next(), pairs.count()) {
+                (None, _) => String::new(),
+                (Some(p), 0) => p.difference.signed(),
+                (Some(_), more) => format!("{} baselines, e: HTML", more + 1),
+            });
         }
         Row::new(cells)
     });
@@ -283,26 +285,34 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsSta
     if chart.width == 0 {
         return;
     }
-    let bars: Vec<Bar> = runs
-        .iter()
-        .map(|r| {
-            let value = r.balanced_accuracy.value.unwrap_or(0.0);
-            let label = r.method.clone().unwrap_or_else(|| r.run_id.clone());
-            Bar::default()
-                .value((value * 100.0).round() as u64)
-                .text_value(format!("{value:.2}"))
-                .label(Line::from(short(&label)))
-        })
-        .collect();
-    frame.render_widget(
-        BarChart::default()
-            .block(Block::bordered().title(" Balanced accuracy "))
-            .data(BarGroup::default().bars(&bars))
-            .bar_width(5)
-            .bar_gap(1)
-            .max(100),
-        chart,
-    );
+    // One group per method: a method run several times (seeds, fractions) shows each
+    // run's bar under the id's end (`…-seed2`) and the method below the group.
+    let bar = |r: &&CompareRow, label: String| {
+        let value = r.balanced_accuracy.value.unwrap_or(0.0);
+        Bar::default()
+            .value((value * 100.0).round() as u64)
+            .text_value(format!("{value:.2}"))
+            .label(Line::from(label))
+    };
+    let mut chart_widget =
+        BarChart::default().block(Block::bordered().title(" Balanced accuracy "));
+    for same in runs.chunk_by(|a, b| a.method == b.method) {
+        let group = match same {
+            [one] => {
+                let name = one.method.clone().unwrap_or_else(|| one.run_id.clone());
+                BarGroup::default().bars(&[bar(one, short(&name))])
+            }
+            several => {
+                let bars: Vec<Bar> = several.iter().map(|r| bar(r, tail(&r.run_id, 5))).collect();
+                let method = several[0].method.as_deref().unwrap_or("(none)");
+                BarGroup::default()
+                    .label(Line::from(method.to_string()).centered())
+                    .bars(&bars)
+            }
+        };
+        chart_widget = chart_widget.data(group);
+    }
+    frame.render_widget(chart_widget.bar_width(5).bar_gap(1).max(100), chart);
 }
 
 /// Columns of the operating point panel.
@@ -427,6 +437,11 @@ fn operating_lines(view: &OperatingView) -> Vec<Line<'static>> {
 }
 
 /// Method names fit under a five-column bar.
+fn tail(text: &str, chars: usize) -> String {
+    let n = text.chars().count();
+    text.chars().skip(n.saturating_sub(chars)).collect()
+}
+
 fn short(name: &str) -> String {
     match name {
         "ssda" => "SSDA".into(),
