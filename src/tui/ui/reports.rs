@@ -286,7 +286,7 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsSta
         return;
     }
     // One group per method: a method run several times (seeds, fractions) shows each
-    // run's bar under the id's end (`…-seed2`) and the method below the group.
+    // run's bar under what tells its id apart (`seed2`) and the method below the group.
     let bar = |r: &&CompareRow, label: String| {
         let value = r.balanced_accuracy.value.unwrap_or(0.0);
         Bar::default()
@@ -303,7 +303,12 @@ fn draw_models(frame: &mut Frame, area: Rect, c: &Comparison, state: &ReportsSta
                 BarGroup::default().bars(&[bar(one, short(&name))])
             }
             several => {
-                let bars: Vec<Bar> = several.iter().map(|r| bar(r, tail(&r.run_id, 5))).collect();
+                let ids: Vec<&str> = several.iter().map(|r| r.run_id.as_str()).collect();
+                let bars: Vec<Bar> = several
+                    .iter()
+                    .zip(distinguishing(&ids, 5))
+                    .map(|(r, label)| bar(r, label))
+                    .collect();
                 let method = several[0].method.as_deref().unwrap_or("(none)");
                 BarGroup::default()
                     .label(Line::from(method.to_string()).centered())
@@ -437,9 +442,31 @@ fn operating_lines(view: &OperatingView) -> Vec<Line<'static>> {
 }
 
 /// Method names fit under a five-column bar.
-fn tail(text: &str, chars: usize) -> String {
-    let n = text.chars().count();
-    text.chars().skip(n.saturating_sub(chars)).collect()
+/// Labels of at most `width` characters that tell run ids apart: the end of where they
+/// differ (`…-seed2`, with the common tail left out), or their start when they differ
+/// from the first character (`demo-` against `model`).
+fn distinguishing(ids: &[&str], width: usize) -> Vec<String> {
+    let chars: Vec<Vec<char>> = ids.iter().map(|id| id.chars().collect()).collect();
+    let common = |rev: bool| {
+        let shortest = chars.iter().map(Vec::len).min().unwrap_or(0);
+        (0..shortest)
+            .take_while(|&i| {
+                let at = |c: &Vec<char>| if rev { c[c.len() - 1 - i] } else { c[i] };
+                chars.iter().all(|c| at(c) == at(&chars[0]))
+            })
+            .count()
+    };
+    let (prefix, suffix) = (common(false), common(true));
+    chars
+        .iter()
+        .map(|c| {
+            if prefix == 0 {
+                return c.iter().take(width).collect();
+            }
+            let end = c.len().saturating_sub(suffix).max(prefix.min(c.len()));
+            c[end.saturating_sub(width)..end].iter().collect()
+        })
+        .collect()
 }
 
 fn short(name: &str) -> String {
@@ -450,6 +477,31 @@ fn short(name: &str) -> String {
         "finetune" => "fine".into(),
         "ssda-no-domain" => "noDom".into(),
         other => other.chars().take(5).collect(),
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::distinguishing;
+
+    #[test]
+    fn bar_labels_tell_run_ids_apart() {
+        assert_eq!(
+            distinguishing(&["u-ssda-seed1", "u-ssda-seed2", "u-ssda-seed3"], 5),
+            ["seed1", "seed2", "seed3"]
+        );
+        assert_eq!(
+            distinguishing(&["demo-usable-target-only", "model:cdwqc-flair-usable"], 5),
+            ["demo-", "model"]
+        );
+        // The common tail is left out: the fraction, not the task.
+        assert_eq!(
+            distinguishing(&["fl-f10-s1-usable", "fl-f25-s1-usable"], 5),
+            ["l-f10", "l-f25"]
+        );
+        // Ids shorter than the width, and one id the start of another.
+        assert_eq!(distinguishing(&["a1", "a2"], 5), ["a1", "a2"]);
+        assert_eq!(distinguishing(&["run", "run-2"], 5), ["run", "run-2"]);
     }
 }
 
