@@ -853,9 +853,9 @@ fn sql_exports_csv_and_parquet() {
     assert_eq!(n, 6);
 }
 
-/// The filled store plus ann's ratings (so there is a rater pair) and two runs with
-/// held-out predictions: ssda and the target-only baseline.
-fn store_with_runs() -> (tempfile::TempDir, Store) {
+/// The filled store plus ann's ratings, so that there is a rater pair: images 2 and 3
+/// rejected.
+fn filled_store_rated_by_ann() -> (tempfile::TempDir, Store) {
     let (dir, store) = filled_store();
     store
         .conn()
@@ -864,8 +864,20 @@ fn store_with_runs() -> (tempfile::TempDir, Store) {
                                   protocol_version, source, rated_at, saved_at)
              SELECT i, 'ann', i NOT IN (2, 3), false, 0, 0, 0, CASE WHEN i IN (2, 3) THEN 'r' ELSE '' END,
                     '1', 'test', '2026-01-02 11:00:00+00', '2026-01-02 11:00:00+00'
-             FROM range(1, 6) t(i);
-             INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at)
+             FROM range(1, 6) t(i);",
+        )
+        .expect("ann's ratings");
+    (dir, store)
+}
+
+/// [`filled_store_rated_by_ann`] and two runs with held-out predictions: ssda and the
+/// target-only baseline.
+fn store_with_runs() -> (tempfile::TempDir, Store) {
+    let (dir, store) = filled_store_rated_by_ann();
+    store
+        .conn()
+        .execute_batch(
+            "INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at)
              VALUES ('u-ssda', 'train', 'usable', 'ssda', 'completed', 'u-ssda', '2026-01-04 09:00:00+00'),
                     ('u-target', 'train', 'usable', 'target-only', 'completed', 'u-target', '2026-01-04 10:00:00+00');
              INSERT INTO splits SELECT s.run, i, '0' || (i % 3 + 1), 'target', 'test', NULL
@@ -886,16 +898,11 @@ fn store_with_runs() -> (tempfile::TempDir, Store) {
 /// Two seeds of ssda and of target-only, each seed's pair on its own held-out images
 /// (seed 1: images 1-4, seed 2: images 2-5), and one ssda seed without its baseline.
 fn store_with_two_seeds() -> (tempfile::TempDir, Store) {
-    let (dir, store) = filled_store();
+    let (dir, store) = filled_store_rated_by_ann();
     store
         .conn()
         .execute_batch(
-            "INSERT INTO ratings (image_id, rater, usable, gado, motion, contrast, noise, code,
-                                  protocol_version, source, rated_at, saved_at)
-             SELECT i, 'ann', i NOT IN (2, 3), false, 0, 0, 0, CASE WHEN i IN (2, 3) THEN 'r' ELSE '' END,
-                    '1', 'test', '2026-01-02 11:00:00+00', '2026-01-02 11:00:00+00'
-             FROM range(1, 6) t(i);
-             INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at)
+            "INSERT INTO runs (run_id, kind, task, method, status, split_id, started_at)
              SELECT run, 'train', 'usable', method, 'completed', run, '2026-01-04 09:00:00+00'
              FROM (VALUES ('u-ssda-seed1', 'ssda'), ('u-ssda-seed2', 'ssda'), ('u-ssda-seed3', 'ssda'),
                           ('u-target-seed1', 'target-only'), ('u-target-seed2', 'target-only')) r(run, method);
