@@ -1688,9 +1688,15 @@ fn compare_figures(reports: &[ModelReport]) -> Vec<Figure> {
 
 /// What a paired difference says, in words.
 fn verdict(d: &PairedDifference) -> String {
+    // Two target-only runs (seeds, presets, exported models) are told apart by name.
+    let than = if d.method.as_deref() == Some(BASELINE_METHOD) {
+        d.baseline_run_id.as_str()
+    } else {
+        BASELINE_METHOD
+    };
     match (d.difference.value, d.difference.ci95) {
-        (Some(_), Some([lo, _])) if lo > 0.0 => "better than target-only".into(),
-        (Some(_), Some([_, hi])) if hi < 0.0 => "worse than target-only".into(),
+        (Some(_), Some([lo, _])) if lo > 0.0 => format!("better than {than}"),
+        (Some(_), Some([_, hi])) if hi < 0.0 => format!("worse than {than}"),
         (Some(_), Some(_)) => "no difference shown (the interval includes 0)".into(),
         (Some(_), None) => "no interval".into(),
         (None, _) => "undefined".into(),
@@ -1858,6 +1864,32 @@ mod tests {
         assert!(baseline_partners(3, true, &baselines(3), &scored).is_empty());
         assert!(baseline_partners(4, true, &baselines(4), &scored).is_empty());
         assert_eq!(baseline_partners(5, true, &baselines(5), &scored), [3]);
+    }
+
+    #[test]
+    fn a_verdict_names_the_baseline_run_when_both_are_target_only() {
+        let pair = |method: &str, ci: [f64; 2]| PairedDifference {
+            task: Task::Usable,
+            run_id: "b".into(),
+            method: Some(method.into()),
+            baseline_run_id: "model:a".into(),
+            baseline_method: BASELINE_METHOD.into(),
+            images: 10,
+            difference: Value::with_ci(0.1, (ci[0], ci[1]), None),
+        };
+        assert_eq!(
+            verdict(&pair("ssda", [0.05, 0.2])),
+            "better than target-only"
+        );
+        assert_eq!(
+            verdict(&pair("target-only", [0.05, 0.2])),
+            "better than model:a"
+        );
+        assert_eq!(
+            verdict(&pair("target-only", [-0.3, -0.1])),
+            "worse than model:a"
+        );
+        assert!(verdict(&pair("ssda", [-0.1, 0.2])).starts_with("no difference shown"));
     }
 
     #[test]
