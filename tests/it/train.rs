@@ -363,6 +363,13 @@ fn train_then_infer_on_a_tiny_warehouse() {
         ],
     );
     assert_eq!(predictions.lines().nth(1), Some("16,16,2"));
+    let probabilities_query = [
+        "sql",
+        "select image_id, probabilities from predictions where run_id = 'usable-ssda-seed1' order by image_id",
+        "--format",
+        "csv",
+    ];
+    let with_chosen_split = ok(dir, &probabilities_query);
     // After inference every FLAIR image has a prediction; `--set all` scores the rated ones.
     let all: Value = serde_json::from_str(&ok(
         dir,
@@ -414,6 +421,9 @@ fn train_then_infer_on_a_tiny_warehouse() {
         ],
     );
     assert_eq!(labels.lines().nth(1), Some("16,16"), "{labels}");
+    // The same libtorch thread count gives the same probabilities bit for bit, through
+    // the loader pool or the all-cached path alike (the threshold moves labels only).
+    assert_eq!(ok(dir, &probabilities_query), with_chosen_split);
     // An SSDA network's predictions carry its domain head's probability of the target
     // domain.
     let domain = ok(
