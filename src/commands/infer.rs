@@ -62,10 +62,11 @@ pub struct InferArgs {
     pub unrated: bool,
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Threads in all (default: the machine's), split between decoding and
-    /// preprocessing images and the network (half each; the network gets the odd one).
-    /// When every image's tensor is already cached, the network gets them all (unless
-    /// --loaders is given).
+    /// Threads for the network (half of them, the odd one included) and the loaders
+    /// that decode and preprocess images ahead of it (the other half and one more, to
+    /// use the network's core while it waits); default: the machine's. When every
+    /// image's tensor is already cached, the network gets them all (unless --loaders
+    /// is given).
     #[arg(long)]
     pub threads: Option<i32>,
     /// Of --threads, how many decode and preprocess images ahead of the network; given,

@@ -21,17 +21,29 @@ pub struct ThreadSplit {
 
 impl ThreadSplit {
     /// Splits `total` threads (default: the machine's) between loaders and libtorch.
-    /// Decoding and preprocessing a 1 mm volume costs about as much CPU as its forward
-    /// pass on one thread, so by default each side gets half, libtorch the odd one:
-    /// on 2 cores one loader and one libtorch thread, so that neither preempts the other
-    /// (libtorch's threads wait for each other at every operation, and one of them losing
-    /// its core to a loader stalls them all). `loaders` overrides the loaders' share.
+    /// libtorch gets half, the odd one included (on 2 cores one thread: its threads wait
+    /// for each other at every operation, so one of them losing its core to a loader
+    /// stalls them all). The loaders get the other half and one more: loading a 1 mm
+    /// volume (gunzip, decoding, resampling, registration) costs more than its forward
+    /// pass, so the network's core is idle while it waits for a batch, and the extra
+    /// loader takes that time (2 cores, 40 cold 1 mm volumes: 84-89 against 115-122 ms
+    /// per volume, docs/benchmarks.md). The loaders never change what a batch holds, so
+    /// the predictions are those of one loader bit for bit. `loaders` overrides the
+    /// loaders' share; libtorch then gets the rest.
     pub fn new(total: Option<usize>, loaders: Option<usize>) -> Self {
         let total = Self::total(total);
-        let loaders = loaders.unwrap_or(total / 2).max(1);
-        Self {
-            loaders,
-            torch: total.saturating_sub(loaders).max(1),
+        match loaders {
+            Some(loaders) => {
+                let loaders = loaders.max(1);
+                Self {
+                    loaders,
+                    torch: total.saturating_sub(loaders).max(1),
+                }
+            }
+            None => Self {
+                loaders: total / 2 + 1,
+                torch: (total - total / 2).max(1),
+            },
         }
     }
 
@@ -337,10 +349,11 @@ mod tests {
 
     #[test]
     fn threads_split_between_loaders_and_libtorch() {
+        // libtorch keeps half (the odd one too); the loaders get the rest and one more.
         assert_eq!(
             ThreadSplit::new(Some(2), None),
             ThreadSplit {
-                loaders: 1,
+                loaders: 2,
                 torch: 1
             }
         );
@@ -352,9 +365,16 @@ mod tests {
             }
         );
         assert_eq!(
+            ThreadSplit::new(Some(3), None),
+            ThreadSplit {
+                loaders: 2,
+                torch: 2
+            }
+        );
+        assert_eq!(
             ThreadSplit::new(Some(16), None),
             ThreadSplit {
-                loaders: 8,
+                loaders: 9,
                 torch: 8
             }
         );
