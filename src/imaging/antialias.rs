@@ -84,7 +84,7 @@ pub fn for_grid(volume: &Volume, spacing_mm: f64) -> Option<Volume> {
 }
 
 /// A normalised Gaussian truncated at three standard deviations.
-fn gaussian_kernel(sigma: f64) -> Vec<f32> {
+pub(crate) fn gaussian_kernel(sigma: f64) -> Vec<f32> {
     let radius = (3.0 * sigma).ceil().max(1.0) as isize;
     let raw: Vec<f64> = (-radius..=radius)
         .map(|x| (-(x * x) as f64 / (2.0 * sigma * sigma)).exp())

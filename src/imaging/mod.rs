@@ -6,6 +6,7 @@ pub mod bias;
 pub mod bids;
 pub mod gunzip;
 pub mod iqm;
+pub mod native_noise;
 pub mod nifti;
 pub mod orientation;
 pub mod preprocess;

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Volume;
-use super::antialias;
 use super::bias::{self, BiasCorrection};
 use super::registration::{
     self, Registration, RegistrationError, RegistrationMode, RegistrationOptions, Template,
 };
+use super::{antialias, native_noise};
 
 /// Where and how a volume is sampled and scaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,11 @@ pub struct PreprocessSpec {
     /// that images of every source resolution look alike on the grid.
     #[serde(default)]
     pub antialias: bool,
+    /// Give the grid back the source voxels' noise that anti-aliasing and interpolation
+    /// average away (`native_noise`, module `native_noise`), so noise looks on the grid
+    /// as it does at the image's own resolution.
+    #[serde(default)]
+    pub native_noise: bool,
 }
 
 fn default_template() -> String {
@@ -79,6 +84,7 @@ impl PreprocessSpec {
             registration: RegistrationMode::None,
             template: default_template(),
             antialias: false,
+            native_noise: false,
         }
     }
 
@@ -110,6 +116,9 @@ impl PreprocessSpec {
         }
         if self.antialias {
             text.push_str("|antialias=fwhm-v1");
+        }
+        if self.native_noise {
+            text.push_str("|native-noise=v1");
         }
         text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
             (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
@@ -806,6 +815,7 @@ pub fn preprocess_detailed(
     } else {
         None
     };
+    let source = volume;
     let volume = smoothed.as_ref().unwrap_or(volume);
     // Every percentile the steps need, in one radix selection over the volume.
     let [clip_low, clip_high, head_low, head_high] = finite_percentiles(
@@ -821,13 +831,24 @@ pub fn preprocess_detailed(
         None => (head_centre_between(volume, head_low, head_high), None),
         Some((centre, result)) => (centre, Some(result)),
     };
-    let values = scaled_on_grid(
-        volume,
-        spec,
-        centre,
-        registration.as_ref().map(|r| &r.template_to_image),
-        (clip_low, clip_high),
-    )?;
+    let grid_to_world = registration.as_ref().map(|r| &r.template_to_image);
+    let values = if spec.native_noise {
+        // Measured inside the head: above a quarter of the clipped range.
+        let threshold = clip_low + 0.25 * (clip_high - clip_low);
+        let kept = native_noise::variance_kept(
+            antialias::voxel_sizes(source),
+            spec.spacing_mm,
+            spec.antialias,
+        );
+        let added = native_noise::measure(source, threshold)
+            .map_or(0.0, |sigma| sigma * (1.0 - kept).max(0.0).sqrt());
+        let mut raw = resample_finished(volume, spec, centre, grid_to_world, clip_low, |v| v)?;
+        native_noise::add(&mut raw, clip_low, added, native_noise::seed_for(source));
+        let scale = scaler(clip_low, clip_high);
+        raw.into_iter().map(scale).collect()
+    } else {
+        scaled_on_grid(volume, spec, centre, grid_to_world, (clip_low, clip_high))?
+    };
     Ok(Preprocessed {
         values,
         registration,
@@ -843,11 +864,16 @@ fn scaled_on_grid(
     grid_to_world: Option<&[[f64; 4]; 4]>,
     (low, high): (f32, f32),
 ) -> Result<Vec<f32>, PreprocessError> {
+    resample_finished(volume, spec, centre, grid_to_world, low, scaler(low, high))
+}
+
+/// Clipping to `[low, high]` and min-max to [0, 1]; non-finite values become 0.
+fn scaler(low: f32, high: f32) -> impl Fn(f32) -> f32 {
     let range = high - low;
     // Percentiles near the ends of f32 (a scaling slope of f32::MAX) have a range
     // that overflows f32; it is taken in f64 then, so no NaN reaches the network.
     let wide_range = f64::from(high) - f64::from(low);
-    let scale = |value: f32| {
+    move |value: f32| {
         if !(range > 0.0 && value.is_finite()) {
             0.0
         } else if range.is_finite() {
@@ -856,8 +882,7 @@ fn scaled_on_grid(
             ((f64::from(value.clamp(low, high)) - f64::from(low)) / wide_range).clamp(0.0, 1.0)
                 as f32
         }
-    };
-    resample_finished(volume, spec, centre, grid_to_world, low, scale)
+    }
 }
 
 const CACHE_MAGIC: &[u8; 8] = b"CDWQCT01";
@@ -1336,6 +1361,94 @@ mod tests {
         assert_eq!(out[0], 3.0);
         assert_eq!(out[2 * 2 * 3], 0.0);
         assert_eq!(axis_codes(&affine), ['L', 'A', 'S']);
+    }
+
+    /// A 108 mm box at `voxel` mm: a ball of 50 (radius 40 mm) holding a brighter ball of
+    /// 100 (radius 16 mm, 22 mm to the right), white noise of deviation 8 on every voxel.
+    fn noisy_phantom(voxel: f64) -> Volume {
+        let n = (108.0 / voxel).round() as usize;
+        let mut data = Vec::with_capacity(n * n * n);
+        for k in 0..n {
+            for j in 0..n {
+                for i in 0..n {
+                    let at = [i, j, k].map(|c| (c as f64 + 0.5) * voxel - 54.0);
+                    let r = (at[0] * at[0] + at[1] * at[1] + at[2] * at[2]).sqrt();
+                    let b = ((at[0] - 22.0).powi(2) + at[1] * at[1] + at[2] * at[2]).sqrt();
+                    data.push(if b < 16.0 {
+                        100.0
+                    } else if r < 40.0 {
+                        50.0
+                    } else {
+                        0.0
+                    });
+                }
+            }
+        }
+        let seed = (voxel * 10.0) as u64;
+        native_noise::add(&mut data, f32::MIN, 8.0, seed);
+        let mut affine = identity();
+        for (a, row) in affine.iter_mut().enumerate().take(3) {
+            row[a] = voxel;
+        }
+        Volume {
+            dims: [n; 3],
+            data,
+            affine,
+            voxel_size: [voxel; 3],
+        }
+    }
+
+    /// Standard deviation of the grid's values within 14 mm of the dim ball's point
+    /// (-18, 0, 0) mm from the box's centre, where the phantom is flat.
+    fn grid_noise(volume: &Volume, spec: &PreprocessSpec) -> f64 {
+        let out = preprocess_detailed(volume, spec).expect("preprocessed");
+        let [nx, ny, nz] = spec.shape;
+        let mut values = Vec::new();
+        for x in 0..nx {
+            for y in 0..ny {
+                for z in 0..nz {
+                    let world = apply(&out.grid_affine, [x as f64, y as f64, z as f64]);
+                    let d = [world[0] - 36.0, world[1] - 54.0, world[2] - 54.0];
+                    if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt() < 14.0 {
+                        values.push(f64::from(out.values[z + nz * (y + ny * x)]));
+                    }
+                }
+            }
+        }
+        assert!(values.len() > 300, "{} grid points", values.len());
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn native_noise_gives_every_source_resolution_its_own_noise_on_the_grid() {
+        // The same per-voxel noise at 1 mm and at 2 mm: anti-aliased to a 3 mm grid, the
+        // 1 mm source reaches it far cleaner; with the source noise given back, both
+        // carry it as their voxels did (8 of a range of about 100).
+        let (fine, coarse) = (noisy_phantom(1.0), noisy_phantom(2.0));
+        let plain = PreprocessSpec {
+            antialias: true,
+            ..PreprocessSpec::grid([36, 36, 36], 3.0)
+        };
+        let (plain_fine, plain_coarse) = (grid_noise(&fine, &plain), grid_noise(&coarse, &plain));
+        assert!(
+            plain_fine < 0.4 * plain_coarse,
+            "smoothing alone: {plain_fine} at 1 mm, {plain_coarse} at 2 mm"
+        );
+        let kept = PreprocessSpec {
+            native_noise: true,
+            ..plain.clone()
+        };
+        assert_ne!(kept.fingerprint(), plain.fingerprint());
+        for (volume, name) in [(&fine, "1 mm"), (&coarse, "2 mm")] {
+            let noise = grid_noise(volume, &kept);
+            assert!((noise - 0.08).abs() < 0.012, "{name}: {noise}");
+            // Seeded by the image: the same tensor every time.
+            assert_eq!(
+                preprocess(volume, &kept).expect("preprocessed"),
+                preprocess(volume, &kept).expect("preprocessed")
+            );
+        }
     }
 
     #[test]
