@@ -2,7 +2,8 @@
 # Trains the pretrained models shipped under models/ (docs/pretrained.md): a large
 # synthetic warehouse, its simulated raters' consensus, one target-only run per task
 # (usable on the `pretrained-mni` preset file, registered to MNI space at 3 mm; quality on
-# the `pretrained` preset, 3 mm without registration), exported with their model cards
+# the `pretrained-native-noise` preset file, 3 mm without registration, the source's noise
+# kept on the grid), exported with their model cards
 # and an IQM forest each. Then, optionally, the external test set
 # (scripts/external_eval.sh).
 #
@@ -12,7 +13,8 @@
 # Environment: PRE_DIR (work folder, default pretrained/), PRE_T1, PRE_FLAIR, PRE_OTHER
 # (warehouse size), PRE_SEED, PRE_EPOCHS (default: the preset's), PRE_THREADS (libtorch
 # threads per run; both runs go in parallel), PRE_PRESET_USABLE (default
-# models/presets/pretrained-mni.toml) and PRE_PRESET_QUALITY (default pretrained): a name
+# models/presets/pretrained-mni.toml) and PRE_PRESET_QUALITY (default
+# models/presets/pretrained-native-noise.toml): a name
 # or a preset file; PRE_PRESET sets both. PRE_NAMES (the exported models' names, default
 # "cdwqc-flair-usable cdwqc-flair-quality": set it to keep the shipped models when trying
 # another preset).
@@ -25,7 +27,7 @@ W=$DIR/warehouse
 DB=$DIR/cdwqc.duckdb
 SEED=${PRE_SEED:-11}
 PRESET_USABLE=${PRE_PRESET:-${PRE_PRESET_USABLE:-models/presets/pretrained-mni.toml}}
-PRESET_QUALITY=${PRE_PRESET:-${PRE_PRESET_QUALITY:-pretrained}}
+PRESET_QUALITY=${PRE_PRESET:-${PRE_PRESET_QUALITY:-models/presets/pretrained-native-noise.toml}}
 read -r USABLE_NAME QUALITY_NAME <<< "${PRE_NAMES:-cdwqc-flair-usable cdwqc-flair-quality}"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 mkdir -p "$DIR"
