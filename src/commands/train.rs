@@ -47,6 +47,10 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Draw the train / validation / test split with this seed instead of --seed, so that
+    /// runs of several seeds share one split.
+    #[arg(long)]
+    pub split_seed: Option<u64>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -109,7 +113,18 @@ fn epoch_bar() -> ProgressBar {
 
 pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
     if args.method == METHOD {
+        if args.split_seed.is_some() {
+            bail!(
+                "--method {METHOD} takes its split from --split-of RUN; --split-seed draws the split of a network run"
+            );
+        }
         return run_iqm_forest(db, &args);
+    }
+    if let Some(run) = &args.split_of {
+        bail!(
+            "--split-of {run} applies to --method {METHOD} only; to train several seeds of {} on one split, give each the same --split-seed",
+            args.method
+        );
     }
     let threads = args
         .threads
@@ -129,6 +144,7 @@ pub fn run(db: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
         method: args.method,
         epochs: args.epochs,
         seed: args.seed,
+        split_seed: args.split_seed,
         device: args.device,
         run: args.run,
         resume: args.resume,

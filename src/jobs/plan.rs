@@ -60,6 +60,9 @@ pub struct TrainRequest {
     pub method: String,
     pub epochs: Option<usize>,
     pub seed: u64,
+    /// The seed that draws the train / validation / test split by subject; absent:
+    /// `seed`. Runs with several seeds on one split measure the seed's effect alone.
+    pub split_seed: Option<u64>,
     pub device: String,
     /// Run name (default: <task>-<method>-seed<seed>).
     pub run: Option<String>,
@@ -94,6 +97,7 @@ impl Default for TrainRequest {
             method: "ssda".into(),
             epochs: None,
             seed: 0,
+            split_seed: None,
             device: "auto".into(),
             run: None,
             resume: None,
@@ -350,7 +354,7 @@ pub fn plan_training(
         })
         .collect();
     let labelled = &now.target;
-    let split = split_by_subject(labelled, 0.2, 0.2, seed);
+    let split = split_by_subject(labelled, 0.2, 0.2, request.split_seed.unwrap_or(seed));
     let set_of: BTreeMap<i64, Set> = split.iter().copied().collect();
     let by_id: BTreeMap<i64, &ModelImage> =
         now.target_images.iter().map(|i| (i.image_id, i)).collect();

@@ -977,3 +977,83 @@ fn training_interrupted_by_ctrl_c_resumes_where_it_stopped() {
         "a refused resume changes nothing"
     );
 }
+
+/// `--split-seed` draws the split apart from the network's seed: two seeds on one split
+/// hold the same test subjects, so their scores differ by the seed alone. `--split-of`,
+/// which names the run an IQM forest takes its split from, is refused for a network.
+#[test]
+fn seeds_share_one_split_with_split_seed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    tiny_rated_warehouse(dir);
+    let train = |run: &str, seed: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "usable",
+            "--method",
+            "target-only",
+            "--epochs",
+            "1",
+            "--seed",
+            seed,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--run",
+            run,
+        ];
+        args.extend_from_slice(extra);
+        ok(dir, &args)
+    };
+    let split = |run: &str| {
+        ok(
+            dir,
+            &[
+                "sql",
+                &format!(
+                    "select image_id, \"set\" from splits where split_id = '{run}' order by image_id"
+                ),
+                "--format",
+                "tsv",
+            ],
+        )
+    };
+    train("one", "1", &[]);
+    train("two-on-one", "2", &["--split-seed", "1"]);
+    train("two", "2", &[]);
+    assert!(split("one").lines().count() > 10, "{}", split("one"));
+    assert_eq!(split("one"), split("two-on-one"));
+    assert_ne!(split("one"), split("two"));
+    let weights =
+        |run: &str| std::fs::read(dir.join("models/runs").join(run).join("best.safetensors"));
+    assert_ne!(
+        weights("one").expect("weights"),
+        weights("two-on-one").expect("weights"),
+        "the network's seed still counts"
+    );
+
+    let out = cdwqc(
+        dir,
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--method",
+            "target-only",
+            "--split-of",
+            "one",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--split-of one applies to --method iqm-forest only"),
+        "{}",
+        stderr(&out)
+    );
+}
