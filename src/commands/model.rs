@@ -4,14 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use crate::commands::report::ScoringArgs;
 use crate::jobs::iqm_forest::companion_forest;
 use crate::jobs::plan::{ExportRequest, plan_export};
 use crate::jobs::{models_dir, runs_dir};
-use crate::model::card::{CARD_FILE, CardEvaluation, ClassEvaluation, ExportedModel, FOREST_FILE};
+use crate::model::card::{
+    CARD_FILE, CardEvaluation, ClassEvaluation, ExportedModel, FOREST_FILE, MemberInfo, ModelCard,
+};
 use crate::model::iqm_forest::ForestConfig;
 use crate::report::model as report_model;
 use crate::store::{Access, Store};
@@ -68,6 +70,12 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 200, requires = "iqm_forest",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub trees: u16,
+    /// Another completed training run (repeatable) whose network predicts with the
+    /// run's: the model's network probabilities are the mean of all (an ensemble of
+    /// seeds). Each needs the run's task, method, preset and split (`train
+    /// --split-seed`), so the card's held-out figures stay held out for every network.
+    #[arg(long = "member-run", value_name = "RUN")]
+    pub member_runs: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,10 +188,16 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let request = ExportRequest {
         run: args.run.clone(),
         name: args.name.clone(),
-        description: args.description,
-        licence: args.licence,
+        description: args.description.clone(),
+        licence: args.licence.clone(),
     };
     let (mut card, weights) = plan_export(&store, &request, &runs_dir())?;
+    let mut member_weights = Vec::with_capacity(args.member_runs.len());
+    for member in &args.member_runs {
+        let (info, weights) = ensemble_member(&store, &args, &card, member)?;
+        card.members.push(info);
+        member_weights.push(weights);
+    }
     let forest_file = if args.iqm_forest {
         let config = ForestConfig {
             trees: args.trees,
@@ -204,9 +218,10 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let written = ExportedModel::write(
+    let written = ExportedModel::write_ensemble(
         card,
         &weights,
+        &member_weights,
         forest_file.as_deref(),
         &args.out,
         args.force,
@@ -226,6 +241,12 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         card.weights.sha256,
         card.weights.bytes
     );
+    for member in &card.members {
+        println!(
+            "ensemble member from run {} (seed {}): weights sha256 {} ({} bytes)",
+            member.run, member.seed, member.sha256, member.bytes
+        );
+    }
     println!("predict in any store: cdwqc --db STORE infer --model {}", {
         if args.out == models_dir() {
             card.name.clone()
@@ -236,16 +257,86 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A further network for the exported model: a completed run of the same task, method,
+/// network and preset, trained on the same split, and its best weights.
+fn ensemble_member(
+    store: &Store,
+    args: &ExportArgs,
+    card: &ModelCard,
+    member: &str,
+) -> anyhow::Result<(MemberInfo, PathBuf)> {
+    let request = ExportRequest {
+        run: member.to_string(),
+        name: args.name.clone(),
+        description: None,
+        licence: args.licence.clone(),
+    };
+    let (other, weights) = plan_export(store, &request, &runs_dir())?;
+    let differs = |what: &str, mine: String, theirs: String| -> anyhow::Result<()> {
+        if mine != theirs {
+            bail!(
+                "run {member} cannot join run {} in one model: its {what} is {theirs}, not {mine}",
+                args.run
+            );
+        }
+        Ok(())
+    };
+    differs("task", card.task.clone(), other.task.clone())?;
+    differs("method", card.method.clone(), other.method.clone())?;
+    differs("prediction head", card.head.clone(), other.head.clone())?;
+    differs(
+        "network's classes (source, target)",
+        format!("{}, {}", card.source_classes, card.target_classes),
+        format!("{}, {}", other.source_classes, other.target_classes),
+    )?;
+    if card.preset != other.preset {
+        bail!(
+            "run {member} cannot join run {} in one model: it was trained with preset {}, which differs from run {}'s preset {}",
+            args.run,
+            other.preset.name,
+            args.run,
+            card.preset.name
+        );
+    }
+    let split_of = |run: &str| -> anyhow::Result<String> {
+        Ok(store
+            .export_run(run)?
+            .and_then(|r| r.split_id)
+            .unwrap_or_else(|| run.to_string()))
+    };
+    let moved = store.split_differences(&split_of(&args.run)?, &split_of(member)?)?;
+    if moved > 0 {
+        bail!(
+            "run {member} cannot join run {} in one model: {moved} of the labelled images are in another set of its split (train, validation, test), so the card's held-out figures would not be held out for every network; train the members with the same --split-seed",
+            args.run
+        );
+    }
+    Ok((
+        MemberInfo {
+            file: String::new(),
+            sha256: String::new(),
+            bytes: 0,
+            run: member.to_string(),
+            seed: other.training.seed,
+            best_val_balanced_accuracy: other.metrics.best_val_balanced_accuracy,
+            test_balanced_accuracy: other.metrics.test_balanced_accuracy,
+        },
+        weights,
+    ))
+}
+
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let dir = ExportedModel::resolve(&args.model, &models_dir())?;
     let model = ExportedModel::open(&dir)?;
-    let weights = model.verified_weights()?;
+    let networks = model.verified_networks()?;
     let forest = model.verified_forest()?;
     let card_path = dir.join(CARD_FILE);
     let text = std::fs::read_to_string(&card_path)
         .with_context(|| format!("reading {}", card_path.display()))?;
     print!("{text}");
-    eprintln!("{}: size and SHA-256 match the card", weights.display());
+    for weights in &networks {
+        eprintln!("{}: size and SHA-256 match the card", weights.display());
+    }
     if let (Some(forest), Some(info)) = (forest, &model.card.iqm_forest) {
         eprintln!(
             "{}: size and SHA-256 match the card ({} training rows of {} metrics)",

@@ -441,12 +441,15 @@ pub fn run_inference(
     let device = crate::model::parse_device(&plan.device)?;
     let started = std::time::Instant::now();
     let mut adapted_images = None;
+    let adaptation = |preset: &crate::model::preset::Preset| {
+        plan.adapt_batchnorm.map(|limit| {
+            let voxels = preset.preprocess.voxel_count();
+            items(&adaptation_sample(&plan.items, limit, voxels))
+        })
+    };
     let mut adapt = |mut predictor: Predictor| -> Box<dyn LogitsModel> {
-        if let Some(limit) = plan.adapt_batchnorm {
-            let voxels = predictor.preset().preprocess.voxel_count();
-            let sample = adaptation_sample(&plan.items, limit, voxels);
-            adapted_images =
-                Some(predictor.adapt_batchnorm(&items(&sample), cache(&plan.cache_dir)));
+        if let Some(sample) = adaptation(predictor.preset()) {
+            adapted_images = Some(predictor.adapt_batchnorm(&sample, cache(&plan.cache_dir)));
         }
         Box::new(predictor)
     };
@@ -460,7 +463,13 @@ pub fn run_inference(
             }
             Box::new(ScriptModel::load(path, preset.clone(), device)?)
         }
-        ModelSource::Exported { dir } => adapt(ExportedModel::open(dir)?.predictor(device)?),
+        ModelSource::Exported { dir } => {
+            let mut ensemble = ExportedModel::open(dir)?.network(device)?;
+            if let Some(sample) = adaptation(ensemble.preset()) {
+                adapted_images = Some(ensemble.adapt_batchnorm(&sample, cache(&plan.cache_dir)));
+            }
+            Box::new(ensemble)
+        }
     };
     let mut options = InferOptions {
         cache: cache(&plan.cache_dir),

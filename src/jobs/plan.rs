@@ -124,6 +124,14 @@ fn initial_model(name: &str, task: Task) -> Result<(ExportedModel, PathBuf), Pla
             model.card.task
         )));
     }
+    if !model.card.members.is_empty() {
+        return Err(invalid(format!(
+            "model {} averages {} networks; a run starts from one: export one of its runs alone ({}) and start from that",
+            model.card.name,
+            model.card.members.len() + 1,
+            model.card.training.run
+        )));
+    }
     let weights = model.verified_weights()?;
     Ok((model, weights))
 }
@@ -1097,7 +1105,7 @@ pub fn plan_model_inference(
 ) -> Result<PlannedModelInference, PlanError> {
     let dir = ExportedModel::resolve(&request.model, models_dir)?;
     let mut model = ExportedModel::open(&dir)?;
-    let weights = model.verified_weights()?;
+    let weights = model.verified_networks()?.remove(0);
     if request.network_only {
         // The run's card says what predicted: the network alone.
         model.card.iqm_forest = None;
@@ -1112,11 +1120,11 @@ pub fn plan_model_inference(
         let stored = config
             .as_deref()
             .and_then(|c| serde_json::from_str::<ModelCard>(c).ok());
+        let stored_shas = stored.as_ref().map(ExportedModel::network_sha256s);
         let stored_sha = stored.as_ref().map(|c| c.weights.sha256.clone());
         let stored_forest = stored.as_ref().map(|c| c.iqm_forest.is_some());
-        if stored_sha.as_deref() == Some(card.weights.sha256.as_str())
-            && stored_forest != Some(card.iqm_forest.is_some())
-        {
+        let same_networks = stored_shas.as_ref() == Some(&ExportedModel::network_sha256s(card));
+        if same_networks && stored_forest != Some(card.iqm_forest.is_some()) {
             return Err(invalid(format!(
                 "run {run_id} holds this model's predictions {} its IQM forest: give another --as",
                 if stored_forest == Some(true) {
@@ -1137,6 +1145,14 @@ pub fn plan_model_inference(
                 stored_sha.unwrap_or_default(),
                 weights.display(),
                 card.weights.sha256
+            )));
+        }
+        if !same_networks {
+            return Err(invalid(format!(
+                "run {run_id} holds the predictions of another set of networks ({} of them), not the {} of model {}: give another --as",
+                stored_shas.map_or(0, |s| s.len()),
+                card.members.len() + 1,
+                card.name
             )));
         }
     }
@@ -1381,6 +1397,7 @@ pub fn plan_export(
         },
         evaluations: Vec::new(),
         iqm_forest: None,
+        members: Vec::new(),
     };
     Ok((card, weights))
 }

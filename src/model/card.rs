@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::ModelError;
-use super::infer::Predictor;
+use super::infer::{Ensemble, Predictor};
 use super::iqm_forest::{self, ForestConfig, PortableForest};
 use super::network::Head;
 use super::preset::Preset;
@@ -31,6 +31,21 @@ pub struct WeightsInfo {
     pub file: String,
     pub sha256: String,
     pub bytes: u64,
+}
+
+/// A further network of an ensemble (`cdwqc model export --member-run`): its weights
+/// file and the training run it comes from, trained on the same split as the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub run: String,
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_balanced_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_balanced_accuracy: Option<f64>,
 }
 
 /// How the model was trained, from the training run's records.
@@ -142,6 +157,10 @@ pub struct ModelCard {
     /// An IQM forest whose probabilities are mixed with the network's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iqm_forest: Option<IqmForestInfo>,
+    /// Further networks of the same shape, preset and split: the model's network
+    /// probabilities are the mean of theirs and the first's (`[weights]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberInfo>,
 }
 
 /// The IQM forest an exported model carries (`cdwqc model export --iqm-forest`): the
@@ -359,6 +378,24 @@ impl ExportedModel {
         Ok(path)
     }
 
+    /// Every network's weights file (`[weights]`, then each member's), once each one's
+    /// size and SHA-256 match the card.
+    pub fn verified_networks(&self) -> Result<Vec<PathBuf>, ModelError> {
+        let mut paths = vec![self.verified_weights()?];
+        for member in &self.card.members {
+            let path = self.dir.join(&member.file);
+            check_file(
+                &path,
+                member.bytes,
+                &member.sha256,
+                &self.dir.join(CARD_FILE),
+                "the ensemble member's weights were",
+            )?;
+            paths.push(path);
+        }
+        Ok(paths)
+    }
+
     /// The card's IQM forest, if it has one, once its file's size and SHA-256 match.
     pub fn verified_forest(&self) -> Result<Option<PortableForest>, ModelError> {
         let Some(info) = &self.card.iqm_forest else {
@@ -386,10 +423,23 @@ impl ExportedModel {
 
     /// The network with the card's shape and head, from verified weights.
     pub fn predictor(&self, device: Device) -> Result<Predictor, ModelError> {
-        let weights = self.verified_weights()?;
+        self.load_network(&self.verified_weights()?, device)
+    }
+
+    /// Every network of the card (one, or an ensemble's), from verified weights.
+    pub fn network(&self, device: Device) -> Result<Ensemble, ModelError> {
+        let members = self
+            .verified_networks()?
+            .iter()
+            .map(|weights| self.load_network(weights, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ensemble::new(members)
+    }
+
+    fn load_network(&self, weights: &Path, device: Device) -> Result<Predictor, ModelError> {
         // An SSDA model's domain head was trained: its output travels with predictions.
         Ok(Predictor::load(
-            &weights,
+            weights,
             self.card.preset.clone(),
             self.card.source_classes,
             self.card.target_classes,
@@ -399,18 +449,46 @@ impl ExportedModel {
         .with_domain(self.card.method == "ssda"))
     }
 
+    /// The SHA-256 of every network, `[weights]` first: what identifies the model's
+    /// predictions.
+    pub fn network_sha256s(card: &ModelCard) -> Vec<String> {
+        std::iter::once(card.weights.sha256.clone())
+            .chain(card.members.iter().map(|m| m.sha256.clone()))
+            .collect()
+    }
+
     /// Writes a model folder `<out_dir>/<card.name>/`: the weights copied from
     /// `weights` (and the IQM forest's rows from `forest`, when the card has a forest),
     /// their sizes and SHA-256 filled into the card. An existing folder is refused
     /// unless `replace`. Files are written under temporary names and renamed.
     pub fn write(
-        mut card: ModelCard,
+        card: ModelCard,
         weights: &Path,
         forest: Option<&Path>,
         out_dir: &Path,
         replace: bool,
     ) -> Result<Self, ModelError> {
+        Self::write_ensemble(card, weights, &[], forest, out_dir, replace)
+    }
+
+    /// [`Self::write`] with further networks: `members[i]` is copied to
+    /// `member-<i + 2>.safetensors`, its size and SHA-256 filled into `card.members[i]`.
+    pub fn write_ensemble(
+        mut card: ModelCard,
+        weights: &Path,
+        members: &[PathBuf],
+        forest: Option<&Path>,
+        out_dir: &Path,
+        replace: bool,
+    ) -> Result<Self, ModelError> {
         check_name(&card.name)?;
+        if members.len() != card.members.len() {
+            return Err(ModelError::Config(format!(
+                "{} member weights files for {} members in the card",
+                members.len(),
+                card.members.len()
+            )));
+        }
         let dir = out_dir.join(&card.name);
         if dir.exists() && !replace {
             return Err(ModelError::Config(format!(
@@ -428,6 +506,14 @@ impl ExportedModel {
             sha256: hex_sha256(&bytes),
             bytes: bytes.len() as u64,
         };
+        let mut member_bytes = Vec::with_capacity(members.len());
+        for (n, (path, info)) in members.iter().zip(card.members.iter_mut()).enumerate() {
+            let content = std::fs::read(path).map_err(io(path))?;
+            info.file = member_file(n);
+            info.sha256 = hex_sha256(&content);
+            info.bytes = content.len() as u64;
+            member_bytes.push(content);
+        }
         let forest_bytes = match (forest, card.iqm_forest.as_mut()) {
             (Some(path), Some(info)) => {
                 let content = std::fs::read(path).map_err(io(path))?;
@@ -456,6 +542,17 @@ impl ExportedModel {
                 std::fs::remove_file(&stale).map_err(io(&stale))?;
             }
         }
+        // Members left from an earlier export of this name are not this model's.
+        for n in members.len().. {
+            let stale = dir.join(member_file(n));
+            if !stale.exists() {
+                break;
+            }
+            std::fs::remove_file(&stale).map_err(io(&stale))?;
+        }
+        for (n, content) in member_bytes.iter().enumerate() {
+            replace_file(&dir, &member_file(n), content)?;
+        }
         for (name, content) in [
             (WEIGHTS_FILE, bytes.as_slice()),
             (CARD_FILE, text.as_bytes()),
@@ -476,6 +573,11 @@ impl ExportedModel {
         self.card = card;
         Ok(())
     }
+}
+
+/// The weights file of the `n`-th further network (the card's first is `weights`).
+fn member_file(n: usize) -> String {
+    format!("member-{}.safetensors", n + 2)
 }
 
 fn card_text(card: &ModelCard, dir: &Path) -> Result<String, ModelError> {
@@ -571,6 +673,7 @@ mod tests {
             },
             evaluations: Vec::new(),
             iqm_forest: None,
+            members: Vec::new(),
         }
     }
 

@@ -413,6 +413,93 @@ impl LogitsModel for Predictor {
     }
 }
 
+/// The networks of one model card predicting together: their class probabilities
+/// averaged (an ensemble of seeds; `cdwqc model export --member-run`). As a
+/// [`LogitsModel`] it gives the log of the mean probabilities, so the softmax that
+/// follows yields the mean itself; a single network's logits pass through unchanged.
+pub struct Ensemble {
+    members: Vec<Predictor>,
+}
+
+impl Ensemble {
+    pub fn new(members: Vec<Predictor>) -> Result<Self, ModelError> {
+        if members.is_empty() {
+            return Err(ModelError::Config("an ensemble needs a network".into()));
+        }
+        Ok(Self { members })
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Adapts every network's BatchNorm statistics to the same images; returns how many
+    /// were used.
+    pub fn adapt_batchnorm(
+        &mut self,
+        items: &[super::data::Item],
+        cache: Option<crate::imaging::preprocess::TensorCache>,
+    ) -> usize {
+        let mut used = 0;
+        for member in &mut self.members {
+            used = member.adapt_batchnorm(items, cache.clone());
+        }
+        used
+    }
+
+    /// The log of the mean of each output's softmax over the networks.
+    fn mean_log_probabilities(outputs: &[Tensor]) -> Tensor {
+        let sum = outputs
+            .iter()
+            .map(|logits| logits.softmax(-1, Kind::Float))
+            .reduce(|a, b| a + b)
+            .expect("an ensemble has a network");
+        (sum / outputs.len() as f64).log()
+    }
+}
+
+impl LogitsModel for Ensemble {
+    fn preset(&self) -> &Preset {
+        self.members[0].preset()
+    }
+
+    fn device(&self) -> Device {
+        self.members[0].device()
+    }
+
+    fn logits(&self, input: &Tensor) -> Result<Tensor, ModelError> {
+        if let [single] = self.members.as_slice() {
+            return single.logits(input);
+        }
+        let outputs = self
+            .members
+            .iter()
+            .map(|m| m.logits(input))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::mean_log_probabilities(&outputs))
+    }
+
+    fn logits_and_domain(&self, input: &Tensor) -> Result<(Tensor, Option<Tensor>), ModelError> {
+        if let [single] = self.members.as_slice() {
+            return single.logits_and_domain(input);
+        }
+        let mut logits = Vec::with_capacity(self.members.len());
+        let mut domains = Vec::with_capacity(self.members.len());
+        for member in &self.members {
+            let (l, d) = member.logits_and_domain(input)?;
+            logits.push(l);
+            domains.extend(d);
+        }
+        let domain =
+            (domains.len() == self.members.len()).then(|| Self::mean_log_probabilities(&domains));
+        Ok((Self::mean_log_probabilities(&logits), domain))
+    }
+}
+
 /// A TorchScript classifier. Input contract: float32 `[N, 1, D, H, W]` in [0, 1] on the
 /// preset grid (module `imaging::preprocess` layout); output logits `[N, K]`.
 pub struct ScriptModel {
@@ -484,6 +571,49 @@ impl LogitsModel for ScriptModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A network of the tiny preset with seeded random weights, saved and loaded back.
+    fn tiny_predictor(seed: i64, dir: &Path) -> Predictor {
+        tch::manual_seed(seed);
+        let preset = Preset::builtin("tiny").expect("tiny preset");
+        let spec = NetworkSpec::new(preset.preprocess.shape, 2, 2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = Conv5Fc3Ssda::new(&vs.root(), &spec);
+        let path = dir.join(format!("weights-{seed}.safetensors"));
+        vs.save(&path).expect("save weights");
+        Predictor::load(&path, preset, 2, 2, Head::Target, Device::Cpu).expect("load weights")
+    }
+
+    #[test]
+    fn an_ensemble_predicts_the_mean_of_its_networks_probabilities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (tiny_predictor(1, dir.path()), tiny_predictor(2, dir.path()));
+        let [_, d, h, w] = a.preset().input_shape();
+        tch::manual_seed(7);
+        let input = Tensor::rand([3, 1, d, h, w], (Kind::Float, Device::Cpu));
+        let probabilities = |model: &dyn LogitsModel| {
+            let p = model
+                .logits(&input)
+                .expect("logits")
+                .softmax(-1, Kind::Float)
+                .contiguous();
+            Vec::<f32>::try_from(&p.view([-1])).expect("floats")
+        };
+        let (pa, pb) = (probabilities(&a), probabilities(&b));
+        assert!(
+            pa.iter().zip(&pb).any(|(x, y)| (x - y).abs() > 1e-3),
+            "two seeds, two networks"
+        );
+        // One network: its own logits, bit for bit.
+        let single = Ensemble::new(vec![tiny_predictor(1, dir.path())]).expect("ensemble");
+        assert_eq!(probabilities(&single), pa);
+        let both = Ensemble::new(vec![a, b]).expect("ensemble");
+        assert_eq!(both.len(), 2);
+        for ((p, x), y) in probabilities(&both).iter().zip(&pa).zip(&pb) {
+            assert!((p - (x + y) / 2.0).abs() < 1e-6, "{p} against {x} and {y}");
+        }
+        assert!(Ensemble::new(Vec::new()).is_err());
+    }
 
     fn failure(not_registered: bool) -> Result<Prediction, PredictionError> {
         Err(PredictionError {

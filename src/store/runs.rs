@@ -664,6 +664,18 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// How many labelled target images two splits place in different sets (0: the same
+    /// train, validation and test images).
+    pub fn split_differences(&self, a: &str, b: &str) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row(
+                include_str!("../../sql/store/split_differences.sql"),
+                params![a, b],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// The raters whose ratings in force cover labelled images of a split.
     pub fn split_raters(&self, split_id: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self

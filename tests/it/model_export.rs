@@ -913,3 +913,180 @@ fn a_model_with_an_iqm_forest_mixes_it_in_and_refuses_a_tampered_forest() {
         stderr(&shown)
     );
 }
+
+/// `model export --member-run`: seeds trained on one split become one model whose
+/// probabilities are the mean of its networks'. A run on another split, a tampered
+/// member and an ensemble as a starting point are refused, each naming why.
+#[test]
+fn an_ensemble_averages_its_networks_and_refuses_another_split() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    tiny_rated_warehouse(dir);
+    let train = |run: &str, seed: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "usable",
+            "--method",
+            "target-only",
+            "--epochs",
+            "1",
+            "--seed",
+            seed,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--run",
+            run,
+        ];
+        args.extend_from_slice(extra);
+        ok(dir, &args);
+    };
+    train("a", "1", &[]);
+    train("b", "2", &["--split-seed", "1"]);
+    train("c", "3", &[]);
+    let export = |name: &str, run: &str, members: &[&str]| {
+        let mut args = vec![
+            "model", "export", "--run", run, "--name", name, "--out", "exported",
+        ];
+        for member in members {
+            args.extend_from_slice(&["--member-run", member]);
+        }
+        cdwqc(dir, &args)
+    };
+    for (name, run) in [("one-a", "a"), ("one-b", "b")] {
+        let out = export(name, run, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = export("both", "a", &["b"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ensemble member from run b (seed 2)"),
+        "{}",
+        stdout(&out)
+    );
+    let card = std::fs::read_to_string(dir.join("exported/both/model.toml")).expect("card");
+    for line in [
+        "[[members]]",
+        "file = \"member-2.safetensors\"",
+        "run = \"b\"",
+    ] {
+        assert!(card.contains(line), "{line} missing from\n{card}");
+    }
+    let refused = export("split", "a", &["c"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("run c cannot join run a in one model")
+            && stderr(&refused).contains("--split-seed"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !dir.join("exported/split").exists(),
+        "a refused export writes nothing"
+    );
+
+    let infer = |model: &str| {
+        let path = dir.join("exported").join(model).display().to_string();
+        cdwqc(
+            dir,
+            &[
+                "infer",
+                "--model",
+                &path,
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ],
+        )
+    };
+    for model in ["one-a", "one-b", "both"] {
+        let out = infer(model);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (a, b) = (
+        probabilities(dir, "model:one-a"),
+        probabilities(dir, "model:one-b"),
+    );
+    let both = probabilities(dir, "model:both");
+    assert_eq!(both.len(), 16);
+    assert_ne!(a, b, "two seeds, two networks");
+    for ((image, p), ((_, x), (_, y))) in both.iter().zip(a.iter().zip(&b)) {
+        for (k, value) in p.iter().enumerate() {
+            let mean = (x[k] + y[k]) / 2.0;
+            assert!(
+                (value - mean).abs() < 1e-5,
+                "image {image}: {value} against {mean}"
+            );
+        }
+    }
+
+    let shown = cdwqc(
+        dir,
+        &[
+            "model",
+            "show",
+            &dir.join("exported/both").display().to_string(),
+        ],
+    );
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(
+        stderr(&shown).contains("member-2.safetensors: size and SHA-256 match the card"),
+        "{}",
+        stderr(&shown)
+    );
+    let start = cdwqc(
+        dir,
+        &[
+            "train",
+            "--preset",
+            "tiny",
+            "--task",
+            "usable",
+            "--method",
+            "finetune",
+            "--init-model",
+            &dir.join("exported/both").display().to_string(),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--run",
+            "from-both",
+        ],
+    );
+    assert!(!start.status.success());
+    assert!(
+        stderr(&start).contains("averages 2 networks; a run starts from one"),
+        "{}",
+        stderr(&start)
+    );
+
+    let member = dir.join("exported/both/member-2.safetensors");
+    let mut bytes = std::fs::read(&member).expect("member");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&member, bytes).expect("tamper");
+    let tampered = cdwqc(
+        dir,
+        &[
+            "infer",
+            "--model",
+            &dir.join("exported/both").display().to_string(),
+            "--as",
+            "model:tampered",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(!tampered.status.success());
+    assert!(
+        stderr(&tampered).contains("member-2.safetensors"),
+        "{}",
+        stderr(&tampered)
+    );
+}
