@@ -3,7 +3,8 @@
 # synthetic warehouse, its simulated raters' consensus, one target-only run per task
 # (usable on the `pretrained-mni` preset file, registered to MNI space at 3 mm; quality on
 # the `pretrained-native-noise` preset file, 3 mm without registration, the source's noise
-# kept on the grid), exported with their model cards
+# kept on the grid; two more seeds on the same split join it as an ensemble), exported
+# with their model cards
 # and an IQM forest each. Then, optionally, the external test set
 # (scripts/external_eval.sh).
 #
@@ -17,7 +18,8 @@
 # models/presets/pretrained-native-noise.toml): a name
 # or a preset file; PRE_PRESET sets both. PRE_NAMES (the exported models' names, default
 # "cdwqc-flair-usable cdwqc-flair-quality": set it to keep the shipped models when trying
-# another preset).
+# another preset), PRE_QUALITY_MEMBERS (the seeds of the quality model's further networks,
+# trained on seed 1's split; default "2 3"; empty: one network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CDWQC=${CDWQC:-target/release/cdwqc}
@@ -63,13 +65,27 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 tail -n 2 "$DIR"/train-*.log
 [ "$status" = 0 ] || { echo "a training run failed (logs: $DIR/train-*.log)" >&2; exit 1; }
 
+# The quality model's further networks: other seeds on the first run's split, so the
+# card's held-out figures stay held out for each (docs/pretrained.md, "Three seeds, one
+# model"). One after the other: a run holds its store for writing.
+members=()
+for seed in ${PRE_QUALITY_MEMBERS-2 3}; do
+  step "quality network of seed $seed on seed 1's split"
+  "$CDWQC" --db "$DIR/train-quality.duckdb" train --preset "$PRESET_QUALITY" --task quality \
+    --method target-only --seed "$seed" --split-seed 1 --run "pretrained-quality-s$seed" \
+    ${PRE_EPOCHS:+--epochs "$PRE_EPOCHS"} ${PRE_THREADS:+--threads "$PRE_THREADS"} \
+    > "$DIR/train-quality-s$seed.log" 2>&1 || { echo "see $DIR/train-quality-s$seed.log" >&2; exit 1; }
+  tail -n 1 "$DIR/train-quality-s$seed.log"
+  members+=(--member-run "pretrained-quality-s$seed")
+done
+
 step "exporting the models with their cards"
 describe() {
   echo "3D FLAIR $1 from $2: trained on a synthetic warehouse of cdwqc synth (seed $SEED) with the $(basename "$3" .toml) preset, with an IQM forest on the same images' quality metrics; see docs/pretrained.md"
 }
 "$CDWQC" --db "$DIR/train-usable.duckdb" model export --run pretrained-usable --name "$USABLE_NAME" --force --iqm-forest --licence CC-BY-4.0 \
   --description "$(describe 'usability (usable / reject)' 'one volume' "$PRESET_USABLE")"
-"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality --name "$QUALITY_NAME" --force --iqm-forest --licence CC-BY-4.0 \
+"$CDWQC" --db "$DIR/train-quality.duckdb" model export --run pretrained-quality "${members[@]}" --name "$QUALITY_NAME" --force --iqm-forest --licence CC-BY-4.0 \
   --description "$(describe 'quality grade (good / medium / bad)' 'one usable volume' "$PRESET_QUALITY")"
 
 if [ -n "${PRE_EXTERNAL:-}" ]; then
