@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{cdwqc, ok, stderr, stdout};
-use crate::train::tiny_rated_warehouse;
+use crate::train::{tiny_rated_warehouse, train_tiny};
 
 fn csv(dir: &Path, db: &str, sql: &str) -> String {
     ok(dir, &["--db", db, "sql", sql, "--format", "csv"])
@@ -922,29 +922,7 @@ fn an_ensemble_averages_its_networks_and_refuses_another_split() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     tiny_rated_warehouse(dir);
-    let train = |run: &str, seed: &str, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--preset",
-            "tiny",
-            "--task",
-            "usable",
-            "--method",
-            "target-only",
-            "--epochs",
-            "1",
-            "--seed",
-            seed,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--run",
-            run,
-        ];
-        args.extend_from_slice(extra);
-        ok(dir, &args);
-    };
+    let train = |run: &str, seed: &str, extra: &[&str]| train_tiny(dir, run, seed, extra);
     train("a", "1", &[]);
     train("b", "2", &["--split-seed", "1"]);
     train("c", "3", &[]);

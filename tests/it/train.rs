@@ -36,6 +36,32 @@ pub(crate) fn tiny_rated_warehouse(dir: &Path) {
     }
 }
 
+/// One epoch of a `target-only` usable run on the tiny preset, one thread, with `extra`
+/// options.
+pub(crate) fn train_tiny(dir: &Path, run: &str, seed: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "--preset",
+        "tiny",
+        "--task",
+        "usable",
+        "--method",
+        "target-only",
+        "--epochs",
+        "1",
+        "--seed",
+        seed,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--run",
+        run,
+    ];
+    args.extend_from_slice(extra);
+    ok(dir, &args)
+}
+
 /// A validation set with under five images of a class cannot tell epochs apart: the
 /// run keeps its last epoch unless asked to choose by validation loss, says so, stores
 /// the rule with its configuration and keeps it on resume.
@@ -986,29 +1012,7 @@ fn seeds_share_one_split_with_split_seed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     tiny_rated_warehouse(dir);
-    let train = |run: &str, seed: &str, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--preset",
-            "tiny",
-            "--task",
-            "usable",
-            "--method",
-            "target-only",
-            "--epochs",
-            "1",
-            "--seed",
-            seed,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--run",
-            run,
-        ];
-        args.extend_from_slice(extra);
-        ok(dir, &args)
-    };
+    let train = |run: &str, seed: &str, extra: &[&str]| train_tiny(dir, run, seed, extra);
     let split = |run: &str| {
         ok(
             dir,
