@@ -152,25 +152,42 @@ pub fn fit_bias_field(volume: &Volume) -> Option<BiasField> {
         return None;
     }
     let [sx, sy, _] = volume.dims;
-    // Block means and their voxel-coordinate centres in the source grid.
+    // Block means and their voxel-coordinate centres in the source grid. The volume is
+    // read row by row, each voxel added to its block's sums: within a block that visits
+    // the voxels in the order of a loop over the block (z, then y, then x), so the sums
+    // are the same as block by block, without an index computed per voxel.
+    let blocks = dims[0] * dims[1] * dims[2];
+    let mut sums = vec![0.0f64; blocks];
+    let mut counts = vec![0usize; blocks];
+    for z in 0..dims[2] * factor[2] {
+        for y in 0..dims[1] * factor[1] {
+            let row = &volume.data[sx * (y + sy * z)..][..dims[0] * factor[0]];
+            let first = dims[0] * (y / factor[1] + dims[1] * (z / factor[2]));
+            let (sums, counts) = (
+                &mut sums[first..first + dims[0]],
+                &mut counts[first..first + dims[0]],
+            );
+            for ((s, n), block) in sums
+                .iter_mut()
+                .zip(counts.iter_mut())
+                .zip(row.chunks_exact(factor[0]))
+            {
+                for &v in block {
+                    if v.is_finite() {
+                        *s += v as f64;
+                        *n += 1;
+                    }
+                }
+            }
+        }
+    }
     let mut samples: Vec<([f64; 3], f64)> = Vec::new();
     let mut all = Vec::new();
     for k in 0..dims[2] {
         for j in 0..dims[1] {
             for i in 0..dims[0] {
-                let (mut s, mut n) = (0.0f64, 0usize);
-                for dk in 0..factor[2] {
-                    for dj in 0..factor[1] {
-                        for di in 0..factor[0] {
-                            let v = volume.data[(i * factor[0] + di)
-                                + sx * ((j * factor[1] + dj) + sy * (k * factor[2] + dk))];
-                            if v.is_finite() {
-                                s += v as f64;
-                                n += 1;
-                            }
-                        }
-                    }
-                }
+                let at = i + dims[0] * (j + dims[1] * k);
+                let (s, n) = (sums[at], counts[at]);
                 if n == 0 {
                     continue;
                 }
@@ -344,7 +361,8 @@ fn sharpened_expectation(values: &[f64]) -> Vec<f64> {
     let width = (high - low) / (HISTOGRAM_BINS - 1) as f64;
     let locate = |v: f64| {
         let x = (v - low) / width;
-        let i = (x.floor().max(0.0) as usize).min(HISTOGRAM_BINS - 2);
+        // Truncating the clamped value is its floor (no libm call without SSE4.1).
+        let i = (x.max(0.0) as usize).min(HISTOGRAM_BINS - 2);
         (i, (x - i as f64).clamp(0.0, 1.0))
     };
     let mut histogram = vec![0.0f64; HISTOGRAM_BINS];
