@@ -15,7 +15,12 @@ points between the estimated and the true template -> image map (mm), the rotati
 (degrees), the seconds of each step, and the white-matter coefficient of variation before
 and after each bias correction (white matter = the phantom's WM fraction > 0.9).
 
+With --baseline BIN, an earlier cdwqc build registers the same images too (the two
+alternate which goes first): both must find the same transforms, and the ratios of their
+bias, registration and whole-process CPU times are printed.
+
 Usage: scripts/bench_registration.py [--images 5] [--voxel 1] [--out DIR] [--json FILE]
+                                     [--cdwqc-only] [--baseline BIN]
 Installs antspyx==0.6.3 into the running Python when it is missing.
 """
 
@@ -96,6 +101,38 @@ def wm_cov(np, data, wm):
     return float(values.std() / values.mean())
 
 
+def run_cdwqc(binary, path, corrected):
+    """`cdwqc register` on one image: its JSON result, wall seconds and CPU seconds."""
+    started = time.perf_counter()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = subprocess.run(
+        [
+            str(binary),
+            "register",
+            str(path),
+            "--preset",
+            "paper",
+            "--bias",
+            "polynomial",
+            "--threads",
+            "1",
+            "--json",
+            "--corrected",
+            str(corrected),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the whole process (decoding, bias, registration, writing): on a
+    # shared machine wall time depends on the neighbours, CPU time much less.
+    cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    if run.returncode not in (0, 2):
+        raise SystemExit(f"{binary} register failed on {path}:\n{run.stderr}")
+    return json.loads(run.stdout), wall, cpu
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=5)
@@ -104,6 +141,13 @@ def main():
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another cdwqc binary (an earlier build) run on the same images, alternately: "
+        "its transforms must be the same, and the time ratios are printed",
+    )
     parser.add_argument(
         "--cdwqc-only", action="store_true", help="skip ANTs (accuracy of cdwqc alone, minutes instead of an hour)"
     )
@@ -140,34 +184,12 @@ def main():
         original = np.asarray(nib.load(str(path)).dataobj)
 
         corrected = out / (case["file"].replace(".nii.gz", "_cdwqc_bias.nii.gz"))
-        started = time.perf_counter()
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        run = subprocess.run(
-            [
-                str(CDWQC),
-                "register",
-                str(path),
-                "--preset",
-                "paper",
-                "--bias",
-                "polynomial",
-                "--threads",
-                "1",
-                "--json",
-                "--corrected",
-                str(corrected),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        cdwqc_wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # CPU seconds of the whole process (decoding, bias, registration, writing): on a
-        # shared machine wall time depends on the neighbours, CPU time much less.
-        cdwqc_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-        if run.returncode not in (0, 2):
-            raise SystemExit(f"cdwqc register failed on {path}:\n{run.stderr}")
-        result = json.loads(run.stdout)
+        baseline = None
+        if args.baseline and len(rows) % 2 == 1:
+            baseline = run_cdwqc(args.baseline, path, corrected)
+        result, cdwqc_wall, cdwqc_cpu = run_cdwqc(CDWQC, path, corrected)
+        if args.baseline and baseline is None:
+            baseline = run_cdwqc(args.baseline, path, corrected)
         est = np.asarray(result["template_to_image"], dtype=float)
         c_max, c_mean, c_angle = errors(np, points, true_map, est)
         c_cov = wm_cov(np, np.asarray(nib.load(str(corrected)).dataobj), wm)
@@ -216,6 +238,23 @@ def main():
             "ants": a,
             "wm_cov_before": wm_cov(np, original, wm),
         }
+        if baseline is not None:
+            b_result, b_wall, b_cpu = baseline
+            row["baseline"] = {
+                "same_transform": b_result["template_to_image"] == result["template_to_image"]
+                and b_result["quality"] == result["quality"],
+                "bias_s": b_result["bias_seconds"],
+                "registration_s": b_result["seconds"],
+                "wall_s": b_wall,
+                "cpu_s": b_cpu,
+            }
+            b = row["baseline"]
+            print(
+                f"  baseline: bias {b['bias_s']:.2f} s + registration {b['registration_s']:.2f} s "
+                f"(CPU {b['cpu_s']:.1f} s) against {result['bias_seconds']:.2f} + {result['seconds']:.2f} s "
+                f"(CPU {cdwqc_cpu:.1f} s); same transform and quality: {b['same_transform']}",
+                flush=True,
+            )
         rows.append(row)
         c = row["cdwqc"]
         print(
@@ -238,6 +277,23 @@ def main():
 
     def total(side, key):
         return sum(r[side][key] for r in rows)
+
+    if args.baseline:
+        def ratios(key):
+            values = sorted(r["baseline"][key] / r["cdwqc"][key] for r in rows)
+            return {"median": values[len(values) // 2], "min": values[0], "max": values[-1]}
+
+        comparison = {
+            "baseline": str(args.baseline),
+            "same_transforms": all(r["baseline"]["same_transform"] for r in rows),
+            "registration_seconds_baseline_over_current": ratios("registration_s"),
+            "bias_seconds_baseline_over_current": ratios("bias_s"),
+            "process_cpu_baseline_over_current": ratios("cpu_s"),
+            "load_average": os.getloadavg(),
+        }
+        print(json.dumps(comparison, indent=2))
+        if not comparison["same_transforms"]:
+            raise SystemExit("the baseline found other transforms")
 
     if args.cdwqc_only:
         summary = {

@@ -27,12 +27,19 @@ side in one run, as ratios.
    `cdwqc infer` runs it, cold (empty preprocessing cache) and warm, against the forward
    pass alone on the same tensors, in one process, as throughput ratios.
 
+6. Inference with a shipped model (`shipped`): the synthetic 1 mm FLAIR volumes predicted
+   cold by `cdwqc infer --model cdwqc-flair-usable` (bias correction, affine registration
+   to MNI, anti-aliasing, 3 mm grid, the network and its IQM forest), the reference binary
+   and this tree's alternately, each in its own folder with its preprocessing cache
+   emptied first. Wall and CPU time from process start to exit, per volume; both must
+   store the same predictions, bit for bit.
+
 The reference binary is --reference BIN, or built from --reference-rev REV (default
 `main`) in a git worktree under target/bench-reference (the first build compiles the
 dependencies once). Medians of --repeat repetitions; `uptime`'s load average is printed
 because the machine may be shared.
 
-    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess,gunzip,infer]
+    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess,gunzip,infer,shipped]
         [--reference BIN | --reference-rev main] [--files 1101] [--clinical 6]
         [--images 200000] [--volumes DIR] [--repeat 3] [--keep] [--no-build]
 """
@@ -501,6 +508,53 @@ def infer_bench(args, current, work):
         print(f"| {key.replace('_', ' ')} | {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) |")
 
 
+PREDICTIONS = ("SELECT i.rel_path, p.label, p.probabilities, p.error FROM predictions p "
+               "JOIN images i USING (image_id) WHERE p.run_id = 'shipped' ORDER BY i.rel_path")
+
+
+def shipped_bench(args, reference, current, work):
+    clinical = clinical_volumes(args, current, work)
+    model = root / "models" / "cdwqc-flair-usable"
+    folders = {}
+    for side, binary in (("reference", reference), ("current", current)):
+        folder = work / f"shipped-{side}"
+        (folder / "models").mkdir(parents=True)
+        shutil.copytree(model, folder / "models" / model.name)
+        run([binary, "--db", "store.duckdb", "init"], cwd=folder)
+        run([binary, "--db", "store.duckdb", "import", "--no-iqm", clinical], cwd=folder)
+        folders[side] = folder
+    volumes = len(list(clinical.rglob("*FLAIR.nii.gz")))
+    times = {"reference": [], "current": []}
+    for repetition in range(args.repeat):
+        order = ["reference", "current"] if repetition % 2 == 0 else ["current", "reference"]
+        for side in order:
+            binary = reference if side == "reference" else current
+            folder = folders[side]
+            shutil.rmtree(folder / "models" / "cache", ignore_errors=True)
+            command = [binary, "--db", "store.duckdb", "infer", "--model", model.name, "--as", "shipped"]
+            if args.threads:
+                command += ["--threads", args.threads]
+            cpu, started = children_cpu(), time.perf_counter()
+            run(command, cwd=folder)
+            times[side].append((time.perf_counter() - started, children_cpu() - cpu))
+    stored = {side: run([binary, "--db", "store.duckdb", "sql", "--format", "csv", PREDICTIONS],
+                        cwd=folders[side])
+              for side, binary in (("reference", reference), ("current", current))}
+    if stored["reference"] != stored["current"]:
+        sys.exit("shipped: the two binaries stored different predictions")
+    print(f"\ncold `cdwqc infer --model {model.name}` on {volumes} 1 mm FLAIR volumes, medians of "
+          f"{args.repeat} (load average {load_average()[0]:.1f}); the same predictions, bit for bit:")
+    print("\n| | reference ms per volume (wall; CPU) | current ms per volume (wall; CPU) "
+          "| reference / current, wall | reference / current, CPU |")
+    print("|---|---|---|---|---|")
+    ref, cur = times["reference"], times["current"]
+    med = lambda values: statistics.median(values) * 1000 / volumes  # noqa: E731
+    print(f"| cold, process start to exit | {med([w for w, _ in ref]):.0f}; {med([c for _, c in ref]):.0f} "
+          f"| {med([w for w, _ in cur]):.0f}; {med([c for _, c in cur]):.0f} "
+          f"| {spread([r[0] / c[0] for r, c in zip(ref, cur)])} "
+          f"| {spread([r[1] / c[1] for r, c in zip(ref, cur)])} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="import,report,preprocess")
@@ -525,7 +579,7 @@ def main():
                     "infer": "bench_infer"}
         current = build_current([e for p, e in examples.items() if p in parts]).resolve()
     reference = None
-    if parts & {"import", "report"}:
+    if parts & {"import", "report", "shipped"}:
         reference = (args.reference or build_reference(args.reference_rev)).resolve()
     print(f"current {current}\nreference {reference}\n{os.cpu_count()} cores; uptime: "
           f"{run(['uptime']).strip()}")
@@ -542,6 +596,8 @@ def main():
             gunzip_bench(args, current, work)
         if "infer" in parts:
             infer_bench(args, current, work)
+        if "shipped" in parts:
+            shipped_bench(args, reference, current, work)
     finally:
         if args.keep:
             print(f"kept {work}")
