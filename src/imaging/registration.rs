@@ -607,8 +607,8 @@ fn evaluate(
         kernel::accumulate(&m, &points, &image, &mut acc);
         acc
     };
-    // A few chunks take tens of microseconds: handing them to other threads cost more in
-    // wake-ups than it saved (the coarse level's starts run in parallel already).
+    // A few chunks take tens of microseconds, less than waking other threads for them
+    // (the coarse level's starts, which evaluate two chunks, run in parallel already).
     let chunks = scored.div_ceil(CHUNK);
     let partials: Vec<Vec<f64>> = if chunks <= SERIAL_CHUNKS {
         (0..chunks).map(chunk_sums).collect()
