@@ -48,6 +48,17 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// Fails the test unless the command failed; returns its stderr, where the reason is.
+pub fn failure(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected a failure, got success\nstdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+    stderr(o)
+}
+
 /// A minimal little-endian NIfTI-1 single file.
 pub fn nifti1(dim: [i16; 8], datatype: i16, bitpix: i16, vox_offset: f32, data: &[u8]) -> Vec<u8> {
     let mut h = vec![0u8; 352];
