@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::Volume;
 
 mod binned;
+mod fused;
 mod morphology;
 
 /// Bumped whenever a mask, the tissue split or a metric changes meaning, so that rows
@@ -204,12 +205,11 @@ pub fn sanitised(data: &[f32]) -> std::borrow::Cow<'_, [f32]> {
         .collect()
 }
 
-/// Masks, tissue split and metrics of one volume.
-pub fn compute(volume: &Volume, contrast: Contrast) -> Result<(Masks, Iqms), IqmError> {
+/// The metrics of one volume: the values of [`masks`] then [`measure`], computed
+/// without keeping the masks at full resolution.
+pub fn compute(volume: &Volume, contrast: Contrast) -> Result<Iqms, IqmError> {
     let image = sanitised(&volume.data);
-    let masks = masks(&image, volume.dims, volume.voxel_size, contrast)?;
-    let iqms = measure(&image, volume.voxel_size, &masks)?;
-    Ok((masks, iqms))
+    fused::metrics(&image, volume.dims, volume.voxel_size, contrast)
 }
 
 // ---------------------------------------------------------------------------------
@@ -671,6 +671,158 @@ struct Segmentation {
     cuts: [f64; 2],
 }
 
+/// The segmentation and what the full-resolution masks are read from: each
+/// full-resolution voxel `(i, j, k)` takes the masks of the segmentation grid's voxel
+/// `(i >> shift, j >> shift, k >> shift)`.
+struct Plan {
+    seg: Segmentation,
+    /// The segmentation grid's dimensions (the image's own when `shift` is 0).
+    cdims: [usize; 3],
+    /// 1 when segmented on a grid decimated by two, else 0.
+    shift: u32,
+    /// The tissue label of the dark, middle and bright classes.
+    labels: [u8; 3],
+    /// The cuts, rounded so that single-precision comparisons are those of the
+    /// double-precision ones.
+    below: [f32; 2],
+    /// The bias field fitted on the decimated grid; `None` on the image's own grid,
+    /// where the fit needs the full-resolution tissue labels.
+    coarse_fit: Option<Option<BiasFit>>,
+}
+
+impl Plan {
+    /// Segments `image` (finite values, i fastest), on a grid decimated by two when it
+    /// is large.
+    fn of(
+        image: &[f32],
+        dims: [usize; 3],
+        voxel: [f64; 3],
+        contrast: Contrast,
+    ) -> Result<Self, IqmError> {
+        let grid = Grid::new(dims);
+        if dims.iter().any(|&d| d < 4) || grid.len() != image.len() {
+            return Err(IqmError::TooSmall(dims));
+        }
+        let labels = contrast.labels_by_brightness();
+        if image.len() <= DECIMATE_ABOVE {
+            let seg = segment(image, dims, voxel)?;
+            let below = seg.cuts.map(f32_at_or_above);
+            return Ok(Self {
+                seg,
+                cdims: dims,
+                shift: 0,
+                labels,
+                below,
+                coarse_fit: None,
+            });
+        }
+        let (coarse, cdims) = decimate(image, dims);
+        let seg = segment(&coarse, cdims, voxel.map(|v| 2.0 * v))?;
+        let below = seg.cuts.map(f32_at_or_above);
+        let label_of = |v: f32| {
+            if f64::from(v) < seg.cuts[0] {
+                labels[0]
+            } else if f64::from(v) < seg.cuts[1] {
+                labels[1]
+            } else {
+                labels[2]
+            }
+        };
+        let coarse_tissue: Vec<u8> = coarse
+            .iter()
+            .zip(&seg.brain)
+            .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v) })
+            .collect();
+        let fit = fit_bias(&coarse, Grid::new(cdims), &coarse_tissue, dims, 2.0);
+        Ok(Self {
+            seg,
+            cdims,
+            shift: 1,
+            labels,
+            below,
+            coarse_fit: Some(fit),
+        })
+    }
+
+    /// The bias field's fit, given the full-resolution tissue labels.
+    fn fit(&self, image: &[f32], dims: [usize; 3], tissue: &[u8]) -> Option<BiasFit> {
+        match self.coarse_fit {
+            Some(fit) => fit,
+            None => fit_bias(image, Grid::new(dims), tissue, dims, 1.0),
+        }
+    }
+
+    /// Calls `f` with each full-resolution row `(j, k)` and its segmentation row.
+    fn rows(&self, dims: [usize; 3], mut f: impl FnMut(std::ops::Range<usize>, CoarseRow<'_>)) {
+        let (nx, s, cnx) = (dims[0], self.shift, self.cdims[0]);
+        let mut idx = 0;
+        for k in 0..dims[2] {
+            for j in 0..dims[1] {
+                let start = cnx * ((j >> s) + self.cdims[1] * (k >> s));
+                let c = start..start + cnx;
+                let row = CoarseRow {
+                    head: &self.seg.head[c.clone()],
+                    artefact: &self.seg.artefact[c.clone()],
+                    rotation: &self.seg.rotation[c.clone()],
+                    brain: &self.seg.brain[c],
+                    shift: s,
+                    labels: self.labels,
+                    below: self.below,
+                };
+                f(idx..idx + nx, row);
+                idx += nx;
+            }
+        }
+    }
+}
+
+/// One row of the segmentation grid, read at full resolution.
+struct CoarseRow<'a> {
+    head: &'a [u8],
+    artefact: &'a [u8],
+    rotation: &'a [u8],
+    brain: &'a [u8],
+    shift: u32,
+    labels: [u8; 3],
+    below: [f32; 2],
+}
+
+/// One full-resolution voxel's masks.
+struct VoxelMasks {
+    head: u8,
+    artefact: u8,
+    air: u8,
+    rotation: u8,
+    tissue: u8,
+}
+
+impl CoarseRow<'_> {
+    /// The masks of the voxel at `i` along the row, holding `v`: the head and artefact
+    /// masks of its block, the rotation mask's non-positive voxels only (MRIQC's holds
+    /// no others), and a tissue label from the voxel's own intensity.
+    #[inline(always)]
+    fn at(&self, i: usize, v: f32) -> VoxelMasks {
+        let c = i >> self.shift;
+        let (head, artefact) = (self.head[c], self.artefact[c]);
+        let [dark, middle, bright] = self.labels;
+        VoxelMasks {
+            head,
+            artefact,
+            air: u8::from(head == 0 && artefact == 0),
+            rotation: u8::from(self.rotation[c] != 0 && v <= 0.0),
+            tissue: if self.brain[c] == 0 {
+                0
+            } else if v < self.below[0] {
+                dark
+            } else if v < self.below[1] {
+                middle
+            } else {
+                bright
+            },
+        }
+    }
+}
+
 /// Head, air, artefact and rotation masks, tissue split and bias field of `image`
 /// (finite values, i fastest).
 pub fn masks(
@@ -679,104 +831,26 @@ pub fn masks(
     voxel: [f64; 3],
     contrast: Contrast,
 ) -> Result<Masks, IqmError> {
-    let grid = Grid::new(dims);
-    if dims.iter().any(|&d| d < 4) || grid.len() != image.len() {
-        return Err(IqmError::TooSmall(dims));
-    }
-    let labels = contrast.labels_by_brightness();
-    let label_of = |v: f32, cuts: &[f64; 2]| {
-        if f64::from(v) < cuts[0] {
-            labels[0]
-        } else if f64::from(v) < cuts[1] {
-            labels[1]
-        } else {
-            labels[2]
-        }
-    };
-    let decimated = image.len() > DECIMATE_ABOVE;
+    let plan = Plan::of(image, dims, voxel, contrast)?;
     let n = image.len();
     let (mut head, mut rotation, mut artefact) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
     let (mut air, mut tissue) = (vec![0u8; n], vec![0u8; n]);
-    let fit = if decimated {
-        let (coarse, cdims) = decimate(image, dims);
-        let cgrid = Grid::new(cdims);
-        let seg = segment(&coarse, cdims, voxel.map(|v| 2.0 * v))?;
-        let coarse_tissue: Vec<u8> = coarse
+    plan.rows(dims, |range, row| {
+        let voxels = image[range.clone()]
             .iter()
-            .zip(&seg.brain)
-            .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v, &seg.cuts) })
-            .collect();
-        let fit = fit_bias(&coarse, cgrid, &coarse_tissue, dims, 2.0);
-        // Back to full resolution in one pass over rows: each voxel takes its block's
-        // head and artefact masks, the rotation mask keeps only non-positive voxels
-        // (MRIQC's holds no others), and the tissue label comes from the voxel's own
-        // intensity, compared in single precision against cuts rounded so that the
-        // comparisons are those of the double-precision ones.
-        let [below_mid, below_top] = seg.cuts.map(f32_at_or_above);
-        let [dark, middle, bright] = labels;
-        let nx = dims[0];
-        let mut idx = 0;
-        for k in 0..dims[2] {
-            for j in 0..dims[1] {
-                let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
-                let coarse = row..row + cdims[0];
-                let range = idx..idx + nx;
-                let (h_in, a_in, r_in, b_in) = (
-                    &seg.head[coarse.clone()],
-                    &seg.artefact[coarse.clone()],
-                    &seg.rotation[coarse.clone()],
-                    &seg.brain[coarse],
-                );
-                let voxels = image[range.clone()]
-                    .iter()
-                    .zip(&mut head[range.clone()])
-                    .zip(&mut artefact[range.clone()])
-                    .zip(&mut air[range.clone()])
-                    .zip(&mut rotation[range.clone()])
-                    .zip(&mut tissue[range]);
-                for (i, (((((&v, h), a), air), r), t)) in voxels.enumerate() {
-                    let c = i / 2;
-                    (*h, *a) = (h_in[c], a_in[c]);
-                    *air = u8::from(*h == 0 && *a == 0);
-                    *r = u8::from(r_in[c] != 0 && v <= 0.0);
-                    *t = if b_in[c] == 0 {
-                        0
-                    } else if v < below_mid {
-                        dark
-                    } else if v < below_top {
-                        middle
-                    } else {
-                        bright
-                    };
-                }
-                idx += nx;
-            }
+            .zip(&mut head[range.clone()])
+            .zip(&mut artefact[range.clone()])
+            .zip(&mut air[range.clone()])
+            .zip(&mut rotation[range.clone()])
+            .zip(&mut tissue[range]);
+        for (i, (((((&v, h), a), air), r), t)) in voxels.enumerate() {
+            let m = row.at(i, v);
+            (*h, *a, *air, *r, *t) = (m.head, m.artefact, m.air, m.rotation, m.tissue);
         }
-        fit
-    } else {
-        let seg = segment(image, dims, voxel)?;
-        for (idx, &v) in image.iter().enumerate() {
-            let (h, a) = (seg.head[idx], seg.artefact[idx]);
-            air[idx] = u8::from(h == 0 && a == 0);
-            tissue[idx] = if seg.brain[idx] == 0 {
-                0
-            } else {
-                label_of(v, &seg.cuts)
-            };
-        }
-        (head, rotation, artefact) = (seg.head, seg.rotation, seg.artefact);
-        fit_bias(image, grid, &tissue, dims, 1.0)
-    };
-    let mut present = [false; 4];
-    for &t in &tissue {
-        present[usize::from(t & 3)] = true;
-    }
-    for (label, name) in [(CSF, "CSF"), (GM, "grey matter"), (WM, "white matter")] {
-        if !present[usize::from(label)] {
-            return Err(IqmError::NoTissue(name));
-        }
-    }
-    let bias = eval_bias(fit, grid, &tissue);
+    });
+    check_tissues(&tissue)?;
+    let fit = plan.fit(image, dims, &tissue);
+    let bias = eval_bias(fit, Grid::new(dims), &tissue);
     Ok(Masks {
         dims,
         head,
@@ -786,6 +860,20 @@ pub fn masks(
         tissue,
         bias,
     })
+}
+
+/// Fails unless the tissue labels hold every class.
+fn check_tissues(tissue: &[u8]) -> Result<(), IqmError> {
+    let mut present = [false; 4];
+    for &t in tissue {
+        present[usize::from(t & 3)] = true;
+    }
+    for (label, name) in [(CSF, "CSF"), (GM, "grey matter"), (WM, "white matter")] {
+        if !present[usize::from(label)] {
+            return Err(IqmError::NoTissue(name));
+        }
+    }
+    Ok(())
 }
 
 /// The smallest single-precision value whose widening is at least `cut`, so that for
@@ -1031,21 +1119,25 @@ fn fit_bias(
 /// about 1e-14, far below the single precision the field is kept in).
 fn eval_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; tissue.len()];
+    each_bias(fit, grid, tissue, |idx, value| out[idx] = value);
+    out
+}
+
+/// Calls `f(index, field)` at each tissue voxel, in index order: the values
+/// [`eval_bias`] stores.
+fn each_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8], mut f: impl FnMut(usize, f32)) {
     let Some(fit) = fit else {
-        for (o, &t) in out.iter_mut().zip(tissue) {
+        for (idx, &t) in tissue.iter().enumerate() {
             if t != 0 {
-                *o = 1.0;
+                f(idx, 1.0);
             }
         }
-        return out;
+        return;
     };
     let c = fit.coef;
     let dx = 2.0 / (fit.dims[0].max(2) - 1) as f64;
     let x0 = scaled(0.0, fit.dims[0]);
-    let rows = out
-        .chunks_exact_mut(grid.nx)
-        .zip(tissue.chunks_exact(grid.nx));
-    for (r, (row, labels)) in rows.enumerate() {
+    for (r, labels) in tissue.chunks_exact(grid.nx).enumerate() {
         if labels.iter().all(|&t| t == 0) {
             continue;
         }
@@ -1060,15 +1152,15 @@ fn eval_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8]) -> Vec<f32> {
         let mut value = (a + b * x0 + q * x0 * x0).exp();
         let mut ratio = (b * dx + q * (2.0 * x0 * dx + dx * dx)).exp();
         let growth = (2.0 * q * dx * dx).exp();
-        for (o, &t) in row.iter_mut().zip(labels) {
+        let row = r * grid.nx;
+        for (i, &t) in labels.iter().enumerate() {
             if t != 0 {
-                *o = value as f32;
+                f(row + i, value as f32);
             }
             value *= ratio;
             ratio *= growth;
         }
     }
-    out
 }
 
 /// Gaussian elimination with partial pivoting on a small dense system.
@@ -1695,27 +1787,48 @@ fn measure_with(
     masks: &Masks,
     binned: bool,
 ) -> Result<Iqms, IqmError> {
-    let grid = Grid::new(masks.dims);
-    // Harmonize: scale so that the median of eroded white matter is 1000.
-    let eroded = morphology::erode_label_18(&masks.tissue, grid, WM);
-    let wm;
-    let core = if eroded.contains(&1) {
-        &eroded
-    } else {
-        wm = masks
-            .tissue
-            .iter()
-            .map(|&t| u8::from(t == WM))
-            .collect::<Vec<u8>>();
-        &wm
-    };
+    let core = white_matter_core(&masks.tissue, Grid::new(masks.dims));
     let stats = match binned
-        .then(|| binned::statistics(image, core, masks))
+        .then(|| binned::statistics(image, &core, masks))
         .flatten()
     {
         Some(stats) => stats?,
-        None => exact_statistics(image, core, masks)?,
+        None => exact_statistics(image, &core, masks)?,
     };
+    // The brain region is where a tissue label is set.
+    let fwhm_mm = fwhm_classic(image, masks.dims, voxel, &masks.tissue);
+    let bias_keys = || {
+        masks
+            .bias
+            .iter()
+            .zip(&masks.tissue)
+            .filter(|(_, t)| **t != 0)
+            .map(|(b, _)| f32_key(*b))
+    };
+    Ok(metrics_of(stats, masks.dims, voxel, fwhm_mm, bias_keys))
+}
+
+/// Where the white matter's median is taken (MRIQC harmonises the image so that it is
+/// 1000): the white matter eroded by the 18-neighbourhood, or all of it when the
+/// erosion leaves nothing.
+fn white_matter_core(tissue: &[u8], grid: Grid) -> Vec<u8> {
+    let eroded = morphology::erode_label_18(tissue, grid, WM);
+    if eroded.contains(&1) {
+        eroded
+    } else {
+        tissue.iter().map(|&t| u8::from(t == WM)).collect()
+    }
+}
+
+/// Every metric from the masks' statistics, the smoothness estimate and the bias
+/// field's values at the tissue voxels (as keys, in any order).
+fn metrics_of<I: Iterator<Item = u64>>(
+    stats: Statistics,
+    dims: [usize; 3],
+    voxel: [f64; 3],
+    fwhm_mm: [f64; 3],
+    bias_keys: impl Fn() -> I,
+) -> Iqms {
     let Statistics {
         wm_median,
         csf,
@@ -1759,8 +1872,6 @@ fn measure_with(
         art_n / (air_n + art_n)
     };
 
-    // The brain region is where a tissue label is set.
-    let fwhm_mm = fwhm_classic(image, masks.dims, voxel, &masks.tissue);
     let zooms = voxel.map(|v| v as f32 as f64);
     let fwhm = [0, 1, 2].map(|a| fwhm_mm[a] / zooms[a]);
     let fwhm_avg = (fwhm[0] + fwhm[1] + fwhm[2]) / 3.0;
@@ -1768,14 +1879,6 @@ fn measure_with(
     let total = csf.n + gm.n + wms.n;
     let icvs = [csf.n / total, gm.n / total, wms.n / total];
 
-    let bias_keys = || {
-        masks
-            .bias
-            .iter()
-            .zip(&masks.tissue)
-            .filter(|(_, t)| **t != 0)
-            .map(|(b, _)| f32_key(*b))
-    };
     let bias_counts = KeyCounts::of(bias_keys(), F32_SHIFT);
     let (inu_range, inu_med) = match bias_counts.middle_ranks() {
         None => (f64::NAN, f64::NAN),
@@ -1814,9 +1917,9 @@ fn measure_with(
         ("inu_med", inu_med),
         ("inu_range", inu_range),
         ("qi_1", qi_1),
-        ("size_x", masks.dims[0] as f64),
-        ("size_y", masks.dims[1] as f64),
-        ("size_z", masks.dims[2] as f64),
+        ("size_x", dims[0] as f64),
+        ("size_y", dims[1] as f64),
+        ("size_z", dims[2] as f64),
         ("snr_csf", snrs[0]),
         ("snr_gm", snrs[2]),
         ("snr_total", snr_total),
@@ -1858,7 +1961,7 @@ fn measure_with(
                 .map_or(f64::NAN, |(_, v)| *v)
         })
         .collect();
-    Ok(Iqms { values, wm_median })
+    Iqms { values, wm_median }
 }
 
 // ---------------------------------------------------------------------------------

@@ -370,7 +370,7 @@ pub fn iqm_row(volume: &imaging::Volume, suffix: Option<&str>) -> IqmRow {
     let outcome = iqm::compute(volume, contrast);
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
-        Ok((_, metrics)) => IqmRow {
+        Ok(metrics) => IqmRow {
             contrast: contrast.name().to_string(),
             values: Some(metrics.values),
             error: None,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use cdwqc::imaging::iqm::{self, COLUMNS, Contrast};
-use cdwqc::imaging::load_volume;
+use cdwqc::imaging::{Volume, load_volume};
 use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
 use serde_json::Value;
 
@@ -19,33 +19,44 @@ fn relative(a: f64, b: f64) -> f64 {
     }
 }
 
-#[test]
-fn every_metric_equals_mriqc_on_real_and_synthetic_images() {
+/// The reference file's cases: name, image, contrast and the reference values.
+fn reference_cases() -> Vec<(String, Volume, Contrast, Value)> {
     let text = std::fs::read_to_string(repo().join("tests/data/iqm_reference.json"))
         .expect("tests/data/iqm_reference.json");
     let reference: Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(reference["reference"]["mriqc"], "24.0.2");
     let cases = reference["cases"].as_array().expect("cases");
     assert!(cases.len() >= 9, "real images and every phantom");
+    cases
+        .iter()
+        .map(|case| {
+            let name = case["name"].as_str().expect("name").to_string();
+            let source = case["source"].as_str().expect("source");
+            let (volume, contrast) = match source.strip_prefix("phantom:") {
+                Some(p) => iqm::phantom(p).expect("a known phantom"),
+                None => {
+                    let path = repo().join(source);
+                    assert!(path.is_file(), "{source} missing: run scripts/setup.sh");
+                    let contrast = match case["contrast"].as_str() {
+                        Some("FLAIR") => Contrast::Flair,
+                        Some("T2w") => Contrast::T2w,
+                        _ => Contrast::T1w,
+                    };
+                    (load_volume(&path).expect("reads"), contrast)
+                }
+            };
+            (name, volume, contrast, case.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_equals_mriqc_on_real_and_synthetic_images() {
+    let cases = reference_cases();
     let mut compared = 0;
     let mut failures = Vec::new();
-    for case in cases {
-        let name = case["name"].as_str().expect("name");
-        let source = case["source"].as_str().expect("source");
-        let (volume, contrast) = match source.strip_prefix("phantom:") {
-            Some(p) => iqm::phantom(p).expect("a known phantom"),
-            None => {
-                let path = repo().join(source);
-                assert!(path.is_file(), "{source} missing: run scripts/setup.sh");
-                let contrast = match case["contrast"].as_str() {
-                    Some("FLAIR") => Contrast::Flair,
-                    Some("T2w") => Contrast::T2w,
-                    _ => Contrast::T1w,
-                };
-                (load_volume(&path).expect("reads"), contrast)
-            }
-        };
-        let (_, metrics) = iqm::compute(&volume, contrast).expect("metrics");
+    for (name, volume, contrast, case) in &cases {
+        let metrics = iqm::compute(volume, *contrast).expect("metrics");
         let wm = case["wm_median"].as_f64().expect("wm_median");
         assert_eq!(metrics.wm_median, wm, "{name}: white-matter median");
         let expected = case["expected"].as_object().expect("expected");
@@ -75,6 +86,57 @@ fn every_metric_equals_mriqc_on_real_and_synthetic_images() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(compared >= cases.len() * 60, "{compared} values compared");
+}
+
+/// Import's IQM step reads the masks from the segmentation grid as it counts and never
+/// keeps them at full resolution; `cdwqc iqm --file` builds every mask and measures
+/// them. Both must give the same bits on every kind of image: integers (one histogram
+/// bin per value), integers with a scaling slope (a table of distinct values), values
+/// too many to bin (the voxel-by-voxel path), and non-finite voxels.
+#[test]
+fn import_step_equals_masks_then_measure_bit_for_bit() {
+    let mut checked = 0;
+    for (name, volume, contrast, _) in reference_cases() {
+        let scaled = Volume {
+            data: volume.data.iter().map(|v| v * 0.731 + 12.5).collect(),
+            ..volume.clone()
+        };
+        // A float image of a million distinct values (a resampled export, say), with a
+        // NaN and an infinity that the metrics read as 0.
+        let mut float = Volume {
+            data: volume
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + (i % 1_000_003) as f32 * 1e-4)
+                .collect(),
+            ..volume.clone()
+        };
+        let n = float.data.len();
+        float.data[n / 3] = f32::NAN;
+        float.data[n / 2] = f32::INFINITY;
+        for (kind, v) in [("stored", &volume), ("scaled", &scaled), ("float", &float)] {
+            let image = iqm::sanitised(&v.data);
+            let separate = iqm::masks(&image, v.dims, v.voxel_size, contrast)
+                .and_then(|m| iqm::measure(&image, v.voxel_size, &m));
+            let step = iqm::compute(v, contrast);
+            match (separate, step) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(
+                        a.wm_median.to_bits(),
+                        b.wm_median.to_bits(),
+                        "{name} {kind}"
+                    );
+                    for ((column, x), y) in iqm::COLUMNS.iter().zip(&a.values).zip(&b.values) {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{name} {kind} {column}: {x} {y}");
+                    }
+                    checked += 1;
+                }
+                (a, b) => assert_eq!(a.err(), b.err(), "{name} {kind}"),
+            }
+        }
+    }
+    assert!(checked >= 27, "{checked} images measured both ways");
 }
 
 fn write_phantom(path: &Path, name: &str) {

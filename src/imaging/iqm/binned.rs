@@ -122,7 +122,7 @@ pub(super) fn value_table(image: &[f32]) -> Option<(Vec<f32>, Vec<u16>)> {
 }
 
 /// How voxels map to histogram bins, the bins numbered in ascending order of value.
-enum Binning {
+pub(super) enum Binning {
     /// Integers from `lo`: a voxel's bin is its value minus `lo`.
     Integer { lo: f32, bins: usize },
     /// Any other values, by [`value_table`].
@@ -130,7 +130,7 @@ enum Binning {
 }
 
 impl Binning {
-    fn of(image: &[f32]) -> Option<Self> {
+    pub(super) fn of(image: &[f32]) -> Option<Self> {
         match integer_range(image) {
             Some((lo, bins)) => Some(Binning::Integer { lo, bins }),
             None => {
@@ -140,7 +140,7 @@ impl Binning {
         }
     }
 
-    fn bins(&self) -> usize {
+    pub(super) fn bins(&self) -> usize {
         match self {
             Binning::Integer { bins, .. } => *bins,
             Binning::Table { values, .. } => values.len(),
@@ -343,29 +343,69 @@ fn summary(
     }
 }
 
-/// The one pass over the voxels, with `bin(index, value)` each voxel's bin: the white
-/// matter core's histogram, and each voxel counted under its bin and its class code in
-/// [`LANES`] interleaved tables of `bins * CODES` counts.
-fn count(
+/// The white matter core's histogram, with `bin(index, value)` each voxel's bin.
+pub(super) fn core_histogram(
     image: &[f32],
     core: &[u8],
-    masks: &Masks,
     bins: usize,
     bin: impl Fn(usize, f32) -> usize,
-) -> (Vec<u64>, Vec<u32>) {
+) -> Vec<u64> {
     let mut core_hist = vec![0u64; bins];
     for (i, (&v, &m)) in image.iter().zip(core).enumerate() {
         if m != 0 {
             core_hist[bin(i, v)] += 1;
         }
     }
-    // 32-bit counts keep the table small enough for the cache; a grid holds fewer
-    // than 2^32 voxels.
-    // Neighbouring voxels often share their value and class (the air, above all), and
-    // an increment waits for the previous one to the same counter: four interleaved
-    // tables, one per voxel position modulo 4, keep those increments independent.
-    let table = bins * CODES;
-    let mut lanes = vec![0u32; LANES * table];
+    core_hist
+}
+
+/// Per-class counts of every bin, in [`LANES`] interleaved tables of `bins * CODES`
+/// counts: 32-bit counts keep the tables small enough for the cache (a grid holds
+/// fewer than 2^32 voxels), and since neighbouring voxels often share their value and
+/// class (the air, above all) and an increment waits for the previous one to the same
+/// counter, one table per voxel position modulo 4 keeps those increments independent.
+pub(super) struct ClassCounts {
+    lanes: Vec<u32>,
+    table: usize,
+}
+
+impl ClassCounts {
+    pub(super) fn new(bins: usize) -> Self {
+        let table = bins * CODES;
+        Self {
+            lanes: vec![0u32; LANES * table],
+            table,
+        }
+    }
+
+    /// Counts voxel `idx` in `bin` with its tissue label (0-3) and air, head and
+    /// rotation masks (0 or 1).
+    #[inline(always)]
+    pub(super) fn add(
+        &mut self,
+        idx: usize,
+        bin: usize,
+        tissue: u8,
+        air: u8,
+        head: u8,
+        rotation: u8,
+    ) {
+        let code = usize::from(tissue & 3)
+            | usize::from(air != 0) << 2
+            | usize::from(head != 0) << 3
+            | usize::from(rotation != 0) << 4;
+        self.lanes[(idx % LANES) * self.table + bin * CODES + code] += 1;
+    }
+}
+
+/// Every voxel counted under its bin and its class code.
+fn count(
+    masks: &Masks,
+    image: &[f32],
+    bins: usize,
+    bin: impl Fn(usize, f32) -> usize,
+) -> ClassCounts {
+    let mut counts = ClassCounts::new(bins);
     let voxels = image
         .iter()
         .zip(&masks.tissue)
@@ -373,13 +413,9 @@ fn count(
         .zip(&masks.head)
         .zip(&masks.rotation);
     for (idx, ((((&v, &t), &a), &h), &r)) in voxels.enumerate() {
-        let code = usize::from(t & 3)
-            | usize::from(a != 0) << 2
-            | usize::from(h != 0) << 3
-            | usize::from(r != 0) << 4;
-        lanes[(idx % LANES) * table + bin(idx, v) * CODES + code] += 1;
+        counts.add(idx, bin(idx, v), t, a, h, r);
     }
-    (core_hist, lanes)
+    counts
 }
 
 /// The statistics of [`super::exact_statistics`] from histograms, or `None` when the
@@ -392,22 +428,46 @@ pub(super) fn statistics(
 ) -> Option<Result<Statistics, IqmError>> {
     let binning = Binning::of(image)?;
     let bins = binning.bins();
-    let (core_hist, mut lanes) = match &binning {
+    let (core_hist, counts) = match &binning {
         Binning::Integer { lo, .. } => {
             let lo = *lo;
-            count(image, core, masks, bins, |_, v| (v - lo) as usize)
+            let bin = |_, v: f32| (v - lo) as usize;
+            (
+                core_histogram(image, core, bins, bin),
+                count(masks, image, bins, bin),
+            )
         }
         Binning::Table { index, .. } => {
-            count(image, core, masks, bins, |i, _| usize::from(index[i]))
+            let bin = |i, _| usize::from(index[i]);
+            (
+                core_histogram(image, core, bins, bin),
+                count(masks, image, bins, bin),
+            )
         }
     };
+    let artefact_n = masks.artefact.iter().filter(|&&a| a != 0).count() as u64;
+    from_counts(binning, &core_hist, counts, artefact_n, image.len())
+}
+
+/// The statistics from the white matter core's histogram, the per-class counts, the
+/// number of artefact voxels and of all voxels; `None` when the harmonised values are
+/// too large for exact integer sums.
+pub(super) fn from_counts(
+    binning: Binning,
+    core_hist: &[u64],
+    counts: ClassCounts,
+    artefact_n: u64,
+    n_all: usize,
+) -> Option<Result<Statistics, IqmError>> {
+    let bins = binning.bins();
+    let ClassCounts { mut lanes, table } = counts;
     let stored = binning.into_values();
     let identity: Vec<u32> = (0..bins as u32).collect();
     // The white-matter core first: its median sets the harmonisation.
     if core_hist.iter().all(|&c| c == 0) {
         return Some(Err(IqmError::NoTissue("white matter")));
     }
-    let wm_median = median(&core_hist, &identity, &stored, false);
+    let wm_median = median(core_hist, &identity, &stored, false);
     let factor = 1000.0 / wm_median;
     let values: Vec<f32> = stored
         .iter()
@@ -419,15 +479,12 @@ pub(super) fn statistics(
     let rounded: Vec<f64> = values.iter().map(|&x| widen(x).round_ties_even()).collect();
     // Exact integer sums need rounded values well inside f64's integer range.
     let largest = rounded.iter().fold(0.0f64, |a, r| a.max(r.abs()));
-    if !(largest * image.len() as f64).is_finite() || largest * image.len() as f64 >= 2f64.powi(52)
-    {
+    if !(largest * n_all as f64).is_finite() || largest * n_all as f64 >= 2f64.powi(52) {
         return None;
     }
     let mut order = identity;
     order.sort_by_key(|&b| f32_key(values[b as usize]));
 
-    let table = bins * CODES;
-    let artefact_n = masks.artefact.iter().filter(|&&a| a != 0).count() as u64;
     let (hist, others) = lanes.split_at_mut(table);
     for lane in others.chunks_exact(table) {
         for (h, &c) in hist.iter_mut().zip(lane) {
@@ -476,7 +533,6 @@ pub(super) fn statistics(
     let efc_max = 1.0 * n_vox * (1.0 / n_vox.sqrt()) * (1.0 / n_vox.sqrt()).ln();
     let efc = round4((1.0 / efc_max) * entropy);
 
-    let n_all = image.len();
     let (ranks, weight) = percentile_ranks(n_all, 99.95);
     let v = at_ranks(&all, &order, &values, &ranks);
     let p9995 = lerp(widen(v[0]), widen(v[1]), weight);
