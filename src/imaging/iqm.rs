@@ -671,15 +671,25 @@ struct Segmentation {
     cuts: [f64; 2],
 }
 
+/// Bits of a segmentation voxel's code in [`Plan::codes`]: the air, head and rotation
+/// bits are those of the binned statistics' class codes.
+const CODE_AIR: u8 = 4;
+const CODE_HEAD: u8 = 8;
+const CODE_ROTATION: u8 = 16;
+const CODE_BRAIN: u8 = 32;
+const CODE_ARTEFACT: u8 = 64;
+
 /// The segmentation and what the full-resolution masks are read from: each
 /// full-resolution voxel `(i, j, k)` takes the masks of the segmentation grid's voxel
 /// `(i >> shift, j >> shift, k >> shift)`.
 struct Plan {
-    seg: Segmentation,
     /// The segmentation grid's dimensions (the image's own when `shift` is 0).
     cdims: [usize; 3],
     /// 1 when segmented on a grid decimated by two, else 0.
     shift: u32,
+    /// Each segmentation voxel's masks as `CODE_*` bits, read once per full-resolution
+    /// voxel instead of five masks.
+    codes: Vec<u8>,
     /// The tissue label of the dark, middle and bright classes.
     labels: [u8; 3],
     /// The cuts, rounded so that single-precision comparisons are those of the
@@ -706,19 +716,10 @@ impl Plan {
         let labels = contrast.labels_by_brightness();
         if image.len() <= DECIMATE_ABOVE {
             let seg = segment(image, dims, voxel)?;
-            let below = seg.cuts.map(f32_at_or_above);
-            return Ok(Self {
-                seg,
-                cdims: dims,
-                shift: 0,
-                labels,
-                below,
-                coarse_fit: None,
-            });
+            return Ok(Self::from_segmentation(seg, dims, 0, labels, None));
         }
         let (coarse, cdims) = decimate(image, dims);
         let seg = segment(&coarse, cdims, voxel.map(|v| 2.0 * v))?;
-        let below = seg.cuts.map(f32_at_or_above);
         let label_of = |v: f32| {
             if f64::from(v) < seg.cuts[0] {
                 labels[0]
@@ -734,14 +735,35 @@ impl Plan {
             .map(|(&v, &b)| if b == 0 { 0 } else { label_of(v) })
             .collect();
         let fit = fit_bias(&coarse, Grid::new(cdims), &coarse_tissue, dims, 2.0);
-        Ok(Self {
-            seg,
+        Ok(Self::from_segmentation(seg, cdims, 1, labels, Some(fit)))
+    }
+
+    fn from_segmentation(
+        seg: Segmentation,
+        cdims: [usize; 3],
+        shift: u32,
+        labels: [u8; 3],
+        coarse_fit: Option<Option<BiasFit>>,
+    ) -> Self {
+        let bit = |m: u8, code: u8| if m != 0 { code } else { 0 };
+        let codes = (0..seg.head.len())
+            .map(|c| {
+                let (h, a) = (seg.head[c], seg.artefact[c]);
+                bit(h, CODE_HEAD)
+                    | bit(u8::from(h == 0 && a == 0), CODE_AIR)
+                    | bit(a, CODE_ARTEFACT)
+                    | bit(seg.rotation[c], CODE_ROTATION)
+                    | bit(seg.brain[c], CODE_BRAIN)
+            })
+            .collect();
+        Self {
             cdims,
-            shift: 1,
+            shift,
+            codes,
             labels,
-            below,
-            coarse_fit: Some(fit),
-        })
+            below: seg.cuts.map(f32_at_or_above),
+            coarse_fit,
+        }
     }
 
     /// The bias field's fit, given the full-resolution tissue labels.
@@ -759,12 +781,8 @@ impl Plan {
         for k in 0..dims[2] {
             for j in 0..dims[1] {
                 let start = cnx * ((j >> s) + self.cdims[1] * (k >> s));
-                let c = start..start + cnx;
                 let row = CoarseRow {
-                    head: &self.seg.head[c.clone()],
-                    artefact: &self.seg.artefact[c.clone()],
-                    rotation: &self.seg.rotation[c.clone()],
-                    brain: &self.seg.brain[c],
+                    codes: &self.codes[start..start + cnx],
                     shift: s,
                     labels: self.labels,
                     below: self.below,
@@ -778,48 +796,32 @@ impl Plan {
 
 /// One row of the segmentation grid, read at full resolution.
 struct CoarseRow<'a> {
-    head: &'a [u8],
-    artefact: &'a [u8],
-    rotation: &'a [u8],
-    brain: &'a [u8],
+    codes: &'a [u8],
     shift: u32,
     labels: [u8; 3],
     below: [f32; 2],
 }
 
-/// One full-resolution voxel's masks.
-struct VoxelMasks {
-    head: u8,
-    artefact: u8,
-    air: u8,
-    rotation: u8,
-    tissue: u8,
-}
-
 impl CoarseRow<'_> {
-    /// The masks of the voxel at `i` along the row, holding `v`: the head and artefact
-    /// masks of its block, the rotation mask's non-positive voxels only (MRIQC's holds
-    /// no others), and a tissue label from the voxel's own intensity.
+    /// The masks of the voxel at `i` along the row, holding `v`, as `CODE_*` bits with
+    /// the tissue label in bits 0-1: the head, air and artefact masks of its block, the
+    /// rotation mask's non-positive voxels only (MRIQC's holds no others), and a tissue
+    /// label from the voxel's own intensity.
     #[inline(always)]
-    fn at(&self, i: usize, v: f32) -> VoxelMasks {
-        let c = i >> self.shift;
-        let (head, artefact) = (self.head[c], self.artefact[c]);
+    fn at(&self, i: usize, v: f32) -> u8 {
+        let code = self.codes[i >> self.shift];
         let [dark, middle, bright] = self.labels;
-        VoxelMasks {
-            head,
-            artefact,
-            air: u8::from(head == 0 && artefact == 0),
-            rotation: u8::from(self.rotation[c] != 0 && v <= 0.0),
-            tissue: if self.brain[c] == 0 {
-                0
-            } else if v < self.below[0] {
-                dark
-            } else if v < self.below[1] {
-                middle
-            } else {
-                bright
-            },
-        }
+        let tissue = if code & CODE_BRAIN == 0 {
+            0
+        } else if v < self.below[0] {
+            dark
+        } else if v < self.below[1] {
+            middle
+        } else {
+            bright
+        };
+        let rotation = if v <= 0.0 { CODE_ROTATION } else { 0 };
+        (code & (CODE_AIR | CODE_HEAD | CODE_ARTEFACT | rotation)) | tissue
     }
 }
 
@@ -845,7 +847,11 @@ pub fn masks(
             .zip(&mut tissue[range]);
         for (i, (((((&v, h), a), air), r), t)) in voxels.enumerate() {
             let m = row.at(i, v);
-            (*h, *a, *air, *r, *t) = (m.head, m.artefact, m.air, m.rotation, m.tissue);
+            *h = u8::from(m & CODE_HEAD != 0);
+            *a = u8::from(m & CODE_ARTEFACT != 0);
+            *air = u8::from(m & CODE_AIR != 0);
+            *r = u8::from(m & CODE_ROTATION != 0);
+            *t = m & 3;
         }
     });
     check_tissues(&tissue)?;
@@ -1583,12 +1589,18 @@ fn kurtosis_of_moments(mean: f64, m2: f64, m4: f64) -> f64 {
 pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8]) -> [f64; 3] {
     let grid = Grid::new(dims);
     let (mut fsum, mut fsq, mut count) = (0.0f64, 0.0f64, 0usize);
-    for (&v, &m) in image.iter().zip(mask) {
-        if m != 0 {
-            let a = f64::from(v);
-            fsum += a;
-            fsq += a * a;
-            count += 1;
+    let rows = image.chunks_exact(grid.nx).zip(mask.chunks_exact(grid.nx));
+    for (values, labels) in rows {
+        if labels.iter().all(|&m| m == 0) {
+            continue;
+        }
+        for (&v, &m) in values.iter().zip(labels) {
+            if m != 0 {
+                let a = f64::from(v);
+                fsum += a;
+                fsq += a * a;
+                count += 1;
+            }
         }
     }
     if count < 9 || fsq <= 0.0 {
@@ -1605,6 +1617,11 @@ pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8
     let mut idx = 0;
     for k in 0..grid.nz {
         for j in 0..grid.ny {
+            // Most rows miss the brain: skip them whole (the sums keep their order).
+            if mask[idx..idx + grid.nx].iter().all(|&m| m == 0) {
+                idx += grid.nx;
+                continue;
+            }
             for i in 0..grid.nx {
                 if mask[idx] != 0 {
                     let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];

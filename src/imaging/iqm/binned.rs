@@ -21,13 +21,24 @@ const CODES: usize = 32;
 /// Interleaved histogram tables of the one pass over the voxels.
 const LANES: usize = 4;
 
+/// `v + ROUNDER - ROUNDER` is `v` rounded to an integer when `|v| < 2^22`: the sum lies
+/// in [2^23, 2^24), where single precision holds integers only.
+const ROUNDER: f32 = 12_582_912.0;
+/// Below this magnitude [`ROUNDER`] rounds exactly.
+const ROUNDS_EXACTLY: f32 = 4_194_304.0;
+
 /// The smallest value and the number of bins when every voxel is an integer in a
 /// range of at most [`MAX_BINS`] values.
 fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
-    // Eight running minima and maxima, compared without `f32::min`'s NaN handling, so
-    // that the loop vectorises: a NaN is never below or above them, and it fails the
-    // integer test (it converts to 0), so an image holding one takes the exact path.
-    let (mut lo, mut hi, mut integral) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8], true);
+    // Eight running minima and maxima, compared without `f32::min`'s NaN handling, and
+    // the integer test by rounding with additions (a float-to-integer conversion does
+    // not vectorise on baseline x86-64), so that the loop vectorises. A NaN is never
+    // below or above the running values, and it fails the integer test, so an image
+    // holding one takes the exact path. Values of 2^22 or more (and infinities and
+    // NaNs, for which the comparison fails, hence the `^ 1`) are tested again by
+    // conversion.
+    let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let (mut fraction, mut large) = ([0u32; 8], [0u32; 8]);
     let chunks = image.chunks_exact(8);
     let rest = chunks.remainder();
     for chunk in chunks {
@@ -35,15 +46,15 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
             let v = chunk[lane];
             lo[lane] = if v < lo[lane] { v } else { lo[lane] };
             hi[lane] = if v > hi[lane] { v } else { hi[lane] };
-            // Past i32's range the conversion saturates and the test fails (the exact path
-            // then applies), except at 2^31 itself, which is an integer anyway.
-            integral &= (v as i32) as f32 == v;
+            fraction[lane] |= u32::from((v + ROUNDER) - ROUNDER != v);
+            large[lane] |= u32::from(v.abs() < ROUNDS_EXACTLY) ^ 1;
         }
     }
     for &v in rest {
         lo[0] = if v < lo[0] { v } else { lo[0] };
         hi[0] = if v > hi[0] { v } else { hi[0] };
-        integral &= (v as i32) as f32 == v;
+        fraction[0] |= u32::from((v + ROUNDER) - ROUNDER != v);
+        large[0] |= u32::from(v.abs() < ROUNDS_EXACTLY) ^ 1;
     }
     let lo = lo
         .iter()
@@ -52,10 +63,17 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
         .iter()
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     let span = hi - lo;
-    if !integral || span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
+    if span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
         return None;
     }
-    Some((lo, (hi - lo) as usize + 1))
+    let integral = if large.iter().any(|&l| l != 0) {
+        // Past i32's range the conversion saturates and the test fails (the exact path
+        // then applies), except at 2^31 itself, which is an integer anyway.
+        image.iter().all(|&v| (v as i32) as f32 == v)
+    } else {
+        fraction.iter().all(|&f| f == 0)
+    };
+    integral.then(|| (lo, (hi - lo) as usize + 1))
 }
 
 /// Bits of an empty slot of [`value_table`]'s hash table: a NaN, which never enters it.
@@ -396,6 +414,14 @@ impl ClassCounts {
             | usize::from(rotation != 0) << 4;
         self.lanes[(idx % LANES) * self.table + bin * CODES + code] += 1;
     }
+
+    /// Counts voxel `idx` in `bin` under a code whose bits 0-4 are its class code
+    /// (higher bits are ignored).
+    #[inline(always)]
+    pub(super) fn add_code(&mut self, idx: usize, bin: usize, code: u8) {
+        let code = usize::from(code) & (CODES - 1);
+        self.lanes[(idx % LANES) * self.table + bin * CODES + code] += 1;
+    }
 }
 
 /// Every voxel counted under its bin and its class code.
@@ -550,4 +576,67 @@ pub(super) fn from_counts(
         air_n: air.iter().sum::<u64>() as f64,
         artefact_n: artefact_n as f64,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition: every value converts to an integer and back unchanged, and the
+    /// range holds at most [`MAX_BINS`] values.
+    fn by_conversion(image: &[f32]) -> Option<(f32, usize)> {
+        if image.is_empty() || !image.iter().all(|&v| (v as i32) as f32 == v) {
+            return None;
+        }
+        let lo = image.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (hi - lo < MAX_BINS as f32).then(|| (lo, (hi - lo) as usize + 1))
+    }
+
+    #[test]
+    fn the_integer_range_by_rounding_equals_the_conversion_test() {
+        let base: Vec<f32> = (0..37).map(|i| (i * 7 % 23) as f32 - 5.0).collect();
+        let odd = [
+            0.5,
+            -0.5,
+            1.5,
+            -0.0,
+            2.5e-8,
+            4_194_303.0,
+            4_194_304.0,
+            4_194_304.5,
+            4_194_305.0,
+            -4_194_305.0,
+            8_388_609.0,
+            16_777_217.0,
+            2_147_483_648.0,
+            -2_147_483_648.0,
+            3.0e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            65_535.0,
+            65_536.0,
+        ];
+        let mut images = vec![base.clone()];
+        for &x in &odd {
+            for at in [0, 8, 36] {
+                let mut image = base.clone();
+                image[at] = x;
+                images.push(image);
+            }
+            // A whole image around the odd value (the range test passes there).
+            images.push(base.iter().map(|&b| x + b.abs()).collect());
+        }
+        for image in &images {
+            let got = integer_range(image);
+            let want = by_conversion(image);
+            assert_eq!(
+                got.map(|(lo, n)| (lo.to_bits(), n)),
+                want.map(|(lo, n)| (lo.to_bits(), n)),
+                "{image:?}"
+            );
+        }
+    }
 }

@@ -95,16 +95,9 @@ fn counted(
             .enumerate()
         {
             let m = row.at(i, v);
-            *t = m.tissue;
-            artefact_n += u64::from(m.artefact != 0);
-            counts.add(
-                start + i,
-                bin(start + i, v),
-                m.tissue,
-                m.air,
-                m.head,
-                m.rotation,
-            );
+            *t = m & 3;
+            artefact_n += u64::from(m >> 6);
+            counts.add_code(start + i, bin(start + i, v), m);
         }
     });
     Counted {

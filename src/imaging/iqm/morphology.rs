@@ -191,21 +191,35 @@ pub(super) fn fill_holes_slices(mask: &[u8], grid: Grid) -> Vec<u8> {
     let dims = [grid.nx, grid.ny, grid.nz];
     let steps = [1, pad.px, pad.pxy];
     let mut stack = Vec::new();
+    let initial = padded_state(mask, grid, &pad);
+    let mut state = initial.clone();
     for axis in 0..3 {
         let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
-        let mut state = padded_state(mask, grid, &pad);
-        // Seeds: open voxels on the edge of their slice (first or last along u or v).
-        for k in 0..grid.nz {
-            for j in 0..grid.ny {
-                for i in 0..grid.nx {
-                    let c = [i, j, k];
-                    if c[u] == 0 || c[v] == 0 || c[u] + 1 == dims[u] || c[v] + 1 == dims[v] {
-                        let p = pad.at(i, j, k);
-                        if state[p] == OPEN {
-                            state[p] = REACHED;
-                            stack.push(p);
-                        }
-                    }
+        if axis > 0 {
+            state.copy_from_slice(&initial);
+        }
+        // Seeds: open voxels on the edge of their slice (first or last along u or v),
+        // that is on the four faces of the grid that are not across `axis`.
+        let mut seed = |c: [usize; 3]| {
+            let p = pad.at(c[0], c[1], c[2]);
+            if state[p] == OPEN {
+                state[p] = REACHED;
+                stack.push(p);
+            }
+        };
+        for w in 0..dims[axis] {
+            for a in 0..dims[u] {
+                for b in [0, dims[v] - 1] {
+                    let mut c = [0; 3];
+                    (c[axis], c[u], c[v]) = (w, a, b);
+                    seed(c);
+                }
+            }
+            for b in 0..dims[v] {
+                for a in [0, dims[u] - 1] {
+                    let mut c = [0; 3];
+                    (c[axis], c[u], c[v]) = (w, a, b);
+                    seed(c);
                 }
             }
         }
