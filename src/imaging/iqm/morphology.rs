@@ -1,6 +1,6 @@
 //! Binary morphology, hole filling and connected pieces of the IQM masks, written as
-//! whole-row passes (erosion and dilation) and as floods on a grid padded by one voxel
-//! (no bounds checks, no index divisions); same results as the voxel-by-voxel forms.
+//! whole-row passes (erosion and dilation) and as unions of overlapping runs (hole
+//! filling, connected pieces); same results as the voxel-by-voxel forms.
 
 use super::Grid;
 
@@ -94,141 +94,233 @@ pub(super) fn morph(
     }
 }
 
-/// The grid with one voxel of padding on every side.
-struct Padded {
-    px: usize,
-    pxy: usize,
-    len: usize,
+/// Runs of equal voxels along the rows of a mask: the connected pieces are found by
+/// joining the runs of neighbouring rows that overlap (union-find over runs), a few
+/// operations per run where a flood spends several per voxel.
+struct Runs {
+    /// Start and end (exclusive) of each run along its row, rows in order.
+    start: Vec<u32>,
+    end: Vec<u32>,
+    /// The runs of row `r` are `first[r]..first[r + 1]`.
+    first: Vec<usize>,
 }
 
-impl Padded {
-    fn of(grid: Grid) -> Self {
-        let px = grid.nx + 2;
-        let pxy = px * (grid.ny + 2);
+impl Runs {
+    /// The runs of voxels that are set (`set`) or not, rows of `width` voxels.
+    fn of(mask: &[u8], width: usize, set: bool) -> Self {
+        let mut runs = Runs {
+            start: Vec::new(),
+            end: Vec::new(),
+            first: Vec::with_capacity(mask.len() / width.max(1) + 1),
+        };
+        for row in mask.chunks_exact(width) {
+            runs.first.push(runs.start.len());
+            let mut i = 0;
+            while i < width {
+                if (row[i] != 0) != set {
+                    i += 1;
+                    continue;
+                }
+                let from = i;
+                while i < width && (row[i] != 0) == set {
+                    i += 1;
+                }
+                runs.start.push(from as u32);
+                runs.end.push(i as u32);
+            }
+        }
+        runs.first.push(runs.start.len());
+        runs
+    }
+
+    fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    fn of_row(&self, r: usize) -> std::ops::Range<usize> {
+        self.first[r]..self.first[r + 1]
+    }
+
+    /// Joins the overlapping runs of rows `a` and `b` (face neighbours along the row).
+    fn join(&self, pieces: &mut Pieces, a: usize, b: usize) {
+        let (mut x, x_end) = (self.first[a], self.first[a + 1]);
+        let (mut y, y_end) = (self.first[b], self.first[b + 1]);
+        while x < x_end && y < y_end {
+            if self.start[x] < self.end[y] && self.start[y] < self.end[x] {
+                pieces.union(x, y);
+            }
+            if self.end[x] < self.end[y] {
+                x += 1;
+            } else {
+                y += 1;
+            }
+        }
+    }
+}
+
+/// Union-find over runs; a piece's root is its first run in raster order.
+struct Pieces {
+    parent: Vec<usize>,
+}
+
+impl Pieces {
+    fn new(n: usize) -> Self {
         Self {
-            px,
-            pxy,
-            len: pxy * (grid.nz + 2),
+            parent: (0..n).collect(),
         }
     }
-    fn at(&self, i: usize, j: usize, k: usize) -> usize {
-        (i + 1) + self.px * (j + 1) + self.pxy * (k + 1)
-    }
-    /// `f(real index, padded index)` for every voxel of the grid, in raster order.
-    fn each(&self, grid: Grid, mut f: impl FnMut(usize, usize)) {
-        let mut idx = 0;
-        for k in 0..grid.nz {
-            for j in 0..grid.ny {
-                let base = self.at(0, j, k);
-                for i in 0..grid.nx {
-                    f(idx, base + i);
-                    idx += 1;
-                }
-            }
+
+    fn root(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
         }
+        x
     }
-}
 
-const OPEN: u8 = 0;
-const WALL: u8 = 1;
-const REACHED: u8 = 2;
-
-/// Floods the OPEN voxels of `state` from `stack` through the given padded offsets.
-fn flood(state: &mut [u8], stack: &mut Vec<usize>, steps: &[usize]) {
-    while let Some(v) = stack.pop() {
-        for &s in steps {
-            for n in [v - s, v + s] {
-                if state[n] == OPEN {
-                    state[n] = REACHED;
-                    stack.push(n);
-                }
-            }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.root(a), self.root(b));
+        if ra != rb {
+            let (lo, hi) = (ra.min(rb), ra.max(rb));
+            self.parent[hi] = lo;
         }
     }
 }
 
-/// Padded state: the padding REACHED (it stands for the world outside), mask voxels
-/// WALL, the others OPEN.
-fn padded_state(mask: &[u8], grid: Grid, pad: &Padded) -> Vec<u8> {
-    let mut state = vec![REACHED; pad.len];
-    pad.each(grid, |r, p| {
-        state[p] = if mask[r] != 0 { WALL } else { OPEN }
-    });
-    state
+/// The pieces of `runs` on a grid of rows `(j, k)`, `ny` rows to a slice, joined with
+/// the row before along j and the row before along k (6-connectivity in 3D).
+fn pieces_3d(runs: &Runs, ny: usize, nz: usize) -> Pieces {
+    let mut pieces = Pieces::new(runs.len());
+    for k in 0..nz {
+        for j in 0..ny {
+            let r = j + ny * k;
+            if j > 0 {
+                runs.join(&mut pieces, r, r - 1);
+            }
+            if k > 0 {
+                runs.join(&mut pieces, r, r - ny);
+            }
+        }
+    }
+    pieces
 }
 
 /// Fills every region of 0s that does not reach the border (6-connectivity).
 pub(super) fn fill_holes(mask: &[u8], grid: Grid) -> Vec<u8> {
-    let pad = Padded::of(grid);
-    let mut state = padded_state(mask, grid, &pad);
-    let mut stack = Vec::new();
     let (nx, ny, nz) = (grid.nx, grid.ny, grid.nz);
+    let open = Runs::of(mask, nx, false);
+    let mut pieces = pieces_3d(&open, ny, nz);
+    let mut outside = vec![false; open.len()];
     for k in 0..nz {
         for j in 0..ny {
             let edge_row = j == 0 || k == 0 || j + 1 == ny || k + 1 == nz;
-            for i in 0..nx {
-                if edge_row || i == 0 || i + 1 == nx {
-                    let p = pad.at(i, j, k);
-                    if state[p] == OPEN {
-                        state[p] = REACHED;
-                        stack.push(p);
-                    }
+            for x in open.of_row(j + ny * k) {
+                if edge_row || open.start[x] == 0 || open.end[x] as usize == nx {
+                    let root = pieces.root(x);
+                    outside[root] = true;
                 }
             }
         }
     }
-    flood(&mut state, &mut stack, &[1, pad.px, pad.pxy]);
-    let mut out = vec![0u8; mask.len()];
-    pad.each(grid, |r, p| out[r] = u8::from(state[p] != REACHED));
+    let mut out: Vec<u8> = mask.iter().map(|&m| u8::from(m != 0)).collect();
+    fill_enclosed(&open, &mut pieces, &outside, nx, &mut out);
     out
+}
+
+/// Sets the voxels of every run whose piece is not `outside`.
+fn fill_enclosed(runs: &Runs, pieces: &mut Pieces, outside: &[bool], width: usize, out: &mut [u8]) {
+    for r in 0..runs.first.len() - 1 {
+        for x in runs.of_row(r) {
+            if !outside[pieces.root(x)] {
+                let row = r * width;
+                out[row + runs.start[x] as usize..row + runs.end[x] as usize].fill(1);
+            }
+        }
+    }
 }
 
 /// Fills, in every slice along each axis, the 0s that do not reach the slice's edge
 /// (4-connectivity within the slice).
 pub(super) fn fill_holes_slices(mask: &[u8], grid: Grid) -> Vec<u8> {
-    let pad = Padded::of(grid);
+    let (nx, ny, nz) = (grid.nx, grid.ny, grid.nz);
     let mut out: Vec<u8> = mask.iter().map(|&m| u8::from(m != 0)).collect();
-    let dims = [grid.nx, grid.ny, grid.nz];
-    let steps = [1, pad.px, pad.pxy];
-    let mut stack = Vec::new();
-    let initial = padded_state(mask, grid, &pad);
-    let mut state = initial.clone();
-    for axis in 0..3 {
-        let (u, v) = ((axis + 1) % 3, (axis + 2) % 3);
-        if axis > 0 {
-            state.copy_from_slice(&initial);
-        }
-        // Seeds: open voxels on the edge of their slice (first or last along u or v),
-        // that is on the four faces of the grid that are not across `axis`.
-        let mut seed = |c: [usize; 3]| {
-            let p = pad.at(c[0], c[1], c[2]);
-            if state[p] == OPEN {
-                state[p] = REACHED;
-                stack.push(p);
-            }
-        };
-        for w in 0..dims[axis] {
-            for a in 0..dims[u] {
-                for b in [0, dims[v] - 1] {
-                    let mut c = [0; 3];
-                    (c[axis], c[u], c[v]) = (w, a, b);
-                    seed(c);
+    // Slices across z (rows joined along j) and across y (rows joined along k) share the
+    // runs along x.
+    let open = Runs::of(mask, nx, false);
+    for across_z in [true, false] {
+        let mut pieces = Pieces::new(open.len());
+        for k in 0..nz {
+            for j in 0..ny {
+                let r = j + ny * k;
+                if across_z && j > 0 {
+                    open.join(&mut pieces, r, r - 1);
                 }
-            }
-            for b in 0..dims[v] {
-                for a in [0, dims[u] - 1] {
-                    let mut c = [0; 3];
-                    (c[axis], c[u], c[v]) = (w, a, b);
-                    seed(c);
+                if !across_z && k > 0 {
+                    open.join(&mut pieces, r, r - ny);
                 }
             }
         }
-        flood(&mut state, &mut stack, &[steps[u], steps[v]]);
-        pad.each(grid, |r, p| {
-            if state[p] != REACHED {
-                out[r] = 1;
+        let mut outside = vec![false; open.len()];
+        for k in 0..nz {
+            for j in 0..ny {
+                let edge_row = if across_z {
+                    j == 0 || j + 1 == ny
+                } else {
+                    k == 0 || k + 1 == nz
+                };
+                for x in open.of_row(j + ny * k) {
+                    if edge_row || open.start[x] == 0 || open.end[x] as usize == nx {
+                        let root = pieces.root(x);
+                        outside[root] = true;
+                    }
+                }
             }
-        });
+        }
+        fill_enclosed(&open, &mut pieces, &outside, nx, &mut out);
+    }
+    // Slices across x: the mask transposed so that rows run along j, indexed by (k, i),
+    // and joined along k.
+    let mut transposed = vec![0u8; mask.len()];
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = nx * (j + ny * k);
+            for i in 0..nx {
+                transposed[j + ny * (k + nz * i)] = mask[row + i];
+            }
+        }
+    }
+    let open = Runs::of(&transposed, ny, false);
+    let mut pieces = Pieces::new(open.len());
+    let mut outside = vec![false; open.len()];
+    for i in 0..nx {
+        for k in 0..nz {
+            let r = k + nz * i;
+            if k > 0 {
+                open.join(&mut pieces, r, r - 1);
+            }
+        }
+    }
+    for i in 0..nx {
+        for k in 0..nz {
+            let edge_row = k == 0 || k + 1 == nz;
+            for x in open.of_row(k + nz * i) {
+                if edge_row || open.start[x] == 0 || open.end[x] as usize == ny {
+                    let root = pieces.root(x);
+                    outside[root] = true;
+                }
+            }
+        }
+    }
+    for i in 0..nx {
+        for k in 0..nz {
+            for x in open.of_row(k + nz * i) {
+                if !outside[pieces.root(x)] {
+                    for j in open.start[x] as usize..open.end[x] as usize {
+                        out[i + nx * (j + ny * k)] = 1;
+                    }
+                }
+            }
+        }
     }
     out
 }
@@ -236,45 +328,30 @@ pub(super) fn fill_holes_slices(mask: &[u8], grid: Grid) -> Vec<u8> {
 /// The voxels of the `keep` largest connected pieces (6-connectivity) of a mask; pieces
 /// of equal size rank in the order a raster scan meets them.
 pub(super) fn largest_pieces(mask: &[u8], grid: Grid, keep: usize) -> Vec<u8> {
-    let pad = Padded::of(grid);
-    let mut label = vec![0u32; pad.len];
-    pad.each(grid, |r, p| {
-        if mask[r] != 0 {
-            label[p] = u32::MAX;
-        }
-    });
-    let mut sizes: Vec<usize> = vec![0];
-    let mut stack = Vec::new();
-    let steps = [1, pad.px, pad.pxy];
-    pad.each(grid, |_, start| {
-        if label[start] != u32::MAX {
-            return;
-        }
-        let id = sizes.len() as u32;
-        let mut size = 0;
-        label[start] = id;
-        stack.push(start);
-        while let Some(v) = stack.pop() {
-            size += 1;
-            for &s in &steps {
-                for n in [v - s, v + s] {
-                    if label[n] == u32::MAX {
-                        label[n] = id;
-                        stack.push(n);
-                    }
-                }
-            }
-        }
-        sizes.push(size);
-    });
-    let mut order: Vec<usize> = (1..sizes.len()).collect();
-    order.sort_by_key(|&id| std::cmp::Reverse(sizes[id]));
-    let mut kept = vec![false; sizes.len()];
-    for &id in order.iter().take(keep) {
-        kept[id] = true;
+    let (nx, ny, nz) = (grid.nx, grid.ny, grid.nz);
+    let set = Runs::of(mask, nx, true);
+    let mut pieces = pieces_3d(&set, ny, nz);
+    let mut size = vec![0usize; set.len()];
+    for x in 0..set.len() {
+        let root = pieces.root(x);
+        size[root] += (set.end[x] - set.start[x]) as usize;
+    }
+    // Roots are each piece's first run, so ascending roots are the raster scan's order.
+    let mut roots: Vec<usize> = (0..set.len()).filter(|&x| pieces.root(x) == x).collect();
+    roots.sort_by_key(|&x| std::cmp::Reverse(size[x]));
+    let mut kept = vec![false; set.len()];
+    for &x in roots.iter().take(keep) {
+        kept[x] = true;
     }
     let mut out = vec![0u8; mask.len()];
-    pad.each(grid, |r, p| out[r] = u8::from(kept[label[p] as usize]));
+    for r in 0..set.first.len() - 1 {
+        for x in set.of_row(r) {
+            if kept[pieces.root(x)] {
+                let row = r * nx;
+                out[row + set.start[x] as usize..row + set.end[x] as usize].fill(1);
+            }
+        }
+    }
     out
 }
 
