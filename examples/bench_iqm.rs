@@ -17,6 +17,27 @@ use std::path::PathBuf;
 use cdwqc::imaging::iqm::{self, Contrast};
 use cdwqc::imaging::load_volume;
 
+/// Read, masks, metrics, their ratio to reading, the import step and its ratio, as
+/// printed columns; a stage not timed (`--step-only`) prints as `-`.
+fn row(ms: [f64; 4]) -> String {
+    let cell = |x: f64, digits: usize| {
+        if x.is_finite() {
+            format!("{x:.digits$}")
+        } else {
+            "-".to_string()
+        }
+    };
+    [
+        cell(ms[0], 1),
+        cell(ms[1], 1),
+        cell(ms[2], 1),
+        cell((ms[1] + ms[2]) / ms[0], 2),
+        cell(ms[3], 1),
+        cell(ms[3] / ms[0], 2),
+    ]
+    .join("\t")
+}
+
 /// CPU time of the calling thread, in milliseconds.
 fn thread_cpu_ms() -> f64 {
     let mut t = libc::timespec {
@@ -114,24 +135,8 @@ fn main() -> anyhow::Result<()> {
         for (t, b) in total.iter_mut().zip(best) {
             *t += b;
         }
-        println!(
-            "{name}\t{voxels}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.1}\t{:.2}",
-            best[0],
-            best[1],
-            best[2],
-            (best[1] + best[2]) / best[0],
-            best[3],
-            best[3] / best[0]
-        );
+        println!("{name}\t{voxels}\t{}", row(best));
     }
-    println!(
-        "total\t\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.1}\t{:.2}",
-        total[0],
-        total[1],
-        total[2],
-        (total[1] + total[2]) / total[0],
-        total[3],
-        total[3] / total[0]
-    );
+    println!("total\t\t{}", row(total));
     Ok(())
 }

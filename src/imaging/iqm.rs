@@ -895,27 +895,36 @@ fn f32_at_or_above(cut: f64) -> f32 {
     }
 }
 
-/// Block means over 2x2x2 blocks (smaller at odd edges).
+/// Block means over 2x2x2 blocks (smaller at odd edges). Each block's sum adds its
+/// voxels in raster order; a row adds its pairs of voxels to its blocks in turn.
 fn decimate(image: &[f32], dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
     let cdims = dims.map(|d| d.div_ceil(2));
-    let mut sums = vec![0f64; cdims[0] * cdims[1] * cdims[2]];
-    let mut counts = vec![0u8; sums.len()];
-    let mut idx = 0;
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
-            for i in 0..dims[0] {
-                sums[row + i / 2] += f64::from(image[idx]);
-                counts[row + i / 2] += 1;
-                idx += 1;
+    let cnx = cdims[0];
+    let mut sums = vec![0f64; cnx * cdims[1] * cdims[2]];
+    let pairs = dims[0] / 2;
+    for (r, row) in image.chunks_exact(dims[0]).enumerate() {
+        let (j, k) = (r % dims[1], r / dims[1]);
+        let start = cnx * (j / 2 + cdims[1] * (k / 2));
+        let blocks = &mut sums[start..start + cnx];
+        for (s, pair) in blocks.iter_mut().zip(row.chunks_exact(2)) {
+            *s = (*s + f64::from(pair[0])) + f64::from(pair[1]);
+        }
+        if dims[0] % 2 == 1 {
+            blocks[pairs] += f64::from(row[dims[0] - 1]);
+        }
+    }
+    // Voxels per block: two along each axis, one in the last block of an odd axis.
+    let along = |n: usize, c: usize| if 2 * c + 1 == n { 1.0 } else { 2.0 };
+    let mut coarse = Vec::with_capacity(sums.len());
+    for k in 0..cdims[2] {
+        for j in 0..cdims[1] {
+            let plane = along(dims[2], k) * along(dims[1], j);
+            let row = cnx * (j + cdims[1] * k);
+            for (i, s) in sums[row..row + cnx].iter().enumerate() {
+                coarse.push((s / (plane * along(dims[0], i))) as f32);
             }
         }
     }
-    let coarse = sums
-        .iter()
-        .zip(&counts)
-        .map(|(s, &c)| (s / f64::from(c.max(1))) as f32)
-        .collect();
     (coarse, cdims)
 }
 
@@ -2306,6 +2315,40 @@ mod tests {
             for v in [-1.0f32, 0.0, 1e-45, 0.1, 1.0, f32::MAX] {
                 assert_eq!(v < at, f64::from(v) < cut, "cut {cut}, value {v}");
             }
+        }
+    }
+
+    #[test]
+    fn block_means_by_rows_equal_the_voxel_by_voxel_sums() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for dims in [[9usize, 7, 5], [8, 6, 4], [1, 3, 2], [5, 1, 1], [2, 2, 3]] {
+            let n = dims[0] * dims[1] * dims[2];
+            let image: Vec<f32> = (0..n)
+                .map(|_| rng.random_range(-1.0e4f32..1.0e4) / 7.0)
+                .collect();
+            let cdims = dims.map(|d| d.div_ceil(2));
+            let mut sums = vec![0f64; cdims[0] * cdims[1] * cdims[2]];
+            let mut counts = vec![0u8; sums.len()];
+            let mut idx = 0;
+            for k in 0..dims[2] {
+                for j in 0..dims[1] {
+                    let row = cdims[0] * (j / 2 + cdims[1] * (k / 2));
+                    for i in 0..dims[0] {
+                        sums[row + i / 2] += f64::from(image[idx]);
+                        counts[row + i / 2] += 1;
+                        idx += 1;
+                    }
+                }
+            }
+            let want: Vec<u32> = sums
+                .iter()
+                .zip(&counts)
+                .map(|(s, &c)| ((s / f64::from(c.max(1))) as f32).to_bits())
+                .collect();
+            let (got, got_dims) = decimate(&image, dims);
+            assert_eq!(got_dims, cdims);
+            let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{dims:?}");
         }
     }
 
