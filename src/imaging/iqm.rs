@@ -284,11 +284,93 @@ fn dilate(mask: &[u8], grid: Grid, eighteen: bool, outside: u8) -> Vec<u8> {
 
 use morphology::{fill_holes, fill_holes_slices, largest_pieces};
 
-/// The voxel-by-voxel forms of the morphology, kept as the reference the row and
-/// flood forms of [`morphology`] are tested against.
+/// The voxel-by-voxel forms of the morphology, the bias field and the FWHM sums, kept
+/// as the references the row, run and branch-free forms are tested against.
 #[cfg(test)]
 mod reference {
     use super::{BiasFit, Grid, bias_terms, scaled};
+
+    /// The FWHM estimate voxel by voxel with branches, the reference of the
+    /// branch-free form.
+    pub(super) fn fwhm_classic(
+        image: &[f32],
+        dims: [usize; 3],
+        voxel: [f64; 3],
+        mask: &[u8],
+    ) -> [f64; 3] {
+        let grid = Grid::new(dims);
+        let (mut fsum, mut fsq, mut count) = (0.0f64, 0.0f64, 0usize);
+        let rows = image.chunks_exact(grid.nx).zip(mask.chunks_exact(grid.nx));
+        for (values, labels) in rows {
+            if labels.iter().all(|&m| m == 0) {
+                continue;
+            }
+            for (&v, &m) in values.iter().zip(labels) {
+                if m != 0 {
+                    let a = f64::from(v);
+                    fsum += a;
+                    fsq += a * a;
+                    count += 1;
+                }
+            }
+        }
+        if count < 9 || fsq <= 0.0 {
+            return [-1.0; 3];
+        }
+        let var = (fsq - (fsum * fsum) / count as f64) / (count as f64 - 1.0);
+        if var <= 0.0 {
+            return [-1.0; 3];
+        }
+        let mut sums = [0.0f64; 3];
+        let mut squares = [0.0f64; 3];
+        let mut counts = [0usize; 3];
+        let steps = [1, grid.nx, grid.sxy()];
+        let mut idx = 0;
+        for k in 0..grid.nz {
+            for j in 0..grid.ny {
+                // Most rows miss the brain: skip them whole (the sums keep their order).
+                if mask[idx..idx + grid.nx].iter().all(|&m| m == 0) {
+                    idx += grid.nx;
+                    continue;
+                }
+                for i in 0..grid.nx {
+                    if mask[idx] != 0 {
+                        let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];
+                        let arg = f64::from(image[idx]);
+                        for axis in 0..3 {
+                            let next = idx + steps[axis];
+                            if inside[axis] && mask[next] != 0 {
+                                let d = f64::from(image[next]) - arg;
+                                sums[axis] += d;
+                                squares[axis] += d * d;
+                                counts[axis] += 1;
+                            }
+                        }
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        let mut out = [-1.0f64; 3];
+        for axis in 0..3 {
+            let c = counts[axis] as f64;
+            let var_d = if counts[axis] < 6 {
+                0.0
+            } else {
+                (squares[axis] - (sums[axis] * sums[axis]) / c) / (c - 1.0)
+            };
+            let arg = 1.0 - 0.5 * (var_d / var);
+            // AFNI keeps the result in single precision.
+            let dx = voxel[axis] as f32 as f64;
+            out[axis] = if arg <= 0.0 || arg >= 1.0 {
+                -1.0f32 as f64
+            } else {
+                (2.35482 * (-1.0 / (4.0 * arg.ln())).sqrt() * dx) as f32 as f64
+            };
+        }
+        out
+    }
+
     /// The field evaluated voxel by voxel, the reference of the stepped form.
     pub(super) fn eval_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8]) -> Vec<f32> {
         let mut out = vec![0f32; tissue.len()];
@@ -1597,19 +1679,23 @@ fn kurtosis_of_moments(mean: f64, m2: f64, m4: f64) -> f64 {
 /// what MRIQC reads from `3dFWHMx -ShowMeClassicFWHM`), in mm along i, j, k.
 pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8]) -> [f64; 3] {
     let grid = Grid::new(dims);
+    // Branch-free: a voxel or a pair outside the mask adds +0.0 (or -0.0), which leaves
+    // each sum as it is, so the sums are those of the masked voxels in raster order.
+    // Rows are walked from their first to their last masked voxel.
+    let span = |labels: &[u8]| {
+        let first = labels.iter().position(|&m| m != 0)?;
+        let last = labels.iter().rposition(|&m| m != 0)?;
+        Some(first..last + 1)
+    };
     let (mut fsum, mut fsq, mut count) = (0.0f64, 0.0f64, 0usize);
     let rows = image.chunks_exact(grid.nx).zip(mask.chunks_exact(grid.nx));
     for (values, labels) in rows {
-        if labels.iter().all(|&m| m == 0) {
-            continue;
-        }
-        for (&v, &m) in values.iter().zip(labels) {
-            if m != 0 {
-                let a = f64::from(v);
-                fsum += a;
-                fsq += a * a;
-                count += 1;
-            }
+        let Some(range) = span(labels) else { continue };
+        for (&v, &m) in values[range.clone()].iter().zip(&labels[range]) {
+            let a = if m != 0 { f64::from(v) } else { 0.0 };
+            fsum += a;
+            fsq += a * a;
+            count += usize::from(m != 0);
         }
     }
     if count < 9 || fsq <= 0.0 {
@@ -1622,30 +1708,47 @@ pub fn fwhm_classic(image: &[f32], dims: [usize; 3], voxel: [f64; 3], mask: &[u8
     let mut sums = [0.0f64; 3];
     let mut squares = [0.0f64; 3];
     let mut counts = [0usize; 3];
-    let steps = [1, grid.nx, grid.sxy()];
-    let mut idx = 0;
-    for k in 0..grid.nz {
-        for j in 0..grid.ny {
-            // Most rows miss the brain: skip them whole (the sums keep their order).
-            if mask[idx..idx + grid.nx].iter().all(|&m| m == 0) {
-                idx += grid.nx;
+    let (nx, ny, nz, sxy) = (grid.nx, grid.ny, grid.nz, grid.sxy());
+    let zeros = vec![0u8; nx];
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = nx * (j + ny * k);
+            let Some(range) = span(&mask[row..row + nx]) else {
                 continue;
-            }
-            for i in 0..grid.nx {
-                if mask[idx] != 0 {
-                    let inside = [i + 1 < grid.nx, j + 1 < grid.ny, k + 1 < grid.nz];
-                    let arg = f64::from(image[idx]);
-                    for axis in 0..3 {
-                        let next = idx + steps[axis];
-                        if inside[axis] && mask[next] != 0 {
-                            let d = f64::from(image[next]) - arg;
-                            sums[axis] += d;
-                            squares[axis] += d * d;
-                            counts[axis] += 1;
-                        }
-                    }
+            };
+            // A pair counts when both voxels are masked. The neighbour along j or k
+            // exists for the whole row or for none of it; when none, the row's own
+            // values stand in with an empty mask.
+            let none = &zeros[..];
+            let here = (&image[row..row + nx], &mask[row..row + nx]);
+            let next_row = |step: usize, exists: bool| {
+                if exists {
+                    (
+                        &image[row + step..row + step + nx],
+                        &mask[row + step..row + step + nx],
+                    )
+                } else {
+                    (here.0, none)
                 }
-                idx += 1;
+            };
+            let along_j = next_row(nx, j + 1 < ny);
+            let along_k = next_row(sxy, k + 1 < nz);
+            for i in range {
+                let (v, m) = (here.0[i], here.1[i] != 0);
+                let arg = f64::from(v);
+                let right = (i + 1).min(nx - 1);
+                let neighbours = [
+                    (here.0[right], (i + 1 < nx) & (here.1[right] != 0)),
+                    (along_j.0[i], along_j.1[i] != 0),
+                    (along_k.0[i], along_k.1[i] != 0),
+                ];
+                for (axis, (w, masked)) in neighbours.into_iter().enumerate() {
+                    let pair = m & masked;
+                    let d = if pair { f64::from(w) - arg } else { 0.0 };
+                    sums[axis] += d;
+                    squares[axis] += d * d;
+                    counts[axis] += usize::from(pair);
+                }
             }
         }
     }
@@ -2316,6 +2419,42 @@ mod tests {
                 assert_eq!(v < at, f64::from(v) < cut, "cut {cut}, value {v}");
             }
         }
+    }
+
+    #[test]
+    fn branch_free_fwhm_equals_the_voxel_by_voxel_sums() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut estimated = 0;
+        for dims in [
+            [9usize, 7, 5],
+            [23, 17, 12],
+            [1, 6, 4],
+            [30, 2, 9],
+            [6, 5, 1],
+        ] {
+            let n = dims[0] * dims[1] * dims[2];
+            for level in [90, 150, 200] {
+                let mask = blobs(dims, 7, level);
+                for integers in [true, false] {
+                    let image: Vec<f32> = (0..n)
+                        .map(|_| {
+                            let v = rng.random_range(-300.0f32..3000.0);
+                            if integers { v.round() } else { v / 7.0 }
+                        })
+                        .collect();
+                    let voxel = [1.0833, 0.7, 2.5];
+                    let got = fwhm_classic(&image, dims, voxel, &mask);
+                    let want = reference::fwhm_classic(&image, dims, voxel, &mask);
+                    assert_eq!(
+                        got.map(f64::to_bits),
+                        want.map(f64::to_bits),
+                        "{dims:?} {level}"
+                    );
+                    estimated += usize::from(got.iter().any(|&f| f > 0.0));
+                }
+            }
+        }
+        assert!(estimated > 10, "{estimated} estimates");
     }
 
     #[test]
