@@ -139,6 +139,38 @@ fn import_step_equals_masks_then_measure_bit_for_bit() {
     assert!(checked >= 27, "{checked} images measured both ways");
 }
 
+/// `cdwqc iqm --file` builds the masks at full resolution only when `--masks` asks to
+/// write them; both ways print the same metrics, on files and on every phantom.
+#[test]
+fn iqm_file_prints_the_same_metrics_with_and_without_written_masks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let flair = dir.join("sub-01_FLAIR.nii.gz");
+    write_phantom(&flair, "flair");
+    let file = flair.to_str().expect("utf-8 path");
+    let metrics = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["iqm", "--file", file, "--phantom", "all"];
+        args.extend_from_slice(extra);
+        ok(dir, &args)
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).expect("one JSON object per line");
+                v.as_object_mut().expect("object").remove("seconds");
+                v
+            })
+            .collect()
+    };
+    let without = metrics(&[]);
+    let with = metrics(&["--masks", "masks"]);
+    assert_eq!(without.len(), 1 + iqm::PHANTOMS.len());
+    assert!(
+        without.iter().all(|v| v["iqms"]["cnr"].is_number()),
+        "{without:?}"
+    );
+    assert_eq!(without, with);
+    assert!(dir.join("masks/sub-01_FLAIR/tissue.nii.gz").is_file());
+}
+
 fn write_phantom(path: &Path, name: &str) {
     let (volume, _) = iqm::phantom(name).expect("phantom");
     let image = NiftiImage {
