@@ -124,14 +124,16 @@ fn measure_files(args: &IqmArgs) -> anyhow::Result<ExitCode> {
             Ok((volume, contrast)) => {
                 result.contrast = Some(contrast.name());
                 let started = std::time::Instant::now();
-                let image = iqm::sanitised(&volume.data);
                 // The masks at full resolution only when they are to be written; else
                 // import's step, which gives the same values without them.
                 let outcome = match &args.masks {
-                    Some(_) => iqm::masks(&image, volume.dims, volume.voxel_size, contrast)
-                        .and_then(|m| {
-                            iqm::measure(&image, volume.voxel_size, &m).map(|q| (Some(m), q))
-                        }),
+                    Some(_) => {
+                        let image = iqm::sanitised(&volume.data);
+                        iqm::masks(&image, volume.dims, volume.voxel_size, contrast).and_then(|m| {
+                            let q = iqm::measure(&image, volume.voxel_size, &m)?;
+                            Ok((Some((m, image)), q))
+                        })
+                    }
                     None => iqm::compute(&volume, contrast).map(|q| (None, q)),
                 };
                 match outcome {
@@ -148,9 +150,9 @@ fn measure_files(args: &IqmArgs) -> anyhow::Result<ExitCode> {
                                 .map(|(k, v)| (k, v.is_finite().then_some(v)))
                                 .collect(),
                         );
-                        if let (Some(root), Some(masks)) = (&args.masks, &masks) {
+                        if let (Some(root), Some((masks, image))) = (&args.masks, &masks) {
                             let dir = root.join(&name);
-                            write_case(&dir, &volume, &image, masks)?;
+                            write_case(&dir, &volume, image, masks)?;
                             let json = serde_json::to_string_pretty(&result)?;
                             std::fs::write(dir.join("iqms.json"), json)
                                 .with_context(|| format!("writing {}", dir.display()))?;

@@ -408,11 +408,11 @@ impl ClassCounts {
         head: u8,
         rotation: u8,
     ) {
-        let code = usize::from(tissue & 3)
-            | usize::from(air != 0) << 2
-            | usize::from(head != 0) << 3
-            | usize::from(rotation != 0) << 4;
-        self.lanes[(idx % LANES) * self.table + bin * CODES + code] += 1;
+        let code = (tissue & 3)
+            | u8::from(air != 0) << 2
+            | u8::from(head != 0) << 3
+            | u8::from(rotation != 0) << 4;
+        self.add_code(idx, bin, code);
     }
 
     /// Counts voxel `idx` in `bin` under a code whose bits 0-4 are its class code
