@@ -123,9 +123,18 @@ fn main() -> anyhow::Result<()> {
                     .zip(&metrics.values)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
             if !same {
+                let differing: Vec<String> = step
+                    .values
+                    .iter()
+                    .zip(&metrics.values)
+                    .zip(iqm::COLUMNS)
+                    .filter(|((a, b), _)| a.to_bits() != b.to_bits())
+                    .map(|((a, b), name)| format!("{name} {a:?} against {b:?}"))
+                    .collect();
                 anyhow::bail!(
-                    "{}: import's IQM step differs from masks + measure",
-                    path.display()
+                    "{}: import's IQM step differs from masks + measure: {}",
+                    path.display(),
+                    differing.join(", ")
                 );
             }
             for (b, v) in best.iter_mut().zip([read, masks_ms, metrics_ms, step_ms]) {

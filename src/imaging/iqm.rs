@@ -2,12 +2,14 @@
 //! rotation masks, a three-class tissue split, a low-order bias field, and from them
 //! MRIQC's anatomical measures with MRIQC 24.0.2's exact definitions (docs/iqm.md).
 
+use crate::imaging::simd::with_avx2;
 use serde::Serialize;
 
 use super::Volume;
 
 mod binned;
 mod fused;
+mod fwhm;
 mod morphology;
 
 /// Bumped whenever a mask, the tissue split or a metric changes meaning, so that rows
@@ -547,6 +549,7 @@ mod reference {
     }
 }
 
+with_avx2! {
 /// City-block distance in mm from each voxel to the nearest voxel of `source`;
 /// infinite when `source` is empty.
 ///
@@ -577,6 +580,7 @@ fn distance_to(source: &[u8], grid: Grid, voxel: [f64; 3]) -> Vec<f32> {
     }
     sweep_lines(&mut d, sxy, wz);
     d
+}
 }
 
 /// One forward and one backward pass over consecutive lines of `width` values: each line
@@ -944,6 +948,7 @@ fn f32_at_or_above(cut: f64) -> f32 {
     }
 }
 
+with_avx2! {
 /// Block means over 2x2x2 blocks (smaller at odd edges). Each block's sum adds its
 /// voxels in raster order; a row adds its pairs of voxels to its blocks in turn.
 fn decimate(image: &[f32], dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
@@ -975,6 +980,7 @@ fn decimate(image: &[f32], dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
         }
     }
     (coarse, cdims)
+}
 }
 
 /// Head, rotation, artefact and brain masks and the tissue cuts on one grid.
@@ -1660,8 +1666,15 @@ struct FwhmSums {
     counts: [usize; 3],
 }
 
-/// The sums, each in raster order as AFNI adds them.
+/// The sums, as AFNI adds them: in raster order, or in independent lanes where that
+/// gives the same bits.
 fn fwhm_sums(image: &[f32], dims: [usize; 3], mask: &[u8]) -> FwhmSums {
+    fwhm::exact_sums(image, dims, mask)
+        .unwrap_or_else(|| fwhm_sums_in_raster_order(image, dims, mask))
+}
+
+/// The sums, each in raster order as AFNI adds them.
+fn fwhm_sums_in_raster_order(image: &[f32], dims: [usize; 3], mask: &[u8]) -> FwhmSums {
     let grid = Grid::new(dims);
     // Branch-free: a voxel or a pair outside the mask adds +0.0, which leaves
     // each sum as it is, so the sums are those of the masked voxels in raster order.

@@ -13,6 +13,7 @@ pub mod preprocess;
 pub mod preview;
 pub mod registration;
 pub mod sidecar;
+pub mod simd;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ use super::{
     GAUSSIAN_3_4, IqmError, Masks, Statistics, Summary, f32_key, kurtosis_of_moments, lerp,
     percentile_ranks, round4, sum_exact, widen,
 };
+use crate::imaging::simd::with_avx2;
 
 /// Histograms larger than this (in bins) are not worth it: the exact path is used.
 const MAX_BINS: usize = 1 << 16;
@@ -27,6 +28,7 @@ const ROUNDER: f32 = 12_582_912.0;
 /// Below this magnitude [`ROUNDER`] rounds exactly.
 const ROUNDS_EXACTLY: f32 = 4_194_304.0;
 
+with_avx2! {
 /// The smallest value and the number of bins when every voxel is an integer in a
 /// range of at most [`MAX_BINS`] values.
 fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
@@ -74,6 +76,7 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
         fraction.iter().all(|&f| f == 0)
     };
     integral.then(|| (lo, (hi - lo) as usize + 1))
+}
 }
 
 /// Bits of an empty slot of [`value_table`]'s hash table: a NaN, which never enters it.
@@ -377,11 +380,13 @@ pub(super) fn core_histogram(
     core_hist
 }
 
-/// Per-class counts of every bin, in [`LANES`] interleaved tables of `bins * CODES`
-/// counts: 32-bit counts keep the tables small enough for the cache (a grid holds
-/// fewer than 2^32 voxels), and since neighbouring voxels often share their value and
-/// class (the air, above all) and an increment waits for the previous one to the same
-/// counter, one table per voxel position modulo 4 keeps those increments independent.
+/// Per-class counts of every bin, [`LANES`] counters per bin and class: 32-bit counts
+/// keep the table small enough for the cache (a grid holds fewer than 2^32 voxels),
+/// and since neighbouring voxels often share their value and class (the air, above
+/// all) and an increment waits for the previous one to the same counter, a voxel
+/// counts in the counter of its position modulo 4, which keeps those increments
+/// independent. The four counters of a bin and class are adjacent, so that they share
+/// a cache line.
 pub(super) struct ClassCounts {
     lanes: Vec<u32>,
     table: usize,
@@ -420,7 +425,15 @@ impl ClassCounts {
     #[inline(always)]
     pub(super) fn add_code(&mut self, idx: usize, bin: usize, code: u8) {
         let code = usize::from(code) & (CODES - 1);
-        self.lanes[(idx % LANES) * self.table + bin * CODES + code] += 1;
+        self.add_slot((bin * CODES + code) * LANES + idx % LANES);
+    }
+
+    /// Counts a voxel in its counter, `(bin * 32 + code) * 4 + idx % 4` for voxel `idx`
+    /// with class code `code` (0-31): [`Self::add_code`] with the index computed by the
+    /// caller.
+    #[inline(always)]
+    pub(super) fn add_slot(&mut self, slot: usize) {
+        self.lanes[slot] += 1;
     }
 }
 
@@ -486,7 +499,7 @@ pub(super) fn from_counts(
     n_all: usize,
 ) -> Option<Result<Statistics, IqmError>> {
     let bins = binning.bins();
-    let ClassCounts { mut lanes, table } = counts;
+    let ClassCounts { lanes, table } = counts;
     let stored = binning.into_values();
     let identity: Vec<u32> = (0..bins as u32).collect();
     // The white-matter core first: its median sets the harmonisation.
@@ -511,12 +524,11 @@ pub(super) fn from_counts(
     let mut order = identity;
     order.sort_by_key(|&b| f32_key(values[b as usize]));
 
-    let (hist, others) = lanes.split_at_mut(table);
-    for lane in others.chunks_exact(table) {
-        for (h, &c) in hist.iter_mut().zip(lane) {
-            *h += c;
-        }
-    }
+    let hist: Vec<u32> = lanes
+        .chunks_exact(LANES)
+        .map(|cell| cell.iter().sum())
+        .collect();
+    debug_assert_eq!(hist.len(), table);
     let gather = |keep: &dyn Fn(usize) -> bool| -> Vec<u64> {
         let codes: Vec<usize> = (0..CODES).filter(|&c| keep(c)).collect();
         hist.chunks_exact(CODES)

@@ -3,6 +3,7 @@
 //! filling, connected pieces); same results as the voxel-by-voxel forms.
 
 use super::Grid;
+use crate::imaging::simd::with_avx2;
 
 /// One pass of the line {-1, 0, +1} along `axis`: the AND (erosion) or OR (dilation)
 /// of a voxel and its two neighbours, `outside` beyond the grid. Masks hold 0 or 1.
@@ -65,6 +66,7 @@ fn combine(a: &mut [u8], b: &[u8], erosion: bool) {
     }
 }
 
+with_avx2! {
 /// Erosion (or dilation) by the 3x3x3 cross (6-neighbourhood) or the 18-neighbourhood
 /// (`generate_binary_structure(3, 2)`), voxels beyond the grid counting as `outside`.
 /// The cross is the union of three lines and the 18-neighbourhood the union of three
@@ -92,6 +94,7 @@ pub(super) fn morph(
         combine(&mut out, &pass(&binary, 2), erosion);
         out
     }
+}
 }
 
 /// Runs of equal voxels along the rows of a mask: the connected pieces are found by
@@ -205,6 +208,7 @@ fn pieces_3d(runs: &Runs, ny: usize, nz: usize) -> Pieces {
     pieces
 }
 
+with_avx2! {
 /// Fills every region of 0s that does not reach the border (6-connectivity).
 pub(super) fn fill_holes(mask: &[u8], grid: Grid) -> Vec<u8> {
     let (nx, ny, nz) = (grid.nx, grid.ny, grid.nz);
@@ -226,6 +230,7 @@ pub(super) fn fill_holes(mask: &[u8], grid: Grid) -> Vec<u8> {
     fill_enclosed(&open, &mut pieces, &outside, nx, &mut out);
     out
 }
+}
 
 /// Sets the voxels of every run whose piece is not `outside`.
 fn fill_enclosed(runs: &Runs, pieces: &mut Pieces, outside: &[bool], width: usize, out: &mut [u8]) {
@@ -239,6 +244,7 @@ fn fill_enclosed(runs: &Runs, pieces: &mut Pieces, outside: &[bool], width: usiz
     }
 }
 
+with_avx2! {
 /// Fills, in every slice along each axis, the 0s that do not reach the slice's edge
 /// (4-connectivity within the slice).
 pub(super) fn fill_holes_slices(mask: &[u8], grid: Grid) -> Vec<u8> {
@@ -324,7 +330,9 @@ pub(super) fn fill_holes_slices(mask: &[u8], grid: Grid) -> Vec<u8> {
     }
     out
 }
+}
 
+with_avx2! {
 /// The voxels of the `keep` largest connected pieces (6-connectivity) of a mask; pieces
 /// of equal size rank in the order a raster scan meets them.
 pub(super) fn largest_pieces(mask: &[u8], grid: Grid, keep: usize) -> Vec<u8> {
@@ -354,7 +362,9 @@ pub(super) fn largest_pieces(mask: &[u8], grid: Grid, keep: usize) -> Vec<u8> {
     }
     out
 }
+}
 
+with_avx2! {
 /// The voxels labelled `label` eroded by the 18-neighbourhood, voxels beyond the grid
 /// counting as outside the mask: `morph(label mask, grid, true, 0, true)` in one pass
 /// over slices, with no full-size intermediate. The 18-neighbourhood is the 3x3 square
@@ -424,4 +434,5 @@ pub(super) fn erode_label_18(labels: &[u8], grid: Grid, label: u8) -> Vec<u8> {
         }
     }
     out
+}
 }

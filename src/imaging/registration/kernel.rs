@@ -36,13 +36,12 @@ pub(super) fn accumulate(map: &[[f64; 4]; 3], points: &Points, moving: &Moving, 
     accumulate_scalar(map, points, 0, moving, acc);
 }
 
-/// `CDWQC_NO_SIMD` set (to anything) keeps the scalar path: the benchmark's reference.
+/// Whether the AVX2 path applies: the CPU has it (`CDWQC_NO_SIMD` unset, see
+/// [`crate::imaging::simd::avx2`]) and every voxel index fits a 32-bit lane.
 #[cfg(target_arch = "x86_64")]
 fn avx2_usable(moving: &Moving) -> bool {
-    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX2.get_or_init(|| {
-        std::env::var_os("CDWQC_NO_SIMD").is_none() && std::arch::is_x86_feature_detected!("avx2")
-    }) && moving.data.len() < i32::MAX as usize
+    crate::imaging::simd::avx2()
+        && moving.data.len() < i32::MAX as usize
         && moving.data.len() == moving.dims.iter().product::<usize>()
 }
 
