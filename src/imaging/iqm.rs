@@ -199,7 +199,9 @@ impl Iqms {
 /// Non-finite voxels become 0, as MRIQC's `nan_to_num` would make NaN; borrowed, not
 /// copied, when every voxel is finite (as almost always).
 pub fn sanitised(data: &[f32]) -> std::borrow::Cow<'_, [f32]> {
-    if data.iter().all(|v| v.is_finite()) {
+    // Blocks tested whole, without stopping at the first non-finite value, vectorise.
+    let finite = |block: &[f32]| block.iter().fold(true, |all, v| all & v.is_finite());
+    if data.chunks(256).all(finite) {
         return std::borrow::Cow::Borrowed(data);
     }
     data.iter()
@@ -337,6 +339,19 @@ mod reference {
             sums,
             squares,
             counts,
+        }
+    }
+
+    /// The distances along rows by a forward and a backward pass, the reference of
+    /// [`super::along_rows`].
+    pub(super) fn along_rows(d: &mut [f32], nx: usize, wx: f32) {
+        for row in d.chunks_exact_mut(nx) {
+            for i in 1..nx {
+                row[i] = row[i].min(row[i - 1] + wx);
+            }
+            for i in (0..nx - 1).rev() {
+                row[i] = row[i].min(row[i + 1] + wx);
+            }
         }
     }
 
@@ -566,14 +581,7 @@ fn distance_to(source: &[u8], grid: Grid, voxel: [f64; 3]) -> Vec<f32> {
     if d.is_empty() {
         return d;
     }
-    for row in d.chunks_exact_mut(nx) {
-        for i in 1..nx {
-            row[i] = row[i].min(row[i - 1] + wx);
-        }
-        for i in (0..nx - 1).rev() {
-            row[i] = row[i].min(row[i + 1] + wx);
-        }
-    }
+    along_rows(&mut d, nx, wx);
     // Along y, row after row of each slice; along z, slice after slice.
     for slice in d.chunks_exact_mut(sxy) {
         sweep_lines(slice, nx, wy);
@@ -581,6 +589,43 @@ fn distance_to(source: &[u8], grid: Grid, voxel: [f64; 3]) -> Vec<f32> {
     sweep_lines(&mut d, sxy, wz);
     d
 }
+}
+
+/// The distances along each row of `nx` values (0 at a source, infinite elsewhere):
+/// what a forward pass `d[i] = min(d[i], d[i - 1] + step)` and a backward pass
+/// `d[i] = min(d[i], d[i + 1] + step)` give, to the bit, without waiting on the
+/// previous voxel's sum. Both passes leave at each voxel the smaller of `steps[a]` and
+/// `steps[b]`, `a` and `b` voxels from the nearest sources on its left and right, where
+/// `steps[k]` is `step` added `k` times from 0 in single precision (the forward pass
+/// adds exactly that; the backward pass's other sums are never smaller, as rounding is
+/// monotonic); a missing source reads as infinity.
+fn along_rows(d: &mut [f32], nx: usize, step: f32) {
+    let mut steps = Vec::with_capacity(nx + 1);
+    let mut sum = 0.0f32;
+    steps.push(sum);
+    for _ in 1..nx {
+        sum += step;
+        steps.push(sum);
+    }
+    steps.push(f32::INFINITY);
+    let mut from_left = vec![0u32; nx];
+    for row in d.chunks_exact_mut(nx) {
+        // Voxels from the nearest source on the left, `nx` when there is none.
+        let mut gap = nx;
+        for (g, &v) in from_left.iter_mut().zip(row.iter()) {
+            gap = if v == 0.0 { 0 } else { (gap + 1).min(nx) };
+            *g = gap as u32;
+        }
+        if gap == nx {
+            // No source: the row stays infinite.
+            continue;
+        }
+        let mut gap = nx;
+        for (v, &left) in row.iter_mut().zip(&from_left).rev() {
+            gap = if *v == 0.0 { 0 } else { (gap + 1).min(nx) };
+            *v = steps[left as usize].min(steps[gap]);
+        }
+    }
 }
 
 /// One forward and one backward pass over consecutive lines of `width` values: each line
@@ -601,6 +646,27 @@ fn sweep_lines(values: &mut [f32], width: usize, step: f32) {
             *v = v.min(n + step);
         }
     }
+}
+
+/// The largest finite distance (0 when none is), in eight running maxima: distances
+/// are never NaN, so a comparison is `f32::max` and the order does not matter.
+fn largest_finite(distances: &[f32]) -> f32 {
+    let mut far = [0.0f32; 8];
+    let chunks = distances.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (f, &d) in far.iter_mut().zip(chunk) {
+            *f = if d.is_finite() && d > *f { d } else { *f };
+        }
+    }
+    for &d in rest {
+        far[0] = if d.is_finite() && d > far[0] {
+            d
+        } else {
+            far[0]
+        };
+    }
+    far.iter().fold(0.0f32, |a, &f| if f > a { f } else { a })
 }
 
 /// About `limit` values of `values` picked at a fixed stride, for cheap thresholds.
@@ -1038,10 +1104,7 @@ fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentat
             .collect();
         let spread = f64::from(quantile_of(&mut deviations, 0.5)) / GAUSSIAN_3_4;
         let from_head = distance_to(&head, grid, voxel);
-        let far = from_head
-            .iter()
-            .filter(|d| d.is_finite())
-            .fold(0.0f32, |a, &d| a.max(d));
+        let far = largest_finite(&from_head);
         let mut raw = vec![0u8; image.len()];
         if spread > 0.0 {
             for (idx, r) in raw.iter_mut().enumerate() {
@@ -1193,8 +1256,10 @@ fn eval_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8]) -> Vec<f32> {
     out
 }
 
-/// Calls `f(index, field)` at each tissue voxel, in index order: the values
-/// [`eval_bias`] stores.
+/// Calls `f(index, field)` once at each tissue voxel (in no particular order): the
+/// values [`eval_bias`] stores. Four rows are stepped side by side: each row's products
+/// wait on the previous voxel's, so one row at a time left the multiplier idle; each
+/// row still takes the same products in the same order.
 fn each_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8], mut f: impl FnMut(usize, f32)) {
     let Some(fit) = fit else {
         for (idx, &t) in tissue.iter().enumerate() {
@@ -1207,10 +1272,9 @@ fn each_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8], mut f: impl FnMut(
     let c = fit.coef;
     let dx = 2.0 / (fit.dims[0].max(2) - 1) as f64;
     let x0 = scaled(0.0, fit.dims[0]);
-    for (r, labels) in tissue.chunks_exact(grid.nx).enumerate() {
-        if labels.iter().all(|&t| t == 0) {
-            continue;
-        }
+    let nx = grid.nx;
+    // A row's field at its first voxel and the ratio to the next one.
+    let row_start = |r: usize| {
         let (j, k) = (r % grid.ny, r / grid.ny);
         let y = scaled(j as f64, fit.dims[1]);
         let z = scaled(k as f64, fit.dims[2]);
@@ -1219,16 +1283,33 @@ fn each_bias(fit: Option<BiasFit>, grid: Grid, tissue: &[u8], mut f: impl FnMut(
             c[0] + c[2] * y + c[3] * z + c[5] * y * y + c[6] * z * z + c[9] * y * z - fit.mean_log;
         let b = c[1] + c[7] * y + c[8] * z;
         let q = c[4];
-        let mut value = (a + b * x0 + q * x0 * x0).exp();
-        let mut ratio = (b * dx + q * (2.0 * x0 * dx + dx * dx)).exp();
-        let growth = (2.0 * q * dx * dx).exp();
-        let row = r * grid.nx;
-        for (i, &t) in labels.iter().enumerate() {
-            if t != 0 {
-                f(row + i, value as f32);
+        let value = (a + b * x0 + q * x0 * x0).exp();
+        let ratio = (b * dx + q * (2.0 * x0 * dx + dx * dx)).exp();
+        (value, ratio)
+    };
+    let growth = (2.0 * c[4] * dx * dx).exp();
+    let rows: Vec<usize> = tissue
+        .chunks_exact(nx)
+        .enumerate()
+        .filter(|(_, labels)| labels.iter().any(|&t| t != 0))
+        .map(|(r, _)| r)
+        .collect();
+    const SIDE_BY_SIDE: usize = 4;
+    for group in rows.chunks(SIDE_BY_SIDE) {
+        let mut value = [0.0f64; SIDE_BY_SIDE];
+        let mut ratio = [0.0f64; SIDE_BY_SIDE];
+        for (l, &r) in group.iter().enumerate() {
+            (value[l], ratio[l]) = row_start(r);
+        }
+        for i in 0..nx {
+            for (l, &r) in group.iter().enumerate() {
+                let idx = r * nx + i;
+                if tissue[idx] != 0 {
+                    f(idx, value[l] as f32);
+                }
+                value[l] *= ratio[l];
+                ratio[l] *= growth;
             }
-            value *= ratio;
-            ratio *= growth;
         }
     }
 }
@@ -2477,6 +2558,32 @@ mod tests {
             }
         }
         assert!(estimated > 10, "{estimated} estimates");
+    }
+
+    #[test]
+    fn row_distances_equal_the_two_passes_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for nx in [1usize, 2, 3, 7, 64, 193] {
+            for share in [0.0, 0.01, 0.1, 0.5, 1.0] {
+                for step in [1.0f32, 0.7, 1.0833, 2.5, 1e-3, 3.3e-2] {
+                    let rows = 9;
+                    let d: Vec<f32> = (0..nx * rows)
+                        .map(|_| {
+                            if rng.random_bool(share) {
+                                0.0
+                            } else {
+                                f32::INFINITY
+                            }
+                        })
+                        .collect();
+                    let (mut got, mut want) = (d.clone(), d);
+                    along_rows(&mut got, nx, step);
+                    reference::along_rows(&mut want, nx, step);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{nx} {share} {step}");
+                }
+            }
+        }
     }
 
     #[test]
