@@ -330,6 +330,108 @@ fn radix_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f3
     out
 }
 
+/// Interleaved histograms, [`COUNT_LANES`] counters per integer of [`INTEGER_RANGE`]:
+/// long runs of one value (the background) would otherwise make each increment wait for
+/// the previous one. `None` (after at most one block) as soon as a value is not an
+/// integer of the range, -0.0 and non-finite values included.
+fn integer_counts(data: &[f32]) -> Option<Vec<u32>> {
+    let bins = (INTEGER_RANGE.1 - INTEGER_RANGE.0) as usize;
+    let mut counts = vec![0u32; bins * COUNT_LANES];
+    for block in data.chunks(COUNT_BLOCK) {
+        #[cfg(target_arch = "x86_64")]
+        let counted = if crate::imaging::simd::avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            unsafe { avx2::count_block(block, &mut counts) }
+        } else {
+            count_block(block, &mut counts)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let counted = count_block(block, &mut counts);
+        if !counted {
+            return None;
+        }
+    }
+    Some(counts)
+}
+
+const COUNT_LANES: usize = 4;
+const COUNT_BLOCK: usize = 4096;
+
+/// Counts one block (whose first voxel has lane 0); whether all its values are integers
+/// of the range.
+fn count_block(block: &[f32], counts: &mut [u32]) -> bool {
+    let (min, end) = INTEGER_RANGE;
+    let bins = (end - min) as usize;
+    let mut integral = true;
+    let mut lanes = block.chunks_exact(COUNT_LANES);
+    for group in &mut lanes {
+        for (lane, &value) in group.iter().enumerate() {
+            let integer = value as i32;
+            integral &=
+                (integer as f32).to_bits() == value.to_bits() && (min..end).contains(&integer);
+            let bin = (integer.wrapping_sub(min) as usize).min(bins - 1);
+            counts[bin * COUNT_LANES + lane] += 1;
+        }
+    }
+    for &value in lanes.remainder() {
+        let integer = value as i32;
+        integral &= (integer as f32).to_bits() == value.to_bits() && (min..end).contains(&integer);
+        counts[(integer.wrapping_sub(min) as usize).min(bins - 1) * COUNT_LANES] += 1;
+    }
+    integral
+}
+
+/// [`count_block`] eight values at a time: the integer test and the counters' indices
+/// in 256-bit lanes, then the counts one by one. A value that fails the test is counted
+/// in another (clamped) counter than the scalar form's, but then the block fails and
+/// no count is used.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{COUNT_LANES, INTEGER_RANGE};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn count_block(block: &[f32], counts: &mut [u32]) -> bool {
+        let (min, end) = INTEGER_RANGE;
+        let bins = (end - min) as u32;
+        let below = _mm256_set1_epi32(min - 1);
+        let above = _mm256_set1_epi32(end);
+        let offset = _mm256_set1_epi32(min);
+        let last = _mm256_set1_epi32((bins - 1) as i32);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3);
+        let mut integral = _mm256_set1_epi32(-1);
+        let eights = block.chunks_exact(8);
+        let rest = eights.remainder();
+        for eight in eights {
+            let eight: &[f32; 8] = eight.try_into().unwrap_or(&[f32::NAN; 8]);
+            // SAFETY: `eight` holds eight floats.
+            let v = unsafe { _mm256_loadu_ps(eight.as_ptr()) };
+            let integer = _mm256_cvttps_epi32(v);
+            let same = _mm256_cmpeq_epi32(
+                _mm256_castps_si256(_mm256_cvtepi32_ps(integer)),
+                _mm256_castps_si256(v),
+            );
+            let inside = _mm256_and_si256(
+                _mm256_cmpgt_epi32(integer, below),
+                _mm256_cmpgt_epi32(above, integer),
+            );
+            integral = _mm256_and_si256(integral, _mm256_and_si256(same, inside));
+            let bin = _mm256_min_epu32(_mm256_sub_epi32(integer, offset), last);
+            let slot = _mm256_add_epi32(_mm256_slli_epi32::<2>(bin), lanes);
+            let mut slots = [0u32; 8];
+            // SAFETY: `slots` holds eight 32-bit values.
+            unsafe { _mm256_storeu_si256(slots.as_mut_ptr().cast(), slot) };
+            for s in slots {
+                counts[s as usize] += 1;
+            }
+        }
+        let all = _mm256_movemask_epi8(integral) == -1;
+        // The rest starts at a multiple of eight, so at lane 0 of the four.
+        const _: () = assert!(COUNT_LANES == 4);
+        super::count_block(rest, counts) && all
+    }
+}
+
 /// Smallest and one past the largest value [`integer_percentiles`] counts: int16 and
 /// uint16 intensities.
 const INTEGER_RANGE: (i32, i32) = (-32_768, 65_536);
@@ -340,38 +442,12 @@ const INTEGER_RANGE: (i32, i32) = (-32_768, 65_536);
 /// a value is anything else, -0.0 and non-finite values included, so the exact radix
 /// selection takes over.
 fn integer_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> Option<[f32; N]> {
-    // Four interleaved histograms: long runs of one value (the background) would
-    // otherwise make each increment wait for the previous one.
-    const LANES: usize = 4;
-    const BLOCK: usize = 4096;
-    let (min, end) = INTEGER_RANGE;
-    let bins = (end - min) as usize;
+    const LANES: usize = COUNT_LANES;
+    let min = INTEGER_RANGE.0;
     if data.is_empty() || data.len() >= u32::MAX as usize {
         return None;
     }
-    let mut counts = vec![0u32; bins * LANES];
-    for block in data.chunks(BLOCK) {
-        let mut integral = true;
-        let mut lanes = block.chunks_exact(LANES);
-        for group in &mut lanes {
-            for (lane, &value) in group.iter().enumerate() {
-                let integer = value as i32;
-                integral &=
-                    (integer as f32).to_bits() == value.to_bits() && (min..end).contains(&integer);
-                let bin = (integer.wrapping_sub(min) as usize).min(bins - 1);
-                counts[bin * LANES + lane] += 1;
-            }
-        }
-        for &value in lanes.remainder() {
-            let integer = value as i32;
-            integral &=
-                (integer as f32).to_bits() == value.to_bits() && (min..end).contains(&integer);
-            counts[(integer.wrapping_sub(min) as usize).min(bins - 1) * LANES] += 1;
-        }
-        if !integral {
-            return None;
-        }
-    }
+    let counts = integer_counts(data)?;
     let total = data.len() as u64;
     let ranks = percentiles.map(|p| {
         let rank = ((p / 100.0) * (total - 1) as f64).round() as u64;
@@ -1299,10 +1375,27 @@ mod tests {
             );
         }
         // Anything else leaves it to the radix selection, even late in a long volume.
-        for odd in [-0.0, 0.5, f32::NAN, f32::INFINITY, 65_536.0, -32_769.0, 1e9] {
-            let mut data = integers(&mut rng, 0, 1000, 20_000);
-            data[19_999] = odd;
-            assert!(integer_percentiles(&data, percentiles).is_none(), "{odd}");
+        // At the end of the eight-value lanes, in the values after them and early on.
+        let odd_values = [
+            -0.0,
+            0.5,
+            f32::NAN,
+            f32::INFINITY,
+            65_536.0,
+            -32_769.0,
+            1e9,
+            2.0f32.powi(31),
+        ];
+        for (odd, (n, at)) in odd_values
+            .into_iter()
+            .flat_map(|odd| [(20_000, 19_999), (20_003, 20_001), (20_000, 5)].map(|p| (odd, p)))
+        {
+            let mut data = integers(&mut rng, 0, 1000, n);
+            data[at] = odd;
+            assert!(
+                integer_percentiles(&data, percentiles).is_none(),
+                "{odd} at {at}"
+            );
             let got = finite_percentiles(&data, percentiles);
             assert_eq!(
                 got.map(f32::to_bits),
