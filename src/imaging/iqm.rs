@@ -1756,73 +1756,39 @@ fn fwhm_sums(image: &[f32], dims: [usize; 3], mask: &[u8]) -> FwhmSums {
 
 /// The sums, each in raster order as AFNI adds them.
 fn fwhm_sums_in_raster_order(image: &[f32], dims: [usize; 3], mask: &[u8]) -> FwhmSums {
-    let grid = Grid::new(dims);
     // Branch-free: a voxel or a pair outside the mask adds +0.0, which leaves
     // each sum as it is, so the sums are those of the masked voxels in raster order.
     // Rows are walked from their first to their last masked voxel.
-    let span = |labels: &[u8]| {
-        let first = labels.iter().position(|&m| m != 0)?;
-        let last = labels.iter().rposition(|&m| m != 0)?;
-        Some(first..last + 1)
-    };
     let (mut fsum, mut fsq, mut count) = (0.0f64, 0.0f64, 0usize);
-    let rows = image.chunks_exact(grid.nx).zip(mask.chunks_exact(grid.nx));
-    for (values, labels) in rows {
-        let Some(range) = span(labels) else { continue };
-        for (&v, &m) in values[range.clone()].iter().zip(&labels[range]) {
-            let a = if m != 0 { f64::from(v) } else { 0.0 };
-            fsum += a;
-            fsq += a * a;
-            count += usize::from(m != 0);
-        }
-    }
     let mut sums = [0.0f64; 3];
     let mut squares = [0.0f64; 3];
     let mut counts = [0usize; 3];
-    let (nx, ny, nz, sxy) = (grid.nx, grid.ny, grid.nz, grid.sxy());
-    let zeros = vec![0u8; nx];
-    for k in 0..nz {
-        for j in 0..ny {
-            let row = nx * (j + ny * k);
-            let Some(range) = span(&mask[row..row + nx]) else {
-                continue;
-            };
-            // A pair counts when both voxels are masked. The neighbour along j or k
-            // exists for the whole row or for none of it; when none, the row's own
-            // values stand in with an empty mask.
-            let none = &zeros[..];
-            let here = (&image[row..row + nx], &mask[row..row + nx]);
-            let next_row = |step: usize, exists: bool| {
-                if exists {
-                    (
-                        &image[row + step..row + step + nx],
-                        &mask[row + step..row + step + nx],
-                    )
-                } else {
-                    (here.0, none)
-                }
-            };
-            let along_j = next_row(nx, j + 1 < ny);
-            let along_k = next_row(sxy, k + 1 < nz);
-            for i in range {
-                let (v, m) = (here.0[i], here.1[i] != 0);
-                let arg = f64::from(v);
-                let right = (i + 1).min(nx - 1);
-                let neighbours = [
-                    (here.0[right], (i + 1 < nx) & (here.1[right] != 0)),
-                    (along_j.0[i], along_j.1[i] != 0),
-                    (along_k.0[i], along_k.1[i] != 0),
-                ];
-                for (axis, (w, masked)) in neighbours.into_iter().enumerate() {
-                    let pair = m & masked;
-                    let d = if pair { f64::from(w) - arg } else { 0.0 };
-                    sums[axis] += d;
-                    squares[axis] += d * d;
-                    counts[axis] += usize::from(pair);
-                }
+    let nx = dims[0];
+    // A pair counts when both voxels are masked.
+    fwhm::each_row(image, dims, mask, |rows, range| {
+        let (here, along_j, along_k) = (rows.here, rows.along_j, rows.along_k);
+        for i in range {
+            let (v, m) = (here.0[i], here.1[i] != 0);
+            let arg = f64::from(v);
+            let a = if m { arg } else { 0.0 };
+            fsum += a;
+            fsq += a * a;
+            count += usize::from(m);
+            let right = (i + 1).min(nx - 1);
+            let neighbours = [
+                (here.0[right], (i + 1 < nx) & (here.1[right] != 0)),
+                (along_j.0[i], along_j.1[i] != 0),
+                (along_k.0[i], along_k.1[i] != 0),
+            ];
+            for (axis, (w, masked)) in neighbours.into_iter().enumerate() {
+                let pair = m & masked;
+                let d = if pair { f64::from(w) - arg } else { 0.0 };
+                sums[axis] += d;
+                squares[axis] += d * d;
+                counts[axis] += usize::from(pair);
             }
         }
-    }
+    });
     FwhmSums {
         fsum,
         fsq,

@@ -51,10 +51,10 @@ struct Lanes {
 }
 
 /// A row's values and mask, and those of its neighbouring rows along j and k.
-struct Rows<'a> {
-    here: (&'a [f32], &'a [u8]),
-    along_j: (&'a [f32], &'a [u8]),
-    along_k: (&'a [f32], &'a [u8]),
+pub(super) struct Rows<'a> {
+    pub(super) here: (&'a [f32], &'a [u8]),
+    pub(super) along_j: (&'a [f32], &'a [u8]),
+    pub(super) along_k: (&'a [f32], &'a [u8]),
 }
 
 impl Lanes {
@@ -103,9 +103,9 @@ impl Lanes {
     }
 }
 
-/// Calls `f` with each row that holds a masked voxel, its neighbours and the span from
-/// its first to its last masked voxel.
-fn each_row(
+/// Calls `f` with each row that holds a masked voxel, in raster order, its neighbours
+/// and the span from its first to its last masked voxel.
+pub(super) fn each_row(
     image: &[f32],
     dims: [usize; 3],
     mask: &[u8],
