@@ -17,10 +17,12 @@ use crate::imaging::simd::with_avx2;
 const MAX_BINS: usize = 1 << 16;
 
 /// Voxel classes: the tissue label in bits 0-1, then air, head and rotation masks.
-const CODES: usize = 32;
+pub(super) const CODE_BITS: i32 = 5;
+const CODES: usize = 1 << CODE_BITS;
 
-/// Interleaved histogram tables of the one pass over the voxels.
-const LANES: usize = 4;
+/// Counters per bin and class (interleaved) of the one pass over the voxels.
+pub(super) const LANE_BITS: i32 = 2;
+const LANES: usize = 1 << LANE_BITS;
 
 /// `v + ROUNDER - ROUNDER` is `v` rounded to an integer when `|v| < 2^22`: the sum lies
 /// in [2^23, 2^24), where single precision holds integers only.
@@ -436,9 +438,9 @@ impl ClassCounts {
         self.add_slot((bin * CODES + code) * LANES + idx % LANES);
     }
 
-    /// Counts a voxel in its counter, `(bin * 32 + code) * 4 + idx % 4` for voxel `idx`
-    /// with class code `code` (0-31): [`Self::add_code`] with the index computed by the
-    /// caller.
+    /// Counts a voxel in its counter, `(bin * CODES + code) * LANES + idx % LANES` for
+    /// voxel `idx` with class code `code` (below `CODES`): [`Self::add_code`] with the
+    /// index computed by the caller.
     #[inline(always)]
     pub(super) fn add_slot(&mut self, slot: usize) {
         self.lanes[slot] += 1;

@@ -121,7 +121,7 @@ fn counted(
 /// counts as [`counted`].
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::binned::ClassCounts;
+    use super::super::binned::{CODE_BITS, ClassCounts, LANE_BITS};
     use super::super::{CODE_AIR, CODE_ARTEFACT, CODE_BRAIN, CODE_HEAD, CODE_ROTATION, Plan};
     use super::Counted;
     use std::arch::x86_64::*;
@@ -157,7 +157,8 @@ mod avx2 {
         let brain_bit = _mm256_set1_epi32(i32::from(CODE_BRAIN));
         let kept = _mm256_set1_epi32(i32::from(CODE_AIR | CODE_HEAD | CODE_ARTEFACT));
         let rotation_bit = _mm256_set1_epi32(i32::from(CODE_ROTATION));
-        let class_bits = _mm256_set1_epi32(31);
+        let class_bits = _mm256_set1_epi32((1 << CODE_BITS) - 1);
+        let lane_bits = _mm256_set1_epi32((1 << LANE_BITS) - 1);
         let three = _mm256_set1_epi32(3);
         let steps = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let lowest = match bins_of {
@@ -217,11 +218,11 @@ mod avx2 {
                 };
                 let lane = _mm256_and_si256(
                     _mm256_add_epi32(steps, _mm256_set1_epi32((start + i) as i32)),
-                    three,
+                    lane_bits,
                 );
                 let slot = _mm256_or_si256(
-                    _mm256_slli_epi32::<2>(_mm256_or_si256(
-                        _mm256_slli_epi32::<5>(bin),
+                    _mm256_slli_epi32::<LANE_BITS>(_mm256_or_si256(
+                        _mm256_slli_epi32::<CODE_BITS>(bin),
                         _mm256_and_si256(m, class_bits),
                     )),
                     lane,
