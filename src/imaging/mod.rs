@@ -15,6 +15,7 @@ pub mod registration;
 pub mod sidecar;
 pub mod simd;
 pub mod stats;
+pub(crate) mod trilinear;
 
 use std::path::{Path, PathBuf};
 

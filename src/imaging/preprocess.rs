@@ -18,6 +18,7 @@ use super::bias::{self, BiasCorrection};
 use super::registration::{
     self, Registration, RegistrationError, RegistrationMode, RegistrationOptions, Template,
 };
+use super::trilinear::{Source, floor};
 use super::{antialias, native_noise};
 
 /// Where and how a volume is sampled and scaled.
@@ -594,12 +595,10 @@ fn resample_finished(
     let [sx, sy, sz] = volume.dims;
     let [nx, ny, nz] = spec.shape;
     let data = &volume.data[..];
-    let finite_or_fill = |value: f32| if value.is_finite() { value } else { fill };
-    let sample = |i: isize, j: isize, k: isize| -> f32 {
-        if i < 0 || j < 0 || k < 0 || i >= sx as isize || j >= sy as isize || k >= sz as isize {
-            return fill;
-        }
-        finite_or_fill(data[i as usize + sx * (j as usize + sy * k as usize)])
+    let source = Source {
+        data,
+        dims: volume.dims,
+        fill,
     };
     let mut out = vec![finish(fill); nx * ny * nz];
     // Without a map, source coordinates are sums of one term per grid axis: those terms
@@ -624,6 +623,8 @@ fn resample_finished(
     // exactly as before; only the order of visits changes.
     let order = loop_order(&inverse, grid_to_world);
     let extent = [nx, ny, nz];
+    // Output index step per grid axis, in the module's layout.
+    let stride = [ny * nz, nz, 1];
     // Source voxels per grid step along the middle loop's axis: where the next line of
     // grid points will read, fetched into the cache while this line is computed. Each
     // line of points starts new short runs of source rows, too short for the hardware's
@@ -651,8 +652,13 @@ fn resample_finished(
             }
         }
     };
+    // One line of grid points at a time: their source coordinates, then their values
+    // (four at a time where the CPU allows), then the finished values into place.
+    let mut points = Vec::with_capacity(extent[order[2]]);
+    let mut values = vec![0.0f32; extent[order[2]]];
     for a in 0..extent[order[0]] {
         for b in 0..extent[order[1]] {
+            points.clear();
             for c in 0..extent[order[2]] {
                 // Selected rather than stored into an array by axis: reading such an
                 // array back stalled on the three stores.
@@ -683,86 +689,17 @@ fn resample_finished(
                 if c % 4 == 0 {
                     prefetch_cell(&v);
                 }
-                // Points more than one voxel outside contribute only fill; skip them early.
-                if v[0] < -1.0
-                    || v[1] < -1.0
-                    || v[2] < -1.0
-                    || v[0] > sx as f64
-                    || v[1] > sy as f64
-                    || v[2] > sz as f64
-                {
-                    continue;
-                }
-                let base = [floor(v[0]), floor(v[1]), floor(v[2])];
-                let frac = [v[0] - base[0], v[1] - base[1], v[2] - base[2]];
-                let (i0, j0, k0) = (base[0] as isize, base[1] as isize, base[2] as isize);
-                let (w0, w1) = ([1.0 - frac[0], 1.0 - frac[1], 1.0 - frac[2]], frac);
-                // The eight neighbours in the order (i, j, k) = 000, 001, 010, ..., 111,
-                // the order their terms are summed in.
-                let neighbours: [f32; 8] = if i0 >= 0
-                    && j0 >= 0
-                    && k0 >= 0
-                    && i0 + 1 < sx as isize
-                    && j0 + 1 < sy as isize
-                    && k0 + 1 < sz as isize
-                {
-                    // Inside: one index, no bounds to test per neighbour.
-                    let at = i0 as usize + row * j0 as usize + slice * k0 as usize;
-                    let cell = &data[at..=at + 1 + row + slice];
-                    [
-                        cell[0],
-                        cell[slice],
-                        cell[row],
-                        cell[row + slice],
-                        cell[1],
-                        cell[1 + slice],
-                        cell[1 + row],
-                        cell[1 + row + slice],
-                    ]
-                    .map(finite_or_fill)
-                } else {
-                    let mut n = [fill; 8];
-                    for (slot, value) in n.iter_mut().enumerate() {
-                        let (di, dj, dk) = (
-                            (slot >> 2) as isize,
-                            ((slot >> 1) & 1) as isize,
-                            (slot & 1) as isize,
-                        );
-                        *value = sample(i0 + di, j0 + dj, k0 + dk);
-                    }
-                    n
-                };
-                let mut acc = 0.0f64;
-                for (slot, &value) in neighbours.iter().enumerate() {
-                    let pick = |axis: usize, bit: usize| if bit == 0 { w0[axis] } else { w1[axis] };
-                    let weight = pick(0, slot >> 2) * pick(1, (slot >> 1) & 1) * pick(2, slot & 1);
-                    // A zero weight adds nothing (not even a NaN fill); adding +0.0 leaves
-                    // the sum's bits as they are, as skipping the term did.
-                    acc += if weight > 0.0 {
-                        weight * value as f64
-                    } else {
-                        0.0
-                    };
-                }
-                out[z + nz * (y + ny * x)] = finish(acc as f32);
+                points.push(v);
+            }
+            source.line(&points, &mut values);
+            let start = a * stride[order[0]] + b * stride[order[1]];
+            let step = stride[order[2]];
+            for (c, &value) in values.iter().enumerate() {
+                out[start + c * step] = finish(value);
             }
         }
     }
     Ok(out)
-}
-
-/// `value.floor()` for the coordinates of the resampling (finite, well inside the range
-/// of i64), inline: without SSE4.1 in the target, `f64::floor` is a call into libm.
-/// A zero keeps its sign only where it is not floored to zero; the weights and indices
-/// computed from it are the same either way.
-#[inline]
-fn floor(value: f64) -> f64 {
-    let truncated = value as i64 as f64;
-    if truncated > value {
-        truncated - 1.0
-    } else {
-        truncated
-    }
 }
 
 /// A hint that `value` will be read soon.
