@@ -23,6 +23,9 @@
 //! `forward_all`), min and max beside them. Also checks that cold and warm predictions
 //! agree: the same labels, probabilities within rounding (the largest difference is
 //! printed; a warm run's network may have more threads, which changes the last bits).
+//! Freed memory stays in the process as in `cdwqc` (`retained_freed_memory`, false when
+//! the environment sets glibc's malloc variables, e.g. `MALLOC_MMAP_MAX_=65536` for the
+//! allocator's own behaviour).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +77,7 @@ fn forward(model: &Predictor, batches: &[Tensor]) -> anyhow::Result<f64> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let retained = cdwqc::memory::retain_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let db = PathBuf::from(option(&args, "--db").context("--db DB")?);
     let run = option(&args, "--run").context("--run RUN")?.to_string();
@@ -189,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         "volumes": volumes,
         "repeat": repeat,
         "loaders": split.loaders,
+        "retained_freed_memory": retained,
         "torch_threads": split.torch,
         "ms_per_volume": modes.iter().zip(&seconds)
             .map(|(m, s)| (m.to_string(), json!(1000.0 * median(s.clone()) / volumes as f64)))

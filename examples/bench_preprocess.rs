@@ -192,6 +192,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As in `cdwqc`: freed volumes stay in the process for the next.
+    cdwqc::memory::retain_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut repeat = 3usize;
     let mut grid = [80usize, 96, 80];

@@ -11,6 +11,7 @@ pub mod display;
 pub mod imaging;
 pub mod import;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod protocol;

@@ -38,6 +38,7 @@ pub struct ImportArgs {
 }
 
 pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    crate::memory::retain_freed_memory();
     if let (Some(shard), Some(work_list)) = (&args.shard, &args.work_list) {
         return super::slurm::run_import_shard_command(work_list, shard);
     }

@@ -167,6 +167,7 @@ fn apply_threshold(
 }
 
 pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
+    crate::memory::retain_freed_memory();
     if let (Some(shard), Some(work_list)) = (&args.shard, &args.work_list) {
         return super::slurm::run_shard_command(work_list, shard, args.threads);
     }

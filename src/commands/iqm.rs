@@ -45,6 +45,7 @@ pub struct IqmArgs {
 }
 
 pub fn run(db: &Path, args: IqmArgs) -> anyhow::Result<ExitCode> {
+    crate::memory::retain_freed_memory();
     if !args.files.is_empty() || !args.phantom.is_empty() {
         return measure_files(&args);
     }
