@@ -18,6 +18,7 @@ use super::bias::{self, BiasCorrection};
 use super::registration::{
     self, Registration, RegistrationError, RegistrationMode, RegistrationOptions, Template,
 };
+use super::simd::with_avx2;
 use super::trilinear::{Source, floor};
 use super::{antialias, native_noise};
 
@@ -494,25 +495,24 @@ fn head_centre_between(volume: &Volume, low: f32, high: f32) -> [f64; 3] {
     let mut lo = [usize::MAX; 3];
     let mut hi = [0usize; 3];
     let mut found = false;
-    let above = |value: &f32| value.is_finite() && *value > threshold;
     for (k, plane) in volume.data.chunks_exact(nx * ny).enumerate() {
         for (j, row) in plane.chunks_exact(nx).enumerate() {
             if found && (lo[1]..=hi[1]).contains(&j) && (lo[2]..=hi[2]).contains(&k) {
                 // The row cannot move the box along y or z, and voxels within its
                 // x-extent cannot move it along x: only the two ends need a look.
-                if let Some(first) = row[..lo[0]].iter().position(above) {
+                if let Some(first) = first_above(&row[..lo[0]], threshold) {
                     lo[0] = first;
                 }
-                if let Some(after) = row[hi[0] + 1..].iter().rposition(above) {
+                if let Some(after) = last_above(&row[hi[0] + 1..], threshold) {
                     hi[0] += 1 + after;
                 }
                 continue;
             }
             // The first and last voxel above the threshold bound the row along x.
-            let Some(first) = row.iter().position(above) else {
+            let Some(first) = first_above(row, threshold) else {
                 continue;
             };
-            let last = row.iter().rposition(above).unwrap_or(first);
+            let last = last_above(row, threshold).unwrap_or(first);
             for (axis, (from, to)) in [(first, last), (j, j), (k, k)].into_iter().enumerate() {
                 lo[axis] = lo[axis].min(from);
                 hi[axis] = hi[axis].max(to);
@@ -530,6 +530,57 @@ fn head_centre_between(volume: &Volume, low: f32, high: f32) -> [f64; 3] {
         (lo[2] + hi[2]) as f64 / 2.0,
     ];
     apply(&volume.affine, centre_voxel)
+}
+
+/// Values [`first_above`] and [`last_above`] test at once: most rows of a volume hold no
+/// voxel of the head, and a block's test compiles to a few vector compares.
+const ABOVE_BLOCK: usize = 16;
+
+/// Whether `value` is finite and above `threshold`, without branches.
+#[inline(always)]
+fn above(value: f32, threshold: f32) -> bool {
+    (value > threshold) & (value < f32::INFINITY)
+}
+
+with_avx2! {
+    /// Index of the first finite value of `row` above `threshold`.
+    fn first_above(row: &[f32], threshold: f32) -> Option<usize> {
+        let mut blocks = row.chunks_exact(ABOVE_BLOCK);
+        for (b, block) in (&mut blocks).enumerate() {
+            if block.iter().fold(false, |any, &v| any | above(v, threshold)) {
+                return block
+                    .iter()
+                    .position(|&v| above(v, threshold))
+                    .map(|i| b * ABOVE_BLOCK + i);
+            }
+        }
+        let start = row.len() - blocks.remainder().len();
+        blocks
+            .remainder()
+            .iter()
+            .position(|&v| above(v, threshold))
+            .map(|i| start + i)
+    }
+}
+
+with_avx2! {
+    /// Index of the last finite value of `row` above `threshold`.
+    fn last_above(row: &[f32], threshold: f32) -> Option<usize> {
+        let mut blocks = row.rchunks_exact(ABOVE_BLOCK);
+        for (b, block) in (&mut blocks).enumerate() {
+            if block.iter().fold(false, |any, &v| any | above(v, threshold)) {
+                let start = row.len() - (b + 1) * ABOVE_BLOCK;
+                return block
+                    .iter()
+                    .rposition(|&v| above(v, threshold))
+                    .map(|i| start + i);
+            }
+        }
+        blocks
+            .remainder()
+            .iter()
+            .rposition(|&v| above(v, threshold))
+    }
 }
 
 /// World RAS coordinate (mm) of output voxel `[x, y, z]` on a grid centred at `centre`.
@@ -1340,6 +1391,35 @@ mod tests {
             );
         }
         assert!(integer_percentiles(&[], [50.0]).is_none());
+    }
+
+    #[test]
+    fn the_first_and_last_voxel_above_match_a_plain_search() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            5.0,
+            5.000_001,
+            -0.0,
+        ];
+        for len in 0..70 {
+            for _ in 0..30 {
+                let row: Vec<f32> = (0..len)
+                    .map(|_| match rng.random_range(0..20) {
+                        0..=5 => specials[rng.random_range(0..specials.len())],
+                        _ => rng.random_range(0.0..5.0),
+                    })
+                    .collect();
+                for threshold in [5.0, 0.0, f32::NAN] {
+                    let plain = |v: &f32| v.is_finite() && *v > threshold;
+                    assert_eq!(first_above(&row, threshold), row.iter().position(plain));
+                    assert_eq!(last_above(&row, threshold), row.iter().rposition(plain));
+                }
+            }
+        }
     }
 
     #[test]
