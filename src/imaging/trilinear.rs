@@ -132,9 +132,15 @@ mod avx2 {
     use super::Source;
     use std::arch::x86_64::*;
 
-    /// Whether every index of a cell fits the gathers' signed 32-bit offsets.
+    /// Whether the lanes may read `source`: its voxels are its dimensions' product (the
+    /// bound the lanes' cells are tested against), at least two along each axis, and
+    /// every index fits the gathers' signed 32-bit offsets.
     pub(super) fn indexable(source: &Source) -> bool {
-        source.data.len() < i32::MAX as usize && source.dims.iter().all(|&d| d >= 2)
+        let [sx, sy, sz] = source.dims;
+        let voxels = sx.checked_mul(sy).and_then(|n| n.checked_mul(sz));
+        voxels == Some(source.data.len())
+            && source.data.len() < i32::MAX as usize
+            && source.dims.iter().all(|&d| d >= 2)
     }
 
     #[target_feature(enable = "avx2")]
@@ -299,6 +305,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_lanes_refuse_a_source_they_could_read_past() {
+        let data = vec![1.0f32; 60];
+        let source = |dims| Source {
+            data: &data,
+            dims,
+            fill: 0.0,
+        };
+        assert!(avx2::indexable(&source([3, 4, 5])));
+        // More voxels claimed than held, one voxel along an axis, an overflowing product.
+        assert!(!avx2::indexable(&source([3, 4, 6])));
+        assert!(!avx2::indexable(&source([60, 1, 1])));
+        assert!(!avx2::indexable(&source([usize::MAX, 2, 2])));
     }
 
     #[test]
