@@ -284,7 +284,8 @@ pub fn is_nifti_path(path: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
-fn is_gzip(bytes: &[u8]) -> bool {
+/// Whether `bytes` start as a gzip file does.
+pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
 }
 

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use super::simd::with_avx2;
+
 /// Summary of the finite intensities of one volume. NaN and infinities are counted,
 /// never summarised, so no statistic is ever NaN because of them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -37,32 +39,27 @@ pub fn finite_sample(data: &[f32]) -> Vec<f32> {
 /// Summarises the finite values; `None` when there are none. Min, max, mean and
 /// standard deviation use every voxel; percentiles use [`finite_sample`].
 pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
-    let (mut n, mut sum, mut min, mut max, mut zeros) =
-        (0u64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY, 0u64);
-    for &v in data.iter().filter(|v| v.is_finite()) {
-        let v = f64::from(v);
-        n += 1;
-        sum += v;
-        min = min.min(v);
-        max = max.max(v);
-        zeros += u64::from(v == 0.0);
-    }
+    let Moments {
+        n,
+        sum,
+        min,
+        max,
+        zeros,
+    } = moments(data);
     let nonfinite = data.len() as u64 - n;
     if n == 0 {
         return None;
     }
     let mean = sum / n as f64;
-    let var = data
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / n as f64;
+    let var = squared_deviations(data, mean) / n as f64;
     let n = n as f64;
-    let mut sample = finite_sample(data);
-    let p01 = percentile_in_place(&mut sample, 0.01);
-    let p50 = percentile_in_place(&mut sample, 0.50);
-    let p99 = percentile_in_place(&mut sample, 0.99);
+    let sample = finite_sample(data);
+    // The nearest ranks of the sample, as selection would find them, from one histogram.
+    let [p01, p50, p99] = if sample.is_empty() {
+        [f64::NAN; 3]
+    } else {
+        super::preprocess::finite_percentiles(&sample, [1.0, 50.0, 99.0]).map(f64::from)
+    };
     Some(IntensitySummary {
         min,
         max,
@@ -74,6 +71,82 @@ pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
         nonfinite,
         zero_fraction: zeros as f64 / n,
     })
+}
+
+/// Accumulators per lane of [`moments`] and [`squared_deviations`]: independent sums
+/// that the CPU adds side by side (a single running sum waits on each addition), always
+/// combined in the same order, so the result does not depend on the CPU.
+const LANES: usize = 8;
+
+/// Count, sum, extremes and zeros of the finite values.
+struct Moments {
+    n: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    zeros: u64,
+}
+
+/// The lanes' sums added pairwise, in a fixed order.
+fn combine(lanes: [f64; LANES]) -> f64 {
+    ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+        + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+}
+
+with_avx2! {
+    fn moments(data: &[f32]) -> Moments {
+        let mut n = [0u64; LANES];
+        let mut sum = [0.0f64; LANES];
+        let mut min = [f64::INFINITY; LANES];
+        let mut max = [f64::NEG_INFINITY; LANES];
+        let mut zeros = [0u64; LANES];
+        let mut add = |lane: usize, v: f32| {
+            let finite = v.is_finite();
+            let x = if finite { f64::from(v) } else { 0.0 };
+            n[lane] += u64::from(finite);
+            sum[lane] += x;
+            min[lane] = min[lane].min(if finite { x } else { f64::INFINITY });
+            max[lane] = max[lane].max(if finite { x } else { f64::NEG_INFINITY });
+            zeros[lane] += u64::from(v == 0.0);
+        };
+        let mut chunks = data.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (lane, &v) in chunk.iter().enumerate() {
+                add(lane, v);
+            }
+        }
+        for (lane, &v) in chunks.remainder().iter().enumerate() {
+            add(lane, v);
+        }
+        Moments {
+            n: n.iter().sum(),
+            sum: combine(sum),
+            min: min.iter().copied().fold(f64::INFINITY, f64::min),
+            max: max.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            zeros: zeros.iter().sum(),
+        }
+    }
+}
+
+with_avx2! {
+    /// Sum of the finite values' squared deviations from `mean`.
+    fn squared_deviations(data: &[f32], mean: f64) -> f64 {
+        let mut sums = [0.0f64; LANES];
+        let mut add = |lane: usize, v: f32| {
+            let d = if v.is_finite() { f64::from(v) - mean } else { 0.0 };
+            sums[lane] += d * d;
+        };
+        let mut chunks = data.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (lane, &v) in chunk.iter().enumerate() {
+                add(lane, v);
+            }
+        }
+        for (lane, &v) in chunks.remainder().iter().enumerate() {
+            add(lane, v);
+        }
+        combine(sums)
+    }
 }
 
 /// The value of rank `round(q * (n - 1))` (nearest rank); reorders `values`.
@@ -96,6 +169,75 @@ mod tests {
         assert_eq!(s.nonfinite, 2);
         assert_eq!((s.min, s.max, s.mean, s.p50), (1.0, 3.0, 2.0, 2.0));
         assert!(s.std.is_finite());
+    }
+
+    #[test]
+    fn the_lanes_match_a_plain_summary_to_rounding() {
+        // Plain sequential statistics over the finite values, percentiles by selection.
+        let plain = |data: &[f32]| {
+            let finite: Vec<f64> = data
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|&v| f64::from(v))
+                .collect();
+            let n = finite.len() as f64;
+            let mean = finite.iter().sum::<f64>() / n;
+            let var = finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            let mut sample = finite_sample(data);
+            let p = [0.01, 0.5, 0.99].map(|q| percentile_in_place(&mut sample, q));
+            let min = finite.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (mean, var.sqrt(), min, max, p)
+        };
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for len in [1usize, 7, 8, 9, 63, 1000, 3_000_001] {
+            for integers in [true, false] {
+                let mut data: Vec<f32> = (0..len)
+                    .map(|_| {
+                        let v = next() * 3000.0 - 200.0;
+                        if integers { v.round() as f32 } else { v as f32 }
+                    })
+                    .collect();
+                if len > 9 {
+                    data[3] = f32::NAN;
+                    data[len / 2] = f32::INFINITY;
+                    data[len - 1] = 0.0;
+                }
+                let s = summarise(&data).expect("finite values");
+                let (mean, std, min, max, p) = plain(&data);
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+                assert!(
+                    close(s.mean, mean),
+                    "{len} {integers}: mean {} {mean}",
+                    s.mean
+                );
+                assert!(close(s.std, std), "{len} {integers}: std {} {std}", s.std);
+                if integers {
+                    // Integer sums are exact in any order.
+                    assert_eq!(s.mean, mean);
+                }
+                assert_eq!((s.min, s.max), (min, max));
+                assert_eq!([s.p01, s.p50, s.p99], p);
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_of_an_empty_sample_are_nan() {
+        // Finite voxels only off the sample's stride.
+        let stride = (1usize << 21).div_ceil(PERCENTILE_SAMPLE);
+        let data: Vec<f32> = (0..1usize << 21)
+            .map(|i| if i % stride == 1 { 5.0 } else { f32::NAN })
+            .collect();
+        let s = summarise(&data).expect("finite values");
+        assert_eq!(s.mean, 5.0);
+        assert!(s.p01.is_nan() && s.p50.is_nan() && s.p99.is_nan());
     }
 
     #[test]
