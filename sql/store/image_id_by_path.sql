@@ -1,1 +1,0 @@
-SELECT image_id FROM images WHERE path = ?;
