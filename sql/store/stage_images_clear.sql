@@ -2,3 +2,4 @@
 DELETE FROM stage_images;
 DELETE FROM stage_previews;
 DELETE FROM stage_touches;
+DELETE FROM stage_iqms;

@@ -1,6 +1,6 @@
 -- Connection-local staging tables for one import batch: the Appender fills them, and
--- apply_staged_images.sql and apply_staged_touches.sql move them into images and
--- previews with set-based statements.
+-- apply_staged_images.sql, apply_staged_iqms.sql and apply_staged_touches.sql move them
+-- into images, previews and iqms with set-based statements.
 -- They take their column types from images and previews, so they follow the schema.
 CREATE TEMP TABLE IF NOT EXISTS stage_images AS
 SELECT
@@ -27,4 +27,11 @@ LIMIT 0;
 CREATE TEMP TABLE IF NOT EXISTS stage_touches AS
 SELECT image_id, mtime_ns
 FROM images
+LIMIT 0;
+
+-- Quality metrics, keyed by path as previews are; the columns after it in iqms' order
+-- (upsert_iqm.sql's), without the id and the time the apply step gives them.
+CREATE TEMP TABLE IF NOT EXISTS stage_iqms AS
+SELECT ''::VARCHAR AS path, * EXCLUDE (image_id, computed_at)
+FROM iqms
 LIMIT 0;

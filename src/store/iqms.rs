@@ -50,8 +50,16 @@ pub(crate) fn upsert_iqm(
     sha256: Option<&str>,
     row: &IqmRow,
 ) -> duckdb::Result<()> {
+    let values = row_values(Value::BigInt(image_id), sha256, row);
+    stmt.execute(duckdb::params_from_iter(values)).map(|_| ())
+}
+
+/// A row's values after its key (an image id, or a path when staged): the metric
+/// version, the content's hash, the contrast, the seconds, the error, and the metrics in
+/// [`COLUMNS`] order (NULL where not finite).
+pub(crate) fn row_values(key: Value, sha256: Option<&str>, row: &IqmRow) -> Vec<Value> {
     let mut values: Vec<Value> = vec![
-        Value::BigInt(image_id),
+        key,
         Value::Int(IQM_VERSION),
         sha256.map_or(Value::Null, |s| Value::Text(s.to_string())),
         Value::Text(row.contrast.clone()),
@@ -65,7 +73,7 @@ pub(crate) fn upsert_iqm(
             _ => Value::Null,
         });
     }
-    stmt.execute(duckdb::params_from_iter(values)).map(|_| ())
+    values
 }
 
 impl Store {
