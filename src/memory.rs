@@ -6,10 +6,11 @@
 //! heap's free top. Each new volume or batch then touches fresh pages that the kernel
 //! must fault in and zero: measured on 40 cold 1 mm FLAIR, 620,000 page faults and a
 //! third of the CPU time in the kernel, and the network's forward pass 1.6x slower than
-//! with the memory kept (docs/benchmarks.md, "Freed memory kept").
+//! with the memory kept (docs/benchmarks.md, "Four grid points per step, the head's box
+//! by blocks, freed memory kept").
 //!
 //! `import`, `iqm` and `infer` (their Slurm shards included) keep freed memory: they
-//! handle one volume after another, and their peak resident size grew by 10-25%.
+//! handle one volume after another, and their peak resident size grew by 6-35%.
 //! Training does not: its tensors of many sizes left the kept heap fragmented, at 1.7x
 //! the resident size for 1.15x the speed.
 
