@@ -131,6 +131,12 @@ pub(crate) fn analyse_bytes_unguarded(
 /// Larger files (4D series, mostly) stream, keeping memory to their first volume.
 const WHOLE_READ_MAX: u64 = 64 << 20;
 
+/// The largest inflated size, as the gzip trailer states it, inflated in one buffer: a
+/// 3D volume. A 4D series streams from the bytes read, holding one volume rather than
+/// every one (a worker per core, each with a whole series inflated, would multiply
+/// import's memory).
+const WHOLE_INFLATE_MAX: u64 = 128 << 20;
+
 /// A file's bytes, as stored on disk, already in memory.
 fn analyse_buffer(
     path: &Path,
@@ -140,7 +146,11 @@ fn analyse_buffer(
     known: Option<&KnownFile>,
     iqm: bool,
 ) -> Outcome {
-    if !nifti::is_gzip(raw) {
+    // The trailer's size only picks the path: the inflater checks it.
+    let stated_size = raw
+        .last_chunk::<4>()
+        .map_or(u64::MAX, |trailer| u64::from(u32::from_le_bytes(*trailer)));
+    if !nifti::is_gzip(raw) || stated_size > WHOLE_INFLATE_MAX {
         return analyse_stream(path, root, stamp, raw, known, iqm);
     }
     let mut row = base_row(path, root, Some(stamp));
