@@ -93,6 +93,20 @@ fn combine(lanes: [f64; LANES]) -> f64 {
         + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
 }
 
+/// Hands every value to `add` with its lane: value `i` to lane `i % LANES`.
+#[inline(always)]
+fn each_in_lanes(data: &[f32], mut add: impl FnMut(usize, f32)) {
+    let mut chunks = data.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in chunk.iter().enumerate() {
+            add(lane, v);
+        }
+    }
+    for (lane, &v) in chunks.remainder().iter().enumerate() {
+        add(lane, v);
+    }
+}
+
 with_avx2! {
     fn moments(data: &[f32]) -> Moments {
         let mut n = [0u64; LANES];
@@ -100,7 +114,7 @@ with_avx2! {
         let mut min = [f64::INFINITY; LANES];
         let mut max = [f64::NEG_INFINITY; LANES];
         let mut zeros = [0u64; LANES];
-        let mut add = |lane: usize, v: f32| {
+        let add = |lane: usize, v: f32| {
             let finite = v.is_finite();
             let x = if finite { f64::from(v) } else { 0.0 };
             n[lane] += u64::from(finite);
@@ -109,15 +123,7 @@ with_avx2! {
             max[lane] = max[lane].max(if finite { x } else { f64::NEG_INFINITY });
             zeros[lane] += u64::from(v == 0.0);
         };
-        let mut chunks = data.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (lane, &v) in chunk.iter().enumerate() {
-                add(lane, v);
-            }
-        }
-        for (lane, &v) in chunks.remainder().iter().enumerate() {
-            add(lane, v);
-        }
+        each_in_lanes(data, add);
         Moments {
             n: n.iter().sum(),
             sum: combine(sum),
@@ -132,19 +138,11 @@ with_avx2! {
     /// Sum of the finite values' squared deviations from `mean`.
     fn squared_deviations(data: &[f32], mean: f64) -> f64 {
         let mut sums = [0.0f64; LANES];
-        let mut add = |lane: usize, v: f32| {
+        let add = |lane: usize, v: f32| {
             let d = if v.is_finite() { f64::from(v) - mean } else { 0.0 };
             sums[lane] += d * d;
         };
-        let mut chunks = data.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (lane, &v) in chunk.iter().enumerate() {
-                add(lane, v);
-            }
-        }
-        for (lane, &v) in chunks.remainder().iter().enumerate() {
-            add(lane, v);
-        }
+        each_in_lanes(data, add);
         combine(sums)
     }
 }
