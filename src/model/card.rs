@@ -317,6 +317,12 @@ pub fn check_name(name: &str) -> Result<(), ModelError> {
     }
 }
 
+/// Where the models shipped with cdwqc live: `models/` in the project folder the binary
+/// was built in (like the MNI template the registration reads).
+pub fn shipped_models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
 /// An exported model folder with its card read and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportedModel {
@@ -325,20 +331,33 @@ pub struct ExportedModel {
 }
 
 impl ExportedModel {
-    /// Finds a model: a folder holding `model.toml`, else `<models_dir>/<name>`.
+    /// Finds a model: a folder holding `model.toml`, else `<models_dir>/<name>`, else a
+    /// model shipped with cdwqc (`models/<name>` in the project folder the binary was
+    /// built in), so that `--model cdwqc-flair-usable` works from any folder.
     pub fn resolve(name_or_dir: &str, models_dir: &Path) -> Result<PathBuf, ModelError> {
-        let direct = PathBuf::from(name_or_dir);
-        if direct.join(CARD_FILE).is_file() {
-            return Ok(direct);
+        Self::resolve_in(name_or_dir, models_dir, &shipped_models_dir())
+    }
+
+    fn resolve_in(
+        name_or_dir: &str,
+        models_dir: &Path,
+        shipped_dir: &Path,
+    ) -> Result<PathBuf, ModelError> {
+        let mut tried = vec![PathBuf::from(name_or_dir), models_dir.join(name_or_dir)];
+        // A path is never looked up among the shipped models: only a bare name is.
+        if Path::new(name_or_dir).components().count() == 1 && shipped_dir != models_dir {
+            tried.push(shipped_dir.join(name_or_dir));
         }
-        let named = models_dir.join(name_or_dir);
-        if named.join(CARD_FILE).is_file() {
-            return Ok(named);
+        if let Some(found) = tried.iter().find(|dir| dir.join(CARD_FILE).is_file()) {
+            return Ok(found.clone());
         }
+        let cards: Vec<String> = tried
+            .iter()
+            .map(|dir| dir.join(CARD_FILE).display().to_string())
+            .collect();
         Err(ModelError::Config(format!(
-            "no model {name_or_dir:?}: neither {} nor {} exists (cdwqc model export writes one)",
-            direct.join(CARD_FILE).display(),
-            named.join(CARD_FILE).display()
+            "no model {name_or_dir:?}: none of {} exists (cdwqc model export writes one)",
+            cards.join(", ")
         )))
     }
 
@@ -763,6 +782,47 @@ mod tests {
         );
         assert!(ExportedModel::resolve("m1", dir.path()).is_ok());
         assert!(ExportedModel::resolve("nope", dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_bare_name_falls_back_to_the_shipped_models_and_a_local_model_wins() {
+        let weights_dir = tempfile::tempdir().expect("tempdir");
+        let weights = weights_dir.path().join("w.bin");
+        std::fs::write(&weights, b"x").expect("weights");
+        let (local, shipped) = (
+            tempfile::tempdir().expect("local"),
+            tempfile::tempdir().expect("shipped"),
+        );
+        ExportedModel::write(card(), &weights, None, shipped.path(), false).expect("shipped");
+        let found = ExportedModel::resolve_in("m1", local.path(), shipped.path()).expect("shipped");
+        assert_eq!(found, shipped.path().join("m1"));
+        // A path names one folder: it is never looked for among the shipped models.
+        let as_path = local.path().join("m1");
+        let err =
+            ExportedModel::resolve_in(&as_path.display().to_string(), local.path(), shipped.path())
+                .unwrap_err()
+                .to_string();
+        assert!(
+            !err.contains(&shipped.path().display().to_string()),
+            "{err}"
+        );
+        ExportedModel::write(card(), &weights, None, local.path(), false).expect("local");
+        let found = ExportedModel::resolve_in("m1", local.path(), shipped.path()).expect("local");
+        assert_eq!(found, local.path().join("m1"));
+        let err = ExportedModel::resolve_in("nope", local.path(), shipped.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&local.path().join("nope/model.toml").display().to_string())
+                && err.contains(&shipped.path().join("nope/model.toml").display().to_string()),
+            "{err}"
+        );
+        assert!(
+            shipped_models_dir()
+                .join("cdwqc-flair-usable")
+                .join(CARD_FILE)
+                .is_file()
+        );
     }
 
     fn forest_info() -> IqmForestInfo {

@@ -1059,3 +1059,34 @@ fn an_ensemble_averages_its_networks_and_refuses_another_split() {
     ));
     assert!(tampered.contains("member-2.safetensors"), "{tampered}");
 }
+
+#[test]
+fn the_shipped_models_are_found_by_name_from_any_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shown = ok(dir.path(), &["model", "show", "cdwqc-flair-usable"]);
+    assert!(
+        shown.contains("cdwqc-flair-usable") && shown.contains("usable"),
+        "{shown}"
+    );
+    // A folder of the same name in the working folder's `models/` comes first: a broken
+    // one is reported, not silently replaced by the shipped model.
+    std::fs::create_dir_all(dir.path().join("models/cdwqc-flair-usable")).expect("dir");
+    std::fs::write(
+        dir.path().join("models/cdwqc-flair-usable/model.toml"),
+        "not a card",
+    )
+    .expect("card");
+    let refused = cdwqc(dir.path(), &["model", "show", "cdwqc-flair-usable"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not a model card"),
+        "{}",
+        stderr(&refused)
+    );
+    let missing = cdwqc(dir.path(), &["model", "show", "no-such-model"]);
+    assert!(
+        stderr(&missing).contains("no model \"no-such-model\""),
+        "{}",
+        stderr(&missing)
+    );
+}
