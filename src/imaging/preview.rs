@@ -1,10 +1,10 @@
 //! Three orthogonal 8-bit preview slices in RAS orientation, stored as PNG so the
 //! dashboard never re-reads a NIfTI file to show an image.
 //!
-//! Display convention (documented in the README): neurological, patient left on the
-//! left of the picture. Axial: columns run right-wards towards R, rows top = anterior.
-//! Coronal: columns towards R, top = superior. Sagittal: columns towards anterior,
-//! top = superior. Pixels are square in millimetres: anisotropic voxels are
+//! Display convention (documented in docs/commands.md, `cdwqc import`): neurological,
+//! patient left on the left of the picture. Axial: columns run right-wards towards R,
+//! rows top = anterior. Coronal: columns towards R, top = superior. Sagittal: columns
+//! towards anterior, top = superior. Pixels are square in millimetres: anisotropic voxels are
 //! resampled (bilinear) so a 5 mm slice stack looks like one.
 
 use super::ImagingError;
