@@ -20,7 +20,7 @@ use super::jobs::{JobRequest, JobStatus, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::parse_code;
 use super::reports::{OperatingView, ReportsData, ReportsState, TriagePlan};
-use super::sql::{Focus, SqlRequest, SqlResponse, SqlState};
+use super::sql::{Focus, SqlOutcome, SqlRequest, SqlResponse, SqlState};
 use crate::jobs::{InferResult, JobEvent, TrainResult};
 use crate::model::train::EpochReport;
 use crate::store::runs::{EpochRow, RunSummary};
@@ -606,57 +606,13 @@ impl App {
     }
 
     /// Keys of the SQL view's editor and prompts; false for keys bound as usual.
+    /// The SQL view's saved-query picker and export prompt, then its editor; false when
+    /// the key is the app's to handle.
     fn on_sql_key(&mut self, key: &KeyEvent, effects: &mut Vec<Effect>) -> bool {
-        if let Some(at) = self.sql.picker {
-            let n = self.sql.saved.len();
-            match key.code {
-                KeyCode::Up => self.sql.picker = Some(at.saturating_sub(1)),
-                KeyCode::Down => self.sql.picker = Some((at + 1).min(n.saturating_sub(1))),
-                KeyCode::Enter => {
-                    self.sql.picker = None;
-                    self.sql.load_saved(at);
-                    if let Some(q) = self.sql.saved.get(at) {
-                        self.message = format!("loaded saved query {}", q.name);
-                    }
-                }
-                KeyCode::Esc => self.sql.picker = None,
-                _ => {}
-            }
+        if let Some(outcome) = self.sql.on_prompt_key(key) {
+            self.apply_sql(outcome, effects);
             return true;
         }
-        if let Some(input) = self.sql.export_input.as_mut() {
-            match key.code {
-                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => input.push(c),
-                KeyCode::Backspace => {
-                    input.pop();
-                }
-                KeyCode::Enter => {
-                    let name = input.clone();
-                    self.export(&name, effects);
-                }
-                KeyCode::Esc => {
-                    self.sql.export_input = None;
-                    self.sql.export_error = None;
-                }
-                _ => {}
-            }
-            return true;
-        }
-        self.on_editor_key(key, effects)
-    }
-
-    fn export(&mut self, name: &str, effects: &mut Vec<Effect>) {
-        match self.sql.export_request(name) {
-            Ok(request) => {
-                self.sql.export_error = None;
-                self.message = "exporting…".into();
-                effects.push(Effect::Fetch(Request::Sql(request)));
-            }
-            Err(err) => self.sql.export_error = Some(err),
-        }
-    }
-
-    fn on_editor_key(&mut self, key: &KeyEvent, effects: &mut Vec<Effect>) -> bool {
         if self.sql.focus != Focus::Editor {
             return false;
         }
@@ -671,127 +627,42 @@ impl App {
         true
     }
 
-    /// The SQL view's own actions; false for the others.
-    fn on_sql_action(&mut self, action: Action, effects: &mut Vec<Effect>) -> bool {
-        let sql = &mut self.sql;
-        match action {
-            Action::RunQuery => match sql.start() {
-                Ok(request) => {
-                    if let (Some(file), SqlRequest::Run { sql: text, .. }) =
-                        (&sql.history_file, &request)
-                    {
-                        effects.push(Effect::RememberQuery {
-                            file: file.clone(),
-                            sql: text.clone(),
-                        });
-                    }
-                    self.message = "running…".into();
-                    effects.push(Effect::Fetch(Request::Sql(request)));
-                }
-                Err(err) => self.message = err,
-            },
-            Action::CancelQuery => {
-                if sql.running.is_some() {
-                    self.message = "cancelling…".into();
-                    effects.push(Effect::Fetch(Request::Sql(SqlRequest::Cancel)));
-                } else {
-                    self.message = "no query is running".into();
-                }
-            }
-            Action::ClearQuery => sql.clear(),
-            Action::LeaveEditor => sql.focus = Focus::Results,
-            Action::EditQuery => sql.focus = Focus::Editor,
-            Action::HistoryPrev => sql.browse_history(-1),
-            Action::HistoryNext => sql.browse_history(1),
-            Action::SavedQueries => {
-                if sql.saved.is_empty() {
-                    self.message = "no saved queries".into();
-                } else {
-                    sql.picker = Some(0);
-                }
-            }
-            Action::Export => {
-                if matches!(sql.outcome, Some(Ok(_))) {
-                    sql.export_input = Some(sql.default_export_name());
-                    sql.export_error = None;
-                } else {
-                    self.message = "no result to export: run a query first".into();
-                }
-            }
-            Action::ToggleWrite => {
-                sql.write = !sql.write;
-                self.message = if sql.write {
-                    "writing ON: statements may change the store".into()
-                } else {
-                    "read-only again".into()
-                };
-            }
-            Action::ScrollLeft => sql.move_column(-1),
-            Action::ScrollRight => sql.move_column(1),
-            Action::Up => sql.move_row(-1),
-            Action::Down => sql.move_row(1),
-            Action::PageUp => sql.move_row(-20),
-            Action::PageDown => sql.move_row(20),
-            Action::Top => sql.move_row(i64::MIN / 2),
-            Action::Bottom => sql.move_row(i64::MAX / 2),
-            _ => return false,
+    /// Carries out what the SQL view asked for.
+    fn apply_sql(&mut self, outcome: SqlOutcome, effects: &mut Vec<Effect>) {
+        let SqlOutcome {
+            message,
+            remember,
+            request,
+            store_changed,
+        } = outcome;
+        if let Some(message) = message {
+            self.message = message;
         }
-        true
-    }
-
-    fn on_sql_response(&mut self, response: SqlResponse) {
-        match response {
-            SqlResponse::Ran { id, result } => {
-                let wrote = result.as_ref().is_ok_and(|r| r.wrote);
-                // The result's title tells the time; the status line stays steady.
-                let summary = match &result {
-                    Ok(r) if r.truncated => {
-                        format!("showing the first {} rows", r.result.rows.len())
-                    }
-                    Ok(r) => format!(
-                        "{} row{}",
-                        r.result.rows.len(),
-                        if r.result.rows.len() == 1 { "" } else { "s" }
-                    ),
-                    Err(_) => "the query failed".into(),
-                };
-                if self.sql.finish(id, result) {
-                    self.message = summary;
-                    if wrote {
-                        // The statements may have changed what the other views show.
-                        self.dashboard = None;
-                        self.images.page = None;
-                        self.details.clear();
-                        self.iqm_groups = None;
-                        self.images.filter.iqm_epoch += 1;
-                        if self.rate.code.is_empty() {
-                            self.rate.work = None;
-                            self.rate.index = 0;
-                        }
-                    }
-                }
+        if let Some((file, sql)) = remember {
+            effects.push(Effect::RememberQuery { file, sql });
+        }
+        if let Some(request) = request {
+            effects.push(Effect::Fetch(Request::Sql(request)));
+        }
+        if store_changed {
+            // The statements may have changed what the other views show.
+            self.dashboard = None;
+            self.images.page = None;
+            self.details.clear();
+            self.iqm_groups = None;
+            self.images.filter.iqm_epoch += 1;
+            if self.rate.code.is_empty() {
+                self.rate.work = None;
+                self.rate.index = 0;
             }
-            SqlResponse::Exported(Ok((path, n))) => {
-                self.sql.export_input = None;
-                self.sql.export_error = None;
-                let cut = match &self.sql.outcome {
-                    Some(Ok(r)) if r.truncated => {
-                        " (the fetched rows only: `cdwqc sql --out` writes them all)"
-                    }
-                    _ => "",
-                };
-                self.message = format!("wrote {n} rows to {}{cut}", path.display());
-            }
-            SqlResponse::Exported(Err(err)) => {
-                self.message = "export failed".into();
-                self.sql.export_error = Some(err);
-            }
-            SqlResponse::Idle => {}
         }
     }
 
     fn on_action(&mut self, action: Action, effects: &mut Vec<Effect>) {
-        if self.view == View::Sql && self.on_sql_action(action, effects) {
+        if self.view == View::Sql
+            && let Some(outcome) = self.sql.on_action(action)
+        {
+            self.apply_sql(outcome, effects);
             return;
         }
         match action {
@@ -1339,7 +1210,11 @@ impl App {
                     Err(err) => self.viewer.error = Some(err),
                 }
             }
-            Response::Sql(response) => self.on_sql_response(response),
+            Response::Sql(response) => {
+                // A response only reports: it asks the worker for nothing more.
+                let outcome = self.sql.on_response(response);
+                self.apply_sql(outcome, &mut Vec::new());
+            }
             Response::Runs(result) => {
                 self.jobs.runs = Some(result);
                 let len = self.jobs.len();

@@ -1,5 +1,7 @@
 //! The SQL view apart from drawing: a multi-line editor, the query history and saved
-//! queries, and the worker side that runs a query with a row cap and exports results.
+//! queries, what the view's keys and the worker's answers do to them (reported to the
+//! app as a [`SqlOutcome`]), and the worker side that runs a query with a row cap and
+//! exports results.
 //!
 //! Queries run on their own connection to the store, on a worker thread. Before any
 //! statement runs, DuckDB's parser splits the text and every statement is bound on a
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use duckdb::Connection;
 
+use super::keys::Action;
 use crate::query::{Cell, Format, QueryError, ResultSet, cell};
 use crate::store::Store;
 
@@ -528,6 +531,26 @@ pub fn format_elapsed(d: Duration) -> String {
     }
 }
 
+/// What the SQL view asks of the app after an input or a response: a status line, a
+/// query to remember in the history file, work for the SQL worker, and whether the
+/// store may have changed under the other views.
+#[derive(Debug, Default, PartialEq)]
+pub struct SqlOutcome {
+    pub message: Option<String>,
+    pub remember: Option<(PathBuf, String)>,
+    pub request: Option<SqlRequest>,
+    pub store_changed: bool,
+}
+
+impl SqlOutcome {
+    fn say(message: impl Into<String>) -> Self {
+        Self {
+            message: Some(message.into()),
+            ..Self::default()
+        }
+    }
+}
+
 /// The view's state.
 #[derive(Debug, Default)]
 pub struct SqlState {
@@ -707,6 +730,169 @@ impl SqlState {
             path,
         })
     }
+
+    /// A key typed into the saved-query picker or the export prompt; `None` when
+    /// neither is open.
+    pub fn on_prompt_key(&mut self, key: &KeyEvent) -> Option<SqlOutcome> {
+        if let Some(at) = self.picker {
+            let n = self.saved.len();
+            let mut outcome = SqlOutcome::default();
+            match key.code {
+                KeyCode::Up => self.picker = Some(at.saturating_sub(1)),
+                KeyCode::Down => self.picker = Some((at + 1).min(n.saturating_sub(1))),
+                KeyCode::Enter => {
+                    self.picker = None;
+                    self.load_saved(at);
+                    if let Some(q) = self.saved.get(at) {
+                        outcome = SqlOutcome::say(format!("loaded saved query {}", q.name));
+                    }
+                }
+                KeyCode::Esc => self.picker = None,
+                _ => {}
+            }
+            return Some(outcome);
+        }
+        let input = self.export_input.as_mut()?;
+        let mut outcome = SqlOutcome::default();
+        match key.code {
+            KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => input.push(c),
+            KeyCode::Backspace => {
+                input.pop();
+            }
+            KeyCode::Enter => {
+                let name = input.clone();
+                match self.export_request(&name) {
+                    Ok(request) => {
+                        self.export_error = None;
+                        outcome = SqlOutcome {
+                            request: Some(request),
+                            ..SqlOutcome::say("exporting…")
+                        };
+                    }
+                    Err(err) => self.export_error = Some(err),
+                }
+            }
+            KeyCode::Esc => {
+                self.export_input = None;
+                self.export_error = None;
+            }
+            _ => {}
+        }
+        Some(outcome)
+    }
+
+    /// The view's own actions; `None` for the app's.
+    pub fn on_action(&mut self, action: Action) -> Option<SqlOutcome> {
+        let mut outcome = SqlOutcome::default();
+        match action {
+            Action::RunQuery => match self.start() {
+                Ok(request) => {
+                    if let (Some(file), SqlRequest::Run { sql, .. }) =
+                        (&self.history_file, &request)
+                    {
+                        outcome.remember = Some((file.clone(), sql.clone()));
+                    }
+                    outcome.message = Some("running…".into());
+                    outcome.request = Some(request);
+                }
+                Err(err) => outcome.message = Some(err),
+            },
+            Action::CancelQuery => {
+                if self.running.is_some() {
+                    outcome = SqlOutcome {
+                        request: Some(SqlRequest::Cancel),
+                        ..SqlOutcome::say("cancelling…")
+                    };
+                } else {
+                    outcome = SqlOutcome::say("no query is running");
+                }
+            }
+            Action::ClearQuery => self.clear(),
+            Action::LeaveEditor => self.focus = Focus::Results,
+            Action::EditQuery => self.focus = Focus::Editor,
+            Action::HistoryPrev => self.browse_history(-1),
+            Action::HistoryNext => self.browse_history(1),
+            Action::SavedQueries => {
+                if self.saved.is_empty() {
+                    outcome = SqlOutcome::say("no saved queries");
+                } else {
+                    self.picker = Some(0);
+                }
+            }
+            Action::Export => {
+                if matches!(self.outcome, Some(Ok(_))) {
+                    self.export_input = Some(self.default_export_name());
+                    self.export_error = None;
+                } else {
+                    outcome = SqlOutcome::say("no result to export: run a query first");
+                }
+            }
+            Action::ToggleWrite => {
+                self.write = !self.write;
+                outcome = SqlOutcome::say(if self.write {
+                    "writing ON: statements may change the store"
+                } else {
+                    "read-only again"
+                });
+            }
+            Action::ScrollLeft => self.move_column(-1),
+            Action::ScrollRight => self.move_column(1),
+            Action::Up => self.move_row(-1),
+            Action::Down => self.move_row(1),
+            Action::PageUp => self.move_row(-20),
+            Action::PageDown => self.move_row(20),
+            Action::Top => self.move_row(i64::MIN / 2),
+            Action::Bottom => self.move_row(i64::MAX / 2),
+            _ => return None,
+        }
+        Some(outcome)
+    }
+
+    /// What the worker answered.
+    pub fn on_response(&mut self, response: SqlResponse) -> SqlOutcome {
+        match response {
+            SqlResponse::Ran { id, result } => {
+                let wrote = result.as_ref().is_ok_and(|r| r.wrote);
+                // The result's title tells the time; the status line stays steady.
+                let summary = match &result {
+                    Ok(r) if r.truncated => {
+                        format!("showing the first {} rows", r.result.rows.len())
+                    }
+                    Ok(r) => format!(
+                        "{} row{}",
+                        r.result.rows.len(),
+                        if r.result.rows.len() == 1 { "" } else { "s" }
+                    ),
+                    Err(_) => "the query failed".into(),
+                };
+                // An answer to a query since replaced changes nothing.
+                if self.finish(id, result) {
+                    SqlOutcome {
+                        store_changed: wrote,
+                        ..SqlOutcome::say(summary)
+                    }
+                } else {
+                    SqlOutcome::default()
+                }
+            }
+            SqlResponse::Exported(Ok((path, n))) => {
+                self.export_input = None;
+                self.export_error = None;
+                let cut = match &self.outcome {
+                    Some(Ok(r)) if r.truncated => {
+                        " (the fetched rows only: `cdwqc sql --out` writes them all)"
+                    }
+                    _ => "",
+                };
+                SqlOutcome::say(format!("wrote {n} rows to {}{cut}", path.display()))
+            }
+            SqlResponse::Exported(Err(err)) => {
+                self.export_error = Some(err);
+                SqlOutcome::say("export failed")
+            }
+            SqlResponse::Idle => SqlOutcome::default(),
+        }
+    }
 }
 
 /// What a cell holds in memory, roughly, for the result's byte limit: lists count
@@ -734,6 +920,94 @@ mod tests {
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    fn one_row(wrote: bool) -> SqlResult {
+        let result = ResultSet {
+            columns: vec!["n".into()],
+            rows: vec![vec![Cell::Int(1)]],
+        };
+        SqlResult::new(result, false, Duration::from_millis(3), wrote)
+    }
+
+    #[test]
+    fn a_run_is_remembered_before_it_is_sent_and_only_its_own_answer_counts() {
+        let history = PathBuf::from("/h/history.sql");
+        let mut sql = SqlState::new(Vec::new(), Vec::new(), Some(history.clone()), ".".into());
+        assert_eq!(
+            sql.on_action(Action::RunQuery),
+            Some(SqlOutcome::say("nothing to run: type a query first"))
+        );
+        sql.editor = Editor::from_text("update images set status = 'ok'");
+        let sent = sql.on_action(Action::RunQuery).expect("the view's action");
+        let Some(SqlRequest::Run { id, sql: text, .. }) = &sent.request else {
+            panic!("{sent:?}");
+        };
+        let id = *id;
+        assert_eq!(sent.remember, Some((history, text.clone())));
+        assert_eq!(sent.message.as_deref(), Some("running…"));
+        // Another query's answer (a cancelled one's) neither shows nor invalidates.
+        let stale = sql.on_response(SqlResponse::Ran {
+            id: id + 1,
+            result: Ok(one_row(true)),
+        });
+        assert_eq!(stale, SqlOutcome::default());
+        assert!(sql.running.is_some() && sql.outcome.is_none());
+        let done = sql.on_response(SqlResponse::Ran {
+            id,
+            result: Ok(one_row(true)),
+        });
+        assert_eq!(done.message.as_deref(), Some("1 row"));
+        assert!(done.store_changed, "a write must refresh the other views");
+        assert!(sql.running.is_none());
+        assert_eq!(
+            sql.on_action(Action::CycleTask),
+            None,
+            "not the view's action"
+        );
+    }
+
+    #[test]
+    fn the_export_prompt_asks_for_a_file_the_format_is_known_for() {
+        let mut sql = SqlState::new(Vec::new(), Vec::new(), None, "/out".into());
+        assert_eq!(
+            sql.on_prompt_key(&key(KeyCode::Enter)),
+            None,
+            "no prompt open"
+        );
+        assert_eq!(
+            sql.on_action(Action::Export),
+            Some(SqlOutcome::say("no result to export: run a query first"))
+        );
+        sql.editor = Editor::from_text("select 1");
+        let Some(SqlOutcome {
+            request: Some(SqlRequest::Run { id, .. }),
+            ..
+        }) = sql.on_action(Action::RunQuery)
+        else {
+            panic!("no run");
+        };
+        sql.on_response(SqlResponse::Ran {
+            id,
+            result: Ok(one_row(false)),
+        });
+        assert_eq!(sql.on_action(Action::Export), Some(SqlOutcome::default()));
+        sql.export_input = Some("rows.xyz".into());
+        let refused = sql.on_prompt_key(&key(KeyCode::Enter)).expect("prompt");
+        assert_eq!(refused.request, None);
+        assert!(sql.export_error.is_some() && sql.export_input.is_some());
+        sql.export_input = Some("rows.csv".into());
+        let sent = sql.on_prompt_key(&key(KeyCode::Enter)).expect("prompt");
+        assert!(
+            matches!(&sent.request, Some(SqlRequest::Export { path, .. }) if path == Path::new("/out/rows.csv")),
+            "{sent:?}"
+        );
+        let written = sql.on_response(SqlResponse::Exported(Ok(("/out/rows.csv".into(), 1))));
+        assert_eq!(
+            written.message.as_deref(),
+            Some("wrote 1 rows to /out/rows.csv")
+        );
+        assert_eq!(sql.export_input, None);
     }
 
     fn typed(editor: &mut Editor, text: &str) {
