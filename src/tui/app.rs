@@ -16,7 +16,7 @@ use crate::store::dashboard::{
 use crate::store::iqm_outliers::{ImageIqms, IqmGroups};
 use crate::store::ratings::NewRating;
 
-use super::jobs::{JobRequest, JobStatus, JobsState};
+use super::jobs::{JobRequest, JobsOutcome, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::parse_code;
 use super::reports::{OperatingView, ReportsData, ReportsState, TriagePlan};
@@ -494,9 +494,18 @@ impl App {
                 // Queue progress now reads differently.
                 self.dashboard = None;
             }
-            Event::JobPlanned { id, result } => self.on_job_planned(id, result),
-            Event::JobOutput { id, line } => self.on_job_output(id, line, &mut effects),
-            Event::JobExited { id, code } => self.on_job_exited(id, code, &mut effects),
+            Event::JobPlanned { id, result } => {
+                let outcome = self.jobs.on_planned(id, result);
+                self.apply_jobs(outcome, &mut effects);
+            }
+            Event::JobOutput { id, line } => {
+                let outcome = self.jobs.on_output(id, line);
+                self.apply_jobs(outcome, &mut effects);
+            }
+            Event::JobExited { id, code } => {
+                let outcome = self.jobs.on_exited(id, code);
+                self.apply_jobs(outcome, &mut effects);
+            }
             Event::JobRecorded(result) => {
                 if let Err(e) = result {
                     self.message = format!("the job's outcome was not stored: {e}");
@@ -551,7 +560,9 @@ impl App {
             return;
         }
         if self.view == View::Jobs && self.jobs.form.is_some() {
-            self.on_form_key(&key, effects);
+            let sequences = self.sequences();
+            let outcome = self.jobs.on_form_key(&key, &sequences);
+            self.apply_jobs(outcome, effects);
             return;
         }
         if self.help {
@@ -689,7 +700,7 @@ impl App {
                     _ => None,
                 };
                 match id {
-                    Some(id) => self.cancel_job(id, effects),
+                    Some(id) => effects.extend(self.jobs.cancel(id)),
                     None => self.message = "the selected line is not a running job".into(),
                 }
             }
@@ -1258,78 +1269,26 @@ impl App {
             .unwrap_or_default()
     }
 
-    /// Keys of the open form: arrows move and change, Enter starts, Esc closes.
-    fn on_form_key(&mut self, key: &KeyEvent, effects: &mut Vec<Effect>) {
-        let runs = self.jobs.trained_runs().len();
-        let sequences = self.sequences();
-        let Some(form) = self.jobs.form.as_mut() else {
-            return;
-        };
-        match key.code {
-            KeyCode::Esc => self.jobs.form = None,
-            KeyCode::Up | KeyCode::BackTab => form.move_field(-1),
-            KeyCode::Down | KeyCode::Tab => form.move_field(1),
-            KeyCode::Left | KeyCode::Char('h') | KeyCode::Char('-') => {
-                form.change(-1, runs, sequences.len())
-            }
-            KeyCode::Right | KeyCode::Char('l') | KeyCode::Char('+') | KeyCode::Char(' ') => {
-                form.change(1, runs, sequences.len())
-            }
-            // Ten steps at a time: epochs run to 500, too far for single steps.
-            KeyCode::PageUp => form.change(10, runs, sequences.len()),
-            KeyCode::PageDown => form.change(-10, runs, sequences.len()),
-            KeyCode::Enter => {
-                let form = form.clone();
-                match self.jobs.request(&form, &sequences) {
-                    Ok(request) => {
-                        self.jobs.form = None;
-                        let id = self.jobs.add(&request);
-                        self.message = "planning the job…".into();
-                        effects.push(Effect::StartJob { id, request });
-                    }
-                    Err(e) => {
-                        if let Some(f) = self.jobs.form.as_mut() {
-                            f.error = Some(e);
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn cancel_job(&mut self, id: u64, effects: &mut Vec<Effect>) {
-        if let Some(job) = self.jobs.job_mut(id)
-            && job.status.is_active()
-            && job.status != JobStatus::Stopping
-        {
-            job.status = JobStatus::Stopping;
-            job.log(if job.training {
-                "stopping: saving a checkpoint after this batch"
-            } else {
-                "stopping after this batch of images"
-            });
-            effects.push(Effect::Fetch(Request::CancelJob { id }));
-        }
-    }
-
     /// Stops every running job; the dashboard quits once they have ended.
     fn stop_jobs_and_quit(&mut self, effects: &mut Vec<Effect>) {
-        let ids: Vec<u64> = self
-            .jobs
-            .jobs
-            .iter()
-            .filter(|j| j.status.is_active())
-            .map(|j| j.id)
-            .collect();
-        for id in ids {
-            self.cancel_job(id, effects);
+        let outcome = self.jobs.stop_all();
+        self.apply_jobs(outcome, effects);
+    }
+
+    /// Carries out what the Jobs view asked for.
+    fn apply_jobs(&mut self, outcome: JobsOutcome, effects: &mut Vec<Effect>) {
+        let JobsOutcome {
+            message,
+            effects: asked,
+            runs_changed,
+        } = outcome;
+        if let Some(message) = message {
+            self.message = message;
         }
-        self.jobs.quitting.get_or_insert_with(Instant::now);
-        self.message = format!(
-            "stopping {} job(s) before quitting (training saves a checkpoint)…",
-            self.jobs.active()
-        );
+        effects.extend(asked);
+        if runs_changed {
+            self.dashboard = None;
+        }
     }
 
     /// Quits once the jobs stopped for quitting have ended, or after a grace period.
@@ -1340,106 +1299,6 @@ impl App {
         {
             self.quit = true;
             effects.push(Effect::Quit);
-        }
-    }
-
-    fn on_job_planned(&mut self, id: u64, result: Result<(String, String, i64), String>) {
-        let Some(job) = self.jobs.job_mut(id) else {
-            return;
-        };
-        match result {
-            Ok((run_id, summary, store_job)) => {
-                job.run_id = run_id;
-                job.store_job = Some(store_job);
-                job.log(summary);
-                self.message = format!("started {}", job.title);
-            }
-            Err(e) => {
-                job.log(format!("not started: {e}"));
-                job.status = JobStatus::Failed(e.clone());
-                job.ended = true;
-                job.finished = Some(Instant::now());
-                self.message = format!("the job did not start: {e}");
-            }
-        }
-        // The new run is in the store now.
-        self.jobs.runs = None;
-        self.dashboard = None;
-    }
-
-    fn on_job_output(&mut self, id: u64, line: JobLine, effects: &mut Vec<Effect>) {
-        match line {
-            JobLine::Log(text) => {
-                if let Some(job) = self.jobs.job_mut(id) {
-                    job.log(text);
-                }
-            }
-            JobLine::Event(event) => {
-                let Some(run_id) = self.jobs.job_mut(id).map(|j| j.run_id.clone()) else {
-                    return;
-                };
-                match &*event {
-                    JobEvent::Epoch { report } => effects.push(Effect::RecordEpoch {
-                        run_id: run_id.clone(),
-                        report: report.clone(),
-                    }),
-                    JobEvent::Trained { result } => effects.push(Effect::RecordTraining {
-                        run_id: run_id.clone(),
-                        result: Box::new(Ok((**result).clone())),
-                    }),
-                    JobEvent::Predicted { result } => effects.push(Effect::RecordInference {
-                        run_id: run_id.clone(),
-                        result: result.clone(),
-                    }),
-                    JobEvent::Failed { error }
-                        if self.jobs.job_mut(id).is_some_and(|j| j.training) =>
-                    {
-                        effects.push(Effect::RecordTraining {
-                            run_id: run_id.clone(),
-                            result: Box::new(Err(error.clone())),
-                        });
-                    }
-                    _ => {}
-                }
-                self.jobs.on_event(id, &event);
-                if event.is_final()
-                    && let Some(job) = self.jobs.job_mut(id)
-                {
-                    self.message = format!("{}: {}", job.title, job.status.label());
-                    effects.extend(finish_job(job));
-                }
-            }
-        }
-    }
-
-    fn on_job_exited(&mut self, id: u64, code: Option<i32>, effects: &mut Vec<Effect>) {
-        let Some(job) = self.jobs.job_mut(id) else {
-            return;
-        };
-        if job.ended {
-            return;
-        }
-        // The worker ended without saying how: a crash, or a kill from outside. A stop
-        // asked for while the worker was still starting reaches it before its interrupt
-        // handler exists, and ends it at once: nothing had been trained or predicted.
-        let error = match code {
-            Some(code) => format!("the worker exited with status {code} without finishing"),
-            None if job.status == JobStatus::Stopping => {
-                "stopped while the worker was starting (nothing to keep)".to_string()
-            }
-            None => "the worker was killed".to_string(),
-        };
-        job.log(error.clone());
-        job.status = JobStatus::Failed(error.clone());
-        job.ended = true;
-        job.finished = Some(Instant::now());
-        self.message = format!("{}: {error}", job.title);
-        effects.extend(finish_job(job));
-        if job.training && !job.run_id.is_empty() {
-            effects.push(Effect::RecordTraining {
-                run_id: job.run_id.clone(),
-                result: Box::new(Err(error)),
-            });
         }
     }
 
@@ -1593,21 +1452,6 @@ impl App {
             None => self.viewer.error = Some(format!("image {image_id} is not in the store")),
         }
     }
-}
-
-/// The effect that records an ended job in its `jobs` row, if it has one.
-fn finish_job(job: &super::jobs::Job) -> Option<Effect> {
-    let (status, error) = match &job.status {
-        JobStatus::Completed => ("completed", None),
-        JobStatus::Failed(e) => ("failed", Some(e.clone())),
-        _ => ("cancelled", None),
-    };
-    Some(Effect::FinishJob {
-        job: job.store_job?,
-        status,
-        progress: job.progress(),
-        error,
-    })
 }
 
 fn cycle<T: Clone + PartialEq>(options: &[T], current: &T) -> T {

@@ -1,8 +1,13 @@
 //! The Jobs view's state: the new-job form, the jobs of this session with their
-//! progress, curves and log, and the runs already in the store.
+//! progress, curves and log, and the runs already in the store; what the form's keys
+//! and the workers' reports do to them (reported to the app as a [`JobsOutcome`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent};
+
+use super::app::{Effect, JobLine, Request};
 
 use crate::jobs::plan::{InferRequest, TrainRequest};
 use crate::jobs::{InferResult, JobEvent, TrainResult};
@@ -243,6 +248,24 @@ impl JobForm {
             Field::Unrated => self.unrated = !self.unrated,
         }
         self.error = None;
+    }
+}
+
+/// What the Jobs view asks of the app: a status line, effects to carry out (start,
+/// stop, record), and whether the store's runs changed under the other views.
+#[derive(Debug, Default)]
+pub struct JobsOutcome {
+    pub message: Option<String>,
+    pub effects: Vec<Effect>,
+    pub runs_changed: bool,
+}
+
+impl JobsOutcome {
+    fn say(message: impl Into<String>) -> Self {
+        Self {
+            message: Some(message.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -526,6 +549,212 @@ fn finish_inference(job: &mut Job, result: &InferResult) {
     ));
 }
 
+/// What the view's keys and the job workers' reports do.
+impl JobsState {
+    /// Keys of the open form: arrows move and change, Enter starts, Esc closes.
+    pub fn on_form_key(&mut self, key: &KeyEvent, sequences: &[String]) -> JobsOutcome {
+        let runs = self.trained_runs().len();
+        let Some(form) = self.form.as_mut() else {
+            return JobsOutcome::default();
+        };
+        match key.code {
+            KeyCode::Esc => self.form = None,
+            KeyCode::Up | KeyCode::BackTab => form.move_field(-1),
+            KeyCode::Down | KeyCode::Tab => form.move_field(1),
+            KeyCode::Left | KeyCode::Char('h') | KeyCode::Char('-') => {
+                form.change(-1, runs, sequences.len())
+            }
+            KeyCode::Right | KeyCode::Char('l') | KeyCode::Char('+') | KeyCode::Char(' ') => {
+                form.change(1, runs, sequences.len())
+            }
+            // Ten steps at a time: epochs run to 500, too far for single steps.
+            KeyCode::PageUp => form.change(10, runs, sequences.len()),
+            KeyCode::PageDown => form.change(-10, runs, sequences.len()),
+            KeyCode::Enter => {
+                let form = form.clone();
+                match self.request(&form, sequences) {
+                    Ok(request) => {
+                        self.form = None;
+                        let id = self.add(&request);
+                        return JobsOutcome {
+                            effects: vec![Effect::StartJob { id, request }],
+                            ..JobsOutcome::say("planning the job…")
+                        };
+                    }
+                    Err(e) => {
+                        if let Some(f) = self.form.as_mut() {
+                            f.error = Some(e);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        JobsOutcome::default()
+    }
+
+    /// Asks a running job to stop; `None` when it is not running or already stopping.
+    pub fn cancel(&mut self, id: u64) -> Option<Effect> {
+        let job = self.job_mut(id)?;
+        if !job.status.is_active() || job.status == JobStatus::Stopping {
+            return None;
+        }
+        job.status = JobStatus::Stopping;
+        job.log(if job.training {
+            "stopping: saving a checkpoint after this batch"
+        } else {
+            "stopping after this batch of images"
+        });
+        Some(Effect::Fetch(Request::CancelJob { id }))
+    }
+
+    /// Stops every running job, for quitting once they have ended.
+    pub fn stop_all(&mut self) -> JobsOutcome {
+        let ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|j| j.status.is_active())
+            .map(|j| j.id)
+            .collect();
+        let effects = ids.into_iter().filter_map(|id| self.cancel(id)).collect();
+        self.quitting.get_or_insert_with(Instant::now);
+        JobsOutcome {
+            effects,
+            ..JobsOutcome::say(format!(
+                "stopping {} job(s) before quitting (training saves a checkpoint)…",
+                self.active()
+            ))
+        }
+    }
+
+    /// The job's run is planned (its row is in the store), or it could not be.
+    pub fn on_planned(
+        &mut self,
+        id: u64,
+        result: Result<(String, String, i64), String>,
+    ) -> JobsOutcome {
+        let Some(job) = self.job_mut(id) else {
+            return JobsOutcome::default();
+        };
+        let message = match result {
+            Ok((run_id, summary, store_job)) => {
+                job.run_id = run_id;
+                job.store_job = Some(store_job);
+                job.log(summary);
+                format!("started {}", job.title)
+            }
+            Err(e) => {
+                job.log(format!("not started: {e}"));
+                job.status = JobStatus::Failed(e.clone());
+                job.ended = true;
+                job.finished = Some(Instant::now());
+                format!("the job did not start: {e}")
+            }
+        };
+        // The new run is in the store now.
+        self.runs = None;
+        JobsOutcome {
+            runs_changed: true,
+            ..JobsOutcome::say(message)
+        }
+    }
+
+    /// A line from the job's worker: a log line, or an event to record in the store.
+    pub fn on_output(&mut self, id: u64, line: JobLine) -> JobsOutcome {
+        let event = match line {
+            JobLine::Log(text) => {
+                if let Some(job) = self.job_mut(id) {
+                    job.log(text);
+                }
+                return JobsOutcome::default();
+            }
+            JobLine::Event(event) => event,
+        };
+        let Some(job) = self.job_mut(id) else {
+            return JobsOutcome::default();
+        };
+        let (run_id, training) = (job.run_id.clone(), job.training);
+        let mut outcome = JobsOutcome::default();
+        match &*event {
+            JobEvent::Epoch { report } => outcome.effects.push(Effect::RecordEpoch {
+                run_id,
+                report: report.clone(),
+            }),
+            JobEvent::Trained { result } => outcome.effects.push(Effect::RecordTraining {
+                run_id,
+                result: Box::new(Ok((**result).clone())),
+            }),
+            JobEvent::Predicted { result } => outcome.effects.push(Effect::RecordInference {
+                run_id,
+                result: result.clone(),
+            }),
+            JobEvent::Failed { error } if training => {
+                outcome.effects.push(Effect::RecordTraining {
+                    run_id,
+                    result: Box::new(Err(error.clone())),
+                });
+            }
+            _ => {}
+        }
+        self.on_event(id, &event);
+        if event.is_final()
+            && let Some(job) = self.job_mut(id)
+        {
+            outcome.message = Some(format!("{}: {}", job.title, job.status.label()));
+            outcome.effects.extend(finish_job(job));
+        }
+        outcome
+    }
+
+    /// The job's worker process ended.
+    pub fn on_exited(&mut self, id: u64, code: Option<i32>) -> JobsOutcome {
+        let Some(job) = self.job_mut(id) else {
+            return JobsOutcome::default();
+        };
+        if job.ended {
+            return JobsOutcome::default();
+        }
+        // The worker ended without saying how: a crash, or a kill from outside. A stop
+        // asked for while the worker was still starting reaches it before its interrupt
+        // handler exists, and ends it at once: nothing had been trained or predicted.
+        let error = match code {
+            Some(code) => format!("the worker exited with status {code} without finishing"),
+            None if job.status == JobStatus::Stopping => {
+                "stopped while the worker was starting (nothing to keep)".to_string()
+            }
+            None => "the worker was killed".to_string(),
+        };
+        job.log(error.clone());
+        job.status = JobStatus::Failed(error.clone());
+        job.ended = true;
+        job.finished = Some(Instant::now());
+        let mut outcome = JobsOutcome::say(format!("{}: {error}", job.title));
+        outcome.effects.extend(finish_job(job));
+        if job.training && !job.run_id.is_empty() {
+            outcome.effects.push(Effect::RecordTraining {
+                run_id: job.run_id.clone(),
+                result: Box::new(Err(error)),
+            });
+        }
+        outcome
+    }
+}
+
+/// The effect that records an ended job in its `jobs` row, if it has one.
+fn finish_job(job: &Job) -> Option<Effect> {
+    let (status, error) = match &job.status {
+        JobStatus::Completed => ("completed", None),
+        JobStatus::Failed(e) => ("failed", Some(e.clone())),
+        _ => ("cancelled", None),
+    };
+    Some(Effect::FinishJob {
+        job: job.store_job?,
+        status,
+        progress: job.progress(),
+        error,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +774,55 @@ mod tests {
             seconds: 2.0,
             improved: epoch == 1,
         }
+    }
+
+    /// A training job as the form starts it, planned under `run`.
+    fn planned_training(state: &mut JobsState, run: &str) -> u64 {
+        let form = JobForm {
+            field: 2,
+            ..JobForm::default()
+        };
+        let request = state.request(&form, &[]).expect("a training request");
+        let id = state.add(&request);
+        let planned = state.on_planned(id, Ok((run.into(), "planned".into(), 41)));
+        assert!(planned.runs_changed && planned.effects.is_empty());
+        id
+    }
+
+    #[test]
+    fn a_stop_is_asked_once_and_a_killed_worker_is_recorded_as_failed() {
+        let mut state = JobsState::default();
+        let id = planned_training(&mut state, "r1");
+        assert!(matches!(
+            state.cancel(id),
+            Some(Effect::Fetch(Request::CancelJob { id: asked })) if asked == id
+        ));
+        assert!(state.cancel(id).is_none(), "already stopping");
+        let quit = state.stop_all();
+        assert!(quit.effects.is_empty(), "{quit:?}");
+        assert!(state.quitting.is_some());
+        let ended = state.on_exited(id, None);
+        assert_eq!(
+            ended.message.as_deref(),
+            Some(
+                "train usable ssda (demo, 5 epochs): stopped while the worker was starting \
+                 (nothing to keep)"
+            )
+        );
+        // The jobs row ends, and the run is marked failed with the same reason.
+        assert!(matches!(
+            &ended.effects[..],
+            [
+                Effect::FinishJob { job: 41, status: "failed", .. },
+                Effect::RecordTraining { run_id, result }
+            ] if run_id == "r1" && result.is_err()
+        ));
+        assert_eq!(state.active(), 0);
+        let again = state.on_exited(id, Some(1));
+        assert!(
+            again.effects.is_empty() && again.message.is_none(),
+            "ended once"
+        );
     }
 
     #[test]
