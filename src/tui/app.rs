@@ -18,7 +18,7 @@ use crate::store::ratings::NewRating;
 
 use super::jobs::{JobRequest, JobsOutcome, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
-use super::rate::parse_code;
+use super::rate::{RateOutcome, RateState};
 use super::reports::{OperatingView, ReportsData, ReportsState, TriagePlan};
 use super::sql::{Focus, SqlOutcome, SqlRequest, SqlResponse, SqlState};
 use crate::jobs::{InferResult, JobEvent, TrainResult};
@@ -365,30 +365,6 @@ pub fn slicing_axis(plane: Plane) -> usize {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct RateState {
-    /// The images still to rate, `None` until loaded.
-    pub work: Option<Vec<i64>>,
-    pub from_queue: bool,
-    /// Queued images' queue name and strategy.
-    pub queues: HashMap<i64, (String, Option<String>)>,
-    pub index: usize,
-    pub code: String,
-    pub error: Option<String>,
-    pub review_later: bool,
-    /// When the current image was first shown with its previews, for time on task.
-    pub shown: Option<(i64, Instant)>,
-    pub saving: bool,
-    /// Saves of this session, newest last: (rating id, image id, code).
-    pub saved: Vec<(i64, i64, String)>,
-}
-
-impl RateState {
-    pub fn current(&self) -> Option<i64> {
-        self.work.as_ref()?.get(self.index).copied()
-    }
-}
-
 type RatingCounts = (
     Vec<RaterProgress>,
     Vec<QueueProgress>,
@@ -483,8 +459,14 @@ impl App {
             Event::Key(key) => self.on_key(key, &mut effects),
             Event::Resize | Event::Tick => {}
             Event::Loaded(response) => self.on_loaded(response),
-            Event::Saved(result) => self.on_saved(result),
-            Event::Undone(result) => self.on_undone(result),
+            Event::Saved(result) => {
+                let outcome = self.rate.on_saved(result);
+                self.apply_rate(outcome, &mut effects);
+            }
+            Event::Undone(result) => {
+                let outcome = self.rate.on_undone(result);
+                self.apply_rate(outcome, &mut effects);
+            }
             Event::Note(text) => self.message = text,
             Event::QueueStored(result) => {
                 self.message = match result {
@@ -854,12 +836,18 @@ impl App {
                     self.viewer.window = v.window;
                 }
             }
-            Action::Code(c) => self.type_code(c),
+            Action::Code(c) => {
+                let outcome = self.rate.type_code(self.rater.is_some(), c);
+                self.apply_rate(outcome, effects);
+            }
             Action::DeleteCodeKey => {
                 self.rate.code.pop();
                 self.rate.error = None;
             }
-            Action::Save => self.save(effects),
+            Action::Save => {
+                let outcome = self.rate.save(self.rater.as_deref());
+                self.apply_rate(outcome, effects);
+            }
             Action::Undo => match &self.rater {
                 Some(rater) if !self.rate.saving => {
                     self.rate.saving = true;
@@ -908,7 +896,7 @@ impl App {
                     };
                     if index != self.rate.index {
                         self.rate.index = index;
-                        self.reset_pending_code();
+                        self.rate.reset_pending_code();
                     }
                 }
             }
@@ -978,109 +966,21 @@ impl App {
         self.viewer.slice[axis] = at.clamp(0, (depth - 1).max(0)) as usize;
     }
 
-    fn type_code(&mut self, key: char) {
-        if self.rater.is_none() {
-            self.message = "rating needs --rater NAME".into();
-            return;
+    /// Carries out what the Rate view asked for.
+    fn apply_rate(&mut self, outcome: RateOutcome, effects: &mut Vec<Effect>) {
+        let RateOutcome {
+            message,
+            save,
+            rated_image,
+        } = outcome;
+        if let Some(message) = message {
+            self.message = message;
         }
-        let candidate = format!("{}{key}", self.rate.code);
-        match parse_code(&candidate) {
-            Ok(_) => {
-                self.rate.code = candidate;
-                self.rate.error = None;
-            }
-            Err(reason) => self.rate.error = Some(format!("'{candidate}' refused: {reason}")),
+        if let Some(rating) = save {
+            effects.push(Effect::Save(rating));
         }
-    }
-
-    fn reset_pending_code(&mut self) {
-        self.rate.code.clear();
-        self.rate.error = None;
-        self.rate.review_later = false;
-        self.rate.shown = None;
-    }
-
-    fn save(&mut self, effects: &mut Vec<Effect>) {
-        let Some(rater) = self.rater.clone() else {
-            self.message = "rating needs --rater NAME".into();
-            return;
-        };
-        if self.rate.saving {
-            return;
-        }
-        let Some(image_id) = self.rate.current() else {
-            return;
-        };
-        let parsed = match parse_code(&self.rate.code) {
-            Ok(parsed) => parsed,
-            Err(reason) => {
-                self.rate.error = Some(reason);
-                return;
-            }
-        };
-        let time_ms = self
-            .rate
-            .shown
-            .filter(|(id, _)| *id == image_id)
-            .map(|(_, at)| at.elapsed().as_millis() as i64);
-        let mut rating = NewRating {
-            image_id,
-            rater,
-            code: self.rate.code.clone(),
-            time_ms,
-            review_later: self.rate.review_later,
-            source: "tui".into(),
-            ..NewRating::default()
-        };
-        parsed.apply_to(&mut rating);
-        self.rate.saving = true;
-        effects.push(Effect::Save(rating));
-    }
-
-    fn on_saved(&mut self, result: Result<(i64, i64), String>) {
-        self.rate.saving = false;
-        match result {
-            Ok((rating_id, image_id)) => {
-                let code = std::mem::take(&mut self.rate.code);
-                self.message = format!("saved image {image_id} as '{code}' (rating {rating_id})");
-                self.rate.saved.push((rating_id, image_id, code));
-                if let Some(work) = self.rate.work.as_mut() {
-                    work.retain(|id| *id != image_id);
-                    if self.rate.index >= work.len() {
-                        self.rate.index = work.len().saturating_sub(1);
-                    }
-                    if work.is_empty() {
-                        // More may wait beyond the batch: ask again.
-                        self.rate.work = None;
-                        self.rate.index = 0;
-                    }
-                }
-                self.reset_pending_code();
-                self.after_ratings_changed(image_id);
-            }
-            Err(err) => self.rate.error = Some(format!("not saved: {err}")),
-        }
-    }
-
-    fn on_undone(&mut self, result: Result<Option<(i64, i64)>, String>) {
-        self.rate.saving = false;
-        match result {
-            Ok(Some((rating_id, image_id))) => {
-                self.message = format!("undid rating {rating_id} of image {image_id}");
-                let work = self.rate.work.get_or_insert_with(Vec::new);
-                match work.iter().position(|id| *id == image_id) {
-                    Some(at) => self.rate.index = at,
-                    None => {
-                        let at = self.rate.index.min(work.len());
-                        work.insert(at, image_id);
-                        self.rate.index = at;
-                    }
-                }
-                self.reset_pending_code();
-                self.after_ratings_changed(image_id);
-            }
-            Ok(None) => self.message = "nothing to undo".into(),
-            Err(err) => self.message = format!("undo failed: {err}"),
+        if let Some(image_id) = rated_image {
+            self.after_ratings_changed(image_id);
         }
     }
 

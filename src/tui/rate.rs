@@ -1,5 +1,9 @@
-//! The rating codes typed in the Rate view: parsing a pending code into a rating.
-//! (The protocol module will own these rules; this parser keeps them in one place.)
+//! The Rate view apart from drawing: the images to rate, the code being typed and its
+//! parsing into a rating, saves and undos as the store answers them (reported to the
+//! app as a [`RateOutcome`]).
+
+use std::collections::HashMap;
+use std::time::Instant;
 
 use crate::store::ratings::NewRating;
 
@@ -94,9 +98,230 @@ pub fn describe(code: &ParsedCode) -> String {
     )
 }
 
+/// What the Rate view asks of the app: a status line, a rating to save, and the image
+/// whose ratings changed (the other views then reload it).
+#[derive(Debug, Default, PartialEq)]
+pub struct RateOutcome {
+    pub message: Option<String>,
+    pub save: Option<NewRating>,
+    pub rated_image: Option<i64>,
+}
+
+impl RateOutcome {
+    fn say(message: impl Into<String>) -> Self {
+        Self {
+            message: Some(message.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a session without a rater cannot rate.
+const NO_RATER: &str = "rating needs --rater NAME";
+
+#[derive(Debug, Default)]
+pub struct RateState {
+    /// The images still to rate, `None` until loaded.
+    pub work: Option<Vec<i64>>,
+    pub from_queue: bool,
+    /// Queued images' queue name and strategy.
+    pub queues: HashMap<i64, (String, Option<String>)>,
+    pub index: usize,
+    pub code: String,
+    pub error: Option<String>,
+    pub review_later: bool,
+    /// When the current image was first shown with its previews, for time on task.
+    pub shown: Option<(i64, Instant)>,
+    pub saving: bool,
+    /// Saves of this session, newest last: (rating id, image id, code).
+    pub saved: Vec<(i64, i64, String)>,
+}
+
+impl RateState {
+    pub fn current(&self) -> Option<i64> {
+        self.work.as_ref()?.get(self.index).copied()
+    }
+}
+
+impl RateState {
+    /// A key added to the pending code, refused with the reason when the code would
+    /// not parse.
+    pub fn type_code(&mut self, has_rater: bool, key: char) -> RateOutcome {
+        if !has_rater {
+            return RateOutcome::say(NO_RATER);
+        }
+        let candidate = format!("{}{key}", self.code);
+        match parse_code(&candidate) {
+            Ok(_) => {
+                self.code = candidate;
+                self.error = None;
+            }
+            Err(reason) => self.error = Some(format!("'{candidate}' refused: {reason}")),
+        }
+        RateOutcome::default()
+    }
+
+    /// Forgets the code, the review flag and the time the image was shown.
+    pub fn reset_pending_code(&mut self) {
+        self.code.clear();
+        self.error = None;
+        self.review_later = false;
+        self.shown = None;
+    }
+
+    /// The rating to save for the current image, with its time on task; nothing while
+    /// a save is in flight.
+    pub fn save(&mut self, rater: Option<&str>) -> RateOutcome {
+        let Some(rater) = rater else {
+            return RateOutcome::say(NO_RATER);
+        };
+        if self.saving {
+            return RateOutcome::default();
+        }
+        let Some(image_id) = self.current() else {
+            return RateOutcome::default();
+        };
+        let parsed = match parse_code(&self.code) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                self.error = Some(reason);
+                return RateOutcome::default();
+            }
+        };
+        let time_ms = self
+            .shown
+            .filter(|(id, _)| *id == image_id)
+            .map(|(_, at)| at.elapsed().as_millis() as i64);
+        let mut rating = NewRating {
+            image_id,
+            rater: rater.to_string(),
+            code: self.code.clone(),
+            time_ms,
+            review_later: self.review_later,
+            source: "tui".into(),
+            ..NewRating::default()
+        };
+        parsed.apply_to(&mut rating);
+        self.saving = true;
+        RateOutcome {
+            save: Some(rating),
+            ..RateOutcome::default()
+        }
+    }
+
+    /// The store saved the rating (the image leaves the work list) or refused it.
+    pub fn on_saved(&mut self, result: Result<(i64, i64), String>) -> RateOutcome {
+        self.saving = false;
+        match result {
+            Ok((rating_id, image_id)) => {
+                let code = std::mem::take(&mut self.code);
+                let message = format!("saved image {image_id} as '{code}' (rating {rating_id})");
+                self.saved.push((rating_id, image_id, code));
+                if let Some(work) = self.work.as_mut() {
+                    work.retain(|id| *id != image_id);
+                    if self.index >= work.len() {
+                        self.index = work.len().saturating_sub(1);
+                    }
+                    if work.is_empty() {
+                        // More may wait beyond the batch: ask again.
+                        self.work = None;
+                        self.index = 0;
+                    }
+                }
+                self.reset_pending_code();
+                RateOutcome {
+                    rated_image: Some(image_id),
+                    ..RateOutcome::say(message)
+                }
+            }
+            Err(err) => {
+                self.error = Some(format!("not saved: {err}"));
+                RateOutcome::default()
+            }
+        }
+    }
+
+    /// The store withdrew the rater's last rating (its image comes back to rate), found
+    /// none, or failed.
+    pub fn on_undone(&mut self, result: Result<Option<(i64, i64)>, String>) -> RateOutcome {
+        self.saving = false;
+        match result {
+            Ok(Some((rating_id, image_id))) => {
+                let work = self.work.get_or_insert_with(Vec::new);
+                match work.iter().position(|id| *id == image_id) {
+                    Some(at) => self.index = at,
+                    None => {
+                        let at = self.index.min(work.len());
+                        work.insert(at, image_id);
+                        self.index = at;
+                    }
+                }
+                self.reset_pending_code();
+                RateOutcome {
+                    rated_image: Some(image_id),
+                    ..RateOutcome::say(format!("undid rating {rating_id} of image {image_id}"))
+                }
+            }
+            Ok(None) => RateOutcome::say("nothing to undo"),
+            Err(err) => RateOutcome::say(format!("undo failed: {err}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_save_leaves_the_work_list_and_an_undo_brings_the_image_back() {
+        let mut rate = RateState {
+            work: Some(vec![10, 11, 12]),
+            index: 1,
+            ..RateState::default()
+        };
+        assert_eq!(rate.type_code(false, 'a'), RateOutcome::say(NO_RATER));
+        assert_eq!(rate.save(None), RateOutcome::say(NO_RATER));
+        rate.type_code(true, 'r');
+        rate.type_code(true, 'a');
+        assert!(
+            rate.error
+                .as_deref()
+                .is_some_and(|e| e.contains("'ra' refused"))
+        );
+        assert_eq!(rate.code, "r", "a refused key is not kept");
+        let asked = rate.save(Some("ann"));
+        let rating = asked.save.expect("a rating to save");
+        assert_eq!(
+            (rating.image_id, rating.usable, rating.rater.as_str()),
+            (11, false, "ann")
+        );
+        assert_eq!(
+            rate.save(Some("ann")),
+            RateOutcome::default(),
+            "one save in flight"
+        );
+        let saved = rate.on_saved(Ok((7, 11)));
+        assert_eq!(saved.rated_image, Some(11));
+        assert_eq!(
+            saved.message.as_deref(),
+            Some("saved image 11 as 'r' (rating 7)")
+        );
+        assert_eq!(
+            (rate.work.clone(), rate.current()),
+            (Some(vec![10, 12]), Some(12))
+        );
+        assert!(rate.code.is_empty() && !rate.saving);
+        let undone = rate.on_undone(Ok(Some((7, 11))));
+        assert_eq!(undone.rated_image, Some(11));
+        assert_eq!(rate.current(), Some(11), "the undone image is shown again");
+        assert_eq!(
+            rate.on_undone(Ok(None)),
+            RateOutcome::say("nothing to undo")
+        );
+        let refused = rate.on_saved(Err("the store is busy".into()));
+        assert_eq!(refused, RateOutcome::default());
+        assert_eq!(rate.error.as_deref(), Some("not saved: the store is busy"));
+    }
 
     #[test]
     fn valid_codes() {
