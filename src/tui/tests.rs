@@ -1281,6 +1281,22 @@ fn jobs_stored_run_shows_its_curves() {
 }
 
 #[test]
+fn an_inference_run_says_it_has_no_epochs_instead_of_waiting_for_one() {
+    let (_dir, mut store) = filled_store();
+    store
+        .conn()
+        .execute_batch("UPDATE runs SET kind = 'infer' WHERE run_id = 'r-2026-01-03';")
+        .expect("an inference run");
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let shown = screen(&app, 130, 28);
+    assert!(
+        shown.contains("predictions only, no training") && !shown.contains("no finished epoch"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn jobs_are_hidden_in_blind_mode() {
     let (_dir, mut store) = filled_store();
     let mut app = app(&mut store, Some("ann"));

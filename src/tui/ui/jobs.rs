@@ -70,6 +70,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
                 facts,
             );
             match epochs {
+                // An inference run (a trained run's or an exported model's predictions)
+                // has no epochs of its own: say so rather than wait for one.
+                _ if run.kind != "train" => empty(
+                    frame,
+                    curves,
+                    "Curves",
+                    &format!(
+                        "predictions only, no training: `cdwqc report model --run {}` \
+                         scores them",
+                        run.run_id
+                    ),
+                ),
                 Ok(rows) => draw_curves(frame, curves, rows),
                 Err(text) => empty(frame, curves, "Curves", text),
             }
