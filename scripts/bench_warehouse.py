@@ -527,7 +527,16 @@ def infer_bench(args, current, work):
                 "warm_over_forward_all_threads"):
         r = report[f"throughput_{key}"]
         print(f"| {key.replace('_', ' ')} | {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) |")
+    if report["volumes"] < INFER_STEADY_VOLUMES:
+        # Measured: 6 volumes gave cold 0.30x and warm 0.62x, 40 gave 0.45x and 0.87x,
+        # 160 gave 0.55x and 0.98x on the same machine.
+        print(f"\n(only {report['volumes']} volumes: starting the pipeline and loading the "
+              f"model weigh on these ratios; --clinical {INFER_STEADY_VOLUMES} measures the "
+              f"steady state, as the README's table does)")
 
+
+# Volumes past which the inference ratios stop rising with the run's length.
+INFER_STEADY_VOLUMES = 160
 
 PREDICTIONS = ("SELECT i.rel_path, p.label, p.probabilities, p.error FROM predictions p "
                "JOIN images i USING (image_id) WHERE p.run_id = 'shipped' ORDER BY i.rel_path")
