@@ -16,6 +16,7 @@ use crate::store::dashboard::{
 use crate::store::iqm_outliers::{ImageIqms, IqmGroups};
 use crate::store::ratings::NewRating;
 
+use super::images::ImagesState;
 use super::jobs::{JobRequest, JobsOutcome, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::{RateOutcome, RateState};
@@ -25,8 +26,6 @@ use crate::jobs::{InferResult, JobEvent, TrainResult};
 use crate::model::train::EpochReport;
 use crate::store::runs::{EpochRow, RunSummary};
 
-/// Rows fetched per page of the image list.
-pub const PAGE_SIZE: usize = 200;
 /// Images fetched at once for the Rate view.
 pub const RATE_BATCH: usize = 500;
 /// Image details kept in memory (previews are small, but not free).
@@ -308,30 +307,6 @@ pub enum Effect {
     Quit,
 }
 
-#[derive(Debug, Default)]
-pub struct ImagesState {
-    pub filter: ImageFilter,
-    pub page: Option<ImagePage>,
-    /// Index of the selected row in the whole filtered list.
-    pub selected: usize,
-    /// The subject search being typed, while the search line is open.
-    pub search_input: Option<String>,
-    pub error: Option<String>,
-}
-
-impl ImagesState {
-    pub fn selected_row(&self) -> Option<&crate::store::dashboard::ImageListRow> {
-        let page = self.page.as_ref()?;
-        self.selected
-            .checked_sub(page.offset)
-            .and_then(|i| page.rows.get(i))
-    }
-
-    fn page_offset(&self) -> usize {
-        self.selected - self.selected % PAGE_SIZE
-    }
-}
-
 #[derive(Debug)]
 pub struct ViewerState {
     pub image_id: Option<i64>,
@@ -552,7 +527,7 @@ impl App {
             return;
         }
         if self.view == View::Images && self.images.search_input.is_some() {
-            self.on_search_key(key);
+            self.images.on_search_key(&key);
             return;
         }
         if self.view == View::Sql && self.on_sql_key(&key, effects) {
@@ -567,34 +542,6 @@ impl App {
                 }
             }
             None => {}
-        }
-    }
-
-    fn on_search_key(&mut self, key: KeyEvent) {
-        let Some(input) = self.images.search_input.as_mut() else {
-            return;
-        };
-        match key.code {
-            KeyCode::Char(c) => input.push(c),
-            KeyCode::Backspace => {
-                input.pop();
-            }
-            KeyCode::Enter => {
-                let text = input.trim().to_string();
-                self.images.search_input = None;
-                self.set_filter(ImageFilter {
-                    subject: (!text.is_empty()).then_some(text),
-                    ..self.images.filter.clone()
-                });
-            }
-            KeyCode::Esc => {
-                self.images.search_input = None;
-                self.set_filter(ImageFilter {
-                    subject: None,
-                    ..self.images.filter.clone()
-                });
-            }
-            _ => {}
         }
     }
 
@@ -737,7 +684,7 @@ impl App {
                     )
                     .collect();
                 let next = cycle(&sequences, &self.images.filter.sequence);
-                self.set_filter(ImageFilter {
+                self.images.set_filter(ImageFilter {
                     sequence: next,
                     ..self.images.filter.clone()
                 });
@@ -750,7 +697,7 @@ impl App {
                     Some("missing".to_string()),
                 ];
                 let next = cycle(&options, &self.images.filter.status);
-                self.set_filter(ImageFilter {
+                self.images.set_filter(ImageFilter {
                     status: next,
                     ..self.images.filter.clone()
                 });
@@ -760,7 +707,7 @@ impl App {
             }
             Action::CycleRated => {
                 let next = cycle(&[None, Some(false), Some(true)], &self.images.filter.rated);
-                self.set_filter(ImageFilter {
+                self.images.set_filter(ImageFilter {
                     rated: next,
                     ..self.images.filter.clone()
                 });
@@ -769,7 +716,7 @@ impl App {
                 self.images.search_input =
                     Some(self.images.filter.subject.clone().unwrap_or_default());
             }
-            Action::ClearFilters => self.set_filter(ImageFilter::default()),
+            Action::ClearFilters => self.images.set_filter(ImageFilter::default()),
             Action::CycleModel => {
                 if self.blind() {
                     self.message = "model predictions are hidden in blind rating mode".into();
@@ -782,7 +729,7 @@ impl App {
                         (Some(_), _) => (None, Some(true)),
                         (None, Some(_)) => (None, None),
                     };
-                    self.set_filter(ImageFilter {
+                    self.images.set_filter(ImageFilter {
                         predicted,
                         disagreement,
                         ..self.images.filter.clone()
@@ -798,7 +745,7 @@ impl App {
                     &[None, Some(true), Some(false)],
                     &self.images.filter.iqm_outlier,
                 );
-                self.set_filter(ImageFilter {
+                self.images.set_filter(ImageFilter {
                     iqm_outlier: next,
                     ..self.images.filter.clone()
                 });
@@ -903,14 +850,6 @@ impl App {
         }
     }
 
-    fn set_filter(&mut self, filter: ImageFilter) {
-        if filter != self.images.filter {
-            self.images.filter = filter;
-            self.images.page = None;
-            self.images.selected = 0;
-        }
-    }
-
     fn move_selection(&mut self, delta: i64) {
         if self.view == View::Jobs {
             self.jobs.move_selection(delta);
@@ -920,12 +859,7 @@ impl App {
             self.reports.move_selection(delta);
             return;
         }
-        let total = self.images.page.as_ref().map_or(0, |p| p.total);
-        if total == 0 {
-            return;
-        }
-        let target = (self.images.selected as i64).saturating_add(delta);
-        self.images.selected = target.clamp(0, total as i64 - 1) as usize;
+        self.images.move_selection(delta);
     }
 
     /// The first press picks the selected run's triage band in the background and says
@@ -1023,29 +957,8 @@ impl App {
                 if filter != self.images.filter {
                     return;
                 }
-                match result {
-                    Ok(mut page) => {
-                        if self.blind() {
-                            // Other raters' progress and the model stay out of the state.
-                            for row in &mut page.rows {
-                                row.rated_by = 0;
-                                row.predicted.clear();
-                            }
-                        }
-                        self.images.error = None;
-                        if page.total > 0 && self.images.selected >= page.total {
-                            self.images.selected = page.total - 1;
-                        }
-                        if page.total == 0 {
-                            self.images.selected = 0;
-                        }
-                        self.images.page = Some(page);
-                    }
-                    Err(err) => {
-                        self.images.error = Some(err);
-                        self.images.page = Some(ImagePage::default());
-                    }
-                }
+                let blind = self.blind();
+                self.images.on_page(result, blind);
             }
             Response::Detail { image_id, result } => {
                 if self.details.len() >= DETAIL_CACHE {

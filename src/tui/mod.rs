@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod graphics;
+pub mod images;
 pub mod jobs;
 pub mod keys;
 pub mod rate;
@@ -67,7 +68,7 @@ pub fn serve(store: &Store, request: Request) -> Response {
             known_total,
         } => {
             let result = store
-                .image_page(&filter, offset, app::PAGE_SIZE, known_total)
+                .image_page(&filter, offset, images::PAGE_SIZE, known_total)
                 .map_err(text);
             Response::ImagePage {
                 filter,
