@@ -9,7 +9,8 @@
 
 use super::ImagingError;
 use super::orientation::{Affine, RasView};
-use super::stats::{finite_sample, percentile_in_place};
+use super::preprocess::finite_percentiles;
+use super::stats::finite_sample;
 
 /// The longest side of a preview in pixels.
 pub const MAX_PREVIEW_SIDE: usize = 160;
@@ -99,12 +100,16 @@ impl Gray8 {
 
 /// The intensity window mapped to 0..255: robust percentiles of the finite voxels.
 pub fn display_window(data: &[f32]) -> (f32, f32) {
-    let mut finite = finite_sample(data);
+    window_of_sample(&finite_sample(data))
+}
+
+/// [`display_window`] from the volume's [`finite_sample`]: its 0.5th and 99.5th
+/// percentiles (nearest rank), else its range.
+pub fn window_of_sample(finite: &[f32]) -> (f32, f32) {
     if finite.is_empty() {
         return (0.0, 1.0);
     }
-    let lo = percentile_in_place(&mut finite, 0.005) as f32;
-    let hi = percentile_in_place(&mut finite, 0.995) as f32;
+    let [lo, hi] = finite_percentiles(finite, [0.5, 99.5]);
     if hi > lo {
         (lo, hi)
     } else {
@@ -118,14 +123,24 @@ pub fn display_window(data: &[f32]) -> (f32, f32) {
     }
 }
 
-/// Renders the middle slice of each plane.
+/// Renders the middle slice of each plane in [`display_window`].
 pub fn previews(
     dims: [usize; 3],
     data: &[f32],
     affine: &Affine,
     voxel_size: [f64; 3],
 ) -> Vec<(Plane, Gray8)> {
-    let window = display_window(data);
+    previews_in_window(dims, data, affine, voxel_size, display_window(data))
+}
+
+/// Renders the middle slice of each plane in `window`.
+pub fn previews_in_window(
+    dims: [usize; 3],
+    data: &[f32],
+    affine: &Affine,
+    voxel_size: [f64; 3],
+    window: (f32, f32),
+) -> Vec<(Plane, Gray8)> {
     Plane::ALL
         .iter()
         .map(|&plane| {

@@ -39,6 +39,12 @@ pub fn finite_sample(data: &[f32]) -> Vec<f32> {
 /// Summarises the finite values; `None` when there are none. Min, max, mean and
 /// standard deviation use every voxel; percentiles use [`finite_sample`].
 pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
+    summarise_with_sample(data, &finite_sample(data))
+}
+
+/// [`summarise`] given `data`'s [`finite_sample`], for a caller that needs the sample
+/// again (import's previews take their window from it).
+pub fn summarise_with_sample(data: &[f32], sample: &[f32]) -> Option<IntensitySummary> {
     let Moments {
         n,
         sum,
@@ -53,12 +59,11 @@ pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
     let mean = sum / n as f64;
     let var = squared_deviations(data, mean) / n as f64;
     let n = n as f64;
-    let sample = finite_sample(data);
     // The nearest ranks of the sample, as selection would find them, from one histogram.
     let [p01, p50, p99] = if sample.is_empty() {
         [f64::NAN; 3]
     } else {
-        super::preprocess::finite_percentiles(&sample, [1.0, 50.0, 99.0]).map(f64::from)
+        super::preprocess::finite_percentiles(sample, [1.0, 50.0, 99.0]).map(f64::from)
     };
     Some(IntensitySummary {
         min,

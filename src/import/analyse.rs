@@ -388,7 +388,10 @@ fn describe_decoded(
         intent_code: h.intent_code,
         description: h.descrip.clone(),
     });
-    let summary = stats::summarise(&decoded.data);
+    // One sample of the finite voxels serves the summary's percentiles and the previews'
+    // window.
+    let sample = stats::finite_sample(&decoded.data);
+    let summary = stats::summarise_with_sample(&decoded.data, &sample);
     match &summary {
         Some(s) if s.nonfinite > 0 => warnings.push(format!(
             "{} voxels are NaN or infinite (left out of statistics and previews)",
@@ -405,9 +408,13 @@ fn describe_decoded(
     let single_volume = h.n_volumes() == 1;
     let volume = imaging::Volume::from_decoded(decoded);
     let mut previews = Vec::with_capacity(3);
-    for (plane, picture) in
-        preview::previews(volume.dims, &volume.data, &volume.affine, volume.voxel_size)
-    {
+    for (plane, picture) in preview::previews_in_window(
+        volume.dims,
+        &volume.data,
+        &volume.affine,
+        volume.voxel_size,
+        preview::window_of_sample(&sample),
+    ) {
         previews.push(PreviewRow {
             plane: plane.name(),
             width: picture.width as u32,
