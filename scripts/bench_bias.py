@@ -55,7 +55,7 @@ def build():
     env = dict(os.environ)
     env.setdefault("LIBTORCH", str(REPO / ".deps/libtorch"))
     env.setdefault("DUCKDB_LIB_DIR", str(REPO / ".deps/duckdb"))
-    subprocess.check_call(["cargo", "build", "--release", "--bin", "cdwqc"], cwd=REPO, env=env)
+    subprocess.check_call(["cargo", "build", "--release", "--bins"], cwd=REPO, env=env)
 
 
 def polynomial_field(np, shape, coefficient, rng):

@@ -67,9 +67,9 @@ from torch import nn  # noqa: E402
 
 
 def build():
-    """`cargo build --release --example bench_model --bin cdwqc` (a no-op when up to
+    """`cargo build --release --example bench_model --bins` (a no-op when up to
     date); returns the two executables cargo reports, wherever its target directory is."""
-    command = ["cargo", "build", "--release", "--example", "bench_model", "--bin", "cdwqc",
+    command = ["cargo", "build", "--release", "--example", "bench_model", "--bins",
                "--message-format=json-render-diagnostics"]
     try:
         done = subprocess.run(command, cwd=root, stdout=subprocess.PIPE, text=True)

@@ -56,7 +56,7 @@ def build():
     env.setdefault("LIBTORCH", str(REPO / ".deps/libtorch"))
     env.setdefault("DUCKDB_LIB_DIR", str(REPO / ".deps/duckdb"))
     subprocess.check_call(
-        ["cargo", "build", "--release", "--bin", "cdwqc", "--example", "registration_phantoms"],
+        ["cargo", "build", "--release", "--bins", "--example", "registration_phantoms"],
         cwd=REPO,
         env=env,
     )

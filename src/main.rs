@@ -1,34 +1,15 @@
-//! The `cdwqc` command: parse the command line, run, map errors to exit codes.
+//! The `cdwqc` command: parse the command line, then run the command here, or hand it
+//! to `cdwqc-torch` when it needs libtorch. This binary links nothing that reaches
+//! libtorch (build.rs hides the static archives' symbols so the linker can drop it), so
+//! the everyday commands start in milliseconds instead of loading libtorch first.
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cdwqc::cli::Cli::parse();
-    if cli.command.ends_quietly_on_a_closed_pipe() {
-        // SAFETY: sets a signal disposition before any other thread exists.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+    if cli.command.needs_libtorch() {
+        return cdwqc::cli::exit(Err(cdwqc::commands::exec_libtorch_binary()));
     }
-    match cdwqc::commands::run(cli) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {}", message(&err));
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// The error and its causes on one line, leaving out a cause whose text the message
-/// already carries (library errors embed their source in their own message).
-fn message(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
+    cdwqc::cli::prepare_signals(&cli.command);
+    cdwqc::cli::exit(cdwqc::commands::run_without_libtorch(cli))
 }

@@ -256,7 +256,7 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
     let job = JobFolder {
         worker: Worker::Infer,
         dir,
-        exe: std::env::current_exe().context("locating the cdwqc binary")?,
+        exe: super::cdwqc_binary().context("locating the cdwqc binary")?,
         workdir: std::env::current_dir().context("reading the working folder")?,
         db: absolute(db)?,
         run_id: list.plan.run_id.clone(),
@@ -331,7 +331,7 @@ fn submit_import(db: &Path, args: SubmitImportArgs) -> anyhow::Result<ExitCode> 
     let job = JobFolder {
         worker: Worker::Import,
         dir,
-        exe: std::env::current_exe().context("locating the cdwqc binary")?,
+        exe: super::cdwqc_binary().context("locating the cdwqc binary")?,
         workdir: std::env::current_dir().context("reading the working folder")?,
         db: absolute(db)?,
         run_id: list.root.clone(),

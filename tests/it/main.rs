@@ -5,6 +5,7 @@
 static ALLOCATOR: cdwqc::import::fuzz::LargestAllocation = cdwqc::import::fuzz::LargestAllocation;
 
 mod attacks;
+mod binaries;
 mod calibration;
 mod dawid_skene;
 mod ecosystem;

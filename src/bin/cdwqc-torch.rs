@@ -1,0 +1,10 @@
+//! `cdwqc-torch`: every `cdwqc` command, libtorch linked. `cdwqc` replaces itself with
+//! this binary for the commands that train, predict with or load models.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cdwqc::cli::Cli::parse();
+    cdwqc::cli::prepare_signals(&cli.command);
+    cdwqc::cli::exit(cdwqc::commands::run(cli))
+}
