@@ -27,7 +27,11 @@ side in one run, as ratios.
    `cdwqc infer` runs it, cold (empty preprocessing cache) and warm, against the forward
    pass alone on the same tensors, in one process, as throughput ratios.
 
-6. Inference with a shipped model (`shipped`): the synthetic 1 mm FLAIR volumes predicted
+6. Process start (`start`): `cdwqc --version`, `cdwqc sql 'select 1'` and `cdwqc raters
+   list` on an empty store, by both binaries alternately, 20 runs each (wall time,
+   medians and ranges): what every command pays before its work.
+
+7. Inference with a shipped model (`shipped`): the synthetic 1 mm FLAIR volumes predicted
    cold by `cdwqc infer --model cdwqc-flair-usable` (bias correction, affine registration
    to MNI, anti-aliasing, 3 mm grid, the network and its IQM forest), the reference binary
    and this tree's alternately, each in its own folder with its preprocessing cache
@@ -39,7 +43,7 @@ The reference binary is --reference BIN, or built from --reference-rev REV (defa
 dependencies once). Medians of --repeat repetitions; `uptime`'s load average is printed
 because the machine may be shared.
 
-    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess,gunzip,infer,shipped]
+    .venv/bin/python scripts/bench_warehouse.py [--only import,report,preprocess,gunzip,infer,start,shipped]
         [--reference BIN | --reference-rev main] [--files 1101] [--clinical 6]
         [--images 200000] [--volumes DIR] [--repeat 3] [--keep] [--no-build]
 """
@@ -125,7 +129,7 @@ def cargo_env():
 
 
 def build_current(examples):
-    run(["cargo", "build", "--release", "--bin", "cdwqc"], cwd=root, env=cargo_env())
+    run(["cargo", "build", "--release", "--bins"], cwd=root, env=cargo_env())
     for example in examples:
         run(["cargo", "build", "--release", "--example", example], cwd=root, env=cargo_env())
     return root / "target" / "release" / "cdwqc"
@@ -141,7 +145,7 @@ def build_reference(rev):
         run(["git", "-C", root, "worktree", "add", "--quiet", "--detach", tree, rev])
     print(f"building the reference ({rev}, {run(['git', '-C', tree, 'rev-parse', '--short', 'HEAD']).strip()}) "
           f"in {tree}")
-    run(["cargo", "build", "--release", "--bin", "cdwqc", "--target-dir", base / "target"],
+    run(["cargo", "build", "--release", "--bins", "--target-dir", base / "target"],
         cwd=tree, env=cargo_env())
     return base / "target" / "release" / "cdwqc"
 
@@ -417,6 +421,30 @@ def report_bench(args, reference, current, work):
     dawid_skene_precision(current, store, outputs)
 
 
+START_COMMANDS = [["--version"], ["sql", "select 1"], ["raters", "list"]]
+START_RUNS = 20
+
+
+def start_bench(reference, current, work):
+    store = work / "start.duckdb"
+    run([current, "--db", store, "init"])
+    print(f"\nProcess start, {START_RUNS} runs of each command, the two binaries alternately "
+          f"(load average {load_average()[0]:.1f}):")
+    print("\n| command | reference ms, median (range) | current ms, median (range) | reference / current |")
+    print("|---|---|---|---|")
+    for command in START_COMMANDS:
+        times = {"reference": [], "current": []}
+        for _ in range(START_RUNS):
+            for side, binary in (("reference", reference), ("current", current)):
+                full = [binary] + (command if command[0].startswith("-") else ["--db", store] + command)
+                started = time.perf_counter()
+                run(full)
+                times[side].append(1000 * (time.perf_counter() - started))
+        cells = [f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in times.values()]
+        ratio = statistics.median(times["reference"]) / statistics.median(times["current"])
+        print(f"| `cdwqc {' '.join(command)}` | {cells[0]} | {cells[1]} | {ratio:.1f}x |")
+
+
 def preprocess_bench(args, current, work):
     import numpy as np
     from nibabel_preprocess import nibabel_preprocess
@@ -609,7 +637,7 @@ def main():
                     "infer": "bench_infer"}
         current = build_current([e for p, e in examples.items() if p in parts]).resolve()
     reference = None
-    if parts & {"import", "report", "shipped"}:
+    if parts & {"import", "report", "start", "shipped"}:
         reference = (args.reference or build_reference(args.reference_rev)).resolve()
     print(f"current {current}\nreference {reference}\n{os.cpu_count()} cores; uptime: "
           f"{run(['uptime']).strip()}")
@@ -619,6 +647,8 @@ def main():
             import_bench(args, reference, current, work)
         if "report" in parts:
             report_bench(args, reference, current, work)
+        if "start" in parts:
+            start_bench(reference, current, work)
         if "preprocess" in parts:
             ensure_python_packages("scipy", "nibabel")
             preprocess_bench(args, current, work)
