@@ -101,19 +101,14 @@ impl Command {
         )
     }
 
-    /// Commands that train, predict with or load models need libtorch: the `cdwqc`
-    /// binary hands them to `cdwqc-torch`, so that every other command starts without
-    /// loading libtorch (0.26-0.33 s of wall time on a 2-core machine).
+    /// Commands that train or run networks, or report libtorch's devices, need
+    /// libtorch: the `cdwqc` binary hands them to `cdwqc-torch`, so that every other
+    /// command starts without loading libtorch (0.26-0.33 s of wall time on a 2-core
+    /// machine).
     pub fn needs_libtorch(&self) -> bool {
         matches!(
             self,
-            Command::Train(_)
-                | Command::Infer(_)
-                | Command::Job(_)
-                | Command::Model(_)
-                | Command::Merge(_)
-                | Command::Slurm(_)
-                | Command::Info(_)
+            Command::Train(_) | Command::Infer(_) | Command::Job(_) | Command::Info(_)
         )
     }
 }

@@ -33,9 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(args) => train::run(&cli.db, args),
         Command::Infer(args) => infer::run(&cli.db, args),
         Command::Job(args) => job::run(args),
-        Command::Model(args) => model::run(&cli.db, args),
-        Command::Merge(args) => merge::run(&cli.db, args),
-        Command::Slurm(args) => slurm::run(&cli.db, args),
         Command::Info(args) => info::run(&cli.db, args),
         _ => run_without_libtorch(cli),
     }
@@ -61,13 +58,10 @@ pub fn run_without_libtorch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tui(args) => tui::run(&cli.db, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
-        Command::Train(_)
-        | Command::Infer(_)
-        | Command::Job(_)
-        | Command::Model(_)
-        | Command::Merge(_)
-        | Command::Slurm(_)
-        | Command::Info(_) => {
+        Command::Model(args) => model::run(&cli.db, args),
+        Command::Merge(args) => merge::run(&cli.db, args),
+        Command::Slurm(args) => slurm::run(&cli.db, args),
+        Command::Train(_) | Command::Infer(_) | Command::Job(_) | Command::Info(_) => {
             anyhow::bail!("this command needs libtorch: it runs in `{LIBTORCH_BINARY}`")
         }
     }

@@ -219,19 +219,35 @@ impl PortableForest {
     }
 
     /// The training rows and classes as a safetensors file (`features` f64 [n, f],
-    /// `labels` i64 [n]).
+    /// `labels` i64 [n]), written with the `safetensors` crate that `tch` uses, so the
+    /// bytes are those `tch::Tensor::write_safetensors` writes (tested) and reading a
+    /// model's forest does not need libtorch.
     pub fn write(&self, path: &std::path::Path) -> Result<(), ForestError> {
+        use safetensors::tensor::{Dtype, TensorView};
         let width = self.features.first().map_or(0, Vec::len);
         if self.features.is_empty() || self.features.iter().any(|r| r.len() != width) {
             return Err(ForestError::NoTraining);
         }
-        let flat: Vec<f64> = self.features.iter().flatten().copied().collect();
-        let features =
-            tch::Tensor::from_slice(&flat).reshape([self.features.len() as i64, width as i64]);
-        let labels: Vec<i64> = self.labels.iter().map(|&l| l as i64).collect();
-        let labels = tch::Tensor::from_slice(&labels);
-        tch::Tensor::write_safetensors(&[("features", &features), ("labels", &labels)], path)
-            .map_err(|e| ForestError::Fit(format!("writing {}: {e}", path.display())))
+        let features: Vec<u8> = self
+            .features
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let labels: Vec<u8> = self
+            .labels
+            .iter()
+            .flat_map(|&l| (l as i64).to_le_bytes())
+            .collect();
+        let failed = |e: safetensors::SafeTensorError| {
+            ForestError::Fit(format!("writing {}: {e}", path.display()))
+        };
+        let features = TensorView::new(Dtype::F64, vec![self.features.len(), width], &features)
+            .map_err(failed)?;
+        let labels =
+            TensorView::new(Dtype::I64, vec![self.labels.len()], &labels).map_err(failed)?;
+        safetensors::serialize_to_file([("features", features), ("labels", labels)], &None, path)
+            .map_err(failed)
     }
 
     /// Reads what [`Self::write`] wrote; `width` is the number of metrics expected.
@@ -241,37 +257,46 @@ impl PortableForest {
         classes: usize,
         config: ForestConfig,
     ) -> Result<Self, ForestError> {
+        use safetensors::tensor::Dtype;
         let bad = |detail: String| ForestError::File(format!("{}: {detail}", path.display()));
-        let tensors = tch::Tensor::read_safetensors(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let tensors =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let get = |name: &str| {
             tensors
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.shallow_clone())
-                .ok_or_else(|| bad(format!("no tensor {name:?}")))
+                .tensor(name)
+                .map_err(|_| bad(format!("no tensor {name:?}")))
         };
         let features = get("features")?;
         let labels = get("labels")?;
-        let size = features.size();
-        if size.len() != 2 || size[1] != width as i64 || size[0] < 1 {
+        let size = features.shape().to_vec();
+        if size.len() != 2 || size[1] != width || size[0] < 1 {
             return Err(bad(format!(
                 "features of shape {size:?}, expected [n, {width}]"
             )));
         }
-        if features.kind() != tch::Kind::Double || labels.kind() != tch::Kind::Int64 {
+        if features.dtype() != Dtype::F64 || labels.dtype() != Dtype::I64 {
             return Err(bad("features must be f64 and labels i64".into()));
         }
-        if labels.size() != [size[0]] {
+        if labels.shape() != [size[0]] {
             return Err(bad(format!(
                 "{:?} labels for {} rows",
-                labels.size(),
+                labels.shape(),
                 size[0]
             )));
         }
-        let flat: Vec<f64> =
-            Vec::try_from(features.reshape([-1])).map_err(|e: tch::TchError| bad(e.to_string()))?;
-        let labels: Vec<i64> =
-            Vec::try_from(labels).map_err(|e: tch::TchError| bad(e.to_string()))?;
+        // The crate checked that each tensor's bytes match its shape and type.
+        let eight = |chunk: &[u8]| <[u8; 8]>::try_from(chunk).unwrap_or_default();
+        let flat: Vec<f64> = features
+            .data()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(eight(c)))
+            .collect();
+        let labels: Vec<i64> = labels
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(eight(c)))
+            .collect();
         if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= classes) {
             return Err(bad(format!("label {l} is not one of {classes} classes")));
         }
@@ -389,5 +414,57 @@ mod tests {
         assert!(err.contains("label 2 is not one of 2 classes"), "{err}");
         std::fs::write(&path, b"not a safetensors file").expect("write");
         assert!(PortableForest::read(&path, 3, 3, config).is_err());
+    }
+
+    /// Forests were written by tch before: the file is byte for byte the one tch writes
+    /// for the same tensors, and each side reads what the other wrote.
+    #[test]
+    fn a_forest_file_is_the_one_tch_writes_and_reads() {
+        let features: Vec<Vec<f64>> = (0..7)
+            .map(|i| vec![f64::from(i) * 0.25 - 1.0, f64::from(i * i), 3.5])
+            .collect();
+        let labels: Vec<usize> = (0..7).map(|i| i % 2).collect();
+        let config = ForestConfig { trees: 3, seed: 1 };
+        let forest = PortableForest {
+            features: features.clone(),
+            labels: labels.clone(),
+            classes: 2,
+            config,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = dir.path().join("ours.safetensors");
+        forest.write(&ours).expect("write");
+
+        let flat: Vec<f64> = features.iter().flatten().copied().collect();
+        let by_tch = dir.path().join("tch.safetensors");
+        let t_features = tch::Tensor::from_slice(&flat).reshape([7, 3]);
+        let t_labels =
+            tch::Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
+        tch::Tensor::write_safetensors(
+            &[("features", &t_features), ("labels", &t_labels)],
+            &by_tch,
+        )
+        .expect("tch writes");
+        assert_eq!(
+            std::fs::read(&ours).expect("read"),
+            std::fs::read(&by_tch).expect("read")
+        );
+        assert_eq!(
+            PortableForest::read(&by_tch, 3, 2, config).expect("read"),
+            forest
+        );
+        let read_by_tch = tch::Tensor::read_safetensors(&ours).expect("tch reads");
+        let get = |name: &str| {
+            read_by_tch
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.shallow_clone())
+                .expect("tensor")
+        };
+        assert_eq!(
+            Vec::<f64>::try_from(get("features").reshape([-1])).expect("f64"),
+            flat
+        );
+        assert_eq!(get("labels").size(), [7]);
     }
 }
