@@ -1296,6 +1296,20 @@ fn an_inference_run_says_it_has_no_epochs_instead_of_waiting_for_one() {
     );
 }
 
+/// "interrupted", the longest status, keeps a space before the run's name.
+#[test]
+fn an_interrupted_run_is_listed_apart_from_its_name() {
+    let (_dir, mut store) = filled_store();
+    store
+        .conn()
+        .execute_batch("UPDATE runs SET status = 'interrupted' WHERE run_id = 'r-2026-01-03';")
+        .expect("an interrupted run");
+    let mut app = app(&mut store, None);
+    open_jobs(&mut app, &mut store);
+    let shown = screen(&app, 110, 28);
+    assert!(shown.contains("interrupted r-2026-01-03"), "{shown}");
+}
+
 #[test]
 fn jobs_are_hidden_in_blind_mode() {
     let (_dir, mut store) = filled_store();

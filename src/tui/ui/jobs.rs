@@ -107,11 +107,14 @@ fn status_style(status: &str) -> Style {
     }
 }
 
+/// The status column: the longest status ("interrupted") and a space before the name.
+const STATUS_WIDTH: usize = 12;
+
 fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
     let jobs = &app.jobs;
     // Inside the borders, after the status column: the run name gives way to the
     // progress figure, which is never cut.
-    let room = usize::from(area.width.saturating_sub(2)).saturating_sub(11);
+    let room = usize::from(area.width.saturating_sub(2)).saturating_sub(STATUS_WIDTH);
     let mut items: Vec<ListItem> = jobs
         .jobs
         .iter()
@@ -125,14 +128,17 @@ fn draw_list(frame: &mut Frame, area: Rect, app: &App) {
             };
             let name = fit_text(&job.run_id, room.saturating_sub(progress.len()));
             ListItem::new(Line::from(vec![
-                Span::styled(format!("{status:<11}"), status_style(status)),
+                Span::styled(format!("{status:<STATUS_WIDTH$}"), status_style(status)),
                 Span::raw(format!("{name}{progress}")),
             ]))
         })
         .collect();
     items.extend(jobs.other_runs().into_iter().map(|run| {
         ListItem::new(Line::from(vec![
-            Span::styled(format!("{:<11}", run.status), status_style(&run.status)),
+            Span::styled(
+                format!("{:<STATUS_WIDTH$}", run.status),
+                status_style(&run.status),
+            ),
             Span::raw(run.run_id.clone()),
         ]))
     }));
