@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::imaging::Volume;
 use crate::imaging::preview::{Gray8, Plane};
 use crate::store::dashboard::{
     AgreementGlance, DashboardSummary, ImageFacts, ImageFilter, ImagePage, PredictionInForce,
@@ -16,12 +15,13 @@ use crate::store::dashboard::{
 use crate::store::iqm_outliers::{ImageIqms, IqmGroups};
 use crate::store::ratings::NewRating;
 
-use super::images::ImagesState;
+use super::images::{FilterKey, ImagesState};
 use super::jobs::{JobRequest, JobsOutcome, JobsState};
 use super::keys::{Action, KeyChord, KeyMap, View};
 use super::rate::{RateOutcome, RateState};
 use super::reports::{OperatingView, ReportsData, ReportsState, TriagePlan};
 use super::sql::{Focus, SqlOutcome, SqlRequest, SqlResponse, SqlState};
+use super::viewer::{LoadedVolume, ViewerState};
 use crate::jobs::{InferResult, JobEvent, TrainResult};
 use crate::model::train::EpochReport;
 use crate::store::runs::{EpochRow, RunSummary};
@@ -139,15 +139,6 @@ pub struct Detail {
     pub queued: Option<Vec<crate::store::queues::QueuedReason>>,
     /// The newest image quality metrics, unless blind or none are stored.
     pub iqms: Option<ImageIqms>,
-}
-
-/// A volume loaded for the viewer, with its default intensity window.
-#[derive(Debug, Clone)]
-pub struct LoadedVolume {
-    pub volume: Volume,
-    pub window: (f32, f32),
-    /// Slices per plane, in RAS order: sagittal (x), coronal (y), axial (z).
-    pub ras_dims: [usize; 3],
 }
 
 #[derive(Debug, Clone)]
@@ -305,39 +296,6 @@ pub enum Effect {
         error: Option<String>,
     },
     Quit,
-}
-
-#[derive(Debug)]
-pub struct ViewerState {
-    pub image_id: Option<i64>,
-    pub volume: Option<Arc<LoadedVolume>>,
-    pub error: Option<String>,
-    pub plane: Plane,
-    /// The slice shown per plane, indexed like [`LoadedVolume::ras_dims`].
-    pub slice: [usize; 3],
-    pub window: (f32, f32),
-}
-
-impl Default for ViewerState {
-    fn default() -> Self {
-        Self {
-            image_id: None,
-            volume: None,
-            error: None,
-            plane: Plane::Axial,
-            slice: [0; 3],
-            window: (0.0, 1.0),
-        }
-    }
-}
-
-/// The RAS axis a plane slices along.
-pub fn slicing_axis(plane: Plane) -> usize {
-    match plane {
-        Plane::Sagittal => 0,
-        Plane::Coronal => 1,
-        Plane::Axial => 2,
-    }
 }
 
 type RatingCounts = (
@@ -671,117 +629,33 @@ impl App {
             Action::PageDown => self.move_selection(20),
             Action::Top => self.move_selection(i64::MIN / 2),
             Action::Bottom => self.move_selection(i64::MAX / 2),
-            Action::CycleSequence => {
-                let sequences: Vec<Option<String>> = std::iter::once(None)
-                    .chain(
-                        self.dashboard
-                            .as_ref()
-                            .and_then(|d| d.as_ref().ok())
-                            .into_iter()
-                            .flat_map(|d| d.sequences.iter())
-                            .filter(|s| s.sequence != "(none)")
-                            .map(|s| Some(s.sequence.clone())),
-                    )
-                    .collect();
-                let next = cycle(&sequences, &self.images.filter.sequence);
-                self.images.set_filter(ImageFilter {
-                    sequence: next,
-                    ..self.images.filter.clone()
-                });
-            }
-            Action::CycleStatus => {
-                let options = [
-                    None,
-                    Some("ok".to_string()),
-                    Some("failed".to_string()),
-                    Some("missing".to_string()),
-                ];
-                let next = cycle(&options, &self.images.filter.status);
-                self.images.set_filter(ImageFilter {
-                    status: next,
-                    ..self.images.filter.clone()
-                });
-            }
-            Action::CycleRated if self.blind() => {
-                self.message = "who has rated what is hidden in blind rating mode".into();
-            }
-            Action::CycleRated => {
-                let next = cycle(&[None, Some(false), Some(true)], &self.images.filter.rated);
-                self.images.set_filter(ImageFilter {
-                    rated: next,
-                    ..self.images.filter.clone()
-                });
-            }
-            Action::Search => {
-                self.images.search_input =
-                    Some(self.images.filter.subject.clone().unwrap_or_default());
-            }
-            Action::ClearFilters => self.images.set_filter(ImageFilter::default()),
-            Action::CycleModel => {
-                if self.blind() {
-                    self.message = "model predictions are hidden in blind rating mode".into();
-                } else {
-                    // any -> predicted usable -> predicted reject -> model-rater disagreement
-                    let f = &self.images.filter;
-                    let (predicted, disagreement) = match (f.predicted.as_deref(), f.disagreement) {
-                        (None, None) => (Some("usable".to_string()), None),
-                        (Some("usable"), _) => (Some("reject".to_string()), None),
-                        (Some(_), _) => (None, Some(true)),
-                        (None, Some(_)) => (None, None),
-                    };
-                    self.images.set_filter(ImageFilter {
-                        predicted,
-                        disagreement,
-                        ..self.images.filter.clone()
-                    });
+            Action::CycleSequence
+            | Action::CycleStatus
+            | Action::CycleRated
+            | Action::Search
+            | Action::ClearFilters
+            | Action::CycleModel
+            | Action::CycleIqm => {
+                let sequences = self.sequences();
+                if let FilterKey::Hidden(why) =
+                    self.images
+                        .on_filter_action(action, self.blind(), &sequences)
+                {
+                    self.message = why.into();
                 }
-            }
-            Action::CycleIqm if self.blind() => {
-                self.message = "image quality metrics are hidden in blind rating mode".into();
-            }
-            Action::CycleIqm => {
-                // any -> an IQM outlier -> measured, no outlier
-                let next = cycle(
-                    &[None, Some(true), Some(false)],
-                    &self.images.filter.iqm_outlier,
-                );
-                self.images.set_filter(ImageFilter {
-                    iqm_outlier: next,
-                    ..self.images.filter.clone()
-                });
             }
             Action::OpenViewer => self.view = View::Viewer,
-            Action::NextPlane => {
-                self.viewer.plane = match self.viewer.plane {
-                    Plane::Axial => Plane::Coronal,
-                    Plane::Coronal => Plane::Sagittal,
-                    Plane::Sagittal => Plane::Axial,
-                }
-            }
-            Action::SliceUp => self.move_slice(1),
-            Action::SliceDown => self.move_slice(-1),
-            Action::SliceUpFast => self.move_slice(10),
-            Action::SliceDownFast => self.move_slice(-10),
-            Action::WindowWider | Action::WindowNarrower => {
-                let (lo, hi) = self.viewer.window;
-                let (centre, half) = ((lo + hi) / 2.0, (hi - lo) / 2.0);
-                let factor = if action == Action::WindowWider {
-                    1.2
-                } else {
-                    1.0 / 1.2
-                };
-                let half = (half * factor).max(1e-3);
-                self.viewer.window = (centre - half, centre + half);
-            }
-            Action::LevelUp | Action::LevelDown => {
-                let (lo, hi) = self.viewer.window;
-                let step = (hi - lo) * 0.05 * if action == Action::LevelUp { 1.0 } else { -1.0 };
-                self.viewer.window = (lo + step, hi + step);
-            }
-            Action::ResetWindow => {
-                if let Some(v) = &self.viewer.volume {
-                    self.viewer.window = v.window;
-                }
+            Action::NextPlane
+            | Action::SliceUp
+            | Action::SliceDown
+            | Action::SliceUpFast
+            | Action::SliceDownFast
+            | Action::WindowWider
+            | Action::WindowNarrower
+            | Action::LevelUp
+            | Action::LevelDown
+            | Action::ResetWindow => {
+                self.viewer.on_action(action);
             }
             Action::Code(c) => {
                 let outcome = self.rate.type_code(self.rater.is_some(), c);
@@ -888,16 +762,6 @@ impl App {
                 self.fetch(Request::TriagePlan { run_id, target }, effects);
             }
         }
-    }
-
-    fn move_slice(&mut self, delta: i64) {
-        let Some(volume) = &self.viewer.volume else {
-            return;
-        };
-        let axis = slicing_axis(self.viewer.plane);
-        let depth = volume.ras_dims[axis] as i64;
-        let at = self.viewer.slice[axis] as i64 + delta;
-        self.viewer.slice[axis] = at.clamp(0, (depth - 1).max(0)) as usize;
     }
 
     /// Carries out what the Rate view asked for.
@@ -1265,9 +1129,4 @@ impl App {
             None => self.viewer.error = Some(format!("image {image_id} is not in the store")),
         }
     }
-}
-
-fn cycle<T: Clone + PartialEq>(options: &[T], current: &T) -> T {
-    let at = options.iter().position(|o| o == current).unwrap_or(0);
-    options[(at + 1) % options.len()].clone()
 }

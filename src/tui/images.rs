@@ -1,8 +1,9 @@
-//! The Images view apart from drawing: the filter, the page of rows in view, the
-//! selected row and the subject search being typed.
+//! The Images view apart from drawing: the filter and the keys that change it, the page
+//! of rows in view, the selected row and the subject search being typed.
 
 use crossterm::event::{KeyCode, KeyEvent};
 
+use super::keys::Action;
 use crate::store::dashboard::{ImageFilter, ImageListRow, ImagePage};
 
 /// Rows fetched per page of the image list.
@@ -19,7 +20,93 @@ pub struct ImagesState {
     pub error: Option<String>,
 }
 
+/// What a filter key did to the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKey {
+    /// The filter changed (or the search line opened).
+    Applied,
+    /// Blind rating mode hides what the key filters by: the reason, for the status line.
+    Hidden(&'static str),
+    /// Not a filter key.
+    Other,
+}
+
 impl ImagesState {
+    /// Carries out a filter key of the Images view. `sequences` are the store's, in the
+    /// order the sequence filter cycles through them.
+    pub fn on_filter_action(
+        &mut self,
+        action: Action,
+        blind: bool,
+        sequences: &[String],
+    ) -> FilterKey {
+        let filter = self.filter.clone();
+        let next = match action {
+            Action::CycleSequence => {
+                let options: Vec<Option<String>> = std::iter::once(None)
+                    .chain(sequences.iter().cloned().map(Some))
+                    .collect();
+                ImageFilter {
+                    sequence: cycle(&options, &filter.sequence),
+                    ..filter
+                }
+            }
+            Action::CycleStatus => {
+                let options = [
+                    None,
+                    Some("ok".into()),
+                    Some("failed".into()),
+                    Some("missing".into()),
+                ];
+                ImageFilter {
+                    status: cycle(&options, &filter.status),
+                    ..filter
+                }
+            }
+            Action::CycleRated if blind => {
+                return FilterKey::Hidden("who has rated what is hidden in blind rating mode");
+            }
+            Action::CycleRated => ImageFilter {
+                rated: cycle(&[None, Some(false), Some(true)], &filter.rated),
+                ..filter
+            },
+            Action::Search => {
+                self.search_input = Some(filter.subject.unwrap_or_default());
+                return FilterKey::Applied;
+            }
+            Action::ClearFilters => ImageFilter::default(),
+            Action::CycleModel if blind => {
+                return FilterKey::Hidden("model predictions are hidden in blind rating mode");
+            }
+            Action::CycleModel => {
+                // any -> predicted usable -> predicted reject -> model-rater disagreement
+                let (predicted, disagreement) =
+                    match (filter.predicted.as_deref(), filter.disagreement) {
+                        (None, None) => (Some("usable".to_string()), None),
+                        (Some("usable"), _) => (Some("reject".to_string()), None),
+                        (Some(_), _) => (None, Some(true)),
+                        (None, Some(_)) => (None, None),
+                    };
+                ImageFilter {
+                    predicted,
+                    disagreement,
+                    ..filter
+                }
+            }
+            Action::CycleIqm if blind => {
+                return FilterKey::Hidden("image quality metrics are hidden in blind rating mode");
+            }
+            // any -> an IQM outlier -> measured, no outlier
+            Action::CycleIqm => ImageFilter {
+                iqm_outlier: cycle(&[None, Some(true), Some(false)], &filter.iqm_outlier),
+                ..filter
+            },
+            _ => return FilterKey::Other,
+        };
+        self.set_filter(next);
+        FilterKey::Applied
+    }
+
     pub fn selected_row(&self) -> Option<&ImageListRow> {
         let page = self.page.as_ref()?;
         self.selected
@@ -105,6 +192,12 @@ impl ImagesState {
     }
 }
 
+/// The option after `current` (the first when `current` is not among them).
+fn cycle<T: Clone + PartialEq>(options: &[T], current: &T) -> T {
+    let at = options.iter().position(|o| o == current).unwrap_or(0);
+    options[(at + 1) % options.len()].clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +270,51 @@ mod tests {
         images.on_page(Err("the store is busy".into()), false);
         assert_eq!(images.error.as_deref(), Some("the store is busy"));
         assert_eq!(images.page, Some(ImagePage::default()));
+    }
+
+    #[test]
+    fn filter_keys_cycle_and_blind_mode_refuses_what_it_hides() {
+        let mut images = ImagesState::default();
+        let sequences = ["FLAIR".to_string(), "T1w".to_string()];
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let done = images.on_filter_action(Action::CycleSequence, false, &sequences);
+            assert_eq!(done, FilterKey::Applied);
+            seen.push(images.filter.sequence.clone());
+        }
+        assert_eq!(seen, [Some("FLAIR".into()), Some("T1w".into()), None]);
+
+        images.page = Some(page(0, 10));
+        images.selected = 5;
+        for action in [Action::CycleRated, Action::CycleModel, Action::CycleIqm] {
+            let done = images.on_filter_action(action, true, &sequences);
+            assert!(matches!(done, FilterKey::Hidden(_)), "{action:?}");
+        }
+        assert_eq!(
+            images.filter,
+            ImageFilter::default(),
+            "blind keys change nothing"
+        );
+        assert_eq!(images.selected, 5, "nor the place in the list");
+
+        let mut models = Vec::new();
+        for _ in 0..4 {
+            images.on_filter_action(Action::CycleModel, false, &sequences);
+            models.push((images.filter.predicted.clone(), images.filter.disagreement));
+        }
+        assert_eq!(
+            models,
+            [
+                (Some("usable".into()), None),
+                (Some("reject".into()), None),
+                (None, Some(true)),
+                (None, None)
+            ]
+        );
+        assert_eq!(images.selected, 0, "a new filter starts at the top");
+        assert_eq!(
+            images.on_filter_action(Action::NextPlane, false, &sequences),
+            FilterKey::Other
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod rate;
 pub mod reports;
 pub mod sql;
 pub mod ui;
+pub mod viewer;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
@@ -34,10 +35,11 @@ use crate::jobs::plan::{
     record_training,
 };
 use crate::jobs::{JobEvent, JobPlan, cache_dir, runs_dir};
-use app::{App, Detail, Effect, Event, JobLine, LoadedVolume, Request, Response};
+use app::{App, Detail, Effect, Event, JobLine, Request, Response};
 use graphics::{Graphics, GraphicsMode};
 use jobs::JobRequest;
 use keys::{KeyMap, View};
+use viewer::LoadedVolume;
 
 /// How often the loop wakes without input, so background results show promptly.
 const TICK: Duration = Duration::from_millis(250);

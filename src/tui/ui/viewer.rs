@@ -9,8 +9,9 @@ use ratatui::widgets::{Block, Paragraph};
 use super::empty;
 use super::picture::half_block_lines;
 use crate::imaging::preview::slice;
-use crate::tui::app::{App, slicing_axis};
+use crate::tui::app::App;
 use crate::tui::graphics::{Graphics, SliceKey};
+use crate::tui::viewer::slicing_axis;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, graphics: &mut Graphics) {
     let viewer = &app.viewer;
