@@ -1,5 +1,6 @@
 //! `cdwqc-torch`: every `cdwqc` command, libtorch linked. `cdwqc` replaces itself with
-//! this binary for the commands that train, predict with or load models.
+//! this binary for the commands that need libtorch (`Command::needs_libtorch`: training,
+//! inference, `info` and the dashboard's job worker).
 
 use clap::Parser;
 
