@@ -109,7 +109,15 @@ pub fn window_of_sample(finite: &[f32]) -> (f32, f32) {
     if finite.is_empty() {
         return (0.0, 1.0);
     }
-    let [lo, hi] = finite_percentiles(finite, [0.5, 99.5]);
+    window_of_percentiles(finite, finite_percentiles(finite, WINDOW_PERCENTILES))
+}
+
+/// The percentiles of [`display_window`].
+pub const WINDOW_PERCENTILES: [f64; 2] = [0.5, 99.5];
+
+/// [`window_of_sample`] given the sample's [`WINDOW_PERCENTILES`] (`finite` not empty),
+/// for a caller that selects other percentiles of the sample at the same time.
+pub fn window_of_percentiles(finite: &[f32], [lo, hi]: [f32; 2]) -> (f32, f32) {
     if hi > lo {
         (lo, hi)
     } else {
@@ -191,23 +199,46 @@ pub fn slice(
     let height = ((extent_v / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
     let (lo, hi) = window;
     let scale = 255.0 / (hi - lo).max(f32::EPSILON);
-    let sample = |h: usize, v: usize| -> f32 {
-        let mut ras = [0usize; 3];
-        ras[h_axis] = h;
-        ras[v_axis] = v;
-        ras[s_axis] = at;
-        let [i, j, k] = view.source_index(dims, ras);
-        let value = data[i + dims[0] * (j + dims[1] * k)];
+    // The flat index of a voxel is a sum of one term per RAS axis, so each column and
+    // each row of the picture has its two source positions and weight worked out once.
+    let strides = [1, dims[0], dims[0] * dims[1]];
+    let term = |ras_axis: usize, at: usize| {
+        let axis = view.source_axis[ras_axis];
+        let at = if view.flip[ras_axis] {
+            dims[axis] - 1 - at
+        } else {
+            at
+        };
+        strides[axis] * at
+    };
+    let base = term(s_axis, at);
+    // Row 0 is the top of the picture: the highest index along the vertical axis.
+    let rows: Vec<Tap> = (0..height)
+        .map(|row| {
+            let fv =
+                ((height - 1 - row) as f64 + 0.5) / height as f64 * ras_dims[v_axis] as f64 - 0.5;
+            Tap::at(fv, ras_dims[v_axis], |v| term(v_axis, v))
+        })
+        .collect();
+    let columns: Vec<Tap> = (0..width)
+        .map(|col| {
+            let fh = (col as f64 + 0.5) / width as f64 * ras_dims[h_axis] as f64 - 0.5;
+            Tap::at(fh, ras_dims[h_axis], |h| term(h_axis, h))
+        })
+        .collect();
+    let sample = |at: usize| -> f32 {
+        let value = data[at];
         if value.is_finite() { value } else { lo }
     };
     let mut pixels = Vec::with_capacity(width * height);
-    for row in 0..height {
-        // Row 0 is the top of the picture: the highest index along the vertical axis.
-        let fv = ((height - 1 - row) as f64 + 0.5) / height as f64 * ras_dims[v_axis] as f64 - 0.5;
-        for col in 0..width {
-            let fh = (col as f64 + 0.5) / width as f64 * ras_dims[h_axis] as f64 - 0.5;
-            let value = bilinear(fh, fv, ras_dims[h_axis], ras_dims[v_axis], &sample);
-            pixels.push(((value - lo) * scale).clamp(0.0, 255.0).round() as u8);
+    for r in &rows {
+        let (near, far) = (base + r.near, base + r.far);
+        for c in &columns {
+            let fx = c.weight;
+            let top = sample(near + c.near) * (1.0 - fx) + sample(near + c.far) * fx;
+            let bottom = sample(far + c.near) * (1.0 - fx) + sample(far + c.far) * fx;
+            let value = top * (1.0 - r.weight) + bottom * r.weight;
+            pixels.push(round_to_byte(((value - lo) * scale).clamp(0.0, 255.0)));
         }
     }
     Gray8 {
@@ -217,20 +248,169 @@ pub fn slice(
     }
 }
 
-fn bilinear(x: f64, y: f64, nx: usize, ny: usize, sample: &impl Fn(usize, usize) -> f32) -> f32 {
-    let x = x.clamp(0.0, (nx - 1) as f64);
-    let y = y.clamp(0.0, (ny - 1) as f64);
-    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
-    let (x1, y1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1));
-    let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
-    let top = sample(x0, y0) * (1.0 - fx) + sample(x1, y0) * fx;
-    let bottom = sample(x0, y1) * (1.0 - fx) + sample(x1, y1) * fx;
-    top * (1.0 - fy) + bottom * fy
+/// One axis of bilinear interpolation at a picture column or row: the flat-index terms
+/// of the voxels below and above the position, and the weight of the one above.
+struct Tap {
+    near: usize,
+    far: usize,
+    weight: f32,
+}
+
+impl Tap {
+    /// The tap at position `x` (in voxels, clamped to the `n` voxels of the axis), with
+    /// `term` giving a voxel's term of the flat index.
+    fn at(x: f64, n: usize, term: impl Fn(usize) -> usize) -> Self {
+        let x = x.clamp(0.0, (n - 1) as f64);
+        let x0 = x.floor() as usize;
+        let x1 = (x0 + 1).min(n - 1);
+        Self {
+            near: term(x0),
+            far: term(x1),
+            weight: (x - x0 as f64) as f32,
+        }
+    }
+}
+
+/// `x.round() as u8` for `x` in [0, 255] or NaN (which gives 0), without the library
+/// call `f32::round` becomes on baseline x86-64: the fraction `x - trunc(x)` is exact.
+#[inline(always)]
+fn round_to_byte(x: f32) -> u8 {
+    let whole = x as u8;
+    whole + u8::from(x - f32::from(whole) >= 0.5)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The previous form of [`slice`]: every sample through `RasView::source_index`.
+    fn slice_by_samples(
+        dims: [usize; 3],
+        data: &[f32],
+        affine: &Affine,
+        voxel_size: [f64; 3],
+        plane: Plane,
+        index: Option<usize>,
+        window: (f32, f32),
+    ) -> Gray8 {
+        let view = RasView::from_affine(affine);
+        let ras_dims = view.dims(dims);
+        let ras_size = view.source_axis.map(|a| {
+            let s = voxel_size[a];
+            if s > 0.0 && s.is_finite() { s } else { 1.0 }
+        });
+        let (h_axis, v_axis, s_axis) = plane.axes();
+        let depth = ras_dims[s_axis];
+        let at = index.unwrap_or(depth / 2).min(depth.saturating_sub(1));
+        let extent_h = ras_dims[h_axis] as f64 * ras_size[h_axis];
+        let extent_v = ras_dims[v_axis] as f64 * ras_size[v_axis];
+        let pixel_mm = ras_size[h_axis]
+            .min(ras_size[v_axis])
+            .max(extent_h.max(extent_v) / MAX_PREVIEW_SIDE as f64);
+        let width = ((extent_h / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
+        let height = ((extent_v / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
+        let (lo, hi) = window;
+        let scale = 255.0 / (hi - lo).max(f32::EPSILON);
+        let sample = |h: usize, v: usize| -> f32 {
+            let mut ras = [0usize; 3];
+            ras[h_axis] = h;
+            ras[v_axis] = v;
+            ras[s_axis] = at;
+            let [i, j, k] = view.source_index(dims, ras);
+            let value = data[i + dims[0] * (j + dims[1] * k)];
+            if value.is_finite() { value } else { lo }
+        };
+        let bilinear = |x: f64, y: f64, nx: usize, ny: usize| {
+            let x = x.clamp(0.0, (nx - 1) as f64);
+            let y = y.clamp(0.0, (ny - 1) as f64);
+            let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1));
+            let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+            let top = sample(x0, y0) * (1.0 - fx) + sample(x1, y0) * fx;
+            let bottom = sample(x0, y1) * (1.0 - fx) + sample(x1, y1) * fx;
+            top * (1.0 - fy) + bottom * fy
+        };
+        let mut pixels = Vec::with_capacity(width * height);
+        for row in 0..height {
+            let fv =
+                ((height - 1 - row) as f64 + 0.5) / height as f64 * ras_dims[v_axis] as f64 - 0.5;
+            for col in 0..width {
+                let fh = (col as f64 + 0.5) / width as f64 * ras_dims[h_axis] as f64 - 0.5;
+                let value = bilinear(fh, fv, ras_dims[h_axis], ras_dims[v_axis]);
+                pixels.push(((value - lo) * scale).clamp(0.0, 255.0).round() as u8);
+            }
+        }
+        Gray8 {
+            width,
+            height,
+            pixels,
+        }
+    }
+
+    #[test]
+    fn slices_equal_the_sample_by_sample_form() {
+        let mut state = 5u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        // Permuted and flipped axes, anisotropic and odd voxel sizes.
+        let mut affines: Vec<Affine> = Vec::new();
+        for perm in [[0usize, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1]] {
+            for signs in [[1.0, 1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]] {
+                let mut a = [[0.0; 4]; 4];
+                for (v, &w) in perm.iter().enumerate() {
+                    a[w][v] = signs[v];
+                }
+                a[3][3] = 1.0;
+                affines.push(a);
+            }
+        }
+        for (n, affine) in affines.iter().enumerate() {
+            let dims = [3 + n % 5 * 17, 1 + n % 3 * 29, 2 + n % 4 * 23];
+            let len = dims.iter().product();
+            let data: Vec<f32> = (0..len)
+                .map(|_| match next() {
+                    u if u < 0.01 => f32::NAN,
+                    u if u < 0.02 => f32::INFINITY,
+                    u if u < 0.03 => f32::MAX,
+                    u => (u * 3000.0 - 500.0) as f32,
+                })
+                .collect();
+            let voxel = [[1.0, 1.0, 1.0], [0.9, 1.2, 5.0], [0.0, f64::NAN, 2.5]][n % 3];
+            let window = [(0.0, 1000.0), (-200.0, 2500.0), (7.0, 7.0)][n % 3];
+            for plane in Plane::ALL {
+                for index in [None, Some(0), Some(1), Some(usize::MAX)] {
+                    assert_eq!(
+                        slice(dims, &data, affine, voxel, plane, index, window),
+                        slice_by_samples(dims, &data, affine, voxel, plane, index, window),
+                        "{dims:?} {affine:?} {plane:?} {index:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_to_a_byte_is_round_half_away_from_zero() {
+        let mut x = 0.0f32;
+        while x <= 255.0 {
+            for v in [
+                x,
+                x.next_up(),
+                x.next_down().max(0.0),
+                x + 0.5,
+                (x + 0.5).next_down(),
+            ] {
+                let v = v.min(255.0);
+                assert_eq!(round_to_byte(v), v.round() as u8, "{v}");
+            }
+            x += 0.25;
+        }
+        assert_eq!(round_to_byte(f32::NAN), 0);
+    }
 
     fn eye() -> Affine {
         let mut a = [[0.0; 4]; 4];

@@ -29,22 +29,36 @@ pub const PERCENTILE_SAMPLE: usize = 1 << 20;
 /// Every k-th finite value, k chosen so that at most [`PERCENTILE_SAMPLE`] remain.
 pub fn finite_sample(data: &[f32]) -> Vec<f32> {
     let stride = data.len().div_ceil(PERCENTILE_SAMPLE).max(1);
-    data.iter()
-        .step_by(stride)
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect()
+    // Sized up front: a growing list copied itself as it doubled.
+    let mut sample = Vec::with_capacity(data.len().div_ceil(stride));
+    sample.extend(
+        data.iter()
+            .step_by(stride)
+            .copied()
+            .filter(|v| v.is_finite()),
+    );
+    sample
 }
 
 /// Summarises the finite values; `None` when there are none. Min, max, mean and
 /// standard deviation use every voxel; percentiles use [`finite_sample`].
 pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
-    summarise_with_sample(data, &finite_sample(data))
+    let sample = finite_sample(data);
+    let percentiles = (!sample.is_empty())
+        .then(|| super::preprocess::finite_percentiles(&sample, SUMMARY_PERCENTILES));
+    summarise_with_percentiles(data, percentiles)
 }
 
-/// [`summarise`] given `data`'s [`finite_sample`], for a caller that needs the sample
-/// again (import's previews take their window from it).
-pub fn summarise_with_sample(data: &[f32], sample: &[f32]) -> Option<IntensitySummary> {
+/// The percentiles an [`IntensitySummary`] holds: p01, p50 and p99.
+pub const SUMMARY_PERCENTILES: [f64; 3] = [1.0, 50.0, 99.0];
+
+/// [`summarise`] given the [`SUMMARY_PERCENTILES`] of `data`'s [`finite_sample`]
+/// (`None` when the sample is empty), for a caller that selects other percentiles of
+/// the sample at the same time (import's previews take their window from it).
+pub fn summarise_with_percentiles(
+    data: &[f32],
+    percentiles: Option<[f32; 3]>,
+) -> Option<IntensitySummary> {
     let Moments {
         n,
         sum,
@@ -59,12 +73,8 @@ pub fn summarise_with_sample(data: &[f32], sample: &[f32]) -> Option<IntensitySu
     let mean = sum / n as f64;
     let var = squared_deviations(data, mean) / n as f64;
     let n = n as f64;
-    // The nearest ranks of the sample, as selection would find them, from one histogram.
-    let [p01, p50, p99] = if sample.is_empty() {
-        [f64::NAN; 3]
-    } else {
-        super::preprocess::finite_percentiles(sample, [1.0, 50.0, 99.0]).map(f64::from)
-    };
+    // The nearest ranks of the sample, as selection would find them.
+    let [p01, p50, p99] = percentiles.map_or([f64::NAN; 3], |p| p.map(f64::from));
     Some(IntensitySummary {
         min,
         max,
@@ -112,30 +122,80 @@ fn each_in_lanes(data: &[f32], mut add: impl FnMut(usize, f32)) {
     }
 }
 
+/// Values per block of [`moments`]: its 32-bit counters per lane cannot overflow.
+const MOMENTS_BLOCK: usize = LANES << 24;
+
+/// Count, sum, extremes and zeros of the finite values. Each lane keeps its running
+/// sum in double precision (the order and bits of a plain lane-by-lane sum) and its
+/// extremes and counts in single precision and 32 bits, which the compiler keeps in
+/// one vector register each: widening the extremes would double the work, and
+/// widening is monotonic, so the extremes' values are the same.
+fn moments(data: &[f32]) -> Moments {
+    let mut total = Moments {
+        n: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        zeros: 0,
+    };
+    let mut sum = [0.0f64; LANES];
+    for block in data.chunks(MOMENTS_BLOCK) {
+        let (n, min, max, zeros) = block_moments(block, &mut sum);
+        total.n += n;
+        total.min = total.min.min(f64::from(min));
+        total.max = total.max.max(f64::from(max));
+        total.zeros += zeros;
+    }
+    total.sum = combine(sum);
+    total
+}
+
 with_avx2! {
-    fn moments(data: &[f32]) -> Moments {
-        let mut n = [0u64; LANES];
-        let mut sum = [0.0f64; LANES];
-        let mut min = [f64::INFINITY; LANES];
-        let mut max = [f64::NEG_INFINITY; LANES];
-        let mut zeros = [0u64; LANES];
-        let add = |lane: usize, v: f32| {
-            let finite = v.is_finite();
-            let x = if finite { f64::from(v) } else { 0.0 };
-            n[lane] += u64::from(finite);
-            sum[lane] += x;
-            min[lane] = min[lane].min(if finite { x } else { f64::INFINITY });
-            max[lane] = max[lane].max(if finite { x } else { f64::NEG_INFINITY });
-            zeros[lane] += u64::from(v == 0.0);
-        };
-        each_in_lanes(data, add);
-        Moments {
-            n: n.iter().sum(),
-            sum: combine(sum),
-            min: min.iter().copied().fold(f64::INFINITY, f64::min),
-            max: max.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            zeros: zeros.iter().sum(),
+    /// One block of [`moments`], its sums added to `sum`'s lanes: count, extremes
+    /// (infinite, the wrong way round, when the block holds no finite value) and zeros.
+    fn block_moments(data: &[f32], sum: &mut [f64; LANES]) -> (u64, f32, f32, u64) {
+        let mut n = [0u32; LANES];
+        let mut min = [f32::INFINITY; LANES];
+        let mut max = [f32::NEG_INFINITY; LANES];
+        let mut zeros = [0u32; LANES];
+        // Written lane by lane within each chunk (not through `each_in_lanes`'s
+        // closure), which the compiler turns into vector operations.
+        let chunks = data.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for lane in 0..LANES {
+                let v = chunk[lane];
+                let finite = v.is_finite();
+                // A NaN is never below or above the running extremes: an infinity is
+                // turned into one so that it counts as neither.
+                let x = if finite { v } else { f32::NAN };
+                n[lane] += u32::from(finite);
+                min[lane] = if x < min[lane] { x } else { min[lane] };
+                max[lane] = if x > max[lane] { x } else { max[lane] };
+                zeros[lane] += u32::from(v == 0.0);
+            }
+            for lane in 0..LANES {
+                let v = chunk[lane];
+                sum[lane] += if v.is_finite() { f64::from(v) } else { 0.0 };
+            }
         }
+        for (lane, &v) in rest.iter().enumerate() {
+            let finite = v.is_finite();
+            let x = if finite { v } else { f32::NAN };
+            n[lane] += u32::from(finite);
+            sum[lane] += if finite { f64::from(v) } else { 0.0 };
+            min[lane] = if x < min[lane] { x } else { min[lane] };
+            max[lane] = if x > max[lane] { x } else { max[lane] };
+            zeros[lane] += u32::from(v == 0.0);
+        }
+        let least = min.iter().fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
+        let most = max.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        (
+            n.iter().map(|&c| u64::from(c)).sum(),
+            least,
+            most,
+            zeros.iter().map(|&c| u64::from(c)).sum(),
+        )
     }
 }
 
@@ -227,6 +287,80 @@ mod tests {
                 }
                 assert_eq!((s.min, s.max), (min, max));
                 assert_eq!([s.p01, s.p50, s.p99], p);
+            }
+        }
+    }
+
+    #[test]
+    fn moments_equal_the_double_precision_lanes_bit_for_bit() {
+        // The previous form: every lane's extremes widened to double precision.
+        let reference = |data: &[f32]| {
+            let mut n = [0u64; LANES];
+            let mut sum = [0.0f64; LANES];
+            let mut min = [f64::INFINITY; LANES];
+            let mut max = [f64::NEG_INFINITY; LANES];
+            let mut zeros = [0u64; LANES];
+            each_in_lanes(data, |lane, v| {
+                let finite = v.is_finite();
+                let x = if finite { f64::from(v) } else { 0.0 };
+                n[lane] += u64::from(finite);
+                sum[lane] += x;
+                min[lane] = min[lane].min(if finite { x } else { f64::INFINITY });
+                max[lane] = max[lane].max(if finite { x } else { f64::NEG_INFINITY });
+                zeros[lane] += u64::from(v == 0.0);
+            });
+            (
+                n.iter().sum::<u64>(),
+                combine(sum).to_bits(),
+                min.iter().copied().fold(f64::INFINITY, f64::min).to_bits(),
+                max.iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max)
+                    .to_bits(),
+                zeros.iter().sum::<u64>(),
+            )
+        };
+        let mut state = 11u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+        ];
+        for len in [0usize, 1, 5, 8, 13, 64, 1001, 100_003] {
+            for special_share in [0.0, 0.01, 0.5, 1.0] {
+                let data: Vec<f32> = (0..len)
+                    .map(|_| {
+                        if next() < special_share {
+                            specials[(next() * specials.len() as f64) as usize % specials.len()]
+                        } else {
+                            (next() * 4000.0 - 1000.0) as f32
+                        }
+                    })
+                    .collect();
+                let m = moments(&data);
+                let got = (
+                    m.n,
+                    m.sum.to_bits(),
+                    m.min.to_bits(),
+                    m.max.to_bits(),
+                    m.zeros,
+                );
+                assert_eq!(
+                    got,
+                    reference(&data),
+                    "{len} values, {special_share} special"
+                );
             }
         }
     }

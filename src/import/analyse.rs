@@ -6,6 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::imaging::preprocess::finite_percentiles;
 use crate::imaging::{self, ImagingError, bids, iqm, nifti, orientation, preview, sidecar, stats};
 use crate::store::images::{HeaderFacts, ImageRow, ImageStatus, ImageWrite, KnownFile, PreviewRow};
 use crate::store::iqms::IqmRow;
@@ -388,10 +389,22 @@ fn describe_decoded(
         intent_code: h.intent_code,
         description: h.descrip.clone(),
     });
-    // One sample of the finite voxels serves the summary's percentiles and the previews'
-    // window.
+    // One sample of the finite voxels, and one selection in it, serve the summary's
+    // percentiles and the previews' window.
     let sample = stats::finite_sample(&decoded.data);
-    let summary = stats::summarise_with_sample(&decoded.data, &sample);
+    let [p01, p50, p99, window_lo, window_hi] = {
+        let [s0, s1, s2] = stats::SUMMARY_PERCENTILES;
+        let [w0, w1] = preview::WINDOW_PERCENTILES;
+        if sample.is_empty() {
+            [f32::NAN; 5]
+        } else {
+            finite_percentiles(&sample, [s0, s1, s2, w0, w1])
+        }
+    };
+    let summary = stats::summarise_with_percentiles(
+        &decoded.data,
+        (!sample.is_empty()).then_some([p01, p50, p99]),
+    );
     match &summary {
         Some(s) if s.nonfinite > 0 => warnings.push(format!(
             "{} voxels are NaN or infinite (left out of statistics and previews)",
@@ -413,7 +426,11 @@ fn describe_decoded(
         &volume.data,
         &volume.affine,
         volume.voxel_size,
-        preview::window_of_sample(&sample),
+        if sample.is_empty() {
+            preview::window_of_sample(&sample)
+        } else {
+            preview::window_of_percentiles(&sample, [window_lo, window_hi])
+        },
     ) {
         previews.push(PreviewRow {
             plane: plane.name(),
