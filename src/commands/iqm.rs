@@ -286,7 +286,7 @@ fn measure_store(db: &Path, force: bool) -> anyhow::Result<ExitCode> {
 fn measure_stored(image: &PendingIqm) -> IqmRow {
     let contrast = Contrast::from_suffix(image.suffix.as_deref());
     let outcome = std::panic::catch_unwind(|| match load_volume(Path::new(&image.path)) {
-        Ok(volume) => iqm_row(&volume, image.suffix.as_deref()),
+        Ok(volume) => iqm_row(&volume, image.suffix.as_deref(), iqm::Known::default()),
         Err(e) => IqmRow {
             contrast: contrast.name().to_string(),
             values: None,

@@ -212,8 +212,30 @@ pub fn sanitised(data: &[f32]) -> std::borrow::Cow<'_, [f32]> {
 /// The metrics of one volume: the values of [`masks`] then [`measure`], computed
 /// without keeping the masks at full resolution.
 pub fn compute(volume: &Volume, contrast: Contrast) -> Result<Iqms, IqmError> {
-    let image = sanitised(&volume.data);
-    fused::metrics(&image, volume.dims, volume.voxel_size, contrast)
+    compute_known(volume, contrast, Known::default())
+}
+
+/// What a caller already knows of a volume's values, which spares [`compute`] a pass
+/// over them (import knows both from the intensity summary and the header).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Known {
+    /// Every value is finite.
+    pub finite: bool,
+    /// Every value is an integer, and these are the smallest and the largest.
+    pub integers_within: Option<(f32, f32)>,
+}
+
+/// [`compute`] given facts the caller has established; the values are the same.
+pub fn compute_known(volume: &Volume, contrast: Contrast, known: Known) -> Result<Iqms, IqmError> {
+    let image = if known.finite {
+        std::borrow::Cow::Borrowed(volume.data.as_slice())
+    } else {
+        sanitised(&volume.data)
+    };
+    // Sanitised values are finite, so the range of integers stands only when the
+    // values were already finite.
+    let integers = known.integers_within.filter(|_| known.finite);
+    fused::metrics(&image, volume.dims, volume.voxel_size, contrast, integers)
 }
 
 // ---------------------------------------------------------------------------------

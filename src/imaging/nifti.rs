@@ -86,6 +86,11 @@ impl Datatype {
         }
     }
 
+    /// Whether the type stores integers.
+    pub fn is_integer(self) -> bool {
+        !matches!(self, Self::Float32 | Self::Float64)
+    }
+
     pub fn bytes(self) -> usize {
         match self {
             Self::Uint8 | Self::Int8 => 1,
@@ -252,6 +257,13 @@ impl Header {
 
     /// Intensity scaling as the standard says to apply it: a zero or non-finite slope
     /// means no scaling.
+    /// Whether every decoded intensity is an integer (a whole-valued float): stored as
+    /// integers and scaled by one and a whole offset, or not at all.
+    pub fn intensities_are_integers(&self) -> bool {
+        let (slope, inter) = self.scaling();
+        self.datatype.is_integer() && slope == 1.0 && inter.fract() == 0.0
+    }
+
     pub fn scaling(&self) -> (f64, f64) {
         if self.scl_slope == 0.0 || !self.scl_slope.is_finite() {
             (1.0, 0.0)

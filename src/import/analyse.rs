@@ -413,6 +413,14 @@ fn describe_decoded(
         None => warnings.push("no finite voxel values".to_string()),
         _ => {}
     }
+    // What the summary and the header establish spares the metrics a pass over the
+    // values.
+    let known = iqm::Known {
+        finite: summary.is_some_and(|s| s.nonfinite == 0),
+        integers_within: summary
+            .filter(|_| h.intensities_are_integers())
+            .map(|s| (s.min as f32, s.max as f32)),
+    };
     row.intensity = summary;
     match sidecar::read(path) {
         Ok(s) => row.sidecar = s,
@@ -439,15 +447,15 @@ fn describe_decoded(
             png: picture.to_png()?,
         });
     }
-    let iqm = (with_iqm && single_volume).then(|| iqm_row(&volume, row.suffix.as_deref()));
+    let iqm = (with_iqm && single_volume).then(|| iqm_row(&volume, row.suffix.as_deref(), known));
     Ok((previews, warnings, iqm))
 }
 
 /// MRIQC's metrics of one volume, or why there are none (the image stays ok).
-pub fn iqm_row(volume: &imaging::Volume, suffix: Option<&str>) -> IqmRow {
+pub fn iqm_row(volume: &imaging::Volume, suffix: Option<&str>, known: iqm::Known) -> IqmRow {
     let started = std::time::Instant::now();
     let contrast = iqm::Contrast::from_suffix(suffix);
-    let outcome = iqm::compute(volume, contrast);
+    let outcome = iqm::compute_known(volume, contrast, known);
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(metrics) => IqmRow {

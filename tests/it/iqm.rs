@@ -139,6 +139,78 @@ fn import_step_equals_masks_then_measure_bit_for_bit() {
     assert!(checked >= 27, "{checked} images measured both ways");
 }
 
+/// Import hands the step what the intensity summary and the header established (all
+/// values finite, all integers between two values), which spares it the passes that
+/// test them; the metrics are the same to the bit, and wrong facts are never needed:
+/// the images below cover the integer bins, the table of values (a scaling slope, and
+/// integers too far apart for bins) and the voxel-by-voxel path.
+#[test]
+fn the_step_given_import_facts_equals_the_step_that_tests_them() {
+    let mut checked = 0;
+    for (name, volume, contrast, _) in reference_cases() {
+        let scaled = Volume {
+            data: volume.data.iter().map(|v| v * 0.731 + 12.5).collect(),
+            ..volume.clone()
+        };
+        // Integers spanning more values than the histogram's bins.
+        let (lo, hi) = volume
+            .data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let stretch = (70_000.0 / (hi - lo)).ceil();
+        let wide = Volume {
+            data: volume.data.iter().map(|v| (v * stretch).round()).collect(),
+            ..volume.clone()
+        };
+        let mut float = Volume {
+            data: volume
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + (i % 1_000_003) as f32 * 1e-4)
+                .collect(),
+            ..volume.clone()
+        };
+        let n = float.data.len();
+        float.data[n / 3] = f32::NAN;
+        for (kind, v) in [
+            ("stored", &volume),
+            ("scaled", &scaled),
+            ("wide", &wide),
+            ("float", &float),
+        ] {
+            let summary = cdwqc::imaging::stats::summarise(&v.data).expect("finite values");
+            let integers = v.data.iter().all(|x| x.fract() == 0.0);
+            let known = iqm::Known {
+                finite: summary.nonfinite == 0,
+                integers_within: integers.then_some((summary.min as f32, summary.max as f32)),
+            };
+            if kind == "stored" || kind == "wide" {
+                assert!(
+                    known.finite && known.integers_within.is_some(),
+                    "{name} {kind}"
+                );
+            }
+            match (
+                iqm::compute(v, contrast),
+                iqm::compute_known(v, contrast, known),
+            ) {
+                (Ok(a), Ok(b)) => {
+                    for ((column, x), y) in iqm::COLUMNS.iter().zip(&a.values).zip(&b.values) {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{name} {kind} {column}: {x} {y}");
+                    }
+                    checked += 1;
+                }
+                (a, b) => assert_eq!(a.err(), b.err(), "{name} {kind}"),
+            }
+        }
+    }
+    assert!(checked >= 36, "{checked} images measured both ways");
+}
+
 /// `cdwqc iqm --file` builds the masks at full resolution only when `--masks` asks to
 /// write them; both ways print the same metrics, on files and on every phantom.
 #[test]

@@ -66,10 +66,7 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
     let hi = hi
         .iter()
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    let span = hi - lo;
-    if span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
-        return None;
-    }
+    bins_between(lo, hi)?;
     let integral = if large.iter().any(|&l| l != 0) {
         // Past i32's range the conversion saturates and the test fails (the exact path
         // then applies), except at 2^31 itself, which is an integer anyway.
@@ -79,6 +76,15 @@ fn integer_range(image: &[f32]) -> Option<(f32, usize)> {
     };
     integral.then(|| (lo, (hi - lo) as usize + 1))
 }
+}
+
+/// The number of bins from `lo` to `hi` when there are at most [`MAX_BINS`].
+fn bins_between(lo: f32, hi: f32) -> Option<usize> {
+    let span = hi - lo;
+    if span.is_nan() || span < 0.0 || span >= MAX_BINS as f32 {
+        return None;
+    }
+    Some(span as usize + 1)
 }
 
 /// Bits of an empty slot of [`value_table`]'s hash table: a NaN, which never enters it.
@@ -156,6 +162,18 @@ impl Binning {
     pub(super) fn of(image: &[f32]) -> Option<Self> {
         match integer_range(image) {
             Some((lo, bins)) => Some(Binning::Integer { lo, bins }),
+            None => {
+                let (values, index) = value_table(image)?;
+                Some(Binning::Table { values, index })
+            }
+        }
+    }
+
+    /// [`Binning::of`] an image known to hold integers only, from `lo` to `hi`: the
+    /// same binning without the pass that tests the values.
+    pub(super) fn of_integers(image: &[f32], lo: f32, hi: f32) -> Option<Self> {
+        match bins_between(lo, hi) {
+            Some(bins) => Some(Binning::Integer { lo, bins }),
             None => {
                 let (values, index) = value_table(image)?;
                 Some(Binning::Table { values, index })

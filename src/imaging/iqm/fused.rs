@@ -10,18 +10,24 @@ use super::{
 };
 
 /// The metrics of `image` (finite values, i fastest); the image takes the
-/// masks-then-measure path when its values cannot be binned.
+/// masks-then-measure path when its values cannot be binned. `integers_within`, when
+/// given, holds the smallest and largest value of an image known to hold integers only.
 pub(super) fn metrics(
     image: &[f32],
     dims: [usize; 3],
     voxel: [f64; 3],
     contrast: super::Contrast,
+    integers_within: Option<(f32, f32)>,
 ) -> Result<Iqms, IqmError> {
     let slow = || {
         let masks = super::masks(image, dims, voxel, contrast)?;
         measure(image, voxel, &masks)
     };
-    let Some(binning) = Binning::of(image) else {
+    let binning = match integers_within {
+        Some((lo, hi)) => Binning::of_integers(image, lo, hi),
+        None => Binning::of(image),
+    };
+    let Some(binning) = binning else {
         return slow();
     };
     let plan = Plan::of(image, dims, voxel, contrast)?;
