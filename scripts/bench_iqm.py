@@ -13,8 +13,12 @@
    against the previous code under the same load.
 3. The IQM step's own time per image as import records it (`iqms.seconds`).
 
+   With `--copies N`, the warehouse imported holds N copies of the images (hard links
+   under new subject labels), so that a warehouse-size import's per-image costs are
+   measured without the process start and the store's opening weighing on a few images.
+
 Usage: scripts/bench_iqm.py [--images 6] [--repeats 3] [--keep DIR] [--import-only]
-                            [--baseline BINARY]
+                            [--baseline BINARY] [--copies N]
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def main():
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--import-only", action="store_true", help="skip the comparison with MRIQC's functions")
     parser.add_argument("--baseline", type=Path, help="another cdwqc binary whose import with IQMs is timed too")
+    parser.add_argument("--copies", type=int, default=1, help="import this many copies of the images")
     args = parser.parse_args()
     if not BINARY.exists():
         sys.exit(f"{BINARY} missing: cargo build --release first")
@@ -68,13 +73,30 @@ def main():
             capture_output=True,
         )
     images = sorted(str(p) for p in warehouse.rglob("*.nii.gz") if "derivatives" not in p.parts)
-    print(f"{len(images)} images at 1 mm in {warehouse}")
+    imported = warehouse
+    if args.copies > 1:
+        imported = work / f"copies-{args.copies}"
+        if not imported.exists():
+            for c in range(args.copies):
+                for image in images:
+                    rel = Path(image).relative_to(warehouse)
+                    target = imported / str(rel).replace("sub-", f"sub-c{c}x")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(image, target)
+                    except OSError:
+                        shutil.copy(image, target)
+            shutil.copy(warehouse / "dataset_description.json", imported)
+        images = sorted(str(p) for p in imported.rglob("*.nii.gz"))
+    print(f"{len(images)} images at 1 mm in {imported}")
     print(f"load average before: {os.getloadavg()}")
 
     # 2. Import with and without the IQM step (and with the baseline's IQM step).
     runs = [("with IQMs", str(BINARY), []), ("without", str(BINARY), ["--no-iqm"])]
     if args.baseline:
-        runs.append(("baseline with IQMs", str(args.baseline.resolve()), []))
+        baseline = str(args.baseline.resolve())
+        runs.append(("baseline with IQMs", baseline, []))
+        runs.append(("baseline without", baseline, ["--no-iqm"]))
     times = {name: [] for name, _, _ in runs}
     iqm_seconds = {name: [] for name, _, _ in runs}
     for _ in range(args.repeats):
@@ -83,7 +105,7 @@ def main():
             for suffix in ("", ".wal"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
             subprocess.run([binary, "--db", str(db), "init"], check=True, capture_output=True)
-            times[name].append(timed([binary, "--db", str(db), "import", str(warehouse), "--json", *flag]))
+            times[name].append(timed([binary, "--db", str(db), "import", str(imported), "--json", *flag]))
             if not flag:
                 out = subprocess.run(
                     [binary, "--db", str(db), "sql", "select avg(seconds) from iqms", "--format", "csv"],
@@ -92,15 +114,22 @@ def main():
                 iqm_seconds[name].append(float(out[-1]))
     # Wall time follows the machine's load; CPU time (all cores together) is what the
     # IQM step costs whatever the load.
+    pairs = [("with IQMs", "without"), ("baseline with IQMs", "baseline without")]
     for what, k in (("wall", 0), ("CPU", 1)):
-        b = min(t[k] for t in times["without"])
-        for name in [n for n in times if n != "without"]:
+        for name, bare in [p for p in pairs if p[0] in times]:
             a = min(t[k] for t in times[name])
+            b = min(t[k] for t in times[bare])
             print(
-                f"import {what} time, best of {args.repeats}: {name} {a:.2f} s, without {b:.2f} s "
+                f"import {what} time, best of {args.repeats}: {name} {a:.2f} s, {bare} {b:.2f} s "
                 f"(ratio {a / b:.3f}): the IQM step adds {100 * (a - b) / b:.1f}%, "
-                f"{1000 * (a - b) / len(images):.0f} ms per image"
+                f"{1000 * (a - b) / len(images):.0f} ms per image; "
+                f"{1000 * b / len(images):.0f} ms per image without"
             )
+        if "baseline with IQMs" in times:
+            for name in ("with IQMs", "without"):
+                a = min(t[k] for t in times[name])
+                b = min(t[k] for t in times["baseline " + name])
+                print(f"import {what} time {name}: baseline / this build {b / a:.3f}")
     for name, secs in iqm_seconds.items():
         if secs:
             print(f"IQM step as import records it ({name}): {1000 * min(secs):.0f} ms per image (best of {len(secs)})")
@@ -109,7 +138,8 @@ def main():
     # 1. MRIQC's functions vs cdwqc's IQM step on the same images (a few of them).
     if args.import_only:
         return
-    sample = images[:: max(1, len(images) // 4)][:4]
+    originals = sorted(str(p) for p in warehouse.rglob("*.nii.gz") if "derivatives" not in p.parts)
+    sample = originals[:: max(1, len(originals) // 4)][:4]
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "iqm_reference.py"), "--bench",
          "--repeats", str(args.repeats), "--files", *sample],
