@@ -796,6 +796,8 @@ fn kmeans3(values: &[f32], lo: f32, hi: f32) -> [f64; 3] {
 const SCALP_MM: f32 = 12.0;
 /// MRIQC's z-score for artefactual air voxels.
 const ARTEFACT_Z: f64 = 10.0;
+/// A rotation mask with fewer voxels is dropped.
+const ROTATION_MIN_VOXELS: usize = 500;
 
 /// Images with more voxels than this are segmented on a grid decimated by two along
 /// each axis (block means); the masks come back to full resolution voxel by voxel, and
@@ -1023,6 +1025,26 @@ fn check_tissues(tissue: &[u8]) -> Result<(), IqmError> {
     Ok(())
 }
 
+/// Voxels set in a 0/1 mask.
+fn count_set(mask: &[u8]) -> usize {
+    mask.iter().map(|&m| usize::from(m != 0)).sum()
+}
+
+/// The smallest single-precision value `t` with `f64::from(t) / divisor > bound`
+/// (`divisor` positive and finite), so that for every f32 `v`, `v >= t` exactly when
+/// `f64::from(v) / divisor > bound`: the quotient never decreases as `v` grows.
+fn f32_above_ratio(divisor: f64, bound: f64) -> f32 {
+    let passes = |v: f32| f64::from(v) / divisor > bound;
+    let mut t = (bound * divisor) as f32;
+    while !passes(t) && t < f32::INFINITY {
+        t = t.next_up();
+    }
+    while t > f32::MIN && passes(t.next_down()) {
+        t = t.next_down();
+    }
+    t
+}
+
 /// The smallest single-precision value whose widening is at least `cut`, so that for
 /// every f32 `v`, `v < f32_at_or_above(cut)` exactly when `f64::from(v) < cut`.
 fn f32_at_or_above(cut: f64) -> f32 {
@@ -1099,9 +1121,16 @@ fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentat
     // Rotation mask as MRIQC builds it: non-positive voxels, opened, the two largest
     // pieces, dropped when small.
     let non_positive: Vec<u8> = image.iter().map(|&v| u8::from(v <= 0.0)).collect();
-    let opened = dilate(&erode(&non_positive, grid, true, 1), grid, true, 0);
-    let mut rotation = largest_pieces(&opened, grid, 2);
-    if rotation.iter().filter(|&&r| r != 0).count() < 500 {
+    // The opening and its pieces keep some of these voxels only, so with fewer of them
+    // than a kept mask needs the mask is empty without them (as on most images, which
+    // hold no non-positive voxel on this grid).
+    let mut rotation = if count_set(&non_positive) < ROTATION_MIN_VOXELS {
+        vec![0u8; image.len()]
+    } else {
+        let opened = dilate(&erode(&non_positive, grid, true, 1), grid, true, 0);
+        largest_pieces(&opened, grid, 2)
+    };
+    if count_set(&rotation) < ROTATION_MIN_VOXELS {
         rotation.iter_mut().for_each(|r| *r = 0);
     }
 
@@ -1129,16 +1158,19 @@ fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentat
         let far = largest_finite(&from_head);
         let mut raw = vec![0u8; image.len()];
         if spread > 0.0 {
-            for (idx, r) in raw.iter_mut().enumerate() {
-                if hat[idx] != 0
-                    && f64::from(image[idx]) / spread > ARTEFACT_Z
-                    && from_head[idx] >= 0.1 * far
-                {
-                    *r = 1;
-                }
+            // `v / spread > ARTEFACT_Z` exactly when `v` reaches the threshold, without a
+            // division per voxel.
+            let bright = f32_above_ratio(spread, ARTEFACT_Z);
+            let near = 0.1 * far;
+            let voxels = raw.iter_mut().zip(image).zip(&hat).zip(&from_head);
+            for (((r, &v), &h), &d) in voxels {
+                *r = u8::from(h != 0 && v >= bright && d >= near);
             }
         }
-        artefact = dilate(&erode(&raw, grid, false, 0), grid, false, 0);
+        // The opening of an empty mask is empty.
+        if count_set(&raw) > 0 {
+            artefact = dilate(&erode(&raw, grid, false, 0), grid, false, 0);
+        }
         let zero_air = image
             .iter()
             .zip(&hat)
@@ -2503,6 +2535,46 @@ mod tests {
             let at = f32_at_or_above(cut);
             for v in [-1.0f32, 0.0, 1e-45, 0.1, 1.0, f32::MAX] {
                 assert_eq!(v < at, f64::from(v) < cut, "cut {cut}, value {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_ratio_threshold_compares_as_the_division() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let bounds = [ARTEFACT_Z, 1.0, 0.1, 3.7];
+        for round in 0..3000 {
+            let divisor: f64 = match round % 4 {
+                0 => rng.random_range(1e-3..1e4),
+                1 => rng.random_range(0.0..1.0) * 1e-30,
+                2 => f64::from(rng.random_range(1u32..5000)) / 8.0,
+                _ => rng.random_range(1e30..1e36),
+            };
+            if divisor <= 0.0 {
+                continue;
+            }
+            let bound = bounds[round % bounds.len()];
+            let t = f32_above_ratio(divisor, bound);
+            let near = (bound * divisor) as f32;
+            let random: f32 = rng.random_range(-1e4..1e6);
+            for v in [
+                t.next_down(),
+                t,
+                t.next_up(),
+                near.next_down(),
+                near,
+                near.next_up(),
+                random,
+                0.0,
+                -1.0,
+                f32::MAX,
+            ] {
+                let divided = f64::from(v) / divisor > bound;
+                assert_eq!(
+                    v >= t,
+                    divided,
+                    "divisor {divisor}, bound {bound}, value {v}"
+                );
             }
         }
     }
