@@ -255,8 +255,6 @@ impl Header {
         ]
     }
 
-    /// Intensity scaling as the standard says to apply it: a zero or non-finite slope
-    /// means no scaling.
     /// Whether every decoded intensity is an integer (a whole-valued float): stored as
     /// integers and scaled by one and a whole offset, or not at all.
     pub fn intensities_are_integers(&self) -> bool {
@@ -264,6 +262,8 @@ impl Header {
         self.datatype.is_integer() && slope == 1.0 && inter.fract() == 0.0
     }
 
+    /// Intensity scaling as the standard says to apply it: a zero or non-finite slope
+    /// means no scaling.
     pub fn scaling(&self) -> (f64, f64) {
         if self.scl_slope == 0.0 || !self.scl_slope.is_finite() {
             (1.0, 0.0)

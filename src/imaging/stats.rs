@@ -131,6 +131,12 @@ const MOMENTS_BLOCK: usize = LANES << 24;
 /// one vector register each: widening the extremes would double the work, and
 /// widening is monotonic, so the extremes' values are the same.
 fn moments(data: &[f32]) -> Moments {
+    moments_in_blocks(data, MOMENTS_BLOCK)
+}
+
+/// [`moments`] over blocks of `block` values (a multiple of [`LANES`], so that value `i`
+/// stays in lane `i % LANES` across blocks).
+fn moments_in_blocks(data: &[f32], block: usize) -> Moments {
     let mut total = Moments {
         n: 0,
         sum: 0.0,
@@ -139,7 +145,7 @@ fn moments(data: &[f32]) -> Moments {
         zeros: 0,
     };
     let mut sum = [0.0f64; LANES];
-    for block in data.chunks(MOMENTS_BLOCK) {
+    for block in data.chunks(block) {
         let (n, min, max, zeros) = block_moments(block, &mut sum);
         total.n += n;
         total.min = total.min.min(f64::from(min));
@@ -348,19 +354,21 @@ mod tests {
                         }
                     })
                     .collect();
-                let m = moments(&data);
-                let got = (
-                    m.n,
-                    m.sum.to_bits(),
-                    m.min.to_bits(),
-                    m.max.to_bits(),
-                    m.zeros,
-                );
-                assert_eq!(
-                    got,
-                    reference(&data),
-                    "{len} values, {special_share} special"
-                );
+                // Small blocks too, so that the lanes are seen to carry over blocks.
+                for m in [moments(&data), moments_in_blocks(&data, 2 * LANES)] {
+                    let got = (
+                        m.n,
+                        m.sum.to_bits(),
+                        m.min.to_bits(),
+                        m.max.to_bits(),
+                        m.zeros,
+                    );
+                    assert_eq!(
+                        got,
+                        reference(&data),
+                        "{len} values, {special_share} special"
+                    );
+                }
             }
         }
     }
