@@ -1122,8 +1122,7 @@ fn segment(image: &[f32], dims: [usize; 3], voxel: [f64; 3]) -> Result<Segmentat
     // pieces, dropped when small.
     let non_positive: Vec<u8> = image.iter().map(|&v| u8::from(v <= 0.0)).collect();
     // The opening and its pieces keep some of these voxels only, so with fewer of them
-    // than a kept mask needs the mask is empty without them (as on most images, which
-    // hold no non-positive voxel on this grid).
+    // than a kept mask needs, the mask is empty without building it.
     let mut rotation = if count_set(&non_positive) < ROTATION_MIN_VOXELS {
         vec![0u8; image.len()]
     } else {
