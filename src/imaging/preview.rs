@@ -181,22 +181,14 @@ pub fn slice(
             pixels: vec![0],
         };
     }
-    let view = RasView::from_affine(affine);
-    let ras_dims = view.dims(dims);
-    let ras_size = view.source_axis.map(|a| {
-        let s = voxel_size[a];
-        if s > 0.0 && s.is_finite() { s } else { 1.0 }
-    });
-    let (h_axis, v_axis, s_axis) = plane.axes();
-    let depth = ras_dims[s_axis];
-    let at = index.unwrap_or(depth / 2).min(depth.saturating_sub(1));
-    let extent_h = ras_dims[h_axis] as f64 * ras_size[h_axis];
-    let extent_v = ras_dims[v_axis] as f64 * ras_size[v_axis];
-    let pixel_mm = ras_size[h_axis]
-        .min(ras_size[v_axis])
-        .max(extent_h.max(extent_v) / MAX_PREVIEW_SIDE as f64);
-    let width = ((extent_h / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
-    let height = ((extent_v / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
+    let Layout {
+        view,
+        ras_dims,
+        axes: (h_axis, v_axis, s_axis),
+        at,
+        width,
+        height,
+    } = Layout::of(dims, affine, voxel_size, plane, index);
     let (lo, hi) = window;
     let scale = 255.0 / (hi - lo).max(f32::EPSILON);
     // The flat index of a voxel is a sum of one term per RAS axis, so each column and
@@ -248,6 +240,52 @@ pub fn slice(
     }
 }
 
+/// Where a slice's picture comes from and its size: square pixels in millimetres, the
+/// longer side at most [`MAX_PREVIEW_SIDE`].
+struct Layout {
+    view: RasView,
+    ras_dims: [usize; 3],
+    /// The horizontal, vertical and slicing RAS axes.
+    axes: (usize, usize, usize),
+    /// The slice's index along the slicing axis.
+    at: usize,
+    width: usize,
+    height: usize,
+}
+
+impl Layout {
+    fn of(
+        dims: [usize; 3],
+        affine: &Affine,
+        voxel_size: [f64; 3],
+        plane: Plane,
+        index: Option<usize>,
+    ) -> Self {
+        let view = RasView::from_affine(affine);
+        let ras_dims = view.dims(dims);
+        let ras_size = view.source_axis.map(|a| {
+            let s = voxel_size[a];
+            if s > 0.0 && s.is_finite() { s } else { 1.0 }
+        });
+        let (h_axis, v_axis, s_axis) = plane.axes();
+        let depth = ras_dims[s_axis];
+        let at = index.unwrap_or(depth / 2).min(depth.saturating_sub(1));
+        let extent_h = ras_dims[h_axis] as f64 * ras_size[h_axis];
+        let extent_v = ras_dims[v_axis] as f64 * ras_size[v_axis];
+        let pixel_mm = ras_size[h_axis]
+            .min(ras_size[v_axis])
+            .max(extent_h.max(extent_v) / MAX_PREVIEW_SIDE as f64);
+        Self {
+            view,
+            ras_dims,
+            axes: (h_axis, v_axis, s_axis),
+            at,
+            width: ((extent_h / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE),
+            height: ((extent_v / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE),
+        }
+    }
+}
+
 /// One axis of bilinear interpolation at a picture column or row: the flat-index terms
 /// of the voxels below and above the position, and the weight of the one above.
 struct Tap {
@@ -283,7 +321,8 @@ fn round_to_byte(x: f32) -> u8 {
 mod tests {
     use super::*;
 
-    /// The previous form of [`slice`]: every sample through `RasView::source_index`.
+    /// The previous form of [`slice`]'s sampling (on the same [`Layout`]): every sample
+    /// through `RasView::source_index`.
     fn slice_by_samples(
         dims: [usize; 3],
         data: &[f32],
@@ -293,22 +332,14 @@ mod tests {
         index: Option<usize>,
         window: (f32, f32),
     ) -> Gray8 {
-        let view = RasView::from_affine(affine);
-        let ras_dims = view.dims(dims);
-        let ras_size = view.source_axis.map(|a| {
-            let s = voxel_size[a];
-            if s > 0.0 && s.is_finite() { s } else { 1.0 }
-        });
-        let (h_axis, v_axis, s_axis) = plane.axes();
-        let depth = ras_dims[s_axis];
-        let at = index.unwrap_or(depth / 2).min(depth.saturating_sub(1));
-        let extent_h = ras_dims[h_axis] as f64 * ras_size[h_axis];
-        let extent_v = ras_dims[v_axis] as f64 * ras_size[v_axis];
-        let pixel_mm = ras_size[h_axis]
-            .min(ras_size[v_axis])
-            .max(extent_h.max(extent_v) / MAX_PREVIEW_SIDE as f64);
-        let width = ((extent_h / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
-        let height = ((extent_v / pixel_mm).round() as usize).clamp(1, MAX_PREVIEW_SIDE);
+        let Layout {
+            view,
+            ras_dims,
+            axes: (h_axis, v_axis, s_axis),
+            at,
+            width,
+            height,
+        } = Layout::of(dims, affine, voxel_size, plane, index);
         let (lo, hi) = window;
         let scale = 255.0 / (hi - lo).max(f32::EPSILON);
         let sample = |h: usize, v: usize| -> f32 {

@@ -232,6 +232,17 @@ pub fn percentile_in_place(values: &mut [f32], q: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Uniform draws in [0, 1) from a seeded linear congruential generator.
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
     #[test]
     fn ignores_nan_and_infinity() {
         let s = summarise(&[f32::NAN, 1.0, 2.0, 3.0, f32::INFINITY]).expect("finite values");
@@ -258,13 +269,7 @@ mod tests {
             let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             (mean, var.sqrt(), min, max, p)
         };
-        let mut state = 7u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(7);
         for len in [1usize, 7, 8, 9, 63, 1000, 3_000_001] {
             for integers in [true, false] {
                 let mut data: Vec<f32> = (0..len)
@@ -326,13 +331,7 @@ mod tests {
                 zeros.iter().sum::<u64>(),
             )
         };
-        let mut state = 11u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(11);
         let specials = [
             f32::NAN,
             f32::INFINITY,

@@ -88,6 +88,33 @@ fn every_metric_equals_mriqc_on_real_and_synthetic_images() {
     assert!(compared >= cases.len() * 60, "{compared} values compared");
 }
 
+/// `volume` stored with a scaling slope: values that are not integers but few enough
+/// for the table of values.
+fn scaled_by_a_slope(volume: &Volume) -> Volume {
+    Volume {
+        data: volume.data.iter().map(|v| v * 0.731 + 12.5).collect(),
+        ..volume.clone()
+    }
+}
+
+/// A float image of a million distinct values (a resampled export, say), with a NaN and
+/// an infinity that the metrics read as 0.
+fn floats_with_non_finite(volume: &Volume) -> Volume {
+    let mut float = Volume {
+        data: volume
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + (i % 1_000_003) as f32 * 1e-4)
+            .collect(),
+        ..volume.clone()
+    };
+    let n = float.data.len();
+    float.data[n / 3] = f32::NAN;
+    float.data[n / 2] = f32::INFINITY;
+    float
+}
+
 /// Import's IQM step reads the masks from the segmentation grid as it counts and never
 /// keeps them at full resolution; `cdwqc iqm --file` builds every mask and measures
 /// them. Both must give the same bits on every kind of image: integers (one histogram
@@ -97,24 +124,8 @@ fn every_metric_equals_mriqc_on_real_and_synthetic_images() {
 fn import_step_equals_masks_then_measure_bit_for_bit() {
     let mut checked = 0;
     for (name, volume, contrast, _) in reference_cases() {
-        let scaled = Volume {
-            data: volume.data.iter().map(|v| v * 0.731 + 12.5).collect(),
-            ..volume.clone()
-        };
-        // A float image of a million distinct values (a resampled export, say), with a
-        // NaN and an infinity that the metrics read as 0.
-        let mut float = Volume {
-            data: volume
-                .data
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v + (i % 1_000_003) as f32 * 1e-4)
-                .collect(),
-            ..volume.clone()
-        };
-        let n = float.data.len();
-        float.data[n / 3] = f32::NAN;
-        float.data[n / 2] = f32::INFINITY;
+        let scaled = scaled_by_a_slope(&volume);
+        let float = floats_with_non_finite(&volume);
         for (kind, v) in [("stored", &volume), ("scaled", &scaled), ("float", &float)] {
             let image = iqm::sanitised(&v.data);
             let separate = iqm::masks(&image, v.dims, v.voxel_size, contrast)
@@ -148,10 +159,7 @@ fn import_step_equals_masks_then_measure_bit_for_bit() {
 fn the_step_given_import_facts_equals_the_step_that_tests_them() {
     let mut checked = 0;
     for (name, volume, contrast, _) in reference_cases() {
-        let scaled = Volume {
-            data: volume.data.iter().map(|v| v * 0.731 + 12.5).collect(),
-            ..volume.clone()
-        };
+        let scaled = scaled_by_a_slope(&volume);
         // Integers spanning more values than the histogram's bins.
         let (lo, hi) = volume
             .data
@@ -165,17 +173,7 @@ fn the_step_given_import_facts_equals_the_step_that_tests_them() {
             data: volume.data.iter().map(|v| (v * stretch).round()).collect(),
             ..volume.clone()
         };
-        let mut float = Volume {
-            data: volume
-                .data
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v + (i % 1_000_003) as f32 * 1e-4)
-                .collect(),
-            ..volume.clone()
-        };
-        let n = float.data.len();
-        float.data[n / 3] = f32::NAN;
+        let float = floats_with_non_finite(&volume);
         // Integers past 2^31 (an int32 or int64 image with a large offset): the step's
         // own test turns them away to the table of values, the facts bin them as
         // integers, and the metrics agree.
