@@ -223,6 +223,21 @@ pub struct Known {
     pub finite: bool,
     /// Every value is an integer, and these are the smallest and the largest.
     pub integers_within: Option<(f32, f32)>,
+    /// Every value is a stored integer scaled as a header says, and these are the
+    /// scaling and the extremes.
+    pub scaled_integers: Option<ScaledIntegers>,
+}
+
+/// Values that are stored integers scaled by a header's slope and offset, as
+/// [`crate::imaging::nifti::scale_intensity`] scales them (a fractional slope, as many
+/// scanners write): the metrics then bin each voxel by its stored integer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScaledIntegers {
+    pub slope: f64,
+    pub inter: f64,
+    /// The smallest and the largest value.
+    pub lo: f32,
+    pub hi: f32,
 }
 
 /// [`compute`] given facts the caller has established; the values are the same.
@@ -232,10 +247,18 @@ pub fn compute_known(volume: &Volume, contrast: Contrast, known: Known) -> Resul
     } else {
         sanitised(&volume.data)
     };
-    // Sanitised values are finite, so the range of integers stands only when the
+    // Sanitised values are finite, so the facts on the values stand only when the
     // values were already finite.
-    let integers = known.integers_within.filter(|_| known.finite);
-    fused::metrics(&image, volume.dims, volume.voxel_size, contrast, integers)
+    let binning = if known.finite {
+        match (known.integers_within, known.scaled_integers) {
+            (Some((lo, hi)), _) => fused::Facts::Integers { lo, hi },
+            (None, Some(scaled)) => fused::Facts::Scaled(scaled),
+            (None, None) => fused::Facts::None,
+        }
+    } else {
+        fused::Facts::None
+    };
+    fused::metrics(&image, volume.dims, volume.voxel_size, contrast, binning)
 }
 
 // ---------------------------------------------------------------------------------

@@ -262,6 +262,12 @@ impl Header {
         self.datatype.is_integer() && slope == 1.0 && inter.fract() == 0.0
     }
 
+    /// The scaling of stored integers whose scaled values are not all integers (a
+    /// fractional slope or offset): `(slope, inter)`, applied by [`scale_intensity`].
+    pub fn integer_scaling(&self) -> Option<(f64, f64)> {
+        (self.datatype.is_integer() && !self.intensities_are_integers()).then(|| self.scaling())
+    }
+
     /// Intensity scaling as the standard says to apply it: a zero or non-finite slope
     /// means no scaling.
     pub fn scaling(&self) -> (f64, f64) {
@@ -907,10 +913,17 @@ fn decode_stream<R: Read>(
     let (slope, inter) = header.scaling();
     if slope != 1.0 || inter != 0.0 {
         for v in &mut data {
-            *v = (f64::from(*v) * slope + inter) as f32;
+            *v = scale_intensity(*v, slope, inter);
         }
     }
     Ok(Decoded { header, data })
+}
+
+/// A stored value (converted to single precision) as the header's scaling makes it, in
+/// the decoder's arithmetic: what the quality metrics invert to bin scaled integers.
+#[inline(always)]
+pub fn scale_intensity(stored: f32, slope: f64, inter: f64) -> f32 {
+    (f64::from(stored) * slope + inter) as f32
 }
 
 fn convert_into(raw: &[u8], datatype: Datatype, little: bool, out: &mut Vec<f32>) {

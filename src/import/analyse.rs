@@ -420,6 +420,14 @@ fn describe_decoded(
         integers_within: summary
             .filter(|_| h.intensities_are_integers())
             .map(|s| (s.min as f32, s.max as f32)),
+        scaled_integers: summary.zip(h.integer_scaling()).map(|(s, (slope, inter))| {
+            iqm::ScaledIntegers {
+                slope,
+                inter,
+                lo: s.min as f32,
+                hi: s.max as f32,
+            }
+        }),
     };
     row.intensity = summary;
     match sidecar::read(path) {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use cdwqc::imaging::iqm::{self, COLUMNS, Contrast};
-use cdwqc::imaging::{Volume, load_volume};
+use cdwqc::imaging::{Volume, load_volume, nifti};
 use cdwqc::synth::nifti_writer::{NiftiImage, StoredType, write_nifti_gz};
 use serde_json::Value;
 
@@ -157,7 +157,7 @@ fn import_step_equals_masks_then_measure_bit_for_bit() {
 /// integers too far apart for bins) and the voxel-by-voxel path.
 #[test]
 fn the_step_given_import_facts_equals_the_step_that_tests_them() {
-    let mut checked = 0;
+    let (mut checked, mut header_checked) = (0, 0);
     for (name, volume, contrast, _) in reference_cases() {
         let scaled = scaled_by_a_slope(&volume);
         // Integers spanning more values than the histogram's bins.
@@ -181,24 +181,56 @@ fn the_step_given_import_facts_equals_the_step_that_tests_them() {
             data: volume.data.iter().map(|v| v.round() + 3.0e9).collect(),
             ..volume.clone()
         };
-        for (kind, v) in [
-            ("stored", &volume),
-            ("scaled", &scaled),
-            ("wide", &wide),
-            ("float", &float),
-            ("huge", &huge),
+        // Stored integers scaled as a header says (a fractional slope, upwards and
+        // downwards): the facts bin them by their stored integer.
+        let stored_integers = volume.data.iter().all(|x| x.fract() == 0.0);
+        let by_header = |slope: f64, inter: f64| Volume {
+            data: volume
+                .data
+                .iter()
+                .map(|&v| nifti::scale_intensity(v, slope, inter))
+                .collect(),
+            ..volume.clone()
+        };
+        let header_scalings = [(0.731, 12.5), (-2.25, 1000.3)];
+        let header_scaled = header_scalings.map(|(slope, inter)| by_header(slope, inter));
+        for (kind, v, scaling) in [
+            ("stored", &volume, None),
+            ("scaled", &scaled, None),
+            ("wide", &wide, None),
+            ("float", &float, None),
+            ("huge", &huge, None),
+            ("header-scaled", &header_scaled[0], Some(header_scalings[0])),
+            (
+                "header-scaled down",
+                &header_scaled[1],
+                Some(header_scalings[1]),
+            ),
         ] {
+            if scaling.is_some() && !stored_integers {
+                continue;
+            }
             let summary = cdwqc::imaging::stats::summarise(&v.data).expect("finite values");
             let integers = v.data.iter().all(|x| x.fract() == 0.0);
             let known = iqm::Known {
                 finite: summary.nonfinite == 0,
                 integers_within: integers.then_some((summary.min as f32, summary.max as f32)),
+                scaled_integers: scaling.map(|(slope, inter)| iqm::ScaledIntegers {
+                    slope,
+                    inter,
+                    lo: summary.min as f32,
+                    hi: summary.max as f32,
+                }),
             };
             if kind == "stored" || kind == "wide" || kind == "huge" {
                 assert!(
                     known.finite && known.integers_within.is_some(),
                     "{name} {kind}"
                 );
+            }
+            if scaling.is_some() {
+                assert!(known.finite && !integers, "{name} {kind}");
+                header_checked += 1;
             }
             match (
                 iqm::compute(v, contrast),
@@ -217,6 +249,10 @@ fn the_step_given_import_facts_equals_the_step_that_tests_them() {
     // The MNI template (values 0 to 255) keeps one or two values past 2^31, where floats
     // are 256 apart, and finds no grey matter either way.
     assert!(checked >= 44, "{checked} images measured both ways");
+    assert!(
+        header_checked >= 4,
+        "{header_checked} images scaled by a header"
+    );
 }
 
 /// `cdwqc iqm --file` builds the masks at full resolution only when `--masks` asks to

@@ -7,10 +7,12 @@
 //! MRIQC's; sums become sums of `count * term` (within a few units in the last place
 //! of the voxel-by-voxel sums; the means of rounded values are exact either way).
 
+use super::ScaledIntegers;
 use super::{
     GAUSSIAN_3_4, IqmError, Masks, Statistics, Summary, f32_key, kurtosis_of_moments, lerp,
     percentile_ranks, round4, sum_exact, widen,
 };
+use crate::imaging::nifti::scale_intensity;
 use crate::imaging::simd::with_avx2;
 
 /// Histograms larger than this (in bins) are not worth it: the exact path is used.
@@ -150,6 +152,146 @@ pub(super) fn value_table(image: &[f32]) -> Option<(Vec<f32>, Vec<u16>)> {
     Some((sorted, index))
 }
 
+/// Every voxel's bin when the image's values are stored integers scaled as the header
+/// says ([`scale_intensity`]), from `lo` to `hi`: the value of every stored integer
+/// between them, ascending, and each voxel's entry found by inverting the scaling, two
+/// operations per voxel instead of [`value_table`]'s hash lookup. The bins of stored
+/// integers absent from the image stay empty, as [`Binning::Integer`]'s do.
+///
+/// `None` (and the caller falls back on the values themselves) when the inversion could
+/// round to the wrong integer: it is exact when single precision's rounding of the
+/// largest value, half a unit in the last place, is at most a quarter of the slope, so
+/// that every value lies within a quarter of a bin of its stored integer. Given that,
+/// the caller's word that the values are such stored integers is taken without
+/// comparing each value with its bin's, as [`Binning::of_integers`] takes its word;
+/// only a bin outside the table is refused.
+pub(super) fn scaled_table(image: &[f32], scaled: ScaledIntegers) -> Option<(Vec<f32>, Vec<u16>)> {
+    let ScaledIntegers {
+        slope,
+        inter,
+        lo,
+        hi,
+    } = scaled;
+    let finite = slope.is_finite() && inter.is_finite() && lo.is_finite() && hi.is_finite();
+    if !(finite && slope != 0.0 && lo <= hi) {
+        return None;
+    }
+    let largest = lo.abs().max(hi.abs());
+    let ulp = f32::from_bits(largest.to_bits() + 1) - largest;
+    if f64::from(ulp) * 2.0 > slope.abs() {
+        return None;
+    }
+    let stored_of = |v: f32| ((f64::from(v) - inter) / slope).round();
+    let (first, last) = if slope > 0.0 {
+        (stored_of(lo), stored_of(hi))
+    } else {
+        (stored_of(hi), stored_of(lo))
+    };
+    // Stored integers convert to single precision exactly below 2^24.
+    const EXACT: f64 = 16_777_216.0;
+    if !(first.abs() < EXACT && last.abs() < EXACT && last - first < MAX_BINS as f64) {
+        return None;
+    }
+    let (first, last) = (first as i32, last as i32);
+    let mut values: Vec<f32> = (first..=last)
+        .map(|k| scale_intensity(k as f32, slope, inter))
+        .collect();
+    if slope < 0.0 {
+        values.reverse();
+    }
+    let ascending = values.windows(2).all(|w| w[0] < w[1]);
+    if !ascending || values.first() != Some(&lo) || values.last() != Some(&hi) {
+        return None;
+    }
+    // A voxel's bin is its stored integer counted from the first bin's, plus a half so
+    // that rounding down rounds to the nearest: within a quarter of an integer, it lands
+    // within a quarter of the middle of one.
+    let (scale, offset) = if slope > 0.0 {
+        (1.0 / slope, 0.5 - (inter / slope + f64::from(first)))
+    } else {
+        (-1.0 / slope, 0.5 + inter / slope + f64::from(last))
+    };
+    scaled_index(image, scale, offset, values.len()).map(|index| (values, index))
+}
+
+/// Each value's bin, `value * scale + offset` rounded down; `None` when one falls
+/// outside `0..bins`. The caller's word that the values are the table's is otherwise trusted,
+/// as with integers, but a wrong word must not index past the counters.
+fn scaled_index(image: &[f32], scale: f64, offset: f64, bins: usize) -> Option<Vec<u16>> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::imaging::simd::avx2() {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        return unsafe { avx2::scaled_index(image, scale, offset, bins) };
+    }
+    let mut inside = true;
+    let index = image
+        .iter()
+        .map(|&v| {
+            let b = (f64::from(v) * scale + offset).floor();
+            inside &= b >= 0.0 && b < bins as f64;
+            b as u16
+        })
+        .collect();
+    inside.then_some(index)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::scaled_index`] eight voxels at a time in double precision, the range
+    /// test folded into the same pass.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn scaled_index(
+        image: &[f32],
+        scale: f64,
+        offset: f64,
+        bins: usize,
+    ) -> Option<Vec<u16>> {
+        // Bins number at most 65,536, so an i32 holds every bin and the limit.
+        let limit = i32::try_from(bins).ok()?;
+        let mut index = Vec::with_capacity(image.len());
+        let (scale_x4, offset_x4) = (_mm256_set1_pd(scale), _mm256_set1_pd(offset));
+        let (below, last) = (_mm_set1_epi32(0), _mm_set1_epi32(limit - 1));
+        let mut outside = _mm_setzero_si128();
+        let chunks = image.chunks_exact(8);
+        let rest = chunks.remainder();
+        for eight in chunks {
+            // SAFETY: `eight` holds eight floats.
+            let v = unsafe { _mm256_loadu_ps(eight.as_ptr()) };
+            let bin = |half: __m128| {
+                let x = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtps_pd(half), scale_x4), offset_x4);
+                // Rounded down, so that values below the first bin (a wrong word) come
+                // out negative rather than truncated to 0.
+                _mm256_cvttpd_epi32(_mm256_floor_pd(x))
+            };
+            let (lo, hi) = (
+                bin(_mm256_castps256_ps128(v)),
+                bin(_mm256_extractf128_ps::<1>(v)),
+            );
+            // Out of range: below 0 or at least `bins` (a NaN or overflow converts to
+            // i32::MIN, which is below 0).
+            for b in [lo, hi] {
+                let out_of_range =
+                    _mm_or_si128(_mm_cmpgt_epi32(below, b), _mm_cmpgt_epi32(b, last));
+                outside = _mm_or_si128(outside, out_of_range);
+            }
+            // Bins below 65,536 pack as unsigned 16-bit values.
+            let mut out = [0u16; 8];
+            // SAFETY: `out` holds eight 16-bit values.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_packus_epi32(lo, hi)) };
+            index.extend_from_slice(&out);
+        }
+        let mut inside = _mm_testz_si128(outside, outside) == 1;
+        for &v in rest {
+            let x = (f64::from(v) * scale + offset).floor();
+            inside &= x >= 0.0 && x < f64::from(limit);
+            index.push(x as u16);
+        }
+        inside.then_some(index)
+    }
+}
+
 /// How voxels map to histogram bins, the bins numbered in ascending order of value.
 pub(super) enum Binning {
     /// Integers from `lo`: a voxel's bin is its value minus `lo`.
@@ -178,6 +320,15 @@ impl Binning {
                 let (values, index) = value_table(image)?;
                 Some(Binning::Table { values, index })
             }
+        }
+    }
+
+    /// [`Binning::of`] an image known to hold stored integers scaled by the header:
+    /// the table of every stored integer's value, without hashing the voxels.
+    pub(super) fn of_scaled(image: &[f32], scaled: ScaledIntegers) -> Option<Self> {
+        match scaled_table(image, scaled) {
+            Some((values, index)) => Some(Binning::Table { values, index }),
+            None => Self::of(image),
         }
     }
 
@@ -678,5 +829,167 @@ mod tests {
                 "{image:?}"
             );
         }
+    }
+
+    /// Stored integers scaled as a header says, with the facts import would hand over.
+    fn scaled_image(stored: &[i32], slope: f64, inter: f64) -> (Vec<f32>, ScaledIntegers) {
+        let image: Vec<f32> = stored
+            .iter()
+            .map(|&k| scale_intensity(k as f32, slope, inter))
+            .collect();
+        let lo = image.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let facts = ScaledIntegers {
+            slope,
+            inter,
+            lo,
+            hi,
+        };
+        (image, facts)
+    }
+
+    #[test]
+    fn the_table_of_scaled_integers_bins_every_voxel_as_the_table_of_values_does() {
+        // Stored integers over a 16-bit range, out of order, some absent, odd lengths.
+        let spans: [&[i32]; 4] = [
+            &[-32768, 32767, 0, 1, -1, 5, 5, 5, 300, -32767, 12, 7, 7],
+            &[0, 4095, 17, 17, 2048, 9, 1, 4094],
+            &[65535, 0, 40000, 3, 3],
+            &[1_000_000, 1_065_535, 1_000_001, 1_030_000, 1_000_000],
+        ];
+        let scalings = [
+            (0.731, 12.5),
+            (3.801_887_035_369_873, 0.0),
+            (-2.25, 1000.3),
+            (1.0, 0.5),
+            (0.001_220_703_125, -40.0),
+            (1.0e-3, 0.0),
+            (-7.5e3, 1.0e9),
+            (123.456, -4.0e6),
+        ];
+        let mut tabled = 0;
+        for stored in spans {
+            // Long enough for the vector loops, with runs.
+            let stored: Vec<i32> = stored
+                .iter()
+                .cycle()
+                .take(stored.len() * 13)
+                .copied()
+                .collect();
+            for (slope, inter) in scalings {
+                let (image, facts) = scaled_image(&stored, slope, inter);
+                let Some((values, index)) = scaled_table(&image, facts) else {
+                    // Refused only where the inversion could round to the wrong integer.
+                    let largest = facts.lo.abs().max(facts.hi.abs());
+                    let ulp = f32::from_bits(largest.to_bits() + 1) - largest;
+                    assert!(
+                        f64::from(ulp) * 2.0 > slope.abs()
+                            || stored.iter().max().unwrap_or(&0)
+                                - stored.iter().min().unwrap_or(&0)
+                                >= MAX_BINS as i32,
+                        "{slope} {inter}"
+                    );
+                    continue;
+                };
+                tabled += 1;
+                assert!(values.windows(2).all(|w| w[0] < w[1]), "{slope} {inter}");
+                for (v, &b) in image.iter().zip(&index) {
+                    assert_eq!(
+                        values[usize::from(b)].to_bits(),
+                        v.to_bits(),
+                        "{slope} {inter}"
+                    );
+                }
+                // The same order statistics as the table of distinct values: the same
+                // values at the same ranks.
+                let (distinct, by_value) = value_table(&image).expect("at most 65,536 values");
+                let mut rank = vec![0usize; values.len()];
+                let mut present: Vec<usize> = index.iter().map(|&b| usize::from(b)).collect();
+                present.sort_unstable();
+                present.dedup();
+                for (r, &b) in present.iter().enumerate() {
+                    rank[b] = r;
+                }
+                for (&b, &d) in index.iter().zip(&by_value) {
+                    assert_eq!(rank[usize::from(b)], usize::from(d));
+                    assert_eq!(
+                        values[usize::from(b)].to_bits(),
+                        distinct[usize::from(d)].to_bits()
+                    );
+                }
+            }
+        }
+        assert!(tabled >= 20, "{tabled} images tabled");
+    }
+
+    #[test]
+    fn scaled_integers_too_close_for_single_precision_are_refused() {
+        // Values from 16,384 lie 2^-9 apart in single precision: a slope of 2^-8 keeps
+        // a quarter of a bin's margin, a slope of 2^-9 none.
+        let from = |first: i32| (0..4096).map(|k| first + k).collect::<Vec<i32>>();
+        let (image, facts) = scaled_image(&from(1 << 22), 2f64.powi(-8), 0.0);
+        assert!(scaled_table(&image, facts).is_some());
+        let (image, facts) = scaled_image(&from(1 << 23), 2f64.powi(-9), 0.0);
+        assert!(scaled_table(&image, facts).is_none());
+        // Slopes that are no scaling, and facts that do not hold.
+        for slope in [0.0, f64::NAN, f64::INFINITY] {
+            let (image, mut facts) = scaled_image(&[1, 2, 3], 2.0, 0.5);
+            facts.slope = slope;
+            assert!(scaled_table(&image, facts).is_none(), "{slope}");
+        }
+        let (image, mut facts) = scaled_image(&[1, 2, 3], 2.0, 0.5);
+        facts.hi = 7.0;
+        assert!(
+            scaled_table(&image, facts).is_none(),
+            "an extreme that is no value"
+        );
+        // Values past the largest fall outside the table (the word that they are the
+        // table's is otherwise the caller's, as with integers).
+        facts.hi = 2.5;
+        facts.lo = 2.5;
+        assert!(
+            scaled_table(&image, facts).is_none(),
+            "values past the largest"
+        );
+    }
+
+    #[test]
+    fn scaled_bins_are_refused_when_a_value_falls_outside_the_table() {
+        let reference = |image: &[f32], bins: usize| -> Option<Vec<u16>> {
+            let floors: Vec<f64> = image
+                .iter()
+                .map(|&v| (f64::from(v) * 0.5 + 0.5).floor())
+                .collect();
+            floors
+                .iter()
+                .all(|&b| b >= 0.0 && b < bins as f64)
+                .then(|| floors.iter().map(|&b| b as u16).collect())
+        };
+        let inside: Vec<f32> = (0..37).map(|i| (i % 20) as f32 * 2.0).collect();
+        // -1 falls in the first bin (38 is the last bin's); the others fall outside.
+        let mut refused = 0;
+        for odd in [
+            -1.0,
+            -2.5,
+            40.0,
+            39.0,
+            1.0e12,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ] {
+            for at in [0, 7, 8, 31, 36] {
+                let mut image = inside.clone();
+                image[at] = odd;
+                for len in [at + 1, 37] {
+                    let got = scaled_index(&image[..len], 0.5, 0.5, 20);
+                    assert_eq!(got, reference(&image[..len], 20), "{odd} at {at} of {len}");
+                    refused += usize::from(got.is_none());
+                }
+            }
+        }
+        assert_eq!(refused, 7 * 5 * 2);
+        assert_eq!(scaled_index(&inside, 0.5, 0.5, 20), reference(&inside, 20));
+        assert!(scaled_index(&inside, 0.5, 0.5, 20).is_some());
     }
 }

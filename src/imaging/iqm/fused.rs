@@ -5,27 +5,39 @@
 
 use super::binned::{self, Binning, ClassCounts};
 use super::{
-    Grid, IqmError, Iqms, Plan, check_tissues, each_bias, f32_key, fwhm_classic, measure,
-    metrics_of, white_matter_core,
+    Grid, IqmError, Iqms, Plan, ScaledIntegers, check_tissues, each_bias, f32_key, fwhm_classic,
+    measure, metrics_of, white_matter_core,
 };
 
+/// What the caller knows of an image's values, which spares finding out how to bin them.
+pub(super) enum Facts {
+    None,
+    /// Integers only, from `lo` to `hi`.
+    Integers {
+        lo: f32,
+        hi: f32,
+    },
+    /// Stored integers scaled by a header.
+    Scaled(ScaledIntegers),
+}
+
 /// The metrics of `image` (finite values, i fastest); the image takes the
-/// masks-then-measure path when its values cannot be binned. `integers_within`, when
-/// given, holds the smallest and largest value of an image known to hold integers only.
+/// masks-then-measure path when its values cannot be binned.
 pub(super) fn metrics(
     image: &[f32],
     dims: [usize; 3],
     voxel: [f64; 3],
     contrast: super::Contrast,
-    integers_within: Option<(f32, f32)>,
+    facts: Facts,
 ) -> Result<Iqms, IqmError> {
     let slow = || {
         let masks = super::masks(image, dims, voxel, contrast)?;
         measure(image, voxel, &masks)
     };
-    let binning = match integers_within {
-        Some((lo, hi)) => Binning::of_integers(image, lo, hi),
-        None => Binning::of(image),
+    let binning = match facts {
+        Facts::Integers { lo, hi } => Binning::of_integers(image, lo, hi),
+        Facts::Scaled(scaled) => Binning::of_scaled(image, scaled),
+        Facts::None => Binning::of(image),
     };
     let Some(binning) = binning else {
         return slow();
