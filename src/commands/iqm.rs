@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::imaging::iqm::{self, COLUMNS, Contrast, IQM_VERSION, MRIQC_ONLY_COLUMNS, Masks};
-use crate::imaging::{Volume, bids, load_volume};
+use crate::imaging::{Volume, bids, load_volume, nifti, stats};
 use crate::import::analyse::iqm_row;
 use crate::store::iqms::{IqmRow, PendingIqm};
 use crate::store::{Access, Store};
@@ -285,8 +285,15 @@ fn measure_store(db: &Path, force: bool) -> anyhow::Result<ExitCode> {
 /// (or changed since import) gets a row that says so rather than stopping the run.
 fn measure_stored(image: &PendingIqm) -> IqmRow {
     let contrast = Contrast::from_suffix(image.suffix.as_deref());
-    let outcome = std::panic::catch_unwind(|| match load_volume(Path::new(&image.path)) {
-        Ok(volume) => iqm_row(&volume, image.suffix.as_deref(), iqm::Known::default()),
+    let outcome = std::panic::catch_unwind(|| match nifti::decode_file(Path::new(&image.path)) {
+        Ok(decoded) => {
+            // One pass for what the header and the values establish spares the step
+            // its own tests of the values, as at import.
+            let (nonfinite, range) = stats::finite_range(&decoded.data);
+            let known = iqm::Known::of_header(&decoded.header, nonfinite, range);
+            let volume = Volume::from_decoded(decoded);
+            iqm_row(&volume, image.suffix.as_deref(), known)
+        }
         Err(e) => IqmRow {
             contrast: contrast.name().to_string(),
             values: None,

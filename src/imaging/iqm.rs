@@ -5,7 +5,7 @@
 use crate::imaging::simd::with_avx2;
 use serde::Serialize;
 
-use super::Volume;
+use super::{Volume, nifti};
 
 mod binned;
 mod fused;
@@ -226,6 +226,27 @@ pub struct Known {
     /// Every value is a stored integer scaled as a header says, and these are the
     /// scaling and the extremes.
     pub scaled_integers: Option<ScaledIntegers>,
+}
+
+impl Known {
+    /// What a volume's header and its values' count of non-finite voxels and finite
+    /// extremes (`None` when there is no finite value) establish: import has both from
+    /// the intensity summary, `cdwqc iqm` from [`crate::imaging::stats::finite_range`].
+    pub fn of_header(header: &nifti::Header, nonfinite: u64, range: Option<(f64, f64)>) -> Self {
+        let extremes = range.map(|(lo, hi)| (lo as f32, hi as f32));
+        Self {
+            finite: nonfinite == 0 && range.is_some(),
+            integers_within: extremes.filter(|_| header.intensities_are_integers()),
+            scaled_integers: extremes.zip(header.integer_scaling()).map(
+                |((lo, hi), (slope, inter))| ScaledIntegers {
+                    slope,
+                    inter,
+                    lo,
+                    hi,
+                },
+            ),
+        }
+    }
 }
 
 /// Values that are stored integers scaled by a header's slope and offset, as

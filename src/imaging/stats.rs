@@ -40,6 +40,13 @@ pub fn finite_sample(data: &[f32]) -> Vec<f32> {
     sample
 }
 
+/// The count of non-finite values and the extremes of the finite ones (`None` when there
+/// are none), in one pass: the same extremes as [`summarise`]'s.
+pub fn finite_range(data: &[f32]) -> (u64, Option<(f64, f64)>) {
+    let Moments { n, min, max, .. } = moments(data);
+    (data.len() as u64 - n, (n > 0).then_some((min, max)))
+}
+
 /// Summarises the finite values; `None` when there are none. Min, max, mean and
 /// standard deviation use every voxel; percentiles use [`finite_sample`].
 pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {

@@ -415,20 +415,11 @@ fn describe_decoded(
     }
     // What the summary and the header establish spares the metrics a pass over the
     // values.
-    let known = iqm::Known {
-        finite: summary.is_some_and(|s| s.nonfinite == 0),
-        integers_within: summary
-            .filter(|_| h.intensities_are_integers())
-            .map(|s| (s.min as f32, s.max as f32)),
-        scaled_integers: summary.zip(h.integer_scaling()).map(|(s, (slope, inter))| {
-            iqm::ScaledIntegers {
-                slope,
-                inter,
-                lo: s.min as f32,
-                hi: s.max as f32,
-            }
-        }),
-    };
+    let known = iqm::Known::of_header(
+        h,
+        summary.map_or(0, |s| s.nonfinite),
+        summary.map(|s| (s.min, s.max)),
+    );
     row.intensity = summary;
     match sidecar::read(path) {
         Ok(s) => row.sidecar = s,

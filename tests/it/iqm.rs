@@ -288,14 +288,19 @@ fn iqm_file_prints_the_same_metrics_with_and_without_written_masks() {
 }
 
 fn write_phantom(path: &Path, name: &str) {
+    write_phantom_scaled(path, name, (1.0, 0.0));
+}
+
+/// A phantom stored as int16 with a scaling slope and offset.
+fn write_phantom_scaled(path: &Path, name: &str, (scl_slope, scl_inter): (f32, f32)) {
     let (volume, _) = iqm::phantom(name).expect("phantom");
     let image = NiftiImage {
         dims: volume.dims,
         data: &volume.data,
         affine: volume.affine,
         stored: StoredType::Int16,
-        scl_slope: 1.0,
-        scl_inter: 0.0,
+        scl_slope,
+        scl_inter,
         intent_code: 0,
         description: "phantom",
     };
@@ -397,6 +402,71 @@ fn import_fills_metrics_and_iqm_exports_mriqc_group_tables() {
         "{}",
         stdout(&o)
     );
+}
+
+/// Images stored as integers with a fractional slope (as many scanners write them):
+/// import and `cdwqc iqm` bin them by their stored integers, and `cdwqc iqm --file`,
+/// which is told nothing of the values, by their distinct values. All three agree to
+/// the last digit.
+#[test]
+fn scaled_integers_measure_the_same_at_import_in_the_store_and_from_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    let scalings = [(0.731, 12.5), (-2.25, 1000.25), (3.801_887, 0.0)];
+    for (n, scaling) in scalings.iter().enumerate() {
+        let name = if n == 1 { "flair" } else { "t1_noisy" };
+        let suffix = if n == 1 { "FLAIR" } else { "T1w" };
+        write_phantom_scaled(
+            &w.join(format!("sub-0{n}/anat/sub-0{n}_{suffix}.nii.gz")),
+            name,
+            *scaling,
+        );
+    }
+    ok(dir, &["init"]);
+    ok(dir, &["import", "w"]);
+    let query = format!(
+        "select i.rel_path, {} from iqms q join images i using (image_id) order by 1",
+        COLUMNS
+            .iter()
+            .map(|c| format!("q.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let imported = sql(dir, &query);
+    assert_eq!(imported.lines().count(), 1 + scalings.len(), "{imported}");
+    let slopes = sql(
+        dir,
+        "select count(*) from images where scl_slope not in (0, 1)",
+    );
+    assert!(slopes.contains("\n3"), "{slopes}");
+    let out = ok(dir, &["iqm", "--force"]);
+    assert!(out.starts_with("3 images measured, 0 without"), "{out}");
+    assert_eq!(sql(dir, &query), imported);
+    // From the files, one JSON object per line.
+    let mut compared = 0;
+    for line in imported.lines().skip(1) {
+        let mut fields = line.split(',');
+        let rel = fields.next().expect("path");
+        let file = w.join(rel);
+        let printed = ok(dir, &["iqm", "--file", file.to_str().expect("utf-8")]);
+        for (column, stored) in COLUMNS.iter().zip(fields) {
+            // The printed digits, parsed with correct rounding (serde_json's default
+            // parser may land one unit in the last place away).
+            let key = format!("\"{column}\":");
+            let at = printed.find(&key).expect("column printed") + key.len();
+            let digits = printed[at..].split([',', '}']).next().expect("value");
+            let value: Option<f64> = digits.parse().ok();
+            let stored: Option<f64> = stored.parse().ok();
+            assert_eq!(
+                value.map(f64::to_bits),
+                stored.map(f64::to_bits),
+                "{rel} {column}: {digits}"
+            );
+            compared += usize::from(value.is_some());
+        }
+    }
+    assert!(compared >= 3 * 30, "{compared} values compared");
 }
 
 #[test]
