@@ -770,7 +770,37 @@ pub struct Decoded {
 
 /// Decodes header and first volume from a file's (already decompressed) bytes.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Decoded, ImagingError> {
-    decode_stream(path, bytes, false, Some(bytes.len() as u64))
+    // Anything the in-place checks refuse takes the stream's path, whose errors name
+    // the problem.
+    match decode_in_place(path, bytes) {
+        Some(decoded) => Ok(decoded),
+        None => decode_stream(path, bytes, false, Some(bytes.len() as u64)),
+    }
+}
+
+/// [`decode`] of bytes that hold a valid header and all of its data: the first volume
+/// converts straight from the bytes, instead of being copied chunk by chunk through the
+/// stream's buffer first. `None` for anything else. The same result as the stream's
+/// path (`decoding_in_place_equals_the_stream`).
+fn decode_in_place(path: &Path, bytes: &[u8]) -> Option<Decoded> {
+    let header = parse_header(path, &bytes[..bytes.len().min(NIFTI2_HEADER_SIZE)]).ok()?;
+    let layout = header.layout().ok()?;
+    let start = usize::try_from(layout.start).ok()?;
+    let data_bytes = usize::try_from(layout.data_bytes).ok()?;
+    let volume_bytes = usize::try_from(layout.volume_bytes).ok()?;
+    let voxels = usize::try_from(layout.voxels_per_volume).ok()?;
+    if bytes.len() < start || bytes.len() - start < data_bytes || volume_bytes > data_bytes {
+        return None;
+    }
+    let mut data = Vec::with_capacity(voxels);
+    convert_into(
+        &bytes[start..start + volume_bytes],
+        header.datatype,
+        header.little_endian,
+        &mut data,
+    );
+    scale_in_place(&header, &mut data);
+    Some(Decoded { header, data })
 }
 
 /// Decodes a file's bytes as stored on disk: gzip or not, whatever the name says.
@@ -910,13 +940,18 @@ fn decode_stream<R: Read>(
         refuse_trailing_inflation(&mut input, layout.end)?;
     }
 
+    scale_in_place(&header, &mut data);
+    Ok(Decoded { header, data })
+}
+
+/// Applies the header's scaling to converted values.
+fn scale_in_place(header: &Header, data: &mut [f32]) {
     let (slope, inter) = header.scaling();
     if slope != 1.0 || inter != 0.0 {
-        for v in &mut data {
+        for v in data {
             *v = scale_intensity(*v, slope, inter);
         }
     }
-    Ok(Decoded { header, data })
 }
 
 /// A stored value (converted to single precision) as the header's scaling makes it, in
@@ -1182,6 +1217,89 @@ mod tests {
         z[n - 8] ^= 0xff;
         let err = decode_file_bytes(Path::new("c.nii.gz"), &z).unwrap_err();
         assert!(matches!(err, ImagingError::Gzip { .. }), "{err}");
+    }
+
+    /// The stream's decoding of the same bytes, and the bits of its values.
+    fn streamed(path: &Path, bytes: &[u8]) -> Result<(Header, Vec<u32>), String> {
+        decode_stream(path, bytes, false, Some(bytes.len() as u64))
+            .map(|d| (d.header, d.data.iter().map(|v| v.to_bits()).collect()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn decoding_in_place_equals_the_stream() {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        // Every stored type, scaled and not, 3D and 4D, NIfTI-1 and -2.
+        let values: Vec<u8> = (0..=255u8).cycle().take(8 * 2 * 2 * 2 * 3).collect();
+        for (datatype, bitpix) in [(2, 8), (4, 16), (8, 32), (16, 32), (64, 64), (256, 8)] {
+            for (dim4, scale) in [(1, false), (3, false), (1, true)] {
+                let width = (bitpix / 8) as usize;
+                let data = &values[..8 * width * dim4 as usize];
+                let mut bytes = nifti1_bytes([4, 2, 2, 2, dim4, 1, 1, 1], datatype, bitpix, data);
+                if scale {
+                    bytes[112..116].copy_from_slice(&0.731f32.to_le_bytes());
+                    bytes[116..120].copy_from_slice(&12.5f32.to_le_bytes());
+                }
+                files.push((format!("type {datatype} x{dim4} scaled {scale}"), bytes));
+            }
+        }
+        files.push((
+            "nifti-2".into(),
+            nifti2_bytes([3, 2, 2, 2, 1, 1, 1, 1], 2, 544, &values[..8]),
+        ));
+        // Real files, inflated.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        for name in [
+            "external/anatomical.nii",
+            "external/example4d.nii.gz",
+            "external/example_nifti2.nii.gz",
+            "external/resampled_anat_moved.nii",
+            "qform_oblique.nii.gz",
+        ] {
+            let raw = std::fs::read(root.join(name)).expect("test file");
+            let bytes = if is_gzip(&raw) {
+                let mut out = Vec::new();
+                MultiGzDecoder::new(raw.as_slice())
+                    .read_to_end(&mut out)
+                    .expect("gzip");
+                out
+            } else {
+                raw
+            };
+            files.push((name.into(), bytes));
+        }
+        let path = Path::new("x.nii");
+        for (name, bytes) in &files {
+            let stream = streamed(path, bytes);
+            assert!(stream.is_ok(), "{name}: {stream:?}");
+            let in_place = decode_in_place(path, bytes).map(|d| {
+                (
+                    d.header,
+                    d.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                )
+            });
+            assert_eq!(in_place, stream.clone().ok(), "{name}");
+            // Trailing bytes change nothing; any cut into the data leaves it to the
+            // stream, which names the problem.
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[7; 13]);
+            assert_eq!(
+                decode(path, &longer).map(|d| d.data.len()).ok(),
+                in_place.as_ref().map(|d| d.1.len())
+            );
+            for cut in [1, 2, 7, bytes.len() / 2, bytes.len() - 300] {
+                let short = &bytes[..bytes.len().saturating_sub(cut)];
+                assert!(
+                    decode_in_place(path, short).is_none(),
+                    "{name} cut by {cut}"
+                );
+                assert_eq!(
+                    decode(path, short).map_err(|e| e.to_string()).err(),
+                    streamed(path, short).err(),
+                    "{name} cut by {cut}"
+                );
+            }
+        }
     }
 
     #[test]
