@@ -147,17 +147,24 @@ fn analyse_buffer(
     known: Option<&KnownFile>,
     iqm: bool,
 ) -> Outcome {
+    // Hashed first: a file whose bytes the store holds already (touched, or copied
+    // without its times) is not decoded at all.
+    let sha = hex_sha256(raw);
+    if let Some(unchanged) = unchanged(&sha, stamp, known) {
+        return unchanged;
+    }
+    let mut row = base_row(path, root, Some(stamp));
     // The trailer's size only picks the path: the inflater checks it.
     let stated_size = raw
         .last_chunk::<4>()
         .map_or(u64::MAX, |trailer| u64::from(u32::from_le_bytes(*trailer)));
-    if !nifti::is_gzip(raw) || stated_size > WHOLE_INFLATE_MAX {
-        return analyse_stream(path, root, stamp, raw, known, iqm);
-    }
-    let mut row = base_row(path, root, Some(stamp));
-    let described = nifti::decode_file_bytes(path, raw)
-        .and_then(|decoded| describe_decoded(path, decoded, &mut row, iqm));
-    outcome(row, hex_sha256(raw), stamp, known, described)
+    let decoded = if !nifti::is_gzip(raw) || stated_size > WHOLE_INFLATE_MAX {
+        nifti::decode_raw_stream(path, raw, Some(raw.len() as u64))
+    } else {
+        nifti::decode_file_bytes(path, raw)
+    };
+    let described = decoded.and_then(|decoded| describe_decoded(path, decoded, &mut row, iqm));
+    outcome(row, sha, stamp, known, described)
 }
 
 /// Why a guarded analysis was cut short by a panic starts with this.
@@ -274,17 +281,8 @@ fn outcome(
     known: Option<&KnownFile>,
     described: Result<Described, ImagingError>,
 ) -> Outcome {
-    if let Some(k) = known
-        && k.status != "missing"
-        && k.sha256.as_deref() == Some(sha.as_str())
-    {
-        let write = (k.mtime_ns != stamp.mtime_ns || k.file_size != stamp.size).then_some(
-            ImageWrite::Touch {
-                image_id: k.image_id,
-                mtime_ns: stamp.mtime_ns,
-            },
-        );
-        return Outcome::Unchanged { write };
+    if let Some(unchanged) = unchanged(&sha, stamp, known) {
+        return unchanged;
     }
     row.sha256 = Some(sha);
     match described {
@@ -305,6 +303,18 @@ fn outcome(
         }
         Err(e) => failed(row, e.reason()),
     }
+}
+
+/// The outcome of a file whose bytes hash to `sha` when the store holds them already:
+/// unchanged, with its new modification time to remember if it has one.
+fn unchanged(sha: &str, stamp: FileStamp, known: Option<&KnownFile>) -> Option<Outcome> {
+    let k = known.filter(|k| k.status != "missing" && k.sha256.as_deref() == Some(sha))?;
+    let write =
+        (k.mtime_ns != stamp.mtime_ns || k.file_size != stamp.size).then_some(ImageWrite::Touch {
+            image_id: k.image_id,
+            mtime_ns: stamp.mtime_ns,
+        });
+    Some(Outcome::Unchanged { write })
 }
 
 /// A reader that hashes what passes through it.
