@@ -778,13 +778,17 @@ fn head_centre_of_mass(volume: &Volume) -> Result<([f64; 3], f32), RegistrationE
         return Err(RegistrationError::NoHead("the image is uniform".into()));
     }
     let [nx, ny, _] = volume.dims;
+    // Row by row, without a division per voxel: every partial sum is an integer below
+    // 2^53, exact in any order, so the sums are those of a voxel-by-voxel loop.
     let (mut sum, mut n) = ([0.0f64; 3], 0usize);
-    for (at, v) in volume.data.iter().enumerate() {
-        if v.is_finite() && *v > threshold {
-            sum[0] += (at % nx) as f64;
-            sum[1] += ((at / nx) % ny) as f64;
-            sum[2] += (at / (nx * ny)) as f64;
-            n += 1;
+    for (r, row) in volume.data.chunks_exact(nx).enumerate() {
+        let (above, along) = voxels_above(row, threshold);
+        if above > 0 {
+            let (j, k) = ((r % ny) as f64, (r / ny) as f64);
+            sum[0] += along as f64;
+            sum[1] += j * above as f64;
+            sum[2] += k * above as f64;
+            n += above;
         }
     }
     if n == 0 {
@@ -796,6 +800,17 @@ fn head_centre_of_mass(volume: &Volume) -> Result<([f64; 3], f32), RegistrationE
     let a = volume.affine;
     let world = [0, 1, 2].map(|r| a[r][3] + (0..3).map(|c| a[r][c] * v[c]).sum::<f64>());
     Ok((world, clip.max(high)))
+}
+
+crate::imaging::simd::with_avx2! {
+    /// How many finite values of `row` lie above `threshold`, and the sum of their
+    /// positions.
+    fn voxels_above(row: &[f32], threshold: f32) -> (usize, usize) {
+        row.iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite() && **v > threshold)
+            .fold((0, 0), |(n, s), (i, _)| (n + 1, s + i))
+    }
 }
 
 /// Singular values of a 3x3 matrix (square roots of the eigenvalues of M^T M, by Jacobi).
