@@ -220,25 +220,16 @@ pub fn fit_bias_field(volume: &Volume) -> Option<BiasField> {
     if head.len() < 4 * n_terms {
         return None;
     }
-    let bases: Vec<Vec<f64>> = head
-        .iter()
-        .map(|(p, _)| {
-            let mut b = vec![0.0; n_terms];
-            basis(&terms, normalised(volume.dims, *p), &mut b);
-            b
-        })
-        .collect();
+    // The design, one row of `n_terms` basis values per head sample, in one block that
+    // every iteration streams twice.
+    let mut bases = vec![0.0; head.len() * n_terms];
+    for ((p, _), b) in head.iter().zip(bases.chunks_exact_mut(n_terms)) {
+        basis(&terms, normalised(volume.dims, *p), b);
+    }
     // The design is fixed, so its normal matrix is built once, each level factors its
     // leading block, and every iteration costs one product with the residuals and two
     // triangular solves.
-    let mut normal = vec![vec![0.0; n_terms]; n_terms];
-    for b in &bases {
-        for r in 0..n_terms {
-            for q in 0..=r {
-                normal[r][q] += b[r] * b[q];
-            }
-        }
-    }
+    let mut normal = lower_normal_matrix(&bases, n_terms);
     for r in 0..n_terms {
         for q in r + 1..n_terms {
             normal[r][q] = normal[q][r];
@@ -261,22 +252,9 @@ pub fn fit_bias_field(volume: &Volume) -> Option<BiasField> {
         let mut rhs = vec![0.0; k];
         for _ in 0..ITERATIONS_PER_LEVEL {
             let expected = sharpened_expectation(&corrected);
-            rhs.iter_mut().for_each(|v| *v = 0.0);
-            for (b, (&u, &e)) in bases.iter().zip(corrected.iter().zip(&expected)) {
-                let residual = u - e;
-                for (r, x) in rhs.iter_mut().zip(b) {
-                    *r += x * residual;
-                }
-            }
+            residual_products(&bases, n_terms, &corrected, &expected, &mut rhs);
             let mut update = factor.solve(&rhs);
-            let mut change = 0.0f64;
-            let mut mean = 0.0f64;
-            for (f, b) in field.iter_mut().zip(&bases) {
-                let delta: f64 = b.iter().zip(&update).map(|(x, c)| x * c).sum();
-                *f += delta;
-                mean += delta;
-                change += delta * delta;
-            }
+            let (mut mean, change) = add_field_update(&bases, n_terms, &update, &mut field);
             // The constant term is free: keep the field's mean over the head at zero.
             mean /= field.len() as f64;
             update[0] -= mean;
@@ -297,6 +275,64 @@ pub fn fit_bias_field(volume: &Volume) -> Option<BiasField> {
         dims: volume.dims,
         coefficients,
     })
+}
+
+crate::imaging::simd::with_avx2! {
+    /// The lower triangle of the design's normal matrix (rows of `n_terms` values), the
+    /// samples added in order.
+    fn lower_normal_matrix(bases: &[f64], n_terms: usize) -> Vec<Vec<f64>> {
+        let mut normal = vec![vec![0.0; n_terms]; n_terms];
+        for b in bases.chunks_exact(n_terms) {
+            for (r, row) in normal.iter_mut().enumerate() {
+                for (q, cell) in row[..=r].iter_mut().enumerate() {
+                    *cell += b[r] * b[q];
+                }
+            }
+        }
+        normal
+    }
+}
+
+crate::imaging::simd::with_avx2! {
+    /// `rhs` set to the design's product with the residuals `corrected - expected`, over
+    /// the first `rhs.len()` terms of each row of `bases` (rows of `n_terms` values),
+    /// the samples added in order.
+    fn residual_products(
+        bases: &[f64],
+        n_terms: usize,
+        corrected: &[f64],
+        expected: &[f64],
+        rhs: &mut [f64],
+    ) -> () {
+        rhs.iter_mut().for_each(|v| *v = 0.0);
+        for (b, (&u, &e)) in bases.chunks_exact(n_terms).zip(corrected.iter().zip(expected)) {
+            let residual = u - e;
+            for (r, x) in rhs.iter_mut().zip(b) {
+                *r += x * residual;
+            }
+        }
+    }
+}
+
+crate::imaging::simd::with_avx2! {
+    /// Adds the design's product with `update` (over its first `update.len()` terms) to
+    /// `field`; returns the sum of the added values and the sum of their squares.
+    fn add_field_update(
+        bases: &[f64],
+        n_terms: usize,
+        update: &[f64],
+        field: &mut [f64],
+    ) -> (f64, f64) {
+        let mut change = 0.0f64;
+        let mut mean = 0.0f64;
+        for (f, b) in field.iter_mut().zip(bases.chunks_exact(n_terms)) {
+            let delta: f64 = b.iter().zip(update).map(|(x, c)| x * c).sum();
+            *f += delta;
+            mean += delta;
+            change += delta * delta;
+        }
+        (mean, change)
+    }
 }
 
 /// Cholesky factor of a symmetric positive definite matrix (with a tiny ridge).
