@@ -268,10 +268,22 @@ pub fn finite_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -
     integer_percentiles(data, percentiles).unwrap_or_else(|| radix_percentiles(data, percentiles))
 }
 
-/// [`finite_percentiles`] for any values: radix selection on their order keys.
-fn radix_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f32; N] {
-    const BUCKETS: usize = 1 << 16;
-    let mut high = vec![0u64; BUCKETS];
+/// Buckets of the radix selection's first level: the order keys' upper 16 bits.
+const RADIX_BUCKETS: usize = 1 << 16;
+
+/// The count of finite values per bucket of their order keys' upper 16 bits, and the
+/// number of finite values.
+fn radix_high_counts(data: &[f32]) -> (Vec<u64>, usize) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::imaging::simd::avx2() && data.len() < u32::MAX as usize {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        return unsafe { avx2::radix_high_counts(data) };
+    }
+    radix_high_counts_scalar(data)
+}
+
+fn radix_high_counts_scalar(data: &[f32]) -> (Vec<u64>, usize) {
+    let mut high = vec![0u64; RADIX_BUCKETS];
     let mut finite = 0usize;
     for &value in data {
         if value.is_finite() {
@@ -279,6 +291,40 @@ fn radix_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f3
             finite += 1;
         }
     }
+    (high, finite)
+}
+
+/// Adds to `low[slot_of[b]]` the count of each lower 16 bits of the finite values whose
+/// upper 16 bits are `b`, for every bucket `b` holding a slot (`wanted[slot]`).
+fn radix_low_counts(data: &[f32], wanted: &[usize], slot_of: &[u32], low: &mut [Vec<u64>]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::imaging::simd::avx2() && wanted.len() <= RADIX_WANTED_IN_LANES {
+        // SAFETY: the CPU has AVX2 (checked at run time).
+        unsafe { avx2::radix_low_counts(data, wanted, low) };
+        return;
+    }
+    radix_low_counts_scalar(data, slot_of, low);
+}
+
+fn radix_low_counts_scalar(data: &[f32], slot_of: &[u32], low: &mut [Vec<u64>]) {
+    for &value in data {
+        if value.is_finite() {
+            let key = order_key(value);
+            let slot = slot_of[(key >> 16) as usize];
+            if slot != u32::MAX {
+                low[slot as usize][(key & 0xffff) as usize] += 1;
+            }
+        }
+    }
+}
+
+/// Wanted buckets the vector pass compares each key with; more take the scalar pass.
+const RADIX_WANTED_IN_LANES: usize = 8;
+
+/// [`finite_percentiles`] for any values: radix selection on their order keys.
+fn radix_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f32; N] {
+    const BUCKETS: usize = RADIX_BUCKETS;
+    let (high, finite) = radix_high_counts(data);
     if finite == 0 {
         return [0.0; N];
     }
@@ -308,15 +354,7 @@ fn radix_percentiles<const N: usize>(data: &[f32], percentiles: [f64; N]) -> [f3
     for (slot, &bucket) in wanted.iter().enumerate() {
         slot_of[bucket] = slot as u32;
     }
-    for &value in data {
-        if value.is_finite() {
-            let key = order_key(value);
-            let slot = slot_of[(key >> 16) as usize];
-            if slot != NONE {
-                low[slot as usize][(key & 0xffff) as usize] += 1;
-            }
-        }
-    }
+    radix_low_counts(data, &wanted, &slot_of, &mut low);
     let mut out = [0.0f32; N];
     for i in 0..N {
         let (bucket, below) = located[i];
@@ -383,15 +421,128 @@ fn count_block(block: &[f32], counts: &mut [u32]) -> bool {
     integral
 }
 
-/// [`count_block`] eight values at a time: the integer test and the counters' indices
-/// in 256-bit lanes, then the counts one by one. A value that fails the test is counted
-/// in another (clamped) counter than the scalar form's, but then the block fails and
-/// no count is used.
+/// The percentiles' counting passes eight values at a time, each giving the counts of
+/// its scalar form.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{COUNT_LANES, INTEGER_RANGE};
+    use super::{COUNT_LANES, INTEGER_RANGE, RADIX_BUCKETS, RADIX_WANTED_IN_LANES};
     use std::arch::x86_64::*;
 
+    /// Eight values' order keys (see `order_key`) and a mask of the finite ones.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn keys_and_finite(v: __m256) -> (__m256i, __m256i) {
+        let bits = _mm256_castps_si256(v);
+        let exponent = _mm256_set1_epi32(0x7f80_0000);
+        let finite = _mm256_xor_si256(
+            _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent),
+            _mm256_set1_epi32(-1),
+        );
+        // Negative values flip every bit, others only the sign bit.
+        let flip = _mm256_or_si256(_mm256_srai_epi32::<31>(bits), _mm256_set1_epi32(i32::MIN));
+        (_mm256_xor_si256(bits, flip), finite)
+    }
+
+    /// `super::radix_high_counts` eight values at a time: the keys' buckets computed in
+    /// lanes (a non-finite value to a bucket past the last), then counted one by one in
+    /// four interleaved 32-bit counters per bucket, so that a run of one value (the
+    /// background) does not make each increment wait on the previous one. `data` holds
+    /// fewer than 2^32 values. The same counts.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn radix_high_counts(data: &[f32]) -> (Vec<u64>, usize) {
+        const LANES: usize = 4;
+        let mut counts = vec![0u32; (RADIX_BUCKETS + 1) * LANES];
+        let past_last = _mm256_set1_epi32(RADIX_BUCKETS as i32);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3);
+        let eights = data.chunks_exact(8);
+        let rest = eights.remainder();
+        for eight in eights {
+            let eight: &[f32; 8] = eight.try_into().unwrap_or(&[f32::NAN; 8]);
+            // SAFETY: `eight` holds eight floats.
+            let v = unsafe { _mm256_loadu_ps(eight.as_ptr()) };
+            let (keys, finite) = keys_and_finite(v);
+            let bucket = _mm256_blendv_epi8(past_last, _mm256_srli_epi32::<16>(keys), finite);
+            let slot = _mm256_add_epi32(_mm256_slli_epi32::<2>(bucket), lanes);
+            let mut slots = [0u32; 8];
+            // SAFETY: `slots` holds eight 32-bit values.
+            unsafe { _mm256_storeu_si256(slots.as_mut_ptr().cast(), slot) };
+            for s in slots {
+                counts[s as usize] += 1;
+            }
+        }
+        for &value in rest {
+            let bucket = if value.is_finite() {
+                (super::order_key(value) >> 16) as usize
+            } else {
+                RADIX_BUCKETS
+            };
+            counts[bucket * LANES] += 1;
+        }
+        let high: Vec<u64> = counts[..RADIX_BUCKETS * LANES]
+            .chunks_exact(LANES)
+            .map(|c| c.iter().map(|&n| u64::from(n)).sum())
+            .collect();
+        let non_finite: u64 = counts[RADIX_BUCKETS * LANES..]
+            .iter()
+            .map(|&n| u64::from(n))
+            .sum();
+        (high, data.len() - non_finite as usize)
+    }
+
+    /// `super::radix_low_counts` eight values at a time: each key's bucket compared in
+    /// lanes with the wanted ones (at most [`RADIX_WANTED_IN_LANES`]), and only the
+    /// values in one of them counted. The same counts.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn radix_low_counts(data: &[f32], wanted: &[usize], low: &mut [Vec<u64>]) {
+        debug_assert!(wanted.len() <= RADIX_WANTED_IN_LANES);
+        // A non-finite value's bucket is past the last, which no slot wants.
+        let past_last = _mm256_set1_epi32(RADIX_BUCKETS as i32);
+        let targets: Vec<__m256i> = wanted
+            .iter()
+            .map(|&b| _mm256_set1_epi32(b as i32))
+            .collect();
+        let eights = data.chunks_exact(8);
+        let rest = eights.remainder();
+        let count = |key: u32, low: &mut [Vec<u64>]| {
+            if let Some(slot) = wanted.iter().position(|&b| b == (key >> 16) as usize) {
+                low[slot][(key & 0xffff) as usize] += 1;
+            }
+        };
+        for eight in eights {
+            let eight: &[f32; 8] = eight.try_into().unwrap_or(&[f32::NAN; 8]);
+            // SAFETY: `eight` holds eight floats.
+            let v = unsafe { _mm256_loadu_ps(eight.as_ptr()) };
+            let (keys, finite) = keys_and_finite(v);
+            let bucket = _mm256_blendv_epi8(past_last, _mm256_srli_epi32::<16>(keys), finite);
+            let mut hit = _mm256_setzero_si256();
+            for target in &targets {
+                hit = _mm256_or_si256(hit, _mm256_cmpeq_epi32(bucket, *target));
+            }
+            let mut lanes = _mm256_movemask_ps(_mm256_castsi256_ps(hit));
+            if lanes == 0 {
+                continue;
+            }
+            let mut all = [0u32; 8];
+            // SAFETY: `all` holds eight 32-bit values.
+            unsafe { _mm256_storeu_si256(all.as_mut_ptr().cast(), keys) };
+            // Lanes in order, so values are counted in the order of the scalar pass.
+            while lanes != 0 {
+                let lane = lanes.trailing_zeros() as usize;
+                count(all[lane], low);
+                lanes &= lanes - 1;
+            }
+        }
+        for &value in rest {
+            if value.is_finite() {
+                count(super::order_key(value), low);
+            }
+        }
+    }
+
+    /// [`super::count_block`] eight values at a time: the integer test and the counters'
+    /// indices in 256-bit lanes, then the counts one by one. A value that fails the test
+    /// is counted in another (clamped) counter than the scalar form's, but then the block
+    /// fails and no count is used.
     #[target_feature(enable = "avx2")]
     pub(super) fn count_block(block: &[f32], counts: &mut [u32]) -> bool {
         let (min, end) = INTEGER_RANGE;
@@ -1329,6 +1480,67 @@ mod tests {
             finite_percentiles(&[f32::NAN, f32::INFINITY], [50.0]),
             [0.0]
         );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_radix_passes_in_lanes_count_as_the_scalar_ones() {
+        use rand::{Rng, SeedableRng};
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: nothing to compare");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            f32::MAX,
+            -f32::MAX,
+            f32::MIN_POSITIVE,
+        ];
+        // Scaled integers with a long run of background, signed floats, specials, and a
+        // length that leaves a tail past the last eight.
+        let mut data: Vec<f32> = (0..40_003)
+            .map(|i| match i % 7 {
+                0 | 1 => 0.0,
+                2 => specials[rng.random_range(0..specials.len())],
+                3 => rng.random_range(-2e3f32..2e3),
+                _ => rng.random_range(0..3000) as f32 * 0.731,
+            })
+            .collect();
+        data.extend(std::iter::repeat_n(f32::NAN, 5));
+        for len in [data.len(), 13, 8, 3, 0] {
+            let data = &data[data.len() - len..];
+            // SAFETY: AVX2 was detected above.
+            let (high, finite) = unsafe { avx2::radix_high_counts(data) };
+            assert_eq!((high.clone(), finite), radix_high_counts_scalar(data));
+            // The buckets of a few values, as the selection would want them.
+            let mut wanted: Vec<usize> = data
+                .iter()
+                .filter(|v| v.is_finite())
+                .step_by(997)
+                .map(|&v| (order_key(v) >> 16) as usize)
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            wanted.truncate(RADIX_WANTED_IN_LANES);
+            let mut slot_of = vec![u32::MAX; RADIX_BUCKETS];
+            for (slot, &bucket) in wanted.iter().enumerate() {
+                slot_of[bucket] = slot as u32;
+            }
+            let mut lanes = vec![vec![0u64; RADIX_BUCKETS]; wanted.len()];
+            let mut scalar = lanes.clone();
+            // SAFETY: AVX2 was detected above.
+            unsafe { avx2::radix_low_counts(data, &wanted, &mut lanes) };
+            radix_low_counts_scalar(data, &slot_of, &mut scalar);
+            assert_eq!(lanes, scalar, "{len} values");
+        }
     }
 
     #[test]
