@@ -308,9 +308,19 @@ mod tests {
         (data, points, bins)
     }
 
+    /// Which implementation a test runs.
+    #[cfg(target_arch = "x86_64")]
+    #[derive(Clone, Copy)]
+    enum Path {
+        Scalar,
+        Avx2,
+        /// Whichever [`accumulate`] picks.
+        Dispatched,
+    }
+
     #[cfg(target_arch = "x86_64")]
     fn run(
-        simd: bool,
+        path: Path,
         map: &[[f64; 4]; 3],
         data: &[f32],
         dims: [usize; 3],
@@ -328,13 +338,26 @@ mod tests {
         };
         let moving = Moving { data, dims };
         let mut acc = vec![0.0; 15];
-        if simd {
-            // SAFETY: the caller checked AVX2; the test volumes are small.
-            unsafe { accumulate_avx2(map, &points, &moving, &mut acc) };
-        } else {
-            accumulate_scalar(map, &points, 0, &moving, &mut acc);
+        match path {
+            // SAFETY: the caller checked AVX2 and that the image is two voxels wide or
+            // more; the test volumes are small.
+            Path::Avx2 => unsafe { accumulate_avx2(map, &points, &moving, &mut acc) },
+            Path::Scalar => accumulate_scalar(map, &points, 0, &moving, &mut acc),
+            Path::Dispatched => accumulate(map, &points, &moving, &mut acc),
         }
         acc
+    }
+
+    /// `map` with the rows of one-voxel axes zeroed: such an axis is only inside at
+    /// coordinate 0 exactly.
+    #[cfg(target_arch = "x86_64")]
+    fn flattened(mut map: [[f64; 4]; 3], dims: [usize; 3]) -> [[f64; 4]; 3] {
+        for d in 0..3 {
+            if dims[d] == 1 {
+                map[d] = [0.0; 4];
+            }
+        }
+        map
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -361,20 +384,16 @@ mod tests {
             let (data, points, bins) = random_case(&mut rng, dims, 1_003);
             let angle: f64 = 0.3 + case as f64 * 0.1;
             let (s, c) = angle.sin_cos();
-            let map = [
-                [0.5 * c, -0.5 * s, 0.01, rng.random_range(-1.0..1.0)],
-                [0.5 * s, 0.5 * c, 0.02, rng.random_range(-1.0..1.0)],
-                [0.03, -0.01, 0.5, rng.random_range(-1.0..1.0)],
-            ];
-            // An axis of one voxel is only inside at coordinate 0 exactly.
-            let mut map = map;
-            for d in 0..3 {
-                if dims[d] == 1 {
-                    map[d] = [0.0; 4];
-                }
-            }
-            let scalar = run(false, &map, &data, dims, &points, &bins);
-            let simd = run(true, &map, &data, dims, &points, &bins);
+            let map = flattened(
+                [
+                    [0.5 * c, -0.5 * s, 0.01, rng.random_range(-1.0..1.0)],
+                    [0.5 * s, 0.5 * c, 0.02, rng.random_range(-1.0..1.0)],
+                    [0.03, -0.01, 0.5, rng.random_range(-1.0..1.0)],
+                ],
+                dims,
+            );
+            let scalar = run(Path::Scalar, &map, &data, dims, &points, &bins);
+            let simd = run(Path::Avx2, &map, &data, dims, &points, &bins);
             assert!(scalar[0] > 0.0, "case {case}: no point inside");
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&scalar), bits(&simd), "case {case} {dims:?}");
@@ -383,26 +402,9 @@ mod tests {
         // reads take each voxel with its x neighbour; the scalar sums come back.
         for dims in [[1, 3, 2], [1, 1, 1], [1, 4, 1]] {
             let (data, points, bins) = random_case(&mut rng, dims, 203);
-            // An axis of one voxel is only inside at coordinate 0 exactly.
-            let mut map = [[0.0; 4], [0.0, 0.4, 0.0, 0.2], [0.0, 0.0, 0.3, 0.1]];
-            for d in 0..3 {
-                if dims[d] == 1 {
-                    map[d] = [0.0; 4];
-                }
-            }
-            let xs: Vec<f32> = points.iter().map(|p| p[0]).collect();
-            let ys: Vec<f32> = points.iter().map(|p| p[1]).collect();
-            let zs: Vec<f32> = points.iter().map(|p| p[2]).collect();
-            let pts = Points {
-                xs: &xs,
-                ys: &ys,
-                zs: &zs,
-                bins: &bins,
-            };
-            let moving = Moving { data: &data, dims };
-            let mut dispatched = vec![0.0; 15];
-            accumulate(&map, &pts, &moving, &mut dispatched);
-            let scalar = run(false, &map, &data, dims, &points, &bins);
+            let map = flattened([[0.0; 4], [0.0, 0.4, 0.0, 0.2], [0.0, 0.0, 0.3, 0.1]], dims);
+            let dispatched = run(Path::Dispatched, &map, &data, dims, &points, &bins);
+            let scalar = run(Path::Scalar, &map, &data, dims, &points, &bins);
             assert!(scalar[0] > 0.0, "{dims:?}: no point inside");
             assert_eq!(dispatched, scalar, "{dims:?}");
         }
@@ -410,12 +412,12 @@ mod tests {
         let (data, points, bins) = random_case(&mut rng, [4, 4, 4], 9);
         let nan = [[f64::NAN; 4]; 3];
         assert!(
-            run(true, &nan, &data, [4, 4, 4], &points, &bins)
+            run(Path::Avx2, &nan, &data, [4, 4, 4], &points, &bins)
                 .iter()
                 .all(|v| *v == 0.0)
         );
         assert!(
-            run(false, &nan, &data, [4, 4, 4], &points, &bins)
+            run(Path::Scalar, &nan, &data, [4, 4, 4], &points, &bins)
                 .iter()
                 .all(|v| *v == 0.0)
         );
