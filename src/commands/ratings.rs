@@ -126,7 +126,7 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         if report.saved {
             println!(
-                "{}: {} ratings imported ({} format, {} rows{}{})",
+                "{}: {} ratings imported ({} format, {} rows{}{}{})",
                 report.file,
                 report.imported,
                 report.format,
@@ -143,6 +143,14 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                     String::new()
                 } else {
                     format!(", {} skipped", report.problems.len())
+                },
+                if report.earlier == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} saved by an earlier import of this file, not saved again",
+                        report.earlier
+                    )
                 }
             );
         } else {

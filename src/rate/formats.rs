@@ -433,6 +433,14 @@ pub fn parse_ratings(
     options: &ParseOptions,
 ) -> Result<ParsedFile, FormatError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // The csv reader numbers CRLF lines one short and never counts a lone CR, so every
+    // line break becomes LF first: problems are then reported on the lines an editor shows.
+    let text = if text.contains('\r') {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    let text = text.as_ref();
     let Some(header_line) = text.lines().find(|line| !line.trim().is_empty()) else {
         return Err(FormatError::Empty {
             source_name: source_name.to_string(),
@@ -485,6 +493,17 @@ pub fn parse_ratings(
             }
         };
         let line = record.position().map_or(0, |pos| pos.line() as usize);
+        if let Some(last) = runaway_quote(&record, delimiter, header.len(), line) {
+            parsed.invalid.push(InvalidRow {
+                line,
+                message: format!(
+                    "a quote opened in this row is not closed on its line, so lines {line}-{last} \
+                     read as one value and their rows would be lost: close the quote, or \
+                     double a quote inside a value (\"\")"
+                ),
+            });
+            continue;
+        }
         if record.iter().all(is_missing) {
             continue;
         }
@@ -513,6 +532,33 @@ pub fn parse_ratings(
         }
     }
     Ok(parsed)
+}
+
+/// The last line of `record` (which starts on `line`) when a quote swallowed whole rows:
+/// a value that runs over a line break onto a line holding a row's worth of delimiters.
+/// A quoted value may span lines (a comment written with a line break), but a line of
+/// delimiters inside one is the rest of the file read as text.
+fn runaway_quote(
+    record: &csv::StringRecord,
+    delimiter: Delimiter,
+    columns: usize,
+    line: usize,
+) -> Option<usize> {
+    let delimiter = char::from(delimiter.byte());
+    let needed = columns.saturating_sub(1).max(1);
+    // The text's line breaks are all LF by now.
+    let swallowed = record.iter().any(|value| {
+        value
+            .split('\n')
+            .skip(1)
+            .any(|text| text.matches(delimiter).count() >= needed)
+    });
+    swallowed.then(|| {
+        line + record
+            .iter()
+            .map(|value| value.trim_end().matches('\n').count())
+            .sum::<usize>()
+    })
 }
 
 /// Header column positions by lowercase name.
@@ -1639,6 +1685,48 @@ mod tests {
             "2024-05-01T14:03:00+é:00",
         ] {
             assert!(!is_rfc3339(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_quote_left_open_is_a_problem_not_lost_rows() {
+        let rows: Vec<ParsedRow> = (1..=5)
+            .map(|i| {
+                let mut row = ParsedRow::new(
+                    i + 1,
+                    bids(&format!("0{i}"), None),
+                    Rating::from_code("kaz").unwrap(),
+                );
+                row.comment = Some(format!("ok{i}"));
+                row
+            })
+            .collect();
+        for delimiter in [Delimiter::Tab, Delimiter::Comma] {
+            let text = write_native(&rows, delimiter).unwrap();
+            assert_eq!(parse(&text, "intact").rows.len(), 5);
+            // LF, CRLF and lone CR: the same lines reported.
+            for ending in ["\n", "\r\n", "\r"] {
+                let text = text.replace('\n', ending);
+                // Never closed: the rest of the file would be the comment of line 3.
+                let open = parse(&text.replace("ok2", "\"ghosting?"), "open");
+                assert_eq!(open.rows.len(), 1, "{delimiter:?} {ending:?}");
+                assert_eq!(open.invalid.len(), 1);
+                assert_eq!(open.invalid[0].line, 3);
+                assert_eq!(open.rows[0].line, 2);
+                assert!(
+                    open.invalid[0].message.contains("lines 3-6"),
+                    "{}",
+                    open.invalid[0].message
+                );
+                // Closed by a quote three rows on: the rows between would vanish.
+                let closed = text
+                    .replace("ok2", "\"ghosting?")
+                    .replace("ok4", "see \"note\"");
+                let closed = parse(&closed, "closed");
+                assert_eq!(closed.invalid.len(), 1, "{:?}", closed.invalid);
+                assert!(closed.invalid[0].message.contains("lines 3-5"));
+                assert_eq!(closed.rows.len(), 2);
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! Importing a rating file into the store: parse, match every row to a stored image,
 //! then save all rows, and the raters the file introduces, in one transaction — or
 //! nothing, when a row is invalid or matches no image and `skip_invalid` is off, or
-//! when the store refuses a row. A file already imported is not imported again.
+//! when the store refuses a row. A file imported again saves only the ratings it did not
+//! save before (per rater and image).
 //! Missing values (`n/a`, `NA`, empty) are no rating and no problem; the report
 //! counts them.
 
@@ -61,8 +62,11 @@ pub struct RatingImportReport {
     pub problems: Vec<RowProblem>,
     /// Raters created because the file named them.
     pub new_raters: Vec<String>,
-    /// Set when the same file (same bytes) was imported before: nothing was saved.
+    /// Set when the same file (same bytes) was imported before and holds no rating it
+    /// did not save then: nothing was saved.
     pub already_imported: Option<String>,
+    /// Ratings an earlier import of the same file saved, left out of this one.
+    pub earlier: usize,
     /// False when problems stopped the import (nothing saved).
     pub saved: bool,
 }
@@ -233,12 +237,9 @@ fn import_parsed(
             .collect(),
         new_raters: Vec::new(),
         already_imported: None,
+        earlier: 0,
         saved: false,
     };
-    if let Some((n, when)) = store.ratings_from_source(&source)? {
-        report.already_imported = Some(format!("{n} ratings from this file were saved on {when}"));
-        return Ok(report);
-    }
     let index = ImageIndex::load(store)?;
     let known: std::collections::HashSet<String> =
         store.raters()?.into_iter().map(|r| r.name).collect();
@@ -285,6 +286,31 @@ fn import_parsed(
         }
     }
     report.problems.sort_by_key(|p| p.line);
+    // The same file imported again saves only what it did not save before: rows skipped
+    // then (`--skip-invalid`, an image not yet imported) and rows for another rater
+    // (two raters' files can hold the same bytes when they have no rater column).
+    // Counted per rater and image, so a file that rates an image twice keeps both.
+    let before = store.ratings_from_source(&source)?;
+    if before.total > 0 {
+        let mut left = before.per_rater_image;
+        ratings.retain(|r| match left.get_mut(&(r.rater.clone(), r.image_id)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
+        raters_needed.retain(|name| ratings.iter().any(|r| &r.rater == name));
+        if ratings.is_empty() {
+            report.already_imported = Some(format!(
+                "{} ratings from this file were saved on {}",
+                before.total,
+                before.first_saved.unwrap_or_default()
+            ));
+            return Ok(report);
+        }
+        report.earlier = before.total;
+    }
     if !report.problems.is_empty() && !skip_invalid {
         return Ok(report);
     }

@@ -9,6 +9,15 @@ use super::{Store, StoreError};
 /// The version of the QC protocol written with every rating.
 pub const PROTOCOL_VERSION: &str = "1";
 
+/// The ratings a rating file saved before: how many per rater and image, and when.
+#[derive(Debug, Clone, Default)]
+pub struct SavedFromSource {
+    pub per_rater_image: std::collections::HashMap<(String, i64), usize>,
+    pub total: usize,
+    /// The first save, `YYYY-MM-DD HH:MM:SS`.
+    pub first_saved: Option<String>,
+}
+
 /// One save of one rating, as plain fields (the protocol types convert into this).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NewRating {
@@ -334,16 +343,34 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// When ratings from this source were saved, if ever: (count, first save).
-    pub fn ratings_from_source(&self, source: &str) -> Result<Option<(i64, String)>, StoreError> {
-        let (n, first): (i64, Option<String>) = self
+    /// What ratings from this source (a rating file) were saved, if any.
+    pub fn ratings_from_source(&self, source: &str) -> Result<SavedFromSource, StoreError> {
+        let mut stmt = self
             .conn()
-            .query_row(
-                "SELECT count(*), strftime(min(saved_at), '%Y-%m-%d %H:%M:%S') FROM ratings WHERE source = ?",
-                params![source],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare(include_str!("../../sql/store/ratings_from_source.sql"))
             .map_err(|e| self.err(e))?;
-        Ok((n > 0).then(|| (n, first.unwrap_or_default())))
+        let rows = stmt
+            .query_map(params![source], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut saved = SavedFromSource::default();
+        for row in rows {
+            let (rater, image_id, n, first) = row.map_err(|e| self.err(e))?;
+            let n = usize::try_from(n).unwrap_or(0);
+            saved.total += n;
+            saved.per_rater_image.insert((rater, image_id), n);
+            if let Some(first) = first
+                && saved.first_saved.as_ref().is_none_or(|f| first < *f)
+            {
+                saved.first_saved = Some(first);
+            }
+        }
+        Ok(saved)
     }
 }

@@ -371,3 +371,98 @@ fn an_import_that_fails_halfway_leaves_no_rating_and_no_rater() {
         ["new_rater", "second_new"]
     );
 }
+
+#[test]
+fn the_same_bytes_from_another_rater_are_that_raters_ratings() {
+    // Notebook files name no rater: two raters who gave the same labels hand in the
+    // same bytes, and the second rater's ratings must not be taken for a re-import.
+    let tmp = store(3);
+    let dir = tmp.path();
+    let input = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-01_FLAIR\tr\t4\n2\tsub-02_FLAIR\taa\t3\n";
+    std::fs::write(dir.join("ann.tsv"), input).expect("write");
+    std::fs::write(dir.join("bob.tsv"), input).expect("write");
+    ok(dir, &["ratings", "import", "ann.tsv", "--rater", "ann"]);
+    let bob = ok(dir, &["ratings", "import", "bob.tsv", "--rater", "bob"]);
+    assert!(bob.contains("3 ratings imported"), "{bob}");
+    // Each file again, under either name: nothing saved twice.
+    for (file, rater) in [("ann.tsv", "ann"), ("bob.tsv", "bob"), ("ann.tsv", "bob")] {
+        let again = ok(dir, &["ratings", "import", file, "--rater", rater]);
+        assert!(again.contains("already imported, nothing saved"), "{again}");
+    }
+    let counts = csv_rows(
+        dir,
+        "select rater, count(*) from ratings group by rater order by rater",
+    );
+    assert_eq!(counts, ["ann,3", "bob,3"]);
+}
+
+#[test]
+fn rows_skipped_for_a_missing_image_import_once_it_arrives() {
+    let tmp = store(2);
+    let dir = tmp.path();
+    let input = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-01_FLAIR\tr\t4\n2\tsub-07_FLAIR\taa\t3\n3\tsub-00_FLAIR\tr\t4\n";
+    std::fs::write(dir.join("nb.tsv"), input).expect("write");
+    let first = ok(
+        dir,
+        &[
+            "ratings",
+            "import",
+            "nb.tsv",
+            "--rater",
+            "cid",
+            "--skip-invalid",
+        ],
+    );
+    assert!(first.contains("3 ratings imported"), "{first}");
+    // Until the image is imported the file has nothing new.
+    let again = ok(dir, &["ratings", "import", "nb.tsv", "--rater", "cid"]);
+    assert!(again.contains("already imported, nothing saved"), "{again}");
+    let anat = dir.join("w/sub-07/anat");
+    std::fs::create_dir_all(&anat).expect("mkdir");
+    std::fs::write(
+        anat.join("sub-07_FLAIR.nii"),
+        float_volume([6, 6, 6], |v| v as f32),
+    )
+    .expect("write");
+    ok(dir, &["import", "w"]);
+    let now = ok(dir, &["ratings", "import", "nb.tsv", "--rater", "cid"]);
+    assert!(
+        now.contains("1 ratings imported")
+            && now.contains("3 saved by an earlier import of this file"),
+        "{now}"
+    );
+    // Both ratings of sub-00 kept, none doubled.
+    let rows = csv_rows(
+        dir,
+        "select i.rel_path, count(*) from ratings r join images i using (image_id) \
+         group by 1 order by 1",
+    );
+    assert_eq!(
+        rows,
+        [
+            "sub-00/anat/sub-00_FLAIR.nii,2",
+            "sub-01/anat/sub-01_FLAIR.nii,1",
+            "sub-07/anat/sub-07_FLAIR.nii,1"
+        ]
+    );
+    let last = ok(dir, &["ratings", "import", "nb.tsv", "--rater", "cid"]);
+    assert!(last.contains("already imported, nothing saved"), "{last}");
+}
+
+#[test]
+fn a_quote_left_open_stops_the_import_and_names_the_lines() {
+    let tmp = store(3);
+    let dir = tmp.path();
+    ok(dir, &["raters", "add", "ann"]);
+    let text = "subject\tcode\tcomment\n00\tkaz\tfine\n01\tkaz\t\"ghosting?\n02\tr\tsharp\n";
+    std::fs::write(dir.join("q.tsv"), text).expect("write");
+    let out = cdwqc(dir, &["ratings", "import", "q.tsv", "--rater", "ann"]);
+    assert!(!out.status.success());
+    let said = stdout(&out);
+    assert!(
+        said.contains("q.tsv:3: a quote opened in this row"),
+        "{said}"
+    );
+    assert!(said.contains("lines 3-4"), "{said}");
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
+}
