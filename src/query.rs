@@ -75,7 +75,7 @@ const WRITE_KINDS: [StatementKind; 12] = [
 /// leaves the whole database failing), checkpoint, run SQL given as text or as a
 /// serialized plan, which no check here has seen, or open a DuckDB file (the store
 /// itself is one DuckDB always lets a connection open).
-pub const REFUSED_FUNCTIONS: [&str; 11] = [
+pub const REFUSED_FUNCTIONS: [&str; 14] = [
     "enable_logging",
     "disable_logging",
     "truncate_duckdb_logs",
@@ -87,6 +87,10 @@ pub const REFUSED_FUNCTIONS: [&str; 11] = [
     "query_table",
     "json_execute_serialized_sql",
     "read_duckdb",
+    // They switch the parser of the whole process, which `lock_configuration` leaves open.
+    "enable_peg_parser",
+    "disable_peg_parser",
+    "check_peg_parser",
 ];
 
 /// Checks `sql` before any of it runs: DuckDB's parser splits it and each statement is
@@ -154,18 +158,14 @@ fn check_functions(conn: &Connection, sql: &str, definitions: bool) -> Result<()
     let tree: String = conn
         .query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))
         .map_err(text)?;
-    if let Ok(tree) = serde_json::from_str::<Json>(&tree) {
-        let mut names = Vec::new();
-        function_names(&tree, &mut names);
-        if let Some(name) = names
-            .iter()
-            .find(|n| REFUSED_FUNCTIONS.contains(&n.to_ascii_lowercase().as_str()))
-        {
-            return Err(QueryError::Refused(format!(
-                "{name}() is refused: it changes DuckDB's logging, profiling or storage, \
-                 or runs SQL no check has seen (docs/security.md)"
-            )));
-        }
+    if let Some(name) = function_names(&tree)
+        .iter()
+        .find(|n| REFUSED_FUNCTIONS.contains(&n.to_ascii_lowercase().as_str()))
+    {
+        return Err(QueryError::Refused(format!(
+            "{name}() is refused: it changes DuckDB's logging, profiling or storage, \
+             or runs SQL no check has seen (docs/security.md)"
+        )));
     }
     if !definitions {
         return Ok(());
@@ -192,19 +192,41 @@ fn check_functions(conn: &Connection, sql: &str, definitions: bool) -> Result<()
     Ok(())
 }
 
-fn function_names(node: &Json, out: &mut Vec<String>) {
-    match node {
-        Json::Object(map) => {
-            for (key, value) in map {
-                match (key.as_str(), value) {
-                    ("function_name", Json::String(name)) => out.push(name.clone()),
-                    _ => function_names(value, out),
+/// Every function a serialized query calls: the values of its `"function_name"` keys,
+/// found in the text rather than in a parsed tree, whose depth a parser would have to
+/// bound (a query nested 40 subqueries deep passed serde_json's limit of 128 levels,
+/// and with it the check). Inside a JSON string every quote is escaped, so the key can
+/// only match where it is a key.
+fn function_names(serialized: &str) -> Vec<String> {
+    const KEY: &str = "\"function_name\":\"";
+    let mut names = Vec::new();
+    let mut rest = serialized;
+    while let Some(at) = rest.find(KEY) {
+        let value = &rest[at + KEY.len() - 1..];
+        // The string runs to the first quote not escaped by a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in value.char_indices().skip(1) {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(i);
+                    break;
                 }
+                _ => {}
             }
         }
-        Json::Array(items) => items.iter().for_each(|i| function_names(i, out)),
-        _ => {}
+        let Some(end) = end else { break };
+        // A name that does not decode is kept as written, so it is still compared.
+        let quoted = &value[..=end];
+        names.push(
+            serde_json::from_str::<String>(quoted)
+                .unwrap_or_else(|_| quoted.trim_matches('"').to_string()),
+        );
+        rest = &value[end + 1..];
     }
+    names
 }
 
 /// Runs `f` inside a read-only transaction unless `write`. Fails closed: if the
@@ -419,6 +441,41 @@ pub fn resolve_output(path: &Path, store: &Path) -> Result<PathBuf, QueryError> 
                 "a DuckDB database: refused, choose another name".into(),
             ));
         }
+    }
+    // Another store's write-ahead log holds saves its database file does not have yet.
+    let name = resolved.to_string_lossy();
+    for suffix in [".wal", ".wal.recovery"] {
+        if let Some(database) = name.strip_suffix(suffix)
+            && is_duckdb_file(Path::new(database))
+        {
+            return Err(refuse(format!(
+                "the write-ahead log of the DuckDB database {database}: refused"
+            )));
+        }
+    }
+    Ok(resolved)
+}
+
+/// Writes `bytes` to `path` once [`resolve_output`] accepts it: into a new file beside
+/// it, then renamed over it, so that no existing file (a link to the store or its WAL
+/// planted under the name included) is ever written into. Returns where it went.
+pub fn write_file(path: &Path, store: &Path, bytes: &[u8]) -> Result<PathBuf, QueryError> {
+    let resolved = resolve_output(path, store)?;
+    let io = |source: std::io::Error| QueryError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = resolved
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = resolved.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::File::create_new(&temporary)
+        .and_then(|mut file| file.write_all(bytes).and_then(|_| file.flush()))
+        .and_then(|_| std::fs::rename(&temporary, &resolved));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(io(e));
     }
     Ok(resolved)
 }

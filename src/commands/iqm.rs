@@ -355,7 +355,7 @@ fn export(db: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
             }
             text.push('\n');
         }
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        crate::query::write_file(&path, db, text.as_bytes())?;
         println!("{}: {} images", path.display(), rows.len());
     }
     if by_suffix.is_empty() {

@@ -100,8 +100,10 @@ pub fn run(db: &Path, args: RateArgs) -> anyhow::Result<ExitCode> {
                     continue 'images;
                 }
                 "u" => match store.undo_last_rating(&args.rater, "line")? {
-                    Some((rating_id, image_id)) => {
-                        println!("withdrew rating #{rating_id} of image {image_id}");
+                    // Rating ids count every rater's saves, which a blind rater must
+                    // not learn: the image is named instead.
+                    Some((_, image_id)) => {
+                        println!("withdrew your last rating, of image {image_id}");
                         skipped.retain(|&i| i != image_id);
                         continue 'images;
                     }
@@ -126,11 +128,11 @@ pub fn run(db: &Path, args: RateArgs) -> anyhow::Result<ExitCode> {
                             source: "line".into(),
                             ..NewRating::default()
                         };
-                        let ids = store.save_ratings(&[new])?;
+                        store.save_ratings(&[new])?;
                         saved += 1;
-                        let id = ids.first().copied().unwrap_or_default();
                         println!(
-                            "saved rating #{id}: {} ({})",
+                            "saved image {}: {} ({})",
+                            next.image_id,
                             display_code(&rating),
                             rating.tier()
                         );

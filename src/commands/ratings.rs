@@ -69,8 +69,8 @@ pub struct ExportArgs {
     /// DIR/derivatives/cdwqc/ (DIR: the raw BIDS dataset's root).
     #[arg(long, group = "what", value_name = "DIR")]
     pub bids_derivatives: Option<PathBuf>,
-    /// The rater for --notebook.
-    #[arg(long)]
+    /// Only this rater's ratings (--latest, --history), or the rater for --notebook.
+    #[arg(long, conflicts_with_all = ["consensus", "bids_derivatives"])]
     pub rater: Option<String>,
     #[arg(long, value_enum, default_value = "tsv")]
     pub format: Format,
@@ -188,11 +188,24 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     if args.notebook {
         return export_notebook(db, &args);
     }
-    let sql = if args.history {
+    let all = if args.history {
         include_str!("../../sql/store/export_history.sql")
     } else {
         include_str!("../../sql/store/export_latest.sql")
     };
+    // One rater's own ratings: a rater asking for theirs gets no one else's.
+    let sql = match &args.rater {
+        Some(rater) => {
+            crate::store::raters::validate_name(rater).map_err(anyhow::Error::msg)?;
+            // A valid name holds letters, digits, '_', '-' and '.' only: no quote.
+            format!(
+                "SELECT * FROM ({}) WHERE rater = '{rater}'",
+                all.trim().trim_end_matches(';')
+            )
+        }
+        None => all.to_string(),
+    };
+    let sql = sql.as_str();
     // The SQL is ours; the file is written by cdwqc, never over the store.
     let session = Session::open(
         db,
@@ -422,7 +435,7 @@ fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let text = write_notebook(&rows, Delimiter::Tab)?;
     match &args.out {
         Some(path) => {
-            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            crate::query::write_file(path, db, text.as_bytes())?;
             eprintln!("wrote {} ratings to {}", rows.len(), path.display());
         }
         None => print!("{text}"),

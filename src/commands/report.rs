@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
 
 use crate::metrics::{BootstrapConfig, OperatingTarget};
@@ -135,6 +135,7 @@ pub fn run(db: &Path, args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 /// Markdown or JSON on standard output, and the HTML file when asked.
 fn emit(
+    db: &Path,
     json: impl serde::Serialize,
     as_json: bool,
     doc: &Document,
@@ -146,7 +147,8 @@ fn emit(
         print!("{}", doc.markdown());
     }
     if let Some(path) = html {
-        std::fs::write(path, doc.html()).with_context(|| format!("writing {}", path.display()))?;
+        // Never the store, its WAL or another DuckDB file, through links either.
+        crate::query::write_file(path, db, doc.html().as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -175,6 +177,7 @@ fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
     let report = model::build(&store, &args.run, &options)?;
     let doc = model::document(&report);
     emit(
+        db,
         &report,
         args.scoring.json,
         &doc,
@@ -189,6 +192,7 @@ fn compare_report(db: &Path, args: CompareArgs) -> anyhow::Result<ExitCode> {
     let comparison = model::compare(&store, &runs, &args.scoring.options())?;
     let doc = model::compare_document(&comparison);
     emit(
+        db,
         &comparison,
         args.scoring.json,
         &doc,
@@ -207,6 +211,6 @@ fn agreement_report(db: &Path, args: AgreementArgs) -> anyhow::Result<ExitCode> 
         },
     )?;
     let doc = agreement::document(&report);
-    emit(&report, args.json, &doc, args.html.as_deref())?;
+    emit(db, &report, args.json, &doc, args.html.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }

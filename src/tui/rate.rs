@@ -215,7 +215,9 @@ impl RateState {
         match result {
             Ok((rating_id, image_id)) => {
                 let code = std::mem::take(&mut self.code);
-                let message = format!("saved image {image_id} as '{code}' (rating {rating_id})");
+                // No rating id: ids count every rater's saves, which a blind rater must
+                // not learn.
+                let message = format!("saved image {image_id} as '{code}'");
                 self.saved.push((rating_id, image_id, code));
                 if let Some(work) = self.work.as_mut() {
                     work.retain(|id| *id != image_id);
@@ -302,10 +304,7 @@ mod tests {
         );
         let saved = rate.on_saved(Ok((7, 11)));
         assert_eq!(saved.rated_image, Some(11));
-        assert_eq!(
-            saved.message.as_deref(),
-            Some("saved image 11 as 'r' (rating 7)")
-        );
+        assert_eq!(saved.message.as_deref(), Some("saved image 11 as 'r'"));
         assert_eq!(
             (rate.work.clone(), rate.current()),
             (Some(vec![10, 12]), Some(12))

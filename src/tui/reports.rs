@@ -282,7 +282,9 @@ pub fn export(store: &Store) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     let mut write = |name: &str, html: String| -> Result<(), String> {
         let path = dir.join(name);
-        std::fs::write(&path, html).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        // Never the store, its WAL or another DuckDB file, through links either.
+        crate::query::write_file(&path, store.path(), html.as_bytes())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
         written.push(path);
         Ok(())
     };

@@ -154,9 +154,31 @@ fn read_only_sql_changes_no_file() {
             "DELETE: a read-only session runs queries only",
         ),
     ];
+    // Nested deeper than a JSON parser goes by default (128 levels): the check must
+    // still find the function.
+    let nested = |depth: usize, inner: &str| {
+        (0..depth).fold(inner.to_string(), |q, _| format!("select * from ({q})"))
+    };
+    let mut attacks = attacks;
+    for depth in [40, 120] {
+        attacks.push((nested(depth, "select * from query('select 42')"), "refused"));
+        attacks.push((nested(depth, "select * from checkpoint()"), "refused"));
+    }
+    attacks.push(("select * from enable_peg_parser()".into(), "refused"));
     for (query, reason) in &attacks {
         refused(dir, before, &["sql", query], reason);
     }
+    // With files allowed, nested file logging is refused as well.
+    let logging = nested(
+        60,
+        "select * from enable_logging(level = 'trace', storage = 'file', storage_path = 'logs')",
+    );
+    refused(
+        dir,
+        before,
+        &["sql", "--allow-files", &format!("{logging}; select 1")],
+        "refused",
+    );
     for made in ["x.csv", "dump", "other.duckdb", "logs", "p.json"] {
         assert!(!dir.join(made).exists(), "{made} was written");
     }
@@ -271,6 +293,50 @@ fn out_never_writes_the_store() {
         before,
         &["ratings", "export", "--latest", "--out", "cdwqc.duckdb"],
         "refused",
+    );
+    // Another store's write-ahead log holds saves its file does not have yet.
+    std::fs::write(dir.join("copy.duckdb.wal"), b"saves not yet checkpointed").expect("wal");
+    for args in [
+        &["sql", "select 1 as a", "--out", "copy.duckdb.wal"][..],
+        &["ratings", "export", "--latest", "--out", "copy.duckdb.wal"],
+    ] {
+        refused(dir, before, args, "write-ahead log");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("copy.duckdb.wal")).expect("wal"),
+        b"saves not yet checkpointed"
+    );
+    // Every other file a command writes: a report given the store's name by mistake,
+    // and links to the store planted where exports go.
+    for args in [
+        &["report", "agreement", "--html", "cdwqc.duckdb"][..],
+        &["report", "agreement", "--html", "link.csv"],
+        &["report", "agreement", "--html", "copy.duckdb"],
+        &[
+            "ratings",
+            "export",
+            "--notebook",
+            "--rater",
+            "bob",
+            "--out",
+            "hard.csv",
+        ],
+    ] {
+        refused(dir, before, args, "refused");
+    }
+    let groups = dir.join("groups");
+    std::fs::create_dir(&groups).expect("mkdir");
+    for name in ["group_T1w.tsv", "group_FLAIR.tsv", "group_unknown.tsv"] {
+        std::os::unix::fs::symlink(dir.join("cdwqc.duckdb"), groups.join(name)).expect("link");
+    }
+    ok(dir, &["iqm"]);
+    refused(dir, before, &["iqm", "--export", "groups"], "refused");
+    // A report to a new name is written.
+    ok(dir, &["report", "agreement", "--html", "agreement.html"]);
+    assert!(
+        std::fs::read_to_string(dir.join("agreement.html"))
+            .expect("report")
+            .contains("<html")
     );
     // Ordinary outputs still work.
     ok(

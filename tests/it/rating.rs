@@ -93,9 +93,14 @@ fn line_mode_saves_refuses_and_undoes() {
     let out = child.wait_with_output().expect("wait");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("saved rating #1: kaz"), "{text}");
+    assert!(text.contains("saved image 1: kaz"), "{text}");
+    // No rating id: it would tell a blind rater how many ratings others saved.
+    assert!(!text.contains("rating #"), "{text}");
     assert!(text.contains("invalid code 'rk'"), "{text}");
-    assert!(text.contains("withdrew rating #2"), "{text}");
+    assert!(
+        text.contains("withdrew your last rating, of image 2"),
+        "{text}"
+    );
     let latest = ok(
         dir,
         &[
@@ -125,16 +130,16 @@ fn a_rating_reported_saved_survives_sigkill() {
     let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
     stdin.write_all(b"aa\n").expect("write");
     stdin.flush().expect("flush");
-    let mut saved_id = None;
+    let mut saved_image = None;
     let mut line = String::new();
     while reader.read_line(&mut line).expect("read") > 0 {
-        if let Some(rest) = line.split("saved rating #").nth(1) {
-            saved_id = rest.split(':').next().map(str::to_string);
+        if let Some(rest) = line.split("saved image ").nth(1) {
+            saved_image = rest.split(':').next().map(str::to_string);
             break;
         }
         line.clear();
     }
-    let id = saved_id.expect("the loop reported a save");
+    let image = saved_image.expect("the loop reported a save");
     // Killed at once, without a chance to flush or close anything.
     child.kill().expect("SIGKILL");
     child.wait().expect("wait");
@@ -142,7 +147,7 @@ fn a_rating_reported_saved_survives_sigkill() {
         dir,
         &[
             "sql",
-            &format!("select code from ratings where rating_id = {id}"),
+            &format!("select code from ratings where rater = 'ann' and image_id = {image}"),
             "--format",
             "csv",
         ],
@@ -394,6 +399,25 @@ fn the_same_bytes_from_another_rater_are_that_raters_ratings() {
         "select rater, count(*) from ratings group by rater order by rater",
     );
     assert_eq!(counts, ["ann,3", "bob,3"]);
+    // A rater exporting their ratings gets no one else's.
+    for what in ["--latest", "--history"] {
+        let mine = ok(
+            dir,
+            &[
+                "ratings", "export", what, "--rater", "bob", "--format", "csv",
+            ],
+        );
+        let raters: Vec<&str> = mine
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split(',')
+                    .nth(if what == "--history" { 7 } else { 6 })
+                    .unwrap_or("")
+            })
+            .collect();
+        assert_eq!(raters, ["bob", "bob", "bob"], "{mine}");
+    }
 }
 
 #[test]
