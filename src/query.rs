@@ -791,7 +791,9 @@ impl ResultSet {
                 let k = match &row[i] {
                     Cell::Null => continue,
                     Cell::Bool(_) => "BOOLEAN",
-                    Cell::Int(_) => "BIGINT",
+                    Cell::Int(i) if i64::try_from(*i).is_ok() => "BIGINT",
+                    // HUGEINT and UBIGINT values past BIGINT's range.
+                    Cell::Int(_) => "HUGEINT",
                     Cell::Float(_) => "DOUBLE",
                     Cell::Blob(_) => "BLOB",
                     // Lists are written as their text, as before they were cells.
@@ -800,7 +802,8 @@ impl ResultSet {
                 kind = match (kind, k) {
                     ("", k) => k,
                     (a, b) if a == b => a,
-                    ("BIGINT", "DOUBLE") | ("DOUBLE", "BIGINT") => "DOUBLE",
+                    ("BIGINT", "HUGEINT") | ("HUGEINT", "BIGINT") => "HUGEINT",
+                    ("BIGINT" | "HUGEINT", "DOUBLE") | ("DOUBLE", "BIGINT" | "HUGEINT") => "DOUBLE",
                     _ => "VARCHAR",
                 };
             }
@@ -824,7 +827,11 @@ impl ResultSet {
                     .map(|(c, k)| match (c, *k) {
                         (Cell::Null, _) => duckdb::types::Value::Null,
                         (Cell::Bool(b), "BOOLEAN") => duckdb::types::Value::Boolean(*b),
-                        (Cell::Int(i), "BIGINT") => duckdb::types::Value::BigInt(*i as i64),
+                        (Cell::Int(i), "BIGINT") => match i64::try_from(*i) {
+                            Ok(i) => duckdb::types::Value::BigInt(i),
+                            Err(_) => duckdb::types::Value::HugeInt(*i),
+                        },
+                        (Cell::Int(i), "HUGEINT") => duckdb::types::Value::HugeInt(*i),
                         (Cell::Int(i), "DOUBLE") => duckdb::types::Value::Double(*i as f64),
                         (Cell::Float(f), "DOUBLE") => duckdb::types::Value::Double(*f),
                         (Cell::Blob(b), "BLOB") => duckdb::types::Value::Blob(b.clone()),
@@ -837,12 +844,37 @@ impl ResultSet {
             }
             appender.flush().map_err(sql_err)?;
         }
-        let target = path.display().to_string().replace('\'', "''");
-        conn.execute_batch(&format!("COPY result TO '{target}' (FORMAT parquet)"))
-            .map_err(|e| QueryError::Output {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
+        // Parquet has no 128-bit integer (DuckDB would write HUGEINT as DOUBLE, losing
+        // digits): such a column is written as DECIMAL(38, 0), exact, or as its digits
+        // when a value has more than 38.
+        let projection: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .zip(&kinds)
+            .map(|((i, c), k)| {
+                let name = format!("\"{}\"", c.replace('"', "\"\""));
+                if *k != "HUGEINT" {
+                    return name;
+                }
+                let limit = 10i128.pow(38);
+                let fits = self.rows.iter().all(|row| match &row[i] {
+                    Cell::Int(v) => v.unsigned_abs() < limit.unsigned_abs(),
+                    _ => true,
+                });
+                let kind = if fits { "DECIMAL(38, 0)" } else { "VARCHAR" };
+                format!("CAST({name} AS {kind}) AS {name}")
             })
+            .collect();
+        let target = path.display().to_string().replace('\'', "''");
+        conn.execute_batch(&format!(
+            "COPY (SELECT {} FROM result) TO '{target}' (FORMAT parquet)",
+            projection.join(", ")
+        ))
+        .map_err(|e| QueryError::Output {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     pub fn write(&self, format: Format, out: &mut dyn Write) -> std::io::Result<()> {

@@ -64,6 +64,33 @@ fn answers_in_every_format() {
         ],
     );
     assert_eq!(back, "suffix,n\nFLAIR,1\nT1w,1\n");
+    // 128-bit and unsigned 64-bit integers keep every digit (they were written as -1).
+    ok(
+        dir,
+        &[
+            "sql",
+            "select 170141183460469231731687303715884105727::hugeint as h, \
+             18446744073709551615::ubigint as u, -5::hugeint as small",
+            "--format",
+            "parquet",
+            "--out",
+            "wide.parquet",
+        ],
+    );
+    let wide = ok(
+        dir,
+        &[
+            "sql",
+            "select h::varchar as h, u::varchar as u, small from read_parquet('wide.parquet')",
+            "--allow-files",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        wide,
+        "h,u,small\n170141183460469231731687303715884105727,18446744073709551615,-5\n"
+    );
     ok(dir, &["sql", Q, "--format", "tsv", "--out", "out.tsv"]);
     assert_eq!(
         std::fs::read_to_string(dir.join("out.tsv")).expect("read"),
