@@ -150,7 +150,7 @@ impl ImportWorkList {
             .walked
             .iter()
             .map(|p| {
-                let text = p.to_string_lossy().into_owned();
+                let text = crate::import::path_text(p);
                 let state = if todo.contains_key(p.as_path()) {
                     FileState::Todo
                 } else {
@@ -164,11 +164,9 @@ impl ImportWorkList {
                 }
             })
             .collect();
-        let walked: std::collections::HashSet<&str> =
-            files.iter().map(|f| f.path.as_str()).collect();
-        let mut gone: Vec<ListedFile> = known
-            .iter()
-            .filter(|(path, k)| k.status != "missing" && !walked.contains(path.as_str()))
+        let mut gone: Vec<ListedFile> = plan
+            .gone(known)
+            .into_iter()
             .map(|(path, k)| ListedFile {
                 path: path.clone(),
                 state: FileState::Gone,

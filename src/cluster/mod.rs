@@ -268,6 +268,7 @@ impl WorkList {
                         image_id: r.get(1)?,
                         path: r.get(2)?,
                         sha256: r.get(3)?,
+                        stamp: None,
                         label: r.get::<_, Option<i64>>(4)?.map(|l| l as usize),
                         soft_label: None,
                     },

@@ -285,6 +285,16 @@ fn measure_store(db: &Path, force: bool) -> anyhow::Result<ExitCode> {
 /// (or changed since import) gets a row that says so rather than stopping the run.
 fn measure_stored(image: &PendingIqm) -> IqmRow {
     let contrast = Contrast::from_suffix(image.suffix.as_deref());
+    // Metrics are stored under the content the store describes: a file changed since
+    // import would put another image's metrics there.
+    if let Some(why) = image.stamp.changed(Path::new(&image.path)) {
+        return IqmRow {
+            contrast: contrast.name().to_string(),
+            values: None,
+            error: Some(why),
+            seconds: 0.0,
+        };
+    }
     let outcome = std::panic::catch_unwind(|| match nifti::decode_file(Path::new(&image.path)) {
         Ok(decoded) => {
             // One pass for what the header and the values establish spares the step

@@ -377,19 +377,48 @@ impl<'p, R: Read> Input<'p, R> {
     }
 }
 
-/// Opens a file as a byte stream: refuses anything but a regular file (a FIFO would
-/// block), sniffs gzip from the first bytes. Returns the stream (the sniffed bytes put
-/// back), whether it is gzip, and the file's length.
-fn open_stream(path: &Path) -> Result<(impl Read, bool, u64), ImagingError> {
+/// Opens a regular file for reading, and only one: returns it, bounded to the size it
+/// had when opened, with that size.
+///
+/// - Anything else is refused before it is opened (a device may act on an open), and
+///   again on the open handle, since the name may have been swapped for a FIFO since.
+/// - The open never blocks (`O_NONBLOCK`, which regular files ignore).
+/// - A file whose size is 0 is refused without a read: `/proc` and tracefs files say
+///   so and then read without end (a pagemap filled memory; a trace pipe hung import).
+/// - No read goes past the size, so a file that grows while read cannot either.
+pub fn open_regular(path: &Path) -> Result<(std::io::Take<File>, u64), ImagingError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = || ImagingError::NotRegularFile {
+        path: PathBuf::from(path),
+    };
     let meta = std::fs::metadata(path).map_err(|e| ImagingError::io(path, e))?;
     if !meta.is_file() {
-        return Err(ImagingError::NotRegularFile {
+        return Err(not_regular());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| ImagingError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| ImagingError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() == 0 {
+        return Err(ImagingError::Empty {
             path: PathBuf::from(path),
         });
     }
-    let file = File::open(path).map_err(|e| ImagingError::io(path, e))?;
+    Ok((file.take(meta.len()), meta.len()))
+}
+
+/// Opens a file as a byte stream ([`open_regular`]), sniffs gzip from the first bytes.
+/// Returns the stream (the sniffed bytes put back), whether it is gzip, and the file's
+/// length.
+fn open_stream(path: &Path) -> Result<(impl Read, bool, u64), ImagingError> {
+    let (file, len) = open_regular(path)?;
     let (magic, reader) = sniff(path, BufReader::with_capacity(1 << 16, file))?;
-    Ok((reader, is_gzip(&magic), meta.len()))
+    Ok((reader, is_gzip(&magic), len))
 }
 
 /// Reads the first two bytes of a stream and hands back a stream that still starts
@@ -990,15 +1019,13 @@ fn convert_into(raw: &[u8], datatype: Datatype, little: bool, out: &mut Vec<f32>
     }
 }
 
-/// Reads a whole file, refusing anything but a regular file (a FIFO would block).
+/// Reads a whole regular file ([`open_regular`]).
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ImagingError> {
-    let meta = std::fs::metadata(path).map_err(|e| ImagingError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(ImagingError::NotRegularFile {
-            path: PathBuf::from(path),
-        });
-    }
-    std::fs::read(path).map_err(|e| ImagingError::io(path, e))
+    let (mut file, len) = open_regular(path)?;
+    let mut raw = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+    file.read_to_end(&mut raw)
+        .map_err(|e| ImagingError::io(path, e))?;
+    Ok(raw)
 }
 
 #[cfg(test)]

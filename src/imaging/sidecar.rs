@@ -48,11 +48,28 @@ pub fn read(image: &Path) -> Result<Option<Sidecar>, String> {
         }
         _ => {}
     }
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("sidecar {}: {e}", path.display())),
+    // Opened as an image is: a regular file on the handle too, never blocking, never
+    // read past its size (a link to /proc or a trace pipe says 0 bytes, then reads on
+    // without end).
+    let mut file = match super::nifti::open_regular(&path) {
+        Ok((_, len)) if len > MAX_SIDECAR_BYTES => {
+            return Err(format!(
+                "sidecar {} is {len} bytes, more than the {MAX_SIDECAR_BYTES} a sidecar may hold",
+                path.display()
+            ));
+        }
+        Ok((file, _)) => file,
+        Err(super::ImagingError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("sidecar {}: {}", path.display(), e.reason())),
     };
+    let mut text = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut file, &mut text) {
+        return Err(format!("sidecar {}: {e}", path.display()));
+    }
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("sidecar {} is not valid JSON: {e}", path.display()))?;
     let obj = value

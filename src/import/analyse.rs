@@ -12,7 +12,7 @@ use crate::store::images::{HeaderFacts, ImageRow, ImageStatus, ImageWrite, Known
 use crate::store::iqms::IqmRow;
 
 /// Size and modification time of a file as seen by the walker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileStamp {
     pub size: i64,
     pub mtime_ns: i64,
@@ -28,6 +28,24 @@ impl FileStamp {
         Self {
             size: meta.len() as i64,
             mtime_ns,
+        }
+    }
+}
+
+impl FileStamp {
+    /// Why the file at `path` is no longer the one imported with this stamp, if it is
+    /// not: the test import itself uses to find changed files. Anything computed from
+    /// such a file (metrics, tensors, predictions) would be stored under the content the
+    /// store describes, not the one read.
+    pub fn changed(&self, path: &std::path::Path) -> Option<String> {
+        match std::fs::metadata(path) {
+            Ok(meta) if Self::of(&meta) == *self => None,
+            Ok(_) => Some(
+                "the file changed since it was imported (its size or modification time \
+                 differ): run `cdwqc import` again"
+                    .into(),
+            ),
+            Err(e) => Some(format!("cannot read: {e}")),
         }
     }
 }
@@ -50,18 +68,14 @@ pub enum Outcome {
 /// Base row: identity and entities, no facts yet.
 fn base_row(path: &Path, root: &Path, stamp: Option<FileStamp>) -> ImageRow {
     let entities = bids::parse(path);
-    let rel_path = path
-        .strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned();
+    let rel_path = super::path_text(path.strip_prefix(root).unwrap_or(path));
     let stamp = stamp.unwrap_or(FileStamp {
         size: 0,
         mtime_ns: 0,
     });
     ImageRow {
-        path: path.to_string_lossy().into_owned(),
-        root: root.to_string_lossy().into_owned(),
+        path: super::path_text(path),
+        root: super::path_text(root),
         rel_path,
         subject: entities.subject,
         session: entities.session,
@@ -212,20 +226,26 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
         }
     };
     let stamp = FileStamp::of(&meta);
+    // Every command after import opens the file by its stored path, which holds text:
+    // a name that is not UTF-8 would be stored as a name no file has.
+    if path.to_str().is_none() {
+        return failed(
+            base_row(path, root, Some(stamp)),
+            "the file name is not valid UTF-8 (its stored path shows the bytes as \\xNN): \
+             rename the file"
+                .into(),
+        );
+    }
     if !meta.is_file() {
         return failed(
             base_row(path, root, Some(stamp)),
             "not a regular file".into(),
         );
     }
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            return failed(
-                base_row(path, root, Some(stamp)),
-                ImagingError::io(path, e).reason(),
-            );
-        }
+    // Checked again on the open handle, never blocking, never read past its size.
+    let file = match crate::imaging::nifti::open_regular(path) {
+        Ok((file, _)) => file,
+        Err(e) => return failed(base_row(path, root, Some(stamp)), e.reason()),
     };
     if u64::try_from(stamp.size).is_ok_and(|size| size <= WHOLE_READ_MAX) {
         let mut raw = Vec::with_capacity(stamp.size as usize);

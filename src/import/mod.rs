@@ -102,6 +102,53 @@ pub struct ImportPlan {
     pub still_failing: u64,
     /// Folders or entries the walk could not read.
     pub warnings: Vec<FileNote>,
+    /// Folders the walk could not list, as stored paths.
+    pub unlisted: Vec<String>,
+}
+
+impl ImportPlan {
+    /// Stored files under the root that the walk did not find, and that it could have
+    /// found: a file under a folder it could not list (permissions, a name too long, a
+    /// network error) is not gone.
+    pub fn gone<'a>(
+        &self,
+        known: &'a HashMap<String, KnownFile>,
+    ) -> Vec<(&'a String, &'a KnownFile)> {
+        let seen: HashSet<String> = self.walked.iter().map(|p| path_text(p)).collect();
+        let hidden = |path: &str| {
+            self.unlisted.iter().any(|folder| {
+                path.strip_prefix(folder.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        };
+        known
+            .iter()
+            .filter(|(path, k)| k.status != "missing" && !seen.contains(*path) && !hidden(path))
+            .collect()
+    }
+}
+
+/// A path as the store keeps it: its text, or, for a name that is not UTF-8, its text
+/// with each byte that is not shown as `\xNN` (such a file is refused at import, and
+/// two of them must not share a row as their lossy forms would).
+pub fn path_text(path: &Path) -> String {
+    match path.to_str() {
+        Some(text) => text.to_string(),
+        None => {
+            use std::os::unix::ffi::OsStrExt;
+            path.as_os_str()
+                .as_bytes()
+                .utf8_chunks()
+                .map(|chunk| {
+                    let mut text = chunk.valid().to_string();
+                    for byte in chunk.invalid() {
+                        text.push_str(&format!("\\x{byte:02X}"));
+                    }
+                    text
+                })
+                .collect()
+        }
+    }
 }
 
 /// Walks `opts.root` and compares every file with what `known` (the store's files
@@ -121,7 +168,7 @@ pub fn plan(
         });
     }
     let walked = walk::candidates(&root, opts.include_derivatives);
-    let known = known(&root.to_string_lossy())?;
+    let known = known(&path_text(&root))?;
     let mut plan = ImportPlan {
         root,
         walked: Vec::new(),
@@ -129,10 +176,11 @@ pub fn plan(
         unchanged: 0,
         still_failing: 0,
         warnings: walked.errors,
+        unlisted: walked.unlisted.iter().map(|p| path_text(p)).collect(),
     };
     for path in &walked.files {
-        let key = path.to_string_lossy();
-        let k = known.get(key.as_ref());
+        let key = path_text(path);
+        let k = known.get(&key);
         if let (Some(k), false) = (k, opts.force)
             && k.status != "missing"
             && unchanged_stamp(path, k)
@@ -217,16 +265,7 @@ pub fn run(
     summary.interrupted = cancel.load(Ordering::Relaxed);
     if !summary.interrupted {
         // Only a complete walk may declare files gone.
-        let seen: HashSet<String> = plan
-            .walked
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
-        let gone: Vec<i64> = known
-            .iter()
-            .filter(|(path, k)| k.status != "missing" && !seen.contains(*path))
-            .map(|(_, k)| k.image_id)
-            .collect();
+        let gone: Vec<i64> = plan.gone(&known).iter().map(|(_, k)| k.image_id).collect();
         summary.missing = store.mark_missing(&gone)? as u64;
     }
     summary.seconds = started.elapsed().as_secs_f64();
@@ -258,7 +297,7 @@ pub(crate) fn record(
     outcome: Outcome,
     batch: &mut Vec<ImageWrite>,
 ) {
-    let path = path.to_string_lossy().into_owned();
+    let path = path_text(path);
     match outcome {
         Outcome::Imported {
             write,
@@ -305,4 +344,63 @@ fn progress_bar(wanted: bool, len: u64) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(id: i64, status: &str) -> KnownFile {
+        KnownFile {
+            image_id: id,
+            file_size: 1,
+            mtime_ns: 1,
+            sha256: None,
+            status: status.into(),
+        }
+    }
+
+    #[test]
+    fn files_under_a_folder_the_walk_could_not_list_are_not_gone() {
+        let plan = ImportPlan {
+            root: PathBuf::from("/w"),
+            walked: vec![PathBuf::from("/w/a/seen.nii")],
+            todo: Vec::new(),
+            unchanged: 0,
+            still_failing: 0,
+            warnings: Vec::new(),
+            unlisted: vec!["/w/locked".into()],
+        };
+        let stored: HashMap<String, KnownFile> = [
+            ("/w/a/seen.nii", known(1, "ok")),
+            ("/w/a/deleted.nii", known(2, "ok")),
+            ("/w/locked/hidden.nii", known(3, "ok")),
+            ("/w/locked/deeper/hidden.nii", known(4, "failed")),
+            // A sibling whose name only starts like the folder's is not under it.
+            ("/w/locked2/deleted.nii", known(5, "ok")),
+            ("/w/a/gone_before.nii", known(6, "missing")),
+        ]
+        .into_iter()
+        .map(|(p, k)| (p.to_string(), k))
+        .collect();
+        let mut gone: Vec<i64> = plan.gone(&stored).iter().map(|(_, k)| k.image_id).collect();
+        gone.sort_unstable();
+        assert_eq!(gone, [2, 5]);
+        // An error that named no folder hides the whole root.
+        let blind = ImportPlan {
+            unlisted: vec!["/w".into()],
+            ..plan
+        };
+        assert!(blind.gone(&stored).is_empty());
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_keep_their_bytes_apart() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = |bytes: &[u8]| path_text(Path::new(std::ffi::OsStr::from_bytes(bytes)));
+        assert_eq!(name(b"/w/sub-01_T1w.nii"), "/w/sub-01_T1w.nii");
+        assert_eq!(name("/w/é.nii".as_bytes()), "/w/é.nii");
+        assert_eq!(name(b"/w/a\xFF.nii"), "/w/a\\xFF.nii");
+        assert_ne!(name(b"/w/a\xFF.nii"), name(b"/w/a\xFE.nii"));
+    }
 }

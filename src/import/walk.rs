@@ -16,6 +16,9 @@ pub struct Walked {
     pub files: Vec<PathBuf>,
     /// Folders that could not be listed.
     pub errors: Vec<FileNote>,
+    /// The folders behind those errors (the root when an error names none): the files
+    /// stored under them were not seen, which does not make them gone.
+    pub unlisted: Vec<PathBuf>,
 }
 
 pub fn candidates(root: &Path, include_derivatives: bool) -> Walked {
@@ -38,13 +41,14 @@ pub fn candidates(root: &Path, include_derivatives: bool) -> Walked {
                 walked.files.push(e.into_path());
             }
             Ok(_) => {}
-            Err(err) => walked.errors.push(FileNote {
-                path: err
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| root.display().to_string()),
-                message: format!("cannot list folder: {err}"),
-            }),
+            Err(err) => {
+                let folder = err.path().unwrap_or(root).to_path_buf();
+                walked.errors.push(FileNote {
+                    path: folder.display().to_string(),
+                    message: format!("cannot list folder: {err}"),
+                });
+                walked.unlisted.push(folder);
+            }
         }
     }
     walked

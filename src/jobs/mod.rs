@@ -54,6 +54,10 @@ pub struct PlanItem {
     pub image_id: i64,
     pub path: String,
     pub sha256: Option<String>,
+    /// Size and modification time at import: a file that no longer has them is refused
+    /// rather than read as the image the store describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<crate::import::analyse::FileStamp>,
     pub label: Option<usize>,
     /// The probability of each class to train towards (`train --soft-targets`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +72,7 @@ impl PlanItem {
             self.sha256.clone(),
             self.label,
         )
+        .with_stamp(self.stamp)
         .with_soft_label(self.soft_label.clone())
     }
 }
@@ -737,6 +742,7 @@ mod tests {
                 image_id: 7,
                 path: "/data/sub-1_FLAIR.nii.gz".into(),
                 sha256: None,
+                stamp: None,
                 label: Some(2),
                 soft_label: None,
             }],

@@ -156,6 +156,7 @@ fn plan_item(image: &ModelImage, label: Option<usize>) -> PlanItem {
         image_id: image.image_id,
         path: image.path.clone(),
         sha256: image.sha256.clone(),
+        stamp: Some(image.stamp),
         label,
         soft_label: None,
     }

@@ -64,6 +64,8 @@ pub enum ItemSource {
     File {
         path: PathBuf,
         sha256: Option<String>,
+        /// Size and modification time at import, when the store gave them.
+        stamp: Option<crate::import::analyse::FileStamp>,
     },
     /// Any other producer of preprocessed values.
     Loader(TensorLoader),
@@ -73,7 +75,9 @@ impl std::fmt::Debug for ItemSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Tensor(values) => write!(f, "Tensor({} values)", values.len()),
-            Self::File { path, sha256 } => write!(f, "File({}, {sha256:?})", path.display()),
+            Self::File { path, sha256, .. } => {
+                write!(f, "File({}, {sha256:?})", path.display())
+            }
             Self::Loader(_) => write!(f, "Loader"),
         }
     }
@@ -101,6 +105,16 @@ impl Item {
         }
     }
 
+    /// The file's size and modification time at import: a file that no longer has
+    /// them is refused, so that no tensor, cache entry or prediction comes from content
+    /// the store does not describe.
+    pub fn with_stamp(mut self, stamp: Option<crate::import::analyse::FileStamp>) -> Self {
+        if let ItemSource::File { stamp: s, .. } = &mut self.source {
+            *s = stamp;
+        }
+        self
+    }
+
     pub fn from_file(
         id: impl Into<String>,
         path: impl Into<PathBuf>,
@@ -112,6 +126,7 @@ impl Item {
             source: ItemSource::File {
                 path: path.into(),
                 sha256,
+                stamp: None,
             },
             label,
             soft_label: None,
@@ -144,7 +159,14 @@ impl ItemLoader {
         let values = match &item.source {
             ItemSource::Tensor(values) => values.as_ref().clone(),
             ItemSource::Loader(loader) => loader()?,
-            ItemSource::File { path, sha256 } => {
+            ItemSource::File {
+                path,
+                sha256,
+                stamp,
+            } => {
+                if let Some(why) = stamp.and_then(|s| s.changed(path)) {
+                    return Err(LoadFailure::Error(format!("{}: {why}", path.display())));
+                }
                 let cached = match (&self.cache, sha256) {
                     (Some(cache), Some(sha)) => cache
                         .get(sha, &self.preset.name, spec)
@@ -403,6 +425,43 @@ mod tests {
             .put("feedbeef", "tiny", &preset.preprocess, &marker)
             .unwrap();
         assert_eq!(loader.load(&item).unwrap(), marker);
+    }
+
+    #[test]
+    fn a_file_changed_since_import_is_refused_and_nothing_is_cached() {
+        let preset = Preset::builtin("tiny").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TensorCache::new(dir.path().join("cache"));
+        let loader = ItemLoader::new(preset.clone(), Some(cache.clone()));
+        let path = dir.path().join("anat.nii");
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/external/anatomical.nii"),
+            &path,
+        )
+        .unwrap();
+        let at_import = crate::import::analyse::FileStamp::of(&std::fs::metadata(&path).unwrap());
+        let item = |stamp| {
+            Item::from_file("anat", &path, Some("feedbeef".into()), None).with_stamp(Some(stamp))
+        };
+        // Another image under the same name, one byte longer.
+        let mut other = std::fs::read(&path).unwrap();
+        other.push(0);
+        std::fs::write(&path, &other).unwrap();
+        let refused = loader.load(&item(at_import)).unwrap_err();
+        assert!(
+            refused.message().contains("changed since it was imported"),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            !cache
+                .path_for("feedbeef", "tiny", &preset.preprocess)
+                .exists()
+        );
+        // Re-imported (a new stamp), it loads.
+        let now = crate::import::analyse::FileStamp::of(&std::fs::metadata(&path).unwrap());
+        assert!(loader.load(&item(now)).is_ok());
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct PendingIqm {
     pub path: String,
     pub suffix: Option<String>,
     pub sha256: Option<String>,
+    /// Size and modification time at import.
+    pub stamp: crate::import::analyse::FileStamp,
 }
 
 /// One exported row: the image's path and sequence, and its metrics in [`COLUMNS`]
@@ -91,6 +93,10 @@ impl Store {
                     path: r.get(1)?,
                     suffix: r.get(2)?,
                     sha256: r.get(3)?,
+                    stamp: crate::import::analyse::FileStamp {
+                        size: r.get(4)?,
+                        mtime_ns: r.get(5)?,
+                    },
                 })
             })
             .map_err(|e| self.err(e))?;

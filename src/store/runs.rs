@@ -478,6 +478,8 @@ pub struct ModelImage {
     pub sha256: Option<String>,
     /// The subject, or the file path for images outside a BIDS layout.
     pub subject: String,
+    /// Size and modification time at import.
+    pub stamp: crate::import::analyse::FileStamp,
 }
 
 impl Store {
@@ -486,8 +488,8 @@ impl Store {
         let mut stmt = self
             .conn()
             .prepare(
-                "SELECT image_id, path, sha256, coalesce(subject, path) FROM images \
-                 WHERE status = 'ok' AND suffix = ? ORDER BY image_id",
+                "SELECT image_id, path, sha256, coalesce(subject, path), file_size, mtime_ns \
+                 FROM images WHERE status = 'ok' AND suffix = ? ORDER BY image_id",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -497,6 +499,10 @@ impl Store {
                     path: r.get(1)?,
                     sha256: r.get(2)?,
                     subject: r.get(3)?,
+                    stamp: crate::import::analyse::FileStamp {
+                        size: r.get(4)?,
+                        mtime_ns: r.get(5)?,
+                    },
                 })
             })
             .map_err(|e| self.err(e))?;

@@ -396,3 +396,67 @@ fn hostile_files_become_failed_rows_and_never_end_an_import() {
         "{inspected}"
     );
 }
+
+#[test]
+fn special_files_and_names_fail_without_reading_and_without_merging() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    std::fs::write(w.join("good.nii"), float_volume([4, 3, 3], |i| i as f32)).expect("write");
+    // Sized 0 by stat, then read without end: it filled memory until the kernel killed
+    // the import.
+    std::os::unix::fs::symlink("/proc/self/pagemap", w.join("pagemap.nii")).expect("link");
+    std::os::unix::fs::symlink("/proc/self/pagemap", w.join("good.json")).expect("link");
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(w.join("fifo.nii"))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    // Two names that differ only in bytes that are not UTF-8: stored lossily they were
+    // one row, which each import gave to the other file.
+    for byte in [0xFFu8, 0xFE] {
+        let mut name = b"odd_".to_vec();
+        name.push(byte);
+        name.extend_from_slice(b".nii");
+        std::fs::write(
+            w.join(std::ffi::OsStr::from_bytes(&name)),
+            float_volume([3, 3, 3], |i| (i + usize::from(byte)) as f32),
+        )
+        .expect("write");
+    }
+    ok(dir, &["init"]);
+    let first = import_json(dir, "w");
+    assert_eq!(
+        (first["added"].as_u64(), first["failed"].as_u64()),
+        (Some(1), Some(4)),
+        "{first}"
+    );
+    let stored = rows(dir);
+    assert_eq!(stored.len(), 5, "{stored:?}");
+    assert_eq!(stored["good.nii"].0, "ok");
+    assert!(
+        stored["good.nii"].2.contains("empty file"),
+        "{:?}",
+        stored["good.nii"]
+    );
+    assert_eq!(stored["pagemap.nii"].1, "empty file");
+    assert_eq!(stored["fifo.nii"].1, "not a regular file");
+    for name in ["odd_\\xFF.nii", "odd_\\xFE.nii"] {
+        let (status, error, _) = &stored[name];
+        assert_eq!(status, "failed");
+        assert!(error.contains("not valid UTF-8"), "{error}");
+    }
+    // Nothing changed, nothing flips (the pagemap's time is its reader's start, so it is
+    // looked at again, and fails again).
+    let second = import_json(dir, "w");
+    assert_eq!(second["added"], 0, "{second}");
+    assert_eq!(second["updated"], 0, "{second}");
+    assert_eq!(rows(dir), stored);
+    // The other readers refuse the same files at once.
+    let o = cdwqc(dir, &["inspect", "w/pagemap.nii"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = cdwqc(dir, &["iqm", "--file", "w/fifo.nii"]);
+    assert!(stdout(&o).contains("not a regular file"), "{}", stdout(&o));
+}
