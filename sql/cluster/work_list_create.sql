@@ -14,5 +14,9 @@ CREATE TABLE work (
     shards     BIGINT NOT NULL,
     plan       VARCHAR NOT NULL,
     store      VARCHAR NOT NULL,
-    deal_unit  BIGINT NOT NULL
+    deal_unit  BIGINT NOT NULL,
+    -- The file's size and modification time at import: a worker refuses a file that
+    -- changed since.
+    file_size  BIGINT,
+    mtime_ns   BIGINT
 );

@@ -241,7 +241,9 @@ impl WorkList {
                         self.shards as i64,
                         plan_json,
                         self.store,
-                        self.unit as i64
+                        self.unit as i64,
+                        item.stamp.map(|s| s.size),
+                        item.stamp.map(|s| s.mtime_ns)
                     ])
                     .map_err(db(path))?;
             }
@@ -268,7 +270,12 @@ impl WorkList {
                         image_id: r.get(1)?,
                         path: r.get(2)?,
                         sha256: r.get(3)?,
-                        stamp: None,
+                        stamp: match (r.get::<_, Option<i64>>(12)?, r.get::<_, Option<i64>>(13)?) {
+                            (Some(size), Some(mtime_ns)) => {
+                                Some(crate::import::analyse::FileStamp { size, mtime_ns })
+                            }
+                            _ => None,
+                        },
                         label: r.get::<_, Option<i64>>(4)?.map(|l| l as usize),
                         soft_label: None,
                     },
@@ -869,6 +876,49 @@ pub fn parts_present(dir: &Path, shards: usize) -> BTreeMap<usize, bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_work_list_carries_each_files_stamp_to_its_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let item = |image_id: i64, stamp| PlanItem {
+            image_id,
+            path: format!("/data/sub-{image_id}_FLAIR.nii.gz"),
+            sha256: Some("ab".into()),
+            stamp,
+            label: None,
+            soft_label: None,
+        };
+        let plan = InferPlan {
+            run_id: "r".into(),
+            model: ModelSource::Run {
+                dir: PathBuf::from("models/runs/r"),
+            },
+            task: crate::report::agreement::Task::Usable,
+            sequence: "FLAIR".into(),
+            device: "cpu".into(),
+            items: vec![
+                item(
+                    1,
+                    Some(crate::import::analyse::FileStamp {
+                        size: 8_123_456,
+                        mtime_ns: 1_764_556_800_123_456_789,
+                    }),
+                ),
+                item(2, None),
+            ],
+            cache_dir: None,
+            adapt_batchnorm: None,
+            loaders: None,
+            warm_threads: None,
+            model_run: None,
+        };
+        let path = dir.path().join(WORK_LIST);
+        WorkList::new(plan.clone(), 2, Path::new("store.duckdb"))
+            .write(&path)
+            .expect("written");
+        let back = WorkList::read(&path).expect("read");
+        assert_eq!(back.plan, plan);
+    }
 
     #[test]
     fn shards_parse_from_the_flag_or_the_array_task() {

@@ -742,7 +742,10 @@ mod tests {
                 image_id: 7,
                 path: "/data/sub-1_FLAIR.nii.gz".into(),
                 sha256: None,
-                stamp: None,
+                stamp: Some(crate::import::analyse::FileStamp {
+                    size: 9,
+                    mtime_ns: -1,
+                }),
                 label: Some(2),
                 soft_label: None,
             }],
