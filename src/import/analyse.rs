@@ -247,6 +247,26 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
         Ok((file, _)) => file,
         Err(e) => return failed(base_row(path, root, Some(stamp)), e.reason()),
     };
+    // A big image waits for memory the other workers hold; one that needs more than
+    // the whole budget is refused rather than ending the import out of memory.
+    let need = memory_need(path, stamp, iqm);
+    let budget = super::budget::MemoryBudget::shared();
+    let _held = match budget.reserve(need) {
+        Ok(held) => held,
+        Err(limit) => {
+            return failed(
+                base_row(path, root, Some(stamp)),
+                format!(
+                    "importing it needs about {} of memory, more than the {} an import may \
+                     hold (half of this machine's memory, unless {} sets it in MiB; then \
+                     import again with --force)",
+                    memory(need),
+                    memory(limit),
+                    super::budget::LIMIT_VARIABLE
+                ),
+            );
+        }
+    };
     if u64::try_from(stamp.size).is_ok_and(|size| size <= WHOLE_READ_MAX) {
         let mut raw = Vec::with_capacity(stamp.size as usize);
         let mut file = file;
@@ -266,6 +286,48 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
         known,
         iqm,
     )
+}
+
+/// Files this small cannot promise enough data to matter (a gzip stream inflates at
+/// most about 1,000 times), so their header is not read twice.
+const SMALL_FILE: u64 = 256 << 10;
+
+/// Memory importing the file will hold at its peak, from its header: 0 for a small file
+/// or a header that does not parse (its decoding then fails with its own reason).
+fn memory_need(path: &Path, stamp: FileStamp, iqm: bool) -> u64 {
+    let size = u64::try_from(stamp.size).unwrap_or(0);
+    if size <= SMALL_FILE {
+        return 0;
+    }
+    let Ok(layout) = nifti::read_header_file(path).and_then(|header| {
+        header.layout().map_err(|detail| ImagingError::BadHeader {
+            path: path.to_path_buf(),
+            detail,
+        })
+    }) else {
+        return 0;
+    };
+    let read_whole = size <= WHOLE_READ_MAX;
+    let gzip = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    super::budget::import_need(
+        size,
+        read_whole,
+        (gzip && read_whole).then_some(layout.end),
+        layout.voxels_per_volume,
+        iqm,
+    )
+}
+
+/// Bytes as GiB, or MiB under one GiB, for messages.
+fn memory(bytes: u64) -> String {
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    if mib < 1024.0 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{:.1} GiB", mib / 1024.0)
+    }
 }
 
 /// Reads the file once: the bytes are hashed as they stream into the decoder, and

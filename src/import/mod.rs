@@ -3,6 +3,7 @@
 //! batches so an interrupted import leaves a consistent store and the next one resumes.
 
 pub mod analyse;
+pub mod budget;
 pub mod fuzz;
 pub mod walk;
 

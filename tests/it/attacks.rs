@@ -165,6 +165,15 @@ fn read_only_sql_changes_no_file() {
         attacks.push((nested(depth, "select * from checkpoint()"), "refused"));
     }
     attacks.push(("select * from enable_peg_parser()".into(), "refused"));
+    // A PRAGMA makes DuckDB serialize no tree for the whole script.
+    for call in [
+        "select * from query('select 42')",
+        "select * from checkpoint()",
+        "from enable_peg_parser()",
+        "select * from query_table('raters')",
+    ] {
+        attacks.push((format!("pragma version; {call}"), "refused"));
+    }
     for (query, reason) in &attacks {
         refused(dir, before, &["sql", query], reason);
     }

@@ -460,3 +460,37 @@ fn special_files_and_names_fail_without_reading_and_without_merging() {
     let o = cdwqc(dir, &["iqm", "--file", "w/fifo.nii"]);
     assert!(stdout(&o).contains("not a regular file"), "{}", stdout(&o));
 }
+
+#[test]
+fn an_image_needing_more_memory_than_the_import_may_hold_is_a_failed_row() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    // 64^3 floats: 1 MiB of voxels, past the size below which the header is not read.
+    std::fs::write(
+        w.join("big.nii"),
+        float_volume([64, 64, 64], |i| (i % 97) as f32),
+    )
+    .expect("write");
+    std::fs::write(w.join("small.nii"), float_volume([4, 4, 4], |i| i as f32)).expect("write");
+    ok(dir, &["init"]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .current_dir(dir)
+        .env("CDWQC_IMPORT_MEMORY_MB", "2")
+        .args(["import", "w", "--json"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stored = rows(dir);
+    assert_eq!(stored["small.nii"].0, "ok");
+    let (status, error, _) = &stored["big.nii"];
+    assert_eq!(status, "failed");
+    assert!(
+        error.contains("needs about 4 MiB of memory, more than the 2 MiB"),
+        "{error}"
+    );
+    // With the machine's default it imports.
+    ok(dir, &["import", "w", "--force"]);
+    assert_eq!(rows(dir)["big.nii"].0, "ok");
+}
