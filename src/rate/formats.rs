@@ -452,6 +452,7 @@ pub fn parse_ratings(
         .flexible(true)
         .delimiter(delimiter.byte())
         .from_reader(text.as_bytes());
+    let runaways = runaway_quotes(text, delimiter);
     let mut records = reader.records();
     let header: Vec<String> = match records.next() {
         Some(Ok(record)) => record.iter().map(|name| name.trim().to_string()).collect(),
@@ -493,7 +494,7 @@ pub fn parse_ratings(
             }
         };
         let line = record.position().map_or(0, |pos| pos.line() as usize);
-        if let Some(last) = runaway_quote(&record, delimiter, header.len(), line) {
+        if let Some(last) = runaways.get(&line) {
             parsed.invalid.push(InvalidRow {
                 line,
                 message: format!(
@@ -534,31 +535,57 @@ pub fn parse_ratings(
     Ok(parsed)
 }
 
-/// The last line of `record` (which starts on `line`) when a quote swallowed whole rows:
-/// a value that runs over a line break onto a line holding a row's worth of delimiters.
-/// A quoted value may span lines (a comment written with a line break), but a line of
-/// delimiters inside one is the rest of the file read as text.
-fn runaway_quote(
-    record: &csv::StringRecord,
-    delimiter: Delimiter,
-    columns: usize,
-    line: usize,
-) -> Option<usize> {
+/// Quoted values that run over a line break and are not closed as a quoted value must
+/// be (by a quote followed by the delimiter, the line's end or the file's end): the
+/// reader then took the rows after them as text. By the line a value starts on, the
+/// line the damage ends on. A quote inside a value that does not start with one is
+/// text, as the reader takes it; a quoted value closed properly may span lines (a
+/// comment written with a line break).
+fn runaway_quotes(text: &str, delimiter: Delimiter) -> HashMap<usize, usize> {
     let delimiter = char::from(delimiter.byte());
-    let needed = columns.saturating_sub(1).max(1);
-    // The text's line breaks are all LF by now.
-    let swallowed = record.iter().any(|value| {
-        value
-            .split('\n')
-            .skip(1)
-            .any(|text| text.matches(delimiter).count() >= needed)
-    });
-    swallowed.then(|| {
-        line + record
-            .iter()
-            .map(|value| value.trim_end().matches('\n').count())
-            .sum::<usize>()
-    })
+    let mut found = HashMap::new();
+    let mut line = 1;
+    let mut at_field_start = true;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if at_field_start && c == '"' {
+            let start = line;
+            let mut last = line;
+            let mut closed_well = false;
+            let mut closed = false;
+            while let Some(q) = chars.next() {
+                if q == '\n' {
+                    line += 1;
+                    continue;
+                }
+                last = line;
+                if q == '"' {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        continue;
+                    }
+                    closed = true;
+                    closed_well = matches!(chars.peek(), None | Some('\n'))
+                        || chars.peek() == Some(&delimiter);
+                    break;
+                }
+            }
+            if last > start && !(closed && closed_well) {
+                found.insert(start, last);
+            }
+            at_field_start = false;
+            continue;
+        }
+        match c {
+            '\n' => {
+                line += 1;
+                at_field_start = true;
+            }
+            c if c == delimiter => at_field_start = true,
+            _ => at_field_start = false,
+        }
+    }
+    found
 }
 
 /// Header column positions by lowercase name.
@@ -1686,6 +1713,32 @@ mod tests {
         ] {
             assert!(!is_rfc3339(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn quotes_are_told_apart_from_values_that_span_lines() {
+        // A comment with a line break and commas, quoted as every writer quotes it.
+        let fine = "path,code,comment\nsub-01_FLAIR,kaz,\"Artefacts seen:\nmotion, ghosting, \"\"wrap\"\"\"\nsub-02_FLAIR,kaz,fine\n";
+        let parsed = parse(fine, "fine.csv");
+        assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(
+            parsed.rows[0].comment.as_deref(),
+            Some("Artefacts seen:\nmotion, ghosting, \"wrap\"")
+        );
+        // A quote left open in a middle column, closed by the next row's quoted value:
+        // the field counts match, and the row between was lost without a word.
+        let middle = "path\tcomment\tcode\nsub-01_FLAIR\tok\tkaz\nsub-02_FLAIR\t\"ghosting?\tkaz\nsub-03_FLAIR\t\"see note\"\tkaz\nsub-04_FLAIR\tok\tr\n";
+        let parsed = parse(middle, "middle.tsv");
+        assert_eq!(parsed.invalid.len(), 1, "{:?}", parsed.invalid);
+        assert_eq!(parsed.invalid[0].line, 3);
+        assert!(parsed.invalid[0].message.contains("lines 3-4"));
+        assert_eq!(parsed.rows.len(), 2);
+        // Quotes inside a value that does not start with one are text.
+        let inner = "path\tcomment\tcode\nsub-01_FLAIR\tsee \"note\" here\tkaz\n";
+        let parsed = parse(inner, "inner.tsv");
+        assert!(parsed.invalid.is_empty());
+        assert_eq!(parsed.rows[0].comment.as_deref(), Some("see \"note\" here"));
     }
 
     #[test]
