@@ -244,9 +244,26 @@ fn measure_store(db: &Path, force: bool) -> anyhow::Result<ExitCode> {
             summary.interrupted = true;
             break;
         }
-        let rows: Vec<(PendingIqm, IqmRow)> = chunk
+        // Metrics are stored under the content the store describes: a file changed
+        // since import would put another image's metrics there. It is left as stored
+        // (its metrics, if any, kept) and named, until `cdwqc import` reads it again.
+        let (changed, current): (Vec<&PendingIqm>, Vec<&PendingIqm>) =
+            chunk.iter().partition(|image| {
+                // A file that cannot be read gets its row saying so, as before.
+                let path = Path::new(&image.path);
+                path.exists() && image.stamp.changed(path).is_some()
+            });
+        for image in changed {
+            summary.failed += 1;
+            let why = image
+                .stamp
+                .changed(Path::new(&image.path))
+                .unwrap_or_default();
+            summary.failures.push((image.path.clone(), why));
+        }
+        let rows: Vec<(PendingIqm, IqmRow)> = current
             .par_iter()
-            .map(|image| (image.clone(), measure_stored(image)))
+            .map(|image| (PendingIqm::clone(image), measure_stored(image)))
             .collect();
         for (image, row) in &rows {
             match &row.error {
@@ -285,16 +302,6 @@ fn measure_store(db: &Path, force: bool) -> anyhow::Result<ExitCode> {
 /// (or changed since import) gets a row that says so rather than stopping the run.
 fn measure_stored(image: &PendingIqm) -> IqmRow {
     let contrast = Contrast::from_suffix(image.suffix.as_deref());
-    // Metrics are stored under the content the store describes: a file changed since
-    // import would put another image's metrics there.
-    if let Some(why) = image.stamp.changed(Path::new(&image.path)) {
-        return IqmRow {
-            contrast: contrast.name().to_string(),
-            values: None,
-            error: Some(why),
-            seconds: 0.0,
-        };
-    }
     let outcome = std::panic::catch_unwind(|| match nifti::decode_file(Path::new(&image.path)) {
         Ok(decoded) => {
             // One pass for what the header and the values establish spares the step

@@ -169,6 +169,7 @@ pub fn import_files(
     }
     let mut all_bytes = Vec::new();
     let mut texts = Vec::with_capacity(files.len());
+    let mut each = Vec::with_capacity(files.len());
     for file in &files {
         let bytes = std::fs::read(file).map_err(|source| RatingImportError::Read {
             path: file.clone(),
@@ -176,15 +177,58 @@ pub fn import_files(
         })?;
         all_bytes.extend_from_slice(file.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
         all_bytes.extend_from_slice(&bytes);
+        each.push(format!("import:{}", hex_sha256(&bytes)));
         texts.push((file.clone(), String::from_utf8_lossy(&bytes).into_owned()));
     }
-    let source = format!("import:{}", hex_sha256(&all_bytes));
     let parsed = super::external::parse_widget_files(&texts, options.mriqc_exclude);
     let shown = match paths {
         [one] => one.display().to_string(),
         _ => format!("{} files", files.len()),
     };
-    import_parsed(store, &shown, parsed, source, rater, skip_invalid)
+    // Each widget file is its own source: a folder imported again after a few more
+    // ratings saves those only. Earlier builds took the whole batch as one source.
+    let origin = Origin {
+        files: each,
+        one_row_per_file: true,
+        earlier: vec![format!("import:{}", hex_sha256(&all_bytes))],
+    };
+    import_parsed(store, &shown, parsed, &origin, rater, skip_invalid)
+}
+
+/// Where the rows of a parse come from, so that each saved rating can name its source:
+/// `import:<SHA-256 of its file>:<its line>`.
+struct Origin {
+    /// `import:<SHA-256>` of each file.
+    files: Vec<String>,
+    /// MRIQC widget files: row `n` (its "line") is the whole of file `n`.
+    one_row_per_file: bool,
+    /// Sources that earlier builds gave the same ratings, without lines.
+    earlier: Vec<String>,
+}
+
+impl Origin {
+    fn one_file(bytes: &[u8]) -> Self {
+        let file = format!("import:{}", hex_sha256(bytes));
+        Self {
+            files: vec![file.clone()],
+            one_row_per_file: false,
+            earlier: vec![file],
+        }
+    }
+
+    /// The row's file's source and its own.
+    fn of(&self, line: usize) -> (&str, String) {
+        if self.one_row_per_file {
+            let file = self
+                .files
+                .get(line.saturating_sub(1))
+                .map_or("", String::as_str);
+            (file, format!("{file}:1"))
+        } else {
+            let file = self.files.first().map_or("", String::as_str);
+            (file, format!("{file}:{line}"))
+        }
+    }
 }
 
 /// Imports `path`. `rater` names the rater of files without a rater column.
@@ -199,24 +243,23 @@ pub fn import_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let source = format!("import:{}", hex_sha256(&bytes));
     let parsed = read_ratings_file(path, options)?;
     import_parsed(
         store,
         &path.display().to_string(),
         parsed,
-        source,
+        &Origin::one_file(&bytes),
         rater,
         skip_invalid,
     )
 }
 
-/// Matches parsed rows to images and saves them (or nothing) as `source`.
+/// Matches parsed rows to images and saves them (or nothing), each under its source.
 fn import_parsed(
     store: &mut Store,
     shown: &str,
     parsed: super::formats::ParsedFile,
-    source: String,
+    origin: &Origin,
     rater: Option<&str>,
     skip_invalid: bool,
 ) -> Result<RatingImportReport, RatingImportError> {
@@ -272,12 +315,27 @@ fn import_parsed(
             });
             continue;
         }
+        // Names differ in case only by mistake: `Alice` would become a second rater
+        // and save alice's file again.
+        if !known.contains(who)
+            && let Some(existing) = known.iter().find(|k| k.eq_ignore_ascii_case(who))
+        {
+            report.problems.push(RowProblem {
+                line: row.line,
+                message: format!(
+                    "rater {who} differs from the existing rater {existing} in case only: \
+                     use {existing}, or add {who} first with `cdwqc raters add {who}`"
+                ),
+            });
+            continue;
+        }
         match image_id(&index, &row.key) {
             Ok(id) => {
                 if !known.contains(who) {
                     raters_needed.insert(who.to_string());
                 }
-                ratings.push(to_new_rating(row, id, who, &source));
+                let (file, own) = origin.of(row.line);
+                ratings.push((file.to_string(), to_new_rating(row, id, who, &own)));
             }
             Err(message) => report.problems.push(RowProblem {
                 line: row.line,
@@ -288,32 +346,46 @@ fn import_parsed(
     report.problems.sort_by_key(|p| p.line);
     // The same file imported again saves only what it did not save before: rows skipped
     // then (`--skip-invalid`, an image not yet imported) and rows for another rater
-    // (two raters' files can hold the same bytes when they have no rater column).
-    // Counted per rater and image, so a file that rates an image twice keeps both.
-    let before = store.ratings_from_source(&source)?;
+    // (two raters' files can hold the same bytes when they have no rater column). A
+    // rating names its file and line, so each row is matched to its own save; ratings
+    // an earlier build saved name their file only, and are matched per rater and image.
+    let mut sources: Vec<&str> = origin.files.iter().map(String::as_str).collect();
+    sources.extend(origin.earlier.iter().map(String::as_str));
+    sources.sort_unstable();
+    sources.dedup();
+    let before = store.ratings_from_sources(&sources)?;
+    let total = ratings.len();
     if before.total > 0 {
-        let mut left = before.per_rater_image;
-        ratings.retain(|r| match left.get_mut(&(r.rater.clone(), r.image_id)) {
+        let mut left = before.counts;
+        let mut take = |key: (String, String, Option<i64>)| match left.get_mut(&key) {
             Some(n) if *n > 0 => {
                 *n -= 1;
-                false
+                true
             }
-            _ => true,
+            _ => false,
+        };
+        ratings.retain(|(file, r): &(String, NewRating)| {
+            let saved = take((r.source.clone(), r.rater.clone(), None))
+                || std::iter::once(file)
+                    .chain(&origin.earlier)
+                    .any(|old| take((old.clone(), r.rater.clone(), Some(r.image_id))));
+            !saved
         });
-        raters_needed.retain(|name| ratings.iter().any(|r| &r.rater == name));
-        if ratings.is_empty() {
+        raters_needed.retain(|name| ratings.iter().any(|(_, r)| &r.rater == name));
+        report.earlier = total - ratings.len();
+        if ratings.is_empty() && report.earlier > 0 {
             report.already_imported = Some(format!(
                 "{} ratings from this file were saved on {}",
-                before.total,
+                report.earlier,
                 before.first_saved.unwrap_or_default()
             ));
             return Ok(report);
         }
-        report.earlier = before.total;
     }
     if !report.problems.is_empty() && !skip_invalid {
         return Ok(report);
     }
+    let ratings: Vec<NewRating> = ratings.into_iter().map(|(_, r)| r).collect();
     let new_raters: Vec<String> = raters_needed.into_iter().collect();
     store.save_ratings_with_raters(&new_raters, &ratings)?;
     report.new_raters = new_raters;

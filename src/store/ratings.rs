@@ -9,10 +9,11 @@ use super::{Store, StoreError};
 /// The version of the QC protocol written with every rating.
 pub const PROTOCOL_VERSION: &str = "1";
 
-/// The ratings a rating file saved before: how many per rater and image, and when.
+/// The ratings rating files saved before: how many per source and rater (and image,
+/// for a source that names no line), and when the first was saved.
 #[derive(Debug, Clone, Default)]
 pub struct SavedFromSource {
-    pub per_rater_image: std::collections::HashMap<(String, i64), usize>,
+    pub counts: std::collections::HashMap<(String, String, Option<i64>), usize>,
     pub total: usize,
     /// The first save, `YYYY-MM-DD HH:MM:SS`.
     pub first_saved: Option<String>,
@@ -40,7 +41,8 @@ pub struct NewRating {
     pub confidence: Option<u8>,
     pub time_ms: Option<i64>,
     pub review_later: bool,
-    /// Where the rating came from: `tui`, `line`, `import:<sha256>`.
+    /// Where the rating came from: `tui`, `line`, `import:<sha256 of the file>:<line>`
+    /// (earlier builds: `import:<sha256>`).
     pub source: String,
     /// When the rater rated (RFC 3339); now when `None`.
     pub rated_at: Option<String>,
@@ -343,32 +345,38 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// What ratings from this source (a rating file) were saved, if any.
-    pub fn ratings_from_source(&self, source: &str) -> Result<SavedFromSource, StoreError> {
+    /// What ratings from these files (`import:<sha256>` each) were saved, if any: per
+    /// source naming a line, and rater; per source naming the file only (an earlier
+    /// build's), rater and image.
+    pub fn ratings_from_sources(&self, files: &[&str]) -> Result<SavedFromSource, StoreError> {
         let mut stmt = self
             .conn()
             .prepare(include_str!("../../sql/store/ratings_from_source.sql"))
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![source], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
         let mut saved = SavedFromSource::default();
-        for row in rows {
-            let (rater, image_id, n, first) = row.map_err(|e| self.err(e))?;
-            let n = usize::try_from(n).unwrap_or(0);
-            saved.total += n;
-            saved.per_rater_image.insert((rater, image_id), n);
-            if let Some(first) = first
-                && saved.first_saved.as_ref().is_none_or(|f| first < *f)
-            {
-                saved.first_saved = Some(first);
+        for file in files {
+            let rows = stmt
+                .query_map(params![file, file], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (source, rater, image_id, n, first) = row.map_err(|e| self.err(e))?;
+                let n = usize::try_from(n).unwrap_or(0);
+                saved.total += n;
+                let image = (source == *file).then_some(image_id);
+                *saved.counts.entry((source, rater, image)).or_default() += n;
+                if let Some(first) = first
+                    && saved.first_saved.as_ref().is_none_or(|f| first < *f)
+                {
+                    saved.first_saved = Some(first);
+                }
             }
         }
         Ok(saved)

@@ -399,6 +399,17 @@ fn the_same_bytes_from_another_rater_are_that_raters_ratings() {
         "select rater, count(*) from ratings group by rater order by rater",
     );
     assert_eq!(counts, ["ann,3", "bob,3"]);
+    // Ratings an earlier build saved name their file without a line: still matched.
+    ok(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "update ratings set source = regexp_replace(source, ':[0-9]+$', '')",
+        ],
+    );
+    let old = ok(dir, &["ratings", "import", "bob.tsv", "--rater", "bob"]);
+    assert!(old.contains("already imported, nothing saved"), "{old}");
     // A rater exporting their ratings gets no one else's.
     for what in ["--latest", "--history"] {
         let mine = ok(
@@ -489,4 +500,83 @@ fn a_quote_left_open_stops_the_import_and_names_the_lines() {
     );
     assert!(said.contains("lines 3-4"), "{said}");
     assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
+}
+
+#[test]
+fn each_widget_file_and_each_row_is_saved_once_whatever_is_imported_with_it() {
+    let tmp = store(4);
+    let dir = tmp.path();
+    let widget = dir.join("widget");
+    std::fs::create_dir(&widget).expect("mkdir");
+    let rate = |name: &str, image: &str, score: f32| {
+        std::fs::write(
+            widget.join(name),
+            format!("{{\"subject\": \"{image}\", \"rating\": {score}}}"),
+        )
+        .expect("write");
+    };
+    rate("a.json", "sub-00_FLAIR", 3.8);
+    rate("b.json", "sub-01_FLAIR", 2.0);
+    let first = ok(dir, &["ratings", "import", "widget", "--rater", "ann"]);
+    assert!(first.contains("2 ratings imported"), "{first}");
+    // A few more rated in the widget: the folder again saves the new one only, and a
+    // file already in it saves nothing.
+    rate("c.json", "sub-02_FLAIR", 3.0);
+    let more = ok(dir, &["ratings", "import", "widget", "--rater", "ann"]);
+    assert!(
+        more.contains("1 ratings imported") && more.contains("2 saved by an earlier import"),
+        "{more}"
+    );
+    let one = ok(
+        dir,
+        &["ratings", "import", "widget/a.json", "--rater", "ann"],
+    );
+    assert!(one.contains("already imported, nothing saved"), "{one}");
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["3"]);
+    // A rater named as an existing one in another case is a problem, not a new rater.
+    let o = cdwqc(dir, &["ratings", "import", "widget", "--rater", "Ann"]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("differs from the existing rater ann in case only"));
+    assert_eq!(csv_rows(dir, "select count(*) from raters"), ["1"]);
+}
+
+#[test]
+fn two_rows_for_one_image_are_each_matched_to_their_own_save() {
+    let tmp = store(2);
+    let dir = tmp.path();
+    // The same image twice (stem and path); the stem's row is skipped while the stem
+    // names two images, then saved when it names one: never the other row again.
+    let text = format!(
+        "path\tcode\tcomment\nsub-00_FLAIR\tkaz\tfirst look\n{}\tr\tsecond look\n",
+        dir.join("w/sub-00/anat/sub-00_FLAIR.nii").display()
+    );
+    std::fs::write(dir.join("two.tsv"), text).expect("write");
+    let extra = dir.join("extra/sub-00/anat");
+    std::fs::create_dir_all(&extra).expect("mkdir");
+    std::fs::write(
+        extra.join("sub-00_FLAIR.nii"),
+        float_volume([6, 6, 6], |v| (v * 7) as f32),
+    )
+    .expect("write");
+    ok(dir, &["import", "extra"]);
+    let first = ok(
+        dir,
+        &[
+            "ratings",
+            "import",
+            "two.tsv",
+            "--rater",
+            "ann",
+            "--skip-invalid",
+        ],
+    );
+    assert!(first.contains("1 ratings imported"), "{first}");
+    std::fs::remove_file(extra.join("sub-00_FLAIR.nii")).expect("rm");
+    ok(dir, &["import", "extra"]);
+    let again = ok(dir, &["ratings", "import", "two.tsv", "--rater", "ann"]);
+    assert!(again.contains("1 ratings imported"), "{again}");
+    assert_eq!(
+        csv_rows(dir, "select comment from ratings order by rating_id"),
+        ["second look", "first look"]
+    );
 }
