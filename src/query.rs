@@ -225,9 +225,9 @@ fn called_in_text(sql: &str) -> Vec<String> {
             let escapes = i > 0 && matches!(chars[i - 1], 'e' | 'E');
             i += 1;
             while i < chars.len() {
-                if escapes && chars[i] == '\\' {
-                    i += 2;
-                } else if chars[i] == '\'' && chars.get(i + 1) == Some(&'\'') {
+                let escaped = escapes && chars[i] == '\\';
+                let doubled = chars[i] == '\'' && chars.get(i + 1) == Some(&'\'');
+                if escaped || doubled {
                     i += 2;
                 } else if chars[i] == '\'' {
                     break;
