@@ -114,6 +114,10 @@ pub enum IqmError {
     SmallHead(usize),
     #[error("tissue split found no {0}")]
     NoTissue(&'static str),
+    #[error(
+        "voxel sizes {0:?} are not all positive and finite: distances, masks and smoothness need millimetres (fix pixdim in the header)"
+    )]
+    VoxelSize([f64; 3]),
 }
 
 /// Which way the tissues' intensities are ordered.
@@ -263,6 +267,11 @@ pub struct ScaledIntegers {
 
 /// [`compute`] given facts the caller has established; the values are the same.
 pub fn compute_known(volume: &Volume, contrast: Contrast, known: Known) -> Result<Iqms, IqmError> {
+    // Said before anything else fails on them ("no signal" was all a header with
+    // pixdim 0 got).
+    if !volume.voxel_size.iter().all(|v| v.is_finite() && *v > 0.0) {
+        return Err(IqmError::VoxelSize(volume.voxel_size));
+    }
     let image = if known.finite {
         std::borrow::Cow::Borrowed(volume.data.as_slice())
     } else {
@@ -2392,6 +2401,20 @@ pub fn phantom(name: &str) -> Option<(Volume, Contrast)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn voxel_sizes_that_are_no_millimetres_are_named() {
+        let (mut volume, contrast) = phantom("t1_clean").expect("phantom");
+        for bad in [0.0, -0.0, f64::NAN, f64::INFINITY] {
+            volume.voxel_size = [1.0, bad, 1.0];
+            match compute(&volume, contrast) {
+                Err(IqmError::VoxelSize(v)) => assert_eq!(v[0], 1.0),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        volume.voxel_size = [1.0; 3];
+        assert!(compute(&volume, contrast).is_ok());
+    }
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -33,7 +33,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// The largest gzip file (compressed) read whole and the largest inflated size inflated
 /// in one buffer by libdeflate; beyond, the streaming inflater (4D series, mostly) keeps
 /// memory to the first volume.
-const WHOLE_INFLATE_MAX: u64 = 256 << 20;
+pub const WHOLE_INFLATE_MAX: u64 = 256 << 20;
 /// DEFLATE cannot inflate beyond about 1032 bytes per compressed byte: an inflated size
 /// claimed beyond that is a lie and never allocated.
 const DEFLATE_MAX_RATIO: u64 = 1032;

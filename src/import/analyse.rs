@@ -248,24 +248,22 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
         Err(e) => return failed(base_row(path, root, Some(stamp)), e.reason()),
     };
     // A big image waits for memory the other workers hold; one that needs more than
-    // the whole budget is refused rather than ending the import out of memory.
-    let need = memory_need(path, stamp, iqm);
+    // the whole budget is refused rather than ending the import out of memory. What it
+    // needs comes from its header, read from the bytes in memory when the file is read
+    // whole (a small file can inflate to gigabytes too).
     let budget = super::budget::MemoryBudget::shared();
-    let _held = match budget.reserve(need) {
-        Ok(held) => held,
-        Err(limit) => {
-            return failed(
-                base_row(path, root, Some(stamp)),
-                format!(
-                    "importing it needs about {} of memory, more than the {} an import may \
-                     hold (half of this machine's memory, unless {} sets it in MiB; then \
-                     import again with --force)",
-                    memory(need),
-                    memory(limit),
-                    super::budget::LIMIT_VARIABLE
-                ),
-            );
-        }
+    let refuse = |need: u64, limit: u64| {
+        failed(
+            base_row(path, root, Some(stamp)),
+            format!(
+                "importing it needs about {} of memory, more than the {} an import may \
+                 hold (half of what this process may use, unless {} sets it in MiB; then \
+                 import again with --force)",
+                memory(need),
+                memory(limit),
+                super::budget::LIMIT_VARIABLE
+            ),
+        )
     };
     if u64::try_from(stamp.size).is_ok_and(|size| size <= WHOLE_READ_MAX) {
         let mut raw = Vec::with_capacity(stamp.size as usize);
@@ -276,8 +274,18 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
                 ImagingError::io(path, e).reason(),
             );
         }
+        let need = memory_need(nifti::read_header(path, &raw[..]), &raw, true, iqm);
+        let _held = match budget.reserve(need) {
+            Ok(held) => held,
+            Err(limit) => return refuse(need, limit),
+        };
         return analyse_buffer(path, root, stamp, &raw, known, iqm);
     }
+    let need = memory_need(nifti::read_header_file(path), &[], false, iqm);
+    let _held = match budget.reserve(need) {
+        Ok(held) => held,
+        Err(limit) => return refuse(need, limit),
+    };
     analyse_stream(
         path,
         root,
@@ -288,33 +296,25 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
     )
 }
 
-/// Files this small cannot promise enough data to matter (a gzip stream inflates at
-/// most about 1,000 times), so their header is not read twice.
-const SMALL_FILE: u64 = 256 << 10;
-
-/// Memory importing the file will hold at its peak, from its header: 0 for a small file
-/// or a header that does not parse (its decoding then fails with its own reason).
-fn memory_need(path: &Path, stamp: FileStamp, iqm: bool) -> u64 {
-    let size = u64::try_from(stamp.size).unwrap_or(0);
-    if size <= SMALL_FILE {
-        return 0;
-    }
-    let Ok(layout) = nifti::read_header_file(path).and_then(|header| {
-        header.layout().map_err(|detail| ImagingError::BadHeader {
-            path: path.to_path_buf(),
-            detail,
-        })
-    }) else {
+/// Memory importing the file will hold at its peak, from its header (`raw`: the file's
+/// bytes when read whole): 0 for a header that does not parse, whose decoding then
+/// fails with its own reason.
+fn memory_need(
+    header: Result<nifti::Header, ImagingError>,
+    raw: &[u8],
+    read_whole: bool,
+    iqm: bool,
+) -> u64 {
+    let Some(layout) = header.ok().and_then(|h| h.layout().ok()) else {
         return 0;
     };
-    let read_whole = size <= WHOLE_READ_MAX;
-    let gzip = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    // A gzip file read whole is inflated whole up to a size, every volume; past it the
+    // volumes stream one at a time.
+    let whole = read_whole && nifti::is_gzip(raw) && layout.end <= nifti::WHOLE_INFLATE_MAX;
     super::budget::import_need(
-        size,
+        raw.len() as u64,
         read_whole,
-        (gzip && read_whole).then_some(layout.end),
+        whole.then_some(layout.end),
         layout.voxels_per_volume,
         iqm,
     )
@@ -463,6 +463,13 @@ fn describe_decoded(
     let (affine, source) = orientation::best_affine(h);
     if source == imaging::AffineSource::Pixdim {
         warnings.push("no sform or qform: orientation assumed from voxel order".to_string());
+    }
+    let voxel = h.voxel_size_mm();
+    if !voxel.iter().all(|v| v.is_finite() && *v > 0.0) {
+        warnings.push(format!(
+            "voxel sizes {voxel:?} mm (pixdim) are not all positive and finite: the quality \
+             metrics need them"
+        ));
     }
     // Header validation keeps dims within INTEGER and the volume count within BIGINT.
     row.header = Some(HeaderFacts {

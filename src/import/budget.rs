@@ -42,7 +42,9 @@ impl MemoryBudget {
         }
     }
 
-    /// The process's budget: [`LIMIT_VARIABLE`] MiB, or half of the machine's memory.
+    /// The process's budget: [`LIMIT_VARIABLE`] MiB, or half of the memory the process
+    /// may use (the machine's, its cgroup's limit or its address-space limit, the
+    /// least).
     pub fn shared() -> &'static Self {
         static BUDGET: OnceLock<MemoryBudget> = OnceLock::new();
         BUDGET.get_or_init(|| {
@@ -50,7 +52,7 @@ impl MemoryBudget {
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(|mib| mib.saturating_mul(1 << 20));
-            Self::new(set.unwrap_or_else(|| physical_memory() / 2))
+            Self::new(set.unwrap_or_else(|| usable_memory() / 2))
         })
     }
 
@@ -80,6 +82,35 @@ impl MemoryBudget {
             bytes,
         })
     }
+}
+
+/// The memory this process may use: the machine's, bounded by its cgroup's limit
+/// (Slurm jobs and containers) and its address-space limit (`ulimit -v`).
+fn usable_memory() -> u64 {
+    let mut usable = physical_memory();
+    if let Some(limit) = cgroup_limit() {
+        usable = usable.min(limit);
+    }
+    let mut rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rlimit) } == 0
+        && rlimit.rlim_cur != libc::RLIM_INFINITY
+    {
+        usable = usable.min(rlimit.rlim_cur);
+    }
+    usable
+}
+
+/// The memory limit of the process's cgroup (v2), when one is set.
+fn cgroup_limit() -> Option<u64> {
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let limit =
+        std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.max", path.trim())).ok()?;
+    limit.trim().parse().ok()
 }
 
 /// The machine's memory in bytes (8 GiB when the system does not say).

@@ -494,7 +494,13 @@ pub fn parse_ratings(
             }
         };
         let line = record.position().map_or(0, |pos| pos.line() as usize);
-        if let Some(last) = runaways.get(&line) {
+        // The runaway may start on a later line of this record, after a value that spans
+        // lines properly.
+        let spans = record
+            .iter()
+            .map(|v| v.matches('\n').count())
+            .sum::<usize>();
+        if let Some(last) = (line..=line + spans).find_map(|l| runaways.get(&l)) {
             parsed.invalid.push(InvalidRow {
                 line,
                 message: format!(
@@ -1734,6 +1740,12 @@ mod tests {
         assert_eq!(parsed.invalid[0].line, 3);
         assert!(parsed.invalid[0].message.contains("lines 3-4"));
         assert_eq!(parsed.rows.len(), 2);
+        // A runaway after a value that spans lines properly, in the same row.
+        let after = "path,comment,extra,code\nsub-01_FLAIR,\"multi\nline\",\"runaway,kaz\nsub-02_FLAIR,a,b,kaz\nsub-03_FLAIR,a,b,r\n";
+        let parsed = parse(after, "after.csv");
+        assert_eq!(parsed.invalid.len(), 1, "{:?}", parsed.invalid);
+        assert_eq!(parsed.invalid[0].line, 2);
+        assert!(parsed.rows.is_empty());
         // Quotes inside a value that does not start with one are text.
         let inner = "path\tcomment\tcode\nsub-01_FLAIR\tsee \"note\" here\tkaz\n";
         let parsed = parse(inner, "inner.tsv");

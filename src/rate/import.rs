@@ -318,7 +318,10 @@ fn import_parsed(
         // Names differ in case only by mistake: `Alice` would become a second rater
         // and save alice's file again.
         if !known.contains(who)
-            && let Some(existing) = known.iter().find(|k| k.eq_ignore_ascii_case(who))
+            && let Some(existing) = known
+                .iter()
+                .chain(&raters_needed)
+                .find(|k| k.eq_ignore_ascii_case(who) && k.as_str() != who)
         {
             report.problems.push(RowProblem {
                 line: row.line,
@@ -364,8 +367,12 @@ fn import_parsed(
             }
             _ => false,
         };
+        // A widget file's one rating is matched with its image too: two files of the
+        // same bytes (the image then comes from each file's name) are two ratings.
+        let per_image = origin.one_row_per_file;
         ratings.retain(|(file, r): &(String, NewRating)| {
-            let saved = take((r.source.clone(), r.rater.clone(), None))
+            let image = per_image.then_some(r.image_id);
+            let saved = take((r.source.clone(), r.rater.clone(), image))
                 || std::iter::once(file)
                     .chain(&origin.earlier)
                     .any(|old| take((old.clone(), r.rater.clone(), Some(r.image_id))));

@@ -370,8 +370,19 @@ impl Store {
                 let (source, rater, image_id, n, first) = row.map_err(|e| self.err(e))?;
                 let n = usize::try_from(n).unwrap_or(0);
                 saved.total += n;
-                let image = (source == *file).then_some(image_id);
-                *saved.counts.entry((source, rater, image)).or_default() += n;
+                // A source naming a line is counted per rater, and per rater and image
+                // too (a widget file's one row is matched with its image); one naming
+                // the file only (an earlier build's), per rater and image.
+                if source != *file {
+                    *saved
+                        .counts
+                        .entry((source.clone(), rater.clone(), None))
+                        .or_default() += n;
+                }
+                *saved
+                    .counts
+                    .entry((source, rater, Some(image_id)))
+                    .or_default() += n;
                 if let Some(first) = first
                     && saved.first_saved.as_ref().is_none_or(|f| first < *f)
                 {

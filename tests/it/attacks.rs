@@ -171,6 +171,8 @@ fn read_only_sql_changes_no_file() {
         "select * from checkpoint()",
         "from enable_peg_parser()",
         "select * from query_table('raters')",
+        "select 1 as \"--\", * from query('select 42')",
+        "/* /* */ ' */ select * from query('select 42') -- '",
     ] {
         attacks.push((format!("pragma version; {call}"), "refused"));
     }
@@ -188,6 +190,8 @@ fn read_only_sql_changes_no_file() {
         &["sql", "--allow-files", &format!("{logging}; select 1")],
         "refused",
     );
+    // A PRAGMA on its own still runs.
+    assert!(ok(dir, &["sql", "pragma version"]).contains("library_version"));
     for made in ["x.csv", "dump", "other.duckdb", "logs", "p.json"] {
         assert!(!dir.join(made).exists(), "{made} was written");
     }

@@ -474,6 +474,12 @@ fn an_image_needing_more_memory_than_the_import_may_hold_is_a_failed_row() {
     )
     .expect("write");
     std::fs::write(w.join("small.nii"), float_volume([4, 4, 4], |i| i as f32)).expect("write");
+    // The same voxels gzipped to a few KiB: a small file can need as much.
+    std::fs::write(
+        w.join("packed.nii.gz"),
+        gzip(&float_volume([64, 64, 64], |_| 1.0)),
+    )
+    .expect("write");
     ok(dir, &["init"]);
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_cdwqc"))
         .current_dir(dir)
@@ -490,7 +496,11 @@ fn an_image_needing_more_memory_than_the_import_may_hold_is_a_failed_row() {
         error.contains("needs about 4 MiB of memory, more than the 2 MiB"),
         "{error}"
     );
+    let (status, error, _) = &stored["packed.nii.gz"];
+    assert_eq!(status, "failed");
+    assert!(error.contains("more than the 2 MiB"), "{error}");
     // With the machine's default it imports.
     ok(dir, &["import", "w", "--force"]);
     assert_eq!(rows(dir)["big.nii"].0, "ok");
+    assert_eq!(rows(dir)["packed.nii.gz"].0, "ok");
 }

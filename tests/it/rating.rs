@@ -533,11 +533,29 @@ fn each_widget_file_and_each_row_is_saved_once_whatever_is_imported_with_it() {
     );
     assert!(one.contains("already imported, nothing saved"), "{one}");
     assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["3"]);
+    // Two widget files of the same bytes, their images named by their file names:
+    // two ratings, each saved once.
+    let same = "{\"dataset\": \"ds\", \"rating\": 3.75}";
+    let twins = dir.join("twins");
+    std::fs::create_dir(&twins).expect("mkdir");
+    std::fs::write(twins.join("ds_sub-00_FLAIR.json"), same).expect("write");
+    ok(dir, &["ratings", "import", "twins", "--rater", "bob"]);
+    std::fs::write(twins.join("ds_sub-03_FLAIR.json"), same).expect("write");
+    let more = ok(dir, &["ratings", "import", "twins", "--rater", "bob"]);
+    assert!(more.contains("1 ratings imported"), "{more}");
+    assert_eq!(
+        csv_rows(
+            dir,
+            "select i.subject, count(*) from ratings r join images i using (image_id) \
+             where rater = 'bob' group by 1 order by 1"
+        ),
+        ["00,1", "03,1"]
+    );
     // A rater named as an existing one in another case is a problem, not a new rater.
     let o = cdwqc(dir, &["ratings", "import", "widget", "--rater", "Ann"]);
     assert!(!o.status.success());
     assert!(stdout(&o).contains("differs from the existing rater ann in case only"));
-    assert_eq!(csv_rows(dir, "select count(*) from raters"), ["1"]);
+    assert_eq!(csv_rows(dir, "select count(*) from raters"), ["2"]);
 }
 
 #[test]
