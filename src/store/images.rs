@@ -180,6 +180,9 @@ impl Store {
     /// Records the start of an import run.
     pub fn begin_import(&self, root: &str) -> Result<i64, StoreError> {
         self.conn()
+            .execute_batch(include_str!("../../sql/store/interrupt_stale_imports.sql"))
+            .map_err(|e| self.err(e))?;
+        self.conn()
             .query_row(
                 "INSERT INTO imports (root, status) VALUES (?, 'running') RETURNING import_id",
                 params![root],
@@ -405,6 +408,34 @@ mod tests {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows")
+    }
+
+    #[test]
+    fn an_import_killed_before_it_ended_is_marked_interrupted_by_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(&dir.path().join("s.duckdb")).expect("store");
+        let killed = store.begin_import("/r").expect("begin");
+        let done = store.begin_import("/r").expect("begin");
+        store
+            .finish_import(done, "completed", [1, 0, 0, 0, 0])
+            .expect("finish");
+        let statuses: Vec<(i64, String)> = {
+            let mut stmt = store
+                .conn()
+                .prepare("SELECT import_id, status FROM imports ORDER BY import_id")
+                .expect("prepare");
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(
+            statuses,
+            [
+                (killed, "interrupted".to_string()),
+                (done, "completed".to_string())
+            ]
+        );
     }
 
     #[test]
