@@ -30,9 +30,7 @@ impl FileStamp {
             mtime_ns,
         }
     }
-}
 
-impl FileStamp {
     /// Why the file at `path` is no longer the one imported with this stamp, if it is
     /// not: the test import itself uses to find changed files. Anything computed from
     /// such a file (metrics, tensors, predictions) would be stored under the content the
