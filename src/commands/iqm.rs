@@ -247,19 +247,17 @@ fn measure_store(db: &Path, force: bool) -> anyhow::Result<ExitCode> {
         // Metrics are stored under the content the store describes: a file changed
         // since import would put another image's metrics there. It is left as stored
         // (its metrics, if any, kept) and named, until `cdwqc import` reads it again.
-        let (changed, current): (Vec<&PendingIqm>, Vec<&PendingIqm>) =
-            chunk.iter().partition(|image| {
-                // A file that cannot be read gets its row saying so, as before.
-                let path = Path::new(&image.path);
-                path.exists() && image.stamp.changed(path).is_some()
-            });
-        for image in changed {
-            summary.failed += 1;
-            let why = image
-                .stamp
-                .changed(Path::new(&image.path))
-                .unwrap_or_default();
-            summary.failures.push((image.path.clone(), why));
+        let mut current = Vec::with_capacity(chunk.len());
+        for image in chunk {
+            // A file that cannot be read gets its row saying so, as before.
+            let path = Path::new(&image.path);
+            match image.stamp.changed(path).filter(|_| path.exists()) {
+                Some(why) => {
+                    summary.failed += 1;
+                    summary.failures.push((image.path.clone(), why));
+                }
+                None => current.push(image),
+            }
         }
         let rows: Vec<(PendingIqm, IqmRow)> = current
             .par_iter()

@@ -209,10 +209,11 @@ struct Origin {
 impl Origin {
     fn one_file(bytes: &[u8]) -> Self {
         let file = format!("import:{}", hex_sha256(bytes));
+        // An earlier build's source for it is the file's own, already in `files`.
         Self {
-            files: vec![file.clone()],
+            files: vec![file],
             one_row_per_file: false,
-            earlier: vec![file],
+            earlier: Vec::new(),
         }
     }
 
