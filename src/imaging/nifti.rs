@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::ImagingError;
+use super::{ImagingError, stats};
 
 const NIFTI1_HEADER_SIZE: usize = 348;
 const NIFTI2_HEADER_SIZE: usize = 540;
@@ -485,9 +485,8 @@ fn inflate_whole(path: &Path, raw: &[u8]) -> Option<(Vec<u8>, u64)> {
     {
         return None;
     }
-    let mut whole = vec![0u8; usize::try_from(size).ok()?];
-    let written = super::gunzip::inflate_single_member(raw, &mut whole)?;
-    (written as u64 == size).then_some((whole, described_end))
+    let whole = super::gunzip::inflate_single_member(raw, usize::try_from(size).ok()?)?;
+    (whole.len() as u64 == size).then_some((whole, described_end))
 }
 
 /// After the data a gzip header describes: the stream must end within
@@ -799,19 +798,34 @@ pub struct Decoded {
 
 /// Decodes header and first volume from a file's (already decompressed) bytes.
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Decoded, ImagingError> {
+    decode_scanned(path, bytes, false).map(|(decoded, _)| decoded)
+}
+
+/// [`decode`], and when `scan` is set the volume's [`stats::scan`] taken as it converts
+/// (`None` where the stream's path decoded it).
+fn decode_scanned(
+    path: &Path,
+    bytes: &[u8],
+    scan: bool,
+) -> Result<(Decoded, Option<stats::Scanned>), ImagingError> {
     // Anything the in-place checks refuse takes the stream's path, whose errors name
     // the problem.
-    match decode_in_place(path, bytes) {
+    match decode_in_place(path, bytes, scan) {
         Some(decoded) => Ok(decoded),
-        None => decode_stream(path, bytes, false, Some(bytes.len() as u64)),
+        None => decode_stream(path, bytes, false, Some(bytes.len() as u64)).map(|d| (d, None)),
     }
 }
 
 /// [`decode`] of bytes that hold a valid header and all of its data: the first volume
 /// converts straight from the bytes, instead of being copied chunk by chunk through the
 /// stream's buffer first. `None` for anything else. The same result as the stream's
-/// path (`decoding_in_place_equals_the_stream`).
-fn decode_in_place(path: &Path, bytes: &[u8]) -> Option<Decoded> {
+/// path (`decoding_in_place_equals_the_stream`). With `scan`, each block of converted
+/// values is summed while it is in cache, as [`stats::scan`] would after (same test).
+fn decode_in_place(
+    path: &Path,
+    bytes: &[u8],
+    scan: bool,
+) -> Option<(Decoded, Option<stats::Scanned>)> {
     let header = parse_header(path, &bytes[..bytes.len().min(NIFTI2_HEADER_SIZE)]).ok()?;
     let layout = header.layout().ok()?;
     let start = usize::try_from(layout.start).ok()?;
@@ -821,30 +835,58 @@ fn decode_in_place(path: &Path, bytes: &[u8]) -> Option<Decoded> {
     if bytes.len() < start || bytes.len() - start < data_bytes || volume_bytes > data_bytes {
         return None;
     }
+    let raw = &bytes[start..start + volume_bytes];
+    let (datatype, little) = (header.datatype, header.little_endian);
     let mut data = Vec::with_capacity(voxels);
-    convert_into(
-        &bytes[start..start + volume_bytes],
-        header.datatype,
-        header.little_endian,
-        &mut data,
-    );
-    scale_in_place(&header, &mut data);
-    Some(Decoded { header, data })
+    if !scan {
+        convert_into(raw, datatype, little, &mut data);
+        scale_in_place(&header, &mut data);
+        return Some((Decoded { header, data }, None));
+    }
+    let width = datatype.bytes();
+    // The centre's values first, converted and scaled as the volume's will be.
+    let picked: Vec<u8> = raw
+        .chunks_exact(width)
+        .step_by(stats::centre_stride(voxels))
+        .flatten()
+        .copied()
+        .collect();
+    let mut strided = Vec::with_capacity(picked.len() / width);
+    convert_into(&picked, datatype, little, &mut strided);
+    scale_in_place(&header, &mut strided);
+    let mut scanner = stats::Scanner::new(voxels, stats::deviation_centre(strided.into_iter()));
+    for block in raw.chunks(stats::SCAN_BLOCK * width) {
+        let from = data.len();
+        convert_into(block, datatype, little, &mut data);
+        scale_in_place(&header, &mut data[from..]);
+        scanner.block(&data[from..]);
+    }
+    Some((Decoded { header, data }, Some(scanner.finish())))
 }
 
 /// Decodes a file's bytes as stored on disk: gzip or not, whatever the name says.
 pub fn decode_file_bytes(path: &Path, raw: &[u8]) -> Result<Decoded, ImagingError> {
+    decode_file_bytes_scanned(path, raw, false).map(|(decoded, _)| decoded)
+}
+
+/// [`decode_file_bytes`], and when `scan` is set the volume's [`stats::scan`] where it
+/// could be taken while converting (`None` otherwise: the caller scans the volume).
+pub fn decode_file_bytes_scanned(
+    path: &Path,
+    raw: &[u8],
+    scan: bool,
+) -> Result<(Decoded, Option<stats::Scanned>), ImagingError> {
     if is_gzip(raw) {
         // The whole-buffer result is the streaming one when both succeed; any failure is
         // left to the streaming path, whose errors name the problem.
         if let Some(decoded) =
-            inflate_whole(path, raw).and_then(|(whole, _)| decode(path, &whole).ok())
+            inflate_whole(path, raw).and_then(|(whole, _)| decode_scanned(path, &whole, scan).ok())
         {
             return Ok(decoded);
         }
-        decode_stream(path, MultiGzDecoder::new(raw), true, None)
+        decode_stream(path, MultiGzDecoder::new(raw), true, None).map(|d| (d, None))
     } else {
-        decode(path, raw)
+        decode_scanned(path, raw, scan)
     }
 }
 
@@ -1299,13 +1341,22 @@ mod tests {
         for (name, bytes) in &files {
             let stream = streamed(path, bytes);
             assert!(stream.is_ok(), "{name}: {stream:?}");
-            let in_place = decode_in_place(path, bytes).map(|d| {
+            let in_place = decode_in_place(path, bytes, false).map(|(d, _)| {
                 (
                     d.header,
                     d.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 )
             });
             assert_eq!(in_place, stream.clone().ok(), "{name}");
+            // Scanning while converting changes no value, and gives the scan after.
+            let (scanned, scan) = decode_in_place(path, bytes, true).expect("decodes");
+            let bits: Vec<u32> = scanned.data.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(Some(&bits), in_place.as_ref().map(|d| &d.1), "{name}");
+            assert_eq!(
+                format!("{:?}", scan.expect("scanned")),
+                format!("{:?}", stats::scan(&scanned.data)),
+                "{name}"
+            );
             // Trailing bytes change nothing; any cut into the data leaves it to the
             // stream, which names the problem.
             let mut longer = bytes.clone();
@@ -1317,7 +1368,7 @@ mod tests {
             for cut in [1, 2, 7, bytes.len() / 2, bytes.len() - 300] {
                 let short = &bytes[..bytes.len().saturating_sub(cut)];
                 assert!(
-                    decode_in_place(path, short).is_none(),
+                    decode_in_place(path, short, true).is_none(),
                     "{name} cut by {cut}"
                 );
                 assert_eq!(

@@ -26,9 +26,15 @@ pub struct IntensitySummary {
 /// a few milliseconds instead of a few hundred for a 1 mm brain.
 pub const PERCENTILE_SAMPLE: usize = 1 << 20;
 
+/// The stride of [`finite_sample`]: every k-th voxel, so that at most
+/// [`PERCENTILE_SAMPLE`] remain.
+fn sample_stride(len: usize) -> usize {
+    len.div_ceil(PERCENTILE_SAMPLE).max(1)
+}
+
 /// Every k-th finite value, k chosen so that at most [`PERCENTILE_SAMPLE`] remain.
 pub fn finite_sample(data: &[f32]) -> Vec<f32> {
-    let stride = data.len().div_ceil(PERCENTILE_SAMPLE).max(1);
+    let stride = sample_stride(data.len());
     // Sized up front: a growing list copied itself as it doubled.
     let mut sample = Vec::with_capacity(data.len().div_ceil(stride));
     sample.extend(
@@ -43,67 +49,205 @@ pub fn finite_sample(data: &[f32]) -> Vec<f32> {
 /// The count of non-finite values and the extremes of the finite ones (`None` when there
 /// are none), in one pass: the same extremes as [`summarise`]'s.
 pub fn finite_range(data: &[f32]) -> (u64, Option<(f64, f64)>) {
-    let Moments { n, min, max, .. } = moments(data);
+    let Sums { n, min, max, .. } = sums(data, 0.0);
     (data.len() as u64 - n, (n > 0).then_some((min, max)))
 }
 
 /// Summarises the finite values; `None` when there are none. Min, max, mean and
 /// standard deviation use every voxel; percentiles use [`finite_sample`].
 pub fn summarise(data: &[f32]) -> Option<IntensitySummary> {
-    let sample = finite_sample(data);
-    let percentiles = (!sample.is_empty())
-        .then(|| super::preprocess::finite_percentiles(&sample, SUMMARY_PERCENTILES));
-    summarise_with_percentiles(data, percentiles)
+    let scanned = scan(data);
+    let percentiles = (!scanned.sample.is_empty())
+        .then(|| super::preprocess::finite_percentiles(&scanned.sample, SUMMARY_PERCENTILES));
+    scanned.summary(percentiles)
 }
 
 /// The percentiles an [`IntensitySummary`] holds: p01, p50 and p99.
 pub const SUMMARY_PERCENTILES: [f64; 3] = [1.0, 50.0, 99.0];
 
-/// [`summarise`] given the [`SUMMARY_PERCENTILES`] of `data`'s [`finite_sample`]
-/// (`None` when the sample is empty), for a caller that selects other percentiles of
-/// the sample at the same time (import's previews take their window from it).
-pub fn summarise_with_percentiles(
-    data: &[f32],
-    percentiles: Option<[f32; 3]>,
-) -> Option<IntensitySummary> {
-    let Moments {
-        n,
-        sum,
-        min,
-        max,
-        zeros,
-    } = moments(data);
-    let nonfinite = data.len() as u64 - n;
-    if n == 0 {
-        return None;
-    }
-    let mean = sum / n as f64;
-    let var = squared_deviations(data, mean) / n as f64;
-    let n = n as f64;
-    // The nearest ranks of the sample, as selection would find them.
-    let [p01, p50, p99] = percentiles.map_or([f64::NAN; 3], |p| p.map(f64::from));
-    Some(IntensitySummary {
-        min,
-        max,
-        mean,
-        std: var.sqrt(),
-        p01,
-        p50,
-        p99,
-        nonfinite,
-        zero_fraction: zeros as f64 / n,
-    })
+/// One pass over a volume: the sums of its [`IntensitySummary`] and its
+/// [`finite_sample`], for a caller that selects other percentiles of the sample at the
+/// same time as the summary's (import's previews take their window from it).
+#[derive(Debug)]
+pub struct Scanned {
+    /// The volume's [`finite_sample`], the same values in the same order.
+    pub sample: Vec<f32>,
+    sums: Sums,
+    voxels: u64,
 }
 
-/// Accumulators per lane of [`moments`] and [`squared_deviations`]: independent sums
-/// that the CPU adds side by side (a single running sum waits on each addition), always
-/// combined in the same order, so the result does not depend on the CPU.
+/// Reads every voxel once: the summary's count, sum, squared deviations, extremes and
+/// zeros, and the [`finite_sample`] taken from each block while it is still in cache.
+/// Two passes (the sums, then the squared deviations from their mean) and the strided
+/// sample read a 1 mm volume from memory three times.
+pub fn scan(data: &[f32]) -> Scanned {
+    let centre = deviation_centre(data.iter().copied().step_by(centre_stride(data.len())));
+    let mut scanner = Scanner::new(data.len(), centre);
+    for block in data.chunks(SCAN_BLOCK) {
+        scanner.block(block);
+    }
+    scanner.finish()
+}
+
+/// [`scan`] fed block by block, as a decoder converts the voxels: each block is summed
+/// while it is still in the first-level cache, so the volume is never read back.
+/// Fed the blocks of a volume in order, it gives [`scan`]'s result bit for bit.
+pub struct Scanner {
+    voxels: usize,
+    stride: usize,
+    /// The index, within the next block, of the next value of the sample.
+    next: usize,
+    fed: usize,
+    sum: [f64; LANES],
+    squares: [f64; LANES],
+    total: Sums,
+    sample: Vec<f32>,
+}
+
+impl Scanner {
+    /// A scanner of a volume of `voxels` values, its squared deviations taken from
+    /// `centre` ([`deviation_centre`] of the same values, for [`scan`]'s bits).
+    pub fn new(voxels: usize, centre: f64) -> Self {
+        let stride = sample_stride(voxels);
+        Self {
+            voxels,
+            stride,
+            next: 0,
+            fed: 0,
+            sum: [0.0; LANES],
+            squares: [0.0; LANES],
+            total: Sums {
+                n: 0,
+                sum: 0.0,
+                squares: 0.0,
+                centre,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                zeros: 0,
+            },
+            sample: Vec::with_capacity(voxels.div_ceil(stride)),
+        }
+    }
+
+    /// The next values of the volume: fewer than 2^32 per lane, about [`SCAN_BLOCK`]
+    /// to stay in cache, and a multiple of [`LANES`] unless they are the last (value `i`
+    /// of the volume stays in lane `i % LANES`).
+    pub fn block(&mut self, values: &[f32]) {
+        debug_assert!(self.fed.is_multiple_of(LANES));
+        self.fed += values.len();
+        let (n, min, max, zeros) =
+            block_sums(values, self.total.centre, &mut self.sum, &mut self.squares);
+        let total = &mut self.total;
+        total.n += n;
+        total.min = total.min.min(f64::from(min));
+        total.max = total.max.max(f64::from(max));
+        total.zeros += zeros;
+        if self.next < values.len() {
+            self.sample.extend(
+                values[self.next..]
+                    .iter()
+                    .step_by(self.stride)
+                    .copied()
+                    .filter(|v| v.is_finite()),
+            );
+            let taken = (values.len() - self.next).div_ceil(self.stride);
+            self.next += taken * self.stride;
+        }
+        self.next -= values.len();
+    }
+
+    /// The sums and the sample of every value fed.
+    pub fn finish(mut self) -> Scanned {
+        debug_assert_eq!(self.fed, self.voxels);
+        self.total.sum = combine(self.sum);
+        self.total.squares = combine(self.squares);
+        Scanned {
+            sample: self.sample,
+            sums: self.total,
+            voxels: self.voxels as u64,
+        }
+    }
+}
+
+impl Scanned {
+    /// The summary, given the [`SUMMARY_PERCENTILES`] of [`Self::sample`] (`None` when
+    /// the sample is empty); `None` when no value is finite.
+    pub fn summary(&self, percentiles: Option<[f32; 3]>) -> Option<IntensitySummary> {
+        let Sums {
+            n,
+            sum,
+            squares,
+            centre,
+            min,
+            max,
+            zeros,
+        } = self.sums;
+        if n == 0 {
+            return None;
+        }
+        let count = n as f64;
+        let mean = sum / count;
+        // The mean of the squared deviations from the centre, less the squared distance
+        // from the centre to the mean: the centre lies near the mean (the mean of a
+        // sample), so the subtraction loses no more than a two-pass variance would.
+        let offset = mean - centre;
+        let var = (squares / count - offset * offset).max(0.0);
+        // The nearest ranks of the sample, as selection would find them.
+        let [p01, p50, p99] = percentiles.map_or([f64::NAN; 3], |p| p.map(f64::from));
+        Some(IntensitySummary {
+            min,
+            max,
+            mean,
+            std: var.sqrt(),
+            p01,
+            p50,
+            p99,
+            nonfinite: self.voxels - n,
+            zero_fraction: zeros as f64 / count,
+        })
+    }
+}
+
+/// The value [`scan`] takes the deviations from, given `strided`, every
+/// [`centre_stride`]-th value of the volume from the first (about 4,096 spread over it):
+/// near the mean of their finite values (0 when none is finite), so that the variance's
+/// subtraction cancels no digits. It is that mean rounded to an integer when rounding
+/// moves it by less than the values' spread: the deviations of an image of integers are
+/// then integers, and their squares add up exactly, as its sum does.
+pub fn deviation_centre(strided: impl Iterator<Item = f32>) -> f64 {
+    let values: Vec<f64> = strided.filter(|v| v.is_finite()).map(f64::from).collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let spread = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
+    let rounded = mean.round();
+    if (rounded - mean).abs() <= spread {
+        rounded
+    } else {
+        mean
+    }
+}
+
+/// The stride of [`deviation_centre`]'s values in a volume of `len` values.
+pub fn centre_stride(len: usize) -> usize {
+    len.div_ceil(4096).max(1)
+}
+
+/// Accumulators per lane of [`sums`]: independent sums that the CPU adds side by side
+/// (a single running sum waits on each addition), always combined in the same order,
+/// so the result does not depend on the CPU.
 const LANES: usize = 8;
 
-/// Count, sum, extremes and zeros of the finite values.
-struct Moments {
+/// Count, sum, squared deviations, extremes and zeros of the finite values.
+#[derive(Debug, Clone, Copy)]
+struct Sums {
     n: u64,
     sum: f64,
+    /// Sum of the squared deviations from `centre`.
+    squares: f64,
+    centre: f64,
     min: f64,
     max: f64,
     zeros: u64,
@@ -116,7 +260,7 @@ fn combine(lanes: [f64; LANES]) -> f64 {
 }
 
 /// Hands every value to `add` with its lane: value `i` to lane `i % LANES`.
-#[inline(always)]
+#[cfg(test)]
 fn each_in_lanes(data: &[f32], mut add: impl FnMut(usize, f32)) {
     let mut chunks = data.chunks_exact(LANES);
     for chunk in &mut chunks {
@@ -129,50 +273,38 @@ fn each_in_lanes(data: &[f32], mut add: impl FnMut(usize, f32)) {
     }
 }
 
-/// Values per block of [`moments`]: its 32-bit counters per lane cannot overflow.
-const MOMENTS_BLOCK: usize = LANES << 24;
+/// Values per block of a [`Scanner`]: 16 KiB, still in the first-level cache when the
+/// sample is taken from it, and few enough for its 32-bit counters per lane.
+pub const SCAN_BLOCK: usize = LANES << 9;
 
-/// Count, sum, extremes and zeros of the finite values. Each lane keeps its running
-/// sum in double precision (the order and bits of a plain lane-by-lane sum) and its
-/// extremes and counts in single precision and 32 bits, which the compiler keeps in
-/// one vector register each: widening the extremes would double the work, and
-/// widening is monotonic, so the extremes' values are the same.
-fn moments(data: &[f32]) -> Moments {
-    moments_in_blocks(data, MOMENTS_BLOCK)
-}
-
-/// [`moments`] over blocks of `block` values (a multiple of [`LANES`], so that value `i`
-/// stays in lane `i % LANES` across blocks).
-fn moments_in_blocks(data: &[f32], block: usize) -> Moments {
-    let mut total = Moments {
-        n: 0,
-        sum: 0.0,
-        min: f64::INFINITY,
-        max: f64::NEG_INFINITY,
-        zeros: 0,
-    };
-    let mut sum = [0.0f64; LANES];
-    for block in data.chunks(block) {
-        let (n, min, max, zeros) = block_moments(block, &mut sum);
-        total.n += n;
-        total.min = total.min.min(f64::from(min));
-        total.max = total.max.max(f64::from(max));
-        total.zeros += zeros;
+/// [`Sums`] of `data`, squared deviations from `centre`: what [`finite_range`] reads.
+fn sums(data: &[f32], centre: f64) -> Sums {
+    let mut scanner = Scanner::new(data.len(), centre);
+    for block in data.chunks(SCAN_BLOCK) {
+        scanner.block(block);
     }
-    total.sum = combine(sum);
-    total
+    scanner.finish().sums
 }
 
 with_avx2! {
-    /// One block of [`moments`], its sums added to `sum`'s lanes: count, extremes
-    /// (infinite, the wrong way round, when the block holds no finite value) and zeros.
-    fn block_moments(data: &[f32], sum: &mut [f64; LANES]) -> (u64, f32, f32, u64) {
+    /// One block of a [`Scanner`], its sums and squared deviations from `centre` added to
+    /// the lanes: count, extremes (infinite, the wrong way round, when the block holds
+    /// no finite value) and zeros. Each lane keeps its running sums in double precision
+    /// (the order and bits of a plain lane-by-lane sum) and its extremes and counts in
+    /// single precision and 32 bits, which the compiler keeps in one vector register
+    /// each: widening is monotonic, so the extremes' values are the same.
+    fn block_sums(
+        data: &[f32],
+        centre: f64,
+        sum: &mut [f64; LANES],
+        squares: &mut [f64; LANES],
+    ) -> (u64, f32, f32, u64) {
         let mut n = [0u32; LANES];
         let mut min = [f32::INFINITY; LANES];
         let mut max = [f32::NEG_INFINITY; LANES];
         let mut zeros = [0u32; LANES];
-        // Written lane by lane within each chunk (not through `each_in_lanes`'s
-        // closure), which the compiler turns into vector operations.
+        // Written lane by lane within each chunk (not through a closure per value),
+        // which the compiler turns into vector operations.
         let chunks = data.chunks_exact(LANES);
         let rest = chunks.remainder();
         for chunk in chunks {
@@ -187,9 +319,16 @@ with_avx2! {
                 max[lane] = if x > max[lane] { x } else { max[lane] };
                 zeros[lane] += u32::from(v == 0.0);
             }
+            // Selections by masks, not branches: with the squares beside the sums the
+            // compiler turned the selections into a branch per value.
             for lane in 0..LANES {
                 let v = chunk[lane];
-                sum[lane] += if v.is_finite() { f64::from(v) } else { 0.0 };
+                let finite = v.is_finite();
+                let x = f64::from(if finite { v } else { 0.0 });
+                sum[lane] += x;
+                let keep = if finite { u64::MAX } else { 0 };
+                let d = f64::from_bits((x - centre).to_bits() & keep);
+                squares[lane] += d * d;
             }
         }
         for (lane, &v) in rest.iter().enumerate() {
@@ -197,6 +336,8 @@ with_avx2! {
             let x = if finite { v } else { f32::NAN };
             n[lane] += u32::from(finite);
             sum[lane] += if finite { f64::from(v) } else { 0.0 };
+            let d = if finite { f64::from(v) - centre } else { 0.0 };
+            squares[lane] += d * d;
             min[lane] = if x < min[lane] { x } else { min[lane] };
             max[lane] = if x > max[lane] { x } else { max[lane] };
             zeros[lane] += u32::from(v == 0.0);
@@ -209,19 +350,6 @@ with_avx2! {
             most,
             zeros.iter().map(|&c| u64::from(c)).sum(),
         )
-    }
-}
-
-with_avx2! {
-    /// Sum of the finite values' squared deviations from `mean`.
-    fn squared_deviations(data: &[f32], mean: f64) -> f64 {
-        let mut sums = [0.0f64; LANES];
-        let add = |lane: usize, v: f32| {
-            let d = if v.is_finite() { f64::from(v) - mean } else { 0.0 };
-            sums[lane] += d * d;
-        };
-        each_in_lanes(data, add);
-        combine(sums)
     }
 }
 
@@ -248,6 +376,15 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             (state >> 11) as f64 / (1u64 << 53) as f64
         }
+    }
+
+    /// A [`Scanner`] fed blocks of `block` values.
+    fn scan_in_blocks(data: &[f32], centre: f64, block: usize) -> Scanned {
+        let mut scanner = Scanner::new(data.len(), centre);
+        for values in data.chunks(block) {
+            scanner.block(values);
+        }
+        scanner.finish()
     }
 
     #[test]
@@ -310,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn moments_equal_the_double_precision_lanes_bit_for_bit() {
+    fn sums_equal_the_double_precision_lanes_bit_for_bit() {
         // The previous form: every lane's extremes widened to double precision.
         let reference = |data: &[f32]| {
             let mut n = [0u64; LANES];
@@ -361,7 +498,7 @@ mod tests {
                     })
                     .collect();
                 // Small blocks too, so that the lanes are seen to carry over blocks.
-                for m in [moments(&data), moments_in_blocks(&data, 2 * LANES)] {
+                for m in [sums(&data, 0.0), scan_in_blocks(&data, 0.0, 2 * LANES).sums] {
                     let got = (
                         m.n,
                         m.sum.to_bits(),
@@ -376,6 +513,88 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_sample_taken_block_by_block_is_the_strided_sample() {
+        let mut next = uniform(5);
+        for len in [
+            0usize,
+            1,
+            9,
+            4095,
+            4096,
+            4097,
+            1 << 20,
+            (1 << 21) + 3,
+            3_000_017,
+        ] {
+            let data: Vec<f32> = (0..len)
+                .map(|_| {
+                    let u = next();
+                    if u < 0.05 {
+                        f32::NAN
+                    } else {
+                        (u * 900.0) as f32
+                    }
+                })
+                .collect();
+            let expected = finite_sample(&data);
+            assert_eq!(scan(&data).sample, expected, "{len} values");
+            // Blocks that are not multiples of the stride, smaller and larger than it.
+            for block in [LANES, 3 * LANES, 1000 * LANES] {
+                let sample = scan_in_blocks(&data, 0.0, block).sample;
+                assert_eq!(sample, expected, "{len} values, blocks of {block}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_variance_from_one_pass_keeps_its_digits_far_from_zero() {
+        // A large offset and a small spread: squares about zero would cancel every digit.
+        let mut next = uniform(3);
+        for (offset, spread) in [(1.0e6, 0.5), (-3.0e4, 1e-2), (0.0, 1.0), (7.5e3, 2.0e3)] {
+            let mut data: Vec<f32> = (0..200_003)
+                .map(|_| (offset + (next() - 0.5) * spread) as f32)
+                .collect();
+            // An outlier where the centre's sample may land.
+            data[0] = (offset + 40.0 * spread) as f32;
+            let finite: Vec<f64> = data.iter().map(|&v| f64::from(v)).collect();
+            let n = finite.len() as f64;
+            let mean = finite.iter().sum::<f64>() / n;
+            let std = (finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let s = summarise(&data).expect("finite values");
+            assert!(
+                (s.std - std).abs() <= 1e-9 * std,
+                "offset {offset}, spread {spread}: {} against {std}",
+                s.std
+            );
+        }
+    }
+
+    #[test]
+    fn the_spread_of_integers_is_exact_to_its_last_rounding() {
+        let mut next = uniform(17);
+        for (len, range) in [(1_000usize, 10.0), (500_003, 4096.0), (3_000_001, 30_000.0)] {
+            let data: Vec<f32> = (0..len)
+                .map(|i| {
+                    // A background of zeros, as a head in its field of view.
+                    if i % 3 == 0 {
+                        0.0
+                    } else {
+                        (next() * range).floor() as f32
+                    }
+                })
+                .collect();
+            let n = len as i128;
+            let sum: i128 = data.iter().map(|&v| v as i128).sum();
+            let squares: i128 = data.iter().map(|&v| (v as i128) * (v as i128)).sum();
+            // n^2 var = n * squares - sum^2, exactly.
+            let exact = ((n * squares - sum * sum) as f64 / (n * n) as f64).sqrt();
+            let s = summarise(&data).expect("finite values");
+            let ulps = (s.std.to_bits() as i64 - exact.to_bits() as i64).abs();
+            assert!(ulps <= 4, "{len} values: {} against {exact}", s.std);
         }
     }
 

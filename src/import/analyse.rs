@@ -171,11 +171,12 @@ fn analyse_buffer(
         .last_chunk::<4>()
         .map_or(u64::MAX, |trailer| u64::from(u32::from_le_bytes(*trailer)));
     let decoded = if !nifti::is_gzip(raw) || stated_size > WHOLE_INFLATE_MAX {
-        nifti::decode_raw_stream(path, raw, Some(raw.len() as u64))
+        nifti::decode_raw_stream(path, raw, Some(raw.len() as u64)).map(|d| (d, None))
     } else {
-        nifti::decode_file_bytes(path, raw)
+        nifti::decode_file_bytes_scanned(path, raw, true)
     };
-    let described = decoded.and_then(|decoded| describe_decoded(path, decoded, &mut row, iqm));
+    let described = decoded
+        .and_then(|(decoded, scanned)| describe_decoded(path, decoded, scanned, &mut row, iqm));
     outcome(row, sha, stamp, known, described)
 }
 
@@ -344,7 +345,7 @@ fn analyse_stream<R: Read>(
         hasher: Sha256::new(),
     };
     let described = nifti::decode_raw_stream(path, &mut hashing, Some(stamp.size as u64))
-        .and_then(|decoded| describe_decoded(path, decoded, &mut row, iqm));
+        .and_then(|decoded| describe_decoded(path, decoded, None, &mut row, iqm));
     if let Err(e) = std::io::copy(&mut hashing, &mut std::io::sink()) {
         return failed(row, ImagingError::io(path, e).reason());
     }
@@ -448,11 +449,13 @@ fn scrub_nul(row: &mut ImageRow) {
 /// metrics of a 3D image.
 type Described = (Vec<PreviewRow>, Vec<String>, Option<IqmRow>);
 
-/// Fills header facts, intensities and sidecar fields from a decoded file; returns
-/// previews, warnings and the quality metrics of a 3D image.
+/// Fills header facts, intensities and sidecar fields from a decoded file (`scanned`:
+/// its [`stats::scan`] when the decoder took it); returns previews, warnings and the
+/// quality metrics of a 3D image.
 fn describe_decoded(
     path: &Path,
     decoded: nifti::Decoded,
+    scanned: Option<stats::Scanned>,
     row: &mut ImageRow,
     with_iqm: bool,
 ) -> Result<Described, ImagingError> {
@@ -486,22 +489,21 @@ fn describe_decoded(
         intent_code: h.intent_code,
         description: h.descrip.clone(),
     });
-    // One sample of the finite voxels, and one selection in it, serve the summary's
-    // percentiles and the previews' window.
-    let sample = stats::finite_sample(&decoded.data);
+    // One pass over the voxels gives the summary's sums and a sample of the finite
+    // voxels; one selection in the sample serves the summary's percentiles and the
+    // previews' window.
+    let scanned = scanned.unwrap_or_else(|| stats::scan(&decoded.data));
+    let sample = &scanned.sample;
     let [p01, p50, p99, window_lo, window_hi] = {
         let [s0, s1, s2] = stats::SUMMARY_PERCENTILES;
         let [w0, w1] = preview::WINDOW_PERCENTILES;
         if sample.is_empty() {
             [f32::NAN; 5]
         } else {
-            finite_percentiles(&sample, [s0, s1, s2, w0, w1])
+            finite_percentiles(sample, [s0, s1, s2, w0, w1])
         }
     };
-    let summary = stats::summarise_with_percentiles(
-        &decoded.data,
-        (!sample.is_empty()).then_some([p01, p50, p99]),
-    );
+    let summary = scanned.summary((!sample.is_empty()).then_some([p01, p50, p99]));
     match &summary {
         Some(s) if s.nonfinite > 0 => warnings.push(format!(
             "{} voxels are NaN or infinite (left out of statistics and previews)",
@@ -531,9 +533,9 @@ fn describe_decoded(
         &volume.affine,
         volume.voxel_size,
         if sample.is_empty() {
-            preview::window_of_sample(&sample)
+            preview::window_of_sample(sample)
         } else {
-            preview::window_of_percentiles(&sample, [window_lo, window_hi])
+            preview::window_of_percentiles(sample, [window_lo, window_hi])
         },
     ) {
         previews.push(PreviewRow {
