@@ -101,13 +101,23 @@ pub struct Scanner {
     sum: [f64; LANES],
     squares: [f64; LANES],
     total: Sums,
-    sample: Vec<f32>,
+    /// `None` for a scanner that keeps no sample ([`finite_range`]).
+    sample: Option<Vec<f32>>,
 }
 
 impl Scanner {
     /// A scanner of a volume of `voxels` values, its squared deviations taken from
     /// `centre` ([`deviation_centre`] of the same values, for [`scan`]'s bits).
     pub fn new(voxels: usize, centre: f64) -> Self {
+        Self::sampling(voxels, centre, true)
+    }
+
+    /// A scanner that takes no sample: its [`Scanned::sample`] is empty.
+    fn without_sample(voxels: usize, centre: f64) -> Self {
+        Self::sampling(voxels, centre, false)
+    }
+
+    fn sampling(voxels: usize, centre: f64, sample: bool) -> Self {
         let stride = sample_stride(voxels);
         Self {
             voxels,
@@ -125,7 +135,7 @@ impl Scanner {
                 max: f64::NEG_INFINITY,
                 zeros: 0,
             },
-            sample: Vec::with_capacity(voxels.div_ceil(stride)),
+            sample: sample.then(|| Vec::with_capacity(voxels.div_ceil(stride))),
         }
     }
 
@@ -142,8 +152,11 @@ impl Scanner {
         total.min = total.min.min(f64::from(min));
         total.max = total.max.max(f64::from(max));
         total.zeros += zeros;
+        let Some(sample) = self.sample.as_mut() else {
+            return;
+        };
         if self.next < values.len() {
-            self.sample.extend(
+            sample.extend(
                 values[self.next..]
                     .iter()
                     .step_by(self.stride)
@@ -162,7 +175,7 @@ impl Scanner {
         self.total.sum = combine(self.sum);
         self.total.squares = combine(self.squares);
         Scanned {
-            sample: self.sample,
+            sample: self.sample.unwrap_or_default(),
             sums: self.total,
             voxels: self.voxels as u64,
         }
@@ -279,7 +292,7 @@ pub const SCAN_BLOCK: usize = LANES << 9;
 
 /// [`Sums`] of `data`, squared deviations from `centre`: what [`finite_range`] reads.
 fn sums(data: &[f32], centre: f64) -> Sums {
-    let mut scanner = Scanner::new(data.len(), centre);
+    let mut scanner = Scanner::without_sample(data.len(), centre);
     for block in data.chunks(SCAN_BLOCK) {
         scanner.block(block);
     }
