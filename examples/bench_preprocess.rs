@@ -11,14 +11,17 @@
 //! volume, per-voxel coordinates), alternating which runs first. Prints one JSON object:
 //! median seconds per stage over the files and repetitions (wall, and the thread's CPU
 //! time for the two preprocessings), the median per-volume ratio, and the largest absolute
-//! difference between the two tensors. With `--out` each tensor is written there as raw
+//! difference between the two tensors. Volumes of integers scaled by their header are also
+//! preprocessed from the counts of their stored integers (as `cdwqc infer` loads them):
+//! their thread CPU time, counting included, against `preprocess`, and the largest
+//! difference between those tensors. With `--out` each tensor is written there as raw
 //! little-endian f32 (`<file stem>.f32`) for comparison with nibabel + scipy.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use cdwqc::imaging::preprocess::{PreprocessSpec, preprocess};
+use cdwqc::imaging::preprocess::{PreprocessSpec, preprocess, preprocess_counted};
 use cdwqc::imaging::{Volume, nifti};
 use serde_json::json;
 
@@ -229,6 +232,10 @@ fn main() -> anyhow::Result<()> {
     let spec = PreprocessSpec::grid(grid, spacing);
     let mut times: [Vec<f64>; 7] = Default::default();
     let mut max_abs_difference = 0.0f64;
+    // Volumes of scaled integers, preprocessed from the counts of their stored integers
+    // (as `cdwqc infer` loads them) against `preprocess` on the same volume.
+    let (mut counted_cpu, mut uncounted_cpu) = (Vec::new(), Vec::new());
+    let mut max_abs_difference_counted = 0.0f64;
     let mut dims = Vec::new();
     for repetition in 0..repeat {
         for (n, path) in files.iter().enumerate() {
@@ -237,9 +244,13 @@ fn main() -> anyhow::Result<()> {
             let read = Instant::now();
             let bytes = nifti::decompress(path, raw)?;
             let gunzipped = Instant::now();
-            let volume = Volume::from_decoded(nifti::decode(path, &bytes)?);
-            drop(bytes);
+            let decoded_file = nifti::decode(path, &bytes)?;
             let decoded = Instant::now();
+            let counting_cpu = thread_cpu_seconds();
+            let counts = nifti::ScaledCounts::of(&decoded_file.header, &bytes);
+            let counting_cpu = thread_cpu_seconds() - counting_cpu;
+            let volume = Volume::from_decoded(decoded_file);
+            drop(bytes);
             times[0].push((read - started).as_secs_f64());
             times[1].push((gunzipped - read).as_secs_f64());
             times[2].push((decoded - gunzipped).as_secs_f64());
@@ -267,6 +278,16 @@ fn main() -> anyhow::Result<()> {
             times[4].push(t_previous[0]);
             times[5].push(t_current[1]);
             times[6].push(t_previous[1]);
+            if let Some(counts) = &counts {
+                let cpu = thread_cpu_seconds();
+                let values = preprocess_counted(&volume, &spec, Some(counts))?.values;
+                counted_cpu.push(counting_cpu + thread_cpu_seconds() - cpu);
+                uncounted_cpu.push(t_current[1]);
+                for (a, b) in values.iter().zip(&current) {
+                    max_abs_difference_counted =
+                        max_abs_difference_counted.max(f64::from((a - b).abs()));
+                }
+            }
             for (a, b) in current.iter().zip(&old) {
                 max_abs_difference = max_abs_difference.max(f64::from((a - b).abs()));
             }
@@ -308,6 +329,15 @@ fn main() -> anyhow::Result<()> {
             "previous_over_current": median(ratios),
             "previous_over_current_cpu": median(cpu_ratios),
             "max_abs_difference_to_previous": max_abs_difference,
+            "scaled_integer_volumes": counted_cpu.len() / repeat.max(1),
+            "scaled_integers_cpu_seconds": {
+                "preprocess": median(uncounted_cpu.clone()),
+                "counted": median(counted_cpu.clone()),
+            },
+            "scaled_integers_preprocess_over_counted_cpu": median(
+                uncounted_cpu.iter().zip(&counted_cpu).map(|(u, c)| u / c).collect()
+            ),
+            "max_abs_difference_counted_to_preprocess": max_abs_difference_counted,
         })
     );
     Ok(())

@@ -115,3 +115,12 @@ impl Volume {
 pub fn load_volume(path: &Path) -> Result<Volume, ImagingError> {
     Ok(Volume::from_decoded(nifti::decode_file(path)?))
 }
+
+/// [`load_volume`], with the counts of the volume's stored integers where its header
+/// scales them ([`nifti::ScaledCounts`]), which preprocessing reads its percentiles from.
+pub fn load_volume_with_scaled_counts(
+    path: &Path,
+) -> Result<(Volume, Option<nifti::ScaledCounts>), ImagingError> {
+    let (decoded, counts) = nifti::decode_file_with_scaled_counts(path)?;
+    Ok((Volume::from_decoded(decoded), counts))
+}

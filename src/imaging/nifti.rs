@@ -922,6 +922,150 @@ pub fn decode_file(path: &Path) -> Result<Decoded, ImagingError> {
     }
 }
 
+/// [`decode_file`], with the first volume's stored integers counted where the header
+/// scales 8- or 16-bit integers ([`ScaledCounts`]): the percentiles of such a volume are
+/// then read from 65,536 counters rather than selected among its floats. `None` for
+/// every other volume, and wherever the file takes the stream's path.
+pub fn decode_file_with_scaled_counts(
+    path: &Path,
+) -> Result<(Decoded, Option<ScaledCounts>), ImagingError> {
+    let (mut reader, gzip, len) = open_stream(path)?;
+    if !(gzip && len <= WHOLE_INFLATE_MAX) {
+        return decode_file(path).map(|decoded| (decoded, None));
+    }
+    let mut raw = Vec::with_capacity(len as usize);
+    reader
+        .read_to_end(&mut raw)
+        .map_err(|e| ImagingError::io(path, e))?;
+    if let Some((whole, _)) = inflate_whole(path, &raw)
+        && let Ok((decoded, _)) = decode_scanned(path, &whole, false)
+    {
+        let counts = ScaledCounts::of(&decoded.header, &whole);
+        return Ok((decoded, counts));
+    }
+    decode_file_bytes(path, &raw).map(|decoded| (decoded, None))
+}
+
+/// How many voxels of a volume hold each stored integer, for a volume of 8- or 16-bit
+/// integers that its header scales: every value is `scale_intensity(stored)`, a monotonic
+/// function of the stored integer (a product and a sum, each rounded to nearest), so
+/// the k-th smallest value is that of the k-th stored integer counted from the end the
+/// slope's sign gives.
+#[derive(Debug, Clone)]
+pub struct ScaledCounts {
+    lowest: i32,
+    counts: Vec<u64>,
+    slope: f64,
+    inter: f64,
+}
+
+impl ScaledCounts {
+    /// The counts of the first volume in `bytes` (header and data, decompressed), when
+    /// its header scales 8- or 16-bit integers.
+    pub fn of(header: &Header, bytes: &[u8]) -> Option<Self> {
+        let (slope, inter) = header.scaling();
+        if slope == 1.0 && inter == 0.0 {
+            return None;
+        }
+        let layout = header.layout().ok()?;
+        let start = usize::try_from(layout.start).ok()?;
+        let volume_bytes = usize::try_from(layout.volume_bytes).ok()?;
+        let raw = bytes.get(start..start.checked_add(volume_bytes)?)?;
+        // Fewer voxels than a 32-bit counter holds, so none can wrap.
+        if raw.len() >= u32::MAX as usize {
+            return None;
+        }
+        let little = header.little_endian;
+        let (lowest, counts) = match header.datatype {
+            Datatype::Uint8 => (0, count_stored(raw.iter().map(|&b| usize::from(b)), 256)),
+            Datatype::Int8 => (
+                -128,
+                count_stored(raw.iter().map(|&b| usize::from(b ^ 0x80)), 256),
+            ),
+            Datatype::Int16 | Datatype::Uint16 => {
+                let signed = header.datatype == Datatype::Int16;
+                let words = raw.chunks_exact(2).map(|c| {
+                    let word = if little {
+                        u16::from_le_bytes([c[0], c[1]])
+                    } else {
+                        u16::from_be_bytes([c[0], c[1]])
+                    };
+                    // Signed words offset so that the lowest value counts first.
+                    usize::from(if signed { word ^ 0x8000 } else { word })
+                });
+                let lowest = if signed { -32_768 } else { 0 };
+                (lowest, count_stored(words, 1 << 16))
+            }
+            _ => return None,
+        };
+        Some(Self {
+            lowest,
+            counts,
+            slope,
+            inter,
+        })
+    }
+
+    /// The value of a stored integer, as the decoder scales it.
+    pub fn value(&self, stored: i32) -> f32 {
+        scale_intensity(stored as f32, self.slope, self.inter)
+    }
+
+    /// Voxels counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The values at `percentiles` with the ranks [`crate::imaging::preprocess::finite_percentiles`]
+    /// takes (`round(p / 100 * (n - 1))`), the same bits; `None` when a value is not finite.
+    pub fn percentiles<const N: usize>(&self, percentiles: [f64; N]) -> Option<[f32; N]> {
+        let total = self.total();
+        let first = self.counts.iter().position(|&c| c > 0)?;
+        let last = self.counts.iter().rposition(|&c| c > 0)?;
+        let value_of = |bin: usize| self.value(bin as i32 + self.lowest);
+        let (low, high) = (value_of(first), value_of(last));
+        if !(low.is_finite() && high.is_finite()) {
+            return None;
+        }
+        // Monotonic: the values between the ends' are finite too, and they rise with the
+        // stored integer unless the slope turns them round.
+        let rising = low <= high;
+        let ranks = percentiles.map(|p| {
+            let rank = ((p / 100.0) * (total - 1) as f64).round() as u64;
+            rank.min(total - 1)
+        });
+        let mut order: Vec<usize> = (0..N).collect();
+        order.sort_by_key(|&i| ranks[i]);
+        let bins = self.counts.len();
+        let bin_at = |step: usize| if rising { step } else { bins - 1 - step };
+        let mut out = [0.0f32; N];
+        let (mut step, mut below) = (0usize, 0u64);
+        for &i in &order {
+            while below + self.counts[bin_at(step)] <= ranks[i] {
+                below += self.counts[bin_at(step)];
+                step += 1;
+            }
+            out[i] = value_of(bin_at(step));
+        }
+        Some(out)
+    }
+}
+
+/// Counts of `indices` below `bins` (fewer than 2^32 of them), in four interleaved
+/// counters per bin so that a run of one value (the background) does not make each
+/// increment wait on the previous one.
+fn count_stored(indices: impl Iterator<Item = usize>, bins: usize) -> Vec<u64> {
+    const LANES: usize = 4;
+    let mut lanes = vec![0u32; bins * LANES];
+    for (n, index) in indices.enumerate() {
+        lanes[index * LANES + (n & (LANES - 1))] += 1;
+    }
+    lanes
+        .chunks_exact(LANES)
+        .map(|c| c.iter().map(|&v| u64::from(v)).sum())
+        .collect()
+}
+
 /// Decodes header and first volume from a stream of (decompressed) NIfTI bytes.
 ///
 /// `gzip` says the stream is being inflated: read errors are then reported as a
@@ -1128,6 +1272,125 @@ mod tests {
         assert!(matches!(err, ImagingError::NotNifti { .. }), "{err}");
         let err = decode(Path::new("x.nii"), b"").unwrap_err();
         assert!(matches!(err, ImagingError::Empty { .. }), "{err}");
+    }
+
+    /// `bytes` (a little-endian NIfTI-1 file from [`nifti1_bytes`] holding 16-bit
+    /// voxels) with every header field the decoder reads, and the voxels, big-endian.
+    fn big_endian_16(bytes: &[u8]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        let swap = |out: &mut Vec<u8>, at: usize, width: usize| out[at..at + width].reverse();
+        swap(&mut out, 0, 4);
+        (40..56).step_by(2).for_each(|at| swap(&mut out, at, 2));
+        swap(&mut out, 70, 2);
+        swap(&mut out, 72, 2);
+        (76..120).step_by(4).for_each(|at| swap(&mut out, at, 4));
+        (352..out.len())
+            .step_by(2)
+            .for_each(|at| swap(&mut out, at, 2));
+        out
+    }
+
+    #[test]
+    fn scaled_counts_give_the_percentiles_selection_gives() {
+        use crate::imaging::preprocess::finite_percentiles;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let percentiles = [0.0, 0.5, 2.0, 37.3, 50.0, 98.0, 99.5, 99.95, 100.0];
+        let dim = [3, 40, 30, 20, 1, 1, 1, 1];
+        let voxels = 40 * 30 * 20;
+        // (datatype code, bits, lowest, highest)
+        let types: [(i16, i16, i32, i32); 4] = [
+            (2, 8, 0, 255),
+            (256, 8, -128, 127),
+            (4, 16, -32_768, 32_767),
+            (512, 16, 0, 65_535),
+        ];
+        let scalings: [(f32, f32); 10] = [
+            (0.731, 12.5),
+            (-2.25, 1000.3),
+            (3.8, 0.0),
+            (1e-3, -0.0),
+            (-1e-3, -7.0),
+            (7500.0, 1.0),
+            (1.0, 0.25),
+            // Subnormal products: -0.0 for negative stored integers, +0.0 for positive.
+            (1e-45, 0.0),
+            (-1e-45, 0.0),
+            (1e-30, 0.0),
+        ];
+        let mut checked = 0;
+        for (code, bits, lowest, highest) in types {
+            // A background of one value, a body and a sparse tail at both ends.
+            let background = rng.random_range(lowest..=highest.min(lowest + 40));
+            let stored: Vec<i32> = (0..voxels)
+                .map(|n| match n % 10 {
+                    0..=5 => background,
+                    6..=8 => rng.random_range(lowest..=highest).clamp(lowest, highest) / 2,
+                    _ => rng.random_range(lowest..=highest),
+                })
+                .map(|v| v.clamp(lowest, highest))
+                .collect();
+            let data: Vec<u8> = stored
+                .iter()
+                .flat_map(|&v| {
+                    if bits == 8 {
+                        vec![v as u8]
+                    } else {
+                        (v as u16).to_le_bytes().to_vec()
+                    }
+                })
+                .collect();
+            for (slope, inter) in scalings {
+                let mut bytes = nifti1_bytes(dim, code, bits, &data);
+                bytes[112..116].copy_from_slice(&slope.to_le_bytes());
+                bytes[116..120].copy_from_slice(&inter.to_le_bytes());
+                let mut files = vec![bytes.clone()];
+                if bits == 16 {
+                    files.push(big_endian_16(&bytes));
+                }
+                for bytes in files {
+                    let decoded = decode(Path::new("x.nii"), &bytes).expect("decodes");
+                    let counts =
+                        ScaledCounts::of(&decoded.header, &bytes).expect("scaled integers");
+                    assert_eq!(counts.total(), voxels as u64);
+                    let expected = finite_percentiles(&decoded.data, percentiles);
+                    let got = counts.percentiles(percentiles).expect("finite");
+                    assert_eq!(
+                        got.map(f32::to_bits),
+                        expected.map(f32::to_bits),
+                        "type {code}, slope {slope}, intercept {inter}: {got:?} against {expected:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 60);
+    }
+
+    #[test]
+    fn scaled_counts_are_only_for_scaled_small_integers_with_finite_values() {
+        let data: Vec<u8> = (0..8i16).flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = nifti1_bytes([3, 2, 2, 2, 1, 1, 1, 1], 4, 16, &data);
+        let header = |bytes: &[u8]| decode(Path::new("x"), bytes).expect("decodes").header;
+        // Not scaled: the integer histogram of the floats serves.
+        assert!(ScaledCounts::of(&header(&bytes), &bytes).is_none());
+        bytes[112..116].copy_from_slice(&2.0f32.to_le_bytes());
+        assert!(ScaledCounts::of(&header(&bytes), &bytes).is_some());
+        // Too short for the volume the header describes.
+        assert!(ScaledCounts::of(&header(&bytes), &bytes[..bytes.len() - 1]).is_none());
+        // Values past single precision: no percentiles (the floats' selection skips them).
+        bytes[112..116].copy_from_slice(&3e38f32.to_le_bytes());
+        let counts = ScaledCounts::of(&header(&bytes), &bytes).expect("counted");
+        assert!(counts.percentiles([50.0]).is_none());
+        // Floats and 32-bit integers are not counted.
+        let floats: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let mut bytes = nifti1_bytes([3, 2, 2, 2, 1, 1, 1, 1], 16, 32, &floats);
+        bytes[112..116].copy_from_slice(&2.0f32.to_le_bytes());
+        assert!(ScaledCounts::of(&header(&bytes), &bytes).is_none());
+        let ints: Vec<u8> = (0..8i32).flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = nifti1_bytes([3, 2, 2, 2, 1, 1, 1, 1], 8, 32, &ints);
+        bytes[112..116].copy_from_slice(&2.0f32.to_le_bytes());
+        assert!(ScaledCounts::of(&header(&bytes), &bytes).is_none());
     }
 
     #[test]

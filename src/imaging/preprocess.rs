@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Volume;
 use super::bias::{self, BiasCorrection};
+use super::nifti::ScaledCounts;
 use super::registration::{
     self, Registration, RegistrationError, RegistrationMode, RegistrationOptions, Template,
 };
@@ -979,6 +980,19 @@ pub fn preprocess_detailed(
     volume: &Volume,
     spec: &PreprocessSpec,
 ) -> Result<Preprocessed, PreprocessError> {
+    preprocess_counted(volume, spec, None)
+}
+
+/// [`preprocess`] of a volume whose stored integers were counted as it was decoded
+/// ([`crate::imaging::load_volume_with_scaled_counts`]): where the percentiles are those
+/// of the volume as decoded (no bias correction, no anti-aliasing), they are read from
+/// the counts instead of selected among the floats, the same values (docs/benchmarks.md,
+/// "Scaled integers' percentiles from their counts").
+pub fn preprocess_counted(
+    volume: &Volume,
+    spec: &PreprocessSpec,
+    counts: Option<&ScaledCounts>,
+) -> Result<Preprocessed, PreprocessError> {
     spec.validate()?;
     check_volume(volume)?;
     let started = std::time::Instant::now();
@@ -1030,18 +1044,20 @@ pub fn preprocess_detailed(
     } else {
         None
     };
+    let as_decoded = spec.bias_correction == BiasCorrection::None && smoothed.is_none();
     let source = volume;
     let volume = smoothed.as_ref().unwrap_or(volume);
-    // Every percentile the steps need, in one radix selection over the volume.
-    let [clip_low, clip_high, head_low, head_high] = finite_percentiles(
-        &volume.data,
-        [
-            spec.clip_low_percentile,
-            spec.clip_high_percentile,
-            HEAD_PERCENTILES[0],
-            HEAD_PERCENTILES[1],
-        ],
-    );
+    // Every percentile the steps need, in one selection over the volume.
+    let wanted = [
+        spec.clip_low_percentile,
+        spec.clip_high_percentile,
+        HEAD_PERCENTILES[0],
+        HEAD_PERCENTILES[1],
+    ];
+    let [clip_low, clip_high, head_low, head_high] = counts
+        .filter(|counts| as_decoded && counts.total() == volume.data.len() as u64)
+        .and_then(|counts| counts.percentiles(wanted))
+        .unwrap_or_else(|| finite_percentiles(&volume.data, wanted));
     let (centre, registration) = match registration {
         None => (head_centre_between(volume, head_low, head_high), None),
         Some((centre, result)) => (centre, Some(result)),

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use super::augment::{Augmenter, item_rng};
-use crate::imaging::load_volume;
-use crate::imaging::preprocess::{PreprocessError, TensorCache, preprocess};
+use crate::imaging::load_volume_with_scaled_counts;
+use crate::imaging::preprocess::{PreprocessError, TensorCache, preprocess_counted};
 use crate::imaging::registration::{RegistrationError, RegistrationMode};
 use crate::model::preset::Preset;
 
@@ -219,26 +219,29 @@ impl ItemLoader {
                 )));
             }
         }
-        let volume = load_volume(path).map_err(|err| err.to_string())?;
-        let values = preprocess(&volume, spec).map_err(|err| {
-            let message = format!("{}: {err}", path.display());
-            match (&err, cache) {
-                (PreprocessError::RegistrationFailed { .. }, Some((cache, sha))) => {
-                    LoadFailure::NotRegistered(
-                        match cache.put_failure(sha, name, spec, &err.to_string()) {
-                            Ok(_) => message,
-                            Err(e) => format!("{message}; recording it: {e}"),
-                        },
-                    )
+        let (volume, counts) =
+            load_volume_with_scaled_counts(path).map_err(|err| err.to_string())?;
+        let values = preprocess_counted(&volume, spec, counts.as_ref())
+            .map(|prepared| prepared.values)
+            .map_err(|err| {
+                let message = format!("{}: {err}", path.display());
+                match (&err, cache) {
+                    (PreprocessError::RegistrationFailed { .. }, Some((cache, sha))) => {
+                        LoadFailure::NotRegistered(
+                            match cache.put_failure(sha, name, spec, &err.to_string()) {
+                                Ok(_) => message,
+                                Err(e) => format!("{message}; recording it: {e}"),
+                            },
+                        )
+                    }
+                    (
+                        PreprocessError::RegistrationFailed { .. }
+                        | PreprocessError::Registration(RegistrationError::NoHead(_)),
+                        _,
+                    ) => LoadFailure::NotRegistered(message),
+                    _ => LoadFailure::Error(message),
                 }
-                (
-                    PreprocessError::RegistrationFailed { .. }
-                    | PreprocessError::Registration(RegistrationError::NoHead(_)),
-                    _,
-                ) => LoadFailure::NotRegistered(message),
-                _ => LoadFailure::Error(message),
-            }
-        })?;
+            })?;
         if let Some((cache, sha)) = cache {
             cache
                 .put(sha, name, spec, &values)
