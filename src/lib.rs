@@ -1,7 +1,8 @@
 //! cdwqc: quality control of brain MRIs in hospital clinical data warehouses.
 //!
 //! Data flows import -> store -> rate -> train -> infer -> report -> tui; `imaging`
-//! (reading NIfTI) and `query` (ad-hoc SQL) serve them.
+//! (reading NIfTI), `query` (ad-hoc SQL) and `replace` (files replaced whole) serve
+//! them.
 
 pub mod cli;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod protocol;
 pub mod query;
 pub mod rate;
+pub mod replace;
 pub mod report;
 pub mod store;
 pub mod synth;

@@ -57,6 +57,15 @@ pub enum ClusterError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::replace::ReplaceError> for ClusterError {
+    fn from(e: crate::replace::ReplaceError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
     move |source| ClusterError::Io {
         path: path.to_path_buf(),
@@ -369,37 +378,24 @@ fn copy_to_parquet(conn: &Connection, table: &str, path: &Path) -> Result<(), Cl
     conn.execute_batch(&sql).map_err(db(path))
 }
 
-/// Writes `path` through a temporary name in the same folder: `write` fills the
-/// temporary file, which is synced and renamed into place (and the folder synced), so a
-/// reader sees the whole file or none. A temporary file left by a dead writer is
-/// overwritten by the next attempt and never read.
+/// Writes `path` through a new temporary file in the same folder ([`crate::replace`]):
+/// `write` fills it, and it is synced and renamed into place (and the folder synced), so
+/// a reader sees the whole file or none. A temporary file left by a dead writer is never
+/// read.
 fn publish(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), ClusterError>,
 ) -> Result<(), ClusterError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&temp);
-    let written = write(&temp).and_then(|()| {
-        File::open(&temp)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&temp))?;
-        std::fs::rename(&temp, path).map_err(io(path))?;
-        // The rename itself is durable once the folder is synced.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    crate::replace::replace_with(
+        path,
+        crate::replace::Durability::ContentAndName,
+        |temp, _| write(temp),
+    )
 }
 
 /// A part's manifest line: what was predicted, from which plan, and the part's checksum.

@@ -155,8 +155,11 @@ fn measure_files(args: &IqmArgs) -> anyhow::Result<ExitCode> {
                             let dir = root.join(&name);
                             write_case(&dir, &volume, image, masks)?;
                             let json = serde_json::to_string_pretty(&result)?;
-                            std::fs::write(dir.join("iqms.json"), json)
-                                .with_context(|| format!("writing {}", dir.display()))?;
+                            crate::replace::replace(
+                                &dir.join("iqms.json"),
+                                json.as_bytes(),
+                                crate::replace::Durability::None,
+                            )?;
                         }
                     }
                 }

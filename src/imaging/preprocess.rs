@@ -8,7 +8,7 @@
 //! (`[1, D, H, W]`), the layout ClinicaDL tensors built from nibabel arrays have.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -1284,17 +1284,15 @@ impl TensorCache {
             move |source| PreprocessError::Io { path, source }
         };
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        // One temporary file per call: two loader threads of one process may store the
-        // same tensor at once (an image drawn twice into a batch), and a name shared by
-        // the process let the second rename find its file already moved away.
-        static PUTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = PUTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = path.with_extension(format!("tmp{}-{call}", std::process::id()));
-        let mut file = fs::File::create(&temp).map_err(io(&temp))?;
-        file.write_all(bytes).map_err(io(&temp))?;
-        file.sync_all().map_err(io(&temp))?;
-        fs::rename(&temp, path).map_err(io(path))?;
-        Ok(())
+        // One temporary file per call (two loader threads of one process may store the
+        // same tensor at once, an image drawn twice into a batch). A lost rename only
+        // loses a cache entry, which is computed again.
+        crate::replace::replace(path, bytes, crate::replace::Durability::Content).map_err(|e| {
+            PreprocessError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })
     }
 }
 

@@ -185,9 +185,12 @@ impl JobPlan {
             path: path.to_path_buf(),
             detail: e.to_string(),
         })?;
-        let partial = path.with_extension("json.partial");
-        std::fs::write(&partial, text).map_err(io)?;
-        std::fs::rename(&partial, path).map_err(io)
+        crate::replace::replace(
+            path,
+            text.as_bytes(),
+            crate::replace::Durability::ContentAndName,
+        )
+        .map_err(ModelError::from)
     }
 }
 

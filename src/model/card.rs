@@ -648,15 +648,14 @@ fn check_file(
     Ok(())
 }
 
-/// Writes `dir/name` under a temporary name, then renames it into place.
+/// Replaces `dir/name` whole ([`crate::replace`]).
 fn replace_file(dir: &Path, name: &str, content: &[u8]) -> Result<(), ModelError> {
-    let path = dir.join(name);
-    let partial = dir.join(format!(".{name}.partial"));
-    std::fs::write(&partial, content).map_err(|source| ModelError::Io {
-        path: partial.clone(),
-        source,
-    })?;
-    std::fs::rename(&partial, &path).map_err(|source| ModelError::Io { path, source })
+    crate::replace::replace(
+        &dir.join(name),
+        content,
+        crate::replace::Durability::ContentAndName,
+    )
+    .map_err(ModelError::from)
 }
 
 #[cfg(test)]

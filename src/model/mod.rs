@@ -33,6 +33,15 @@ pub enum ModelError {
     Data(String),
 }
 
+impl From<crate::replace::ReplaceError> for ModelError {
+    fn from(e: crate::replace::ReplaceError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// The device as `parse_device` spells it ("cpu", "cuda:0"), for people and job logs.
 pub fn device_name(device: tch::Device) -> String {
     match device {

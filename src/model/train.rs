@@ -505,34 +505,23 @@ impl CheckpointState {
             path: path.clone(),
             detail: err.to_string(),
         })?;
-        write_atomically(&path, |temp| {
-            std::fs::write(temp, &text).map_err(|source| ModelError::Io {
-                path: temp.to_path_buf(),
-                source,
-            })
-        })
+        crate::replace::replace(
+            &path,
+            text.as_bytes(),
+            crate::replace::Durability::ContentAndName,
+        )
+        .map_err(ModelError::from)
     }
 }
 
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&Path) -> Result<(), ModelError>,
-) -> Result<(), ModelError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    // The extension is kept last so VarStore::save picks the safetensors format.
-    let temp = path.with_file_name(format!("tmp-{}-{name}", std::process::id()));
-    write(&temp)?;
-    std::fs::rename(&temp, path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<(), ModelError> {
-    write_atomically(path, |temp| Ok(vs.save(temp)?))
+    // VarStore::save writes by name, into the file the replacement has just created;
+    // the temporary name ends with the target's, so it picks the safetensors format.
+    crate::replace::replace_with(
+        path,
+        crate::replace::Durability::ContentAndName,
+        |temp, _| Ok::<_, ModelError>(vs.save(temp)?),
+    )
 }
 
 /// Inverse class frequency weights `w_c = N / (K n_c)` (0 for absent classes).

@@ -54,11 +54,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BidsExportError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file renamed into place.
+/// Replaces `path` whole ([`crate::replace`]): no link planted in the folder, under the
+/// file's name or any other, is written through.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BidsExportError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::replace::replace(path, bytes, crate::replace::Durability::ContentAndName).map_err(|e| {
+        BidsExportError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    })
 }
 
 /// The image's path relative to the dataset folder, `/`-separated; `None` outside it.

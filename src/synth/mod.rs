@@ -125,6 +125,15 @@ pub enum SynthError {
     Montage(String),
 }
 
+impl From<crate::replace::ReplaceError> for SynthError {
+    fn from(e: crate::replace::ReplaceError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Ground-truth class of an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ImageClass {

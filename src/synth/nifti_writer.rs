@@ -1,6 +1,5 @@
 //! NIfTI-1 single-file (.nii.gz) writing for synthetic images: header, orientation fields, quantisation.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -223,17 +222,20 @@ pub fn write_nifti_gz(path: &Path, image: &NiftiImage<'_>) -> Result<(), SynthEr
             crate::display::shape(&image.dims)
         )));
     }
-    let io = |e: std::io::Error| SynthError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let file = File::create(path).map_err(io)?;
-    let mut encoder = GzEncoder::new(BufWriter::new(file), Compression::new(4));
-    encoder.write_all(&header_bytes(image)).map_err(io)?;
-    encoder.write_all(&[0u8; 4]).map_err(io)?;
-    encoder.write_all(&voxel_bytes(image)).map_err(io)?;
-    encoder.finish().map_err(io)?.flush().map_err(io)?;
-    Ok(())
+    // Replaced whole: a link planted under the name (in a folder of masks or a
+    // warehouse being written) is never written through.
+    crate::replace::replace_with(path, crate::replace::Durability::None, |temp, file| {
+        let io = |e: std::io::Error| SynthError::Io {
+            path: temp.to_path_buf(),
+            source: e,
+        };
+        let mut encoder = GzEncoder::new(BufWriter::new(file), Compression::new(4));
+        encoder.write_all(&header_bytes(image)).map_err(io)?;
+        encoder.write_all(&[0u8; 4]).map_err(io)?;
+        encoder.write_all(&voxel_bytes(image)).map_err(io)?;
+        encoder.finish().map_err(io)?.flush().map_err(io)?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

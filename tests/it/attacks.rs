@@ -497,3 +497,37 @@ fn blind_dashboard_offers_no_sql_and_no_other_ratings() {
     tmux.wait_for_exit();
     assert_intact(dir, before);
 }
+
+#[test]
+fn bids_export_never_writes_through_a_planted_link() {
+    // The export wrote each file under a fixed temporary name with a write that follows
+    // links: `dataset_description.partial` linked to the store turned the store into
+    // 471 bytes of JSON.
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let out = dir.join("w/derivatives/cdwqc");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let store = dir.join("cdwqc.duckdb");
+    for name in [
+        "dataset_description.partial",
+        "dataset_description.json",
+        "README.partial",
+        "ratings.partial",
+        "ratings.tsv",
+    ] {
+        std::os::unix::fs::symlink(&store, out.join(name)).expect("symlink");
+    }
+    std::fs::hard_link(&store, out.join("ratings.json")).expect("hard link");
+    ok(dir, &["ratings", "export", "--bids-derivatives", "w"]);
+    assert_intact(dir, before);
+    for name in ["dataset_description.json", "ratings.tsv", "ratings.json"] {
+        let path = out.join(name);
+        assert!(!path.is_symlink(), "{name} is still a link");
+        let bytes = std::fs::read(&path).expect("written");
+        assert!(!bytes.starts_with(&[0; 8]), "{name}");
+        assert!(
+            std::str::from_utf8(&bytes).is_ok(),
+            "{name} is not the export's text"
+        );
+    }
+}

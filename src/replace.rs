@@ -1,0 +1,171 @@
+//! Files replaced whole: written into a new file beside them, synced, then renamed over
+//! them, so that a reader never sees half a file and no link planted under either name
+//! is written through.
+//!
+//! The temporary file is created with `O_CREAT | O_EXCL`, which fails on any existing
+//! entry, a link included, rather than following it: a fixed temporary name written with
+//! `std::fs::write` let a link planted under it (`dataset_description.partial` pointing
+//! at the store) truncate the store and write JSON into it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A replacement that failed, and the file it failed on (the temporary file or the
+/// target); the temporary file is removed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct ReplaceError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// How durable the replacement is once it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing is synced: a crash may leave the old file, or an empty one, under the
+    /// name (files a run writes anew, such as a synthetic warehouse's thousands).
+    None,
+    /// The content is synced; the rename may be lost in a crash, leaving the old file
+    /// (a cache entry, recomputed when missing).
+    Content,
+    /// The content and the rename are synced (the folder too).
+    ContentAndName,
+}
+
+/// Replaces `path` with `bytes`.
+pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), ReplaceError> {
+    replace_with(path, durability, |temp, file| {
+        file.write_all(bytes).map_err(|source| ReplaceError {
+            path: temp.to_path_buf(),
+            source,
+        })
+    })
+}
+
+/// Replaces `path` with what `write` writes: into the open new file, or by its path (a
+/// library that saves to a file name), which names a file this call has just created
+/// and so no link.
+pub fn replace_with<E: From<ReplaceError>>(
+    path: &Path,
+    durability: Durability,
+    write: impl FnOnce(&Path, &mut File) -> Result<(), E>,
+) -> Result<(), E> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReplaceError { path, source }
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (temp, mut file) = create_temporary(path, dir)?;
+    let written = write(&temp, &mut file).and_then(|()| {
+        drop(file);
+        if durability != Durability::None {
+            // Reopened, as `write` may have written by path (a new inode under the name).
+            File::open(&temp)
+                .and_then(|f| f.sync_all())
+                .map_err(failed(&temp))?;
+        }
+        std::fs::rename(&temp, path).map_err(failed(path))?;
+        if durability == Durability::ContentAndName {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(failed(dir))?;
+        }
+        Ok(())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+/// Temporary files this process has named, so that its threads never pick one name.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// A new file beside `path`, named after it with its extension kept last (libraries
+/// pick a format by it), created exclusively.
+fn create_temporary(path: &Path, dir: &Path) -> Result<(PathBuf, File), ReplaceError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut attempts = 0;
+    loop {
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let temp = dir.join(format!(".tmp-{}-{call}-{name}", std::process::id()));
+        match File::create_new(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            // A name taken (a leftover, or planted): another one, never that file.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 100 => {
+                attempts += 1;
+            }
+            Err(source) => return Err(ReplaceError { path: temp, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_planted_under_any_name_is_never_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let target = dir.path().join("out.json");
+        // Links under every temporary name the next calls could pick (other tests may
+        // take some meanwhile), and under the target itself.
+        let next = CALLS.load(Ordering::Relaxed);
+        for call in next..next + 50 {
+            let name = format!(".tmp-{}-{call}-out.json", std::process::id());
+            let _ = std::os::unix::fs::symlink(&victim, dir.path().join(name));
+        }
+        std::os::unix::fs::symlink(&victim, &target).expect("link");
+        replace(&target, b"{}", Durability::ContentAndName).expect("replaced");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+        assert_eq!(std::fs::read(&target).expect("read"), b"{}");
+        assert!(!target.is_symlink());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("model.safetensors");
+        std::fs::write(&target, b"old").expect("write");
+        let result: Result<(), ReplaceError> =
+            replace_with(&target, Durability::Content, |temp, _| {
+                assert!(temp.to_string_lossy().ends_with("model.safetensors"));
+                Err(ReplaceError {
+                    path: temp.to_path_buf(),
+                    source: std::io::Error::other("disk full"),
+                })
+            });
+        assert!(result.is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"old");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("model.safetensors")]);
+    }
+
+    #[test]
+    fn a_file_written_by_path_replaces_the_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("w.bin");
+        replace_with(&target, Durability::Content, |temp, _| {
+            std::fs::write(temp, b"by path").map_err(|source| ReplaceError {
+                path: temp.to_path_buf(),
+                source,
+            })
+        })
+        .expect("replaced");
+        assert_eq!(std::fs::read(&target).expect("read"), b"by path");
+    }
+}
