@@ -345,7 +345,18 @@ impl Session {
                 let stmt = row.as_ref();
                 let n = stmt.column_count();
                 if columns.is_none() {
-                    columns = Some(stmt.column_names());
+                    let names = stmt.column_names();
+                    // The duckdb crate panics on values it has no reader for.
+                    for (i, name) in names.iter().enumerate() {
+                        let data_type = stmt.column_type(i);
+                        if !readable(&data_type) {
+                            return Err(QueryError::Sql(format!(
+                                "column \"{name}\" is of type {data_type}, which cdwqc cannot \
+                                 read: cast it, for example \"{name}\"::VARCHAR"
+                            )));
+                        }
+                    }
+                    columns = Some(names);
                 }
                 let mut cells = Vec::with_capacity(n);
                 for i in 0..n {
@@ -481,19 +492,18 @@ pub fn write_file(path: &Path, store: &Path, bytes: &[u8]) -> Result<PathBuf, Qu
         path: path.to_path_buf(),
         source,
     };
-    let name = resolved
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = resolved.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = std::fs::File::create_new(&temporary)
-        .and_then(|mut file| file.write_all(bytes).and_then(|_| file.flush()))
-        .and_then(|_| std::fs::rename(&temporary, &resolved));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(io(e));
-    }
+    crate::replace::replace(&resolved, bytes, crate::replace::Durability::Content)
+        .map_err(|e| io(e.source))?;
     Ok(resolved)
+}
+
+impl From<crate::replace::ReplaceError> for QueryError {
+    fn from(e: crate::replace::ReplaceError) -> Self {
+        Self::Output {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// DuckDB files carry "DUCK" at byte 8.
@@ -521,17 +531,11 @@ pub fn write_output(
         source,
     };
     if format == Format::Parquet {
-        let name = resolved
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temporary = resolved.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&temporary);
-        result.write_parquet(&temporary)?;
-        return std::fs::rename(&temporary, &resolved).map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            io(e)
-        });
+        return crate::replace::replace_with(
+            &resolved,
+            crate::replace::Durability::Content,
+            |temp, _| result.write_parquet(temp),
+        );
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -626,6 +630,50 @@ fn format_float(f: f64) -> String {
     } else {
         // Shortest text that reads back to the same number.
         format!("{f}")
+    }
+}
+
+/// Whether the duckdb crate reads values of this Arrow type (its reader panics on the
+/// others: TIME_NS, intervals other than month-day-nano, 256-bit decimals).
+fn readable(data_type: &duckdb::arrow::datatypes::DataType) -> bool {
+    use duckdb::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+    match data_type {
+        DataType::Null
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::FixedSizeBinary(_)
+        | DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Timestamp(..)
+        | DataType::Date32
+        | DataType::Time64(TimeUnit::Microsecond)
+        | DataType::Interval(IntervalUnit::MonthDayNano) => true,
+        DataType::List(field) | DataType::LargeList(field) | DataType::FixedSizeList(field, _) => {
+            readable(field.data_type())
+        }
+        DataType::Map(field, _) => readable(field.data_type()),
+        DataType::Struct(fields) => fields.iter().all(|f| readable(f.data_type())),
+        DataType::Union(fields, _) => fields.iter().all(|(_, f)| readable(f.data_type())),
+        DataType::Dictionary(key, value) => {
+            matches!(**key, DataType::UInt8 | DataType::UInt16 | DataType::UInt32)
+                && readable(value)
+        }
+        _ => false,
     }
 }
 

@@ -212,3 +212,34 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     let errors = String::from_utf8_lossy(&output.stderr);
     assert!(!errors.contains("panicked"), "{errors}");
 }
+
+#[test]
+fn every_type_duckdb_returns_is_read_or_refused_by_name() {
+    // The duckdb crate panics on values it has no reader for (TIME_NS): the command
+    // must name the column and say how to read it, never crash.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    let o = cdwqc(dir, &["sql", "select '10:00:00'::TIME_NS as t"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("column \"t\"") && err.contains("::VARCHAR"),
+        "{err}"
+    );
+    // Every other type DuckDB's own test table holds is read, in every format.
+    for format in ["table", "csv", "json"] {
+        let o = cdwqc(
+            dir,
+            &[
+                "sql",
+                "select * exclude (time_ns) from test_all_types()",
+                "--format",
+                format,
+            ],
+        );
+        assert!(o.status.success(), "{format}: {}", stderr(&o));
+    }
+    ok(dir, &["sql", "select '10:00:00'::TIME_NS::VARCHAR as t"]);
+}
