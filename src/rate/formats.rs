@@ -421,7 +421,18 @@ pub fn read_ratings_file(path: &Path, options: &ParseOptions) -> Result<ParsedFi
         path: path.display().to_string(),
         source,
     })?;
-    let text = String::from_utf8_lossy(&bytes);
+    parse_ratings_bytes(&bytes, path, options)
+}
+
+/// [`read_ratings_file`] of bytes already read from `path`: an import hashes and parses
+/// the very bytes it read once, so a file rewritten meanwhile cannot have its rows saved
+/// under another content's identity.
+pub fn parse_ratings_bytes(
+    bytes: &[u8],
+    path: &Path,
+    options: &ParseOptions,
+) -> Result<ParsedFile, FormatError> {
+    let text = String::from_utf8_lossy(bytes);
     parse_ratings(&text, &path.display().to_string(), options)
 }
 
@@ -1019,8 +1030,8 @@ fn parse_native_row(
                 Err(format!(
                     "rated_at: '{text}' is a leap second, which the store cannot keep (write :59)"
                 ))
-            } else if is_rfc3339(text) {
-                Ok(text.to_string())
+            } else if let Some(time) = rfc3339_for_store(text) {
+                Ok(time)
             } else {
                 Err(format!(
                     "rated_at: '{text}' is not an RFC 3339 time such as 2024-05-01T14:03:00Z"
@@ -1158,8 +1169,8 @@ fn parse_fetmrqc_row(
         .map(|t| (t * 1000.0).round() as u64);
     row.rated_at = cells
         .get("timestamp")
-        .filter(|t| is_rfc3339(t) && t.get(17..19) != Some("60"))
-        .map(str::to_string);
+        .filter(|t| t.get(17..19) != Some("60"))
+        .and_then(rfc3339_for_store);
     Ok(Some(row))
 }
 
@@ -1167,6 +1178,25 @@ fn parse_fetmrqc_row(
 pub fn quality_only(quality: Quality) -> Rating {
     let grade = quality.grade();
     Rating::usable(false, grade, grade, grade)
+}
+
+/// An RFC 3339 time as the store's timestamps read it: `t` and `z` (which RFC 3339
+/// allows) written `T` and `Z`, since DuckDB refuses them and one such row made the
+/// whole file's save fail. `None` when `text` is not an RFC 3339 time.
+pub fn rfc3339_for_store(text: &str) -> Option<String> {
+    if !is_rfc3339(text) {
+        return None;
+    }
+    let mut time = text.to_string();
+    // Both are ASCII at positions `is_rfc3339` checked, so the edits keep UTF-8 valid.
+    if time.as_bytes()[10] == b't' {
+        time.replace_range(10..11, "T");
+    }
+    if time.ends_with('z') {
+        time.pop();
+        time.push('Z');
+    }
+    Some(time)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, `T` also `t` or a space.
@@ -1719,6 +1749,36 @@ mod tests {
         ] {
             assert!(!is_rfc3339(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_time_the_parser_accepts_is_one_the_store_reads() {
+        // A time RFC 3339 allows but DuckDB refused (lowercase `t` or `z`) made the
+        // save of the whole file fail, valid rows and `--skip-invalid` included.
+        let conn = duckdb::Connection::open_in_memory().expect("in-memory DuckDB");
+        for text in [
+            "2024-01-01t10:00:00z",
+            "2024-01-01T10:00:00z",
+            "2024-01-01t10:00:00Z",
+            "2024-01-01t10:00:00.25+02:00",
+            "2024-01-01 10:00:00-23:59",
+            "2024-02-29T23:59:59.1234567890123456789+14:00",
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00z",
+        ] {
+            let stored = rfc3339_for_store(text).expect(text);
+            let read = conn.query_row(
+                "SELECT CAST(CAST(? AS TIMESTAMPTZ) AS VARCHAR)",
+                [&stored],
+                |r| r.get::<_, String>(0),
+            );
+            assert!(read.is_ok(), "{text} stored as {stored}: {read:?}");
+        }
+        assert_eq!(
+            rfc3339_for_store("2024-01-01t10:00:00z").as_deref(),
+            Some("2024-01-01T10:00:00Z")
+        );
+        assert_eq!(rfc3339_for_store("2024-01-01T10:00:00"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::formats::{FileFormat, ImageKey, ParseOptions, ParsedRow, read_ratings_file};
+use super::formats::{FileFormat, ImageKey, ParseOptions, ParsedRow, parse_ratings_bytes};
 use crate::import::analyse::hex_sha256;
 use crate::protocol::Quality;
 use crate::store::lookup::{ImageIndex, ImageRef};
@@ -244,7 +244,7 @@ pub fn import_file(
         path: path.to_path_buf(),
         source,
     })?;
-    let parsed = read_ratings_file(path, options)?;
+    let parsed = parse_ratings_bytes(&bytes, path, options)?;
     import_parsed(
         store,
         &path.display().to_string(),
@@ -371,12 +371,16 @@ fn import_parsed(
         // A widget file's one rating is matched with its image too: two files of the
         // same bytes (the image then comes from each file's name) are two ratings.
         let per_image = origin.one_row_per_file;
+        let mut matched_raters = std::collections::BTreeSet::new();
         ratings.retain(|(file, r): &(String, NewRating)| {
             let image = per_image.then_some(r.image_id);
             let saved = take((r.source.clone(), r.rater.clone(), image))
                 || std::iter::once(file)
                     .chain(&origin.earlier)
                     .any(|old| take((old.clone(), r.rater.clone(), Some(r.image_id))));
+            if saved {
+                matched_raters.insert(r.rater.clone());
+            }
             !saved
         });
         raters_needed.retain(|name| ratings.iter().any(|(_, r)| &r.rater == name));
@@ -385,7 +389,12 @@ fn import_parsed(
             report.already_imported = Some(format!(
                 "{} ratings from this file were saved on {}",
                 report.earlier,
-                before.first_saved.unwrap_or_default()
+                matched_raters
+                    .iter()
+                    .filter_map(|rater| before.first_saved.get(rater))
+                    .min()
+                    .cloned()
+                    .unwrap_or_default()
             ));
             return Ok(report);
         }

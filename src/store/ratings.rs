@@ -15,8 +15,9 @@ pub const PROTOCOL_VERSION: &str = "1";
 pub struct SavedFromSource {
     pub counts: std::collections::HashMap<(String, String, Option<i64>), usize>,
     pub total: usize,
-    /// The first save, `YYYY-MM-DD HH:MM:SS`.
-    pub first_saved: Option<String>,
+    /// Each rater's first save, `YYYY-MM-DD HH:MM:SS`: per rater, so that a rater is
+    /// never told when another rater saved ratings from the same bytes.
+    pub first_saved: std::collections::HashMap<String, String>,
 }
 
 /// One save of one rating, as plain fields (the protocol types convert into this).
@@ -379,15 +380,16 @@ impl Store {
                         .entry((source.clone(), rater.clone(), None))
                         .or_default() += n;
                 }
+                if let Some(first) = first {
+                    let earliest = saved.first_saved.entry(rater.clone()).or_default();
+                    if earliest.is_empty() || first < *earliest {
+                        *earliest = first;
+                    }
+                }
                 *saved
                     .counts
                     .entry((source, rater, Some(image_id)))
                     .or_default() += n;
-                if let Some(first) = first
-                    && saved.first_saved.as_ref().is_none_or(|f| first < *f)
-                {
-                    saved.first_saved = Some(first);
-                }
             }
         }
         Ok(saved)
