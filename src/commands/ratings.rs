@@ -193,15 +193,20 @@ fn export(db: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         include_str!("../../sql/store/export_latest.sql")
     };
-    // One rater's own ratings: a rater asking for theirs gets no one else's.
+    // One rater's own ratings: a rater asking for theirs gets no one else's, nor the
+    // store's rating ids, which count everyone's saves.
     let sql = match &args.rater {
         Some(rater) => {
             crate::store::raters::validate_name(rater).map_err(anyhow::Error::msg)?;
             // A valid name holds letters, digits, '_', '-' and '.' only: no quote.
-            format!(
-                "SELECT * FROM ({}) WHERE rater = '{rater}'",
-                all.trim().trim_end_matches(';')
-            )
+            let all = all.trim().trim_end_matches(';');
+            if args.history {
+                include_str!("../../sql/store/export_history_of_rater.sql")
+                    .replace("{history}", all)
+                    .replace("{rater}", rater)
+            } else {
+                format!("SELECT * FROM ({all}) WHERE rater = '{rater}'")
+            }
         }
         None => all.to_string(),
     };

@@ -133,8 +133,9 @@ pub struct RateState {
     /// When the current image was first shown with its previews, for time on task.
     pub shown: Option<(i64, Instant)>,
     pub saving: bool,
-    /// Saves of this session, newest last: (rating id, image id, code).
-    pub saved: Vec<(i64, i64, String)>,
+    /// Saves of this session, newest last: (image id, code). No rating id: ids count
+    /// every rater's saves, which a blind rater must not learn.
+    pub saved: Vec<(i64, String)>,
 }
 
 impl RateState {
@@ -213,12 +214,12 @@ impl RateState {
     pub fn on_saved(&mut self, result: Result<(i64, i64), String>) -> RateOutcome {
         self.saving = false;
         match result {
-            Ok((rating_id, image_id)) => {
+            Ok((_rating_id, image_id)) => {
                 let code = std::mem::take(&mut self.code);
                 // No rating id: ids count every rater's saves, which a blind rater must
                 // not learn.
                 let message = format!("saved image {image_id} as '{code}'");
-                self.saved.push((rating_id, image_id, code));
+                self.saved.push((image_id, code));
                 if let Some(work) = self.work.as_mut() {
                     work.retain(|id| *id != image_id);
                     if self.index >= work.len() {
@@ -248,7 +249,7 @@ impl RateState {
     pub fn on_undone(&mut self, result: Result<Option<(i64, i64)>, String>) -> RateOutcome {
         self.saving = false;
         match result {
-            Ok(Some((rating_id, image_id))) => {
+            Ok(Some((_rating_id, image_id))) => {
                 let work = self.work.get_or_insert_with(Vec::new);
                 match work.iter().position(|id| *id == image_id) {
                     Some(at) => self.index = at,
@@ -261,7 +262,8 @@ impl RateState {
                 self.reset_pending_code();
                 RateOutcome {
                     rated_image: Some(image_id),
-                    ..RateOutcome::say(format!("undid rating {rating_id} of image {image_id}"))
+                    // No rating id, as after a save.
+                    ..RateOutcome::say(format!("undid the last rating of image {image_id}"))
                 }
             }
             Ok(None) => RateOutcome::say("nothing to undo"),

@@ -336,7 +336,7 @@ fn rate_saves_undoes_and_moves() {
             .is_some_and(|e| e.contains("stands alone"))
     );
     key(&mut app, &mut store, KeyCode::Enter);
-    assert_eq!(app.rate.saved.last().map(|s| s.1), Some(3));
+    assert_eq!(app.rate.saved.last().map(|s| s.0), Some(3));
     assert_eq!(app.rate.current(), Some(1));
     keys(&mut app, &mut store, "dd");
     keys(&mut app, &mut store, "l");
@@ -1391,6 +1391,28 @@ fn blind_views_3_and_4_viewer_and_rate_show_no_other_rating() {
     let before = rating_rows(&store);
     key(&mut app, &mut store, KeyCode::Enter);
     assert_eq!(rating_rows(&store), before + 1);
+    // Neither the save nor its undo names the rating's id, which counts everyone's
+    // saves (an earlier build listed "image 3 'd' (#31)" and "undid rating 31").
+    let id: i64 = store
+        .conn()
+        .query_row("SELECT max(rating_id) FROM ratings", [], |r| r.get(0))
+        .expect("the newest rating");
+    let named =
+        |text: &str| text.contains(&format!("#{id}")) || text.contains(&format!("rating {id}"));
+    let text = screen(&app, 100, 30);
+    assert!(
+        !named(&text) && !named(&app.message),
+        "{text}\n{}",
+        app.message
+    );
+    keys(&mut app, &mut store, "u");
+    let text = screen(&app, 100, 30);
+    assert!(app.message.contains("undid"), "{}", app.message);
+    assert!(
+        !named(&text) && !named(&app.message),
+        "{text}\n{}",
+        app.message
+    );
 }
 
 #[test]

@@ -598,3 +598,155 @@ fn two_rows_for_one_image_are_each_matched_to_their_own_save() {
         ["second look", "first look"]
     );
 }
+
+/// Runs `cdwqc rate --rater RATER` with `input` typed in; its standard output.
+fn rate_lines(dir: &std::path::Path, rater: &str, input: &[u8]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args(["rate", "--rater", rater])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn a_raters_history_numbers_their_own_saves_and_shows_no_one_elses() {
+    // The store's rating ids count every rater's saves: in one rater's history, a gap
+    // between two of their ids told them how many ratings others saved meanwhile.
+    let tmp = store(3);
+    let dir = tmp.path();
+    rate_lines(dir, "zed", b"kaz\nq\n");
+    let bob = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tr\t4\n1\tsub-01_FLAIR\taa\t3\n2\tsub-02_FLAIR\tkaz\t2\n";
+    std::fs::write(dir.join("bob.tsv"), bob).expect("write");
+    ok(dir, &["ratings", "import", "bob.tsv", "--rater", "bob"]);
+    // Another save, then its undo.
+    rate_lines(dir, "zed", b"dd\nu\nq\n");
+    let ids = csv_rows(dir, "select rating_id from ratings order by rating_id");
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    let mine = ok(
+        dir,
+        &[
+            "ratings",
+            "export",
+            "--history",
+            "--rater",
+            "zed",
+            "--format",
+            "csv",
+        ],
+    );
+    let mut lines = mine.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no {name} column: {mine}"))
+    };
+    let (id, rater, undoes) = (column("rating_id"), column("rater"), column("undoes"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let got: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[id], r[rater], r[undoes])).collect();
+    // Three saves of zed's numbered 1, 2, 3; the undo (3) names save 2.
+    assert_eq!(
+        got,
+        [("1", "zed", ""), ("2", "zed", ""), ("3", "zed", "2")],
+        "{mine}"
+    );
+}
+
+#[test]
+fn a_rating_file_rewritten_during_its_import_is_saved_under_what_was_read() {
+    // The file was read once to be hashed and once to be parsed: rewritten between the
+    // two, its new rows were saved under the old content's identity, and the old
+    // content, imported next, was taken as already saved. A FIFO serves two contents
+    // to two reads, as an editor or a sync client rewriting the file could.
+    let tmp = store(3);
+    let dir = tmp.path();
+    let first = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-01_FLAIR\tkaz\t2\n";
+    let second = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tr\t4\n1\tsub-01_FLAIR\tr\t4\n";
+    std::fs::write(dir.join("first.tsv"), first).expect("write");
+    let fifo = dir.join("live.tsv");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args(["ratings", "import", "live.tsv", "--rater", "cid"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The first open of the file gets the first content.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .and_then(|mut f| f.write_all(first.as_bytes()))
+        .expect("first content");
+    // Any later open gets the second: once the import no longer holds the file (so the
+    // two contents cannot run together), a writer that does not wait for a reader
+    // succeeds only when the import opens the file again.
+    let holds_fifo = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == fifo))
+            })
+            .unwrap_or(false)
+    };
+    let mut child = child;
+    while child.try_wait().expect("wait").is_none() {
+        if !holds_fifo(child.id()) {
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+            {
+                let _ = f.write_all(second.as_bytes());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = csv_rows(
+        dir,
+        "select code from ratings where rater = 'cid' order by image_id",
+    );
+    assert_eq!(saved, ["kaz", "kaz"], "the rows of the content read first");
+    // That content, imported from a plain file, is the same file: nothing new.
+    let again = ok(dir, &["ratings", "import", "first.tsv", "--rater", "cid"]);
+    assert!(again.contains("already imported, nothing saved"), "{again}");
+    // The other content is another file: its rows are saved.
+    std::fs::write(dir.join("second.tsv"), second).expect("write");
+    let other = ok(dir, &["ratings", "import", "second.tsv", "--rater", "cid"]);
+    assert!(other.contains("2 ratings imported"), "{other}");
+}
+
+#[test]
+fn a_lowercase_rfc3339_time_is_saved_not_fatal_to_the_file() {
+    // RFC 3339 allows `t` and `z`; the store refused them, and one such row made the
+    // whole file fail, its valid rows and --skip-invalid included.
+    let tmp = store(2);
+    let dir = tmp.path();
+    let file = "path\tcode\trated_at\nsub-00/anat/sub-00_FLAIR.nii\ta\t2024-01-01T00:00:00Z\nsub-01/anat/sub-01_FLAIR.nii\td\t2024-01-01t10:00:00z\n";
+    std::fs::write(dir.join("t.tsv"), file).expect("write");
+    let out = ok(dir, &["ratings", "import", "t.tsv", "--rater", "dan"]);
+    assert!(out.contains("2 ratings imported"), "{out}");
+    let mut times = csv_rows(
+        dir,
+        "select strftime(rated_at AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S') from ratings",
+    );
+    times.sort();
+    assert_eq!(times, ["2024-01-01T00:00:00", "2024-01-01T10:00:00"]);
+}

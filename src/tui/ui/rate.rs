@@ -91,10 +91,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             "saved this session: {}",
             rate.saved.len()
         )));
-        for (rating_id, image, code) in rate.saved.iter().rev().take(5) {
-            lines.push(Line::from(format!(
-                "  image {image} '{code}' (#{rating_id})"
-            )));
+        // Images and codes only: rating ids count every rater's saves.
+        for (image, code) in rate.saved.iter().rev().take(5) {
+            lines.push(Line::from(format!("  image {image} '{code}'")));
         }
     }
     frame.render_widget(
