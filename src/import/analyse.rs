@@ -230,7 +230,8 @@ fn analyse_file(path: &Path, root: &Path, known: Option<&KnownFile>, iqm: bool) 
     if path.to_str().is_none() {
         return failed(
             base_row(path, root, Some(stamp)),
-            "the file name is not valid UTF-8 (its stored path shows the bytes as \\xNN): \
+            "the file name is not valid UTF-8 (its stored path shows the bytes as \\xNN \
+             and ends in //not-UTF-8): \
              rename the file"
                 .into(),
         );

@@ -129,28 +129,38 @@ impl ImportPlan {
     }
 }
 
-/// A path as the store keeps it: its text, or, for a name that is not UTF-8, its text
-/// with each byte that is not shown as `\xNN` (such a file is refused at import, and
-/// two of them must not share a row as their lossy forms would).
+/// A path as the store keeps it: its text, or, for a name that is not UTF-8 (a file
+/// import refuses), its text with each byte that is not UTF-8 and each backslash shown
+/// as `\xNN`, followed by [`NOT_UTF8_MARK`]. No path a walk finds holds `//`, so such a
+/// name can share its row neither with another such name nor with a UTF-8 name that
+/// spells the same escapes (a file literally named `a\xFF.nii` once took turns with
+/// `a<0xFF>.nii` over one row, and a rating on it moved between the two files).
 pub fn path_text(path: &Path) -> String {
     match path.to_str() {
         Some(text) => text.to_string(),
         None => {
             use std::os::unix::ffi::OsStrExt;
-            path.as_os_str()
-                .as_bytes()
-                .utf8_chunks()
-                .map(|chunk| {
-                    let mut text = chunk.valid().to_string();
-                    for byte in chunk.invalid() {
-                        text.push_str(&format!("\\x{byte:02X}"));
+            let mut text = String::new();
+            for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    if c == '\\' {
+                        text.push_str("\\x5C");
+                    } else {
+                        text.push(c);
                     }
-                    text
-                })
-                .collect()
+                }
+                for byte in chunk.invalid() {
+                    text.push_str(&format!("\\x{byte:02X}"));
+                }
+            }
+            text.push_str(NOT_UTF8_MARK);
+            text
         }
     }
 }
+
+/// What ends the stored path of a file whose name is not UTF-8 (see [`path_text`]).
+pub const NOT_UTF8_MARK: &str = "//not-UTF-8";
 
 /// Walks `opts.root` and compares every file with what `known` (the store's files
 /// under that root) says of it.
@@ -401,7 +411,12 @@ mod tests {
         let name = |bytes: &[u8]| path_text(Path::new(std::ffi::OsStr::from_bytes(bytes)));
         assert_eq!(name(b"/w/sub-01_T1w.nii"), "/w/sub-01_T1w.nii");
         assert_eq!(name("/w/é.nii".as_bytes()), "/w/é.nii");
-        assert_eq!(name(b"/w/a\xFF.nii"), "/w/a\\xFF.nii");
+        assert_eq!(name(b"/w/a\xFF.nii"), "/w/a\\xFF.nii//not-UTF-8");
         assert_ne!(name(b"/w/a\xFF.nii"), name(b"/w/a\xFE.nii"));
+        // No UTF-8 name spells a name that is not: a walk never finds `//`.
+        assert_ne!(name(b"/w/a\xFF.nii"), name(b"/w/a\\xFF.nii"));
+        // Nor do two that are not: their backslashes are escaped too.
+        assert_ne!(name(b"/w/a\\xFF\xFF.nii"), name(b"/w/a\xFF\\xFF.nii"));
+        assert_eq!(name(b"/w/a\\\xFF"), "/w/a\\x5C\\xFF//not-UTF-8");
     }
 }

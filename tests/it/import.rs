@@ -426,15 +426,22 @@ fn special_files_and_names_fail_without_reading_and_without_merging() {
         )
         .expect("write");
     }
+    // A UTF-8 name that spells the other's escape: the two took turns over one row.
+    std::fs::write(
+        w.join("odd_\\xFF.nii"),
+        float_volume([3, 3, 2], |i| i as f32),
+    )
+    .expect("write");
     ok(dir, &["init"]);
     let first = import_json(dir, "w");
     assert_eq!(
         (first["added"].as_u64(), first["failed"].as_u64()),
-        (Some(1), Some(4)),
+        (Some(2), Some(4)),
         "{first}"
     );
     let stored = rows(dir);
-    assert_eq!(stored.len(), 5, "{stored:?}");
+    assert_eq!(stored.len(), 6, "{stored:?}");
+    assert_eq!(stored["odd_\\xFF.nii"].0, "ok");
     assert_eq!(stored["good.nii"].0, "ok");
     assert!(
         stored["good.nii"].2.contains("empty file"),
@@ -443,7 +450,7 @@ fn special_files_and_names_fail_without_reading_and_without_merging() {
     );
     assert_eq!(stored["pagemap.nii"].1, "empty file");
     assert_eq!(stored["fifo.nii"].1, "not a regular file");
-    for name in ["odd_\\xFF.nii", "odd_\\xFE.nii"] {
+    for name in ["odd_\\xFF.nii//not-UTF-8", "odd_\\xFE.nii//not-UTF-8"] {
         let (status, error, _) = &stored[name];
         assert_eq!(status, "failed");
         assert!(error.contains("not valid UTF-8"), "{error}");
