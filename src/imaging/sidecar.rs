@@ -82,11 +82,16 @@ pub fn read(image: &Path) -> Result<Option<Sidecar>, String> {
             _ => None,
         })
     };
-    let field_strength = obj.get("MagneticFieldStrength").and_then(|v| match v {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    });
+    // A field strength is positive and finite: "-inf" or "NaN" (which Rust's parser
+    // reads) would make a scanner group of their own.
+    let field_strength = obj
+        .get("MagneticFieldStrength")
+        .and_then(|v| match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        })
+        .filter(|t| t.is_finite() && *t > 0.0);
     Ok(Some(Sidecar {
         manufacturer: text_field("Manufacturer"),
         model: text_field("ManufacturersModelName"),
@@ -119,6 +124,16 @@ mod tests {
         assert_eq!(s.manufacturer.as_deref(), Some("Siemens"));
         assert_eq!(s.field_strength, Some(3.0));
         assert_eq!(s.acquisition_type.as_deref(), Some("3D"));
+        for strength in [r#""-inf""#, r#""NaN""#, r#""inf""#, "-3", "0", r#""1.5""#] {
+            std::fs::write(
+                dir.path().join("sub-1_FLAIR.json"),
+                format!(r#"{{"MagneticFieldStrength":{strength}}}"#),
+            )
+            .expect("write");
+            let s = read(&image).expect("valid").expect("present");
+            let kept = (strength == r#""1.5""#).then_some(1.5);
+            assert_eq!(s.field_strength, kept, "{strength}");
+        }
         std::fs::write(dir.path().join("sub-1_FLAIR.json"), "{oops").expect("write");
         let err = read(&image).unwrap_err();
         assert!(
