@@ -345,18 +345,10 @@ impl Session {
                 let stmt = row.as_ref();
                 let n = stmt.column_count();
                 if columns.is_none() {
-                    let names = stmt.column_names();
-                    // The duckdb crate panics on values it has no reader for.
-                    for (i, name) in names.iter().enumerate() {
-                        let data_type = stmt.column_type(i);
-                        if !readable(&data_type) {
-                            return Err(QueryError::Sql(format!(
-                                "column \"{name}\" is of type {data_type}, which cdwqc cannot \
-                                 read: cast it, for example \"{name}\"::VARCHAR"
-                            )));
-                        }
+                    if let Some(problem) = unreadable_column(stmt) {
+                        return Err(QueryError::Sql(problem));
                     }
-                    columns = Some(names);
+                    columns = Some(stmt.column_names());
                 }
                 let mut cells = Vec::with_capacity(n);
                 for i in 0..n {
@@ -631,6 +623,23 @@ fn format_float(f: f64) -> String {
         // Shortest text that reads back to the same number.
         format!("{f}")
     }
+}
+
+/// The first column of an executed statement whose values the duckdb crate cannot read
+/// (its reader panics on them), as a message naming it and the cast that reads it.
+pub(crate) fn unreadable_column(stmt: &duckdb::Statement<'_>) -> Option<String> {
+    stmt.column_names()
+        .iter()
+        .enumerate()
+        .find_map(|(i, name)| {
+            let data_type = stmt.column_type(i);
+            (!readable(&data_type)).then(|| {
+                format!(
+                    "column \"{name}\" is of type {data_type}, which cdwqc cannot read: cast \
+                     it, for example \"{name}\"::VARCHAR"
+                )
+            })
+        })
 }
 
 /// Whether the duckdb crate reads values of this Arrow type (its reader panics on the
@@ -931,8 +940,10 @@ impl ResultSet {
             })
             .collect();
         let target = path.display().to_string().replace('\'', "''");
+        // Into the file itself: over an existing file DuckDB otherwise writes
+        // `tmp_NAME` beside it first, opened with O_TRUNC through any link planted there.
         conn.execute_batch(&format!(
-            "COPY (SELECT {} FROM result) TO '{target}' (FORMAT parquet)",
+            "COPY (SELECT {} FROM result) TO '{target}' (FORMAT parquet, USE_TMP_FILE false)",
             projection.join(", ")
         ))
         .map_err(|e| QueryError::Output {

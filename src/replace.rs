@@ -94,6 +94,15 @@ fn create_temporary(path: &Path, dir: &Path) -> Result<(PathBuf, File), ReplaceE
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // A name near the file system's limit of 255 bytes keeps only its extension.
+    let name = if name.len() > 200 {
+        path.extension()
+            .map(|e| format!("x.{}", e.to_string_lossy()))
+            .filter(|n| n.len() <= 200)
+            .unwrap_or_default()
+    } else {
+        name
+    };
     let mut attempts = 0;
     loop {
         let call = CALLS.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +162,14 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from("model.safetensors")]);
+    }
+
+    #[test]
+    fn a_name_near_the_limit_is_replaced_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join(format!("{}.parquet", "n".repeat(240)));
+        replace(&target, b"x", Durability::Content).expect("replaced");
+        assert_eq!(std::fs::read(&target).expect("read"), b"x");
     }
 
     #[test]

@@ -16,4 +16,4 @@ COPY (
     UNION ALL BY NAME
     SELECT 'unchanged' AS kind, path FROM part_unchanged
     ORDER BY path
-) TO {path} (FORMAT parquet)
+) TO {path} (FORMAT parquet, USE_TMP_FILE false)

@@ -316,7 +316,8 @@ fn export_consensus(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         let Some(out) = &args.out else {
             bail!("--format parquet needs --out FILE");
         };
-        result.write_parquet(out)?;
+        // Checked and replaced as every output is: never the store, never through a link.
+        crate::query::write_output(out, db, Format::Parquet, &result)?;
         eprintln!("wrote {} images to {}", result.rows.len(), out.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -334,7 +335,7 @@ fn write_rows(
         let Some(out) = &args.out else {
             bail!("--format parquet needs --out FILE");
         };
-        result.write_parquet(out)?;
+        crate::query::write_output(out, db, Format::Parquet, result)?;
         eprintln!("wrote {} {what} to {}", result.rows.len(), out.display());
         return Ok(ExitCode::SUCCESS);
     }

@@ -463,6 +463,11 @@ fn fetch(
     let mut stmt = conn.prepare(sql).map_err(text)?;
     // A streaming execution computes rows only as they are fetched.
     drop(stmt.stream_arrow([]).map_err(text)?);
+    // The duckdb crate panics on values it has no reader for (TIME_NS): in the
+    // dashboard that left the terminal out of raw mode and the view running forever.
+    if let Some(problem) = crate::query::unreadable_column(&stmt) {
+        return Err(problem);
+    }
     let columns = stmt.column_names();
     let mut out = Vec::new();
     let mut truncated = false;
@@ -508,7 +513,12 @@ pub fn export(result: &ResultSet, path: &Path) -> Result<usize, String> {
         return Err("exists already: choose another name".into());
     }
     if format == Format::Parquet {
-        result.write_parquet(path).map_err(|e| e.to_string())?;
+        // Created here, so DuckDB writes into a new file of this session's own.
+        std::fs::File::create_new(path).map_err(|e| e.to_string())?;
+        result.write_parquet(path).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            e.to_string()
+        })?;
     } else {
         let mut file = std::fs::File::create_new(path).map_err(|e| e.to_string())?;
         result

@@ -545,6 +545,25 @@ fn sql_error_in_place_keeps_the_text() {
 }
 
 #[test]
+fn sql_a_type_the_reader_cannot_read_is_an_error_not_a_panic() {
+    // TIME_NS panicked inside the duckdb crate, on the SQL view's worker: the terminal
+    // left raw mode and the view kept saying "running".
+    let (_dir, mut store) = filled_store();
+    let app = sql_app(&mut store, "select '12:00'::TIME_NS as t");
+    let error = sql_error(&app);
+    assert!(
+        error.contains("column \"t\"") && error.contains("::VARCHAR"),
+        "{error}"
+    );
+    let app = sql_app(&mut store, "select ['12:00'::TIME_NS] as t");
+    assert!(
+        sql_error(&app).contains("column \"t\""),
+        "{}",
+        sql_error(&app)
+    );
+}
+
+#[test]
 fn sql_typing_never_triggers_global_keys() {
     let (_dir, mut store) = empty_store();
     let mut app = app(&mut store, None);
