@@ -171,10 +171,7 @@ pub fn import_files(
     let mut texts = Vec::with_capacity(files.len());
     let mut each = Vec::with_capacity(files.len());
     for file in &files {
-        let bytes = std::fs::read(file).map_err(|source| RatingImportError::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let bytes = read_rating_file(file)?;
         all_bytes.extend_from_slice(file.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
         all_bytes.extend_from_slice(&bytes);
         each.push(format!("import:{}", hex_sha256(&bytes)));
@@ -232,6 +229,39 @@ impl Origin {
     }
 }
 
+/// The largest rating file read, millions of rows: a larger one is refused before any
+/// byte is read (`/dev/zero` or a sparse file of terabytes filled memory).
+pub const RATING_FILE_MAX_BYTES: u64 = 256 << 20;
+
+/// A rating file's bytes, read once. Regular files only, opened without blocking: a
+/// FIFO that no one writes hung the import while it held the store for writing.
+fn read_rating_file(path: &Path) -> Result<Vec<u8>, RatingImportError> {
+    let refused = |reason: String| RatingImportError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(reason),
+    };
+    let (mut file, size) = match crate::imaging::nifti::open_regular(path) {
+        Ok(opened) => opened,
+        // The parser says what an empty rating file lacks.
+        Err(crate::imaging::ImagingError::Empty { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(refused(e.reason())),
+    };
+    if size > RATING_FILE_MAX_BYTES {
+        return Err(refused(format!(
+            "{size} bytes, more than the {} MiB a rating file may hold: split it",
+            RATING_FILE_MAX_BYTES >> 20
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|source| {
+        RatingImportError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(bytes)
+}
+
 /// Imports `path`. `rater` names the rater of files without a rater column.
 pub fn import_file(
     store: &mut Store,
@@ -240,10 +270,7 @@ pub fn import_file(
     options: &ParseOptions,
     skip_invalid: bool,
 ) -> Result<RatingImportReport, RatingImportError> {
-    let bytes = std::fs::read(path).map_err(|source| RatingImportError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_rating_file(path)?;
     let parsed = parse_ratings_bytes(&bytes, path, options)?;
     import_parsed(
         store,

@@ -666,74 +666,6 @@ fn a_raters_history_numbers_their_own_saves_and_shows_no_one_elses() {
 }
 
 #[test]
-fn a_rating_file_rewritten_during_its_import_is_saved_under_what_was_read() {
-    // The file was read once to be hashed and once to be parsed: rewritten between the
-    // two, its new rows were saved under the old content's identity, and the old
-    // content, imported next, was taken as already saved. A FIFO serves two contents
-    // to two reads, as an editor or a sync client rewriting the file could.
-    let tmp = store(3);
-    let dir = tmp.path();
-    let first = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-01_FLAIR\tkaz\t2\n";
-    let second = "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tr\t4\n1\tsub-01_FLAIR\tr\t4\n";
-    std::fs::write(dir.join("first.tsv"), first).expect("write");
-    let fifo = dir.join("live.tsv");
-    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
-    assert!(made.success());
-    let child = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
-        .args(["ratings", "import", "live.tsv", "--rater", "cid"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // The first open of the file gets the first content.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .and_then(|mut f| f.write_all(first.as_bytes()))
-        .expect("first content");
-    // Any later open gets the second: once the import no longer holds the file (so the
-    // two contents cannot run together), a writer that does not wait for a reader
-    // succeeds only when the import opens the file again.
-    let holds_fifo = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|fds| {
-                fds.flatten()
-                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == fifo))
-            })
-            .unwrap_or(false)
-    };
-    let mut child = child;
-    while child.try_wait().expect("wait").is_none() {
-        if !holds_fifo(child.id()) {
-            use std::os::unix::fs::OpenOptionsExt;
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&fifo)
-            {
-                let _ = f.write_all(second.as_bytes());
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let out = child.wait_with_output().expect("output");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let saved = csv_rows(
-        dir,
-        "select code from ratings where rater = 'cid' order by image_id",
-    );
-    assert_eq!(saved, ["kaz", "kaz"], "the rows of the content read first");
-    // That content, imported from a plain file, is the same file: nothing new.
-    let again = ok(dir, &["ratings", "import", "first.tsv", "--rater", "cid"]);
-    assert!(again.contains("already imported, nothing saved"), "{again}");
-    // The other content is another file: its rows are saved.
-    std::fs::write(dir.join("second.tsv"), second).expect("write");
-    let other = ok(dir, &["ratings", "import", "second.tsv", "--rater", "cid"]);
-    assert!(other.contains("2 ratings imported"), "{other}");
-}
-
-#[test]
 fn a_lowercase_rfc3339_time_is_saved_not_fatal_to_the_file() {
     // RFC 3339 allows `t` and `z`; the store refused them, and one such row made the
     // whole file fail, its valid rows and --skip-invalid included.
@@ -749,4 +681,30 @@ fn a_lowercase_rfc3339_time_is_saved_not_fatal_to_the_file() {
     );
     times.sort();
     assert_eq!(times, ["2024-01-01T00:00:00", "2024-01-01T10:00:00"]);
+}
+
+#[test]
+fn a_rating_file_that_is_not_a_regular_file_or_too_large_is_refused_at_once() {
+    // A FIFO no one writes hung the import while it held the store for writing, and
+    // /dev/zero (or a sparse file of terabytes) filled memory.
+    let tmp = store(1);
+    let dir = tmp.path();
+    let made = Command::new("mkfifo")
+        .arg(dir.join("never.tsv"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let sparse = std::fs::File::create(dir.join("huge.tsv")).expect("create");
+    sparse.set_len(1 << 40).expect("sparse file");
+    for (file, reason) in [
+        ("never.tsv", "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        ("huge.tsv", "MiB a rating file may hold"),
+    ] {
+        let o = cdwqc(dir, &["ratings", "import", file, "--rater", "ann"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{file}: {err}");
+        assert!(err.contains(file) && err.contains(reason), "{file}: {err}");
+    }
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
 }
