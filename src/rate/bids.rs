@@ -65,6 +65,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BidsExportError> {
     })
 }
 
+/// The write-ahead log DuckDB keeps beside a database file.
+fn wal_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".wal");
+    PathBuf::from(name)
+}
+
 /// The image's path relative to the dataset folder, `/`-separated; `None` outside it.
 fn bids_path(dataset: &Path, image: &str) -> Option<String> {
     let relative = Path::new(image).strip_prefix(dataset).ok()?;
@@ -459,7 +466,23 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
         )));
     }
     let out = dataset.join("derivatives").join(PIPELINE);
+    // Only into the dataset's own folders: a link planted as `derivatives` or
+    // `derivatives/cdwqc` sent every file of the export wherever it pointed.
+    for folder in [dataset.join("derivatives"), out.clone()] {
+        if std::fs::symlink_metadata(&folder).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(BidsExportError::Invalid(format!(
+                "{} is a symbolic link: the export writes only into the dataset's own \
+                 folders (remove the link, or export into the dataset it points to)",
+                folder.display()
+            )));
+        }
+    }
     std::fs::create_dir_all(&out).map_err(io(&out))?;
+    // A file of the export renamed over the store (or its WAL) would unlink it.
+    let store_files: Vec<PathBuf> = [store.path().to_path_buf(), wal_of(store.path())]
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     let mut files = Vec::new();
     let mut outside = BTreeSet::new();
 
@@ -475,7 +498,15 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
         "HowToAcknowledge": "Name cdwqc and its QC protocol (see the sidecars) when you use these ratings."
     });
     let mut write = |name: &str, bytes: Vec<u8>| -> Result<(), BidsExportError> {
-        write_atomically(&out.join(name), &bytes)?;
+        let target = out.join(name);
+        if store_files.contains(&target) {
+            return Err(BidsExportError::Invalid(format!(
+                "{} is the store: export the ratings of a store kept outside the dataset's \
+                 derivatives/{PIPELINE} folder",
+                target.display()
+            )));
+        }
+        write_atomically(&target, &bytes)?;
         files.push(name.to_string());
         Ok(())
     };

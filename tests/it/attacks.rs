@@ -531,3 +531,83 @@ fn bids_export_never_writes_through_a_planted_link() {
         );
     }
 }
+
+#[test]
+fn bids_export_stays_in_the_dataset_and_off_the_store() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    // A derivatives folder that is a link to the store's folder sent the export there.
+    std::fs::create_dir_all(dir.join("w/derivatives")).expect("mkdir");
+    std::os::unix::fs::symlink(dir, dir.join("w/derivatives/cdwqc")).expect("symlink");
+    std::fs::write(dir.join("README.md"), "mine").expect("write");
+    let o = cdwqc(dir, &["ratings", "export", "--bids-derivatives", "w"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("symbolic link"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("README.md")).expect("read"),
+        "mine"
+    );
+    assert_intact(dir, before);
+    // A store kept in the export's folder under one of its names is refused, not
+    // renamed over.
+    std::fs::remove_file(dir.join("w/derivatives/cdwqc")).expect("unlink");
+    let folder = dir.join("w/derivatives/cdwqc");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::copy(dir.join("cdwqc.duckdb"), folder.join("ratings.tsv")).expect("copy");
+    let db = folder.join("ratings.tsv");
+    let db = db.to_str().expect("utf-8 path");
+    let o = cdwqc(
+        dir,
+        &["--db", db, "ratings", "export", "--bids-derivatives", "w"],
+    );
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("is the store"), "{}", stderr(&o));
+    let bytes = std::fs::read(folder.join("ratings.tsv")).expect("still there");
+    assert_eq!(&bytes[8..12], b"DUCK");
+}
+
+#[test]
+fn parquet_outputs_never_write_through_a_planted_link() {
+    // Over an existing file DuckDB's COPY wrote `tmp_NAME` first, through any link
+    // planted under that name; and `ratings export --consensus --format parquet` skipped
+    // the output checks altogether.
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let store = dir.join("cdwqc.duckdb");
+    std::fs::write(dir.join("q.parquet"), b"old").expect("write");
+    for name in ["tmp_q.parquet", "tmp_c.parquet", "c.parquet"] {
+        std::os::unix::fs::symlink(&store, dir.join(name)).expect("symlink");
+    }
+    ok(
+        dir,
+        &[
+            "sql",
+            "select 1 as a",
+            "--format",
+            "parquet",
+            "--out",
+            "q.parquet",
+        ],
+    );
+    assert_intact(dir, before);
+    let o = cdwqc(
+        dir,
+        &[
+            "ratings",
+            "export",
+            "--consensus",
+            "--format",
+            "parquet",
+            "--out",
+            "c.parquet",
+        ],
+    );
+    // Refused (the name is a link to the store) or written beside it: never into it.
+    let _ = o;
+    assert_intact(dir, before);
+    assert!(
+        std::fs::read(dir.join("q.parquet"))
+            .expect("written")
+            .starts_with(b"PAR1")
+    );
+}
