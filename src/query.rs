@@ -434,11 +434,7 @@ pub fn resolve_output(path: &Path, store: &Path) -> Result<PathBuf, QueryError> 
         s.push(suffix);
         PathBuf::from(s)
     };
-    if resolved == store
-        || resolved == with(".wal")
-        || resolved == with(".wal.recovery")
-        || resolved.starts_with(with(".tmp"))
-    {
+    if is_store_file(&resolved, &store) {
         return Err(refuse(format!(
             "that is the store {} or one of its files: refused",
             store.display()
@@ -473,6 +469,21 @@ pub fn resolve_output(path: &Path, store: &Path) -> Result<PathBuf, QueryError> 
         }
     }
     Ok(resolved)
+}
+
+/// Whether `resolved` (a path after `..` and links) is the store or a file DuckDB keeps
+/// beside it: its WAL, the WAL's recovery copy or its temporary folder.
+pub fn is_store_file(resolved: &Path, store: &Path) -> bool {
+    let store = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
+    let with = |suffix: &str| {
+        let mut s = store.clone().into_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    resolved == store
+        || resolved == with(".wal")
+        || resolved == with(".wal.recovery")
+        || resolved.starts_with(with(".tmp"))
 }
 
 /// Writes `bytes` to `path` once [`resolve_output`] accepts it: into a new file beside

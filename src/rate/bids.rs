@@ -65,13 +65,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BidsExportError> {
     })
 }
 
-/// The write-ahead log DuckDB keeps beside a database file.
-fn wal_of(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".wal");
-    PathBuf::from(name)
-}
-
 /// The image's path relative to the dataset folder, `/`-separated; `None` outside it.
 fn bids_path(dataset: &Path, image: &str) -> Option<String> {
     let relative = Path::new(image).strip_prefix(dataset).ok()?;
@@ -478,11 +471,6 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
         }
     }
     std::fs::create_dir_all(&out).map_err(io(&out))?;
-    // A file of the export renamed over the store (or its WAL) would unlink it.
-    let store_files: Vec<PathBuf> = [store.path().to_path_buf(), wal_of(store.path())]
-        .iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .collect();
     let mut files = Vec::new();
     let mut outside = BTreeSet::new();
 
@@ -499,7 +487,9 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
     });
     let mut write = |name: &str, bytes: Vec<u8>| -> Result<(), BidsExportError> {
         let target = out.join(name);
-        if store_files.contains(&target) {
+        // Renamed over the store (or a file DuckDB keeps beside it), the export would
+        // unlink it.
+        if crate::query::is_store_file(&target, store.path()) {
             return Err(BidsExportError::Invalid(format!(
                 "{} is the store: export the ratings of a store kept outside the dataset's \
                  derivatives/{PIPELINE} folder",

@@ -77,22 +77,7 @@ fn queue_assigns_shared_images_to_every_rater() {
 fn line_mode_saves_refuses_and_undoes() {
     let tmp = store(3);
     let dir = tmp.path();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
-        .args(["rate", "--rater", "ann"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"kaz\nrk\nzz\nu\nr\nq\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = rate_lines(dir, "ann", b"kaz\nrk\nzz\nu\nr\nq\n");
     assert!(text.contains("saved image 1: kaz"), "{text}");
     // No rating id: it would tell a blind rater how many ratings others saved.
     assert!(!text.contains("rating #"), "{text}");
