@@ -330,8 +330,14 @@ fn memory(bytes: u64) -> String {
     }
 }
 
+/// The most bytes read (and hashed) after what the decoder read: a file with more, which
+/// no image needs, is refused without reading them, so that a huge (or sparse) file
+/// behind a valid header cannot hold an import for as long as it takes to hash it. A
+/// file read whole holds less than this after any header.
+pub const UNREAD_TAIL_MAX: u64 = WHOLE_READ_MAX;
+
 /// Reads the file once: the bytes are hashed as they stream into the decoder, and
-/// whatever the decoder leaves unread is hashed after it.
+/// whatever the decoder leaves unread, up to [`UNREAD_TAIL_MAX`], is hashed after it.
 fn analyse_stream<R: Read>(
     path: &Path,
     root: &Path,
@@ -344,14 +350,41 @@ fn analyse_stream<R: Read>(
     let mut hashing = HashingReader {
         inner: reader,
         hasher: Sha256::new(),
+        read: 0,
     };
     let described = nifti::decode_raw_stream(path, &mut hashing, Some(stamp.size as u64))
         .and_then(|decoded| describe_decoded(path, decoded, None, &mut row, iqm));
-    if let Err(e) = std::io::copy(&mut hashing, &mut std::io::sink()) {
-        return failed(row, ImagingError::io(path, e).reason());
+    let decoded_bytes = hashing.read;
+    let tail = std::io::copy(
+        &mut (&mut hashing).take(UNREAD_TAIL_MAX + 1),
+        &mut std::io::sink(),
+    );
+    match tail {
+        Err(e) => return failed(row, ImagingError::io(path, e).reason()),
+        // The row keeps no hash: an unchanged stamp is enough to skip the file next time.
+        Ok(n) if n > UNREAD_TAIL_MAX => {
+            return failed(
+                row,
+                match described {
+                    Err(e) => e.reason(),
+                    Ok(_) => too_long_tail(decoded_bytes),
+                },
+            );
+        }
+        Ok(_) => {}
     }
     let sha = format!("{:x}", hashing.hasher.finalize());
     outcome(row, sha, stamp, known, described)
+}
+
+/// Why a file whose image ends long before the file does is refused.
+fn too_long_tail(image_bytes: u64) -> String {
+    format!(
+        "the file runs on for more than {} MiB past its first {image_bytes} bytes, which \
+         hold its header and image; no image needs them, and they were not read (a copy \
+         cut to the image's size imports)",
+        UNREAD_TAIL_MAX >> 20
+    )
 }
 
 /// The outcome of a file whose bytes hash to `sha`: unchanged when the store holds them
@@ -399,16 +432,18 @@ fn unchanged(sha: &str, stamp: FileStamp, known: Option<&KnownFile>) -> Option<O
     Some(Outcome::Unchanged { write })
 }
 
-/// A reader that hashes what passes through it.
+/// A reader that hashes and counts what passes through it.
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    read: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.read += n as u64;
         Ok(n)
     }
 }

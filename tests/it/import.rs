@@ -469,6 +469,70 @@ fn special_files_and_names_fail_without_reading_and_without_merging() {
 }
 
 #[test]
+fn a_file_running_on_far_past_its_image_fails_without_being_read_to_its_end() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    std::fs::write(w.join("good.nii"), float_volume([4, 3, 3], |i| i as f32)).expect("write");
+    // A valid image, a header no reader takes, and a gzip image, each followed by a
+    // terabyte of holes: every byte of them was hashed, which held the import for most
+    // of an hour.
+    let bad_header = vec![0x41u8; 400];
+    let gz = gzip(&float_volume([3, 3, 3], |i| i as f32));
+    for (name, bytes) in [
+        ("long.nii", float_volume([3, 3, 3], |i| i as f32)),
+        ("long_bad.nii", bad_header),
+        ("long.nii.gz", gz),
+    ] {
+        let path = w.join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        file.set_len(1 << 40).expect("sparse file");
+    }
+    ok(dir, &["init"]);
+    let first = import_json(dir, "w");
+    assert_eq!(
+        (first["added"].as_u64(), first["failed"].as_u64()),
+        (Some(1), Some(3)),
+        "{first}"
+    );
+    let stored = rows(dir);
+    assert_eq!(stored["good.nii"].0, "ok");
+    let long = &stored["long.nii"];
+    assert_eq!(long.0, "failed");
+    assert!(
+        long.1
+            .contains("runs on for more than 64 MiB past its first 540 bytes"),
+        "{long:?}"
+    );
+    assert!(
+        stored["long_bad.nii"].1.contains("NIfTI"),
+        "{:?}",
+        stored["long_bad.nii"]
+    );
+    assert_eq!(stored["long.nii.gz"].0, "failed");
+    // Not hashed: the hash would be of bytes that were never read.
+    let hashed = ok(
+        dir,
+        &[
+            "sql",
+            "select count(sha256) as n from images where rel_path like 'long%'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(hashed.trim(), "n\n0", "{hashed}");
+    // The next import skips them by their unchanged size and time.
+    let second = import_json(dir, "w");
+    assert_eq!(second["unchanged"], 4, "{second}");
+    assert_eq!(rows(dir), stored);
+}
+
+#[test]
 fn an_image_needing_more_memory_than_the_import_may_hold_is_a_failed_row() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
