@@ -57,10 +57,7 @@ pub fn replace_with<E: From<ReplaceError>>(
         let path = path.to_path_buf();
         move |source| ReplaceError { path, source }
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent(path);
     let (temp, mut file) = create_temporary(path, dir)?;
     let written = write(&temp, &mut file).and_then(|()| {
         drop(file);
@@ -82,6 +79,80 @@ pub fn replace_with<E: From<ReplaceError>>(
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+/// Files replaced together: each one is written and synced under a new temporary name
+/// as it comes; none replaces its target until [`Staged::commit`], which renames them
+/// all and syncs their folders. A failure before the commit (a full disk, an error
+/// while gathering the next file's content) leaves every target as it was; what was
+/// staged is removed when the set is dropped uncommitted.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// Temporary file and target, in the order they were staged.
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes `bytes` for `path`, synced, under a temporary name beside it.
+    pub fn add(&mut self, path: &Path, bytes: &[u8]) -> Result<(), ReplaceError> {
+        let (temp, mut file) = create_temporary(path, parent(path))?;
+        // Registered first, so that a failed write is removed with the rest.
+        self.files.push((temp.clone(), path.to_path_buf()));
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| ReplaceError { path: temp, source })
+    }
+
+    /// Renames every staged file over its target, in the order staged, then syncs the
+    /// folders. A rename that fails (rare: same folder, files already written) stops
+    /// there; the files renamed before it stay replaced, each one whole.
+    pub fn commit(mut self) -> Result<(), ReplaceError> {
+        let files = std::mem::take(&mut self.files);
+        let mut folders: Vec<&Path> = Vec::new();
+        for (n, (temp, target)) in files.iter().enumerate() {
+            if let Err(source) = std::fs::rename(temp, target) {
+                for (temp, _) in &files[n..] {
+                    let _ = std::fs::remove_file(temp);
+                }
+                return Err(ReplaceError {
+                    path: target.clone(),
+                    source,
+                });
+            }
+            let folder = parent(target);
+            if !folders.contains(&folder) {
+                folders.push(folder);
+            }
+        }
+        for folder in folders {
+            File::open(folder)
+                .and_then(|d| d.sync_all())
+                .map_err(|source| ReplaceError {
+                    path: folder.to_path_buf(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (temp, _) in &self.files {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// The folder holding `path` (`.` for a bare name).
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Temporary files this process has named, so that its threads never pick one name.
@@ -121,6 +192,37 @@ fn create_temporary(path: &Path, dir: &Path) -> Result<(PathBuf, File), ReplaceE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_set_replaces_all_its_files_on_commit_and_none_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.tsv"), dir.path().join("b.json"));
+        std::fs::write(&a, b"old a").expect("write");
+        std::fs::write(&b, b"old b").expect("write");
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        // Abandoned part way (the export's next query failed): nothing replaced, nothing
+        // left behind.
+        let mut staged = Staged::new();
+        staged.add(&a, b"new a").expect("staged");
+        drop(staged);
+        assert_eq!(std::fs::read(&a).expect("read"), b"old a");
+        assert_eq!(listing(), ["a.tsv", "b.json"]);
+        let mut staged = Staged::new();
+        staged.add(&a, b"new a").expect("staged");
+        staged.add(&b, b"new b").expect("staged");
+        assert_eq!(std::fs::read(&b).expect("read"), b"old b");
+        staged.commit().expect("committed");
+        assert_eq!(std::fs::read(&a).expect("read"), b"new a");
+        assert_eq!(std::fs::read(&b).expect("read"), b"new b");
+        assert_eq!(listing(), ["a.tsv", "b.json"]);
+    }
 
     #[test]
     fn a_link_planted_under_any_name_is_never_written_through() {

@@ -259,6 +259,13 @@ impl ModelCard {
         if self.preset.batch_size == 0 || self.preset.preprocess.shape.contains(&0) {
             return fail("the preset's batch size and grid sizes must be positive".into());
         }
+        super::network::NetworkSpec::new(
+            self.preset.preprocess.shape,
+            self.source_classes,
+            self.target_classes,
+        )
+        .check()
+        .map_err(error)?;
         if let Some(forest) = &self.iqm_forest {
             check_forest(forest).map_err(error)?;
         }
@@ -364,10 +371,7 @@ impl ExportedModel {
     /// Reads and checks the card (not yet the weights: see [`Self::verified_weights`]).
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join(CARD_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = read_card_text(&path)?;
         let card: ModelCard = toml::from_str(&text).map_err(|e| ModelError::File {
             path: path.clone(),
             detail: format!("not a model card: {e}"),
@@ -612,6 +616,38 @@ fn card_text(card: &ModelCard, dir: &Path) -> Result<String, ModelError> {
     ))
 }
 
+/// The most a model card may hold (the shipped ones are a few kB).
+const CARD_MAX_BYTES: u64 = 1 << 20;
+
+/// A model card's text: a regular file, never blocking, of at most [`CARD_MAX_BYTES`].
+fn read_card_text(path: &Path) -> Result<String, ModelError> {
+    let refused = |detail: String| ModelError::File {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let (file, size) = match crate::imaging::nifti::open_regular(path) {
+        Ok(opened) => opened,
+        // A missing card keeps its plain I/O error (and its kind, which callers test).
+        Err(crate::imaging::ImagingError::Io { source, .. }) => {
+            return Err(ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Err(e) => return Err(refused(e.reason())),
+    };
+    if size > CARD_MAX_BYTES {
+        return Err(refused(format!(
+            "{size} bytes: a model card holds at most {} kB",
+            CARD_MAX_BYTES >> 10
+        )));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut { file }, &mut text)
+        .map_err(|e| refused(format!("cannot read it as text: {e}")))?;
+    Ok(text)
+}
+
 /// Checks a model file's size and SHA-256 against its card: `what` (the weights, the
 /// IQM forest) is never loaded from a truncated or changed file.
 fn check_file(
@@ -621,16 +657,31 @@ fn check_file(
     card: &Path,
     what: &str,
 ) -> Result<(), ModelError> {
-    let content = std::fs::read(path).map_err(|source| ModelError::Io {
+    // Regular files only, never blocking, and never read past the size the card says:
+    // a FIFO here held `infer`, and the store with it, forever.
+    let (file, size) = crate::imaging::nifti::open_regular(path).map_err(|e| ModelError::File {
         path: path.to_path_buf(),
-        source,
+        detail: format!("{}: {what} not loaded", e.reason()),
     })?;
-    if content.len() as u64 != bytes {
+    let mut content = Vec::new();
+    if size == bytes {
+        std::io::Read::read_to_end(&mut { file }, &mut content).map_err(|source| {
+            ModelError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    }
+    if size != bytes || content.len() as u64 != bytes {
+        let found = if size == bytes {
+            content.len() as u64
+        } else {
+            size
+        };
         return Err(ModelError::File {
             path: path.to_path_buf(),
             detail: format!(
-                "{} bytes, but the model card {} says {bytes} (truncated or replaced): {what} not loaded",
-                content.len(),
+                "{found} bytes, but the model card {} says {bytes} (truncated or replaced): {what} not loaded",
                 card.display(),
             ),
         });

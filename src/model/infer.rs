@@ -15,6 +15,56 @@ use super::preset::Preset;
 use super::train::{BEST_WEIGHTS, CheckpointState};
 use crate::imaging::preprocess::TensorCache;
 
+/// The largest weights file read for its checks (the shipped networks hold a few MB).
+const WEIGHTS_MAX_BYTES: u64 = 4 << 30;
+
+/// A weights file must be a regular file (a FIFO under the name held `infer`, and the
+/// store with it, forever); in the safetensors format, every tensor must hold finite
+/// 32-bit floats, as the network's parameters are: an integer tensor crashed libtorch's
+/// copy, and NaN weights (a diverged training) labelled every image without a
+/// probability.
+fn check_weights_file(weights: &Path) -> Result<(), ModelError> {
+    let refused = |detail: String| ModelError::File {
+        path: weights.to_path_buf(),
+        detail,
+    };
+    let (mut file, size) =
+        crate::imaging::nifti::open_regular(weights).map_err(|e| refused(e.reason()))?;
+    if weights.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Ok(());
+    }
+    if size > WEIGHTS_MAX_BYTES {
+        return Err(refused(format!(
+            "{size} bytes: more than the {} GiB a network's weights may hold",
+            WEIGHTS_MAX_BYTES >> 30
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| refused(format!("cannot read it: {e}")))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| refused(format!("not a safetensors file: {e:?}")))?;
+    for (name, view) in tensors.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(refused(format!(
+                "tensor {name} is stored as {:?}; the network's weights are 32-bit floats (F32)",
+                view.dtype()
+            )));
+        }
+        let finite = view
+            .data()
+            .chunks_exact(4)
+            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+        if !finite {
+            return Err(refused(format!(
+                "tensor {name} holds NaN or infinite values (a training that diverged?): \
+                 no prediction could be trusted"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Class probabilities of one item and the most probable class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -290,12 +340,29 @@ impl Predictor {
         device: Device,
     ) -> Result<Self, ModelError> {
         let spec = spec.clone();
-        let mut vs = nn::VarStore::new(device);
-        let net = Conv5Fc3Ssda::new(&vs.root(), &spec);
-        vs.load(weights).map_err(|err| ModelError::File {
+        let refused = |detail: String| ModelError::File {
             path: weights.to_path_buf(),
-            detail: err.to_string(),
-        })?;
+            detail,
+        };
+        spec.check().map_err(refused)?;
+        check_weights_file(weights)?;
+        // libtorch's bindings panic on what they cannot allocate or copy; whatever the
+        // checks above let through is a refused file, never a crash mid-run.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut vs = nn::VarStore::new(device);
+            let net = Conv5Fc3Ssda::new(&vs.root(), &spec);
+            vs.load(weights).map(|()| (vs, net))
+        }));
+        let (vs, net) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(err)) => return Err(refused(err.to_string())),
+            Err(panic) => {
+                return Err(refused(format!(
+                    "libtorch could not load these weights into the network: {}",
+                    crate::import::analyse::panic_message(panic.as_ref())
+                )));
+            }
+        };
         let folded = Some(net.folded_extractor(device == Device::Cpu));
         Ok(Self {
             vs,
@@ -571,6 +638,60 @@ impl LogitsModel for ScriptModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A safetensors file of one tensor `w` of `data`'s dtype and bytes.
+    fn one_tensor(path: &Path, dtype: safetensors::Dtype, data: &[u8]) {
+        let width = match dtype {
+            safetensors::Dtype::I32 | safetensors::Dtype::F32 => 4,
+            _ => 1,
+        };
+        let view = safetensors::tensor::TensorView::new(dtype, vec![data.len() / width], data)
+            .expect("view");
+        let bytes = safetensors::tensor::serialize([("w", view)], &None).expect("serialize");
+        std::fs::write(path, bytes).expect("write");
+    }
+
+    #[test]
+    fn weights_that_are_not_finite_floats_or_not_a_file_are_refused_before_libtorch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let floats: Vec<u8> = [1.0f32, -2.5]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let good = dir.path().join("good.safetensors");
+        one_tensor(&good, safetensors::Dtype::F32, &floats);
+        check_weights_file(&good).expect("finite floats pass");
+        let int = dir.path().join("int.safetensors");
+        one_tensor(&int, safetensors::Dtype::I32, &floats);
+        let err = check_weights_file(&int).unwrap_err().to_string();
+        assert!(err.contains("tensor w is stored as I32"), "{err}");
+        let nan = dir.path().join("nan.safetensors");
+        let nans: Vec<u8> = [1.0f32, f32::NAN]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        one_tensor(&nan, safetensors::Dtype::F32, &nans);
+        let err = check_weights_file(&nan).unwrap_err().to_string();
+        assert!(err.contains("NaN or infinite"), "{err}");
+        let fifo = dir.path().join("fifo.safetensors");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.expect("mkfifo").success());
+        let err = check_weights_file(&fifo).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        // The loader refuses them too, and a grid no machine could build.
+        let preset = Preset::builtin("tiny").expect("tiny preset");
+        for path in [&int, &nan, &fifo] {
+            assert!(
+                Predictor::load(path, preset.clone(), 2, 2, Head::Target, Device::Cpu).is_err()
+            );
+        }
+        let huge = NetworkSpec::new([100_000; 3], 2, 2);
+        let err = Predictor::load_spec(&good, preset, &huge, Head::Target, Device::Cpu)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("each side must be 1 to 512"), "{err}");
+    }
 
     /// A network of the tiny preset with seeded random weights, saved and loaded back.
     fn tiny_predictor(seed: i64, dir: &Path) -> Predictor {

@@ -101,6 +101,46 @@ fn two() -> usize {
     2
 }
 
+/// The largest grid side and voxel count a network is built for: far past any
+/// preset's (80 x 96 x 80 at 2 mm, 1 mm grids under 256), and small enough that
+/// building the network never asks libtorch for more memory than a machine has.
+const GRID_SIDE_MAX: usize = 512;
+const GRID_VOXELS_MAX: usize = 1 << 25;
+/// The most outputs a head may have.
+const CLASSES_MAX: usize = 64;
+
+impl NetworkSpec {
+    /// What a network of this spec can be built from: a model card or a run's
+    /// configuration holding other values is refused before libtorch allocates it.
+    pub fn check(&self) -> Result<(), String> {
+        let voxels = self.grid.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if self.grid.iter().any(|&d| d == 0 || d > GRID_SIDE_MAX)
+            || voxels.is_none_or(|n| n > GRID_VOXELS_MAX)
+        {
+            return Err(format!(
+                "grid {:?}: each side must be 1 to {GRID_SIDE_MAX} voxels, and the grid at \
+                 most {GRID_VOXELS_MAX} voxels",
+                self.grid
+            ));
+        }
+        for (head, n) in [
+            ("source", self.source_classes),
+            ("target", self.target_classes),
+            ("domain", self.domain_classes),
+        ] {
+            if n == 0 || n > CLASSES_MAX {
+                return Err(format!(
+                    "the {head} head has {n} outputs: 1 to {CLASSES_MAX} are allowed"
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}
+
 fn half() -> f64 {
     0.5
 }

@@ -56,13 +56,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BidsExportError + '_ {
 
 /// Replaces `path` whole ([`crate::replace`]): no link planted in the folder, under the
 /// file's name or any other, is written through.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BidsExportError> {
-    crate::replace::replace(path, bytes, crate::replace::Durability::ContentAndName).map_err(|e| {
-        BidsExportError::Io {
+impl From<crate::replace::ReplaceError> for BidsExportError {
+    fn from(e: crate::replace::ReplaceError) -> Self {
+        Self::Io {
             path: e.path,
             source: e.source,
         }
-    })
+    }
 }
 
 /// The image's path relative to the dataset folder, `/`-separated; `None` outside it.
@@ -485,6 +485,9 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
         }],
         "HowToAcknowledge": "Name cdwqc and its QC protocol (see the sidecars) when you use these ratings."
     });
+    // Every file is staged before any replaces its old version: an export that fails
+    // part way (a full disk, a store error) leaves the previous export whole.
+    let mut staged = crate::replace::Staged::new();
     let mut write = |name: &str, bytes: Vec<u8>| -> Result<(), BidsExportError> {
         let target = out.join(name);
         // Renamed over the store (or a file DuckDB keeps beside it), the export would
@@ -496,7 +499,7 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
                 target.display()
             )));
         }
-        write_atomically(&target, &bytes)?;
+        staged.add(&target, &bytes)?;
         files.push(name.to_string());
         Ok(())
     };
@@ -683,6 +686,7 @@ pub fn export(store: &Store, dataset_dir: &Path) -> Result<BidsExport, BidsExpor
         "predictions.json",
         json_bytes(&predictions_sidecar(&store.bids_runs()?))?,
     )?;
+    staged.commit()?;
 
     Ok(BidsExport {
         folder: out.display().to_string(),

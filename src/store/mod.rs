@@ -157,6 +157,7 @@ impl Store {
     }
 
     fn connect(path: &Path, access: Access) -> Result<Self, StoreError> {
+        check_is_duckdb(path)?;
         let db = |source| classify(path, source);
         // Opened through the C API so that SQL sessions can also parse and bind
         // statements on their own connection (`raw_connection`).
@@ -222,6 +223,62 @@ impl Store {
 }
 
 /// Turns DuckDB's lock conflict into a message a user can act on.
+/// Where DuckDB's database files carry their magic bytes (after an 8-byte checksum).
+const DUCKDB_MAGIC: (usize, &[u8; 4]) = (8, b"DUCK");
+
+/// An existing file must be a DuckDB database: DuckDB opens a CSV, Parquet or JSON file
+/// named as the database as an in-memory database over it, where every write (an
+/// import, a rating) reports success and is lost when the command ends.
+fn check_is_duckdb(path: &Path) -> Result<(), StoreError> {
+    let invalid = |message: String| StoreError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(invalid(format!("cannot read it: {e}"))),
+    };
+    if meta.is_dir() {
+        return Err(invalid(
+            "is a folder: give the store's file (e.g. FOLDER/cdwqc.duckdb)".into(),
+        ));
+    }
+    let not_store = || {
+        invalid(
+            "is not a DuckDB database (a store's file starts with DuckDB's header); \
+             give another path for a new store"
+                .into(),
+        )
+    };
+    if !meta.is_file() {
+        return Err(not_store());
+    }
+    // An empty file is DuckDB's to refuse or to fill, as before.
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    let (file, _) = crate::imaging::nifti::open_regular(path)
+        .map_err(|e| invalid(format!("cannot read it: {}", e.reason())))?;
+    let (offset, magic) = DUCKDB_MAGIC;
+    let mut head = [0u8; 12];
+    let mut read = 0;
+    let mut file = file;
+    while read < head.len() {
+        match std::io::Read::read(&mut file, &mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(invalid(format!("cannot read it: {e}"))),
+        }
+    }
+    if head.get(offset..offset + magic.len()) == Some(&magic[..]) {
+        Ok(())
+    } else {
+        Err(not_store())
+    }
+}
+
 fn classify(path: &Path, source: duckdb::Error) -> StoreError {
     let text = source.to_string();
     if text.contains("Could not set lock") || text.contains("Conflicting lock") {

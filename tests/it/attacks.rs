@@ -611,3 +611,45 @@ fn parquet_outputs_never_write_through_a_planted_link() {
             .starts_with(b"PAR1")
     );
 }
+
+#[test]
+fn a_store_path_naming_another_kind_of_file_is_refused_and_the_file_kept() {
+    // DuckDB opened these as an in-memory database over the file: `init`, `import` and
+    // `raters add` reported success, and every write was gone when the command ended.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let files: [(&str, &[u8]); 3] = [
+        ("notes.csv", b"a,b\n1,2\n"),
+        ("w.json", b"[{\"a\": 1}]\n"),
+        ("w.parquet", b"PAR1 not really parquet PAR1"),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("write");
+        for args in [
+            vec!["--db", name, "init"],
+            vec!["--db", name, "raters", "add", "ann"],
+        ] {
+            let err = crate::support::failure(&cdwqc(dir, &args));
+            assert!(
+                err.contains(name) && err.contains("not a DuckDB database"),
+                "{args:?}: {err}"
+            );
+        }
+        assert_eq!(std::fs::read(dir.join(name)).expect("read"), bytes);
+    }
+    // A FIFO as the store is refused at once, never opened.
+    let fifo = dir.join("fifo.duckdb");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let err = crate::support::failure(&cdwqc(dir, &["--db", "fifo.duckdb", "init"]));
+    assert!(err.contains("not a DuckDB database"), "{err}");
+    // A real store still opens, and a new name still makes one.
+    ok(dir, &["--db", "new.duckdb", "init"]);
+    ok(dir, &["--db", "new.duckdb", "raters", "add", "ann"]);
+    assert!(ok(dir, &["--db", "new.duckdb", "raters", "list"]).contains("ann"));
+}
