@@ -1,6 +1,6 @@
 -- Every save and undo ever made, oldest first.
 SELECT r.rating_id, i.subject, i.session, i.acq, i.run, i.suffix, i.rel_path AS path,
-       r.rater, r.code, r.usable, r.reject_reason, r.gado, r.motion, r.contrast, r.noise,
+       r.rater, r.code, r.usable, r.reject_reason, r.gado, r.motion, r.contrast, r.noise, r.quality,
        r.comment, r.confidence, r.time_ms, r.review_later, r.undoes, r.protocol_version,
        r.source,
        strftime(r.rated_at, '%Y-%m-%dT%H:%M:%SZ') AS rated_at,

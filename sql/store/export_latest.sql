@@ -1,6 +1,6 @@
 -- The ratings in force, one row per (image, rater), in the native rating-file format.
 SELECT i.subject, i.session, i.acq, i.run, i.suffix, i.rel_path AS path,
-       r.rater, r.code, r.usable, r.reject_reason, r.gado, r.motion, r.contrast, r.noise,
+       r.rater, r.code, r.usable, r.reject_reason, r.gado, r.motion, r.contrast, r.noise, r.quality,
        r.comment, r.confidence, r.time_ms, r.review_later,
        strftime(r.rated_at, '%Y-%m-%dT%H:%M:%SZ') AS rated_at
 FROM ratings_latest r

@@ -126,7 +126,7 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         if report.saved {
             println!(
-                "{}: {} ratings imported ({} format, {} rows{}{}{})",
+                "{}: {} ratings imported ({} format, {} rows{}{}{}{})",
                 report.file,
                 report.imported,
                 report.format,
@@ -150,6 +150,14 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                     format!(
                         "; {} saved by an earlier import of this file, not saved again",
                         report.earlier
+                    )
+                },
+                if report.withdrawn == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} rows withdrawn by an undo in the file (undos included), not saved",
+                        report.withdrawn
                     )
                 }
             );

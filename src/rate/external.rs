@@ -191,6 +191,7 @@ pub fn parse_widget_files(files: &[(PathBuf, String)], exclude: MriqcExclude) ->
         rows: Vec::new(),
         invalid: Vec::new(),
         missing: 0,
+        withdrawn: 0,
     };
     for (i, (path, text)) in files.iter().enumerate() {
         match widget_row(i + 1, path, text, exclude) {

@@ -323,6 +323,10 @@ pub struct ParsedFile {
     /// Ratings left missing (empty, `n/a`, `NA`): unrated rows, or unrated cells of
     /// MRIQC rater columns. Neither a rating nor an error.
     pub missing: usize,
+    /// Rows of a history export (`rating_id` and `undoes` columns) that an undo in the
+    /// same file withdrew, undos included: they are not saved, so that the ratings in
+    /// force are those the history ended with.
+    pub withdrawn: usize,
 }
 
 /// The markers of a missing value, compared without case after trimming.
@@ -491,7 +495,14 @@ pub fn parse_ratings(
         rows: Vec::new(),
         invalid: Vec::new(),
         missing: 0,
+        withdrawn: 0,
     };
+    // A history export (`ratings export --history`) holds each save and each undo; an
+    // undo row names the save it withdrew. Both are left out: saving the withdrawn
+    // rating brought it back in force.
+    let history = columns.has("rating_id") && columns.has("undoes");
+    let mut line_of_id: HashMap<String, usize> = HashMap::new();
+    let mut undos: Vec<(usize, String)> = Vec::new();
     for record in records {
         let record = match record {
             Ok(record) => record,
@@ -540,6 +551,15 @@ pub fn parse_ratings(
             record: &record,
             columns: &columns,
         };
+        if history {
+            if let Some(undone) = cells.get("undoes") {
+                undos.push((line, undone.trim().to_string()));
+                continue;
+            }
+            if let Some(id) = cells.get("rating_id") {
+                line_of_id.insert(id.trim().to_string(), line);
+            }
+        }
         match layout.parse_row(&cells, line, options) {
             Ok(RowOutcome::Rated(rows, missing)) => {
                 parsed.rows.extend(rows);
@@ -549,7 +569,36 @@ pub fn parse_ratings(
             Err(message) => parsed.invalid.push(InvalidRow { line, message }),
         }
     }
+    withdraw_undone(&mut parsed, &line_of_id, &undos);
     Ok(parsed)
+}
+
+/// Leaves out of `parsed` each save an undo row withdrew, and the undo; an undo of a
+/// save the file does not hold is an invalid row (a part of a history, whose saves
+/// are elsewhere, cannot say what was in force).
+fn withdraw_undone(
+    parsed: &mut ParsedFile,
+    line_of_id: &HashMap<String, usize>,
+    undos: &[(usize, String)],
+) {
+    for (line, undone) in undos {
+        match line_of_id.get(undone) {
+            Some(&saved) => {
+                let before = parsed.rows.len() + parsed.invalid.len();
+                parsed.rows.retain(|r| r.line != saved);
+                parsed.invalid.retain(|r| r.line != saved);
+                parsed.withdrawn += 1 + before - parsed.rows.len() - parsed.invalid.len();
+            }
+            None => parsed.invalid.push(InvalidRow {
+                line: *line,
+                message: format!(
+                    "undoes rating {undone}, which this file does not hold: import the whole \
+                     history, or the ratings in force (`cdwqc ratings export --latest`)"
+                ),
+            }),
+        }
+    }
+    parsed.invalid.sort_by_key(|r| r.line);
 }
 
 /// Quoted values that run over a line break and are not closed as a quoted value must

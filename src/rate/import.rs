@@ -67,6 +67,9 @@ pub struct RatingImportReport {
     pub already_imported: Option<String>,
     /// Ratings an earlier import of the same file saved, left out of this one.
     pub earlier: usize,
+    /// Rows of a history export withdrawn by an undo in the same file (the undos
+    /// included): not saved.
+    pub withdrawn: usize,
     /// False when problems stopped the import (nothing saved).
     pub saved: bool,
 }
@@ -295,9 +298,10 @@ fn import_parsed(
     let mut report = RatingImportReport {
         file: shown.to_string(),
         format: format_name(parsed.format),
-        rows: parsed.rows.len() + parsed.invalid.len(),
+        rows: parsed.rows.len() + parsed.invalid.len() + parsed.withdrawn,
         imported: 0,
         missing: parsed.missing,
+        withdrawn: parsed.withdrawn,
         problems: parsed
             .invalid
             .iter()

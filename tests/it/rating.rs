@@ -693,3 +693,67 @@ fn a_rating_file_that_is_not_a_regular_file_or_too_large_is_refused_at_once() {
     }
     assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
 }
+
+#[test]
+fn an_exported_history_imports_as_it_ended_and_quality_only_ratings_round_trip() {
+    let tmp = store(3);
+    let dir = tmp.path();
+    // zed saves two ratings and undoes the second.
+    rate_lines(dir, "zed", b"kaz\nq\n");
+    rate_lines(dir, "zed", b"dd\nu\nq\n");
+    // ann's ratings are quality-only (MRIQC style): a class and nothing else.
+    let ann = "path\tusable\tquality\nsub-00/anat/sub-00_FLAIR.nii\t1\tmedium\nsub-01/anat/sub-01_FLAIR.nii\t1\tgood\n";
+    std::fs::write(dir.join("ann.tsv"), ann).expect("write");
+    ok(dir, &["ratings", "import", "ann.tsv", "--rater", "ann"]);
+    let in_force = "select rater, coalesce(code, ''), coalesce(quality, '') from ratings_latest \
+                    join images using (image_id) order by rater, rel_path";
+    let before = csv_rows(dir, in_force);
+    assert_eq!(before.len(), 3, "{before:?}");
+    let history = dir.join("zed_history.tsv");
+    let latest = dir.join("latest.tsv");
+    let (history, latest) = (
+        history.to_str().expect("utf-8"),
+        latest.to_str().expect("utf-8"),
+    );
+    ok(
+        dir,
+        &[
+            "ratings",
+            "export",
+            "--history",
+            "--rater",
+            "zed",
+            "--out",
+            history,
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "ratings", "export", "--latest", "--rater", "ann", "--out", latest,
+        ],
+    );
+    // Into a store of the same images: the undone rating stayed withdrawn (it came back
+    // in force, the undo counted as a missing value), and ann's classes came back (the
+    // export had no quality column: "motion is empty").
+    let other = store(3);
+    let fresh = other.path();
+    let out = ok(fresh, &["ratings", "import", history, "--rater", "zed"]);
+    assert!(
+        out.contains("1 ratings imported") && out.contains("2 rows withdrawn by an undo"),
+        "{out}"
+    );
+    ok(fresh, &["ratings", "import", latest]);
+    assert_eq!(csv_rows(fresh, in_force), before);
+    // A part of a history whose undo names a save it does not hold says so.
+    let text = std::fs::read_to_string(history).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(2);
+    std::fs::write(fresh.join("part.tsv"), lines.join("\n") + "\n").expect("write");
+    let o = crate::support::cdwqc(fresh, &["ratings", "import", "part.tsv", "--rater", "zed"]);
+    let out = crate::support::stdout(&o);
+    assert!(
+        out.contains("undoes rating 2, which this file does not hold"),
+        "{out}"
+    );
+}
