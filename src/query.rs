@@ -442,6 +442,20 @@ pub fn resolve_output(path: &Path, store: &Path) -> Result<PathBuf, QueryError> 
     }
     if let Ok(meta) = std::fs::metadata(&resolved) {
         use std::os::unix::fs::MetadataExt;
+        // The output replaces the file by a rename: over a device (as root, `--html
+        // /dev/null` replaced the system's null device with a report), a FIFO or a
+        // folder, that would destroy what stands under the name.
+        if meta.is_dir() {
+            return Err(refuse("a folder: give a file name inside it".into()));
+        }
+        if !meta.is_file() {
+            return Err(refuse(
+                "not a regular file (a device, FIFO or socket), which the output would \
+                 replace: refused, give a file name (leave --out off to print)"
+                    .into(),
+            ));
+        }
+
         let same = |other: &Path| {
             std::fs::metadata(other).is_ok_and(|o| o.dev() == meta.dev() && o.ino() == meta.ino())
         };
@@ -513,9 +527,9 @@ impl From<crate::replace::ReplaceError> for QueryError {
 fn is_duckdb_file(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 12];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|_| &head[8..12] == b"DUCK")
+    // Regular files only, opened without blocking: reading a FIFO's head waits forever.
+    crate::imaging::nifti::open_regular(path)
+        .is_ok_and(|(mut f, _)| f.read_exact(&mut head).is_ok() && &head[8..12] == b"DUCK")
 }
 
 /// Writes `result` to `path` in `format` once [`resolve_output`] accepts it. Text
@@ -1127,8 +1141,22 @@ mod tests {
         let d = dir.path();
         std::os::unix::fs::symlink(&db, d.join("link.csv")).expect("symlink");
         std::fs::create_dir(d.join("sub")).expect("mkdir");
-        for bad in ["s.duckdb", "sub/../s.duckdb", "link.csv", "s.duckdb.wal"] {
+        for bad in [
+            "s.duckdb",
+            "sub/../s.duckdb",
+            "link.csv",
+            "s.duckdb.wal",
+            "sub",
+        ] {
             assert!(resolve_output(&d.join(bad), &db).is_err(), "{bad}");
+        }
+        // A device or a FIFO would be replaced by the output's rename.
+        let fifo = d.join("fifo.html");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.expect("mkfifo").success());
+        for node in [fifo.as_path(), Path::new("/dev/null")] {
+            let e = resolve_output(node, &db).expect_err("refused");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
         }
         let fine = resolve_output(&d.join("sub/../r.csv"), &db).expect("a new file");
         assert_eq!(fine, d.canonicalize().expect("dir").join("r.csv"));

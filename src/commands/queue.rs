@@ -9,7 +9,6 @@ use clap::Subcommand;
 
 use crate::rate::triage::deal;
 use crate::store::queues::{ItemReason, QueueOrigin};
-use crate::store::raters::Role;
 use crate::store::{Access, Store};
 
 #[derive(Debug, clap::Args)]
@@ -259,12 +258,11 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
             }
             let dealt = deal(&picked, &raters, overlap, seed)?;
             let known: HashSet<String> = store.raters()?.into_iter().map(|r| r.name).collect();
-            for r in &raters {
-                if !known.contains(r) {
-                    store.add_rater(r, Role::Rater)?;
-                    println!("added rater {r}");
-                }
-            }
+            let new_raters: Vec<String> = raters
+                .iter()
+                .filter(|r| !known.contains(*r))
+                .cloned()
+                .collect();
             let name = name
                 .unwrap_or_else(|| format!("{}-seed{seed}", sequence.as_deref().unwrap_or("all")));
             store.create_queue(
@@ -275,7 +273,11 @@ pub fn run(db: &Path, args: QueueArgs) -> anyhow::Result<ExitCode> {
                 &origin,
                 &dealt.reasons,
                 &dealt.rows,
+                &new_raters,
             )?;
+            for r in &new_raters {
+                println!("added rater {r}");
+            }
             println!(
                 "queue {name}: {} images, {} shared by all {} raters",
                 picked.len(),

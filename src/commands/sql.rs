@@ -62,6 +62,19 @@ pub fn run(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let result = session.run(&sql)?;
+    // The command ends with the session: an open transaction would be rolled back
+    // silently, after its statements reported their counts as if saved.
+    // (The duckdb crate's `is_autocommit` always says yes: a BEGIN tells, as DuckDB
+    // refuses one inside an open transaction.)
+    let conn = session.store().conn();
+    let open = conn.execute_batch("BEGIN TRANSACTION").is_err();
+    let _ = conn.execute_batch("ROLLBACK");
+    if open {
+        bail!(
+            "the SQL began a transaction it did not end: it was rolled back and nothing was \
+             saved (end it with COMMIT, or leave BEGIN off: each statement commits itself)"
+        );
+    }
     match &args.out {
         Some(path) => {
             write_output(path, db, format, &result)?;

@@ -20,11 +20,13 @@ pub struct FileStamp {
 
 impl FileStamp {
     pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        // Signed: times before 1970 (archives restored with odd times) were all 0, so a
+        // file changed under another such time kept its old hash, metrics and previews.
         let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i64);
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec());
         Self {
             size: meta.len() as i64,
             mtime_ns,

@@ -173,9 +173,7 @@ fn widget_row(
         notes.push(comments.to_string());
     }
     row.comment = (!notes.is_empty()).then(|| format!("MRIQC widget: {}", notes.join("; ")));
-    row.time_ms = number(&json["time_sec"])
-        .filter(|t| *t >= 0.0)
-        .map(|t| (t * 1000.0).round() as u64);
+    row.time_ms = number(&json["time_sec"]).and_then(super::formats::seconds_to_ms);
     row.confidence = number(&json["confidence"])
         .filter(|c| (0.0..=4.0).contains(c))
         .map(|c| c.round() as u8 + 1);

@@ -1214,13 +1214,21 @@ fn parse_fetmrqc_row(
     row.time_ms = cells
         .get("time_sec")
         .and_then(|t| t.parse::<f64>().ok())
-        .filter(|t| t.is_finite() && *t >= 0.0)
-        .map(|t| (t * 1000.0).round() as u64);
+        .and_then(seconds_to_ms);
     row.rated_at = cells
         .get("timestamp")
         .filter(|t| t.get(17..19) != Some("60"))
         .and_then(rfc3339_for_store);
     Ok(Some(row))
+}
+
+/// A rating time in seconds (MRIQC's widget, fetMRQC) as the store's milliseconds:
+/// `None` unless finite, not negative and within the store's BIGINT (a `time_sec` of
+/// 1e300 was saturated to u64::MAX and stored as -1).
+pub fn seconds_to_ms(seconds: f64) -> Option<u64> {
+    let ms = (seconds * 1000.0).round();
+    // i64::MAX as f64 rounds up to 2^63, which is out of range: strictly below it.
+    (ms.is_finite() && ms >= 0.0 && ms < i64::MAX as f64).then_some(ms as u64)
 }
 
 /// A usable rating whose three grades all carry `quality`, for quality-only sources.
@@ -1233,7 +1241,7 @@ pub fn quality_only(quality: Quality) -> Rating {
 /// allows) written `T` and `Z`, since DuckDB refuses them and one such row made the
 /// whole file's save fail. `None` when `text` is not an RFC 3339 time.
 pub fn rfc3339_for_store(text: &str) -> Option<String> {
-    if !is_rfc3339(text) {
+    if !is_rfc3339(text) || !within_store_years(text) {
         return None;
     }
     let mut time = text.to_string();
@@ -1246,6 +1254,45 @@ pub fn rfc3339_for_store(text: &str) -> Option<String> {
         time.push('Z');
     }
     Some(time)
+}
+
+/// Whether an RFC 3339 time (checked by [`is_rfc3339`]) falls in the years 1 to 9999
+/// in UTC, where the store keeps it and exports it back as RFC 3339:
+/// `9999-12-31T23:59:59-23:59` is in the year 10000 in UTC, and `0000-01-01T00:00:00+01:00`
+/// in the year -1, which the export wrote as times no reader (this one included) takes.
+fn within_store_years(text: &str) -> bool {
+    let number = |range: std::ops::Range<usize>| -> i64 {
+        text.get(range)
+            .and_then(|part| part.parse().ok())
+            .unwrap_or(0)
+    };
+    let days = days_from_civil(number(0..4), number(5..7), number(8..10));
+    let local_minutes = days * 1440 + number(11..13) * 60 + number(14..16);
+    let offset = match text.len().checked_sub(6).and_then(|at| text.get(at..)) {
+        Some(zone) if zone.starts_with(['+', '-']) => {
+            let minutes = zone[1..3].parse::<i64>().unwrap_or(0) * 60
+                + zone[4..6].parse::<i64>().unwrap_or(0);
+            if zone.starts_with('-') {
+                -minutes
+            } else {
+                minutes
+            }
+        }
+        _ => 0,
+    };
+    let utc = local_minutes - offset;
+    (days_from_civil(1, 1, 1) * 1440..days_from_civil(10_000, 1, 1) * 1440).contains(&utc)
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = of_era * 365 + of_era / 4 - of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, `T` also `t` or a space.
@@ -1813,16 +1860,38 @@ mod tests {
             "2024-01-01 10:00:00-23:59",
             "2024-02-29T23:59:59.1234567890123456789+14:00",
             "9999-12-31T23:59:59Z",
-            "0000-01-01T00:00:00z",
+            "9999-12-31T23:59:59+23:59",
+            "0001-01-01T00:00:00z",
+            "0001-01-01T00:00:00-01:00",
         ] {
             let stored = rfc3339_for_store(text).expect(text);
+            // As the export writes it back, which must read again.
             let read = conn.query_row(
-                "SELECT CAST(CAST(? AS TIMESTAMPTZ) AS VARCHAR)",
+                "SELECT strftime(CAST(? AS TIMESTAMPTZ) AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ')",
                 [&stored],
                 |r| r.get::<_, String>(0),
             );
-            assert!(read.is_ok(), "{text} stored as {stored}: {read:?}");
+            let exported = read.unwrap_or_else(|e| panic!("{text} stored as {stored}: {e}"));
+            assert!(
+                rfc3339_for_store(&exported).is_some(),
+                "{text} exported as {exported}"
+            );
         }
+        // In the years 10000 and -1 in UTC: exported as times no reader takes.
+        for outside in [
+            "9999-12-31T23:59:59-23:59",
+            "9999-12-31T23:30:00-00:31",
+            "0000-01-01T00:00:00+01:00",
+            "0000-12-31T23:59:59Z",
+            "0001-01-01T00:00:00+00:01",
+        ] {
+            assert_eq!(rfc3339_for_store(outside), None, "{outside}");
+        }
+        assert_eq!(seconds_to_ms(1e300), None);
+        assert_eq!(seconds_to_ms(9.3e15), None);
+        assert_eq!(seconds_to_ms(-1.0), None);
+        assert_eq!(seconds_to_ms(f64::NAN), None);
+        assert_eq!(seconds_to_ms(12.5), Some(12_500));
         assert_eq!(
             rfc3339_for_store("2024-01-01t10:00:00z").as_deref(),
             Some("2024-01-01T10:00:00Z")

@@ -223,8 +223,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a queue, how it was filled, its assignments and why each image is in it,
-    /// in one transaction.
+    /// Stores a queue, how it was filled, its assignments, why each image is in it and
+    /// the raters it names that the store did not know (as raters), in one transaction:
+    /// a run cut short between them left raters added and no queue.
     #[allow(clippy::too_many_arguments)]
     pub fn create_queue(
         &mut self,
@@ -235,10 +236,24 @@ impl Store {
         origin: &QueueOrigin,
         reasons: &std::collections::HashMap<i64, ItemReason>,
         assignments: &[QueueAssignment],
+        new_raters: &[String],
     ) -> Result<i64, StoreError> {
+        for rater in new_raters {
+            super::raters::validate_name(rater).map_err(|message| StoreError::Invalid {
+                path: self.path().to_path_buf(),
+                message,
+            })?;
+        }
         let path = self.path().to_path_buf();
         let db = |source| super::classify(&path, source);
         let tx = self.conn_mut().transaction().map_err(db)?;
+        for rater in new_raters {
+            tx.execute(
+                include_str!("../../sql/store/add_rater_if_new.sql"),
+                params![rater],
+            )
+            .map_err(db)?;
+        }
         let exists: i64 = tx
             .query_row(
                 "SELECT count(*) FROM queues WHERE name = ?",
@@ -469,6 +484,7 @@ mod tests {
                     rater: "bob".into(),
                     images: vec![(1, false)],
                 }],
+                &[],
             )
             .expect("queue");
         let read = store.queued_reasons(1).expect("reasons");

@@ -202,6 +202,7 @@ pub fn store_triage_queue(writer: &mut Store, plan: &TriagePlan) -> Result<Strin
             &plan.pick.origin(),
             &dealt.reasons,
             &dealt.rows,
+            &[],
         )
         .map_err(|e| e.to_string())?;
     Ok(format!(

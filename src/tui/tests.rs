@@ -2065,6 +2065,7 @@ fn queue_reasons_show_outside_blind_mode_and_stay_hidden_while_rating_blind() {
                 rater: "ann".into(),
                 images: vec![(4, false), (2, false)],
             }],
+            &[],
         )
         .expect("queue");
     // Ann's first queue (made before reasons were stored) comes first: rate it away.

@@ -575,3 +575,33 @@ fn an_image_needing_more_memory_than_the_import_may_hold_is_a_failed_row() {
     assert_eq!(rows(dir)["big.nii"].0, "ok");
     assert_eq!(rows(dir)["packed.nii.gz"].0, "ok");
 }
+
+#[test]
+fn a_file_changed_under_a_time_before_1970_is_imported_again() {
+    // Every time before 1970 was stamped 0, so a change between two such times (an
+    // archive restored with odd times) kept the old hash, metrics and previews.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let w = dir.join("w/sub-01/anat");
+    std::fs::create_dir_all(&w).expect("mkdir");
+    let file = w.join("sub-01_FLAIR.nii");
+    let touch = |when: &str| {
+        let done = std::process::Command::new("touch")
+            .args(["-d", when])
+            .arg(&file)
+            .status()
+            .expect("touch");
+        assert!(done.success());
+    };
+    std::fs::write(&file, float_volume([4, 3, 3], |i| i as f32)).expect("write");
+    touch("@-100");
+    ok(dir, &["init"]);
+    assert_eq!(import_json(dir, "w")["added"], 1);
+    // The same size, other values, another time before 1970.
+    std::fs::write(&file, float_volume([4, 3, 3], |i| 2.0 * i as f32)).expect("write");
+    touch("@-7777");
+    let again = import_json(dir, "w");
+    assert_eq!(again["updated"], 1, "{again}");
+    touch("@-7777");
+    assert_eq!(import_json(dir, "w")["unchanged"], 1);
+}

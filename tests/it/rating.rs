@@ -757,3 +757,26 @@ fn an_exported_history_imports_as_it_ended_and_quality_only_ratings_round_trip()
         "{out}"
     );
 }
+
+#[test]
+fn a_queue_and_its_new_raters_are_saved_together_even_when_stdout_is_gone() {
+    // With stdout closed (`| head -1`), printing "added rater" ended the command after
+    // the raters were saved and before the queue was.
+    let tmp = store(4);
+    let dir = tmp.path();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let status = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args(["queue", "create", "--raters", "ann,bob", "--seed", "3"])
+        .current_dir(dir)
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run");
+    // However the closed pipe ends it, the queue and its raters are both there.
+    let _ = status;
+    let queued = csv_rows(dir, "select distinct rater from queue_items order by rater");
+    assert_eq!(queued, ["ann", "bob"]);
+    let raters = csv_rows(dir, "select name from raters order by name");
+    assert_eq!(raters, ["ann", "bob"]);
+}

@@ -243,3 +243,35 @@ fn every_type_duckdb_returns_is_read_or_refused_by_name() {
     }
     ok(dir, &["sql", "select '10:00:00'::TIME_NS::VARCHAR as t"]);
 }
+
+#[test]
+fn a_transaction_left_open_is_an_error_not_a_silent_rollback() {
+    // `Count 1` and success were printed, then the open transaction was rolled back
+    // when the command ended.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    let o = cdwqc(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "begin; insert into raters (name) values ('zed')",
+        ],
+    );
+    let err = crate::support::failure(&o);
+    assert!(
+        err.contains("did not end") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    assert!(!ok(dir, &["raters", "list"]).contains("zed"));
+    ok(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "begin; insert into raters (name) values ('zed'); commit",
+        ],
+    );
+    assert!(ok(dir, &["raters", "list"]).contains("zed"));
+}
