@@ -126,7 +126,7 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         if report.saved {
             println!(
-                "{}: {} ratings imported ({} format, {} rows{}{}{}{})",
+                "{}: {} ratings imported ({} format, {} rows{}{}{}{}{})",
                 report.file,
                 report.imported,
                 report.format,
@@ -158,6 +158,15 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                     format!(
                         "; {} rows withdrawn by an undo in the file (undos included), not saved",
                         report.withdrawn
+                    )
+                },
+                if report.unchanged == 0 {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} rows unchanged since the last import of a file of this name, \
+                         not saved again",
+                        report.unchanged
                     )
                 }
             );

@@ -70,6 +70,10 @@ pub struct RatingImportReport {
     /// Rows of a history export withdrawn by an undo in the same file (the undos
     /// included): not saved.
     pub withdrawn: usize,
+    /// Rows whose rating is the one last saved from an earlier file of the same name
+    /// (the file was edited, or grew): not saved again, so that corrections and undos
+    /// made since stay in force.
+    pub unchanged: usize,
     /// False when problems stopped the import (nothing saved).
     pub saved: bool,
 }
@@ -191,6 +195,7 @@ pub fn import_files(
         files: each,
         one_row_per_file: true,
         earlier: vec![format!("import:{}", hex_sha256(&all_bytes))],
+        name: None,
     };
     import_parsed(store, &shown, parsed, &origin, rater, skip_invalid)
 }
@@ -204,16 +209,20 @@ struct Origin {
     one_row_per_file: bool,
     /// Sources that earlier builds gave the same ratings, without lines.
     earlier: Vec<String>,
+    /// The name of a table file (not a widget batch): its rows unchanged since the
+    /// latest save from a file of that name are not saved again.
+    name: Option<String>,
 }
 
 impl Origin {
-    fn one_file(bytes: &[u8]) -> Self {
+    fn one_file(bytes: &[u8], path: &Path) -> Self {
         let file = format!("import:{}", hex_sha256(bytes));
         // An earlier build's source for it is the file's own, already in `files`.
         Self {
             files: vec![file],
             one_row_per_file: false,
             earlier: Vec::new(),
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
         }
     }
 
@@ -279,7 +288,7 @@ pub fn import_file(
         store,
         &path.display().to_string(),
         parsed,
-        &Origin::one_file(&bytes),
+        &Origin::one_file(&bytes, path),
         rater,
         skip_invalid,
     )
@@ -302,6 +311,7 @@ fn import_parsed(
         imported: 0,
         missing: parsed.missing,
         withdrawn: parsed.withdrawn,
+        unchanged: 0,
         problems: parsed
             .invalid
             .iter()
@@ -430,12 +440,34 @@ fn import_parsed(
             return Ok(report);
         }
     }
+    // An edited version of a file imported before (same name, other bytes): its rows
+    // whose rating is the one last saved from that name are what the rater saved then,
+    // not a new rating; saved again, they overruled corrections and undos made since.
+    let file = origin.name.as_deref().zip(match origin.files.as_slice() {
+        [one] if !origin.one_row_per_file => Some(one.as_str()),
+        _ => None,
+    });
+    if let Some((name, source)) = file {
+        let latest = store.latest_from_file_name(name, source)?;
+        if !latest.is_empty() {
+            let before_count = ratings.len();
+            ratings.retain(|(_, r)| {
+                latest.get(&(r.rater.clone(), r.image_id)) != Some(&r.saved_values())
+            });
+            report.unchanged = before_count - ratings.len();
+            raters_needed.retain(|name| ratings.iter().any(|(_, r)| &r.rater == name));
+        }
+    }
     if !report.problems.is_empty() && !skip_invalid {
         return Ok(report);
     }
     let ratings: Vec<NewRating> = ratings.into_iter().map(|(_, r)| r).collect();
     let new_raters: Vec<String> = raters_needed.into_iter().collect();
-    store.save_ratings_with_raters(&new_raters, &ratings)?;
+    store.save_ratings_from_file(
+        &new_raters,
+        &ratings,
+        file.map(|(name, source)| (source, name)),
+    )?;
     report.new_raters = new_raters;
     report.imported = ratings.len();
     report.saved = true;

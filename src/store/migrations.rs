@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "prediction_reason",
         sql: include_str!("../../sql/migrations/013_prediction_reason.sql"),
     },
+    Migration {
+        version: 14,
+        name: "rating_files",
+        sql: include_str!("../../sql/migrations/014_rating_files.sql"),
+    },
 ];
 
 /// The schema version this build writes.

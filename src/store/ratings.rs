@@ -49,6 +49,42 @@ pub struct NewRating {
     pub rated_at: Option<String>,
 }
 
+/// A saved rating's values as the store holds them: what a file's row is compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedValues {
+    pub usable: Option<bool>,
+    pub reject_reason: Option<String>,
+    pub gado: Option<bool>,
+    pub motion: Option<u8>,
+    pub contrast: Option<u8>,
+    pub noise: Option<u8>,
+    pub quality: Option<String>,
+    pub code: Option<String>,
+    pub comment: Option<String>,
+    pub confidence: Option<u8>,
+    pub time_ms: Option<i64>,
+}
+
+impl NewRating {
+    /// The values this rating is saved with (as `insert_rating.sql` stores them).
+    pub fn saved_values(&self) -> SavedValues {
+        let graded = !self.quality_only;
+        SavedValues {
+            usable: Some(self.usable),
+            reject_reason: self.reject_reason.clone(),
+            gado: graded.then_some(self.gado),
+            motion: graded.then_some(self.motion),
+            contrast: graded.then_some(self.contrast),
+            noise: graded.then_some(self.noise),
+            quality: quality_of(self),
+            code: graded.then(|| self.code.clone()),
+            comment: self.comment.clone(),
+            confidence: self.confidence,
+            time_ms: self.time_ms,
+        }
+    }
+}
+
 /// The quality class stored with a rating: given, or the worst grade of a usable one.
 fn quality_of(r: &NewRating) -> Option<String> {
     if !r.usable {
@@ -82,6 +118,17 @@ impl Store {
         new_raters: &[String],
         ratings: &[NewRating],
     ) -> Result<Vec<i64>, StoreError> {
+        self.save_ratings_from_file(new_raters, ratings, None)
+    }
+
+    /// [`Self::save_ratings_with_raters`], recording the rating file they came from
+    /// (its source `import:<sha256>` and its name) in the same transaction.
+    pub fn save_ratings_from_file(
+        &mut self,
+        new_raters: &[String],
+        ratings: &[NewRating],
+        file: Option<(&str, &str)>,
+    ) -> Result<Vec<i64>, StoreError> {
         for name in new_raters {
             super::raters::validate_name(name).map_err(|message| StoreError::Invalid {
                 path: self.path().to_path_buf(),
@@ -95,6 +142,13 @@ impl Store {
             tx.execute(
                 include_str!("../../sql/store/add_rater_if_new.sql"),
                 params![name],
+            )
+            .map_err(db)?;
+        }
+        if let Some((source, name)) = file {
+            tx.execute(
+                "INSERT INTO rating_files (source, file_name) VALUES (?, ?)",
+                params![source, name],
             )
             .map_err(db)?;
         }
@@ -342,6 +396,41 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// For each (rater, image), the values of the latest rating saved from an earlier
+    /// file named `file_name` whose source is not `source` (see
+    /// `sql/store/latest_from_file_name.sql`).
+    pub fn latest_from_file_name(
+        &self,
+        file_name: &str,
+        source: &str,
+    ) -> Result<std::collections::HashMap<(String, i64), SavedValues>, StoreError> {
+        let mut stmt = self
+            .conn()
+            .prepare(include_str!("../../sql/store/latest_from_file_name.sql"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![file_name, source], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, i64>(1)?),
+                    SavedValues {
+                        usable: r.get(2)?,
+                        reject_reason: r.get(3)?,
+                        gado: r.get(4)?,
+                        motion: r.get(5)?,
+                        contrast: r.get(6)?,
+                        noise: r.get(7)?,
+                        quality: r.get(8)?,
+                        code: r.get(9)?,
+                        comment: r.get(10)?,
+                        confidence: r.get(11)?,
+                        time_ms: r.get(12)?,
+                    },
+                ))
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }

@@ -780,3 +780,50 @@ fn a_queue_and_its_new_raters_are_saved_together_even_when_stdout_is_gone() {
     let raters = csv_rows(dir, "select name from raters order by name");
     assert_eq!(raters, ["ann", "bob"]);
 }
+
+#[test]
+fn a_rating_file_edited_and_imported_again_saves_only_its_changed_rows() {
+    // A rater's spreadsheet grows each week and is imported again: every row was saved
+    // again, and the old rows overruled a correction made in between.
+    let tmp = store(3);
+    let dir = tmp.path();
+    let row = |i: usize, code: &str| format!("sub-{i:02}/anat/sub-{i:02}_FLAIR.nii\t{code}\n");
+    let version = |rows: &[(usize, &str)]| {
+        let mut text = String::from("path\tcode\n");
+        for (i, code) in rows {
+            text.push_str(&row(*i, code));
+        }
+        std::fs::write(dir.join("ann.tsv"), text).expect("write");
+        ok(dir, &["ratings", "import", "ann.tsv", "--rater", "ann"])
+    };
+    let in_force = || {
+        csv_rows(
+            dir,
+            "select code from ratings_latest join images using (image_id) \
+             where rater = 'ann' order by rel_path",
+        )
+    };
+    version(&[(0, "k"), (1, "kaz")]);
+    // A correction from another file.
+    std::fs::write(dir.join("fix.tsv"), format!("path\tcode\n{}", row(0, "aa"))).expect("write");
+    ok(dir, &["ratings", "import", "fix.tsv", "--rater", "ann"]);
+    assert_eq!(in_force(), ["aa", "kaz"]);
+    // The file grows by one row: that row only is saved; the correction stands.
+    let out = version(&[(0, "k"), (1, "kaz"), (2, "dd")]);
+    assert!(
+        out.contains("1 ratings imported") && out.contains("2 rows unchanged"),
+        "{out}"
+    );
+    assert_eq!(in_force(), ["aa", "kaz", "dd"]);
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["4"]);
+    // A row changed in the file is a new rating, and so is a row changed back.
+    version(&[(0, "k"), (1, "r"), (2, "dd")]);
+    assert_eq!(in_force(), ["aa", "r", "dd"]);
+    let out = version(&[(0, "k"), (1, "kaz"), (2, "dd"), (2, "dd")]);
+    assert!(out.contains("1 ratings imported"), "{out}");
+    assert_eq!(in_force(), ["aa", "kaz", "dd"]);
+    // Another rater's file of the same name is compared with that rater's saves only.
+    std::fs::write(dir.join("ann.tsv"), format!("path\tcode\n{}", row(0, "k"))).expect("write");
+    let out = ok(dir, &["ratings", "import", "ann.tsv", "--rater", "bob"]);
+    assert!(out.contains("1 ratings imported"), "{out}");
+}
