@@ -247,3 +247,38 @@ fn simulated_raters_agree_like_practice() {
         }
     }
 }
+
+#[test]
+fn a_folder_holding_other_files_is_never_overwritten() {
+    // A mistyped --out naming a real BIDS tree replaced its images and rating files
+    // with synthetic ones of the same names.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let precious = tmp.path().join("precious");
+    let anat = precious.join("sub-0001/ses-01/anat");
+    std::fs::create_dir_all(&anat).expect("mkdir");
+    std::fs::write(
+        precious.join("dataset_description.json"),
+        b"{\"Name\": \"ours\"}",
+    )
+    .expect("write");
+    std::fs::write(anat.join("sub-0001_ses-01_FLAIR.nii.gz"), b"patient").expect("write");
+    let before = files(&precious);
+    let err = generate(&tiny(&precious, false), &|_, _| {})
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("did not write"), "{err}");
+    assert_eq!(files(&precious), before);
+    // A file as --out is refused too; a synthetic warehouse may be written again.
+    let err = generate(
+        &tiny(&precious.join("dataset_description.json"), false),
+        &|_, _| {},
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(err.contains("not a folder"), "{err}");
+    let again = tmp.path().join("again");
+    generate(&tiny(&again, false), &|_, _| {}).expect("new folder");
+    generate(&tiny(&again, false), &|_, _| {}).expect("its own output");
+}
