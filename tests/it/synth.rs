@@ -264,8 +264,7 @@ fn a_folder_holding_other_files_is_never_overwritten() {
     std::fs::write(anat.join("sub-0001_ses-01_FLAIR.nii.gz"), b"patient").expect("write");
     let before = files(&precious);
     let err = generate(&tiny(&precious, false), &|_, _| {})
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("did not write"), "{err}");
     assert_eq!(files(&precious), before);
@@ -274,8 +273,7 @@ fn a_folder_holding_other_files_is_never_overwritten() {
         &tiny(&precious.join("dataset_description.json"), false),
         &|_, _| {},
     )
-    .err()
-    .expect("refused")
+    .expect_err("refused")
     .to_string();
     assert!(err.contains("not a folder"), "{err}");
     let again = tmp.path().join("again");
