@@ -450,9 +450,18 @@ fn import_parsed(
     if let Some((name, source)) = file {
         let latest = store.latest_from_file_name(name, source)?;
         if !latest.is_empty() {
+            // A pair the file rates twice is judged by its last row, what the file
+            // leaves in force: all its rows are saved, or none.
+            let mut last = std::collections::HashMap::new();
+            for (_, r) in &ratings {
+                last.insert((r.rater.clone(), r.image_id), r.saved_values());
+            }
             let before_count = ratings.len();
             ratings.retain(|(_, r)| {
-                latest.get(&(r.rater.clone(), r.image_id)) != Some(&r.saved_values())
+                let pair = (r.rater.clone(), r.image_id);
+                latest
+                    .get(&pair)
+                    .is_none_or(|saved| last.get(&pair) != Some(saved))
             });
             report.unchanged = before_count - ratings.len();
             raters_needed.retain(|name| ratings.iter().any(|(_, r)| &r.rater == name));

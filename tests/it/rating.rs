@@ -822,6 +822,14 @@ fn a_rating_file_edited_and_imported_again_saves_only_its_changed_rows() {
     let out = version(&[(0, "k"), (1, "kaz"), (2, "dd"), (2, "dd")]);
     assert!(out.contains("1 ratings imported"), "{out}");
     assert_eq!(in_force(), ["aa", "kaz", "dd"]);
+    // A pair rated twice in the file is judged by its last row: unchanged, neither
+    // row is saved (saving the first alone put it in force).
+    let out = version(&[(0, "k"), (1, "kaz"), (2, "r"), (2, "dd")]);
+    assert!(
+        out.contains("0 ratings imported") && out.contains("4 rows unchanged"),
+        "{out}"
+    );
+    assert_eq!(in_force(), ["aa", "kaz", "dd"]);
     // Another rater's file of the same name is compared with that rater's saves only.
     std::fs::write(dir.join("ann.tsv"), format!("path\tcode\n{}", row(0, "k"))).expect("write");
     let out = ok(dir, &["ratings", "import", "ann.tsv", "--rater", "bob"]);
