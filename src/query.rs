@@ -409,6 +409,10 @@ pub fn resolve_output(path: &Path, store: &Path) -> Result<PathBuf, QueryError> 
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
     };
+    // `out/` names a folder: without one there, a file called `out` was written.
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return Err(refuse("names a folder: give a file name".into()));
+    }
     let resolved = match std::fs::metadata(path) {
         Ok(_) => path.canonicalize().map_err(|e| refuse(e.to_string()))?,
         Err(_) if std::fs::symlink_metadata(path).is_ok() => {
@@ -1147,6 +1151,7 @@ mod tests {
             "link.csv",
             "s.duckdb.wal",
             "sub",
+            "new/",
         ] {
             assert!(resolve_output(&d.join(bad), &db).is_err(), "{bad}");
         }

@@ -1,8 +1,9 @@
--- For each rater and image, the latest rating saved from an earlier file of this name
--- (other bytes than the file now imported): its rating values, compared with the new
--- file's rows so that rows unchanged since are not saved again.
+-- For each rater and image, the latest rating saved from a version of this rating file
+-- (the same path; this version included, when it was imported before): its rating
+-- values, compared with the file's rows so that rows unchanged since are not saved
+-- again.
 WITH files AS (
-    SELECT DISTINCT source FROM rating_files WHERE file_name = ? AND source <> ?
+    SELECT DISTINCT source FROM rating_files WHERE file_name = ?
 ),
 saved AS (
     SELECT r.*,

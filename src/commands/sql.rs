@@ -71,8 +71,9 @@ pub fn run(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
     let _ = conn.execute_batch("ROLLBACK");
     if open {
         bail!(
-            "the SQL began a transaction it did not end: it was rolled back and nothing was \
-             saved (end it with COMMIT, or leave BEGIN off: each statement commits itself)"
+            "the SQL began a transaction it did not end: it was rolled back, and nothing \
+             after BEGIN was saved (statements before it committed themselves); end it \
+             with COMMIT, or leave BEGIN off: each statement commits itself"
         );
     }
     match &args.out {

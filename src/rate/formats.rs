@@ -501,8 +501,10 @@ pub fn parse_ratings(
     // undo row names the save it withdrew. Both are left out: saving the withdrawn
     // rating brought it back in force.
     let history = columns.has("rating_id") && columns.has("undoes");
-    let mut line_of_id: HashMap<String, usize> = HashMap::new();
-    let mut undos: Vec<(usize, String)> = Vec::new();
+    // Keyed by rater too: histories of two stores put end to end number their saves
+    // from 1 each, and an undo of one rater's save 1 withdrew the other's.
+    let mut lines_of_id: HashMap<(Option<String>, String), Vec<usize>> = HashMap::new();
+    let mut undos: Vec<(usize, (Option<String>, String))> = Vec::new();
     for record in records {
         let record = match record {
             Ok(record) => record,
@@ -552,12 +554,16 @@ pub fn parse_ratings(
             columns: &columns,
         };
         if history {
+            let rater = cells.get("rater").map(|r| r.trim().to_string());
             if let Some(undone) = cells.get("undoes") {
-                undos.push((line, undone.trim().to_string()));
+                undos.push((line, (rater, undone.trim().to_string())));
                 continue;
             }
             if let Some(id) = cells.get("rating_id") {
-                line_of_id.insert(id.trim().to_string(), line);
+                lines_of_id
+                    .entry((rater, id.trim().to_string()))
+                    .or_default()
+                    .push(line);
             }
         }
         match layout.parse_row(&cells, line, options) {
@@ -569,7 +575,7 @@ pub fn parse_ratings(
             Err(message) => parsed.invalid.push(InvalidRow { line, message }),
         }
     }
-    withdraw_undone(&mut parsed, &line_of_id, &undos);
+    withdraw_undone(&mut parsed, &lines_of_id, &undos);
     Ok(parsed)
 }
 
@@ -578,22 +584,42 @@ pub fn parse_ratings(
 /// are elsewhere, cannot say what was in force).
 fn withdraw_undone(
     parsed: &mut ParsedFile,
-    line_of_id: &HashMap<String, usize>,
-    undos: &[(usize, String)],
+    lines_of_id: &HashMap<(Option<String>, String), Vec<usize>>,
+    undos: &[(usize, (Option<String>, String))],
 ) {
-    for (line, undone) in undos {
-        match line_of_id.get(undone) {
-            Some(&saved) => {
+    for (line, key) in undos {
+        let undone = &key.1;
+        let whose = key
+            .0
+            .as_deref()
+            .map(|r| format!(" of rater {r}"))
+            .unwrap_or_default();
+        match lines_of_id.get(key).map(Vec::as_slice) {
+            Some(&[saved]) => {
                 let before = parsed.rows.len() + parsed.invalid.len();
                 parsed.rows.retain(|r| r.line != saved);
                 parsed.invalid.retain(|r| r.line != saved);
                 parsed.withdrawn += 1 + before - parsed.rows.len() - parsed.invalid.len();
             }
-            None => parsed.invalid.push(InvalidRow {
+            Some(lines) if lines.len() > 1 => parsed.invalid.push(InvalidRow {
                 line: *line,
                 message: format!(
-                    "undoes rating {undone}, which this file does not hold: import the whole \
-                     history, or the ratings in force (`cdwqc ratings export --latest`)"
+                    "undoes rating {undone}{whose}, which this file holds {} times (lines \
+                     {}): the save it withdraws is unclear (histories put end to end?)",
+                    lines.len(),
+                    lines
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+            _ => parsed.invalid.push(InvalidRow {
+                line: *line,
+                message: format!(
+                    "undoes rating {undone}{whose}, which this file does not hold: import \
+                     the whole history, or the ratings in force (`cdwqc ratings export \
+                     --latest`)"
                 ),
             }),
         }
@@ -1821,6 +1847,27 @@ mod tests {
         let parsed = parse(text, "f.csv");
         assert_eq!(parsed.invalid[0].line, 2);
         assert!(parsed.invalid[0].message.contains("expected 3 fields"));
+    }
+
+    #[test]
+    fn an_undo_in_a_history_withdraws_its_own_raters_save_only() {
+        // Two stores' histories end to end: both number their saves from 1.
+        let joined = "rating_id\tpath\trater\tcode\tundoes\n1\ta.nii\tann\tr\t\n1\ta.nii\tbob\td\t\n2\ta.nii\tann\t\t1\n";
+        let parsed = parse(joined, "joined.tsv");
+        assert!(parsed.invalid.is_empty(), "{:?}", parsed.invalid);
+        assert_eq!(parsed.withdrawn, 2);
+        let kept: Vec<_> = parsed.rows.iter().map(|r| r.rater.as_deref()).collect();
+        assert_eq!(kept, [Some("bob")]);
+        // The same rater's id twice: which save the undo names is unclear.
+        let twice = "rating_id\tpath\trater\tcode\tundoes\n1\ta.nii\tann\tr\t\n1\tb.nii\tann\td\t\n2\ta.nii\tann\t\t1\n";
+        let parsed = parse(twice, "twice.tsv");
+        assert_eq!(parsed.invalid.len(), 1, "{:?}", parsed.invalid);
+        assert!(
+            parsed.invalid[0]
+                .message
+                .contains("holds 2 times (lines 2, 3)")
+        );
+        assert_eq!((parsed.rows.len(), parsed.withdrawn), (2, 0));
     }
 
     #[test]

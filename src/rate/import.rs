@@ -209,8 +209,9 @@ struct Origin {
     one_row_per_file: bool,
     /// Sources that earlier builds gave the same ratings, without lines.
     earlier: Vec<String>,
-    /// The name of a table file (not a widget batch): its rows unchanged since the
-    /// latest save from a file of that name are not saved again.
+    /// The absolute path of a table file (not a widget batch), which names its
+    /// versions: its rows unchanged since the latest save from a version of the file
+    /// are not saved again.
     name: Option<String>,
 }
 
@@ -222,7 +223,13 @@ impl Origin {
             files: vec![file],
             one_row_per_file: false,
             earlier: Vec::new(),
-            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            // The file's place, not its name alone: two sites' `ratings.tsv` are two
+            // files, and the later one's save counted as the other's last version.
+            name: path
+                .canonicalize()
+                .or_else(|_| std::path::absolute(path))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
         }
     }
 
@@ -394,13 +401,26 @@ fn import_parsed(
     // (two raters' files can hold the same bytes when they have no rater column). A
     // rating names its file and line, so each row is matched to its own save; ratings
     // an earlier build saved name their file only, and are matched per rater and image.
+    // A table file whose versions the store knows (from schema 14 on) is compared
+    // with its last saves by value; bytes seen before are then no proof that nothing
+    // is new: a version set back to an earlier one undoes a later version's change.
+    let file = origin.name.as_deref().zip(match origin.files.as_slice() {
+        [one] if !origin.one_row_per_file => Some(one.as_str()),
+        _ => None,
+    });
+    let reverted = match file {
+        Some((name, source)) => store
+            .last_version_of_file(name)?
+            .is_some_and(|last| last != source),
+        None => false,
+    };
     let mut sources: Vec<&str> = origin.files.iter().map(String::as_str).collect();
     sources.extend(origin.earlier.iter().map(String::as_str));
     sources.sort_unstable();
     sources.dedup();
     let before = store.ratings_from_sources(&sources)?;
     let total = ratings.len();
-    if before.total > 0 {
+    if before.total > 0 && !reverted {
         let mut left = before.counts;
         let mut take = |key: (String, String, Option<i64>)| match left.get_mut(&key) {
             Some(n) if *n > 0 => {
@@ -440,15 +460,11 @@ fn import_parsed(
             return Ok(report);
         }
     }
-    // An edited version of a file imported before (same name, other bytes): its rows
-    // whose rating is the one last saved from that name are what the rater saved then,
+    // Another version of a file imported before (same path, other bytes): its rows
+    // whose rating is the one last saved from the file are what the rater saved then,
     // not a new rating; saved again, they overruled corrections and undos made since.
-    let file = origin.name.as_deref().zip(match origin.files.as_slice() {
-        [one] if !origin.one_row_per_file => Some(one.as_str()),
-        _ => None,
-    });
-    if let Some((name, source)) = file {
-        let latest = store.latest_from_file_name(name, source)?;
+    if let Some((name, _)) = file {
+        let latest = store.latest_from_file_name(name)?;
         if !latest.is_empty() {
             // A pair the file rates twice is judged by its last row, what the file
             // leaves in force: all its rows are saved, or none.

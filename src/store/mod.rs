@@ -234,6 +234,16 @@ fn check_is_duckdb(path: &Path) -> Result<(), StoreError> {
         path: path.to_path_buf(),
         message,
     };
+    // DuckDB's own names for databases that are no file: `init` reported a store
+    // created, and every later command found none.
+    let text = path.to_string_lossy();
+    if text.starts_with(":memory:") || text.starts_with("md:") || text.starts_with("motherduck:") {
+        return Err(invalid(
+            "names a database that is no file (DuckDB's in-memory or remote names): give \
+             the store's file path"
+                .into(),
+        ));
+    }
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -400,20 +400,31 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// For each (rater, image), the values of the latest rating saved from an earlier
-    /// file named `file_name` whose source is not `source` (see
-    /// `sql/store/latest_from_file_name.sql`).
+    /// The source of the version of the rating file at `file_name` imported last.
+    pub fn last_version_of_file(&self, file_name: &str) -> Result<Option<String>, StoreError> {
+        use duckdb::OptionalExt;
+        self.conn()
+            .query_row(
+                include_str!("../../sql/store/last_version_of_file.sql"),
+                params![file_name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// For each (rater, image), the values of the latest rating saved from a version
+    /// of the rating file at `file_name` (see `sql/store/latest_from_file_name.sql`).
     pub fn latest_from_file_name(
         &self,
         file_name: &str,
-        source: &str,
     ) -> Result<std::collections::HashMap<(String, i64), SavedValues>, StoreError> {
         let mut stmt = self
             .conn()
             .prepare(include_str!("../../sql/store/latest_from_file_name.sql"))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![file_name, source], |r| {
+            .query_map(params![file_name], |r| {
                 Ok((
                     (r.get::<_, String>(0)?, r.get::<_, i64>(1)?),
                     SavedValues {

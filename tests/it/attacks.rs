@@ -648,6 +648,8 @@ fn a_store_path_naming_another_kind_of_file_is_refused_and_the_file_kept() {
     );
     let err = crate::support::failure(&cdwqc(dir, &["--db", "fifo.duckdb", "init"]));
     assert!(err.contains("not a DuckDB database"), "{err}");
+    let err = crate::support::failure(&cdwqc(dir, &["--db", ":memory:", "init"]));
+    assert!(err.contains("no file"), "{err}");
     // A real store still opens, and a new name still makes one.
     ok(dir, &["--db", "new.duckdb", "init"]);
     ok(dir, &["--db", "new.duckdb", "raters", "add", "ann"]);

@@ -753,7 +753,7 @@ fn an_exported_history_imports_as_it_ended_and_quality_only_ratings_round_trip()
     let o = crate::support::cdwqc(fresh, &["ratings", "import", "part.tsv", "--rater", "zed"]);
     let out = crate::support::stdout(&o);
     assert!(
-        out.contains("undoes rating 2, which this file does not hold"),
+        out.contains("undoes rating 2 of rater zed, which this file does not hold"),
         "{out}"
     );
 }
@@ -830,6 +830,28 @@ fn a_rating_file_edited_and_imported_again_saves_only_its_changed_rows() {
         "{out}"
     );
     assert_eq!(in_force(), ["aa", "kaz", "dd"]);
+    // A version set back to earlier bytes undoes the later version's change.
+    version(&[(0, "k"), (1, "r"), (2, "dd")]);
+    assert_eq!(in_force(), ["aa", "r", "dd"]);
+    let out = version(&[(0, "k"), (1, "kaz"), (2, "r"), (2, "dd")]);
+    assert!(out.contains("1 ratings imported"), "{out}");
+    assert_eq!(in_force(), ["aa", "kaz", "dd"]);
+    // Another site's file of the same name is another file: its save is not this
+    // file's last version, and this file's unchanged rows do not overrule it.
+    std::fs::create_dir(dir.join("site")).expect("mkdir");
+    std::fs::write(
+        dir.join("site/ann.tsv"),
+        format!("path\tcode\n{}", row(2, "z")),
+    )
+    .expect("write");
+    ok(
+        dir,
+        &["ratings", "import", "site/ann.tsv", "--rater", "ann"],
+    );
+    assert_eq!(in_force(), ["aa", "kaz", "z"]);
+    let out = version(&[(0, "k"), (1, "kaz"), (2, "dd"), (0, "k")]);
+    assert!(out.contains("0 ratings imported"), "{out}");
+    assert_eq!(in_force(), ["aa", "kaz", "z"]);
     // Another rater's file of the same name is compared with that rater's saves only.
     std::fs::write(dir.join("ann.tsv"), format!("path\tcode\n{}", row(0, "k"))).expect("write");
     let out = ok(dir, &["ratings", "import", "ann.tsv", "--rater", "bob"]);

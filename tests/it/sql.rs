@@ -261,7 +261,7 @@ fn a_transaction_left_open_is_an_error_not_a_silent_rollback() {
     );
     let err = crate::support::failure(&o);
     assert!(
-        err.contains("did not end") && err.contains("nothing was saved"),
+        err.contains("did not end") && err.contains("nothing after BEGIN was saved"),
         "{err}"
     );
     assert!(!ok(dir, &["raters", "list"]).contains("zed"));
