@@ -164,7 +164,7 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                     String::new()
                 } else {
                     format!(
-                        "; {} rows unchanged since the last import of a file of this name, \
+                        "; {} rows unchanged since the last import of this file, \
                          not saved again",
                         report.unchanged
                     )

@@ -70,7 +70,7 @@ pub struct RatingImportReport {
     /// Rows of a history export withdrawn by an undo in the same file (the undos
     /// included): not saved.
     pub withdrawn: usize,
-    /// Rows whose rating is the one last saved from an earlier file of the same name
+    /// Rows whose rating is the one last saved from another version of the same file (path)
     /// (the file was edited, or grew): not saved again, so that corrections and undos
     /// made since stay in force.
     pub unchanged: usize,
