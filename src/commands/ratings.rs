@@ -131,44 +131,27 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
                 report.imported,
                 report.format,
                 report.rows,
-                if report.missing == 0 {
-                    String::new()
-                } else {
-                    format!(
-                        ", {} missing values (n/a, NA or empty: no rating)",
-                        report.missing
-                    )
-                },
-                if report.problems.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} skipped", report.problems.len())
-                },
-                if report.earlier == 0 {
-                    String::new()
-                } else {
-                    format!(
-                        "; {} saved by an earlier import of this file, not saved again",
-                        report.earlier
-                    )
-                },
-                if report.withdrawn == 0 {
-                    String::new()
-                } else {
-                    format!(
-                        "; {} rows withdrawn by an undo in the file (undos included), not saved",
-                        report.withdrawn
-                    )
-                },
-                if report.unchanged == 0 {
-                    String::new()
-                } else {
-                    format!(
-                        "; {} rows unchanged since the last import of this file, \
-                         not saved again",
-                        report.unchanged
-                    )
-                }
+                counted(
+                    ", ",
+                    report.missing,
+                    "missing values (n/a, NA or empty: no rating)"
+                ),
+                counted(", ", report.problems.len(), "skipped"),
+                counted(
+                    "; ",
+                    report.earlier,
+                    "saved by an earlier import of this file, not saved again"
+                ),
+                counted(
+                    "; ",
+                    report.withdrawn,
+                    "rows withdrawn by an undo in the file (undos included), not saved"
+                ),
+                counted(
+                    "; ",
+                    report.unchanged,
+                    "rows unchanged since the last import of this file, not saved again"
+                )
             );
         } else {
             println!(
@@ -464,6 +447,16 @@ fn export_notebook(db: &Path, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `separator` and `n` `what`, or nothing when `n` is 0: the optional parts of the
+/// import summary.
+fn counted(separator: &str, n: usize, what: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("{separator}{n} {what}")
+    }
 }
 
 fn export_bids(db: &Path, dir: &Path, json: bool) -> anyhow::Result<ExitCode> {

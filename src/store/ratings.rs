@@ -147,7 +147,7 @@ impl Store {
         }
         if let Some((source, name)) = file {
             tx.execute(
-                "INSERT INTO rating_files (source, file_name) VALUES (?, ?)",
+                include_str!("../../sql/store/record_rating_file.sql"),
                 params![source, name],
             )
             .map_err(db)?;
@@ -158,22 +158,25 @@ impl Store {
                 .prepare_cached(include_str!("../../sql/store/insert_rating.sql"))
                 .map_err(db)?;
             for r in ratings {
+                // The values compared with a file's rows are the ones stored, by
+                // construction.
+                let v = r.saved_values();
                 let id: i64 = stmt
                     .query_row(
                         params![
                             r.image_id,
                             r.rater,
-                            r.usable,
-                            r.reject_reason,
-                            (!r.quality_only).then_some(r.gado),
-                            (!r.quality_only).then_some(r.motion),
-                            (!r.quality_only).then_some(r.contrast),
-                            (!r.quality_only).then_some(r.noise),
-                            quality_of(r),
-                            (!r.quality_only).then_some(r.code.as_str()),
-                            r.comment,
-                            r.confidence,
-                            r.time_ms,
+                            v.usable,
+                            v.reject_reason,
+                            v.gado,
+                            v.motion,
+                            v.contrast,
+                            v.noise,
+                            v.quality,
+                            v.code,
+                            v.comment,
+                            v.confidence,
+                            v.time_ms,
                             r.review_later,
                             None::<i64>,
                             PROTOCOL_VERSION,
