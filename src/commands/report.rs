@@ -133,6 +133,15 @@ pub fn run(db: &Path, args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Refuses an unusable `--html` before any work, so that a refused file does not come
+/// after the report was printed or computed for nothing.
+fn check_html(db: &Path, html: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = html {
+        crate::query::resolve_output(path, db)?;
+    }
+    Ok(())
+}
+
 /// Markdown or JSON on standard output, and the HTML file when asked.
 fn emit(
     db: &Path,
@@ -155,6 +164,7 @@ fn emit(
 }
 
 fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
+    check_html(db, args.scoring.html.as_deref())?;
     let store = Store::open(db, Access::ReadOnly)?;
     let mut options = args.scoring.options();
     options.target = match (args.target_sensitivity, args.target_specificity) {
@@ -187,6 +197,7 @@ fn model_report(db: &Path, args: ModelArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn compare_report(db: &Path, args: CompareArgs) -> anyhow::Result<ExitCode> {
+    check_html(db, args.scoring.html.as_deref())?;
     let store = Store::open(db, Access::ReadOnly)?;
     let runs = model::resolve_runs(&store, &args.runs)?;
     let comparison = model::compare(&store, &runs, &args.scoring.options())?;
@@ -202,6 +213,7 @@ fn compare_report(db: &Path, args: CompareArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn agreement_report(db: &Path, args: AgreementArgs) -> anyhow::Result<ExitCode> {
+    check_html(db, args.html.as_deref())?;
     let store = Store::open(db, Access::ReadOnly)?;
     let report = agreement::build(
         &store,

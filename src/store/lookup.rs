@@ -137,7 +137,7 @@ impl ImageIndex {
                     },
                     (Some(_), None) => false,
                 };
-                let ids: Vec<i64> = self
+                let candidates: Vec<&Entry> = self
                     .by_subject
                     .get(&subject)
                     .map(|entries| {
@@ -149,10 +149,27 @@ impl ImageIndex {
                                     && same_run(&e.run)
                                     && same(suffix, &e.suffix)
                             })
-                            .map(|e| e.image_id)
                             .collect()
                     })
                     .unwrap_or_default();
+                // A full BIDS name such as `sub-01_FLAIR` also matches
+                // `sub-01_acq-3D_FLAIR`, since unnamed entities are not compared; the one
+                // image that has no entity beyond those named is the one the name spells.
+                let exact: Vec<i64> = candidates
+                    .iter()
+                    .filter(|e| {
+                        (session.is_some() || e.session.is_none())
+                            && (acq.is_some() || e.acq.is_none())
+                            && (run.is_some() || e.run.is_none())
+                            && (suffix.is_some() || e.suffix.is_none())
+                    })
+                    .map(|e| e.image_id)
+                    .collect();
+                let ids: Vec<i64> = if candidates.len() > 1 && exact.len() == 1 {
+                    exact
+                } else {
+                    candidates.iter().map(|e| e.image_id).collect()
+                };
                 let mut what = format!("sub-{subject}");
                 for (k, v) in [("ses", &session), ("acq", &acq), ("run", &run)] {
                     if let Some(v) = v {
@@ -183,10 +200,18 @@ mod tests {
                  ('/w/sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz', '/w', 'sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz', 'ok', '01', '1', NULL, 'FLAIR', 1, 1),
                  ('/w/sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz', '/w', 'sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz', 'ok', '01', '1', NULL, 'T1w', 1, 1),
                  ('/w/sub-02/anat/sub-02_run-01_T1w.nii', '/w', 'sub-02/anat/sub-02_run-01_T1w.nii', 'ok', '02', NULL, '01', 'T1w', 1, 1),
-                 ('/w/gone.nii', '/w', 'gone.nii', 'missing', NULL, NULL, NULL, NULL, 1, 1);",
+                 ('/w/gone.nii', '/w', 'gone.nii', 'missing', NULL, NULL, NULL, NULL, 1, 1),
+                 ('/w/sub-04/anat/sub-04_run-1_T1w.nii', '/w', 'sub-04/anat/sub-04_run-1_T1w.nii', 'ok', '04', NULL, '1', 'T1w', 1, 1),
+                 ('/w/sub-04/anat/sub-04_run-2_T1w.nii', '/w', 'sub-04/anat/sub-04_run-2_T1w.nii', 'ok', '04', NULL, '2', 'T1w', 1, 1);
+                 INSERT INTO images (path, root, rel_path, status, subject, acq, suffix, file_size, mtime_ns) VALUES
+                 ('/w/sub-03/anat/sub-03_FLAIR.nii', '/w', 'sub-03/anat/sub-03_FLAIR.nii', 'ok', '03', NULL, 'FLAIR', 1, 1),
+                 ('/w/sub-03/anat/sub-03_acq-3D_FLAIR.nii', '/w', 'sub-03/anat/sub-03_acq-3D_FLAIR.nii', 'ok', '03', '3D', 'FLAIR', 1, 1);",
             )
             .expect("rows");
         let index = ImageIndex::load(&store).expect("index");
+        let id_of = |rel: &str| index.find(&ImageRef::Path(rel.into())).expect("by path");
+        let plain_flair = id_of("sub-03/anat/sub-03_FLAIR.nii");
+        let acquired_flair = id_of("sub-03/anat/sub-03_acq-3D_FLAIR.nii");
         let flair = index
             .find(&ImageRef::Path(
                 "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz".into(),
@@ -221,6 +246,36 @@ mod tests {
             index.find(&ambiguous),
             Err(LookupError::Ambiguous { n: 2, .. })
         ));
+        let plain_and_acquired = ImageRef::Entities {
+            subject: "03".into(),
+            session: None,
+            acq: None,
+            run: None,
+            suffix: Some("FLAIR".into()),
+        };
+        assert_eq!(index.find(&plain_and_acquired), Ok(plain_flair));
+        let acquired = ImageRef::Entities {
+            subject: "03".into(),
+            session: None,
+            acq: Some("3D".into()),
+            run: None,
+            suffix: Some("FLAIR".into()),
+        };
+        assert_eq!(index.find(&acquired), Ok(acquired_flair));
+        let either_run = ImageRef::Entities {
+            subject: "04".into(),
+            session: None,
+            acq: None,
+            run: None,
+            suffix: Some("T1w".into()),
+        };
+        assert!(
+            matches!(
+                index.find(&either_run),
+                Err(LookupError::Ambiguous { n: 2, .. })
+            ),
+            "two runs and no image without a run: still ambiguous"
+        );
         let run = ImageRef::Entities {
             subject: "02".into(),
             session: None,

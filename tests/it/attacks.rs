@@ -337,6 +337,18 @@ fn out_never_writes_the_store() {
     ] {
         refused(dir, before, args, "refused");
     }
+    // A refused report file is refused before the report is computed or printed.
+    for kind in [&["agreement"][..], &["compare", "none"]] {
+        let args: Vec<&str> = ["report"]
+            .into_iter()
+            .chain(kind.iter().copied())
+            .chain(["--html", "cdwqc.duckdb"])
+            .collect();
+        let o = cdwqc(dir, &args);
+        assert!(!o.status.success(), "cdwqc {args:?} succeeded");
+        assert!(stderr(&o).contains("refused"), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "", "cdwqc {args:?} printed before refusing");
+    }
     let groups = dir.join("groups");
     std::fs::create_dir(&groups).expect("mkdir");
     for name in ["group_T1w.tsv", "group_FLAIR.tsv", "group_unknown.tsv"] {

@@ -141,6 +141,57 @@ fn a_rating_reported_saved_survives_sigkill() {
 }
 
 #[test]
+fn a_bids_name_picks_its_image_over_one_with_more_entities() {
+    let tmp = store(1);
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("w/sub-00/anat/sub-00_acq-3D_FLAIR.nii"),
+        float_volume([6, 6, 6], |v| v as f32 * 3.0),
+    )
+    .expect("write");
+    ok(dir, &["import", "w"]);
+    // The notebook names each image by its stem; `sub-00_FLAIR` also matches the
+    // acq-3D image, and must rate the plain one.
+    let input =
+        "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n1\tsub-00_acq-3D_FLAIR\tr\t4\n";
+    std::fs::write(dir.join("nb.tsv"), input).expect("write");
+    ok(dir, &["ratings", "import", "nb.tsv", "--rater", "ann"]);
+    let stored = ok(
+        dir,
+        &[
+            "sql",
+            "select i.rel_path, r.code from ratings_latest r join images i using (image_id) order by 1",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        stored,
+        "rel_path,code\nsub-00/anat/sub-00_FLAIR.nii,kaz\nsub-00/anat/sub-00_acq-3D_FLAIR.nii,r\n"
+    );
+    assert_eq!(
+        ok(dir, &["ratings", "export", "--notebook", "--rater", "ann"]),
+        input
+    );
+    // A name that leaves out an entity two images differ by is still refused.
+    std::fs::write(
+        dir.join("w/sub-00/anat/sub-00_acq-2D_FLAIR.nii"),
+        float_volume([6, 6, 6], |v| v as f32 * 5.0),
+    )
+    .expect("write");
+    std::fs::remove_file(dir.join("w/sub-00/anat/sub-00_FLAIR.nii")).expect("rm");
+    ok(dir, &["import", "w"]);
+    std::fs::write(
+        dir.join("loose.tsv"),
+        "index\timg_id\tcode\tlabel\n0\tsub-00_FLAIR\tkaz\t2\n",
+    )
+    .expect("write");
+    let o = cdwqc(dir, &["ratings", "import", "loose.tsv", "--rater", "bob"]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("matches 2 images"), "{}", stdout(&o));
+}
+
+#[test]
 fn notebook_import_then_export_gives_the_same_codes() {
     let tmp = store(4);
     let dir = tmp.path();
