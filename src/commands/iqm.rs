@@ -105,9 +105,10 @@ fn measure_files(args: &IqmArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("no phantom {name:?}; known: {:?}", iqm::PHANTOMS));
         cases.push((format!("phantom_{name}"), format!("phantom:{name}"), made));
     }
+    let folders = case_folders(cases.iter().map(|(name, _, _)| name.as_str()));
     let mut failed = false;
     let stdout = std::io::stdout();
-    for (name, source, loaded) in cases {
+    for ((_, source, loaded), name) in cases.into_iter().zip(folders) {
         let mut result = FileResult {
             name: name.clone(),
             source,
@@ -173,6 +174,31 @@ fn measure_files(args: &IqmArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Each case's name, used as its folder under `--masks`: a file's stem, unless that
+/// would leave the folder (`..`, `.`, an empty stem: files named `...nii` or `.nii`) or
+/// share another case's folder (`a/x.nii` and `b/x.nii`), when it is numbered.
+fn case_folders<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    names
+        .enumerate()
+        .map(|(index, name)| {
+            let safe = !matches!(name, "" | "." | "..") && !name.contains('/');
+            let base = if safe {
+                name.to_string()
+            } else {
+                format!("file-{}", index + 1)
+            };
+            let mut folder = base.clone();
+            let mut n = 1;
+            while !taken.insert(folder.clone()) {
+                n += 1;
+                folder = format!("{base}-{n}");
+            }
+            folder
+        })
+        .collect()
 }
 
 /// The measured image and its masks, as NIfTI files MRIQC's functions can read.
@@ -388,5 +414,27 @@ fn format_value(column: &str, v: f64) -> String {
         format!("{}", v as i64)
     } else {
         format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::case_folders;
+
+    #[test]
+    fn case_folders_stay_inside_and_apart() {
+        let names = ["..", "x", ".", "", "x", "x-2", "phantom_ball"];
+        assert_eq!(
+            case_folders(names.into_iter()),
+            [
+                "file-1",
+                "x",
+                "file-3",
+                "file-4",
+                "x-2",
+                "x-2-2",
+                "phantom_ball"
+            ]
+        );
     }
 }

@@ -63,16 +63,23 @@ struct Outcome {
     out: Option<String>,
 }
 
-pub fn run(args: RegisterArgs) -> anyhow::Result<ExitCode> {
+pub fn run(db: &std::path::Path, args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or(0);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .context("starting the thread pool")?;
-    pool.install(|| register(args))
+    pool.install(|| register(db, args))
 }
 
-fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
+fn register(db: &std::path::Path, args: RegisterArgs) -> anyhow::Result<ExitCode> {
+    let out_path = checked_output(args.out.as_deref(), &args.input, db)?;
+    let corrected_path = checked_output(args.corrected.as_deref(), &args.input, db)?;
+    if let (Some(a), Some(b)) = (&out_path, &corrected_path)
+        && a == b
+    {
+        anyhow::bail!("--out and --corrected name the same file {}", a.display());
+    }
     let preset = load_preset(&args.preset)?;
     let spec = preset.preprocess.clone();
     let mode = args.mode.unwrap_or(match spec.registration {
@@ -95,7 +102,7 @@ fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let corrected = bias::correct(&volume);
     let bias_seconds = started.elapsed().as_secs_f64();
-    if let Some(path) = &args.corrected {
+    if let Some(path) = &corrected_path {
         write_float(path, corrected.dims, &corrected.data, corrected.affine)?;
     }
     let output = match bias_correction {
@@ -110,7 +117,7 @@ fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("registering {}", args.input.display()))?;
     let started = Instant::now();
     let mut out = None;
-    if let Some(path) = &args.out {
+    if let Some(path) = &out_path {
         let centre = template.brain_box_centre;
         let values = resample_mapped(output, &spec, centre, Some(&result.template_to_image), 0.0)?;
         // The grid's layout is x slowest; NIfTI wants x fastest.
@@ -124,7 +131,7 @@ fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
             }
         }
         write_float(path, spec.shape, &nifti_order, grid_affine(&spec, centre))?;
-        out = Some(path.display().to_string());
+        out = args.out.as_ref().map(|p| p.display().to_string());
     }
     let outcome = Outcome {
         input: args.input.display().to_string(),
@@ -146,6 +153,27 @@ fn register(args: RegisterArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// An output file the user named, resolved and refused before any work when it is the
+/// store, its WAL or another DuckDB file, a device, a FIFO or a folder (the checks of
+/// every report and export), or the input image itself.
+fn checked_output(
+    path: Option<&std::path::Path>,
+    input: &std::path::Path,
+    db: &std::path::Path,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let resolved = crate::query::resolve_output(path, db)?;
+    if input.canonicalize().is_ok_and(|input| input == resolved) {
+        anyhow::bail!(
+            "output {}: is the input image; give another name",
+            path.display()
+        );
+    }
+    Ok(Some(resolved))
 }
 
 fn write_float(

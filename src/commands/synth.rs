@@ -2,7 +2,7 @@
 //! graded artefacts, reject cases, simulated raters and the ground truth.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -51,8 +51,15 @@ fn default_template_dir() -> Option<PathBuf> {
         .then_some(candidate)
 }
 
-pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
+pub fn run(db: &Path, args: SynthArgs) -> anyhow::Result<ExitCode> {
     let grid: Grid = args.grid.parse()?;
+    // Checked before any work: never the store, its WAL, another DuckDB file, a device
+    // or a folder.
+    let montage = args
+        .montage
+        .as_deref()
+        .map(|png| crate::query::resolve_output(png, db))
+        .transpose()?;
     if let Some(out) = &args.out {
         let template_dir = args.template_dir.clone().or_else(default_template_dir);
         let cfg = SynthConfig {
@@ -98,12 +105,15 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
             out.display()
         );
     }
-    if let Some(png) = &args.montage {
+    if let Some(png) = &montage {
         let Some(dataset) = args.from.as_ref().or(args.out.as_ref()) else {
             anyhow::bail!("--montage needs the dataset: --from DIR (or --out)");
         };
         synth::write_montage(dataset, png)?;
-        println!("montage: {}", png.display());
+        println!(
+            "montage: {}",
+            args.montage.as_deref().unwrap_or(png).display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
