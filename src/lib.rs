@@ -18,6 +18,7 @@ pub mod model;
 pub mod protocol;
 pub mod query;
 pub mod rate;
+pub mod regular;
 pub mod replace;
 pub mod report;
 pub mod store;

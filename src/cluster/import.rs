@@ -576,12 +576,19 @@ pub fn check_import_parts(dir: &Path) -> Result<CheckedImport, ClusterError> {
         };
         let manifest_path = dir.join(manifest_name(shard));
         let part_path = dir.join(part_name(shard));
-        let Ok(text) = std::fs::read_to_string(&manifest_path) else {
-            problems.push(format!(
-                "shard {shard}: missing ({} not written; run the shard again)",
-                manifest_name(shard)
-            ));
-            continue;
+        let text = match crate::regular::read_text(&manifest_path, super::MANIFEST_MAX_BYTES) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(format!(
+                    "shard {shard}: missing ({} not written; run the shard again)",
+                    manifest_name(shard)
+                ));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("shard {shard}: {}: {e}", manifest_path.display()));
+                continue;
+            }
         };
         let manifest: ImportManifest = match serde_json::from_str(text.trim()) {
             Ok(m) => m,
@@ -605,9 +612,15 @@ pub fn check_import_parts(dir: &Path) -> Result<CheckedImport, ClusterError> {
             ));
             continue;
         }
-        let Ok(sha) = file_sha256(&part_path) else {
-            problems.push(format!("shard {shard}: {} is missing", part_name(shard)));
-            continue;
+        let sha = match file_sha256(&part_path) {
+            Ok(sha) => sha,
+            Err(e) => {
+                problems.push(format!(
+                    "shard {shard}: {}",
+                    super::part_problem(&part_name(shard), &e)
+                ));
+                continue;
+            }
         };
         if sha != manifest.sha256 {
             problems.push(format!(

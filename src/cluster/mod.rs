@@ -11,7 +11,6 @@ pub mod import;
 pub mod slurm;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -343,9 +342,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Why a shard's part could not be hashed: missing, or what else is wrong with it (a
+/// FIFO or a folder planted under its name).
+fn part_problem(name: &str, error: &ClusterError) -> String {
+    match error {
+        ClusterError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            format!("{name} is missing")
+        }
+        other => format!("{name}: {other}"),
+    }
+}
+
+/// The most a shard's manifest may hold: one JSON line of counts and a hash.
+pub(crate) const MANIFEST_MAX_BYTES: u64 = 1 << 20;
+
 /// SHA-256 of a file's bytes.
 pub fn file_sha256(path: &Path) -> Result<String, ClusterError> {
-    let mut file = File::open(path).map_err(io(path))?;
+    // Regular files only, never blocking: a FIFO planted as a part must not hang a merge
+    // that holds the store.
+    let (mut file, _) = crate::regular::open(path).map_err(io(path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 16];
     loop {
@@ -582,13 +597,17 @@ pub fn check_parts(dir: &Path) -> Result<CheckedParts, ClusterError> {
         };
         let manifest_path = dir.join(shard.manifest_name());
         let part_path = dir.join(shard.part_name());
-        let text = match std::fs::read_to_string(&manifest_path) {
+        let text = match crate::regular::read_text(&manifest_path, MANIFEST_MAX_BYTES) {
             Ok(text) => text,
-            Err(_) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 problems.push(format!(
                     "shard {shard}: missing ({} not written; run the shard again)",
                     shard.manifest_name()
                 ));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!("shard {shard}: {}: {e}", manifest_path.display()));
                 continue;
             }
         };
@@ -625,8 +644,11 @@ pub fn check_parts(dir: &Path) -> Result<CheckedParts, ClusterError> {
         }
         let sha = match file_sha256(&part_path) {
             Ok(sha) => sha,
-            Err(_) => {
-                problems.push(format!("shard {shard}: {} is missing", shard.part_name()));
+            Err(e) => {
+                problems.push(format!(
+                    "shard {shard}: {}",
+                    part_problem(&shard.part_name(), &e)
+                ));
                 continue;
             }
         };

@@ -162,7 +162,7 @@ impl JobPlan {
     }
 
     pub fn read(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        let text = crate::regular::read_text(path, 1 << 30).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
         })?;

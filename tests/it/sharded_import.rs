@@ -112,6 +112,34 @@ fn sharded_import_stores_what_one_import_does_and_merges_once() {
     let again = ok(dir, &["--db", "shard.duckdb", "merge", "jobs/first"]);
     assert!(again.contains("nothing written"), "{again}");
     assert_same_store(dir, "shard.duckdb", "plain.duckdb");
+    // A FIFO planted as a shard's manifest or part is refused at once, not waited on
+    // while the merge holds the store.
+    for suffix in [".json", ".parquet"] {
+        let planted = std::fs::read_dir(dir.join("jobs/first"))
+            .expect("job folder")
+            .map(|e| e.expect("entry").path())
+            .find(|p| {
+                let name = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                name.starts_with("import-part-") && name.ends_with(suffix)
+            })
+            .expect("a shard file");
+        let kept = planted.with_extension("kept");
+        std::fs::rename(&planted, &kept).expect("move aside");
+        let name = std::ffi::CString::new(planted.as_os_str().as_encoded_bytes()).expect("c");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let o = cdwqc(dir, &["--db", "shard.duckdb", "merge", "jobs/first"]);
+        assert!(!o.status.success(), "{suffix}: {}", stdout(&o));
+        let shown = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(shown.contains("not a regular file"), "{suffix}: {shown}");
+        std::fs::remove_file(&planted).expect("rm fifo");
+        std::fs::rename(&kept, &planted).expect("put back");
+    }
+    assert_same_store(dir, "shard.duckdb", "plain.duckdb");
 
     // The next round: a changed file, a touched one (same bytes, new time), a vanished
     // one, and a new one. Only those are analysed, and the store ends as a plain
