@@ -1116,11 +1116,15 @@ fn scaler(low: f32, high: f32) -> impl Fn(f32) -> f32 {
     }
 }
 
-const CACHE_MAGIC: &[u8; 8] = b"CDWQCT01";
+const CACHE_MAGIC: &[u8; 8] = b"CDWQCT02";
+/// Magic, grid sizes, the key's digest and the values' CRC-32.
+const CACHE_HEADER: usize = 8 + 12 + 32 + 4;
 
 /// Disk cache of preprocessed volumes, one file per (image sha256, spec name, spec hash).
-/// File format: 8-byte magic `CDWQCT01`, three little-endian u32 grid sizes, then the
-/// values as little-endian f32 in the module's output layout.
+/// File format: 8-byte magic `CDWQCT02`, three little-endian u32 grid sizes, the SHA-256
+/// of the entry's key (so a file copied or renamed over another entry is not read as
+/// it), the little-endian CRC-32 of the values' bytes, then the values as little-endian
+/// f32 in the module's output layout.
 #[derive(Debug, Clone)]
 pub struct TensorCache {
     dir: PathBuf,
@@ -1152,7 +1156,23 @@ impl TensorCache {
         ))
     }
 
-    /// The cached tensor, `Ok(None)` when absent; a file of the wrong size is an error.
+    /// The digest of an entry's whole key, stored in its file.
+    fn key_digest(sha256: &str, spec_name: &str, spec: &PreprocessSpec) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(sha256.as_bytes());
+        hasher.update([0]);
+        hasher.update(spec_name.as_bytes());
+        hasher.update([0]);
+        hasher.update(spec.fingerprint().to_le_bytes());
+        hasher.finalize().into()
+    }
+
+    /// The cached tensor, `Ok(None)` when absent. An entry that is not a regular file,
+    /// has the wrong size, grid or key, fails its checksum or holds a non-finite value
+    /// is an error, which the loader takes as a miss (computed again and replaced).
+    /// Only regular files are opened, without blocking, and never read past the size
+    /// the grid gives.
     pub fn get(
         &self,
         sha256: &str,
@@ -1160,23 +1180,27 @@ impl TensorCache {
         spec: &PreprocessSpec,
     ) -> Result<Option<Vec<f32>>, PreprocessError> {
         let path = self.path_for(sha256, spec_name, spec);
-        let mut file = match fs::File::open(&path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(PreprocessError::Io { path, source }),
-        };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|source| PreprocessError::Io {
-                path: path.clone(),
-                source,
-            })?;
         let corrupt = |detail: String| PreprocessError::CorruptCache {
             path: path.clone(),
             detail,
         };
-        if bytes.len() < 20 || &bytes[..8] != CACHE_MAGIC {
-            return Err(corrupt("missing header".into()));
+        let (mut file, size) = match crate::regular::open(&path) {
+            Ok(opened) => opened,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(corrupt(err.to_string())),
+        };
+        let expected = CACHE_HEADER + 4 * spec.voxel_count();
+        if size != expected as u64 {
+            return Err(corrupt(format!("{size} bytes, expected {expected}")));
+        }
+        let mut bytes = vec![0u8; expected];
+        file.read_exact(&mut bytes)
+            .map_err(|source| PreprocessError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if &bytes[..8] != CACHE_MAGIC {
+            return Err(corrupt("missing header (or an older cache format)".into()));
         }
         let mut shape = [0usize; 3];
         for (axis, size) in shape.iter_mut().enumerate() {
@@ -1191,19 +1215,22 @@ impl TensorCache {
                 crate::display::shape(&spec.shape)
             )));
         }
-        let body = &bytes[20..];
-        if body.len() != 4 * spec.voxel_count() {
-            return Err(corrupt(format!(
-                "{} data bytes, expected {}",
-                body.len(),
-                4 * spec.voxel_count()
-            )));
+        if bytes[20..52] != Self::key_digest(sha256, spec_name, spec) {
+            return Err(corrupt("holds another image's or preset's tensor".into()));
         }
-        Ok(Some(
-            body.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ))
+        let body = &bytes[CACHE_HEADER..];
+        let crc = u32::from_le_bytes([bytes[52], bytes[53], bytes[54], bytes[55]]);
+        if libdeflater::crc32(body) != crc {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let values: Vec<f32> = body
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(corrupt("a value is not finite".into()));
+        }
+        Ok(Some(values))
     }
 
     /// Stores a tensor atomically: written to a temporary file, then renamed into place.
@@ -1225,14 +1252,18 @@ impl TensorCache {
                 ),
             });
         }
-        let mut bytes = Vec::with_capacity(20 + 4 * values.len());
+        let mut bytes = Vec::with_capacity(CACHE_HEADER + 4 * values.len());
         bytes.extend_from_slice(CACHE_MAGIC);
         for size in spec.shape {
             bytes.extend_from_slice(&(size as u32).to_le_bytes());
         }
+        bytes.extend_from_slice(&Self::key_digest(sha256, spec_name, spec));
+        bytes.extend_from_slice(&[0; 4]);
         for value in values {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
+        let crc = libdeflater::crc32(&bytes[CACHE_HEADER..]);
+        bytes[52..56].copy_from_slice(&crc.to_le_bytes());
         self.write_atomically(&path, &bytes)?;
         Ok(path)
     }
@@ -1256,10 +1287,14 @@ impl TensorCache {
         spec: &PreprocessSpec,
     ) -> Result<Option<String>, PreprocessError> {
         let path = self.failure_path_for(sha256, spec_name, spec);
-        match fs::read_to_string(&path) {
+        // A regular file of a message's size; anything else planted there is no record.
+        match crate::regular::read_text(&path, 64 << 10) {
             Ok(text) => Ok(Some(text.trim_end().to_string())),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(PreprocessError::Io { path, source }),
+            Err(err) => Err(PreprocessError::CorruptCache {
+                path,
+                detail: err.to_string(),
+            }),
         }
     }
 
@@ -1894,6 +1929,36 @@ mod tests {
         assert_eq!(cache.get("abc", "tiny", &spec).unwrap().unwrap(), values);
         fs::write(&path, b"CDWQCT01short").unwrap();
         assert!(cache.get("abc", "tiny", &spec).is_err());
+        // Another image's valid entry copied over this one's is not read as it.
+        let theirs: Vec<f32> = (0..24).map(|n| 1.0 - n as f32 / 24.0).collect();
+        let their_path = cache.put("xyz", "tiny", &spec, &theirs).unwrap();
+        fs::copy(&their_path, &path).unwrap();
+        assert!(cache.get("abc", "tiny", &spec).is_err());
+        // A flipped bit, a NaN with a matching checksum, a FIFO and a link to a device.
+        cache.put("abc", "tiny", &spec, &values).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(cache.get("abc", "tiny", &spec).is_err());
+        let mut nan = values.clone();
+        nan[3] = f32::NAN;
+        cache.put("abc", "tiny", &spec, &nan).unwrap();
+        assert!(cache.get("abc", "tiny", &spec).is_err());
+        fs::remove_file(&path).unwrap();
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        assert!(
+            cache.get("abc", "tiny", &spec).is_err(),
+            "a FIFO is refused at once"
+        );
+        cache.put("abc", "tiny", &spec, &values).unwrap();
+        assert_eq!(cache.get("abc", "tiny", &spec).unwrap().unwrap(), values);
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert!(cache.get("abc", "tiny", &spec).is_err());
+        fs::remove_file(&path).unwrap();
         let other = PreprocessSpec {
             spacing_mm: 3.0,
             ..spec.clone()

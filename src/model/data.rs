@@ -167,10 +167,13 @@ impl ItemLoader {
                 if let Some(why) = stamp.and_then(|s| s.changed(path)) {
                     return Err(LoadFailure::Error(format!("{}: {why}", path.display())));
                 }
+                // An entry that cannot be trusted (another format, another image's
+                // tensor, a bad checksum, a FIFO planted there) is a miss: the tensor is
+                // computed again and replaces it.
                 let cached = match (&self.cache, sha256) {
-                    (Some(cache), Some(sha)) => cache
-                        .get(sha, &self.preset.name, spec)
-                        .map_err(|err| format!("{}: {err}", item.id))?,
+                    (Some(cache), Some(sha)) => {
+                        cache.get(sha, &self.preset.name, spec).ok().flatten()
+                    }
                     _ => None,
                 };
                 match cached {

@@ -257,6 +257,20 @@ pub fn predict_stream(
             match probs {
                 Ok((flat, classes, domain)) => {
                     for (n, (row, &index)) in flat.chunks(classes).zip(&batch.loaded).enumerate() {
+                        // Weights that pass every check (finite, right shapes) can still
+                        // give no probability (a negative BatchNorm variance), as can a
+                        // tensor of NaN: a failed item, never a label from NaN.
+                        if !row.iter().all(|p| p.is_finite()) {
+                            results[index - first] = Some(Err(PredictionError {
+                                id: items[index].id.clone(),
+                                error: format!(
+                                    "{}: the network gave no finite probability (check the model's weights)",
+                                    items[index].id
+                                ),
+                                not_registered: false,
+                            }));
+                            continue;
+                        }
                         let label = row
                             .iter()
                             .enumerate()
