@@ -203,12 +203,59 @@ pub fn merge_script(job: &JobFolder, options: &SlurmOptions) -> String {
     )
 }
 
+/// Refuses what the scripts cannot hold as given. A line break (or another control
+/// character) in a run id, a path or an option would end a comment or an `#SBATCH` line
+/// and start a shell command; `#SBATCH` lines are not shell words, so the paths and
+/// options written there unquoted cannot hold white space either.
+pub fn check_script_values(job: &JobFolder, options: &SlurmOptions) -> Result<(), ClusterError> {
+    let refuse = |what: &str, value: &str, why: &str| {
+        invalid(
+            &job.dir,
+            format!("{what} {value:?} {why}: the Slurm scripts cannot hold it"),
+        )
+    };
+    let control = |what: &str, value: &str| {
+        if value.chars().any(char::is_control) {
+            return Err(refuse(
+                what,
+                value,
+                "holds a line break or control character",
+            ));
+        }
+        Ok(())
+    };
+    let word = |what: &str, value: &str| {
+        control(what, value)?;
+        if value.chars().any(char::is_whitespace) {
+            return Err(refuse(what, value, "holds white space"));
+        }
+        Ok(())
+    };
+    control("the run", &job.run_id)?;
+    control("the store's path", &job.db.display().to_string())?;
+    control("the binary's path", &job.exe.display().to_string())?;
+    word("the job folder", &job.dir.display().to_string())?;
+    word("the working folder", &job.workdir.display().to_string())?;
+    for (flag, value) in [
+        ("--partition", &options.partition),
+        ("--time", &options.time),
+        ("--mem", &options.mem),
+        ("--gres", &options.gres),
+    ] {
+        if let Some(value) = value {
+            word(flag, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes both scripts (readable, executable) into the job folder; returns their paths.
 pub fn write_scripts(
     job: &JobFolder,
     options: &SlurmOptions,
 ) -> Result<(PathBuf, PathBuf), ClusterError> {
     use std::os::unix::fs::PermissionsExt;
+    check_script_values(job, options)?;
     let logs = job.dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(io(&logs))?;
     let mut paths = Vec::new();
@@ -281,7 +328,7 @@ impl Submission {
 
     pub fn read(dir: &Path) -> Result<Self, ClusterError> {
         let path = dir.join(SUBMISSION);
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let text = crate::regular::read_text(&path, 1 << 20).map_err(io(&path))?;
         serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not a submission: {e}")))
     }
 }
@@ -401,6 +448,72 @@ mod tests {
             "the merge needs no GPU:\n{merge}"
         );
         assert!(!merge.contains("--array"), "{merge}");
+    }
+
+    #[test]
+    fn values_that_would_end_a_script_line_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = JobFolder {
+            dir: dir.path().join("job"),
+            ..job()
+        };
+        let injected = "x\ntouch PWNED";
+        let options = SlurmOptions::default();
+        let cases = [
+            (
+                JobFolder {
+                    run_id: injected.into(),
+                    ..base.clone()
+                },
+                options.clone(),
+            ),
+            (
+                JobFolder {
+                    db: PathBuf::from("/s/a\rb.duckdb"),
+                    ..base.clone()
+                },
+                options.clone(),
+            ),
+            (
+                JobFolder {
+                    workdir: PathBuf::from("/shared/my work"),
+                    ..base.clone()
+                },
+                options.clone(),
+            ),
+            (
+                JobFolder {
+                    dir: dir.path().join("job 2"),
+                    ..base.clone()
+                },
+                options.clone(),
+            ),
+            (
+                base.clone(),
+                SlurmOptions {
+                    partition: Some(format!("gpu\n{injected}")),
+                    ..options.clone()
+                },
+            ),
+            (
+                base.clone(),
+                SlurmOptions {
+                    mem: Some("16G --wrap=x".into()),
+                    ..options.clone()
+                },
+            ),
+        ];
+        for (job, options) in &cases {
+            let e = write_scripts(job, options).expect_err("refused");
+            assert!(e.to_string().contains("cannot hold it"), "{e}");
+            assert!(!job.dir.exists(), "nothing written for {job:?}");
+        }
+        // A run named after a folder with spaces is fine: it only reaches comments.
+        let spaced = JobFolder {
+            run_id: "/data/warehouse one/".into(),
+            ..base
+        };
+        write_scripts(&spaced, &options).expect("written");
     }
 
     #[test]

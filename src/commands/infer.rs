@@ -67,7 +67,7 @@ pub struct InferArgs {
     /// use the network's core while it waits); default: the machine's. When every
     /// image's tensor is already cached, the network gets them all (unless --loaders
     /// is given).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
     /// Of --threads, how many decode and preprocess images ahead of the network; given,
     /// the split stands even when every tensor is cached.

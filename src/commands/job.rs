@@ -16,7 +16,7 @@ pub struct JobArgs {
     /// The plan (JSON) that the dashboard wrote.
     pub plan: PathBuf,
     /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
 }
 

@@ -55,7 +55,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
     /// Run name (default: <task>-<method>-seed<seed>).
     #[arg(long)]
