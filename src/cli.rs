@@ -119,7 +119,9 @@ pub fn exit(result: anyhow::Result<std::process::ExitCode>) -> std::process::Exi
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", message(&err));
+            // Messages quote what users gave (file names, cells, headers): never a
+            // terminal's escape sequence.
+            eprintln!("error: {}", crate::display::printable(&message(&err), true));
             std::process::ExitCode::FAILURE
         }
     }
@@ -137,6 +139,26 @@ fn message(err: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// Ends the process quietly, as a closed pipe's signal would (status 141), when printing
+/// to standard output fails because its reader went away (`cdwqc import | head -1`):
+/// Rust's `println!` panics there, which printed a panic message and exited 101 after
+/// the work was committed. Other panics keep the default report.
+pub fn end_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Restores the default SIGPIPE disposition for a command that ends quietly on a closed

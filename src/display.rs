@@ -1,7 +1,28 @@
 //! Plain-text forms of values people read: shapes, voxel sizes and matrices as they are
 //! written in imaging papers, never Rust's debug formatting.
 
+use std::borrow::Cow;
 use std::fmt::Display;
+
+/// `text` safe to print on a terminal: control characters (escape sequences that would
+/// set a window title, hide text or move the cursor, carriage returns) are shown as
+/// `\u{1b}`-style escapes. Line breaks stay when `keep_lines`; on a line of a list
+/// (a file's name and reason) they are escaped too, so one entry stays one line.
+pub fn printable(text: &str, keep_lines: bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && !(keep_lines && c == '\n');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// `182x218x182`: the dimensions of an image, grid or tensor.
 pub fn shape<T: Display>(dims: &[T]) -> String {
@@ -44,6 +65,17 @@ pub fn matrix<const C: usize>(rows: &[[f64; C]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_text_carries_no_terminal_control() {
+        assert_eq!(printable("plain é", false), "plain é");
+        assert_eq!(
+            printable("a\u{1b}]0;pwn\u{7}b\rc", true),
+            "a\\u{1b}]0;pwn\\u{7}b\\rc"
+        );
+        assert_eq!(printable("two\nlines", true), "two\nlines");
+        assert_eq!(printable("two\nlines", false), "two\\nlines");
+    }
 
     #[test]
     fn shapes_sizes_and_matrices_read_as_plain_numbers() {

@@ -11,5 +11,6 @@ fn main() -> std::process::ExitCode {
         return cdwqc::cli::exit(Err(cdwqc::commands::exec_libtorch_binary()));
     }
     cdwqc::cli::prepare_signals(&cli.command);
+    cdwqc::cli::end_quietly_on_a_closed_stdout();
     cdwqc::cli::exit(cdwqc::commands::run_without_libtorch(cli))
 }

@@ -7,5 +7,6 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cdwqc::cli::Cli::parse();
     cdwqc::cli::prepare_signals(&cli.command);
+    cdwqc::cli::end_quietly_on_a_closed_stdout();
     cdwqc::cli::exit(cdwqc::commands::run(cli))
 }

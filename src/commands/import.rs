@@ -18,7 +18,8 @@ pub struct ImportArgs {
     /// Also index derivatives/ and sourcedata/ folders.
     #[arg(long)]
     pub include_derivatives: bool,
-    /// Re-analyse every file, even those whose size and time are unchanged.
+    /// Re-analyse every file, even those whose size, time and bytes are unchanged (to
+    /// read sidecars fixed or added since: a sidecar alone changing is not noticed).
     #[arg(long)]
     pub force: bool,
     /// Print the summary as JSON.
@@ -77,9 +78,10 @@ pub fn run(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(s: &ImportSummary) {
+    use crate::display::printable;
     println!(
         "{}: {} image files: {} imported ({} new, {} changed), {} unchanged, {} failed, {} missing ({:.1} s)",
-        s.root,
+        printable(&s.root, false),
         s.found,
         s.added + s.updated,
         s.added,
@@ -95,7 +97,11 @@ fn print_summary(s: &ImportSummary) {
     if !s.failures.is_empty() {
         println!("failed:");
         for f in &s.failures {
-            println!("  {}: {}", f.path, f.message);
+            println!(
+                "  {}: {}",
+                printable(&f.path, false),
+                printable(&f.message, false)
+            );
         }
     }
     if s.still_failing > 0 {
@@ -107,7 +113,11 @@ fn print_summary(s: &ImportSummary) {
     if !s.warnings.is_empty() {
         println!("warnings:");
         for w in &s.warnings {
-            println!("  {}: {}", w.path, w.message);
+            println!(
+                "  {}: {}",
+                printable(&w.path, false),
+                printable(&w.message, false)
+            );
         }
     }
 }

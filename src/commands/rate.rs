@@ -55,6 +55,7 @@ pub fn run(db: &Path, args: RateArgs) -> anyhow::Result<ExitCode> {
     let mut store = Store::open(db, Access::ReadWrite)?;
     crate::store::raters::validate_name(&args.rater).map_err(anyhow::Error::msg)?;
     if !store.raters()?.iter().any(|r| r.name == args.rater) {
+        store.check_new_rater_case(&args.rater)?;
         store.add_rater(&args.rater, crate::store::raters::Role::Rater)?;
         println!("added rater {}", args.rater);
     }

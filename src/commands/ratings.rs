@@ -122,7 +122,12 @@ fn import(db: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             println!("added rater {name}");
         }
         for p in &report.problems {
-            println!("{}:{}: {}", report.file, p.line, p.message);
+            println!(
+                "{}:{}: {}",
+                crate::display::printable(&report.file, false),
+                p.line,
+                crate::display::printable(&p.message, false)
+            );
         }
         if report.saved {
             println!(

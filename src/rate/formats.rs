@@ -374,6 +374,11 @@ pub enum FormatError {
         path: String,
         source: std::io::Error,
     },
+    #[error("rating file {source_name}: {message}")]
+    Encoding {
+        source_name: String,
+        message: String,
+    },
     #[error("rating file {source_name} is empty: no header line")]
     Empty { source_name: String },
     #[error("rating file {source_name}: unreadable header: {message}")]
@@ -436,8 +441,49 @@ pub fn parse_ratings_bytes(
     path: &Path,
     options: &ParseOptions,
 ) -> Result<ParsedFile, FormatError> {
-    let text = String::from_utf8_lossy(bytes);
+    let text = decode_text(bytes, &path.display().to_string())?;
     parse_ratings(&text, &path.display().to_string(), options)
+}
+
+/// A rating file's text: UTF-8 (with or without its byte-order mark), or UTF-16 with
+/// its mark (what spreadsheets save as "Unicode text"). Other bytes (Latin-1 or
+/// Windows-1252 from an older spreadsheet) are refused, naming the line, rather than
+/// read with their accents replaced.
+pub fn decode_text<'a>(
+    bytes: &'a [u8],
+    source_name: &str,
+) -> Result<std::borrow::Cow<'a, str>, FormatError> {
+    let encoding = |message: String| FormatError::Encoding {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let utf16 = |bytes: &[u8], little: bool| {
+        let units = bytes.chunks(2).map(|pair| match (pair, little) {
+            ([a, b], true) => u16::from_le_bytes([*a, *b]),
+            ([a, b], false) => u16::from_be_bytes([*a, *b]),
+            _ => 0xDC00, // an odd last byte: a lone surrogate, refused below
+        });
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map(std::borrow::Cow::Owned)
+            .map_err(|_| {
+                encoding("not valid UTF-16 text although it starts with UTF-16's mark".into())
+            })
+    };
+    match bytes {
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, true),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, false),
+        _ => std::str::from_utf8(bytes)
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|e| {
+                let at = e.valid_up_to();
+                let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+                encoding(format!(
+                    "line {line} is not UTF-8 text (byte 0x{:02X}; Latin-1 or Windows-1252?): save the file as UTF-8 (in a spreadsheet, \"CSV UTF-8\" or \"Unicode text\")",
+                    bytes[at]
+                ))
+            }),
+    }
 }
 
 /// Parses the text of a rating file; `source_name` (a path or `<stdin>`) is used in
@@ -2072,6 +2118,26 @@ mod tests {
         ) {
             let _ = parse_ratings(&format!("{header}{text}"), "fuzz", &ParseOptions::default());
         }
+    }
+
+    #[test]
+    fn rating_files_decode_as_utf8_or_marked_utf16_and_other_bytes_are_refused() {
+        let text = "img_id\tcode\tlabel\tcomment\nsub-01\tkaz\t2\tcafé\n";
+        assert_eq!(decode_text(text.as_bytes(), "f").expect("utf-8"), text);
+        let mut le = vec![0xFF, 0xFE];
+        le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(decode_text(&le, "f").expect("utf-16le"), text);
+        let mut be = vec![0xFE, 0xFF];
+        be.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
+        assert_eq!(decode_text(&be, "f").expect("utf-16be"), text);
+        // The same text saved as Latin-1: é is the one byte 0xE9, on line 2.
+        let latin1: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+        let e = decode_text(&latin1, "week1.tsv").expect_err("latin-1");
+        let message = e.to_string();
+        assert!(message.contains("week1.tsv"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("0xE9"), "{message}");
+        assert!(decode_text(&[0xFF, 0xFE, 0x41], "odd").is_err());
     }
 
     #[test]

@@ -99,6 +99,11 @@ fn image_id(index: &ImageIndex, key: &ImageKey) -> Result<i64, String> {
                 suffix: b.suffix.clone(),
             })
             .map_err(|e| e.to_string()),
+        // A path with folders names a file: matched by path only (`ImageIndex::find`).
+        // A bare name may be a file name or a notebook `img_id` stem.
+        ImageKey::Path(p) if p.contains('/') => index
+            .find(&ImageRef::Path(p.clone()))
+            .map_err(|e| e.to_string()),
         ImageKey::Path(p) => index
             .find(&ImageRef::Path(p.clone()))
             .or_else(|_| index.find(&ImageRef::Stem(p.clone())))
@@ -179,10 +184,19 @@ pub fn import_files(
     let mut each = Vec::with_capacity(files.len());
     for file in &files {
         let bytes = read_rating_file(file)?;
+        // Each file is bounded; so is the folder, whose files are all held at once.
+        if all_bytes.len() + bytes.len() > RATING_FILE_MAX_BYTES as usize {
+            return Err(RatingImportError::Arguments(format!(
+                "{}: the widget files given hold more than the {} MiB one import may read: import them in parts",
+                file.display(),
+                RATING_FILE_MAX_BYTES >> 20
+            )));
+        }
         all_bytes.extend_from_slice(file.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
         all_bytes.extend_from_slice(&bytes);
         each.push(format!("import:{}", hex_sha256(&bytes)));
-        texts.push((file.clone(), String::from_utf8_lossy(&bytes).into_owned()));
+        let text = super::formats::decode_text(&bytes, &file.display().to_string())?;
+        texts.push((file.clone(), text.into_owned()));
     }
     let parsed = super::external::parse_widget_files(&texts, options.mriqc_exclude);
     let shown = match paths {

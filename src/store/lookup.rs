@@ -44,6 +44,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct ImageIndex {
     by_path: HashMap<String, Vec<i64>>,
+    /// Paths relative to the import root only.
+    by_relative: HashMap<String, Vec<i64>>,
     by_stem: HashMap<String, Vec<i64>>,
     by_subject: HashMap<String, Vec<Entry>>,
 }
@@ -83,6 +85,7 @@ impl ImageIndex {
             let (id, path, rel, entry) = row.map_err(|e| store.err(e))?;
             index.by_path.entry(path).or_default().push(id);
             let stem = crate::imaging::bids::stem(std::path::Path::new(&rel));
+            index.by_relative.entry(rel.clone()).or_default().push(id);
             index.by_path.entry(rel).or_default().push(id);
             index.by_stem.entry(stem).or_default().push(id);
             if let Some(s) = entry.subject.clone() {
@@ -110,7 +113,21 @@ impl ImageIndex {
         match key {
             ImageRef::Path(p) => {
                 let p = p.trim_start_matches("./");
-                one(self.by_path.get(p), format!("path {p}"))
+                if self.by_path.contains_key(p) || !p.contains('/') {
+                    return one(self.by_path.get(p), format!("path {p}"));
+                }
+                // The same dataset under another mount point (a copy rated on another
+                // machine): the longest end of the path that is an image's path
+                // relative to its import root, whole folders only. Never the file name
+                // alone: `sub-09/func/sub-02_T1w.nii.gz` does not name sub-02's T1w.
+                let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
+                for start in 1..parts.len().saturating_sub(1) {
+                    let end = parts[start..].join("/");
+                    if let Some(ids) = self.by_relative.get(&end) {
+                        return one(Some(ids), format!("path {p} (as {end})"));
+                    }
+                }
+                Err(LookupError::NotFound(format!("path {p}")))
             }
             ImageRef::Stem(s) => one(self.by_stem.get(s.as_str()), format!("img_id {s}")),
             ImageRef::Entities {
@@ -227,6 +244,25 @@ mod tests {
             index.find(&ImageRef::Stem("sub-01_ses-1_FLAIR".into())),
             Ok(flair)
         );
+        // The dataset under another mount point; never by the file name alone.
+        assert_eq!(
+            index.find(&ImageRef::Path(
+                "/mnt/copy/sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz".into()
+            )),
+            Ok(flair)
+        );
+        for elsewhere in [
+            "sub-09/ses-1/anat/sub-01_ses-1_FLAIR.nii.gz",
+            "/other/sub-01_ses-1_FLAIR.nii.gz",
+        ] {
+            assert!(
+                matches!(
+                    index.find(&ImageRef::Path(elsewhere.into())),
+                    Err(LookupError::NotFound(_))
+                ),
+                "{elsewhere}"
+            );
+        }
         let by_entities = ImageRef::Entities {
             subject: "sub-01".into(),
             session: Some("ses-1".into()),

@@ -243,6 +243,7 @@ impl Store {
                 path: self.path().to_path_buf(),
                 message,
             })?;
+            self.check_new_rater_case(rater)?;
         }
         let path = self.path().to_path_buf();
         let db = |source| super::classify(&path, source);

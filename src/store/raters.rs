@@ -47,6 +47,33 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 impl Store {
+    /// Refuses `name` as a new rater when a rater of the same name but for case exists
+    /// (`rAter1` beside `rater1`): commands that add raters on the way (queues, rating)
+    /// would otherwise split one person in two. `cdwqc raters add` adds such a name on
+    /// purpose.
+    pub fn check_new_rater_case(&self, name: &str) -> Result<(), StoreError> {
+        use duckdb::OptionalExt;
+        let existing: Option<String> = self
+            .conn()
+            .query_row(
+                include_str!("../../sql/store/rater_differing_in_case.sql"),
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match existing {
+            Some(existing) => Err(StoreError::Invalid {
+                path: self.path().to_path_buf(),
+                message: format!(
+                    "rater {name} differs from the existing rater {existing} in case only: \
+                     use {existing}, or add {name} first with `cdwqc raters add {name}`"
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Adds a rater, or changes the role of an existing one. Returns true when new.
     pub fn add_rater(&self, name: &str, role: Role) -> Result<bool, StoreError> {
         validate_name(name).map_err(|message| StoreError::Invalid {
