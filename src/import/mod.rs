@@ -179,7 +179,18 @@ pub fn plan(
         });
     }
     let walked = walk::candidates(&root, opts.include_derivatives);
-    let known = known(&path_text(&root))?;
+    let root_text = path_text(&root);
+    // Every stored file under the root, whichever import stored it (this root, or a
+    // folder above or below it), but those in folders this walk does not enter: a file
+    // is gone only if the walk could have seen it.
+    let known: HashMap<String, KnownFile> = known(&root_text)?
+        .into_iter()
+        .filter(|(path, _)| {
+            path.strip_prefix(root_text.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_none_or(|rel| walk::enters_folders_of(rel, opts.include_derivatives))
+        })
+        .collect();
     let mut plan = ImportPlan {
         root,
         walked: Vec::new(),
@@ -200,7 +211,15 @@ pub fn plan(
             plan.still_failing += u64::from(k.status == "failed");
             continue;
         }
-        plan.todo.push((path.clone(), k.cloned()));
+        // Forced, a file whose bytes the store holds is analysed again too: its
+        // sidecar may have been fixed or added, which its own bytes do not show.
+        let k = k.cloned().map(|mut k| {
+            if opts.force {
+                k.sha256 = None;
+            }
+            k
+        });
+        plan.todo.push((path.clone(), k));
     }
     plan.walked = walked.files;
     Ok((plan, known))

@@ -21,6 +21,16 @@ pub struct Walked {
     pub unlisted: Vec<PathBuf>,
 }
 
+/// Whether a walk enters every folder of `rel`, a file's path below the root: no hidden
+/// folder, and no non-raw one unless `include_derivatives` (what [`candidates`] skips).
+pub fn enters_folders_of(rel: &str, include_derivatives: bool) -> bool {
+    let mut folders = rel.split('/').collect::<Vec<_>>();
+    folders.pop();
+    folders.iter().all(|name| {
+        !(name.starts_with('.') || (!include_derivatives && NON_RAW_FOLDERS.contains(name)))
+    })
+}
+
 pub fn candidates(root: &Path, include_derivatives: bool) -> Walked {
     let mut walked = Walked::default();
     let walker = WalkDir::new(root)

@@ -232,6 +232,25 @@ fn import_indexes_every_file_and_a_second_run_changes_nothing() {
     }
     assert_eq!(second["still_failing"], failed);
     assert_eq!(rows(dir), stored, "a second run changes nothing");
+
+    // A sidecar fixed since: its image's bytes are the same, so only --force reads it.
+    std::fs::write(
+        dir.join("w/sub-01/ses-01/anat/sub-01_ses-01_T1w.json"),
+        r#"{"Manufacturer": "Siemens", "MagneticFieldStrength": 3, "MRAcquisitionType": "3D"}"#,
+    )
+    .expect("sidecar");
+    let forced = ok(dir, &["import", "w", "--force"]);
+    assert!(!forced.is_empty());
+    let t1 = ok(
+        dir,
+        &[
+            "sql",
+            "select manufacturer, field_strength from images where suffix = 'T1w'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(t1.lines().nth(1), Some("Siemens,3"), "{t1}");
 }
 
 #[test]
@@ -283,6 +302,43 @@ fn changed_vanished_and_restored_files() {
     let s = import_json(dir, "w");
     assert_eq!(s["updated"], 1);
     assert_eq!(rows(dir)["b.nii"].0, "ok");
+
+    // A subfolder imported on its own knows its files (nothing new), and the parent's
+    // next import still sees one vanish there.
+    let sub = w.join("sub-02");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(
+        sub.join("c.nii"),
+        float_volume([3, 3, 3], |i| 3.0 * i as f32),
+    )
+    .expect("c");
+    assert_eq!(import_json(dir, "w")["added"], 1);
+    let s = import_json(dir, "w/sub-02");
+    assert_eq!(
+        (s["added"].as_u64(), s["unchanged"].as_u64()),
+        (Some(0), Some(1)),
+        "{s}"
+    );
+    std::fs::remove_file(sub.join("c.nii")).expect("remove");
+    let s = import_json(dir, "w");
+    assert_eq!(s["missing"], 1, "{s}");
+    // Files in a folder the walk skips (derivatives) are not counted gone by it.
+    let derived = w.join("derivatives/x");
+    std::fs::create_dir_all(&derived).expect("mkdir");
+    std::fs::write(derived.join("d.nii"), float_volume([3, 3, 3], |_| 2.0)).expect("d");
+    assert_eq!(import_json(dir, "w/derivatives/x")["added"], 1);
+    let s = import_json(dir, "w");
+    assert_eq!(s["missing"], 0, "{s}");
+    let status = ok(
+        dir,
+        &[
+            "sql",
+            "select status from images where path like '%/d.nii'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(status.lines().nth(1), Some("ok"));
 }
 
 #[test]
@@ -377,15 +433,46 @@ fn hostile_files_become_failed_rows_and_never_end_an_import() {
         (Some(2), Some(4))
     );
     check(&first);
-    // A re-run finds the same. A forced one analyses every file again and, their
-    // content being the same, leaves every row as it was.
+    // A re-run finds the same. A forced one analyses every file again (their sidecars
+    // too, which their bytes do not show) and, their content being the same, writes
+    // every row as it was.
     let second = import_json(dir, "w");
     assert_eq!(second["still_failing"], 4, "{second}");
     check(&second);
+    let before = ok(
+        dir,
+        &[
+            "sql",
+            "select * exclude (updated_at) from images order by path",
+            "--format",
+            "csv",
+        ],
+    );
     let forced: Value =
         serde_json::from_str(&ok(dir, &["import", "w", "--force", "--json"])).expect("JSON");
-    assert_eq!(forced["unchanged"], 6, "{forced}");
+    assert_eq!(
+        (
+            forced["updated"].as_u64(),
+            forced["failed"].as_u64(),
+            forced["added"].as_u64()
+        ),
+        (Some(2), Some(4), Some(0)),
+        "{forced}"
+    );
     check(&forced);
+    let after = ok(
+        dir,
+        &[
+            "sql",
+            "select * exclude (updated_at) from images order by path",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(
+        before, after,
+        "a forced import of the same files changes no row"
+    );
     // `cdwqc inspect` names the bad header and exits 1 (some file failed), never 101.
     let o = cdwqc(dir, &["inspect", "w", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
