@@ -279,6 +279,19 @@ pub fn guarded<T>(
     out
 }
 
+/// Whether `conn` is inside a transaction a user began (`BEGIN` without `COMMIT`, or one
+/// a failed statement aborted). The duckdb crate's `is_autocommit` always says no, and a
+/// `BEGIN` to find out would itself fail and abort the user's transaction: in autocommit
+/// mode every statement is a transaction of its own, so two reads of the transaction id
+/// differ, and inside one they agree.
+pub fn transaction_open(conn: &Connection) -> bool {
+    let id = || conn.query_row("SELECT txid_current()", [], |r| r.get::<_, i64>(0));
+    match (id(), id()) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(e), _) | (_, Err(e)) => e.to_string().contains("aborted"),
+    }
+}
+
 /// A store opened for ad-hoc SQL.
 pub struct Session {
     store: Store,

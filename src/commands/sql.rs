@@ -61,15 +61,26 @@ pub fn run(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {n} rows to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let result = session.run(&sql)?;
+    let result = match session.run(&sql) {
+        Ok(result) => result,
+        // A failing statement of a writing script: DuckDB has committed the ones before
+        // it, which the error alone does not say.
+        Err(crate::query::QueryError::Sql(message))
+            if args.write && sql.trim().trim_end_matches(';').contains(';') =>
+        {
+            bail!(
+                "{message}\nWith --write each statement commits itself: the statements before \
+                 the failing one were saved, unless they were inside BEGIN ... COMMIT, which \
+                 a failure rolls back whole."
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     // The command ends with the session: an open transaction would be rolled back
     // silently, after its statements reported their counts as if saved.
-    // (The duckdb crate's `is_autocommit` always says yes: a BEGIN tells, as DuckDB
-    // refuses one inside an open transaction.)
     let conn = session.store().conn();
-    let open = conn.execute_batch("BEGIN TRANSACTION").is_err();
-    let _ = conn.execute_batch("ROLLBACK");
-    if open {
+    if crate::query::transaction_open(conn) {
+        let _ = conn.execute_batch("ROLLBACK");
         bail!(
             "the SQL began a transaction it did not end: it was rolled back, and nothing \
              after BEGIN was saved (statements before it committed themselves); end it \

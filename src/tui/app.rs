@@ -565,6 +565,13 @@ impl App {
         }
         match action {
             Action::Quit => {
+                // Quitting ends the SQL view's connection, and with it a transaction
+                // the user began there: its changes would be gone without a word.
+                if self.sql.transaction_open && !self.sql.quit_confirmed {
+                    self.sql.quit_confirmed = true;
+                    self.message = "a transaction begun in the SQL view is open: COMMIT or ROLLBACK it there; q again quits and rolls it back".into();
+                    return;
+                }
                 let active = self.jobs.active();
                 if active == 0 {
                     self.quit = true;

@@ -280,8 +280,57 @@ pub fn history_path() -> Option<PathBuf> {
 
 /// The history, oldest first: one JSON string per line; unreadable lines are skipped.
 /// A file grown past twice the kept entries is rewritten with the newest ones.
+/// The most a history file may hold; a longer file is not one of ours.
+const HISTORY_MAX_BYTES: u64 = 64 << 20;
+
+/// The history file's text, when `path` holds one: a regular file under one name (no
+/// symbolic link, no second hard link) whose first line is a JSON string. Anything else
+/// (a spreadsheet, a store, a link planted under the name or a variable pointing at
+/// the wrong file) is never truncated or appended to. `Ok(None)`: no file yet.
+fn read_history_file(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let not_history = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a query history ({why}); it is left as it is"),
+        )
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(not_history("a symbolic link"));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_history("not a regular file"));
+    }
+    if meta.nlink() > 1 {
+        return Err(not_history("another name of a file with several"));
+    }
+    if meta.len() > HISTORY_MAX_BYTES {
+        return Err(not_history("too large"));
+    }
+    let mut bytes = Vec::new();
+    file.take(HISTORY_MAX_BYTES).read_to_end(&mut bytes)?;
+    let text = String::from_utf8(bytes).map_err(|_| not_history("not UTF-8 text"))?;
+    match text.lines().next() {
+        Some(first) if serde_json::from_str::<String>(first).is_err() => {
+            Err(not_history("its first line is not a saved query"))
+        }
+        _ => Ok(Some(text)),
+    }
+}
+
 pub fn load_history(path: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(Some(text)) = read_history_file(path) else {
         return Vec::new();
     };
     let entries: Vec<String> = text
@@ -296,20 +345,32 @@ pub fn load_history(path: &Path) -> Vec<String> {
             .filter_map(|e| serde_json::to_string(e).ok())
             .map(|l| l + "\n")
             .collect();
-        // Best effort: a failed rewrite leaves the longer file, still readable.
-        let _ = std::fs::write(path, body);
+        // Best effort: a failed rewrite leaves the longer file, still readable. Replaced
+        // whole under its name, never written through whatever the name points to.
+        let _ = crate::replace::replace(path, body.as_bytes(), crate::replace::Durability::None);
     }
     kept
 }
 
 pub fn append_history(path: &Path, sql: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    read_history_file(path)?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
+    // Checked again on the open handle: the name may have changed since it was read.
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.nlink() > 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a query history (a link or not a regular file); it is left as it is",
+        ));
+    }
     let line = serde_json::to_string(sql).map_err(std::io::Error::other)?;
     writeln!(file, "{line}")
 }
@@ -394,6 +455,9 @@ pub enum SqlResponse {
     Ran {
         id: u64,
         result: Result<SqlResult, String>,
+        /// A transaction the user began with writing on is still open (`BEGIN` without
+        /// `COMMIT`, or a statement that failed inside one): quitting would roll it back.
+        transaction_open: bool,
     },
     /// The file written and its row count.
     Exported(Result<(PathBuf, usize), String>),
@@ -404,10 +468,14 @@ pub enum SqlResponse {
 /// Answers one request on this thread, on `store`'s connection.
 pub fn serve(store: &Store, request: SqlRequest) -> SqlResponse {
     match request {
-        SqlRequest::Run { id, sql, write } => SqlResponse::Ran {
-            id,
-            result: run_query(store, &sql, write, ROW_LIMIT, BYTE_LIMIT),
-        },
+        SqlRequest::Run { id, sql, write } => {
+            let result = run_query(store, &sql, write, ROW_LIMIT, BYTE_LIMIT);
+            SqlResponse::Ran {
+                id,
+                result,
+                transaction_open: write && crate::query::transaction_open(store.conn()),
+            }
+        }
         SqlRequest::Cancel => SqlResponse::Idle,
         export @ SqlRequest::Export { .. } => serve_export(export),
     }
@@ -590,6 +658,10 @@ pub struct SqlState {
     pub export_error: Option<String>,
     /// Relative export names are taken from here (the store's folder).
     pub export_dir: PathBuf,
+    /// The last query with writing on left a transaction open.
+    pub transaction_open: bool,
+    /// Quit was asked once while it was open: the next quit rolls it back.
+    pub quit_confirmed: bool,
 }
 
 impl SqlState {
@@ -861,8 +933,14 @@ impl SqlState {
     /// What the worker answered.
     pub fn on_response(&mut self, response: SqlResponse) -> SqlOutcome {
         match response {
-            SqlResponse::Ran { id, result } => {
+            SqlResponse::Ran {
+                id,
+                result,
+                transaction_open,
+            } => {
                 let wrote = result.as_ref().is_ok_and(|r| r.wrote);
+                self.transaction_open = transaction_open;
+                self.quit_confirmed &= transaction_open;
                 // The result's title tells the time; the status line stays steady.
                 let summary = match &result {
                     Ok(r) if r.truncated => {
@@ -958,6 +1036,7 @@ mod tests {
         assert_eq!(sent.message.as_deref(), Some("running…"));
         // Another query's answer (a cancelled one's) neither shows nor invalidates.
         let stale = sql.on_response(SqlResponse::Ran {
+            transaction_open: false,
             id: id + 1,
             result: Ok(one_row(true)),
         });
@@ -966,6 +1045,7 @@ mod tests {
         let done = sql.on_response(SqlResponse::Ran {
             id,
             result: Ok(one_row(true)),
+            transaction_open: false,
         });
         assert_eq!(done.message.as_deref(), Some("1 row"));
         assert!(done.store_changed, "a write must refresh the other views");
@@ -1000,6 +1080,7 @@ mod tests {
         sql.on_response(SqlResponse::Ran {
             id,
             result: Ok(one_row(false)),
+            transaction_open: false,
         });
         assert_eq!(sql.on_action(Action::Export), Some(SqlOutcome::default()));
         sql.export_input = Some("rows.xyz".into());
@@ -1126,6 +1207,54 @@ mod tests {
             .expect("garbage");
         assert_eq!(load_history(&path), ["select 1", "select 'a\"b'\nfrom t"]);
         assert!(load_history(&dir.path().join("none")).is_empty());
+    }
+
+    #[test]
+    fn the_history_never_writes_into_another_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long: String = (0..2500).map(|i| format!("{i}\tvalue\n")).collect();
+        let table = dir.path().join("table.tsv");
+        std::fs::write(&table, &long).expect("write");
+        // Named directly: neither cut to the last queries nor appended to.
+        assert!(load_history(&table).is_empty());
+        assert!(append_history(&table, "select 1").is_err());
+        assert_eq!(std::fs::read_to_string(&table).expect("read"), long);
+        // A history of many queries planted behind a link, and a second hard link.
+        let history: String = (0..2500)
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    serde_json::to_string(&format!("select {i}")).expect("json")
+                )
+            })
+            .collect();
+        let target = dir.path().join("target.jsonl");
+        std::fs::write(&target, &history).expect("write");
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let hard = dir.path().join("hard.jsonl");
+        std::fs::hard_link(&target, &hard).expect("hard link");
+        for name in [&link, &hard] {
+            assert!(load_history(name).is_empty(), "{}", name.display());
+            assert!(
+                append_history(name, "select 1").is_err(),
+                "{}",
+                name.display()
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), history);
+        // The history itself is kept to its last queries, under its own name.
+        std::fs::remove_file(&hard).expect("rm");
+        let own = dir.path().join("own.jsonl");
+        std::fs::copy(&target, &own).expect("copy");
+        let kept = load_history(&own);
+        assert_eq!(kept.len(), HISTORY_KEEP);
+        assert_eq!(kept.last().map(String::as_str), Some("select 2499"));
+        assert_eq!(
+            std::fs::read_to_string(&own).expect("read").lines().count(),
+            HISTORY_KEEP
+        );
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), history);
     }
 
     #[test]

@@ -434,6 +434,44 @@ fn ctrl_c_quits_from_any_view_and_search() {
     assert_eq!(effects, vec![Effect::Quit]);
 }
 
+#[test]
+fn quitting_with_a_transaction_open_in_the_sql_view_asks_first() {
+    let (_dir, mut store) = empty_store();
+    let open = |store: &Store, sql: &str| match crate::tui::sql::serve(
+        store,
+        crate::tui::sql::SqlRequest::Run {
+            id: 1,
+            sql: sql.into(),
+            write: true,
+        },
+    ) {
+        crate::tui::sql::SqlResponse::Ran {
+            transaction_open, ..
+        } => transaction_open,
+        other => panic!("{other:?}"),
+    };
+    assert!(open(
+        &store,
+        "begin; insert into raters (name) values ('zed')"
+    ));
+    assert!(open(&store, "select 1"), "still open until it ends");
+    assert!(!open(&store, "commit"));
+    assert!(!open(&store, "insert into raters (name) values ('amy')"));
+    let mut app = app(&mut store, None);
+    app.sql.transaction_open = true;
+    let q = || Event::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
+    let effects = app.update(q());
+    assert!(!app.quit && effects.is_empty(), "{effects:?}");
+    assert!(
+        app.message.contains("COMMIT or ROLLBACK"),
+        "{}",
+        app.message
+    );
+    let effects = app.update(q());
+    assert!(app.quit);
+    assert_eq!(effects, vec![Effect::Quit]);
+}
+
 fn ctrl(app: &mut App, store: &mut Store, c: char) {
     handle_now(
         app,

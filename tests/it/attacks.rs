@@ -667,3 +667,109 @@ fn a_store_path_naming_another_kind_of_file_is_refused_and_the_file_kept() {
     ok(dir, &["--db", "new.duckdb", "raters", "add", "ann"]);
     assert!(ok(dir, &["--db", "new.duckdb", "raters", "list"]).contains("ann"));
 }
+
+#[test]
+fn image_outputs_never_replace_the_store_its_input_or_a_device() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    let input = dir.join("in.nii");
+    std::fs::copy(crate::support::external("anatomical.nii"), &input).expect("copy");
+    let original = std::fs::read(&input).expect("read");
+    std::fs::write(dir.join("cdwqc.duckdb.wal"), b"").expect("wal");
+    for (flag, name, reason) in [
+        ("--out", "cdwqc.duckdb", "refused"),
+        ("--corrected", "cdwqc.duckdb", "refused"),
+        ("--out", "cdwqc.duckdb.wal", "refused"),
+        ("--out", "in.nii", "is the input image"),
+        ("--out", "/dev/null", "refused"),
+        ("--out", "nowhere/", "names a folder"),
+    ] {
+        refused(dir, before, &["register", "in.nii", flag, name], reason);
+    }
+    assert_eq!(std::fs::read(&input).expect("read"), original);
+    assert!(
+        std::fs::metadata("/dev/null")
+            .map(|m| !m.is_file())
+            .unwrap_or(true)
+    );
+    // The montage of a synthetic warehouse, before any work.
+    refused(
+        dir,
+        before,
+        &["synth", "--from", "wh", "--montage", "cdwqc.duckdb"],
+        "refused",
+    );
+}
+
+#[test]
+fn rater_names_differing_in_case_only_are_not_added_on_the_way() {
+    let (tmp, before) = store();
+    let dir = tmp.path();
+    refused(
+        dir,
+        before,
+        &["queue", "create", "--raters", "ann,ANN", "--name", "q"],
+        "in case only",
+    );
+    let o = cdwqc(dir, &["rate", "--rater", "Bob"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("in case only"), "{}", stderr(&o));
+    let raters = ok(
+        dir,
+        &[
+            "sql",
+            "select string_agg(name, '+' order by name) from raters",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(raters.lines().nth(1), Some("ann+bob"), "{raters}");
+    // Added on purpose, the name stands.
+    ok(dir, &["raters", "add", "Bob"]);
+}
+
+#[test]
+fn a_writing_script_that_fails_half_way_says_what_it_saved() {
+    let (tmp, _) = store();
+    let dir = tmp.path();
+    let o = cdwqc(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "insert into raters (name) values ('zz2'); select error('boom')",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("boom"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("statements before the failing one were saved"),
+        "{}",
+        stderr(&o)
+    );
+    let n = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) from raters where name = 'zz2'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(n.lines().nth(1), Some("1"));
+}
+
+#[test]
+fn thread_counts_past_any_machine_are_refused() {
+    let (tmp, before) = store();
+    for command in ["infer", "train", "job"] {
+        let mut args = vec![command, "--threads", "100000"];
+        if command == "job" {
+            args.push("plan.json");
+        }
+        let o = cdwqc(tmp.path(), &args);
+        assert!(!o.status.success(), "{command}");
+        assert!(stderr(&o).contains("100000"), "{command}: {}", stderr(&o));
+        assert_intact(tmp.path(), before);
+    }
+}
