@@ -344,6 +344,12 @@ impl Session {
     }
 
     /// Runs every statement of `sql`; returns the result of the last one.
+    /// The checks [`Self::run`] makes before any statement runs (kinds, functions,
+    /// binding): an error here means nothing ran.
+    pub fn check(&self, sql: &str) -> Result<(), QueryError> {
+        check(&self.raw, self.store.conn(), sql, self.write)
+    }
+
     pub fn run(&self, sql: &str) -> Result<ResultSet, QueryError> {
         let conn = self.store.conn();
         check(&self.raw, conn, sql, self.write)?;

@@ -222,8 +222,18 @@ fn freeze(db: &Path, args: &SubmitInferArgs) -> anyhow::Result<WorkList> {
 fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
     let list = freeze(db, &args)?;
     let dir = absolute(&args.dir.clone().unwrap_or_else(|| {
-        PathBuf::from("models/cluster").join(list.plan.run_id.replace(':', "-"))
+        PathBuf::from("models/cluster").join(folder_name(&list.plan.run_id.replace(':', "-")))
     }))?;
+    let job = JobFolder {
+        worker: Worker::Infer,
+        dir: dir.clone(),
+        exe: super::cdwqc_binary().context("locating the cdwqc binary")?,
+        workdir: std::env::current_dir().context("reading the working folder")?,
+        db: absolute(db)?,
+        run_id: list.plan.run_id.clone(),
+        shards: list.shards,
+    };
+    check_before_writing(&job, &args.cluster)?;
     let list_path = dir.join(WORK_LIST);
     match WorkList::read(&list_path) {
         Ok(old) if old.plan_hash == list.plan_hash && old.shards == list.shards => {
@@ -253,15 +263,6 @@ fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
         list.shards,
         &list.plan_hash[..12]
     );
-    let job = JobFolder {
-        worker: Worker::Infer,
-        dir,
-        exe: super::cdwqc_binary().context("locating the cdwqc binary")?,
-        workdir: std::env::current_dir().context("reading the working folder")?,
-        db: absolute(db)?,
-        run_id: list.plan.run_id.clone(),
-        shards: list.shards,
-    };
     launch(job, &list.plan_hash, args.cluster)
 }
 
@@ -287,12 +288,19 @@ fn submit_import(db: &Path, args: SubmitImportArgs) -> anyhow::Result<ExitCode> 
         .root
         .file_name()
         .map_or_else(|| "root".to_string(), |n| n.to_string_lossy().into_owned());
-    let dir = absolute(
-        &args
-            .dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("models/cluster").join(format!("import-{name}"))),
-    )?;
+    let dir = absolute(&args.dir.clone().unwrap_or_else(|| {
+        PathBuf::from("models/cluster").join(format!("import-{}", folder_name(&name)))
+    }))?;
+    let job = JobFolder {
+        worker: Worker::Import,
+        dir: dir.clone(),
+        exe: super::cdwqc_binary().context("locating the cdwqc binary")?,
+        workdir: std::env::current_dir().context("reading the working folder")?,
+        db: absolute(db)?,
+        run_id: list.root.clone(),
+        shards: list.shards,
+    };
+    check_before_writing(&job, &args.cluster)?;
     let list_path = dir.join(IMPORT_LIST);
     match ImportWorkList::read(&list_path) {
         Ok(old) if old.plan_hash == list.plan_hash && old.shards == list.shards => {
@@ -328,16 +336,41 @@ fn submit_import(db: &Path, args: SubmitImportArgs) -> anyhow::Result<ExitCode> 
         list.shards,
         &list.plan_hash[..12]
     );
-    let job = JobFolder {
-        worker: Worker::Import,
-        dir,
-        exe: super::cdwqc_binary().context("locating the cdwqc binary")?,
-        workdir: std::env::current_dir().context("reading the working folder")?,
-        db: absolute(db)?,
-        run_id: list.root.clone(),
-        shards: list.shards,
-    };
     launch(job, &list.plan_hash, args.cluster)
+}
+
+/// The scripts' resources.
+fn slurm_options(cluster: &ClusterOptions) -> SlurmOptions {
+    SlurmOptions {
+        partition: cluster.partition.clone(),
+        time: cluster.time.clone(),
+        mem: cluster.mem.clone(),
+        gres: cluster.gres.clone(),
+        cpus_per_task: cluster.cpus_per_task.unwrap_or(4),
+    }
+}
+
+/// Refuses, before the job folder is made, what the Slurm scripts could not hold.
+fn check_before_writing(job: &JobFolder, cluster: &ClusterOptions) -> anyhow::Result<()> {
+    if !cluster.local {
+        crate::cluster::slurm::check_script_values(job, &slurm_options(cluster))?;
+    }
+    Ok(())
+}
+
+/// A folder name from a label: plain characters only, so that a default job folder
+/// never holds what the scripts' `#SBATCH` lines cannot (white space).
+fn folder_name(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Runs the job's shards here (`--local`) or submits them and their merge to Slurm.
@@ -345,13 +378,7 @@ fn launch(job: JobFolder, plan_hash: &str, cluster: ClusterOptions) -> anyhow::R
     if cluster.local {
         return run_local(&job, cluster.jobs, cluster.cpus_per_task);
     }
-    let options = SlurmOptions {
-        partition: cluster.partition,
-        time: cluster.time,
-        mem: cluster.mem,
-        gres: cluster.gres,
-        cpus_per_task: cluster.cpus_per_task.unwrap_or(4),
-    };
+    let options = slurm_options(&cluster);
     let (array_script, merge_script) = write_scripts(&job, &options)?;
     let array_job = sbatch(&array_script, &[])?;
     let merge_job = sbatch(

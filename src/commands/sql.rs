@@ -61,6 +61,8 @@ pub fn run(db: &Path, args: SqlArgs) -> anyhow::Result<ExitCode> {
         eprintln!("wrote {n} rows to {}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
+    // Refused or unbound, nothing ran: the error is the checks' own.
+    session.check(&sql)?;
     let result = match session.run(&sql) {
         Ok(result) => result,
         // A failing statement of a writing script: DuckDB has committed the ones before

@@ -1193,12 +1193,19 @@ impl TensorCache {
         if size != expected as u64 {
             return Err(corrupt(format!("{size} bytes, expected {expected}")));
         }
-        let mut bytes = vec![0u8; expected];
-        file.read_exact(&mut bytes)
+        // Read into spare capacity (no zeroing first); the reader stops at the size.
+        let mut bytes = Vec::with_capacity(expected);
+        file.read_to_end(&mut bytes)
             .map_err(|source| PreprocessError::Io {
                 path: path.clone(),
                 source,
             })?;
+        if bytes.len() != expected {
+            return Err(corrupt(format!(
+                "{} bytes read, expected {expected}",
+                bytes.len()
+            )));
+        }
         if &bytes[..8] != CACHE_MAGIC {
             return Err(corrupt("missing header (or an older cache format)".into()));
         }
@@ -1223,11 +1230,17 @@ impl TensorCache {
         if libdeflater::crc32(body) != crc {
             return Err(corrupt("checksum mismatch".into()));
         }
+        // Decoded and tested in one pass without an early exit, which vectorises.
+        let mut finite = true;
         let values: Vec<f32> = body
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| {
+                let value = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                finite &= value.is_finite();
+                value
+            })
             .collect();
-        if !values.iter().all(|v| v.is_finite()) {
+        if !finite {
             return Err(corrupt("a value is not finite".into()));
         }
         Ok(Some(values))
@@ -1287,15 +1300,25 @@ impl TensorCache {
         spec: &PreprocessSpec,
     ) -> Result<Option<String>, PreprocessError> {
         let path = self.failure_path_for(sha256, spec_name, spec);
-        // A regular file of a message's size; anything else planted there is no record.
-        match crate::regular::read_text(&path, 64 << 10) {
-            Ok(text) => Ok(Some(text.trim_end().to_string())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(PreprocessError::CorruptCache {
-                path,
-                detail: err.to_string(),
-            }),
-        }
+        // A record is a regular file of a message's size whose first line names its
+        // entry's key; anything else planted there (a FIFO, another image's record
+        // copied over it, a record of the previous format) is no record: the image is
+        // registered again, and a failure then replaces it.
+        let Ok(text) = crate::regular::read_text(&path, 64 << 10) else {
+            return Ok(None);
+        };
+        let key = Self::failure_key_line(sha256, spec_name, spec);
+        Ok(text
+            .strip_prefix(key.as_str())
+            .and_then(|rest| rest.strip_prefix('\n'))
+            .map(|message| crate::display::printable(message.trim_end(), false).into_owned()))
+    }
+
+    /// The first line of a failure record: its entry's key digest.
+    fn failure_key_line(sha256: &str, spec_name: &str, spec: &PreprocessSpec) -> String {
+        let digest = Self::key_digest(sha256, spec_name, spec);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("cdwqc-failure {hex}")
     }
 
     /// Records a failure that preprocessing the same content under the same spec would
@@ -1309,7 +1332,8 @@ impl TensorCache {
         message: &str,
     ) -> Result<PathBuf, PreprocessError> {
         let path = self.failure_path_for(sha256, spec_name, spec);
-        self.write_atomically(&path, format!("{message}\n").as_bytes())?;
+        let key = Self::failure_key_line(sha256, spec_name, spec);
+        self.write_atomically(&path, format!("{key}\n{message}\n").as_bytes())?;
         Ok(path)
     }
 
@@ -1959,6 +1983,26 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
         assert!(cache.get("abc", "tiny", &spec).is_err());
         fs::remove_file(&path).unwrap();
+        // A failure record names its key: another image's copied over it, a FIFO or
+        // an old record is no record; a message's control characters are escaped.
+        assert_eq!(cache.get_failure("abc", "tiny", &spec).unwrap(), None);
+        let ours = cache
+            .put_failure("abc", "tiny", &spec, "no head\u{1b}[2J")
+            .unwrap();
+        assert_eq!(
+            cache.get_failure("abc", "tiny", &spec).unwrap().as_deref(),
+            Some("no head\\u{1b}[2J")
+        );
+        let theirs = cache.put_failure("xyz", "tiny", &spec, "flagged").unwrap();
+        fs::copy(&theirs, &ours).unwrap();
+        assert_eq!(cache.get_failure("abc", "tiny", &spec).unwrap(), None);
+        fs::write(&ours, "flagged\n").unwrap();
+        assert_eq!(cache.get_failure("abc", "tiny", &spec).unwrap(), None);
+        fs::remove_file(&ours).unwrap();
+        let name = std::ffi::CString::new(ours.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        assert_eq!(cache.get_failure("abc", "tiny", &spec).unwrap(), None);
         let other = PreprocessSpec {
             spacing_mm: 3.0,
             ..spec.clone()

@@ -166,10 +166,22 @@ impl JobPlan {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| ModelError::File {
+        let plan: Self = serde_json::from_str(&text).map_err(|e| ModelError::File {
             path: path.to_path_buf(),
             detail: format!("not a job plan: {e}"),
-        })
+        })?;
+        // As `--threads` on the command line: 100,000 threads overflowed a stack.
+        if let JobPlan::Infer(p) = &plan {
+            for (name, value) in [("loaders", p.loaders), ("warm_threads", p.warm_threads)] {
+                if let Some(n) = value.filter(|n| !(1..=1024).contains(n)) {
+                    return Err(ModelError::File {
+                        path: path.to_path_buf(),
+                        detail: format!("{name} {n} is not in 1..=1024"),
+                    });
+                }
+            }
+        }
+        Ok(plan)
     }
 
     /// Writes the plan through a temporary file, so a reader never sees half of it.

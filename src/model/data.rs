@@ -245,10 +245,10 @@ impl ItemLoader {
                     _ => LoadFailure::Error(message),
                 }
             })?;
+        // A cache that cannot be written (a folder planted under the entry's name, a
+        // read-only disk) costs the next run this work again, not this image.
         if let Some((cache, sha)) = cache {
-            cache
-                .put(sha, name, spec, &values)
-                .map_err(|err| format!("{id}: {err}"))?;
+            let _ = cache.put(sha, name, spec, &values);
         }
         Ok(values)
     }

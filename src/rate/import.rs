@@ -101,7 +101,7 @@ fn image_id(index: &ImageIndex, key: &ImageKey) -> Result<i64, String> {
             .map_err(|e| e.to_string()),
         // A path with folders names a file: matched by path only (`ImageIndex::find`).
         // A bare name may be a file name or a notebook `img_id` stem.
-        ImageKey::Path(p) if p.contains('/') => index
+        ImageKey::Path(p) if p.trim_start_matches("./").contains('/') => index
             .find(&ImageRef::Path(p.clone()))
             .map_err(|e| e.to_string()),
         ImageKey::Path(p) => index

@@ -245,6 +245,19 @@ impl Store {
             })?;
             self.check_new_rater_case(rater)?;
         }
+        for (i, a) in new_raters.iter().enumerate() {
+            if let Some(b) = new_raters[..i]
+                .iter()
+                .find(|b| b.eq_ignore_ascii_case(a) && *b != a)
+            {
+                return Err(StoreError::Invalid {
+                    path: self.path().to_path_buf(),
+                    message: format!(
+                        "raters {b} and {a} differ in case only: give one of them (add the other first with `cdwqc raters add` if they are two people)"
+                    ),
+                });
+            }
+        }
         let path = self.path().to_path_buf();
         let db = |source| super::classify(&path, source);
         let tx = self.conn_mut().transaction().map_err(db)?;

@@ -283,10 +283,12 @@ pub fn history_path() -> Option<PathBuf> {
 /// The most a history file may hold; a longer file is not one of ours.
 const HISTORY_MAX_BYTES: u64 = 64 << 20;
 
-/// The history file's text, when `path` holds one: a regular file under one name (no
-/// symbolic link, no second hard link) whose first line is a JSON string. Anything else
-/// (a spreadsheet, a store, a link planted under the name or a variable pointing at
-/// the wrong file) is never truncated or appended to. `Ok(None)`: no file yet.
+/// The history file's text, when `path` holds one: a `.jsonl` file, regular, under one
+/// name (no symbolic link, no second hard link), every line of which is a JSON string
+/// (a last line cut short by a crash aside). Anything else (a spreadsheet, a store, a
+/// link planted under the name or a variable pointing at the wrong file; a one-column
+/// CSV of quoted cells reads as JSON strings, hence the name) is never cut or appended
+/// to. `Ok(None)`: no file yet.
 fn read_history_file(path: &Path) -> std::io::Result<Option<String>> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -296,6 +298,9 @@ fn read_history_file(path: &Path) -> std::io::Result<Option<String>> {
             format!("not a query history ({why}); it is left as it is"),
         )
     };
+    if path.extension().is_none_or(|e| e != "jsonl") {
+        return Err(not_history("its name does not end in .jsonl"));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -321,12 +326,15 @@ fn read_history_file(path: &Path) -> std::io::Result<Option<String>> {
     let mut bytes = Vec::new();
     file.take(HISTORY_MAX_BYTES).read_to_end(&mut bytes)?;
     let text = String::from_utf8(bytes).map_err(|_| not_history("not UTF-8 text"))?;
-    match text.lines().next() {
-        Some(first) if serde_json::from_str::<String>(first).is_err() => {
-            Err(not_history("its first line is not a saved query"))
-        }
-        _ => Ok(Some(text)),
+    let lines: Vec<&str> = text.lines().collect();
+    let whole = lines.len().saturating_sub(1);
+    if lines[..whole]
+        .iter()
+        .any(|line| serde_json::from_str::<String>(line).is_err())
+    {
+        return Err(not_history("a line is not a saved query"));
     }
+    Ok(Some(text))
 }
 
 pub fn load_history(path: &Path) -> Vec<String> {
@@ -1213,12 +1221,19 @@ mod tests {
     fn the_history_never_writes_into_another_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let long: String = (0..2500).map(|i| format!("{i}\tvalue\n")).collect();
-        let table = dir.path().join("table.tsv");
+        let table = dir.path().join("table.jsonl");
         std::fs::write(&table, &long).expect("write");
         // Named directly: neither cut to the last queries nor appended to.
         assert!(load_history(&table).is_empty());
         assert!(append_history(&table, "select 1").is_err());
         assert_eq!(std::fs::read_to_string(&table).expect("read"), long);
+        // A one-column CSV of quoted cells reads as JSON strings: kept by its name.
+        let quoted: String = (0..2500).map(|i| format!("\"p{i:04}\"\n")).collect();
+        let csv = dir.path().join("ids.csv");
+        std::fs::write(&csv, &quoted).expect("write");
+        assert!(load_history(&csv).is_empty());
+        assert!(append_history(&csv, "select 1").is_err());
+        assert_eq!(std::fs::read_to_string(&csv).expect("read"), quoted);
         // A history of many queries planted behind a link, and a second hard link.
         let history: String = (0..2500)
             .map(|i| {

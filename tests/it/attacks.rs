@@ -724,6 +724,20 @@ fn rater_names_differing_in_case_only_are_not_added_on_the_way() {
         ],
     );
     assert_eq!(raters.lines().nth(1), Some("ann+bob"), "{raters}");
+    // Two new names in one list, differing in case only.
+    refused(
+        dir,
+        before,
+        &[
+            "queue",
+            "create",
+            "--raters",
+            "newbie,NEWBIE",
+            "--name",
+            "q2",
+        ],
+        "in case only",
+    );
     // Added on purpose, the name stands.
     ok(dir, &["raters", "add", "Bob"]);
 }
@@ -757,6 +771,28 @@ fn a_writing_script_that_fails_half_way_says_what_it_saved() {
         ],
     );
     assert_eq!(n.lines().nth(1), Some("1"));
+    // A script the checks refuse ran nothing, and says only what was wrong.
+    let o = cdwqc(
+        dir,
+        &[
+            "sql",
+            "--write",
+            "insert into raters (name) values ('zz3'); insert into nosuch values (1)",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nosuch"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("were saved"), "{}", stderr(&o));
+    let n = ok(
+        dir,
+        &[
+            "sql",
+            "select count(*) from raters where name = 'zz3'",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(n.lines().nth(1), Some("0"));
 }
 
 #[test]

@@ -339,8 +339,18 @@ fn a_flagged_registration_is_recorded_and_not_tried_again() {
     );
 
     // The second attempt reads the record instead of registering again: a record
-    // written by hand is what it reports.
-    std::fs::write(&recorded, "registration failed: recorded reason\n").unwrap();
+    // edited by hand (its key line kept) is what it reports.
+    let key = std::fs::read_to_string(&recorded)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &recorded,
+        format!("{key}\nregistration failed: recorded reason\n"),
+    )
+    .unwrap();
     let second = loader.load(&item).unwrap_err();
     assert!(second.is_not_registered(), "{second:?}");
     let second = second.message();

@@ -140,6 +140,27 @@ fn sharded_import_stores_what_one_import_does_and_merges_once() {
         std::fs::rename(&kept, &planted).expect("put back");
     }
     assert_same_store(dir, "shard.duckdb", "plain.duckdb");
+    // A value the Slurm scripts cannot hold is refused before the job folder is made.
+    let o = cdwqc(
+        dir,
+        &[
+            "--db",
+            "shard.duckdb",
+            "slurm",
+            "submit",
+            "import",
+            "wh",
+            "--shards",
+            "2",
+            "--partition",
+            "gpu\ntouch PWNED",
+            "--dir",
+            "jobs/bad",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot hold it"), "{}", stderr(&o));
+    assert!(!dir.join("jobs/bad").exists());
 
     // The next round: a changed file, a touched one (same bytes, new time), a vanished
     // one, and a new one. Only those are analysed, and the store ends as a plain
