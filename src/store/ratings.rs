@@ -66,7 +66,7 @@ pub struct SavedValues {
 }
 
 impl NewRating {
-    /// The values this rating is saved with (as `insert_rating.sql` stores them).
+    /// The values this rating is saved with (as `apply_staged_ratings.sql` stores them).
     pub fn saved_values(&self) -> SavedValues {
         let graded = !self.quality_only;
         SavedValues {
@@ -153,43 +153,58 @@ impl Store {
             )
             .map_err(db)?;
         }
-        let mut ids = Vec::with_capacity(ratings.len());
-        {
+        // One statement for the whole save: a row-at-a-time INSERT cost about a
+        // millisecond per rating inside DuckDB (20,000 rows of one file: 27 s). The ids
+        // are drawn first and given in save order, so the rating in force is the same.
+        let mut ids: Vec<i64> = {
             let mut stmt = tx
-                .prepare_cached(include_str!("../../sql/store/insert_rating.sql"))
+                .prepare(include_str!("../../sql/store/next_rating_ids.sql"))
                 .map_err(db)?;
-            for r in ratings {
+            let rows = stmt
+                .query_map(params![ratings.len() as i64], |row| row.get(0))
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        ids.sort_unstable();
+        tx.execute_batch(include_str!("../../sql/store/stage_ratings_create.sql"))
+            .map_err(db)?;
+        {
+            let mut appender = tx
+                .appender_to_catalog_and_db("stage_ratings", "temp", "main")
+                .map_err(db)?;
+            for (r, id) in ratings.iter().zip(&ids) {
                 // The values compared with a file's rows are the ones stored, by
                 // construction.
                 let v = r.saved_values();
-                let id: i64 = stmt
-                    .query_row(
-                        params![
-                            r.image_id,
-                            r.rater,
-                            v.usable,
-                            v.reject_reason,
-                            v.gado,
-                            v.motion,
-                            v.contrast,
-                            v.noise,
-                            v.quality,
-                            v.code,
-                            v.comment,
-                            v.confidence,
-                            v.time_ms,
-                            r.review_later,
-                            None::<i64>,
-                            PROTOCOL_VERSION,
-                            r.source,
-                            r.rated_at,
-                        ],
-                        |row| row.get(0),
-                    )
+                appender
+                    .append_row(params![
+                        id,
+                        r.image_id,
+                        r.rater,
+                        v.usable,
+                        v.reject_reason,
+                        v.gado,
+                        v.motion,
+                        v.contrast,
+                        v.noise,
+                        v.quality,
+                        v.code,
+                        v.comment,
+                        v.confidence,
+                        v.time_ms,
+                        r.review_later,
+                        None::<i64>,
+                        PROTOCOL_VERSION,
+                        r.source,
+                        r.rated_at,
+                    ])
                     .map_err(db)?;
-                ids.push(id);
             }
+            // Explicitly, so that a value DuckDB refuses fails here and not on drop.
+            appender.flush().map_err(db)?;
         }
+        tx.execute_batch(include_str!("../../sql/store/apply_staged_ratings.sql"))
+            .map_err(db)?;
         super::summaries::refresh_ratings(&tx, ratings.iter().map(|r| r.image_id)).map_err(db)?;
         super::summaries::advance_counts(&tx, ratings.len() as i64, 0).map_err(db)?;
         tx.commit().map_err(db)?;
