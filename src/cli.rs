@@ -144,7 +144,8 @@ fn message(err: &anyhow::Error) -> String {
 /// Ends the process quietly, as a closed pipe's signal would (status 141), when printing
 /// to standard output fails because its reader went away (`cdwqc import | head -1`):
 /// Rust's `println!` panics there, which printed a panic message and exited 101 after
-/// the work was committed. Other panics keep the default report.
+/// the work was committed. Any other failure to print (a full disk, `> /dev/full`) is an
+/// error with its reason and status 1. Other panics keep the default report.
 pub fn end_quietly_on_a_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -154,8 +155,16 @@ pub fn end_quietly_on_a_closed_stdout() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
-            std::process::exit(141);
+        if text.starts_with("failed printing to stdout") {
+            if text.contains("Broken pipe") {
+                std::process::exit(141);
+            }
+            // A full disk or a closed terminal: an error like any other, not a crash.
+            eprintln!(
+                "error: {}",
+                crate::display::printable(text.trim_start_matches("failed "), true)
+            );
+            std::process::exit(1);
         }
         default(info);
     }));

@@ -58,7 +58,16 @@ pub fn run(db: &Path, args: SynthArgs) -> anyhow::Result<ExitCode> {
     let montage = args
         .montage
         .as_deref()
-        .map(|png| crate::query::resolve_output(png, db))
+        .map(|png| {
+            // A PNG by its name too: never an image of the dataset it shows.
+            if !png
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+            {
+                anyhow::bail!("--montage {}: give a name ending in .png", png.display());
+            }
+            Ok(crate::query::resolve_output(png, db)?)
+        })
         .transpose()?;
     if let Some(out) = &args.out {
         let template_dir = args.template_dir.clone().or_else(default_template_dir);

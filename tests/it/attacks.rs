@@ -697,8 +697,24 @@ fn image_outputs_never_replace_the_store_its_input_or_a_device() {
         dir,
         before,
         &["synth", "--from", "wh", "--montage", "cdwqc.duckdb"],
-        "refused",
+        "ending in .png",
     );
+    refused(
+        dir,
+        before,
+        &["synth", "--from", "wh", "--montage", "in.nii"],
+        "ending in .png",
+    );
+    assert_eq!(std::fs::read(&input).expect("read"), original);
+    // A full output is an error with its reason, not a crash.
+    let full = std::process::Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args(["raters", "list"])
+        .current_dir(dir)
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+        .output()
+        .expect("runs");
+    assert_eq!(full.status.code(), Some(1), "{}", stderr(&full));
+    assert!(stderr(&full).contains("No space left"), "{}", stderr(&full));
 }
 
 #[test]
