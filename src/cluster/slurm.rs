@@ -162,7 +162,14 @@ pub fn array_script(job: &JobFolder, options: &SlurmOptions) -> String {
 /// A job name Slurm shows whole: the last path component, plain characters only.
 fn job_name(label: &str) -> String {
     let last = label.rsplit('/').find(|s| !s.is_empty()).unwrap_or(label);
-    last.chars()
+    plain_name(last)
+}
+
+/// `label` with every character but ASCII letters, digits, `-`, `_` and `.` made `_`:
+/// what Slurm shows whole, and what an `#SBATCH` line holds as one word.
+pub fn plain_name(label: &str) -> String {
+    label
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
                 c

@@ -13,7 +13,8 @@ use clap::Subcommand;
 
 use crate::cluster::import::{IMPORT_LIST, ImportWorkList, run_import_shard};
 use crate::cluster::slurm::{
-    JobFolder, SUBMISSION, SlurmOptions, Submission, Worker, job_states, sbatch, write_scripts,
+    JobFolder, SUBMISSION, SlurmOptions, Submission, Worker, job_states, plain_name, sbatch,
+    write_scripts,
 };
 use crate::cluster::{ARRAY_TASK_ENV, Shard, WORK_LIST, WorkList, parts_present, run_shard};
 use crate::import::{self, ImportOptions};
@@ -222,7 +223,7 @@ fn freeze(db: &Path, args: &SubmitInferArgs) -> anyhow::Result<WorkList> {
 fn submit_infer(db: &Path, args: SubmitInferArgs) -> anyhow::Result<ExitCode> {
     let list = freeze(db, &args)?;
     let dir = absolute(&args.dir.clone().unwrap_or_else(|| {
-        PathBuf::from("models/cluster").join(folder_name(&list.plan.run_id.replace(':', "-")))
+        PathBuf::from("models/cluster").join(plain_name(&list.plan.run_id.replace(':', "-")))
     }))?;
     let job = JobFolder {
         worker: Worker::Infer,
@@ -289,7 +290,7 @@ fn submit_import(db: &Path, args: SubmitImportArgs) -> anyhow::Result<ExitCode> 
         .file_name()
         .map_or_else(|| "root".to_string(), |n| n.to_string_lossy().into_owned());
     let dir = absolute(&args.dir.clone().unwrap_or_else(|| {
-        PathBuf::from("models/cluster").join(format!("import-{}", folder_name(&name)))
+        PathBuf::from("models/cluster").join(format!("import-{}", plain_name(&name)))
     }))?;
     let job = JobFolder {
         worker: Worker::Import,
@@ -356,21 +357,6 @@ fn check_before_writing(job: &JobFolder, cluster: &ClusterOptions) -> anyhow::Re
         crate::cluster::slurm::check_script_values(job, &slurm_options(cluster))?;
     }
     Ok(())
-}
-
-/// A folder name from a label: plain characters only, so that a default job folder
-/// never holds what the scripts' `#SBATCH` lines cannot (white space).
-fn folder_name(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Runs the job's shards here (`--local`) or submits them and their merge to Slurm.
