@@ -3,7 +3,9 @@ SELECT r.rating_id, i.subject, i.session, i.acq, i.run, i.suffix, i.rel_path AS 
        r.rater, r.code, r.usable, r.reject_reason, r.gado, r.motion, r.contrast, r.noise, r.quality,
        r.comment, r.confidence, r.time_ms, r.review_later, r.undoes, r.protocol_version,
        r.source,
-       strftime(r.rated_at, '%Y-%m-%dT%H:%M:%SZ') AS rated_at,
+       CASE WHEN epoch_us(r.rated_at) % 1000000 = 0
+            THEN strftime(r.rated_at, '%Y-%m-%dT%H:%M:%SZ')
+            ELSE strftime(r.rated_at, '%Y-%m-%dT%H:%M:%S.%fZ') END AS rated_at,
        strftime(r.saved_at, '%Y-%m-%dT%H:%M:%S.%fZ') AS saved_at
 FROM ratings r
 JOIN images i USING (image_id)

@@ -760,6 +760,13 @@ fn an_exported_history_imports_as_it_ended_and_quality_only_ratings_round_trip()
                     join images using (image_id) order by rater, rel_path";
     let before = csv_rows(dir, in_force);
     assert_eq!(before.len(), 3, "{before:?}");
+    // The dashboard's and `rate`'s times carry microseconds; an export cut them to whole
+    // seconds, so a history moved to another store came back with other times.
+    let zed_times = "select strftime(rated_at, '%Y-%m-%dT%H:%M:%S.%f') from ratings_latest \
+                     where rater = 'zed'";
+    let zed_before = csv_rows(dir, zed_times);
+    assert_eq!(zed_before.len(), 1, "{zed_before:?}");
+    assert!(!zed_before[0].ends_with(".000000"), "{zed_before:?}");
     let history = dir.join("zed_history.tsv");
     let latest = dir.join("latest.tsv");
     let (history, latest) = (
@@ -796,6 +803,7 @@ fn an_exported_history_imports_as_it_ended_and_quality_only_ratings_round_trip()
     );
     ok(fresh, &["ratings", "import", latest]);
     assert_eq!(csv_rows(fresh, in_force), before);
+    assert_eq!(csv_rows(fresh, zed_times), zed_before);
     // A part of a history whose undo names a save it does not hold says so.
     let text = std::fs::read_to_string(history).expect("read");
     let mut lines: Vec<&str> = text.lines().collect();
