@@ -5,11 +5,28 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    completions::CompletionsArgs, import::ImportArgs, infer::InferArgs, info::InfoArgs,
-    init::InitArgs, inspect::InspectArgs, iqm::IqmArgs, job::JobArgs, man::ManArgs,
-    merge::MergeArgs, model::ModelArgs, queue::QueueArgs, rate::RateArgs, raters::RatersArgs,
-    ratings::RatingsArgs, register::RegisterArgs, report::ReportArgs, slurm::SlurmArgs,
-    sql::SqlArgs, synth::SynthArgs, train::TrainArgs, tui::TuiArgs,
+    completions::CompletionsArgs,
+    import::ImportArgs,
+    infer::InferArgs,
+    info::InfoArgs,
+    init::InitArgs,
+    inspect::InspectArgs,
+    iqm::IqmArgs,
+    job::JobArgs,
+    man::ManArgs,
+    merge::MergeArgs,
+    model::ModelArgs,
+    queue::QueueArgs,
+    rate::RateArgs,
+    raters::RatersArgs,
+    ratings::{RatingsAction, RatingsArgs},
+    register::RegisterArgs,
+    report::ReportArgs,
+    slurm::SlurmArgs,
+    sql::SqlArgs,
+    synth::SynthArgs,
+    train::TrainArgs,
+    tui::TuiArgs,
 };
 
 #[derive(Debug, Parser)]
@@ -88,6 +105,13 @@ impl Command {
     /// failing to print. Commands that work on the store or run jobs keep Rust's
     /// default, so a closed pipe is an error they handle, never a sudden death.
     pub fn ends_quietly_on_a_closed_pipe(&self) -> bool {
+        if let Command::Ratings(RatingsArgs {
+            action: RatingsAction::Export(export),
+        }) = self
+        {
+            // Ratings written to stdout only: the BIDS export replaces files.
+            return export.out.is_none() && export.bids_derivatives.is_none();
+        }
         matches!(
             self,
             Command::Sql(_)

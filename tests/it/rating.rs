@@ -841,6 +841,27 @@ fn a_queue_and_its_new_raters_are_saved_together_even_when_stdout_is_gone() {
 }
 
 #[test]
+fn an_export_to_a_closed_pipe_ends_quietly_as_sql_does() {
+    // `cdwqc ratings export | head` printed "error: writing the ratings: Broken pipe"
+    // and exited 1, where `cdwqc sql ... | head` ends quietly.
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = store(3);
+    let dir = tmp.path();
+    rate_lines(dir, "zed", b"kaz\nq\n");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_cdwqc"))
+        .args(["ratings", "export", "--history"])
+        .current_dir(dir)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
 fn a_rating_file_edited_and_imported_again_saves_only_its_changed_rows() {
     // A rater's spreadsheet grows each week and is imported again: every row was saved
     // again, and the old rows overruled a correction made in between.
