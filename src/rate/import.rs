@@ -42,6 +42,13 @@ pub enum RatingImportError {
         given: String,
         in_file: String,
     },
+    /// No row names its rater and `--rater` is absent: one error for the file, not the
+    /// same problem on every line.
+    #[error(
+        "rating file {}: no row names its rater (the file has no rater column, or it is empty); give --rater NAME",
+        path.display()
+    )]
+    NoRater { path: std::path::PathBuf },
 }
 
 /// A row that cannot be imported, by line number.
@@ -346,6 +353,11 @@ fn import_parsed(
         earlier: 0,
         saved: false,
     };
+    if rater.is_none() && !parsed.rows.is_empty() && parsed.rows.iter().all(|r| r.rater.is_none()) {
+        return Err(RatingImportError::NoRater {
+            path: path.to_path_buf(),
+        });
+    }
     let index = ImageIndex::load(store)?;
     let known: std::collections::HashSet<String> =
         store.raters()?.into_iter().map(|r| r.name).collect();

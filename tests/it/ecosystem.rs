@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{cdwqc, ok, stdout};
+use crate::support::{cdwqc, ok, stderr, stdout};
 use crate::train::tiny_rated_warehouse;
 
 /// Fails when `text` holds Rust's debug form of an `Option` or of a shape.
@@ -497,9 +497,10 @@ fn mriqc_widget_files_and_fetmrqc_csv_import_onto_the_protocol() {
     let refused = cdwqc(dir, &["ratings", "import", &fixture("mriqc-widget")]);
     assert!(!refused.status.success());
     assert!(
-        stdout(&refused).contains("give --rater"),
+        stderr(&refused).contains("no row names its rater")
+            && stderr(&refused).contains("give --rater NAME"),
         "{}",
-        stdout(&refused)
+        stderr(&refused)
     );
 
     let widget_files: Vec<String> = [

@@ -841,6 +841,44 @@ fn a_queue_and_its_new_raters_are_saved_together_even_when_stdout_is_gone() {
 }
 
 #[test]
+fn a_file_naming_no_rater_is_one_error_not_a_problem_per_line() {
+    // A 300-row file without a rater column printed the same "no rater" problem 300
+    // times, and with --skip-invalid "imported" nothing with exit 0.
+    let tmp = store(3);
+    let dir = tmp.path();
+    let rows: String = (0..3)
+        .map(|i| format!("sub-{i:02}/anat/sub-{i:02}_FLAIR.nii\ta\n"))
+        .collect();
+    std::fs::write(dir.join("r.tsv"), format!("path\tcode\n{rows}")).expect("write");
+    for extra in [None, Some("--skip-invalid")] {
+        let mut args = vec!["ratings", "import", "r.tsv"];
+        args.extend(extra);
+        let o = cdwqc(dir, &args);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert_eq!(err.matches("no row names its rater").count(), 1, "{err}");
+        assert!(
+            err.contains("r.tsv") && err.contains("--rater NAME"),
+            "{err}"
+        );
+        assert_eq!(stdout(&o), "", "{extra:?}");
+    }
+    assert_eq!(csv_rows(dir, "select count(*) from ratings"), ["0"]);
+    // A rater column with some cells empty keeps its problems per line.
+    std::fs::write(
+        dir.join("some.tsv"),
+        "path\tcode\trater\nsub-00/anat/sub-00_FLAIR.nii\ta\tann\nsub-01/anat/sub-01_FLAIR.nii\ta\t\n",
+    )
+    .expect("write");
+    let o = cdwqc(dir, &["ratings", "import", "some.tsv"]);
+    assert!(
+        stdout(&o).contains("some.tsv:3: no rater"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
 fn an_export_to_a_closed_pipe_ends_quietly_as_sql_does() {
     // `cdwqc ratings export | head` printed "error: writing the ratings: Broken pipe"
     // and exited 1, where `cdwqc sql ... | head` ends quietly.
