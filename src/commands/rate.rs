@@ -64,6 +64,9 @@ pub fn run(db: &Path, args: RateArgs) -> anyhow::Result<ExitCode> {
     let mut lines = stdin.lock().lines();
     let mut skipped: Vec<i64> = Vec::new();
     let mut saved = 0usize;
+    // This session's saves still in force, newest last: (rating id, image id). `u`
+    // withdraws the last; ratings made before the session are never withdrawn here.
+    let mut undoable: Vec<(i64, i64)> = Vec::new();
     println!("{HELP}");
     'images: loop {
         let Some(next) = store.next_image_for(&args.rater, args.queue.as_deref(), &skipped)? else {
@@ -100,15 +103,22 @@ pub fn run(db: &Path, args: RateArgs) -> anyhow::Result<ExitCode> {
                     skipped.push(next.image_id);
                     continue 'images;
                 }
-                "u" => match store.undo_last_rating(&args.rater, "line")? {
+                "u" => match undoable.pop() {
                     // Rating ids count every rater's saves, which a blind rater must
                     // not learn: the image is named instead.
-                    Some((_, image_id)) => {
-                        println!("withdrew your last rating, of image {image_id}");
-                        skipped.retain(|&i| i != image_id);
-                        continue 'images;
+                    Some((rating_id, image_id)) => {
+                        match store.undo_rating(&args.rater, rating_id, "line")? {
+                            Some(_) => {
+                                println!("withdrew your last rating, of image {image_id}");
+                                skipped.retain(|&i| i != image_id);
+                                continue 'images;
+                            }
+                            None => println!(
+                                "your rating of image {image_id} is no longer in force (a later save or import replaced it): nothing undone"
+                            ),
+                        }
                     }
-                    None => println!("nothing to undo"),
+                    None => println!("nothing to undo: no rating saved in this session"),
                 },
                 code => match Rating::from_code(code) {
                     Ok(rating) => {
@@ -129,7 +139,8 @@ pub fn run(db: &Path, args: RateArgs) -> anyhow::Result<ExitCode> {
                             source: "line".into(),
                             ..NewRating::default()
                         };
-                        store.save_ratings(&[new])?;
+                        let ids = store.save_ratings(&[new])?;
+                        undoable.extend(ids.first().map(|&id| (id, next.image_id)));
                         saved += 1;
                         println!(
                             "saved image {}: {} ({})",

@@ -211,40 +211,43 @@ impl Store {
         Ok(ids)
     }
 
-    /// Withdraws the rater's most recent rating in force by appending an undo row.
-    /// Returns the withdrawn rating's (rating_id, image_id), or `None` when there is
-    /// nothing to undo.
-    pub fn undo_last_rating(
+    /// Withdraws one save, `rating_id`, by appending an undo row, when it is still the
+    /// rater's rating in force for its image; the rating in force before it is in force
+    /// again. Returns the save's image, or `None` when a later save or import has
+    /// overruled it (nothing is withdrawn then). The dashboard and `cdwqc rate` undo
+    /// the saves of their own session only, newest first: an undo never reaches back to
+    /// ratings the rater did not just make.
+    pub fn undo_rating(
         &mut self,
         rater: &str,
+        rating_id: i64,
         source: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let path = self.path().to_path_buf();
         let db = |source| super::classify(&path, source);
         let tx = self.conn_mut().transaction().map_err(db)?;
-        let last: Option<(i64, i64)> = {
+        let image_id: Option<i64> = {
             let mut stmt = tx
-                .prepare(include_str!("../../sql/store/last_live_rating.sql"))
+                .prepare(include_str!("../../sql/store/rating_in_force.sql"))
                 .map_err(db)?;
-            let mut rows = stmt.query(params![rater]).map_err(db)?;
+            let mut rows = stmt.query(params![rater, rating_id]).map_err(db)?;
             match rows.next().map_err(db)? {
-                Some(row) => Some((row.get(0).map_err(db)?, row.get(1).map_err(db)?)),
+                Some(row) => Some(row.get(0).map_err(db)?),
                 None => None,
             }
         };
-        let Some((rating_id, image_id)) = last else {
+        let Some(image_id) = image_id else {
             return Ok(None);
         };
         tx.execute(
-            "INSERT INTO ratings (image_id, rater, undoes, protocol_version, source) \
-             VALUES (?, ?, ?, ?, ?)",
+            include_str!("../../sql/store/insert_undo.sql"),
             params![image_id, rater, rating_id, PROTOCOL_VERSION, source],
         )
         .map_err(db)?;
         super::summaries::refresh_ratings(&tx, [image_id]).map_err(db)?;
         super::summaries::advance_counts(&tx, 1, 0).map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(Some((rating_id, image_id)))
+        Ok(Some(image_id))
     }
 }
 
@@ -284,23 +287,36 @@ mod tests {
     #[test]
     fn latest_rating_wins_and_undo_restores_the_previous_one() {
         let (_dir, mut store) = store();
-        store
+        let first = store
             .save_ratings(&[rating(1, "ann", 0), rating(1, "bob", 1)])
             .expect("save");
-        store.save_ratings(&[rating(1, "ann", 2)]).expect("save");
+        let second = store.save_ratings(&[rating(1, "ann", 2)]).expect("save");
         assert_eq!(
             in_force(&store),
             vec![(1, "ann".into(), 2), (1, "bob".into(), 1)]
         );
-        let undone = store.undo_last_rating("ann", "test").expect("undo");
-        assert!(undone.is_some());
+        // Only a save in force is withdrawn: ann's first is overruled by her second.
+        assert_eq!(
+            store.undo_rating("ann", first[0], "test").expect("undo"),
+            None
+        );
+        // Nor is another rater's save withdrawn under ann's name.
+        assert_eq!(
+            store.undo_rating("ann", first[1], "test").expect("undo"),
+            None
+        );
+        let undone = store.undo_rating("ann", second[0], "test").expect("undo");
+        assert_eq!(undone, Some(1));
         assert_eq!(
             in_force(&store),
             vec![(1, "ann".into(), 0), (1, "bob".into(), 1)]
         );
-        store.undo_last_rating("ann", "test").expect("undo");
+        assert_eq!(
+            store.undo_rating("ann", second[0], "test").expect("undo"),
+            None
+        );
+        store.undo_rating("ann", first[0], "test").expect("undo");
         assert_eq!(in_force(&store), vec![(1, "bob".into(), 1)]);
-        assert_eq!(store.undo_last_rating("ann", "test").expect("undo"), None);
         // History keeps every save and undo.
         let n: i64 = store
             .conn()
@@ -324,10 +340,10 @@ mod tests {
             .expect("a save under a clock that later jumped back");
         let mut past = rating(1, "ann", 1);
         past.rated_at = Some("2001-01-01T00:00:00Z".into());
-        store.save_ratings(&[past]).expect("save");
+        let past = store.save_ratings(&[past]).expect("save");
         assert_eq!(in_force(&store), vec![(1, "ann".into(), 1)]);
-        // Undo withdraws the last save, not the one with the latest time.
-        store.undo_last_rating("ann", "test").expect("undo");
+        // The save in force is the last one, not the one with the latest time.
+        store.undo_rating("ann", past[0], "test").expect("undo");
         assert_eq!(in_force(&store), vec![(1, "ann".into(), 2)]);
     }
 

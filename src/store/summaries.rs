@@ -224,14 +224,14 @@ mod tests {
                 rating(3, "ann", true),
             ])
             .expect("save");
-        store
+        let bob = store
             .save_ratings(&[rating(1, "bob", false)])
             .expect("save");
         let rows = assert_exact(&store, "saves");
         assert_eq!(summary_of(&rows, 1), (2, String::new()));
 
         // A rater's new rating of the same image supersedes the old one.
-        store.save_ratings(&[rating(2, "ann", true)]).expect("save");
+        let ann = store.save_ratings(&[rating(2, "ann", true)]).expect("save");
         assert_exact(&store, "supersede");
 
         // An import with new raters (`ratings import`), in one transaction.
@@ -251,12 +251,12 @@ mod tests {
         // Undo: the last rating is withdrawn, the one before is in force again;
         // undoing an image's only rating leaves it unrated.
         store
-            .undo_last_rating("ann", "test")
+            .undo_rating("ann", ann[0], "test")
             .expect("undo")
             .expect("one");
         assert_exact(&store, "undo restoring an older rating");
         store
-            .undo_last_rating("bob", "test")
+            .undo_rating("bob", bob[0], "test")
             .expect("undo")
             .expect("one");
         let rows = assert_exact(&store, "undo of the only rating");

@@ -218,7 +218,7 @@ pub enum Event {
     /// A save finished: (rating id, image id) or the error.
     Saved(Result<(i64, i64), String>),
     /// An undo finished: the withdrawn (rating id, image id), if any.
-    Undone(Result<Option<(i64, i64)>, String>),
+    Undone(Result<Option<i64>, String>),
     /// Something for the status line (a failure of the loop's own work).
     Note(String),
     /// A job was planned and recorded (its run id, a summary and its `jobs` row), or
@@ -259,6 +259,7 @@ pub enum Effect {
     Save(NewRating),
     Undo {
         rater: String,
+        rating_id: i64,
     },
     /// Append an executed query to the history file.
     RememberQuery {
@@ -346,7 +347,10 @@ impl App {
             details: HashMap::new(),
             iqm_groups: None,
             viewer: ViewerState::default(),
-            rate: RateState::default(),
+            rate: RateState {
+                min_view: super::rate::MIN_VIEW,
+                ..RateState::default()
+            },
             reports: ReportsState::default(),
             sql: SqlState::new(
                 super::sql::saved_queries(None),
@@ -676,16 +680,10 @@ impl App {
                 let outcome = self.rate.save(self.rater.as_deref());
                 self.apply_rate(outcome, effects);
             }
-            Action::Undo => match &self.rater {
-                Some(rater) if !self.rate.saving => {
-                    self.rate.saving = true;
-                    effects.push(Effect::Undo {
-                        rater: rater.clone(),
-                    });
-                }
-                Some(_) => {}
-                None => self.message = "rating needs --rater NAME".into(),
-            },
+            Action::Undo => {
+                let outcome = self.rate.undo(self.rater.as_deref());
+                self.apply_rate(outcome, effects);
+            }
             Action::ReviewLater => self.rate.review_later = !self.rate.review_later,
             Action::CycleTask => self.reports.next_task(),
             Action::CycleTarget => self.reports.next_target(),
@@ -777,12 +775,19 @@ impl App {
             message,
             save,
             rated_image,
+            undo,
         } = outcome;
         if let Some(message) = message {
             self.message = message;
         }
         if let Some(rating) = save {
             effects.push(Effect::Save(rating));
+        }
+        if let (Some(rating_id), Some(rater)) = (undo, &self.rater) {
+            effects.push(Effect::Undo {
+                rater: rater.clone(),
+                rating_id,
+            });
         }
         if let Some(image_id) = rated_image {
             self.after_ratings_changed(image_id);
@@ -1099,7 +1104,8 @@ impl App {
             }
             if let Some(current) = self.rate.current() {
                 self.want_detail(current, effects);
-                if matches!(self.details.get(&current), Some(Ok(_)))
+                // Previews, or the reason they failed, are on screen.
+                if self.details.contains_key(&current)
                     && self.rate.shown.is_none_or(|(id, _)| id != current)
                 {
                     self.rate.shown = Some((current, Instant::now()));

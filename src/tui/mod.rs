@@ -267,9 +267,9 @@ fn execute(
                 });
             queue.push_back(Event::Saved(result));
         }
-        Effect::Undo { rater } => {
+        Effect::Undo { rater, rating_id } => {
             let result = writer
-                .undo_last_rating(&rater, "tui")
+                .undo_rating(&rater, rating_id, "tui")
                 .map_err(|e| e.to_string());
             queue.push_back(Event::Undone(result));
         }

@@ -3,7 +3,7 @@
 //! app as a [`RateOutcome`]).
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::store::ratings::NewRating;
 
@@ -21,6 +21,10 @@ impl ParsedCode {
     /// The plain rating fields this code stands for.
     pub fn apply_to(&self, rating: &mut NewRating) {
         rating.usable = !self.reject;
+        // As `cdwqc rate` and rating files store a bare `r`.
+        rating.reject_reason = self
+            .reject
+            .then(|| crate::protocol::RejectReason::Other.name().to_string());
         rating.gado = self.gado;
         rating.motion = self.motion;
         rating.contrast = self.contrast;
@@ -105,6 +109,8 @@ pub struct RateOutcome {
     pub message: Option<String>,
     pub save: Option<NewRating>,
     pub rated_image: Option<i64>,
+    /// The session's save to withdraw (`u`).
+    pub undo: Option<i64>,
 }
 
 impl RateOutcome {
@@ -119,6 +125,20 @@ impl RateOutcome {
 /// Why a session without a rater cannot rate.
 const NO_RATER: &str = "rating needs --rater NAME";
 
+/// How long an image is on screen before a save of it is taken: a second Enter
+/// bouncing or repeated after a save would otherwise rate the next image, unseen, as
+/// good.
+pub const MIN_VIEW: Duration = Duration::from_millis(400);
+
+/// One save of this session, which `u` may withdraw. The rating id stays in the
+/// state: ids count every rater's saves, which a blind rater must not see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSave {
+    pub rating_id: i64,
+    pub image_id: i64,
+    pub code: String,
+}
+
 #[derive(Debug, Default)]
 pub struct RateState {
     /// The images still to rate, `None` until loaded.
@@ -130,12 +150,15 @@ pub struct RateState {
     pub code: String,
     pub error: Option<String>,
     pub review_later: bool,
-    /// When the current image was first shown with its previews, for time on task.
+    /// When the current image was first shown with its previews (or the reason they
+    /// failed), for time on task and [`MIN_VIEW`].
     pub shown: Option<(i64, Instant)>,
+    /// The least time an image is shown before it is saved ([`MIN_VIEW`]; zero in
+    /// tests that press keys faster than anyone rates).
+    pub min_view: Duration,
     pub saving: bool,
-    /// Saves of this session, newest last: (image id, code). No rating id: ids count
-    /// every rater's saves, which a blind rater must not learn.
-    pub saved: Vec<(i64, String)>,
+    /// Saves of this session still in force, newest last; `u` withdraws the last.
+    pub saved: Vec<SessionSave>,
 }
 
 impl RateState {
@@ -189,10 +212,24 @@ impl RateState {
                 return RateOutcome::default();
             }
         };
-        let time_ms = self
+        let Some(on_screen) = self
             .shown
             .filter(|(id, _)| *id == image_id)
-            .map(|(_, at)| at.elapsed().as_millis() as i64);
+            .map(|(_, at)| at.elapsed())
+        else {
+            self.error = Some(format!(
+                "image {image_id} is not on screen yet: wait for its previews"
+            ));
+            return RateOutcome::default();
+        };
+        if on_screen < self.min_view {
+            self.error = Some(format!(
+                "image {image_id} was on screen for {} ms only: look at it, then press Enter again",
+                on_screen.as_millis()
+            ));
+            return RateOutcome::default();
+        }
+        let time_ms = Some(on_screen.as_millis() as i64);
         let mut rating = NewRating {
             image_id,
             rater: rater.to_string(),
@@ -214,12 +251,16 @@ impl RateState {
     pub fn on_saved(&mut self, result: Result<(i64, i64), String>) -> RateOutcome {
         self.saving = false;
         match result {
-            Ok((_rating_id, image_id)) => {
+            Ok((rating_id, image_id)) => {
                 let code = std::mem::take(&mut self.code);
                 // No rating id: ids count every rater's saves, which a blind rater must
                 // not learn.
                 let message = format!("saved image {image_id} as '{code}'");
-                self.saved.push((image_id, code));
+                self.saved.push(SessionSave {
+                    rating_id,
+                    image_id,
+                    code,
+                });
                 if let Some(work) = self.work.as_mut() {
                     work.retain(|id| *id != image_id);
                     if self.index >= work.len() {
@@ -244,12 +285,34 @@ impl RateState {
         }
     }
 
-    /// The store withdrew the rater's last rating (its image comes back to rate), found
-    /// none, or failed.
-    pub fn on_undone(&mut self, result: Result<Option<(i64, i64)>, String>) -> RateOutcome {
+    /// `u`: the session's last save to withdraw, or why there is none. Ratings made
+    /// before this session, or imported from files, are never withdrawn from here.
+    pub fn undo(&mut self, rater: Option<&str>) -> RateOutcome {
+        if rater.is_none() {
+            return RateOutcome::say(NO_RATER);
+        }
+        if self.saving {
+            return RateOutcome::default();
+        }
+        match self.saved.last() {
+            Some(last) => {
+                self.saving = true;
+                RateOutcome {
+                    undo: Some(last.rating_id),
+                    ..RateOutcome::default()
+                }
+            }
+            None => RateOutcome::say("nothing to undo: no rating saved in this session"),
+        }
+    }
+
+    /// The store withdrew the session's last save (its image comes back to rate),
+    /// found it overruled since (by a later save or an import), or failed.
+    pub fn on_undone(&mut self, result: Result<Option<i64>, String>) -> RateOutcome {
         self.saving = false;
         match result {
-            Ok(Some((_rating_id, image_id))) => {
+            Ok(Some(image_id)) => {
+                self.saved.pop();
                 let work = self.work.get_or_insert_with(Vec::new);
                 match work.iter().position(|id| *id == image_id) {
                     Some(at) => self.index = at,
@@ -263,10 +326,16 @@ impl RateState {
                 RateOutcome {
                     rated_image: Some(image_id),
                     // No rating id, as after a save.
-                    ..RateOutcome::say(format!("undid the last rating of image {image_id}"))
+                    ..RateOutcome::say(format!("undid your rating of image {image_id}"))
                 }
             }
-            Ok(None) => RateOutcome::say("nothing to undo"),
+            Ok(None) => match self.saved.pop() {
+                Some(gone) => RateOutcome::say(format!(
+                    "your rating of image {} is no longer in force (a later save or import replaced it): nothing undone",
+                    gone.image_id
+                )),
+                None => RateOutcome::say("nothing to undo: no rating saved in this session"),
+            },
             Err(err) => RateOutcome::say(format!("undo failed: {err}")),
         }
     }
@@ -285,6 +354,11 @@ mod tests {
         };
         assert_eq!(rate.type_code(false, 'a'), RateOutcome::say(NO_RATER));
         assert_eq!(rate.save(None), RateOutcome::say(NO_RATER));
+        assert_eq!(
+            rate.undo(Some("ann")),
+            RateOutcome::say("nothing to undo: no rating saved in this session"),
+            "ratings from before the session are not the session's to undo"
+        );
         rate.type_code(true, 'r');
         rate.type_code(true, 'a');
         assert!(
@@ -293,11 +367,24 @@ mod tests {
                 .is_some_and(|e| e.contains("'ra' refused"))
         );
         assert_eq!(rate.code, "r", "a refused key is not kept");
+        // Not on screen yet: nothing is saved, the code is kept.
+        assert_eq!(rate.save(Some("ann")), RateOutcome::default());
+        assert!(
+            rate.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not on screen yet"))
+        );
+        rate.shown = Some((11, Instant::now()));
         let asked = rate.save(Some("ann"));
         let rating = asked.save.expect("a rating to save");
         assert_eq!(
-            (rating.image_id, rating.usable, rating.rater.as_str()),
-            (11, false, "ann")
+            (
+                rating.image_id,
+                rating.usable,
+                rating.rater.as_str(),
+                rating.reject_reason.as_deref()
+            ),
+            (11, false, "ann", Some("other"))
         );
         assert_eq!(
             rate.save(Some("ann")),
@@ -312,16 +399,65 @@ mod tests {
             (Some(vec![10, 12]), Some(12))
         );
         assert!(rate.code.is_empty() && !rate.saving);
-        let undone = rate.on_undone(Ok(Some((7, 11))));
+        // `u` names the session's last save, by its id.
+        assert_eq!(rate.undo(Some("ann")).undo, Some(7));
+        let undone = rate.on_undone(Ok(Some(11)));
         assert_eq!(undone.rated_image, Some(11));
         assert_eq!(rate.current(), Some(11), "the undone image is shown again");
-        assert_eq!(
-            rate.on_undone(Ok(None)),
-            RateOutcome::say("nothing to undo")
-        );
+        assert!(rate.saved.is_empty(), "an undone save leaves the list");
         let refused = rate.on_saved(Err("the store is busy".into()));
         assert_eq!(refused, RateOutcome::default());
         assert_eq!(rate.error.as_deref(), Some("not saved: the store is busy"));
+    }
+
+    #[test]
+    fn a_save_waits_until_the_image_was_on_screen_long_enough() {
+        // Enter pressed twice saved the next image as good 3 ms after it appeared.
+        let mut rate = RateState {
+            work: Some(vec![10, 11]),
+            min_view: MIN_VIEW,
+            ..RateState::default()
+        };
+        rate.shown = Some((10, Instant::now()));
+        assert_eq!(rate.save(Some("ann")), RateOutcome::default());
+        assert!(
+            rate.error
+                .as_deref()
+                .is_some_and(|e| e.contains("on screen for") && e.contains("press Enter again")),
+            "{:?}",
+            rate.error
+        );
+        rate.shown = Instant::now()
+            .checked_sub(MIN_VIEW)
+            .map(|earlier| (10, earlier));
+        let asked = rate.save(Some("ann"));
+        let rating = asked.save.expect("saved once the image was seen");
+        assert!(
+            rating
+                .time_ms
+                .is_some_and(|ms| ms >= MIN_VIEW.as_millis() as i64)
+        );
+    }
+
+    #[test]
+    fn an_undo_of_a_save_overruled_since_withdraws_nothing_and_says_so() {
+        let mut rate = RateState {
+            saved: vec![SessionSave {
+                rating_id: 4,
+                image_id: 9,
+                code: "a".into(),
+            }],
+            ..RateState::default()
+        };
+        assert_eq!(rate.undo(Some("ann")).undo, Some(4));
+        let said = rate.on_undone(Ok(None));
+        assert!(
+            said.message
+                .as_deref()
+                .is_some_and(|m| m.contains("image 9 is no longer in force")),
+            "{said:?}"
+        );
+        assert!(rate.saved.is_empty() && !rate.saving);
     }
 
     #[test]

@@ -79,6 +79,8 @@ fn filled_store() -> (tempfile::TempDir, Store) {
 
 fn app(store: &mut Store, rater: Option<&str>) -> App {
     let mut app = App::new(KeyMap::default(), rater.map(str::to_string));
+    // Keys come faster here than anyone rates (`a_save_waits_until_...` tests the wait).
+    app.rate.min_view = std::time::Duration::ZERO;
     handle_now(&mut app, store, Event::Tick);
     app
 }
@@ -336,7 +338,7 @@ fn rate_saves_undoes_and_moves() {
             .is_some_and(|e| e.contains("stands alone"))
     );
     key(&mut app, &mut store, KeyCode::Enter);
-    assert_eq!(app.rate.saved.last().map(|s| s.0), Some(3));
+    assert_eq!(app.rate.saved.last().map(|s| s.image_id), Some(3));
     assert_eq!(app.rate.current(), Some(1));
     keys(&mut app, &mut store, "dd");
     keys(&mut app, &mut store, "l");
@@ -386,6 +388,50 @@ fn rate_saves_undoes_and_moves() {
     assert_eq!(app.rate.current(), Some(5));
     keys(&mut app, &mut store, "p");
     assert_eq!(app.rate.current(), Some(1));
+}
+
+#[test]
+fn undo_withdraws_this_sessions_saves_only() {
+    // Holding `u` in a new session withdrew bob's earlier ratings one after another
+    // (the fixture's, or a file's he never saw in the dashboard), and a re-import of
+    // the file could not bring them back.
+    let (_dir, mut store) = filled_store();
+    let count = |store: &Store| -> i64 {
+        store
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM ratings_latest WHERE rater = 'bob'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count")
+    };
+    assert_eq!(count(&store), 2);
+    let mut app = app(&mut store, Some("bob"));
+    keys(&mut app, &mut store, "4");
+    keys(&mut app, &mut store, "uuu");
+    assert_eq!(
+        count(&store),
+        2,
+        "no rating of an earlier session withdrawn"
+    );
+    assert!(
+        app.message.contains("no rating saved in this session"),
+        "{}",
+        app.message
+    );
+    let first = app.rate.current().expect("an image to rate");
+    keys(&mut app, &mut store, "d");
+    key(&mut app, &mut store, KeyCode::Enter);
+    assert_eq!(count(&store), 3);
+    keys(&mut app, &mut store, "uuu");
+    assert_eq!(
+        count(&store),
+        2,
+        "the session's one save withdrawn, nothing more"
+    );
+    assert_eq!(app.rate.current(), Some(first));
+    assert!(app.rate.saved.is_empty());
 }
 
 #[test]

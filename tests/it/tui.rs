@@ -150,19 +150,31 @@ fn saved_image(screen: &str) -> i64 {
         .unwrap_or_else(|| panic!("no image id after 'saved image':\n{screen}"))
 }
 
+/// Waits as long as the dashboard wants an image on screen before it saves it.
+fn looked() {
+    std::thread::sleep(cdwqc::tui::rate::MIN_VIEW + std::time::Duration::from_millis(100));
+}
+
 #[test]
 fn rates_three_images_with_keys_and_quits() {
     let (tmp, db) = store_with_rater();
     let tmux = Tmux::start("rate", tmp.path(), &tui_command(&db));
     tmux.wait_for("code: ");
-    tmux.keys(&["a", "Enter"]);
+    tmux.keys(&["a"]);
+    looked();
+    // Enter twice, as a key bounces: the second is refused, the next image unseen.
+    tmux.keys(&["Enter", "Enter"]);
+    tmux.wait_for("was on screen for");
     tmux.wait_for("saved this session: 1");
     // An invalid key is refused in place and saves nothing.
     tmux.keys(&["r", "a"]);
     tmux.wait_for("'ra' refused");
+    looked();
     tmux.keys(&["Enter"]);
     tmux.wait_for("saved this session: 2");
-    tmux.keys(&["k", "z", "z", "Enter"]);
+    tmux.keys(&["k", "z", "z"]);
+    looked();
+    tmux.keys(&["Enter"]);
     tmux.wait_for("saved this session: 3");
     tmux.keys(&["q"]);
     tmux.wait_for_exit();
@@ -187,9 +199,10 @@ fn every_save_shown_survives_sigkill() {
     let mut shown = Vec::new();
     for (n, code) in ["d", "aa", "k"].iter().enumerate() {
         let keys: Vec<String> = code.chars().map(String::from).collect();
-        let mut args: Vec<&str> = keys.iter().map(String::as_str).collect();
-        args.push("Enter");
+        let args: Vec<&str> = keys.iter().map(String::as_str).collect();
         tmux.keys(&args);
+        looked();
+        tmux.keys(&["Enter"]);
         let screen = tmux.wait_for(&format!("saved this session: {}", n + 1));
         shown.push(saved_image(&screen));
     }
@@ -318,6 +331,8 @@ fn bench_moving_through_100k_images_and_rating() {
     );
 
     let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    // Timed saves, not a person looking: no wait before a save.
+    app.rate.min_view = std::time::Duration::ZERO;
     handle_now(&mut app, &mut store, Event::Tick);
     let started = Instant::now();
     press(&mut app, &mut store, KeyCode::Char('4'));
@@ -1061,6 +1076,8 @@ fn bench_one_million_images() {
     );
 
     let mut app = App::new(KeyMap::default(), Some("ann".into()));
+    // Timed saves, not a person looking: no wait before a save.
+    app.rate.min_view = std::time::Duration::ZERO;
     handle_now(&mut app, &mut store, Event::Tick);
     timed(
         "open the Rate view (ann, no queue)",

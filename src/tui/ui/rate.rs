@@ -92,8 +92,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             rate.saved.len()
         )));
         // Images and codes only: rating ids count every rater's saves.
-        for (image, code) in rate.saved.iter().rev().take(5) {
-            lines.push(Line::from(format!("  image {image} '{code}'")));
+        for save in rate.saved.iter().rev().take(5) {
+            lines.push(Line::from(format!(
+                "  image {} '{}'",
+                save.image_id, save.code
+            )));
         }
     }
     frame.render_widget(
