@@ -76,8 +76,9 @@ pub struct InferArgs {
     /// Label an image with the task's last class (reject, bad, gado) when its
     /// probability reaches this threshold, a number in [0, 1]; `auto` picks it on the
     /// run's validation images for --target-sensitivity (cdwqc report model shows it).
-    /// Default: the most probable class.
-    #[arg(long, requires = "run")]
+    /// Default: the most probable class. With --model or --torchscript, a number only
+    /// (their validation images are not in this store).
+    #[arg(long)]
     pub threshold: Option<String>,
     /// The sensitivity `--threshold auto` aims at on the validation images.
     #[arg(long, default_value_t = 0.95)]
@@ -100,13 +101,15 @@ fn resolve_threshold(store: &Store, args: &InferArgs) -> anyhow::Result<Option<f
     let Some(text) = args.threshold.as_deref() else {
         return Ok(None);
     };
-    if text != "auto" {
-        let value: f64 = text
-            .parse()
-            .ok()
-            .filter(|v: &f64| (0.0..=1.0).contains(v))
-            .with_context(|| format!("--threshold {text:?}: give auto or a number in [0, 1]"))?;
+    if let Some(value) = fixed_threshold(args)? {
         return Ok(Some(value));
+    }
+    if args.run.is_none() {
+        bail!(
+            "--threshold {text}: auto picks the threshold on a training run's validation images, \
+             which an exported model or a TorchScript file does not bring: give a number in [0, 1] \
+             (cdwqc report model --run RUN --target-sensitivity S shows one on this store's labels)"
+        );
     }
     let target = args.target_sensitivity;
     if !(target > 0.0 && target <= 1.0) {
@@ -139,6 +142,19 @@ fn resolve_threshold(store: &Store, args: &InferArgs) -> anyhow::Result<Option<f
              runs trained before validation predictions were stored have none: give a number",
             point.threshold.text()
         ),
+    }
+}
+
+/// `--threshold` when it is a number, checked; `None` when absent or `auto`.
+fn fixed_threshold(args: &InferArgs) -> anyhow::Result<Option<f64>> {
+    match args.threshold.as_deref() {
+        None | Some("auto") => Ok(None),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|v: &f64| (0.0..=1.0).contains(v))
+            .map(Some)
+            .with_context(|| format!("--threshold {text:?}: give auto or a number in [0, 1]")),
     }
 }
 
@@ -177,10 +193,11 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
     let warm_threads = ThreadSplit::warm_threads(threads, loaders);
     tch::set_num_threads(split.torch as i32);
     let mut store = Store::open(db, Access::ReadWrite)?;
-    if let Some(model) = args.model.clone() {
-        return run_model(&mut store, model, args, split, warm_threads);
-    }
+    // Before any work: `auto` needs a run, and a number must be one.
     let threshold = resolve_threshold(&store, &args)?;
+    if let Some(model) = args.model.clone() {
+        return run_model(&mut store, model, args, split, warm_threads, threshold);
+    }
     let request = InferRequest {
         run: args.run,
         torchscript: args.torchscript,
@@ -198,7 +215,7 @@ pub fn run(db: &Path, args: InferArgs) -> anyhow::Result<ExitCode> {
         if let Some(run_id) = args.store_as {
             plan.run_id = run_id;
         }
-        return run_torchscript(&mut store, &plan);
+        return run_torchscript(&mut store, &plan, threshold);
     }
     let (mut result, code) = predict(&plan)?;
     if let Some(t) = threshold {
@@ -216,6 +233,7 @@ fn run_model(
     args: InferArgs,
     split: ThreadSplit,
     warm_threads: Option<usize>,
+    threshold: Option<f64>,
 ) -> anyhow::Result<ExitCode> {
     let request = ModelInferRequest {
         model,
@@ -277,6 +295,10 @@ fn run_model(
                 }
                 _ => None,
             };
+            // On the probabilities stored: the network's, or mixed with the forest's.
+            if let Some(t) = threshold {
+                apply_threshold(&mut result.rows, planned.plan.task.categories(), t);
+            }
             record_model_inference(store, &planned.plan.run_id, &result, mix.as_ref())?;
             println!(
                 "score it: cdwqc report model --run {} --set all",
@@ -293,7 +315,11 @@ fn run_model(
 
 /// Predicts with a TorchScript file under a run row of its own (the file's SHA-256, its
 /// grid and task), so `cdwqc report model` and the queues find the run like any other.
-fn run_torchscript(store: &mut Store, plan: &InferPlan) -> anyhow::Result<ExitCode> {
+fn run_torchscript(
+    store: &mut Store,
+    plan: &InferPlan,
+    threshold: Option<f64>,
+) -> anyhow::Result<ExitCode> {
     let (run, config) = plan_torchscript_run(store, plan)?;
     println!(
         "TorchScript model {} (sha256 {}, preset {}, task {}) -> run {}",
@@ -305,7 +331,10 @@ fn run_torchscript(store: &mut Store, plan: &InferPlan) -> anyhow::Result<ExitCo
     );
     record_torchscript_start(store, &run)?;
     match predict(plan) {
-        Ok((result, code)) => {
+        Ok((mut result, code)) => {
+            if let Some(t) = threshold {
+                apply_threshold(&mut result.rows, plan.task.categories(), t);
+            }
             record_model_inference(store, &plan.run_id, &result, None)?;
             println!(
                 "score it: cdwqc report model --run {} --set all",

@@ -178,6 +178,68 @@ fn exported_model_predicts_in_another_store_and_refuses_tampered_weights() {
         ],
     );
     assert!(adapted.contains("on up to 4 of the"), "{adapted}");
+    // --threshold with --model: every image reaches a threshold of 0 on its last class
+    // (it was accepted, and ignored); `auto` has no validation images to pick from, and
+    // a number out of [0, 1] is refused, both before any run is stored.
+    ok(
+        &other,
+        &[
+            "infer",
+            "--model",
+            model.as_str(),
+            "--as",
+            "model:all-bad",
+            "--threshold",
+            "0",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ],
+    );
+    assert_eq!(
+        csv(
+            &other,
+            db,
+            "select string_agg(distinct label, ',') as labels from predictions
+             where run_id = 'model:all-bad' and error is null"
+        ),
+        "labels\nbad\n"
+    );
+    for (threshold, said) in [("auto", "give a number in [0, 1]"), ("1.5", "[0, 1]")] {
+        let o = cdwqc(
+            &other,
+            &[
+                "infer",
+                "--model",
+                model.as_str(),
+                "--as",
+                "model:refused",
+                "--threshold",
+                threshold,
+                "--device",
+                "cpu",
+            ],
+        );
+        assert!(!o.status.success(), "{threshold}");
+        assert!(stderr(&o).contains(said), "{threshold}: {}", stderr(&o));
+    }
+    assert_eq!(
+        csv(
+            &other,
+            db,
+            "select count(*) as n from runs where run_id = 'model:refused'"
+        ),
+        "n\n0\n"
+    );
+    ok(
+        &other,
+        &[
+            "sql",
+            "--write",
+            "delete from predictions where run_id = 'model:all-bad'; delete from runs where run_id = 'model:all-bad'",
+        ],
+    );
     assert_eq!(
         csv(
             &other,
